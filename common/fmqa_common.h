@@ -1,0 +1,58 @@
+/*
+ * fmqa_common.h -- internal helpers shared by every layer of libfastmqa: the
+ * error record that internal functions fill (status plus a message that names
+ * file, line and field where it can), identity hashing, and small string tools.
+ *
+ * Internal functions report failure as fmqa_status and, when given a non-NULL
+ * fmqa_err, a message.  The public layer (runtime/) copies that message into the
+ * context's per-thread last-error slot.  Nothing here allocates on error paths.
+ */
+#ifndef FMQA_COMMON_H
+#define FMQA_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fastmqa.h"
+
+#define FMQA_ERRMSG_CAP 1024
+
+typedef struct fmqa_err {
+    fmqa_status status;
+    char msg[FMQA_ERRMSG_CAP];
+} fmqa_err;
+
+/* Records status and a printf-style message in err (if not NULL); returns status
+ * so callers can write `return fmqa_err_set(err, FMQA_ERR_IO, "...")`. */
+fmqa_status fmqa_err_set(fmqa_err *err, fmqa_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+fmqa_status fmqa_err_setv(fmqa_err *err, fmqa_status status, const char *fmt, va_list ap);
+/* Prepends "prefix: " to the message already in err; returns err->status. */
+fmqa_status fmqa_err_prefix(fmqa_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void fmqa_err_clear(fmqa_err *err);
+
+/* 128-bit non-cryptographic identity hash (two FNV-1a-64 lanes with different
+ * offsets, then mixed), as 32 lowercase hex digits plus NUL.  Incremental form
+ * for hashing several buffers as one. */
+#define FMQA_HASH_HEX 33
+typedef struct fmqa_hasher {
+    uint64_t a, b;
+} fmqa_hasher;
+void fmqa_hash_init(fmqa_hasher *h);
+void fmqa_hash_update(fmqa_hasher *h, const void *data, size_t len);
+/* Hashes the string and its terminating NUL, so ("ab","c") != ("a","bc"). */
+void fmqa_hash_str(fmqa_hasher *h, const char *s);
+void fmqa_hash_final(const fmqa_hasher *h, char out[FMQA_HASH_HEX]);
+void fmqa_hash_hex(const void *data, size_t len, char out[FMQA_HASH_HEX]);
+
+/* strdup that returns NULL on NULL input. */
+char *fmqa_strdup(const char *s);
+/* snprintf into a fixed buffer; returns 0 if it fit, -1 if truncated. */
+int fmqa_strlcpy(char *dst, const char *src, size_t cap);
+
+/* Monotonic wall clock in milliseconds. */
+double fmqa_now_ms(void);
+
+#endif /* FMQA_COMMON_H */

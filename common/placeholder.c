@@ -1,0 +1,1 @@
+typedef int fmqa_placeholder_unused;

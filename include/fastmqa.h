@@ -1,0 +1,411 @@
+/*
+ * fastmqa.h -- the one public header of libfastmqa.
+ *
+ * FastMQA computes multi-query / grouped-query / multi-head attention for LLM
+ * inference on NVIDIA GPUs with kernels generated from templates, compiled at run
+ * time with NVRTC and chosen by a tuning database.
+ *
+ * Conventions (they hold for every function below):
+ *
+ *  - Every function that can fail returns fmqa_status.  fmqa_status_string() names a
+ *    status; fmqa_ctx_errmsg() returns the detailed message of the last failed call
+ *    on that context.  The library never exits or aborts on bad input.  Bad input
+ *    gets FMQA_ERR_INVALID_ARGUMENT (or FMQA_ERR_UNSUPPORTED for a valid but not
+ *    implemented combination) and changes nothing: no memory is written, nothing is
+ *    launched.
+ *  - Output parameters are marked OUT.  They are written only on success unless the
+ *    comment says otherwise.
+ *  - Device memory (queries, caches, outputs, workspace) always belongs to the
+ *    caller.  The library allocates no device memory of its own on the launch path;
+ *    a call that needs scratch space says so through a *_workspace_size() query.
+ *  - Every launching call takes the CUstream to launch on and returns as soon as
+ *    the work is queued.  Errors of the kernel itself surface on that stream.
+ *  - Threading: a context may be used from several threads at once; launch plans
+ *    and loaded modules are shared and guarded internally.  The last-error message
+ *    is kept per thread per context, so concurrent callers do not see each other's
+ *    messages.  A context belongs to one device; it makes that device's primary
+ *    context current on the calling thread for the duration of each call.
+ *  - Without a CUDA driver or GPU, context creation, problem validation, memory
+ *    reports and everything else that needs no GPU still work; calls that need a
+ *    GPU return FMQA_ERR_NO_DRIVER or FMQA_ERR_NO_DEVICE.
+ *
+ * Tensors are described by element strides (not bytes); the innermost dimension
+ * (head dim) is always contiguous.
+ */
+#ifndef FASTMQA_H
+#define FASTMQA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FMQA_VERSION_MAJOR 0
+#define FMQA_VERSION_MINOR 1
+#define FMQA_VERSION_PATCH 0
+#define FMQA_VERSION_STRING "0.1.0"
+
+/* CUstream without pulling in cuda.h: the same opaque pointer type. */
+typedef struct CUstream_st *fmqa_stream_t;
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum fmqa_status {
+    FMQA_OK = 0,
+    FMQA_ERR_INVALID_ARGUMENT = 1, /* null pointer, bad size, unknown enum, ...    */
+    FMQA_ERR_UNSUPPORTED = 2,      /* valid request the library cannot serve     */
+    FMQA_ERR_NO_DRIVER = 3,        /* libcuda.so.1 missing or unusable           */
+    FMQA_ERR_NO_DEVICE = 4,        /* driver present, no (such) GPU              */
+    FMQA_ERR_CUDA = 5,             /* a CUDA driver call failed                  */
+    FMQA_ERR_COMPILE = 6,          /* NVRTC rejected a kernel                    */
+    FMQA_ERR_TEMPLATE = 7,         /* a kernel template failed to load or run    */
+    FMQA_ERR_DATABASE = 8,         /* the tuning database is unusable            */
+    FMQA_ERR_OUT_OF_MEMORY = 9,    /* host allocation failed                     */
+    FMQA_ERR_NOT_FOUND = 10,       /* no such template, entry or record          */
+    FMQA_ERR_IO = 11,              /* file system error                          */
+    FMQA_ERR_INTERNAL = 12         /* a bug in FastMQA: please report it         */
+} fmqa_status;
+
+/* Static string naming the status, e.g. "invalid argument".  Never NULL. */
+const char *fmqa_status_string(fmqa_status status);
+
+/* ---------------------------------------------------------------- types */
+
+typedef enum fmqa_dtype {
+    FMQA_DTYPE_F16 = 1,
+    FMQA_DTYPE_BF16 = 2,
+    FMQA_DTYPE_F32 = 3,
+    FMQA_DTYPE_INT8 = 4,     /* KV cache only: symmetric, per-token-per-head scale */
+    FMQA_DTYPE_FP8_E4M3 = 5  /* KV cache only: OCP e4m3, per-token-per-head scale */
+} fmqa_dtype;
+
+/* Static name ("f16", "bf16", "f32", "int8", "fp8_e4m3") or NULL if unknown. */
+const char *fmqa_dtype_name(fmqa_dtype dtype);
+/* Bytes per element, 0 if unknown. */
+size_t fmqa_dtype_size(fmqa_dtype dtype);
+
+typedef enum fmqa_op {
+    FMQA_OP_DECODE = 1,     /* few query tokens per sequence against a KV cache */
+    FMQA_OP_PREFILL = 2,    /* many query tokens, causal, online softmax        */
+    FMQA_OP_MLA_DECODE = 3, /* latent attention decode (absorbed weights)       */
+    FMQA_OP_APPEND = 4      /* write new tokens into the cache (RoPE, quantize) */
+} fmqa_op;
+
+const char *fmqa_op_name(fmqa_op op);
+
+typedef enum fmqa_rope {
+    FMQA_ROPE_NONE = 0,
+    FMQA_ROPE_NEOX = 1, /* half-split: pairs (i, i + d/2)            */
+    FMQA_ROPE_GPTJ = 2  /* interleaved: pairs (2i, 2i + 1)           */
+} fmqa_rope;
+
+/* Problem flags. */
+#define FMQA_FLAG_CAUSAL 0x1u    /* query tokens see only positions <= their own  */
+#define FMQA_FLAG_PAGED 0x2u     /* KV cache addressed through a page table      */
+#define FMQA_FLAG_TREE_MASK 0x4u /* query tokens carry a bitmask over the drafts */
+#define FMQA_FLAG_LSE 0x8u       /* also write log-sum-exp per (token, head)     */
+#define FMQA_FLAG_RING 0x10u     /* cache keeps sinks + a ring of `window` slots */
+#define FMQA_FLAG_ALL 0x1Fu
+
+/*
+ * A problem: the shape and types of one attention call, independent of pointers.
+ * It is what the dispatcher keys on.  For decode, kv_len is the largest KV length
+ * any sequence of the batch may have (the cache capacity the caller plans for);
+ * the real per-sequence lengths travel with the call.  Keeping it constant across
+ * decode steps keeps the launch plan constant.
+ */
+typedef struct fmqa_problem {
+    fmqa_op op;
+    int32_t batch;          /* sequences                                         */
+    int32_t num_q_heads;    /* H                                                 */
+    int32_t num_kv_heads;   /* Hkv; H % Hkv == 0; 1 = MQA, H = MHA                */
+    int32_t head_dim_qk;    /* d of Q and K (MLA: latent + rope)                 */
+    int32_t head_dim_v;     /* d of V and the output (MLA: latent)               */
+    int32_t q_tokens;       /* query tokens per sequence (decode 1..16)          */
+    int32_t kv_len;         /* largest KV length (see above)                     */
+    fmqa_dtype q_dtype;     /* f16 or bf16                                       */
+    fmqa_dtype kv_dtype;    /* f16, bf16, int8 or fp8_e4m3                       */
+    fmqa_dtype out_dtype;   /* f16 or bf16                                       */
+    int32_t page_size;      /* tokens per page when FMQA_FLAG_PAGED, else 0       */
+    int32_t window;         /* sliding window in tokens, 0 = unlimited           */
+    int32_t sink_tokens;    /* with a window: first positions that stay visible  */
+    fmqa_rope rope;         /* append only: RoPE layout applied to new K (and Q) */
+    uint32_t flags;         /* FMQA_FLAG_*                                       */
+} fmqa_problem;
+
+/* Fills a problem with zeros and the most common choices (decode, f16, 1 token). */
+void fmqa_problem_init(fmqa_problem *problem);
+
+/* ---------------------------------------------------------------- context */
+
+typedef enum fmqa_log_level {
+    FMQA_LOG_QUIET = 0,
+    FMQA_LOG_ERROR = 1,
+    FMQA_LOG_WARN = 2,
+    FMQA_LOG_INFO = 3,
+    FMQA_LOG_DEBUG = 4
+} fmqa_log_level;
+
+/*
+ * Versioned, append-only options.  Always start from FMQA_OPTIONS_INIT so that
+ * struct_size and version tell the library which fields the caller knows about.
+ */
+typedef struct fmqa_options {
+    uint32_t struct_size;       /* sizeof(fmqa_options) as the caller compiled it  */
+    uint32_t version;           /* FMQA_OPTIONS_VERSION                            */
+    int32_t device;             /* CUDA device ordinal                             */
+    const char *db_path;        /* tuning database; NULL = default (below);
+                                   "" = no database (template defaults only)       */
+    const char *template_dir;   /* NULL = $FASTMQA_TEMPLATE_DIR, else the
+                                   templates embedded in the library               */
+    fmqa_log_level log_level;   /* messages to stderr at or above this level;
+                                   $FASTMQA_LOG overrides when set                  */
+} fmqa_options;
+
+#define FMQA_OPTIONS_VERSION 1u
+#define FMQA_OPTIONS_INIT \
+    { (uint32_t)sizeof(fmqa_options), FMQA_OPTIONS_VERSION, 0, NULL, NULL, FMQA_LOG_WARN }
+
+/*
+ * The default database path: $XDG_CACHE_HOME/fastmqa/tune.db, else
+ * $HOME/.cache/fastmqa/tune.db.  Writes at most `cap` bytes including the NUL.
+ */
+fmqa_status fmqa_default_db_path(char *buf /* OUT */, size_t cap);
+
+typedef struct fmqa_ctx fmqa_ctx_t;
+
+/*
+ * Creates a context.  *out is set even on error when memory allows (then it
+ * holds the message): always pass it to fmqa_ctx_destroy().  Creation does not
+ * need a GPU; the device is opened on first use.  opts may be NULL (defaults).
+ */
+fmqa_status fmqa_ctx_create(const fmqa_options *opts, fmqa_ctx_t **out /* OUT */);
+
+/* Destroys the context, unloading its modules.  NULL is a no-op. */
+void fmqa_ctx_destroy(fmqa_ctx_t *ctx);
+
+/* The calling thread's last error message on ctx; "" after success.  The string
+ * is owned by ctx and valid until the thread's next call on ctx. */
+const char *fmqa_ctx_errmsg(const fmqa_ctx_t *ctx);
+
+/* ---------------------------------------------------------------- device */
+
+typedef struct fmqa_device_info {
+    char name[256];
+    int32_t ordinal;
+    int32_t cc_major, cc_minor;        /* compute capability                */
+    int32_t sm_count;
+    int64_t total_memory;              /* bytes                             */
+    int64_t l2_bytes;
+    int32_t smem_per_block_optin;      /* bytes a block may opt in to       */
+    int32_t smem_per_sm;
+    int32_t regs_per_sm;
+    int32_t max_threads_per_block;
+    int32_t clock_khz;                 /* SM clock                          */
+    int32_t mem_clock_khz;
+    int32_t mem_bus_width;             /* bits                              */
+    int32_t driver_version;            /* e.g. 13000 for 13.0               */
+    int32_t nvrtc_major, nvrtc_minor;  /* NVRTC linked into the library     */
+    char arch[16];                     /* "sm_90", or "sm_90a" where wgmma  */
+} fmqa_device_info;
+
+/* Describes the context's device.  FMQA_ERR_NO_DRIVER / NO_DEVICE without one. */
+fmqa_status fmqa_device_query(fmqa_ctx_t *ctx, fmqa_device_info *info /* OUT */);
+
+/* NVRTC version linked into the library; works without a GPU. */
+fmqa_status fmqa_nvrtc_version(int *major /* OUT */, int *minor /* OUT */);
+
+/* ---------------------------------------------------------------- problems */
+
+/* Checks a problem: sizes, divisibility, enum values, 32-bit index overflow.
+ * FMQA_OK or FMQA_ERR_INVALID_ARGUMENT / UNSUPPORTED with the reason in ctx. */
+fmqa_status fmqa_problem_validate(fmqa_ctx_t *ctx, const fmqa_problem *problem);
+
+/* How the dispatcher chose the kernel variant for a problem. */
+typedef enum fmqa_choice_source {
+    FMQA_CHOICE_TUNED = 1,   /* exact entry in the tuning database            */
+    FMQA_CHOICE_NEAREST = 2, /* nearest tuned shape bucket, legality rechecked */
+    FMQA_CHOICE_DEFAULT = 3  /* the template's default                        */
+} fmqa_choice_source;
+
+typedef struct fmqa_choice {
+    fmqa_choice_source source;
+    char template_name[64];
+    char config[256];        /* canonical config text, "BLOCK_N=64,WARPS=4"   */
+    double tuned_time_us;    /* median of the tuned trial, 0 if none          */
+} fmqa_choice;
+
+/* Resolves (and caches) the launch plan for a problem without launching:
+ * compiles the kernel if needed.  Needs a device. */
+fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                      fmqa_choice *choice /* OUT, may be NULL */);
+
+/* ---------------------------------------------------------------- decode */
+
+/*
+ * Decode attention: for every sequence b, query token t and query head h,
+ *   o[b,t,h,:] = softmax_j(scale * q[b,t,h,:] . k[b,j,h/G,:] + mask) v[b,j,h/G,:]
+ * over the cache positions j the token sees (G = H / Hkv).  Semantics of the
+ * mask, window, positions and 8-bit scales are those of reference/ref.h.
+ *
+ * Query token t of sequence b sits at position kv_lens[b] - q_tokens + t; the
+ * cache already holds the query tokens' own K and V.  A token sees position j
+ * when j <= its position (FMQA_FLAG_CAUSAL; without it, all kv_lens[b]
+ * positions), when window > 0 also j > position - window or j < sink_tokens,
+ * and, with FMQA_FLAG_TREE_MASK, for the draft positions j >= kv_lens[b] -
+ * q_tokens, bit (j - first draft) of tree_mask[b * q_tokens + t] is set.
+ *
+ * With FMQA_FLAG_RING the cache holds sink_tokens + window slots instead of one
+ * per position: position j < sink_tokens lives in slot j, any later position in
+ * slot sink_tokens + (j - sink_tokens) % window; only the last `window`
+ * positions (and the sinks) are present.  kv_lens stays the logical length.
+ *
+ * Layouts, strides in elements:
+ *   q    [b, t, h, d]  strides q_stride_{batch,token,head}
+ *   o    [b, t, h, dv] strides o_stride_{batch,token,head}
+ *   lse  [b, t, h]     float, natural log, contiguous (FMQA_FLAG_LSE)
+ *   contiguous cache: k [b, j, hk, d] strides k_stride_{batch,token,head}
+ *   paged cache:      k [page, j % page_size, hk, d] with k_stride_batch the
+ *                     stride of a page; page j / page_size of sequence b is
+ *                     page_table[b * page_table_stride + j / page_size].
+ *   8-bit scales:     k_scale [b|page, j, hk] floats, strides
+ *                     k_scale_stride_{batch,token,head} (batch means page when
+ *                     paged); value = scale * stored integer or fp8 number.
+ */
+typedef struct fmqa_decode_args {
+    const void *q;
+    int64_t q_stride_batch, q_stride_token, q_stride_head;
+    const void *k;
+    const void *v;
+    int64_t k_stride_batch, k_stride_token, k_stride_head;
+    int64_t v_stride_batch, v_stride_token, v_stride_head;
+    const float *k_scale;            /* 8-bit caches only, else NULL */
+    const float *v_scale;
+    int64_t k_scale_stride_batch, k_scale_stride_token, k_scale_stride_head;
+    int64_t v_scale_stride_batch, v_scale_stride_token, v_scale_stride_head;
+    const int32_t *kv_lens;          /* [batch], device                          */
+    const int32_t *page_table;       /* [batch, page_table_stride], device       */
+    int64_t page_table_stride;
+    const uint64_t *tree_mask;       /* [batch, q_tokens], device, bit j = draft j */
+    void *o;
+    int64_t o_stride_batch, o_stride_token, o_stride_head;
+    float *lse;                      /* FMQA_FLAG_LSE only                       */
+    float sm_scale;                  /* 0 = 1 / sqrt(head_dim_qk)                */
+    void *workspace;                 /* fmqa_decode_workspace_size() bytes       */
+    size_t workspace_size;
+} fmqa_decode_args;
+
+/* Workspace bytes a decode of this problem needs (split-KV partials); may be 0.
+ * Needs no device when a database or the template default settles the plan. */
+fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                                       size_t *bytes /* OUT */);
+
+/* Launches decode attention on stream.  problem->op must be FMQA_OP_DECODE. */
+fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                        const fmqa_decode_args *args, fmqa_stream_t stream);
+
+/* ---------------------------------------------------------------- append */
+
+/*
+ * KV append: writes n_new = problem->q_tokens new tokens per sequence into the
+ * cache at positions start_pos[b] .. start_pos[b] + n_new - 1, applying RoPE
+ * (problem->rope, base rope_theta) to K at its position and, for 8-bit caches,
+ * quantizing per token and head (scale = max|x| / 127 for int8, / 448 for fp8)
+ * and writing the scale.  With FMQA_FLAG_RING positions map to slots as in
+ * fmqa_decode_args (sinks, then a ring of `window` slots).  If q is not NULL, RoPE is applied to
+ * q in place at the same positions (its dtype is problem->q_dtype).
+ *   k_new, v_new [b, t, hk, d] strides {k,v}_new_stride_{batch,token,head}
+ *   q            [b, t, h, d]  strides q_stride_{batch,token,head}
+ * Cache layouts and strides are those of fmqa_decode_args.
+ */
+typedef struct fmqa_append_args {
+    const void *k_new;
+    const void *v_new;
+    int64_t k_new_stride_batch, k_new_stride_token, k_new_stride_head;
+    int64_t v_new_stride_batch, v_new_stride_token, v_new_stride_head;
+    void *q;
+    int64_t q_stride_batch, q_stride_token, q_stride_head;
+    void *k;
+    void *v;
+    int64_t k_stride_batch, k_stride_token, k_stride_head;
+    int64_t v_stride_batch, v_stride_token, v_stride_head;
+    float *k_scale;
+    float *v_scale;
+    int64_t k_scale_stride_batch, k_scale_stride_token, k_scale_stride_head;
+    int64_t v_scale_stride_batch, v_scale_stride_token, v_scale_stride_head;
+    const int32_t *start_pos;        /* [batch], device                        */
+    const int32_t *page_table;
+    int64_t page_table_stride;
+    float rope_theta;                /* 0 = 10000                              */
+} fmqa_append_args;
+
+/* Launches the append on stream.  problem->op must be FMQA_OP_APPEND, its
+ * dtypes those of k_new (q_dtype) and of the cache (kv_dtype). */
+fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                        const fmqa_append_args *args, fmqa_stream_t stream);
+
+/* ---------------------------------------------------------------- levels */
+
+/* A model's attention shape, for memory and level planning. */
+typedef struct fmqa_model_config {
+    int32_t hidden_size;
+    int32_t num_q_heads;
+    int32_t num_kv_heads;       /* 1 = MQA; = num_q_heads for MHA             */
+    int32_t head_dim;           /* 0 = hidden_size / num_q_heads              */
+    int32_t mla_latent_dim;     /* > 0 for MLA: latent d_c (e.g. 512)         */
+    int32_t mla_rope_dim;       /* MLA rope part d_r (e.g. 64)                */
+    int32_t max_seq_len;
+    fmqa_dtype dtype;           /* f16 or bf16: activations and full cache    */
+} fmqa_model_config;
+
+typedef enum fmqa_level {
+    FMQA_LEVEL_CONSERVATIVE = 1, /* exact attention, 16-bit cache, full context */
+    FMQA_LEVEL_BALANCED = 2,     /* + sinks and sliding window, fused RoPE      */
+    FMQA_LEVEL_AGGRESSIVE = 3    /* + 8-bit cache, speculative verification     */
+} fmqa_level;
+
+const char *fmqa_level_name(fmqa_level level);
+/* Parses "conservative", "balanced" or "aggressive" (any case). */
+fmqa_status fmqa_level_from_name(fmqa_ctx_t *ctx, const char *name, fmqa_level *level /* OUT */);
+
+/* The concrete choices behind a level; every field may be overridden after
+ * fmqa_level_policy_preset() fills it. */
+typedef struct fmqa_level_policy {
+    fmqa_level level;
+    fmqa_dtype kv_dtype;        /* cache element type                          */
+    int32_t sink_tokens;        /* first tokens always kept (0 = none)         */
+    int32_t window;             /* recent tokens kept, 0 = full context        */
+    int32_t spec_tokens;        /* query tokens per verification step (1 = off) */
+    int32_t page_size;          /* 0 = contiguous cache                        */
+    fmqa_rope rope;             /* RoPE fused into the append                  */
+} fmqa_level_policy;
+
+fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
+                                     const fmqa_model_config *model,
+                                     fmqa_level_policy *policy /* OUT */);
+
+typedef struct fmqa_memory_report {
+    int64_t bytes_per_token;           /* per layer, K + V + scales             */
+    int64_t bytes_per_seq;             /* per layer, at max_seq_len, incl. page
+                                          table                                  */
+    int64_t tokens_kept;               /* cache slots per sequence              */
+    int64_t total_bytes;               /* per layer, for n_seqs sequences       */
+    int64_t baseline_bytes_per_seq;    /* fp16 MHA cache, same hidden and heads */
+    double reduction;                  /* 1 - bytes_per_seq / baseline          */
+    double cache_multiplier;           /* baseline / bytes_per_seq              */
+    int64_t max_seqs_in_budget;        /* sequences that fit budget_bytes       */
+} fmqa_memory_report;
+
+/* Memory of one layer's KV cache under a policy.  budget_bytes may be 0 (then
+ * max_seqs_in_budget is 0); a budget too small for one sequence is an error. */
+fmqa_status fmqa_memory_report_compute(fmqa_ctx_t *ctx, const fmqa_model_config *model,
+                                       const fmqa_level_policy *policy, int64_t n_seqs,
+                                       int64_t budget_bytes,
+                                       fmqa_memory_report *report /* OUT */);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTMQA_H */
