@@ -42,7 +42,8 @@ fmqa_status fmqa_err_prefix(fmqa_err *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    /* Bounded precisions: the message is cut, never overrun. */
+    snprintf(err->msg, sizeof err->msg, "%.400s: %.600s", prefix, old);
     return err->status;
 }
 

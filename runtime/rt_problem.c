@@ -1,0 +1,141 @@
+/*
+ * rt_problem.c -- fmqa_problem defaults and validation.
+ *
+ * Validation is the library's single gate for shapes: every launching entry
+ * point calls rt_problem_check before touching anything, so the kernels may
+ * assume what is checked here (positive sizes, whole groups, known enums, page
+ * sizes that are powers of two, per-tensor element counts that fit the 32-bit
+ * index arithmetic of the kernels).  What a particular template cannot do is
+ * its own valid() function's business and is reported as FMQA_ERR_UNSUPPORTED.
+ */
+#include "rt.h"
+
+#include <string.h>
+
+void fmqa_problem_init(fmqa_problem *p)
+{
+    if (!p)
+        return;
+    memset(p, 0, sizeof *p);
+    p->op = FMQA_OP_DECODE;
+    p->batch = 1;
+    p->num_q_heads = 1;
+    p->num_kv_heads = 1;
+    p->head_dim_qk = 128;
+    p->head_dim_v = 128;
+    p->q_tokens = 1;
+    p->kv_len = 1;
+    p->q_dtype = FMQA_DTYPE_F16;
+    p->kv_dtype = FMQA_DTYPE_F16;
+    p->out_dtype = FMQA_DTYPE_F16;
+    p->rope = FMQA_ROPE_NONE;
+}
+
+#define BAD(...) fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+
+static int is_half(fmqa_dtype t) { return t == FMQA_DTYPE_F16 || t == FMQA_DTYPE_BF16; }
+static int is_kv(fmqa_dtype t)
+{
+    return is_half(t) || t == FMQA_DTYPE_INT8 || t == FMQA_DTYPE_FP8_E4M3;
+}
+
+static fmqa_status check_sizes(const fmqa_problem *p, fmqa_err *err)
+{
+    const struct { const char *name; int32_t v; } pos[] = {
+        {"batch", p->batch},           {"num_q_heads", p->num_q_heads},
+        {"num_kv_heads", p->num_kv_heads}, {"head_dim_qk", p->head_dim_qk},
+        {"head_dim_v", p->head_dim_v}, {"q_tokens", p->q_tokens},
+        {"kv_len", p->kv_len},
+    };
+    for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++)
+        if (pos[i].v <= 0)
+            return BAD("problem.%s: %d, must be positive", pos[i].name, pos[i].v);
+    if (p->num_q_heads % p->num_kv_heads != 0)
+        return BAD("problem.num_q_heads %d is not a multiple of num_kv_heads %d",
+                   p->num_q_heads, p->num_kv_heads);
+    if (p->head_dim_qk > 1024 || p->head_dim_v > 1024)
+        return BAD("problem.head_dim: %d/%d, at most 1024", p->head_dim_qk, p->head_dim_v);
+    if (p->window < 0 || p->sink_tokens < 0)
+        return BAD("problem.window %d / sink_tokens %d: must not be negative", p->window,
+                   p->sink_tokens);
+    if (p->sink_tokens > 0 && p->window == 0)
+        return BAD("problem.sink_tokens %d without a window: sinks only matter with one",
+                   p->sink_tokens);
+    return FMQA_OK;
+}
+
+static fmqa_status check_types(const fmqa_problem *p, fmqa_err *err)
+{
+    if (!fmqa_op_name(p->op))
+        return BAD("problem.op: %d is not an fmqa_op", (int)p->op);
+    if (!is_half(p->q_dtype))
+        return BAD("problem.q_dtype: %d is not f16 or bf16", (int)p->q_dtype);
+    if (!is_kv(p->kv_dtype))
+        return BAD("problem.kv_dtype: %d is not f16, bf16, int8 or fp8_e4m3", (int)p->kv_dtype);
+    if (!is_half(p->out_dtype))
+        return BAD("problem.out_dtype: %d is not f16 or bf16", (int)p->out_dtype);
+    if (p->rope != FMQA_ROPE_NONE && p->rope != FMQA_ROPE_NEOX && p->rope != FMQA_ROPE_GPTJ)
+        return BAD("problem.rope: %d is not an fmqa_rope", (int)p->rope);
+    if (p->flags & ~FMQA_FLAG_ALL)
+        return BAD("problem.flags: unknown bits 0x%x", p->flags & ~FMQA_FLAG_ALL);
+    return FMQA_OK;
+}
+
+static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
+{
+    int paged = (p->flags & FMQA_FLAG_PAGED) != 0;
+    if (paged && (p->page_size < 16 || (p->page_size & (p->page_size - 1)) != 0))
+        return BAD("problem.page_size: %d, a paged cache needs a power of two >= 16",
+                   p->page_size);
+    if (!paged && p->page_size != 0)
+        return BAD("problem.page_size: %d without FMQA_FLAG_PAGED", p->page_size);
+    if ((p->flags & FMQA_FLAG_RING) && p->window == 0)
+        return BAD("problem.flags: FMQA_FLAG_RING needs a window");
+    if ((p->flags & FMQA_FLAG_TREE_MASK) && p->q_tokens > 64)
+        return BAD("problem.q_tokens: %d, a tree mask covers at most 64 tokens", p->q_tokens);
+    if (p->op == FMQA_OP_DECODE && p->q_tokens > p->kv_len)
+        return BAD("problem.q_tokens %d exceeds kv_len %d: the cache holds the query tokens",
+                   p->q_tokens, p->kv_len);
+    return FMQA_OK;
+}
+
+/* Kernels index one sequence's cache and the query/output tensors with 32-bit
+ * arithmetic; only batch and page offsets use 64-bit strides. */
+static fmqa_status check_overflow(const fmqa_problem *p, fmqa_err *err)
+{
+    const int64_t lim = INT32_MAX;
+    int64_t d = p->head_dim_qk > p->head_dim_v ? p->head_dim_qk : p->head_dim_v;
+    int64_t seq = (int64_t)p->kv_len * p->num_kv_heads * d;
+    int64_t qo = (int64_t)p->batch * p->q_tokens * p->num_q_heads * d;
+    if (seq > lim)
+        return BAD("problem: kv_len %d x num_kv_heads %d x head_dim %lld = %lld elements per "
+                   "sequence overflows 32-bit indexing",
+                   p->kv_len, p->num_kv_heads, (long long)d, (long long)seq);
+    if (qo > lim)
+        return BAD("problem: batch %d x q_tokens %d x num_q_heads %d x head_dim %lld overflows "
+                   "32-bit indexing",
+                   p->batch, p->q_tokens, p->num_q_heads, (long long)d);
+    return FMQA_OK;
+}
+
+fmqa_status rt_problem_check(const fmqa_problem *p, fmqa_err *err)
+{
+    if (!p)
+        return BAD("problem is NULL");
+    fmqa_status st = check_types(p, err);
+    if (st == FMQA_OK)
+        st = check_sizes(p, err);
+    if (st == FMQA_OK)
+        st = check_layout(p, err);
+    if (st == FMQA_OK)
+        st = check_overflow(p, err);
+    return st;
+}
+
+fmqa_status fmqa_problem_validate(fmqa_ctx_t *ctx, const fmqa_problem *problem)
+{
+    fmqa_err err;
+    if (rt_problem_check(problem, &err) != FMQA_OK)
+        return rt_fail(ctx, &err);
+    return rt_clear(ctx);
+}

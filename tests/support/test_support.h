@@ -1,0 +1,36 @@
+/*
+ * test_support.h -- helpers shared by the Criterion tests: GPU presence, device
+ * buffers through the driver table, and seeds.  Device helpers abort the test
+ * (cr_assert) on failure: a test has no better recovery.
+ */
+#ifndef FMQA_TEST_SUPPORT_H
+#define FMQA_TEST_SUPPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fastmqa.h"
+#include "rt_cuda.h"
+
+/* 1 when a CUDA driver and at least one GPU are usable; else 0 and why. */
+int fmqa_test_gpu_available(char *why, size_t cap);
+
+/* A seed for fresh random inputs: $FASTMQA_TEST_SEED if set, else time-based.
+ * Printed to stderr with the test's name so a failure can be replayed. */
+uint64_t fmqa_test_seed(const char *test_name);
+
+/* Device memory for gpu tests; the test's context must be current. */
+typedef struct fmqa_test_gpu {
+    const rt_cuda *cu;
+    CUcontext ctx;
+    CUdevice dev;
+} fmqa_test_gpu;
+
+void fmqa_test_gpu_open(fmqa_test_gpu *g);   /* primary context, made current */
+void fmqa_test_gpu_close(fmqa_test_gpu *g);
+CUdeviceptr fmqa_test_upload(fmqa_test_gpu *g, const void *host, size_t bytes);
+CUdeviceptr fmqa_test_alloc_poisoned(fmqa_test_gpu *g, size_t bytes, uint8_t poison);
+void fmqa_test_download(fmqa_test_gpu *g, void *host, CUdeviceptr src, size_t bytes);
+void fmqa_test_free(fmqa_test_gpu *g, CUdeviceptr p);
+
+#endif
