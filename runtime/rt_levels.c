@@ -1,0 +1,275 @@
+/*
+ * rt_levels.c -- optimization levels and the KV-cache memory report.
+ *
+ * A level is a named preset over the cache policy (fmqa_level_policy): element
+ * type, sinks + sliding window, speculative query tokens, paging, fused RoPE.
+ * fmqa_level_policy_preset() fills the policy from the model; the caller may edit
+ * any field afterwards, so fmqa_memory_report_compute() validates the policy it is
+ * given rather than trusting the preset.  docs/levels.md states every default and
+ * why; keep the two in step.
+ *
+ * Memory arithmetic (one layer; the page table is counted in full in every layer's
+ * report although engines usually share one table across layers):
+ *   elements per token   MHA/GQA/MQA: 2 * Hkv * d (K and V); MLA: d_c + d_r (one
+ *                        latent row shared by all heads, V read from it)
+ *   8-bit scales         one float per token per KV head for K and one for V;
+ *                        MLA: one float per token for the latent row
+ *   tokens kept          max_seq_len, or sinks + window (RING cache) capped at it
+ *   paged                whole pages are allocated, plus one int32 per page
+ *   baseline             fp16 MHA: 2 * H * d * 2 bytes per token, max_seq_len tokens
+ * All products go through checked int64 multiplication: a model too large for
+ * int64 bytes is an error, never a wrapped number.
+ *
+ * Every public function accepts a NULL context (the message is then dropped),
+ * writes its OUT parameter only on success and clears the message on success.
+ */
+#include <ctype.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fastmqa.h"
+#include "rt.h"
+
+#define LEVEL_SINKS 4          /* StreamingLLM: four sinks restore perplexity   */
+#define LEVEL_WINDOW_DIV 4     /* window = max_seq_len / 4: 4x fewer tokens      */
+#define LEVEL_SPEC_TOKENS 4    /* typical draft length of EAGLE/Medusa drafters */
+#define LEVEL_MAX_SPEC 16      /* decode serves 1..16 query tokens per sequence  */
+#define LEVEL_8BIT FMQA_DTYPE_INT8
+
+static const char *const level_names[] = {
+    [FMQA_LEVEL_CONSERVATIVE] = "conservative",
+    [FMQA_LEVEL_BALANCED] = "balanced",
+    [FMQA_LEVEL_AGGRESSIVE] = "aggressive",
+};
+
+static int level_known(fmqa_level level)
+{
+    return level >= FMQA_LEVEL_CONSERVATIVE && level <= FMQA_LEVEL_AGGRESSIVE;
+}
+
+const char *fmqa_level_name(fmqa_level level)
+{
+    return level_known(level) ? level_names[level] : NULL;
+}
+
+/* Case-insensitive equality; names are short ASCII words. */
+static int name_equal(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++)
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
+            return 0;
+    return *a == *b;
+}
+
+fmqa_status fmqa_level_from_name(fmqa_ctx_t *ctx, const char *name, fmqa_level *level)
+{
+    if (!name || !level)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "fmqa_level_from_name: %s is NULL", name ? "level" : "name");
+    for (int l = FMQA_LEVEL_CONSERVATIVE; l <= FMQA_LEVEL_AGGRESSIVE; l++) {
+        if (name_equal(name, level_names[l])) {
+            *level = (fmqa_level)l;
+            return rt_clear(ctx);
+        }
+    }
+    return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                    "unknown level '%s' (expected conservative, balanced or aggressive)",
+                    name);
+}
+
+/* ------------------------------------------------------------ model checks */
+
+static int model_is_mla(const fmqa_model_config *m)
+{
+    return m->mla_latent_dim > 0;
+}
+
+static int32_t model_head_dim(const fmqa_model_config *m)
+{
+    return m->head_dim > 0 ? m->head_dim : m->hidden_size / m->num_q_heads;
+}
+
+/* Checks a model configuration; the message names the offending field. */
+static fmqa_status model_check(fmqa_ctx_t *ctx, const fmqa_model_config *m)
+{
+    if (!m)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "model: NULL model config");
+    if (m->hidden_size <= 0 || m->num_q_heads <= 0 || m->num_kv_heads <= 0 ||
+        m->max_seq_len <= 0)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "model: hidden_size (%d), num_q_heads (%d), num_kv_heads (%d) "
+                        "and max_seq_len (%d) must be positive",
+                        m->hidden_size, m->num_q_heads, m->num_kv_heads, m->max_seq_len);
+    if (m->head_dim < 0 || m->mla_latent_dim < 0 || m->mla_rope_dim < 0)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "model: head_dim (%d), mla_latent_dim (%d) and mla_rope_dim (%d) "
+                        "must not be negative",
+                        m->head_dim, m->mla_latent_dim, m->mla_rope_dim);
+    if (m->hidden_size % m->num_q_heads != 0)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "model.hidden_size %d is not a multiple of num_q_heads %d",
+                        m->hidden_size, m->num_q_heads);
+    if (m->num_q_heads % m->num_kv_heads != 0)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "model.num_q_heads %d is not a multiple of num_kv_heads %d",
+                        m->num_q_heads, m->num_kv_heads);
+    if (m->mla_rope_dim > 0 && !model_is_mla(m))
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "model.mla_rope_dim %d without mla_latent_dim", m->mla_rope_dim);
+    if (m->dtype != FMQA_DTYPE_F16 && m->dtype != FMQA_DTYPE_BF16)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "model.dtype %d: expected f16 or bf16", (int)m->dtype);
+    return FMQA_OK;
+}
+
+/* ------------------------------------------------------------ presets */
+
+fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
+                                     const fmqa_model_config *model,
+                                     fmqa_level_policy *policy)
+{
+    if (!level_known(level))
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "unknown level %d (expected 1 conservative, 2 balanced, "
+                        "3 aggressive)", (int)level);
+    fmqa_status st = model_check(ctx, model);
+    if (st != FMQA_OK)
+        return st;
+    if (!policy)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "policy: NULL output");
+
+    fmqa_level_policy p = {
+        .level = level, .kv_dtype = model->dtype, .sink_tokens = 0, .window = 0,
+        .spec_tokens = 1, .page_size = 0, .rope = FMQA_ROPE_NONE,
+    };
+    if (level >= FMQA_LEVEL_BALANCED) {
+        int32_t window = model->max_seq_len / LEVEL_WINDOW_DIV;
+        /* A window that keeps every position saves nothing: stay full context. */
+        if (window > 0 && window + LEVEL_SINKS < model->max_seq_len) {
+            p.window = window;
+            p.sink_tokens = LEVEL_SINKS;
+        }
+        p.rope = FMQA_ROPE_NEOX;
+    }
+    if (level >= FMQA_LEVEL_AGGRESSIVE) {
+        p.kv_dtype = LEVEL_8BIT;
+        p.spec_tokens = LEVEL_SPEC_TOKENS;
+    }
+    *policy = p;
+    return rt_clear(ctx);
+}
+
+/* ------------------------------------------------------------ memory */
+
+static int dtype_is_8bit(fmqa_dtype t)
+{
+    return t == FMQA_DTYPE_INT8 || t == FMQA_DTYPE_FP8_E4M3;
+}
+
+/* Checks a (possibly caller-edited) policy against the model. */
+static fmqa_status policy_check(fmqa_ctx_t *ctx, const fmqa_model_config *m,
+                                const fmqa_level_policy *p)
+{
+    if (!p)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "policy: NULL policy");
+    if (!level_known(p->level))
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "policy.level: unknown level %d",
+                        (int)p->level);
+    if (p->kv_dtype != FMQA_DTYPE_F16 && p->kv_dtype != FMQA_DTYPE_BF16 &&
+        !dtype_is_8bit(p->kv_dtype))
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy.kv_dtype %d: expected f16, bf16, int8 or fp8_e4m3",
+                        (int)p->kv_dtype);
+    if (p->sink_tokens < 0 || p->window < 0 || p->page_size < 0)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy: sink_tokens (%d), window (%d) and page_size (%d) must "
+                        "not be negative", p->sink_tokens, p->window, p->page_size);
+    if (p->window > m->max_seq_len)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy.window %d is larger than model.max_seq_len %d",
+                        p->window, m->max_seq_len);
+    if (p->sink_tokens > 0 && p->window == 0)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy.sink_tokens %d without a window (sinks only matter "
+                        "with a sliding window)", p->sink_tokens);
+    if (p->spec_tokens < 1 || p->spec_tokens > LEVEL_MAX_SPEC)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy.spec_tokens %d: expected 1..%d", p->spec_tokens,
+                        LEVEL_MAX_SPEC);
+    if (p->rope != FMQA_ROPE_NONE && p->rope != FMQA_ROPE_NEOX &&
+        p->rope != FMQA_ROPE_GPTJ)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "policy.rope: unknown layout %d",
+                        (int)p->rope);
+    return FMQA_OK;
+}
+
+/* a * b into *out; 0 on int64 overflow. */
+static int mul_ok(int64_t a, int64_t b, int64_t *out)
+{
+    return !__builtin_mul_overflow(a, b, out);
+}
+
+/* Fills the per-sequence figures; every product is checked. */
+static fmqa_status memory_fill(fmqa_ctx_t *ctx, const fmqa_model_config *m,
+                               const fmqa_level_policy *p, fmqa_memory_report *r /* OUT */)
+{
+    int64_t d = model_head_dim(m);
+    int64_t elems = model_is_mla(m) ? (int64_t)m->mla_latent_dim + m->mla_rope_dim
+                                    : 2 * (int64_t)m->num_kv_heads * d;
+    int64_t scale_rows = model_is_mla(m) ? 1 : 2 * (int64_t)m->num_kv_heads;
+    r->bytes_per_token = elems * (int64_t)fmqa_dtype_size(p->kv_dtype) +
+                         (dtype_is_8bit(p->kv_dtype) ? scale_rows * (int64_t)sizeof(float) : 0);
+
+    int64_t kept = m->max_seq_len;
+    if (p->window > 0 && (int64_t)p->sink_tokens + p->window < kept)
+        kept = (int64_t)p->sink_tokens + p->window;
+    r->tokens_kept = kept;
+
+    int64_t slots = kept, table = 0;
+    if (p->page_size > 0) {
+        int64_t pages = (kept + p->page_size - 1) / p->page_size;
+        slots = pages * p->page_size;
+        table = pages * (int64_t)sizeof(int32_t);
+    }
+    int64_t per_token_baseline = 2 * (int64_t)m->num_q_heads * d * 2;
+    if (!mul_ok(slots, r->bytes_per_token, &r->bytes_per_seq) ||
+        __builtin_add_overflow(r->bytes_per_seq, table, &r->bytes_per_seq) ||
+        !mul_ok(per_token_baseline, m->max_seq_len, &r->baseline_bytes_per_seq))
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "model: cache bytes per sequence overflow int64");
+    return FMQA_OK;
+}
+
+fmqa_status fmqa_memory_report_compute(fmqa_ctx_t *ctx, const fmqa_model_config *model,
+                                       const fmqa_level_policy *policy, int64_t n_seqs,
+                                       int64_t budget_bytes, fmqa_memory_report *report)
+{
+    fmqa_status st = model_check(ctx, model);
+    if (st == FMQA_OK)
+        st = policy_check(ctx, model, policy);
+    if (st != FMQA_OK)
+        return st;
+    if (!report)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "report: NULL output");
+    if (n_seqs < 0 || budget_bytes < 0)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "n_seqs (%lld) and budget_bytes (%lld) must not be negative",
+                        (long long)n_seqs, (long long)budget_bytes);
+
+    fmqa_memory_report r = {0};
+    st = memory_fill(ctx, model, policy, &r);
+    if (st != FMQA_OK)
+        return st;
+    if (!mul_ok(r.bytes_per_seq, n_seqs, &r.total_bytes))
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "n_seqs %lld: total bytes overflow int64", (long long)n_seqs);
+    if (budget_bytes > 0 && budget_bytes < r.bytes_per_seq)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "budget_bytes %lld is too small for one sequence (%lld bytes "
+                        "per layer)", (long long)budget_bytes, (long long)r.bytes_per_seq);
+    r.max_seqs_in_budget = budget_bytes / r.bytes_per_seq;
+    r.cache_multiplier = (double)r.baseline_bytes_per_seq / (double)r.bytes_per_seq;
+    r.reduction = 1.0 - (double)r.bytes_per_seq / (double)r.baseline_bytes_per_seq;
+    *report = r;
+    return rt_clear(ctx);
+}

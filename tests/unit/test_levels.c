@@ -1,0 +1,328 @@
+/*
+ * test_levels.c -- optimization levels, their presets, the KV-cache memory report
+ * and `fastmqa-bench levels`.
+ *
+ * Memory figures are hand-computed in the comments next to each assertion (one
+ * layer, bytes).  The reference model is the project's assessment configuration:
+ * hidden 2048, 32 query heads, head dim 64, 1024 tokens, f16, for which the fp16
+ * MHA baseline is 2 * 32 * 64 * 2 = 8192 bytes per token, 8388608 per sequence.
+ * The accuracy checks run the built tool with --json (found through
+ * FMQA_BINARY_DIR) because the accuracy report lives in bench/, next to the
+ * float64 reference it drives.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "fastmqa.h"
+
+static fmqa_ctx_t *ctx;
+
+static void setup(void)
+{
+    cr_assert_eq(fmqa_ctx_create(NULL, &ctx), FMQA_OK);
+}
+
+static void teardown(void)
+{
+    fmqa_ctx_destroy(ctx);
+}
+
+TestSuite(levels, .init = setup, .fini = teardown);
+
+static fmqa_model_config model(int32_t kv_heads)
+{
+    return (fmqa_model_config){.hidden_size = 2048, .num_q_heads = 32,
+                               .num_kv_heads = kv_heads, .max_seq_len = 1024,
+                               .dtype = FMQA_DTYPE_F16};
+}
+
+static fmqa_level_policy preset(fmqa_level level, const fmqa_model_config *m)
+{
+    fmqa_level_policy p;
+    cr_assert_eq(fmqa_level_policy_preset(ctx, level, m, &p), FMQA_OK, "%s",
+                 fmqa_ctx_errmsg(ctx));
+    return p;
+}
+
+static fmqa_memory_report report(const fmqa_model_config *m, const fmqa_level_policy *p,
+                                 int64_t n_seqs, int64_t budget)
+{
+    fmqa_memory_report r;
+    cr_assert_eq(fmqa_memory_report_compute(ctx, m, p, n_seqs, budget, &r), FMQA_OK, "%s",
+                 fmqa_ctx_errmsg(ctx));
+    return r;
+}
+
+/* ------------------------------------------------------------ names */
+
+Test(levels, names_round_trip)
+{
+    cr_assert_str_eq(fmqa_level_name(FMQA_LEVEL_CONSERVATIVE), "conservative");
+    cr_assert_str_eq(fmqa_level_name(FMQA_LEVEL_BALANCED), "balanced");
+    cr_assert_str_eq(fmqa_level_name(FMQA_LEVEL_AGGRESSIVE), "aggressive");
+    cr_assert_null(fmqa_level_name((fmqa_level)0));
+    cr_assert_null(fmqa_level_name((fmqa_level)4));
+    fmqa_level l = 0;
+    cr_assert_eq(fmqa_level_from_name(ctx, "BaLanced", &l), FMQA_OK);
+    cr_assert_eq(l, FMQA_LEVEL_BALANCED);
+    cr_assert_str_eq(fmqa_ctx_errmsg(ctx), "");
+}
+
+Test(levels, unknown_name_is_rejected_and_output_untouched)
+{
+    fmqa_level l = FMQA_LEVEL_AGGRESSIVE;
+    cr_assert_eq(fmqa_level_from_name(ctx, "fast", &l), FMQA_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(l, FMQA_LEVEL_AGGRESSIVE);
+    cr_assert_str_eq(fmqa_ctx_errmsg(ctx),
+                     "unknown level 'fast' (expected conservative, balanced or aggressive)");
+    cr_assert_eq(fmqa_level_from_name(ctx, "balance", &l), FMQA_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(fmqa_level_from_name(NULL, NULL, &l), FMQA_ERR_INVALID_ARGUMENT);
+}
+
+/* ------------------------------------------------------------ presets */
+
+Test(levels, conservative_preset_is_lossless)
+{
+    fmqa_model_config m = model(32);
+    m.dtype = FMQA_DTYPE_BF16;
+    fmqa_level_policy p = preset(FMQA_LEVEL_CONSERVATIVE, &m);
+    cr_assert_eq(p.level, FMQA_LEVEL_CONSERVATIVE);
+    cr_assert_eq(p.kv_dtype, FMQA_DTYPE_BF16); /* the model's own 16-bit type */
+    cr_assert_eq(p.window, 0);
+    cr_assert_eq(p.sink_tokens, 0);
+    cr_assert_eq(p.spec_tokens, 1);
+    cr_assert_eq(p.page_size, 0);
+    cr_assert_eq(p.rope, FMQA_ROPE_NONE);
+}
+
+Test(levels, balanced_preset_adds_window_sinks_and_rope)
+{
+    fmqa_model_config m = model(1);
+    fmqa_level_policy p = preset(FMQA_LEVEL_BALANCED, &m);
+    cr_assert_eq(p.kv_dtype, FMQA_DTYPE_F16);
+    cr_assert_eq(p.window, 256); /* 1024 / 4 */
+    cr_assert_eq(p.sink_tokens, 4);
+    cr_assert_eq(p.spec_tokens, 1);
+    cr_assert_eq(p.rope, FMQA_ROPE_NEOX);
+}
+
+Test(levels, aggressive_preset_adds_8bit_and_speculation)
+{
+    fmqa_model_config m = model(1);
+    fmqa_level_policy p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
+    cr_assert_eq(p.kv_dtype, FMQA_DTYPE_INT8);
+    cr_assert_eq(p.window, 256);
+    cr_assert_eq(p.sink_tokens, 4);
+    cr_assert_eq(p.spec_tokens, 4);
+    cr_assert_eq(p.rope, FMQA_ROPE_NEOX);
+}
+
+Test(levels, short_context_keeps_full_context)
+{
+    /* max_seq_len 5: window 1 + 4 sinks = 5 keeps every position, so no window. */
+    fmqa_model_config m = model(1);
+    m.max_seq_len = 5;
+    fmqa_level_policy p = preset(FMQA_LEVEL_BALANCED, &m);
+    cr_assert_eq(p.window, 0);
+    cr_assert_eq(p.sink_tokens, 0);
+    m.max_seq_len = 8; /* window 2 + 4 sinks = 6 < 8 */
+    p = preset(FMQA_LEVEL_BALANCED, &m);
+    cr_assert_eq(p.window, 2);
+    cr_assert_eq(p.sink_tokens, 4);
+}
+
+/* ------------------------------------------------------------ memory */
+
+Test(levels, mha_conservative_is_the_baseline)
+{
+    fmqa_model_config m = model(32);
+    fmqa_level_policy p = preset(FMQA_LEVEL_CONSERVATIVE, &m);
+    fmqa_memory_report r = report(&m, &p, 3, 0);
+    cr_assert_eq(r.bytes_per_token, 8192);   /* 2 * 32 * 64 * 2 */
+    cr_assert_eq(r.tokens_kept, 1024);
+    cr_assert_eq(r.bytes_per_seq, 8388608);  /* 8192 * 1024 */
+    cr_assert_eq(r.baseline_bytes_per_seq, 8388608);
+    cr_assert_eq(r.total_bytes, 3 * 8388608LL);
+    cr_assert_float_eq(r.reduction, 0.0, 1e-12);
+    cr_assert_float_eq(r.cache_multiplier, 1.0, 1e-12);
+    cr_assert_eq(r.max_seqs_in_budget, 0); /* no budget given */
+}
+
+Test(levels, mqa_and_gqa_divide_by_the_group)
+{
+    fmqa_model_config m = model(1);
+    fmqa_level_policy p = preset(FMQA_LEVEL_CONSERVATIVE, &m);
+    fmqa_memory_report r = report(&m, &p, 1, 1LL << 30);
+    cr_assert_eq(r.bytes_per_token, 256);    /* 2 * 1 * 64 * 2 */
+    cr_assert_eq(r.bytes_per_seq, 262144);   /* 256 * 1024 */
+    cr_assert_float_eq(r.reduction, 0.96875, 1e-12);
+    cr_assert_float_eq(r.cache_multiplier, 32.0, 1e-12);
+    cr_assert_eq(r.max_seqs_in_budget, 4096); /* 2^30 / 2^18 */
+
+    m = model(8);
+    r = report(&m, &p, 1, 0);
+    cr_assert_eq(r.bytes_per_token, 2048);   /* 2 * 8 * 64 * 2 */
+    cr_assert_float_eq(r.cache_multiplier, 4.0, 1e-12);
+}
+
+Test(levels, mla_caches_one_latent_row)
+{
+    fmqa_model_config m = model(1);
+    m.mla_latent_dim = 512;
+    m.mla_rope_dim = 64;
+    fmqa_level_policy p = preset(FMQA_LEVEL_CONSERVATIVE, &m);
+    fmqa_memory_report r = report(&m, &p, 1, 0);
+    cr_assert_eq(r.bytes_per_token, 1152);   /* (512 + 64) * 2, no separate V */
+    cr_assert_eq(r.bytes_per_seq, 1179648);  /* 1152 * 1024 */
+    cr_assert_float_eq(r.cache_multiplier, 8388608.0 / 1179648.0, 1e-12);
+
+    p.kv_dtype = FMQA_DTYPE_FP8_E4M3;
+    r = report(&m, &p, 1, 0);
+    cr_assert_eq(r.bytes_per_token, 580);    /* 576 * 1 + one float scale */
+}
+
+Test(levels, window_keeps_sinks_plus_recent)
+{
+    fmqa_model_config m = model(1);
+    fmqa_level_policy p = preset(FMQA_LEVEL_BALANCED, &m);
+    fmqa_memory_report r = report(&m, &p, 2, 0);
+    cr_assert_eq(r.tokens_kept, 260);        /* 4 sinks + 256 window */
+    cr_assert_eq(r.bytes_per_seq, 66560);    /* 256 * 260 */
+    cr_assert_eq(r.total_bytes, 133120);
+    cr_assert_float_eq(r.cache_multiplier, 8388608.0 / 66560.0, 1e-12);
+
+    p.window = 1024; /* sinks + window beyond the context: capped at max_seq_len */
+    r = report(&m, &p, 1, 0);
+    cr_assert_eq(r.tokens_kept, 1024);
+}
+
+Test(levels, eight_bit_counts_scales)
+{
+    fmqa_model_config m = model(1);
+    fmqa_level_policy p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
+    fmqa_memory_report r = report(&m, &p, 1, 0);
+    cr_assert_eq(r.bytes_per_token, 136);    /* 2 * 64 * 1 + 2 * 4 (K and V scale) */
+    cr_assert_eq(r.bytes_per_seq, 35360);    /* 136 * 260 */
+
+    m = model(32);
+    p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
+    p.window = p.sink_tokens = 0;
+    r = report(&m, &p, 1, 0);
+    cr_assert_eq(r.bytes_per_token, 4352);   /* 2 * 32 * 64 + 2 * 32 * 4 */
+    cr_assert_float_eq(r.reduction, 1.0 - 4352.0 / 8192.0, 1e-12);
+}
+
+Test(levels, paged_cache_rounds_to_pages_and_counts_the_table)
+{
+    fmqa_model_config m = model(1);
+    fmqa_level_policy p = preset(FMQA_LEVEL_CONSERVATIVE, &m);
+    p.page_size = 16;
+    fmqa_memory_report r = report(&m, &p, 1, 0);
+    cr_assert_eq(r.bytes_per_seq, 262400);   /* 64 pages: 1024 * 256 + 64 * 4 */
+
+    p = preset(FMQA_LEVEL_BALANCED, &m);
+    p.page_size = 16;
+    r = report(&m, &p, 1, 0);
+    cr_assert_eq(r.bytes_per_seq, 69700);    /* 260 tokens -> 17 pages: 272 * 256 + 17 * 4 */
+}
+
+/* ------------------------------------------------------------ bad input */
+
+static void expect_model_error(fmqa_model_config m, const char *msg)
+{
+    fmqa_level_policy p = {.level = 0};
+    cr_assert_eq(fmqa_level_policy_preset(ctx, FMQA_LEVEL_BALANCED, &m, &p),
+                 FMQA_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(p.level, 0, "policy written on error");
+    cr_assert_str_eq(fmqa_ctx_errmsg(ctx), msg);
+}
+
+Test(levels, bad_models_are_named)
+{
+    fmqa_model_config m = model(1);
+    m.hidden_size = 2000;
+    expect_model_error(m, "model.hidden_size 2000 is not a multiple of num_q_heads 32");
+    m = model(5);
+    expect_model_error(m, "model.num_q_heads 32 is not a multiple of num_kv_heads 5");
+    m = model(1);
+    m.hidden_size = -1;
+    expect_model_error(m, "model: hidden_size (-1), num_q_heads (32), num_kv_heads (1) "
+                          "and max_seq_len (1024) must be positive");
+    m = model(1);
+    m.dtype = FMQA_DTYPE_INT8;
+    expect_model_error(m, "model.dtype 4: expected f16 or bf16");
+    m = model(1);
+    m.mla_rope_dim = 64;
+    expect_model_error(m, "model.mla_rope_dim 64 without mla_latent_dim");
+}
+
+Test(levels, bad_level_is_named)
+{
+    fmqa_model_config m = model(1);
+    fmqa_level_policy p;
+    cr_assert_eq(fmqa_level_policy_preset(ctx, (fmqa_level)7, &m, &p),
+                 FMQA_ERR_INVALID_ARGUMENT);
+    cr_assert_str_eq(fmqa_ctx_errmsg(ctx),
+                     "unknown level 7 (expected 1 conservative, 2 balanced, 3 aggressive)");
+}
+
+static void expect_policy_error(const fmqa_level_policy *p, int64_t budget, const char *msg)
+{
+    fmqa_model_config m = model(1);
+    fmqa_memory_report r = {.bytes_per_token = -7};
+    cr_assert_eq(fmqa_memory_report_compute(ctx, &m, p, 1, budget, &r),
+                 FMQA_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(r.bytes_per_token, -7, "report written on error");
+    cr_assert_str_eq(fmqa_ctx_errmsg(ctx), msg);
+}
+
+Test(levels, bad_policies_are_named)
+{
+    fmqa_model_config m = model(1);
+    fmqa_level_policy base = preset(FMQA_LEVEL_BALANCED, &m), p = base;
+    p.window = 2048;
+    expect_policy_error(&p, 0, "policy.window 2048 is larger than model.max_seq_len 1024");
+    p = base;
+    p.kv_dtype = (fmqa_dtype)99;
+    expect_policy_error(&p, 0, "policy.kv_dtype 99: expected f16, bf16, int8 or fp8_e4m3");
+    p = base;
+    p.spec_tokens = 0;
+    expect_policy_error(&p, 0, "policy.spec_tokens 0: expected 1..16");
+    p = base;
+    p.window = 0;
+    expect_policy_error(&p, 0, "policy.sink_tokens 4 without a window (sinks only matter "
+                               "with a sliding window)");
+    p = base;
+    p.page_size = -16;
+    expect_policy_error(&p, 0, "policy: sink_tokens (4), window (256) and page_size (-16) "
+                               "must not be negative");
+    /* 66560 bytes per sequence (see window_keeps_sinks_plus_recent) */
+    expect_policy_error(&base, 66559, "budget_bytes 66559 is too small for one sequence "
+                                      "(66560 bytes per layer)");
+    expect_policy_error(&base, -1, "n_seqs (1) and budget_bytes (-1) must not be negative");
+}
+
+Test(levels, overflow_is_an_error_not_a_wrap)
+{
+    fmqa_model_config m = model(32);
+    fmqa_level_policy p = preset(FMQA_LEVEL_CONSERVATIVE, &m);
+    fmqa_memory_report r;
+    cr_assert_eq(fmqa_memory_report_compute(ctx, &m, &p, INT64_MAX / 2, 0, &r),
+                 FMQA_ERR_INVALID_ARGUMENT);
+    cr_assert_str_eq(fmqa_ctx_errmsg(ctx),
+                     "n_seqs 4611686018427387903: total bytes overflow int64");
+}
+
+Test(levels, null_context_is_accepted)
+{
+    fmqa_model_config m = model(1);
+    fmqa_level_policy p;
+    cr_assert_eq(fmqa_level_policy_preset(NULL, FMQA_LEVEL_AGGRESSIVE, &m, &p), FMQA_OK);
+    m.num_kv_heads = 3;
+    cr_assert_eq(fmqa_level_policy_preset(NULL, FMQA_LEVEL_AGGRESSIVE, &m, &p),
+                 FMQA_ERR_INVALID_ARGUMENT);
+}
