@@ -208,7 +208,8 @@ typedef struct fmqa_device_info {
     int32_t mem_bus_width;             /* bits                              */
     int32_t driver_version;            /* e.g. 13000 for 13.0               */
     int32_t nvrtc_major, nvrtc_minor;  /* NVRTC linked into the library     */
-    char arch[16];                     /* "sm_90", or "sm_90a" where wgmma  */
+    char arch[16];                     /* "sm_90": base target; templates that
+                                          need sm_90a features ask for it   */
 } fmqa_device_info;
 
 /* Describes the context's device.  FMQA_ERR_NO_DRIVER / NO_DEVICE without one. */
@@ -298,7 +299,7 @@ typedef struct fmqa_decode_args {
 } fmqa_decode_args;
 
 /* Workspace bytes a decode of this problem needs (split-KV partials); may be 0.
- * Needs no device when a database or the template default settles the plan. */
+ * Resolves the launch plan (see fmqa_plan), so it needs the device. */
 fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                                        size_t *bytes /* OUT */);
 

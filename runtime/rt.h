@@ -18,6 +18,8 @@
 #include "fmqa_common.h"
 #include "rt_cuda.h"
 
+#include "gen.h"
+
 struct rt_dispatch; /* plan cache, templates, database: rt_dispatch.c */
 
 struct fmqa_ctx {
@@ -61,6 +63,59 @@ void rt_leave(fmqa_ctx_t *ctx);
 /* Checks a problem: sizes, divisibility, enums, flags, 32-bit index overflow.
  * FMQA_ERR_INVALID_ARGUMENT with the first problem found. */
 fmqa_status rt_problem_check(const fmqa_problem *p, fmqa_err *err);
+
+/* ---------------------------------------------------------------- plans */
+
+/*
+ * A launch plan: one variant of one template for one problem, compiled and
+ * loaded.  Plans resolved by rt_plan_get belong to the context's cache and live
+ * until fmqa_ctx_destroy; plans made by rt_plan_build (the tuner's variants)
+ * belong to the caller, who frees them with rt_plan_free.
+ */
+typedef struct rt_plan {
+    fmqa_problem problem;
+    const gen_template *tpl;
+    gen_config config;
+    gen_plan launch;
+    fmqa_choice choice;
+    CUmodule module;
+    CUfunction fn[GEN_MAX_KERNELS];
+    gen_binary binary;          /* cubin, log and ptxas resources            */
+} rt_plan;
+
+/* The cached plan for a problem (validated first): tuned, nearest or default
+ * variant, compiled through the cubin caches and loaded.  Thread-safe. */
+fmqa_status rt_plan_get(fmqa_ctx_t *ctx, const fmqa_problem *p, const rt_plan **out /* OUT */,
+                        fmqa_err *err);
+
+/* A plan for an explicit template and config (legality checked), compiled
+ * through the context's compiler and caches (or from `binary` if not NULL,
+ * which is copied) and loaded.  *out is the caller's: rt_plan_free() it. */
+fmqa_status rt_plan_build(fmqa_ctx_t *ctx, const gen_template *tpl, const gen_config *c,
+                          const fmqa_problem *p, const gen_binary *binary,
+                          rt_plan **out /* OUT */, fmqa_err *err);
+void rt_plan_free(fmqa_ctx_t *ctx, rt_plan *plan);
+
+/* Launches every kernel of the plan in order on stream with `params` (the
+ * fmqa_*_params struct of the op) as the only argument.  The caller has
+ * entered the context (rt_enter). */
+fmqa_status rt_plan_launch(fmqa_ctx_t *ctx, const rt_plan *plan, void *params,
+                           CUstream stream, fmqa_err *err);
+
+/* The context's template set, compiler and database (opened on first use; the
+ * database may be NULL when there is none).  Borrowed. */
+fmqa_status rt_templates(fmqa_ctx_t *ctx, gen_lib **lib /* OUT */, fmqa_err *err);
+fmqa_status rt_compiler(fmqa_ctx_t *ctx, gen_compiler **compiler /* OUT */, fmqa_err *err);
+struct db *rt_database(fmqa_ctx_t *ctx);
+
+/* Fill the kernel argument structs from the public argument structs, checking
+ * every pointer, stride and alignment the plan relies on (rt_args.c). */
+struct fmqa_decode_params;
+struct fmqa_append_params;
+fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
+                             struct fmqa_decode_params *out /* OUT */, fmqa_err *err);
+fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
+                             struct fmqa_append_params *out /* OUT */, fmqa_err *err);
 
 /* Dispatcher lifetime (rt_dispatch.c). */
 void rt_dispatch_destroy(struct rt_dispatch *d);

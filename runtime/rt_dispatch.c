@@ -1,4 +1,408 @@
-/* rt_dispatch.c -- placeholder until the dispatcher lands (lead, same session). */
+/*
+ * rt_dispatch.c -- the dispatcher: from a problem to a loaded kernel variant.
+ *
+ * For a problem it takes, in this order, the exact tuned entry of the
+ * database, the nearest tuned shape bucket whose config is still legal for
+ * this problem, or the template's default (fmqa_choice says which, and debug
+ * logging too).  The variant is rendered, compiled through the in-memory and
+ * database cubin caches, loaded into the context's primary CUDA context and
+ * kept in a plan cache keyed by the whole problem, so that later calls cost a
+ * lookup under a mutex.  Lua, SQLite and NVRTC are touched only on a miss.
+ *
+ * The database is opened read-write when possible (the runtime stores cubins it
+ * had to compile, so the next process starts without compiling), else
+ * read-only, else not at all: a missing or unusable database is logged and the
+ * runtime falls back to template defaults.
+ */
 #include "rt.h"
 
-void rt_dispatch_destroy(struct rt_dispatch *d) { (void)d; }
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+
+#define MAX_STATIC_SMEM (48 * 1024)
+
+struct rt_dispatch {
+    gen_lib *lib;
+    gen_compiler *compiler;
+    db_t *db;
+    char device_key[FMQA_HASH_HEX];
+    pthread_mutex_t lock;        /* guards plans                         */
+    rt_plan **plans;
+    size_t n_plans, cap_plans;
+};
+
+/* ---------------------------------------------------------------- caches */
+
+static int cubin_get(void *user, const char *key, gen_binary *out)
+{
+    void *data;
+    size_t size;
+    if (db_cubin_get(user, key, &data, &size, NULL) != FMQA_OK)
+        return 0;
+    memset(out, 0, sizeof *out);
+    fmqa_strlcpy(out->key, key, sizeof out->key);
+    out->cubin = data;
+    out->size = size;
+    out->cached = 1;
+    return 1;
+}
+
+static void cubin_put(void *user, const gen_binary *bin)
+{
+    int maj = 0, min = 0;
+    char nvrtc[16];
+    fmqa_nvrtc_version(&maj, &min);
+    snprintf(nvrtc, sizeof nvrtc, "%d.%d", maj, min);
+    /* Best effort: a read-only database simply does not keep it. */
+    db_cubin_put(user, bin->key, bin->cubin, bin->size, bin->arch, nvrtc, NULL, NULL, NULL);
+}
+
+static db_t *open_db(fmqa_ctx_t *ctx)
+{
+    db_t *db = NULL;
+    fmqa_err err;
+    if (!ctx->db_path)
+        return NULL;
+    if (db_open(ctx->db_path, DB_READ_WRITE, 0, &db, &err) == FMQA_OK)
+        return db;
+    rt_log(ctx, FMQA_LOG_INFO, "tuning database read-write: %s", err.msg);
+    if (db_open(ctx->db_path, DB_READ_ONLY, 0, &db, &err) == FMQA_OK)
+        return db;
+    rt_log(ctx, FMQA_LOG_INFO, "no tuning database, template defaults only: %s", err.msg);
+    return NULL;
+}
+
+static fmqa_status dispatch_create(fmqa_ctx_t *ctx, struct rt_dispatch **out, fmqa_err *err)
+{
+    struct rt_dispatch *d = calloc(1, sizeof *d);
+    if (!d)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    pthread_mutex_init(&d->lock, NULL);
+    fmqa_status st = gen_lib_open(ctx->template_dir, &d->lib, err);
+    d->db = st == FMQA_OK ? open_db(ctx) : NULL;
+    gen_cache_hook hook = {d->db, cubin_get, cubin_put};
+    if (st == FMQA_OK)
+        st = gen_compiler_create(1, d->db ? &hook : NULL, &d->compiler, err);
+    if (st != FMQA_OK) {
+        rt_dispatch_destroy(d);
+        return st;
+    }
+    *out = d;
+    return FMQA_OK;
+}
+
+static fmqa_status dispatch(fmqa_ctx_t *ctx, struct rt_dispatch **out, fmqa_err *err)
+{
+    fmqa_status st = FMQA_OK;
+    pthread_mutex_lock(&ctx->lock);
+    if (!ctx->dispatch)
+        st = dispatch_create(ctx, &ctx->dispatch, err);
+    *out = ctx->dispatch;
+    pthread_mutex_unlock(&ctx->lock);
+    return st;
+}
+
+fmqa_status rt_templates(fmqa_ctx_t *ctx, gen_lib **lib, fmqa_err *err)
+{
+    struct rt_dispatch *d;
+    fmqa_status st = dispatch(ctx, &d, err);
+    if (st == FMQA_OK)
+        *lib = d->lib;
+    return st;
+}
+
+fmqa_status rt_compiler(fmqa_ctx_t *ctx, gen_compiler **compiler, fmqa_err *err)
+{
+    struct rt_dispatch *d;
+    fmqa_status st = dispatch(ctx, &d, err);
+    if (st == FMQA_OK)
+        *compiler = d->compiler;
+    return st;
+}
+
+struct db *rt_database(fmqa_ctx_t *ctx)
+{
+    struct rt_dispatch *d;
+    return dispatch(ctx, &d, NULL) == FMQA_OK ? d->db : NULL;
+}
+
+void rt_dispatch_destroy(struct rt_dispatch *d)
+{
+    if (!d)
+        return;
+    /* Modules die with the primary context's last reference; plans only free
+     * host memory here (the context may already be gone at process exit). */
+    for (size_t i = 0; i < d->n_plans; i++) {
+        gen_binary_free(&d->plans[i]->binary);
+        free(d->plans[i]);
+    }
+    free(d->plans);
+    gen_compiler_destroy(d->compiler);
+    gen_lib_close(d->lib);
+    db_close(d->db);
+    pthread_mutex_destroy(&d->lock);
+    free(d);
+}
+
+/* ---------------------------------------------------------------- choosing */
+
+/* Problems are compared whole (fmqa_problem has no padding): any field may
+ * change the kernel. */
+static rt_plan *find_plan(struct rt_dispatch *d, const fmqa_problem *p)
+{
+    for (size_t i = 0; i < d->n_plans; i++)
+        if (memcmp(&d->plans[i]->problem, p, sizeof *p) == 0)
+            return d->plans[i];
+    return NULL;
+}
+
+/* The first tuned entry (exact bucket first, then nearest) whose config is
+ * legal for this problem; 1 if one was found. */
+static int tuned_choice(struct rt_dispatch *d, const gen_template *t, const fmqa_problem *p,
+                        const fmqa_device_info *dev, gen_config *c, fmqa_choice *choice)
+{
+    db_best_entry *e = NULL;
+    size_t n = 0;
+    int found = 0;
+    if (!d->db || db_best_candidates(d->db, d->device_key, gen_template_name(t),
+                                     gen_template_hash(t), p, &e, &n, NULL) != FMQA_OK)
+        return 0;
+    for (size_t i = 0; i < n && !found; i++) {
+        if (gen_config_parse(e[i].config, c, NULL) != FMQA_OK ||
+            gen_check(t, c, p, dev, NULL) != FMQA_OK)
+            continue;
+        choice->source = e[i].distance == 0 ? FMQA_CHOICE_TUNED : FMQA_CHOICE_NEAREST;
+        choice->tuned_time_us = e[i].median_us;
+        found = 1;
+    }
+    free(e);
+    return found;
+}
+
+/* Tuned or nearest from any template of the op first, else the first template
+ * whose default is legal. */
+static fmqa_status choose(fmqa_ctx_t *ctx, struct rt_dispatch *d, const fmqa_problem *p,
+                          const gen_template **tpl, gen_config *c, fmqa_choice *choice,
+                          fmqa_err *err)
+{
+    const fmqa_device_info *dev = &ctx->info;
+    memset(choice, 0, sizeof *choice);
+    for (const gen_template *t = gen_lib_next(d->lib, p->op, NULL); t;
+         t = gen_lib_next(d->lib, p->op, t))
+        if (tuned_choice(d, t, p, dev, c, choice)) {
+            *tpl = t;
+            return FMQA_OK;
+        }
+    fmqa_err why;
+    fmqa_err_set(&why, FMQA_ERR_UNSUPPORTED, "no %s template is loaded (%s)",
+                 fmqa_op_name(p->op), gen_lib_origin(d->lib));
+    for (const gen_template *t = gen_lib_next(d->lib, p->op, NULL); t;
+         t = gen_lib_next(d->lib, p->op, t))
+        if (gen_default(t, p, dev, c, &why) == FMQA_OK) {
+            *tpl = t;
+            choice->source = FMQA_CHOICE_DEFAULT;
+            return FMQA_OK;
+        }
+    if (err)
+        *err = why;
+    return why.status == FMQA_OK ? FMQA_ERR_UNSUPPORTED : why.status;
+}
+
+static const char *source_name(fmqa_choice_source s)
+{
+    return s == FMQA_CHOICE_TUNED ? "tuned" : s == FMQA_CHOICE_NEAREST ? "nearest" : "default";
+}
+
+/* ---------------------------------------------------------------- loading */
+
+static fmqa_status compile(struct rt_dispatch *d, const rt_plan *plan, gen_binary *out,
+                           fmqa_err *err, const fmqa_device_info *dev)
+{
+    gen_source src;
+    fmqa_status st = gen_render(plan->tpl, &plan->config, &plan->problem, dev, &src, err);
+    if (st != FMQA_OK)
+        return st;
+    st = gen_compiler_compile(d->compiler, &src, out, err);
+    gen_source_free(&src);
+    return st;
+}
+
+static fmqa_status load(fmqa_ctx_t *ctx, rt_plan *plan, fmqa_err *err)
+{
+    const rt_cuda *cu = ctx->cu;
+    RT_CU(err, cu->cuModuleLoadData(&plan->module, plan->binary.cubin), "cuModuleLoadData");
+    for (int i = 0; i < plan->launch.n_kernels; i++) {
+        const gen_kernel *k = &plan->launch.kernels[i];
+        RT_CU(err, cu->cuModuleGetFunction(&plan->fn[i], plan->module, k->entry),
+              "cuModuleGetFunction");
+        if (k->shared > MAX_STATIC_SMEM)
+            RT_CU(err,
+                  cu->cuFuncSetAttribute(plan->fn[i],
+                                         CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                         (int)k->shared),
+                  "cuFuncSetAttribute(max dynamic shared memory)");
+    }
+    return FMQA_OK;
+}
+
+/* Fills and loads plan for its template and config; compiles unless a binary
+ * is given.  The caller has entered the context. */
+static fmqa_status make_plan(fmqa_ctx_t *ctx, struct rt_dispatch *d, rt_plan *plan,
+                             const gen_binary *binary, fmqa_err *err)
+{
+    fmqa_status st = gen_launch_plan(plan->tpl, &plan->config, &plan->problem, &ctx->info,
+                                     &plan->launch, err);
+    if (st == FMQA_OK)
+        st = binary ? gen_binary_copy(binary, &plan->binary)
+                    : compile(d, plan, &plan->binary, err, &ctx->info);
+    if (st == FMQA_ERR_OUT_OF_MEMORY)
+        fmqa_err_set(err, st, "out of memory copying a cubin");
+    if (st == FMQA_OK)
+        st = load(ctx, plan, err);
+    if (st == FMQA_OK) {
+        fmqa_strlcpy(plan->choice.template_name, gen_template_name(plan->tpl),
+                     sizeof plan->choice.template_name);
+        gen_config_text(&plan->config, plan->choice.config, sizeof plan->choice.config);
+    }
+    return st;
+}
+
+static fmqa_status cache_plan(struct rt_dispatch *d, rt_plan *plan)
+{
+    if (d->n_plans == d->cap_plans) {
+        size_t cap = d->cap_plans ? 2 * d->cap_plans : 16;
+        rt_plan **np = realloc(d->plans, cap * sizeof *np);
+        if (!np)
+            return FMQA_ERR_OUT_OF_MEMORY;
+        d->plans = np;
+        d->cap_plans = cap;
+    }
+    d->plans[d->n_plans++] = plan;
+    return FMQA_OK;
+}
+
+static fmqa_status resolve(fmqa_ctx_t *ctx, struct rt_dispatch *d, const fmqa_problem *p,
+                           rt_plan **out, fmqa_err *err)
+{
+    rt_plan *plan = calloc(1, sizeof *plan);
+    if (!plan)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    plan->problem = *p;
+    fmqa_status st = choose(ctx, d, p, &plan->tpl, &plan->config, &plan->choice, err);
+    if (st == FMQA_OK)
+        st = make_plan(ctx, d, plan, NULL, err);
+    if (st == FMQA_OK && cache_plan(d, plan) != FMQA_OK)
+        st = fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st != FMQA_OK) {
+        gen_binary_free(&plan->binary);
+        free(plan);
+        return st;
+    }
+    rt_log(ctx, FMQA_LOG_DEBUG, "plan %s %s: %s config %s (%s)", fmqa_op_name(p->op),
+           plan->choice.template_name, source_name(plan->choice.source), plan->choice.config,
+           plan->binary.cached ? "cached cubin" : "compiled");
+    *out = plan;
+    return FMQA_OK;
+}
+
+fmqa_status rt_plan_get(fmqa_ctx_t *ctx, const fmqa_problem *p, const rt_plan **out,
+                        fmqa_err *err)
+{
+    struct rt_dispatch *d;
+    fmqa_status st = rt_problem_check(p, err);
+    if (st == FMQA_OK)
+        st = rt_device(ctx, err);
+    if (st == FMQA_OK)
+        st = dispatch(ctx, &d, err);
+    if (st != FMQA_OK)
+        return st;
+    pthread_mutex_lock(&d->lock);
+    if (!d->device_key[0])
+        db_device_key(&ctx->info, d->device_key);
+    rt_plan *plan = find_plan(d, p);
+    /* Resolving under the lock keeps two threads from compiling one plan twice;
+     * it happens once per problem. */
+    if (!plan && (st = rt_enter(ctx, err)) == FMQA_OK) {
+        st = resolve(ctx, d, p, &plan, err);
+        rt_leave(ctx);
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (st == FMQA_OK)
+        *out = plan;
+    return st;
+}
+
+fmqa_status rt_plan_build(fmqa_ctx_t *ctx, const gen_template *tpl, const gen_config *c,
+                          const fmqa_problem *p, const gen_binary *binary, rt_plan **out,
+                          fmqa_err *err)
+{
+    struct rt_dispatch *d;
+    fmqa_status st = rt_problem_check(p, err);
+    if (st == FMQA_OK)
+        st = rt_device(ctx, err);
+    if (st == FMQA_OK)
+        st = dispatch(ctx, &d, err);
+    if (st == FMQA_OK)
+        st = gen_check(tpl, c, p, &ctx->info, err);
+    if (st != FMQA_OK)
+        return st;
+    rt_plan *plan = calloc(1, sizeof *plan);
+    if (!plan)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    plan->problem = *p;
+    plan->tpl = tpl;
+    plan->config = *c;
+    plan->choice.source = FMQA_CHOICE_DEFAULT;
+    st = rt_enter(ctx, err);
+    if (st == FMQA_OK) {
+        st = make_plan(ctx, d, plan, binary, err);
+        rt_leave(ctx);
+    }
+    if (st != FMQA_OK) {
+        rt_plan_free(ctx, plan);
+        return st;
+    }
+    *out = plan;
+    return FMQA_OK;
+}
+
+void rt_plan_free(fmqa_ctx_t *ctx, rt_plan *plan)
+{
+    if (!plan)
+        return;
+    if (plan->module)
+        ctx->cu->cuModuleUnload(plan->module);
+    gen_binary_free(&plan->binary);
+    free(plan);
+}
+
+fmqa_status rt_plan_launch(fmqa_ctx_t *ctx, const rt_plan *plan, void *params,
+                           CUstream stream, fmqa_err *err)
+{
+    void *args[] = {params};
+    for (int i = 0; i < plan->launch.n_kernels; i++) {
+        const gen_kernel *k = &plan->launch.kernels[i];
+        RT_CU(err,
+              ctx->cu->cuLaunchKernel(plan->fn[i], k->grid[0], k->grid[1], k->grid[2],
+                                      k->block[0], k->block[1], k->block[2], k->shared,
+                                      stream, args, NULL),
+              k->entry);
+    }
+    return FMQA_OK;
+}
+
+fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem, fmqa_choice *choice)
+{
+    fmqa_err err;
+    const rt_plan *plan;
+    if (!ctx)
+        return FMQA_ERR_INVALID_ARGUMENT;
+    if (rt_plan_get(ctx, problem, &plan, &err) != FMQA_OK)
+        return rt_fail(ctx, &err);
+    if (choice)
+        *choice = plan->choice;
+    return rt_clear(ctx);
+}
