@@ -70,9 +70,12 @@ static int64_t plan_scalar(const rt_plan *plan, const char *name, int64_t dflt)
     return gen_plan_scalar(&plan->launch, name, &v) ? v : dflt;
 }
 
-static fmqa_status check_decode(const rt_plan *plan, const fmqa_decode_args *a, fmqa_err *err)
+/* Everything about the arguments that the problem alone settles: checked before
+ * a plan is resolved, so bad input is reported even without a GPU. */
+static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a, fmqa_err *err)
 {
-    const fmqa_problem *p = &plan->problem;
+    if (!a)
+        return BAD("args is NULL");
     size_t qe = fmqa_dtype_size(p->q_dtype), ke = fmqa_dtype_size(p->kv_dtype);
     size_t oe = fmqa_dtype_size(p->out_dtype);
     const int64_t qs[3] = {a->q_stride_batch, a->q_stride_token, a->q_stride_head};
@@ -102,11 +105,6 @@ static fmqa_status check_decode(const rt_plan *plan, const fmqa_decode_args *a, 
         return BAD("args.lse is NULL but the problem has FMQA_FLAG_LSE");
     if (a->sm_scale < 0 || !isfinite(a->sm_scale))
         return BAD("args.sm_scale %g is negative or not finite", a->sm_scale);
-    if (plan->launch.workspace > 0 &&
-        (!a->workspace || a->workspace_size < (size_t)plan->launch.workspace))
-        return BAD("args.workspace: %zu bytes given, %lld needed "
-                   "(fmqa_decode_workspace_size)",
-                   a->workspace ? a->workspace_size : 0, (long long)plan->launch.workspace);
     if (a->workspace && (uintptr_t)a->workspace % 16)
         return BAD("args.workspace is not 16-byte aligned");
     return check_pages(p, a->page_table, a->page_table_stride, err);
@@ -116,11 +114,14 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
                              fmqa_decode_params *o, fmqa_err *err)
 {
     const fmqa_problem *p = &plan->problem;
-    if (!a)
-        return BAD("args is NULL");
-    fmqa_status st = check_decode(plan, a, err);
+    fmqa_status st = check_decode(p, a, err);
     if (st != FMQA_OK)
         return st;
+    if (plan->launch.workspace > 0 &&
+        (!a->workspace || a->workspace_size < (size_t)plan->launch.workspace))
+        return BAD("args.workspace: %zu bytes given, %lld needed "
+                   "(fmqa_decode_workspace_size)",
+                   a->workspace ? a->workspace_size : 0, (long long)plan->launch.workspace);
     memset(o, 0, sizeof *o);
     o->q = a->q;
     o->q_sb = a->q_stride_batch, o->q_st = a->q_stride_token, o->q_sh = a->q_stride_head;
@@ -154,9 +155,10 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
     return FMQA_OK;
 }
 
-static fmqa_status check_append(const rt_plan *plan, const fmqa_append_args *a, fmqa_err *err)
+static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a, fmqa_err *err)
 {
-    const fmqa_problem *p = &plan->problem;
+    if (!a)
+        return BAD("args is NULL");
     size_t ie = fmqa_dtype_size(p->q_dtype), ke = fmqa_dtype_size(p->kv_dtype);
     const int64_t kn[3] = {a->k_new_stride_batch, a->k_new_stride_token, a->k_new_stride_head};
     const int64_t vn[3] = {a->v_new_stride_batch, a->v_new_stride_token, a->v_new_stride_head};
@@ -190,9 +192,7 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
                              fmqa_append_params *o, fmqa_err *err)
 {
     const fmqa_problem *p = &plan->problem;
-    if (!a)
-        return BAD("args is NULL");
-    fmqa_status st = check_append(plan, a, err);
+    fmqa_status st = check_append(p, a, err);
     if (st != FMQA_OK)
         return st;
     memset(o, 0, sizeof *o);
@@ -221,15 +221,14 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
 
 /* ---------------------------------------------------------------- entry points */
 
-static fmqa_status op_plan(fmqa_ctx_t *ctx, const fmqa_problem *p, fmqa_op op,
-                           const rt_plan **plan, fmqa_err *err)
+static fmqa_status check_op(const fmqa_problem *p, fmqa_op op, fmqa_err *err)
 {
     if (!p)
         return BAD("problem is NULL");
     if (p->op != op)
         return BAD("problem.op is %s, this call needs %s",
                    fmqa_op_name(p->op) ? fmqa_op_name(p->op) : "unknown", fmqa_op_name(op));
-    return rt_plan_get(ctx, p, plan, err);
+    return FMQA_OK;
 }
 
 fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
@@ -241,51 +240,69 @@ fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *prob
         return FMQA_ERR_INVALID_ARGUMENT;
     if (!bytes)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "bytes is NULL");
-    if (op_plan(ctx, problem, FMQA_OP_DECODE, &plan, &err) != FMQA_OK)
+    if (check_op(problem, FMQA_OP_DECODE, &err) || rt_plan_get(ctx, problem, &plan, &err))
         return rt_fail(ctx, &err);
     *bytes = (size_t)plan->launch.workspace;
     return rt_clear(ctx);
 }
 
-/* Plans, fills the params, enters the context and launches: the shape both
- * entry points share. */
-typedef fmqa_status (*fill_fn)(const rt_plan *, const void *, void *, fmqa_err *);
+/* How an op's public arguments become its kernel parameters. */
+typedef struct op_kind {
+    fmqa_op op;
+    fmqa_status (*check)(const fmqa_problem *, const void *, fmqa_err *);
+    fmqa_status (*fill)(const rt_plan *, const void *, void *, fmqa_err *);
+} op_kind;
 
-static fmqa_status launch_op(fmqa_ctx_t *ctx, const fmqa_problem *problem, fmqa_op op,
-                             const void *args, void *params, fill_fn fill, fmqa_stream_t stream)
+/* Checks, plans, fills the params, enters the context and launches. */
+static fmqa_status launch_op(fmqa_ctx_t *ctx, const fmqa_problem *problem, const op_kind *kind,
+                             const void *args, void *params, fmqa_stream_t stream)
 {
     fmqa_err err;
     const rt_plan *plan;
     if (!ctx)
         return FMQA_ERR_INVALID_ARGUMENT;
-    if (op_plan(ctx, problem, op, &plan, &err) != FMQA_OK || fill(plan, args, params, &err) ||
-        rt_enter(ctx, &err) != FMQA_OK)
+    if (check_op(problem, kind->op, &err) || rt_problem_check(problem, &err) ||
+        kind->check(problem, args, &err) || rt_plan_get(ctx, problem, &plan, &err) ||
+        kind->fill(plan, args, params, &err) || rt_enter(ctx, &err))
         return rt_fail(ctx, &err);
     fmqa_status st = rt_plan_launch(ctx, plan, params, (CUstream)stream, &err);
     rt_leave(ctx);
     return st == FMQA_OK ? rt_clear(ctx) : rt_fail(ctx, &err);
 }
 
-static fmqa_status fill_decode(const rt_plan *plan, const void *a, void *o, fmqa_err *err)
+static fmqa_status decode_check(const fmqa_problem *p, const void *a, fmqa_err *err)
+{
+    return check_decode(p, a, err);
+}
+
+static fmqa_status decode_fill(const rt_plan *plan, const void *a, void *o, fmqa_err *err)
 {
     return rt_decode_params(plan, a, o, err);
 }
 
-static fmqa_status fill_append(const rt_plan *plan, const void *a, void *o, fmqa_err *err)
+static fmqa_status append_check(const fmqa_problem *p, const void *a, fmqa_err *err)
+{
+    return check_append(p, a, err);
+}
+
+static fmqa_status append_fill(const rt_plan *plan, const void *a, void *o, fmqa_err *err)
 {
     return rt_append_params(plan, a, o, err);
 }
+
+static const op_kind DECODE = {FMQA_OP_DECODE, decode_check, decode_fill};
+static const op_kind APPEND = {FMQA_OP_APPEND, append_check, append_fill};
 
 fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                         const fmqa_decode_args *args, fmqa_stream_t stream)
 {
     fmqa_decode_params params;
-    return launch_op(ctx, problem, FMQA_OP_DECODE, args, &params, fill_decode, stream);
+    return launch_op(ctx, problem, &DECODE, args, &params, stream);
 }
 
 fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                         const fmqa_append_args *args, fmqa_stream_t stream)
 {
     fmqa_append_params params;
-    return launch_op(ctx, problem, FMQA_OP_APPEND, args, &params, fill_append, stream);
+    return launch_op(ctx, problem, &APPEND, args, &params, stream);
 }
