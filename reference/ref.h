@@ -97,6 +97,9 @@ fmqa_status ref_from_double(fmqa_dtype dtype, const double *src, int64_t n,
  * Dequantization is exact: value = (double)scale * decode(stored).  For int8 the
  * round-trip error is at most scale / 2 per element.
  */
+/* The scale ref_quantize_row would store for x (no stored values written). */
+fmqa_status ref_quant_scale(fmqa_dtype dtype, const double *x, int64_t d,
+                            float *scale /* OUT */, fmqa_err *err);
 fmqa_status ref_quantize_row(fmqa_dtype dtype, const double *x, int64_t d,
                              void *stored /* OUT [d] int8_t or uint8_t */,
                              float *scale /* OUT */, fmqa_err *err);
