@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One-shot check on a machine with a GPU (the lent device machine): configure and
+# build into /tmp, run the gpu tests, then the decode and levels benchmarks, and
+# print a short table last.  Logs go to $OUT when it is set (the device tool).
+# Usage there: source .device/sysroot.sh && scripts/gpu-check.sh [ctest -R regex]
+set -uo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="${OUT:-/tmp/fastmqa-gpu-out}"; mkdir -p "$out"
+build=/tmp/fastmqa-build
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$out/configure.log" 2>&1 \
+  || { tail -30 "$out/configure.log"; exit 1; }
+cmake --build "$build" -j16 >"$out/build.log" 2>&1 || { grep -E "error|Error" "$out/build.log" | head -40; exit 1; }
+echo "== build ok"
+export FASTMQA_TEMPLATE_DIR="$root/templates" XDG_CACHE_HOME=/tmp/fastmqa-cache
+ctest --test-dir "$build" -L gpu ${1:+-R "$1"} --output-on-failure -j2 >"$out/gpu-tests.log" 2>&1
+gpu_rc=$?
+grep -hE "^decode |^append |tests passed|tests failed|Failed|SKIPPED|Synthesis" "$out/gpu-tests.log" | tail -80
+"$build/bench/fastmqa-bench" decode >"$out/bench-decode.txt" 2>&1; echo "bench decode rc=$?"
+"$build/bench/fastmqa-bench" levels >"$out/bench-levels.txt" 2>&1; echo "bench levels rc=$?"
+echo "== gpu tests rc=$gpu_rc"
+cat "$out/bench-decode.txt"
