@@ -102,6 +102,15 @@ void rt_plan_free(fmqa_ctx_t *ctx, rt_plan *plan);
 fmqa_status rt_plan_launch(fmqa_ctx_t *ctx, const rt_plan *plan, void *params,
                            CUstream stream, fmqa_err *err);
 
+/* The dispatcher's choice for a problem on a described device: for each
+ * template of the op, the exact tuned entry of db, else the nearest tuned
+ * bucket whose config passes gen_check for this problem; else the first
+ * template whose default is legal.  db may be NULL.  Needs no GPU. */
+fmqa_status rt_choose(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
+                      const fmqa_problem *p, const gen_template **tpl /* OUT */,
+                      gen_config *config /* OUT */, fmqa_choice *choice /* OUT */,
+                      fmqa_err *err);
+
 /* The context's template set, compiler and database (opened on first use; the
  * database may be NULL when there is none).  Borrowed. */
 fmqa_status rt_templates(fmqa_ctx_t *ctx, gen_lib **lib /* OUT */, fmqa_err *err);

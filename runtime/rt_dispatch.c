@@ -28,7 +28,6 @@ struct rt_dispatch {
     gen_lib *lib;
     gen_compiler *compiler;
     db_t *db;
-    char device_key[FMQA_HASH_HEX];
     pthread_mutex_t lock;        /* guards plans                         */
     rt_plan **plans;
     size_t n_plans, cap_plans;
@@ -161,14 +160,15 @@ static rt_plan *find_plan(struct rt_dispatch *d, const fmqa_problem *p)
 
 /* The first tuned entry (exact bucket first, then nearest) whose config is
  * legal for this problem; 1 if one was found. */
-static int tuned_choice(struct rt_dispatch *d, const gen_template *t, const fmqa_problem *p,
-                        const fmqa_device_info *dev, gen_config *c, fmqa_choice *choice)
+static int tuned_choice(db_t *db, const char *device_key, const gen_template *t,
+                        const fmqa_problem *p, const fmqa_device_info *dev, gen_config *c,
+                        fmqa_choice *choice)
 {
     db_best_entry *e = NULL;
     size_t n = 0;
     int found = 0;
-    if (!d->db || db_best_candidates(d->db, d->device_key, gen_template_name(t),
-                                     gen_template_hash(t), p, &e, &n, NULL) != FMQA_OK)
+    if (!db || db_best_candidates(db, device_key, gen_template_name(t), gen_template_hash(t), p,
+                                  &e, &n, NULL) != FMQA_OK)
         return 0;
     for (size_t i = 0; i < n && !found; i++) {
         if (gen_config_parse(e[i].config, c, NULL) != FMQA_OK ||
@@ -182,33 +182,36 @@ static int tuned_choice(struct rt_dispatch *d, const gen_template *t, const fmqa
     return found;
 }
 
-/* Tuned or nearest from any template of the op first, else the first template
- * whose default is legal. */
-static fmqa_status choose(fmqa_ctx_t *ctx, struct rt_dispatch *d, const fmqa_problem *p,
-                          const gen_template **tpl, gen_config *c, fmqa_choice *choice,
-                          fmqa_err *err)
+fmqa_status rt_choose(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
+                      const fmqa_problem *p, const gen_template **tpl, gen_config *c,
+                      fmqa_choice *choice, fmqa_err *err)
 {
-    const fmqa_device_info *dev = &ctx->info;
+    char key[FMQA_HASH_HEX];
+    db_device_key(dev, key);
     memset(choice, 0, sizeof *choice);
-    for (const gen_template *t = gen_lib_next(d->lib, p->op, NULL); t;
-         t = gen_lib_next(d->lib, p->op, t))
-        if (tuned_choice(d, t, p, dev, c, choice)) {
+    for (const gen_template *t = gen_lib_next(lib, p->op, NULL); t;
+         t = gen_lib_next(lib, p->op, t))
+        if (tuned_choice(db, key, t, p, dev, c, choice)) {
             *tpl = t;
-            return FMQA_OK;
+            break;
         }
     fmqa_err why;
     fmqa_err_set(&why, FMQA_ERR_UNSUPPORTED, "no %s template is loaded (%s)",
-                 fmqa_op_name(p->op), gen_lib_origin(d->lib));
-    for (const gen_template *t = gen_lib_next(d->lib, p->op, NULL); t;
-         t = gen_lib_next(d->lib, p->op, t))
+                 fmqa_op_name(p->op), gen_lib_origin(lib));
+    for (const gen_template *t = gen_lib_next(lib, p->op, NULL); t && !choice->source;
+         t = gen_lib_next(lib, p->op, t))
         if (gen_default(t, p, dev, c, &why) == FMQA_OK) {
             *tpl = t;
             choice->source = FMQA_CHOICE_DEFAULT;
-            return FMQA_OK;
         }
-    if (err)
-        *err = why;
-    return why.status == FMQA_OK ? FMQA_ERR_UNSUPPORTED : why.status;
+    if (!choice->source) {
+        if (err)
+            *err = why;
+        return why.status == FMQA_OK ? FMQA_ERR_UNSUPPORTED : why.status;
+    }
+    fmqa_strlcpy(choice->template_name, gen_template_name(*tpl), sizeof choice->template_name);
+    gen_config_text(c, choice->config, sizeof choice->config);
+    return FMQA_OK;
 }
 
 static const char *source_name(fmqa_choice_source s)
@@ -262,11 +265,6 @@ static fmqa_status make_plan(fmqa_ctx_t *ctx, struct rt_dispatch *d, rt_plan *pl
         fmqa_err_set(err, st, "out of memory copying a cubin");
     if (st == FMQA_OK)
         st = load(ctx, plan, err);
-    if (st == FMQA_OK) {
-        fmqa_strlcpy(plan->choice.template_name, gen_template_name(plan->tpl),
-                     sizeof plan->choice.template_name);
-        gen_config_text(&plan->config, plan->choice.config, sizeof plan->choice.config);
-    }
     return st;
 }
 
@@ -291,7 +289,8 @@ static fmqa_status resolve(fmqa_ctx_t *ctx, struct rt_dispatch *d, const fmqa_pr
     if (!plan)
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     plan->problem = *p;
-    fmqa_status st = choose(ctx, d, p, &plan->tpl, &plan->config, &plan->choice, err);
+    fmqa_status st = rt_choose(d->lib, d->db, &ctx->info, p, &plan->tpl, &plan->config,
+                               &plan->choice, err);
     if (st == FMQA_OK)
         st = make_plan(ctx, d, plan, NULL, err);
     if (st == FMQA_OK && cache_plan(d, plan) != FMQA_OK)
@@ -320,8 +319,6 @@ fmqa_status rt_plan_get(fmqa_ctx_t *ctx, const fmqa_problem *p, const rt_plan **
     if (st != FMQA_OK)
         return st;
     pthread_mutex_lock(&d->lock);
-    if (!d->device_key[0])
-        db_device_key(&ctx->info, d->device_key);
     rt_plan *plan = find_plan(d, p);
     /* Resolving under the lock keeps two threads from compiling one plan twice;
      * it happens once per problem. */
@@ -356,6 +353,9 @@ fmqa_status rt_plan_build(fmqa_ctx_t *ctx, const gen_template *tpl, const gen_co
     plan->tpl = tpl;
     plan->config = *c;
     plan->choice.source = FMQA_CHOICE_DEFAULT;
+    fmqa_strlcpy(plan->choice.template_name, gen_template_name(tpl),
+                 sizeof plan->choice.template_name);
+    gen_config_text(c, plan->choice.config, sizeof plan->choice.config);
     st = rt_enter(ctx, err);
     if (st == FMQA_OK) {
         st = make_plan(ctx, d, plan, binary, err);

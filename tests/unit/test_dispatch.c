@@ -1,0 +1,153 @@
+/*
+ * test_dispatch.c -- the dispatcher's three answers (tuned, nearest legal
+ * bucket, template default) on a fixture template and a fixture database, for
+ * a described device (no GPU needed).
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "db.h"
+#include "gen.h"
+#include "rt.h"
+
+static gen_lib *lib;
+static db_t *db;
+static fmqa_device_info dev;
+static char path[] = "/tmp/fmqa-dispatch-XXXXXX";
+
+static fmqa_problem problem(int32_t batch, int32_t kv_len)
+{
+    fmqa_problem p;
+    fmqa_problem_init(&p);
+    p.batch = batch;
+    p.num_q_heads = 32;
+    p.kv_len = kv_len;
+    return p;
+}
+
+/* One ok trial of `config` for the problem, offered as the best. */
+static void tune(const gen_template *t, const fmqa_device_info *d, const char *hash,
+                 fmqa_problem p, const char *config, double us)
+{
+    fmqa_err err;
+    int64_t dev_id, tpl_id, prob_id, trial_id;
+    cr_assert_eq(db_device_upsert(db, d, &dev_id, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(db_template_upsert(db, gen_template_name(t), hash, &tpl_id, &err), FMQA_OK);
+    cr_assert_eq(db_problem_upsert(db, &p, &prob_id, &err), FMQA_OK, "%s", err.msg);
+    db_trial tr = {0};
+    tr.device_id = dev_id, tr.template_id = tpl_id, tr.problem_id = prob_id;
+    tr.config = config;
+    tr.status = DB_TRIAL_OK;
+    tr.median_us = tr.p20_us = tr.p80_us = tr.min_us = us;
+    tr.runs = 10;
+    cr_assert_eq(db_trial_insert(db, &tr, &trial_id, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(db_best_update(db, trial_id, 2 * us, NULL, &err), FMQA_OK, "%s", err.msg);
+}
+
+static void setup(void)
+{
+    fmqa_err err;
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    unlink(path);
+    cr_assert_eq(gen_lib_open(FMQA_SOURCE_DIR "/tests/fixtures/dispatch", &lib, &err), FMQA_OK,
+                 "%s", err.msg);
+    cr_assert_eq(db_open(path, DB_READ_WRITE, 0, &db, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(gen_device_preset("sm_90", &dev, &err), FMQA_OK, "%s", err.msg);
+    const gen_template *t = gen_lib_find(lib, "toy");
+    cr_assert_not_null(t, "%s", gen_template_message(gen_lib_at(lib, 0)));
+    /* Tuned: batch 8 at kv 64 (BLOCK=64) and at kv 4096 (BLOCK=32). */
+    tune(t, &dev, gen_template_hash(t), problem(8, 64), "BLOCK=64", 5.0);
+    tune(t, &dev, gen_template_hash(t), problem(8, 4096), "BLOCK=32", 50.0);
+}
+
+static void teardown(void)
+{
+    db_close(db);
+    gen_lib_close(lib);
+    unlink(path);
+}
+
+static fmqa_choice choose(fmqa_problem p, const fmqa_device_info *d)
+{
+    fmqa_err err;
+    const gen_template *t;
+    gen_config c;
+    fmqa_choice choice;
+    cr_assert_eq(rt_choose(lib, db, d, &p, &t, &c, &choice, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_str_eq(choice.template_name, "toy");
+    return choice;
+}
+
+TestSuite(dispatch, .init = setup, .fini = teardown);
+
+Test(dispatch, exact_bucket_is_tuned)
+{
+    fmqa_choice c = choose(problem(8, 4000), &dev); /* bucket 8 x 4096 */
+    cr_assert_eq(c.source, FMQA_CHOICE_TUNED);
+    cr_assert_str_eq(c.config, "BLOCK=32");
+    cr_assert_float_eq(c.tuned_time_us, 50.0, 1e-9);
+}
+
+Test(dispatch, nearest_bucket_when_no_exact_entry)
+{
+    fmqa_choice c = choose(problem(16, 2048), &dev); /* 1 + 1 from 8 x 4096 */
+    cr_assert_eq(c.source, FMQA_CHOICE_NEAREST);
+    cr_assert_str_eq(c.config, "BLOCK=32");
+    c = choose(problem(4, 128), &dev); /* 1 + 1 from 8 x 64, 1 + 5 from 8 x 4096 */
+    cr_assert_eq(c.source, FMQA_CHOICE_NEAREST);
+    cr_assert_str_eq(c.config, "BLOCK=64");
+}
+
+Test(dispatch, illegal_nearest_config_is_skipped)
+{
+    /* kv 40 lies in the 64 bucket, whose BLOCK=64 does not fit 40 tokens: the
+     * next candidate (8 x 4096, BLOCK=32) is legal. */
+    fmqa_choice c = choose(problem(8, 40), &dev);
+    cr_assert_eq(c.source, FMQA_CHOICE_NEAREST);
+    cr_assert_str_eq(c.config, "BLOCK=32");
+    /* kv 20: neither tuned config fits, the default does. */
+    c = choose(problem(8, 20), &dev);
+    cr_assert_eq(c.source, FMQA_CHOICE_DEFAULT);
+    cr_assert_str_eq(c.config, "BLOCK=16");
+}
+
+Test(dispatch, other_class_device_or_template_version_gets_the_default)
+{
+    fmqa_problem p = problem(8, 4096);
+    p.num_kv_heads = 8; /* another problem class */
+    cr_assert_eq(choose(p, &dev).source, FMQA_CHOICE_DEFAULT);
+
+    fmqa_device_info other = dev;
+    other.sm_count = 114; /* an H100 PCIe is another device */
+    cr_assert_eq(choose(problem(8, 4096), &other).source, FMQA_CHOICE_DEFAULT);
+
+    /* Entries of an older template version are never used. */
+    teardown();
+    fmqa_err err;
+    strcpy(path, "/tmp/fmqa-dispatch-XXXXXX");
+    int fd = mkstemp(path);
+    close(fd);
+    unlink(path);
+    cr_assert_eq(gen_lib_open(FMQA_SOURCE_DIR "/tests/fixtures/dispatch", &lib, &err), FMQA_OK);
+    cr_assert_eq(db_open(path, DB_READ_WRITE, 0, &db, &err), FMQA_OK, "%s", err.msg);
+    tune(gen_lib_find(lib, "toy"), &dev, "0123456789abcdef0123456789abcdef", problem(8, 4096),
+         "BLOCK=64", 5.0);
+    cr_assert_eq(choose(problem(8, 4096), &dev).source, FMQA_CHOICE_DEFAULT);
+}
+
+Test(dispatch, no_template_for_the_op_is_unsupported)
+{
+    fmqa_err err;
+    fmqa_problem p = problem(8, 4096);
+    p.op = FMQA_OP_MLA_DECODE;
+    const gen_template *t;
+    gen_config c;
+    fmqa_choice choice;
+    cr_assert_eq(rt_choose(lib, db, &dev, &p, &t, &c, &choice, &err), FMQA_ERR_UNSUPPORTED);
+    cr_assert(strstr(err.msg, "no mla_decode template"), "%s", err.msg);
+}
