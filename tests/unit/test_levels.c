@@ -10,10 +10,13 @@
  * FMQA_BINARY_DIR) because the accuracy report lives in bench/, next to the
  * float64 reference it drives.
  */
+#define _POSIX_C_SOURCE 200809L /* popen, pclose */
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include <criterion/criterion.h>
 
@@ -325,4 +328,78 @@ Test(levels, null_context_is_accepted)
     m.num_kv_heads = 3;
     cr_assert_eq(fmqa_level_policy_preset(NULL, FMQA_LEVEL_AGGRESSIVE, &m, &p),
                  FMQA_ERR_INVALID_ARGUMENT);
+}
+
+/* ------------------------------------------------------------ fastmqa-bench levels */
+
+/* Output of `fastmqa-bench levels ARGS` (malloc'ed); asserts exit status 0. */
+static char *run_bench(const char *args)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s/bench/fastmqa-bench' levels %s", FMQA_BINARY_DIR, args);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f, "popen %s", cmd);
+    size_t cap = 1 << 16, len = 0, got;
+    char *out = malloc(cap);
+    while ((got = fread(out + len, 1, cap - 1 - len, f)) > 0)
+        len += got;
+    out[len] = 0;
+    cr_assert_eq(pclose(f), 0, "%s failed (is fastmqa-bench built?):\n%s", cmd, out);
+    return out;
+}
+
+/* Numeric field of the JSON row {"level":level,"data":data,...}: one row a line. */
+static double json_field(const char *out, const char *level, const char *data,
+                         const char *field)
+{
+    char key[128], name[64];
+    snprintf(key, sizeof key, "{\"level\":\"%s\",\"data\":\"%s\"", level, data);
+    snprintf(name, sizeof name, "\"%s\":", field);
+    const char *row = strstr(out, key);
+    cr_assert_not_null(row, "no row %s in:\n%s", key, out);
+    const char *eol = strchr(row, '\n'), *at = strstr(row, name);
+    cr_assert(at && (!eol || at < eol), "row %s has no %s", key, name);
+    return strtod(at + strlen(name), NULL);
+}
+
+Test(levels, bench_prints_the_table_header)
+{
+    char *out = run_bench("--seq 256 --kv-heads 8");
+    cr_assert(strstr(out, "FastMQA levels: hidden 2048, 32 query heads, 8 KV heads, head dim "
+                          "64, 256 tokens, f16; one layer, one sequence\n"), "%s", out);
+    cr_assert(strstr(out, "level         data        bytes/token reduction multiplier "
+                          "max_abs_err rel_l2_err  budget pass  decode_us/step\n"), "%s", out);
+    free(out);
+}
+
+Test(levels, bench_accuracy_is_ordered_and_conservative_is_rounding_only)
+{
+    char *out = run_bench("--seq 256 --kv-heads 8 --json");
+    const char *data[] = {"random", "sink+local"};
+    for (int i = 0; i < 2; i++) {
+        double cons = json_field(out, "conservative", data[i], "rel_l2_error");
+        double aggr = json_field(out, "aggressive", data[i], "rel_l2_error");
+        /* f16 q, cache and output: a few units of 2^-11 relative */
+        cr_assert(cons > 0 && cons < 1e-3, "%s: conservative rel_l2 %g", data[i], cons);
+        cr_assert(json_field(out, "conservative", data[i], "max_abs_error") < 2e-3);
+        cr_assert(aggr > cons, "%s: aggressive %g <= conservative %g", data[i], aggr, cons);
+    }
+    /* memory of GQA 8, 256 tokens: 2 * 8 * 64 * 2 = 2048 B/token; aggressive int8:
+       1024 + 2 * 8 * 4 = 1088 B/token over 4 sinks + 64 window = 68 tokens */
+    cr_assert_eq(json_field(out, "conservative", "random", "bytes_per_token"), 2048);
+    cr_assert_eq(json_field(out, "aggressive", "random", "bytes_per_seq"), 1088 * 68);
+    free(out);
+}
+
+Test(levels, bench_rejects_bad_options)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s/bench/fastmqa-bench' levels --hidden 2000 2>&1",
+             FMQA_BINARY_DIR);
+    FILE *f = popen(cmd, "r");
+    char line[512] = "";
+    cr_assert_not_null(fgets(line, sizeof line, f));
+    cr_assert_eq(WEXITSTATUS(pclose(f)), 2);
+    cr_assert_str_eq(line, "fastmqa-bench levels: model.hidden_size 2000 is not a multiple "
+                           "of num_q_heads 32\n");
 }

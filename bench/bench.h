@@ -1,0 +1,39 @@
+/*
+ * bench.h -- what the subcommands of fastmqa-bench share: the dispatch table
+ * entry, each subcommand's entry point, and the decode-timing hook that the
+ * levels table calls when a GPU is present.
+ *
+ * A subcommand is a function with main's signature, called with argv[0] set to
+ * the subcommand's name; it returns the process exit status (0 ok, 1 failure or
+ * a failed check, 2 bad usage) and prints its own errors.  To add one, write
+ * bench/bench_<name>.c with `int bench_<name>_main(int, char **)`, declare it
+ * here and add one line to the table in bench_main.c.
+ */
+#ifndef FMQA_BENCH_H
+#define FMQA_BENCH_H
+
+#include "fastmqa.h"
+
+typedef struct bench_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help; /* one line for `fastmqa-bench --help` */
+} bench_command;
+
+/* `fastmqa-bench levels`: bench_levels.c. */
+int bench_levels_main(int argc, char **argv);
+
+/*
+ * Decode-timing hook of the levels table (column "decode_us/step"): the median
+ * time of one decode step of `problem` on ctx's GPU, in microseconds, into *us.
+ * bench_levels.c calls it only after fmqa_device_query() succeeded.  It holds a
+ * weak default that returns FMQA_ERR_UNSUPPORTED ("no decode timer linked");
+ * bench_decode.c provides the real one (a strong definition replaces the weak
+ * one at link time, no other change needed).  problem->batch is 1, kv_len the
+ * model's max_seq_len, q_tokens the level's spec_tokens; the timer chooses its
+ * own cache contents (kv_lens = kv_len).
+ */
+fmqa_status bench_decode_step_us(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                                 double *us /* OUT */);
+
+#endif /* FMQA_BENCH_H */

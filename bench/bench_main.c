@@ -1,0 +1,40 @@
+/*
+ * bench_main.c -- fastmqa-bench: dispatches `fastmqa-bench <command> [options]`
+ * to one of the subcommands in the table below (see bench.h for how to add one).
+ * Without a command, or with --help, it lists the commands.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "bench.h"
+
+static const bench_command commands[] = {
+    {"levels", bench_levels_main,
+     "optimization levels: memory, accuracy against float64, decode time"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: fastmqa-bench <command> [options]   (fastmqa-bench <command> --help)\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "fastmqa-bench: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
