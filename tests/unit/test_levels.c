@@ -12,7 +12,6 @@
  */
 #define _POSIX_C_SOURCE 200809L /* popen, pclose */
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
