@@ -327,7 +327,8 @@ fmqa_status db_export(db_t *db, FILE *out, fmqa_err *err);
 
 typedef struct db_import_stats {
     int64_t rows_read;
-    int64_t rows_added;      /* new rows (others already existed)          */
+    int64_t rows_added;      /* rows inserted or updated (a faster best entry,
+                                a finished session); the rest already existed */
 } db_import_stats;
 
 /* Imports db_export() output in one transaction: upserts by natural keys,
