@@ -1,0 +1,428 @@
+/*
+ * gen_lua.c -- the Lua sandbox templates run in, and the protected readers that
+ * turn Lua values into C records.
+ *
+ * The state of a lib opens base, string, table and math only, without load,
+ * loadfile, dofile, require, collectgarbage and string.dump; print is silent.
+ * Memory is capped by a counting allocator (GEN_LUA_MEM_CAP) and every call
+ * gets a fresh instruction budget enforced by a count hook that names the
+ * file:line it stopped at.  Everything that may allocate on the Lua side
+ * (argument tables, registry references, reads) runs inside lua_pcall, so a
+ * memory error never reaches the panic handler.  Readers use raw access only:
+ * a template's metatables cannot run code while C reads its tables.
+ */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "gen_internal.h"
+
+static gen_lib *lib_of(lua_State *L)
+{
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+
+/* Counting allocator: refuses growth past the cap, so a runaway template gets
+ * a Lua memory error instead of exhausting the process. */
+static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    gen_lib *lib = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        lib->mem_used -= old;
+        return NULL;
+    }
+    if (nsize > old && lib->mem_used - old + nsize > lib->mem_cap)
+        return NULL;
+    void *q = realloc(ptr, nsize);
+    if (q)
+        lib->mem_used = lib->mem_used - old + nsize;
+    return q;
+}
+
+static void step_hook(lua_State *L, lua_Debug *ar)
+{
+    gen_lib *lib = lib_of(L);
+    lib->steps += GEN_LUA_HOOK_EVERY;
+    if (lib->steps <= lib->step_cap)
+        return;
+    lua_Debug d;
+    if (lua_getstack(L, 0, &d) && lua_getinfo(L, "Sl", &d) && d.currentline > 0)
+        lua_pushfstring(L, "%s:%d: instruction limit (%d million) exceeded", d.short_src,
+                        d.currentline, (int)(lib->step_cap / 1000000));
+    else
+        lua_pushfstring(L, "instruction limit (%d million) exceeded",
+                        (int)(lib->step_cap / 1000000));
+    lua_error(L);
+}
+
+static int silent_print(lua_State *L)
+{
+    return 0;
+}
+
+static int open_sandbox(lua_State *L)
+{
+    static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
+                                    {LUA_STRLIBNAME, luaopen_string},
+                                    {LUA_TABLIBNAME, luaopen_table},
+                                    {LUA_MATHLIBNAME, luaopen_math}};
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
+        luaL_requiref(L, libs[i].name, libs[i].func, 1);
+        lua_pop(L, 1);
+    }
+    static const char *const removed[] = {"load", "loadfile", "dofile", "require",
+                                          "collectgarbage"};
+    for (size_t i = 0; i < sizeof removed / sizeof removed[0]; i++) {
+        lua_pushnil(L);
+        lua_setglobal(L, removed[i]);
+    }
+    lua_pushcfunction(L, silent_print);
+    lua_setglobal(L, "print");
+    lua_getglobal(L, LUA_STRLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
+    return 0;
+}
+
+fmqa_status gen_lua_open(gen_lib *lib, fmqa_err *err)
+{
+    lib->mem_cap = GEN_LUA_MEM_CAP;
+    lib->step_cap = GEN_LUA_STEP_CAP;
+    lib->L = lua_newstate(sandbox_alloc, lib);
+    if (!lib->L)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "cannot create the Lua state");
+    lua_pushcfunction(lib->L, open_sandbox);
+    if (lua_pcall(lib->L, 0, 0, 0) != LUA_OK) {
+        fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "cannot open the Lua libraries: %s",
+                     lua_tostring(lib->L, -1));
+        lua_close(lib->L);
+        lib->L = NULL;
+        return err ? err->status : FMQA_ERR_OUT_OF_MEMORY;
+    }
+    lua_sethook(lib->L, step_hook, LUA_MASKCOUNT, GEN_LUA_HOOK_EVERY);
+    return FMQA_OK;
+}
+
+static int traceback_handler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Starts a protected call: fresh budget, and a message for memory errors,
+ * for which Lua calls no handler. */
+static int pcall_budgeted(lua_State *L, int nargs, int nres, int msgh)
+{
+    gen_lib *lib = lib_of(L);
+    lib->steps = 0;
+    int rc = lua_pcall(L, nargs, nres, msgh);
+    if (rc == LUA_ERRMEM) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "memory limit (%d MiB) exceeded", (int)(lib->mem_cap >> 20));
+    }
+    if (rc != LUA_OK)
+        lua_gc(L, LUA_GCCOLLECT);
+    return rc;
+}
+
+/* Message of a failed call: its first lines up to the C boundary of the
+ * traceback, which says nothing a template author can use. */
+static void set_lua_error(lua_State *L, fmqa_err *err, const char *what)
+{
+    const char *msg = lua_tostring(L, -1);
+    fmqa_err_set(err, FMQA_ERR_TEMPLATE, "%s%s", what, msg ? msg : "(no message)");
+}
+
+/* ------------------------------------------------------------ argument tables */
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v ? v : "?");
+    lua_setfield(L, -2, k);
+}
+
+static void set_bool(lua_State *L, const char *k, int v)
+{
+    lua_pushboolean(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static const char *rope_name(fmqa_rope r)
+{
+    switch (r) {
+    case FMQA_ROPE_NONE: return "none";
+    case FMQA_ROPE_NEOX: return "neox";
+    case FMQA_ROPE_GPTJ: return "gptj";
+    }
+    return NULL;
+}
+
+static void push_problem(lua_State *L, const fmqa_problem *p)
+{
+    lua_createtable(L, 0, 24);
+    set_str(L, "op", fmqa_op_name(p->op));
+    set_int(L, "batch", p->batch);
+    set_int(L, "num_q_heads", p->num_q_heads);
+    set_int(L, "num_kv_heads", p->num_kv_heads);
+    set_int(L, "head_dim_qk", p->head_dim_qk);
+    set_int(L, "head_dim_v", p->head_dim_v);
+    set_int(L, "q_tokens", p->q_tokens);
+    set_int(L, "kv_len", p->kv_len);
+    set_str(L, "q_dtype", fmqa_dtype_name(p->q_dtype));
+    set_str(L, "kv_dtype", fmqa_dtype_name(p->kv_dtype));
+    set_str(L, "out_dtype", fmqa_dtype_name(p->out_dtype));
+    set_int(L, "page_size", p->page_size);
+    set_int(L, "window", p->window);
+    set_int(L, "sink_tokens", p->sink_tokens);
+    set_str(L, "rope", rope_name(p->rope));
+    set_bool(L, "causal", (p->flags & FMQA_FLAG_CAUSAL) != 0);
+    set_bool(L, "paged", (p->flags & FMQA_FLAG_PAGED) != 0);
+    set_bool(L, "tree", (p->flags & FMQA_FLAG_TREE_MASK) != 0);
+    set_bool(L, "lse", (p->flags & FMQA_FLAG_LSE) != 0);
+    set_bool(L, "ring", (p->flags & FMQA_FLAG_RING) != 0);
+}
+
+static void push_device(lua_State *L, const fmqa_device_info *d)
+{
+    lua_createtable(L, 0, 12);
+    set_str(L, "name", d->name);
+    set_int(L, "cc", d->cc_major * 10 + d->cc_minor);
+    set_int(L, "cc_major", d->cc_major);
+    set_int(L, "cc_minor", d->cc_minor);
+    set_str(L, "arch", d->arch);
+    set_int(L, "sm_count", d->sm_count);
+    set_int(L, "smem_per_block_optin", d->smem_per_block_optin);
+    set_int(L, "smem_per_sm", d->smem_per_sm);
+    set_int(L, "regs_per_sm", d->regs_per_sm);
+    set_int(L, "max_threads_per_block", d->max_threads_per_block);
+    set_int(L, "l2_bytes", d->l2_bytes);
+}
+
+static void push_config(lua_State *L, const gen_config *c)
+{
+    lua_createtable(L, 0, c->n);
+    for (int i = 0; i < c->n; i++)
+        set_int(L, c->p[i].name, c->p[i].value);
+}
+
+typedef struct call_ctx {
+    const gen_template *t;
+    const char *fn;
+    const gen_args *args;
+    int nres;
+    int missing;
+} call_ctx;
+
+/* Runs protected: [ctx] -> the function's nres results (nils when the
+ * template has no such function, which sets x->missing). */
+static int call_trampoline(lua_State *L)
+{
+    call_ctx *x = lua_touserdata(L, 1);
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->t->ref);
+    lua_pushstring(L, x->fn);
+    if (lua_rawget(L, -2) != LUA_TFUNCTION) {
+        x->missing = 1;
+        return 0;
+    }
+    lua_remove(L, -2);
+    int n = 0;
+    if (x->args->c) {
+        push_config(L, x->args->c);
+        n++;
+    }
+    push_problem(L, x->args->p);
+    n++;
+    if (x->args->d) {
+        push_device(L, x->args->d);
+        n++;
+    }
+    lua_call(L, n, x->nres);
+    return x->nres;
+}
+
+fmqa_status gen_lua_call(const gen_template *t, const char *fn, const gen_args *args, int nres,
+                         fmqa_err *err)
+{
+    lua_State *L = t->lib->L;
+    int base = lua_gettop(L);
+    call_ctx x = {t, fn, args, nres, 0};
+    lua_pushcfunction(L, traceback_handler);
+    lua_pushcfunction(L, call_trampoline);
+    lua_pushlightuserdata(L, &x);
+    if (pcall_budgeted(L, 1, nres, base + 1) != LUA_OK) {
+        char what[GEN_NAME_CAP + 8];
+        snprintf(what, sizeof what, "%s(): ", fn);
+        set_lua_error(L, err, what);
+        lua_settop(L, base);
+        return FMQA_ERR_TEMPLATE;
+    }
+    lua_remove(L, base + 1);
+    if (x.missing) {
+        lua_settop(L, base);
+        return FMQA_ERR_NOT_FOUND;
+    }
+    return FMQA_OK;
+}
+
+fmqa_status gen_lua_run_chunk(gen_template *t, fmqa_err *err)
+{
+    lua_State *L = t->lib->L;
+    int base = lua_gettop(L);
+    char chunkname[300];
+    snprintf(chunkname, sizeof chunkname, "@%s", t->chunk);
+    lua_pushcfunction(L, traceback_handler);
+    int rc = luaL_loadbufferx(L, t->lua->text, t->lua->size, chunkname, "t");
+    if (rc == LUA_OK)
+        rc = pcall_budgeted(L, 0, 1, base + 1);
+    else if (rc == LUA_ERRMEM)
+        lua_pushfstring(L, "memory limit exceeded while loading");
+    if (rc != LUA_OK) {
+        set_lua_error(L, err, "");
+        lua_settop(L, base);
+        return FMQA_ERR_TEMPLATE;
+    }
+    lua_remove(L, base + 1);
+    return FMQA_OK;
+}
+
+/* ------------------------------------------------------------ readers */
+
+int gen_lua_field_line(const gen_template *t, const char *key)
+{
+    const char *text = t->lua->text;
+    size_t klen = strlen(key);
+    for (const char *s = strstr(text, key); s && klen; s = strstr(s + 1, key)) {
+        int word_start = s == text || !(isalnum((unsigned char)s[-1]) || s[-1] == '_');
+        const char *e = s + klen;
+        if (!word_start || isalnum((unsigned char)*e) || *e == '_')
+            continue;
+        while (*e == ' ' || *e == '\t')
+            e++;
+        if (*e == '=' && e[1] != '=') {
+            int line = 1;
+            for (const char *c = text; c < s; c++)
+                line += *c == '\n';
+            return line;
+        }
+    }
+    return 0;
+}
+
+/* The last named component of a path: "space.BLOCK_N[2]" -> "BLOCK_N". */
+static void last_key(const char *path, char *out, size_t cap)
+{
+    const char *dot = strrchr(path, '.');
+    const char *s = dot ? dot + 1 : path;
+    size_t n = strcspn(s, "[(");
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+int gen_lua_field_error(lua_State *L, gen_reader *r, const char *fmt, ...)
+{
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    int line = r->line;
+    if (!line) {
+        char key[GEN_NAME_CAP];
+        last_key(r->path, key, sizeof key);
+        line = gen_lua_field_line(r->t, key);
+    }
+    if (line > 0)
+        lua_pushfstring(L, "%s:%d: %s: %s", r->t->chunk, line, r->path, what);
+    else
+        lua_pushfstring(L, "%s: %s: %s", r->t->chunk, r->path, what);
+    return lua_error(L);
+}
+
+size_t gen_path_push(gen_reader *r, const char *key, long long index)
+{
+    size_t old = strlen(r->path);
+    if (key)
+        snprintf(r->path + old, sizeof r->path - old, "%s%s", old ? "." : "", key);
+    else
+        snprintf(r->path + old, sizeof r->path - old, "[%lld]", index);
+    return old;
+}
+
+/* "got string", "got number 1.5", "got nil". */
+static const char *describe(lua_State *L, int idx, char *buf, size_t cap)
+{
+    if (lua_type(L, idx) == LUA_TNUMBER && !lua_isinteger(L, idx))
+        snprintf(buf, cap, "number %.17g", (double)lua_tonumber(L, idx));
+    else
+        snprintf(buf, cap, "%s", luaL_typename(L, idx));
+    return buf;
+}
+
+int64_t gen_lua_check_int(lua_State *L, gen_reader *r, int idx, int allow_bool)
+{
+    if (allow_bool && lua_type(L, idx) == LUA_TBOOLEAN)
+        return lua_toboolean(L, idx);
+    int ok = 0;
+    lua_Integer v = 0;
+    if (lua_type(L, idx) == LUA_TNUMBER)
+        v = lua_tointegerx(L, idx, &ok);
+    if (!ok) {
+        char got[64];
+        gen_lua_field_error(L, r, "expected integer%s, got %s", allow_bool ? " or boolean" : "",
+                            describe(L, idx, got, sizeof got));
+    }
+    return v;
+}
+
+typedef struct read_ctx {
+    gen_reader *r;
+    gen_read_fn fn;
+} read_ctx;
+
+static int read_trampoline(lua_State *L)
+{
+    read_ctx *x = lua_touserdata(L, 2);
+    lua_pop(L, 1);
+    x->fn(L, x->r);
+    return 0;
+}
+
+fmqa_status gen_lua_read(gen_reader *r, gen_read_fn reader, fmqa_err *err)
+{
+    lua_State *L = r->t->lib->L;
+    int base = lua_gettop(L) - 1;
+    lua_pushcfunction(L, read_trampoline);
+    lua_insert(L, base + 1);
+    read_ctx x = {r, reader};
+    lua_pushlightuserdata(L, &x);
+    int rc = pcall_budgeted(L, 2, 0, 0);
+    if (rc != LUA_OK) {
+        set_lua_error(L, err, "");
+        lua_settop(L, base);
+        return FMQA_ERR_TEMPLATE;
+    }
+    lua_settop(L, base);
+    return FMQA_OK;
+}
