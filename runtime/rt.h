@@ -21,6 +21,7 @@
 #include "gen.h"
 
 struct rt_dispatch; /* plan cache, templates, database: rt_dispatch.c */
+struct db;          /* db.h */
 
 struct fmqa_ctx {
     fmqa_options opts;          /* copy; the strings below own their text     */
