@@ -75,7 +75,8 @@ double ref_fp8_to_double(uint8_t bits);
 int8_t ref_int8_from_double(double x);
 
 /* x rounded to what a dtype can hold (F16, BF16, F32; INT8 / FP8_E4M3 as the
- * unscaled 8-bit number).  Used to make test inputs exactly representable. */
+ * unscaled 8-bit number; any other value, e.g. 0, returns x unchanged).  Used to
+ * make test inputs exactly representable. */
 double ref_round_to(fmqa_dtype dtype, double x);
 
 /*
@@ -245,7 +246,9 @@ fmqa_status ref_append(const ref_append_shape *s, const double *k_new, const dou
  * o [B, Tq, H, Dv] and lse [B, Tq, H] (lse may be NULL) and ignores args->o,
  * lse and workspace.  ref_append_args writes the host caches in args and
  * RoPEs args->q in place (rounded back to q_dtype).  n_pages bounds the page
- * table when paged (0 = unchecked).
+ * table when paged (0 = unchecked).  ref_decode also serves FMQA_OP_MLA_DECODE:
+ * pass v = k with v's strides equal to k's, and each V row is the first
+ * head_dim_v (= d_c) entries of the latent K row.
  */
 fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *args, int64_t n_pages,
                        double *o /* OUT */, double *lse /* OUT, may be NULL */,

@@ -110,6 +110,31 @@ static int held(const ref_cache_view *c, int64_t len, int64_t j)
     return !(c->flags & FMQA_FLAG_RING) || j < c->sink_tokens || j >= len - c->window;
 }
 
+/* One pass of the gather; write = 0 only checks every address (so that a bad
+ * page table leaves out untouched). */
+static fmqa_status gather_pass(const ref_cache_view *c, int64_t batch, int64_t tokens,
+                               int64_t heads, int64_t head_dim, const int32_t *kv_lens,
+                               int64_t n_pages, double *out, int write, fmqa_err *err)
+{
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t j = 0; j < tokens; j++)
+            for (int64_t h = 0; h < heads; h++) {
+                double *row = out + ((b * tokens + j) * heads + h) * head_dim;
+                int64_t off, soff;
+                fmqa_status st = FMQA_OK;
+                if (!held(c, kv_lens ? kv_lens[b] : tokens, j))
+                    for (int64_t i = 0; write && i < head_dim; i++)
+                        row[i] = NAN;
+                else if (write)
+                    st = load_row(c, b, j, h, head_dim, n_pages, row, err);
+                else
+                    st = row_at(c, b, j, h, n_pages, &off, &soff, err);
+                if (st != FMQA_OK)
+                    return st;
+            }
+    return FMQA_OK;
+}
+
 fmqa_status ref_cache_gather(const ref_cache_view *c, int64_t batch, int64_t tokens,
                              int64_t heads, int64_t head_dim, const int32_t *kv_lens,
                              int64_t n_pages, double *out, fmqa_err *err)
@@ -123,19 +148,9 @@ fmqa_status ref_cache_gather(const ref_cache_view *c, int64_t batch, int64_t tok
         if (kv_lens[b] < 0 || kv_lens[b] > tokens)
             return BAD("ref_cache_gather: kv_lens[%lld] = %d outside [0, %lld]", (long long)b,
                        kv_lens[b], (long long)tokens);
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t j = 0; j < tokens; j++)
-            for (int64_t h = 0; h < heads; h++) {
-                double *row = out + ((b * tokens + j) * heads + h) * head_dim;
-                if (held(c, kv_lens ? kv_lens[b] : tokens, j))
-                    st = load_row(c, b, j, h, head_dim, n_pages, row, err);
-                else
-                    for (int64_t i = 0; i < head_dim; i++)
-                        row[i] = NAN;
-                if (st != FMQA_OK)
-                    return st;
-            }
-    return FMQA_OK;
+    for (int write = 0; write < 2 && st == FMQA_OK; write++)
+        st = gather_pass(c, batch, tokens, heads, head_dim, kv_lens, n_pages, out, write, err);
+    return st;
 }
 
 /* ---------------------------------------------------------------- RoPE */

@@ -159,6 +159,10 @@ Test(ref_cache, paged_int8_equals_contiguous_and_bad_page_writes_nothing)
     cr_expect_eq(ref_append(&s, kn, vn, NULL, &kpv, &vpv, &err), FMQA_ERR_INVALID_ARGUMENT);
     cr_expect(strstr(err.msg, "page_table[1][1] = 7 outside [0, 6)"), "%s", err.msg);
     cr_expect(memcmp(before, kp, sizeof kp) == 0, "a failed append wrote the cache");
+    gp[0] = 42.0;   /* the gather checks every address before writing out */
+    cr_expect_eq(ref_cache_gather(&kpv, B, T, HKV, D, lens, PAGES, gp, &err),
+                 FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(gp[0] == 42.0, "a failed gather wrote out");
 }
 
 Test(ref_cache, append_by_hand)
