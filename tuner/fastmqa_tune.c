@@ -1,0 +1,961 @@
+/*
+ * fastmqa_tune.c -- fastmqa-tune: benchmarks the legal variants of every
+ * template for a set of problems on the detected GPU and stores every trial
+ * and the winners in the tuning database (docs/tuning.md).
+ *
+ * Flow per problem and template: enumerate the space, order it with the
+ * strategy (tun_search), submit the compilations to a thread pool, and as each
+ * binary arrives load it, verify it on fresh random inputs against the float64
+ * reference (tun_case), time it (tun_time), and commit the trial at once
+ * (db_trial_insert, db_best_update).  The template default is tried first so
+ * every best entry knows its speedup.
+ *
+ * Invariants that make a crash recoverable: the session row exists before the
+ * first trial and stays "running" until the end, every trial is its own
+ * committed transaction, and --resume skips every config whose hash the
+ * session already has (db_trials_done), whatever its status.  A kernel that
+ * hangs cannot be cancelled inside a CUDA context, so a watchdog thread
+ * commits a timeout trial for it and ends the process; --resume then goes on
+ * past it.  SIGINT finishes the current trial and marks the session
+ * interrupted (exit 130).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tun.h"
+
+#define MAX_PROBLEMS 256
+
+typedef struct opts {
+    const char *db_path;
+    char db_buf[4096];
+    const char *specs[MAX_PROBLEMS];
+    int n_specs;
+    const char *problems_file;
+    tun_strategy strategy;
+    uint64_t seed;
+    int seed_given;
+    int64_t budget;            /* configs per problem and template, 0 = all */
+    double budget_s;           /* seconds per problem, 0 = no limit         */
+    double prune_factor;
+    double timeout_s;
+    int threads;
+    int resume, dry_run;
+    const char *arch;
+} opts;
+
+/* Per-problem results for the summary table. */
+typedef struct summary {
+    char best[GEN_NAME_CAP + GEN_CONFIG_TEXT_CAP + 2];
+    double best_us, default_us, seconds;
+    int64_t by_status[DB_TRIAL_STATUS_COUNT];
+} summary;
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+    signal(SIGINT, SIG_DFL); /* a second ^C kills at once */
+}
+
+/* ---------------------------------------------------------------- usage */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: fastmqa-tune [options]\n"
+            "Tunes decode (and other) problems on the detected GPU into the tuning database.\n"
+            "  --problem SPEC       a problem (gen_problem_parse syntax, repeatable), e.g.\n"
+            "                       op=decode,batch=8,heads=32,kv_heads=1,d=128,kv_len=4096\n"
+            "  --problems FILE      one spec per line, '#' comments\n"
+            "                       (default: the conservative, balanced and aggressive level\n"
+            "                       presets of a 4096-hidden, 32-head MQA model, batch %d)\n"
+            "  --strategy S         exhaustive (default) | random | local\n"
+            "  --seed N             seed of the random strategy and of the inputs\n"
+            "  --budget N | Ns|Nm   configs per problem and template, or time per problem\n"
+            "  --prune-factor K     cut variants slower than K x the best after a few runs (3)\n"
+            "  --timeout S          a trial running longer is recorded as timeout and the\n"
+            "                       process exits; --resume continues after it (10)\n"
+            "  --resume             continue the last unfinished session of this GPU\n"
+            "  --threads N          compiler threads (default: online CPUs)\n"
+            "  --db PATH            tuning database (default: fmqa_default_db_path)\n"
+            "  --dry-run            no GPU needed: enumerate and compile every variant for\n"
+            "  --arch ARCH          ARCH (sm_80, sm_86, sm_89, sm_90, sm_90a; default sm_90)\n"
+            "                       and report counts, registers, spills and compile time\n"
+            "  --help\n"
+            "Exit status: 0 done, 1 failure (no GPU, database), 2 usage, 3 watchdog timeout,\n"
+            "130 interrupted.\n",
+            TUN_DEFAULT_BATCH);
+}
+
+static int parse_budget(const char *s, opts *o)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v <= 0)
+        return -1;
+    if (!*end) {
+        o->budget = (int64_t)v;
+        return v == (double)o->budget ? 0 : -1;
+    }
+    if (!strcmp(end, "s") || !strcmp(end, "m")) {
+        o->budget_s = *end == 'm' ? 60 * v : v;
+        return 0;
+    }
+    return -1;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    *out = strtod(s, &end);
+    return end == s || *end || errno || *out <= 0 ? -1 : 0;
+}
+
+/* 0 ok, 1 exit 0 (help), 2 usage error (printed). */
+static int parse_args(int argc, char **argv, opts *o)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    *o = (opts){.strategy = TUN_EXHAUSTIVE, .prune_factor = 3, .timeout_s = 10,
+                .threads = ncpu > 0 ? (int)ncpu : 1, .arch = "sm_90"};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0, takes = 1;
+        fmqa_err err;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 1;
+        } else if (!strcmp(a, "--resume")) {
+            o->resume = 1, takes = 0;
+        } else if (!strcmp(a, "--dry-run")) {
+            o->dry_run = 1, takes = 0;
+        } else if (!v) {
+            fprintf(stderr, "fastmqa-tune: %s needs a value (or is unknown)\n", a);
+            return 2;
+        } else if (!strcmp(a, "--problem")) {
+            if (o->n_specs == MAX_PROBLEMS)
+                bad = 1;
+            else
+                o->specs[o->n_specs++] = v;
+        } else if (!strcmp(a, "--problems")) {
+            o->problems_file = v;
+        } else if (!strcmp(a, "--strategy")) {
+            if (tun_strategy_parse(v, &o->strategy, &err) != FMQA_OK) {
+                fprintf(stderr, "fastmqa-tune: %s\n", err.msg);
+                return 2;
+            }
+        } else if (!strcmp(a, "--seed")) {
+            char *end;
+            o->seed = strtoull(v, &end, 0), o->seed_given = 1;
+            bad = end == v || *end;
+        } else if (!strcmp(a, "--budget")) {
+            bad = parse_budget(v, o) != 0;
+        } else if (!strcmp(a, "--prune-factor")) {
+            bad = parse_double(v, &o->prune_factor) || o->prune_factor < 1;
+        } else if (!strcmp(a, "--timeout")) {
+            bad = parse_double(v, &o->timeout_s);
+        } else if (!strcmp(a, "--threads")) {
+            o->threads = atoi(v);
+            bad = o->threads < 1;
+        } else if (!strcmp(a, "--db")) {
+            o->db_path = v;
+        } else if (!strcmp(a, "--arch")) {
+            o->arch = v;
+        } else {
+            fprintf(stderr, "fastmqa-tune: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (bad) {
+            fprintf(stderr, "fastmqa-tune: bad value for %s: '%s'\n", a, v);
+            return 2;
+        }
+        i += takes;
+    }
+    if (!o->db_path) {
+        if (fmqa_default_db_path(o->db_buf, sizeof o->db_buf) != FMQA_OK) {
+            fprintf(stderr, "fastmqa-tune: no default database path ($HOME unset?): use --db\n");
+            return 2;
+        }
+        o->db_path = o->db_buf;
+    }
+    if (o->resume && (o->n_specs || o->problems_file)) {
+        fprintf(stderr, "fastmqa-tune: --resume replays the session's own problem set; "
+                        "drop --problem / --problems\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- problems */
+
+static char *read_file(const char *path, fmqa_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fmqa_err_set(err, FMQA_ERR_IO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *s = malloc(cap);
+    while (s) {
+        n += fread(s + n, 1, cap - n - 1, f);
+        if (n < cap - 1)
+            break;
+        char *ns = realloc(s, cap *= 2);
+        if (!ns)
+            free(s);
+        s = ns;
+    }
+    fclose(f);
+    if (!s)
+        fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory reading %s", path);
+    else
+        s[n] = 0;
+    return s;
+}
+
+/* The problem set text: --problems file, --problem specs, or the levels. */
+static char *problem_text(const opts *o, fmqa_err *err)
+{
+    if (o->problems_file)
+        return read_file(o->problems_file, err);
+    fmqa_problem ps[MAX_PROBLEMS];
+    size_t n = 0;
+    for (int i = 0; i < o->n_specs; i++)
+        if (gen_problem_parse(o->specs[i], &ps[n++], err) != FMQA_OK) {
+            fmqa_err_prefix(err, "--problem '%s'", o->specs[i]);
+            return NULL;
+        }
+    if (!n) {
+        fmqa_model_config m;
+        tun_default_model(&m);
+        for (int l = FMQA_LEVEL_CONSERVATIVE; l <= FMQA_LEVEL_AGGRESSIVE; l++)
+            if (tun_level_problem((fmqa_level)l, &m, TUN_DEFAULT_BATCH, &ps[n++], err))
+                return NULL;
+    }
+    char *text = NULL;
+    return tun_problems_format(ps, n, &text, err) == FMQA_OK ? text : NULL;
+}
+
+/* ---------------------------------------------------------------- cubin cache */
+
+static int cubin_get(void *user, const char *key, gen_binary *out)
+{
+    void *data;
+    size_t size;
+    if (db_cubin_get(user, key, &data, &size, NULL) != FMQA_OK)
+        return 0;
+    memset(out, 0, sizeof *out);
+    fmqa_strlcpy(out->key, key, sizeof out->key);
+    out->cubin = data, out->size = size, out->cached = 1;
+    return 1;
+}
+
+static void cubin_put(void *user, const gen_binary *bin)
+{
+    int maj = 0, min = 0;
+    char nvrtc[16];
+    fmqa_nvrtc_version(&maj, &min);
+    snprintf(nvrtc, sizeof nvrtc, "%d.%d", maj, min);
+    db_cubin_put(user, bin->key, bin->cubin, bin->size, bin->arch, nvrtc, NULL, NULL, NULL);
+}
+
+/* ---------------------------------------------------------------- tuner state */
+
+typedef struct watchdog {
+    pthread_mutex_t lock;
+    int armed;
+    double deadline_ms, timeout_s;
+    db_trial trial;              /* what to record on a timeout              */
+    char config[GEN_CONFIG_TEXT_CAP], what[512];
+    db_t *db;
+} watchdog;
+
+typedef struct tuner {
+    const opts *o;
+    fmqa_ctx_t *ctx;
+    fmqa_device_info dev;
+    char dev_key[FMQA_HASH_HEX];
+    db_t *db;
+    gen_lib *lib;
+    gen_compiler *comp;
+    tun_timer *timer;
+    db_session session;
+    watchdog wd;
+    int tty;
+    double problem_deadline_ms;
+} tuner;
+
+/* One template on one problem. */
+typedef struct job_ctx {
+    tuner *T;
+    const fmqa_problem *p;
+    const gen_template *t;
+    int64_t template_id, problem_id;
+    const gen_config *space;
+    size_t n_space;
+    tun_case *tc;
+    double best_us, default_us;
+    summary *sum;
+    int idx_problem, n_problems;
+    size_t tried;
+} job_ctx;
+
+static void *watchdog_main(void *arg)
+{
+    watchdog *w = arg;
+    for (;;) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&w->lock);
+        if (w->armed && fmqa_now_ms() > w->deadline_ms) {
+            fmqa_err err;
+            w->trial.status = DB_TRIAL_TIMEOUT;
+            w->trial.message = "watchdog: the kernel did not finish within --timeout";
+            int ok = db_trial_insert(w->db, &w->trial, NULL, &err) == FMQA_OK;
+            fprintf(stderr,
+                    "\nfastmqa-tune: watchdog: %s ran longer than %.0f s; %s.  A hung kernel "
+                    "cannot be stopped inside its CUDA context, so the process exits; run "
+                    "again with --resume to continue after it.\n",
+                    w->what, w->timeout_s,
+                    ok ? "recorded as timeout" : "could not record it");
+            _exit(3);
+        }
+        pthread_mutex_unlock(&w->lock);
+    }
+    return NULL;
+}
+
+static void watchdog_arm(watchdog *w, const db_trial *trial, const char *what)
+{
+    pthread_mutex_lock(&w->lock);
+    w->trial = *trial;
+    fmqa_strlcpy(w->config, trial->config, sizeof w->config);
+    w->trial.config = w->config;
+    fmqa_strlcpy(w->what, what, sizeof w->what);
+    w->deadline_ms = fmqa_now_ms() + 1000 * w->timeout_s;
+    w->armed = 1;
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void watchdog_disarm(watchdog *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->armed = 0;
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* ---------------------------------------------------------------- one trial */
+
+typedef struct launch_user {
+    tun_case *tc;
+    const rt_plan *plan;
+} launch_user;
+
+static fmqa_status launch_plan(void *user, int i, CUstream stream, fmqa_err *err)
+{
+    launch_user *u = user;
+    return tun_case_run_plan(u->tc, u->plan, i, stream, err);
+}
+
+/* Verifies then times a loaded plan; fills status, errors and timing. */
+static void measure(job_ctx *J, const rt_plan *plan, db_trial *tr, char *msg, size_t cap)
+{
+    tuner *T = J->T;
+    CUstream s = tun_timer_stream(T->timer);
+    fmqa_err err;
+    tun_report rep;
+    fmqa_status st = tun_case_poison(J->tc, s, &err);
+    if (st == FMQA_OK)
+        st = tun_case_run_plan(J->tc, plan, 0, s, &err);
+    if (st == FMQA_OK)
+        st = tun_case_verify(J->tc, s, &rep, &err);
+    if (st != FMQA_OK) {
+        tr->status = DB_TRIAL_LAUNCH_ERROR;
+        snprintf(msg, cap, "%s", err.msg);
+        return;
+    }
+    tr->rel_l2_err = rep.out.rel_l2, tr->max_abs_err = rep.out.max_abs;
+    if (!rep.pass) {
+        tr->status = DB_TRIAL_WRONG_RESULT;
+        snprintf(msg, cap, "%s", rep.summary);
+        return;
+    }
+    tun_time_opts to = TUN_TIME_OPTS_INIT;
+    to.prune_us = J->best_us > 0 ? T->o->prune_factor * J->best_us : 0;
+    launch_user u = {J->tc, plan};
+    tun_timing tm;
+    if (tun_time(T->timer, launch_plan, &u, &to, &tm, &err) != FMQA_OK) {
+        tr->status = DB_TRIAL_LAUNCH_ERROR;
+        snprintf(msg, cap, "%s", err.msg);
+        return;
+    }
+    tr->status = tm.pruned ? DB_TRIAL_PRUNED : DB_TRIAL_OK;
+    tr->median_us = tm.stats.median, tr->p20_us = tm.stats.p20, tr->p80_us = tm.stats.p80;
+    tr->min_us = tm.stats.min, tr->runs = tm.stats.n;
+    tr->sm_clock_mhz = tm.sm_clock_mhz, tr->mem_clock_mhz = tm.mem_clock_mhz;
+    snprintf(msg, cap, "%s%s", rep.summary, tm.graph ? " (timed as a graph)" : "");
+}
+
+/* A CUDA error that poisons the context (illegal address, ...) makes every
+ * later call fail: the process must end; --resume continues. */
+static void check_context(tuner *T)
+{
+    fmqa_err err;
+    if (rt_enter(T->ctx, &err) == FMQA_OK) {
+        CUresult r = T->ctx->cu->cuCtxSynchronize();
+        rt_leave(T->ctx);
+        if (r == CUDA_SUCCESS)
+            return;
+        rt_cuda_error(&err, r, "cuCtxSynchronize");
+    }
+    fprintf(stderr, "\nfastmqa-tune: the CUDA context is unusable after a failed kernel (%s); "
+                    "exiting: run again with --resume to continue after it\n", err.msg);
+    exit(1);
+}
+
+static void progress(job_ctx *J, const char *config, const db_trial *tr, const char *msg)
+{
+    summary *S = J->sum;
+    if (J->T->tty) {
+        fprintf(stderr, "\r\033[K[%d/%d] %s %zu/%zu best %.2f us  ok %lld wrong %lld pruned %lld",
+                J->idx_problem + 1, J->n_problems, gen_template_name(J->t), J->tried,
+                J->n_space, J->best_us, (long long)S->by_status[DB_TRIAL_OK],
+                (long long)S->by_status[DB_TRIAL_WRONG_RESULT],
+                (long long)S->by_status[DB_TRIAL_PRUNED]);
+        return;
+    }
+    fprintf(stderr, "[%d/%d] %s %s: %s %.2f us %s\n", J->idx_problem + 1, J->n_problems,
+            gen_template_name(J->t), config, db_trial_status_name(tr->status), tr->median_us,
+            msg);
+}
+
+/* Runs and records one config (bin NULL: compilation failed with cerr). */
+static double trial(job_ctx *J, const gen_config *c, const gen_binary *bin, const fmqa_err *cerr,
+                    int is_default)
+{
+    tuner *T = J->T;
+    char config[GEN_CONFIG_TEXT_CAP], msg[1024] = "", what[700];
+    gen_config_text(c, config, sizeof config);
+    db_trial tr = {.session_id = T->session.id, .device_id = T->session.device_id,
+                   .template_id = J->template_id, .problem_id = J->problem_id,
+                   .config = config, .tuner_version = TUN_VERSION, .message = msg};
+    if (!bin) {
+        tr.status = DB_TRIAL_COMPILE_ERROR;
+        snprintf(msg, sizeof msg, "%s", cerr->msg);
+    } else {
+        tr.compile_ms = bin->compile_ms;
+        rt_plan *plan = NULL;
+        fmqa_err err;
+        snprintf(what, sizeof what, "%s %s", gen_template_name(J->t), config);
+        watchdog_arm(&T->wd, &tr, what);
+        if (rt_plan_build(T->ctx, J->t, c, J->p, bin, &plan, &err) != FMQA_OK) {
+            tr.status = DB_TRIAL_LAUNCH_ERROR;
+            snprintf(msg, sizeof msg, "%s", err.msg);
+        } else {
+            measure(J, plan, &tr, msg, sizeof msg);
+        }
+        watchdog_disarm(&T->wd);
+        rt_plan_free(T->ctx, plan);
+        if (tr.status == DB_TRIAL_LAUNCH_ERROR)
+            check_context(T);
+    }
+    int64_t id = 0;
+    fmqa_err err;
+    if (db_trial_insert(T->db, &tr, &id, &err) != FMQA_OK)
+        fprintf(stderr, "\nfastmqa-tune: could not record a trial: %s\n", err.msg);
+    if (is_default && tr.status == DB_TRIAL_OK)
+        J->default_us = tr.median_us;
+    if (tr.status == DB_TRIAL_OK && id) {
+        bool replaced = false;
+        if (db_best_update(T->db, id, J->default_us, &replaced, &err) != FMQA_OK)
+            fprintf(stderr, "\nfastmqa-tune: could not update the best entry: %s\n", err.msg);
+        if (J->best_us <= 0 || tr.median_us < J->best_us) {
+            J->best_us = tr.median_us;
+            snprintf(J->sum->best, sizeof J->sum->best, "%s:%s", gen_template_name(J->t), config);
+        }
+    }
+    J->sum->by_status[tr.status]++;
+    J->tried++;
+    progress(J, config, &tr, msg);
+    return tr.status == DB_TRIAL_OK ? tr.median_us : 0;
+}
+
+/* ---------------------------------------------------------------- one template */
+
+typedef struct pending {
+    size_t index;
+    gen_job *job;
+} pending;
+
+static int out_of_time(const tuner *T)
+{
+    return interrupted || (T->problem_deadline_ms > 0 && fmqa_now_ms() > T->problem_deadline_ms);
+}
+
+static fmqa_status submit(job_ctx *J, size_t i, pending *q, size_t *nq, fmqa_err *err)
+{
+    gen_source src;
+    fmqa_status st = gen_render(J->t, &J->space[i], J->p, &J->T->dev, &src, err);
+    if (st == FMQA_OK)
+        st = gen_compiler_submit(J->T->comp, &src, NULL, NULL, &q[*nq].job, err);
+    gen_source_free(&src);
+    if (st == FMQA_OK)
+        q[(*nq)++].index = i;
+    return st;
+}
+
+static void run_one(job_ctx *J, tun_search *s, pending *pd, size_t di)
+{
+    const gen_binary *bin = NULL;
+    fmqa_err err = {0};
+    if (pd->job && gen_job_wait(pd->job, &bin, &err) != FMQA_OK)
+        bin = NULL;
+    else if (!pd->job)
+        err.status = FMQA_ERR_COMPILE;
+    double us = trial(J, &J->space[pd->index], bin, &err, pd->index == di);
+    tun_search_report(s, pd->index, us);
+    gen_job_release(pd->job);
+}
+
+/* Drives the search: keeps every available config compiling, measures each in
+ * order as its binary arrives. */
+static void drive(job_ctx *J, tun_search *s, size_t di, pending *q)
+{
+    size_t head = 0, nq = 0, i;
+    for (;;) {
+        while (!out_of_time(J->T) && tun_search_next(s, &i)) {
+            fmqa_err err;
+            if (i == di) {        /* the default ran first */
+                tun_search_report(s, i, J->default_us);
+                continue;
+            }
+            if (submit(J, i, q, &nq, &err) != FMQA_OK) {
+                pending failed = {i, NULL};
+                trial(J, &J->space[i], NULL, &err, 0);
+                tun_search_report(s, failed.index, 0);
+            }
+        }
+        if (head == nq)
+            break;
+        if (out_of_time(J->T)) {
+            gen_job_release(q[head++].job);
+            continue;
+        }
+        run_one(J, s, &q[head++], di);
+    }
+}
+
+static fmqa_status max_workspace(job_ctx *J, size_t *ws, fmqa_err *err)
+{
+    *ws = 0;
+    for (size_t i = 0; i < J->n_space; i++) {
+        gen_plan pl;
+        fmqa_status st = gen_launch_plan(J->t, &J->space[i], J->p, &J->T->dev, &pl, err);
+        if (st != FMQA_OK)
+            return st;
+        if ((size_t)pl.workspace > *ws)
+            *ws = (size_t)pl.workspace;
+    }
+    return FMQA_OK;
+}
+
+static size_t find_config(const gen_config *space, size_t n, const gen_config *c)
+{
+    for (size_t i = 0; i < n; i++)
+        if (gen_config_equal(&space[i], c))
+            return i;
+    return n;
+}
+
+/* The warm start of local search: the nearest tuned entry of this problem
+ * class, else the template default. */
+static void local_start(job_ctx *J, const gen_config *dflt, gen_config *start)
+{
+    db_best_entry *e = NULL;
+    size_t n = 0;
+    *start = *dflt;
+    if (db_best_candidates(J->T->db, J->T->dev_key, gen_template_name(J->t),
+                           gen_template_hash(J->t), J->p, &e, &n, NULL) == FMQA_OK && n)
+        gen_config_parse(e[0].config, start, NULL);
+    free(e);
+}
+
+static fmqa_status tune_template(job_ctx *J, uint64_t case_seed, fmqa_err *err)
+{
+    tuner *T = J->T;
+    gen_config *space = NULL, dflt, start;
+    size_t n = 0, ws = 0;
+    db_hash_set done = {0};
+    tun_search *s = NULL;
+    pending *q = NULL;
+    fmqa_status st = db_template_upsert(T->db, gen_template_name(J->t), gen_template_hash(J->t),
+                                        &J->template_id, err);
+    if (st == FMQA_OK)
+        st = gen_space(J->t, J->p, &T->dev, &space, &n, err);
+    if (st == FMQA_OK && n == 0) {
+        fprintf(stderr, "fastmqa-tune: %s: no legal config for this problem\n",
+                gen_template_name(J->t));
+        return FMQA_OK;
+    }
+    J->space = space, J->n_space = n;
+    if (st == FMQA_OK)
+        st = gen_default(J->t, J->p, &T->dev, &dflt, err);
+    if (st == FMQA_OK)
+        st = db_trials_done(T->db, T->session.id, T->session.device_id, J->template_id,
+                            J->problem_id, &done, err);
+    if (st == FMQA_OK)
+        st = max_workspace(J, &ws, err);
+    tun_case_opts co = TUN_CASE_OPTS_INIT;
+    co.copies = 0;
+    if (st == FMQA_OK)
+        st = tun_case_create(T->ctx, J->p, case_seed, &co, ws, &J->tc, err);
+    if (st == FMQA_OK && T->o->strategy == TUN_LOCAL)
+        local_start(J, &dflt, &start);
+    if (st == FMQA_OK)
+        st = tun_search_create(T->o->strategy, space, n, T->session.seed,
+                               T->o->resume ? T->session.budget : T->o->budget,
+                               T->o->strategy == TUN_LOCAL ? &start : NULL, &done, &s, err);
+    if (st == FMQA_OK && !(q = calloc(n, sizeof *q)))
+        st = fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    size_t di = find_config(space, n, &dflt);
+    if (st == FMQA_OK) {
+        char text[GEN_CONFIG_TEXT_CAP], hash[FMQA_HASH_HEX];
+        gen_config_text(&dflt, text, sizeof text);
+        db_config_hash(text, hash);
+        if (di < n && !db_hash_set_contains(&done, hash)) {
+            gen_binary bin;
+            gen_source src;
+            fmqa_err cerr;
+            fmqa_status cs = gen_render(J->t, &dflt, J->p, &T->dev, &src, &cerr);
+            if (cs == FMQA_OK)
+                cs = gen_compiler_compile(T->comp, &src, &bin, &cerr);
+            gen_source_free(&src);
+            trial(J, &dflt, cs == FMQA_OK ? &bin : NULL, &cerr, 1);
+            if (cs == FMQA_OK)
+                gen_binary_free(&bin);
+        }
+        drive(J, s, di, q);
+    }
+    free(q);
+    tun_search_destroy(s);
+    tun_case_destroy(J->tc);
+    J->tc = NULL;
+    db_hash_set_free(&done);
+    free(space);
+    return st;
+}
+
+/* ---------------------------------------------------------------- GPU run */
+
+static fmqa_status tune_problem(tuner *T, const fmqa_problem *p, int k, int n, summary *sum,
+                                fmqa_err *err)
+{
+    job_ctx J = {.T = T, .p = p, .sum = sum, .idx_problem = k, .n_problems = n};
+    double t0 = fmqa_now_ms();
+    T->problem_deadline_ms = T->o->budget_s > 0 ? t0 + 1000 * T->o->budget_s : 0;
+    fmqa_status st = db_problem_upsert(T->db, p, &J.problem_id, err);
+    int any = 0;
+    for (const gen_template *t = gen_lib_next(T->lib, p->op, NULL); t && st == FMQA_OK &&
+                                                                     !interrupted;
+         t = gen_lib_next(T->lib, p->op, t)) {
+        J.t = t, J.best_us = 0, J.default_us = 0, J.tried = 0, any = 1;
+        st = tune_template(&J, T->session.seed + (uint64_t)k, err);
+        if (J.default_us > 0 && !sum->default_us)
+            sum->default_us = J.default_us;
+        if (J.best_us > 0 && (sum->best_us <= 0 || J.best_us < sum->best_us))
+            sum->best_us = J.best_us;
+    }
+    if (st == FMQA_OK && !any)
+        st = fmqa_err_set(err, FMQA_ERR_NOT_FOUND, "no %s template is loaded",
+                          fmqa_op_name(p->op));
+    sum->seconds = (fmqa_now_ms() - t0) / 1000;
+    if (T->tty)
+        fputc('\n', stderr);
+    return st;
+}
+
+static void print_summary(const fmqa_problem *ps, const summary *s, size_t n)
+{
+    printf("\n%-4s %-40s %12s %8s %5s %5s %5s %5s %5s %5s %8s\n", "#", "best config", "median_us",
+           "speedup", "ok", "cerr", "lerr", "tmo", "wrong", "prune", "time_s");
+    for (size_t i = 0; i < n; i++) {
+        char spec[GEN_PROBLEM_TEXT_CAP];
+        gen_problem_format(&ps[i], spec, sizeof spec);
+        printf("%-4zu %-40s %12.2f %7.2fx %5lld %5lld %5lld %5lld %5lld %5lld %8.1f\n", i + 1,
+               s[i].best[0] ? s[i].best : "(none)", s[i].best_us,
+               s[i].best_us > 0 && s[i].default_us > 0 ? s[i].default_us / s[i].best_us : 0.0,
+               (long long)s[i].by_status[0], (long long)s[i].by_status[1],
+               (long long)s[i].by_status[2], (long long)s[i].by_status[3],
+               (long long)s[i].by_status[4], (long long)s[i].by_status[5], s[i].seconds);
+        printf("     %s\n", spec);
+    }
+}
+
+/* Creates or resumes the session; the problem set text is the session's. */
+static fmqa_status open_session(tuner *T, char **text, fmqa_err *err)
+{
+    int64_t dev_id;
+    fmqa_status st = db_device_upsert(T->db, &T->dev, &dev_id, err);
+    if (st != FMQA_OK)
+        return st;
+    if (T->o->resume) {
+        st = db_session_find_resumable(T->db, dev_id, &T->session, err);
+        if (st == FMQA_ERR_NOT_FOUND)
+            fmqa_err_set(err, st, "--resume: no unfinished session for this GPU in %s",
+                         db_path(T->db));
+        if (st != FMQA_OK)
+            return st;
+        *text = fmqa_strdup(T->session.problem_set);
+        fprintf(stderr, "fastmqa-tune: resuming session %lld (%s, seed %llu)\n",
+                (long long)T->session.id, T->session.strategy,
+                (unsigned long long)T->session.seed);
+        tun_strategy strat;
+        if (tun_strategy_parse(T->session.strategy, &strat, err) != FMQA_OK)
+            return FMQA_ERR_DATABASE;
+        ((opts *)T->o)->strategy = strat;
+        return *text ? FMQA_OK : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    if (!(*text = problem_text(T->o, err)))
+        return err->status;
+    T->session = (db_session){.device_id = dev_id, .strategy = (char *)tun_strategy_name(T->o->strategy),
+                              .budget = T->o->budget,
+                              .seed = T->o->seed_given ? T->o->seed : ref_seed_from_time(),
+                              .problem_set = *text};
+    st = db_session_create(T->db, &T->session, err);
+    /* The strings above are borrowed: detach them so db_session_free is safe. */
+    T->session.strategy = NULL, T->session.problem_set = NULL;
+    return st;
+}
+
+static int run_gpu(const opts *o)
+{
+    tuner T = {.o = o, .tty = isatty(2)};
+    fmqa_err err = {0};
+    fmqa_options fo = FMQA_OPTIONS_INIT;
+    fo.db_path = "";  /* the tuner opens the database itself, read-write */
+    char *text = NULL;
+    fmqa_problem *ps = NULL;
+    size_t n = 0;
+    int rc = 1;
+    fmqa_status st = fmqa_ctx_create(&fo, &T.ctx);
+    if (st == FMQA_OK && (st = fmqa_device_query(T.ctx, &T.dev)) != FMQA_OK) {
+        fprintf(stderr, "fastmqa-tune: no GPU found (%s).  Tuning needs a CUDA GPU; "
+                        "--dry-run compiles every variant without one.\n",
+                fmqa_ctx_errmsg(T.ctx));
+        fmqa_ctx_destroy(T.ctx);
+        return 1;
+    }
+    db_device_key(&T.dev, T.dev_key);
+    gen_cache_hook hook = {NULL, cubin_get, cubin_put};
+    if (st == FMQA_OK)
+        st = db_open(o->db_path, DB_READ_WRITE, 0, &T.db, &err);
+    hook.user = T.db;
+    if (st == FMQA_OK)
+        st = rt_templates(T.ctx, &T.lib, &err);
+    if (st == FMQA_OK)
+        st = gen_compiler_create(o->threads, &hook, &T.comp, &err);
+    if (st == FMQA_OK)
+        st = tun_timer_create(T.ctx, &T.timer, &err);
+    if (st == FMQA_OK)
+        st = open_session(&T, &text, &err);
+    if (st == FMQA_OK)
+        st = tun_problems_parse(text, "problem set", &ps, &n, &err);
+    summary *sums = st == FMQA_OK ? calloc(n, sizeof *sums) : NULL;
+    if (st == FMQA_OK && !sums)
+        st = fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == FMQA_OK) {
+        pthread_t wd;
+        pthread_mutex_init(&T.wd.lock, NULL);
+        T.wd.db = T.db, T.wd.timeout_s = o->timeout_s;
+        pthread_create(&wd, NULL, watchdog_main, &T.wd);
+        pthread_detach(wd);
+        signal(SIGINT, on_sigint);
+        fprintf(stderr, "fastmqa-tune: %s (%s), %zu problem(s), strategy %s, session %lld, db %s\n",
+                T.dev.name, T.dev.arch, n, tun_strategy_name(o->strategy),
+                (long long)T.session.id, o->db_path);
+        for (size_t i = 0; i < n && st == FMQA_OK && !interrupted; i++)
+            st = tune_problem(&T, &ps[i], (int)i, (int)n, &sums[i], &err);
+    }
+    if (st == FMQA_OK) {
+        print_summary(ps, sums, n);
+        db_session_status ss = interrupted ? DB_SESSION_INTERRUPTED : DB_SESSION_DONE;
+        st = db_session_finish(T.db, T.session.id, ss, &err);
+        rc = interrupted ? 130 : 0;
+        if (interrupted)
+            fprintf(stderr, "fastmqa-tune: interrupted; session %lld can be continued with "
+                            "--resume\n", (long long)T.session.id);
+    }
+    if (st != FMQA_OK) {
+        fprintf(stderr, "fastmqa-tune: %s\n", err.msg[0] ? err.msg : fmqa_ctx_errmsg(T.ctx));
+        rc = 1;
+    }
+    free(sums);
+    free(ps);
+    free(text);
+    tun_timer_destroy(T.timer);
+    gen_compiler_destroy(T.comp);
+    db_session_free(&T.session);
+    db_close(T.db);
+    fmqa_ctx_destroy(T.ctx);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- dry run */
+
+typedef struct dry_totals {
+    size_t legal, compiled, failed, spilling;
+    int reg_min, reg_max;
+    double compile_ms;
+} dry_totals;
+
+static void dry_account(dry_totals *d, const gen_binary *b)
+{
+    int regs = 0, spills = 0;
+    for (int r = 0; r < b->n_resources; r++) {
+        if (b->resources[r].registers > regs)
+            regs = b->resources[r].registers;
+        spills |= b->resources[r].spill_stores > 0 || b->resources[r].spill_loads > 0;
+    }
+    d->compiled++;
+    d->spilling += spills;
+    d->compile_ms += b->compile_ms;
+    if (regs && (!d->reg_min || regs < d->reg_min))
+        d->reg_min = regs;
+    if (regs > d->reg_max)
+        d->reg_max = regs;
+}
+
+static fmqa_status dry_template(const opts *o, gen_compiler *comp, const gen_template *t,
+                                const fmqa_problem *p, const fmqa_device_info *dev,
+                                dry_totals *d, fmqa_err *err)
+{
+    gen_config *space = NULL;
+    size_t n = 0;
+    fmqa_status st = gen_space(t, p, dev, &space, &n, err);
+    if (st != FMQA_OK)
+        return st;
+    size_t take = o->budget > 0 && (size_t)o->budget < n ? (size_t)o->budget : n;
+    gen_job **jobs = calloc(take ? take : 1, sizeof *jobs);
+    if (!jobs) {
+        free(space);
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    d->legal += n;
+    for (size_t i = 0; i < take; i++) {
+        gen_source src;
+        fmqa_err e;
+        if (gen_render(t, &space[i], p, dev, &src, &e) != FMQA_OK ||
+            gen_compiler_submit(comp, &src, NULL, NULL, &jobs[i], &e) != FMQA_OK) {
+            d->failed++;
+            fprintf(stderr, "  render failed: %s\n", e.msg);
+        }
+        gen_source_free(&src);
+    }
+    for (size_t i = 0; i < take; i++) {
+        const gen_binary *b;
+        fmqa_err e;
+        if (!jobs[i])
+            continue;
+        if (gen_job_wait(jobs[i], &b, &e) == FMQA_OK) {
+            dry_account(d, b);
+        } else {
+            char text[GEN_CONFIG_TEXT_CAP];
+            gen_config_text(&space[i], text, sizeof text);
+            if (!d->failed++)
+                fprintf(stderr, "  %s %s: %.300s\n", gen_template_name(t), text, e.msg);
+        }
+        gen_job_release(jobs[i]);
+    }
+    free(jobs);
+    free(space);
+    return FMQA_OK;
+}
+
+static int run_dry(const opts *o)
+{
+    fmqa_err err = {0};
+    fmqa_device_info dev;
+    fmqa_options fo = FMQA_OPTIONS_INIT;
+    fo.db_path = "";
+    fmqa_ctx_t *ctx = NULL;
+    db_t *db = NULL;
+    gen_lib *lib = NULL;
+    gen_compiler *comp = NULL;
+    fmqa_problem *ps = NULL;
+    size_t n = 0;
+    char *text = NULL;
+    int rc = 0;
+    fmqa_status st = gen_device_preset(o->arch, &dev, &err);
+    if (st == FMQA_OK && (st = fmqa_ctx_create(&fo, &ctx)) != FMQA_OK)
+        fmqa_err_set(&err, st, "%s", fmqa_ctx_errmsg(ctx));
+    if (st == FMQA_OK)
+        st = rt_templates(ctx, &lib, &err);
+    if (st == FMQA_OK)
+        st = db_open(o->db_path, DB_READ_WRITE, 0, &db, &err);
+    gen_cache_hook hook = {db, cubin_get, cubin_put};
+    if (st == FMQA_OK)
+        st = gen_compiler_create(o->threads, &hook, &comp, &err);
+    if (st == FMQA_OK && !(text = problem_text(o, &err)))
+        st = err.status;
+    if (st == FMQA_OK)
+        st = tun_problems_parse(text, o->problems_file ? o->problems_file : "problem set", &ps,
+                                &n, &err);
+    size_t total = 0, failed = 0;
+    for (size_t i = 0; i < n && st == FMQA_OK; i++) {
+        char spec[GEN_PROBLEM_TEXT_CAP];
+        gen_problem_format(&ps[i], spec, sizeof spec);
+        printf("problem %zu: %s\n", i + 1, spec);
+        int any = 0;
+        for (const gen_template *t = gen_lib_next(lib, ps[i].op, NULL); t && st == FMQA_OK;
+             t = gen_lib_next(lib, ps[i].op, t)) {
+            dry_totals d = {0};
+            double t0 = fmqa_now_ms();
+            any = 1;
+            st = dry_template(o, comp, t, &ps[i], &dev, &d, &err);
+            printf("  %-12s %zu legal, %zu compiled, %zu failed, registers %d..%d, %zu "
+                   "spilling, compile %.0f ms cpu / %.0f ms wall\n",
+                   gen_template_name(t), d.legal, d.compiled, d.failed, d.reg_min, d.reg_max,
+                   d.spilling, d.compile_ms, fmqa_now_ms() - t0);
+            total += d.compiled, failed += d.failed;
+        }
+        if (!any) {
+            printf("  no %s template is loaded (%s)\n", fmqa_op_name(ps[i].op),
+                   gen_lib_origin(lib));
+            rc = 1;
+        }
+    }
+    if (st != FMQA_OK) {
+        fprintf(stderr, "fastmqa-tune: %s\n", err.msg);
+        rc = 1;
+    } else {
+        printf("dry run for %s: %zu variants compiled, %zu failed\n", dev.arch, total, failed);
+        rc = rc || failed ? 1 : 0;
+    }
+    free(ps);
+    free(text);
+    gen_compiler_destroy(comp);
+    db_close(db);
+    fmqa_ctx_destroy(ctx);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    opts o;
+    int r = parse_args(argc, argv, &o);
+    if (r)
+        return r == 1 ? 0 : 2;
+    return o.dry_run ? run_dry(&o) : run_gpu(&o);
+}

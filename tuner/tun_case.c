@@ -1,0 +1,809 @@
+/*
+ * tun_case.c -- the shared verification harness: random decode / append
+ * problems in the physical layouts of the public argument structs, on the host
+ * (for the float64 reference) and on the device (copy 0 and `copies - 1`
+ * identical copies at other addresses, rotated when timing), poisoning,
+ * launching through a plan or the public API, and comparison.
+ *
+ * Invariants:
+ *  - Host buffers hold exactly the bytes uploaded to copy 0, so ref_decode /
+ *    ref_append_args on the host args compute what the kernel must produce.
+ *  - Cache rows a sequence does not hold (positions >= its length) and every
+ *    byte an append has not yet written are 0xFF: NaN in 16-bit data and in
+ *    8-bit scales, so a kernel that lets them leak into a result fails.
+ *  - The reference is computed once, at creation; an append's q is RoPEd in
+ *    place by the kernel, so tun_case_poison() restores copy 0's original q.
+ *  - Row addressing (row_at) follows fmqa_decode_args: ring slot, then page.
+ */
+#include "tun.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fmqa_params.h"
+
+#define MAX_COPIES 8
+#define POISON 0xFF
+
+static int is_8bit(fmqa_dtype t) { return t == FMQA_DTYPE_INT8 || t == FMQA_DTYPE_FP8_E4M3; }
+
+/* One host tensor and its device copies (dev[0] is verified). */
+typedef struct tensor {
+    void *host;
+    size_t bytes;
+    CUdeviceptr dev[MAX_COPIES];
+    int shared;              /* one device copy serves every input copy       */
+} tensor;
+
+enum { T_Q, T_K, T_V, T_KS, T_VS, T_KN, T_VN, T_LENS, T_PT, T_MASK, T_O, T_LSE, T_WS, T_N };
+
+/* Physical cache layout shared by K, V and their scales. */
+typedef struct layout {
+    int64_t slots;           /* per sequence: kv_len, or sinks + window (ring) */
+    int64_t pages_per_seq, n_pages, outer;  /* outer: batch or n_pages         */
+    int64_t rows_per_outer;  /* slots or page_size                              */
+} layout;
+
+struct tun_case {
+    fmqa_ctx_t *ctx;
+    fmqa_problem p;
+    int copies;
+    float sm_scale, rope_theta;
+    int rope_q;
+    layout lay;
+    int32_t *lens;
+    tensor t[T_N];
+    void *q_orig;                        /* append: q before RoPE             */
+    fmqa_decode_args dargs[MAX_COPIES];
+    fmqa_append_args aargs[MAX_COPIES];
+    double *ref_o, *ref_lse, *full_o;    /* decode references                 */
+    uint8_t *written[4];                 /* append: K, V, KS, VS byte masks   */
+};
+
+double tun_rel_tol(fmqa_dtype out_dtype)
+{
+    return out_dtype == FMQA_DTYPE_BF16 ? 1e-2 : 1e-3;
+}
+
+const fmqa_problem *tun_case_problem(const tun_case *c) { return &c->p; }
+int tun_case_copies(const tun_case *c) { return c->copies; }
+const int32_t *tun_case_lens(const tun_case *c) { return c->lens; }
+const fmqa_decode_args *tun_case_decode_args(const tun_case *c, int i) { return &c->dargs[i]; }
+const fmqa_append_args *tun_case_append_args(const tun_case *c, int i) { return &c->aargs[i]; }
+
+/* ---------------------------------------------------------------- layout */
+
+static void make_layout(const fmqa_problem *p, layout *l)
+{
+    l->slots = (p->flags & FMQA_FLAG_RING) ? (int64_t)p->sink_tokens + p->window : p->kv_len;
+    if (p->flags & FMQA_FLAG_PAGED) {
+        l->pages_per_seq = (l->slots + p->page_size - 1) / p->page_size;
+        l->n_pages = l->pages_per_seq * p->batch;
+        l->outer = l->n_pages;
+        l->rows_per_outer = p->page_size;
+    } else {
+        l->pages_per_seq = l->n_pages = 0;
+        l->outer = p->batch;
+        l->rows_per_outer = l->slots;
+    }
+}
+
+static int64_t slot_of(const fmqa_problem *p, int64_t j)
+{
+    if (!(p->flags & FMQA_FLAG_RING) || j < p->sink_tokens)
+        return j;
+    return p->sink_tokens + (j - p->sink_tokens) % p->window;
+}
+
+/* Row index (in rows of one head) of (b, position j, kv head h); the element
+ * offset is row * d, the scale offset is row. */
+static int64_t row_at(const tun_case *c, int64_t b, int64_t j, int64_t h)
+{
+    const fmqa_problem *p = &c->p;
+    int64_t slot = slot_of(p, j), outer = b, r = slot;
+    if (p->flags & FMQA_FLAG_PAGED) {
+        const int32_t *pt = c->t[T_PT].host;
+        outer = pt[b * c->lay.pages_per_seq + slot / p->page_size];
+        r = slot % p->page_size;
+    }
+    return (outer * c->lay.rows_per_outer + r) * p->num_kv_heads + h;
+}
+
+/* A position the cache of sequence b holds (ring: not yet overwritten). */
+static int held(const fmqa_problem *p, int64_t len, int64_t j)
+{
+    if (j >= len)
+        return 0;
+    return !(p->flags & FMQA_FLAG_RING) || j < p->sink_tokens || j >= len - p->window;
+}
+
+/* ---------------------------------------------------------------- host data */
+
+static fmqa_status host_alloc(tensor *t, size_t bytes, int fill, fmqa_err *err)
+{
+    t->bytes = bytes;
+    t->host = malloc(bytes ? bytes : 1);
+    if (!t->host)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes)", bytes);
+    memset(t->host, fill, bytes);
+    return FMQA_OK;
+}
+
+/* Draws d Gaussian values rounded to `round` and stores them (16-bit encode or
+ * 8-bit quantize) at element row `row` of data / scale. */
+static fmqa_status draw_row(ref_rng *rng, fmqa_dtype dtype, fmqa_dtype round, int64_t d,
+                            void *data, float *scale, int64_t row, double *keep,
+                            fmqa_err *err)
+{
+    double x[1024];
+    if (d > 1024)
+        return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED, "head dim %lld > 1024", (long long)d);
+    ref_rng_fill(rng, x, d, 1.0, round);
+    if (keep)
+        memcpy(keep, x, (size_t)d * sizeof *x);
+    size_t es = fmqa_dtype_size(dtype);
+    if (is_8bit(dtype))
+        return ref_quantize_row(dtype, x, d, (char *)data + row * d * es, &scale[row], err);
+    return ref_from_double(dtype, x, d, (char *)data + row * d * es, err);
+}
+
+/* Dense rows [n_rows, d] of a plain tensor (q, k_new, v_new). */
+static fmqa_status draw_plain(ref_rng *rng, fmqa_dtype dtype, int64_t n_rows, int64_t d,
+                              tensor *t, double *keep, fmqa_err *err)
+{
+    fmqa_status st = host_alloc(t, (size_t)(n_rows * d) * fmqa_dtype_size(dtype), 0, err);
+    for (int64_t r = 0; r < n_rows && st == FMQA_OK; r++)
+        st = draw_row(rng, dtype, dtype, d, t->host, NULL, r, keep ? keep + r * d : NULL, err);
+    return st;
+}
+
+static void draw_lens(tun_case *c, ref_rng *rng, const int32_t *given)
+{
+    const fmqa_problem *p = &c->p;
+    int append = p->op == FMQA_OP_APPEND;
+    int32_t lo = append ? 0 : p->q_tokens, hi = append ? p->kv_len - p->q_tokens : p->kv_len;
+    for (int b = 0; b < p->batch; b++)
+        c->lens[b] = given ? given[b]
+                           : b == 0 ? hi : lo + (int32_t)(ref_rng_next(rng) % (uint64_t)(hi - lo + 1));
+}
+
+static fmqa_status check_lens(const tun_case *c, fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    int append = p->op == FMQA_OP_APPEND;
+    int32_t lo = append ? 0 : p->q_tokens, hi = append ? p->kv_len - p->q_tokens : p->kv_len;
+    if (hi < lo)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                            "problem: kv_len %d < q_tokens %d", p->kv_len, p->q_tokens);
+    for (int b = 0; b < p->batch; b++)
+        if (c->lens[b] < lo || c->lens[b] > hi)
+            return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                                "opts.lens[%d] = %d is outside [%d, %d]", b, c->lens[b], lo, hi);
+    return FMQA_OK;
+}
+
+/* A random permutation of all pages spread over the sequences' columns. */
+static fmqa_status draw_pages(tun_case *c, ref_rng *rng, fmqa_err *err)
+{
+    int64_t n = c->lay.n_pages;
+    fmqa_status st = host_alloc(&c->t[T_PT], (size_t)(n ? n : 1) * sizeof(int32_t), 0, err);
+    int32_t *pt = c->t[T_PT].host;
+    for (int64_t i = 0; i < n && st == FMQA_OK; i++)
+        pt[i] = (int32_t)i;
+    for (int64_t i = n; i > 1 && st == FMQA_OK; i--) {
+        int64_t j = (int64_t)(ref_rng_next(rng) % (uint64_t)i);
+        int32_t tmp = pt[i - 1];
+        pt[i - 1] = pt[j], pt[j] = tmp;
+    }
+    return st;
+}
+
+/* Tree masks: each draft's parent is an earlier draft or the prefix, and it
+ * sees itself and its ancestors. */
+static fmqa_status draw_mask(tun_case *c, ref_rng *rng, fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    fmqa_status st = host_alloc(&c->t[T_MASK], (size_t)p->batch * p->q_tokens * 8, 0, err);
+    uint64_t *m = c->t[T_MASK].host;
+    for (int64_t b = 0; b < p->batch && st == FMQA_OK; b++)
+        for (int t = 0; t < p->q_tokens; t++) {
+            int parent = (int)(ref_rng_next(rng) % (uint64_t)(t + 1)) - 1;
+            m[b * p->q_tokens + t] = (parent >= 0 ? m[b * p->q_tokens + parent] : 0) |
+                                     (1ull << t);
+        }
+    return st;
+}
+
+/* Caches: 0xFF everywhere, then (decode) random rows at the held positions,
+ * keeping the unquantized values in full_k / full_v when asked. */
+static fmqa_status draw_caches(tun_case *c, ref_rng *rng, double *full_k, double *full_v,
+                               fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    int64_t rows = c->lay.outer * c->lay.rows_per_outer * p->num_kv_heads;
+    size_t es = fmqa_dtype_size(p->kv_dtype);
+    int q8 = is_8bit(p->kv_dtype);
+    fmqa_status st;
+    if ((st = host_alloc(&c->t[T_K], (size_t)(rows * p->head_dim_qk) * es, POISON, err)) ||
+        (st = host_alloc(&c->t[T_V], (size_t)(rows * p->head_dim_v) * es, POISON, err)) ||
+        (st = host_alloc(&c->t[T_KS], q8 ? (size_t)rows * 4 : 0, POISON, err)) ||
+        (st = host_alloc(&c->t[T_VS], q8 ? (size_t)rows * 4 : 0, POISON, err)))
+        return st;
+    if (p->op != FMQA_OP_DECODE)
+        return FMQA_OK;
+    /* Activations are q_dtype; a 16-bit cache stores them as is, an 8-bit one
+     * quantizes the q_dtype values. */
+    fmqa_dtype round = q8 ? p->q_dtype : p->kv_dtype;
+    for (int64_t b = 0; b < p->batch; b++)
+        for (int64_t j = 0; j < c->lens[b]; j++) {
+            if (!held(p, c->lens[b], j))
+                continue;
+            for (int64_t h = 0; h < p->num_kv_heads && st == FMQA_OK; h++) {
+                int64_t r = row_at(c, b, j, h), dense = (b * p->kv_len + j) * p->num_kv_heads + h;
+                st = draw_row(rng, p->kv_dtype, round, p->head_dim_qk, c->t[T_K].host,
+                              c->t[T_KS].host, r, full_k ? full_k + dense * p->head_dim_qk : NULL,
+                              err);
+                if (st == FMQA_OK)
+                    st = draw_row(rng, p->kv_dtype, round, p->head_dim_v, c->t[T_V].host,
+                                  c->t[T_VS].host, r,
+                                  full_v ? full_v + dense * p->head_dim_v : NULL, err);
+            }
+            if (st != FMQA_OK)
+                return st;
+        }
+    return FMQA_OK;
+}
+
+/* ---------------------------------------------------------------- args */
+
+static void cache_strides(const tun_case *c, int64_t d, int64_t *sb, int64_t *st, int64_t *sh)
+{
+    int64_t hk = c->p.num_kv_heads;
+    *sb = c->lay.rows_per_outer * hk * d, *st = hk * d, *sh = d;
+}
+
+#define DEV(c, i, k) ((void *)(uintptr_t)(c)->t[i].dev[(c)->t[i].shared ? 0 : (k)])
+
+static void fill_decode_args(tun_case *c, int k, fmqa_decode_args *a, int host)
+{
+    const fmqa_problem *p = &c->p;
+#define P(i) (host ? c->t[i].host : DEV(c, i, k))
+    memset(a, 0, sizeof *a);
+    int64_t H = p->num_q_heads, d = p->head_dim_qk, dv = p->head_dim_v;
+    a->q = P(T_Q);
+    a->q_stride_batch = p->q_tokens * H * d, a->q_stride_token = H * d, a->q_stride_head = d;
+    a->k = P(T_K), a->v = P(T_V);
+    cache_strides(c, d, &a->k_stride_batch, &a->k_stride_token, &a->k_stride_head);
+    cache_strides(c, dv, &a->v_stride_batch, &a->v_stride_token, &a->v_stride_head);
+    if (is_8bit(p->kv_dtype)) {
+        a->k_scale = P(T_KS), a->v_scale = P(T_VS);
+        cache_strides(c, 1, &a->k_scale_stride_batch, &a->k_scale_stride_token,
+                      &a->k_scale_stride_head);
+        cache_strides(c, 1, &a->v_scale_stride_batch, &a->v_scale_stride_token,
+                      &a->v_scale_stride_head);
+    }
+    a->kv_lens = P(T_LENS);
+    if (p->flags & FMQA_FLAG_PAGED)
+        a->page_table = P(T_PT), a->page_table_stride = c->lay.pages_per_seq;
+    if (p->flags & FMQA_FLAG_TREE_MASK)
+        a->tree_mask = P(T_MASK);
+    a->o = P(T_O);
+    a->o_stride_batch = p->q_tokens * H * dv, a->o_stride_token = H * dv, a->o_stride_head = dv;
+    if (p->flags & FMQA_FLAG_LSE)
+        a->lse = P(T_LSE);
+    a->sm_scale = c->sm_scale;
+    if (!host && c->t[T_WS].bytes)
+        a->workspace = P(T_WS), a->workspace_size = c->t[T_WS].bytes;
+}
+
+static void fill_append_args(tun_case *c, int k, fmqa_append_args *a, int host)
+{
+    const fmqa_problem *p = &c->p;
+    memset(a, 0, sizeof *a);
+    int64_t H = p->num_q_heads, hk = p->num_kv_heads, d = p->head_dim_qk, dv = p->head_dim_v;
+    int64_t n = p->q_tokens;
+    a->k_new = P(T_KN), a->v_new = P(T_VN);
+    a->k_new_stride_batch = n * hk * d, a->k_new_stride_token = hk * d, a->k_new_stride_head = d;
+    a->v_new_stride_batch = n * hk * dv, a->v_new_stride_token = hk * dv;
+    a->v_new_stride_head = dv;
+    if (c->rope_q) {
+        a->q = P(T_Q);
+        a->q_stride_batch = n * H * d, a->q_stride_token = H * d, a->q_stride_head = d;
+    }
+    a->k = P(T_K), a->v = P(T_V);
+    cache_strides(c, d, &a->k_stride_batch, &a->k_stride_token, &a->k_stride_head);
+    cache_strides(c, dv, &a->v_stride_batch, &a->v_stride_token, &a->v_stride_head);
+    if (is_8bit(p->kv_dtype)) {
+        a->k_scale = P(T_KS), a->v_scale = P(T_VS);
+        cache_strides(c, 1, &a->k_scale_stride_batch, &a->k_scale_stride_token,
+                      &a->k_scale_stride_head);
+        cache_strides(c, 1, &a->v_scale_stride_batch, &a->v_scale_stride_token,
+                      &a->v_scale_stride_head);
+    }
+    a->start_pos = P(T_LENS);
+    if (p->flags & FMQA_FLAG_PAGED)
+        a->page_table = P(T_PT), a->page_table_stride = c->lay.pages_per_seq;
+    a->rope_theta = c->rope_theta;
+#undef P
+}
+
+/* ---------------------------------------------------------------- device */
+
+static const rt_cuda *cu_of(const tun_case *c) { return c->ctx->cu; }
+
+static fmqa_status upload(tun_case *c, fmqa_err *err)
+{
+    const rt_cuda *cu = cu_of(c);
+    for (int i = 0; i < T_N; i++) {
+        tensor *t = &c->t[i];
+        if (!t->bytes)
+            continue;
+        for (int k = 0; k < (t->shared ? 1 : c->copies); k++) {
+            RT_CU(err, cu->cuMemAlloc(&t->dev[k], t->bytes), "cuMemAlloc (test case)");
+            if (t->host)
+                RT_CU(err, cu->cuMemcpyHtoD(t->dev[k], t->host, t->bytes), "cuMemcpyHtoD");
+            else
+                RT_CU(err, cu->cuMemsetD8(t->dev[k], POISON, t->bytes), "cuMemsetD8");
+        }
+    }
+    return FMQA_OK;
+}
+
+static void free_device(tun_case *c)
+{
+    if (!c->ctx->cu || rt_enter(c->ctx, NULL) != FMQA_OK)
+        return;
+    for (int i = 0; i < T_N; i++)
+        for (int k = 0; k < MAX_COPIES; k++)
+            if (c->t[i].dev[k])
+                c->ctx->cu->cuMemFree(c->t[i].dev[k]);
+    rt_leave(c->ctx);
+}
+
+void tun_case_destroy(tun_case *c)
+{
+    if (!c)
+        return;
+    free_device(c);
+    for (int i = 0; i < T_N; i++)
+        free(c->t[i].host);
+    for (int i = 0; i < 4; i++)
+        free(c->written[i]);
+    free(c->q_orig);
+    free(c->lens);
+    free(c->ref_o);
+    free(c->ref_lse);
+    free(c->full_o);
+    free(c);
+}
+
+/* ---------------------------------------------------------------- references */
+
+static fmqa_status decode_reference(tun_case *c, double *full_k, double *full_v, fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    int64_t rows = (int64_t)p->batch * p->q_tokens * p->num_q_heads;
+    fmqa_decode_args host;
+    fill_decode_args(c, 0, &host, 1);
+    c->ref_o = malloc((size_t)(rows * p->head_dim_v) * sizeof(double));
+    c->ref_lse = malloc((size_t)rows * sizeof(double));
+    if (!c->ref_o || !c->ref_lse)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    int64_t n_pages = c->lay.n_pages;
+    fmqa_status st = ref_decode(p, &host, n_pages, c->ref_o, c->ref_lse, err);
+    if (st != FMQA_OK || !full_k)
+        return st;
+    /* The quantization error: the same attention on the unquantized cache. */
+    int64_t nq = rows * p->head_dim_qk;
+    double *q = malloc((size_t)nq * sizeof *q);
+    c->full_o = malloc((size_t)(rows * p->head_dim_v) * sizeof(double));
+    if (!q || !c->full_o) {
+        free(q);
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    ref_attn_shape s = {p->batch, p->q_tokens, p->kv_len, p->num_q_heads, p->num_kv_heads,
+                        p->head_dim_qk, p->head_dim_v, c->lens, p->flags,
+                        (p->flags & FMQA_FLAG_TREE_MASK) ? c->t[T_MASK].host : NULL,
+                        p->window, p->sink_tokens, 0, 0, c->sm_scale};
+    st = ref_to_double(p->q_dtype, c->t[T_Q].host, nq, q, err);
+    if (st == FMQA_OK)
+        st = ref_attention(&s, q, full_k, full_v, c->full_o, NULL, err);
+    free(q);
+    return st;
+}
+
+/* Marks the bytes of row r (elements of es bytes, d per row) in mask. */
+static void mark(uint8_t *mask, int64_t r, int64_t d, size_t es)
+{
+    memset(mask + (size_t)(r * d) * es, 1, (size_t)d * es);
+}
+
+static fmqa_status append_reference(tun_case *c, fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    fmqa_append_args host;
+    fill_append_args(c, 0, &host, 1);
+    if (c->rope_q) {
+        c->q_orig = malloc(c->t[T_Q].bytes);
+        if (!c->q_orig)
+            return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+        memcpy(c->q_orig, c->t[T_Q].host, c->t[T_Q].bytes);
+    }
+    const int idx[4] = {T_K, T_V, T_KS, T_VS};
+    for (int i = 0; i < 4; i++)
+        if (!(c->written[i] = calloc(c->t[idx[i]].bytes + 1, 1)))
+            return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    size_t es = fmqa_dtype_size(p->kv_dtype);
+    for (int64_t b = 0; b < p->batch; b++)
+        for (int64_t t = 0; t < p->q_tokens; t++)
+            for (int64_t h = 0; h < p->num_kv_heads; h++) {
+                int64_t r = row_at(c, b, c->lens[b] + t, h);
+                mark(c->written[0], r, p->head_dim_qk, es);
+                mark(c->written[1], r, p->head_dim_v, es);
+                if (is_8bit(p->kv_dtype)) {
+                    mark(c->written[2], r, 1, 4);
+                    mark(c->written[3], r, 1, 4);
+                }
+            }
+    return ref_append_args(p, &host, c->lay.n_pages, err);
+}
+
+/* ---------------------------------------------------------------- create */
+
+static int auto_copies(const tun_case *c, const fmqa_device_info *info)
+{
+    size_t per = 0;
+    for (int i = T_Q; i <= T_VN; i++)
+        per += c->t[i].bytes;
+    if (!per || info->l2_bytes <= 0)
+        return 1;
+    size_t n = (size_t)(2 * info->l2_bytes) / per + 1;
+    return n > MAX_COPIES ? MAX_COPIES : (int)n;
+}
+
+static fmqa_status build(tun_case *c, uint64_t seed, const tun_case_opts *o, size_t ws,
+                         fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    ref_rng rng;
+    ref_rng_seed(&rng, seed);
+    int decode = p->op == FMQA_OP_DECODE, q8 = is_8bit(p->kv_dtype);
+    int64_t bt = (int64_t)p->batch * p->q_tokens;
+    make_layout(p, &c->lay);
+    c->lens = malloc((size_t)p->batch * sizeof *c->lens);
+    if (!c->lens)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    draw_lens(c, &rng, o->lens);
+    fmqa_status st = check_lens(c, err);
+    if (st == FMQA_OK)
+        st = host_alloc(&c->t[T_LENS], (size_t)p->batch * 4, 0, err);
+    if (st != FMQA_OK)
+        return st;
+    memcpy(c->t[T_LENS].host, c->lens, (size_t)p->batch * 4);
+    if ((p->flags & FMQA_FLAG_PAGED) && (st = draw_pages(c, &rng, err)))
+        return st;
+    if ((p->flags & FMQA_FLAG_TREE_MASK) && (st = draw_mask(c, &rng, err)))
+        return st;
+    if ((decode || c->rope_q) &&
+        (st = draw_plain(&rng, p->q_dtype, bt * p->num_q_heads, p->head_dim_qk, &c->t[T_Q],
+                         NULL, err)))
+        return st;
+    int64_t nk = (int64_t)p->batch * p->kv_len * p->num_kv_heads;
+    double *fk = NULL, *fv = NULL;
+    if (decode && q8) {
+        fk = malloc((size_t)(nk * (p->head_dim_qk + p->head_dim_v)) * sizeof *fk);
+        if (!fk)
+            return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory (full precision)");
+        fv = fk + nk * p->head_dim_qk;
+        for (int64_t i = 0; i < nk * (p->head_dim_qk + p->head_dim_v); i++)
+            fk[i] = NAN;
+    }
+    st = draw_caches(c, &rng, fk, fv, err);
+    if (st == FMQA_OK && !decode)
+        st = draw_plain(&rng, p->q_dtype, bt * p->num_kv_heads, p->head_dim_qk, &c->t[T_KN],
+                        NULL, err);
+    if (st == FMQA_OK && !decode)
+        st = draw_plain(&rng, p->q_dtype, bt * p->num_kv_heads, p->head_dim_v, &c->t[T_VN],
+                        NULL, err);
+    if (st == FMQA_OK && decode) {
+        /* Outputs: no host image, the device copy starts poisoned. */
+        c->t[T_O].bytes = (size_t)(bt * p->num_q_heads * p->head_dim_v) *
+                          fmqa_dtype_size(p->out_dtype);
+        c->t[T_LSE].bytes = (p->flags & FMQA_FLAG_LSE) ? (size_t)(bt * p->num_q_heads) * 4 : 0;
+        c->t[T_WS].bytes = ws;
+        st = decode_reference(c, fk, fv, err);
+    }
+    free(fk);
+    return st;
+}
+
+fmqa_status tun_case_create(fmqa_ctx_t *ctx, const fmqa_problem *p, uint64_t seed,
+                            const tun_case_opts *opts, size_t workspace, tun_case **out,
+                            fmqa_err *err)
+{
+    tun_case_opts dflt = TUN_CASE_OPTS_INIT;
+    const tun_case_opts *o = opts ? opts : &dflt;
+    if (!ctx || !p || !out)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "tun_case_create: NULL argument");
+    if (p->op != FMQA_OP_DECODE && p->op != FMQA_OP_APPEND)
+        return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED, "tun_case_create: op %s has no harness",
+                            fmqa_op_name(p->op) ? fmqa_op_name(p->op) : "unknown");
+    if (o->copies < 0 || o->copies > MAX_COPIES)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "opts.copies = %d (0..%d)",
+                            o->copies, MAX_COPIES);
+    fmqa_status st = rt_problem_check(p, err);
+    if (st == FMQA_OK)
+        st = rt_device(ctx, err);
+    if (st != FMQA_OK)
+        return st;
+    tun_case *c = calloc(1, sizeof *c);
+    if (!c)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    c->ctx = ctx, c->p = *p, c->sm_scale = o->sm_scale, c->rope_theta = o->rope_theta;
+    c->rope_q = p->op == FMQA_OP_APPEND && o->rope_q;
+    c->t[T_LENS].shared = c->t[T_PT].shared = c->t[T_MASK].shared = 1;
+    c->t[T_O].shared = c->t[T_LSE].shared = c->t[T_WS].shared = 1;
+    st = build(c, seed, o, workspace, err);
+    if (st == FMQA_OK) {
+        c->copies = o->copies ? o->copies : auto_copies(c, &ctx->info);
+        if (p->op == FMQA_OP_APPEND)  /* the cache is the output: one copy */
+            c->t[T_K].shared = c->t[T_V].shared = c->t[T_KS].shared = c->t[T_VS].shared = 1;
+        st = rt_enter(ctx, err);
+    }
+    if (st == FMQA_OK) {
+        st = upload(c, err);
+        rt_leave(ctx);
+    }
+    if (st == FMQA_OK && p->op == FMQA_OP_APPEND)
+        st = append_reference(c, err);
+    if (st != FMQA_OK) {
+        tun_case_destroy(c);
+        return st;
+    }
+    for (int k = 0; k < c->copies; k++) {
+        fill_decode_args(c, k, &c->dargs[k], 0);
+        fill_append_args(c, k, &c->aargs[k], 0);
+    }
+    *out = c;
+    return FMQA_OK;
+}
+
+double tun_case_kv_bytes(const tun_case *c)
+{
+    const fmqa_problem *p = &c->p;
+    double row = (double)fmqa_dtype_size(p->kv_dtype) * (p->head_dim_qk + p->head_dim_v) +
+                 (is_8bit(p->kv_dtype) ? 8.0 : 0.0);
+    double rows = 0;
+    for (int b = 0; b < p->batch; b++) {
+        int64_t n = c->lens[b];
+        if (p->flags & FMQA_FLAG_RING && n > (int64_t)p->sink_tokens + p->window)
+            n = (int64_t)p->sink_tokens + p->window;
+        rows += (double)n;
+    }
+    return rows * p->num_kv_heads * row;
+}
+
+/* ---------------------------------------------------------------- running */
+
+fmqa_status tun_case_poison(tun_case *c, CUstream stream, fmqa_err *err)
+{
+    const rt_cuda *cu = cu_of(c);
+    static const int dec[] = {T_O, T_LSE}, app[] = {T_K, T_V, T_KS, T_VS};
+    int decode = c->p.op == FMQA_OP_DECODE;
+    fmqa_status st = rt_enter(c->ctx, err);
+    if (st != FMQA_OK)
+        return st;
+    for (int i = 0; i < (decode ? 2 : 4) && st == FMQA_OK; i++) {
+        tensor *t = &c->t[decode ? dec[i] : app[i]];
+        if (!t->bytes)
+            continue;
+        CUresult r = cu->cuMemsetD8Async(t->dev[0], POISON, t->bytes, stream);
+        if (r != CUDA_SUCCESS)
+            st = rt_cuda_error(err, r, "cuMemsetD8Async (poison)");
+    }
+    if (st == FMQA_OK && c->q_orig) {
+        CUresult r = cu->cuMemcpyHtoDAsync(c->t[T_Q].dev[0], c->q_orig, c->t[T_Q].bytes, stream);
+        if (r != CUDA_SUCCESS)
+            st = rt_cuda_error(err, r, "cuMemcpyHtoDAsync (q)");
+    }
+    if (st == FMQA_OK) {
+        CUresult r = cu->cuStreamSynchronize(stream);
+        if (r != CUDA_SUCCESS)
+            st = rt_cuda_error(err, r, "cuStreamSynchronize (poison)");
+    }
+    rt_leave(c->ctx);
+    return st;
+}
+
+fmqa_status tun_case_run_plan(tun_case *c, const rt_plan *plan, int copy, CUstream stream,
+                              fmqa_err *err)
+{
+    union {
+        fmqa_decode_params d;
+        fmqa_append_params a;
+    } params;
+    int k = copy % c->copies;
+    if (!plan || plan->problem.op != c->p.op)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                            "tun_case_run_plan: plan is NULL or of another op");
+    fmqa_status st = c->p.op == FMQA_OP_DECODE
+                         ? rt_decode_params(plan, &c->dargs[k], &params.d, err)
+                         : rt_append_params(plan, &c->aargs[k], &params.a, err);
+    if (st == FMQA_OK)
+        st = rt_enter(c->ctx, err);
+    if (st != FMQA_OK)
+        return st;
+    st = rt_plan_launch(c->ctx, plan, &params, stream, err);
+    rt_leave(c->ctx);
+    return st;
+}
+
+fmqa_status tun_case_run_api(tun_case *c, int copy, CUstream stream, fmqa_err *err)
+{
+    int k = copy % c->copies;
+    fmqa_status st = c->p.op == FMQA_OP_DECODE
+                         ? fmqa_decode(c->ctx, &c->p, &c->dargs[k], (fmqa_stream_t)stream)
+                         : fmqa_append(c->ctx, &c->p, &c->aargs[k], (fmqa_stream_t)stream);
+    if (st != FMQA_OK)
+        fmqa_err_set(err, st, "%s", fmqa_ctx_errmsg(c->ctx));
+    return st;
+}
+
+/* ---------------------------------------------------------------- verifying */
+
+static fmqa_status download(tun_case *c, int i, void *host, fmqa_err *err)
+{
+    RT_CU(err, cu_of(c)->cuMemcpyDtoH(host, c->t[i].dev[0], c->t[i].bytes), "cuMemcpyDtoH");
+    return FMQA_OK;
+}
+
+static fmqa_status verify_decode(tun_case *c, tun_report *r, fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    int64_t rows = (int64_t)p->batch * p->q_tokens * p->num_q_heads;
+    int64_t n = rows * p->head_dim_v;
+    void *o = malloc(c->t[T_O].bytes);
+    float *lse = malloc(c->t[T_LSE].bytes + 4);
+    fmqa_status st = o && lse ? FMQA_OK
+                              : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == FMQA_OK)
+        st = download(c, T_O, o, err);
+    if (st == FMQA_OK && c->t[T_LSE].bytes)
+        st = download(c, T_LSE, lse, err);
+    if (st == FMQA_OK)
+        st = ref_compare(p->out_dtype, o, c->ref_o, n, &r->out, err);
+    if (st == FMQA_OK && c->full_o)
+        st = ref_compare(p->out_dtype, o, c->full_o, n, &r->full, err);
+    if (st == FMQA_OK && c->t[T_LSE].bytes)
+        st = ref_compare(FMQA_DTYPE_F32, lse, c->ref_lse, rows, &r->lse, err);
+    if (st == FMQA_OK) {
+        r->poisoned = ref_poison_count(o, fmqa_dtype_size(p->out_dtype), n, REF_POISON_32);
+        if (c->t[T_LSE].bytes)
+            r->poisoned += ref_poison_count(lse, 4, rows, REF_POISON_32);
+    }
+    free(o);
+    free(lse);
+    return st;
+}
+
+/* Dequantized or decoded value i of a cache tensor; scale row = i / d. */
+static double cache_value(const fmqa_problem *p, const void *data, const float *scale,
+                          int64_t i, int64_t d)
+{
+    double x;
+    if (is_8bit(p->kv_dtype))
+        return ref_dequantize(p->kv_dtype, data, i, scale[i / d]);
+    ref_to_double(p->kv_dtype, (const char *)data + i * (int64_t)fmqa_dtype_size(p->kv_dtype),
+                  1, &x, NULL);
+    return x;
+}
+
+/* Appends the written elements of cache tensor `which` (K or V) to out / ref and
+ * counts poisoned elements and stray bytes. */
+static void collect_cache(tun_case *c, int which, const void *dev, const float *dev_scale,
+                          float *out, double *ref, int64_t *n, tun_report *r)
+{
+    const fmqa_problem *p = &c->p;
+    int64_t d = which == T_K ? p->head_dim_qk : p->head_dim_v;
+    size_t es = fmqa_dtype_size(p->kv_dtype);
+    const uint8_t *mask = c->written[which == T_K ? 0 : 1];
+    const uint8_t *host = c->t[which].host, *got = dev;
+    int64_t elems = (int64_t)(c->t[which].bytes / es);
+    const float *host_scale = c->t[which == T_K ? T_KS : T_VS].host;
+    for (int64_t i = 0; i < elems; i++) {
+        if (!mask[(size_t)i * es]) {
+            r->stray += memcmp(host + i * (int64_t)es, got + i * (int64_t)es, es) != 0;
+            continue;
+        }
+        int poisoned = 1;
+        for (size_t b = 0; b < es; b++)
+            poisoned &= got[(size_t)i * es + b] == POISON;
+        if (is_8bit(p->kv_dtype))
+            poisoned = ref_poison_count(&dev_scale[i / d], 4, 1, REF_POISON_32) == 1;
+        r->poisoned += poisoned;
+        out[*n] = (float)cache_value(p, got, dev_scale, i, d);
+        ref[(*n)++] = cache_value(p, host, host_scale, i, d);
+    }
+}
+
+static fmqa_status verify_append(tun_case *c, tun_report *r, fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    size_t kb = c->t[T_K].bytes, vb = c->t[T_V].bytes, sb = c->t[T_KS].bytes;
+    size_t qn = c->rope_q ? c->t[T_Q].bytes / fmqa_dtype_size(p->q_dtype) : 0;
+    size_t total = (kb + vb) / fmqa_dtype_size(p->kv_dtype) + qn;
+    uint8_t *buf = malloc(kb + vb + 2 * sb + c->t[T_Q].bytes + 16);
+    float *out = malloc(total * sizeof *out + 4);
+    double *ref = malloc(total * sizeof *ref + 8);
+    fmqa_status st = buf && out && ref
+                         ? FMQA_OK
+                         : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    uint8_t *k = buf, *v = k + kb, *ks = v + vb, *vs = ks + sb, *q = vs + sb;
+    if (st == FMQA_OK)
+        st = download(c, T_K, k, err);
+    if (st == FMQA_OK)
+        st = download(c, T_V, v, err);
+    if (st == FMQA_OK && sb)
+        st = download(c, T_KS, ks, err);
+    if (st == FMQA_OK && sb)
+        st = download(c, T_VS, vs, err);
+    if (st == FMQA_OK && qn)
+        st = download(c, T_Q, q, err);
+    if (st == FMQA_OK) {
+        int64_t n = 0;
+        collect_cache(c, T_K, k, (const float *)ks, out, ref, &n, r);
+        collect_cache(c, T_V, v, (const float *)vs, out, ref, &n, r);
+        /* Scales outside the written rows must stay poisoned too. */
+        for (size_t i = 0; i < sb; i++)
+            r->stray += (!c->written[2][i] && ks[i] != POISON) +
+                        (!c->written[3][i] && vs[i] != POISON);
+        st = ref_to_double(p->q_dtype, q, (int64_t)qn, ref + n, err);  /* kernel's q */
+        for (size_t i = 0; st == FMQA_OK && i < qn; i++)
+            out[n + (int64_t)i] = (float)ref[n + (int64_t)i];
+        if (st == FMQA_OK)
+            st = ref_to_double(p->q_dtype, c->t[T_Q].host, (int64_t)qn, ref + n, err);
+        if (st == FMQA_OK)
+            st = ref_compare(FMQA_DTYPE_F32, out, ref, n + (int64_t)qn, &r->out, err);
+    }
+    free(buf);
+    free(out);
+    free(ref);
+    return st;
+}
+
+fmqa_status tun_case_verify(tun_case *c, CUstream stream, tun_report *r, fmqa_err *err)
+{
+    tun_report rep;
+    memset(&rep, 0, sizeof rep);
+    rep.rel_tol = tun_rel_tol(c->p.op == FMQA_OP_DECODE ? c->p.out_dtype : c->p.q_dtype);
+    fmqa_status st = rt_enter(c->ctx, err);
+    if (st != FMQA_OK)
+        return st;
+    CUresult res = cu_of(c)->cuStreamSynchronize(stream);
+    if (res != CUDA_SUCCESS)
+        st = rt_cuda_error(err, res, "cuStreamSynchronize (kernel under test)");
+    if (st == FMQA_OK)
+        st = c->p.op == FMQA_OP_DECODE ? verify_decode(c, &rep, err) : verify_append(c, &rep, err);
+    rt_leave(c->ctx);
+    if (st != FMQA_OK)
+        return st;
+    rep.pass = rep.out.bad == 0 && rep.poisoned == 0 && rep.stray == 0 &&
+               rep.out.rel_l2 <= rep.rel_tol &&
+               (rep.lse.n == 0 || (rep.lse.bad == 0 && rep.lse.rel_l2 <= rep.rel_tol));
+    int len = snprintf(rep.summary, sizeof rep.summary,
+                       "rel_l2 %.2e max_abs %.2e nan %lld poisoned %lld", rep.out.rel_l2,
+                       rep.out.max_abs, (long long)rep.out.bad, (long long)rep.poisoned);
+    if (rep.full.n && len > 0 && (size_t)len < sizeof rep.summary)
+        len += snprintf(rep.summary + len, sizeof rep.summary - (size_t)len,
+                        " | vs full precision rel_l2 %.2e", rep.full.rel_l2);
+    if (rep.lse.n && len > 0 && (size_t)len < sizeof rep.summary)
+        len += snprintf(rep.summary + len, sizeof rep.summary - (size_t)len,
+                        " | lse rel_l2 %.2e", rep.lse.rel_l2);
+    if (rep.stray && len > 0 && (size_t)len < sizeof rep.summary)
+        snprintf(rep.summary + len, sizeof rep.summary - (size_t)len, " | %lld stray bytes",
+                 (long long)rep.stray);
+    *r = rep;
+    return FMQA_OK;
+}

@@ -1,0 +1,359 @@
+/*
+ * tun_time.c -- timing on the GPU: CUDA events around each sample after a
+ * warm-up, the L2 cache flushed between samples (a memset of twice the L2
+ * size) so a variant is not flattered by data left by the previous run, and
+ * CUDA graphs of many launches for kernels too short to time alone (an event
+ * pair has microseconds of resolution and launch overhead).  Also the
+ * device's read bandwidth, measured with a small streaming kernel compiled
+ * here with NVRTC.
+ *
+ * Invariants: every sample is taken on the timer's own non-blocking stream
+ * and synchronized before the next, so samples never overlap; a stream
+ * capture that fails is always ended so the stream stays usable.  The driver
+ * API offers no current-clock query: timings carry the device's rated clocks.
+ */
+#include "tun.h"
+
+#include <nvrtc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SAMPLES 10000
+
+struct tun_timer {
+    fmqa_ctx_t *ctx;
+    CUstream stream;
+    CUevent start, stop;
+    CUdeviceptr flush;
+    size_t flush_bytes;
+    CUmodule bw_module;          /* read kernel, loaded on first use      */
+    CUfunction bw_fn;
+    CUdeviceptr bw_buf, bw_sink;
+    size_t bw_bytes;
+};
+
+static const rt_cuda *cu_of(const tun_timer *t) { return t->ctx->cu; }
+
+CUstream tun_timer_stream(const tun_timer *t) { return t->stream; }
+
+static fmqa_status timer_init(tun_timer *t, fmqa_err *err)
+{
+    const rt_cuda *cu = cu_of(t);
+    RT_CU(err, cu->cuStreamCreate(&t->stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    RT_CU(err, cu->cuEventCreate(&t->start, CU_EVENT_DEFAULT), "cuEventCreate");
+    RT_CU(err, cu->cuEventCreate(&t->stop, CU_EVENT_DEFAULT), "cuEventCreate");
+    t->flush_bytes = (size_t)(t->ctx->info.l2_bytes > 0 ? t->ctx->info.l2_bytes : 1 << 24) * 2;
+    RT_CU(err, cu->cuMemAlloc(&t->flush, t->flush_bytes), "cuMemAlloc (L2 flush buffer)");
+    return FMQA_OK;
+}
+
+fmqa_status tun_timer_create(fmqa_ctx_t *ctx, tun_timer **out, fmqa_err *err)
+{
+    if (!ctx || !out)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "tun_timer_create: NULL argument");
+    fmqa_status st = rt_enter(ctx, err);
+    if (st != FMQA_OK)
+        return st;
+    tun_timer *t = calloc(1, sizeof *t);
+    if (!t) {
+        rt_leave(ctx);
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    t->ctx = ctx;
+    st = timer_init(t, err);
+    rt_leave(ctx);
+    if (st != FMQA_OK) {
+        tun_timer_destroy(t);
+        return st;
+    }
+    *out = t;
+    return FMQA_OK;
+}
+
+void tun_timer_destroy(tun_timer *t)
+{
+    if (!t)
+        return;
+    const rt_cuda *cu = cu_of(t);
+    if (rt_enter(t->ctx, NULL) == FMQA_OK) {
+        if (t->stream)
+            cu->cuStreamSynchronize(t->stream);
+        if (t->bw_module)
+            cu->cuModuleUnload(t->bw_module);
+        if (t->bw_buf)
+            cu->cuMemFree(t->bw_buf);
+        if (t->bw_sink)
+            cu->cuMemFree(t->bw_sink);
+        if (t->flush)
+            cu->cuMemFree(t->flush);
+        if (t->start)
+            cu->cuEventDestroy(t->start);
+        if (t->stop)
+            cu->cuEventDestroy(t->stop);
+        if (t->stream)
+            cu->cuStreamDestroy(t->stream);
+        rt_leave(t->ctx);
+    }
+    free(t);
+}
+
+/* ---------------------------------------------------------------- samples */
+
+/* Microseconds between the timer's two events around `what`. */
+typedef fmqa_status (*sample_body)(tun_timer *t, void *arg, int i, fmqa_err *err);
+
+static fmqa_status sample(tun_timer *t, sample_body body, void *arg, int i, int flush,
+                          double *us, fmqa_err *err)
+{
+    const rt_cuda *cu = cu_of(t);
+    if (flush)
+        RT_CU(err, cu->cuMemsetD32Async(t->flush, (unsigned)i, t->flush_bytes / 4, t->stream),
+              "cuMemsetD32Async (L2 flush)");
+    RT_CU(err, cu->cuEventRecord(t->start, t->stream), "cuEventRecord");
+    fmqa_status st = body(t, arg, i, err);
+    if (st != FMQA_OK)
+        return st;
+    RT_CU(err, cu->cuEventRecord(t->stop, t->stream), "cuEventRecord");
+    RT_CU(err, cu->cuEventSynchronize(t->stop), "cuEventSynchronize (timed kernel)");
+    float ms = 0;
+    RT_CU(err, cu->cuEventElapsedTime(&ms, t->start, t->stop), "cuEventElapsedTime");
+    *us = ms * 1000.0;
+    return FMQA_OK;
+}
+
+typedef struct launch_arg {
+    tun_launch_fn fn;
+    void *user;
+    CUgraphExec exec;
+    int per_graph;
+} launch_arg;
+
+static fmqa_status body_launch(tun_timer *t, void *arg, int i, fmqa_err *err)
+{
+    launch_arg *a = arg;
+    return a->fn(a->user, i, t->stream, err);
+}
+
+static fmqa_status body_graph(tun_timer *t, void *arg, int i, fmqa_err *err)
+{
+    launch_arg *a = arg;
+    RT_CU(err, cu_of(t)->cuGraphLaunch(a->exec, t->stream), "cuGraphLaunch");
+    return FMQA_OK;
+}
+
+/* Captures per_graph launches (run indices 0..n-1, so inputs rotate inside the
+ * graph) into an executable graph. */
+static fmqa_status capture(tun_timer *t, launch_arg *a, fmqa_err *err)
+{
+    const rt_cuda *cu = cu_of(t);
+    CUgraph graph = NULL;
+    RT_CU(err, cu->cuStreamBeginCapture(t->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+          "cuStreamBeginCapture");
+    fmqa_status st = FMQA_OK;
+    for (int i = 0; i < a->per_graph && st == FMQA_OK; i++)
+        st = a->fn(a->user, i, t->stream, err);
+    CUresult r = cu->cuStreamEndCapture(t->stream, &graph);
+    if (st == FMQA_OK && r != CUDA_SUCCESS)
+        st = rt_cuda_error(err, r, "cuStreamEndCapture");
+    if (st == FMQA_OK) {
+        r = cu->cuGraphInstantiate(&a->exec, graph, 0);
+        if (r != CUDA_SUCCESS)
+            st = rt_cuda_error(err, r, "cuGraphInstantiate");
+    }
+    if (graph)
+        cu->cuGraphDestroy(graph);
+    return st;
+}
+
+static fmqa_status run_samples(tun_timer *t, sample_body body, launch_arg *a,
+                               const tun_time_opts *o, double *samples, int *n,
+                               tun_timing *out, fmqa_err *err)
+{
+    double total_ms = 0;
+    int runs = o->runs < MAX_SAMPLES ? o->runs : MAX_SAMPLES;
+    for (*n = 0; *n < runs;) {
+        double us;
+        fmqa_status st = sample(t, body, a, *n, o->flush_l2, &us, err);
+        if (st != FMQA_OK)
+            return st;
+        samples[(*n)++] = us / a->per_graph;
+        total_ms += us / 1000.0;
+        if (o->prune_us > 0 && *n == o->prune_runs) {
+            tun_stats s;
+            if (tun_stats_compute(samples, *n, &s, NULL) == FMQA_OK && s.median > o->prune_us) {
+                out->pruned = 1;
+                break;
+            }
+        }
+        if (o->max_ms > 0 && total_ms > o->max_ms && *n >= 3)
+            break;
+    }
+    return FMQA_OK;
+}
+
+static fmqa_status time_entered(tun_timer *t, launch_arg *a, const tun_time_opts *o,
+                                double *samples, tun_timing *out, fmqa_err *err)
+{
+    const rt_cuda *cu = cu_of(t);
+    fmqa_status st = FMQA_OK;
+    for (int i = 0; i < o->warmup && st == FMQA_OK; i++)
+        st = a->fn(a->user, i, t->stream, err);
+    if (st != FMQA_OK)
+        return st;
+    RT_CU(err, cu->cuStreamSynchronize(t->stream), "cuStreamSynchronize (warm-up)");
+    double probe;
+    a->per_graph = 1;
+    if ((st = sample(t, body_launch, a, 0, o->flush_l2, &probe, err)) != FMQA_OK)
+        return st;
+    int n = 0;
+    if (probe < o->graph_below_us && o->graph_launches > 1) {
+        a->per_graph = o->graph_launches;
+        if ((st = capture(t, a, err)) != FMQA_OK)
+            return st;
+        out->graph = 1;
+        st = run_samples(t, body_graph, a, o, samples, &n, out, err);
+        cu->cuGraphExecDestroy(a->exec);
+    } else {
+        st = run_samples(t, body_launch, a, o, samples, &n, out, err);
+    }
+    return st == FMQA_OK ? tun_stats_compute(samples, n, &out->stats, err) : st;
+}
+
+fmqa_status tun_time(tun_timer *t, tun_launch_fn fn, void *user, const tun_time_opts *o,
+                     tun_timing *out, fmqa_err *err)
+{
+    if (!t || !fn || !o || !out || o->runs < 1 || o->warmup < 0)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                            "tun_time: NULL argument or runs < 1 / warmup < 0");
+    tun_timing res;
+    memset(&res, 0, sizeof res);
+    res.sm_clock_mhz = t->ctx->info.clock_khz / 1000;
+    res.mem_clock_mhz = t->ctx->info.mem_clock_khz / 1000;
+    double *samples = malloc((size_t)(o->runs < MAX_SAMPLES ? o->runs : MAX_SAMPLES) *
+                             sizeof *samples);
+    if (!samples)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    launch_arg a = {fn, user, NULL, 1};
+    fmqa_status st = rt_enter(t->ctx, err);
+    if (st == FMQA_OK) {
+        st = time_entered(t, &a, o, samples, &res, err);
+        rt_leave(t->ctx);
+    }
+    free(samples);
+    if (st == FMQA_OK)
+        *out = res;
+    return st;
+}
+
+/* ---------------------------------------------------------------- bandwidth */
+
+/* Four independent 16-byte loads in flight per thread; the xor of everything
+ * read is stored only if it hits a magic value, so no load is dead code. */
+static const char bw_source[] =
+    "struct __align__(16) v4 { unsigned int x, y, z, w; };\n"
+    "extern \"C\" __global__ void tun_read(const v4 *__restrict__ p, unsigned long long n,\n"
+    "                                      unsigned int *sink) {\n"
+    "    unsigned long long s = (unsigned long long)gridDim.x * blockDim.x;\n"
+    "    unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+    "    unsigned int acc = 0;\n"
+    "    for (; i + 3 * s < n; i += 4 * s) {\n"
+    "        v4 a = p[i], b = p[i + s], c = p[i + 2 * s], d = p[i + 3 * s];\n"
+    "        acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w;\n"
+    "        acc ^= c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^ d.w;\n"
+    "    }\n"
+    "    for (; i < n; i += s) { v4 a = p[i]; acc ^= a.x ^ a.y ^ a.z ^ a.w; }\n"
+    "    if (acc == 0x9e3779b9u) *sink = acc;\n"
+    "}\n";
+
+static fmqa_status nvrtc_fail(nvrtcProgram prog, nvrtcResult r, fmqa_err *err)
+{
+    size_t n = 0;
+    char log[512] = "";
+    if (nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 0 && n <= sizeof log)
+        nvrtcGetProgramLog(prog, log);
+    fmqa_err_set(err, FMQA_ERR_COMPILE, "bandwidth kernel: %s %s", nvrtcGetErrorString(r), log);
+    nvrtcDestroyProgram(&prog);
+    return FMQA_ERR_COMPILE;
+}
+
+static fmqa_status bw_compile(tun_timer *t, void **cubin, fmqa_err *err)
+{
+    nvrtcProgram prog;
+    char arch[48];
+    /* The base architecture ("sm_90a" compiles the same kernel as "sm_90"). */
+    snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", t->ctx->info.cc_major,
+             t->ctx->info.cc_minor);
+    const char *opts[] = {arch, "-default-device"};
+    nvrtcResult r = nvrtcCreateProgram(&prog, bw_source, "tun_read.cu", 0, NULL, NULL);
+    if (r != NVRTC_SUCCESS)
+        return fmqa_err_set(err, FMQA_ERR_COMPILE, "nvrtcCreateProgram: %s",
+                            nvrtcGetErrorString(r));
+    size_t size = 0;
+    if ((r = nvrtcCompileProgram(prog, 2, opts)) != NVRTC_SUCCESS ||
+        (r = nvrtcGetCUBINSize(prog, &size)) != NVRTC_SUCCESS)
+        return nvrtc_fail(prog, r, err);
+    if (!(*cubin = malloc(size))) {
+        nvrtcDestroyProgram(&prog);
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    r = nvrtcGetCUBIN(prog, *cubin);
+    nvrtcDestroyProgram(&prog);
+    if (r != NVRTC_SUCCESS) {
+        free(*cubin);
+        return fmqa_err_set(err, FMQA_ERR_COMPILE, "nvrtcGetCUBIN: %s", nvrtcGetErrorString(r));
+    }
+    return FMQA_OK;
+}
+
+static fmqa_status bw_prepare(tun_timer *t, fmqa_err *err)
+{
+    const rt_cuda *cu = cu_of(t);
+    void *cubin = NULL;
+    fmqa_status st = bw_compile(t, &cubin, err);
+    if (st != FMQA_OK)
+        return st;
+    CUresult r = cu->cuModuleLoadData(&t->bw_module, cubin);
+    free(cubin);
+    if (r != CUDA_SUCCESS)
+        return rt_cuda_error(err, r, "cuModuleLoadData (bandwidth kernel)");
+    RT_CU(err, cu->cuModuleGetFunction(&t->bw_fn, t->bw_module, "tun_read"),
+          "cuModuleGetFunction (tun_read)");
+    size_t l2 = (size_t)(t->ctx->info.l2_bytes > 0 ? t->ctx->info.l2_bytes : 0);
+    t->bw_bytes = 8 * l2 > ((size_t)256 << 20) ? 8 * l2 : ((size_t)256 << 20);
+    RT_CU(err, cu->cuMemAlloc(&t->bw_buf, t->bw_bytes), "cuMemAlloc (bandwidth buffer)");
+    RT_CU(err, cu->cuMemAlloc(&t->bw_sink, 16), "cuMemAlloc");
+    RT_CU(err, cu->cuMemsetD32(t->bw_buf, 0x01020304u, t->bw_bytes / 4), "cuMemsetD32");
+    return FMQA_OK;
+}
+
+static fmqa_status bw_launch(void *user, int i, CUstream stream, fmqa_err *err)
+{
+    tun_timer *t = user;
+    unsigned long long n = t->bw_bytes / 16;
+    void *args[] = {&t->bw_buf, &n, &t->bw_sink};
+    unsigned blocks = (unsigned)(t->ctx->info.sm_count > 0 ? t->ctx->info.sm_count : 64) * 8;
+    RT_CU(err, cu_of(t)->cuLaunchKernel(t->bw_fn, blocks, 1, 1, 256, 1, 1, 0, stream, args, NULL),
+          "cuLaunchKernel (tun_read)");
+    return FMQA_OK;
+}
+
+fmqa_status tun_read_bandwidth(tun_timer *t, double *gbps, fmqa_err *err)
+{
+    if (!t || !gbps)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "tun_read_bandwidth: NULL argument");
+    fmqa_status st = FMQA_OK;
+    if (!t->bw_module && (st = rt_enter(t->ctx, err)) == FMQA_OK) {
+        st = bw_prepare(t, err);
+        rt_leave(t->ctx);
+    }
+    if (st != FMQA_OK)
+        return st;
+    tun_time_opts o = TUN_TIME_OPTS_INIT;
+    o.warmup = 3, o.runs = 20, o.flush_l2 = 0, o.graph_below_us = 0, o.max_ms = 0;
+    tun_timing tm;
+    if ((st = tun_time(t, bw_launch, t, &o, &tm, err)) != FMQA_OK)
+        return st;
+    *gbps = (double)t->bw_bytes / (tm.stats.median * 1e3);
+    return FMQA_OK;
+}
