@@ -268,9 +268,13 @@ Test(ref_attention, decode_4096_is_fast)
                         .flags = FMQA_FLAG_CAUSAL};
     double *q = fresh(&r, 32 * 128), *k = fresh(&r, 4096 * 4 * 128), *v = fresh(&r, 4096 * 4 * 128);
     double o[32 * 128];
-    double t0 = fmqa_now_ms();
-    cr_assert_eq(ref_attention(&s, q, k, v, o, NULL, NULL), FMQA_OK);
-    double ms = fmqa_now_ms() - t0;
+    double ms = INFINITY;
+    for (int run = 0; run < 3; run++) {   /* best of 3: other jobs share the CPU */
+        double t0 = fmqa_now_ms();
+        cr_assert_eq(ref_attention(&s, q, k, v, o, NULL, NULL), FMQA_OK);
+        ms = fmin(ms, fmqa_now_ms() - t0);
+    }
+    cr_log_info("decode T=4096, H=32, d=128: %.1f ms", ms);
     cr_expect_lt(ms, 1000.0, "decode T=4096 took %.0f ms", ms);
     cr_expect(isfinite(o[0]));
     free(q), free(k), free(v);
