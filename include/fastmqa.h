@@ -262,6 +262,8 @@ fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * per position: position j < sink_tokens lives in slot j, any later position in
  * slot sink_tokens + (j - sink_tokens) % window; only the last `window`
  * positions (and the sinks) are present.  kv_lens stays the logical length.
+ * A position the ring no longer holds is invisible to every query token, even
+ * an early draft whose own window would still reach it.
  *
  * Layouts, strides in elements:
  *   q    [b, t, h, d]  strides q_stride_{batch,token,head}
