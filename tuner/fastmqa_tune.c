@@ -579,19 +579,6 @@ static size_t find_config(const gen_config *space, size_t n, const gen_config *c
     return n;
 }
 
-/* The warm start of local search: the nearest tuned entry of this problem
- * class, else the template default. */
-static void local_start(job_ctx *J, const gen_config *dflt, gen_config *start)
-{
-    db_best_entry *e = NULL;
-    size_t n = 0;
-    *start = *dflt;
-    if (db_best_candidates(J->T->db, J->T->dev_key, gen_template_name(J->t),
-                           gen_template_hash(J->t), J->p, &e, &n, NULL) == FMQA_OK && n)
-        gen_config_parse(e[0].config, start, NULL);
-    free(e);
-}
-
 static fmqa_status tune_template(job_ctx *J, uint64_t case_seed, fmqa_err *err)
 {
     tuner *T = J->T;
@@ -622,7 +609,8 @@ static fmqa_status tune_template(job_ctx *J, uint64_t case_seed, fmqa_err *err)
     if (st == FMQA_OK)
         st = tun_case_create(T->ctx, J->p, case_seed, &co, ws, &J->tc, err);
     if (st == FMQA_OK && T->o->strategy == TUN_LOCAL)
-        local_start(J, &dflt, &start);
+        tun_warm_start(T->db, T->dev_key, gen_template_name(J->t), gen_template_hash(J->t),
+                       J->p, &dflt, &start);
     if (st == FMQA_OK)
         st = tun_search_create(T->o->strategy, space, n, T->session.seed,
                                T->o->resume ? T->session.budget : T->o->budget,

@@ -122,7 +122,8 @@ typedef struct tun_report {
     ref_cmp full;
     ref_cmp lse;          /* FMQA_FLAG_LSE, else n = 0                          */
     int64_t poisoned;     /* output elements never written                      */
-    int64_t stray;        /* append: bytes changed outside the written rows     */
+    int64_t stray;        /* append: elements (scales: bytes) changed outside the
+                             written rows                                        */
     double rel_tol;       /* tun_rel_tol(out dtype)                             */
     int pass;             /* no NaN, nothing poisoned or stray, rel_l2 <= tol   */
     char summary[256];    /* one line: "rel_l2 3.1e-04 max_abs 2.0e-03 ..."     */
@@ -224,6 +225,14 @@ void tun_search_report(tun_search *s, size_t index, double median_us);
 int tun_search_finished(const tun_search *s);
 /* The index of the warm start actually used (local), or -1. */
 int64_t tun_search_start(const tun_search *s);
+
+/* The warm start of local search: the config of the nearest tuned problem of
+ * p's class for this device and template version (db_best_candidates: exact
+ * bucket first, then by bucket distance).  Returns 1 and *out (OUT) when one
+ * parses; else 0 and *out = *fallback (the template default).  db may be NULL. */
+int tun_warm_start(db_t *db, const char *device_key, const char *template_name,
+                   const char *template_hash, const fmqa_problem *p,
+                   const gen_config *fallback, gen_config *out /* OUT */);
 
 /* ---------------------------------------------------------------- problems */
 

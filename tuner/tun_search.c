@@ -239,3 +239,20 @@ int64_t tun_search_start(const tun_search *s)
 {
     return s ? s->start : -1;
 }
+
+int tun_warm_start(db_t *db, const char *device_key, const char *template_name,
+                   const char *template_hash, const fmqa_problem *p,
+                   const gen_config *fallback, gen_config *out)
+{
+    db_best_entry *e = NULL;
+    size_t n = 0;
+    int found = 0;
+    if (db && db_best_candidates(db, device_key, template_name, template_hash, p, &e, &n,
+                                 NULL) == FMQA_OK)
+        for (size_t i = 0; i < n && !found; i++)
+            found = gen_config_parse(e[i].config, out, NULL) == FMQA_OK;
+    free(e);
+    if (!found)
+        *out = *fallback;
+    return found;
+}
