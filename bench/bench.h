@@ -22,6 +22,8 @@ typedef struct bench_command {
 
 /* `fastmqa-bench levels`: bench_levels.c. */
 int bench_levels_main(int argc, char **argv);
+/* `fastmqa-bench decode`: bench_decode.c. */
+int bench_decode_main(int argc, char **argv);
 
 /*
  * Decode-timing hook of the levels table (column "decode_us/step"): the median

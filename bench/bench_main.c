@@ -11,6 +11,7 @@
 static const bench_command commands[] = {
     {"levels", bench_levels_main,
      "optimization levels: memory, accuracy against float64, decode time"},
+    {"decode", bench_decode_main, "decode time and GB/s against the measured read bandwidth"},
 };
 
 static void usage(FILE *f)
