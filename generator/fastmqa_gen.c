@@ -21,7 +21,7 @@ typedef struct opts {
     const char *problem;
     const char *config;
     const char *arch;
-    int json, all, threads, help;
+    int json, all, threads, help, limit;
 } opts;
 
 static const char *const usage_text[] = {
@@ -30,7 +30,7 @@ static const char *const usage_text[] = {
     "  list                               templates: name, op, hash, load errors\n"
     "  space TEMPLATE --problem SPEC      legal configs and their count\n"
     "  source TEMPLATE --problem SPEC [--config TEXT]   rendered CUDA source\n"
-    "  compile TEMPLATE --problem SPEC [--config TEXT | --all [--threads N]]\n"
+    "  compile TEMPLATE --problem SPEC [--config TEXT | --all [--threads N] [--limit N]]\n"
     "                                     NVRTC: cubin size, registers, spills, smem, time\n"
     "common options:\n"
     "  --templates DIR   template set (default $FASTMQA_TEMPLATE_DIR, else embedded)\n"
@@ -73,7 +73,12 @@ static int parse_args(int argc, char **argv, opts *o)
             val = &o->config;
         else if (!strcmp(a, "--arch"))
             val = &o->arch;
-        else if (!strcmp(a, "--threads")) {
+        else if (!strcmp(a, "--limit")) {
+            if (++i == argc || (o->limit = atoi(argv[i])) < 1) {
+                fprintf(stderr, "fastmqa-gen: --limit needs a positive number\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--threads")) {
             if (++i == argc || (o->threads = atoi(argv[i])) < 1) {
                 fprintf(stderr, "fastmqa-gen: --threads needs a positive number\n");
                 return -1;
@@ -382,6 +387,8 @@ static int cmd_compile(const opts *o, const target *x)
             fprintf(stderr, "fastmqa-gen: %s\n", err.msg);
             return 1;
         }
+        if (o->limit && (size_t)o->limit < b.n) /* the first N: a fixed, repeatable sample */
+            b.n = (size_t)o->limit;
     } else {
         if (get_config(o, x, &one))
             return 1;
