@@ -295,6 +295,8 @@ typedef struct tuner {
     watchdog wd;
     int tty;
     double problem_deadline_ms;
+    tun_strategy strategy;       /* the session's (a resumed one keeps its own) */
+    int64_t budget;
 } tuner;
 
 /* One template on one problem. */
@@ -468,21 +470,23 @@ static double trial(job_ctx *J, const gen_config *c, const gen_binary *bin, cons
         }
         watchdog_disarm(&T->wd);
         rt_plan_free(T->ctx, plan);
-        if (tr.status == DB_TRIAL_LAUNCH_ERROR)
-            check_context(T);
     }
     int64_t id = 0;
     fmqa_err err;
     if (db_trial_insert(T->db, &tr, &id, &err) != FMQA_OK)
         fprintf(stderr, "\nfastmqa-tune: could not record a trial: %s\n", err.msg);
+    if (tr.status == DB_TRIAL_LAUNCH_ERROR)
+        check_context(T); /* after the commit: the failure itself is recorded */
     if (is_default && tr.status == DB_TRIAL_OK)
         J->default_us = tr.median_us;
     if (tr.status == DB_TRIAL_OK && id) {
         bool replaced = false;
         if (db_best_update(T->db, id, J->default_us, &replaced, &err) != FMQA_OK)
             fprintf(stderr, "\nfastmqa-tune: could not update the best entry: %s\n", err.msg);
-        if (J->best_us <= 0 || tr.median_us < J->best_us) {
+        if (J->best_us <= 0 || tr.median_us < J->best_us)
             J->best_us = tr.median_us;
+        if (J->sum->best_us <= 0 || tr.median_us < J->sum->best_us) {
+            J->sum->best_us = tr.median_us;
             snprintf(J->sum->best, sizeof J->sum->best, "%s:%s", gen_template_name(J->t), config);
         }
     }
@@ -534,17 +538,19 @@ static void run_one(job_ctx *J, tun_search *s, pending *pd, size_t di)
 static void drive(job_ctx *J, tun_search *s, size_t di, pending *q)
 {
     size_t head = 0, nq = 0, i;
+    /* A bounded window of compilations ahead keeps the pool busy while the GPU
+     * measures, and an interrupt waits for at most the window. */
+    size_t window = 2 * (size_t)J->T->o->threads + 2;
     for (;;) {
-        while (!out_of_time(J->T) && tun_search_next(s, &i)) {
+        while (nq - head < window && !out_of_time(J->T) && tun_search_next(s, &i)) {
             fmqa_err err;
             if (i == di) {        /* the default ran first */
                 tun_search_report(s, i, J->default_us);
                 continue;
             }
             if (submit(J, i, q, &nq, &err) != FMQA_OK) {
-                pending failed = {i, NULL};
                 trial(J, &J->space[i], NULL, &err, 0);
-                tun_search_report(s, failed.index, 0);
+                tun_search_report(s, i, 0);
             }
         }
         if (head == nq)
@@ -579,11 +585,33 @@ static size_t find_config(const gen_config *space, size_t n, const gen_config *c
     return n;
 }
 
+/* The template default first (unless a resumed session has it), so that every
+ * best entry knows its speedup; compiled on this thread. */
+static void try_default(job_ctx *J, const gen_config *dflt, const db_hash_set *done)
+{
+    char text[GEN_CONFIG_TEXT_CAP], hash[FMQA_HASH_HEX];
+    gen_config_text(dflt, text, sizeof text);
+    db_config_hash(text, hash);
+    if (db_hash_set_contains(done, hash))
+        return;
+    gen_binary bin;
+    gen_source src;
+    fmqa_err cerr;
+    fmqa_status cs = gen_render(J->t, dflt, J->p, &J->T->dev, &src, &cerr);
+    if (cs == FMQA_OK)
+        cs = gen_compiler_compile(J->T->comp, &src, &bin, &cerr);
+    gen_source_free(&src);
+    trial(J, dflt, cs == FMQA_OK ? &bin : NULL, &cerr, 1);
+    if (cs == FMQA_OK)
+        gen_binary_free(&bin);
+}
+
 static fmqa_status tune_template(job_ctx *J, uint64_t case_seed, fmqa_err *err)
 {
     tuner *T = J->T;
     gen_config *space = NULL, dflt, start;
     size_t n = 0, ws = 0;
+    int di_ok = 1;
     db_hash_set done = {0};
     tun_search *s = NULL;
     pending *q = NULL;
@@ -597,8 +625,13 @@ static fmqa_status tune_template(job_ctx *J, uint64_t case_seed, fmqa_err *err)
         return FMQA_OK;
     }
     J->space = space, J->n_space = n;
-    if (st == FMQA_OK)
-        st = gen_default(J->t, J->p, &T->dev, &dflt, err);
+    fmqa_err derr;
+    if (st == FMQA_OK && gen_default(J->t, J->p, &T->dev, &dflt, &derr) != FMQA_OK) {
+        fprintf(stderr, "fastmqa-tune: %s: no usable default (%s); speedups unknown\n",
+                gen_template_name(J->t), derr.msg);
+        dflt = space[0];
+        di_ok = 0;
+    }
     if (st == FMQA_OK)
         st = db_trials_done(T->db, T->session.id, T->session.device_id, J->template_id,
                             J->problem_id, &done, err);
@@ -608,32 +641,21 @@ static fmqa_status tune_template(job_ctx *J, uint64_t case_seed, fmqa_err *err)
     co.copies = 0;
     if (st == FMQA_OK)
         st = tun_case_create(T->ctx, J->p, case_seed, &co, ws, &J->tc, err);
-    if (st == FMQA_OK && T->o->strategy == TUN_LOCAL)
+    int64_t budget = T->budget;
+    if (st == FMQA_OK && budget > 0 && (budget -= (int64_t)done.count) <= 0)
+        budget = -1; /* a resumed session already spent it */
+    if (st == FMQA_OK && T->strategy == TUN_LOCAL)
         tun_warm_start(T->db, T->dev_key, gen_template_name(J->t), gen_template_hash(J->t),
                        J->p, &dflt, &start);
     if (st == FMQA_OK)
-        st = tun_search_create(T->o->strategy, space, n, T->session.seed,
-                               T->o->resume ? T->session.budget : T->o->budget,
-                               T->o->strategy == TUN_LOCAL ? &start : NULL, &done, &s, err);
+        st = tun_search_create(T->strategy, space, n, T->session.seed, budget < 0 ? 0 : budget,
+                               T->strategy == TUN_LOCAL ? &start : NULL, &done, &s, err);
     if (st == FMQA_OK && !(q = calloc(n, sizeof *q)))
         st = fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    size_t di = find_config(space, n, &dflt);
-    if (st == FMQA_OK) {
-        char text[GEN_CONFIG_TEXT_CAP], hash[FMQA_HASH_HEX];
-        gen_config_text(&dflt, text, sizeof text);
-        db_config_hash(text, hash);
-        if (di < n && !db_hash_set_contains(&done, hash)) {
-            gen_binary bin;
-            gen_source src;
-            fmqa_err cerr;
-            fmqa_status cs = gen_render(J->t, &dflt, J->p, &T->dev, &src, &cerr);
-            if (cs == FMQA_OK)
-                cs = gen_compiler_compile(T->comp, &src, &bin, &cerr);
-            gen_source_free(&src);
-            trial(J, &dflt, cs == FMQA_OK ? &bin : NULL, &cerr, 1);
-            if (cs == FMQA_OK)
-                gen_binary_free(&bin);
-        }
+    size_t di = di_ok ? find_config(space, n, &dflt) : n;
+    if (st == FMQA_OK && budget >= 0) {
+        if (di < n)
+            try_default(J, &dflt, &done);
         drive(J, s, di, q);
     }
     free(q);
@@ -662,8 +684,6 @@ static fmqa_status tune_problem(tuner *T, const fmqa_problem *p, int k, int n, s
         st = tune_template(&J, T->session.seed + (uint64_t)k, err);
         if (J.default_us > 0 && !sum->default_us)
             sum->default_us = J.default_us;
-        if (J.best_us > 0 && (sum->best_us <= 0 || J.best_us < sum->best_us))
-            sum->best_us = J.best_us;
     }
     if (st == FMQA_OK && !any)
         st = fmqa_err_set(err, FMQA_ERR_NOT_FOUND, "no %s template is loaded",
@@ -709,15 +729,15 @@ static fmqa_status open_session(tuner *T, char **text, fmqa_err *err)
         fprintf(stderr, "fastmqa-tune: resuming session %lld (%s, seed %llu)\n",
                 (long long)T->session.id, T->session.strategy,
                 (unsigned long long)T->session.seed);
-        tun_strategy strat;
-        if (tun_strategy_parse(T->session.strategy, &strat, err) != FMQA_OK)
+        T->budget = T->session.budget;
+        if (tun_strategy_parse(T->session.strategy, &T->strategy, err) != FMQA_OK)
             return FMQA_ERR_DATABASE;
-        ((opts *)T->o)->strategy = strat;
         return *text ? FMQA_OK : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     }
     if (!(*text = problem_text(T->o, err)))
         return err->status;
-    T->session = (db_session){.device_id = dev_id, .strategy = (char *)tun_strategy_name(T->o->strategy),
+    T->strategy = T->o->strategy, T->budget = T->o->budget;
+    T->session = (db_session){.device_id = dev_id, .strategy = (char *)tun_strategy_name(T->strategy),
                               .budget = T->o->budget,
                               .seed = T->o->seed_given ? T->o->seed : ref_seed_from_time(),
                               .problem_set = *text};
@@ -771,7 +791,7 @@ static int run_gpu(const opts *o)
         pthread_detach(wd);
         signal(SIGINT, on_sigint);
         fprintf(stderr, "fastmqa-tune: %s (%s), %zu problem(s), strategy %s, session %lld, db %s\n",
-                T.dev.name, T.dev.arch, n, tun_strategy_name(o->strategy),
+                T.dev.name, T.dev.arch, n, tun_strategy_name(T.strategy),
                 (long long)T.session.id, o->db_path);
         for (size_t i = 0; i < n && st == FMQA_OK && !interrupted; i++)
             st = tune_problem(&T, &ps[i], (int)i, (int)n, &sums[i], &err);
