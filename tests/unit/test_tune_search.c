@@ -359,3 +359,36 @@ Test(tune_problems, level_presets_map_to_decode_problems)
     cr_expect_eq(tun_rel_tol(FMQA_DTYPE_F16), 1e-3);
     cr_expect_eq(tun_rel_tol(FMQA_DTYPE_BF16), 1e-2);
 }
+
+/* ---------------------------------------------------------------- harness without a GPU */
+
+Test(tune_harness, needs_a_device_and_says_so)
+{
+    fmqa_options o = FMQA_OPTIONS_INIT;
+    o.db_path = "";
+    fmqa_ctx_t *ctx = NULL;
+    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK);
+    fmqa_problem p;
+    fmqa_err err;
+    tun_case *tc = NULL;
+    cr_assert_eq(gen_problem_parse("op=prefill", &p, NULL), FMQA_OK);
+    cr_expect_eq(tun_case_create(ctx, &p, 1, NULL, 0, &tc, &err), FMQA_ERR_UNSUPPORTED,
+                 "prefill has no harness");
+    cr_expect(strstr(err.msg, "prefill") != NULL, "%s", err.msg);
+    tun_case_opts bad = TUN_CASE_OPTS_INIT;
+    bad.copies = 9;
+    cr_assert_eq(gen_problem_parse("op=decode", &p, NULL), FMQA_OK);
+    cr_expect_eq(tun_case_create(ctx, &p, 1, &bad, 0, &tc, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(err.msg, "opts.copies") != NULL, "%s", err.msg);
+    fmqa_device_info info;
+    if (fmqa_device_query(ctx, &info) != FMQA_OK) {
+        fmqa_status st = tun_case_create(ctx, &p, 1, NULL, 0, &tc, &err);
+        cr_expect(st == FMQA_ERR_NO_DRIVER || st == FMQA_ERR_NO_DEVICE, "%s", err.msg);
+        cr_expect_null(tc);
+        tun_timer *t = NULL;
+        st = tun_timer_create(ctx, &t, &err);
+        cr_expect(st == FMQA_ERR_NO_DRIVER || st == FMQA_ERR_NO_DEVICE, "%s", err.msg);
+        cr_expect_null(t);
+    }
+    fmqa_ctx_destroy(ctx);
+}
