@@ -67,7 +67,7 @@
 
 #include "fmqa_params.h"
 
-#if defined(__USE_FAST_MATH__)
+#if defined(__USE_FAST_MATH__) && __USE_FAST_MATH__ /* NVRTC defines it as 0 without the option */
 #error "append.cuh: RoPE and quantization need the accurate sincospif and IEEE division; compile without --use_fast_math"
 #endif
 #if !defined(HEAD_DIM) || !defined(HEAD_DIM_V) || !defined(IN_BF16) || !defined(KV_FMT) || \
