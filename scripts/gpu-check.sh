@@ -12,7 +12,7 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$out/configur
   || { tail -30 "$out/configure.log"; exit 1; }
 cmake --build "$build" -j16 >"$out/build.log" 2>&1 || { grep -E "error|Error" "$out/build.log" | head -40; exit 1; }
 echo "== build ok"
-export FASTMQA_TEMPLATE_DIR="$root/templates" XDG_CACHE_HOME=/tmp/fastmqa-cache
+export XDG_CACHE_HOME=/tmp/fastmqa-cache
 ctest --test-dir "$build" -L gpu ${1:+-R "$1"} --output-on-failure -j2 >"$out/gpu-tests.log" 2>&1
 gpu_rc=$?
 grep -hE "^decode |^append |tests passed|tests failed|Failed|SKIPPED|Synthesis" "$out/gpu-tests.log" | tail -80
