@@ -79,20 +79,36 @@ local function shared_bytes(c, p)
   return q + math.max(c.STAGES * stage, merge)
 end
 
--- Registers per thread, roughly: O and S accumulators plus ~56 for fragments,
--- addresses and row state (ptxas: d=128, 32 tokens a warp -> 146).
+-- Registers per thread, conservatively: O and S accumulators (d/2 + WN/2
+-- floats) plus 100 for fragments, addresses and row state.  ptxas (sm_80 and
+-- sm_90, CUDA 13) fits d=256 with 32 tokens a warp (144 + 100) in 255 without
+-- spills but spills at 64 tokens a warp (160 + 100); d=128 with 128 (128 + 100)
+-- fits.  __launch_bounds__ caps a thread at regs_per_sm / threads, hence the
+-- second check in valid().
 local function regs_estimate(c, p)
-  return p.head_dim_qk // 2 + c.BLOCK_N // c.WARPS_N // 2 + 56
+  return p.head_dim_qk // 2 + c.BLOCK_N // c.WARPS_N // 2 + 100
 end
 
--- (splits, split_tokens) for a config; SPLITS 0 = enough CTAs for ~2 per SM.
+-- CTAs of this config one SM holds at once, by shared memory (1 KB reserved
+-- per CTA) and threads (2048 an SM); registers are left out because the
+-- estimate above is deliberately pessimistic.
+local function ctas_per_sm(c, p, d)
+  local by_smem = d.smem_per_sm // (shared_bytes(c, p) + 1024)
+  local by_threads = 2048 // (32 * c.WARPS_M * c.WARPS_N)
+  return math.max(1, math.min(by_smem, by_threads))
+end
+
+-- (splits, split_tokens) for a config.  SPLITS = 0: as many splits as keep the
+-- whole grid within one wave of resident CTAs (a second, partial wave would
+-- leave SMs idle at the tail), at most 256 and at least MIN_SPLIT_TILES tiles
+-- each.
 local function split_plan(c, p, d)
   local len = math.max(eff_len(p), 1)
   local n = c.SPLITS
   if n == 0 then
     local ctas = p.batch * p.num_kv_heads * ceil_div(rows(p), 16 * c.WARPS_M)
-    n = math.max(1, math.min(ceil_div(2 * d.sm_count, ctas), MAX_AUTO_SPLITS,
-                             len // (MIN_SPLIT_TILES * c.BLOCK_N)))
+    local slots = d.sm_count * ctas_per_sm(c, p, d)
+    n = math.max(1, math.min(slots // ctas, MAX_AUTO_SPLITS, len // (MIN_SPLIT_TILES * c.BLOCK_N)))
   end
   local tokens = ceil_div(ceil_div(len, n), c.BLOCK_N) * c.BLOCK_N
   return ceil_div(len, tokens), tokens
@@ -160,7 +176,7 @@ return {
     WARPS_M = { 1, 2, 4, 8 },
     WARPS_N = { 1, 2, 4, 8 },
     STAGES = { 2, 3, 4 },
-    SPLITS = { 0, 1, 2, 4, 8, 16, 32 },
+    SPLITS = { 0, 1, 2, 4, 8, 16, 32, 64, 128 },
   },
 
   valid = valid,

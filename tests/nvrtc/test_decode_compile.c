@@ -1,0 +1,354 @@
+/*
+ * test_decode_compile.c -- the decode template through the generator, without a
+ * GPU.  Every specialization class is rendered with its default config and
+ * compiled by NVRTC for sm_80 and sm_90: query/output f16 or bf16 x cache f16,
+ * bf16, int8, fp8 e4m3 x head dims 64/96/128/256, with group sizes 1..128 and
+ * the cache/mask features (paged, window + sinks, ring, 16 causal or tree
+ * query tokens, LSE) spread over the dtype combinations so that each feature
+ * meets every head dim and both 16- and 8-bit caches.  ptxas must report no
+ * spills and no stack frame for both entries (no local memory: register arrays
+ * are indexed by constants only).  The Lua side is checked with launches,
+ * defaults and space sizes computed by hand, and with the reasons it gives for
+ * illegal problems and configs.  GPU correctness is the gpu tests' business.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "gen.h"
+
+static gen_lib *open_lib(void)
+{
+    gen_lib *lib = NULL;
+    fmqa_err err;
+    cr_assert_eq(gen_lib_open(FMQA_SOURCE_DIR "/templates", &lib, &err), FMQA_OK, "%s", err.msg);
+    return lib;
+}
+
+static const gen_template *decode_template(gen_lib *lib)
+{
+    const gen_template *t = gen_lib_find(lib, "decode");
+    if (!t)
+        for (int i = 0; i < gen_lib_count(lib); i++)
+            if (strcmp(gen_template_file(gen_lib_at(lib, i)), "decode.lua") == 0)
+                cr_assert_fail("decode.lua did not load: %s",
+                               gen_template_message(gen_lib_at(lib, i)));
+    cr_assert_not_null(t, "no decode template");
+    cr_assert_eq(gen_template_op(t), FMQA_OP_DECODE);
+    return t;
+}
+
+static fmqa_problem parse(const char *spec)
+{
+    fmqa_problem p;
+    fmqa_err err;
+    cr_assert_eq(gen_problem_parse(spec, &p, &err), FMQA_OK, "%s: %s", spec, err.msg);
+    return p;
+}
+
+static fmqa_device_info device(const char *arch)
+{
+    fmqa_device_info d;
+    fmqa_err err;
+    cr_assert_eq(gen_device_preset(arch, &d, &err), FMQA_OK, "%s", err.msg);
+    return d;
+}
+
+static gen_config config(const char *text)
+{
+    gen_config c;
+    fmqa_err err;
+    cr_assert_eq(gen_config_parse(text, &c, &err), FMQA_OK, "%s: %s", text, err.msg);
+    return c;
+}
+
+/* Renders and compiles one config; asserts both entries are free of local memory. */
+static void compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
+                          const fmqa_device_info *d, const char *what)
+{
+    fmqa_err err;
+    gen_source src;
+    gen_binary bin;
+    char text[GEN_CONFIG_TEXT_CAP];
+    gen_config_text(c, text, sizeof text);
+    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
+    cr_assert_eq(gen_compile(&src, &bin, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
+    cr_assert_eq(bin.n_resources, 2, "%s [%s]: ptxas reported %d entries:\n%s", what, text,
+                 bin.n_resources, bin.log ? bin.log : "");
+    for (int i = 0; i < bin.n_resources; i++) {
+        const gen_resource *r = &bin.resources[i];
+        cr_expect(r->spill_stores == 0 && r->spill_loads == 0 && r->stack_bytes == 0,
+                  "%s %s [%s] %s: spills %d/%d bytes, stack %d bytes, %d registers", what,
+                  src.arch, text, r->entry, r->spill_stores, r->spill_loads, r->stack_bytes,
+                  r->registers);
+        cr_expect(r->registers > 0 && r->registers <= 255, "%s %s: %d registers", what, r->entry,
+                  r->registers);
+    }
+    gen_binary_free(&bin);
+    gen_source_free(&src);
+}
+
+/* Placement and mask variants with their group sizes; class i (dtype pair i)
+ * of head dim d uses entry (i + d / 32) % 6, so the pairing rotates with the
+ * head dim and every variant meets 16-bit and 8-bit caches across the suite. */
+static const char *const VARIANTS[] = {
+    "tq=1,page=0,window=0,sinks=0,flags=causal",
+    "tq=1,page=16,window=0,sinks=0,flags=causal|paged|lse",
+    "tq=4,page=0,window=1000,sinks=4,flags=causal|lse",
+    "tq=2,page=32,window=512,sinks=0,flags=causal|paged|ring",
+    "tq=16,page=0,window=0,sinks=0,flags=causal|lse",
+    "tq=16,page=64,window=0,sinks=0,flags=tree|paged",
+};
+static const int GROUPS[] = {32, 8, 6, 4, 1, 128};
+
+static void compile_classes(const char *arch, int d)
+{
+    static const char *const q[] = {"f16", "bf16"};
+    static const char *const kv[] = {"f16", "bf16", "int8", "fp8_e4m3"};
+    gen_lib *lib = open_lib();
+    const gen_template *t = decode_template(lib);
+    fmqa_device_info dev = device(arch);
+    for (int i = 0; i < 8; i++) {
+        const int g = GROUPS[(i + d / 32) % 6];
+        char spec[GEN_PROBLEM_TEXT_CAP];
+        snprintf(spec, sizeof spec,
+                 "op=decode,batch=3,heads=%d,kv_heads=2,d=%d,dv=%d,kv_len=4096,q=%s,kv=%s,"
+                 "out=%s,%s",
+                 2 * g, d, d, q[i / 4], kv[i % 4], q[i / 4], VARIANTS[(i + d / 32) % 6]);
+        fmqa_problem p = parse(spec);
+        gen_config c;
+        fmqa_err err;
+        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
+        compile_clean(t, &c, &p, &dev, spec);
+    }
+    gen_lib_close(lib);
+}
+
+Test(decode_compile, classes_sm80_d64, .timeout = 600) { compile_classes("sm_80", 64); }
+Test(decode_compile, classes_sm80_d96, .timeout = 600) { compile_classes("sm_80", 96); }
+Test(decode_compile, classes_sm80_d128, .timeout = 600) { compile_classes("sm_80", 128); }
+Test(decode_compile, classes_sm80_d256, .timeout = 600) { compile_classes("sm_80", 256); }
+Test(decode_compile, classes_sm90_d64, .timeout = 600) { compile_classes("sm_90", 64); }
+Test(decode_compile, classes_sm90_d96, .timeout = 600) { compile_classes("sm_90", 96); }
+Test(decode_compile, classes_sm90_d128, .timeout = 600) { compile_classes("sm_90", 128); }
+Test(decode_compile, classes_sm90_d256, .timeout = 600) { compile_classes("sm_90", 256); }
+
+/* The register-heaviest corners valid() admits: d = 256 with 32 tokens a warp
+ * (64 spills: see illegal_... below), and d = 128 with 128 tokens a warp, both
+ * with 8-bit conversion and the tree mask. */
+Test(decode_compile, heavy_configs, .timeout = 600)
+{
+    static const struct {
+        const char *spec, *config;
+    } cases[] = {
+        {"op=decode,batch=3,heads=256,kv_heads=2,d=256,dv=256,tq=16,kv_len=4096,q=bf16,"
+         "kv=fp8_e4m3,out=bf16,flags=tree|lse",
+         "BLOCK_N=64,SPLITS=2,STAGES=2,WARPS_M=2,WARPS_N=2"},
+        {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=16,kv_len=4096,kv=int8,"
+         "page=16,flags=causal|paged|tree",
+         "BLOCK_N=128,SPLITS=4,STAGES=4,WARPS_M=2,WARPS_N=1"},
+    };
+    gen_lib *lib = open_lib();
+    const gen_template *t = decode_template(lib);
+    const char *const archs[] = {"sm_80", "sm_90"};
+    for (int a = 0; a < 2; a++) {
+        fmqa_device_info dev = device(archs[a]);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            fmqa_problem p = parse(cases[i].spec);
+            gen_config c = config(cases[i].config);
+            fmqa_err err;
+            cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", cases[i].config,
+                         err.msg);
+            compile_clean(t, &c, &p, &dev, cases[i].spec);
+        }
+    }
+    gen_lib_close(lib);
+}
+
+static gen_plan plan_of(const gen_template *t, const gen_config *c, const fmqa_problem *p,
+                        const fmqa_device_info *d)
+{
+    gen_plan plan;
+    fmqa_err err;
+    cr_assert_eq(gen_launch_plan(t, c, p, d, &plan, &err), FMQA_OK, "%s", err.msg);
+    return plan;
+}
+
+static int64_t get(const gen_config *c, const char *name)
+{
+    int64_t v = -1;
+    cr_assert(gen_config_get(c, name, &v), "config lacks %s", name);
+    return v;
+}
+
+/* MQA, 64 sequences of 4096 on an H100 preset (132 SMs, 233472 bytes of shared
+ * memory an SM).  Default: 2 row warps (32 rows), 2 token warps, 64-token
+ * tiles, 3 stages.  Shared: Q 32 * (2*128 + 16) = 8704 + max(3 stages * 2 * 64
+ * * (256 + 16) = 104448, merge 2*1*(64+4)*32*4 = 17408) = 113152, so 233472 /
+ * 114176 = 2 CTAs an SM, 264 slots.  Auto splits: 64 CTAs, 264 / 64 = 4 (<=
+ * 4096 / (4*64) = 16); split_tokens = 4096 / 4 = 1024, a multiple of 64.
+ * Workspace 4 * 64*32 rows * 129 * 4 = 4227072.  Combine: 2048 rows, 4 a
+ * block. */
+Test(decode_compile, mqa_default_and_launch_by_hand)
+{
+    gen_lib *lib = open_lib();
+    const gen_template *t = decode_template(lib);
+    fmqa_device_info dev = device("sm_90");
+    fmqa_problem p = parse("op=decode,batch=64,heads=32,kv_heads=1,d=128,dv=128,tq=1,kv_len=4096,"
+                           "flags=causal");
+    gen_config c;
+    fmqa_err err;
+    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(get(&c, "BLOCK_N"), 64);
+    cr_expect_eq(get(&c, "WARPS_M"), 2);
+    cr_expect_eq(get(&c, "WARPS_N"), 2);
+    cr_expect_eq(get(&c, "STAGES"), 3);
+    cr_expect_eq(get(&c, "SPLITS"), 0);
+    gen_plan plan = plan_of(t, &c, &p, &dev);
+    cr_assert_eq(plan.n_kernels, 2);
+    cr_expect_str_eq(plan.kernels[0].entry, "fmqa_decode_kernel");
+    cr_expect_eq(plan.kernels[0].grid[0], 4);
+    cr_expect_eq(plan.kernels[0].grid[1], 1);
+    cr_expect_eq(plan.kernels[0].grid[2], 64);
+    cr_expect_eq(plan.kernels[0].block[0], 128);
+    cr_expect_eq(plan.kernels[0].shared, 113152);
+    cr_expect_str_eq(plan.kernels[1].entry, "fmqa_decode_combine");
+    cr_expect_eq(plan.kernels[1].grid[0], 512);
+    cr_expect_eq(plan.kernels[1].block[0], 128);
+    cr_expect_eq(plan.splits, 4);
+    cr_expect_eq(plan.workspace, 4227072);
+    int64_t tokens = 0;
+    cr_expect(gen_plan_scalar(&plan, "split_tokens", &tokens));
+    cr_expect_eq(tokens, 1024);
+    gen_lib_close(lib);
+}
+
+/* Same device, 264 CTA slots for these defaults (2 an SM).  B = 1, T = 131072:
+ * auto splits min(264, 256 cap, 131072/256) = 256 of 512 tokens.  GQA with 8
+ * KV heads and batch 64: 512 CTAs already, one split, no combine and no
+ * workspace.  A ring of 4 sinks + 1024 holds 1028 positions: splits min(264/64
+ * = 4, 1028/256 = 4) = 4, ceil(1028/4) = 257 -> 320 tokens. */
+Test(decode_compile, split_rule_by_hand)
+{
+    gen_lib *lib = open_lib();
+    const gen_template *t = decode_template(lib);
+    fmqa_device_info dev = device("sm_90");
+    static const struct {
+        const char *spec;
+        int splits, tokens, kernels;
+        int64_t workspace;
+    } cases[] = {
+        {"op=decode,batch=1,heads=32,kv_heads=1,d=128,tq=1,kv_len=131072,flags=causal", 256, 512,
+         2, 256LL * 32 * 129 * 4},
+        {"op=decode,batch=64,heads=32,kv_heads=8,d=128,tq=1,kv_len=4096,flags=causal", 1, 4096, 1,
+         0},
+        {"op=decode,batch=64,heads=32,kv_heads=1,d=128,tq=1,kv_len=100000,window=1024,sinks=4,"
+         "flags=causal|ring",
+         4, 320, 2, 4LL * 64 * 32 * 129 * 4},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fmqa_problem p = parse(cases[i].spec);
+        gen_config c;
+        fmqa_err err;
+        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
+        gen_plan plan = plan_of(t, &c, &p, &dev);
+        int64_t tokens = 0;
+        gen_plan_scalar(&plan, "split_tokens", &tokens);
+        cr_expect_eq(plan.splits, cases[i].splits, "%s: %d splits", cases[i].spec, plan.splits);
+        cr_expect_eq(tokens, cases[i].tokens, "%s: %lld tokens", cases[i].spec, (long long)tokens);
+        cr_expect_eq(plan.n_kernels, cases[i].kernels, "%s", cases[i].spec);
+        cr_expect_eq(plan.kernels[0].grid[0], (uint32_t)cases[i].splits, "%s", cases[i].spec);
+        cr_expect_eq(plan.workspace, cases[i].workspace, "%s", cases[i].spec);
+    }
+    /* An explicit SPLITS=4 of 64-token tiles over 1000 positions: ceil(1000/4)
+     * = 250 -> 256 tokens, ceil(1000/256) = 4 splits. */
+    fmqa_problem p = parse("op=decode,batch=2,heads=8,kv_heads=2,d=64,tq=1,kv_len=1000,flags=causal");
+    gen_config c = config("BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
+    gen_plan plan = plan_of(t, &c, &p, &dev);
+    int64_t tokens = 0;
+    gen_plan_scalar(&plan, "split_tokens", &tokens);
+    cr_expect_eq(plan.splits, 4);
+    cr_expect_eq(tokens, 256);
+    cr_expect_eq(plan.kernels[0].grid[1], 2);
+    cr_expect_eq(plan.kernels[0].grid[2], 2);
+    cr_expect_eq(plan.kernels[0].block[0], 64);
+    gen_lib_close(lib);
+}
+
+/* G = 1, one token, d = 64 (16-row warps only: WARPS_M = 1): BLOCK_N 32 allows
+ * WARPS_N 1, 2; 64: 1, 2, 4; 128: 1, 2, 4, 8 (16 tokens a warp at least); x 3
+ * STAGES; x SPLITS 0..32 (7) plus those within the 4096/BLOCK_N tiles: 64 and
+ * 128 for BLOCK_N 32, 64 for 64.  2*3*9 + 3*3*8 + 4*3*7 = 54 + 72 + 84 = 210;
+ * all fit in shared memory (largest: 2304 + 4*2*128*144 = 149760 bytes) on
+ * both presets. */
+Test(decode_compile, space_size_by_hand)
+{
+    gen_lib *lib = open_lib();
+    const gen_template *t = decode_template(lib);
+    fmqa_problem p = parse("op=decode,batch=2,heads=4,kv_heads=4,d=64,tq=1,kv_len=4096,flags=causal");
+    const char *const archs[] = {"sm_80", "sm_90"};
+    for (int a = 0; a < 2; a++) {
+        fmqa_device_info dev = device(archs[a]);
+        gen_config *cs = NULL;
+        size_t n = 0;
+        fmqa_err err;
+        cr_assert_eq(gen_space(t, &p, &dev, &cs, &n, &err), FMQA_OK, "%s", err.msg);
+        cr_expect_eq(n, 210, "%s: %zu legal configs", archs[a], n);
+        free(cs);
+    }
+    gen_lib_close(lib);
+}
+
+static void expect_reason(const gen_template *t, const char *spec, const char *config_text,
+                          const char *reason)
+{
+    fmqa_device_info dev = device("sm_90");
+    fmqa_problem p = parse(spec);
+    gen_config c = config(config_text);
+    fmqa_err err = {0};
+    cr_expect_eq(gen_check(t, &c, &p, &dev, &err), FMQA_ERR_UNSUPPORTED, "%s [%s]", spec,
+                 config_text);
+    cr_expect(strstr(err.msg, reason) != NULL, "%s [%s]: message \"%s\" lacks \"%s\"", spec,
+              config_text, err.msg, reason);
+}
+
+Test(decode_compile, illegal_problems_and_configs_say_why)
+{
+    gen_lib *lib = open_lib();
+    const gen_template *t = decode_template(lib);
+    const char *ok_cfg = "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2";
+    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=80,tq=1,flags=causal", ok_cfg,
+                  "head_dim_qk must be 64, 96, 128 or 256, got 80");
+    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=128,dv=64,tq=1", ok_cfg,
+                  "head_dim_v must equal head_dim_qk");
+    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=128,tq=17,kv_len=100", ok_cfg,
+                  "q_tokens must be in [1, 16], got 17");
+    expect_reason(t, "op=decode,heads=256,kv_heads=1,d=64,tq=1", ok_cfg,
+                  "group size num_q_heads / num_kv_heads must be <= 128, got 256");
+    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1,kv=f32", ok_cfg,
+                  "kv_dtype must be f16, bf16, int8 or fp8_e4m3, got f32");
+    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1,page=24,flags=paged", ok_cfg,
+                  "page_size must be a power of two >= 16 when paged, got 24");
+    /* 8 rows fill one 16-row warp: a second would be padding only */
+    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1",
+                  "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1", "padding rows only");
+    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=64,tq=1",
+                  "BLOCK_N=32,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4", "not a multiple of 16");
+    /* 16*(512+16) + 4 * 2*128*(512+16) = 549120 bytes */
+    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
+                  "BLOCK_N=128,SPLITS=1,STAGES=4,WARPS_M=1,WARPS_N=8",
+                  "549120 bytes of shared memory exceed");
+    /* d/2 + 64/2 + 100 = 260 registers (ptxas spills there) */
+    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
+                  "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=1", "about 260 registers");
+    /* 512 threads at 64/2 + 8 + 100 = 140 registers need 71680 > 65536 */
+    expect_reason(t, "op=decode,heads=64,kv_heads=1,d=64,tq=1",
+                  "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=4,WARPS_N=4", "140 registers x 512 threads");
+    /* 1024 positions are 16 tiles of 64 */
+    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=64,tq=1,kv_len=1024",
+                  "BLOCK_N=64,SPLITS=32,STAGES=2,WARPS_M=1,WARPS_N=2",
+                  "SPLITS 32 exceeds the 16 tiles");
+    gen_lib_close(lib);
+}
