@@ -249,6 +249,7 @@ typedef struct gen_resource {
 
 typedef struct gen_binary {
     char key[FMQA_HASH_HEX]; /* the source key                              */
+    char template_hash[FMQA_HASH_HEX]; /* of the template rendered ("" if unknown) */
     char arch[16];
     void *cubin;             /* malloc'ed                                   */
     size_t size;

@@ -133,6 +133,7 @@ fmqa_status gen_compile(const gen_source *s, gen_binary *out, fmqa_err *err)
     out->compile_ms = fmqa_now_ms() - t0;
     snprintf(out->key, sizeof out->key, "%s", s->key);
     snprintf(out->arch, sizeof out->arch, "%s", s->arch);
+    snprintf(out->template_hash, sizeof out->template_hash, "%s", s->template_hash);
     if (out->log)
         out->n_resources = gen_parse_resources(out->log, out->resources, GEN_MAX_KERNELS);
     return FMQA_OK;

@@ -118,6 +118,7 @@ static fmqa_status produce(gen_compiler *c, const gen_source *src, gen_binary *o
     if (c->hook.get && c->hook.get(c->hook.user, src->key, out) && out->cubin) {
         memcpy(out->key, src->key, FMQA_HASH_HEX);
         memcpy(out->arch, src->arch, sizeof out->arch);
+        memcpy(out->template_hash, src->template_hash, FMQA_HASH_HEX);
         out->cached = 1;
         out->compile_ms = 0;
         *from_hook = 1;

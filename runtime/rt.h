@@ -112,6 +112,10 @@ fmqa_status rt_choose(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
                       gen_config *config /* OUT */, fmqa_choice *choice /* OUT */,
                       fmqa_err *err);
 
+/* The generator's persistent-cache hook backed by the database's cubins table
+ * (db borrowed; it must outlive the compiler using the hook). */
+gen_cache_hook rt_cubin_hook(struct db *db);
+
 /* The context's template set, compiler and database (opened on first use; the
  * database may be NULL when there is none).  Borrowed. */
 fmqa_status rt_templates(fmqa_ctx_t *ctx, gen_lib **lib /* OUT */, fmqa_err *err);

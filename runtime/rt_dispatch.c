@@ -55,8 +55,16 @@ static void cubin_put(void *user, const gen_binary *bin)
     char nvrtc[16];
     fmqa_nvrtc_version(&maj, &min);
     snprintf(nvrtc, sizeof nvrtc, "%d.%d", maj, min);
-    /* Best effort: a read-only database simply does not keep it. */
-    db_cubin_put(user, bin->key, bin->cubin, bin->size, bin->arch, nvrtc, NULL, NULL, NULL);
+    /* Best effort: a read-only database simply does not keep it.  The template
+     * hash lets db_prune drop cubins of templates that changed. */
+    db_cubin_put(user, bin->key, bin->cubin, bin->size, bin->arch, nvrtc,
+                 bin->template_hash[0] ? bin->template_hash : NULL, NULL, NULL);
+}
+
+gen_cache_hook rt_cubin_hook(struct db *db)
+{
+    gen_cache_hook hook = {db, cubin_get, cubin_put};
+    return hook;
 }
 
 static db_t *open_db(fmqa_ctx_t *ctx)
@@ -82,7 +90,7 @@ static fmqa_status dispatch_create(fmqa_ctx_t *ctx, struct rt_dispatch **out, fm
     pthread_mutex_init(&d->lock, NULL);
     fmqa_status st = gen_lib_open(ctx->template_dir, &d->lib, err);
     d->db = st == FMQA_OK ? open_db(ctx) : NULL;
-    gen_cache_hook hook = {d->db, cubin_get, cubin_put};
+    gen_cache_hook hook = rt_cubin_hook(d->db);
     if (st == FMQA_OK)
         st = gen_compiler_create(1, d->db ? &hook : NULL, &d->compiler, err);
     if (st != FMQA_OK) {

@@ -248,29 +248,6 @@ static char *problem_text(const opts *o, fmqa_err *err)
     return tun_problems_format(ps, n, &text, err) == FMQA_OK ? text : NULL;
 }
 
-/* ---------------------------------------------------------------- cubin cache */
-
-static int cubin_get(void *user, const char *key, gen_binary *out)
-{
-    void *data;
-    size_t size;
-    if (db_cubin_get(user, key, &data, &size, NULL) != FMQA_OK)
-        return 0;
-    memset(out, 0, sizeof *out);
-    fmqa_strlcpy(out->key, key, sizeof out->key);
-    out->cubin = data, out->size = size, out->cached = 1;
-    return 1;
-}
-
-static void cubin_put(void *user, const gen_binary *bin)
-{
-    int maj = 0, min = 0;
-    char nvrtc[16];
-    fmqa_nvrtc_version(&maj, &min);
-    snprintf(nvrtc, sizeof nvrtc, "%d.%d", maj, min);
-    db_cubin_put(user, bin->key, bin->cubin, bin->size, bin->arch, nvrtc, NULL, NULL, NULL);
-}
-
 /* ---------------------------------------------------------------- tuner state */
 
 typedef struct watchdog {
@@ -766,10 +743,9 @@ static int run_gpu(const opts *o)
         return 1;
     }
     db_device_key(&T.dev, T.dev_key);
-    gen_cache_hook hook = {NULL, cubin_get, cubin_put};
     if (st == FMQA_OK)
         st = db_open(o->db_path, DB_READ_WRITE, 0, &T.db, &err);
-    hook.user = T.db;
+    gen_cache_hook hook = rt_cubin_hook(T.db);
     if (st == FMQA_OK)
         st = rt_templates(T.ctx, &T.lib, &err);
     if (st == FMQA_OK)
@@ -912,7 +888,7 @@ static int run_dry(const opts *o)
         st = rt_templates(ctx, &lib, &err);
     if (st == FMQA_OK)
         st = db_open(o->db_path, DB_READ_WRITE, 0, &db, &err);
-    gen_cache_hook hook = {db, cubin_get, cubin_put};
+    gen_cache_hook hook = rt_cubin_hook(db);
     if (st == FMQA_OK)
         st = gen_compiler_create(o->threads, &hook, &comp, &err);
     if (st == FMQA_OK && !(text = problem_text(o, &err)))

@@ -3,7 +3,9 @@
  * bucket, template default) on a fixture template and a fixture database, for
  * a described device (no GPU needed).
  */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
