@@ -183,7 +183,8 @@ static const char *kv_name(fmqa_dtype t) { return fmqa_dtype_name(t); }
 
 static void print_table(const fmqa_device_info *dev, double bw, const row *rows)
 {
-    printf("device: %s (%s), measured read bandwidth %.0f GB/s\n", dev->name, dev->arch, bw);
+    tun_device_report(stdout, dev);
+    printf("measured read bandwidth (same run): %.0f GB/s\n", bw);
     printf("%-10s %-8s %5s %7s %4s %4s %4s %11s %8s %6s %9s %-4s %s\n", "shape", "kv", "B",
            "T", "H", "Hkv", "d", "median_us", "GB/s", "%bw", "rel_l2", "ok", "variant");
     for (size_t i = 0; i < N_SHAPES; i++) {

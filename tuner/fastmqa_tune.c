@@ -742,6 +742,7 @@ static int run_gpu(const opts *o)
         fmqa_ctx_destroy(T.ctx);
         return 1;
     }
+    tun_device_report(stdout, &T.dev);
     db_device_key(&T.dev, T.dev_key);
     if (st == FMQA_OK)
         st = db_open(o->db_path, DB_READ_WRITE, 0, &T.db, &err);

@@ -20,6 +20,7 @@
 #define FMQA_TUN_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "fastmqa.h"
@@ -30,6 +31,9 @@
 #include "rt.h"
 
 #define TUN_VERSION "fastmqa-tune " FMQA_VERSION_STRING
+
+/* Prints the device report (identity, limits, clocks, driver and NVRTC). */
+void tun_device_report(FILE *out, const fmqa_device_info *d);
 
 /* ---------------------------------------------------------------- statistics */
 
