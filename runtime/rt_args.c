@@ -64,6 +64,55 @@ static fmqa_status check_pages(const fmqa_problem *p, const int32_t *table, int6
     return FMQA_OK;
 }
 
+/* The KV-cache fields carry the same names in fmqa_decode_args and
+ * fmqa_append_args, and in both params structs: one view checks them and one
+ * macro copies them, whichever op it is. */
+typedef struct cache_view {
+    const void *k, *v;
+    int64_t ks[3], vs[3];
+    const float *k_scale, *v_scale;
+    int64_t kss[3], vss[3];
+    const int32_t *page_table;
+    int64_t page_table_stride;
+} cache_view;
+
+#define CACHE_VIEW(a)                                                                   \
+    {(a)->k, (a)->v,                                                                    \
+     {(a)->k_stride_batch, (a)->k_stride_token, (a)->k_stride_head},                    \
+     {(a)->v_stride_batch, (a)->v_stride_token, (a)->v_stride_head},                    \
+     (a)->k_scale, (a)->v_scale,                                                        \
+     {(a)->k_scale_stride_batch, (a)->k_scale_stride_token, (a)->k_scale_stride_head},  \
+     {(a)->v_scale_stride_batch, (a)->v_scale_stride_token, (a)->v_scale_stride_head},  \
+     (a)->page_table, (a)->page_table_stride}
+
+#define COPY_CACHE(o, a)                                                                \
+    do {                                                                                \
+        (o)->k = (a)->k, (o)->v = (a)->v;                                               \
+        (o)->k_sb = (a)->k_stride_batch, (o)->k_st = (a)->k_stride_token;               \
+        (o)->k_sh = (a)->k_stride_head;                                                 \
+        (o)->v_sb = (a)->v_stride_batch, (o)->v_st = (a)->v_stride_token;               \
+        (o)->v_sh = (a)->v_stride_head;                                                 \
+        (o)->k_scale = (a)->k_scale, (o)->v_scale = (a)->v_scale;                       \
+        (o)->ks_sb = (a)->k_scale_stride_batch, (o)->ks_st = (a)->k_scale_stride_token; \
+        (o)->ks_sh = (a)->k_scale_stride_head;                                          \
+        (o)->vs_sb = (a)->v_scale_stride_batch, (o)->vs_st = (a)->v_scale_stride_token; \
+        (o)->vs_sh = (a)->v_scale_stride_head;                                          \
+        (o)->page_table = (a)->page_table, (o)->pt_stride = (a)->page_table_stride;     \
+    } while (0)
+
+static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, fmqa_err *err)
+{
+    size_t ke = fmqa_dtype_size(p->kv_dtype);
+    fmqa_status st;
+    if ((st = check_tensor("k", c->k, c->ks, ke, 1, err)) ||
+        (st = check_tensor("v", c->v, c->vs, ke, 1, err)))
+        return st;
+    if (is_8bit(p->kv_dtype) && ((st = check_scales("k_scale", c->k_scale, c->kss, err)) ||
+                                 (st = check_scales("v_scale", c->v_scale, c->vss, err))))
+        return st;
+    return check_pages(p, c->page_table, c->page_table_stride, err);
+}
+
 static int64_t plan_scalar(const rt_plan *plan, const char *name, int64_t dflt)
 {
     int64_t v;
@@ -76,27 +125,14 @@ static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a
 {
     if (!a)
         return BAD("args is NULL");
-    size_t qe = fmqa_dtype_size(p->q_dtype), ke = fmqa_dtype_size(p->kv_dtype);
-    size_t oe = fmqa_dtype_size(p->out_dtype);
+    size_t qe = fmqa_dtype_size(p->q_dtype), oe = fmqa_dtype_size(p->out_dtype);
     const int64_t qs[3] = {a->q_stride_batch, a->q_stride_token, a->q_stride_head};
-    const int64_t ks[3] = {a->k_stride_batch, a->k_stride_token, a->k_stride_head};
-    const int64_t vs[3] = {a->v_stride_batch, a->v_stride_token, a->v_stride_head};
     const int64_t os[3] = {a->o_stride_batch, a->o_stride_token, a->o_stride_head};
+    const cache_view cache = CACHE_VIEW(a);
     fmqa_status st;
     if ((st = check_tensor("q", a->q, qs, qe, 1, err)) ||
-        (st = check_tensor("k", a->k, ks, ke, 1, err)) ||
-        (st = check_tensor("v", a->v, vs, ke, 1, err)) ||
-        (st = check_tensor("o", a->o, os, oe, 1, err)))
+        (st = check_tensor("o", a->o, os, oe, 1, err)) || (st = check_cache(p, &cache, err)))
         return st;
-    if (is_8bit(p->kv_dtype)) {
-        const int64_t kss[3] = {a->k_scale_stride_batch, a->k_scale_stride_token,
-                                a->k_scale_stride_head};
-        const int64_t vss[3] = {a->v_scale_stride_batch, a->v_scale_stride_token,
-                                a->v_scale_stride_head};
-        if ((st = check_scales("k_scale", a->k_scale, kss, err)) ||
-            (st = check_scales("v_scale", a->v_scale, vss, err)))
-            return st;
-    }
     if (!a->kv_lens)
         return BAD("args.kv_lens is NULL");
     if ((p->flags & FMQA_FLAG_TREE_MASK) && !a->tree_mask)
@@ -125,16 +161,8 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
     memset(o, 0, sizeof *o);
     o->q = a->q;
     o->q_sb = a->q_stride_batch, o->q_st = a->q_stride_token, o->q_sh = a->q_stride_head;
-    o->k = a->k, o->v = a->v;
-    o->k_sb = a->k_stride_batch, o->k_st = a->k_stride_token, o->k_sh = a->k_stride_head;
-    o->v_sb = a->v_stride_batch, o->v_st = a->v_stride_token, o->v_sh = a->v_stride_head;
-    o->k_scale = a->k_scale, o->v_scale = a->v_scale;
-    o->ks_sb = a->k_scale_stride_batch, o->ks_st = a->k_scale_stride_token;
-    o->ks_sh = a->k_scale_stride_head;
-    o->vs_sb = a->v_scale_stride_batch, o->vs_st = a->v_scale_stride_token;
-    o->vs_sh = a->v_scale_stride_head;
+    COPY_CACHE(o, a);
     o->kv_lens = a->kv_lens;
-    o->page_table = a->page_table, o->pt_stride = a->page_table_stride;
     o->tree_mask = (const unsigned long long *)a->tree_mask;
     o->o = a->o;
     o->o_sb = a->o_stride_batch, o->o_st = a->o_stride_token, o->o_sh = a->o_stride_head;
@@ -159,33 +187,21 @@ static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a
 {
     if (!a)
         return BAD("args is NULL");
-    size_t ie = fmqa_dtype_size(p->q_dtype), ke = fmqa_dtype_size(p->kv_dtype);
+    size_t ie = fmqa_dtype_size(p->q_dtype);
     const int64_t kn[3] = {a->k_new_stride_batch, a->k_new_stride_token, a->k_new_stride_head};
     const int64_t vn[3] = {a->v_new_stride_batch, a->v_new_stride_token, a->v_new_stride_head};
     const int64_t qs[3] = {a->q_stride_batch, a->q_stride_token, a->q_stride_head};
-    const int64_t ks[3] = {a->k_stride_batch, a->k_stride_token, a->k_stride_head};
-    const int64_t vs[3] = {a->v_stride_batch, a->v_stride_token, a->v_stride_head};
+    const cache_view cache = CACHE_VIEW(a);
     fmqa_status st;
     if ((st = check_tensor("k_new", a->k_new, kn, ie, 1, err)) ||
         (st = check_tensor("v_new", a->v_new, vn, ie, 1, err)) ||
-        (st = check_tensor("q", a->q, qs, ie, 0, err)) ||
-        (st = check_tensor("k", a->k, ks, ke, 1, err)) ||
-        (st = check_tensor("v", a->v, vs, ke, 1, err)))
+        (st = check_tensor("q", a->q, qs, ie, 0, err)) || (st = check_cache(p, &cache, err)))
         return st;
-    if (is_8bit(p->kv_dtype)) {
-        const int64_t kss[3] = {a->k_scale_stride_batch, a->k_scale_stride_token,
-                                a->k_scale_stride_head};
-        const int64_t vss[3] = {a->v_scale_stride_batch, a->v_scale_stride_token,
-                                a->v_scale_stride_head};
-        if ((st = check_scales("k_scale", a->k_scale, kss, err)) ||
-            (st = check_scales("v_scale", a->v_scale, vss, err)))
-            return st;
-    }
     if (!a->start_pos)
         return BAD("args.start_pos is NULL");
     if (a->rope_theta < 0 || !isfinite(a->rope_theta))
         return BAD("args.rope_theta %g is negative or not finite", a->rope_theta);
-    return check_pages(p, a->page_table, a->page_table_stride, err);
+    return FMQA_OK;
 }
 
 fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
@@ -203,16 +219,8 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
     o->vn_sh = a->v_new_stride_head;
     o->q = a->q;
     o->q_sb = a->q_stride_batch, o->q_st = a->q_stride_token, o->q_sh = a->q_stride_head;
-    o->k = a->k, o->v = a->v;
-    o->k_sb = a->k_stride_batch, o->k_st = a->k_stride_token, o->k_sh = a->k_stride_head;
-    o->v_sb = a->v_stride_batch, o->v_st = a->v_stride_token, o->v_sh = a->v_stride_head;
-    o->k_scale = a->k_scale, o->v_scale = a->v_scale;
-    o->ks_sb = a->k_scale_stride_batch, o->ks_st = a->k_scale_stride_token;
-    o->ks_sh = a->k_scale_stride_head;
-    o->vs_sb = a->v_scale_stride_batch, o->vs_st = a->v_scale_stride_token;
-    o->vs_sh = a->v_scale_stride_head;
+    COPY_CACHE(o, a);
     o->start_pos = a->start_pos;
-    o->page_table = a->page_table, o->pt_stride = a->page_table_stride;
     o->rope_theta = a->rope_theta > 0 ? a->rope_theta : 10000.0f;
     o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;
     o->n_new = p->q_tokens, o->window = p->window, o->sink_tokens = p->sink_tokens;

@@ -315,15 +315,23 @@ static fmqa_status resolve(fmqa_ctx_t *ctx, struct rt_dispatch *d, const fmqa_pr
     return FMQA_OK;
 }
 
-fmqa_status rt_plan_get(fmqa_ctx_t *ctx, const fmqa_problem *p, const rt_plan **out,
-                        fmqa_err *err)
+/* What every plan needs first: a valid problem, the device, the dispatcher. */
+static fmqa_status prepare(fmqa_ctx_t *ctx, const fmqa_problem *p, struct rt_dispatch **d,
+                           fmqa_err *err)
 {
-    struct rt_dispatch *d;
     fmqa_status st = rt_problem_check(p, err);
     if (st == FMQA_OK)
         st = rt_device(ctx, err);
     if (st == FMQA_OK)
-        st = dispatch(ctx, &d, err);
+        st = dispatch(ctx, d, err);
+    return st;
+}
+
+fmqa_status rt_plan_get(fmqa_ctx_t *ctx, const fmqa_problem *p, const rt_plan **out,
+                        fmqa_err *err)
+{
+    struct rt_dispatch *d;
+    fmqa_status st = prepare(ctx, p, &d, err);
     if (st != FMQA_OK)
         return st;
     pthread_mutex_lock(&d->lock);
@@ -345,11 +353,7 @@ fmqa_status rt_plan_build(fmqa_ctx_t *ctx, const gen_template *tpl, const gen_co
                           fmqa_err *err)
 {
     struct rt_dispatch *d;
-    fmqa_status st = rt_problem_check(p, err);
-    if (st == FMQA_OK)
-        st = rt_device(ctx, err);
-    if (st == FMQA_OK)
-        st = dispatch(ctx, &d, err);
+    fmqa_status st = prepare(ctx, p, &d, err);
     if (st == FMQA_OK)
         st = gen_check(tpl, c, p, &ctx->info, err);
     if (st != FMQA_OK)
