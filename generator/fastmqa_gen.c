@@ -24,27 +24,60 @@ typedef struct opts {
     int json, all, threads, help, limit;
 } opts;
 
-static const char *const usage_text[] = {
-    "usage: fastmqa-gen <command> [options]\n"
-    "commands:\n"
-    "  list                               templates: name, op, hash, load errors\n"
-    "  space TEMPLATE --problem SPEC      legal configs and their count\n"
-    "  source TEMPLATE --problem SPEC [--config TEXT]   rendered CUDA source\n"
-    "  compile TEMPLATE --problem SPEC [--config TEXT | --all [--threads N] [--limit N]]\n"
-    "                                     NVRTC: cubin size, registers, spills, smem, time\n"
+/* One row per command: the synopsis for the overview, the text for
+ * `fastmqa-gen COMMAND --help`. */
+static const struct command {
+    const char *name, *synopsis, *brief, *help;
+} commands[] = {
+    {"list", "list", "templates: name, op, hash, load errors", "every template of the set: name, op, identity hash, file; a template that\n"
+                     "failed to load gets a status line with its error (file.lua:LINE: ...)\n"
+                     "and the exit status is 1.\n"},
+    {"space", "space TEMPLATE --problem SPEC", "legal configs and their count",
+     "every legal config of TEMPLATE for the problem on the --arch device, in\n"
+     "canonical text, and their count.\n"},
+    {"source", "source TEMPLATE --problem SPEC [--config TEXT]", "rendered CUDA source",
+     "the rendered CUDA program NVRTC compiles: defines from specialize() and the\n"
+     "config, then the sources behind #line directives.  Default config: the\n"
+     "template's default().\n"},
+    {"compile", "compile TEMPLATE --problem SPEC [--config TEXT | --all [--threads N] [--limit N]]",
+     "NVRTC: cubin size, registers, spills, smem, time",
+     "compiles with NVRTC for --arch and reports cubin size, registers, spills,\n"
+     "shared memory, stack and compile time per entry.  --all compiles the whole\n"
+     "legal space (the first N with --limit) on N threads (default 2).\n"},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const char common_help[] =
     "common options:\n"
     "  --templates DIR   template set (default $FASTMQA_TEMPLATE_DIR, else embedded)\n"
     "  --arch ARCH       device preset: sm_80, sm_86, sm_89, sm_90 (default), sm_90a\n"
     "  --json            machine-readable output\n"
-    "  --help            this text\n"
+    "  --help            this text (fastmqa-gen COMMAND --help: that command's)\n"
     "SPEC: op=decode,batch=8,heads=32,kv_heads=1,d=128,dv=128,tq=1,kv_len=4096,\n"
     "      q=f16,kv=f16,out=f16,page=0,window=0,sinks=0,rope=none,flags=causal|paged\n"
-    "TEXT: canonical config, e.g. BLOCK_N=64,STAGES=2,WARPS=4 (default: the template's)\n",
-};
+    "TEXT: canonical config, e.g. BLOCK_N=64,STAGES=2 (default: the template's)\n";
 
-static int usage(FILE *f, int rc)
+static const struct command *find_command(const char *name)
 {
-    fputs(usage_text[0], f);
+    for (size_t i = 0; name && i < N_COMMANDS; i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
+/* The overview, or one command's help when cmd names one. */
+static int usage(FILE *f, const char *cmd, int rc)
+{
+    const struct command *c = find_command(cmd);
+    if (c) {
+        fprintf(f, "usage: fastmqa-gen %s\n\n%s\n%s", c->synopsis, c->help, common_help);
+        return rc;
+    }
+    fputs("usage: fastmqa-gen <command> [options]\ncommands:\n", f);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-8s %s\n    %s\n", commands[i].name, commands[i].brief,
+                commands[i].synopsis);
+    fputs(common_help, f);
     return rc;
 }
 
@@ -407,14 +440,12 @@ int main(int argc, char **argv)
 {
     opts o;
     if (parse_args(argc, argv, &o) != 0)
-        return usage(stderr, 2);
+        return usage(stderr, o.cmd, 2);
     if (o.help || !o.cmd)
-        return usage(o.help ? stdout : stderr, o.help ? 0 : 2);
-    int known = !strcmp(o.cmd, "list") || !strcmp(o.cmd, "space") || !strcmp(o.cmd, "source") ||
-                !strcmp(o.cmd, "compile");
-    if (!known) {
+        return usage(o.help ? stdout : stderr, o.cmd, o.help ? 0 : 2);
+    if (!find_command(o.cmd)) {
         fprintf(stderr, "fastmqa-gen: unknown command '%s'\n", o.cmd);
-        return usage(stderr, 2);
+        return usage(stderr, NULL, 2);
     }
     fmqa_err err = {0};
     gen_lib *lib;
