@@ -204,15 +204,20 @@ return {
   -- 64-token tiles (32 for d = 256), 3 stages (4 for the half-size 8-bit
   -- tiles), automatic splits; falls back through smaller tiles and stages.
   default = function(p, d)
-    local wm = math.min(ceil_div(rows(p), 16), p.head_dim_qk >= 256 and 2 or 4)
+    -- WARPS_M stays in the space (powers of two): the smallest that covers
+    -- the rows, halved while valid() refuses it (e.g. a padding-only warp).
+    local wm = 1
+    while wm < (p.head_dim_qk >= 256 and 2 or 4) and 16 * wm < rows(p) do wm = wm * 2 end
     local stages = kv_bytes(p) == 1 and 4 or 3
     for _, bn in ipairs(p.head_dim_qk >= 256 and { 32, 64 } or { 64, 32 }) do
       for s = stages, 2, -1 do
-        for w = wm, 1, -1 do
+        local w = wm
+        while w >= 1 do
           local wn = math.max(1, 4 // w)
           while bn // wn < 16 do wn = wn // 2 end
           local c = { BLOCK_N = bn, WARPS_M = w, WARPS_N = wn, STAGES = s, SPLITS = 0 }
           if valid(c, p, d) then return c end
+          w = w // 2
         end
       end
     end

@@ -277,6 +277,39 @@ Test(decode_compile, split_rule_by_hand)
     gen_lib_close(lib);
 }
 
+/* The default's WARPS_M is a power of two (the space has no 3): 33..48 rows
+ * (G = 40 MQA; G = 12 with 3 drafts) would need 3 row warps; 4 leaves one of
+ * padding only, so the default takes 2 (two row blocks of 32).  64 rows take
+ * 4; d = 256 caps at 2. */
+Test(decode_compile, default_row_warps_in_space)
+{
+    gen_lib *lib = open_lib();
+    const gen_template *t = decode_template(lib);
+    static const struct {
+        const char *spec;
+        int warps_m;
+    } cases[] = {
+        {"op=decode,batch=2,heads=40,kv_heads=1,d=128,tq=1,kv_len=4096,flags=causal", 2},
+        {"op=decode,batch=2,heads=12,kv_heads=1,d=64,tq=3,kv_len=4096,flags=causal", 2},
+        {"op=decode,batch=2,heads=48,kv_heads=1,d=128,tq=1,kv_len=4096,kv=int8", 2},
+        {"op=decode,batch=2,heads=64,kv_heads=1,d=128,tq=1,kv_len=4096,flags=causal", 4},
+        {"op=decode,batch=2,heads=40,kv_heads=1,d=256,tq=1,kv_len=4096,flags=causal", 2},
+    };
+    const char *const archs[] = {"sm_80", "sm_90"};
+    for (int a = 0; a < 2; a++) {
+        fmqa_device_info dev = device(archs[a]);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            fmqa_problem p = parse(cases[i].spec);
+            gen_config c;
+            fmqa_err err;
+            cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s %s: %s", archs[a],
+                         cases[i].spec, err.msg);
+            cr_expect_eq(get(&c, "WARPS_M"), cases[i].warps_m, "%s %s", archs[a], cases[i].spec);
+        }
+    }
+    gen_lib_close(lib);
+}
+
 /* G = 1, one token, d = 64 (16-row warps only: WARPS_M = 1): BLOCK_N 32 allows
  * WARPS_N 1, 2; 64: 1, 2, 4; 128: 1, 2, 4, 8 (16 tokens a warp at least); x 3
  * STAGES; x SPLITS 0..32 (7) plus those within the 4096/BLOCK_N tiles: 64 and
