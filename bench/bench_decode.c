@@ -269,14 +269,21 @@ int bench_decode_main(int argc, char **argv)
     fmqa_status st = tun_timer_create(ctx, &timer, &err);
     if (st == FMQA_OK)
         st = tun_read_bandwidth(timer, &bw, &err);
+    if (st == FMQA_OK && !o.json)
+        fprintf(stderr, "  read bandwidth %.0f GB/s\n", bw);
     for (size_t i = 0; i < N_SHAPES && st == FMQA_OK; i++) {
         fmqa_problem p = to_problem(&shapes[i]);
         fmqa_err e = {0};
         rows[i].st = measure(ctx, timer, &p, o.config, &rows[i], &e);
         fmqa_strlcpy(rows[i].why, e.msg, sizeof rows[i].why);
         failed |= rows[i].st != FMQA_OK || !rows[i].pass;
+        /* The table comes at the end; the progress line already has the figures,
+         * so a run cut short still reports what it measured. */
         if (!o.json)
-            fprintf(stderr, "  %zu/%zu %s done\n", i + 1, N_SHAPES, shapes[i].name);
+            fprintf(stderr, "  %zu/%zu %s %s B=%d T=%d: %.2f us, %.0f GB/s, rel_l2 %.2e%s\n",
+                    i + 1, N_SHAPES, shapes[i].name, kv_name(shapes[i].kv), shapes[i].batch,
+                    shapes[i].kv_len, rows[i].us, rows[i].gbps, rows[i].rel_l2,
+                    rows[i].st != FMQA_OK ? " (error)" : rows[i].pass ? "" : " (WRONG)");
     }
     if (st != FMQA_OK) {
         fprintf(stderr, "fastmqa-bench decode: %s\n", err.msg);

@@ -22,14 +22,28 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 typedef CUresult (*get_proc_fn)(const char *, void **, int, cuuint64_t,
                                 CUdriverProcAddressQueryResult *);
 
+/*
+ * The driver name to resolve for a field.  cuda.h 12+ maps cuGraphInstantiate
+ * to a function of another name, cuGraphInstantiateWithFlags (exec, graph,
+ * flags), while the driver still versions the name "cuGraphInstantiate" as
+ * cuGraphInstantiate_v2 (exec, graph, error node, log buffer, size).  Asking
+ * for "cuGraphInstantiate" at CUDA_VERSION 12000+ therefore returns the
+ * five-argument ABI under a three-argument prototype; on a GPU the call wrote
+ * into a garbage "log buffer" and crashed every graph-timed trial.
+ */
+static const char *proc_name(const char *field)
+{
+    return strcmp(field, "cuGraphInstantiate") == 0 ? "cuGraphInstantiateWithFlags" : field;
+}
+
 static fmqa_status resolve_all(get_proc_fn get_proc)
 {
 #define RT_CUDA_RESOLVE(f)                                                              \
     {                                                                                   \
         CUdriverProcAddressQueryResult q_;                                              \
         void *p_ = NULL;                                                                \
-        if (get_proc(#f, &p_, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &q_) !=        \
-                CUDA_SUCCESS ||                                                         \
+        if (get_proc(proc_name(#f), &p_, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT,     \
+                     &q_) != CUDA_SUCCESS ||                                            \
             !p_)                                                                        \
             return fmqa_err_set(&g_load_err, FMQA_ERR_NO_DRIVER,                        \
                                 "libcuda.so.1 has no %s for CUDA %d.%d: driver too old", \

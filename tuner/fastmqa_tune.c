@@ -252,7 +252,7 @@ static char *problem_text(const opts *o, fmqa_err *err)
 
 typedef struct watchdog {
     pthread_mutex_t lock;
-    int armed;
+    int armed, quit;             /* quit: run_gpu is tearing down; stop      */
     double deadline_ms, timeout_s;
     db_trial trial;              /* what to record on a timeout              */
     char config[GEN_CONFIG_TEXT_CAP], what[512];
@@ -298,6 +298,10 @@ static void *watchdog_main(void *arg)
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
         pthread_mutex_lock(&w->lock);
+        if (w->quit) {
+            pthread_mutex_unlock(&w->lock);
+            return NULL;
+        }
         if (w->armed && fmqa_now_ms() > w->deadline_ms) {
             fmqa_err err;
             w->trial.status = DB_TRIAL_TIMEOUT;
@@ -313,7 +317,17 @@ static void *watchdog_main(void *arg)
         }
         pthread_mutex_unlock(&w->lock);
     }
-    return NULL;
+}
+
+/* The watchdog lives in run_gpu's frame and uses the database: it must be gone
+ * before either is. */
+static void watchdog_stop(watchdog *w, pthread_t thread)
+{
+    pthread_mutex_lock(&w->lock);
+    w->quit = 1;
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(thread, NULL);
+    pthread_mutex_destroy(&w->lock);
 }
 
 static void watchdog_arm(watchdog *w, const db_trial *trial, const char *what)
@@ -760,18 +774,23 @@ static int run_gpu(const opts *o)
     summary *sums = st == FMQA_OK ? calloc(n, sizeof *sums) : NULL;
     if (st == FMQA_OK && !sums)
         st = fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    pthread_t wd;
     if (st == FMQA_OK) {
-        pthread_t wd;
         pthread_mutex_init(&T.wd.lock, NULL);
         T.wd.db = T.db, T.wd.timeout_s = o->timeout_s;
-        pthread_create(&wd, NULL, watchdog_main, &T.wd);
-        pthread_detach(wd);
+        if (pthread_create(&wd, NULL, watchdog_main, &T.wd) != 0) {
+            pthread_mutex_destroy(&T.wd.lock);
+            st = fmqa_err_set(&err, FMQA_ERR_INTERNAL, "cannot start the watchdog thread");
+        }
+    }
+    if (st == FMQA_OK) {
         signal(SIGINT, on_sigint);
         fprintf(stderr, "fastmqa-tune: %s (%s), %zu problem(s), strategy %s, session %lld, db %s\n",
                 T.dev.name, T.dev.arch, n, tun_strategy_name(T.strategy),
                 (long long)T.session.id, o->db_path);
         for (size_t i = 0; i < n && st == FMQA_OK && !interrupted; i++)
             st = tune_problem(&T, &ps[i], (int)i, (int)n, &sums[i], &err);
+        watchdog_stop(&T.wd, wd);
     }
     if (st == FMQA_OK) {
         print_summary(ps, sums, n);

@@ -99,7 +99,9 @@ const int32_t *tun_case_lens(const tun_case *c);
 const fmqa_decode_args *tun_case_decode_args(const tun_case *c, int copy);
 const fmqa_append_args *tun_case_append_args(const tun_case *c, int copy);
 /* Bytes of KV cache (K, V and scales) a decode reads for the case's lengths:
- * the visible positions' rows, the figure of merit of a bandwidth-bound kernel. */
+ * the rows of the positions some query token sees (window, sinks, ring, causal
+ * and tree rules), the figure of merit of a bandwidth-bound kernel.  0 for an
+ * append case. */
 double tun_case_kv_bytes(const tun_case *c);
 
 /* Fills the outputs of copy 0 with 0xFF bytes (NaN in f16/bf16/f32): decode o

@@ -381,6 +381,17 @@ void tun_case_destroy(tun_case *c)
 
 /* ---------------------------------------------------------------- references */
 
+/* The reference's view of a decode case: its lengths, mask, window and scale. */
+static ref_attn_shape attn_shape(const tun_case *c)
+{
+    const fmqa_problem *p = &c->p;
+    ref_attn_shape s = {p->batch, p->q_tokens, p->kv_len, p->num_q_heads, p->num_kv_heads,
+                        p->head_dim_qk, p->head_dim_v, c->lens, p->flags,
+                        (p->flags & FMQA_FLAG_TREE_MASK) ? c->t[T_MASK].host : NULL,
+                        p->window, p->sink_tokens, 0, 0, c->sm_scale};
+    return s;
+}
+
 static fmqa_status decode_reference(tun_case *c, double *full_k, double *full_v, fmqa_err *err)
 {
     const fmqa_problem *p = &c->p;
@@ -403,10 +414,7 @@ static fmqa_status decode_reference(tun_case *c, double *full_k, double *full_v,
         free(q);
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     }
-    ref_attn_shape s = {p->batch, p->q_tokens, p->kv_len, p->num_q_heads, p->num_kv_heads,
-                        p->head_dim_qk, p->head_dim_v, c->lens, p->flags,
-                        (p->flags & FMQA_FLAG_TREE_MASK) ? c->t[T_MASK].host : NULL,
-                        p->window, p->sink_tokens, 0, 0, c->sm_scale};
+    ref_attn_shape s = attn_shape(c);
     st = ref_to_double(p->q_dtype, c->t[T_Q].host, nq, q, err);
     if (st == FMQA_OK)
         st = ref_attention(&s, q, full_k, full_v, c->full_o, NULL, err);
@@ -570,18 +578,25 @@ fmqa_status tun_case_create(fmqa_ctx_t *ctx, const fmqa_problem *p, uint64_t see
     return FMQA_OK;
 }
 
+/* A position counts once if any query token of its sequence sees it (window,
+ * sinks, ring, causal and tree rules of ref_visible): a sliding window on a
+ * contiguous cache reads about `window` rows, not kv_lens[b]. */
 double tun_case_kv_bytes(const tun_case *c)
 {
     const fmqa_problem *p = &c->p;
+    ref_attn_shape s = attn_shape(c);
+    if (p->op != FMQA_OP_DECODE || ref_attn_shape_check(&s, NULL) != FMQA_OK)
+        return 0;
     double row = (double)fmqa_dtype_size(p->kv_dtype) * (p->head_dim_qk + p->head_dim_v) +
                  (is_8bit(p->kv_dtype) ? 8.0 : 0.0);
     double rows = 0;
-    for (int b = 0; b < p->batch; b++) {
-        int64_t n = c->lens[b];
-        if (p->flags & FMQA_FLAG_RING && n > (int64_t)p->sink_tokens + p->window)
-            n = (int64_t)p->sink_tokens + p->window;
-        rows += (double)n;
-    }
+    for (int64_t b = 0; b < p->batch; b++)
+        for (int64_t j = 0; j < c->lens[b]; j++) {
+            int seen = 0;
+            for (int64_t t = 0; t < p->q_tokens && !seen; t++)
+                seen = ref_visible(&s, b, t, j);
+            rows += seen;
+        }
     return rows * p->num_kv_heads * row;
 }
 

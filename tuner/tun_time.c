@@ -71,6 +71,8 @@ fmqa_status tun_timer_create(fmqa_ctx_t *ctx, tun_timer **out, fmqa_err *err)
     return FMQA_OK;
 }
 
+static void bw_release(tun_timer *t);
+
 void tun_timer_destroy(tun_timer *t)
 {
     if (!t)
@@ -79,12 +81,7 @@ void tun_timer_destroy(tun_timer *t)
     if (rt_enter(t->ctx, NULL) == FMQA_OK) {
         if (t->stream)
             cu->cuStreamSynchronize(t->stream);
-        if (t->bw_module)
-            cu->cuModuleUnload(t->bw_module);
-        if (t->bw_buf)
-            cu->cuMemFree(t->bw_buf);
-        if (t->bw_sink)
-            cu->cuMemFree(t->bw_sink);
+        bw_release(t);
         if (t->flush)
             cu->cuMemFree(t->flush);
         if (t->start)
@@ -306,7 +303,21 @@ static fmqa_status bw_compile(tun_timer *t, void **cubin, fmqa_err *err)
     return FMQA_OK;
 }
 
-static fmqa_status bw_prepare(tun_timer *t, fmqa_err *err)
+/* Frees the bandwidth kernel and buffers (context entered); bw_module == NULL
+ * afterwards means "not prepared". */
+static void bw_release(tun_timer *t)
+{
+    const rt_cuda *cu = cu_of(t);
+    if (t->bw_module)
+        cu->cuModuleUnload(t->bw_module);
+    if (t->bw_buf)
+        cu->cuMemFree(t->bw_buf);
+    if (t->bw_sink)
+        cu->cuMemFree(t->bw_sink);
+    t->bw_module = NULL, t->bw_fn = NULL, t->bw_buf = t->bw_sink = 0;
+}
+
+static fmqa_status bw_load(tun_timer *t, fmqa_err *err)
 {
     const rt_cuda *cu = cu_of(t);
     void *cubin = NULL;
@@ -325,6 +336,16 @@ static fmqa_status bw_prepare(tun_timer *t, fmqa_err *err)
     RT_CU(err, cu->cuMemAlloc(&t->bw_sink, 16), "cuMemAlloc");
     RT_CU(err, cu->cuMemsetD32(t->bw_buf, 0x01020304u, t->bw_bytes / 4), "cuMemsetD32");
     return FMQA_OK;
+}
+
+/* All or nothing: a half-prepared timer (module loaded, buffer missing) would
+ * otherwise count as prepared and launch on a null buffer next time. */
+static fmqa_status bw_prepare(tun_timer *t, fmqa_err *err)
+{
+    fmqa_status st = bw_load(t, err);
+    if (st != FMQA_OK)
+        bw_release(t);
+    return st;
 }
 
 static fmqa_status bw_launch(void *user, int i, CUstream stream, fmqa_err *err)
