@@ -105,12 +105,14 @@ static fmqa_status check_overflow(const fmqa_problem *p, fmqa_err *err)
 {
     const int64_t lim = INT32_MAX;
     int64_t d = p->head_dim_qk > p->head_dim_v ? p->head_dim_qk : p->head_dim_v;
-    int64_t seq = (int64_t)p->kv_len * p->num_kv_heads * d;
+    /* A ring cache holds sinks + window slots whatever the logical length. */
+    int64_t slots = (p->flags & FMQA_FLAG_RING) ? (int64_t)p->sink_tokens + p->window : p->kv_len;
+    int64_t seq = slots * p->num_kv_heads * d;
     int64_t qo = (int64_t)p->batch * p->q_tokens * p->num_q_heads * d;
     if (seq > lim)
-        return BAD("problem: kv_len %d x num_kv_heads %d x head_dim %lld = %lld elements per "
-                   "sequence overflows 32-bit indexing",
-                   p->kv_len, p->num_kv_heads, (long long)d, (long long)seq);
+        return BAD("problem: %lld cache slots x num_kv_heads %d x head_dim %lld = %lld elements "
+                   "per sequence overflows 32-bit indexing",
+                   (long long)slots, p->num_kv_heads, (long long)d, (long long)seq);
     if (qo > lim)
         return BAD("problem: batch %d x q_tokens %d x num_q_heads %d x head_dim %lld overflows "
                    "32-bit indexing",

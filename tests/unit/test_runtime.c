@@ -178,6 +178,12 @@ static void e_rope(fmqa_problem *p) { p->rope = (fmqa_rope)7; }
 static void e_tq(fmqa_problem *p) { p->q_tokens = 5000; }
 static void e_overflow(fmqa_problem *p) { p->kv_len = 1 << 24; p->num_kv_heads = 32; }
 static void e_overflow_q(fmqa_problem *p) { p->batch = 1 << 20; p->q_tokens = 16; }
+static void e_overflow_ring(fmqa_problem *p)
+{
+    p->flags |= FMQA_FLAG_RING;
+    p->window = 1 << 22;
+    p->kv_len = 1 << 30;
+}
 
 Test(problem, each_bad_field_is_named)
 {
@@ -198,6 +204,7 @@ Test(problem, each_bad_field_is_named)
         {"more query tokens than cache", e_tq, "exceeds kv_len"},
         {"32-bit overflow of a sequence", e_overflow, "overflows 32-bit"},
         {"32-bit overflow of the queries", e_overflow_q, "overflows 32-bit"},
+        {"32-bit overflow of a ring", e_overflow_ring, "4194304 cache slots"},
     };
     fmqa_ctx_t *ctx = make_ctx();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -209,6 +216,18 @@ Test(problem, each_bad_field_is_named)
                   cases[i].what, fmqa_ctx_errmsg(ctx));
     }
     cr_assert_eq(fmqa_problem_validate(ctx, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    fmqa_ctx_destroy(ctx);
+}
+
+Test(problem, a_ring_cache_is_sized_by_its_slots_not_the_logical_length)
+{
+    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_problem p = decode_problem();
+    p.flags |= FMQA_FLAG_RING;
+    p.window = 4096;
+    p.sink_tokens = 4;
+    p.kv_len = 1 << 30; /* a long conversation in a bounded cache */
+    cr_assert_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
     fmqa_ctx_destroy(ctx);
 }
 
