@@ -475,36 +475,94 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
     if (nw == 0 && active) store_rows(p, b, hk, rb, mw, split, st);
 }
 
-/* Merges split partials: one warp per (b, t, h) row; block 128 threads.
- * o = sum_s 2^(lse_s - L) o_s / sum_s 2^(lse_s - L), L = max_s lse_s. */
-extern "C" __global__ void __launch_bounds__(128) fmqa_decode_combine(const fmqa_decode_params p) {
-    const int lane = threadIdx.x & 31;
+/* Merges split partials: o = sum_s 2^(lse_s - L) o_s / sum_s 2^(lse_s - L),
+ * L = max_s lse_s.  One CTA of 128 threads per (b, t, h) row: the weights are
+ * computed once into shared memory, then C_GROUPS groups of D/4 threads (one
+ * float4 column each) sum a strided share of the splits, whose loads are
+ * independent, and the groups' sums meet in shared memory.  Few rows and many
+ * splits is the case that matters (batch 1, long context): one warp per row,
+ * looping over every split, kept most SMs idle and one load in flight. */
+constexpr int C_THREADS = 128;
+constexpr int C_COLS = D / 4;
+constexpr int C_GROUPS = C_THREADS / C_COLS;
+constexpr int C_MAX_SPLITS = 256; /* decode.lua never plans more */
+
+/* x reduced over the CTA with op; red holds one value per warp. */
+template <bool MAX> DEV float block_reduce(float x, float *red) {
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) {
+        const float y = __shfl_xor_sync(0xffffffffu, x, k);
+        x = MAX ? fmaxf(x, y) : x + y;
+    }
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+    __syncthreads();
+    x = red[0];
+#pragma unroll
+    for (int w = 1; w < C_THREADS / 32; ++w) x = MAX ? fmaxf(x, red[w]) : x + red[w];
+    __syncthreads(); /* red is reused by the next reduction */
+    return x;
+}
+
+/* Must equal decode.lua's combine_shared_bytes(). */
+constexpr int C_SMEM_BYTES = 4 * C_MAX_SPLITS + 4 * (C_THREADS / 32) + 16 * C_GROUPS * C_COLS;
+
+extern "C" __global__ void __launch_bounds__(C_THREADS) fmqa_decode_combine(const fmqa_decode_params p) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    {
+        u32 dyn;
+        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
+        if (dyn < (u32)C_SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
+    }
+    float *w = (float *)smem;                         /* [C_MAX_SPLITS] weights  */
+    float *red = w + C_MAX_SPLITS;                    /* [warps] reductions      */
+    float4 (*part)[C_COLS] = (float4 (*)[C_COLS])(red + C_THREADS / 32); /* 16-byte aligned */
+    const int tid = threadIdx.x;
     const int rows = p.batch * Q_TOKENS * p.num_q_heads; /* < 2^31: fastmqa checks */
-    const int row = blockIdx.x * 4 + (threadIdx.x >> 5);
-    if (row >= rows) return;
+    const int row = blockIdx.x;
     const int S = p.num_splits;
+    if (S > C_MAX_SPLITS) __trap();
     const float *lse_s = p.ws_lse + row;
     float L = neg_inf();
-    for (int s = lane; s < S; s += 32) L = fmaxf(L, lse_s[(long long)s * rows]);
-#pragma unroll
-    for (int k = 16; k > 0; k >>= 1) L = fmaxf(L, __shfl_xor_sync(0xffffffffu, L, k));
+    for (int s = tid; s < S; s += C_THREADS) L = fmaxf(L, lse_s[(long long)s * rows]);
+    L = block_reduce<true>(L, red);
     const float base = L == neg_inf() ? 0.0f : L;
     float wsum = 0.0f;
-    for (int s = lane; s < S; s += 32) wsum += ex2(lse_s[(long long)s * rows] - base);
-#pragma unroll
-    for (int k = 16; k > 0; k >>= 1) wsum += __shfl_xor_sync(0xffffffffu, wsum, k);
-    const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
-
-    const int h = row % p.num_q_heads, t = row / p.num_q_heads % Q_TOKENS;
-    const int b = row / (p.num_q_heads * Q_TOKENS);
-    u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh;
-    for (int d = lane; d < D; d += 32) {
-        float acc = 0.0f;
-        for (int s = 0; s < S; ++s) {
-            const float w = ex2(lse_s[(long long)s * rows] - base);
-            if (w > 0.0f) acc += w * p.ws_o[((long long)s * rows + row) * D + d]; /* skips empty splits */
-        }
-        o[d] = f32_to_h<OUT_BF16>(acc * inv);
+    for (int s = tid; s < S; s += C_THREADS) {
+        w[s] = ex2(lse_s[(long long)s * rows] - base);
+        wsum += w[s];
     }
-    if (LSE && lane == 0) p.lse[row] = wsum > 0.0f ? (L + __log2f(wsum)) * 0.69314718055994531f : neg_inf();
+    wsum = block_reduce<false>(wsum, red); /* its barriers also publish w */
+
+    const int g = tid / C_COLS, c = tid % C_COLS;
+    if (g < C_GROUPS) {
+        const float4 *src = (const float4 *)p.ws_o + (long long)row * C_COLS + c;
+        const long long split_stride = (long long)rows * C_COLS; /* float4s per split */
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 4
+        for (int s = g; s < S; s += C_GROUPS) {
+            const float ws = w[s];
+            if (ws > 0.0f) { /* skips empty splits */
+                const float4 v = src[s * split_stride];
+                acc.x += ws * v.x, acc.y += ws * v.y, acc.z += ws * v.z, acc.w += ws * v.w;
+            }
+        }
+        part[g][c] = acc;
+    }
+    __syncthreads();
+    if (g == 0) {
+        const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
+        float4 acc = part[0][c];
+#pragma unroll
+        for (int k = 1; k < C_GROUPS; ++k) {
+            const float4 v = part[k][c];
+            acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+        }
+        const int h = row % p.num_q_heads, t = row / p.num_q_heads % Q_TOKENS;
+        const int b = row / (p.num_q_heads * Q_TOKENS);
+        u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh + 4 * c;
+        const u32 lo = f32_to_h<OUT_BF16>(acc.x * inv) | (u32)f32_to_h<OUT_BF16>(acc.y * inv) << 16;
+        const u32 hi = f32_to_h<OUT_BF16>(acc.z * inv) | (u32)f32_to_h<OUT_BF16>(acc.w * inv) << 16;
+        *(uint2 *)o = make_uint2(lo, hi); /* o and its strides are 16-byte aligned */
+    }
+    if (LSE && tid == 0) p.lse[row] = wsum > 0.0f ? (L + __log2f(wsum)) * 0.69314718055994531f : neg_inf();
 }

@@ -102,6 +102,13 @@ end
 -- whole grid within one wave of resident CTAs (a second, partial wave would
 -- leave SMs idle at the tail), at most 256 and at least MIN_SPLIT_TILES tiles
 -- each.
+-- decode.cuh's C_SMEM_BYTES: split weights (at most MAX_AUTO_SPLITS), one
+-- float per warp of 128 threads, and a float4 per thread of the column groups.
+local function combine_shared_bytes(p)
+  local cols = p.head_dim_v // 4
+  return 4 * MAX_AUTO_SPLITS + 4 * 4 + 16 * (128 // cols) * cols
+end
+
 local function split_plan(c, p, d)
   local len = math.max(eff_len(p), 1)
   local n = c.SPLITS
@@ -193,8 +200,9 @@ return {
     local out_rows = p.batch * p.q_tokens * p.num_q_heads
     local workspace = 0
     if splits > 1 then
-      kernels[2] = { entry = "fmqa_decode_combine", grid = { ceil_div(out_rows, 4), 1, 1 },
-                     block = { 128, 1, 1 }, shared = 0 }
+      -- one CTA of 128 threads per output row (decode.cuh, C_THREADS)
+      kernels[2] = { entry = "fmqa_decode_combine", grid = { out_rows, 1, 1 },
+                     block = { 128, 1, 1 }, shared = combine_shared_bytes(p) }
       workspace = splits * out_rows * (p.head_dim_v + 1) * 4
     end
     return { kernels = kernels, workspace = workspace, splits = splits, split_tokens = tokens }

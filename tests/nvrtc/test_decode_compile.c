@@ -215,8 +215,11 @@ Test(decode_compile, mqa_default_and_launch_by_hand)
     cr_expect_eq(plan.kernels[0].block[0], 128);
     cr_expect_eq(plan.kernels[0].shared, 113152);
     cr_expect_str_eq(plan.kernels[1].entry, "fmqa_decode_combine");
-    cr_expect_eq(plan.kernels[1].grid[0], 512);
+    /* One CTA per output row, 64 x 32; weights 256 x 4 + 4 warps x 4 + 4
+     * groups x 32 columns x 16 bytes of shared memory. */
+    cr_expect_eq(plan.kernels[1].grid[0], 2048);
     cr_expect_eq(plan.kernels[1].block[0], 128);
+    cr_expect_eq(plan.kernels[1].shared, 1024 + 16 + 2048);
     cr_expect_eq(plan.splits, 4);
     cr_expect_eq(plan.workspace, 4227072);
     int64_t tokens = 0;
