@@ -8,8 +8,10 @@
  *
  * Work split.  The grid enumerates "rows" of head_dim elements, in three
  * consecutive regions: every K row (b, t, hk), then every V row, then every Q
- * row (b, t, h); the head index is fastest, so neighbouring groups touch
- * neighbouring memory and a region boundary is the only place a warp diverges.
+ * row (b, t, h), the last only with RoPE (append.lua launches none without
+ * it; rows past the end exit); the head index is fastest, so neighbouring
+ * groups touch neighbouring memory and a region boundary is the only place a
+ * warp diverges.
  * A group of THREADS_PER_ROW consecutive lanes owns one row.  A row is split in
  * two halves of D/2 and each half into chunks of VEC elements; lane l owns
  * chunks l, l + THREADS_PER_ROW, ... of BOTH halves, so the NEOX partners
@@ -37,11 +39,13 @@
  *  - 16-bit cache / Q: the fp32 result rounded to nearest even (overflow: inf).
  *  - 8-bit cache: from the fp32 rotated values (no 16-bit rounding in between)
  *    amax = max|x|, scale = fl32(amax / QMAX) (QMAX 127 int8, 448 fp8), stored
- *    as the row's scale; code = encode(fl32(x / scale)), encode = rint + clamp
- *    to [-127, 127] (int8) or RNE saturating to +-448 (fp8 e4m3).  A zero row
- *    (or one whose scale underflows to 0) gets scale 0 and zero codes.  Codes
- *    can differ from a float64 reference only where x / scale lies within
- *    ~1e-6 relative of a rounding tie.  Rows holding NaN/inf: unspecified.
+ *    as the row's scale; code = encode(x / scale) of the exact quotient
+ *    (quantize()), encode = rint + clamp to [-127, 127] (int8) or RNE
+ *    saturating to +-448 (fp8 e4m3).  A zero row (or one whose scale
+ *    underflows to 0) gets scale 0 and zero codes.  So for given x the scale
+ *    and codes are those of ref_quantize_row bit for bit; rotated rows differ
+ *    from the reference only through x (codes at ties of the reference's x /
+ *    scale, scale by the rotation error).  Rows holding NaN/inf: unspecified.
  *
  * Placement.  pos = start_pos[b] + t.  RING: slot = pos if pos < sinks, else
  * sinks + (pos - sinks) % window; a token that a later token of the same call
@@ -140,6 +144,29 @@ static __device__ __forceinline__ unsigned char encode8(float x)
     if (FMT == FMT_INT8)
         return (unsigned char)(signed char)(int)fminf(fmaxf(rintf(x), -127.0f), 127.0f);
     return (unsigned char)__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3);
+}
+
+/* The code of the exact quotient q = x / sc, as ref_quantize_row rounds it.
+ * r = fl32(q) is the float nearest q and every tie of the code grid is a float,
+ * so no tie lies strictly between q and r: r encodes as q does unless r is
+ * itself a tie (frequent with 16-bit inputs: x * QMAX / amax is often exactly
+ * k + 1/2 while sc = fl32(amax / QMAX) is not exact).  Then r moves one float
+ * toward q, whose side the residual x - r * sc (exact with an FMA) tells. */
+template <int FMT>
+static __device__ __forceinline__ unsigned char quantize(float x, float sc)
+{
+    float r = __fdiv_rn(x, sc);
+    /* r in units of the code spacing: 1 for int8, 2^(E - 3) for e4m3 with E
+     * the exponent of r, at least -6 (the subnormal spacing 2^-9); |r| <= ~449
+     * keeps the power of two 2^(3 - E) normal. */
+    const int E = max(((__float_as_int(r) >> 23) & 0xff) - 127, -6);
+    const float m = FMT == FMT_INT8 ? r : r * __int_as_float((127 + 3 - E) << 23);
+    if (fabsf(m - truncf(m)) == 0.5f) {
+        const float e = fmaf(-r, sc, x);
+        if (e != 0.0f) /* r != 0 at a tie: one float up or down in magnitude */
+            r = __int_as_float(__float_as_int(r) + ((e > 0.0f) == (r > 0.0f) ? 1 : -1));
+    }
+    return encode8<FMT>(r);
 }
 
 /* ------------------------------------------------------------ one row */
@@ -266,7 +293,7 @@ static __device__ __forceinline__ void store_row(typename fmt_traits<FMT>::stora
 #pragma unroll
             for (int e = 0; e < VEC; ++e) {
                 if (q8)
-                    out[e] = encode8<FMT>(sc > 0.0f ? __fdiv_rn(x[it][half][e], sc) : 0.0f);
+                    out[e] = sc > 0.0f ? quantize<FMT>(x[it][half][e], sc) : 0;
                 else
                     out[e] = encode16<FMT>(x[it][half][e]);
             }

@@ -5,9 +5,10 @@
 -- tunable row split and the launch.
 --
 -- Invariants: every problem this template accepts (problem_check) compiles
--- for every config valid() accepts; the grid covers all K, V and Q rows
--- (batch * q_tokens * (2 * kv_heads + heads)), Q rows exiting at run time
--- when the call passes no q; a row's registers stay bounded (MAX_ROW_FLOATS).
+-- for every config valid() accepts; the grid covers all K and V rows
+-- (batch * q_tokens * 2 * kv_heads) and, with RoPE, the Q rows after them
+-- (batch * q_tokens * heads), which exit at run time when the call passes no
+-- q; a row's registers stay bounded (MAX_ROW_FLOATS).
 
 local DTYPE = { f16 = 1, bf16 = 2, int8 = 4, fp8_e4m3 = 5 }   -- fmqa_dtype codes
 local ROPE = { none = 0, neox = 1, gptj = 2 }                  -- fmqa_rope codes
@@ -62,7 +63,7 @@ return {
   sources = { "append.cuh" },
   entries = { "fmqa_append_kernel" },
   arch_min = 80,
-  accuracy = "16-bit caches: one RNE rounding of the fp32 result; 8-bit: codes exact but for ties; RoPE angle within ~3e-6 rad at any position",
+  accuracy = "16-bit caches: one RNE rounding of the fp32 result; 8-bit: scale and codes those of ref_quantize_row for the fp32 row; RoPE angle within ~3e-6 rad at any position",
 
   specialize = function(p)
     local ok, why = problem_check(p)
@@ -111,7 +112,10 @@ return {
   end,
 
   launch = function(c, p, d)
-    local rows = p.batch * p.q_tokens * (2 * p.num_kv_heads + p.num_q_heads)
+    -- Without RoPE nothing happens to q: no CTAs for its rows (with MQA they
+    -- would be nearly all of the grid).
+    local q_heads = p.rope == "none" and 0 or p.num_q_heads
+    local rows = p.batch * p.q_tokens * (2 * p.num_kv_heads + q_heads)
     return {
       kernels = { {
         entry = "fmqa_append_kernel",

@@ -1,12 +1,15 @@
 /*
  * test_append_compile.c -- the append template through the generator, without a
- * GPU: specialization classes (cache f16/bf16/int8/fp8 x rope none/neox/gptj
- * in full, input f16/bf16 and contiguous/paged/ring rotating through them, x
- * head dims 64/96/128/256) are rendered with their default config and
- * compiled by NVRTC for sm_80 and sm_90,
- * and ptxas must report no spills and no stack frame (no local memory at all:
- * the RoPE angle reduction is designed to need none).  Every third config of
- * the heaviest class's space is compiled too (sm_90): the tuner tries them.
+ * GPU.  Specialization classes are rendered with their default config and
+ * compiled by NVRTC, and ptxas must report no spills and no stack frame (no
+ * local memory at all: the RoPE angle reduction is designed to need none).  The
+ * classes form a pairwise covering set: cache f16/bf16/int8/fp8 x rope
+ * none/neox/gptj x input f16/bf16 x contiguous/paged/ring x head dim
+ * 64/96/128/256 x V head dim x sm_80/sm_90, every pair of values of two of
+ * these factors in some class (but placement x V head dim), in 16 classes.
+ * For the heaviest class the tuner's space is sampled where registers are
+ * tightest: for each (VEC, THREADS_PER_ROW) the largest block, on sm_80 and
+ * sm_90 in turn.  All compile on a pool of two threads (CI has two cores).
  * The Lua side is checked with hand-computed launches, defaults and the
  * reasons it gives for illegal problems and configs.
  */
@@ -55,99 +58,157 @@ static fmqa_device_info device(const char *arch)
     return d;
 }
 
-/* Renders and compiles one config; asserts the kernel has no local memory. */
-static void compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
-                          const fmqa_device_info *d, const char *what)
+/* ---------------------------------------------------------------- compiles */
+
+/* One compilation on the pool and what to say about it. */
+typedef struct compile_job {
+    char what[GEN_PROBLEM_TEXT_CAP + GEN_CONFIG_TEXT_CAP + 16];
+    gen_job *job;
+} compile_job;
+
+/* Renders one config and queues its compilation. */
+static void submit(gen_compiler *comp, const gen_template *t, const gen_config *c,
+                   const fmqa_problem *p, const fmqa_device_info *d, const char *what,
+                   compile_job *j)
 {
     fmqa_err err;
     gen_source src;
-    gen_binary bin;
     char text[GEN_CONFIG_TEXT_CAP];
     gen_config_text(c, text, sizeof text);
-    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
-    cr_assert_eq(gen_compile(&src, &bin, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
-    cr_assert_eq(bin.n_resources, 1, "%s [%s]: no ptxas report in the log:\n%s", what, text,
-                 bin.log ? bin.log : "");
-    const gen_resource *r = &bin.resources[0];
-    cr_expect_str_eq(r->entry, "fmqa_append_kernel");
-    cr_expect(r->spill_stores == 0 && r->spill_loads == 0 && r->stack_bytes == 0,
-              "%s %s [%s]: spills %d/%d bytes, stack %d bytes, %d registers", what, src.arch,
-              text, r->spill_stores, r->spill_loads, r->stack_bytes, r->registers);
-    gen_binary_free(&bin);
-    gen_source_free(&src);
+    snprintf(j->what, sizeof j->what, "%s %s [%s]", what, d->arch, text);
+    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s: %s", j->what, err.msg);
+    cr_assert_eq(gen_compiler_submit(comp, &src, NULL, NULL, &j->job, &err), FMQA_OK, "%s: %s",
+                 j->what, err.msg);
 }
 
-/* Every class for one head dim on one architecture, default configs. */
-static void compile_classes(const char *arch, int d)
+/* Waits for a compilation; asserts the kernel has no local memory. */
+static void expect_clean(compile_job *j)
 {
-    static const char *const in[] = {"f16", "bf16"};
+    fmqa_err err;
+    const gen_binary *bin;
+    cr_assert_eq(gen_job_wait(j->job, &bin, &err), FMQA_OK, "%s: %s", j->what, err.msg);
+    cr_assert_eq(bin->n_resources, 1, "%s: no ptxas report in the log:\n%s", j->what,
+                 bin->log ? bin->log : "");
+    const gen_resource *r = &bin->resources[0];
+    cr_expect_str_eq(r->entry, "fmqa_append_kernel");
+    cr_expect(r->spill_stores == 0 && r->spill_loads == 0 && r->stack_bytes == 0,
+              "%s: spills %d/%d bytes, stack %d bytes, %d registers", j->what, r->spill_stores,
+              r->spill_loads, r->stack_bytes, r->registers);
+    gen_job_release(j->job);
+}
+
+/* GF(4) product (2 = x, 3 = x + 1, x^2 = x + 1); the sum is XOR. */
+static int gf4_mul(int a, int b)
+{
+    static const int t[4][4] = {{0, 0, 0, 0}, {0, 1, 2, 3}, {0, 2, 3, 1}, {0, 3, 1, 2}};
+    return t[a][b];
+}
+
+/*
+ * Class (i, j), 0 <= i, j < 4, of the covering set.  The columns i, j, i + j,
+ * i + 2j, i + 3j over GF(4) are an orthogonal array: any two of them take all
+ * 16 value pairs over the 16 classes.  Head dim and cache take i and j; rope
+ * and placement i + j and i + 2j mod 3; the V head dim i + 2j too; input dtype
+ * and architecture the two bits of i + 3j.  Mapping a column onto fewer values
+ * keeps every pair.
+ */
+static void submit_class(gen_compiler *comp, const gen_template *t, int i, int j,
+                         compile_job *job)
+{
+    static const int hd[] = {64, 96, 128, 256};
     static const char *const kv[] = {"f16", "bf16", "int8", "fp8_e4m3"};
     static const char *const rope[] = {"none", "neox", "gptj"};
     static const char *const place[] = {"page=0,window=0,sinks=0,flags=none",
                                         "page=16,window=0,sinks=0,flags=paged",
                                         "page=0,window=100,sinks=4,flags=ring"};
-    gen_lib *lib = open_lib();
-    const gen_template *t = append_template(lib);
-    fmqa_device_info dev = device(arch);
-    /* Cache type x rope in full; input dtype and placement rotate through them
-     * (a compile takes ~1.5 s on a loaded core: the full product, 576
-     * compiles, passed once for sm_80 d96 in 2 minutes but is too slow here). */
-    for (size_t b = 0; b < 4; b++)
-        for (size_t r = 0; r < 3; r++) {
-                    size_t a = (b + r) % 2, pl = (b + r) % 3;
-                    char spec[GEN_PROBLEM_TEXT_CAP];
-                    snprintf(spec, sizeof spec,
-                             "op=append,batch=3,heads=8,kv_heads=2,d=%d,dv=%d,tq=5,kv_len=4096,"
-                             "q=%s,kv=%s,out=%s,rope=%s,%s",
-                             d, d, in[a], kv[b], in[a], rope[r], place[pl]);
-                    fmqa_problem p = parse(spec);
-                    gen_config c;
-                    fmqa_err err;
-                    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec,
-                                 err.msg);
-                    compile_clean(t, &c, &p, &dev, spec);
-        }
-    gen_lib_close(lib);
+    static const char *const in[] = {"f16", "bf16"};
+    static const char *const arch[] = {"sm_80", "sm_90"};
+    const int c3 = i ^ gf4_mul(2, j), c4 = i ^ gf4_mul(3, j);
+    char spec[GEN_PROBLEM_TEXT_CAP];
+    snprintf(spec, sizeof spec,
+             "op=append,batch=3,heads=8,kv_heads=2,d=%d,dv=%d,tq=5,kv_len=4096,q=%s,kv=%s,"
+             "out=%s,rope=%s,%s",
+             hd[i], hd[c3], in[c4 & 1], kv[j], in[c4 & 1], rope[(i ^ j) % 3], place[c3 % 3]);
+    fmqa_problem p = parse(spec);
+    fmqa_device_info dev = device(arch[c4 >> 1]);
+    gen_config c;
+    fmqa_err err;
+    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
+    submit(comp, t, &c, &p, &dev, spec, job);
 }
 
-Test(append_compile, classes_sm80_d64) { compile_classes("sm_80", 64); }
-Test(append_compile, classes_sm80_d96) { compile_classes("sm_80", 96); }
-Test(append_compile, classes_sm80_d128) { compile_classes("sm_80", 128); }
-Test(append_compile, classes_sm80_d256) { compile_classes("sm_80", 256); }
-Test(append_compile, classes_sm90_d64) { compile_classes("sm_90", 64); }
-Test(append_compile, classes_sm90_d96) { compile_classes("sm_90", 96); }
-Test(append_compile, classes_sm90_d128) { compile_classes("sm_90", 128); }
-Test(append_compile, classes_sm90_d256) { compile_classes("sm_90", 256); }
+/* 1 if no config of cs[0..n) has c's VEC and THREADS_PER_ROW and more rows. */
+static int largest_block(const gen_config *cs, size_t n, const gen_config *c)
+{
+    int64_t vec, tpr, rows, v, t, r;
+    gen_config_get(c, "VEC", &vec);
+    gen_config_get(c, "THREADS_PER_ROW", &tpr);
+    gen_config_get(c, "ROWS_PER_CTA", &rows);
+    for (size_t i = 0; i < n; i++) {
+        gen_config_get(&cs[i], "VEC", &v);
+        gen_config_get(&cs[i], "THREADS_PER_ROW", &t);
+        gen_config_get(&cs[i], "ROWS_PER_CTA", &r);
+        if (v == vec && t == tpr && r > rows)
+            return 0;
+    }
+    return 1;
+}
 
-/* The widest rows hold the most registers: legal configs of the heaviest class
- * stay out of local memory (all 57 passed on sm_80 and sm_90 once, in 7
- * minutes; the test keeps every third on sm_90). */
-Test(append_compile, sampled_space_heaviest_class)
+/* The widest rows hold the most registers, the largest blocks cap them
+ * lowest (64 a thread at 1024 threads).  Lanes of 4 and 8 threads (32 to 64
+ * values each) compile for sm_90, wider groups for sm_80: sm_80 has no fp8
+ * conversion instruction, and its inlined software conversion makes the
+ * long-lane compiles 2-3x slower (7 s against 3 s) for the same picture
+ * (~96 registers, no spills, when all 57 were compiled for both).  Returns
+ * the jobs queued (at most cap). */
+static size_t submit_heaviest(gen_compiler *comp, const gen_template *t, compile_job *jobs,
+                              size_t cap)
+{
+    static const char spec[] =
+        "op=append,batch=3,heads=8,kv_heads=2,d=256,dv=256,tq=5,kv_len=4096,q=bf16,kv=fp8_e4m3,"
+        "out=bf16,rope=gptj,page=16,window=100,sinks=4,flags=paged|ring";
+    fmqa_problem p = parse(spec);
+    fmqa_device_info devs[2] = {device("sm_80"), device("sm_90")};
+    gen_config *cs = NULL;
+    size_t n = 0, queued = 0;
+    fmqa_err err;
+    cr_assert_eq(gen_space(t, &p, &devs[1], &cs, &n, &err), FMQA_OK, "%s", err.msg);
+    /* By hand: VEC 2 and 4 allow TPR 4..32, VEC 8 TPR 4..16 (idle lanes,
+     * 64 values a lane); ROWS_PER_CTA for 32..1024 threads: TPR 4: 4, 8: 5,
+     * 16: 6, 32: 6.  21 + 21 + 15 = 57, of which 4 + 4 + 3 largest blocks. */
+    cr_expect_eq(n, 57, "%zu legal configs", n);
+    for (size_t i = 0; i < n; i++)
+        if (largest_block(cs, n, &cs[i])) {
+            int64_t tpr;
+            gen_config_get(&cs[i], "THREADS_PER_ROW", &tpr);
+            cr_assert_lt(queued, cap);
+            submit(comp, t, &cs[i], &p, &devs[tpr >= 16 ? 0 : 1], "heaviest class", &jobs[queued]);
+            queued++;
+        }
+    cr_expect_eq(queued, 11);
+    free(cs);
+    return queued;
+}
+
+Test(append_compile, covering_classes_and_heaviest_space)
 {
     gen_lib *lib = open_lib();
     const gen_template *t = append_template(lib);
-    fmqa_problem p = parse("op=append,batch=3,heads=8,kv_heads=2,d=256,dv=256,tq=5,kv_len=4096,"
-                           "q=bf16,kv=fp8_e4m3,out=bf16,rope=gptj,page=16,window=100,sinks=4,"
-                           "flags=paged|ring");
-    const char *const archs[] = {"sm_90"};
-    for (int a = 0; a < 1; a++) {
-        fmqa_device_info dev = device(archs[a]);
-        gen_config *cs = NULL;
-        size_t n = 0;
-        fmqa_err err;
-        cr_assert_eq(gen_space(t, &p, &dev, &cs, &n, &err), FMQA_OK, "%s", err.msg);
-        /* By hand: VEC 2 and 4 allow TPR 4..32, VEC 8 TPR 4..16 (idle lanes,
-         * 64 values a lane); ROWS_PER_CTA for 32..1024 threads: TPR 4: 4, 8: 5,
-         * 16: 6, 32: 6.  21 + 21 + 15 = 57. */
-        cr_expect_eq(n, 57, "%zu legal configs", n);
-        for (size_t i = 0; i < n; i += 3)
-            compile_clean(t, &cs[i], &p, &dev, archs[a]);
-        free(cs);
-    }
+    gen_compiler *comp;
+    fmqa_err err;
+    cr_assert_eq(gen_compiler_create(2, NULL, &comp, &err), FMQA_OK, "%s", err.msg);
+    compile_job jobs[16 + 16];
+    size_t n = submit_heaviest(comp, t, jobs, 16);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            submit_class(comp, t, i, j, &jobs[n++]);
+    for (size_t k = 0; k < n; k++)
+        expect_clean(&jobs[k]);
+    gen_compiler_destroy(comp);
     gen_lib_close(lib);
 }
 
-/* rows = batch * tq * (2 * kv_heads + heads) = 3 * 5 * (4 + 8) = 180. */
+/* rows = batch * tq * (2 * kv_heads + heads) = 3 * 5 * (4 + 8) = 180 with RoPE. */
 Test(append_compile, default_and_launch_by_hand)
 {
     gen_lib *lib = open_lib();
@@ -182,6 +243,10 @@ Test(append_compile, default_and_launch_by_hand)
         cr_expect_eq(plan.kernels[0].grid[1], 1u);
         cr_expect_eq(plan.workspace, 0);
         cr_expect_eq(plan.splits, 1);
+        /* Without RoPE no CTAs for the q rows: 3 * 5 * 4 = 60 rows. */
+        p.rope = FMQA_ROPE_NONE;
+        cr_assert_eq(gen_launch_plan(t, &c, &p, &dev, &plan, &err), FMQA_OK, "%s", err.msg);
+        cr_expect_eq(plan.kernels[0].grid[0], (uint32_t)((60 + rows - 1) / rows));
     }
     gen_lib_close(lib);
 }
