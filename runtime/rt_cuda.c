@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <cudaTypedefs.h>
 #include <nvrtc.h>
 
 static rt_cuda g_cuda;
@@ -22,32 +23,25 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 typedef CUresult (*get_proc_fn)(const char *, void **, int, cuuint64_t,
                                 CUdriverProcAddressQueryResult *);
 
-/*
- * The driver name to resolve for a field.  cuda.h 12+ maps cuGraphInstantiate
- * to a function of another name, cuGraphInstantiateWithFlags (exec, graph,
- * flags), while the driver still versions the name "cuGraphInstantiate" as
- * cuGraphInstantiate_v2 (exec, graph, error node, log buffer, size).  Asking
- * for "cuGraphInstantiate" at CUDA_VERSION 12000+ therefore returns the
- * five-argument ABI under a three-argument prototype; on a GPU the call wrote
- * into a garbage "log buffer" and crashed every graph-timed trial.
- */
-static const char *proc_name(const char *field)
-{
-    return strcmp(field, "cuGraphInstantiate") == 0 ? "cuGraphInstantiateWithFlags" : field;
-}
+/* The ABI versions in RT_CUDA_FUNCTIONS are those of the cuda.h prototypes. */
+#define RT_CUDA_CHECK_ABI(f, version)                                                   \
+    _Static_assert(__builtin_types_compatible_p(__typeof__(&f), PFN_##f##_v##version),  \
+                   #f " at ABI " #version " is not the prototype cuda.h declares");
+RT_CUDA_FUNCTIONS(RT_CUDA_CHECK_ABI)
+#undef RT_CUDA_CHECK_ABI
 
 static fmqa_status resolve_all(get_proc_fn get_proc)
 {
-#define RT_CUDA_RESOLVE(f)                                                              \
+#define RT_CUDA_RESOLVE(f, version)                                                     \
     {                                                                                   \
         CUdriverProcAddressQueryResult q_;                                              \
         void *p_ = NULL;                                                                \
-        if (get_proc(proc_name(#f), &p_, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT,     \
-                     &q_) != CUDA_SUCCESS ||                                            \
+        if (get_proc(#f, &p_, version, CU_GET_PROC_ADDRESS_DEFAULT, &q_) !=             \
+                CUDA_SUCCESS ||                                                         \
             !p_)                                                                        \
             return fmqa_err_set(&g_load_err, FMQA_ERR_NO_DRIVER,                        \
-                                "libcuda.so.1 has no %s for CUDA %d.%d: driver too old", \
-                                #f, CUDA_VERSION / 1000, CUDA_VERSION % 1000 / 10);     \
+                                "libcuda.so.1 has no %s (ABI of CUDA %d.%d): driver too old", \
+                                #f, version / 1000, version % 1000 / 10);               \
         memcpy(&g_cuda.f, &p_, sizeof p_);                                              \
     }
     RT_CUDA_FUNCTIONS(RT_CUDA_RESOLVE)

@@ -17,28 +17,44 @@
 
 #include "fmqa_common.h"
 
-/* X-macro of the driver functions we use.  The field names go through cuda.h's
- * renaming macros, the strings (#f) do not: exactly what cuGetProcAddress wants. */
-#define RT_CUDA_FUNCTIONS(X)                                                    \
-    X(cuInit) X(cuDriverGetVersion) X(cuDeviceGetCount) X(cuDeviceGet)          \
-    X(cuDeviceGetName) X(cuDeviceGetAttribute) X(cuDeviceTotalMem)              \
-    X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease)                    \
-    X(cuCtxSetCurrent) X(cuCtxGetCurrent) X(cuCtxPushCurrent) X(cuCtxPopCurrent)\
-    X(cuCtxSynchronize) X(cuModuleLoadData) X(cuModuleUnload)                   \
-    X(cuModuleGetFunction) X(cuFuncSetAttribute) X(cuFuncGetAttribute)          \
-    X(cuLaunchKernel) X(cuMemAlloc) X(cuMemFree) X(cuMemGetInfo)                \
-    X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemcpyDtoD) X(cuMemsetD8)               \
-    X(cuMemsetD32) X(cuMemsetD8Async) X(cuMemsetD32Async)                       \
-    X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyDtoDAsync)              \
-    X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize)                 \
-    X(cuStreamQuery) X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize)    \
-    X(cuEventElapsedTime) X(cuEventDestroy) X(cuEventQuery)                     \
-    X(cuStreamBeginCapture) X(cuStreamEndCapture) X(cuGraphInstantiate)         \
-    X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy)                    \
-    X(cuGetErrorName) X(cuGetErrorString)
+/*
+ * X-macro of the driver functions we use, each with the ABI version of the
+ * prototype cuda.h gives its name.  The field names go through cuda.h's
+ * renaming macros (cuMemAlloc -> cuMemAlloc_v2), the strings (#f) do not, and
+ * cuGetProcAddress returns, for a name and a version, the entry point of that
+ * version's ABI.  Asking every name at CUDA_VERSION is wrong: where the driver
+ * has a newer ABI that cuda.h does not map the name to, it returns that one
+ * (at 13000, "cuCtxSynchronize" gives cuCtxSynchronize_v2(CUcontext), while
+ * cuda.h declares cuCtxSynchronize(void); "cuGraphInstantiate" gives the
+ * five-argument _v2 while cuda.h maps the name to cuGraphInstantiateWithFlags).
+ * Both happened on a GPU: a context "destroyed" by a garbage argument and a
+ * crash in graph instantiation.  rt_cuda.c checks at compile time that each
+ * version's PFN typedef in cudaTypedefs.h is the type of the cuda.h prototype.
+ */
+#define RT_CUDA_FUNCTIONS(X)                                                        \
+    X(cuInit, 2000) X(cuDriverGetVersion, 2020) X(cuDeviceGetCount, 2000)           \
+    X(cuDeviceGet, 2000) X(cuDeviceGetName, 2000) X(cuDeviceGetAttribute, 2000)     \
+    X(cuDeviceTotalMem, 3020) X(cuDevicePrimaryCtxRetain, 7000)                     \
+    X(cuDevicePrimaryCtxRelease, 11000) X(cuCtxSetCurrent, 4000)                    \
+    X(cuCtxGetCurrent, 4000) X(cuCtxPushCurrent, 4000) X(cuCtxPopCurrent, 4000)     \
+    X(cuCtxSynchronize, 2000) X(cuModuleLoadData, 2000) X(cuModuleUnload, 2000)     \
+    X(cuModuleGetFunction, 2000) X(cuFuncSetAttribute, 9000)                        \
+    X(cuFuncGetAttribute, 2020) X(cuLaunchKernel, 4000) X(cuMemAlloc, 3020)         \
+    X(cuMemFree, 3020) X(cuMemGetInfo, 3020) X(cuMemcpyHtoD, 3020)                  \
+    X(cuMemcpyDtoH, 3020) X(cuMemcpyDtoD, 3020) X(cuMemsetD8, 3020)                 \
+    X(cuMemsetD32, 3020) X(cuMemsetD8Async, 3020) X(cuMemsetD32Async, 3020)         \
+    X(cuMemcpyHtoDAsync, 3020) X(cuMemcpyDtoHAsync, 3020)                           \
+    X(cuMemcpyDtoDAsync, 3020) X(cuStreamCreate, 2000) X(cuStreamDestroy, 4000)     \
+    X(cuStreamSynchronize, 2000) X(cuStreamQuery, 2000) X(cuEventCreate, 2000)      \
+    X(cuEventRecord, 2000) X(cuEventSynchronize, 2000)                              \
+    X(cuEventElapsedTime, 12080) X(cuEventDestroy, 4000) X(cuEventQuery, 2000)      \
+    X(cuStreamBeginCapture, 10010) X(cuStreamEndCapture, 10000)                     \
+    X(cuGraphInstantiateWithFlags, 11040) X(cuGraphLaunch, 10000)                   \
+    X(cuGraphExecDestroy, 10000) X(cuGraphDestroy, 10000) X(cuGetErrorName, 6000)   \
+    X(cuGetErrorString, 6000)
 
 typedef struct rt_cuda {
-#define RT_CUDA_FIELD(f) __typeof__(f) *f;
+#define RT_CUDA_FIELD(f, version) __typeof__(f) *f;
     RT_CUDA_FUNCTIONS(RT_CUDA_FIELD)
 #undef RT_CUDA_FIELD
     int driver_version; /* cuDriverGetVersion, e.g. 13000 */

@@ -154,9 +154,9 @@ static fmqa_status capture(tun_timer *t, launch_arg *a, fmqa_err *err)
     if (st == FMQA_OK && r != CUDA_SUCCESS)
         st = rt_cuda_error(err, r, "cuStreamEndCapture");
     if (st == FMQA_OK) {
-        r = cu->cuGraphInstantiate(&a->exec, graph, 0);
+        r = cu->cuGraphInstantiateWithFlags(&a->exec, graph, 0);
         if (r != CUDA_SUCCESS)
-            st = rt_cuda_error(err, r, "cuGraphInstantiate");
+            st = rt_cuda_error(err, r, "cuGraphInstantiateWithFlags");
     }
     if (graph)
         cu->cuGraphDestroy(graph);
