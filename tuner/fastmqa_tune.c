@@ -819,7 +819,7 @@ static int run_gpu(const opts *o)
 /* ---------------------------------------------------------------- dry run */
 
 typedef struct dry_totals {
-    size_t legal, compiled, failed, spilling;
+    size_t legal, compiled, cached, failed, spilling;
     int reg_min, reg_max;
     double compile_ms;
 } dry_totals;
@@ -833,6 +833,7 @@ static void dry_account(dry_totals *d, const gen_binary *b)
         spills |= b->resources[r].spill_stores > 0 || b->resources[r].spill_loads > 0;
     }
     d->compiled++;
+    d->cached += b->cached != 0;
     d->spilling += spills;
     d->compile_ms += b->compile_ms;
     if (regs && (!d->reg_min || regs < d->reg_min))
@@ -928,10 +929,10 @@ static int run_dry(const opts *o)
             double t0 = fmqa_now_ms();
             any = 1;
             st = dry_template(o, comp, t, &ps[i], &dev, &d, &err);
-            printf("  %-12s %zu legal, %zu compiled, %zu failed, registers %d..%d, %zu "
-                   "spilling, compile %.0f ms cpu / %.0f ms wall\n",
-                   gen_template_name(t), d.legal, d.compiled, d.failed, d.reg_min, d.reg_max,
-                   d.spilling, d.compile_ms, fmqa_now_ms() - t0);
+            printf("  %-12s %zu legal, %zu compiled (%zu from the cubin cache), %zu failed, "
+                   "registers %d..%d, %zu spilling, compile %.0f ms cpu / %.0f ms wall\n",
+                   gen_template_name(t), d.legal, d.compiled, d.cached, d.failed, d.reg_min,
+                   d.reg_max, d.spilling, d.compile_ms, fmqa_now_ms() - t0);
             total += d.compiled, failed += d.failed;
         }
         if (!any) {

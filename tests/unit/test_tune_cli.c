@@ -73,6 +73,13 @@ Test(tune_cli, dry_run_compiles_variants_and_caches_cubins, .timeout = 600)
     cr_expect_eq(st.cubins, 4, "every compiled variant is cached (%lld)", (long long)st.cubins);
     cr_expect_eq(st.trials, 0, "a dry run measures nothing");
     db_close(db);
+    /* A second process finds every cubin in the database and compiles nothing. */
+    rc = run(args, out, sizeof out);
+    cr_expect_eq(rc, 0, "exit %d:\n%s", rc, out);
+    const char *hit = strstr(out, "2 compiled (2 from the cubin cache)");
+    cr_expect(hit && strstr(hit + 1, "2 compiled (2 from the cubin cache)"),
+              "both templates served from the cache:\n%s", out);
+    cr_expect(strstr(out, "compile 0 ms cpu") != NULL, "%s", out);
     remove_db(path);
 }
 
