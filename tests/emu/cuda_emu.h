@@ -14,11 +14,23 @@
  * Every CUDA thread of a CTA is a ucontext coroutine on one OS thread, switched
  * only at barriers, so runs are deterministic.  Warp collectives (ldmatrix, mma,
  * shfl) exchange through per-warp slots between two warp barriers and check
- * that all 32 lanes execute the same collective.  cp.async copies are queued
+ * that all 32 lanes execute the same collective; shuffles with a partial mask
+ * (append.cuh's row groups) meet only the lanes of their mask, each of which
+ * must still be running.  cp.async copies are queued
  * and land only when a cp.async.wait_group retires their group (the latest the
  * hardware may deliver them), so a read before the wait sees the poison that
  * fills shared memory before each CTA.  Errors (divergence, deadlock, __trap,
- * a bad shared address) print and abort.
+ * a bad shared address, a misaligned 8- or 16-byte vector access) print and
+ * abort.
+ *
+ * Shared memory: the dynamic buffer (`extern __shared__ ... smem[]`, decode.cuh)
+ * is the array smem below.  Static `__shared__` arrays (append.cuh) must be one
+ * array for all the threads of a CTA: a driver whose template declares them
+ * defines EMU_STATIC_SHARED before including this header, which makes them
+ * static locals in the section emu_shared (C++ cannot tell the two kinds
+ * apart: `extern static` is ill-formed).  Both are filled with 0xFF before
+ * every CTA.  The cuda_fp16.h / cuda_bf16.h / cuda_fp8.h next to this file are
+ * empty: the types and conversions the templates use are defined here.
  */
 #ifndef FMQA_CUDA_EMU_H
 #define FMQA_CUDA_EMU_H
@@ -29,12 +41,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <ucontext.h>
 #include <vector>
 
 #define __device__
 #define __global__
+#ifdef EMU_STATIC_SHARED
+#define __shared__ static __attribute__((section("emu_shared")))
+#else
 #define __shared__
+#endif
 #define __forceinline__ inline
 #define __launch_bounds__(n)
 #define __align__(n) __attribute__((aligned(n)))
@@ -44,11 +61,14 @@
 struct emu_dim3 {
     unsigned x, y, z;
 };
-static emu_dim3 threadIdx, blockIdx;
+static emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 static unsigned emu_dyn_smem;
 constexpr int EMU_SMEM = 232448;
 extern "C" alignas(128) unsigned char smem[EMU_SMEM];
 alignas(128) unsigned char smem[EMU_SMEM];
+/* Bounds of the static __shared__ arrays (none: both null). */
+extern "C" unsigned char __start_emu_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" unsigned char __stop_emu_shared[] __attribute__((weak, visibility("hidden")));
 
 static void emu_fail(const char *what) {
     fprintf(stderr, "emu: %s (block %u,%u,%u thread %u)\n", what, blockIdx.x, blockIdx.y, blockIdx.z,
@@ -59,17 +79,39 @@ static inline void __trap() { emu_fail("__trap"); }
 static inline int min(int a, int b) { return a < b ? a : b; }
 static inline int max(int a, int b) { return a > b ? a : b; }
 template <class T> static inline T __ldg(const T *p) { return *p; }
-/* CUDA's built-in vector types, as far as the templates use them. */
+/* CUDA's built-in vector types, as far as the templates use them.  A GPU
+ * faults on a vector access that is not aligned to its size; x86 does not, so
+ * copies of the 8- and 16-byte integer vectors check both addresses. */
+static void emu_check_align(const void *p, unsigned n) {
+    if ((uintptr_t)p % n) emu_fail("misaligned vector access");
+}
+template <class T, unsigned N> struct emu_checked_vec {
+    emu_checked_vec &operator=(const emu_checked_vec &o) {
+        emu_check_align(this, N);
+        emu_check_align(&o, N);
+        memcpy(static_cast<T *>(this), static_cast<const T *>(&o), N);
+        return *this;
+    }
+};
 struct float4 {
     float x, y, z, w;
 };
-struct uint2 {
+struct uint2 : emu_checked_vec<uint2, 8> {
     unsigned x, y;
 };
+struct uint4 : emu_checked_vec<uint4, 16> {
+    unsigned x, y, z, w;
+};
 static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-static inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
+static inline uint2 make_uint2(unsigned x, unsigned y) {
+    uint2 r;
+    r.x = x, r.y = y;
+    return r;
+}
 static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 static inline float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
+static inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
+static inline unsigned __float_as_uint(float f) { unsigned i; memcpy(&i, &f, 4); return i; }
 static inline float emu_log2f(float x) { return log2f(x); }
 #define __log2f emu_log2f
 
@@ -93,16 +135,22 @@ static void emu_yield() {
     swapcontext(&emu_thr[emu_cur].ctx, &emu_main);
 }
 
+/* A barrier of n threads; a warp collective also names its lanes (warp: the
+ * first thread of the warp), none of which may exit while the others wait. */
 struct emu_barrier {
     int count = 0, gen = 0;
-    void wait(int n) {
+    void wait(int n, unsigned warp = 0, unsigned lanes = 0) {
         const int g = gen;
         if (++count == n) {
             count = 0;
             ++gen;
             emu_spins = 0;
         } else {
-            while (gen == g) emu_yield();
+            while (gen == g) {
+                for (int l = 0; l < 32; ++l)
+                    if (lanes >> l & 1 && emu_thr[warp + l].done) emu_fail("a collective's mask names an exited lane");
+                emu_yield();
+            }
         }
     }
 };
@@ -112,27 +160,73 @@ static inline void __syncthreads() { emu_cta_bar.wait(emu_nthreads); }
 /* Per-warp exchange slots. */
 struct emu_slot {
     int op;
-    unsigned addr, a[4], b[2];
+    unsigned addr, a[4], b[2], mask;
     float c[4], f;
 };
 static emu_slot emu_slots[1024];
+/* Barriers of partial warps, one per mask in use (disjoint row groups). */
+struct emu_mask_bar {
+    unsigned mask;
+    emu_barrier bar;
+};
+static std::deque<emu_mask_bar> emu_mask_bars[32]; /* references stay valid */
 
 static emu_slot &emu_my() { return emu_slots[threadIdx.x]; }
 static emu_slot &emu_lane(int l) { return emu_slots[(threadIdx.x & ~31u) + l]; }
-static void emu_enter(int op) {
-    emu_my().op = op;
-    emu_warp_bar[threadIdx.x / 32].wait(32);
-    for (int l = 0; l < 32; ++l)
-        if (emu_lane(l).op != op) emu_fail("warp divergence at a collective");
+static emu_barrier &emu_bar_of(unsigned mask) {
+    if (mask == 0xffffffffu) return emu_warp_bar[threadIdx.x / 32];
+    std::deque<emu_mask_bar> &v = emu_mask_bars[threadIdx.x / 32];
+    for (emu_mask_bar &m : v)
+        if (m.mask == mask) return m.bar;
+    v.push_back({mask, emu_barrier()});
+    return v.back().bar;
 }
-static void emu_leave() { emu_warp_bar[threadIdx.x / 32].wait(32); }
+static void emu_meet(unsigned mask) {
+    emu_bar_of(mask).wait(__builtin_popcount(mask), threadIdx.x & ~31u, mask);
+}
+/* A collective of the lanes in mask: the calling lane must be one of them, and
+ * they all meet here with the same op and mask (a lane that has exited would
+ * never come: that is an error, not a wait). */
+static void emu_enter(int op, unsigned mask = 0xffffffffu) {
+    if (!(mask >> (threadIdx.x & 31) & 1)) emu_fail("a collective's mask lacks the calling lane");
+    emu_my().op = op;
+    emu_my().mask = mask;
+    emu_meet(mask);
+    for (int l = 0; l < 32; ++l)
+        if (mask >> l & 1 && (emu_lane(l).op != op || emu_lane(l).mask != mask))
+            emu_fail("warp divergence at a collective");
+}
+static void emu_leave(unsigned mask = 0xffffffffu) { emu_meet(mask); }
 
-static inline float __shfl_xor_sync(unsigned, float x, int k) {
-    emu_my().f = x;
-    emu_enter(1);
-    const float r = emu_lane((threadIdx.x & 31) ^ k).f;
-    emu_leave();
+/* shfl.sync of a 32-bit value from lane src (already resolved for the mode);
+ * src outside the mask is undefined on the GPU, so an error here. */
+template <class T> static inline T emu_shfl(unsigned mask, T x, int src) {
+    static_assert(sizeof(T) == 4, "32-bit shuffles only");
+    memcpy(&emu_my().f, &x, 4);
+    emu_enter(1, mask);
+    if (!(mask >> src & 1)) emu_fail("shuffle from a lane outside the mask");
+    T r;
+    memcpy(&r, &emu_lane(src).f, 4);
+    emu_leave(mask);
     return r;
+}
+/* Source lanes as the PTX ISA defines them for width-lane segments: a source
+ * outside the caller's segment returns the caller's own value. */
+static inline int emu_seg(int width) { return (threadIdx.x & 31) & ~(width - 1); }
+template <class T> static inline T __shfl_xor_sync(unsigned mask, T x, int k, int width = 32) {
+    const int l = threadIdx.x & 31, s = l ^ k;
+    return emu_shfl(mask, x, s >= emu_seg(width) + width ? l : s);
+}
+template <class T> static inline T __shfl_down_sync(unsigned mask, T x, unsigned k, int width = 32) {
+    const int l = threadIdx.x & 31, s = l + (int)k;
+    return emu_shfl(mask, x, s >= emu_seg(width) + width ? l : s);
+}
+template <class T> static inline T __shfl_up_sync(unsigned mask, T x, unsigned k, int width = 32) {
+    const int l = threadIdx.x & 31, s = l - (int)k;
+    return emu_shfl(mask, x, s < emu_seg(width) ? l : s);
+}
+template <class T> static inline T __shfl_sync(unsigned mask, T x, int src, int width = 32) {
+    return emu_shfl(mask, x, emu_seg(width) + (src & (width - 1)));
 }
 
 /* ------------------------------------------------------------ device header */
@@ -310,6 +404,63 @@ inline float quad_sum(float x) {
 
 } /* namespace fmqa_dev */
 
+/* ------------------------------------------------------------ CUDA math headers */
+
+/* cuda_fp16.h / cuda_bf16.h: storage types and the conversions, RNE. */
+struct __half {
+    unsigned short x;
+};
+struct __nv_bfloat16 {
+    unsigned short x;
+};
+static inline __half __ushort_as_half(unsigned short b) { return {b}; }
+static inline unsigned short __half_as_ushort(__half h) { return h.x; }
+static inline float __half2float(__half h) { return fmqa_dev::f16_to_f32(h.x); }
+static inline __half __float2half_rn(float f) { return {fmqa_dev::f32_to_f16_rn(f)}; }
+static inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short b) { return {b}; }
+static inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.x; }
+static inline float __bfloat162float(__nv_bfloat16 h) { return fmqa_dev::bf16_to_f32(h.x); }
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {fmqa_dev::f32_to_bf16_rn(f)}; }
+
+/* cuda_fp8.h: cvt.rn.satfinite.e4m3x2.f32 as the PTX ISA defines it, written
+ * from the format (bias 7, subnormal spacing 2^-9, largest finite 448 =
+ * 0x7e, NaN 0x7f) rather than from the reference's encoder, so that the two
+ * check each other. */
+typedef unsigned char __nv_fp8_storage_t;
+enum __nv_saturation_t { __NV_NOSAT, __NV_SATFINITE };
+enum __nv_fp8_interpretation_t { __NV_E4M3, __NV_E5M2 };
+static inline __nv_fp8_storage_t __nv_cvt_float_to_fp8(float x, __nv_saturation_t sat,
+                                                       __nv_fp8_interpretation_t fmt) {
+    if (sat != __NV_SATFINITE || fmt != __NV_E4M3) emu_fail("only satfinite e4m3 is emulated");
+    if (std::isnan(x)) return 0x7f;
+    const unsigned char sign = std::signbit(x) ? 0x80 : 0;
+    const double a = fabs((double)x);
+    if (a >= 448.0) return sign | 0x7e;
+    int e;
+    frexp(a, &e); /* a = m 2^e, m in [0.5, 1): exponent of a is e - 1 */
+    if (a == 0.0 || e - 1 < -6)
+        return sign | (unsigned char)nearbyint(ldexp(a, 9)); /* subnormal (8: the least normal) */
+    const int q = (int)nearbyint(ldexp(a, 4 - e));        /* 8..16: 1.mmm in eighths */
+    const int E = e - 1 + (q == 16), m = q == 16 ? 0 : q - 8;
+    return sign | (unsigned char)((E + 7) << 3 | m);
+}
+
+/* IEEE division, round to nearest (host float division is). */
+static inline float __fdiv_rn(float a, float b) { return a / b; }
+
+/* sin(pi x), cos(pi x): whole half turns dropped exactly, the rest (|y| <= 1/4)
+ * in double, so exact at multiples of 1/2 and within 0.5 ulp plus a hair
+ * elsewhere (CUDA's: 1 ulp). */
+static inline void sincospif(float x, float *s, float *c) {
+    double d = x;
+    d -= 2.0 * nearbyint(d / 2.0); /* exact: |d| <= 1 */
+    const int n = (int)nearbyint(2.0 * d);
+    const double y = d - n / 2.0, sy = sin(M_PI * y), cy = cos(M_PI * y);
+    const double ss[4] = {sy, cy, -sy, -cy}, cc[4] = {cy, -sy, -cy, sy};
+    *s = (float)ss[n & 3];
+    *c = (float)cc[n & 3];
+}
+
 /* ------------------------------------------------------------ launching */
 
 static void (*emu_body)(const void *);
@@ -321,7 +472,8 @@ static void emu_entry() {
 }
 
 /* Runs body(params) for every thread of every CTA of the grid, CTA by CTA,
- * with shared memory filled with 0xFF (NaN as f16, bf16 and f32) first. */
+ * with shared memory (dynamic and static) filled with 0xFF (NaN as f16, bf16,
+ * f32 and f64) first. */
 static void emu_grid(void (*body)(const void *), const void *params, const unsigned grid[3],
                      unsigned threads, unsigned dyn_smem) {
     static std::vector<char> stacks;
@@ -329,10 +481,13 @@ static void emu_grid(void (*body)(const void *), const void *params, const unsig
     if (threads % 32 || threads > 1024 || dyn_smem > EMU_SMEM) emu_fail("bad launch");
     stacks.resize(stack * threads);
     emu_body = body, emu_params = params, emu_dyn_smem = dyn_smem, emu_nthreads = threads;
+    blockDim = {threads, 1, 1}, gridDim = {grid[0], grid[1], grid[2]};
     for (blockIdx.z = 0; blockIdx.z < grid[2]; ++blockIdx.z)
         for (blockIdx.y = 0; blockIdx.y < grid[1]; ++blockIdx.y)
             for (blockIdx.x = 0; blockIdx.x < grid[0]; ++blockIdx.x) {
                 memset(smem, 0xff, sizeof smem);
+                if (__start_emu_shared != __stop_emu_shared)
+                    memset(__start_emu_shared, 0xff, __stop_emu_shared - __start_emu_shared);
                 emu_thr.assign(threads, emu_thread());
                 for (unsigned i = 0; i < threads; ++i) {
                     emu_thread &t = emu_thr[i];

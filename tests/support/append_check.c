@@ -1,0 +1,391 @@
+/*
+ * append_check.c -- see append_check.h.
+ */
+#include "append_check.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "ref.h"
+#include "test_support.h"
+
+#define POISON 0xA5
+#define SQRT2 1.4142135623730951
+
+/* ------------------------------------------------------------ host data */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s >> 12, *s ^= *s << 25, *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+static double gaussian(uint64_t *s)
+{
+    double u = ((double)(rng_next(s) >> 11) + 0.5) / 9007199254740992.0;
+    double v = (double)(rng_next(s) >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* n rows of d values at row stride rs (elements), rest of the row zero. */
+static void *random_rows(fmqa_dtype t, int64_t n, int64_t d, int64_t rs, uint64_t *seed)
+{
+    double *x = calloc((size_t)(n * rs), sizeof *x);
+    void *out = calloc((size_t)(n * rs), fmqa_dtype_size(t));
+    cr_assert(x && out);
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t i = 0; i < d; i++)
+            x[r * rs + i] = gaussian(seed);
+    cr_assert_eq(ref_from_double(t, x, n * rs, out, NULL), FMQA_OK);
+    free(x);
+    return out;
+}
+
+static void *copy_of(const void *src, size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    cr_assert(p);
+    memcpy(p, src, bytes);
+    return p;
+}
+
+static int is_8bit(fmqa_dtype t) { return t == FMQA_DTYPE_INT8 || t == FMQA_DTYPE_FP8_E4M3; }
+
+/*
+ * Error bound of a rotated value relative to its pair's norm at position pos:
+ * append.cuh's angle bound (~1.5e-15 * pos + 2e-7 rad), the fp32 rotation
+ * (sincospif within 1 ulp, two roundings: ~3e-7) and the reference's own
+ * double angle (~1e-16 * pos).
+ */
+static double rope_err(double pos)
+{
+    return 1.5e-15 * pos + 5e-7;
+}
+
+/* Spacing of 16-bit values (f16 or bf16) at magnitude v. */
+static double spacing16(fmqa_dtype t, double v)
+{
+    int e = v > 0 ? ilogb(v) : -1000;
+    return t == FMQA_DTYPE_F16 ? fmax(ldexp(1.0, e - 10), 0x1p-24) : fmax(ldexp(1.0, e - 7), 0x1p-133);
+}
+
+/* Two 16-bit elements within one spacing plus tol of each other. */
+static int close16(fmqa_dtype t, uint16_t a, uint16_t b, double tol)
+{
+    double va, vb;
+    ref_to_double(t, &a, 1, &va, NULL);
+    ref_to_double(t, &b, 1, &vb, NULL);
+    return a == b || fabs(va - vb) <= spacing16(t, fmax(fabs(va), fabs(vb))) + tol;
+}
+
+/* max |x| of a row. */
+static double row_amax(const double *x, int64_t d)
+{
+    double m = 0;
+    for (int64_t i = 0; i < d; i++)
+        m = fmax(m, fabs(x[i]));
+    return m;
+}
+
+static double unscaled(fmqa_dtype t, uint8_t code)
+{
+    return t == FMQA_DTYPE_INT8 ? (double)(int8_t)code : ref_fp8_to_double(code);
+}
+
+/* ------------------------------------------------------------ setup */
+
+static void side_init(append_side *s, size_t bytes, size_t scale_floats)
+{
+    s->bytes = bytes;
+    s->scale_bytes = scale_floats * sizeof(float);
+    s->init = malloc(bytes);
+    s->sinit = malloc(s->scale_bytes + 4);
+    cr_assert(s->init && s->sinit);
+    memset(s->init, POISON, bytes);
+    memset(s->sinit, POISON, s->scale_bytes);
+    s->ref = copy_of(s->init, bytes), s->out = copy_of(s->init, bytes);
+    s->sref = copy_of(s->sinit, s->scale_bytes), s->sout = copy_of(s->sinit, s->scale_bytes);
+}
+
+/* A shuffled permutation of pages 2 .. n_blk-1: pages 0, 1 never used. */
+static int32_t *page_table(int64_t n, uint64_t *seed)
+{
+    int32_t *table = malloc((size_t)n * sizeof *table);
+    cr_assert(table);
+    for (int64_t i = 0; i < n; i++)
+        table[i] = (int32_t)(i + 2);
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(rng_next(seed) % (uint64_t)(i + 1));
+        int32_t t = table[i];
+        table[i] = table[j], table[j] = t;
+    }
+    return table;
+}
+
+void append_case_problem(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmqa_rope rope,
+                         fmqa_problem *p)
+{
+    fmqa_problem_init(p);
+    p->op = FMQA_OP_APPEND;
+    p->batch = c->batch, p->num_q_heads = c->heads, p->num_kv_heads = c->kv_heads;
+    p->head_dim_qk = c->d, p->head_dim_v = c->dv, p->q_tokens = c->n_new, p->kv_len = c->kv_len;
+    p->q_dtype = p->out_dtype = in, p->kv_dtype = kv;
+    p->page_size = c->page, p->window = c->window, p->sink_tokens = c->sinks;
+    p->rope = rope, p->flags = c->flags;
+}
+
+/* Strides: inputs with the token stride padded by 16 elements, caches of
+ * blk_rows rows of Hk heads per block (sequence or page). */
+static void make_strides(append_run *r, int64_t kst, int64_t vst, int64_t qst)
+{
+    const append_case *c = r->c;
+    const int64_t N = c->n_new, Hk = c->kv_heads;
+    fmqa_append_args *a = &r->args;
+    memset(a, 0, sizeof *a);
+    a->k_new_stride_batch = N * kst, a->k_new_stride_token = kst, a->k_new_stride_head = c->d;
+    a->v_new_stride_batch = N * vst, a->v_new_stride_token = vst, a->v_new_stride_head = c->dv;
+    a->q_stride_batch = N * qst, a->q_stride_token = qst, a->q_stride_head = c->d;
+    a->k_stride_batch = r->blk_rows * Hk * c->d, a->k_stride_token = Hk * c->d;
+    a->k_stride_head = c->d;
+    a->v_stride_batch = r->blk_rows * Hk * c->dv, a->v_stride_token = Hk * c->dv;
+    a->v_stride_head = c->dv;
+    a->k_scale_stride_batch = a->v_scale_stride_batch = r->blk_rows * Hk;
+    a->k_scale_stride_token = a->v_scale_stride_token = Hk;
+    a->k_scale_stride_head = a->v_scale_stride_head = 1;
+    a->page_table_stride = r->pages_seq;
+    a->rope_theta = 10000.0f;
+}
+
+void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dtype kv,
+                     fmqa_rope rope, int rope_q)
+{
+    memset(r, 0, sizeof *r);
+    r->c = c, r->in = in, r->kv = kv, r->rope = rope, r->rope_q = rope_q;
+    snprintf(r->name, sizeof r->name, "%s in=%s kv=%s rope=%d q=%d", c->name, fmqa_dtype_name(in),
+             fmqa_dtype_name(kv), (int)rope, rope_q);
+    uint64_t seed = fmqa_test_seed(r->name) | 1;
+    const int paged = (c->flags & FMQA_FLAG_PAGED) != 0, ring = (c->flags & FMQA_FLAG_RING) != 0;
+    const int64_t B = c->batch, N = c->n_new, Hk = c->kv_heads, H = c->heads;
+    const size_t ie = fmqa_dtype_size(in), ke = fmqa_dtype_size(kv);
+    append_case_problem(c, in, kv, rope, &r->p);
+
+    const int64_t kst = Hk * c->d + 16, vst = Hk * c->dv + 16, qst = H * c->d;
+    r->k_new = random_rows(in, B * N, Hk * c->d, kst, &seed);
+    r->v_new = random_rows(in, B * N, Hk * c->dv, vst, &seed);
+    r->q = random_rows(in, B * N, qst, qst, &seed);
+    r->k_new_bytes = (size_t)(B * N * kst) * ie, r->v_new_bytes = (size_t)(B * N * vst) * ie;
+    r->q_bytes = (size_t)(B * N * qst) * ie;
+    r->q_ref = copy_of(r->q, r->q_bytes), r->q_out = copy_of(r->q, r->q_bytes);
+
+    const int64_t slots_seq = ring ? c->sinks + c->window : c->kv_len;
+    r->pages_seq = paged ? (slots_seq + c->page - 1) / c->page : 0;
+    r->n_blk = paged ? B * r->pages_seq + 2 : B, r->blk_rows = paged ? c->page : slots_seq;
+    r->table = paged ? page_table(B * r->pages_seq, &seed) : NULL;
+    const size_t sfl = is_8bit(kv) ? (size_t)(r->n_blk * r->blk_rows * Hk) : 0;
+    side_init(&r->k, (size_t)(r->n_blk * r->blk_rows * Hk * c->d) * ke, sfl);
+    side_init(&r->v, (size_t)(r->n_blk * r->blk_rows * Hk * c->dv) * ke, sfl);
+    make_strides(r, kst, vst, qst);
+
+    fmqa_append_args ha = r->args;
+    ha.k_new = r->k_new, ha.v_new = r->v_new, ha.q = rope_q ? r->q_ref : NULL;
+    ha.k = r->k.ref, ha.v = r->v.ref;
+    ha.k_scale = sfl ? r->k.sref : NULL, ha.v_scale = sfl ? r->v.sref : NULL;
+    ha.start_pos = c->start, ha.page_table = r->table;
+    fmqa_err err;
+    cr_assert_eq(ref_append_args(&r->p, &ha, paged ? r->n_blk : 0, &err), FMQA_OK, "%s: %s",
+                 r->name, err.msg);
+}
+
+fmqa_append_args append_run_host_args(append_run *r)
+{
+    fmqa_append_args a = r->args;
+    a.k_new = r->k_new, a.v_new = r->v_new, a.q = r->rope_q ? r->q_out : NULL;
+    a.k = r->k.out, a.v = r->v.out;
+    a.k_scale = r->k.scale_bytes ? r->k.sout : NULL;
+    a.v_scale = r->v.scale_bytes ? r->v.sout : NULL;
+    a.start_pos = r->c->start, a.page_table = r->table;
+    return a;
+}
+
+/* ------------------------------------------------------------ comparison */
+
+typedef struct row_ctx {
+    fmqa_dtype kv;
+    double err;     /* rope_err(pos) of the row being compared, 0 unrotated */
+    int64_t ulp_diffs, code_diffs, elems;
+} row_ctx;
+
+/* Compares one written row; x is the reference's unrounded row (for ties) and
+ * amax_in the largest |input| of the row (sqrt(2) amax_in bounds a pair's norm). */
+static void compare_row(row_ctx *rc, const char *what, const uint8_t *out, const uint8_t *ref,
+                        int64_t d, float oscale, float rscale, const double *x, double amax_in)
+{
+    rc->elems += d;
+    if (!is_8bit(rc->kv)) {
+        for (int64_t i = 0; i < d; i++) {
+            uint16_t a, b;
+            memcpy(&a, out + 2 * i, 2);
+            memcpy(&b, ref + 2 * i, 2);
+            cr_assert(close16(rc->kv, a, b, rc->err * SQRT2 * amax_in),
+                      "%s[%lld]: out 0x%04x ref 0x%04x", what, (long long)i, a, b);
+            rc->ulp_diffs += a != b;
+        }
+        return;
+    }
+    const double stol = rc->err > 0 ? (SQRT2 * rc->err + 0x1p-22) * rscale : 0.0;
+    cr_assert(fabs((double)oscale - rscale) <= stol, "%s: scale out %.9g ref %.9g", what, oscale,
+              rscale);
+    const double qmax = rc->kv == FMQA_DTYPE_INT8 ? 127.0 : 448.0;
+    for (int64_t i = 0; i < d; i++) {
+        if (out[i] == ref[i])
+            continue;
+        double va = unscaled(rc->kv, out[i]), vb = unscaled(rc->kv, ref[i]);
+        double t = rscale > 0 ? x[i] / rscale : 0.0, mid = (va + vb) / 2;
+        cr_assert(rc->err > 0 && fabs(t - mid) <= qmax * (3.0 * rc->err + 0x1p-22),
+                  "%s[%lld]: code out %g ref %g for x/scale %.9g: not a rounding tie", what,
+                  (long long)i, va, vb, t);
+        rc->code_diffs++;
+    }
+}
+
+/* Rotated q row r at position pos against the reference (in: its dtype, q0:
+ * the input row, x: scratch of d doubles): the bound depends on both. */
+static void check_q_row(const char *name, fmqa_dtype in, int64_t r, int64_t pos, int64_t d,
+                        const uint8_t *q0, const uint8_t *out, const uint8_t *ref, double *x)
+{
+    cr_assert_eq(ref_to_double(in, q0, d, x, NULL), FMQA_OK);
+    const double tol = rope_err((double)pos) * SQRT2 * row_amax(x, d);
+    for (int64_t i = 0; i < d; i++) {
+        uint16_t a, b;
+        memcpy(&a, out + 2 * i, 2);
+        memcpy(&b, ref + 2 * i, 2);
+        cr_assert(close16(in, a, b, tol), "%s: q row %lld [%lld] out 0x%04x ref 0x%04x", name,
+                  (long long)r, (long long)i, a, b);
+    }
+}
+
+/* Bytes no written row covers (mark 0) still hold the poison. */
+static void check_untouched(const char *name, const char *which, const append_side *s,
+                            const uint8_t *mark, const uint8_t *smark)
+{
+    for (size_t i = 0; i < s->bytes; i++)
+        cr_assert(mark[i] || s->out[i] == POISON, "%s: %s byte %zu written (0x%02x)", name, which,
+                  i, s->out[i]);
+    for (size_t i = 0; i < s->scale_bytes / sizeof(float); i++)
+        cr_assert(smark[i] || memcmp(&s->sout[i], &s->sinit[i], 4) == 0,
+                  "%s: %s scale %zu written", name, which, i);
+}
+
+/* Compares the K or V row of (b, t, h) at cache block blk, row tok, and marks
+ * its bytes. */
+static void check_kv_row(const append_run *r, int side_i, row_ctx *rc, int64_t b, int64_t t,
+                         int64_t h, int64_t pos, int64_t blk, int64_t tok, uint8_t *mark,
+                         uint8_t *smark, double *x)
+{
+    const append_case *c = r->c;
+    const append_side *s = side_i ? &r->v : &r->k;
+    const int64_t Hk = c->kv_heads, d = side_i ? c->dv : c->d;
+    const int64_t ie = (int64_t)fmqa_dtype_size(r->in), ke = (int64_t)fmqa_dtype_size(r->kv);
+    const int64_t st = side_i ? r->args.v_new_stride_token : r->args.k_new_stride_token;
+    const int64_t off = (blk * r->blk_rows * Hk + tok * Hk + h) * d * ke;
+    const int64_t soff = blk * r->blk_rows * Hk + tok * Hk + h;
+    const void *src = (const uint8_t *)(side_i ? r->v_new : r->k_new) +
+                      ((b * c->n_new + t) * st + h * d) * ie;
+    cr_assert_eq(ref_to_double(r->in, src, d, x, NULL), FMQA_OK);
+    const double amax_in = row_amax(x, d);
+    if (!side_i)
+        ref_rope_row(r->rope, x, d, (double)pos, 10000.0, NULL);
+    rc->err = !side_i && r->rope != FMQA_ROPE_NONE ? rope_err((double)pos) : 0.0;
+    char what[200];
+    snprintf(what, sizeof what, "%s %c b%lld t%lld h%lld", r->name, side_i ? 'V' : 'K',
+             (long long)b, (long long)t, (long long)h);
+    const int q8 = s->scale_bytes != 0;
+    compare_row(rc, what, s->out + off, s->ref + off, d, q8 ? s->sout[soff] : 0,
+                q8 ? s->sref[soff] : 0, x, amax_in);
+    memset(mark + off, 1, (size_t)(d * ke));
+    if (q8)
+        smark[soff] = 1;
+}
+
+/* q: rotated like K when asked, untouched otherwise. */
+static void check_q(const append_run *r, double *x)
+{
+    const append_case *c = r->c;
+    const int64_t N = c->n_new, H = c->heads, rows = c->batch * N * H, rb = c->d * 2;
+    for (int64_t i = 0; i < rows; i++) {
+        const uint8_t *q0 = (const uint8_t *)r->q + i * rb;
+        const uint8_t *out = (const uint8_t *)r->q_out + i * rb;
+        if (r->rope_q && r->rope != FMQA_ROPE_NONE)
+            check_q_row(r->name, r->in, i, c->start[i / (N * H)] + i / H % N, c->d, q0, out,
+                        (const uint8_t *)r->q_ref + i * rb, x);
+        else
+            cr_assert_eq(memcmp(out, q0, (size_t)rb), 0, "%s: q row %lld changed", r->name,
+                         (long long)i);
+    }
+}
+
+void append_run_check(const append_run *r)
+{
+    const append_case *c = r->c;
+    const int paged = (c->flags & FMQA_FLAG_PAGED) != 0, ring = (c->flags & FMQA_FLAG_RING) != 0;
+    uint8_t *mark[2], *smark[2];
+    for (int i = 0; i < 2; i++) {
+        const append_side *s = i ? &r->v : &r->k;
+        mark[i] = calloc(s->bytes, 1), smark[i] = calloc(s->scale_bytes / sizeof(float) + 1, 1);
+        cr_assert(mark[i] && smark[i]);
+    }
+    row_ctx rc[2] = {{r->kv, 0, 0, 0, 0}, {r->kv, 0, 0, 0, 0}};
+    double *x = malloc((size_t)(c->d > c->dv ? c->d : c->dv) * sizeof *x);
+    cr_assert(x);
+    /* Every row that must be written, in call order. */
+    for (int64_t b = 0; b < c->batch; b++)
+        for (int64_t t = 0; t < c->n_new; t++) {
+            int64_t pos = c->start[b] + t, slot = pos;
+            if (ring && pos >= c->sinks) {
+                if (t + c->window < c->n_new)
+                    continue; /* overwritten by token t + window */
+                slot = c->sinks + (pos - c->sinks) % c->window;
+            }
+            int64_t blk = paged ? r->table[b * r->pages_seq + slot / c->page] : b;
+            int64_t tok = paged ? slot % c->page : slot;
+            for (int64_t h = 0; h < c->kv_heads; h++)
+                for (int side_i = 0; side_i < 2; side_i++)
+                    check_kv_row(r, side_i, &rc[side_i], b, t, h, pos, blk, tok, mark[side_i],
+                                 smark[side_i], x);
+        }
+    check_untouched(r->name, "K cache", &r->k, mark[0], smark[0]);
+    check_untouched(r->name, "V cache", &r->v, mark[1], smark[1]);
+    /* V is never rotated: one rounding of an exact value, like unrotated K
+     * (compare_row asserts equal codes and scales for 8-bit caches). */
+    const row_ctx *rk = &rc[0], *rv = &rc[1];
+    cr_expect_eq(rv->ulp_diffs, 0, "%s: V differs from the reference", r->name);
+    if (r->rope == FMQA_ROPE_NONE)
+        cr_expect_eq(rk->ulp_diffs, 0, "%s: unrotated K differs from the reference", r->name);
+    else
+        cr_expect(rk->ulp_diffs <= rk->elems / 20 && rk->code_diffs <= rk->elems / 1000,
+                  "%s: %lld one-ulp and %lld code differences in %lld K values", r->name,
+                  (long long)rk->ulp_diffs, (long long)rk->code_diffs, (long long)rk->elems);
+    check_q(r, x);
+    fprintf(stderr, "append %-60s PASS  K 1-ulp %lld, codes at ties K %lld V %lld of %lld\n",
+            r->name, (long long)rk->ulp_diffs, (long long)rk->code_diffs,
+            (long long)rv->code_diffs, (long long)(rk->elems + rv->elems));
+    for (int i = 0; i < 2; i++)
+        free(mark[i]), free(smark[i]);
+    free(x);
+}
+
+static void side_free(append_side *s)
+{
+    free(s->init), free(s->ref), free(s->out);
+    free(s->sinit), free(s->sref), free(s->sout);
+}
+
+void append_run_free(append_run *r)
+{
+    side_free(&r->k), side_free(&r->v);
+    free(r->k_new), free(r->v_new), free(r->q), free(r->q_ref), free(r->q_out), free(r->table);
+}
