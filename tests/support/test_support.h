@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "fastmqa.h"
+#include "gen.h"
 #include "rt_cuda.h"
 
 /* 1 when a CUDA driver and at least one GPU are usable; else 0 and why. */
@@ -32,5 +33,12 @@ CUdeviceptr fmqa_test_upload(fmqa_test_gpu *g, const void *host, size_t bytes);
 CUdeviceptr fmqa_test_alloc_poisoned(fmqa_test_gpu *g, size_t bytes, uint8_t poison);
 void fmqa_test_download(fmqa_test_gpu *g, void *host, CUdeviceptr src, size_t bytes);
 void fmqa_test_free(fmqa_test_gpu *g, CUdeviceptr p);
+
+/* Renders a template config, builds it with the CPU emulator's driver
+ * tests/emu/<driver> into a shared object under dir (a mkdtemp template,
+ * filled in) and returns its emu_launch symbol (cast it to the driver's
+ * signature).  Skips the test when there is no C++ compiler. */
+void *fmqa_test_emu_build(const gen_template *t, const gen_config *c, const fmqa_problem *p,
+                          const fmqa_device_info *d, const char *driver, char *dir);
 
 #endif

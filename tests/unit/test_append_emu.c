@@ -26,7 +26,6 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +36,7 @@
 #include "fmqa_params.h"
 #include "gen.h"
 #include "rt.h"
+#include "test_support.h"
 
 typedef int (*emu_launch_fn)(const char *entry, const fmqa_append_params *p,
                              const unsigned grid[3], unsigned threads, unsigned dyn_smem);
@@ -47,50 +47,8 @@ static const fmqa_dtype IN[2] = {FMQA_DTYPE_F16, FMQA_DTYPE_BF16};
 static const fmqa_dtype KV[4] = {FMQA_DTYPE_F16, FMQA_DTYPE_BF16, FMQA_DTYPE_INT8,
                                  FMQA_DTYPE_FP8_E4M3};
 
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-}
-
 /* Renders the config, compiles it with the emulator into dir and returns
  * emu_launch (as tests/unit/test_decode_emu.c does for decode). */
-static emu_launch_fn build(const gen_template *t, const gen_config *c, const fmqa_problem *p,
-                           const fmqa_device_info *d, char *dir)
-{
-    gen_source src;
-    fmqa_err err;
-    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s", err.msg);
-    cr_assert_not_null(mkdtemp(dir), "mkdtemp");
-    write_file(dir, "kernel.cu", src.text);
-    for (int i = 0; i < src.n_headers; i++)
-        write_file(dir, src.header_names[i], src.header_texts[i]);
-    gen_source_free(&src);
-    const char *cxx = getenv("CXX") ? getenv("CXX") : "c++";
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null", cxx);
-    if (system(cmd) != 0)
-        cr_skip_test("no C++ compiler (%s) to build the emulator", cxx);
-    /* -I dir first: the rendered fmqa_params.h; then tests/emu, whose empty
-     * cuda_fp16.h & co. stand for the toolkit's. */
-    snprintf(cmd, sizeof cmd,
-             "%s -std=c++17 -O1 -fno-strict-aliasing -shared -fPIC -w -I%s -I%s/tests/emu "
-             "-DEMU_SOURCE='\"kernel.cu\"' %s/tests/emu/append_emu.cpp -o %s/emu.so",
-             cxx, dir, FMQA_SOURCE_DIR, FMQA_SOURCE_DIR, dir);
-    cr_assert_eq(system(cmd), 0, "emulator build failed: %s", cmd);
-    char so[1100];
-    snprintf(so, sizeof so, "%s/emu.so", dir);
-    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-    cr_assert_not_null(h, "dlopen: %s", dlerror());
-    emu_launch_fn fn = (emu_launch_fn)dlsym(h, "emu_launch");
-    cr_assert_not_null(fn, "no emu_launch");
-    return fn;
-}
-
 /* The template's default config for p with the parameters of text overriding
  * it, which valid() must accept. */
 static void make_config(const gen_template *t, const fmqa_problem *p, const fmqa_device_info *dev,
@@ -156,7 +114,8 @@ static void run_variant(const append_case *ac, int k, int shift)
     cr_assert_eq(gen_launch_plan(t, &plan.config, &plan.problem, &dev, &plan.launch, &err),
                  FMQA_OK, "%s", err.msg);
     char dir[] = "/tmp/fmqa-appemu-XXXXXX";
-    emu_launch_fn launch = build(t, &plan.config, &plan.problem, &dev, dir);
+    emu_launch_fn launch =
+        (emu_launch_fn)fmqa_test_emu_build(t, &plan.config, &plan.problem, &dev, "append_emu.cpp", dir);
     char cfg[GEN_CONFIG_TEXT_CAP];
     gen_config_text(&plan.config, cfg, sizeof cfg);
     run_once(launch, &plan, ac, in, kv, rope, 1, cfg);

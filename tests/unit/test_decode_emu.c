@@ -16,7 +16,6 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,47 +39,6 @@ typedef struct ecase {
     const char *config;
     int32_t lens[4];
 } ecase;
-
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-}
-
-/* Renders the config, compiles it with the emulator and returns emu_launch. */
-static emu_launch_fn build(const gen_template *t, const gen_config *c, const fmqa_problem *p,
-                           const fmqa_device_info *d, char *dir)
-{
-    gen_source src;
-    fmqa_err err;
-    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s", err.msg);
-    cr_assert_not_null(mkdtemp(dir), "mkdtemp");
-    write_file(dir, "kernel.cu", src.text);
-    for (int i = 0; i < src.n_headers; i++)
-        write_file(dir, src.header_names[i], src.header_texts[i]);
-    gen_source_free(&src);
-    const char *cxx = getenv("CXX") ? getenv("CXX") : "c++";
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null", cxx);
-    if (system(cmd) != 0)
-        cr_skip_test("no C++ compiler (%s) to build the emulator", cxx);
-    snprintf(cmd, sizeof cmd,
-             "%s -std=c++17 -O1 -shared -fPIC -w -I%s -I%s/tests/emu "
-             "-DEMU_SOURCE='\"kernel.cu\"' %s/tests/emu/decode_emu.cpp -o %s/emu.so",
-             cxx, dir, FMQA_SOURCE_DIR, FMQA_SOURCE_DIR, dir);
-    cr_assert_eq(system(cmd), 0, "emulator build failed: %s", cmd);
-    char so[1100];
-    snprintf(so, sizeof so, "%s/emu.so", dir);
-    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-    cr_assert_not_null(h, "dlopen: %s", dlerror());
-    emu_launch_fn fn = (emu_launch_fn)dlsym(h, "emu_launch");
-    cr_assert_not_null(fn, "no emu_launch");
-    return fn;
-}
 
 /* Host buffers of one case (all malloc'ed, freed by the process's end). */
 typedef struct inputs {
@@ -219,7 +177,7 @@ static void run_case(const ecase *ec)
     plan.problem = p;
     cr_assert_eq(gen_launch_plan(t, &c, &p, &dev, &plan.launch, &err), FMQA_OK, "%s", err.msg);
     char dir[] = "/tmp/fmqa-emu-XXXXXX";
-    emu_launch_fn launch = build(t, &c, &p, &dev, dir);
+    emu_launch_fn launch = (emu_launch_fn)fmqa_test_emu_build(t, &c, &p, &dev, "decode_emu.cpp", dir);
 
     ref_rng r;
     uint64_t seed = fmqa_test_seed(ec->spec);
