@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot check on a machine with a GPU (the lent device machine): configure and
-# build into /tmp, run the gpu tests, then the decode and levels benchmarks, and
-# print a short table last.  Logs go to $OUT when it is set (the device tool).
+# build into /tmp, run the gpu tests, then the decode and levels benchmarks, then
+# FastMQA against PyTorch SDPA (bench/peers, where python3 has torch), and print
+# short tables last.  Logs go to $OUT when it is set (the device tool).
 # Usage there: source .device/sysroot.sh && scripts/gpu-check.sh [ctest -R regex]
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,3 +21,13 @@ grep -hE "^decode |^append |tests passed|tests failed|Failed|SKIPPED|Synthesis" 
 "$build/bench/fastmqa-bench" levels >"$out/bench-levels.txt" 2>&1; echo "bench levels rc=$?"
 echo "== gpu tests rc=$gpu_rc"
 cat "$out/bench-decode.txt"
+# PyTorch SDPA on the same inputs (bench/peers/README.md): detail in peers.txt,
+# the summary table here (or the tail, if the run stopped before it).
+if python3 -c "import torch" >/dev/null 2>&1; then
+  python3 "$root/bench/peers/peers.py" --lib "$build/libfastmqa.so" >"$out/peers.txt" 2>&1
+  echo "peers rc=$?"
+  grep -q '^summary:' "$out/peers.txt" && sed -n '/^summary:/,$p' "$out/peers.txt" \
+    || tail -30 "$out/peers.txt"
+else
+  echo "peers: skipped (python3 cannot import torch)"
+fi

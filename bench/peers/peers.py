@@ -1,0 +1,777 @@
+#!/usr/bin/env python3
+"""peers.py -- FastMQA decode next to PyTorch's scaled_dot_product_attention.
+
+For each shape of `fastmqa-bench decode` (and a few more GQA group sizes and head
+dims) it builds one set of random inputs on the GPU with PyTorch, runs FastMQA's
+fmqa_decode on them through ctypes (libfastmqa.so, the public API only) and runs
+SDPA's flash, cuDNN and memory-efficient backends on the same inputs, then
+prints, per shape, every contender's median time and GB/s, the device's read
+bandwidth measured in the same run, our speed-up over the best peer, and each
+output's error against a float64 reference computed on the GPU.
+
+How PyTorch gets a GQA/MQA cache (H query heads, Hkv < H cache heads):
+  gqa     enable_gqa=True on the [B, Hkv, T, d] cache; a backend that refuses it
+          gets the cache expanded with repeat_interleave to H heads instead
+          ("repeat"), built before timing and never timed;
+  fold    the G = H / Hkv query heads of a cache head become G query rows of
+          that head (exact for one query token that sees the whole cache);
+          each cache row is read once.
+8-bit caches are quantized here exactly as docs/reference.md says (per token and
+head, scale = max|x| / 127 or / 448 rounded to float, codes of x / scale by
+round-to-nearest-even); FastMQA reads the codes and scales, PyTorch the
+dequantized cache in f16, and the reference the exact dequantized values.
+
+Timing, the same for every contender: input copies rotate so that consecutive
+launches read different memory (enough copies to exceed twice the L2, at most
+8); N launches are captured in one CUDA graph (FastMQA's ctypes call is captured
+on the capture stream after a first call has built its launch plan); each
+sample flushes the L2, replays the graph between two events and counts
+elapsed / N.  GB/s is the bytes of the K/V tensors a contender is handed
+(codes and scales for FastMQA's 8-bit caches, f16 for PyTorch's, H heads after
+repeat) over its median time; the speed-up compares times, so it is fair
+whatever a contender reads.
+
+--print-layout needs neither torch nor a GPU: it prints the ctypes mirrors of
+the C structs as JSON, which tests/unit/test_peers_layout.c checks against the
+C compiler's offsetof and sizeof.
+"""
+import argparse
+import ctypes
+import fnmatch
+import json
+import math
+import os
+import statistics
+import sys
+import warnings
+from collections import namedtuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# ---------------------------------------------------------------- the C API
+
+FMQA_OP_DECODE = 1
+FMQA_DTYPE_F16, FMQA_DTYPE_INT8, FMQA_DTYPE_FP8_E4M3 = 1, 4, 5
+FMQA_FLAG_CAUSAL = 0x1
+FMQA_OPTIONS_VERSION = 1
+FMQA_LOG_WARN = 2
+CHOICE_SOURCES = {1: "tuned", 2: "nearest", 3: "default"}
+
+I32, U32, I64, PTR = ctypes.c_int32, ctypes.c_uint32, ctypes.c_int64, ctypes.c_void_p
+ENUM = ctypes.c_int32  # C enums of small non-negative values: 4 bytes on every ABI we build for
+
+
+class Problem(ctypes.Structure):
+    _fields_ = [("op", ENUM), ("batch", I32), ("num_q_heads", I32), ("num_kv_heads", I32),
+                ("head_dim_qk", I32), ("head_dim_v", I32), ("q_tokens", I32), ("kv_len", I32),
+                ("q_dtype", ENUM), ("kv_dtype", ENUM), ("out_dtype", ENUM),
+                ("page_size", I32), ("window", I32), ("sink_tokens", I32), ("rope", ENUM),
+                ("flags", U32)]
+
+
+class Options(ctypes.Structure):
+    _fields_ = [("struct_size", U32), ("version", U32), ("device", I32),
+                ("db_path", ctypes.c_char_p), ("template_dir", ctypes.c_char_p),
+                ("log_level", ENUM)]
+
+
+def _strides(name):
+    return [(f"{name}_stride_{d}", I64) for d in ("batch", "token", "head")]
+
+
+class DecodeArgs(ctypes.Structure):
+    _fields_ = ([("q", PTR)] + _strides("q") + [("k", PTR), ("v", PTR)] + _strides("k") +
+                _strides("v") + [("k_scale", PTR), ("v_scale", PTR)] + _strides("k_scale") +
+                _strides("v_scale") +
+                [("kv_lens", PTR), ("page_table", PTR), ("page_table_stride", I64),
+                 ("tree_mask", PTR), ("o", PTR)] + _strides("o") +
+                [("lse", PTR), ("sm_scale", ctypes.c_float), ("workspace", PTR),
+                 ("workspace_size", ctypes.c_size_t)])
+
+
+class Choice(ctypes.Structure):
+    _fields_ = [("source", ENUM), ("template_name", ctypes.c_char * 64),
+                ("config", ctypes.c_char * 256), ("tuned_time_us", ctypes.c_double)]
+
+
+LAYOUT = (("fmqa_problem", Problem), ("fmqa_options", Options),
+          ("fmqa_decode_args", DecodeArgs), ("fmqa_choice", Choice))
+
+
+def print_layout():
+    """One JSON record per line (the C test reads them line by line)."""
+    recs = []
+    for cname, cls in LAYOUT:
+        recs.append({"struct": cname, "sizeof": ctypes.sizeof(cls)})
+        for fname, _ in cls._fields_:
+            f = getattr(cls, fname)
+            recs.append({"struct": cname, "field": fname, "offset": f.offset, "size": f.size})
+    print("[")
+    for i, r in enumerate(recs):
+        print(json.dumps(r) + ("," if i + 1 < len(recs) else ""))
+    print("]")
+
+
+class FmqaError(RuntimeError):
+    pass
+
+
+class Lib:
+    """libfastmqa.so and one context on `device`."""
+
+    def __init__(self, path, device, db_path):
+        self.dll = dll = ctypes.CDLL(path)
+        P = ctypes.POINTER
+        sigs = {
+            "fmqa_status_string": (ctypes.c_char_p, [ctypes.c_int]),
+            "fmqa_ctx_create": (ctypes.c_int, [P(Options), P(PTR)]),
+            "fmqa_ctx_destroy": (None, [PTR]),
+            "fmqa_ctx_errmsg": (ctypes.c_char_p, [PTR]),
+            "fmqa_problem_init": (None, [P(Problem)]),
+            "fmqa_plan": (ctypes.c_int, [PTR, P(Problem), P(Choice)]),
+            "fmqa_decode_workspace_size": (ctypes.c_int, [PTR, P(Problem),
+                                                          P(ctypes.c_size_t)]),
+            "fmqa_decode": (ctypes.c_int, [PTR, P(Problem), P(DecodeArgs), PTR]),
+        }
+        for name, (res, argtypes) in sigs.items():
+            fn = getattr(dll, name)
+            fn.restype, fn.argtypes = res, argtypes
+        self._db = None if db_path is None else db_path.encode()  # kept alive
+        opts = Options(ctypes.sizeof(Options), FMQA_OPTIONS_VERSION, device, self._db, None,
+                       FMQA_LOG_WARN)
+        self.ctx = PTR()
+        st = dll.fmqa_ctx_create(ctypes.byref(opts), ctypes.byref(self.ctx))
+        if st:
+            msg = self._message(st, "fmqa_ctx_create")
+            dll.fmqa_ctx_destroy(self.ctx)
+            raise FmqaError(msg)
+
+    def _message(self, st, what):
+        text = self.dll.fmqa_status_string(st).decode()
+        detail = self.dll.fmqa_ctx_errmsg(self.ctx) if self.ctx else None
+        return f"{what}: {text}" + (f": {detail.decode()}" if detail else "")
+
+    def _check(self, st, what):
+        if st:
+            raise FmqaError(self._message(st, what))
+
+    def close(self):
+        self.dll.fmqa_ctx_destroy(self.ctx)
+        self.ctx = PTR()
+
+    def problem(self, s):
+        p = Problem()
+        self.dll.fmqa_problem_init(ctypes.byref(p))
+        p.op, p.batch, p.kv_len = FMQA_OP_DECODE, s.batch, s.kv_len
+        p.num_q_heads, p.num_kv_heads = s.heads, s.kv_heads
+        p.head_dim_qk = p.head_dim_v = s.d
+        p.q_tokens = 1
+        p.q_dtype = p.out_dtype = FMQA_DTYPE_F16
+        p.kv_dtype = KV_DTYPES[s.kv][0]
+        p.flags = FMQA_FLAG_CAUSAL
+        return p
+
+    def plan(self, p):
+        """Builds (compiles) the plan; returns (choice text, workspace bytes)."""
+        ch, ws = Choice(), ctypes.c_size_t()
+        self._check(self.dll.fmqa_plan(self.ctx, ctypes.byref(p), ctypes.byref(ch)),
+                    "fmqa_plan")
+        self._check(self.dll.fmqa_decode_workspace_size(self.ctx, ctypes.byref(p),
+                                                        ctypes.byref(ws)),
+                    "fmqa_decode_workspace_size")
+        text = f"{CHOICE_SOURCES.get(ch.source, '?')} {ch.config.decode()}"
+        return text, ws.value
+
+    def decode(self, p, args, stream):
+        self._check(self.dll.fmqa_decode(self.ctx, ctypes.byref(p), ctypes.byref(args),
+                                         PTR(stream)), "fmqa_decode")
+
+
+# ---------------------------------------------------------------- shapes
+
+# kv name -> (fmqa dtype, bytes per element, quantization max or None)
+KV_DTYPES = {"f16": (FMQA_DTYPE_F16, 2, None), "int8": (FMQA_DTYPE_INT8, 1, 127.0),
+             "fp8": (FMQA_DTYPE_FP8_E4M3, 1, 448.0)}
+
+Shape = namedtuple("Shape", "family kv batch kv_len heads kv_heads d")
+
+
+def shape_id(s):
+    return f"{s.family}-{s.kv}-b{s.batch}-t{s.kv_len}"
+
+
+def _shapes():
+    mqa_bt = ((1, 131072), (8, 32768), (64, 4096), (128, 1024))
+    out = [Shape("mqa", kv, b, t, 32, 1, 128) for kv in ("f16", "int8", "fp8")
+           for b, t in mqa_bt]
+    # fastmqa-bench decode's other shapes, then group sizes 16 and 4 at d=64 and MQA at d=64.
+    out.insert(4, Shape("gqa8", "f16", 64, 4096, 32, 8, 128))
+    out += [Shape("h2048-mqa", "f16", 64, 1024, 32, 1, 64),
+            Shape("h2048-mha", "f16", 64, 1024, 32, 32, 64),
+            Shape("gqa2", "f16", 64, 4096, 32, 2, 128),
+            Shape("gqa8-d64", "f16", 64, 4096, 32, 8, 64),
+            Shape("mqa-d64", "f16", 64, 4096, 32, 1, 64)]
+    return out
+
+
+SHAPES = _shapes()
+
+
+def select_shapes(patterns):
+    if not patterns:
+        return list(SHAPES)
+    pats = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen = [s for s in SHAPES if any(fnmatch.fnmatchcase(shape_id(s), p) for p in pats)]
+    if not chosen:
+        raise SystemExit(f"peers.py: --shapes {patterns!r} matches no shape (see --list)")
+    return chosen
+
+
+def cache_bytes(s, kv, heads):
+    """K and V bytes of a [B, T, heads, d] cache of kind kv (8-bit: plus two float scales)."""
+    _, elem, qmax = KV_DTYPES[kv]
+    row = 2 * s.d * elem + (8 if qmax else 0)
+    return s.batch * s.kv_len * heads * row
+
+
+def copies_for(nbytes, l2_bytes):
+    """The tuner's rule: enough copies to exceed twice the L2, at most 8."""
+    return max(1, min(8, (2 * l2_bytes) // max(nbytes, 1) + 1))
+
+
+# ---------------------------------------------------------------- inputs (torch from here on)
+
+torch = None  # imported by main() only, so --print-layout and --list need no torch
+DEVICE = "cuda"  # where every tensor lives
+
+
+def quantize(x, qmax):
+    """docs/reference.md: per row scale = fl32(max|x| / qmax); codes = RNE(x / scale)."""
+    xd = x.double()
+    scale = (xd.abs().amax(-1) / qmax).float()
+    s = scale.double().unsqueeze(-1)
+    y = torch.where(s > 0, xd / s, torch.zeros_like(xd))
+    if qmax == 127.0:
+        return torch.round(y).clamp(-127, 127).to(torch.int8), scale
+    return fp8_rne(y).float().to(torch.float8_e4m3fn), scale  # exact: y holds e4m3 values
+
+
+def fp8_rne(y):
+    """e4m3 values nearest to float64 y, ties to even, saturated to +-448.  Done in
+    float64 because torch converts double to fp8 through float (two roundings)."""
+    _, e = torch.frexp(y)                      # |y| in [2^(e-1), 2^e)
+    step = torch.pow(2.0, (e - 4).clamp(min=-9).double())  # 3 mantissa bits; subnormal 2^-9
+    return (torch.round(y / step) * step).clamp(-448.0, 448.0)
+
+
+def dequant64(codes, scale):
+    """Exact values of a cache in float64: scale * stored for 8-bit, else the f16 values."""
+    if scale is None:
+        return codes.double()
+    return codes.float().double() * scale.double().unsqueeze(-1)
+
+
+class Copy:
+    """One input copy: q [B, 1, H, d]; the cache k, v [B, T, Hkv, d] as FastMQA reads it
+    (with scales [B, T, Hkv] for 8-bit); kd, vd: the f16 cache PyTorch reads."""
+
+    def __init__(self, s, seed, keep_full):
+        dev = torch.device(DEVICE)
+        g = torch.Generator(device=dev)
+        g.manual_seed(seed)
+
+        def randn(*shape):
+            return torch.randn(shape, generator=g, device=dev, dtype=torch.float32).half()
+
+        self.q = randn(s.batch, 1, s.heads, s.d)
+        kf, vf = (randn(s.batch, s.kv_len, s.kv_heads, s.d) for _ in range(2))
+        qmax = KV_DTYPES[s.kv][2]
+        self.full = (kf, vf) if keep_full and qmax else None
+        if qmax is None:
+            self.k, self.v, self.k_scale, self.v_scale = kf, vf, None, None
+        else:
+            self.k, self.k_scale = quantize(kf, qmax)
+            self.v, self.v_scale = quantize(vf, qmax)
+        self.kd = self.vd = None
+
+    def dequantize_for_peers(self):
+        if self.k_scale is None:
+            self.kd, self.vd = self.k, self.v
+        else:
+            self.kd = dequant64(self.k, self.k_scale).half()
+            self.vd = dequant64(self.v, self.v_scale).half()
+
+
+def reference(q, k64, v64):
+    """float64 decode of one query token that sees every position: [B, H, d]."""
+    B, _, H, d = q.shape
+    hkv = k64.shape[2]
+    qq = q.double().reshape(B, hkv, H // hkv, d)
+    kk = k64.permute(0, 2, 1, 3)
+    p = torch.softmax(torch.matmul(qq, kk.transpose(-1, -2)) / math.sqrt(d), dim=-1)
+    return torch.matmul(p, v64.permute(0, 2, 1, 3)).reshape(B, H, d)
+
+
+def compare(out, ref):
+    """(rel_l2, max_abs) of out against ref in float64; inf for NaN or inf in out."""
+    o = out.double().reshape(ref.shape)
+    if not bool(torch.isfinite(o).all()):
+        return math.inf, math.inf
+    diff = o - ref
+    return float(diff.norm() / ref.norm()), float(diff.abs().max())
+
+
+def max_diff(a, b):
+    """max |a - b| in float64; inf where either holds NaN."""
+    d = float((a.double().reshape(b.shape) - b.double()).abs().max())
+    return d if math.isfinite(d) else math.inf
+
+
+# ---------------------------------------------------------------- contenders
+
+class Contender:
+    """A name, the K/V bytes one launch is handed, how many input copies it rotates
+    over, and launch(i) on copy i % copies (on torch's current stream), which returns
+    the output tensor.  keep holds what raw pointers in launch's arguments point at."""
+
+    def __init__(self, name, nbytes, copies, launch, keep=(), note=""):
+        self.name, self.nbytes, self.copies, self.launch = name, nbytes, copies, launch
+        self.keep, self.note = keep, note
+
+
+def ours(lib, s, copies):
+    """FastMQA's contender (its launch plan built here) and its output tensor."""
+    p = lib.problem(s)
+    choice, ws_bytes = lib.plan(p)
+    dev = torch.device(DEVICE)
+    ws = torch.empty(max(ws_bytes, 16), dtype=torch.uint8, device=dev)
+    o = torch.empty(s.batch, 1, s.heads, s.d, dtype=torch.float16, device=dev)
+    lens = torch.full((s.batch,), s.kv_len, dtype=torch.int32, device=dev)
+    args = [decode_args(c, o, lens, ws, ws_bytes) for c in copies]
+
+    def launch(i):
+        lib.decode(p, args[i % len(args)], torch.cuda.current_stream().cuda_stream)
+        return o
+
+    return Contender("fastmqa", cache_bytes(s, s.kv, s.kv_heads), len(copies), launch,
+                     keep=(copies, ws, lens), note=choice), o
+
+
+def decode_args(c, o, lens, ws, ws_bytes):
+    """fmqa_decode_args of copy c; every stride read off the tensor itself."""
+    a = DecodeArgs()
+    tensors = (("q", c.q), ("k", c.k), ("v", c.v), ("o", o), ("k_scale", c.k_scale),
+               ("v_scale", c.v_scale))
+    for name, t in tensors:
+        if t is None:
+            continue
+        setattr(a, name, t.data_ptr())
+        for axis, dim in enumerate(("batch", "token", "head")):
+            setattr(a, f"{name}_stride_{dim}", t.stride(axis))
+    a.kv_lens = lens.data_ptr()
+    a.sm_scale = 0.0  # 1 / sqrt(d), SDPA's default too
+    a.workspace, a.workspace_size = ws.data_ptr(), ws_bytes
+    return a
+
+
+def sdpa_backends():
+    from torch.nn.attention import SDPBackend
+    return {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+            "efficient": SDPBackend.EFFICIENT_ATTENTION}
+
+
+def sdpa(backend, q, k, v, gqa):
+    from torch.nn.attention import sdpa_kernel
+    kw = {"enable_gqa": True} if gqa else {}
+    with sdpa_kernel([backend]):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, **kw)
+
+
+def peer_views(s, c, mode):
+    """SDPA's (q, k, v, enable_gqa) of copy c: [B, heads, L, d] views of the same
+    memory (the cache [B, T, Hkv, d] transposed, no copy), except "repeat", whose
+    expanded cache is a new tensor."""
+    q, k, v = c.q.transpose(1, 2), c.kd.transpose(1, 2), c.vd.transpose(1, 2)
+    g = s.heads // s.kv_heads
+    if mode == "fold":
+        return c.q.view(s.batch, s.kv_heads, g, s.d), k, v, False
+    if mode == "repeat":
+        return q, k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1), False
+    return q, k, v, g > 1
+
+
+def peer(s, bname, mode, copies, l2_bytes):
+    heads = s.heads if mode == "repeat" else s.kv_heads
+    nbytes = cache_bytes(s, "f16", heads)
+    copies = copies[:copies_for(nbytes, l2_bytes)]
+    views = [peer_views(s, c, mode) for c in copies]
+    backend = sdpa_backends()[bname]
+
+    def launch(i):
+        q, k, v, gqa = views[i % len(views)]
+        return sdpa(backend, q, k, v, gqa)
+
+    return Contender(f"{bname}/{mode}", nbytes, len(views), launch, keep=views)
+
+
+def first_launch(contender):
+    """Runs launch(0) once: (a copy of its output, None) or (None, why it failed)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = contender.launch(0).clone()
+            torch.cuda.synchronize()
+            return out, None
+        except Exception as e:  # a refusal is a RuntimeError; anything else is reported too
+            why = " ".join([str(w.message) for w in caught] + [f"{type(e).__name__}: {e}"])
+            return None, " ".join(why.split())[:240]
+
+
+# ---------------------------------------------------------------- timing
+
+def time_contender(contender, samples, flush):
+    """Per-launch microseconds: graphs of N launches rotating over the copies, the L2
+    flushed before each replay."""
+    start, stop = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+    for i in range(contender.copies):  # warm: plans, cuDNN graphs, the allocator
+        contender.launch(i)
+    probe = 8
+    start.record()
+    for i in range(probe):
+        contender.launch(i)
+    stop.record()
+    stop.synchronize()
+    per_ms = max(start.elapsed_time(stop) / probe, 1e-3)
+    n = max(5, min(200, math.ceil(2.0 / per_ms)))  # about 2 ms of work per replay
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(n):
+            contender.launch(i)
+    graph.replay()
+    us = []
+    for _ in range(samples):
+        flush.zero_()
+        start.record()
+        graph.replay()
+        stop.record()
+        stop.synchronize()
+        us.append(start.elapsed_time(stop) * 1e3 / n)
+    del graph
+    return {"median_us": statistics.median(us), "min_us": min(us), "max_us": max(us),
+            "launches_per_graph": n, "samples": samples}
+
+
+def device_bandwidth(l2_bytes):
+    """GB/s of a read-only reduction (torch.sum) and of a device-to-device copy
+    (bytes read plus bytes written) over max(8 L2, 1 GiB)."""
+    nbytes = max(8 * l2_bytes, 1 << 30)
+    x = torch.ones(nbytes // 4, dtype=torch.float32, device=DEVICE)
+    y = torch.empty_like(x)
+
+    def median_ms(fn):
+        start, stop = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        for _ in range(3):
+            fn()
+        ms = []
+        for _ in range(20):
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            ms.append(start.elapsed_time(stop))
+        return statistics.median(ms)
+
+    read = nbytes / (median_ms(x.sum) * 1e6)
+    copy = 2 * nbytes / (median_ms(lambda: y.copy_(x)) * 1e6)
+    return read, copy, nbytes
+
+
+# ---------------------------------------------------------------- one shape
+
+TOL_F16 = 1e-3  # DESIGN.md section 5: relative L2 error of an f16 output
+
+
+class ShapeRun:
+    """Inputs, reference and results of one shape; contenders are added one by one."""
+
+    def __init__(self, lib, s, opts, env):
+        self.lib, self.s, self.opts, self.env = lib, s, opts, env
+        self.res = {"shape": shape_id(s), "kv": s.kv, "batch": s.batch, "kv_len": s.kv_len,
+                    "heads": s.heads, "kv_heads": s.kv_heads, "d": s.d, "contenders": []}
+        l2 = env["l2_bytes"]
+        n_ours = copies_for(cache_bytes(s, s.kv, s.kv_heads), l2)
+        n_peer = copies_for(cache_bytes(s, "f16", s.kv_heads), l2)
+        self.copies = [Copy(s, opts.seed * 1000 + i, keep_full=(i == 0))
+                       for i in range(max(n_ours, n_peer))]
+        self.n_ours, self.n_peer = n_ours, n_peer
+        c0 = self.copies[0]
+        self.ref = reference(c0.q, dequant64(c0.k, c0.k_scale), dequant64(c0.v, c0.v_scale))
+        self.ours_out = None
+
+    def run(self):
+        self.run_ours()
+        for c in self.copies[:self.n_peer]:
+            c.dequantize_for_peers()
+        modes = ["mha"] if self.s.heads == self.s.kv_heads else self.opts.modes
+        for bname in self.opts.backends:
+            for mode in modes:
+                self.run_peer(bname, mode)
+        self.summarize()
+        return self.res
+
+    def run_ours(self):
+        c, o = ours(self.lib, self.s, self.copies[:self.n_ours])
+        self.res["variant"] = c.note
+        o.fill_(float("nan"))  # poison: an element never written shows as NaN
+        out, why = first_launch(c)
+        if why:
+            raise FmqaError(f"fastmqa failed: {why}")
+        self.ours_out = out
+        c0 = self.copies[0]
+        if c0.full:  # 8-bit: the quantization error, against the unquantized cache
+            full = reference(c0.q, c0.full[0].double(), c0.full[1].double())
+            self.res["fastmqa_rel_l2_vs_unquantized"] = compare(out, full)[0]
+            c0.full = None
+        self.evaluate(c, out)
+
+    def run_peer(self, bname, mode):
+        l2 = self.env["l2_bytes"]
+        c = peer(self.s, bname, mode, self.copies, l2)
+        out, why = first_launch(c)
+        if why and mode == "gqa" and "repeat" not in self.opts.modes:
+            # enable_gqa refused: the cache expanded to H heads, built here, not timed.
+            c = peer(self.s, bname, "repeat", self.copies, l2)
+            c.note = f"enable_gqa refused: {why}"
+            out, why = first_launch(c)
+        if not why:
+            try:
+                self.evaluate(c, out)
+            except Exception as e:  # e.g. runs eagerly but not inside a graph capture
+                why = " ".join(f"failed while timed: {type(e).__name__}: {e}".split())[:240]
+        if why:
+            self.res["contenders"].append({"name": c.name, "skipped": why, "note": c.note})
+        del c, out
+        torch.cuda.empty_cache()
+
+    def evaluate(self, c, out):
+        """Checks copy 0's output against the reference, then times the contender."""
+        rel, mabs = compare(out, self.ref)
+        e = {"name": c.name, "bytes": c.nbytes, "copies": c.copies, "rel_l2": rel,
+             "max_abs": mabs, "ok": rel <= TOL_F16, "note": c.note}
+        if c.name != "fastmqa":
+            e["max_diff_vs_fastmqa"] = max_diff(out, self.ours_out)
+        if not self.opts.check_only:
+            e.update(time_contender(c, self.opts.samples, self.env["flush"]))
+            e["gbps"] = c.nbytes / (e["median_us"] * 1e3)
+        self.res["contenders"].append(e)
+
+    def summarize(self):
+        """Best correct peer by time, our speed-up over it, the largest |ours - torch|."""
+        res = self.res
+        ours_e = res["contenders"][0]
+        ran = [e for e in res["contenders"][1:] if "skipped" not in e]
+        res["ok"] = ours_e["ok"]
+        res["max_diff_vs_torch"] = max((e["max_diff_vs_fastmqa"] for e in ran), default=None)
+        timed = [e for e in ran if e["ok"] and "median_us" in e]
+        if timed and "median_us" in ours_e:
+            best = min(timed, key=lambda e: e["median_us"])
+            res["best_peer"], res["best_peer_us"] = best["name"], best["median_us"]
+            res["speedup"] = best["median_us"] / ours_e["median_us"]
+
+
+# ---------------------------------------------------------------- output
+
+def fmt(x, spec, width):
+    return f"{x:{width}{spec}}" if isinstance(x, (int, float)) else f"{'-':>{width}}"
+
+
+def clip(text, n=110):
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def print_shape(i, n, s, bw):
+    print(f"[{i}/{n}] {s['shape']}: B={s['batch']} T={s['kv_len']} H={s['heads']} "
+          f"Hkv={s['kv_heads']} d={s['d']} kv={s['kv']}; fastmqa {s.get('variant', '-')}")
+    if s["contenders"]:
+        print(f"  {'contender':<18} {'median_us':>10} {'GB/s':>7} {'%bw':>6} {'MiB':>8} "
+              f"{'rel_l2':>8} {'max_abs':>8} {'|ours-it|':>9} ok")
+    for e in s["contenders"]:
+        print_contender(e, bw)
+    if "fastmqa_rel_l2_vs_unquantized" in s:
+        print(f"  quantization: fastmqa rel_l2 {s['fastmqa_rel_l2_vs_unquantized']:.1e} "
+              f"against the unquantized cache")
+    if "speedup" in s:
+        print(f"  -> fastmqa {s['speedup']:.2f}x the speed of the best peer "
+              f"({s['best_peer']}, {s['best_peer_us']:.2f} us); "
+              f"max |fastmqa - torch| {fmt(s['max_diff_vs_torch'], '.1e', 0)}")
+    if "error" in s:
+        print(f"  error: {s['error']}")
+    sys.stdout.flush()
+
+
+def print_contender(e, bw):
+    if "skipped" in e:
+        print(f"  {e['name']:<18} skipped: {clip(e['skipped'])}")
+    else:
+        pct = 100 * e["gbps"] / bw if "gbps" in e and bw else None
+        print(f"  {e['name']:<18} {fmt(e.get('median_us'), '.2f', 10)} "
+              f"{fmt(e.get('gbps'), '.0f', 7)} {fmt(pct, '.1f', 5)}% "
+              f"{e['bytes'] / 2**20:8.1f} {e['rel_l2']:8.1e} {e['max_abs']:8.1e} "
+              f"{fmt(e.get('max_diff_vs_fastmqa'), '.1e', 9)} {'yes' if e['ok'] else 'NO'}")
+    if e["note"] and e["name"] != "fastmqa":
+        print(f"  {'':<18} ({clip(e['note'])})")
+
+
+def print_summary(doc):
+    print(f"\nsummary: {doc['device']}, torch {doc['torch']}, "
+          f"read {doc['read_gbps']:.0f} GB/s (torch.sum over {doc['bw_bytes'] / 2**30:.1f} GiB),"
+          f" copy {doc['copy_gbps']:.0f} GB/s (read + written)")
+    print(f"{'shape':<24} {'ours_us':>9} {'GB/s':>6} {'%bw':>6} {'best peer':<17} "
+          f"{'peer_us':>9} {'GB/s':>6} {'speedup':>7} {'|ours-torch|':>12} ok")
+    for s in doc["shapes"]:
+        if "error" in s:
+            print(f"{s['shape']:<24} error: {s['error'][:90]}")
+            continue
+        o = s["contenders"][0]
+        best = next((e for e in s["contenders"] if e["name"] == s.get("best_peer")), {})
+        pct = 100 * o["gbps"] / doc["read_gbps"] if "gbps" in o else None
+        print(f"{s['shape']:<24} {fmt(o.get('median_us'), '.2f', 9)} "
+              f"{fmt(o.get('gbps'), '.0f', 6)} {fmt(pct, '.1f', 5)}% "
+              f"{s.get('best_peer', '-'):<17} {fmt(best.get('median_us'), '.2f', 9)} "
+              f"{fmt(best.get('gbps'), '.0f', 6)} {fmt(s.get('speedup'), '.2f', 6)}x "
+              f"{fmt(s['max_diff_vs_torch'], '.1e', 12)} {'yes' if s['ok'] else 'NO'}")
+
+
+def write_json(path, doc):
+    if path:
+        with open(path + ".tmp", "w") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(path + ".tmp", path)
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        description="FastMQA decode against PyTorch SDPA (flash, cuDNN, efficient) on the "
+                    "same inputs; needs PyTorch and a GPU.")
+    ap.add_argument("--lib", default=os.path.join(REPO, "build", "libfastmqa.so"),
+                    help="libfastmqa.so (default: build/libfastmqa.so of this checkout)")
+    ap.add_argument("--db", default=None,
+                    help="tuning database FastMQA reads (default: its default path; "
+                         "'' = template defaults only)")
+    ap.add_argument("--shapes", default="",
+                    help="comma-separated patterns (fnmatch) over shape ids; see --list")
+    ap.add_argument("--list", action="store_true", help="print the shape ids and exit")
+    ap.add_argument("--backends", default="flash,cudnn,efficient",
+                    help="SDPA backends to run (default: flash,cudnn,efficient)")
+    ap.add_argument("--modes", default="gqa,fold",
+                    help="how PyTorch gets a GQA/MQA cache: gqa (enable_gqa, else "
+                         "repeat_interleave), fold, repeat (default: gqa,fold)")
+    ap.add_argument("--check-only", action="store_true",
+                    help="verify every contender, time nothing")
+    ap.add_argument("--samples", type=int, default=15, help="timed graph replays (15)")
+    ap.add_argument("--seed", type=int, default=1, help="input seed (1)")
+    ap.add_argument("--device", type=int, default=0, help="CUDA device ordinal (0)")
+    ap.add_argument("--json", default=None, metavar="PATH",
+                    help="also write the results as JSON (rewritten after each shape)")
+    ap.add_argument("--print-layout", action="store_true",
+                    help="print the ctypes struct layouts as JSON (no torch) and exit")
+    o = ap.parse_args(argv)
+    o.backends = [b for b in o.backends.split(",") if b]
+    o.modes = [m for m in o.modes.split(",") if m]
+    bad = [b for b in o.backends if b not in ("flash", "cudnn", "efficient")]
+    bad += [m for m in o.modes if m not in ("gqa", "fold", "repeat")]
+    if bad or o.samples < 1:
+        ap.error(f"unknown backend or mode {bad}" if bad else "--samples must be >= 1")
+    return o
+
+
+def environment(opts):
+    """Imports torch, checks the GPU, measures bandwidth; the run's shared state."""
+    global torch
+    try:
+        import torch as t
+    except ImportError as e:
+        raise SystemExit(f"peers.py: needs PyTorch ({e})")
+    torch = t
+    if not torch.cuda.is_available():
+        raise SystemExit("peers.py: PyTorch sees no GPU")
+    torch.cuda.set_device(opts.device)
+    props = torch.cuda.get_device_properties(opts.device)
+    l2 = getattr(props, "L2_cache_size", 0) or 50 << 20
+    read, copy, nbytes = device_bandwidth(l2)
+    torch.cuda.empty_cache()  # the bandwidth buffers
+    return {"l2_bytes": l2, "name": props.name, "read_gbps": read, "copy_gbps": copy,
+            "bw_bytes": nbytes, "flush": torch.empty(2 * l2, dtype=torch.uint8, device=DEVICE)}
+
+
+def cudnn_version():
+    try:
+        return torch.backends.cudnn.version()
+    except Exception:  # informative only: never stop the run for it
+        return None
+
+
+def context_alive():
+    try:
+        torch.cuda.synchronize()
+        return True
+    except RuntimeError:
+        return False
+
+
+def measure(lib, s, opts, env):
+    """One shape's results; an error keeps what was measured before it."""
+    run = None
+    try:
+        run = ShapeRun(lib, s, opts, env)
+        return run.run()
+    except Exception as e:  # FmqaError, CUDA errors, out of memory: the next shape runs
+        res = run.res if run else {"shape": shape_id(s), "kv": s.kv, "batch": s.batch,
+                                   "kv_len": s.kv_len, "heads": s.heads,
+                                   "kv_heads": s.kv_heads, "d": s.d, "contenders": []}
+        res["error"] = " ".join(f"{type(e).__name__}: {e}".split())[:400]
+        res["ok"] = False
+        return res
+
+
+def main(argv):
+    opts = parse_args(argv)
+    if opts.print_layout:
+        print_layout()
+        return 0
+    shapes = select_shapes(opts.shapes)
+    if opts.list:
+        print("\n".join(shape_id(s) for s in shapes))
+        return 0
+    if not os.path.exists(opts.lib):
+        raise SystemExit(f"peers.py: {opts.lib} not found (build the project, or --lib)")
+    env = environment(opts)
+    lib = Lib(opts.lib, opts.device, opts.db)
+    doc = {"device": env["name"], "torch": torch.__version__, "cuda": torch.version.cuda,
+           "cudnn": cudnn_version(), "lib": opts.lib,
+           "read_gbps": env["read_gbps"], "copy_gbps": env["copy_gbps"],
+           "bw_bytes": env["bw_bytes"], "l2_bytes": env["l2_bytes"],
+           "check_only": opts.check_only, "shapes": []}
+    print(f"{env['name']}: torch {doc['torch']} (CUDA {doc['cuda']}, cuDNN {doc['cudnn']}); "
+          f"read {env['read_gbps']:.0f} GB/s, copy {env['copy_gbps']:.0f} GB/s; {opts.lib}")
+    failed = False
+    for i, s in enumerate(shapes, 1):
+        res = measure(lib, s, opts, env)
+        torch.cuda.empty_cache()
+        failed |= not res.get("ok", False)
+        doc["shapes"].append(res)
+        print_shape(i, len(shapes), res, env["read_gbps"])
+        write_json(opts.json, doc)
+        if "error" in res and not context_alive():
+            print("the CUDA context is unusable after this error: remaining shapes not run")
+            break
+    if not opts.check_only:
+        print_summary(doc)
+    lib.close()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
