@@ -5,7 +5,11 @@
  * naive (explicit up-projection) form.
  *
  * Invariants: ref_visible() is the only place that decides visibility, so
- * decode, prefill, MLA and split partials cannot disagree about masks.  The
+ * decode, prefill, MLA and split partials cannot disagree about masks; it is
+ * asked once per (sequence, query token, position), and the query heads that
+ * share a KV head are computed together, each K and V row read once for the
+ * group (MQA verification of long caches was dominated by re-reading them per
+ * head).  Each head's arithmetic does not depend on its group size.  The
  * softmax subtracts the running maximum before exponentiating, so it is exact to
  * double rounding for any score range.  A query that sees nothing gets o = 0 and
  * lse = -inf, and the combine treats an lse of -inf as "contributes nothing".
@@ -104,12 +108,26 @@ static double effective_scale(const ref_attn_shape *s)
     return s->sm_scale != 0.0 ? s->sm_scale : 1.0 / sqrt((double)s->head_dim_qk);
 }
 
+/* Four partial sums: independent chains of additions run several times faster
+ * than one, and the order depends only on n, so every head gets the same
+ * arithmetic whatever its group. */
 static double dot(const double *a, const double *b, int64_t n)
 {
-    double acc = 0.0;
+    double acc[4] = {0.0, 0.0, 0.0, 0.0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int l = 0; l < 4; l++)
+            acc[l] += a[i + l] * b[i + l];
+    for (; i < n; i++)
+        acc[0] += a[i] * b[i];
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+/* y += a x, y and x distinct (restrict lets the compiler use vector loads). */
+static void axpy(double *restrict y, double a, const double *restrict x, int64_t n)
+{
     for (int64_t i = 0; i < n; i++)
-        acc += a[i] * b[i];
-    return acc;
+        y[i] += a * x[i];
 }
 
 /* a > b ? a : b, but NaN wins, so that a NaN score or lse can never be hidden. */
@@ -118,39 +136,56 @@ static double max_nan(double a, double b)
     return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
 }
 
-/* One (b, t, h) row; sc[kv_len] is scratch for the scores. */
-static void attend_row(const ref_attn_shape *s, int64_t b, int64_t t, int64_t h, const double *q,
-                       const double *k, const double *v, double *sc, double *o, double *lse)
+/* Scratch of ref_attention: which positions the current query token sees
+ * (vis [kv_len], from ref_visible), and per head of one group its scores
+ * (sc [kv_len, G]), running maximum, sum and lse ([G] each). */
+typedef struct scratch {
+    unsigned char *vis;
+    double *sc, *m, *sum, *lse;
+} scratch;
+
+/* The G query heads of KV head hk for query token (b, t): each K and V row is
+ * read once for the whole group, and each head's arithmetic (scores, maximum,
+ * sums, all in position order) is what it would be alone.  o is the group's
+ * G rows of dv; the lse of head g goes to w->lse[g]. */
+static void attend_group(const ref_attn_shape *s, int64_t b, int64_t t, int64_t hk,
+                         const double *q, const double *k, const double *v, scratch *w,
+                         double *o)
 {
-    int64_t hk = h / (s->num_q_heads / s->num_kv_heads), dqk = s->head_dim_qk, dv = s->head_dim_v;
-    const double *qrow = q + ((b * s->q_tokens + t) * s->num_q_heads + h) * dqk;
-    double scale = effective_scale(s), m = -INFINITY;
+    int64_t G = s->num_q_heads / s->num_kv_heads, dqk = s->head_dim_qk, dv = s->head_dim_v;
+    const double *qg = q + ((b * s->q_tokens + t) * s->num_q_heads + hk * G) * dqk;
+    double scale = effective_scale(s);
     int64_t seen = 0;
+    for (int64_t g = 0; g < G; g++)
+        w->m[g] = -INFINITY, w->sum[g] = 0.0, w->lse[g] = -INFINITY;
+    memset(o, 0, (size_t)(G * dv) * sizeof *o);
     for (int64_t j = 0; j < s->kv_len; j++) {
-        if (!ref_visible(s, b, t, j))
+        if (!w->vis[j])
             continue;
-        sc[j] = scale * dot(qrow, k + ((b * s->kv_len + j) * s->num_kv_heads + hk) * dqk, dqk);
-        m = max_nan(m, sc[j]);
+        const double *krow = k + ((b * s->kv_len + j) * s->num_kv_heads + hk) * dqk;
+        for (int64_t g = 0; g < G; g++) {
+            w->sc[j * G + g] = scale * dot(qg + g * dqk, krow, dqk);
+            w->m[g] = max_nan(w->m[g], w->sc[j * G + g]);
+        }
         seen++;
     }
-    memset(o, 0, (size_t)dv * sizeof *o);
-    if (!seen) {   /* sees nothing: o = 0, lse = -inf by definition */
-        *lse = -INFINITY;
+    if (!seen)   /* sees nothing: o = 0, lse = -inf by definition */
         return;
-    }
-    double sum = 0.0;
     for (int64_t j = 0; j < s->kv_len; j++) {
-        if (!ref_visible(s, b, t, j))
+        if (!w->vis[j])
             continue;
-        double w = exp(sc[j] - m);
         const double *vrow = v + ((b * s->kv_len + j) * s->num_kv_heads + hk) * dv;
-        for (int64_t i = 0; i < dv; i++)
-            o[i] += w * vrow[i];
-        sum += w;
+        for (int64_t g = 0; g < G; g++) {
+            double e = exp(w->sc[j * G + g] - w->m[g]);
+            axpy(o + g * dv, e, vrow, dv);
+            w->sum[g] += e;
+        }
     }
-    for (int64_t i = 0; i < dv; i++)
-        o[i] /= sum;
-    *lse = m + log(sum);
+    for (int64_t g = 0; g < G; g++) {
+        for (int64_t i = 0; i < dv; i++)
+            o[g * dv + i] /= w->sum[g];
+        w->lse[g] = w->m[g] + log(w->sum[g]);
+    }
 }
 
 fmqa_status ref_attention(const ref_attn_shape *s, const double *q, const double *k,
@@ -161,20 +196,29 @@ fmqa_status ref_attention(const ref_attn_shape *s, const double *q, const double
         return st;
     if (!q || !k || !v || !o)
         return BAD("ref_attention: NULL q, k, v or o");
-    double *sc = malloc((size_t)s->kv_len * sizeof *sc);
-    if (!sc)
+    int64_t G = s->num_q_heads / s->num_kv_heads;
+    scratch w;
+    w.sc = malloc((size_t)((s->kv_len + 3) * G) * sizeof *w.sc);
+    w.vis = malloc((size_t)s->kv_len);
+    if (!w.sc || !w.vis) {
+        free(w.sc), free(w.vis);
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_attention: %lld scores",
-                            (long long)s->kv_len);
+                            (long long)(s->kv_len * G));
+    }
+    w.m = w.sc + s->kv_len * G, w.sum = w.m + G, w.lse = w.sum + G;
     for (int64_t b = 0; b < s->batch; b++)
-        for (int64_t t = 0; t < s->q_tokens; t++)
-            for (int64_t h = 0; h < s->num_q_heads; h++) {
-                int64_t row = (b * s->q_tokens + t) * s->num_q_heads + h;
-                double l;
-                attend_row(s, b, t, h, q, k, v, sc, o + row * s->head_dim_v, &l);
-                if (lse)
-                    lse[row] = l;
+        for (int64_t t = 0; t < s->q_tokens; t++) {
+            for (int64_t j = 0; j < s->kv_len; j++)   /* once for every head */
+                w.vis[j] = (unsigned char)ref_visible(s, b, t, j);
+            for (int64_t hk = 0; hk < s->num_kv_heads; hk++) {
+                int64_t row = (b * s->q_tokens + t) * s->num_q_heads + hk * G;
+                attend_group(s, b, t, hk, q, k, v, &w, o + row * s->head_dim_v);
+                for (int64_t g = 0; lse && g < G; g++)
+                    lse[row + g] = w.lse[g];
             }
-    free(sc);
+        }
+    free(w.sc);
+    free(w.vis);
     return FMQA_OK;
 }
 

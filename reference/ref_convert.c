@@ -8,12 +8,17 @@
  * grid of the format (quantum 2^(E - mbits) with E clamped to emin so that
  * subnormals come out right), and only then compared with the largest finite
  * value.  Every step is exact in double: the formats have at most 11
- * significant bits, and scaling by powers of two loses nothing here.
+ * significant bits, and scaling by powers of two loses nothing here.  Those
+ * powers of two and exponents are read and built from the double's bits
+ * (pow2, exponent_of) rather than with ldexp / frexp, which cost most of the
+ * time of building large test inputs; every exponent involved lies well
+ * inside double's normal range.
  */
 #include "ref.h"
 
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 typedef struct fmt {
     int mbits;        /* stored mantissa bits                          */
@@ -34,19 +39,38 @@ static int fmt_emin(const fmt *f)
     return 1 - f->bias;
 }
 
-/* |x| rounded to nearest even on the format's grid (no overflow handling). */
+/* 2^n for -1022 <= n <= 1023: a double whose only nonzero field is the
+ * biased exponent.  The callers below stay within -1020 <= n <= 1020. */
+static double pow2(int n)
+{
+    uint64_t bits = (uint64_t)(n + 1023) << 52;
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+
+/* floor(log2(a)) for a normal double a > 0 (frexp's exponent minus one).  A
+ * subnormal double gives -1023, below every format's emin, which is where the
+ * callers clamp it anyway. */
+static int exponent_of(double a)
+{
+    uint64_t bits;
+    memcpy(&bits, &a, sizeof bits);
+    return (int)((bits >> 52) & 0x7FFu) - 1023;
+}
+
+/* |x| (finite) rounded to nearest even on the format's grid (no overflow
+ * handling). */
 static double round_mag(const fmt *f, double a)
 {
-    int e;
-    frexp(a, &e);
-    int E = e - 1 < fmt_emin(f) ? fmt_emin(f) : e - 1;
-    double quantum = ldexp(1.0, E - f->mbits);
-    return rint(a / quantum) * quantum;
+    int E = exponent_of(a) < fmt_emin(f) ? fmt_emin(f) : exponent_of(a);
+    return rint(a * pow2(f->mbits - E)) * pow2(E - f->mbits);
 }
 
 static uint32_t encode(const fmt *f, double x)
 {
-    uint32_t sign = signbit(x) ? 1u << (f->ebits + f->mbits) : 0u;
+    /* Signs are taken without a branch: random data mispredicts it half the time. */
+    uint32_t sign = (uint32_t)(signbit(x) != 0) << (f->ebits + f->mbits);
     if (isnan(x))
         return sign | f->nan;
     double a = isinf(x) ? INFINITY : round_mag(f, fabs(x));
@@ -58,12 +82,10 @@ static uint32_t encode(const fmt *f, double x)
     }
     if (a == 0.0)
         return sign;
-    int e;
-    frexp(a, &e);
-    int E = e - 1;
+    int E = exponent_of(a);
     if (E < fmt_emin(f))   /* subnormal: exponent field 0, a = m * 2^(emin - mbits) */
-        return sign | (uint32_t)ldexp(a, f->mbits - fmt_emin(f));
-    uint32_t mant = (uint32_t)(ldexp(a, f->mbits - E) - ldexp(1.0, f->mbits));
+        return sign | (uint32_t)(a * pow2(f->mbits - fmt_emin(f)));
+    uint32_t mant = (uint32_t)(a * pow2(f->mbits - E) - pow2(f->mbits));
     return sign | ((uint32_t)(E + f->bias) << f->mbits) | mant;
 }
 
@@ -71,14 +93,14 @@ static double decode(const fmt *f, uint32_t bits)
 {
     uint32_t mmask = (1u << f->mbits) - 1u, emask = (1u << f->ebits) - 1u;
     uint32_t mant = bits & mmask, efield = (bits >> f->mbits) & emask;
-    double sign = (bits >> (f->ebits + f->mbits)) & 1u ? -1.0 : 1.0;
+    double sign = 1.0 - 2.0 * (double)((bits >> (f->ebits + f->mbits)) & 1u);   /* as in encode */
     if (efield == emask && f->saturate && mant == mmask)
         return NAN;
     if (efield == emask && !f->saturate)
         return mant ? NAN : sign * INFINITY;
     if (efield == 0)
-        return sign * ldexp((double)mant, fmt_emin(f) - f->mbits);
-    return sign * ldexp((double)(mant | (1u << f->mbits)), (int)efield - f->bias - f->mbits);
+        return sign * (double)mant * pow2(fmt_emin(f) - f->mbits);
+    return sign * (double)(mant | (1u << f->mbits)) * pow2((int)efield - f->bias - f->mbits);
 }
 
 uint16_t ref_f16_from_double(double x) { return (uint16_t)encode(&F16, x); }
