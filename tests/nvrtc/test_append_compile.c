@@ -20,43 +20,7 @@
 #include <criterion/criterion.h>
 
 #include "gen.h"
-
-static gen_lib *open_lib(void)
-{
-    gen_lib *lib = NULL;
-    fmqa_err err;
-    cr_assert_eq(gen_lib_open(FMQA_SOURCE_DIR "/templates", &lib, &err), FMQA_OK, "%s", err.msg);
-    return lib;
-}
-
-static const gen_template *append_template(gen_lib *lib)
-{
-    const gen_template *t = gen_lib_find(lib, "append");
-    if (!t)
-        for (int i = 0; i < gen_lib_count(lib); i++)
-            if (strcmp(gen_template_file(gen_lib_at(lib, i)), "append.lua") == 0)
-                cr_assert_fail("append.lua did not load: %s",
-                         gen_template_message(gen_lib_at(lib, i)));
-    cr_assert_not_null(t, "no append template");
-    cr_assert_eq(gen_template_op(t), FMQA_OP_APPEND);
-    return t;
-}
-
-static fmqa_problem parse(const char *spec)
-{
-    fmqa_problem p;
-    fmqa_err err;
-    cr_assert_eq(gen_problem_parse(spec, &p, &err), FMQA_OK, "%s: %s", spec, err.msg);
-    return p;
-}
-
-static fmqa_device_info device(const char *arch)
-{
-    fmqa_device_info d;
-    fmqa_err err;
-    cr_assert_eq(gen_device_preset(arch, &d, &err), FMQA_OK, "%s", err.msg);
-    return d;
-}
+#include "test_support.h"
 
 /* ---------------------------------------------------------------- compiles */
 
@@ -129,8 +93,8 @@ static void submit_class(gen_compiler *comp, const gen_template *t, int i, int j
              "op=append,batch=3,heads=8,kv_heads=2,d=%d,dv=%d,tq=5,kv_len=4096,q=%s,kv=%s,"
              "out=%s,rope=%s,%s",
              hd[i], hd[c3], in[c4 & 1], kv[j], in[c4 & 1], rope[(i ^ j) % 3], place[c3 % 3]);
-    fmqa_problem p = parse(spec);
-    fmqa_device_info dev = device(arch[c4 >> 1]);
+    fmqa_problem p = fmqa_test_problem(spec);
+    fmqa_device_info dev = fmqa_test_device(arch[c4 >> 1]);
     gen_config c;
     fmqa_err err;
     cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
@@ -167,8 +131,8 @@ static size_t submit_heaviest(gen_compiler *comp, const gen_template *t, compile
     static const char spec[] =
         "op=append,batch=3,heads=8,kv_heads=2,d=256,dv=256,tq=5,kv_len=4096,q=bf16,kv=fp8_e4m3,"
         "out=bf16,rope=gptj,page=16,window=100,sinks=4,flags=paged|ring";
-    fmqa_problem p = parse(spec);
-    fmqa_device_info devs[2] = {device("sm_80"), device("sm_90")};
+    fmqa_problem p = fmqa_test_problem(spec);
+    fmqa_device_info devs[2] = {fmqa_test_device("sm_80"), fmqa_test_device("sm_90")};
     gen_config *cs = NULL;
     size_t n = 0, queued = 0;
     fmqa_err err;
@@ -192,8 +156,8 @@ static size_t submit_heaviest(gen_compiler *comp, const gen_template *t, compile
 
 Test(append_compile, covering_classes_and_heaviest_space)
 {
-    gen_lib *lib = open_lib();
-    const gen_template *t = append_template(lib);
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "append", FMQA_OP_APPEND);
     gen_compiler *comp;
     fmqa_err err;
     cr_assert_eq(gen_compiler_create(2, NULL, &comp, &err), FMQA_OK, "%s", err.msg);
@@ -211,9 +175,9 @@ Test(append_compile, covering_classes_and_heaviest_space)
 /* rows = batch * tq * (2 * kv_heads + heads) = 3 * 5 * (4 + 8) = 180 with RoPE. */
 Test(append_compile, default_and_launch_by_hand)
 {
-    gen_lib *lib = open_lib();
-    const gen_template *t = append_template(lib);
-    fmqa_device_info dev = device("sm_90");
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "append", FMQA_OP_APPEND);
+    fmqa_device_info dev = fmqa_test_device("sm_90");
     static const struct {
         int d;
         int64_t tpr, rows, vec;
@@ -223,7 +187,7 @@ Test(append_compile, default_and_launch_by_hand)
         snprintf(spec, sizeof spec,
                  "op=append,batch=3,heads=8,kv_heads=2,d=%d,tq=5,q=f16,kv=int8,rope=neox",
                  want[i].d);
-        fmqa_problem p = parse(spec);
+        fmqa_problem p = fmqa_test_problem(spec);
         gen_config c;
         gen_plan plan;
         fmqa_err err;
@@ -253,10 +217,10 @@ Test(append_compile, default_and_launch_by_hand)
 
 Test(append_compile, defines_reach_the_source)
 {
-    gen_lib *lib = open_lib();
-    const gen_template *t = append_template(lib);
-    fmqa_device_info dev = device("sm_80");
-    fmqa_problem p = parse("op=append,batch=2,heads=4,kv_heads=1,d=128,dv=64,tq=1,q=bf16,"
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "append", FMQA_OP_APPEND);
+    fmqa_device_info dev = fmqa_test_device("sm_80");
+    fmqa_problem p = fmqa_test_problem("op=append,batch=2,heads=4,kv_heads=1,d=128,dv=64,tq=1,q=bf16,"
                            "kv=fp8_e4m3,rope=gptj,page=32,window=64,sinks=2,flags=paged|ring");
     gen_config c;
     gen_source src;
@@ -278,9 +242,9 @@ Test(append_compile, defines_reach_the_source)
 /* Problems the template refuses, with the reason it gives. */
 Test(append_compile, illegal_problems_and_configs)
 {
-    gen_lib *lib = open_lib();
-    const gen_template *t = append_template(lib);
-    fmqa_device_info dev = device("sm_90");
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "append", FMQA_OP_APPEND);
+    fmqa_device_info dev = fmqa_test_device("sm_90");
     static const struct {
         const char *spec, *reason;
     } bad[] = {
@@ -298,18 +262,18 @@ Test(append_compile, illegal_problems_and_configs)
     gen_config_set(&c, "ROWS_PER_CTA", 16, &err);
     gen_config_set(&c, "VEC", 8, &err);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        fmqa_problem p = parse(bad[i].spec);
+        fmqa_problem p = fmqa_test_problem(bad[i].spec);
         cr_expect_eq(gen_check(t, &c, &p, &dev, &err), FMQA_ERR_UNSUPPORTED, "%s", bad[i].spec);
         cr_expect_not_null(strstr(err.msg, bad[i].reason), "%s: message '%s'", bad[i].spec,
                            err.msg);
     }
     /* d = 64 with VEC = 8 has 4 chunks per half row: 32 lanes would idle 28. */
-    fmqa_problem p = parse("op=append,d=64,q=f16,kv=f16");
+    fmqa_problem p = fmqa_test_problem("op=append,d=64,q=f16,kv=f16");
     gen_config_set(&c, "THREADS_PER_ROW", 32, &err);
     cr_expect_eq(gen_check(t, &c, &p, &dev, &err), FMQA_ERR_UNSUPPORTED);
     cr_expect_not_null(strstr(err.msg, "exceeds the 4 chunks"), "%s", err.msg);
     /* d = 256 with VEC = 2, 2 lanes: 64 chunks per half, 32 passes, 128 values. */
-    p = parse("op=append,d=256,q=f16,kv=f16");
+    p = fmqa_test_problem("op=append,d=256,q=f16,kv=f16");
     gen_config_set(&c, "THREADS_PER_ROW", 2, &err);
     gen_config_set(&c, "VEC", 2, &err);
     cr_expect_eq(gen_check(t, &c, &p, &dev, &err), FMQA_ERR_UNSUPPORTED);

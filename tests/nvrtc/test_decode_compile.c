@@ -18,43 +18,7 @@
 #include <criterion/criterion.h>
 
 #include "gen.h"
-
-static gen_lib *open_lib(void)
-{
-    gen_lib *lib = NULL;
-    fmqa_err err;
-    cr_assert_eq(gen_lib_open(FMQA_SOURCE_DIR "/templates", &lib, &err), FMQA_OK, "%s", err.msg);
-    return lib;
-}
-
-static const gen_template *decode_template(gen_lib *lib)
-{
-    const gen_template *t = gen_lib_find(lib, "decode");
-    if (!t)
-        for (int i = 0; i < gen_lib_count(lib); i++)
-            if (strcmp(gen_template_file(gen_lib_at(lib, i)), "decode.lua") == 0)
-                cr_assert_fail("decode.lua did not load: %s",
-                               gen_template_message(gen_lib_at(lib, i)));
-    cr_assert_not_null(t, "no decode template");
-    cr_assert_eq(gen_template_op(t), FMQA_OP_DECODE);
-    return t;
-}
-
-static fmqa_problem parse(const char *spec)
-{
-    fmqa_problem p;
-    fmqa_err err;
-    cr_assert_eq(gen_problem_parse(spec, &p, &err), FMQA_OK, "%s: %s", spec, err.msg);
-    return p;
-}
-
-static fmqa_device_info device(const char *arch)
-{
-    fmqa_device_info d;
-    fmqa_err err;
-    cr_assert_eq(gen_device_preset(arch, &d, &err), FMQA_OK, "%s", err.msg);
-    return d;
-}
+#include "test_support.h"
 
 static gen_config config(const char *text)
 {
@@ -107,9 +71,9 @@ static void compile_classes(const char *arch, int d)
 {
     static const char *const q[] = {"f16", "bf16"};
     static const char *const kv[] = {"f16", "bf16", "int8", "fp8_e4m3"};
-    gen_lib *lib = open_lib();
-    const gen_template *t = decode_template(lib);
-    fmqa_device_info dev = device(arch);
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
+    fmqa_device_info dev = fmqa_test_device(arch);
     for (int i = 0; i < 8; i++) {
         const int g = GROUPS[(i + d / 32) % 6];
         char spec[GEN_PROBLEM_TEXT_CAP];
@@ -117,7 +81,7 @@ static void compile_classes(const char *arch, int d)
                  "op=decode,batch=3,heads=%d,kv_heads=2,d=%d,dv=%d,kv_len=4096,q=%s,kv=%s,"
                  "out=%s,%s",
                  2 * g, d, d, q[i / 4], kv[i % 4], q[i / 4], VARIANTS[(i + d / 32) % 6]);
-        fmqa_problem p = parse(spec);
+        fmqa_problem p = fmqa_test_problem(spec);
         gen_config c;
         fmqa_err err;
         cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
@@ -150,13 +114,13 @@ Test(decode_compile, heavy_configs, .timeout = 600)
          "page=16,flags=causal|paged|tree",
          "BLOCK_N=128,SPLITS=4,STAGES=4,WARPS_M=2,WARPS_N=1"},
     };
-    gen_lib *lib = open_lib();
-    const gen_template *t = decode_template(lib);
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
     const char *const archs[] = {"sm_80", "sm_90"};
     for (int a = 0; a < 2; a++) {
-        fmqa_device_info dev = device(archs[a]);
+        fmqa_device_info dev = fmqa_test_device(archs[a]);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            fmqa_problem p = parse(cases[i].spec);
+            fmqa_problem p = fmqa_test_problem(cases[i].spec);
             gen_config c = config(cases[i].config);
             fmqa_err err;
             cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", cases[i].config,
@@ -193,10 +157,10 @@ static int64_t get(const gen_config *c, const char *name)
  * block. */
 Test(decode_compile, mqa_default_and_launch_by_hand)
 {
-    gen_lib *lib = open_lib();
-    const gen_template *t = decode_template(lib);
-    fmqa_device_info dev = device("sm_90");
-    fmqa_problem p = parse("op=decode,batch=64,heads=32,kv_heads=1,d=128,dv=128,tq=1,kv_len=4096,"
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
+    fmqa_device_info dev = fmqa_test_device("sm_90");
+    fmqa_problem p = fmqa_test_problem("op=decode,batch=64,heads=32,kv_heads=1,d=128,dv=128,tq=1,kv_len=4096,"
                            "flags=causal");
     gen_config c;
     fmqa_err err;
@@ -235,9 +199,9 @@ Test(decode_compile, mqa_default_and_launch_by_hand)
  * = 4, 1028/256 = 4) = 4, ceil(1028/4) = 257 -> 320 tokens. */
 Test(decode_compile, split_rule_by_hand)
 {
-    gen_lib *lib = open_lib();
-    const gen_template *t = decode_template(lib);
-    fmqa_device_info dev = device("sm_90");
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
+    fmqa_device_info dev = fmqa_test_device("sm_90");
     static const struct {
         const char *spec;
         int splits, tokens, kernels;
@@ -252,7 +216,7 @@ Test(decode_compile, split_rule_by_hand)
          4, 320, 2, 4LL * 64 * 32 * 129 * 4},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        fmqa_problem p = parse(cases[i].spec);
+        fmqa_problem p = fmqa_test_problem(cases[i].spec);
         gen_config c;
         fmqa_err err;
         cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
@@ -267,7 +231,7 @@ Test(decode_compile, split_rule_by_hand)
     }
     /* An explicit SPLITS=4 of 64-token tiles over 1000 positions: ceil(1000/4)
      * = 250 -> 256 tokens, ceil(1000/256) = 4 splits. */
-    fmqa_problem p = parse("op=decode,batch=2,heads=8,kv_heads=2,d=64,tq=1,kv_len=1000,flags=causal");
+    fmqa_problem p = fmqa_test_problem("op=decode,batch=2,heads=8,kv_heads=2,d=64,tq=1,kv_len=1000,flags=causal");
     gen_config c = config("BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
     gen_plan plan = plan_of(t, &c, &p, &dev);
     int64_t tokens = 0;
@@ -286,8 +250,8 @@ Test(decode_compile, split_rule_by_hand)
  * 4; d = 256 caps at 2. */
 Test(decode_compile, default_row_warps_in_space)
 {
-    gen_lib *lib = open_lib();
-    const gen_template *t = decode_template(lib);
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
     static const struct {
         const char *spec;
         int warps_m;
@@ -300,9 +264,9 @@ Test(decode_compile, default_row_warps_in_space)
     };
     const char *const archs[] = {"sm_80", "sm_90"};
     for (int a = 0; a < 2; a++) {
-        fmqa_device_info dev = device(archs[a]);
+        fmqa_device_info dev = fmqa_test_device(archs[a]);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            fmqa_problem p = parse(cases[i].spec);
+            fmqa_problem p = fmqa_test_problem(cases[i].spec);
             gen_config c;
             fmqa_err err;
             cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s %s: %s", archs[a],
@@ -321,12 +285,12 @@ Test(decode_compile, default_row_warps_in_space)
  * both presets. */
 Test(decode_compile, space_size_by_hand)
 {
-    gen_lib *lib = open_lib();
-    const gen_template *t = decode_template(lib);
-    fmqa_problem p = parse("op=decode,batch=2,heads=4,kv_heads=4,d=64,tq=1,kv_len=4096,flags=causal");
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
+    fmqa_problem p = fmqa_test_problem("op=decode,batch=2,heads=4,kv_heads=4,d=64,tq=1,kv_len=4096,flags=causal");
     const char *const archs[] = {"sm_80", "sm_90"};
     for (int a = 0; a < 2; a++) {
-        fmqa_device_info dev = device(archs[a]);
+        fmqa_device_info dev = fmqa_test_device(archs[a]);
         gen_config *cs = NULL;
         size_t n = 0;
         fmqa_err err;
@@ -340,8 +304,8 @@ Test(decode_compile, space_size_by_hand)
 static void expect_reason(const gen_template *t, const char *spec, const char *config_text,
                           const char *reason)
 {
-    fmqa_device_info dev = device("sm_90");
-    fmqa_problem p = parse(spec);
+    fmqa_device_info dev = fmqa_test_device("sm_90");
+    fmqa_problem p = fmqa_test_problem(spec);
     gen_config c = config(config_text);
     fmqa_err err = {0};
     cr_expect_eq(gen_check(t, &c, &p, &dev, &err), FMQA_ERR_UNSUPPORTED, "%s [%s]", spec,
@@ -352,8 +316,8 @@ static void expect_reason(const gen_template *t, const char *spec, const char *c
 
 Test(decode_compile, illegal_problems_and_configs_say_why)
 {
-    gen_lib *lib = open_lib();
-    const gen_template *t = decode_template(lib);
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
     const char *ok_cfg = "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2";
     expect_reason(t, "op=decode,heads=8,kv_heads=1,d=80,tq=1,flags=causal", ok_cfg,
                   "head_dim_qk must be 64, 96, 128 or 256, got 80");

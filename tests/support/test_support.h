@@ -34,6 +34,14 @@ CUdeviceptr fmqa_test_alloc_poisoned(fmqa_test_gpu *g, size_t bytes, uint8_t poi
 void fmqa_test_download(fmqa_test_gpu *g, void *host, CUdeviceptr src, size_t bytes);
 void fmqa_test_free(fmqa_test_gpu *g, CUdeviceptr p);
 
+/* The shipped templates (the source tree's templates/), one of them by name
+ * (asserting it loaded and has that op), a parsed problem spec, and a device
+ * preset ("sm_80", "sm_90", ...). */
+gen_lib *fmqa_test_open_templates(void);
+const gen_template *fmqa_test_template(gen_lib *lib, const char *name, fmqa_op op);
+fmqa_problem fmqa_test_problem(const char *spec);
+fmqa_device_info fmqa_test_device(const char *arch);
+
 /* Renders a template config, builds it with the CPU emulator's driver
  * tests/emu/<driver> into a shared object under dir (a mkdtemp template,
  * filled in) and returns its emu_launch symbol (cast it to the driver's
