@@ -293,27 +293,39 @@ static void cache_strides(const tun_case *c, int64_t d, int64_t *sb, int64_t *st
 
 #define DEV(c, i, k) ((void *)(uintptr_t)(c)->t[i].dev[(c)->t[i].shared ? 0 : (k)])
 
+/* The cache fields (K, V, 8-bit scales, page table) carry the same names in
+ * fmqa_decode_args and fmqa_append_args: one macro fills them for both. */
+#define FILL_CACHE(c, a, k, host)                                                       \
+    do {                                                                                \
+        const fmqa_problem *p_ = &(c)->p;                                               \
+        (a)->k = PTR(c, T_K, k, host), (a)->v = PTR(c, T_V, k, host);                   \
+        cache_strides(c, p_->head_dim_qk, &(a)->k_stride_batch, &(a)->k_stride_token,   \
+                      &(a)->k_stride_head);                                             \
+        cache_strides(c, p_->head_dim_v, &(a)->v_stride_batch, &(a)->v_stride_token,    \
+                      &(a)->v_stride_head);                                             \
+        if (is_8bit(p_->kv_dtype)) {                                                    \
+            (a)->k_scale = PTR(c, T_KS, k, host), (a)->v_scale = PTR(c, T_VS, k, host); \
+            cache_strides(c, 1, &(a)->k_scale_stride_batch, &(a)->k_scale_stride_token, \
+                          &(a)->k_scale_stride_head);                                   \
+            cache_strides(c, 1, &(a)->v_scale_stride_batch, &(a)->v_scale_stride_token, \
+                          &(a)->v_scale_stride_head);                                   \
+        }                                                                               \
+        if (p_->flags & FMQA_FLAG_PAGED)                                                \
+            (a)->page_table = PTR(c, T_PT, k, host),                                    \
+            (a)->page_table_stride = (c)->lay.pages_per_seq;                            \
+    } while (0)
+#define PTR(c, i, k, host) ((host) ? (c)->t[i].host : DEV(c, i, k))
+
 static void fill_decode_args(tun_case *c, int k, fmqa_decode_args *a, int host)
 {
     const fmqa_problem *p = &c->p;
-#define P(i) (host ? c->t[i].host : DEV(c, i, k))
+#define P(i) PTR(c, i, k, host)
     memset(a, 0, sizeof *a);
     int64_t H = p->num_q_heads, d = p->head_dim_qk, dv = p->head_dim_v;
     a->q = P(T_Q);
     a->q_stride_batch = p->q_tokens * H * d, a->q_stride_token = H * d, a->q_stride_head = d;
-    a->k = P(T_K), a->v = P(T_V);
-    cache_strides(c, d, &a->k_stride_batch, &a->k_stride_token, &a->k_stride_head);
-    cache_strides(c, dv, &a->v_stride_batch, &a->v_stride_token, &a->v_stride_head);
-    if (is_8bit(p->kv_dtype)) {
-        a->k_scale = P(T_KS), a->v_scale = P(T_VS);
-        cache_strides(c, 1, &a->k_scale_stride_batch, &a->k_scale_stride_token,
-                      &a->k_scale_stride_head);
-        cache_strides(c, 1, &a->v_scale_stride_batch, &a->v_scale_stride_token,
-                      &a->v_scale_stride_head);
-    }
+    FILL_CACHE(c, a, k, host);
     a->kv_lens = P(T_LENS);
-    if (p->flags & FMQA_FLAG_PAGED)
-        a->page_table = P(T_PT), a->page_table_stride = c->lay.pages_per_seq;
     if (p->flags & FMQA_FLAG_TREE_MASK)
         a->tree_mask = P(T_MASK);
     a->o = P(T_O);
@@ -339,19 +351,8 @@ static void fill_append_args(tun_case *c, int k, fmqa_append_args *a, int host)
         a->q = P(T_Q);
         a->q_stride_batch = n * H * d, a->q_stride_token = H * d, a->q_stride_head = d;
     }
-    a->k = P(T_K), a->v = P(T_V);
-    cache_strides(c, d, &a->k_stride_batch, &a->k_stride_token, &a->k_stride_head);
-    cache_strides(c, dv, &a->v_stride_batch, &a->v_stride_token, &a->v_stride_head);
-    if (is_8bit(p->kv_dtype)) {
-        a->k_scale = P(T_KS), a->v_scale = P(T_VS);
-        cache_strides(c, 1, &a->k_scale_stride_batch, &a->k_scale_stride_token,
-                      &a->k_scale_stride_head);
-        cache_strides(c, 1, &a->v_scale_stride_batch, &a->v_scale_stride_token,
-                      &a->v_scale_stride_head);
-    }
+    FILL_CACHE(c, a, k, host);
     a->start_pos = P(T_LENS);
-    if (p->flags & FMQA_FLAG_PAGED)
-        a->page_table = P(T_PT), a->page_table_stride = c->lay.pages_per_seq;
     a->rope_theta = c->rope_theta;
 #undef P
 }
