@@ -28,10 +28,9 @@ int bench_decode_main(int argc, char **argv);
 /*
  * Decode-timing hook of the levels table (column "decode_us/step"): the median
  * time of one decode step of `problem` on ctx's GPU, in microseconds, into *us.
- * bench_levels.c calls it only after fmqa_device_query() succeeded.  It holds a
- * weak default that returns FMQA_ERR_UNSUPPORTED ("no decode timer linked");
- * bench_decode.c provides the real one (a strong definition replaces the weak
- * one at link time, no other change needed).  problem->batch is 1, kv_len the
+ * bench_levels.c calls it only after fmqa_device_query() succeeded;
+ * bench_decode.c implements it with the decode benchmark's own timing.
+ * problem->batch is 1, kv_len the
  * model's max_seq_len, q_tokens the level's spec_tokens; the timer chooses its
  * own cache contents (kv_lens = kv_len).
  */

@@ -76,15 +76,6 @@ typedef struct lv_data {
     double *q, *k, *v;
 } lv_data;
 
-/* ------------------------------------------------------------ weak hook */
-
-__attribute__((weak)) fmqa_status bench_decode_step_us(fmqa_ctx_t *ctx,
-                                                       const fmqa_problem *problem,
-                                                       double *us)
-{
-    return FMQA_ERR_UNSUPPORTED; /* bench_decode.c not linked: no timer */
-}
-
 /* ------------------------------------------------------------ options */
 
 static void usage(FILE *f)
