@@ -75,6 +75,23 @@ typedef struct tun_case_opts {
 
 typedef struct tun_case tun_case;
 
+/* Host threads that build a case (drawing inputs, the reference): the online
+ * CPUs, at most TUN_HOST_THREADS_CAP, or FASTMQA_HOST_THREADS when it is set to
+ * a number in 1 .. TUN_HOST_THREADS_MAX.  The inputs and the reference do not
+ * depend on it. */
+#define TUN_HOST_THREADS_CAP 32
+#define TUN_HOST_THREADS_MAX 256
+int tun_host_threads(void);
+
+/* Runs fn(user, job, err) for every job in [0, n_jobs) on up to `threads`
+ * threads, the caller's included, handing jobs out in index order.  After a
+ * failure no new job starts; the status and message returned are those of the
+ * lowest failing job, whatever the thread count.  fn must be safe to run
+ * concurrently for different jobs. */
+typedef fmqa_status (*tun_job_fn)(void *user, int64_t job, fmqa_err *err);
+fmqa_status tun_parallel(int threads, int64_t n_jobs, tun_job_fn fn, void *user,
+                         fmqa_err *err);
+
 /*
  * Builds fresh random inputs for a decode or append problem from seed, in the
  * physical layouts of fmqa_decode_args / fmqa_append_args (dense strides;
@@ -89,6 +106,30 @@ fmqa_status tun_case_create(fmqa_ctx_t *ctx, const fmqa_problem *p, uint64_t see
                             const tun_case_opts *opts, size_t workspace,
                             tun_case **out /* OUT */, fmqa_err *err);
 void tun_case_destroy(tun_case *c);
+
+/*
+ * The host half of tun_case_create, without a device (no context, no copies):
+ * the same inputs from the same seed and, for decode, the same reference, built
+ * on `threads` host threads (0 = tun_host_threads()).  An append case stops
+ * before its reference (the host caches hold the inputs).  Only the accessors
+ * below that do not mention a device apply to such a case, and
+ * tun_case_destroy().  For tests and host-side measurements.
+ */
+fmqa_status tun_case_create_host(const fmqa_problem *p, uint64_t seed,
+                                 const tun_case_opts *opts, int threads,
+                                 tun_case **out /* OUT */, fmqa_err *err);
+
+/* The host images of a case: the inputs exactly as uploaded to copy 0 (before
+ * an append's reference runs) and the decode references as dense doubles. */
+typedef enum tun_host_image {
+    TUN_HOST_Q, TUN_HOST_K, TUN_HOST_V, TUN_HOST_K_SCALE, TUN_HOST_V_SCALE,
+    TUN_HOST_K_NEW, TUN_HOST_V_NEW, TUN_HOST_LENS, TUN_HOST_PAGE_TABLE, TUN_HOST_TREE_MASK,
+    TUN_HOST_REF_O, TUN_HOST_REF_LSE, TUN_HOST_FULL_O, TUN_HOST_N
+} tun_host_image;
+/* Image `which` and its size in *bytes; NULL (and 0) when the case has none. */
+const void *tun_case_host_image(const tun_case *c, tun_host_image which, size_t *bytes);
+/* Decode arguments over the host images (what ref_decode is given). */
+void tun_case_host_decode_args(const tun_case *c, fmqa_decode_args *out /* OUT */);
 
 const fmqa_problem *tun_case_problem(const tun_case *c);
 int tun_case_copies(const tun_case *c);

@@ -14,6 +14,9 @@
  *  - The reference is computed once, at creation; an append's q is RoPEd in
  *    place by the kernel, so tun_case_poison() restores copy 0's original q.
  *  - Row addressing (row_at) follows fmqa_decode_args: ring slot, then page.
+ *  - Inputs and references are built on tun_host_threads() threads and do not
+ *    depend on their number: blocks of rows draw from streams keyed by (seed,
+ *    tensor, block), and the reference runs per sequence into its own rows.
  */
 #include "tun.h"
 
@@ -176,13 +179,57 @@ static fmqa_status draw_row(ref_rng *rng, fmqa_dtype dtype, fmqa_dtype round, in
     return ref_from_double(dtype, x, d, (char *)data + row * d * es, err);
 }
 
-/* Dense rows [n_rows, d] of a plain tensor (q, k_new, v_new). */
-static fmqa_status draw_plain(ref_rng *rng, fmqa_dtype dtype, int64_t n_rows, int64_t d,
-                              tensor *t, double *keep, fmqa_err *err)
+/* Inputs are drawn in blocks of BLOCK_ROWS logical rows, each from its own
+ * stream seeded by (seed, tensor, block): the values depend on the seed and the
+ * shape only, never on how many threads draw the blocks or in which order. */
+#define BLOCK_ROWS 256
+
+/* The splitmix64 finalizer: a bijection of 64-bit words. */
+static uint64_t mix64(uint64_t x)
 {
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/* For a given seed, distinct (tensor, block) pairs (block < 2^56) get distinct
+ * keys, so no two blocks share a stream. */
+static void block_rng(ref_rng *rng, uint64_t seed, int which, int64_t block)
+{
+    ref_rng_seed(rng, mix64(mix64(seed) ^ ((uint64_t)which << 56 | (uint64_t)block)));
+}
+
+/* A plain tensor [n_rows, d] (q, k_new, v_new) being drawn. */
+typedef struct plain_job {
+    uint64_t seed;
+    int tensor;
+    fmqa_dtype dtype;
+    int64_t n_rows, d;
+    void *data;
+} plain_job;
+
+static fmqa_status draw_plain_block(void *user, int64_t block, fmqa_err *err)
+{
+    const plain_job *J = user;
+    ref_rng rng;
+    block_rng(&rng, J->seed, J->tensor, block);
+    int64_t end = (block + 1) * BLOCK_ROWS < J->n_rows ? (block + 1) * BLOCK_ROWS : J->n_rows;
+    fmqa_status st = FMQA_OK;
+    for (int64_t r = block * BLOCK_ROWS; r < end && st == FMQA_OK; r++)
+        st = draw_row(&rng, J->dtype, J->dtype, J->d, J->data, NULL, r, NULL, err);
+    return st;
+}
+
+/* Dense rows [n_rows, d] of plain tensor c->t[which]. */
+static fmqa_status draw_plain(tun_case *c, uint64_t seed, int which, fmqa_dtype dtype,
+                              int64_t n_rows, int64_t d, int threads, fmqa_err *err)
+{
+    tensor *t = &c->t[which];
     fmqa_status st = host_alloc(t, (size_t)(n_rows * d) * fmqa_dtype_size(dtype), 0, err);
-    for (int64_t r = 0; r < n_rows && st == FMQA_OK; r++)
-        st = draw_row(rng, dtype, dtype, d, t->host, NULL, r, keep ? keep + r * d : NULL, err);
+    plain_job J = {seed, which, dtype, n_rows, d, t->host};
+    if (st == FMQA_OK)
+        st = tun_parallel(threads, (n_rows + BLOCK_ROWS - 1) / BLOCK_ROWS, draw_plain_block, &J,
+                          err);
     return st;
 }
 
@@ -243,10 +290,56 @@ static fmqa_status draw_mask(tun_case *c, ref_rng *rng, fmqa_err *err)
     return st;
 }
 
+/* The caches of a decode being drawn: blocks of BLOCK_ROWS logical rows
+ * (b, j, h) in dense order, K and V from their own streams. */
+typedef struct cache_job {
+    tun_case *c;
+    uint64_t seed;
+    fmqa_dtype round;
+    double *full_k, *full_v;  /* dense [B, T, Hkv, d] or NULL */
+} cache_job;
+
+/* Draws the held rows of one block and marks its other rows NaN in full_k /
+ * full_v.  A held position has its own slot (ring) and page (the page table is
+ * a permutation), so blocks write disjoint physical rows. */
+static fmqa_status draw_cache_block(void *user, int64_t block, fmqa_err *err)
+{
+    const cache_job *J = user;
+    tun_case *c = J->c;
+    const fmqa_problem *p = &c->p;
+    int64_t hk = p->num_kv_heads, dk = p->head_dim_qk, dv = p->head_dim_v;
+    int64_t n = (int64_t)p->batch * p->kv_len * hk;
+    int64_t end = (block + 1) * BLOCK_ROWS < n ? (block + 1) * BLOCK_ROWS : n;
+    ref_rng rk, rv;
+    block_rng(&rk, J->seed, T_K, block);
+    block_rng(&rv, J->seed, T_V, block);
+    fmqa_status st = FMQA_OK;
+    for (int64_t dense = block * BLOCK_ROWS; dense < end && st == FMQA_OK; dense++) {
+        int64_t b = dense / (p->kv_len * hk), j = dense / hk % p->kv_len, h = dense % hk;
+        double *fk = J->full_k ? J->full_k + dense * dk : NULL;
+        double *fv = J->full_v ? J->full_v + dense * dv : NULL;
+        if (!held(p, c->lens[b], j)) {
+            for (int64_t i = 0; fk && i < dk; i++)
+                fk[i] = NAN;
+            for (int64_t i = 0; fv && i < dv; i++)
+                fv[i] = NAN;
+            continue;
+        }
+        int64_t r = row_at(c, b, j, h);
+        st = draw_row(&rk, p->kv_dtype, J->round, dk, c->t[T_K].host, c->t[T_KS].host, r, fk,
+                      err);
+        if (st == FMQA_OK)
+            st = draw_row(&rv, p->kv_dtype, J->round, dv, c->t[T_V].host, c->t[T_VS].host, r,
+                          fv, err);
+    }
+    return st;
+}
+
 /* Caches: 0xFF everywhere, then (decode) random rows at the held positions,
- * keeping the unquantized values in full_k / full_v when asked. */
-static fmqa_status draw_caches(tun_case *c, ref_rng *rng, double *full_k, double *full_v,
-                               fmqa_err *err)
+ * keeping the unquantized values in full_k / full_v (NaN elsewhere) when
+ * asked. */
+static fmqa_status draw_caches(tun_case *c, uint64_t seed, double *full_k, double *full_v,
+                               int threads, fmqa_err *err)
 {
     const fmqa_problem *p = &c->p;
     int64_t rows = c->lay.outer * c->lay.rows_per_outer * p->num_kv_heads;
@@ -262,25 +355,9 @@ static fmqa_status draw_caches(tun_case *c, ref_rng *rng, double *full_k, double
         return FMQA_OK;
     /* Activations are q_dtype; a 16-bit cache stores them as is, an 8-bit one
      * quantizes the q_dtype values. */
-    fmqa_dtype round = q8 ? p->q_dtype : p->kv_dtype;
-    for (int64_t b = 0; b < p->batch; b++)
-        for (int64_t j = 0; j < c->lens[b]; j++) {
-            if (!held(p, c->lens[b], j))
-                continue;
-            for (int64_t h = 0; h < p->num_kv_heads && st == FMQA_OK; h++) {
-                int64_t r = row_at(c, b, j, h), dense = (b * p->kv_len + j) * p->num_kv_heads + h;
-                st = draw_row(rng, p->kv_dtype, round, p->head_dim_qk, c->t[T_K].host,
-                              c->t[T_KS].host, r, full_k ? full_k + dense * p->head_dim_qk : NULL,
-                              err);
-                if (st == FMQA_OK)
-                    st = draw_row(rng, p->kv_dtype, round, p->head_dim_v, c->t[T_V].host,
-                                  c->t[T_VS].host, r,
-                                  full_v ? full_v + dense * p->head_dim_v : NULL, err);
-            }
-            if (st != FMQA_OK)
-                return st;
-        }
-    return FMQA_OK;
+    cache_job J = {c, seed, q8 ? p->q_dtype : p->kv_dtype, full_k, full_v};
+    int64_t n = (int64_t)p->batch * p->kv_len * p->num_kv_heads;
+    return tun_parallel(threads, (n + BLOCK_ROWS - 1) / BLOCK_ROWS, draw_cache_block, &J, err);
 }
 
 /* ---------------------------------------------------------------- args */
@@ -316,7 +393,7 @@ static void cache_strides(const tun_case *c, int64_t d, int64_t *sb, int64_t *st
     } while (0)
 #define PTR(c, i, k, host) ((host) ? (c)->t[i].host : DEV(c, i, k))
 
-static void fill_decode_args(tun_case *c, int k, fmqa_decode_args *a, int host)
+static void fill_decode_args(const tun_case *c, int k, fmqa_decode_args *a, int host)
 {
     const fmqa_problem *p = &c->p;
 #define P(i) PTR(c, i, k, host)
@@ -337,7 +414,7 @@ static void fill_decode_args(tun_case *c, int k, fmqa_decode_args *a, int host)
         a->workspace = P(T_WS), a->workspace_size = c->t[T_WS].bytes;
 }
 
-static void fill_append_args(tun_case *c, int k, fmqa_append_args *a, int host)
+static void fill_append_args(const tun_case *c, int k, fmqa_append_args *a, int host)
 {
     const fmqa_problem *p = &c->p;
     memset(a, 0, sizeof *a);
@@ -381,7 +458,7 @@ static fmqa_status upload(tun_case *c, fmqa_err *err)
 
 static void free_device(tun_case *c)
 {
-    if (!c->ctx->cu || rt_enter(c->ctx, NULL) != FMQA_OK)
+    if (!c->ctx || !c->ctx->cu || rt_enter(c->ctx, NULL) != FMQA_OK)
         return;
     for (int i = 0; i < T_N; i++)
         for (int k = 0; k < MAX_COPIES; k++)
@@ -420,34 +497,113 @@ static ref_attn_shape attn_shape(const tun_case *c)
     return s;
 }
 
-static fmqa_status decode_reference(tun_case *c, double *full_k, double *full_v, fmqa_err *err)
+/* The decode references of one sequence: ref_decode and ref_attention are
+ * independent per sequence, so each gets the sub-problem of batch 1 whose
+ * pointers start at its sequence (its page table row when paged: pages are
+ * shared) and writes its own rows of the dense outputs. */
+typedef struct ref_job {
+    tun_case *c;
+    fmqa_decode_args host;       /* the whole batch's host args */
+    const double *full_k, *full_v;
+} ref_job;
+
+/* args moved to sequence b (data pointers advanced by b batch strides). */
+static fmqa_decode_args sequence_args(const tun_case *c, const fmqa_decode_args *all, int64_t b)
+{
+    const fmqa_problem *p = &c->p;
+    fmqa_decode_args a = *all;
+    a.q = (const char *)a.q + b * a.q_stride_batch * (int64_t)fmqa_dtype_size(p->q_dtype);
+    a.kv_lens += b;
+    if (a.tree_mask)
+        a.tree_mask += b * p->q_tokens;
+    if (p->flags & FMQA_FLAG_PAGED) {
+        a.page_table += b * a.page_table_stride;
+        return a;
+    }
+    int64_t es = (int64_t)fmqa_dtype_size(p->kv_dtype);
+    a.k = (const char *)a.k + b * a.k_stride_batch * es;
+    a.v = (const char *)a.v + b * a.v_stride_batch * es;
+    if (a.k_scale)
+        a.k_scale += b * a.k_scale_stride_batch, a.v_scale += b * a.v_scale_stride_batch;
+    return a;
+}
+
+/* ref_attention on the unquantized cache of sequence b (whose q is q_b) into
+ * full_o. */
+static fmqa_status full_reference(const ref_job *J, int64_t b, const void *q_b, fmqa_err *err)
+{
+    tun_case *c = J->c;
+    const fmqa_problem *p = &c->p;
+    int64_t rows = (int64_t)p->q_tokens * p->num_q_heads, nq = rows * p->head_dim_qk;
+    int64_t kv_rows = (int64_t)p->kv_len * p->num_kv_heads;
+    double *q = malloc((size_t)nq * sizeof *q);
+    if (!q)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    ref_attn_shape s = attn_shape(c);
+    s.batch = 1, s.kv_lens += b;
+    if (s.tree_mask)
+        s.tree_mask += b * p->q_tokens;
+    fmqa_status st = ref_to_double(p->q_dtype, q_b, nq, q, err);
+    if (st == FMQA_OK)
+        st = ref_attention(&s, q, J->full_k + b * kv_rows * p->head_dim_qk,
+                           J->full_v + b * kv_rows * p->head_dim_v,
+                           c->full_o + b * rows * p->head_dim_v, NULL, err);
+    free(q);
+    return st;
+}
+
+static fmqa_status reference_sequence(void *user, int64_t b, fmqa_err *err)
+{
+    const ref_job *J = user;
+    tun_case *c = J->c;
+    fmqa_problem one = c->p;
+    int64_t rows = (int64_t)one.q_tokens * one.num_q_heads;
+    one.batch = 1;
+    fmqa_decode_args a = sequence_args(c, &J->host, b);
+    fmqa_status st = ref_decode(&one, &a, c->lay.n_pages, c->ref_o + b * rows * one.head_dim_v,
+                                c->ref_lse + b * rows, err);
+    if (st == FMQA_OK && J->full_k)
+        st = full_reference(J, b, a.q, err);
+    return st != FMQA_OK ? fmqa_err_prefix(err, "sequence %lld", (long long)b) : st;
+}
+
+/* ref_decode on the host args and, with an 8-bit cache, the same attention on
+ * the unquantized cache (the quantization error), one sequence per job. */
+static fmqa_status decode_reference(tun_case *c, double *full_k, double *full_v, int threads,
+                                    fmqa_err *err)
 {
     const fmqa_problem *p = &c->p;
     int64_t rows = (int64_t)p->batch * p->q_tokens * p->num_q_heads;
-    fmqa_decode_args host;
-    fill_decode_args(c, 0, &host, 1);
+    ref_job J = {c, {0}, full_k, full_v};
+    fill_decode_args(c, 0, &J.host, 1);
     c->ref_o = malloc((size_t)(rows * p->head_dim_v) * sizeof(double));
     c->ref_lse = malloc((size_t)rows * sizeof(double));
-    if (!c->ref_o || !c->ref_lse)
+    if (full_k)
+        c->full_o = malloc((size_t)(rows * p->head_dim_v) * sizeof(double));
+    if (!c->ref_o || !c->ref_lse || (full_k && !c->full_o))
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    int64_t n_pages = c->lay.n_pages;
-    fmqa_status st = ref_decode(p, &host, n_pages, c->ref_o, c->ref_lse, err);
-    if (st != FMQA_OK || !full_k)
-        return st;
-    /* The quantization error: the same attention on the unquantized cache. */
-    int64_t nq = rows * p->head_dim_qk;
-    double *q = malloc((size_t)nq * sizeof *q);
-    c->full_o = malloc((size_t)(rows * p->head_dim_v) * sizeof(double));
-    if (!q || !c->full_o) {
-        free(q);
-        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    }
-    ref_attn_shape s = attn_shape(c);
-    st = ref_to_double(p->q_dtype, c->t[T_Q].host, nq, q, err);
-    if (st == FMQA_OK)
-        st = ref_attention(&s, q, full_k, full_v, c->full_o, NULL, err);
-    free(q);
-    return st;
+    return tun_parallel(threads, p->batch, reference_sequence, &J, err);
+}
+
+void tun_case_host_decode_args(const tun_case *c, fmqa_decode_args *out)
+{
+    fill_decode_args(c, 0, out, 1);
+}
+
+const void *tun_case_host_image(const tun_case *c, tun_host_image which, size_t *bytes)
+{
+    static const int input[] = {T_Q, T_K, T_V, T_KS, T_VS, T_KN, T_VN, T_LENS, T_PT, T_MASK};
+    const fmqa_problem *p = &c->p;
+    size_t rows = (size_t)p->batch * p->q_tokens * p->num_q_heads, n = 0;
+    const void *data = NULL;
+    if (which >= TUN_HOST_Q && which <= TUN_HOST_TREE_MASK)
+        data = c->t[input[which]].host, n = c->t[input[which]].bytes;
+    else if (which == TUN_HOST_REF_O || which == TUN_HOST_FULL_O)
+        data = which == TUN_HOST_REF_O ? c->ref_o : c->full_o, n = rows * p->head_dim_v * 8;
+    else if (which == TUN_HOST_REF_LSE)
+        data = c->ref_lse, n = rows * 8;
+    *bytes = data ? n : 0;
+    return n ? data : NULL;
 }
 
 /* Marks the bytes of row r (elements of es bytes, d per row) in mask. */
@@ -499,8 +655,11 @@ static int auto_copies(const tun_case *c, const fmqa_device_info *info)
     return n > MAX_COPIES ? MAX_COPIES : (int)n;
 }
 
+/* The small inputs (lengths, page table, tree mask) come from one stream
+ * seeded by `seed`, in this order; q, the caches, k_new and v_new from block
+ * streams (block_rng), in parallel. */
 static fmqa_status build(tun_case *c, uint64_t seed, const tun_case_opts *o, size_t ws,
-                         fmqa_err *err)
+                         int threads, fmqa_err *err)
 {
     const fmqa_problem *p = &c->p;
     ref_rng rng;
@@ -523,36 +682,78 @@ static fmqa_status build(tun_case *c, uint64_t seed, const tun_case_opts *o, siz
     if ((p->flags & FMQA_FLAG_TREE_MASK) && (st = draw_mask(c, &rng, err)))
         return st;
     if ((decode || c->rope_q) &&
-        (st = draw_plain(&rng, p->q_dtype, bt * p->num_q_heads, p->head_dim_qk, &c->t[T_Q],
-                         NULL, err)))
+        (st = draw_plain(c, seed, T_Q, p->q_dtype, bt * p->num_q_heads, p->head_dim_qk, threads,
+                         err)))
         return st;
     int64_t nk = (int64_t)p->batch * p->kv_len * p->num_kv_heads;
     double *fk = NULL, *fv = NULL;
     if (decode && q8) {
+        /* NaN where nothing is held: written by draw_caches. */
         fk = malloc((size_t)(nk * (p->head_dim_qk + p->head_dim_v)) * sizeof *fk);
         if (!fk)
             return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory (full precision)");
         fv = fk + nk * p->head_dim_qk;
-        for (int64_t i = 0; i < nk * (p->head_dim_qk + p->head_dim_v); i++)
-            fk[i] = NAN;
     }
-    st = draw_caches(c, &rng, fk, fv, err);
+    st = draw_caches(c, seed, fk, fv, threads, err);
     if (st == FMQA_OK && !decode)
-        st = draw_plain(&rng, p->q_dtype, bt * p->num_kv_heads, p->head_dim_qk, &c->t[T_KN],
-                        NULL, err);
+        st = draw_plain(c, seed, T_KN, p->q_dtype, bt * p->num_kv_heads, p->head_dim_qk, threads,
+                        err);
     if (st == FMQA_OK && !decode)
-        st = draw_plain(&rng, p->q_dtype, bt * p->num_kv_heads, p->head_dim_v, &c->t[T_VN],
-                        NULL, err);
+        st = draw_plain(c, seed, T_VN, p->q_dtype, bt * p->num_kv_heads, p->head_dim_v, threads,
+                        err);
     if (st == FMQA_OK && decode) {
         /* Outputs: no host image, the device copy starts poisoned. */
         c->t[T_O].bytes = (size_t)(bt * p->num_q_heads * p->head_dim_v) *
                           fmqa_dtype_size(p->out_dtype);
         c->t[T_LSE].bytes = (p->flags & FMQA_FLAG_LSE) ? (size_t)(bt * p->num_q_heads) * 4 : 0;
         c->t[T_WS].bytes = ws;
-        st = decode_reference(c, fk, fv, err);
+        st = decode_reference(c, fk, fv, threads, err);
     }
     free(fk);
     return st;
+}
+
+/* The argument checks tun_case_create makes before it needs a device. */
+static fmqa_status check_request(const fmqa_problem *p, const tun_case_opts *o, fmqa_err *err)
+{
+    if (p->op != FMQA_OP_DECODE && p->op != FMQA_OP_APPEND)
+        return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED, "tun_case_create: op %s has no harness",
+                            fmqa_op_name(p->op) ? fmqa_op_name(p->op) : "unknown");
+    if (o->copies < 0 || o->copies > MAX_COPIES)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "opts.copies = %d (0..%d)",
+                            o->copies, MAX_COPIES);
+    return rt_problem_check(p, err);
+}
+
+/* The host inputs and (decode) the reference of an already checked request. */
+static fmqa_status create_host(const fmqa_problem *p, uint64_t seed, const tun_case_opts *o,
+                               size_t workspace, int threads, tun_case **out, fmqa_err *err)
+{
+    tun_case *c = calloc(1, sizeof *c);
+    if (!c)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    c->p = *p, c->sm_scale = o->sm_scale, c->rope_theta = o->rope_theta;
+    c->rope_q = p->op == FMQA_OP_APPEND && o->rope_q;
+    c->t[T_LENS].shared = c->t[T_PT].shared = c->t[T_MASK].shared = 1;
+    c->t[T_O].shared = c->t[T_LSE].shared = c->t[T_WS].shared = 1;
+    fmqa_status st = build(c, seed, o, workspace, threads > 0 ? threads : tun_host_threads(), err);
+    if (st != FMQA_OK) {
+        tun_case_destroy(c);
+        return st;
+    }
+    *out = c;
+    return FMQA_OK;
+}
+
+fmqa_status tun_case_create_host(const fmqa_problem *p, uint64_t seed, const tun_case_opts *opts,
+                                 int threads, tun_case **out, fmqa_err *err)
+{
+    tun_case_opts dflt = TUN_CASE_OPTS_INIT;
+    const tun_case_opts *o = opts ? opts : &dflt;
+    if (!p || !out)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "tun_case_create_host: NULL argument");
+    fmqa_status st = check_request(p, o, err);
+    return st != FMQA_OK ? st : create_host(p, seed, o, 0, threads, out, err);
 }
 
 fmqa_status tun_case_create(fmqa_ctx_t *ctx, const fmqa_problem *p, uint64_t seed,
@@ -563,31 +764,19 @@ fmqa_status tun_case_create(fmqa_ctx_t *ctx, const fmqa_problem *p, uint64_t see
     const tun_case_opts *o = opts ? opts : &dflt;
     if (!ctx || !p || !out)
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "tun_case_create: NULL argument");
-    if (p->op != FMQA_OP_DECODE && p->op != FMQA_OP_APPEND)
-        return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED, "tun_case_create: op %s has no harness",
-                            fmqa_op_name(p->op) ? fmqa_op_name(p->op) : "unknown");
-    if (o->copies < 0 || o->copies > MAX_COPIES)
-        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "opts.copies = %d (0..%d)",
-                            o->copies, MAX_COPIES);
-    fmqa_status st = rt_problem_check(p, err);
+    fmqa_status st = check_request(p, o, err);
     if (st == FMQA_OK)
         st = rt_device(ctx, err);
+    tun_case *c = NULL;
+    if (st == FMQA_OK)
+        st = create_host(p, seed, o, workspace, 0, &c, err);
     if (st != FMQA_OK)
         return st;
-    tun_case *c = calloc(1, sizeof *c);
-    if (!c)
-        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    c->ctx = ctx, c->p = *p, c->sm_scale = o->sm_scale, c->rope_theta = o->rope_theta;
-    c->rope_q = p->op == FMQA_OP_APPEND && o->rope_q;
-    c->t[T_LENS].shared = c->t[T_PT].shared = c->t[T_MASK].shared = 1;
-    c->t[T_O].shared = c->t[T_LSE].shared = c->t[T_WS].shared = 1;
-    st = build(c, seed, o, workspace, err);
-    if (st == FMQA_OK) {
-        c->copies = o->copies ? o->copies : auto_copies(c, &ctx->info);
-        if (p->op == FMQA_OP_APPEND)  /* the cache is the output: one copy */
-            c->t[T_K].shared = c->t[T_V].shared = c->t[T_KS].shared = c->t[T_VS].shared = 1;
-        st = rt_enter(ctx, err);
-    }
+    c->ctx = ctx;
+    c->copies = o->copies ? o->copies : auto_copies(c, &ctx->info);
+    if (p->op == FMQA_OP_APPEND)  /* the cache is the output: one copy */
+        c->t[T_K].shared = c->t[T_V].shared = c->t[T_KS].shared = c->t[T_VS].shared = 1;
+    st = rt_enter(ctx, err);
     if (st == FMQA_OK) {
         st = upload(c, err);
         rt_leave(ctx);

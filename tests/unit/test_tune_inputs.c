@@ -1,0 +1,204 @@
+/*
+ * test_tune_inputs.c -- the host half of the tuner's test cases
+ * (tun_case_create_host): for a fixed seed the inputs and the references are
+ * byte-identical on 1, 2 and 3 threads (contiguous, paged, ring, tree-mask,
+ * 8-bit and append cases, with blocks that straddle sequences); a seed replays
+ * and another seed differs; the per-sequence reference equals one ref_decode
+ * over the whole batch; and the pool behind it (tun_parallel) runs every job
+ * once and reports the lowest failing job whatever the thread count.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "tun.h"
+
+static fmqa_problem decode_problem(int32_t batch, int32_t kv_len, int32_t h, int32_t hk,
+                                   int32_t d, fmqa_dtype kv)
+{
+    fmqa_problem p;
+    fmqa_problem_init(&p);
+    p.op = FMQA_OP_DECODE;
+    p.batch = batch, p.kv_len = kv_len, p.q_tokens = 1;
+    p.num_q_heads = h, p.num_kv_heads = hk, p.head_dim_qk = p.head_dim_v = d;
+    p.q_dtype = p.out_dtype = FMQA_DTYPE_F16, p.kv_dtype = kv;
+    p.flags = FMQA_FLAG_CAUSAL;
+    return p;
+}
+
+/* Decode with 8-bit paged ring cache, three tree-masked drafts and a window
+ * with sinks: every path of the drawing and of the sequence slicing. */
+static fmqa_problem odd_problem(void)
+{
+    fmqa_problem p = decode_problem(5, 200, 4, 2, 32, FMQA_DTYPE_INT8);
+    p.q_tokens = 3, p.window = 70, p.sink_tokens = 4, p.page_size = 16;
+    p.flags |= FMQA_FLAG_PAGED | FMQA_FLAG_RING | FMQA_FLAG_TREE_MASK | FMQA_FLAG_LSE;
+    return p;
+}
+
+static tun_case *make(const fmqa_problem *p, uint64_t seed, const tun_case_opts *o, int threads)
+{
+    tun_case *c = NULL;
+    fmqa_err err;
+    fmqa_err_clear(&err);
+    cr_assert_eq(tun_case_create_host(p, seed, o, threads, &c, &err), FMQA_OK, "%s", err.msg);
+    return c;
+}
+
+/* 1 when every host image of a and b is present in both or neither and
+ * byte-identical; *images counts the present ones. */
+static int same_images(const tun_case *a, const tun_case *b, int *images)
+{
+    *images = 0;
+    for (int i = 0; i < TUN_HOST_N; i++) {
+        size_t na, nb;
+        const void *x = tun_case_host_image(a, (tun_host_image)i, &na);
+        const void *y = tun_case_host_image(b, (tun_host_image)i, &nb);
+        if (na != nb || !x != !y || (x && memcmp(x, y, na)))
+            return 0;
+        *images += x != NULL;
+    }
+    return 1;
+}
+
+static void expect_thread_independent(const fmqa_problem *p, const tun_case_opts *o,
+                                      int want_images)
+{
+    tun_case *one = make(p, 1234, o, 1);
+    for (int threads = 2; threads <= 3; threads++) {
+        tun_case *many = make(p, 1234, o, threads);
+        int images;
+        cr_expect(same_images(one, many, &images), "1 thread and %d threads differ", threads);
+        cr_expect_eq(images, want_images);
+        tun_case_destroy(many);
+    }
+    tun_case_destroy(one);
+}
+
+Test(tune_inputs, f16_gqa_same_on_any_thread_count)
+{
+    /* 5 x 300 x 2 rows: 256-row blocks straddle sequences; random lengths. */
+    fmqa_problem p = decode_problem(5, 300, 4, 2, 64, FMQA_DTYPE_F16);
+    tun_case_opts o = TUN_CASE_OPTS_INIT;
+    expect_thread_independent(&p, &o, 6);   /* q k v lens ref_o ref_lse */
+}
+
+Test(tune_inputs, int8_paged_ring_tree_same_on_any_thread_count)
+{
+    fmqa_problem p = odd_problem();
+    tun_case_opts o = TUN_CASE_OPTS_INIT;
+    /* q k v scales lens pages mask ref_o ref_lse full_o */
+    expect_thread_independent(&p, &o, 11);
+}
+
+Test(tune_inputs, append_same_on_any_thread_count)
+{
+    fmqa_problem p = decode_problem(3, 100, 8, 2, 64, FMQA_DTYPE_FP8_E4M3);
+    p.op = FMQA_OP_APPEND, p.q_tokens = 4, p.rope = FMQA_ROPE_NEOX;
+    tun_case_opts o = TUN_CASE_OPTS_INIT;
+    o.rope_q = 1;
+    expect_thread_independent(&p, &o, 8);   /* q k v scales k_new v_new lens */
+}
+
+Test(tune_inputs, seed_replays_and_another_differs)
+{
+    fmqa_problem p = decode_problem(2, 64, 2, 1, 32, FMQA_DTYPE_BF16);
+    tun_case *a = make(&p, 7, NULL, 2), *b = make(&p, 7, NULL, 1), *c = make(&p, 8, NULL, 2);
+    int images;
+    cr_expect(same_images(a, b, &images));
+    size_t na, nc;
+    const void *ka = tun_case_host_image(a, TUN_HOST_K, &na);
+    const void *kc = tun_case_host_image(c, TUN_HOST_K, &nc);
+    cr_assert_eq(na, nc);
+    cr_expect_neq(memcmp(ka, kc, na), 0, "seeds 7 and 8 drew the same cache");
+    tun_case_destroy(a), tun_case_destroy(b), tun_case_destroy(c);
+}
+
+/* The references, computed one sequence per job, equal one ref_decode call on
+ * the whole batch bit for bit. */
+Test(tune_inputs, per_sequence_reference_is_the_whole_reference)
+{
+    const fmqa_problem probs[] = {decode_problem(4, 150, 6, 3, 32, FMQA_DTYPE_F16),
+                                  odd_problem()};
+    for (size_t i = 0; i < sizeof probs / sizeof probs[0]; i++) {
+        const fmqa_problem *p = &probs[i];
+        tun_case *c = make(p, 99, NULL, 2);
+        fmqa_decode_args a;
+        tun_case_host_decode_args(c, &a);
+        size_t no, nl;
+        const double *o = tun_case_host_image(c, TUN_HOST_REF_O, &no);
+        const double *lse = tun_case_host_image(c, TUN_HOST_REF_LSE, &nl);
+        double *wo = malloc(no), *wl = malloc(nl);
+        cr_assert(wo && wl);
+        size_t pt_bytes;
+        tun_case_host_image(c, TUN_HOST_PAGE_TABLE, &pt_bytes);
+        fmqa_err err;
+        cr_assert_eq(ref_decode(p, &a, (int64_t)(pt_bytes / 4), wo, wl, &err), FMQA_OK, "%s",
+                     err.msg);
+        cr_expect_eq(memcmp(o, wo, no), 0, "problem %zu: o differs", i);
+        cr_expect_eq(memcmp(lse, wl, nl), 0, "problem %zu: lse differs", i);
+        int finite = 0;
+        for (size_t j = 0; j < no / 8; j++)
+            finite += isfinite(o[j]) != 0;
+        cr_expect_eq((size_t)finite, no / 8, "problem %zu: a reference output is not finite", i);
+        free(wo), free(wl);
+        tun_case_destroy(c);
+    }
+}
+
+/* ---------------------------------------------------------------- pool */
+
+typedef struct counts {
+    int hits[100];
+    int64_t fail_from;       /* jobs >= fail_from fail */
+} counts;
+
+static fmqa_status count_job(void *user, int64_t job, fmqa_err *err)
+{
+    counts *c = user;
+    __atomic_add_fetch(&c->hits[job], 1, __ATOMIC_RELAXED);
+    if (job >= c->fail_from)
+        return fmqa_err_set(err, FMQA_ERR_INTERNAL, "job %lld failed", (long long)job);
+    return FMQA_OK;
+}
+
+Test(tune_inputs, pool_runs_every_job_once)
+{
+    for (int threads = 1; threads <= 4; threads++) {
+        counts c = {{0}, 100};
+        cr_assert_eq(tun_parallel(threads, 100, count_job, &c, NULL), FMQA_OK);
+        for (int i = 0; i < 100; i++)
+            cr_expect_eq(c.hits[i], 1, "%d threads: job %d ran %d times", threads, i, c.hits[i]);
+    }
+    cr_expect_eq(tun_parallel(4, 0, count_job, NULL, NULL), FMQA_OK);
+}
+
+Test(tune_inputs, pool_reports_the_lowest_failing_job)
+{
+    for (int threads = 1; threads <= 4; threads++) {
+        counts c = {{0}, 37};
+        fmqa_err err;
+        cr_expect_eq(tun_parallel(threads, 100, count_job, &c, &err), FMQA_ERR_INTERNAL);
+        cr_expect_str_eq(err.msg, "job 37 failed");
+        for (int i = 0; i <= 37; i++)
+            cr_expect_eq(c.hits[i], 1, "%d threads: job %d ran %d times", threads, i, c.hits[i]);
+    }
+}
+
+Test(tune_inputs, thread_count_from_the_environment)
+{
+    setenv("FASTMQA_HOST_THREADS", "3", 1);
+    cr_expect_eq(tun_host_threads(), 3);
+    setenv("FASTMQA_HOST_THREADS", "1", 1);
+    cr_expect_eq(tun_host_threads(), 1);
+    setenv("FASTMQA_HOST_THREADS", "0", 1);      /* ignored: the CPU count */
+    int dflt = tun_host_threads();
+    cr_expect(dflt >= 1 && dflt <= TUN_HOST_THREADS_CAP);
+    setenv("FASTMQA_HOST_THREADS", "4x", 1);
+    cr_expect_eq(tun_host_threads(), dflt);
+    unsetenv("FASTMQA_HOST_THREADS");
+    cr_expect_eq(tun_host_threads(), dflt);
+}
