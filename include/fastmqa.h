@@ -389,6 +389,28 @@ fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
                                      const fmqa_model_config *model,
                                      fmqa_level_policy *policy /* OUT */);
 
+/* The decode problem a policy implies for a model: the policy's cache dtype,
+ * window and sinks (a ring cache of sinks + window slots), spec_tokens query
+ * tokens with a causal mask, page size; kv_len = max_seq_len, Q and output in
+ * the model's dtype.  Needs no GPU. */
+fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
+                               const fmqa_level_policy *policy, int32_t batch,
+                               fmqa_problem *problem /* OUT */);
+
+/*
+ * Lets the tuner's measurements choose the 8-bit cache format of a policy: when
+ * policy->kv_dtype is int8 or fp8_e4m3 and the context's tuning database holds
+ * tuned decodes (exact or nearest shape) of fmqa_level_problem(batch) on this
+ * device in both formats, sets kv_dtype to the faster one.  Both formats'
+ * relative errors stay within the aggressive level's relative budget on the
+ * data of docs/levels.md, so speed decides.  Otherwise the policy is left as it is.  *changed (may be
+ * NULL) says whether kv_dtype changed.  Needs the device (its identity keys the
+ * database).
+ */
+fmqa_status fmqa_level_policy_tune(fmqa_ctx_t *ctx, const fmqa_model_config *model,
+                                   int32_t batch, fmqa_level_policy *policy /* IN/OUT */,
+                                   int *changed /* OUT */);
+
 typedef struct fmqa_memory_report {
     int64_t bytes_per_token;           /* per layer, K + V + scales             */
     int64_t bytes_per_seq;             /* per layer, at max_seq_len, incl. page

@@ -112,6 +112,14 @@ fmqa_status rt_choose(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
                       gen_config *config /* OUT */, fmqa_choice *choice /* OUT */,
                       fmqa_err *err);
 
+/* fmqa_level_policy_tune for a described device, template set and database
+ * (db may be NULL): the 8-bit format of the policy becomes the one whose tuned
+ * decode of the level's problem is faster, when both are tuned.  Needs no GPU. */
+fmqa_status rt_level_pick_format(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
+                                 const fmqa_model_config *model, int32_t batch,
+                                 fmqa_level_policy *policy /* IN/OUT */, int *changed /* OUT */,
+                                 fmqa_err *err);
+
 /* The generator's persistent-cache hook backed by the database's cubins table
  * (db borrowed; it must outlive the compiler using the hook). */
 gen_cache_hook rt_cubin_hook(struct db *db);

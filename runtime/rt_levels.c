@@ -203,6 +203,45 @@ static fmqa_status policy_check(fmqa_ctx_t *ctx, const fmqa_model_config *m,
     return FMQA_OK;
 }
 
+fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
+                               const fmqa_level_policy *policy, int32_t batch,
+                               fmqa_problem *problem)
+{
+    fmqa_status st = model_check(ctx, model);
+    if (st == FMQA_OK)
+        st = policy_check(ctx, model, policy);
+    if (st != FMQA_OK)
+        return st;
+    if (batch <= 0 || !problem)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "level problem: batch %d or NULL problem",
+                        batch);
+    fmqa_problem p;
+    fmqa_problem_init(&p);
+    p.batch = batch;
+    p.num_q_heads = model->num_q_heads;
+    if (model_is_mla(model)) { /* one latent shared by all heads; V is its first d_c */
+        p.op = FMQA_OP_MLA_DECODE;
+        p.num_kv_heads = 1;
+        p.head_dim_qk = model->mla_latent_dim + model->mla_rope_dim;
+        p.head_dim_v = model->mla_latent_dim;
+    } else {
+        p.op = FMQA_OP_DECODE;
+        p.num_kv_heads = model->num_kv_heads;
+        p.head_dim_qk = p.head_dim_v = model_head_dim(model);
+    }
+    p.q_tokens = policy->spec_tokens;
+    p.kv_len = model->max_seq_len;
+    p.q_dtype = p.out_dtype = model->dtype;
+    p.kv_dtype = policy->kv_dtype;
+    p.page_size = policy->page_size;
+    p.window = policy->window;
+    p.sink_tokens = policy->sink_tokens;
+    p.flags = FMQA_FLAG_CAUSAL | (policy->page_size ? FMQA_FLAG_PAGED : 0) |
+              (policy->window ? FMQA_FLAG_RING : 0);
+    *problem = p;
+    return rt_clear(ctx);
+}
+
 /* a * b into *out; 0 on int64 overflow. */
 static int mul_ok(int64_t a, int64_t b, int64_t *out)
 {

@@ -78,7 +78,9 @@ static void usage(FILE *f)
             "                       op=decode,batch=8,heads=32,kv_heads=1,d=128,kv_len=4096\n"
             "  --problems FILE      one spec per line, '#' comments\n"
             "                       (default: the conservative, balanced and aggressive level\n"
-            "                       presets of a 4096-hidden, 32-head MQA model, batch %d)\n"
+            "                       presets of a 4096-hidden, 32-head MQA model, batch %d;\n"
+            "                       aggressive in int8 and fp8, so fmqa_level_policy_tune\n"
+            "                       can pick the faster 8-bit format)\n"
             "  --strategy S         exhaustive (default) | random | local\n"
             "  --seed N             seed of the random strategy and of the inputs\n"
             "  --budget N | Ns|Nm   configs per problem and template, or time per problem\n"
@@ -225,6 +227,29 @@ static char *read_file(const char *path, fmqa_err *err)
     return s;
 }
 
+/* The decode problems of the three level presets for the default model, the
+ * aggressive one in both 8-bit formats so that fmqa_level_policy_tune can pick
+ * the faster format from what this run measures. */
+static fmqa_status level_problems(fmqa_problem *ps, size_t *n, fmqa_err *err)
+{
+    fmqa_model_config m;
+    tun_default_model(&m);
+    for (int l = FMQA_LEVEL_CONSERVATIVE; l <= FMQA_LEVEL_AGGRESSIVE; l++) {
+        fmqa_level_policy pol;
+        fmqa_level_policy_preset(NULL, (fmqa_level)l, &m, &pol);
+        const fmqa_dtype eight_bit[2] = {FMQA_DTYPE_INT8, FMQA_DTYPE_FP8_E4M3};
+        int formats = pol.kv_dtype == FMQA_DTYPE_INT8 || pol.kv_dtype == FMQA_DTYPE_FP8_E4M3;
+        for (int f = 0; f < (formats ? 2 : 1); f++) {
+            if (formats)
+                pol.kv_dtype = eight_bit[f];
+            if (fmqa_level_problem(NULL, &m, &pol, TUN_DEFAULT_BATCH, &ps[(*n)++]) != FMQA_OK)
+                return fmqa_err_set(err, FMQA_ERR_INTERNAL,
+                                    "level %d has no decode problem for the default model", l);
+        }
+    }
+    return FMQA_OK;
+}
+
 /* The problem set text: --problems file, --problem specs, or the levels. */
 static char *problem_text(const opts *o, fmqa_err *err)
 {
@@ -237,13 +262,8 @@ static char *problem_text(const opts *o, fmqa_err *err)
             fmqa_err_prefix(err, "--problem '%s'", o->specs[i]);
             return NULL;
         }
-    if (!n) {
-        fmqa_model_config m;
-        tun_default_model(&m);
-        for (int l = FMQA_LEVEL_CONSERVATIVE; l <= FMQA_LEVEL_AGGRESSIVE; l++)
-            if (tun_level_problem((fmqa_level)l, &m, TUN_DEFAULT_BATCH, &ps[n++], err))
-                return NULL;
-    }
+    if (!n && level_problems(ps, &n, err) != FMQA_OK)
+        return NULL;
     char *text = NULL;
     return tun_problems_format(ps, n, &text, err) == FMQA_OK ? text : NULL;
 }

@@ -298,10 +298,5 @@ fmqa_status tun_problems_format(const fmqa_problem *p, size_t n, char **text /* 
 #define TUN_DEFAULT_BATCH 8
 void tun_default_model(fmqa_model_config *m /* OUT */);
 
-/* The decode problem of an optimization level for a model: the level preset's
- * cache dtype, window and sinks (a RING cache), spec tokens (q_tokens, causal),
- * page size; kv_len = max_seq_len.  Needs no GPU. */
-fmqa_status tun_level_problem(fmqa_level level, const fmqa_model_config *m, int32_t batch,
-                              fmqa_problem *out /* OUT */, fmqa_err *err);
 
 #endif /* FMQA_TUN_H */

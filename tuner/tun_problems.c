@@ -110,31 +110,3 @@ void tun_default_model(fmqa_model_config *m)
     m->max_seq_len = 4096;
     m->dtype = FMQA_DTYPE_F16;
 }
-
-fmqa_status tun_level_problem(fmqa_level level, const fmqa_model_config *m, int32_t batch,
-                              fmqa_problem *out, fmqa_err *err)
-{
-    fmqa_level_policy pol;
-    if (fmqa_level_policy_preset(NULL, level, m, &pol) != FMQA_OK)
-        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
-                            "level %d: no preset for this model (check its sizes)",
-                            (int)level);
-    fmqa_problem p;
-    fmqa_problem_init(&p);
-    p.op = FMQA_OP_DECODE;
-    p.batch = batch;
-    p.num_q_heads = m->num_q_heads;
-    p.num_kv_heads = m->num_kv_heads;
-    p.head_dim_qk = p.head_dim_v = m->head_dim ? m->head_dim : m->hidden_size / m->num_q_heads;
-    p.q_tokens = pol.spec_tokens;
-    p.kv_len = m->max_seq_len;
-    p.q_dtype = p.out_dtype = m->dtype;
-    p.kv_dtype = pol.kv_dtype;
-    p.page_size = pol.page_size;
-    p.window = pol.window;
-    p.sink_tokens = pol.sink_tokens;
-    p.flags = FMQA_FLAG_CAUSAL | (pol.page_size ? FMQA_FLAG_PAGED : 0) |
-              (pol.window ? FMQA_FLAG_RING : 0);
-    *out = p;
-    return FMQA_OK;
-}

@@ -347,9 +347,13 @@ Test(tune_problems, level_presets_map_to_decode_problems)
     fmqa_model_config m;
     tun_default_model(&m);
     fmqa_problem c, b, a;
-    cr_assert_eq(tun_level_problem(FMQA_LEVEL_CONSERVATIVE, &m, 8, &c, NULL), FMQA_OK);
-    cr_assert_eq(tun_level_problem(FMQA_LEVEL_BALANCED, &m, 8, &b, NULL), FMQA_OK);
-    cr_assert_eq(tun_level_problem(FMQA_LEVEL_AGGRESSIVE, &m, 8, &a, NULL), FMQA_OK);
+    fmqa_level_policy pc, pb, pa;
+    cr_assert_eq(fmqa_level_policy_preset(NULL, FMQA_LEVEL_CONSERVATIVE, &m, &pc), FMQA_OK);
+    cr_assert_eq(fmqa_level_policy_preset(NULL, FMQA_LEVEL_BALANCED, &m, &pb), FMQA_OK);
+    cr_assert_eq(fmqa_level_policy_preset(NULL, FMQA_LEVEL_AGGRESSIVE, &m, &pa), FMQA_OK);
+    cr_assert_eq(fmqa_level_problem(NULL, &m, &pc, 8, &c), FMQA_OK);
+    cr_assert_eq(fmqa_level_problem(NULL, &m, &pb, 8, &b), FMQA_OK);
+    cr_assert_eq(fmqa_level_problem(NULL, &m, &pa, 8, &a), FMQA_OK);
     cr_expect(c.op == FMQA_OP_DECODE && c.kv_dtype == FMQA_DTYPE_F16 && c.q_tokens == 1 &&
               c.window == 0 && c.flags == FMQA_FLAG_CAUSAL && c.kv_len == 4096 &&
               c.head_dim_qk == 128 && c.num_kv_heads == 1 && c.batch == 8);
