@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "fastmqa.h"
+#include "db.h"
 #include "gen.h"
 #include "rt_cuda.h"
 
@@ -41,6 +42,13 @@ gen_lib *fmqa_test_open_templates(void);
 const gen_template *fmqa_test_template(gen_lib *lib, const char *name, fmqa_op op);
 fmqa_problem fmqa_test_problem(const char *spec);
 fmqa_device_info fmqa_test_device(const char *arch);
+
+/* Stores one ok trial of `config` (median us) for the problem on device d and
+ * offers it as the best of (d, template, problem); default_us is the
+ * template default's time (0 if unknown). */
+void fmqa_test_db_best(struct db *db, const fmqa_device_info *d, const char *template_name,
+                       const char *template_hash, const fmqa_problem *p, const char *config,
+                       double us, double default_us);
 
 /* Renders a template config, builds it with the CPU emulator's driver
  * tests/emu/<driver> into a shared object under dir (a mkdtemp template,

@@ -14,6 +14,7 @@
 #include "db.h"
 #include "gen.h"
 #include "rt.h"
+#include "test_support.h"
 
 static gen_lib *lib;
 static db_t *db;
@@ -34,19 +35,7 @@ static fmqa_problem problem(int32_t batch, int32_t kv_len)
 static void tune(const gen_template *t, const fmqa_device_info *d, const char *hash,
                  fmqa_problem p, const char *config, double us)
 {
-    fmqa_err err;
-    int64_t dev_id, tpl_id, prob_id, trial_id;
-    cr_assert_eq(db_device_upsert(db, d, &dev_id, &err), FMQA_OK, "%s", err.msg);
-    cr_assert_eq(db_template_upsert(db, gen_template_name(t), hash, &tpl_id, &err), FMQA_OK);
-    cr_assert_eq(db_problem_upsert(db, &p, &prob_id, &err), FMQA_OK, "%s", err.msg);
-    db_trial tr = {0};
-    tr.device_id = dev_id, tr.template_id = tpl_id, tr.problem_id = prob_id;
-    tr.config = config;
-    tr.status = DB_TRIAL_OK;
-    tr.median_us = tr.p20_us = tr.p80_us = tr.min_us = us;
-    tr.runs = 10;
-    cr_assert_eq(db_trial_insert(db, &tr, &trial_id, &err), FMQA_OK, "%s", err.msg);
-    cr_assert_eq(db_best_update(db, trial_id, 2 * us, NULL, &err), FMQA_OK, "%s", err.msg);
+    fmqa_test_db_best(db, d, gen_template_name(t), hash, &p, config, us, 2 * us);
 }
 
 static void setup(void)

@@ -64,18 +64,7 @@ static void tune(fmqa_dtype kv, int32_t batch, const fmqa_device_info *d, double
     char config[GEN_CONFIG_TEXT_CAP];
     cr_assert_eq(gen_default(t, &p, d, &c, &err), FMQA_OK, "%s", err.msg);
     gen_config_text(&c, config, sizeof config);
-    int64_t dev_id, tpl_id, prob_id, trial_id;
-    cr_assert_eq(db_device_upsert(db, d, &dev_id, &err), FMQA_OK, "%s", err.msg);
-    cr_assert_eq(db_template_upsert(db, "decode", gen_template_hash(t), &tpl_id, &err), FMQA_OK);
-    cr_assert_eq(db_problem_upsert(db, &p, &prob_id, &err), FMQA_OK, "%s", err.msg);
-    db_trial tr = {0};
-    tr.device_id = dev_id, tr.template_id = tpl_id, tr.problem_id = prob_id;
-    tr.config = config;
-    tr.status = DB_TRIAL_OK;
-    tr.median_us = tr.p20_us = tr.p80_us = tr.min_us = us;
-    tr.runs = 10;
-    cr_assert_eq(db_trial_insert(db, &tr, &trial_id, &err), FMQA_OK, "%s", err.msg);
-    cr_assert_eq(db_best_update(db, trial_id, 0.0, NULL, &err), FMQA_OK, "%s", err.msg);
+    fmqa_test_db_best(db, d, "decode", gen_template_hash(t), &p, config, us, 0.0);
 }
 
 static fmqa_dtype pick(fmqa_dtype start, int32_t batch, int *changed)
