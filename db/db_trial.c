@@ -152,6 +152,20 @@ typedef struct measure {
     bool imported;
 } measure;
 
+/* Fills m from columns col.. of st: median, config hash, tuner version,
+ * timing method, spread. */
+static void read_measure(sqlite3_stmt *st, int col, measure *m)
+{
+    memset(m, 0, sizeof *m);
+    m->median_us = sqlite3_column_double(st, col);
+    fmqa_strlcpy(m->config_hash, (const char *)sqlite3_column_text(st, col + 1),
+                 sizeof m->config_hash);
+    fmqa_strlcpy(m->tuner_version, (const char *)sqlite3_column_text(st, col + 2),
+                 sizeof m->tuner_version);
+    m->timing_method = sqlite3_column_int64(st, col + 3);
+    m->spread = sqlite3_column_double(st, col + 4);
+}
+
 /* Reads a trial's measure; it must be ok and timed to become a best entry. */
 static fmqa_status read_candidate(db_t *db, int64_t trial_id, measure *m, fmqa_err *err)
 {
@@ -174,16 +188,8 @@ static fmqa_status read_candidate(db_t *db, int64_t trial_id, measure *m, fmqa_e
                          "trial %lld cannot be a best entry: status %s, median %g us",
                          (long long)trial_id, (const char *)sqlite3_column_text(st, 0),
                          sqlite3_column_double(st, 1));
-    if (!s) {
-        memset(m, 0, sizeof *m);
-        m->median_us = sqlite3_column_double(st, 1);
-        fmqa_strlcpy(m->config_hash, (const char *)sqlite3_column_text(st, 2),
-                     sizeof m->config_hash);
-        fmqa_strlcpy(m->tuner_version, (const char *)sqlite3_column_text(st, 3),
-                     sizeof m->tuner_version);
-        m->timing_method = sqlite3_column_int64(st, 4);
-        m->spread = sqlite3_column_double(st, 5);
-    }
+    if (!s)
+        read_measure(st, 1, m);
     sqlite3_finalize(st);
     return s;
 }
@@ -205,14 +211,7 @@ static fmqa_status read_incumbent(db_t *db, int64_t trial_id, measure *m, int *f
     int rc = sqlite3_step(st);
     *found = rc == SQLITE_ROW;
     if (rc == SQLITE_ROW) {
-        memset(m, 0, sizeof *m);
-        m->median_us = sqlite3_column_double(st, 0);
-        fmqa_strlcpy(m->config_hash, (const char *)sqlite3_column_text(st, 1),
-                     sizeof m->config_hash);
-        fmqa_strlcpy(m->tuner_version, (const char *)sqlite3_column_text(st, 2),
-                     sizeof m->tuner_version);
-        m->timing_method = sqlite3_column_int64(st, 3);
-        m->spread = sqlite3_column_double(st, 4);
+        read_measure(st, 0, m);
         m->imported = sqlite3_column_int(st, 5) != 0;
     } else if (rc != SQLITE_DONE) {
         s = db_fail(db, rc, err, "read the best entry");
