@@ -43,8 +43,15 @@
 
 /* Schema version this library writes (PRAGMA user_version).  A file with a newer
  * version is refused, unmodified. */
-#define DB_SCHEMA_VERSION 1
+#define DB_SCHEMA_VERSION 2
 #define DB_BUSY_TIMEOUT_MS 5000
+/* A session whose heartbeat is older than this is dead, whatever its pid
+ * (docs/database.md, "Sessions and their owner"). */
+#define DB_SESSION_STALE_S 300
+/* A best entry is displaced by another config of the same timing method and
+ * tuner version only when that one is faster by more than this fraction, or by
+ * half the larger spread of the two if that is more (docs/database.md). */
+#define DB_BEST_MIN_MARGIN 0.01
 /* Capacity of config text handed out in fixed buffers; matches fmqa_choice. */
 #define DB_CONFIG_CAP 256
 /* Capacity of a problem class key text (db_problem_class_key). */
@@ -91,6 +98,10 @@ void db_device_key(const fmqa_device_info *info, char out[FMQA_HASH_HEX] /* OUT 
  * library only as long as DB_SCHEMA_VERSION is. */
 void db_problem_class_key(const fmqa_problem *problem, char out[DB_KEY_CAP] /* OUT */);
 
+/* The relative L2 error a verified result may have (DESIGN.md section 5):
+ * 1e-2 for a bf16 output (append: bf16 inputs), 1e-3 otherwise. */
+double db_verify_tol(fmqa_op op, fmqa_dtype q_dtype, fmqa_dtype out_dtype);
+
 /* Hash of a canonical config text (the trials.config_hash column). */
 void db_config_hash(const char *config, char out[FMQA_HASH_HEX] /* OUT */);
 
@@ -136,6 +147,7 @@ typedef struct db_trial {
     int32_t sm_clock_mhz, mem_clock_mhz;
     const char *tuner_version; /* may be NULL                                */
     const char *message;       /* compile log excerpt, reason; may be NULL   */
+    int32_t timing_method;     /* the tuner's TUN_TIMING_METHOD; 0 = unknown  */
 } db_trial;
 
 /*
@@ -150,10 +162,16 @@ fmqa_status db_trial_insert(db_t *db, const db_trial *trial, int64_t *id /* OUT 
 
 /*
  * Offers trial_id (status ok, median > 0) as the best of its (device, template,
- * problem).  The stored entry is replaced only if this trial is faster; *replaced
- * (may be NULL) says whether it was.  default_median_us is the time of the
- * template's default config on the same problem (0 if unknown); a known value
- * is kept when a later offer passes 0.
+ * problem).  The stored entry is replaced when (docs/database.md, "Best
+ * entries"): there is none; it was imported (a local measurement beats a
+ * foreign one); its timing is stale (another timing method or tuner version
+ * than the offered trial's); the offer re-measures the same config (the latest
+ * measurement of a config is its truth, slower or not); or the offer is faster
+ * beyond noise: median < incumbent * (1 - max(DB_BEST_MIN_MARGIN, larger
+ * spread / 2)).  *replaced (may be NULL) says whether it was.  The entry keeps
+ * the trial's config, median, spread, tuner version and timing method.
+ * default_median_us is the time of the template's default config on the same
+ * problem (0 if unknown); a known value is kept when a later offer passes 0.
  */
 fmqa_status db_best_update(db_t *db, int64_t trial_id, double default_median_us,
                            bool *replaced /* OUT */, fmqa_err *err);
@@ -168,7 +186,19 @@ typedef struct db_best_entry {
     int32_t kv_len_bucket;
     int32_t distance;          /* |log2 batch bucket diff| + |log2 kv_len
                                   bucket diff|; 0 = exact bucket               */
+    int32_t batch_steps;       /* |log2 batch bucket diff|                    */
+    int32_t kv_len_steps;      /* |log2 kv_len bucket diff|                   */
+    double spread;             /* of the trial: (p80 - p20) / median          */
+    char tuner_version[64];    /* of the trial ("" if unknown)                */
+    int32_t timing_method;     /* of the trial (0 = unknown)                  */
+    bool imported;             /* came from db_import / db_merge              */
 } db_best_entry;
+
+/* Whether an entry's timing was taken by another timing method or tuner
+ * version than the given ones (its config is still right; its time is not
+ * comparable with new measurements). */
+bool db_best_is_stale(const db_best_entry *e, int32_t timing_method,
+                      const char *tuner_version);
 
 /*
  * Best entry for exactly the problem's class and buckets.  device_key is
@@ -228,22 +258,44 @@ typedef struct db_session {
     char *problem_set;         /* the tuner's own text (problem specs)        */
     int64_t started_at;        /* unix seconds                                */
     int64_t finished_at;       /* 0 while running                             */
+    char *host;                /* owner: host name (NULL before schema 2)     */
+    int64_t pid;               /* owner: process id on host                   */
+    int64_t heartbeat_at;      /* owner: last sign of life, unix seconds      */
 } db_session;
 
 /* Frees the strings of s (not s itself). */
 void db_session_free(db_session *s);
 
 /* Creates a running session from s->device_id, strategy, budget, seed and
- * problem_set (borrowed); sets s->id, s->status and s->started_at. */
+ * problem_set (borrowed), owned by this process (host name, pid, heartbeat
+ * now); sets s->id, s->status, s->started_at and s->heartbeat_at (s->host
+ * stays as given). */
 fmqa_status db_session_create(db_t *db, db_session *s /* IN/OUT */, fmqa_err *err);
 /* Marks a session done or interrupted and records finished_at. */
 fmqa_status db_session_finish(db_t *db, int64_t session_id, db_session_status status,
                               fmqa_err *err);
-/* The most recent session of the device that is not done (running: the process
- * died; interrupted: it was stopped).  FMQA_ERR_NOT_FOUND if none.  *s gets
- * owned strings: db_session_free() it. */
+/* The most recent session of the device that is not done (running: its
+ * process may have died or may still run; interrupted: it was stopped).
+ * FMQA_ERR_NOT_FOUND if none.  *s gets owned strings: db_session_free() it. */
 fmqa_status db_session_find_resumable(db_t *db, int64_t device_id, db_session *s /* OUT */,
                                       fmqa_err *err);
+
+/*
+ * Takes over an unfinished session for this process, in one write transaction
+ * that re-reads its owner (two resumers cannot both win).  A running session
+ * whose owner may be alive is refused with FMQA_ERR_INVALID_ARGUMENT and a
+ * message naming its host, pid and heartbeat age.  Its owner is dead when it
+ * is on this host and the pid is gone, or its heartbeat is older than
+ * DB_SESSION_STALE_S, or it records no owner (schema 1).  An interrupted
+ * session is always taken over.  On success the session is running, owned by
+ * this process, and *s (may be NULL) is refreshed like find_resumable's.
+ */
+fmqa_status db_session_claim(db_t *db, int64_t session_id, db_session *s /* OUT */,
+                             fmqa_err *err);
+
+/* Refreshes the heartbeat of a session this process owns (best effort for
+ * the caller: an error only means this beat was not written). */
+fmqa_status db_session_heartbeat(db_t *db, int64_t session_id, fmqa_err *err);
 
 /* A sorted set of config hashes. */
 typedef struct db_hash_set {
@@ -329,11 +381,20 @@ typedef struct db_import_stats {
     int64_t rows_read;
     int64_t rows_added;      /* rows inserted or updated (a faster best entry,
                                 a finished session); the rest already existed */
+    int64_t best_rejected;   /* best rows refused (not proven by their trial) */
+    char rejected[512];      /* why the first one was refused, "" if none     */
 } db_import_stats;
 
 /* Imports db_export() output in one transaction: upserts by natural keys,
- * remaps ids, keeps the faster best entry.  A malformed line fails the whole
- * import with "LINE: reason" and changes nothing.  stats may be NULL. */
+ * remaps ids.  A malformed line fails the whole import with "LINE: reason"
+ * and changes nothing.  A best row is accepted only when its trial (in the
+ * input or already in the file) is ok, timed, verified within the tolerance of
+ * db_verify_tol, of the row's device, template version and problem, and has
+ * the row's config and median; the entry then holds the trial's values and is
+ * marked imported from name_for_errors now.  Refused rows are counted in
+ * stats, not imported, and do not fail the import.  An imported entry never
+ * displaces a local one; it displaces an imported one only by being faster.
+ * stats may be NULL. */
 fmqa_status db_import(db_t *db, FILE *in, const char *name_for_errors,
                       db_import_stats *stats /* OUT */, fmqa_err *err);
 /* Imports every row of another database file (opened read-only). */

@@ -88,6 +88,25 @@ static const char *const MIGRATIONS[DB_SCHEMA_VERSION] = {
     "  data BLOB NOT NULL, resources TEXT, created_at INTEGER NOT NULL,"
     "  last_used INTEGER NOT NULL);"
     "PRAGMA user_version = 1;",
+    /* 1 -> 2: trustworthy results (docs/database.md).  Trials record their
+     * timing method; best entries their spread, tuner version, timing method
+     * and origin (local, or imported from a file at a time); sessions their
+     * owner.  Entries from schema 1 get timing method 0: stale. */
+    "ALTER TABLE trials ADD COLUMN timing_method INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE best ADD COLUMN spread REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE best ADD COLUMN tuner_version TEXT;"
+    "ALTER TABLE best ADD COLUMN timing_method INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE best ADD COLUMN origin TEXT NOT NULL DEFAULT 'local'"
+    "  CHECK(origin IN ('local','import'));"
+    "ALTER TABLE best ADD COLUMN origin_file TEXT;"
+    "ALTER TABLE best ADD COLUMN origin_at INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE best SET spread = coalesce((SELECT t.spread FROM trials t WHERE t.id = best.trial_id), 0),"
+    "  tuner_version = (SELECT t.tuner_version FROM trials t WHERE t.id = best.trial_id),"
+    "  origin_at = updated_at;"
+    "ALTER TABLE sessions ADD COLUMN host TEXT;"
+    "ALTER TABLE sessions ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sessions ADD COLUMN heartbeat_at INTEGER NOT NULL DEFAULT 0;"
+    "PRAGMA user_version = 2;",
 };
 
 void db_lock(db_t *db) { pthread_mutex_lock(&db->lock); }
@@ -410,6 +429,12 @@ void db_problem_class_key(const fmqa_problem *p, char out[DB_KEY_CAP])
              name_or_unknown(fmqa_dtype_name(p->out_dtype)), p->num_q_heads, p->num_kv_heads,
              p->head_dim_qk, p->head_dim_v, p->q_tokens, p->page_size, p->window,
              p->sink_tokens, (int)p->rope, p->flags);
+}
+
+double db_verify_tol(fmqa_op op, fmqa_dtype q_dtype, fmqa_dtype out_dtype)
+{
+    fmqa_dtype checked = op == FMQA_OP_APPEND ? q_dtype : out_dtype;
+    return checked == FMQA_DTYPE_BF16 ? 1e-2 : 1e-3;
 }
 
 void db_config_hash(const char *config, char out[FMQA_HASH_HEX])

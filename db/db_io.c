@@ -6,7 +6,10 @@
  * problem key, session and trial uid) instead of its id, and its column names
  * are exactly the :named parameters of the INSERT, which looks the ids up in
  * the destination.  So one generic writer and one generic binder serve every
- * table, and exporting the result of an import gives the same text back.
+ * table, and exporting the result of an import gives the same text back (but
+ * for best entries, which then say where they were imported from).  Best rows
+ * are the one table an import does not take on trust: each must be proven by
+ * its trial (check_best_row, db.h's db_import).
  * Blobs (cubin data) travel as base64 strings in the field "data".
  *
  * The JSON reader accepts what the writer emits and any other flat object of
@@ -73,28 +76,39 @@ static const table_io TABLES[] = {
      "SELECT t.uid, s.uid AS session_uid," KEYS_OF_ROW " t.config, t.config_hash, t.status,"
      " t.compile_ms, t.median_us, t.p20_us, t.p80_us, t.min_us, t.spread, t.runs,"
      " t.rel_l2_err, t.max_abs_err, t.sm_clock_mhz, t.mem_clock_mhz, t.tuner_version,"
-     " t.message, t.created_at FROM trials t" JOIN_KEYS("t")
+     " t.message, t.created_at, t.timing_method FROM trials t" JOIN_KEYS("t")
      " LEFT JOIN sessions s ON s.id = t.session_id ORDER BY t.id",
      "INSERT INTO trials(uid, session_id, device_id, template_id, problem_id, config,"
      " config_hash, status, compile_ms, median_us, p20_us, p80_us, min_us, spread, runs,"
      " rel_l2_err, max_abs_err, sm_clock_mhz, mem_clock_mhz, tuner_version, message,"
-     " created_at) VALUES(:uid, (SELECT id FROM sessions WHERE uid = :session_uid), "
+     " created_at, timing_method) VALUES(:uid, (SELECT id FROM sessions WHERE uid = :session_uid), "
      ID_OF_DEVICE ", " ID_OF_TEMPLATE ", " ID_OF_PROBLEM ", :config, :config_hash, :status,"
      " :compile_ms, :median_us, :p20_us, :p80_us, :min_us, :spread, :runs, :rel_l2_err,"
-     " :max_abs_err, :sm_clock_mhz, :mem_clock_mhz, :tuner_version, :message, :created_at)"
-     " ON CONFLICT(uid) DO NOTHING"},
+     " :max_abs_err, :sm_clock_mhz, :mem_clock_mhz, :tuner_version, :message, :created_at,"
+     " coalesce(:timing_method, 0)) ON CONFLICT(uid) DO NOTHING"},
+    /* A best row names its trial; the entry takes the trial's own values (the
+     * row's were checked against them, check_best_row) and is marked imported.
+     * It never displaces a local entry, and an imported one only by being
+     * faster. */
     {"best",
      "SELECT" KEYS_OF_ROW " t.uid AS trial_uid, b.config, b.median_us, b.default_median_us,"
-     " b.updated_at FROM best b" JOIN_KEYS("b") " JOIN trials t ON t.id = b.trial_id"
+     " b.updated_at, b.spread, b.tuner_version, b.timing_method, b.origin, b.origin_file,"
+     " b.origin_at FROM best b" JOIN_KEYS("b") " JOIN trials t ON t.id = b.trial_id"
      " ORDER BY b.id",
      "INSERT INTO best(device_id, template_id, problem_id, trial_id, config, median_us,"
-     " default_median_us, updated_at) VALUES(" ID_OF_DEVICE ", " ID_OF_TEMPLATE ", "
-     ID_OF_PROBLEM ", (SELECT id FROM trials WHERE uid = :trial_uid), :config, :median_us,"
-     " :default_median_us, :updated_at)"
+     " default_median_us, updated_at, spread, tuner_version, timing_method, origin,"
+     " origin_file, origin_at)"
+     " SELECT t.device_id, t.template_id, t.problem_id, t.id, t.config, t.median_us,"
+     " coalesce(:default_median_us, 0), :updated_at, coalesce(t.spread, 0), t.tuner_version,"
+     " t.timing_method, 'import', :import_file, :import_at"
+     " FROM trials t WHERE t.uid = :trial_uid AND true"
      " ON CONFLICT(device_id, template_id, problem_id) DO UPDATE SET"
      " trial_id = excluded.trial_id, config = excluded.config, median_us = excluded.median_us,"
-     " default_median_us = excluded.default_median_us, updated_at = excluded.updated_at"
-     " WHERE excluded.median_us < best.median_us"},
+     " default_median_us = excluded.default_median_us, updated_at = excluded.updated_at,"
+     " spread = excluded.spread, tuner_version = excluded.tuner_version,"
+     " timing_method = excluded.timing_method, origin = 'import',"
+     " origin_file = excluded.origin_file, origin_at = excluded.origin_at"
+     " WHERE best.origin = 'import' AND excluded.median_us < best.median_us"},
     {"cubins",
      "SELECT key, arch, nvrtc_version, template_hash, size, data, resources, created_at,"
      " last_used FROM cubins ORDER BY id",
@@ -445,9 +459,73 @@ typedef struct importer {
     db_t *db;
     const char *name;
     sqlite3_stmt *st[N_TABLES];
+    sqlite3_stmt *trial_of_best; /* check_best_row's query                    */
+    int64_t now;
     jobject obj;
     db_import_stats stats;
 } importer;
+
+/* The text of a field ("" when absent or null). */
+static const char *text_of(const jobject *o, const char *name)
+{
+    const jfield *f = field(o, name);
+    return f && f->kind != J_NULL ? f->text : "";
+}
+
+/* NULL when the best row in im->obj is proven by its trial, else why not
+ * (a static or im-owned text).  The trial must already be in the file (the
+ * export writes trials before best rows). */
+static const char *check_best_row(importer *im, char *why, size_t cap)
+{
+    sqlite3_stmt *st = im->trial_of_best;
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, text_of(&im->obj, "trial_uid"), -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        return rc == SQLITE_DONE ? "its trial is not in the import nor in the file"
+                                 : "its trial could not be read";
+    const char *status = (const char *)sqlite3_column_text(st, 0);
+    double median = sqlite3_column_double(st, 1);
+    bool has_err = sqlite3_column_type(st, 2) != SQLITE_NULL;
+    double rel_err = sqlite3_column_double(st, 2);
+    bool append = strcmp((const char *)sqlite3_column_text(st, 7), "append") == 0;
+    const char *checked = (const char *)sqlite3_column_text(st, append ? 9 : 10);
+    fmqa_dtype d = strcmp(checked, fmqa_dtype_name(FMQA_DTYPE_BF16)) == 0 ? FMQA_DTYPE_BF16
+                                                                        : FMQA_DTYPE_F16;
+    double tol = db_verify_tol(append ? FMQA_OP_APPEND : FMQA_OP_DECODE, d, d);
+    static const char *const keys[] = {"config", "device_key", "template_name",
+                                       "template_hash", "problem_key"};
+    if (strcmp(status, "ok") != 0) {
+        snprintf(why, cap, "its trial has status %s", status);
+        return why;
+    }
+    if (!(median > 0))
+        return "its trial has no time";
+    if (!has_err || !(rel_err <= tol)) {
+        snprintf(why, cap, "its trial's error %g exceeds the tolerance %g", rel_err, tol);
+        return why;
+    }
+    for (int k = 0; k < 5; k++)
+        if (strcmp(text_of(&im->obj, keys[k]), (const char *)sqlite3_column_text(st, 3 + k)) != 0) {
+            snprintf(why, cap, "its %s differs from its trial's", keys[k]);
+            return why;
+        }
+    const jfield *m = field(&im->obj, "median_us");
+    if (!m || m->kind != J_NUM || strtod(m->text, NULL) != median) {
+        snprintf(why, cap, "its median differs from its trial's (%.17g us)", median);
+        return why;
+    }
+    return NULL;
+}
+
+/* Counts a refused best row and keeps the first reason. */
+static void reject_best(importer *im, long lineno, const char *why)
+{
+    if (!im->stats.best_rejected++)
+        snprintf(im->stats.rejected, sizeof im->stats.rejected,
+                 "%s:%ld: best entry for trial %s refused: %s", im->name, lineno,
+                 text_of(&im->obj, "trial_uid"), why);
+}
 
 static fmqa_status import_line(importer *im, const char *line, long lineno, fmqa_err *err)
 {
@@ -469,12 +547,23 @@ static fmqa_status import_line(importer *im, const char *line, long lineno, fmqa
         if (s)
             return s;
     }
+    im->stats.rows_read++;
+    char reason[256];
+    if (strcmp(TABLES[i].name, "best") == 0 && (why = check_best_row(im, reason, sizeof reason))) {
+        reject_best(im, lineno, why);
+        return FMQA_OK;
+    }
     if ((why = bind_object(im->st[i], &im->obj)))
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "%s:%ld: %s", im->name, lineno, why);
+    sqlite3_stmt *st = im->st[i];
+    int pi = sqlite3_bind_parameter_index(st, ":import_file");
+    if (pi > 0) {
+        sqlite3_bind_text(st, pi, im->name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":import_at"), im->now);
+    }
     fmqa_status s = db_step_done(im->db, im->st[i], "import", err);
     if (s)
         return fmqa_err_prefix(err, "%s:%ld: %s row", im->name, lineno, TABLES[i].name);
-    im->stats.rows_read++;
     im->stats.rows_added += sqlite3_changes(im->db->conn);
     return FMQA_OK;
 }
@@ -484,12 +573,17 @@ fmqa_status db_import(db_t *db, FILE *in, const char *name, db_import_stats *sta
 {
     if (!db || !in)
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "db_import: NULL argument");
-    importer im = {.db = db, .name = name ? name : "import"};
+    importer im = {.db = db, .name = name ? name : "import", .now = db_now()};
     char *line = NULL;
     size_t cap = 0;
     long lineno = 0;
     db_lock(db);
     fmqa_status s = db_begin_write(db, err);
+    if (!s)
+        s = db_prepare(db,
+            "SELECT t.status, t.median_us, t.rel_l2_err, t.config, d.key, tp.name, tp.hash,"
+            " p.key, p.op, p.q_dtype, p.out_dtype FROM trials t" JOIN_KEYS("t")
+            " WHERE t.uid = ?1", &im.trial_of_best, "check an imported best entry", err);
     while (!s && getline(&line, &cap, in) >= 0) {
         lineno++;
         if (*skip_ws(line))
@@ -499,6 +593,7 @@ fmqa_status db_import(db_t *db, FILE *in, const char *name, db_import_stats *sta
         s = fmqa_err_set(err, FMQA_ERR_IO, "%s: read error", im.name);
     for (size_t i = 0; i < N_TABLES; i++)
         sqlite3_finalize(im.st[i]);
+    sqlite3_finalize(im.trial_of_best);
     s = db_end(db, s, err);
     db_unlock(db);
     jobject_clear(&im.obj);

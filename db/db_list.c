@@ -59,7 +59,11 @@ fmqa_status db_list_best(db_t *db, db_rows *rows, fmqa_err *err)
         " b.config, round(b.median_us, 3) AS median_us,"
         " round(b.default_median_us, 3) AS default_us,"
         " CASE WHEN b.default_median_us > 0 THEN round(b.default_median_us / b.median_us, 3)"
-        " END AS speedup, b.trial_id AS trial"
+        " END AS speedup, round(b.spread, 4) AS spread, b.trial_id AS trial,"
+        " b.timing_method AS method, b.tuner_version,"
+        " CASE WHEN b.origin = 'local' THEN 'local' ELSE 'imported from '"
+        "  || coalesce(b.origin_file, '?') || ' at ' || datetime(b.origin_at, 'unixepoch')"
+        " END AS source"
         " FROM best b JOIN devices d ON d.id = b.device_id"
         " JOIN templates t ON t.id = b.template_id JOIN problems p ON p.id = b.problem_id"
         " ORDER BY d.id, t.name, b.problem_id", rows, "list best entries", err);

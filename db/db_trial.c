@@ -6,12 +6,16 @@
  * Trials and sessions carry a uid (a hash of process, time and a counter) so
  * that export/import and merge recognise a row they already hold; ids are
  * local to one file.  A best entry always points to an ok trial of the same
- * (device, template, problem) and holds that trial's config and median, copied
- * so the runtime's lookup is one indexed join.
+ * (device, template, problem) and holds that trial's config, median, spread,
+ * tuner version and timing method, copied so the runtime's lookup is one
+ * indexed join.  A session records its owner (host, pid, heartbeat) so that a
+ * resume takes over only a session whose process is gone.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "db_internal.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -102,6 +106,7 @@ static void bind_trial(sqlite3_stmt *st, const db_trial *t, const char *uid)
     db_bind_text(st, 20, t->tuner_version);
     db_bind_text(st, 21, t->message);
     sqlite3_bind_int64(st, 22, db_now());
+    sqlite3_bind_int64(st, 23, t->timing_method);
 }
 
 fmqa_status db_trial_insert(db_t *db, const db_trial *t, int64_t *id, fmqa_err *err)
@@ -119,8 +124,8 @@ fmqa_status db_trial_insert(db_t *db, const db_trial *t, int64_t *id, fmqa_err *
         "INSERT INTO trials(uid, session_id, device_id, template_id, problem_id, config,"
         " config_hash, status, compile_ms, median_us, p20_us, p80_us, min_us, spread, runs,"
         " rel_l2_err, max_abs_err, sm_clock_mhz, mem_clock_mhz, tuner_version, message,"
-        " created_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-        " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)", &st, "store a trial", err);
+        " created_at, timing_method) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+        " ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)", &st, "store a trial", err);
     if (!s) {
         bind_trial(st, t, uid);
         s = db_begin_write(db, err);
@@ -138,13 +143,36 @@ fmqa_status db_trial_insert(db_t *db, const db_trial *t, int64_t *id, fmqa_err *
 
 /* ------------------------------------------------------------ best */
 
-/* Reads the trial's key, status and median (a best entry needs an ok, timed
- * trial). */
-static fmqa_status best_candidate(db_t *db, int64_t trial_id, fmqa_err *err)
+/* What the replacement rule looks at, of a trial or of the entry it backs. */
+typedef struct measure {
+    char config_hash[FMQA_HASH_HEX];
+    char tuner_version[64];
+    int64_t timing_method;
+    double median_us, spread;
+    bool imported;
+} measure;
+
+/* Fills m from columns col.. of st: median, config hash, tuner version,
+ * timing method, spread. */
+static void read_measure(sqlite3_stmt *st, int col, measure *m)
+{
+    memset(m, 0, sizeof *m);
+    m->median_us = sqlite3_column_double(st, col);
+    fmqa_strlcpy(m->config_hash, (const char *)sqlite3_column_text(st, col + 1),
+                 sizeof m->config_hash);
+    fmqa_strlcpy(m->tuner_version, (const char *)sqlite3_column_text(st, col + 2),
+                 sizeof m->tuner_version);
+    m->timing_method = sqlite3_column_int64(st, col + 3);
+    m->spread = sqlite3_column_double(st, col + 4);
+}
+
+/* Reads a trial's measure; it must be ok and timed to become a best entry. */
+static fmqa_status read_candidate(db_t *db, int64_t trial_id, measure *m, fmqa_err *err)
 {
     sqlite3_stmt *st;
-    fmqa_status s = db_prepare(db, "SELECT status, median_us FROM trials WHERE id = ?1", &st,
-                               "read a trial", err);
+    fmqa_status s = db_prepare(db,
+        "SELECT status, median_us, config_hash, coalesce(tuner_version, ''), timing_method,"
+        " coalesce(spread, 0) FROM trials WHERE id = ?1", &st, "read a trial", err);
     if (s)
         return s;
     sqlite3_bind_int64(st, 1, trial_id);
@@ -160,8 +188,55 @@ static fmqa_status best_candidate(db_t *db, int64_t trial_id, fmqa_err *err)
                          "trial %lld cannot be a best entry: status %s, median %g us",
                          (long long)trial_id, (const char *)sqlite3_column_text(st, 0),
                          sqlite3_column_double(st, 1));
+    if (!s)
+        read_measure(st, 1, m);
     sqlite3_finalize(st);
     return s;
+}
+
+/* The incumbent of the candidate trial's (device, template, problem); 0 in
+ * *found when there is none. */
+static fmqa_status read_incumbent(db_t *db, int64_t trial_id, measure *m, int *found,
+                                  fmqa_err *err)
+{
+    sqlite3_stmt *st;
+    fmqa_status s = db_prepare(db,
+        "SELECT b.median_us, t.config_hash, coalesce(b.tuner_version, ''), b.timing_method,"
+        " b.spread, b.origin = 'import' FROM trials c JOIN best b ON b.device_id = c.device_id"
+        " AND b.template_id = c.template_id AND b.problem_id = c.problem_id"
+        " JOIN trials t ON t.id = b.trial_id WHERE c.id = ?1", &st, "read the best entry", err);
+    if (s)
+        return s;
+    sqlite3_bind_int64(st, 1, trial_id);
+    int rc = sqlite3_step(st);
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW) {
+        read_measure(st, 0, m);
+        m->imported = sqlite3_column_int(st, 5) != 0;
+    } else if (rc != SQLITE_DONE) {
+        s = db_fail(db, rc, err, "read the best entry");
+    }
+    sqlite3_finalize(st);
+    return s;
+}
+
+/* The replacement rule of db_best_update (docs/database.md, "Best entries"). */
+static bool replaces(const measure *inc, const measure *cand)
+{
+    if (inc->imported || inc->timing_method != cand->timing_method ||
+        strcmp(inc->tuner_version, cand->tuner_version) != 0)
+        return true; /* foreign or stale: the fresh local measurement wins */
+    if (strcmp(inc->config_hash, cand->config_hash) == 0)
+        return true; /* the incumbent re-measured: its latest time is its time */
+    double noise = (inc->spread > cand->spread ? inc->spread : cand->spread) / 2;
+    double margin = noise > DB_BEST_MIN_MARGIN ? noise : DB_BEST_MIN_MARGIN;
+    return cand->median_us < inc->median_us * (1 - margin);
+}
+
+bool db_best_is_stale(const db_best_entry *e, int32_t timing_method, const char *tuner_version)
+{
+    return e->timing_method != timing_method ||
+           strcmp(e->tuner_version, tuner_version ? tuner_version : "") != 0;
 }
 
 fmqa_status db_best_update(db_t *db, int64_t trial_id, double default_median_us,
@@ -170,31 +245,51 @@ fmqa_status db_best_update(db_t *db, int64_t trial_id, double default_median_us,
     if (!db)
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "db_best_update: NULL db");
     sqlite3_stmt *st = NULL;
+    measure cand, inc;
+    int found = 0;
+    bool take = false;
     db_lock(db);
     fmqa_status s = db_begin_write(db, err);
     if (!s)
-        s = best_candidate(db, trial_id, err);
-    /* The WHERE true resolves the parse ambiguity of INSERT ... SELECT ... ON. */
+        s = read_candidate(db, trial_id, &cand, err);
+    if (!s)
+        s = read_incumbent(db, trial_id, &inc, &found, err);
+    take = !s && (!found || replaces(&inc, &cand));
+    /* The WHERE true resolves the parse ambiguity of INSERT ... SELECT ... ON.
+     * A default time is kept even when the entry is not replaced. */
     if (!s)
         s = db_prepare(db,
             "INSERT INTO best(device_id, template_id, problem_id, trial_id, config, median_us,"
-            " default_median_us, updated_at)"
-            " SELECT device_id, template_id, problem_id, id, config, median_us, ?2, ?3"
+            " default_median_us, updated_at, spread, tuner_version, timing_method, origin,"
+            " origin_file, origin_at)"
+            " SELECT device_id, template_id, problem_id, id, config, median_us, ?2, ?3,"
+            " coalesce(spread, 0), tuner_version, timing_method, 'local', NULL, ?3"
             " FROM trials WHERE id = ?1 AND true"
             " ON CONFLICT(device_id, template_id, problem_id) DO UPDATE SET"
-            "  trial_id = excluded.trial_id, config = excluded.config,"
-            "  median_us = excluded.median_us, updated_at = excluded.updated_at,"
+            "  trial_id = CASE WHEN ?4 THEN excluded.trial_id ELSE best.trial_id END,"
+            "  config = CASE WHEN ?4 THEN excluded.config ELSE best.config END,"
+            "  median_us = CASE WHEN ?4 THEN excluded.median_us ELSE best.median_us END,"
+            "  spread = CASE WHEN ?4 THEN excluded.spread ELSE best.spread END,"
+            "  tuner_version = CASE WHEN ?4 THEN excluded.tuner_version"
+            "   ELSE best.tuner_version END,"
+            "  timing_method = CASE WHEN ?4 THEN excluded.timing_method"
+            "   ELSE best.timing_method END,"
+            "  origin = CASE WHEN ?4 THEN 'local' ELSE best.origin END,"
+            "  origin_file = CASE WHEN ?4 THEN NULL ELSE best.origin_file END,"
+            "  origin_at = CASE WHEN ?4 THEN excluded.origin_at ELSE best.origin_at END,"
+            "  updated_at = CASE WHEN ?4 THEN excluded.updated_at ELSE best.updated_at END,"
             "  default_median_us = CASE WHEN excluded.default_median_us > 0"
-            "   THEN excluded.default_median_us ELSE best.default_median_us END"
-            " WHERE excluded.median_us < best.median_us", &st, "update the best entry", err);
+            "   THEN excluded.default_median_us ELSE best.default_median_us END",
+            &st, "update the best entry", err);
     if (!s) {
         sqlite3_bind_int64(st, 1, trial_id);
         sqlite3_bind_double(st, 2, default_median_us > 0 ? default_median_us : 0.0);
         sqlite3_bind_int64(st, 3, db_now());
+        sqlite3_bind_int(st, 4, take);
         s = db_step_done(db, st, "update the best entry", err);
     }
     if (!s && replaced)
-        *replaced = sqlite3_changes(db->conn) > 0;
+        *replaced = take;
     s = db_end(db, s, err);
     sqlite3_finalize(st);
     db_unlock(db);
@@ -234,8 +329,14 @@ static void read_entry(sqlite3_stmt *st, const fmqa_problem *p, db_best_entry *e
     e->default_median_us = sqlite3_column_double(st, 4);
     e->batch_bucket = sqlite3_column_int(st, 5);
     e->kv_len_bucket = sqlite3_column_int(st, 6);
-    e->distance = abs(ilog2(e->batch_bucket) - ilog2(db_bucket(p->batch))) +
-                  abs(ilog2(e->kv_len_bucket) - ilog2(db_bucket(p->kv_len)));
+    e->batch_steps = abs(ilog2(e->batch_bucket) - ilog2(db_bucket(p->batch)));
+    e->kv_len_steps = abs(ilog2(e->kv_len_bucket) - ilog2(db_bucket(p->kv_len)));
+    e->distance = e->batch_steps + e->kv_len_steps;
+    e->spread = sqlite3_column_double(st, 7);
+    fmqa_strlcpy(e->tuner_version, (const char *)sqlite3_column_text(st, 8),
+                 sizeof e->tuner_version);
+    e->timing_method = sqlite3_column_int(st, 9);
+    e->imported = sqlite3_column_int(st, 10) != 0;
 }
 
 /* One query serves the exact lookup (buckets bound) and the candidate list
@@ -249,7 +350,8 @@ static fmqa_status best_query(db_t *db, const char *device_key, const char *temp
     sqlite3_stmt *st;
     fmqa_status s = db_prepare(db,
         "SELECT b.trial_id, b.problem_id, b.config, b.median_us, b.default_median_us,"
-        " p.batch_bucket, p.kv_len_bucket"
+        " p.batch_bucket, p.kv_len_bucket, b.spread, coalesce(b.tuner_version, ''),"
+        " b.timing_method, b.origin = 'import'"
         " FROM best b JOIN devices d ON d.id = b.device_id"
         " JOIN templates t ON t.id = b.template_id JOIN problems p ON p.id = b.problem_id"
         " WHERE d.key = ?1 AND t.name = ?2 AND t.hash = ?3 AND p.class_key = ?4"
@@ -343,7 +445,16 @@ void db_session_free(db_session *s)
         return;
     free(s->strategy);
     free(s->problem_set);
-    s->strategy = s->problem_set = NULL;
+    free(s->host);
+    s->strategy = s->problem_set = s->host = NULL;
+}
+
+/* This machine's name, as sessions record their owner's. */
+static void host_name(char out[256])
+{
+    if (gethostname(out, 256) != 0)
+        fmqa_strlcpy(out, "?", 256);
+    out[255] = '\0';
 }
 
 fmqa_status db_session_create(db_t *db, db_session *s, fmqa_err *err)
@@ -355,10 +466,12 @@ fmqa_status db_session_create(db_t *db, db_session *s, fmqa_err *err)
     int64_t now = db_now();
     db_lock(db);
     make_uid(s, uid);
+    char host[256];
+    host_name(host);
     fmqa_status r = db_prepare(db,
         "INSERT INTO sessions(uid, device_id, status, strategy, budget, seed, problem_set,"
-        " started_at) VALUES(?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7)", &st,
-        "create a session", err);
+        " started_at, host, pid, heartbeat_at) VALUES(?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7,"
+        " ?8, ?9, ?7)", &st, "create a session", err);
     if (!r) {
         sqlite3_bind_text(st, 1, uid, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(st, 2, s->device_id);
@@ -367,14 +480,17 @@ fmqa_status db_session_create(db_t *db, db_session *s, fmqa_err *err)
         sqlite3_bind_int64(st, 5, (int64_t)s->seed);
         db_bind_text(st, 6, s->problem_set);
         sqlite3_bind_int64(st, 7, now);
+        sqlite3_bind_text(st, 8, host, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 9, (int64_t)getpid());
         r = db_begin_write(db, err);
         if (!r)
             r = db_step_done(db, st, "create a session (does its device exist?)", err);
         if (!r) {
             s->id = sqlite3_last_insert_rowid(db->conn);
             s->status = DB_SESSION_RUNNING;
-            s->started_at = now;
+            s->started_at = s->heartbeat_at = now;
             s->finished_at = 0;
+            s->pid = (int64_t)getpid();
         }
         r = db_end(db, r, err);
     }
@@ -419,6 +535,32 @@ static db_session_status parse_session_status(const char *name)
     return DB_SESSION_INTERRUPTED; /* the CHECK constraint makes this unreachable */
 }
 
+#define SESSION_COLUMNS                                                                    \
+    "SELECT id, device_id, status, strategy, budget, seed, problem_set, started_at,"        \
+    " finished_at, host, pid, heartbeat_at FROM sessions"
+
+/* Reads one session row of SESSION_COLUMNS (st bound and ready);
+ * FMQA_ERR_NOT_FOUND with `none` as the message when there is no row. */
+static fmqa_status read_session(db_t *db, sqlite3_stmt *st, db_session *out, const char *none,
+                                fmqa_err *err)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return fmqa_err_set(err, FMQA_ERR_NOT_FOUND, "%s: %s", db->path, none);
+    if (rc != SQLITE_ROW)
+        return db_fail(db, rc, err, "read a session");
+    db_session r = {
+        .id = sqlite3_column_int64(st, 0), .device_id = sqlite3_column_int64(st, 1),
+        .status = parse_session_status((const char *)sqlite3_column_text(st, 2)),
+        .strategy = db_column_strdup(st, 3), .budget = sqlite3_column_int64(st, 4),
+        .seed = (uint64_t)sqlite3_column_int64(st, 5), .problem_set = db_column_strdup(st, 6),
+        .started_at = sqlite3_column_int64(st, 7), .finished_at = sqlite3_column_int64(st, 8),
+        .host = db_column_strdup(st, 9), .pid = sqlite3_column_int64(st, 10),
+        .heartbeat_at = sqlite3_column_int64(st, 11)};
+    *out = r;
+    return FMQA_OK;
+}
+
 fmqa_status db_session_find_resumable(db_t *db, int64_t device_id, db_session *out,
                                       fmqa_err *err)
 {
@@ -426,29 +568,113 @@ fmqa_status db_session_find_resumable(db_t *db, int64_t device_id, db_session *o
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "db_session_find_resumable: NULL");
     sqlite3_stmt *st = NULL;
     db_lock(db);
-    fmqa_status s = db_prepare(db,
-        "SELECT id, device_id, status, strategy, budget, seed, problem_set, started_at,"
-        " finished_at FROM sessions WHERE device_id = ?1 AND status <> 'done'"
-        " ORDER BY started_at DESC, id DESC LIMIT 1", &st, "find a session", err);
+    fmqa_status s = db_prepare(db, SESSION_COLUMNS
+        " WHERE device_id = ?1 AND status <> 'done' ORDER BY started_at DESC, id DESC LIMIT 1",
+        &st, "find a session", err);
     if (!s) {
         sqlite3_bind_int64(st, 1, device_id);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            db_session r = {
-                .id = sqlite3_column_int64(st, 0), .device_id = sqlite3_column_int64(st, 1),
-                .status = parse_session_status((const char *)sqlite3_column_text(st, 2)),
-                .strategy = db_column_strdup(st, 3), .budget = sqlite3_column_int64(st, 4),
-                .seed = (uint64_t)sqlite3_column_int64(st, 5),
-                .problem_set = db_column_strdup(st, 6),
-                .started_at = sqlite3_column_int64(st, 7),
-                .finished_at = sqlite3_column_int64(st, 8)};
-            *out = r;
-        } else if (rc == SQLITE_DONE) {
-            s = fmqa_err_set(err, FMQA_ERR_NOT_FOUND, "%s: no unfinished session for device %lld",
-                             db->path, (long long)device_id);
-        } else {
-            s = db_fail(db, rc, err, "find a session");
-        }
+        char none[96];
+        snprintf(none, sizeof none, "no unfinished session for device %lld",
+                 (long long)device_id);
+        s = read_session(db, st, out, none, err);
+    }
+    sqlite3_finalize(st);
+    db_unlock(db);
+    return s;
+}
+
+/* Whether a running session's owner may still be alive (db_session_claim). */
+static bool owner_alive(const db_session *s, const char *host, int64_t now)
+{
+    if (s->status != DB_SESSION_RUNNING || !s->host || s->pid <= 0)
+        return false;
+    if (now - s->heartbeat_at > DB_SESSION_STALE_S)
+        return false;
+    if (strcmp(s->host, host) != 0)
+        return true; /* another machine: only its heartbeat can tell */
+    return kill((pid_t)s->pid, 0) == 0 || errno == EPERM;
+}
+
+/* Makes this process the running owner of session id (inside a transaction). */
+static fmqa_status take_over(db_t *db, int64_t id, const char *host, int64_t now,
+                             fmqa_err *err)
+{
+    sqlite3_stmt *st;
+    fmqa_status s = db_prepare(db,
+        "UPDATE sessions SET status = 'running', finished_at = 0, host = ?2, pid = ?3,"
+        " heartbeat_at = ?4 WHERE id = ?1", &st, "take over a session", err);
+    if (s)
+        return s;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, host, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, (int64_t)getpid());
+    sqlite3_bind_int64(st, 4, now);
+    s = db_step_done(db, st, "take over a session", err);
+    sqlite3_finalize(st);
+    return s;
+}
+
+fmqa_status db_session_claim(db_t *db, int64_t session_id, db_session *out, fmqa_err *err)
+{
+    if (!db)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "db_session_claim: NULL db");
+    char host[256];
+    host_name(host);
+    int64_t now = db_now();
+    sqlite3_stmt *st = NULL;
+    db_session cur = {0};
+    db_lock(db);
+    fmqa_status s = db_begin_write(db, err);
+    if (!s)
+        s = db_prepare(db, SESSION_COLUMNS " WHERE id = ?1", &st, "read a session", err);
+    if (!s) {
+        sqlite3_bind_int64(st, 1, session_id);
+        s = read_session(db, st, &cur, "no such session", err);
+    }
+    if (!s && cur.status == DB_SESSION_DONE)
+        s = fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "%s: session %lld is done", db->path,
+                         (long long)session_id);
+    if (!s && owner_alive(&cur, host, now))
+        s = fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                         "%s: session %lld is still running (pid %lld on %s, last heartbeat "
+                         "%llds ago); it is taken over only once that process is gone or its "
+                         "heartbeat is older than %d s",
+                         db->path, (long long)session_id, (long long)cur.pid, cur.host,
+                         (long long)(now - cur.heartbeat_at), DB_SESSION_STALE_S);
+    if (!s)
+        s = take_over(db, session_id, host, now, err);
+    s = db_end(db, s, err);
+    sqlite3_finalize(st);
+    db_unlock(db);
+    if (!s && out) {
+        db_session_free(&cur);
+        cur.host = fmqa_strdup(host);
+        cur.pid = (int64_t)getpid();
+        cur.heartbeat_at = now;
+        cur.status = DB_SESSION_RUNNING;
+        cur.finished_at = 0;
+        *out = cur;
+        return FMQA_OK;
+    }
+    db_session_free(&cur);
+    return s;
+}
+
+fmqa_status db_session_heartbeat(db_t *db, int64_t session_id, fmqa_err *err)
+{
+    if (!db)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "db_session_heartbeat: NULL db");
+    sqlite3_stmt *st = NULL;
+    db_lock(db);
+    fmqa_status s = db_prepare(db, "UPDATE sessions SET heartbeat_at = ?2 WHERE id = ?1", &st,
+                               "record a heartbeat", err);
+    if (!s) {
+        sqlite3_bind_int64(st, 1, session_id);
+        sqlite3_bind_int64(st, 2, db_now());
+        s = db_begin_write(db, err);
+        if (!s)
+            s = db_step_done(db, st, "record a heartbeat", err);
+        s = db_end(db, s, err);
     }
     sqlite3_finalize(st);
     db_unlock(db);

@@ -294,6 +294,12 @@ static void print_import(const db_import_stats *st, const char *verb, const char
 {
     printf("%s %s: %lld rows read, %lld added or updated\n", verb, from,
            (long long)st->rows_read, (long long)st->rows_added);
+    if (st->best_rejected)
+        fprintf(stderr,
+                "fastmqa-db: %lld best entr%s refused (not proven by an ok, verified trial of "
+                "the same device, template and problem); first: %s\n",
+                (long long)st->best_rejected, st->best_rejected == 1 ? "y" : "ies",
+                st->rejected);
 }
 
 static int cmd_import(db_t *db, const opts *o)

@@ -10,6 +10,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,36 +379,110 @@ static void read_template(lua_State *L, gen_reader *r)
 
 /* ------------------------------------------------------------ identity hash */
 
-/* Adds the set files that `f` includes (#include "x" or <x>) to list. */
-static void scan_includes(const gen_lib *lib, const gen_file *f, const gen_file **list, int *n)
+/*
+ * The identity hash covers every file of the set the compiler may read for a
+ * template: its sources and, transitively, every set file they #include.  The
+ * scan follows the preprocessor's own reading (translation phases 1-3 and
+ * directive syntax): lines spliced at backslash-newlines, each comment one
+ * space (so a comment may stand before '#' or span lines), string and
+ * character literals opaque, `#include` / `# include` / `#include_next` with
+ * "name" or <name>, at any depth.  It over-approximates where a compiler would
+ * decide: an #include under a false #if still counts, and an include whose
+ * operand is a macro counts as including every file of the set.  Include
+ * guards change what is compiled, never which files are read, so they need no
+ * handling.
+ */
+
+/* Copy of text after line splicing, with comments replaced by a space and
+ * literals kept verbatim; NULL when out of memory. */
+static char *preprocess_text(const char *text)
 {
-    for (const char *s = f->text; s && *s; s = strchr(s, '\n'), s = s ? s + 1 : NULL) {
-        while (*s == ' ' || *s == '\t')
-            s++;
-        if (*s++ != '#')
-            continue;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        if (strncmp(s, "include", 7) != 0)
-            continue;
-        s += 7;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        if (*s != '"' && *s != '<')
-            continue;
-        char name[256];
-        size_t len = strcspn(s + 1, "\">\n");
-        if (len >= sizeof name)
-            continue;
-        memcpy(name, s + 1, len);
-        name[len] = '\0';
-        const gen_file *inc = gen_lib_file(lib, name);
-        int seen = 0;
-        for (int i = 0; inc && i < *n; i++)
-            seen |= list[i] == inc;
-        if (inc && !seen)
-            list[(*n)++] = inc;
+    char *out = malloc(strlen(text) + 1), *o = out;
+    if (!out)
+        return NULL;
+    char quote = 0; /* inside a "..." or '...' literal */
+    for (const char *p = text; *p;) {
+        if (p[0] == '\\' && (p[1] == '\n' || (p[1] == '\r' && p[2] == '\n'))) {
+            p += p[1] == '\n' ? 2 : 3; /* phase 2: splice */
+        } else if (quote) {
+            if (*p == '\\' && p[1] && p[1] != '\n')
+                *o++ = *p++;
+            else if (*p == quote || *p == '\n')
+                quote = 0;
+            *o++ = *p++;
+        } else if (p[0] == '/' && p[1] == '*') {
+            const char *end = strstr(p + 2, "*/");
+            p = end ? end + 2 : p + strlen(p);
+            *o++ = ' ';
+        } else if (p[0] == '/' && p[1] == '/') {
+            while (*p && *p != '\n') /* a spliced newline was removed above */
+                p += p[0] == '\\' && p[1] == '\n' ? 2 : 1;
+            *o++ = ' ';
+        } else {
+            if (*p == '"' || *p == '\'')
+                quote = *p;
+            *o++ = *p++;
+        }
     }
+    *o = '\0';
+    return out;
+}
+
+static const char *skip_blanks(const char *s)
+{
+    while (*s == ' ' || *s == '\t' || *s == '\v' || *s == '\f' || *s == '\r')
+        s++;
+    return s;
+}
+
+/* Adds f to list unless it is there; f may be NULL (not a set file). */
+static void list_add(const gen_file **list, int *n, const gen_file *f)
+{
+    for (int i = 0; f && i < *n; i++)
+        if (list[i] == f)
+            return;
+    if (f)
+        list[(*n)++] = f;
+}
+
+/* The operand of an include directive at s (just after "include"): adds the
+ * set file it names, or every set file when it is not a literal name. */
+static void include_operand(const gen_lib *lib, const char *s, const gen_file **list, int *n)
+{
+    s = skip_blanks(s);
+    char close = *s == '"' ? '"' : *s == '<' ? '>' : 0;
+    size_t len = close ? strcspn(s + 1, close == '"' ? "\"\n" : ">\n") : 0;
+    if (!close || s[1 + len] != close) {
+        for (int i = 0; i < lib->n_files; i++) /* a computed include */
+            list_add(list, n, &lib->files[i]);
+        return;
+    }
+    char name[256];
+    if (len >= sizeof name)
+        return; /* no set file has such a name */
+    memcpy(name, s + 1, len);
+    name[len] = '\0';
+    list_add(list, n, gen_lib_file(lib, name));
+}
+
+/* Adds the set files that f includes to list (false when out of memory). */
+static bool scan_includes(const gen_lib *lib, const gen_file *f, const gen_file **list, int *n)
+{
+    char *text = preprocess_text(f->text);
+    if (!text)
+        return false;
+    for (const char *line = text; line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        const char *s = skip_blanks(line);
+        if (*s != '#')
+            continue;
+        s = skip_blanks(s + 1);
+        size_t word = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+        if ((word == 7 && strncmp(s, "include", 7) == 0) ||
+            (word == 12 && strncmp(s, "include_next", 12) == 0))
+            include_operand(lib, s + word, list, n);
+    }
+    free(text);
+    return true;
 }
 
 static void compute_hash(gen_template *t)
@@ -417,16 +492,15 @@ static void compute_hash(gen_template *t)
     if (!list)
         return; /* hash stays "": the caller reports the template as unusable */
     int n = 0;
-    for (int i = 0; i < t->n_sources; i++) {
-        const gen_file *f = gen_lib_file(lib, t->sources[i]);
-        int seen = 0;
-        for (int j = 0; j < n; j++)
-            seen |= list[j] == f;
-        if (!seen)
-            list[n++] = f;
+    bool ok = true;
+    for (int i = 0; i < t->n_sources; i++)
+        list_add(list, &n, gen_lib_file(lib, t->sources[i]));
+    for (int i = 0; i < n && ok; i++) /* n grows as includes are found */
+        ok = scan_includes(lib, list[i], list, &n);
+    if (!ok) {
+        free(list);
+        return;
     }
-    for (int i = 0; i < n; i++) /* n grows as includes are found */
-        scan_includes(lib, list[i], list, &n);
     fmqa_hasher h;
     fmqa_hash_init(&h);
     char versions[64];

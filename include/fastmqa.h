@@ -236,6 +236,11 @@ typedef struct fmqa_choice {
     char template_name[64];
     char config[256];        /* canonical config text, "BLOCK_N=64,WARPS=4"   */
     double tuned_time_us;    /* median of the tuned trial, 0 if none          */
+    /* Why this source, for people: the tuned bucket used, or why no tuned
+     * entry was (none for this device and template version, the nearest too
+     * far or launching too few CTAs for this shape, none legal).  The rules
+     * are those of docs/tuning.md, "Reuse of a nearby shape". */
+    char reason[192];
 } fmqa_choice;
 
 /* Resolves (and caches) the launch plan for a problem without launching:

@@ -103,10 +103,17 @@ void rt_plan_free(fmqa_ctx_t *ctx, rt_plan *plan);
 fmqa_status rt_plan_launch(fmqa_ctx_t *ctx, const rt_plan *plan, void *params,
                            CUstream stream, fmqa_err *err);
 
+/* How far a tuned shape bucket may be reused: at most this many powers of
+ * two away in batch and, separately, in kv_len (docs/tuning.md). */
+#define RT_NEAREST_MAX_STEPS 2
+
 /* The dispatcher's choice for a problem on a described device: for each
  * template of the op, the exact tuned entry of db, else the nearest tuned
- * bucket whose config passes gen_check for this problem; else the first
- * template whose default is legal.  db may be NULL.  Needs no GPU. */
+ * bucket within RT_NEAREST_MAX_STEPS per dimension whose config passes
+ * gen_check for this problem and does not leave SMs idle that the default
+ * would fill (fewer CTAs than SMs where the default launches more); else the
+ * first template whose default is legal.  choice->reason says why.  db may be
+ * NULL.  Needs no GPU. */
 fmqa_status rt_choose(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
                       const fmqa_problem *p, const gen_template **tpl /* OUT */,
                       gen_config *config /* OUT */, fmqa_choice *choice /* OUT */,

@@ -2,9 +2,10 @@
  * rt_dispatch.c -- the dispatcher: from a problem to a loaded kernel variant.
  *
  * For a problem it takes, in this order, the exact tuned entry of the
- * database, the nearest tuned shape bucket whose config is still legal for
- * this problem, or the template's default (fmqa_choice says which, and debug
- * logging too).  The variant is rendered, compiled through the in-memory and
+ * database, the nearest tuned shape bucket within a bounded distance whose
+ * config is still legal for this problem and keeps the GPU as busy as the
+ * default would, or the template's default (fmqa_choice says which and why,
+ * and debug logging too).  The variant is rendered, compiled through the in-memory and
  * database cubin caches, loaded into the context's primary CUDA context and
  * kept in a plan cache keyed by the whole problem, so that later calls cost a
  * lookup under a mutex.  Lua, SQLite and NVRTC are touched only on a miss.
@@ -166,8 +167,63 @@ static rt_plan *find_plan(struct rt_dispatch *d, const fmqa_problem *p)
     return NULL;
 }
 
-/* The first tuned entry (exact bucket first, then nearest) whose config is
- * legal for this problem; 1 if one was found. */
+/* CTAs of a launch: the largest grid among its kernels. */
+static int64_t launch_ctas(const gen_plan *pl)
+{
+    int64_t most = 0;
+    for (int k = 0; k < pl->n_kernels; k++) {
+        int64_t n = (int64_t)pl->kernels[k].grid[0] * pl->kernels[k].grid[1] *
+                    pl->kernels[k].grid[2];
+        most = n > most ? n : most;
+    }
+    return most;
+}
+
+/* NULL when the config of a nearby bucket keeps a sensible launch for this
+ * problem, else why not (in why).  Sensible: it does not launch fewer CTAs
+ * than the device has SMs while the template default launches more. */
+static const char *launch_too_small(const gen_template *t, const gen_config *c,
+                                    const fmqa_problem *p, const fmqa_device_info *dev,
+                                    char *why, size_t cap)
+{
+    gen_plan mine, dflt_plan;
+    gen_config dflt;
+    if (gen_launch_plan(t, c, p, dev, &mine, NULL) != FMQA_OK) {
+        snprintf(why, cap, "its config has no launch for this shape");
+        return why;
+    }
+    if (gen_default(t, p, dev, &dflt, NULL) != FMQA_OK ||
+        gen_launch_plan(t, &dflt, p, dev, &dflt_plan, NULL) != FMQA_OK)
+        return NULL; /* nothing better to compare with */
+    int64_t n = launch_ctas(&mine), nd = launch_ctas(&dflt_plan);
+    if (n >= dev->sm_count || nd <= n)
+        return NULL;
+    snprintf(why, cap, "would launch %lld CTAs on %d SMs where the default launches %lld",
+             (long long)n, dev->sm_count, (long long)nd);
+    return why;
+}
+
+/* NULL when entry e may serve p, else why not (in why). */
+static const char *unusable(const db_best_entry *e, const gen_template *t, gen_config *c,
+                            const fmqa_problem *p, const fmqa_device_info *dev, char *why,
+                            size_t cap)
+{
+    if (e->batch_steps > RT_NEAREST_MAX_STEPS || e->kv_len_steps > RT_NEAREST_MAX_STEPS) {
+        snprintf(why, cap, "is %d batch and %d kv_len power-of-two steps away (at most %d each)",
+                 e->batch_steps, e->kv_len_steps, RT_NEAREST_MAX_STEPS);
+        return why;
+    }
+    if (gen_config_parse(e->config, c, NULL) != FMQA_OK ||
+        gen_check(t, c, p, dev, NULL) != FMQA_OK) {
+        snprintf(why, cap, "has a config that is not legal for this shape");
+        return why;
+    }
+    return e->distance ? launch_too_small(t, c, p, dev, why, cap) : NULL;
+}
+
+/* The first tuned entry (exact bucket first, then nearest) that may serve
+ * this problem; 1 if one was found.  Otherwise choice->reason says why the
+ * closest one was not used (or that there is none). */
 static int tuned_choice(db_t *db, const char *device_key, const gen_template *t,
                         const fmqa_problem *p, const fmqa_device_info *dev, gen_config *c,
                         fmqa_choice *choice)
@@ -176,14 +232,29 @@ static int tuned_choice(db_t *db, const char *device_key, const gen_template *t,
     size_t n = 0;
     int found = 0;
     if (!db || db_best_candidates(db, device_key, gen_template_name(t), gen_template_hash(t), p,
-                                  &e, &n, NULL) != FMQA_OK)
+                                  &e, &n, NULL) != FMQA_OK || n == 0) {
+        if (!choice->reason[0])
+            snprintf(choice->reason, sizeof choice->reason,
+                     "%s: no tuned entry for this device, template version and problem class",
+                     db ? "default" : "default (no tuning database)");
+        free(e);
         return 0;
+    }
     for (size_t i = 0; i < n && !found; i++) {
-        if (gen_config_parse(e[i].config, c, NULL) != FMQA_OK ||
-            gen_check(t, c, p, dev, NULL) != FMQA_OK)
+        char why[128];
+        const char *no = unusable(&e[i], t, c, p, dev, why, sizeof why);
+        if (no && i == 0)
+            snprintf(choice->reason, sizeof choice->reason,
+                     "default: the nearest tuned bucket (batch %d, kv_len %d) %s",
+                     e[i].batch_bucket, e[i].kv_len_bucket, no);
+        if (no)
             continue;
         choice->source = e[i].distance == 0 ? FMQA_CHOICE_TUNED : FMQA_CHOICE_NEAREST;
         choice->tuned_time_us = e[i].median_us;
+        snprintf(choice->reason, sizeof choice->reason,
+                 "%s bucket (batch %d, kv_len %d)%s", e[i].distance ? "nearest tuned" : "tuned",
+                 e[i].batch_bucket, e[i].kv_len_bucket,
+                 e[i].imported ? ", imported" : "");
         found = 1;
     }
     free(e);
@@ -308,9 +379,9 @@ static fmqa_status resolve(fmqa_ctx_t *ctx, struct rt_dispatch *d, const fmqa_pr
         free(plan);
         return st;
     }
-    rt_log(ctx, FMQA_LOG_DEBUG, "plan %s %s: %s config %s (%s)", fmqa_op_name(p->op),
+    rt_log(ctx, FMQA_LOG_DEBUG, "plan %s %s: %s config %s (%s; %s)", fmqa_op_name(p->op),
            plan->choice.template_name, source_name(plan->choice.source), plan->choice.config,
-           plan->binary.cached ? "cached cubin" : "compiled");
+           plan->choice.reason, plan->binary.cached ? "cached cubin" : "compiled");
     *out = plan;
     return FMQA_OK;
 }
@@ -365,6 +436,8 @@ fmqa_status rt_plan_build(fmqa_ctx_t *ctx, const gen_template *tpl, const gen_co
     plan->tpl = tpl;
     plan->config = *c;
     plan->choice.source = FMQA_CHOICE_DEFAULT;
+    fmqa_strlcpy(plan->choice.reason, "a config given by the caller",
+                 sizeof plan->choice.reason);
     fmqa_strlcpy(plan->choice.template_name, gen_template_name(tpl),
                  sizeof plan->choice.template_name);
     gen_config_text(c, plan->choice.config, sizeof plan->choice.config);

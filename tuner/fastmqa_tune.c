@@ -7,13 +7,17 @@
  * strategy (tun_search), submit the compilations to a thread pool, and as each
  * binary arrives load it, verify it on fresh random inputs against the float64
  * reference (tun_case), time it (tun_time), and commit the trial at once
- * (db_trial_insert, db_best_update).  The template default is tried first so
- * every best entry knows its speedup.
+ * (tun_record: db_trial_insert, db_best_update; kept in memory while the
+ * database is busy).  The template default is tried first so every best entry
+ * knows its speedup, then the stored best config, so that the incumbent
+ * competes with times of this session (docs/tuning.md, "Re-measurement").
  *
  * Invariants that make a crash recoverable: the session row exists before the
- * first trial and stays "running" until the end, every trial is its own
- * committed transaction, and --resume skips every config whose hash the
- * session already has (db_trials_done), whatever its status.  A kernel that
+ * first trial and stays "running" until every result is stored, every trial
+ * is its own committed transaction, and --resume skips every config whose
+ * hash the session already has (db_trials_done), whatever its status.  A
+ * session records its owner and heartbeat; --resume takes over only one whose
+ * process is gone (db_session_claim).  A kernel that
  * hangs cannot be cancelled inside a CUDA context, so a watchdog thread
  * commits a timeout trial for it and ends the process; --resume then goes on
  * past it.  SIGINT finishes the current trial and marks the session
@@ -87,16 +91,18 @@ static void usage(FILE *f)
             "  --prune-factor K     cut variants slower than K x the best after a few runs (3)\n"
             "  --timeout S          a trial running longer is recorded as timeout and the\n"
             "                       process exits; --resume continues after it (10)\n"
-            "  --resume             continue the last unfinished session of this GPU\n"
+            "  --resume             continue the last unfinished session of this GPU (refused\n"
+            "                       while the process that runs it is alive)\n"
             "  --threads N          compiler threads (default: online CPUs)\n"
             "  --db PATH            tuning database (default: fmqa_default_db_path)\n"
             "  --dry-run            no GPU needed: enumerate and compile every variant for\n"
             "  --arch ARCH          ARCH (sm_80, sm_86, sm_89, sm_90, sm_90a; default sm_90)\n"
             "                       and report counts, registers, spills and compile time\n"
             "  --help\n"
-            "Exit status: 0 done, 1 failure (no GPU, database), 2 usage, 3 watchdog timeout,\n"
+            "Exit status: 0 done, 1 failure (no GPU, database; results the database could not\n"
+            "store within %.0f s leave the session resumable), 2 usage, 3 watchdog timeout,\n"
             "130 interrupted.\n",
-            TUN_DEFAULT_BATCH);
+            TUN_DEFAULT_BATCH, TUN_RECORD_WAIT_S);
 }
 
 static int parse_budget(const char *s, opts *o)
@@ -276,7 +282,7 @@ typedef struct watchdog {
     double deadline_ms, timeout_s;
     db_trial trial;              /* what to record on a timeout              */
     char config[GEN_CONFIG_TEXT_CAP], what[512];
-    db_t *db;
+    tun_recorder *rec;           /* also beats the session's heartbeat       */
 } watchdog;
 
 typedef struct tuner {
@@ -289,6 +295,8 @@ typedef struct tuner {
     gen_compiler *comp;
     tun_timer *timer;
     db_session session;
+    tun_recorder *rec;
+    int told_pending;            /* the "kept in memory" note was printed    */
     watchdog wd;
     int tty;
     double problem_deadline_ms;
@@ -317,6 +325,7 @@ static void *watchdog_main(void *arg)
     for (;;) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
+        tun_recorder_heartbeat(w->rec); /* beats even while a kernel runs long */
         pthread_mutex_lock(&w->lock);
         if (w->quit) {
             pthread_mutex_unlock(&w->lock);
@@ -326,13 +335,17 @@ static void *watchdog_main(void *arg)
             fmqa_err err;
             w->trial.status = DB_TRIAL_TIMEOUT;
             w->trial.message = "watchdog: the kernel did not finish within --timeout";
-            int ok = db_trial_insert(w->db, &w->trial, NULL, &err) == FMQA_OK;
+            /* Everything not yet stored goes first; a busy database gets the
+             * bounded wait an ending session gets. */
+            int ok = tun_record(w->rec, &w->trial, 0, NULL, &err) == FMQA_OK &&
+                     tun_recorder_drain(w->rec, TUN_RECORD_WAIT_S, &err) == FMQA_OK;
             fprintf(stderr,
                     "\nfastmqa-tune: watchdog: %s ran longer than %.0f s; %s.  A hung kernel "
                     "cannot be stopped inside its CUDA context, so the process exits; run "
                     "again with --resume to continue after it.\n",
                     w->what, w->timeout_s,
-                    ok ? "recorded as timeout" : "could not record it");
+                    ok ? "recorded as timeout" : "could not record it (the session stays "
+                                                 "resumable and redoes what was not stored)");
             _exit(3);
         }
         pthread_mutex_unlock(&w->lock);
@@ -435,6 +448,10 @@ static void check_context(tuner *T)
     }
     fprintf(stderr, "\nfastmqa-tune: the CUDA context is unusable after a failed kernel (%s); "
                     "exiting: run again with --resume to continue after it\n", err.msg);
+    fmqa_err derr;
+    if (tun_recorder_drain(T->rec, TUN_RECORD_WAIT_S, &derr) != FMQA_OK)
+        fprintf(stderr, "fastmqa-tune: %zu result(s) could not be stored (%s); --resume redoes "
+                        "them\n", tun_recorder_pending(T->rec), derr.msg);
     exit(1);
 }
 
@@ -463,7 +480,8 @@ static double trial(job_ctx *J, const gen_config *c, const gen_binary *bin, cons
     gen_config_text(c, config, sizeof config);
     db_trial tr = {.session_id = T->session.id, .device_id = T->session.device_id,
                    .template_id = J->template_id, .problem_id = J->problem_id,
-                   .config = config, .tuner_version = TUN_VERSION, .message = msg};
+                   .config = config, .tuner_version = TUN_VERSION, .message = msg,
+                   .timing_method = TUN_TIMING_METHOD};
     if (!bin) {
         tr.status = DB_TRIAL_COMPILE_ERROR;
         snprintf(msg, sizeof msg, "%s", cerr->msg);
@@ -482,18 +500,18 @@ static double trial(job_ctx *J, const gen_config *c, const gen_binary *bin, cons
         watchdog_disarm(&T->wd);
         rt_plan_free(T->ctx, plan);
     }
-    int64_t id = 0;
     fmqa_err err;
-    if (db_trial_insert(T->db, &tr, &id, &err) != FMQA_OK)
-        fprintf(stderr, "\nfastmqa-tune: could not record a trial: %s\n", err.msg);
-    if (tr.status == DB_TRIAL_LAUNCH_ERROR)
-        check_context(T); /* after the commit: the failure itself is recorded */
+    int stored = 0;
     if (is_default && tr.status == DB_TRIAL_OK)
         J->default_us = tr.median_us;
-    if (tr.status == DB_TRIAL_OK && id) {
-        bool replaced = false;
-        if (db_best_update(T->db, id, J->default_us, &replaced, &err) != FMQA_OK)
-            fprintf(stderr, "\nfastmqa-tune: could not update the best entry: %s\n", err.msg);
+    if (tun_record(T->rec, &tr, J->default_us, &stored, &err) != FMQA_OK)
+        fprintf(stderr, "\nfastmqa-tune: the database refused a trial: %s\n", err.msg);
+    else if (!stored && !T->told_pending++)
+        fprintf(stderr, "\nfastmqa-tune: the database is busy (%s); results are kept in "
+                        "memory and written when it frees\n", err.msg);
+    if (tr.status == DB_TRIAL_LAUNCH_ERROR)
+        check_context(T); /* after the record: the failure itself is kept */
+    if (tr.status == DB_TRIAL_OK) {
         if (J->best_us <= 0 || tr.median_us < J->best_us)
             J->best_us = tr.median_us;
         if (J->sum->best_us <= 0 || tr.median_us < J->sum->best_us) {
@@ -545,8 +563,10 @@ static void run_one(job_ctx *J, tun_search *s, pending *pd, size_t di)
 }
 
 /* Drives the search: keeps every available config compiling, measures each in
- * order as its binary arrives. */
-static void drive(job_ctx *J, tun_search *s, size_t di, pending *q)
+ * order as its binary arrives.  first[] are the indices measured before the
+ * search (the default, the incumbent), with their times in first_us[]. */
+static void drive(job_ctx *J, tun_search *s, const size_t first[2], const double first_us[2],
+                  pending *q)
 {
     size_t head = 0, nq = 0, i;
     /* A bounded window of compilations ahead keeps the pool busy while the GPU
@@ -555,8 +575,8 @@ static void drive(job_ctx *J, tun_search *s, size_t di, pending *q)
     for (;;) {
         while (nq - head < window && !out_of_time(J->T) && tun_search_next(s, &i)) {
             fmqa_err err;
-            if (i == di) {        /* the default ran first */
-                tun_search_report(s, i, J->default_us);
+            if (i == first[0] || i == first[1]) { /* measured already */
+                tun_search_report(s, i, first_us[i == first[0] ? 0 : 1]);
                 continue;
             }
             if (submit(J, i, q, &nq, &err) != FMQA_OK) {
@@ -570,7 +590,7 @@ static void drive(job_ctx *J, tun_search *s, size_t di, pending *q)
             gen_job_release(q[head++].job);
             continue;
         }
-        run_one(J, s, &q[head++], di);
+        run_one(J, s, &q[head++], first[0]);
     }
 }
 
@@ -596,25 +616,49 @@ static size_t find_config(const gen_config *space, size_t n, const gen_config *c
     return n;
 }
 
-/* The template default first (unless a resumed session has it), so that every
- * best entry knows its speedup; compiled on this thread. */
-static void try_default(job_ctx *J, const gen_config *dflt, const db_hash_set *done)
+/* Measures one config before the search (unless a resumed session has it),
+ * compiled on this thread: the template default, so that every best entry
+ * knows its speedup, and the incumbent best, so that it competes with fresh
+ * times.  Returns its median (0: failed or skipped). */
+static double try_first(job_ctx *J, const gen_config *c, const db_hash_set *done,
+                        int is_default)
 {
     char text[GEN_CONFIG_TEXT_CAP], hash[FMQA_HASH_HEX];
-    gen_config_text(dflt, text, sizeof text);
+    gen_config_text(c, text, sizeof text);
     db_config_hash(text, hash);
     if (db_hash_set_contains(done, hash))
-        return;
+        return 0;
     gen_binary bin;
     gen_source src;
     fmqa_err cerr;
-    fmqa_status cs = gen_render(J->t, dflt, J->p, &J->T->dev, &src, &cerr);
+    fmqa_status cs = gen_render(J->t, c, J->p, &J->T->dev, &src, &cerr);
     if (cs == FMQA_OK)
         cs = gen_compiler_compile(J->T->comp, &src, &bin, &cerr);
     gen_source_free(&src);
-    trial(J, dflt, cs == FMQA_OK ? &bin : NULL, &cerr, 1);
+    double us = trial(J, c, cs == FMQA_OK ? &bin : NULL, &cerr, is_default);
     if (cs == FMQA_OK)
         gen_binary_free(&bin);
+    return us;
+}
+
+/* The index in the space of the stored best config of this (device,
+ * template, problem), or n when there is none, it is the default (measured
+ * anyway) or it is no longer legal.  Says so when its timing is stale. */
+static size_t incumbent_index(job_ctx *J, const gen_config *space, size_t n, size_t di)
+{
+    db_best_entry e;
+    gen_config c;
+    if (db_best_lookup_exact(J->T->db, J->T->dev_key, gen_template_name(J->t),
+                             gen_template_hash(J->t), J->p, &e, NULL) != FMQA_OK ||
+        gen_config_parse(e.config, &c, NULL) != FMQA_OK)
+        return n;
+    if (db_best_is_stale(&e, TUN_TIMING_METHOD, TUN_VERSION))
+        fprintf(stderr, "fastmqa-tune: %s: the best entry (%s, %.2f us) was timed by timing "
+                        "method %d of '%s'; its time is stale and is measured again\n",
+                gen_template_name(J->t), e.config, e.median_us, e.timing_method,
+                e.tuner_version);
+    size_t i = find_config(space, n, &c);
+    return i == di ? n : i;
 }
 
 static fmqa_status tune_template(job_ctx *J, uint64_t case_seed, fmqa_err *err)
@@ -663,11 +707,15 @@ static fmqa_status tune_template(job_ctx *J, uint64_t case_seed, fmqa_err *err)
                                T->strategy == TUN_LOCAL ? &start : NULL, &done, &s, err);
     if (st == FMQA_OK && !(q = calloc(n, sizeof *q)))
         st = fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    size_t di = di_ok ? find_config(space, n, &dflt) : n;
+    size_t first[2] = {di_ok ? find_config(space, n, &dflt) : n, n};
+    double first_us[2] = {0, 0};
     if (st == FMQA_OK && budget >= 0) {
-        if (di < n)
-            try_default(J, &dflt, &done);
-        drive(J, s, di, q);
+        first[1] = incumbent_index(J, space, n, first[0]);
+        if (first[0] < n)
+            first_us[0] = try_first(J, &dflt, &done, 1);
+        if (first[1] < n)
+            first_us[1] = try_first(J, &space[first[1]], &done, 0);
+        drive(J, s, first, first_us, q);
     }
     free(q);
     tun_search_destroy(s);
@@ -730,12 +778,19 @@ static fmqa_status open_session(tuner *T, char **text, fmqa_err *err)
     if (st != FMQA_OK)
         return st;
     if (T->o->resume) {
-        st = db_session_find_resumable(T->db, dev_id, &T->session, err);
+        db_session found;
+        st = db_session_find_resumable(T->db, dev_id, &found, err);
         if (st == FMQA_ERR_NOT_FOUND)
             fmqa_err_set(err, st, "--resume: no unfinished session for this GPU in %s",
                          db_path(T->db));
         if (st != FMQA_OK)
             return st;
+        /* Only a session whose process is gone is taken over: two tuners on
+         * one GPU would duplicate trials and disturb each other's timings. */
+        st = db_session_claim(T->db, found.id, &T->session, err);
+        db_session_free(&found);
+        if (st != FMQA_OK)
+            return fmqa_err_prefix(err, "--resume");
         *text = fmqa_strdup(T->session.problem_set);
         fprintf(stderr, "fastmqa-tune: resuming session %lld (%s, seed %llu)\n",
                 (long long)T->session.id, T->session.strategy,
@@ -790,6 +845,8 @@ static int run_gpu(const opts *o)
     if (st == FMQA_OK)
         st = open_session(&T, &text, &err);
     if (st == FMQA_OK)
+        st = tun_recorder_create(T.db, T.session.id, &T.rec, &err);
+    if (st == FMQA_OK)
         st = tun_problems_parse(text, "problem set", &ps, &n, &err);
     summary *sums = st == FMQA_OK ? calloc(n, sizeof *sums) : NULL;
     if (st == FMQA_OK && !sums)
@@ -797,7 +854,7 @@ static int run_gpu(const opts *o)
     pthread_t wd;
     if (st == FMQA_OK) {
         pthread_mutex_init(&T.wd.lock, NULL);
-        T.wd.db = T.db, T.wd.timeout_s = o->timeout_s;
+        T.wd.rec = T.rec, T.wd.timeout_s = o->timeout_s;
         if (pthread_create(&wd, NULL, watchdog_main, &T.wd) != 0) {
             pthread_mutex_destroy(&T.wd.lock);
             st = fmqa_err_set(&err, FMQA_ERR_INTERNAL, "cannot start the watchdog thread");
@@ -814,10 +871,12 @@ static int run_gpu(const opts *o)
     }
     if (st == FMQA_OK) {
         print_summary(ps, sums, n);
-        db_session_status ss = interrupted ? DB_SESSION_INTERRUPTED : DB_SESSION_DONE;
-        st = db_session_finish(T.db, T.session.id, ss, &err);
+        if (tun_recorder_pending(T.rec))
+            fprintf(stderr, "fastmqa-tune: waiting up to %.0f s for the database to store %zu "
+                            "result(s)\n", TUN_RECORD_WAIT_S, tun_recorder_pending(T.rec));
+        st = tun_recorder_finish(T.rec, interrupted, TUN_RECORD_WAIT_S, &err);
         rc = interrupted ? 130 : 0;
-        if (interrupted)
+        if (interrupted && st == FMQA_OK)
             fprintf(stderr, "fastmqa-tune: interrupted; session %lld can be continued with "
                             "--resume\n", (long long)T.session.id);
     }
@@ -830,6 +889,7 @@ static int run_gpu(const opts *o)
     free(text);
     tun_timer_destroy(T.timer);
     gen_compiler_destroy(T.comp);
+    tun_recorder_destroy(T.rec);
     db_session_free(&T.session);
     db_close(T.db);
     fmqa_ctx_destroy(T.ctx);

@@ -32,6 +32,13 @@
 
 #define TUN_VERSION "fastmqa-tune " FMQA_VERSION_STRING
 
+/* The version of the timing method (tun_time: what a sample is, how many,
+ * flushing, graphs).  Bump it whenever a change makes new times incomparable
+ * with old ones: every best entry timed by another method is then stale, and
+ * the first fresh measurement replaces it (docs/database.md, "Best
+ * entries").  Trials and best entries record it. */
+#define TUN_TIMING_METHOD 1
+
 /* Prints the device report (identity, limits, clocks, driver and NVRTC). */
 void tun_device_report(FILE *out, const fmqa_device_info *d);
 
@@ -280,6 +287,52 @@ int64_t tun_search_start(const tun_search *s);
 int tun_warm_start(db_t *db, const char *device_key, const char *template_name,
                    const char *template_hash, const fmqa_problem *p,
                    const gen_config *fallback, gen_config *out /* OUT */);
+
+/* ---------------------------------------------------------------- recording */
+
+/*
+ * The tuner's writer of results, so that no measurement is lost to a busy
+ * database: trials (and the best-entry offers of ok ones) are written in
+ * order; one the database cannot take now (locked past its busy timeout, or
+ * any other failure but a refusal of the trial itself) is kept in memory with
+ * everything after it and written first at the next call.  Ending the session
+ * waits for them, bounded; if some remain, the session is left running, so
+ * --resume redoes exactly what was not stored.  Thread-safe (the watchdog
+ * records its timeout from another thread).  Also keeps the session's
+ * heartbeat.  Owned by its creator; the db and session must outlive it.
+ */
+typedef struct tun_recorder tun_recorder;
+
+/* How long ending a session waits for a busy database, in all. */
+#define TUN_RECORD_WAIT_S 60.0
+/* Seconds between heartbeats of a running session (DB_SESSION_STALE_S must be
+ * several times this). */
+#define TUN_HEARTBEAT_S 30
+
+fmqa_status tun_recorder_create(db_t *db, int64_t session_id, tun_recorder **out /* OUT */,
+                                fmqa_err *err);
+void tun_recorder_destroy(tun_recorder *r);
+
+/* Records trial t (copied), after anything pending, and when it is ok offers
+ * it as the best entry with default_us (db_best_update).  FMQA_OK when it was
+ * stored or is kept pending (*stored, may be NULL, says which); an error only
+ * when the database refuses the trial itself (FMQA_ERR_INVALID_ARGUMENT) or
+ * memory runs out, and then the trial is not kept. */
+fmqa_status tun_record(tun_recorder *r, const db_trial *t, double default_us,
+                       int *stored /* OUT */, fmqa_err *err);
+/* Results not yet stored. */
+size_t tun_recorder_pending(tun_recorder *r);
+/* Writes what is pending, retrying a busy database until wait_s seconds have
+ * passed.  FMQA_OK when nothing is left, else why the last write failed. */
+fmqa_status tun_recorder_drain(tun_recorder *r, double wait_s, fmqa_err *err);
+/* Ends the session: drains (up to wait_s), then marks the session done, or
+ * interrupted when `interrupted`.  When results remain unstored the session
+ * stays running (resumable) and FMQA_ERR_DATABASE says how many were lost. */
+fmqa_status tun_recorder_finish(tun_recorder *r, int interrupted, double wait_s,
+                                fmqa_err *err);
+/* Refreshes the session's heartbeat when TUN_HEARTBEAT_S have passed since
+ * the last one (best effort). */
+void tun_recorder_heartbeat(tun_recorder *r);
 
 /* ---------------------------------------------------------------- problems */
 

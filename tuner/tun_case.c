@@ -67,7 +67,7 @@ struct tun_case {
 
 double tun_rel_tol(fmqa_dtype out_dtype)
 {
-    return out_dtype == FMQA_DTYPE_BF16 ? 1e-2 : 1e-3;
+    return db_verify_tol(FMQA_OP_DECODE, out_dtype, out_dtype);
 }
 
 const fmqa_problem *tun_case_problem(const tun_case *c) { return &c->p; }

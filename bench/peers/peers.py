@@ -91,7 +91,8 @@ class DecodeArgs(ctypes.Structure):
 
 class Choice(ctypes.Structure):
     _fields_ = [("source", ENUM), ("template_name", ctypes.c_char * 64),
-                ("config", ctypes.c_char * 256), ("tuned_time_us", ctypes.c_double)]
+                ("config", ctypes.c_char * 256), ("tuned_time_us", ctypes.c_double),
+                ("reason", ctypes.c_char * 192)]
 
 
 LAYOUT = (("fmqa_problem", Problem), ("fmqa_options", Options),

@@ -1,7 +1,8 @@
 /*
  * test_db_io.c -- moving rows between databases and maintenance: export then
  * import round-trips every row (the second export is byte-identical to the
- * first), merge keeps the faster best entry and is idempotent, a malformed
+ * first but for the provenance of best entries), merge never displaces a
+ * local best entry, keeps the faster imported one and is idempotent, a malformed
  * import changes nothing and names its line, prune by template hash and by age.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -164,8 +165,14 @@ Test(db_io, export_import_round_trips_every_row)
     cr_assert_eq(is.rows_added, (int64_t)lines);
     size_t n2;
     char *t2 = export_text(b, &n2);
-    cr_assert_eq(n1, n2);
-    cr_assert_str_eq(t1, t2, "content differs after the round trip");
+    /* The best entry now says where it came from; everything else is equal. */
+    char *best1 = strstr(t1, "{\"table\":\"best\""), *best2 = strstr(t2, "{\"table\":\"best\"");
+    cr_assert(best1 && best2);
+    cr_assert(strstr(best1, "\"origin\":\"local\",\"origin_file\":null"));
+    cr_assert(strstr(best2, "\"origin\":\"import\",\"origin_file\":\"test.jsonl\""), "%s", best2);
+    cr_assert_eq(best1 - t1, best2 - t2);
+    cr_assert_eq(strncmp(t1, t2, (size_t)(best1 - t1)), 0, "content differs after the round trip");
+    cr_assert_str_eq(strchr(best1, '\n'), strchr(best2, '\n'));
     /* The cubin bytes survived base64. */
     void *data;
     size_t size;
@@ -205,7 +212,7 @@ Test(db_io, malformed_import_names_the_line_and_changes_nothing)
     db_close(db);
 }
 
-Test(db_io, merge_keeps_the_faster_best_and_is_idempotent)
+Test(db_io, merge_keeps_local_best_and_the_faster_import)
 {
     db_t *a = open_rw(path_in_dir("ma.db"));
     db_t *b = open_rw(path_in_dir("mb.db"));
@@ -236,14 +243,25 @@ Test(db_io, merge_keeps_the_faster_best_and_is_idempotent)
     p.q_dtype = p.kv_dtype = p.out_dtype = FMQA_DTYPE_BF16;
     cr_assert_eq(db_best_lookup_exact(a, fa.dev_key, "decode", "new", &p, &e, &err), FMQA_OK,
                  "%s", err.msg);
-    cr_assert_float_eq(e.median_us, 0.5 * (10.0 + 6), 1e-9, "got %g", e.median_us);
-    cr_assert_neq(e.trial_id, fa.best_trial, "the faster trial of b won");
+    /* b's entry is faster, but a's own measurement is never displaced by one
+     * from elsewhere (a local re-tune re-measures both). */
+    cr_assert_float_eq(e.median_us, 10.0 + 6, 1e-9, "got %g", e.median_us);
+    cr_assert_eq(e.trial_id, fa.best_trial);
+    cr_assert_not(e.imported);
     (void)fb;
     cr_assert_eq(db_merge(a, path_in_dir("mb.db"), &is, NULL), FMQA_OK);
     cr_assert_eq(is.rows_added, 0);
     cr_assert_eq(stats(a).trials, 24);
     cr_assert_eq(db_merge(a, path_in_dir("missing.db"), &is, &err), FMQA_ERR_NOT_FOUND);
     db_close(a);
+    /* Into a file of its own, the faster of two imported entries wins. */
+    db_t *c = open_rw(path_in_dir("mc.db"));
+    cr_assert_eq(db_merge(c, path_in_dir("ma.db"), &is, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(db_merge(c, path_in_dir("mb.db"), &is, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(db_best_lookup_exact(c, fa.dev_key, "decode", "new", &p, &e, &err), FMQA_OK);
+    cr_assert_float_eq(e.median_us, 0.5 * (10.0 + 6), 1e-9, "got %g", e.median_us);
+    cr_assert(e.imported);
+    db_close(c);
 }
 
 Test(db_io, prune_by_template_and_age)

@@ -96,15 +96,19 @@ Test(dispatch, nearest_bucket_when_no_exact_entry)
 
 Test(dispatch, illegal_nearest_config_is_skipped)
 {
+    tune(gen_lib_find(lib, "toy"), &dev, gen_template_hash(gen_lib_find(lib, "toy")),
+         problem(8, 128), "BLOCK=32", 8.0);
     /* kv 40 lies in the 64 bucket, whose BLOCK=64 does not fit 40 tokens: the
-     * next candidate (8 x 4096, BLOCK=32) is legal. */
+     * next candidate (8 x 128, BLOCK=32) is legal. */
     fmqa_choice c = choose(problem(8, 40), &dev);
     cr_assert_eq(c.source, FMQA_CHOICE_NEAREST);
     cr_assert_str_eq(c.config, "BLOCK=32");
-    /* kv 20: neither tuned config fits, the default does. */
+    cr_assert_str_eq(c.reason, "nearest tuned bucket (batch 8, kv_len 128)");
+    /* kv 20: no tuned config within reach fits, the default does. */
     c = choose(problem(8, 20), &dev);
     cr_assert_eq(c.source, FMQA_CHOICE_DEFAULT);
     cr_assert_str_eq(c.config, "BLOCK=16");
+    cr_assert(strstr(c.reason, "not legal for this shape"), "%s", c.reason);
 }
 
 Test(dispatch, other_class_device_or_template_version_gets_the_default)

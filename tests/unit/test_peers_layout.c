@@ -53,7 +53,7 @@ static member members[] = {
     M(fmqa_decode_args, workspace_size),
 
     M(fmqa_choice, source), M(fmqa_choice, template_name), M(fmqa_choice, config),
-    M(fmqa_choice, tuned_time_us),
+    M(fmqa_choice, tuned_time_us), M(fmqa_choice, reason),
 };
 
 static member structs[] = {
