@@ -336,8 +336,7 @@ def _installed():
     """An installed prefix: the dynamic linker's cache, then the usual lib dirs."""
     found = ctypes.util.find_library("fastmqa")
     out = [found] if found else []
-    prefixes = [sys.prefix, os.environ.get("CMAKE_INSTALL_PREFIX", ""), "/usr/local", "/usr"]
-    for prefix in filter(None, prefixes):
+    for prefix in (sys.prefix, "/usr/local", "/usr"):
         for libdir in ("lib", "lib64", "lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu"):
             out += [os.path.join(prefix, libdir, n) for n in _LIB_NAMES]
     return out
@@ -357,7 +356,7 @@ def load(path=None):
 
     path, else $FASTMQA_LIB, else fastmqa/_lib/libfastmqa.so (a wheel that bundles
     it), else an installed libfastmqa (ldconfig's cache, then lib/ under
-    sys.prefix, $CMAKE_INSTALL_PREFIX, /usr/local and /usr).  Raises OSError naming
+    sys.prefix, /usr/local and /usr).  Raises OSError naming
     every place tried.  The first successful load is kept; a later call with
     another path is an error."""
     global _lib, _lib_path

@@ -375,6 +375,13 @@ def _(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table, kv_len, wi
 
 # ---------------------------------------------------------------- the public functions
 
+def _kv_len(k, page_table, kv_len):
+    """kv_len's default (the cache's slots per sequence), traceable by torch.compile."""
+    if kv_len is not None:
+        return kv_len
+    return k.shape[1] * (page_table.shape[1] if page_table is not None else 1)
+
+
 def decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None, page_table=None,
            kv_len=None, window=0, sink_tokens=0, causal=True, ring=False, tree_mask=None,
            lse=None, sm_scale=0.0, workspace=None, stream=None):
@@ -399,12 +406,15 @@ def decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None, page_table
     kw = dict(k_scale=k_scale, v_scale=v_scale, page_table=page_table, tree_mask=tree_mask,
               lse=lse, kv_len=kv_len, window=window, sink_tokens=sink_tokens, causal=causal,
               ring=ring)
-    fields = check_decode(q, k, v, kv_lens, out, workspace=workspace, **kw)
+    if torch.compiler.is_compiling():  # the op checks its tensors when it runs
+        kv_len = _kv_len(k, page_table, kv_len)
+    else:
+        kv_len = check_decode(q, k, v, kv_lens, out, workspace=workspace, **kw)["kv_len"]
     if workspace is None:
         workspace = decode_workspace(q, k, v, kv_lens, out, **kw)
     with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
         torch.ops.fastmqa.decode(q, k, v, kv_lens, out, workspace, k_scale, v_scale,
-                                 page_table, tree_mask, lse, fields["kv_len"], window,
+                                 page_table, tree_mask, lse, kv_len, window,
                                  sink_tokens, causal, ring, float(sm_scale))
     return out
 
@@ -419,9 +429,12 @@ def append(k_new, v_new, k, v, start_pos, *, q=None, k_scale=None, v_scale=None,
     are quantized per token and head with their scales written.  ring=True maps
     positions to sinks + a ring of `window` slots (kv_len then required).  Same
     errors and stream as decode()."""
-    fields = check_append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table,
-                          kv_len, window, sink_tokens, ring, rope)
+    if torch.compiler.is_compiling():  # the op checks its tensors when it runs
+        kv_len = _kv_len(k, page_table, kv_len)
+    else:
+        kv_len = check_append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table,
+                              kv_len, window, sink_tokens, ring, rope)["kv_len"]
     with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
         torch.ops.fastmqa.append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale,
-                                 page_table, fields["kv_len"], window, sink_tokens, ring,
-                                 int(fields["rope"]), float(rope_theta))
+                                 page_table, kv_len, window, sink_tokens, ring,
+                                 int(Rope.parse(rope, "rope")), float(rope_theta))
