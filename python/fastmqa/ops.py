@@ -245,6 +245,7 @@ def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=No
                  page_table=None, kv_len=None, window=0, sink_tokens=0, ring=False,
                  rope="none"):
     """Checks append's arguments like check_decode; returns the problem fields."""
+    rope = Rope.parse(rope, "rope")
     nlay = ("batch", "new_tokens", "kv_heads", "head_dim")
     _tensor("k_new", k_new, nlay)
     batch, n_new, kv_heads, head_dim = k_new.shape
@@ -280,7 +281,7 @@ def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=No
                 head_dim_qk=head_dim, head_dim_v=v_new.shape[3], q_tokens=n_new,
                 kv_len=kv_len, q_dtype=_TO_FMQA[k_new.dtype], kv_dtype=kv,
                 out_dtype=_TO_FMQA[k_new.dtype], page_size=page_size, window=window,
-                sink_tokens=sink_tokens, rope=Rope.parse(rope, "rope"), flags=flags)
+                sink_tokens=sink_tokens, rope=rope, flags=flags)
 
 
 # ---------------------------------------------------------------- filling the C structs
