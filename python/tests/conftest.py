@@ -5,7 +5,9 @@ libfastmqa.so); without it, this checkout's build/libfastmqa.so is used when it
 exists.  GPU tests carry requires_gpu and skip with the reason when torch sees no
 CUDA device.
 """
+import json
 import os
+import subprocess
 
 import pytest
 
@@ -39,3 +41,14 @@ def build_tool(name, subdir):
         os.path.realpath(os.environ.get("FASTMQA_LIB", "")))
     path = os.path.join(base, subdir, name)
     return path if os.access(path, os.X_OK) else None
+
+
+def bench_levels(hidden, heads, kv_heads, seq):
+    """The level rows (data set random) of `fastmqa-bench levels --json`."""
+    exe = build_tool("fastmqa-bench", "bench")
+    if exe is None:
+        pytest.skip("fastmqa-bench not built beside the library")
+    out = subprocess.run([exe, "levels", "--json", "--hidden", str(hidden), "--heads",
+                          str(heads), "--kv-heads", str(kv_heads), "--seq", str(seq)],
+                         check=True, capture_output=True, text=True).stdout
+    return [r for r in json.loads(out)["levels"] if r["data"] == "random"]

@@ -2,7 +2,6 @@
 the arithmetic of docs/levels.md and against fastmqa-bench levels, the C tool),
 level presets and problems, errors carrying the status and fmqa_ctx_errmsg, plan
 without a device, tune's command line, library loading."""
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import sys
 import pytest
 
 import fastmqa
-from conftest import GPU_REASON, build_tool
+from conftest import GPU_REASON, bench_levels, build_tool
 from fastmqa import Dtype, Level, Status
 
 
@@ -177,16 +176,6 @@ def test_tune_builds_the_command_line(monkeypatch, tmp_path):
     assert res.stdout.split() == ["--problem", "op=decode,batch=1", "--problem",
                                   "op=decode,batch=2", "--budget", "20", "--dry-run",
                                   "--resume"]
-
-
-def bench_levels(hidden, heads, kv_heads, seq):
-    exe = build_tool("fastmqa-bench", "bench")
-    if exe is None:
-        pytest.skip("fastmqa-bench not built beside the library")
-    out = subprocess.run([exe, "levels", "--json", "--hidden", str(hidden), "--heads",
-                          str(heads), "--kv-heads", str(kv_heads), "--seq", str(seq)],
-                         check=True, capture_output=True, text=True).stdout
-    return [r for r in json.loads(out)["levels"] if r["data"] == "random"]
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2, 8])

@@ -1,0 +1,53 @@
+"""A float64 attention layer computed with torch's scaled_dot_product_attention:
+the reference nn.Attention is checked against (on the CPU and on the GPU)."""
+import torch
+import torch.nn.functional as F
+
+
+def rope64(x, start, theta):
+    """NeoX RoPE of x [b, n, h, d] (float64) at positions start + t."""
+    if theta is None:
+        return x
+    n, d = x.shape[1], x.shape[3]
+    pos = torch.arange(n, dtype=torch.float64, device=x.device) + start
+    inv = theta ** (-torch.arange(0, d // 2, dtype=torch.float64, device=x.device) * 2 / d)
+    ang = (pos[:, None] * inv)[None, :, None, :]
+    a, b = x[..., :d // 2], x[..., d // 2:]
+    return torch.cat([a * ang.cos() - b * ang.sin(), b * ang.cos() + a * ang.sin()], -1)
+
+
+def mask(n, window=0, sinks=0, device=None):
+    """[n, n] bool: causal, and with a window the last `window` positions or a sink."""
+    i = torch.arange(n, device=device)[:, None]
+    j = torch.arange(n, device=device)[None, :]
+    m = j <= i
+    if window:
+        m &= (j > i - window) | (j < sinks)
+    return m
+
+
+def attention64(layer, x, window=0, sinks=0):
+    """The layer's output for the whole sequence x [b, n, hidden] from position 0,
+    in float64: its projections, NeoX RoPE (layer.rope_theta), SDPA with a causal
+    (windowed, with sinks) mask over every query head's KV head."""
+    b, n, _ = x.shape
+    h, hkv, d = layer.num_heads, layer.num_kv_heads, layer.head_dim
+
+    def lin(m, t):
+        return F.linear(t, m.weight.double(), None if m.bias is None else m.bias.double())
+
+    xd = x.double()
+    q = rope64(lin(layer.q_proj, xd).view(b, n, h, d), 0, layer.rope_theta)
+    k = rope64(lin(layer.k_proj, xd).view(b, n, hkv, d), 0, layer.rope_theta)
+    v = lin(layer.v_proj, xd).view(b, n, hkv, d)
+    g = h // hkv
+    k, v = k.repeat_interleave(g, dim=2), v.repeat_interleave(g, dim=2)
+    o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                       attn_mask=mask(n, window, sinks, x.device))
+    return lin(layer.o_proj, o.transpose(1, 2).reshape(b, n, h * d))
+
+
+def rel_err(out, ref):
+    out, ref = out.detach().double(), ref.detach().double()
+    assert torch.isfinite(out).all(), "non-finite output"
+    return float((out - ref).norm() / ref.norm())
