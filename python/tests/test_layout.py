@@ -1,5 +1,5 @@
 """The ctypes declarations of fastmqa/_capi.py against the C compiler's view of
-include/fastmqa.h (replaces tests/unit/test_peers_layout.c).
+include/fastmqa.h (bench/peers/peers.py uses the same declarations).
 
 A C program generated from the Python declarations prints sizeof of every
 struct, offsetof and sizeof of every field, and the value of every enumerator
