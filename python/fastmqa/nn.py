@@ -16,6 +16,8 @@ kernel yet): RoPE in torch, attention in float32 over the cached prefix
 full precision, then the new tokens are stored in the cache (by fastmqa.append on
 CUDA, by torch on the CPU, with the same slot mapping and quantization as the
 kernel).  So a CPU module computes what the GPU one does, up to rounding.
+The layer is for inference: gradients do not flow through the FastMQA kernels
+or the cache.
 """
 import math
 
@@ -167,7 +169,7 @@ class Attention(torch.nn.Module):
         else:
             q, k = self._rope(q, start), self._rope(k, start)
             o = self._torch_attention(q, k, v, start, self._prefix(start), exact=False)
-            self._store(k, v, start, rotated=True)
+            self._store(k, v, start)
         if use_cache:
             self.lengths[:batch] = start + n
         return self.o_proj(o.reshape(batch, n, -1).to(x.dtype))
@@ -214,6 +216,7 @@ class Attention(torch.nn.Module):
             raise ValueError(f"positions: a sequence would reach {end} tokens, more than "
                              f"max_seq_len {self.model.max_seq_len}")
 
+    @torch.no_grad()
     def _fastmqa_step(self, q, k, v, start):
         """append (RoPE fused where the level fuses it) + decode, all FastMQA."""
         batch, n = q.shape[:2]
@@ -299,7 +302,8 @@ class Attention(torch.nn.Module):
         o = torch.einsum("bkgtj,bjkd->btkgd", scores.softmax(-1), vf)
         return o.reshape(batch, n, heads, d)
 
-    def _store(self, k, v, start, rotated):
+    @torch.no_grad()
+    def _store(self, k, v, start):
         """Caches the new tokens (k already rotated) at positions start + t."""
         batch, n = k.shape[:2]
         self._check_room(start, n)
