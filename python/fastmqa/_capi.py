@@ -112,6 +112,7 @@ class Level(_NamedEnum):
     AGGRESSIVE = 3
 
 
+VERSION_STRING = "0.1.0"  # FMQA_VERSION_STRING of the header these declarations follow
 FLAG_CAUSAL = 0x1
 FLAG_PAGED = 0x2
 FLAG_TREE_MASK = 0x4

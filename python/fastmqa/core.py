@@ -15,7 +15,7 @@ import subprocess
 import threading
 
 from . import _capi
-from ._capi import (Choice, DeviceInfo, Dtype, Level, LevelPolicy, MemoryReport,
+from ._capi import (Choice, DeviceInfo, Level, LevelPolicy, MemoryReport,
                     ModelConfig, Options, Problem, Status)
 
 
@@ -24,7 +24,10 @@ class Error(RuntimeError):
     context's fmqa_ctx_errmsg() (may be empty); function: the C function."""
 
     def __init__(self, status, message, function):
-        self.status = Status(status) if status in Status._value2member_map_ else status
+        try:
+            self.status = Status(status)
+        except ValueError:  # a status newer than this package
+            self.status = status
         self.message = message
         self.function = function
         text = load_status_string(status)
@@ -269,7 +272,7 @@ def version():
     lib = _capi.load()
     if hasattr(lib, "fmqa_version_string"):
         return lib.fmqa_version_string().decode()
-    return "0.1.0"
+    return _capi.VERSION_STRING
 
 
 def default_db_path():

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from . import _capi, core, ops
+from . import core, ops
 from ._capi import Dtype, Level, LevelPolicy, ModelConfig, Rope
 
 _8BIT = (Dtype.INT8, Dtype.FP8_E4M3)

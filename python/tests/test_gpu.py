@@ -27,7 +27,8 @@ def cache(B, T, Hkv, d, kv, gen):
         k, v = k.to(kv), v.to(kv)
         return k, v, None, None, k.double(), v.double()
     (kq, ks), (vq, vs) = _quantize(k, kv), _quantize(v, kv)
-    return kq, vq, ks, vs, kq.double() * ks.double()[..., None], vq.double() * vs.double()[..., None]
+    k64, v64 = kq.double() * ks.double()[..., None], vq.double() * vs.double()[..., None]
+    return kq, vq, ks, vs, k64, v64
 
 
 def decode64(q, k64, v64, lens, window=0, sinks=0):

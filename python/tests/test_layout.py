@@ -78,6 +78,7 @@ def c_program():
         consts.update({prefix + m.name: int(m) for m in cls})
     for c in consts:
         lines.append(f'  printf("const {c} %lld 0\\n", (long long)({c}));')
+    lines.append('  printf("version FMQA_VERSION_STRING %s 0\\n", FMQA_VERSION_STRING);')
     lines += ["  return 0;", "}"]
     return "\n".join(lines) + "\n", consts
 
@@ -97,7 +98,7 @@ def c_layout(tmp_path_factory):
     for line in subprocess.run([str(exe)], check=True, capture_output=True,
                                text=True).stdout.splitlines():
         a, b, x, y = line.split()
-        rows[(a, b)] = (int(x), int(y))
+        rows[(a, b)] = (x, int(y)) if a == "version" else (int(x), int(y))
     return rows, consts
 
 
@@ -125,6 +126,10 @@ def test_enum_values_match_c(c_layout):
     rows, consts = c_layout
     for name, value in consts.items():
         assert rows[("const", name)][0] == value, name
+
+
+def test_version_string_is_the_headers(c_layout):
+    assert c_layout[0][("version", "FMQA_VERSION_STRING")][0] == _capi.VERSION_STRING
 
 
 def test_header_enumerators_all_declared():
