@@ -8,14 +8,17 @@ context; balanced: 4 sinks + a ring of max_seq_len / 4 recent tokens, RoPE fused
 into the append; aggressive: the same ring in int8 with per-token scales).
 
 forward(x, positions, use_cache=True) on CUDA with at most 16 new tokens per
-sequence: fastmqa.append writes the new K/V into the cache (applying RoPE to K
-and, in place, to q where the level fuses it), then fastmqa.decode attends over
-the cache.  Anything else runs the documented torch path (prefill has no FastMQA
-kernel yet): RoPE in torch, attention in float32 over the cached prefix
-(dequantized, with the level's window and sinks) and the call's own tokens at
-full precision, then the new tokens are stored in the cache (by fastmqa.append on
-CUDA, by torch on the CPU, with the same slot mapping and quantization as the
-kernel).  So a CPU module computes what the GPU one does, up to rounding.
+sequence (a step): fastmqa.append writes the new K/V into the cache (applying
+RoPE to K and, in place, to q where the level fuses it), then fastmqa.decode
+attends over the cache.  Anything else runs the documented torch path (prefill
+has no FastMQA kernel yet): RoPE in torch, attention in float32 over the cached
+prefix (dequantized, with the level's window and sinks) and the call's own
+tokens at full precision, then the new tokens are stored in the cache (by
+fastmqa.append on CUDA, by torch on the CPU, with the same slot mapping and
+quantization as the kernel).  A step on the CPU also hides what a ring cache
+lost, as fmqa_decode does, so a CPU module computes what the GPU one does, up
+to rounding (and, for 8-bit caches, the step's own tokens, which the kernel reads
+quantized).
 The layer is for inference: gradients do not flow through the FastMQA kernels
 or the cache.
 """
@@ -163,12 +166,13 @@ class Attention(torch.nn.Module):
         q, k, v = self._project(x)
         if not use_cache:
             q, k = self._rope(q, start), self._rope(k, start)
-            o = self._torch_attention(q, k, v, start, None, exact=True)
-        elif x.is_cuda and n <= ops.MAX_DECODE_TOKENS:
+            o = self._torch_attention(q, k, v, start, None, mode="exact")
+        elif self._kernels(x) and n <= ops.MAX_DECODE_TOKENS:
             o = self._fastmqa_step(q, k, v, start)
         else:
             q, k = self._rope(q, start), self._rope(k, start)
-            o = self._torch_attention(q, k, v, start, self._prefix(start), exact=False)
+            mode = "step" if n <= ops.MAX_DECODE_TOKENS else "prefill"
+            o = self._torch_attention(q, k, v, start, self._prefix(start), mode)
             self._store(k, v, start)
         if use_cache:
             self.lengths[:batch] = start + n
@@ -199,6 +203,10 @@ class Attention(torch.nn.Module):
         k = self.k_proj(x).view(b, n, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).view(b, n, self.num_kv_heads, self.head_dim)
         return q, k, v
+
+    def _kernels(self, t):
+        """Whether the FastMQA kernels serve tensors like t (CUDA ones)."""
+        return t.is_cuda
 
     def _ring(self):
         return self.policy.window > 0 and self.memory.tokens_kept < self.model.max_seq_len
@@ -279,10 +287,13 @@ class Attention(torch.nn.Module):
             held &= (pos < self.policy.sink_tokens) | (pos >= st - self.policy.window)
         return k, v, pos.expand(batch, plen), held
 
-    def _torch_attention(self, q, k, v, start, prefix, exact):
+    def _torch_attention(self, q, k, v, start, prefix, mode):
         """Attention in float32 of q [b, n, H, d] at positions start + t over the
-        prefix (or nothing) and the new k, v; causal, the level's window unless
-        exact."""
+        prefix (or nothing) and the new k, v, causal.  mode 'exact': nothing else;
+        'prefill': the level's window and sinks; 'step': also what fmqa_decode
+        sees of a ring cache after the append (docs/reference.md, rule 5: an early
+        query token of a multi-token step does not see positions the ring has
+        overwritten, although its window would reach them)."""
         batch, n, heads, d = q.shape
         dev = q.device
         qpos = start.to(dev).view(-1, 1) + torch.arange(n, device=dev)
@@ -293,8 +304,11 @@ class Attention(torch.nn.Module):
             kpos, held = torch.cat([ppos, qpos], 1), torch.cat([pheld, held], 1)
         seen = held[:, None, :] & (kpos[:, None, :] <= qpos[:, :, None])  # [b, n, j]
         w, s = self.policy.window, self.policy.sink_tokens
-        if not exact and w > 0:
+        if mode != "exact" and w > 0:
             seen &= (kpos[:, None, :] > qpos[:, :, None] - w) | (kpos[:, None, :] < s)
+        if mode == "step" and self._ring():
+            end = start.to(dev).view(-1, 1) + n
+            seen &= ((kpos < s) | (kpos >= end - w))[:, None, :]
         g = heads // self.num_kv_heads
         qg = q.float().view(batch, n, self.num_kv_heads, g, d)
         scores = torch.einsum("btkgd,bjkd->bkgtj", qg, kf) / math.sqrt(d)
@@ -307,7 +321,7 @@ class Attention(torch.nn.Module):
         """Caches the new tokens (k already rotated) at positions start + t."""
         batch, n = k.shape[:2]
         self._check_room(start, n)
-        if k.is_cuda:
+        if self._kernels(k):
             cache = self._cache_args(batch)
             ops.append(k.contiguous(), v.contiguous(), self.k_cache[:batch],
                        self.v_cache[:batch], start.to(k.device, torch.int32), rope="none",

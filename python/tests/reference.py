@@ -16,20 +16,37 @@ def rope64(x, start, theta):
     return torch.cat([a * ang.cos() - b * ang.sin(), b * ang.cos() + a * ang.sin()], -1)
 
 
-def mask(n, window=0, sinks=0, device=None):
-    """[n, n] bool: causal, and with a window the last `window` positions or a sink."""
+def mask(n, window=0, sinks=0, device=None, steps=()):
+    """[n, n] bool: causal, and with a window the last `window` positions or a sink.
+    steps: (start, count) of the decode steps on a ring cache of sinks + window
+    slots: their query tokens see only what the ring holds after the step's append
+    (docs/reference.md rule 5), positions < sinks or >= start + count - window."""
     i = torch.arange(n, device=device)[:, None]
     j = torch.arange(n, device=device)[None, :]
     m = j <= i
     if window:
         m &= (j > i - window) | (j < sinks)
+    for start, count in steps:
+        rows = slice(start, start + count)
+        m[rows] &= (j < sinks) | (j >= start + count - window)
     return m
 
 
-def attention64(layer, x, window=0, sinks=0):
+def ring_steps(layer, calls):
+    """The (start, count) of each call of `calls` token counts that runs as a decode
+    step (at most 16 tokens) on the layer's ring cache; () without a ring."""
+    out, start = [], 0
+    for n in calls:
+        if n <= 16 and layer._ring():
+            out.append((start, n))
+        start += n
+    return out
+
+
+def attention64(layer, x, window=0, sinks=0, steps=()):
     """The layer's output for the whole sequence x [b, n, hidden] from position 0,
     in float64: its projections, NeoX RoPE (layer.rope_theta), SDPA with a causal
-    (windowed, with sinks) mask over every query head's KV head."""
+    (windowed, with sinks, ring steps) mask over every query head's KV head."""
     b, n, _ = x.shape
     h, hkv, d = layer.num_heads, layer.num_kv_heads, layer.head_dim
 
@@ -43,7 +60,7 @@ def attention64(layer, x, window=0, sinks=0):
     g = h // hkv
     k, v = k.repeat_interleave(g, dim=2), v.repeat_interleave(g, dim=2)
     o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                       attn_mask=mask(n, window, sinks, x.device))
+                                       attn_mask=mask(n, window, sinks, x.device, steps))
     return lin(layer.o_proj, o.transpose(1, 2).reshape(b, n, h * d))
 
 

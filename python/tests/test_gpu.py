@@ -12,7 +12,8 @@ import torch.nn.functional as F  # noqa: E402
 import fastmqa  # noqa: E402
 from conftest import requires_gpu  # noqa: E402
 from fastmqa.nn import Attention, _quantize  # noqa: E402
-from reference import attention64, rel_err, rope64  # noqa: E402
+from reference import attention64, rel_err, ring_steps, rope64  # noqa: E402
+from test_nn import run_calls  # noqa: E402
 
 pytestmark = requires_gpu
 DEV = "cuda"
@@ -118,11 +119,12 @@ def test_attention_forward_matches_float64_sdpa(level, tol):
     m = Attention(1024, 16, 2, optimization_level=level, max_batch=2, max_seq_len=64,
                   device=DEV)
     x = torch.randn(2, 40, 1024, dtype=torch.float16, device=DEV)
-    ref = attention64(m, x, m.policy.window, m.policy.sink_tokens)
+    calls = (30, 1, 1, 1, 1, 1, 1, 4)  # a prompt (torch prefill), then FastMQA steps
+    ref = attention64(m, x, m.policy.window, m.policy.sink_tokens, ring_steps(m, calls))
     with torch.no_grad():
-        outs = [m(x[:, :30])] + [m(x[:, i:i + 1]) for i in range(30, 36)] + [m(x[:, 36:40])]
+        outs = run_calls(m, x, calls)
     assert m.lengths.tolist() == [40, 40]
-    assert rel_err(torch.cat(outs, 1), ref) < tol
+    assert rel_err(outs, ref) < tol
 
 
 def test_final_optimized_fastmqa_on_the_gpu():
@@ -132,7 +134,8 @@ def test_final_optimized_fastmqa_on_the_gpu():
     x = torch.randn(1, 17, 2048, dtype=torch.float16, device=DEV)
     with torch.no_grad():
         y = torch.cat([model(x[:, :16], use_cache=True), model(x[:, 16:], use_cache=True)], 1)
-    assert rel_err(y, attention64(model, x, model.policy.window, 4)) < 5e-3
+    steps = ring_steps(model, (16, 1))
+    assert rel_err(y, attention64(model, x, model.policy.window, 4, steps)) < 5e-3
 
 
 def decode_inputs(seed):

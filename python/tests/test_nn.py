@@ -1,7 +1,8 @@
 """fastmqa.nn.Attention without a GPU: construction and the cache format of each
 level, memory figures and report() against the library and fastmqa-bench levels,
-weights from torch.nn.MultiheadAttention and a Llama-style attention, and the torch
-path of forward (prefill, then cached steps) against float64 SDPA attention."""
+weights from torch.nn.MultiheadAttention and a Llama-style attention, the torch
+path of forward (prefill, then cached steps) against float64 SDPA attention, and
+the FastMQA path with float64 definitions of the kernels in their place."""
 import types
 
 import pytest
@@ -10,8 +11,9 @@ torch = pytest.importorskip("torch")
 
 import fastmqa  # noqa: E402
 from conftest import bench_levels  # noqa: E402
+from fastmqa import ops  # noqa: E402
 from fastmqa.nn import Attention, FinalOptimizedFastMQA  # noqa: E402
-from reference import attention64, rel_err  # noqa: E402
+from reference import attention64, rel_err, ring_steps, rope64  # noqa: E402
 
 
 def layer(level="balanced", hidden=128, heads=8, kv_heads=2, seq=32, **kw):
@@ -70,20 +72,34 @@ def test_final_optimized_fastmqa_is_the_original_interface():
     assert model.lengths.tolist() == [5]
 
 
+CALLS = (20, 1, 1, 4, 1)  # a prompt (torch prefill), then decode steps
+
+
+def run_calls(m, x, calls):
+    """m's outputs for x fed in calls of the given token counts, concatenated."""
+    outs, start = [], 0
+    for n in calls:
+        outs.append(m(x[:, start:start + n]))
+        start += n
+    return torch.cat(outs, 1)
+
+
 @pytest.mark.parametrize("level,tol", [("conservative", 5e-3), ("balanced", 5e-3),
                                        ("aggressive", 3e-2)])
 def test_cached_forward_matches_float64_attention(level, tol):
     """A 20-token prompt (torch prefill), one-token steps and a 4-token step, on a
     ring of 4 sinks + 8 slots that wraps: every output equals float64 attention
-    with the same window and sinks over the whole sequence."""
+    with the same window and sinks over the whole sequence, where a step's tokens
+    see what the ring holds after its append."""
     m = layer(level, max_batch=2)
     torch.manual_seed(1)
     x = torch.randn(2, 27, 128, dtype=torch.float16)
-    w = m.policy.window
-    ref = attention64(m, x, w, m.policy.sink_tokens)
-    outs = [m(x[:, :20]), m(x[:, 20:21]), m(x[:, 21:22]), m(x[:, 22:26]), m(x[:, 26:27])]
+    outs = run_calls(m, x, CALLS)
     assert m.lengths.tolist() == [27, 27]
-    assert rel_err(torch.cat(outs, 1), ref) < tol
+    steps = ring_steps(m, CALLS)
+    assert rel_err(outs, attention64(m, x, m.policy.window, m.policy.sink_tokens, steps)) < tol
+    if steps:  # the 4-token step's early tokens lost 3 ring positions: it shows
+        assert rel_err(outs, attention64(m, x, m.policy.window, m.policy.sink_tokens)) > tol
 
 
 def test_positions_restart_and_ragged_batches():
@@ -181,3 +197,84 @@ def test_bad_forward_arguments():
         m(torch.zeros(1, 2, 128, dtype=torch.float16), positions=torch.tensor([1.5]))
     with pytest.raises(TypeError, match=r"module: expected torch.nn.MultiheadAttention"):
         Attention.from_torch(torch.nn.Linear(4, 4))
+
+
+# ---------------------------------------------------------------- the kernel path, on the CPU
+
+def slot_of(pos, sinks, window, ring):
+    return pos if not ring or pos < sinks else sinks + (pos - sinks) % window
+
+
+def reference_append(k_new, v_new, k, v, start_pos, *, q=None, k_scale=None, v_scale=None,
+                     page_table=None, kv_len=None, window=0, sink_tokens=0, ring=False,
+                     rope="none", rope_theta=0.0):
+    """fmqa_append as docs/reference.md defines it (contiguous caches, int8 or 16-bit),
+    after the package's own argument checks."""
+    ops.check_append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table, kv_len,
+                     window, sink_tokens, ring, rope)
+    rotate = fastmqa.Rope.parse(rope, "rope") != fastmqa.Rope.NONE
+    theta = rope_theta or 10000.0
+    for b in range(k_new.shape[0]):
+        s0 = int(start_pos[b])
+        kn = rope64(k_new[b:b + 1].double(), s0, theta)[0] if rotate else k_new[b].double()
+        if q is not None and rotate:
+            q[b] = rope64(q[b:b + 1].double(), s0, theta)[0].to(q.dtype)
+        for t in range(k_new.shape[1]):
+            slot = slot_of(s0 + t, sink_tokens, window, ring)
+            for row, cache, scale in ((kn[t], k, k_scale), (v_new[b, t].double(), v, v_scale)):
+                if scale is None:
+                    cache[b, slot] = row.to(cache.dtype)
+                    continue
+                sc = (row.abs().amax(-1) / 127).float()
+                codes = torch.where(sc[:, None] > 0, row / sc.double()[:, None],
+                                    torch.zeros_like(row))
+                cache[b, slot] = codes.round().clamp(-127, 127).to(torch.int8)
+                scale[b, slot] = sc
+
+
+def reference_decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None,
+                     page_table=None, kv_len=None, window=0, sink_tokens=0, causal=True,
+                     ring=False, tree_mask=None, lse=None, sm_scale=0.0, workspace=None):
+    """fmqa_decode as docs/reference.md defines it (rules 1, 2, 3 and 5), in float64."""
+    ops.check_decode(q, k, v, kv_lens, out, k_scale, v_scale, page_table, tree_mask, lse,
+                     workspace, kv_len, window, sink_tokens, causal, ring)
+    B, tq, H, d = q.shape
+    g = H // k.shape[2]
+    for b in range(B):
+        n = int(kv_lens[b])
+        for t in range(tq):
+            p = n - tq + t
+            seen = [j for j in range(n) if j <= p and (not window or j > p - window or
+                                                         j < sink_tokens)
+                    and (not ring or j < sink_tokens or j >= n - window)]
+            slots = [slot_of(j, sink_tokens, window, ring) for j in seen]
+            kk, vv = k[b, slots].double(), v[b, slots].double()
+            if k_scale is not None:
+                kk = kk * k_scale[b, slots].double()[..., None]
+                vv = vv * v_scale[b, slots].double()[..., None]
+            for h in range(H):
+                w = torch.softmax(kk[:, h // g] @ q[b, t, h].double() / d ** 0.5, 0)
+                out[b, t, h] = (w @ vv[:, h // g]).to(out.dtype)
+    return out
+
+
+@pytest.mark.parametrize("level,tol", [("conservative", 5e-3), ("balanced", 5e-3),
+                                       ("aggressive", 3e-2)])
+def test_kernel_path_passes_what_the_kernels_need(monkeypatch, level, tol):
+    """The module's FastMQA path (append with fused or torch RoPE, then decode, and
+    the prefill's append) run with the float64 definitions of fmqa_append and
+    fmqa_decode in place of the kernels, on the CPU: the arguments the module
+    passes pass the package's checks and give float64 attention's outputs."""
+    monkeypatch.setattr(Attention, "_kernels", lambda self, t: True)
+    monkeypatch.setattr(ops, "_devices", lambda named, device=None: None)
+    monkeypatch.setattr(ops, "append", reference_append)
+    monkeypatch.setattr(ops, "decode", reference_decode)
+    monkeypatch.setattr(ops, "decode_workspace",
+                        lambda *a, **k: torch.empty(16, dtype=torch.uint8))
+    m = layer(level, max_batch=2)
+    torch.manual_seed(1)
+    x = torch.randn(2, 27, 128, dtype=torch.float16)
+    with torch.no_grad():
+        outs = run_calls(m, x, CALLS)
+    steps = ring_steps(m, CALLS)
+    assert rel_err(outs, attention64(m, x, m.policy.window, m.policy.sink_tokens, steps)) < tol
