@@ -64,6 +64,15 @@ def attention64(layer, x, window=0, sinks=0, steps=()):
     return lin(layer.o_proj, o.transpose(1, 2).reshape(b, n, h * d))
 
 
+def run_calls(m, x, calls):
+    """m's outputs for x fed in calls of the given token counts, concatenated."""
+    outs, start = [], 0
+    for n in calls:
+        outs.append(m(x[:, start:start + n]))
+        start += n
+    return torch.cat(outs, 1)
+
+
 def rel_err(out, ref):
     out, ref = out.detach().double(), ref.detach().double()
     assert torch.isfinite(out).all(), "non-finite output"

@@ -12,8 +12,7 @@ import torch.nn.functional as F  # noqa: E402
 import fastmqa  # noqa: E402
 from conftest import requires_gpu  # noqa: E402
 from fastmqa.nn import Attention, _quantize  # noqa: E402
-from reference import attention64, rel_err, ring_steps, rope64  # noqa: E402
-from test_nn import run_calls  # noqa: E402
+from reference import attention64, rel_err, ring_steps, rope64, run_calls  # noqa: E402
 
 pytestmark = requires_gpu
 DEV = "cuda"

@@ -13,7 +13,7 @@ import fastmqa  # noqa: E402
 from conftest import bench_levels  # noqa: E402
 from fastmqa import ops  # noqa: E402
 from fastmqa.nn import Attention, FinalOptimizedFastMQA  # noqa: E402
-from reference import attention64, rel_err, ring_steps, rope64  # noqa: E402
+from reference import attention64, rel_err, ring_steps, rope64, run_calls  # noqa: E402
 
 
 def layer(level="balanced", hidden=128, heads=8, kv_heads=2, seq=32, **kw):
@@ -73,15 +73,6 @@ def test_final_optimized_fastmqa_is_the_original_interface():
 
 
 CALLS = (20, 1, 1, 4, 1)  # a prompt (torch prefill), then decode steps
-
-
-def run_calls(m, x, calls):
-    """m's outputs for x fed in calls of the given token counts, concatenated."""
-    outs, start = [], 0
-    for n in calls:
-        outs.append(m(x[:, start:start + n]))
-        start += n
-    return torch.cat(outs, 1)
 
 
 @pytest.mark.parametrize("level,tol", [("conservative", 5e-3), ("balanced", 5e-3),
