@@ -1,11 +1,12 @@
 """nn.py -- fastmqa.nn.Attention: an attention layer whose KV cache and decode
 steps are FastMQA's.
 
-The layer owns its projections (torch Linear), RoPE (NeoX half-split layout, base
-rope_theta; None = no RoPE) and a KV cache in the format of its optimization
-level: the policy fmqa_level_policy_preset() gives (conservative: 16-bit, full
-context; balanced: 4 sinks + a ring of max_seq_len / 4 recent tokens, RoPE fused
-into the append; aggressive: the same ring in int8 with per-token scales).
+The layer owns its projections (torch Linear), RoPE (base rope_theta, None = no
+RoPE; NeoX half-split pairs unless the policy says GPT-J) and a KV cache in the
+format of its optimization level: the policy fmqa_level_policy_preset() gives
+(conservative: 16-bit, full context; balanced: 4 sinks + a ring of
+max_seq_len / 4 recent tokens, RoPE fused into the append; aggressive: the same
+ring in int8 with per-token scales).
 
 forward(x, positions, use_cache=True) on CUDA with at most 16 new tokens per
 sequence (a step): fastmqa.append writes the new K/V into the cache (applying
@@ -66,6 +67,8 @@ class Attention(torch.nn.Module):
         self.max_batch = _positive("max_batch", max_batch)
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.rope_theta = None if rope_theta is None else float(rope_theta)
+        if self.rope_theta is not None and head_dim % 2:
+            raise ValueError(f"head_dim: RoPE needs an even head_dim, got {head_dim}")
         self.model = ModelConfig(hidden_size=hidden_dim, num_q_heads=num_heads,
                                  num_kv_heads=num_kv_heads, head_dim=head_dim,
                                  max_seq_len=_positive("max_seq_len", max_seq_len),
@@ -81,6 +84,8 @@ class Attention(torch.nn.Module):
             raise ValueError("policy.page_size: nn.Attention keeps a contiguous cache "
                              "(page_size 0)")
         self.policy = policy
+        # RoPE's pair layout: the policy's fused one, else NeoX (applied in torch).
+        self.rope_layout = Rope(policy.rope) if policy.rope != Rope.NONE else Rope.NEOX
         self.memory = ctx.memory_report(self.model, policy, n_seqs=self.max_batch)
         kw = dict(bias=bias, dtype=dtype, device=device)
         self.q_proj = torch.nn.Linear(hidden_dim, num_heads * head_dim, **kw)
@@ -249,7 +254,8 @@ class Attention(torch.nn.Module):
     # ------------------------------------------------------------ the torch path
 
     def _rope(self, x, start):
-        """NeoX RoPE at positions start[b] + t, in float32 (fmqa_append's formula)."""
+        """RoPE (self.rope_layout) at positions start[b] + t, in float32 from float64
+        angles (fmqa_append's formula)."""
         if self.rope_theta is None:
             return x
         n, d = x.shape[1], x.shape[3]
@@ -259,9 +265,12 @@ class Attention(torch.nn.Module):
         ang = (pos[..., None] * inv)[:, :, None, :]  # [b, n, 1, d/2]
         cos, sin = ang.cos().float(), ang.sin().float()
         xf = x.float()
-        a, b = xf[..., :d // 2], xf[..., d // 2:2 * (d // 2)]
-        rot = torch.cat([a * cos - b * sin, b * cos + a * sin, xf[..., 2 * (d // 2):]], -1)
-        return rot.to(x.dtype)
+        if self.rope_layout == Rope.GPTJ:  # pairs (2i, 2i + 1)
+            a, b = xf[..., 0::2], xf[..., 1::2]
+            rot = torch.stack([a * cos - b * sin, b * cos + a * sin], -1).flatten(-2)
+            return rot.to(x.dtype)
+        a, b = xf[..., :d // 2], xf[..., d // 2:]  # NeoX: pairs (i, i + d/2)
+        return torch.cat([a * cos - b * sin, b * cos + a * sin], -1).to(x.dtype)
 
     def _slots(self, pos):
         """Cache slot of each position (sinks, then a ring of `window` slots)."""

@@ -4,14 +4,19 @@ import torch
 import torch.nn.functional as F
 
 
-def rope64(x, start, theta):
-    """NeoX RoPE of x [b, n, h, d] (float64) at positions start + t."""
+def rope64(x, start, theta, gptj=False):
+    """RoPE of x [b, n, h, d] (float64) at positions start + t: NeoX pairs (i, i + d/2),
+    or GPT-J pairs (2i, 2i + 1)."""
     if theta is None:
         return x
     n, d = x.shape[1], x.shape[3]
     pos = torch.arange(n, dtype=torch.float64, device=x.device) + start
     inv = theta ** (-torch.arange(0, d // 2, dtype=torch.float64, device=x.device) * 2 / d)
     ang = (pos[:, None] * inv)[None, :, None, :]
+    if gptj:
+        a, b = x[..., 0::2], x[..., 1::2]
+        return torch.stack([a * ang.cos() - b * ang.sin(), b * ang.cos() + a * ang.sin()],
+                           -1).flatten(-2)
     a, b = x[..., :d // 2], x[..., d // 2:]
     return torch.cat([a * ang.cos() - b * ang.sin(), b * ang.cos() + a * ang.sin()], -1)
 
@@ -45,7 +50,7 @@ def ring_steps(layer, calls):
 
 def attention64(layer, x, window=0, sinks=0, steps=()):
     """The layer's output for the whole sequence x [b, n, hidden] from position 0,
-    in float64: its projections, NeoX RoPE (layer.rope_theta), SDPA with a causal
+    in float64: its projections, RoPE (layer.rope_theta, layer.rope_layout), SDPA with a causal
     (windowed, with sinks, ring steps) mask over every query head's KV head."""
     b, n, _ = x.shape
     h, hkv, d = layer.num_heads, layer.num_kv_heads, layer.head_dim
@@ -54,8 +59,9 @@ def attention64(layer, x, window=0, sinks=0, steps=()):
         return F.linear(t, m.weight.double(), None if m.bias is None else m.bias.double())
 
     xd = x.double()
-    q = rope64(lin(layer.q_proj, xd).view(b, n, h, d), 0, layer.rope_theta)
-    k = rope64(lin(layer.k_proj, xd).view(b, n, hkv, d), 0, layer.rope_theta)
+    gptj = layer.rope_layout == layer.rope_layout.GPTJ
+    q = rope64(lin(layer.q_proj, xd).view(b, n, h, d), 0, layer.rope_theta, gptj)
+    k = rope64(lin(layer.k_proj, xd).view(b, n, hkv, d), 0, layer.rope_theta, gptj)
     v = lin(layer.v_proj, xd).view(b, n, hkv, d)
     g = h // hkv
     k, v = k.repeat_interleave(g, dim=2), v.repeat_interleave(g, dim=2)

@@ -164,6 +164,7 @@ def test_from_llama_style_attention_reads_heads_rope_and_weights():
     ((64, 4), dict(dtype=torch.float32), TypeError, r"dtype: expected torch.float16"),
     ((64, 4), dict(optimization_level="max"), ValueError, r"optimization_level: expected one"),
     ((64, 4), dict(max_batch=0), ValueError, r"max_batch: expected a positive int"),
+    ((64, 4), dict(head_dim=15), ValueError, r"head_dim: RoPE needs an even head_dim, got 15"),
 ])
 def test_bad_constructor_arguments(args, kw, exc, message):
     with pytest.raises(exc, match=message):
@@ -203,13 +204,15 @@ def reference_append(k_new, v_new, k, v, start_pos, *, q=None, k_scale=None, v_s
     after the package's own argument checks."""
     ops.check_append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table, kv_len,
                      window, sink_tokens, ring, rope)
-    rotate = fastmqa.Rope.parse(rope, "rope") != fastmqa.Rope.NONE
+    layout = fastmqa.Rope.parse(rope, "rope")
+    rotate, gptj = layout != fastmqa.Rope.NONE, layout == fastmqa.Rope.GPTJ
     theta = rope_theta or 10000.0
     for b in range(k_new.shape[0]):
         s0 = int(start_pos[b])
-        kn = rope64(k_new[b:b + 1].double(), s0, theta)[0] if rotate else k_new[b].double()
+        kn = rope64(k_new[b:b + 1].double(), s0, theta, gptj)[0] if rotate else \
+            k_new[b].double()
         if q is not None and rotate:
-            q[b] = rope64(q[b:b + 1].double(), s0, theta)[0].to(q.dtype)
+            q[b] = rope64(q[b:b + 1].double(), s0, theta, gptj)[0].to(q.dtype)
         for t in range(k_new.shape[1]):
             slot = slot_of(s0 + t, sink_tokens, window, ring)
             for row, cache, scale in ((kn[t], k, k_scale), (v_new[b, t].double(), v, v_scale)):
@@ -250,7 +253,7 @@ def reference_decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None,
 
 
 @pytest.mark.parametrize("level,tol", [("conservative", 5e-3), ("balanced", 5e-3),
-                                       ("aggressive", 3e-2)])
+                                       ("aggressive", 3e-2), ("gptj", 5e-3)])
 def test_kernel_path_passes_what_the_kernels_need(monkeypatch, level, tol):
     """The module's FastMQA path (append with fused or torch RoPE, then decode, and
     the prefill's append) run with the float64 definitions of fmqa_append and
@@ -262,7 +265,14 @@ def test_kernel_path_passes_what_the_kernels_need(monkeypatch, level, tol):
     monkeypatch.setattr(ops, "decode", reference_decode)
     monkeypatch.setattr(ops, "decode_workspace",
                         lambda *a, **k: torch.empty(16, dtype=torch.uint8))
-    m = layer(level, max_batch=2)
+    if level == "gptj":  # a balanced policy with interleaved RoPE pairs
+        pol = fastmqa.level_policy(hidden_size=128, num_q_heads=8, num_kv_heads=2,
+                                   head_dim=16, max_seq_len=32, level="balanced")
+        pol.rope = fastmqa.Rope.GPTJ
+        m = layer(policy=pol, max_batch=2)
+        assert m.rope_layout == fastmqa.Rope.GPTJ
+    else:
+        m = layer(level, max_batch=2)
     torch.manual_seed(1)
     x = torch.randn(2, 27, 128, dtype=torch.float16)
     with torch.no_grad():
