@@ -8,7 +8,7 @@ FASTMQA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 fmqa_say() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the build needs; each is installed only when missing.
-FASTMQA_PACKAGES="cmake ninja-build gcc pkg-config liblua5.4-dev libsqlite3-dev libcriterion-dev"
+FASTMQA_PACKAGES="cmake ninja-build gcc pkg-config liblua5.4-dev libsqlite3-dev libcriterion-dev python3-venv"
 
 fmqa_install_deps() {
     local missing=() p
@@ -43,4 +43,30 @@ fmqa_build() {
     local dir="$1"; shift
     cmake -S "$FASTMQA_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
     cmake --build "$dir" -j "$(nproc)"
+}
+
+# The Python tests' virtual environment: outside the checkout, at a stable path
+# ($FASTMQA_VENV, default ~/.cache/fastmqa/venv) reused by every run, because
+# PyPI's torch for Linux pulls ~2.5 GB of CUDA wheels (about 5 minutes on a
+# 2-core machine the first time).  Created, and the packages installed, only when
+# missing.
+FASTMQA_VENV="${FASTMQA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fastmqa/venv}"
+FASTMQA_PY_PACKAGES="torch pytest numpy"
+
+fmqa_python_env() {
+    if [ ! -x "$FASTMQA_VENV/bin/python" ]; then
+        fmqa_say "creating the Python environment $FASTMQA_VENV"
+        python3 -m venv "$FASTMQA_VENV"
+    fi
+    "$FASTMQA_VENV/bin/python" -c "import torch, pytest, numpy" 2>/dev/null && return 0
+    fmqa_say "installing $FASTMQA_PY_PACKAGES into $FASTMQA_VENV (torch: minutes, once)"
+    "$FASTMQA_VENV/bin/python" -m pip install -q --disable-pip-version-check $FASTMQA_PY_PACKAGES
+}
+
+# fmqa_python_tests BUILD_DIR: pytest over python/tests on the source tree,
+# against BUILD_DIR's libfastmqa and tools.
+fmqa_python_tests() {
+    fmqa_python_env
+    FASTMQA_LIB="$1/libfastmqa.so" FASTMQA_BUILD_DIR="$1" PYTHONPATH="$FASTMQA_ROOT/python" \
+        "$FASTMQA_VENV/bin/python" -m pytest -q -rs -p no:cacheprovider "$FASTMQA_ROOT/python/tests"
 }

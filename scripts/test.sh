@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: install what is missing, build (warnings are errors when
-# CI=true), run every ctest label, then rebuild with AddressSanitizer and
-# UndefinedBehaviorSanitizer and run the CPU tests again.  gpu tests skip with a
-# message on a machine without a GPU (ctest counts them as skipped, not passed).
+# CI=true), run every ctest label and the Python package's pytest suite, then
+# rebuild with AddressSanitizer and UndefinedBehaviorSanitizer and run the CPU
+# tests again.  gpu tests skip with a message on a machine without a GPU (ctest
+# and pytest count them as skipped, not passed).
 source "$(dirname "$0")/common.sh"
 fmqa_install_deps
 fmqa_find_cuda
@@ -13,6 +14,8 @@ fmqa_say "build ($BUILD_DIR)"
 fmqa_build "$BUILD_DIR"
 fmqa_say "tests: unit, nvrtc, gpu"
 ctest --test-dir "$BUILD_DIR" -j "$jobs" --output-on-failure
+fmqa_say "python tests (pytest, python/tests)"
+fmqa_python_tests "$BUILD_DIR"
 
 fmqa_say "sanitizer build ($BUILD_DIR-asan)"
 fmqa_build "$BUILD_DIR-asan" -DFASTMQA_SANITIZE=ON

@@ -31,12 +31,10 @@ elapsed / N.  GB/s is the bytes of the K/V tensors a contender is handed
 repeat) over its median time; the speed-up compares times, so it is fair
 whatever a contender reads.
 
---print-layout needs neither torch nor a GPU: it prints the ctypes mirrors of
-the C structs as JSON, which tests/unit/test_peers_layout.c checks against the
-C compiler's offsetof and sizeof.
+FastMQA is called through the fastmqa package of this checkout (python/), its
+ctypes layer only (fastmqa.Context, fastmqa.DecodeArgs).
 """
 import argparse
-import ctypes
 import fnmatch
 import json
 import math
@@ -50,149 +48,44 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # ---------------------------------------------------------------- the C API
 
-FMQA_OP_DECODE = 1
-FMQA_DTYPE_F16, FMQA_DTYPE_INT8, FMQA_DTYPE_FP8_E4M3 = 1, 4, 5
-FMQA_FLAG_CAUSAL = 0x1
-FMQA_OPTIONS_VERSION = 1
-FMQA_LOG_WARN = 2
-CHOICE_SOURCES = {1: "tuned", 2: "nearest", 3: "default"}
-
-I32, U32, I64, PTR = ctypes.c_int32, ctypes.c_uint32, ctypes.c_int64, ctypes.c_void_p
-ENUM = ctypes.c_int32  # C enums of small non-negative values: 4 bytes on every ABI we build for
-
-
-class Problem(ctypes.Structure):
-    _fields_ = [("op", ENUM), ("batch", I32), ("num_q_heads", I32), ("num_kv_heads", I32),
-                ("head_dim_qk", I32), ("head_dim_v", I32), ("q_tokens", I32), ("kv_len", I32),
-                ("q_dtype", ENUM), ("kv_dtype", ENUM), ("out_dtype", ENUM),
-                ("page_size", I32), ("window", I32), ("sink_tokens", I32), ("rope", ENUM),
-                ("flags", U32)]
-
-
-class Options(ctypes.Structure):
-    _fields_ = [("struct_size", U32), ("version", U32), ("device", I32),
-                ("db_path", ctypes.c_char_p), ("template_dir", ctypes.c_char_p),
-                ("log_level", ENUM)]
-
-
-def _strides(name):
-    return [(f"{name}_stride_{d}", I64) for d in ("batch", "token", "head")]
-
-
-class DecodeArgs(ctypes.Structure):
-    _fields_ = ([("q", PTR)] + _strides("q") + [("k", PTR), ("v", PTR)] + _strides("k") +
-                _strides("v") + [("k_scale", PTR), ("v_scale", PTR)] + _strides("k_scale") +
-                _strides("v_scale") +
-                [("kv_lens", PTR), ("page_table", PTR), ("page_table_stride", I64),
-                 ("tree_mask", PTR), ("o", PTR)] + _strides("o") +
-                [("lse", PTR), ("sm_scale", ctypes.c_float), ("workspace", PTR),
-                 ("workspace_size", ctypes.c_size_t)])
-
-
-class Choice(ctypes.Structure):
-    _fields_ = [("source", ENUM), ("template_name", ctypes.c_char * 64),
-                ("config", ctypes.c_char * 256), ("tuned_time_us", ctypes.c_double),
-                ("reason", ctypes.c_char * 192)]
-
-
-LAYOUT = (("fmqa_problem", Problem), ("fmqa_options", Options),
-          ("fmqa_decode_args", DecodeArgs), ("fmqa_choice", Choice))
-
-
-def print_layout():
-    """One JSON record per line (the C test reads them line by line)."""
-    recs = []
-    for cname, cls in LAYOUT:
-        recs.append({"struct": cname, "sizeof": ctypes.sizeof(cls)})
-        for fname, _ in cls._fields_:
-            f = getattr(cls, fname)
-            recs.append({"struct": cname, "field": fname, "offset": f.offset, "size": f.size})
-    print("[")
-    for i, r in enumerate(recs):
-        print(json.dumps(r) + ("," if i + 1 < len(recs) else ""))
-    print("]")
-
-
-class FmqaError(RuntimeError):
-    pass
+# The fastmqa package of this checkout (python/): its ctypes declarations of
+# fastmqa.h, checked against the C compiler by python/tests/test_layout.py.
+sys.path.insert(0, os.path.join(REPO, "python"))
+import fastmqa  # noqa: E402
+from fastmqa import DecodeArgs, Dtype  # noqa: E402
 
 
 class Lib:
-    """libfastmqa.so and one context on `device`."""
+    """libfastmqa (loaded from `path`) and one context on `device`."""
 
     def __init__(self, path, device, db_path):
-        self.dll = dll = ctypes.CDLL(path)
-        P = ctypes.POINTER
-        sigs = {
-            "fmqa_status_string": (ctypes.c_char_p, [ctypes.c_int]),
-            "fmqa_ctx_create": (ctypes.c_int, [P(Options), P(PTR)]),
-            "fmqa_ctx_destroy": (None, [PTR]),
-            "fmqa_ctx_errmsg": (ctypes.c_char_p, [PTR]),
-            "fmqa_problem_init": (None, [P(Problem)]),
-            "fmqa_plan": (ctypes.c_int, [PTR, P(Problem), P(Choice)]),
-            "fmqa_decode_workspace_size": (ctypes.c_int, [PTR, P(Problem),
-                                                          P(ctypes.c_size_t)]),
-            "fmqa_decode": (ctypes.c_int, [PTR, P(Problem), P(DecodeArgs), PTR]),
-        }
-        for name, (res, argtypes) in sigs.items():
-            fn = getattr(dll, name)
-            fn.restype, fn.argtypes = res, argtypes
-        self._db = None if db_path is None else db_path.encode()  # kept alive
-        opts = Options(ctypes.sizeof(Options), FMQA_OPTIONS_VERSION, device, self._db, None,
-                       FMQA_LOG_WARN)
-        self.ctx = PTR()
-        st = dll.fmqa_ctx_create(ctypes.byref(opts), ctypes.byref(self.ctx))
-        if st:
-            msg = self._message(st, "fmqa_ctx_create")
-            dll.fmqa_ctx_destroy(self.ctx)
-            raise FmqaError(msg)
-
-    def _message(self, st, what):
-        text = self.dll.fmqa_status_string(st).decode()
-        detail = self.dll.fmqa_ctx_errmsg(self.ctx) if self.ctx else None
-        return f"{what}: {text}" + (f": {detail.decode()}" if detail else "")
-
-    def _check(self, st, what):
-        if st:
-            raise FmqaError(self._message(st, what))
+        fastmqa.load(path)
+        self.ctx = fastmqa.Context(device, db_path=db_path)
 
     def close(self):
-        self.dll.fmqa_ctx_destroy(self.ctx)
-        self.ctx = PTR()
+        self.ctx.close()
 
     def problem(self, s):
-        p = Problem()
-        self.dll.fmqa_problem_init(ctypes.byref(p))
-        p.op, p.batch, p.kv_len = FMQA_OP_DECODE, s.batch, s.kv_len
-        p.num_q_heads, p.num_kv_heads = s.heads, s.kv_heads
-        p.head_dim_qk = p.head_dim_v = s.d
-        p.q_tokens = 1
-        p.q_dtype = p.out_dtype = FMQA_DTYPE_F16
-        p.kv_dtype = KV_DTYPES[s.kv][0]
-        p.flags = FMQA_FLAG_CAUSAL
-        return p
+        return fastmqa.Problem(op="decode", batch=s.batch, kv_len=s.kv_len,
+                               num_q_heads=s.heads, num_kv_heads=s.kv_heads,
+                               head_dim_qk=s.d, head_dim_v=s.d, q_tokens=1, q_dtype="f16",
+                               out_dtype="f16", kv_dtype=KV_DTYPES[s.kv][0],
+                               flags=fastmqa.FLAG_CAUSAL)
 
     def plan(self, p):
         """Builds (compiles) the plan; returns (choice text, workspace bytes)."""
-        ch, ws = Choice(), ctypes.c_size_t()
-        self._check(self.dll.fmqa_plan(self.ctx, ctypes.byref(p), ctypes.byref(ch)),
-                    "fmqa_plan")
-        self._check(self.dll.fmqa_decode_workspace_size(self.ctx, ctypes.byref(p),
-                                                        ctypes.byref(ws)),
-                    "fmqa_decode_workspace_size")
-        text = f"{CHOICE_SOURCES.get(ch.source, '?')} {ch.config.decode()}"
-        return text, ws.value
+        plan = self.ctx.plan(p)
+        return f"{plan.source} {plan.config}", plan.workspace_bytes
 
     def decode(self, p, args, stream):
-        self._check(self.dll.fmqa_decode(self.ctx, ctypes.byref(p), ctypes.byref(args),
-                                         PTR(stream)), "fmqa_decode")
+        self.ctx.decode_raw(p, args, stream)
 
 
 # ---------------------------------------------------------------- shapes
 
 # kv name -> (fmqa dtype, bytes per element, quantization max or None)
-KV_DTYPES = {"f16": (FMQA_DTYPE_F16, 2, None), "int8": (FMQA_DTYPE_INT8, 1, 127.0),
-             "fp8": (FMQA_DTYPE_FP8_E4M3, 1, 448.0)}
+KV_DTYPES = {"f16": (Dtype.F16, 2, None), "int8": (Dtype.INT8, 1, 127.0),
+             "fp8": (Dtype.FP8_E4M3, 1, 448.0)}
 
 Shape = namedtuple("Shape", "family kv batch kv_len heads kv_heads d")
 
@@ -242,7 +135,7 @@ def copies_for(nbytes, l2_bytes):
 
 # ---------------------------------------------------------------- inputs (torch from here on)
 
-torch = None  # imported by main() only, so --print-layout and --list need no torch
+torch = None  # imported by main() only, so --list needs no torch
 DEVICE = "cuda"  # where every tensor lives
 
 
@@ -526,7 +419,7 @@ class ShapeRun:
         o.fill_(float("nan"))  # poison: an element never written shows as NaN
         out, why = first_launch(c)
         if why:
-            raise FmqaError(f"fastmqa failed: {why}")
+            raise RuntimeError(f"fastmqa failed: {why}")
         self.ours_out = out
         c0 = self.copies[0]
         if c0.full:  # 8-bit: the quantization error, against the unquantized cache
@@ -676,8 +569,6 @@ def parse_args(argv):
     ap.add_argument("--device", type=int, default=0, help="CUDA device ordinal (0)")
     ap.add_argument("--json", default=None, metavar="PATH",
                     help="also write the results as JSON (rewritten after each shape)")
-    ap.add_argument("--print-layout", action="store_true",
-                    help="print the ctypes struct layouts as JSON (no torch) and exit")
     o = ap.parse_args(argv)
     o.backends = [b for b in o.backends.split(",") if b]
     o.modes = [m for m in o.modes.split(",") if m]
@@ -728,7 +619,7 @@ def measure(lib, s, opts, env):
     try:
         run = ShapeRun(lib, s, opts, env)
         return run.run()
-    except Exception as e:  # FmqaError, CUDA errors, out of memory: the next shape runs
+    except Exception as e:  # fastmqa.Error, CUDA errors, out of memory: the next shape runs
         res = run.res if run else {"shape": shape_id(s), "kv": s.kv, "batch": s.batch,
                                    "kv_len": s.kv_len, "heads": s.heads,
                                    "kv_heads": s.kv_heads, "d": s.d, "contenders": []}
@@ -739,9 +630,6 @@ def measure(lib, s, opts, env):
 
 def main(argv):
     opts = parse_args(argv)
-    if opts.print_layout:
-        print_layout()
-        return 0
     shapes = select_shapes(opts.shapes)
     if opts.list:
         print("\n".join(shape_id(s) for s in shapes))

@@ -1,0 +1,441 @@
+"""ops.py -- decode and append on torch tensors, as torch custom ops.
+
+decode() and append() check their tensors in Python (type, rank, shape, dtype,
+head-dim contiguity, 16-byte strides, device: in that order, so the first fault
+found is named with the argument and what was expected) and then call the custom
+ops torch.ops.fastmqa.decode / torch.ops.fastmqa.append.  The ops launch on the
+current torch stream of the tensors' device through default_context(device), do
+no host synchronisation and allocate nothing, so they can be captured in a CUDA
+graph once a first eager call has built the launch plan (plans compile kernels,
+which graph capture does not allow); their fake implementations make them
+traceable by torch.compile.  Pass `workspace` (decode_workspace()) when compiling
+or capturing: computing its size asks the library, which torch.compile cannot
+trace.
+
+Layouts follow include/fastmqa.h, strides are read off the tensors:
+  q, out       [batch, q_tokens, heads, head_dim]
+  k, v cache   [batch, slots, kv_heads, head_dim]  (paged: [pages, page_size, ...])
+  k/v_scale    [batch | pages, slots, kv_heads] float32 (8-bit caches only)
+  kv_lens      [batch] int32: each sequence's length including its query tokens
+  start_pos    [batch] int32: position of each sequence's first new token
+"""
+import contextlib
+from typing import Optional
+
+import torch
+
+from . import _capi, core
+from ._capi import AppendArgs, DecodeArgs, Dtype, Op, Problem, Rope
+
+_TO_FMQA = {torch.float16: Dtype.F16, torch.bfloat16: Dtype.BF16, torch.int8: Dtype.INT8}
+if hasattr(torch, "float8_e4m3fn"):
+    _TO_FMQA[torch.float8_e4m3fn] = Dtype.FP8_E4M3
+_FROM_FMQA = {v: k for k, v in _TO_FMQA.items()}
+_HALF = (torch.float16, torch.bfloat16)
+MAX_DECODE_TOKENS = 16  # fmqa_problem.q_tokens of a decode: 1..16
+
+
+def torch_dtype(dtype):
+    """The torch dtype of an fmqa dtype (name, Dtype or int)."""
+    return _FROM_FMQA[Dtype.parse(dtype, "dtype")]
+
+
+def fmqa_dtype(dtype):
+    """The Dtype of a torch dtype (f16, bf16, int8, float8_e4m3fn)."""
+    return _TO_FMQA[dtype]
+
+
+# ---------------------------------------------------------------- argument checks
+
+def _tensor(name, t, layout, optional=False):
+    """t is a tensor of len(layout) dimensions (layout names them), or None if optional."""
+    if t is None and optional:
+        return None
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor {_shape_text(layout)}, "
+                        f"got {type(t).__name__}")
+    if t.dim() != len(layout):
+        raise ValueError(f"{name}: expected {len(layout)} dimensions {_shape_text(layout)}, "
+                         f"got shape {tuple(t.shape)}")
+    return t
+
+
+def _shape_text(layout):
+    return "[" + ", ".join(layout) + "]"
+
+
+def _size(name, t, axis, layout, expected, why):
+    if t.shape[axis] != expected:
+        raise ValueError(f"{name}: {layout[axis]} (dimension {axis}) is {t.shape[axis]}, "
+                         f"expected {expected} ({why}); shape {tuple(t.shape)}")
+
+
+def _dtype(name, t, allowed, what):
+    if t.dtype not in allowed:
+        raise TypeError(f"{name}: expected dtype {what}, got {t.dtype}")
+
+
+def _rows(name, t):
+    """A tensor the kernels read with 16-byte vector loads: contiguous last
+    (head) dimension, every other stride and the start a multiple of 16 bytes."""
+    if t.shape[-1] > 1 and t.stride(-1) != 1:
+        raise ValueError(f"{name}: the head dimension must be contiguous (stride 1), got "
+                         f"strides {tuple(t.stride())}; call .contiguous()")
+    esz = t.element_size()
+    bad = [s for s in t.stride()[:-1] if s < 0 or (s * esz) % 16]
+    if bad:
+        raise ValueError(f"{name}: strides {tuple(t.stride())} (elements of {esz} bytes) must "
+                         f"be non-negative multiples of 16 bytes")
+    if (t.storage_offset() * esz) % 16:
+        raise ValueError(f"{name}: starts {t.storage_offset()} elements into its storage, "
+                         f"not on a 16-byte boundary")
+
+
+def _index(name, t, batch):
+    """An int32 per sequence, contiguous."""
+    _tensor(name, t, ("batch",))
+    _size(name, t, 0, ("batch",), batch, "one per sequence of q")
+    _dtype(name, t, (torch.int32,), "torch.int32")
+    if t.stride(0) != 1:
+        raise ValueError(f"{name}: must be contiguous, got stride {t.stride(0)}")
+
+
+def _devices(named, device=None):
+    """Every tensor on one CUDA device (the first one's); returns it."""
+    for name, t in named:
+        if t is None:
+            continue
+        if t.device.type != "cuda":
+            raise ValueError(f"{name}: expected a CUDA tensor, got device {t.device}")
+        if device is None:
+            device = t.device
+        elif t.device != device:
+            raise ValueError(f"{name}: expected a tensor on {device} like the others, got "
+                             f"{t.device}")
+    return device
+
+
+def _cache(k, v, k_scale, v_scale, page_table, batch, head_dim):
+    """Checks the cache tensors; returns (kv Dtype, slots per sequence, page size)."""
+    lay = ("pages", "page_size", "kv_heads", "head_dim") if page_table is not None else \
+        ("batch", "slots", "kv_heads", "head_dim")
+    _tensor("k", k, lay)
+    _tensor("v", v, lay)
+    _size("k", k, 3, lay, head_dim, "q's head_dim")
+    for axis in range(3):
+        _size("v", v, axis, lay, k.shape[axis], "as in k")
+    if page_table is None:
+        _size("k", k, 0, lay, batch, "q's batch")
+    _dtype("k", k, tuple(_TO_FMQA), "float16, bfloat16, int8 or float8_e4m3fn")
+    _dtype("v", v, (k.dtype,), f"{k.dtype} like k")
+    _rows("k", k)
+    _rows("v", v)
+    kv = _TO_FMQA[k.dtype]
+    eight = kv in (Dtype.INT8, Dtype.FP8_E4M3)
+    slay = (lay[0], lay[1], "kv_heads")
+    for name, s in (("k_scale", k_scale), ("v_scale", v_scale)):
+        if not eight:
+            if s is not None:
+                raise ValueError(f"{name}: only an 8-bit cache has scales; k is {k.dtype}")
+            continue
+        if s is None:
+            raise ValueError(f"{name}: required for an 8-bit cache ({k.dtype}): float32 "
+                             f"{_shape_text(slay)}")
+        _tensor(name, s, slay)
+        for axis in range(3):
+            _size(name, s, axis, slay, k.shape[axis], "as in k")
+        _dtype(name, s, (torch.float32,), "torch.float32")
+    page_size = 0
+    slots = k.shape[1]
+    if page_table is not None:
+        _tensor("page_table", page_table, ("batch", "pages_per_seq"))
+        _size("page_table", page_table, 0, ("batch", "pages_per_seq"), batch, "q's batch")
+        _dtype("page_table", page_table, (torch.int32,), "torch.int32")
+        if page_table.stride(1) != 1:
+            raise ValueError("page_table: rows must be contiguous (stride 1 in dimension 1)")
+        page_size = k.shape[1]
+        slots = page_table.shape[1] * page_size
+    return kv, slots, page_size
+
+
+def _window(kv_len, slots, window, sink_tokens, ring):
+    """Checks the window arguments; returns (kv_len, flags)."""
+    if window < 0 or sink_tokens < 0:
+        raise ValueError(f"window ({window}) and sink_tokens ({sink_tokens}) must not be "
+                         f"negative")
+    if ring:
+        if window <= 0:
+            raise ValueError("ring: a ring cache needs window > 0")
+        if sink_tokens + window > slots:
+            raise ValueError(f"k: a ring of {sink_tokens} sinks + {window} window slots "
+                             f"needs {sink_tokens + window} slots, the cache has {slots}")
+        if kv_len is None:
+            raise ValueError("kv_len: required with ring=True (the largest logical length "
+                             "a sequence may reach)")
+    elif kv_len is None:
+        kv_len = slots
+    elif kv_len > slots:
+        raise ValueError(f"kv_len: {kv_len} exceeds the cache's {slots} slots per sequence")
+    return int(kv_len), _capi.FLAG_RING if ring else 0
+
+
+def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=None,
+                 tree_mask=None, lse=None, workspace=None, kv_len=None, window=0,
+                 sink_tokens=0, causal=True, ring=False):
+    """Checks decode's arguments (ValueError / TypeError naming the argument);
+    returns the fmqa_problem fields as a dict.  Needs no GPU and no library."""
+    qlay = ("batch", "q_tokens", "heads", "head_dim")
+    _tensor("q", q, qlay)
+    batch, q_tokens, heads, head_dim = q.shape
+    if not 1 <= q_tokens <= MAX_DECODE_TOKENS:
+        raise ValueError(f"q: q_tokens (dimension 1) is {q_tokens}, decode serves 1.."
+                         f"{MAX_DECODE_TOKENS} query tokens per sequence")
+    _dtype("q", q, _HALF, "torch.float16 or torch.bfloat16")
+    _rows("q", q)
+    kv, slots, page_size = _cache(k, v, k_scale, v_scale, page_table, batch, head_dim)
+    kv_heads, head_dim_v = k.shape[2], v.shape[3]
+    if heads % kv_heads:
+        raise ValueError(f"q: heads ({heads}) must be a multiple of the cache's kv_heads "
+                         f"({kv_heads})")
+    _index("kv_lens", kv_lens, batch)
+    olay = ("batch", "q_tokens", "heads", "head_dim_v")
+    _tensor("out", out, olay)
+    for axis, n in enumerate((batch, q_tokens, heads, head_dim_v)):
+        _size("out", out, axis, olay, n, "q's batch, q_tokens, heads and v's head_dim")
+    _dtype("out", out, _HALF, "torch.float16 or torch.bfloat16")
+    _rows("out", out)
+    flags = _capi.FLAG_CAUSAL if causal else 0
+    if lse is not None:
+        _tensor("lse", lse, olay[:3])
+        for axis, n in enumerate((batch, q_tokens, heads)):
+            _size("lse", lse, axis, olay, n, "q's batch, q_tokens and heads")
+        _dtype("lse", lse, (torch.float32,), "torch.float32")
+        if not lse.is_contiguous():
+            raise ValueError("lse: must be contiguous")
+        flags |= _capi.FLAG_LSE
+    if tree_mask is not None:
+        _tensor("tree_mask", tree_mask, ("batch", "q_tokens"))
+        _size("tree_mask", tree_mask, 0, ("batch", "q_tokens"), batch, "q's batch")
+        _size("tree_mask", tree_mask, 1, ("batch", "q_tokens"), q_tokens, "q's q_tokens")
+        _dtype("tree_mask", tree_mask, (torch.int64,), "torch.int64 (64 mask bits)")
+        if not tree_mask.is_contiguous():
+            raise ValueError("tree_mask: must be contiguous")
+        flags |= _capi.FLAG_TREE_MASK
+    if workspace is not None:
+        _tensor("workspace", workspace, ("bytes",))
+        _dtype("workspace", workspace, (torch.uint8,), "torch.uint8")
+        if workspace.stride(0) != 1 or workspace.storage_offset() % 16:
+            raise ValueError("workspace: must be contiguous and start on a 16-byte boundary")
+    kv_len, ring_flag = _window(kv_len, slots, window, sink_tokens, ring)
+    if kv_len < q_tokens:
+        raise ValueError(f"kv_len: {kv_len} is less than q_tokens {q_tokens} (the cache holds "
+                         f"the query tokens)")
+    flags |= ring_flag | (_capi.FLAG_PAGED if page_size else 0)
+    _devices([("q", q), ("k", k), ("v", v), ("kv_lens", kv_lens), ("out", out),
+              ("k_scale", k_scale), ("v_scale", v_scale), ("page_table", page_table),
+              ("tree_mask", tree_mask), ("lse", lse), ("workspace", workspace)])
+    return dict(op=Op.DECODE, batch=batch, num_q_heads=heads, num_kv_heads=kv_heads,
+                head_dim_qk=head_dim, head_dim_v=head_dim_v, q_tokens=q_tokens, kv_len=kv_len,
+                q_dtype=_TO_FMQA[q.dtype], kv_dtype=kv, out_dtype=_TO_FMQA[out.dtype],
+                page_size=page_size, window=window, sink_tokens=sink_tokens,
+                rope=Rope.NONE, flags=flags)
+
+
+def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=None,
+                 page_table=None, kv_len=None, window=0, sink_tokens=0, ring=False,
+                 rope="none"):
+    """Checks append's arguments like check_decode; returns the problem fields."""
+    rope = Rope.parse(rope, "rope")
+    nlay = ("batch", "new_tokens", "kv_heads", "head_dim")
+    _tensor("k_new", k_new, nlay)
+    batch, n_new, kv_heads, head_dim = k_new.shape
+    _tensor("v_new", v_new, nlay)
+    for axis in range(3):
+        _size("v_new", v_new, axis, nlay, k_new.shape[axis], "as in k_new")
+    _dtype("k_new", k_new, _HALF, "torch.float16 or torch.bfloat16")
+    _dtype("v_new", v_new, (k_new.dtype,), f"{k_new.dtype} like k_new")
+    _rows("k_new", k_new)
+    _rows("v_new", v_new)
+    heads = kv_heads
+    if q is not None:
+        qlay = ("batch", "new_tokens", "heads", "head_dim")
+        _tensor("q", q, qlay)
+        _size("q", q, 0, qlay, batch, "k_new's batch")
+        _size("q", q, 1, qlay, n_new, "k_new's new_tokens")
+        _size("q", q, 3, qlay, head_dim, "k_new's head_dim")
+        _dtype("q", q, (k_new.dtype,), f"{k_new.dtype} like k_new")
+        _rows("q", q)
+        heads = q.shape[2]
+        if heads % kv_heads:
+            raise ValueError(f"q: heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
+    kv, slots, page_size = _cache(k, v, k_scale, v_scale, page_table, batch, head_dim)
+    _size("k", k, 2, ("", "", "kv_heads"), kv_heads, "k_new's kv_heads")
+    _size("v", v, 3, ("", "", "", "head_dim_v"), v_new.shape[3], "v_new's head_dim")
+    _index("start_pos", start_pos, batch)
+    kv_len, flags = _window(kv_len, slots, window, sink_tokens, ring)
+    flags |= _capi.FLAG_PAGED if page_size else 0
+    _devices([("k_new", k_new), ("v_new", v_new), ("k", k), ("v", v),
+              ("start_pos", start_pos), ("q", q), ("k_scale", k_scale), ("v_scale", v_scale),
+              ("page_table", page_table)])
+    return dict(op=Op.APPEND, batch=batch, num_q_heads=heads, num_kv_heads=kv_heads,
+                head_dim_qk=head_dim, head_dim_v=v_new.shape[3], q_tokens=n_new,
+                kv_len=kv_len, q_dtype=_TO_FMQA[k_new.dtype], kv_dtype=kv,
+                out_dtype=_TO_FMQA[k_new.dtype], page_size=page_size, window=window,
+                sink_tokens=sink_tokens, rope=rope, flags=flags)
+
+
+# ---------------------------------------------------------------- filling the C structs
+
+def _ptr(t):
+    return t.data_ptr() if t is not None and t.numel() else None
+
+
+def _fill(args, name, t):
+    """Pointer and the three strides of a 4-D (or 3-D scale) tensor."""
+    if t is None:
+        return
+    setattr(args, name, t.data_ptr())
+    for axis, dim in enumerate(("batch", "token", "head")):
+        setattr(args, f"{name}_stride_{dim}", t.stride(axis))
+
+
+def _stream(device):
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+_workspace_bytes = {}
+
+
+def decode_workspace(q, k, v, kv_lens, out, **kw):
+    """A uint8 workspace tensor large enough for this decode (the plan is resolved,
+    and the kernel compiled, on first use of a problem).  Same arguments as decode()."""
+    fields = check_decode(q, k, v, kv_lens, out, **kw)
+    key = tuple(sorted((n, int(x)) for n, x in fields.items()))
+    n = _workspace_bytes.get(key)
+    if n is None:
+        ctx = core.default_context(q.device.index or 0)
+        n = _workspace_bytes[key] = ctx.decode_workspace_size(Problem(**fields))
+    return torch.empty(max(n, 16), dtype=torch.uint8, device=q.device)
+
+
+@torch.library.custom_op("fastmqa::decode", mutates_args=("out", "workspace", "lse"),
+                         device_types="cuda")
+def _decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens: torch.Tensor,
+               out: torch.Tensor, workspace: torch.Tensor, k_scale: Optional[torch.Tensor],
+               v_scale: Optional[torch.Tensor], page_table: Optional[torch.Tensor],
+               tree_mask: Optional[torch.Tensor], lse: Optional[torch.Tensor], kv_len: int,
+               window: int, sink_tokens: int, causal: bool, ring: bool,
+               sm_scale: float) -> None:
+    fields = check_decode(q, k, v, kv_lens, out, k_scale, v_scale, page_table, tree_mask, lse,
+                          workspace, kv_len, window, sink_tokens, causal, ring)
+    a = DecodeArgs()
+    for name, t in (("q", q), ("k", k), ("v", v), ("o", out), ("k_scale", k_scale),
+                    ("v_scale", v_scale)):
+        _fill(a, name, t)
+    a.kv_lens, a.tree_mask, a.lse = _ptr(kv_lens), _ptr(tree_mask), _ptr(lse)
+    if page_table is not None:
+        a.page_table, a.page_table_stride = _ptr(page_table), page_table.stride(0)
+    a.sm_scale = sm_scale
+    a.workspace, a.workspace_size = _ptr(workspace), workspace.numel()
+    ctx = core.default_context(q.device.index)
+    ctx.decode_raw(Problem(**fields), a, _stream(q.device))
+
+
+@_decode_op.register_fake
+def _(q, k, v, kv_lens, out, workspace, k_scale, v_scale, page_table, tree_mask, lse, kv_len,
+      window, sink_tokens, causal, ring, sm_scale):
+    return None
+
+
+@torch.library.custom_op("fastmqa::append", mutates_args=("k", "v", "k_scale", "v_scale", "q"),
+                         device_types="cuda")
+def _append_op(k_new: torch.Tensor, v_new: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               start_pos: torch.Tensor, q: Optional[torch.Tensor],
+               k_scale: Optional[torch.Tensor], v_scale: Optional[torch.Tensor],
+               page_table: Optional[torch.Tensor], kv_len: int, window: int, sink_tokens: int,
+               ring: bool, rope: int, rope_theta: float) -> None:
+    fields = check_append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table,
+                          kv_len, window, sink_tokens, ring, rope)
+    a = AppendArgs()
+    for name, t in (("k_new", k_new), ("v_new", v_new), ("q", q), ("k", k), ("v", v),
+                    ("k_scale", k_scale), ("v_scale", v_scale)):
+        _fill(a, name, t)
+    a.start_pos = _ptr(start_pos)
+    if page_table is not None:
+        a.page_table, a.page_table_stride = _ptr(page_table), page_table.stride(0)
+    a.rope_theta = rope_theta
+    ctx = core.default_context(k.device.index)
+    ctx.append_raw(Problem(**fields), a, _stream(k.device))
+
+
+@_append_op.register_fake
+def _(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table, kv_len, window,
+      sink_tokens, ring, rope, rope_theta):
+    return None
+
+
+# ---------------------------------------------------------------- the public functions
+
+def _kv_len(k, page_table, kv_len):
+    """kv_len's default (the cache's slots per sequence), traceable by torch.compile."""
+    if kv_len is not None:
+        return kv_len
+    return k.shape[1] * (page_table.shape[1] if page_table is not None else 1)
+
+
+def decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None, page_table=None,
+           kv_len=None, window=0, sink_tokens=0, causal=True, ring=False, tree_mask=None,
+           lse=None, sm_scale=0.0, workspace=None, stream=None):
+    """Decode attention (fmqa_decode) on CUDA tensors; returns out.
+
+    q [B, Tq, H, d] f16/bf16 (Tq 1..16); k [B, T, Hkv, d], v [B, T, Hkv, dv] in f16,
+    bf16, int8 or float8_e4m3fn (8-bit: k_scale, v_scale float32 [B, T, Hkv]);
+    paged: k, v [pages, page_size, Hkv, d] and page_table int32 [B, pages_per_seq];
+    kv_lens int32 [B], each sequence's length including its Tq query tokens (the
+    last Tq positions).  out [B, Tq, H, dv] (allocated in q's dtype if None).
+    kv_len: the largest length the call plans for (default: the cache's slots;
+    required with ring=True, where the cache holds sink_tokens + window slots).
+    window/sink_tokens: sliding window with sinks; causal: token t sees positions up
+    to its own; tree_mask int64 [B, Tq]: draft visibility bits; lse float32
+    [B, Tq, H] receives the log-sum-exp; sm_scale 0 = 1/sqrt(d).  workspace: uint8
+    tensor (decode_workspace()), allocated when None.  Runs on `stream` (a
+    torch.cuda.Stream) or the current stream.  Raises ValueError/TypeError for bad
+    tensors before anything reaches the GPU, fastmqa.Error when the library fails."""
+    if out is None and isinstance(q, torch.Tensor) and isinstance(v, torch.Tensor) \
+            and q.dim() == 4 and v.dim() == 4:
+        out = q.new_empty(q.shape[:3] + v.shape[3:])
+    kw = dict(k_scale=k_scale, v_scale=v_scale, page_table=page_table, tree_mask=tree_mask,
+              lse=lse, kv_len=kv_len, window=window, sink_tokens=sink_tokens, causal=causal,
+              ring=ring)
+    if torch.compiler.is_compiling():  # the op checks its tensors when it runs
+        kv_len = _kv_len(k, page_table, kv_len)
+    else:
+        kv_len = check_decode(q, k, v, kv_lens, out, workspace=workspace, **kw)["kv_len"]
+    if workspace is None:
+        workspace = decode_workspace(q, k, v, kv_lens, out, **kw)
+    with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+        torch.ops.fastmqa.decode(q, k, v, kv_lens, out, workspace, k_scale, v_scale,
+                                 page_table, tree_mask, lse, kv_len, window,
+                                 sink_tokens, causal, ring, float(sm_scale))
+    return out
+
+
+def append(k_new, v_new, k, v, start_pos, *, q=None, k_scale=None, v_scale=None,
+           page_table=None, kv_len=None, window=0, sink_tokens=0, ring=False, rope="none",
+           rope_theta=0.0, stream=None):
+    """KV append (fmqa_append): writes the new tokens k_new, v_new [B, n, Hkv, d] of
+    each sequence b at positions start_pos[b] .. start_pos[b] + n - 1 of the cache
+    (layouts as decode()), applying RoPE ('none', 'neox', 'gptj'; base rope_theta,
+    0 = 10000) to K and, when q [B, n, H, d] is given, to q in place; 8-bit caches
+    are quantized per token and head with their scales written.  ring=True maps
+    positions to sinks + a ring of `window` slots (kv_len then required).  Same
+    errors and stream as decode()."""
+    if torch.compiler.is_compiling():  # the op checks its tensors when it runs
+        kv_len = _kv_len(k, page_table, kv_len)
+    else:
+        kv_len = check_append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table,
+                              kv_len, window, sink_tokens, ring, rope)["kv_len"]
+    with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+        torch.ops.fastmqa.append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale,
+                                 page_table, kv_len, window, sink_tokens, ring,
+                                 int(Rope.parse(rope, "rope")), float(rope_theta))

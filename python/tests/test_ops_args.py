@@ -1,0 +1,211 @@
+"""Bad tensors given to fastmqa.decode / fastmqa.append: a ValueError or TypeError
+that names the argument and what was expected, before anything reaches the
+library or the GPU (the library's context is replaced by one that fails the test
+if it is asked for).  The checks run in the order type, rank, shape, dtype,
+layout, device, so CPU tensors exercise every check but the last; correct CPU
+tensors then fail on the device alone.  Also: the custom ops and their fake
+implementations under torch.compile, on fake CUDA tensors (no GPU needed)."""
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import fastmqa  # noqa: E402
+from fastmqa import core  # noqa: E402
+
+F16 = torch.float16
+
+
+@pytest.fixture(autouse=True)
+def no_library(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("a bad argument reached the library")
+    monkeypatch.setattr(core, "default_context", refuse)
+
+
+def dec(B=2, T=64, H=8, Hkv=2, d=64, Tq=1, kv=F16):
+    """Well-formed decode arguments on the CPU."""
+    a = dict(q=torch.zeros(B, Tq, H, d, dtype=F16), k=torch.zeros(B, T, Hkv, d, dtype=kv),
+             v=torch.zeros(B, T, Hkv, d, dtype=kv),
+             kv_lens=torch.full((B,), T, dtype=torch.int32))
+    if kv in (torch.int8, torch.float8_e4m3fn):
+        a["k_scale"] = torch.zeros(B, T, Hkv)
+        a["v_scale"] = torch.zeros(B, T, Hkv)
+    return a
+
+
+def call_decode(a):
+    a = dict(a)
+    return fastmqa.decode(a.pop("q"), a.pop("k"), a.pop("v"), a.pop("kv_lens"), **a)
+
+
+def app(B=2, n=3, T=64, H=8, Hkv=2, d=64):
+    return dict(k_new=torch.zeros(B, n, Hkv, d, dtype=F16), v_new=torch.zeros(B, n, Hkv, d,
+                                                                               dtype=F16),
+                k=torch.zeros(B, T, Hkv, d, dtype=F16), v=torch.zeros(B, T, Hkv, d, dtype=F16),
+                start_pos=torch.zeros(B, dtype=torch.int32),
+                q=torch.zeros(B, n, H, d, dtype=F16))
+
+
+def call_append(a):
+    a = dict(a)
+    return fastmqa.append(a.pop("k_new"), a.pop("v_new"), a.pop("k"), a.pop("v"),
+                          a.pop("start_pos"), **a)
+
+
+@pytest.mark.parametrize("change,exc,message", [
+    (dict(q=[1.0]), TypeError, r"q: expected a torch.Tensor \[batch, q_tokens, heads, head_dim\]"),
+    (dict(q=torch.zeros(2, 8, 64, dtype=F16)), ValueError, r"q: expected 4 dimensions"),
+    (dict(q=torch.zeros(2, 1, 8, 64)), TypeError,
+     r"q: expected dtype torch.float16 or torch.bfloat16, got torch.float32"),
+    (dict(q=torch.zeros(2, 17, 8, 64, dtype=F16)), ValueError,
+     r"q: q_tokens \(dimension 1\) is 17, decode serves 1..16"),
+    (dict(q=torch.zeros(2, 1, 64, 8, dtype=F16).transpose(2, 3)), ValueError,
+     r"q: the head dimension must be contiguous"),
+    (dict(q=torch.zeros(2, 1, 8, 68, dtype=F16)[..., :64]), ValueError,
+     r"q: strides \(544, 544, 68, 1\) \(elements of 2 bytes\) must be non-negative "
+     r"multiples of 16 bytes"),
+    (dict(q=torch.zeros(2 * 1 * 8 * 64 + 1, dtype=F16)[1:].view(2, 1, 8, 64)), ValueError,
+     r"q: starts 1 elements into its storage"),
+    (dict(q=torch.zeros(2, 1, 7, 64, dtype=F16)), ValueError,
+     r"q: heads \(7\) must be a multiple of the cache's kv_heads \(2\)"),
+    (dict(k=torch.zeros(2, 64, 2, 32, dtype=F16)), ValueError,
+     r"k: head_dim \(dimension 3\) is 32, expected 64 \(q's head_dim\)"),
+    (dict(k=torch.zeros(3, 64, 2, 64, dtype=F16), v=torch.zeros(3, 64, 2, 64, dtype=F16)),
+     ValueError, r"k: batch \(dimension 0\) is 3, expected 2 \(q's batch\)"),
+    (dict(v=torch.zeros(2, 32, 2, 64, dtype=F16)), ValueError,
+     r"v: slots \(dimension 1\) is 32, expected 64 \(as in k\)"),
+    (dict(k=torch.zeros(2, 64, 2, 64), v=torch.zeros(2, 64, 2, 64)), TypeError,
+     r"k: expected dtype float16, bfloat16, int8 or float8_e4m3fn, got torch.float32"),
+    (dict(v=torch.zeros(2, 64, 2, 64, dtype=torch.bfloat16)), TypeError,
+     r"v: expected dtype torch.float16 like k, got torch.bfloat16"),
+    (dict(k=torch.zeros(2, 64, 64, 2, dtype=F16).transpose(2, 3)), ValueError,
+     r"k: the head dimension must be contiguous"),
+    (dict(k_scale=torch.zeros(2, 64, 2)), ValueError,
+     r"k_scale: only an 8-bit cache has scales; k is torch.float16"),
+    (dict(kv_lens=torch.zeros(2, dtype=torch.int64)), TypeError,
+     r"kv_lens: expected dtype torch.int32, got torch.int64"),
+    (dict(kv_lens=torch.zeros(3, dtype=torch.int32)), ValueError,
+     r"kv_lens: batch \(dimension 0\) is 3, expected 2 \(one per sequence of q\)"),
+    (dict(out=torch.zeros(2, 1, 8, 32, dtype=F16)), ValueError,
+     r"out: head_dim_v \(dimension 3\) is 32, expected 64"),
+    (dict(out=torch.zeros(2, 1, 8, 64, dtype=torch.int8)), TypeError, r"out: expected dtype"),
+    (dict(lse=torch.zeros(2, 1, 8, dtype=F16)), TypeError,
+     r"lse: expected dtype torch.float32, got torch.float16"),
+    (dict(tree_mask=torch.zeros(2, 2, dtype=torch.int64)), ValueError,
+     r"tree_mask: q_tokens \(dimension 1\) is 2, expected 1"),
+    (dict(workspace=torch.zeros(16, dtype=torch.float32)), TypeError,
+     r"workspace: expected dtype torch.uint8"),
+    (dict(ring=True, window=16, sink_tokens=4), ValueError,
+     r"kv_len: required with ring=True"),
+    (dict(ring=True, window=64, sink_tokens=4, kv_len=4096), ValueError,
+     r"k: a ring of 4 sinks \+ 64 window slots needs 68 slots, the cache has 64"),
+    (dict(ring=True), ValueError, r"ring: a ring cache needs window > 0"),
+    (dict(kv_len=65), ValueError, r"kv_len: 65 exceeds the cache's 64 slots"),
+    (dict(window=-1), ValueError, r"window \(-1\) and sink_tokens \(0\) must not be negative"),
+    (dict(page_table=torch.zeros(2, 4, dtype=torch.int64)), TypeError,
+     r"page_table: expected dtype torch.int32"),
+    ({}, ValueError, r"q: expected a CUDA tensor, got device cpu"),
+])
+def test_bad_decode_arguments(change, exc, message):
+    a = dec()
+    a.update(change)
+    with pytest.raises(exc, match=message):
+        call_decode(a)
+
+
+def test_8bit_cache_needs_float32_scales_of_its_shape():
+    a = dec(kv=torch.int8)
+    del a["v_scale"]
+    with pytest.raises(ValueError, match=r"v_scale: required for an 8-bit cache"):
+        call_decode(a)
+    a = dec(kv=torch.float8_e4m3fn)
+    a["k_scale"] = torch.zeros(2, 64, 1)
+    with pytest.raises(ValueError, match=r"k_scale: kv_heads \(dimension 2\) is 1, expected 2"):
+        call_decode(a)
+    a = dec(kv=torch.int8)
+    a["k_scale"] = a["k_scale"].half()
+    with pytest.raises(TypeError, match=r"k_scale: expected dtype torch.float32"):
+        call_decode(a)
+
+
+def test_paged_cache_shapes_are_checked():
+    a = dec()
+    a["k"] = a["v"] = torch.zeros(10, 16, 2, 64, dtype=F16)  # pages of 16 tokens
+    a["page_table"] = torch.zeros(3, 4, dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"page_table: batch \(dimension 0\) is 3, expected 2"):
+        call_decode(a)
+    a["page_table"] = torch.zeros(2, 4, dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"q: expected a CUDA tensor"):  # shapes accepted
+        call_decode(a)
+
+
+def test_every_tensor_must_be_on_the_same_cuda_device():
+    from fastmqa.ops import _devices
+    cuda = torch.empty(1, device="meta")  # a stand-in with device.type != cpu
+    with pytest.raises(ValueError, match=r"k: expected a CUDA tensor, got device meta"):
+        _devices([("q", None), ("k", cuda)])
+
+
+@pytest.mark.parametrize("change,exc,message", [
+    (dict(k_new=torch.zeros(2, 3, 2, 64)), TypeError, r"k_new: expected dtype torch.float16"),
+    (dict(v_new=torch.zeros(2, 4, 2, 64, dtype=F16)), ValueError,
+     r"v_new: new_tokens \(dimension 1\) is 4, expected 3 \(as in k_new\)"),
+    (dict(q=torch.zeros(2, 3, 8, 32, dtype=F16)), ValueError,
+     r"q: head_dim \(dimension 3\) is 32, expected 64 \(k_new's head_dim\)"),
+    (dict(q=torch.zeros(2, 3, 8, 64, dtype=torch.bfloat16)), TypeError,
+     r"q: expected dtype torch.float16 like k_new"),
+    (dict(q=torch.zeros(2, 3, 64, 8, dtype=F16).transpose(2, 3)), ValueError,
+     r"q: the head dimension must be contiguous"),
+    (dict(k=torch.zeros(2, 64, 4, 64, dtype=F16), v=torch.zeros(2, 64, 4, 64, dtype=F16)),
+     ValueError, r"k: kv_heads \(dimension 2\) is 4, expected 2 \(k_new's kv_heads\)"),
+    (dict(start_pos=torch.zeros(2, dtype=torch.int16)), TypeError,
+     r"start_pos: expected dtype torch.int32"),
+    (dict(start_pos=torch.zeros(4, dtype=torch.int32)[::2]), ValueError,
+     r"start_pos: must be contiguous"),
+    (dict(rope="yarn"), ValueError, r"rope: expected one of none, neox, gptj"),
+    (dict(ring=True, window=8), ValueError, r"kv_len: required with ring=True"),
+    ({}, ValueError, r"k_new: expected a CUDA tensor, got device cpu"),
+])
+def test_bad_append_arguments(change, exc, message):
+    a = app()
+    a.update(change)
+    with pytest.raises(exc, match=message):
+        call_append(a)
+
+
+# ---------------------------------------------------------------- torch.compile, no GPU
+
+def test_decode_and_append_compile_into_one_graph_with_fake_cuda_tensors(monkeypatch):
+    """torch.compile(fullgraph=True) traces both ops (their register_fake) with no
+    graph break; fake CUDA tensors need no GPU, and nothing reaches the library."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def step(q, k, v, kn, vn, start, lens, ws):
+        fastmqa.append(kn, vn, k, v, start, q=q, rope="neox", rope_theta=1e4)
+        return fastmqa.decode(q, k, v, lens, workspace=ws) * 2
+
+    with FakeTensorMode():
+        c = dict(device="cuda", dtype=F16)
+        q = torch.empty(2, 1, 8, 64, **c)
+        k, v = torch.empty(2, 128, 2, 64, **c), torch.empty(2, 128, 2, 64, **c)
+        kn, vn = torch.empty(2, 1, 2, 64, **c), torch.empty(2, 1, 2, 64, **c)
+        ints = dict(device="cuda", dtype=torch.int32)
+        start, lens = torch.empty(2, **ints), torch.empty(2, **ints)
+        ws = torch.empty(64, device="cuda", dtype=torch.uint8)
+        out = torch.compile(step, backend=backend, fullgraph=True)(q, k, v, kn, vn, start,
+                                                                    lens, ws)
+        assert out.shape == (2, 1, 8, 64) and out.device.type == "cuda"
+    code = graphs[0].code
+    assert len(graphs) == 1
+    assert "torch.ops.fastmqa.append" in code and "torch.ops.fastmqa.decode" in code
+
+
+def test_ops_are_registered_with_their_schemas():
+    assert "Tensor(a4!) out" in str(torch.ops.fastmqa.decode.default._schema)
+    schema = str(torch.ops.fastmqa.append.default._schema)
+    assert "Tensor(a2!) k" in schema and "Tensor(a5!)? q" in schema
