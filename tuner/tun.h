@@ -304,6 +304,59 @@ fmqa_status tun_read_time(tun_timer *t, size_t bytes, const tun_time_opts *o,
  * L2 (at least 256 MiB) with the method's defaults. */
 fmqa_status tun_read_bandwidth(tun_timer *t, double *gbps /* OUT */, fmqa_err *err);
 
+/* ---------------------------------------------------------------- SASS */
+
+/*
+ * Static figures from the SASS of a cubin (tun_sass.c): the steady-state path
+ * of a kernel's main loop and dependent global round trips, counted without a
+ * GPU for `fastmqa-bench static`.  Approximations are listed in tun_sass.c.
+ */
+typedef struct tun_sass tun_sass;
+
+/* Parses `cuobjdump -sass` text (every "Function : NAME" in it).  *out (OUT)
+ * is the caller's: tun_sass_free() it.  FMQA_ERR_INVALID_ARGUMENT when the
+ * text holds no function or a branch without a target. */
+fmqa_status tun_sass_parse(const char *text, tun_sass **out /* OUT */, fmqa_err *err);
+void tun_sass_free(tun_sass *s);
+int tun_sass_has_function(const tun_sass *s, const char *name);
+
+/* Runs cuobjdump -sass on a cubin: $CUOBJDUMP, else cuobjdump on PATH, else
+ * the one pip's nvidia-cuda-cuobjdump installs for python3.  *text (OUT) is
+ * malloc'ed.  FMQA_ERR_NOT_FOUND when no cuobjdump runs. */
+fmqa_status tun_sass_disassemble(const void *cubin, size_t size, char **text /* OUT */,
+                                 fmqa_err *err);
+
+/* Dynamic warp-instructions of one steady-state iteration of the main loop
+ * (the backward branch whose range holds the most MMAs), by class. */
+typedef struct tun_sass_loop {
+    int found;
+    int exact;            /* the path issues exactly the budgeted copies         */
+    uint32_t head, tail;  /* addresses of the loop's first instruction and back edge */
+    double insts;         /* every instruction but NOP                           */
+    double mma, ldsm, copies, copy_bytes, ldg, integer, fp, conv, mufu, shfl, sync, branch,
+        shared, other;
+    double addr_per_copy; /* integer instructions in the basic blocks that issue
+                             16-byte copies, per 16-byte copy                     */
+} tun_sass_loop;
+
+/* The main loop of function fn, walked with copies_per_iter 16-byte copies
+ * (cp.async) per thread per iteration: inner loops are taken as often as that
+ * budget asks. */
+fmqa_status tun_sass_main_loop(const tun_sass *s, const char *fn, int copies_per_iter,
+                               tun_sass_loop *out /* OUT */, fmqa_err *err);
+
+typedef enum tun_sass_walk {
+    TUN_SASS_TO_FIRST_COPY, /* entry to the first cp.async / TMA copy; budget =
+                               global load bytes per thread on the way          */
+    TUN_SASS_TO_EXIT        /* entry to EXIT; budget = 16-byte global loads per
+                               thread                                           */
+} tun_sass_walk;
+
+/* Dependent global round trips per thread along the steady path: how many
+ * times an instruction waits for a global load's result. */
+fmqa_status tun_sass_round_trips(const tun_sass *s, const char *fn, tun_sass_walk how,
+                                 int budget, int *trips /* OUT */, fmqa_err *err);
+
 /* ---------------------------------------------------------------- search */
 
 typedef enum tun_strategy {
