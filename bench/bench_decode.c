@@ -194,7 +194,7 @@ fmqa_status bench_decode_step_us(fmqa_ctx_t *ctx, const fmqa_problem *problem, d
 {
     fmqa_err err;
     tun_timer *timer = NULL;
-    static row r;
+    row r;
     bopts o = {0};
     o.n_modes = 1;
     memset(&r, 0, sizeof r);

@@ -123,9 +123,13 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
     tun_sass *s = NULL;
     fmqa_err err = {0};
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
-    int threads = r->k.threads, wm = (int)cfg(c, "WARPS_M");
-    int copies = bn * (p->head_dim_qk + p->head_dim_v) * eb / 16 / (threads ? threads : 1);
-    int q_bytes = 16 * wm * p->head_dim_qk * 2 / (threads ? threads : 1) + 4;
+    int threads = r->k.threads ? r->k.threads : 1, wm = (int)cfg(c, "WARPS_M");
+    int copies = bn * (p->head_dim_qk + p->head_dim_v) * eb / 16 / threads;
+    /* Before the first copy a thread loads its kv_lens entry and its share of
+     * the CTA's real query rows (at most 16 x WARPS_M) in 2-byte elements. */
+    int rows = p->num_q_heads / p->num_kv_heads * p->q_tokens;
+    rows = rows < 16 * wm ? rows : 16 * wm;
+    int q_bytes = 4 + 2 * ((rows * p->head_dim_qk + threads - 1) / threads);
     fmqa_status st = tun_sass_disassemble(b->cubin, b->size, &text, &err);
     if (st == FMQA_OK)
         st = tun_sass_parse(text, &s, &err);
