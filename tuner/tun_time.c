@@ -319,7 +319,12 @@ static fmqa_status time_entered(tun_timer *t, launch_arg *a, const tun_time_opts
     int n = 0;
     if (a->plan.launches > 1 && (st = capture(t, a, err)) != FMQA_OK)
         return st;
-    st = run_samples(t, a, o, samples, &n, out, err);
+    /* One untimed replay: the first one also uploads the graph. */
+    CUresult cr = a->exec ? cu->cuGraphLaunch(a->exec, t->stream) : CUDA_SUCCESS;
+    if (cr != CUDA_SUCCESS)
+        st = rt_cuda_error(err, cr, "cuGraphLaunch (first replay)");
+    if (st == FMQA_OK)
+        st = run_samples(t, a, o, samples, &n, out, err);
     if (a->exec)
         cu->cuGraphExecDestroy(a->exec);
     return st == FMQA_OK ? tun_stats_compute(samples, n, &out->stats, err) : st;
