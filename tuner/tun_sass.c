@@ -322,9 +322,12 @@ static void relax(region *r, int to, int v, int cost, int from, int from_u, int 
 static region *region_new(const sfunc *f, int s, int e, int budget, unit_kind unit,
                           end_mode mode);
 
-static void find_loops(region *r)
+/* Finds the outermost inner loops of r: 0, or -1 when out of memory. */
+static int find_loops(region *r)
 {
     r->loops = calloc((size_t)(r->e - r->s + 1), sizeof *r->loops);
+    if (!r->loops)
+        return -1;
     for (int b = r->e - (r->mode == END_AT_LAST); b >= r->s; b--) {
         const insn *in = &r->f->v[b];
         int t = in->target;
@@ -336,6 +339,7 @@ static void find_loops(region *r)
         if (!inside)
             r->loops[r->n_loops++] = (loop){t, b, NULL};
     }
+    return 0;
 }
 
 static loop *loop_at(region *r, int head)
@@ -420,7 +424,10 @@ static region *region_new(const sfunc *f, int s, int e, int budget, unit_kind un
     }
     for (size_t i = 0; i < cells; i++)
         r->t[i] = (cell){INF, -1, 0, -1, 0};
-    find_loops(r);
+    if (find_loops(r)) {
+        region_free(r);
+        return NULL;
+    }
     at(r, s, 0)->cost = 0;
     for (int i = s; i <= e; i++) {
         loop *l = loop_at(r, i);
@@ -554,8 +561,8 @@ static int main_loop(const sfunc *f, int *head)
     return best;
 }
 
-/* First index of each basic block holding a budgeted copy: marks[i] = 1 for
- * every instruction of such a block. */
+/* mark[i] = 1 for every instruction of a basic block that issues a 16-byte
+ * copy (malloc'ed, NULL when out of memory). */
 static char *copy_blocks(const sfunc *f)
 {
     char *lead = calloc((size_t)f->n + 1, 1), *mark = calloc((size_t)f->n, 1);

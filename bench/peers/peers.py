@@ -715,9 +715,10 @@ def parse_args(argv):
                     help="also write the results as JSON (rewritten after each shape)")
     ap.add_argument("--print-layout", action="store_true",
                     help="print the ctypes struct layouts as JSON (no torch) and exit")
-    ap.add_argument("--print-timing-plan", default=None, metavar="BYTES,COPIES,L2,PROBE_US",
-                    help="print the timing method's plan for one launch as JSON (no torch; "
-                         "the unit tests compare it with the C rules) and exit")
+    ap.add_argument("--print-timing-plan", default=None,
+                    metavar="BYTES,COPIES,L2,PROBE_US[;...]",
+                    help="print the timing method's plan for each launch as one JSON line "
+                         "(no torch; the unit tests compare it with the C rules) and exit")
     o = ap.parse_args(argv)
     o.backends = [b for b in o.backends.split(",") if b]
     o.modes = [m for m in o.modes.split(",") if m]
@@ -785,10 +786,11 @@ def main(argv):
         print_layout()
         return 0
     if opts.print_timing_plan:
-        nbytes, copies, l2, probe = (float(x) for x in opts.print_timing_plan.split(","))
-        how, n, covers = timing_plan(nbytes, int(copies), l2, probe)
-        print(json.dumps({"flush": how, "launches": n, "covers": int(covers),
-                          "copies_for": copies_for(nbytes, l2)}))
+        for spec in opts.print_timing_plan.split(";"):
+            nbytes, copies, l2, probe = (float(x) for x in spec.split(","))
+            how, n, covers = timing_plan(nbytes, int(copies), l2, probe)
+            print(json.dumps({"flush": how, "launches": n, "covers": int(covers),
+                              "copies_for": copies_for(nbytes, l2)}))
         return 0
     shapes = select_shapes(opts.shapes)
     if opts.list:

@@ -136,45 +136,45 @@ Test(timing_method, stats_median_and_spread)
     cr_expect_float_eq(s.spread, (30.4 - 10.8) / 12.0, 1e-12);
 }
 
-/* peers.py's plan for one input, or 0 when python3 is missing. */
-static int peers_plan(double bytes, int copies, double probe, char *flush, int *launches,
-                      int *covers, int *copies_for)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd,
-             "python3 '" FMQA_SOURCE_DIR "/bench/peers/peers.py' --print-timing-plan "
-             "%.0f,%d,%lld,%g",
-             bytes, copies, (long long)h100_l2, probe);
-    FILE *p = popen(cmd, "r");
-    cr_assert(p != NULL, "popen failed");
-    char line[256] = "";
-    char *got = fgets(line, sizeof line, p);
-    int rc = pclose(p);
-    cr_assert(got && WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "%s failed (%d)", cmd, rc);
-    cr_assert_eq(sscanf(line, "{\"flush\": \"%15[a-z]\", \"launches\": %d, \"covers\": %d, "
-                              "\"copies_for\": %d}",
-                        flush, launches, covers, copies_for),
-                 4, "unexpected output: %s", line);
-    return 1;
-}
+static const double sizes[] = {1 * MIB, 16 * MIB, 100 * MIB, 134.2e6};
+static const double probes[] = {1.0, 50.0, 5000.0};
+#define N_SIZES (sizeof sizes / sizeof sizes[0])
+#define N_PROBES (sizeof probes / sizeof probes[0])
 
 Test(timing_method, peers_py_mirrors_the_rules)
 {
     if (system("command -v python3 >/dev/null 2>&1") != 0)
         cr_skip_test("python3 not found: peers.py's timing rules not checked");
-    const double sizes[] = {1 * MIB, 16 * MIB, 100 * MIB, 134.2e6};
-    const double probes[] = {1.0, 50.0, 5000.0};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-        for (size_t j = 0; j < sizeof probes / sizeof probes[0]; j++) {
+    /* One python run over the whole grid: "B,C,L2,US;B,C,L2,US;..." */
+    char cmd[2048];
+    int len = snprintf(cmd, sizeof cmd,
+                       "python3 '" FMQA_SOURCE_DIR "/bench/peers/peers.py' --print-timing-plan '");
+    for (size_t i = 0; i < N_SIZES; i++)
+        for (size_t j = 0; j < N_PROBES; j++)
+            len += snprintf(cmd + len, sizeof cmd - (size_t)len, "%s%.0f,%d,%lld,%g",
+                            i || j ? ";" : "", sizes[i], tun_rotation_copies(sizes[i], h100_l2),
+                            (long long)h100_l2, probes[j]);
+    snprintf(cmd + len, sizeof cmd - (size_t)len, "'");
+    FILE *p = popen(cmd, "r");
+    cr_assert(p != NULL, "popen failed");
+    char line[256];
+    for (size_t i = 0; i < N_SIZES; i++)
+        for (size_t j = 0; j < N_PROBES; j++) {
             int copies = tun_rotation_copies(sizes[i], h100_l2);
             tun_time_plan c = plan_of(sizes[i], copies, probes[j], TUN_FLUSH_AUTO, 0);
             char flush[16];
             int launches, covers, copies_py;
-            peers_plan(sizes[i], copies, probes[j], flush, &launches, &covers, &copies_py);
+            cr_assert(fgets(line, sizeof line, p) != NULL, "peers.py printed too few lines");
+            cr_assert_eq(sscanf(line, "{\"flush\": \"%15[a-z]\", \"launches\": %d, "
+                                      "\"covers\": %d, \"copies_for\": %d}",
+                                flush, &launches, &covers, &copies_py),
+                         4, "unexpected output: %s", line);
             cr_expect_str_eq(flush, tun_flush_name(c.flush), "%.0f B, %g us", sizes[i],
                              probes[j]);
             cr_expect_eq(launches, c.launches, "%.0f B, %g us", sizes[i], probes[j]);
             cr_expect_eq(covers, c.covers);
             cr_expect_eq(copies_py, copies, "%.0f B", sizes[i]);
         }
+    int rc = pclose(p);
+    cr_expect(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "%s failed (%d)", cmd, rc);
 }
