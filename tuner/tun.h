@@ -2,8 +2,9 @@
  * tun.h -- the tuner library (fastmqa_tuner): one harness that builds random
  * decode / append problems on the GPU, runs a kernel variant or the public
  * entry point on them and checks the result against the float64 reference;
- * timing with CUDA events and graphs; the device's measured read bandwidth;
- * sample statistics; search strategies; problem sets.  fastmqa-tune,
+ * the one timing method (CUDA graphs over rotated inputs, or a read flush)
+ * and the device's read bandwidth measured by it; sample statistics; static
+ * figures from a cubin's SASS; search strategies; problem sets.  fastmqa-tune,
  * fastmqa-bench and the gpu tests all link it, so that there is exactly one
  * definition of "this variant is right and takes this long".
  *
