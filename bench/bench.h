@@ -12,6 +12,9 @@
 #ifndef FMQA_BENCH_H
 #define FMQA_BENCH_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "fastmqa.h"
 
 typedef struct bench_command {
@@ -20,10 +23,34 @@ typedef struct bench_command {
     const char *help; /* one line for `fastmqa-bench --help` */
 } bench_command;
 
+/* A benchmark shape: 32-head decode of one f16 query token per sequence, every
+ * sequence at kv_len, causal (bench_shapes.c). */
+typedef struct bench_shape {
+    const char *family;   /* "mqa", "gqa8", "h2048-mqa", ...                     */
+    int32_t batch, kv_len, heads, kv_heads, d;
+    fmqa_dtype kv;
+} bench_shape;
+
+/* "f16", "bf16", "int8", "fp8" (peers.py's names). */
+const char *bench_kv_name(fmqa_dtype t);
+/* "mqa-f16-b64-t4096": family, kv, batch, kv_len. */
+void bench_shape_id(const bench_shape *s, char *buf /* OUT */, size_t cap);
+fmqa_problem bench_shape_problem(const bench_shape *s);
+/* The shapes whose id matches one of the comma-separated fnmatch patterns
+ * (NULL: every shape unless custom ones are given), then the custom shapes
+ * "B,T,Hkv,KV[,d]".  Returns the count and *out (malloc'ed, free() it), or -1
+ * after printing why (prefixed by who). */
+int bench_shapes_select(const char *patterns, char **custom, int n_custom,
+                        bench_shape **out /* OUT */, const char *who);
+
 /* `fastmqa-bench levels`: bench_levels.c. */
 int bench_levels_main(int argc, char **argv);
 /* `fastmqa-bench decode`: bench_decode.c. */
 int bench_decode_main(int argc, char **argv);
+/* `fastmqa-bench bw`: bench_decode.c (the read kernel by the timing method). */
+int bench_bw_main(int argc, char **argv);
+/* `fastmqa-bench static`: bench_static.c (figures without a GPU). */
+int bench_static_main(int argc, char **argv);
 
 /*
  * Decode-timing hook of the levels table (column "decode_us/step"): the median

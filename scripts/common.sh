@@ -8,7 +8,7 @@ FASTMQA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 fmqa_say() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the build needs; each is installed only when missing.
-FASTMQA_PACKAGES="cmake ninja-build gcc pkg-config liblua5.4-dev libsqlite3-dev libcriterion-dev python3-venv"
+FASTMQA_PACKAGES="cmake ninja-build gcc pkg-config liblua5.4-dev libsqlite3-dev libcriterion-dev python3 python3-pip python3-venv"
 
 fmqa_install_deps() {
     local missing=() p
@@ -36,6 +36,37 @@ fmqa_find_cuda() {
     done
     echo "the CUDA toolkit (nvcc, NVRTC) was not found: install it first" >&2
     exit 1
+}
+
+# cuobjdump, for the SASS figures of `fastmqa-bench static` (the CUDA 13 toolkit
+# we build with has none): $CUOBJDUMP, PATH, or pip's nvidia-cuda-cuobjdump,
+# installed into the user's site when missing (--break-system-packages only
+# where the system Python refuses --user installs, as Debian 12's does).
+# Exports CUOBJDUMP.
+fmqa_pip_cuobjdump() {
+    python3 - <<'PY' 2>/dev/null
+import os, nvidia
+for d in nvidia.__path__:
+    for v in ("cu13", "cu12"):
+        x = os.path.join(d, v, "bin", "cuobjdump")
+        if os.access(x, os.X_OK):
+            print(x)
+            raise SystemExit(0)
+PY
+}
+
+fmqa_find_cuobjdump() {
+    if [ -n "${CUOBJDUMP:-}" ] && [ -x "$CUOBJDUMP" ]; then return 0; fi
+    local c
+    c="$(command -v cuobjdump || fmqa_pip_cuobjdump || true)"
+    if [ -z "$c" ]; then
+        fmqa_say "installing nvidia-cuda-cuobjdump (pip, user site)"
+        python3 -m pip install --user --quiet nvidia-cuda-cuobjdump 2>/dev/null ||
+            python3 -m pip install --user --quiet --break-system-packages nvidia-cuda-cuobjdump
+        c="$(fmqa_pip_cuobjdump || true)"
+    fi
+    [ -n "$c" ] || { echo "cuobjdump not found after pip install nvidia-cuda-cuobjdump" >&2; exit 1; }
+    export CUOBJDUMP="$c"
 }
 
 # fmqa_build DIR [cmake args...]

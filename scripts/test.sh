@@ -7,6 +7,7 @@
 source "$(dirname "$0")/common.sh"
 fmqa_install_deps
 fmqa_find_cuda
+fmqa_find_cuobjdump
 BUILD_DIR="${BUILD_DIR:-$FASTMQA_ROOT/build}"
 jobs="$(nproc)"
 

@@ -420,6 +420,7 @@ static void measure(job_ctx *J, const rt_plan *plan, db_trial *tr, char *msg, si
     }
     tun_time_opts to = TUN_TIME_OPTS_INIT;
     to.prune_us = J->best_us > 0 ? T->o->prune_factor * J->best_us : 0;
+    to.bytes = tun_case_copy_bytes(J->tc), to.copies = tun_case_copies(J->tc);
     launch_user u = {J->tc, plan};
     tun_timing tm;
     if (tun_time(T->timer, launch_plan, &u, &to, &tm, &err) != FMQA_OK) {
@@ -431,7 +432,7 @@ static void measure(job_ctx *J, const rt_plan *plan, db_trial *tr, char *msg, si
     tr->median_us = tm.stats.median, tr->p20_us = tm.stats.p20, tr->p80_us = tm.stats.p80;
     tr->min_us = tm.stats.min, tr->runs = tm.stats.n;
     tr->sm_clock_mhz = tm.sm_clock_mhz, tr->mem_clock_mhz = tm.mem_clock_mhz;
-    snprintf(msg, cap, "%s%s", rep.summary, tm.graph ? " (timed as a graph)" : "");
+    snprintf(msg, cap, "%s%s", rep.summary, tm.plan.launches > 1 ? " (timed as a graph)" : "");
 }
 
 /* A CUDA error that poisons the context (illegal address, ...) makes every

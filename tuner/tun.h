@@ -2,8 +2,9 @@
  * tun.h -- the tuner library (fastmqa_tuner): one harness that builds random
  * decode / append problems on the GPU, runs a kernel variant or the public
  * entry point on them and checks the result against the float64 reference;
- * timing with CUDA events and graphs; the device's measured read bandwidth;
- * sample statistics; search strategies; problem sets.  fastmqa-tune,
+ * the one timing method (CUDA graphs over rotated inputs, or a read flush)
+ * and the device's read bandwidth measured by it; sample statistics; static
+ * figures from a cubin's SASS; search strategies; problem sets.  fastmqa-tune,
  * fastmqa-bench and the gpu tests all link it, so that there is exactly one
  * definition of "this variant is right and takes this long".
  *
@@ -31,13 +32,6 @@
 #include "rt.h"
 
 #define TUN_VERSION "fastmqa-tune " FMQA_VERSION_STRING
-
-/* The version of the timing method (tun_time: what a sample is, how many,
- * flushing, graphs).  Bump it whenever a change makes new times incomparable
- * with old ones: every best entry timed by another method is then stale, and
- * the first fresh measurement replaces it (docs/database.md, "Best
- * entries").  Trials and best entries record it. */
-#define TUN_TIMING_METHOD 1
 
 /* Prints the device report (identity, limits, clocks, driver and NVRTC). */
 void tun_device_report(FILE *out, const fmqa_device_info *d);
@@ -70,7 +64,7 @@ typedef struct tun_case_opts {
      * start) so the full capacity is exercised.  Copied. */
     const int32_t *lens;
     /* Input copies rotated by run index so that caches do not flatter timing:
-     * 0 = enough copies to exceed twice the L2 size (at most 8), else that many
+     * 0 = tun_rotation_copies(tun_case_copy_bytes, L2), else that many
      * (>= 1).  Only copy 0 is verified. */
     int copies;
     float sm_scale;          /* decode: 0 = 1/sqrt(d)                             */
@@ -140,6 +134,9 @@ void tun_case_host_decode_args(const tun_case *c, fmqa_decode_args *out /* OUT *
 
 const fmqa_problem *tun_case_problem(const tun_case *c);
 int tun_case_copies(const tun_case *c);
+/* Bytes of one input copy (q, the caches and their scales, k_new, v_new; the
+ * small shared inputs left out): what tun_time_opts.bytes wants for this case. */
+double tun_case_copy_bytes(const tun_case *c);
 /* The per-sequence lengths (decode kv_lens / append start_pos), [batch].  Owned. */
 const int32_t *tun_case_lens(const tun_case *c);
 /* Device argument structs of input copy i (0 <= i < copies); owned by c.  Decode
@@ -191,10 +188,92 @@ fmqa_status tun_case_verify(tun_case *c, CUstream stream, tun_report *report /* 
 
 /* ---------------------------------------------------------------- timing */
 
+/*
+ * The timing method, one for the tuner, fastmqa-bench and bench/peers/peers.py
+ * (docs/PERFORMANCE.md, "How we time"):
+ *  1. warm-up launches, untimed;
+ *  2. the inputs exist in `copies` copies and launch i reads copy i % copies;
+ *     when copies x bytes exceeds twice the L2 (the rotation "covers" the L2), a
+ *     sample is one replay of a CUDA graph of N launches, N a multiple of
+ *     copies, about TUN_GRAPH_TARGET_US of work (TUN_GRAPH_MIN_LAUNCHES ..
+ *     TUN_GRAPH_MAX_LAUNCHES); nothing is flushed: each launch finds the L2
+ *     holding other copies' lines, as a decode step finds it after the other
+ *     layers;
+ *  3. when it does not cover (a small problem), a sample is one launch after a
+ *     read of a 2 x L2 buffer queued before the start event: the L2 is cold and
+ *     holds no dirty lines, so the timed kernel writes nothing back for others;
+ *  4. the per-launch time of each sample; the median and the spread
+ *     (p80 - p20) / median over the samples;
+ *  5. the device's read bandwidth by the same method in the same run
+ *     (tun_read_bandwidth).
+ * A memset flush (TUN_FLUSH_MEMSET) is kept only to show its artifact: it
+ * leaves up to an L2 of dirty lines that the timed kernel writes back.
+ * TUN_TIMING_METHOD names this method; timings stored by another method are
+ * not comparable (1 = a 2 x L2 memset before every single launch, graphs only
+ * below 20 us).  Bump it whenever a rule above changes: every best entry
+ * timed by another method is then stale, and the first fresh measurement
+ * replaces it (docs/database.md, "Best entries").  Trials and best entries
+ * record it.
+ */
+#define TUN_TIMING_METHOD 2
+#define TUN_GRAPH_TARGET_US 2000.0
+#define TUN_GRAPH_MIN_LAUNCHES 4
+#define TUN_GRAPH_MAX_LAUNCHES 200
+#define TUN_MAX_COPIES 8
+
+typedef enum tun_flush {
+    TUN_FLUSH_AUTO = 0,   /* none when the rotation covers the L2, else read      */
+    TUN_FLUSH_NONE = 1,
+    TUN_FLUSH_READ = 2,   /* the read kernel over 2 x L2, before the start event   */
+    TUN_FLUSH_MEMSET = 3  /* a memset of 2 x L2 (leaves dirty lines: for study)    */
+} tun_flush;
+
+const char *tun_flush_name(tun_flush f);
+fmqa_status tun_flush_parse(const char *name, tun_flush *out /* OUT */, fmqa_err *err);
+
+/* Copies whose total exceeds twice the L2: the smallest C with C * bytes >
+ * 2 * l2_bytes, at most TUN_MAX_COPIES; 1 when either size is unknown (<= 0). */
+int tun_rotation_copies(double bytes_per_copy, int64_t l2_bytes);
+/* 1 when copies * bytes_per_copy > 2 * l2_bytes (and both are known). */
+int tun_rotation_covers(double bytes_per_copy, int copies, int64_t l2_bytes);
+
+typedef struct tun_time_opts {
+    int warmup;           /* untimed launches first                              */
+    int runs;             /* timed samples (graph replays or single launches)    */
+    double max_ms;        /* stop sampling after this much measured time (>= 3
+                             samples kept); 0 = no limit                         */
+    tun_flush flush;      /* before each sample, outside the timed events        */
+    int graph_launches;   /* launches per sample: 0 = the method's choice, 1 =
+                             single launches, N > 1 = a graph of N launches       */
+    double bytes;         /* bytes one launch reads from its copy (0 = unknown:
+                             the rotation does not cover)                        */
+    int copies;           /* copies fn rotates over: launch i reads i % copies   */
+    double prune_us;      /* > 0: after prune_runs samples, stop if the median
+                             exceeds this (tun_timing.pruned = 1)                */
+    int prune_runs;
+} tun_time_opts;
+
+#define TUN_TIME_OPTS_INIT {5, 50, 2000.0, TUN_FLUSH_AUTO, 0, 0.0, 1, 0.0, 5}
+
+/* What a sample is: the flush before it and the launches inside it. */
+typedef struct tun_time_plan {
+    tun_flush flush;      /* never AUTO                                           */
+    int launches;         /* per sample; > 1 means one graph replay               */
+    int covers;           /* the rotation covers the L2                           */
+} tun_time_plan;
+
+/* The method's rules above, without a device: the plan for options o on a
+ * device with l2_bytes of L2, given probe_us, one launch's time.  Explicit
+ * choices in o (flush, graph_launches) win over the rules.
+ * FMQA_ERR_INVALID_ARGUMENT for copies outside 1..TUN_MAX_COPIES, negative
+ * graph_launches or a flush out of range. */
+fmqa_status tun_time_plan_make(const tun_time_opts *o, int64_t l2_bytes, double probe_us,
+                               tun_time_plan *out /* OUT */, fmqa_err *err);
+
 typedef struct tun_timer tun_timer;
 
-/* Events, a stream and an L2-flush buffer (twice the device's L2) on ctx's
- * device.  *out (OUT) is the caller's. */
+/* Events, a stream, an L2-flush buffer (twice the device's L2) and the read
+ * kernel on ctx's device.  *out (OUT) is the caller's. */
 fmqa_status tun_timer_create(fmqa_ctx_t *ctx, tun_timer **out /* OUT */, fmqa_err *err);
 void tun_timer_destroy(tun_timer *t);
 /* The timer's stream (kernels timed by it must be launched on it). */
@@ -203,41 +282,84 @@ CUstream tun_timer_stream(const tun_timer *t);
 /* One launch of the thing being timed, run index i (rotate inputs by it). */
 typedef fmqa_status (*tun_launch_fn)(void *user, int i, CUstream stream, fmqa_err *err);
 
-typedef struct tun_time_opts {
-    int warmup;           /* untimed launches first                              */
-    int runs;             /* timed samples                                       */
-    double max_ms;        /* stop sampling after this much measured time (>= 3
-                             samples kept); 0 = no limit                         */
-    int flush_l2;         /* write the flush buffer before each sample            */
-    double graph_below_us;/* a launch shorter than this is timed as a graph of
-                             graph_launches launches (per-launch time reported);
-                             0 = never                                            */
-    int graph_launches;
-    double prune_us;      /* > 0: after prune_runs samples, stop if the median
-                             exceeds this (tun_timing.pruned = 1)                */
-    int prune_runs;
-} tun_time_opts;
-
-#define TUN_TIME_OPTS_INIT {5, 50, 2000.0, 1, 20.0, 20, 0.0, 5}
-
 typedef struct tun_timing {
     tun_stats stats;      /* per launch, microseconds                            */
-    int graph;            /* 1 if timed through a CUDA graph                     */
+    tun_time_plan plan;   /* how the samples were taken                          */
+    int method;           /* TUN_TIMING_METHOD                                   */
     int pruned;
     int32_t sm_clock_mhz; /* the device's rated clocks: the driver API cannot
                              read the current clock                              */
     int32_t mem_clock_mhz;
 } tun_timing;
 
-/* Times fn: warm-up, then samples between two events each (L2 flushed between
- * samples when asked), or a captured graph when one launch is short. */
+/* Times fn by the method above: warm-up, one probe sample (for the graph
+ * size), then the samples. */
 fmqa_status tun_time(tun_timer *t, tun_launch_fn fn, void *user, const tun_time_opts *o,
                      tun_timing *out /* OUT */, fmqa_err *err);
 
-/* Device read bandwidth in GB/s (1e9 bytes/s): the median of timed passes of a
- * 16-byte-vector read kernel (compiled once with NVRTC) over a buffer of 8
- * times the L2 size (at least 256 MiB). */
+/* The read kernel (16-byte vector loads, compiled once with NVRTC) over
+ * `bytes` per launch, rotating over o->copies copies (0 = tun_rotation_copies),
+ * timed by tun_time with o's other fields (o->bytes and o->copies are set
+ * here); *gbps (OUT) = bytes / median.  The buffers live for the call. */
+fmqa_status tun_read_time(tun_timer *t, size_t bytes, const tun_time_opts *o,
+                          tun_timing *out /* OUT */, double *gbps /* OUT */, fmqa_err *err);
+
+/* Device read bandwidth in GB/s (1e9 bytes/s): tun_read_time over 8 times the
+ * L2 (at least 256 MiB) with the method's defaults. */
 fmqa_status tun_read_bandwidth(tun_timer *t, double *gbps /* OUT */, fmqa_err *err);
+
+/* ---------------------------------------------------------------- SASS */
+
+/*
+ * Static figures from the SASS of a cubin (tun_sass.c): the steady-state path
+ * of a kernel's main loop and dependent global round trips, counted without a
+ * GPU for `fastmqa-bench static`.  Approximations are listed in tun_sass.c.
+ */
+typedef struct tun_sass tun_sass;
+
+/* Parses `cuobjdump -sass` text (every "Function : NAME" in it).  *out (OUT)
+ * is the caller's: tun_sass_free() it.  FMQA_ERR_INVALID_ARGUMENT when the
+ * text holds no function or a branch without a target. */
+fmqa_status tun_sass_parse(const char *text, tun_sass **out /* OUT */, fmqa_err *err);
+void tun_sass_free(tun_sass *s);
+int tun_sass_has_function(const tun_sass *s, const char *name);
+
+/* Runs cuobjdump -sass on a cubin: $CUOBJDUMP, else cuobjdump on PATH, else
+ * the one pip's nvidia-cuda-cuobjdump installs for python3.  *text (OUT) is
+ * malloc'ed.  FMQA_ERR_NOT_FOUND when no cuobjdump runs. */
+fmqa_status tun_sass_disassemble(const void *cubin, size_t size, char **text /* OUT */,
+                                 fmqa_err *err);
+
+/* Dynamic warp-instructions of one steady-state iteration of the main loop
+ * (the backward branch whose range holds the most MMAs), by class. */
+typedef struct tun_sass_loop {
+    int found;
+    int exact;            /* the path issues exactly the budgeted copies         */
+    uint32_t head, tail;  /* addresses of the loop's first instruction and back edge */
+    double insts;         /* every instruction but NOP                           */
+    double mma, ldsm, copies, copy_bytes, ldg, integer, fp, conv, mufu, shfl, sync, branch,
+        shared, other;
+    double addr_per_copy; /* integer instructions in the basic blocks that issue
+                             16-byte copies, per 16-byte copy                     */
+} tun_sass_loop;
+
+/* The main loop of function fn, walked with copies_per_iter 16-byte copies
+ * (cp.async) per thread per iteration: inner loops are taken as often as that
+ * budget asks. */
+fmqa_status tun_sass_main_loop(const tun_sass *s, const char *fn, int copies_per_iter,
+                               tun_sass_loop *out /* OUT */, fmqa_err *err);
+
+typedef enum tun_sass_walk {
+    TUN_SASS_TO_FIRST_COPY, /* entry to the first cp.async / TMA copy; budget =
+                               global load bytes per thread on the way          */
+    TUN_SASS_TO_EXIT        /* entry to EXIT; budget = 16-byte global loads per
+                               thread                                           */
+} tun_sass_walk;
+
+/* Dependent global round trips per thread along the steady path: how many
+ * times an instruction waits for a global load's result. */
+fmqa_status tun_sass_round_trips(const tun_sass *s, const char *fn, tun_sass_walk how,
+                                 int budget, int *trips /* OUT */, fmqa_err *err);
 
 /* ---------------------------------------------------------------- search */
 

@@ -27,7 +27,7 @@
 
 #include "fmqa_params.h"
 
-#define MAX_COPIES 8
+#define MAX_COPIES TUN_MAX_COPIES
 #define POISON 0xFF
 
 static int is_8bit(fmqa_dtype t) { return t == FMQA_DTYPE_INT8 || t == FMQA_DTYPE_FP8_E4M3; }
@@ -644,15 +644,12 @@ static fmqa_status append_reference(tun_case *c, fmqa_err *err)
 
 /* ---------------------------------------------------------------- create */
 
-static int auto_copies(const tun_case *c, const fmqa_device_info *info)
+double tun_case_copy_bytes(const tun_case *c)
 {
-    size_t per = 0;
+    double per = 0;
     for (int i = T_Q; i <= T_VN; i++)
-        per += c->t[i].bytes;
-    if (!per || info->l2_bytes <= 0)
-        return 1;
-    size_t n = (size_t)(2 * info->l2_bytes) / per + 1;
-    return n > MAX_COPIES ? MAX_COPIES : (int)n;
+        per += (double)c->t[i].bytes;
+    return per;
 }
 
 /* The small inputs (lengths, page table, tree mask) come from one stream
@@ -773,7 +770,8 @@ fmqa_status tun_case_create(fmqa_ctx_t *ctx, const fmqa_problem *p, uint64_t see
     if (st != FMQA_OK)
         return st;
     c->ctx = ctx;
-    c->copies = o->copies ? o->copies : auto_copies(c, &ctx->info);
+    c->copies = o->copies ? o->copies
+                         : tun_rotation_copies(tun_case_copy_bytes(c), ctx->info.l2_bytes);
     if (p->op == FMQA_OP_APPEND)  /* the cache is the output: one copy */
         c->t[T_K].shared = c->t[T_V].shared = c->t[T_KS].shared = c->t[T_VS].shared = 1;
     st = rt_enter(ctx, err);

@@ -21,15 +21,17 @@ head, scale = max|x| / 127 or / 448 rounded to float, codes of x / scale by
 round-to-nearest-even); FastMQA reads the codes and scales, PyTorch the
 dequantized cache in f16, and the reference the exact dequantized values.
 
-Timing, the same for every contender: input copies rotate so that consecutive
-launches read different memory (enough copies to exceed twice the L2, at most
-8); N launches are captured in one CUDA graph (FastMQA's ctypes call is captured
-on the capture stream after a first call has built its launch plan); each
-sample flushes the L2, replays the graph between two events and counts
-elapsed / N.  GB/s is the bytes of the K/V tensors a contender is handed
-(codes and scales for FastMQA's 8-bit caches, f16 for PyTorch's, H heads after
-repeat) over its median time; the speed-up compares times, so it is fair
-whatever a contender reads.
+Timing, the same for every contender and the same as fastmqa-bench and fastmqa-tune
+(tuner/tun.h, "timing"; docs/PERFORMANCE.md): input copies rotate so that
+consecutive launches read different memory (the fewest copies whose total exceeds
+twice the L2, at most 8); after a warm-up and one probe launch, when the copies
+cover the L2 a sample is one replay of a CUDA graph of N launches (about 2 ms of
+work, a whole number of rotations, 4 to 200; FastMQA's ctypes call is captured on
+the capture stream after a first call has built its launch plan), unflushed;
+otherwise a sample is one launch after a read of 2 x L2 (torch.sum, which leaves no
+dirty lines for the timed launch to write back).  The median per-launch time and
+the spread (p80 - p20) / median are reported.  The read bandwidth is timed the
+same way.  --print-timing-plan prints the plan the rules give, without torch.
 
 FastMQA is called through the fastmqa package of this checkout (python/), its
 ctypes layer only (fastmqa.Context, fastmqa.DecodeArgs).
@@ -39,7 +41,6 @@ import fnmatch
 import json
 import math
 import os
-import statistics
 import sys
 import warnings
 from collections import namedtuple
@@ -128,9 +129,52 @@ def cache_bytes(s, kv, heads):
     return s.batch * s.kv_len * heads * row
 
 
+# The timing method of tuner/tun.h ("timing"), mirrored rule for rule; the
+# unit test unit_timing_method compares timing_plan() with tun_time_plan_make.
+TIMING_METHOD = 2            # TUN_TIMING_METHOD
+GRAPH_TARGET_US = 2000.0     # TUN_GRAPH_TARGET_US
+GRAPH_MIN_LAUNCHES = 4       # TUN_GRAPH_MIN_LAUNCHES
+GRAPH_MAX_LAUNCHES = 200     # TUN_GRAPH_MAX_LAUNCHES
+MAX_COPIES = 8               # TUN_MAX_COPIES
+
+
 def copies_for(nbytes, l2_bytes):
-    """The tuner's rule: enough copies to exceed twice the L2, at most 8."""
-    return max(1, min(8, (2 * l2_bytes) // max(nbytes, 1) + 1))
+    """tun_rotation_copies: the fewest copies whose total exceeds twice the L2, at most 8."""
+    if nbytes <= 0 or l2_bytes <= 0:
+        return 1
+    return min(MAX_COPIES, math.floor(2 * l2_bytes / nbytes) + 1)
+
+
+def timing_plan(nbytes, copies, l2_bytes, probe_us):
+    """tun_time_plan_make with automatic flush and graph size: (flush, launches, covers).
+    The rotation covers the L2 when copies x bytes > 2 x L2: then a sample is a graph of
+    about 2 ms of launches, a whole number of rotations, unflushed; otherwise one launch
+    after a read flush of 2 x L2 (clean lines only)."""
+    covers = nbytes > 0 and l2_bytes > 0 and copies * nbytes > 2 * l2_bytes
+    if not covers:
+        return "read", 1, False
+    want = math.ceil(GRAPH_TARGET_US / probe_us) if probe_us > 0 else GRAPH_MAX_LAUNCHES
+    n = max(GRAPH_MIN_LAUNCHES, min(GRAPH_MAX_LAUNCHES, want))
+    n = -(-n // copies) * copies
+    if n > GRAPH_MAX_LAUNCHES:
+        n = GRAPH_MAX_LAUNCHES // copies * copies
+    return "none", max(n, copies), True
+
+
+def quantile(sorted_x, q):
+    """tun_stats' percentile: linear between order statistics at rank q (n - 1)."""
+    r = q * (len(sorted_x) - 1)
+    lo = math.floor(r)
+    hi = min(lo + 1, len(sorted_x) - 1)
+    return sorted_x[lo] + (r - lo) * (sorted_x[hi] - sorted_x[lo])
+
+
+def summarize_us(us):
+    """tun_stats: median, p20, p80, spread = (p80 - p20) / median."""
+    x = sorted(us)
+    med, p20, p80 = quantile(x, 0.5), quantile(x, 0.2), quantile(x, 0.8)
+    return {"median_us": med, "p20_us": p20, "p80_us": p80, "min_us": x[0], "max_us": x[-1],
+            "spread": (p80 - p20) / med if med > 0 else 0.0, "samples": len(x)}
 
 
 # ---------------------------------------------------------------- inputs (torch from here on)
@@ -323,61 +367,55 @@ def first_launch(contender):
 
 # ---------------------------------------------------------------- timing
 
-def time_contender(contender, samples, flush):
-    """Per-launch microseconds: graphs of N launches rotating over the copies, the L2
-    flushed before each replay."""
+def time_launches(launch, nbytes, copies, samples, env):
+    """The method of tuner/tun.h: warm-up over every copy, one probe launch after a read
+    flush, then `samples` samples as timing_plan() says (graph replays over the rotated
+    copies, or single launches after a read flush); per-launch microseconds."""
+    flush = env["flush"]
     start, stop = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-    for i in range(contender.copies):  # warm: plans, cuDNN graphs, the allocator
-        contender.launch(i)
-    probe = 8
-    start.record()
-    for i in range(probe):
-        contender.launch(i)
-    stop.record()
-    stop.synchronize()
-    per_ms = max(start.elapsed_time(stop) / probe, 1e-3)
-    n = max(5, min(200, math.ceil(2.0 / per_ms)))  # about 2 ms of work per replay
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(n):
-            contender.launch(i)
-    graph.replay()
-    us = []
-    for _ in range(samples):
-        flush.zero_()
+
+    def one_sample(run, launches, flushed):
+        if flushed:
+            flush.sum()  # reads 2 x L2: evicts without leaving dirty lines
         start.record()
-        graph.replay()
+        run()
         stop.record()
         stop.synchronize()
-        us.append(start.elapsed_time(stop) * 1e3 / n)
-    del graph
-    return {"median_us": statistics.median(us), "min_us": min(us), "max_us": max(us),
-            "launches_per_graph": n, "samples": samples}
+        return start.elapsed_time(stop) * 1e3 / launches
+
+    for i in range(max(copies, 5)):  # warm: plans, cuDNN graphs, the allocator
+        launch(i)
+    probe = one_sample(lambda: launch(0), 1, True)
+    how, n, covers = timing_plan(nbytes, copies, env["l2_bytes"], probe)
+    if n == 1:
+        us = [one_sample(lambda: launch(0), 1, True) for _ in range(samples)]
+    else:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for i in range(n):
+                launch(i)
+        graph.replay()
+        us = [one_sample(graph.replay, n, False) for _ in range(samples)]
+        del graph
+    res = summarize_us(us)
+    res.update({"launches_per_sample": n, "flush": how, "covers_l2": covers,
+                "timing_method": TIMING_METHOD})
+    return res
 
 
-def device_bandwidth(l2_bytes):
+def time_contender(contender, samples, env):
+    return time_launches(contender.launch, contender.nbytes, contender.copies, samples, env)
+
+
+def device_bandwidth(l2_bytes, samples, env):
     """GB/s of a read-only reduction (torch.sum) and of a device-to-device copy
-    (bytes read plus bytes written) over max(8 L2, 1 GiB)."""
+    (bytes read plus bytes written) over max(8 L2, 1 GiB), timed by the same method."""
     nbytes = max(8 * l2_bytes, 1 << 30)
     x = torch.ones(nbytes // 4, dtype=torch.float32, device=DEVICE)
     y = torch.empty_like(x)
-
-    def median_ms(fn):
-        start, stop = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-        for _ in range(3):
-            fn()
-        ms = []
-        for _ in range(20):
-            start.record()
-            fn()
-            stop.record()
-            stop.synchronize()
-            ms.append(start.elapsed_time(stop))
-        return statistics.median(ms)
-
-    read = nbytes / (median_ms(x.sum) * 1e6)
-    copy = 2 * nbytes / (median_ms(lambda: y.copy_(x)) * 1e6)
-    return read, copy, nbytes
+    read = time_launches(lambda i: x.sum(), nbytes, 1, samples, env)
+    copy = time_launches(lambda i: y.copy_(x), 2 * nbytes, 1, samples, env)
+    return nbytes / (read["median_us"] * 1e3), 2 * nbytes / (copy["median_us"] * 1e3), nbytes
 
 
 # ---------------------------------------------------------------- one shape
@@ -455,7 +493,7 @@ class ShapeRun:
         if c.name != "fastmqa":
             e["max_diff_vs_fastmqa"] = max_diff(out, self.ours_out)
         if not self.opts.check_only:
-            e.update(time_contender(c, self.opts.samples, self.env["flush"]))
+            e.update(time_contender(c, self.opts.samples, self.env))
             e["gbps"] = c.nbytes / (e["median_us"] * 1e3)
         self.res["contenders"].append(e)
 
@@ -569,6 +607,10 @@ def parse_args(argv):
     ap.add_argument("--device", type=int, default=0, help="CUDA device ordinal (0)")
     ap.add_argument("--json", default=None, metavar="PATH",
                     help="also write the results as JSON (rewritten after each shape)")
+    ap.add_argument("--print-timing-plan", default=None,
+                    metavar="BYTES,COPIES,L2,PROBE_US[;...]",
+                    help="print the timing method's plan for each launch as one JSON line "
+                         "(no torch; the unit tests compare it with the C rules) and exit")
     o = ap.parse_args(argv)
     o.backends = [b for b in o.backends.split(",") if b]
     o.modes = [m for m in o.modes.split(",") if m]
@@ -592,10 +634,12 @@ def environment(opts):
     torch.cuda.set_device(opts.device)
     props = torch.cuda.get_device_properties(opts.device)
     l2 = getattr(props, "L2_cache_size", 0) or 50 << 20
-    read, copy, nbytes = device_bandwidth(l2)
+    env = {"l2_bytes": l2, "name": props.name,
+           "flush": torch.ones(2 * l2 // 4, dtype=torch.float32, device=DEVICE)}
+    read, copy, nbytes = device_bandwidth(l2, opts.samples, env)
     torch.cuda.empty_cache()  # the bandwidth buffers
-    return {"l2_bytes": l2, "name": props.name, "read_gbps": read, "copy_gbps": copy,
-            "bw_bytes": nbytes, "flush": torch.empty(2 * l2, dtype=torch.uint8, device=DEVICE)}
+    env.update({"read_gbps": read, "copy_gbps": copy, "bw_bytes": nbytes})
+    return env
 
 
 def cudnn_version():
@@ -630,6 +674,13 @@ def measure(lib, s, opts, env):
 
 def main(argv):
     opts = parse_args(argv)
+    if opts.print_timing_plan:
+        for spec in opts.print_timing_plan.split(";"):
+            nbytes, copies, l2, probe = (float(x) for x in spec.split(","))
+            how, n, covers = timing_plan(nbytes, int(copies), l2, probe)
+            print(json.dumps({"flush": how, "launches": n, "covers": int(covers),
+                              "copies_for": copies_for(nbytes, l2)}))
+        return 0
     shapes = select_shapes(opts.shapes)
     if opts.list:
         print("\n".join(shape_id(s) for s in shapes))

@@ -1,0 +1,118 @@
+/*
+ * bench_shapes.c -- the benchmark shapes `fastmqa-bench decode` and
+ * `fastmqa-bench static` share, their ids (the ids of bench/peers/peers.py,
+ * e.g. "mqa-f16-b64-t4096"), selection by fnmatch patterns, and custom shapes
+ * given on the command line as "B,T,Hkv,KV[,d]".
+ */
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+
+#define MQA(b, t, kv) {"mqa", b, t, 32, 1, 128, kv}
+static const bench_shape shapes[] = {
+    MQA(1, 131072, FMQA_DTYPE_F16), MQA(8, 32768, FMQA_DTYPE_F16),
+    MQA(64, 4096, FMQA_DTYPE_F16), MQA(128, 1024, FMQA_DTYPE_F16),
+    {"gqa8", 64, 4096, 32, 8, 128, FMQA_DTYPE_F16},
+    MQA(1, 131072, FMQA_DTYPE_INT8), MQA(8, 32768, FMQA_DTYPE_INT8),
+    MQA(64, 4096, FMQA_DTYPE_INT8), MQA(128, 1024, FMQA_DTYPE_INT8),
+    MQA(1, 131072, FMQA_DTYPE_FP8_E4M3), MQA(8, 32768, FMQA_DTYPE_FP8_E4M3),
+    MQA(64, 4096, FMQA_DTYPE_FP8_E4M3), MQA(128, 1024, FMQA_DTYPE_FP8_E4M3),
+    {"h2048-mqa", 64, 1024, 32, 1, 64, FMQA_DTYPE_F16},
+    {"h2048-mha", 64, 1024, 32, 32, 64, FMQA_DTYPE_F16},
+};
+#define N_SHAPES (sizeof shapes / sizeof shapes[0])
+
+static const struct {
+    const char *name;
+    fmqa_dtype t;
+} kv_names[] = {{"f16", FMQA_DTYPE_F16}, {"bf16", FMQA_DTYPE_BF16},
+                {"int8", FMQA_DTYPE_INT8}, {"fp8", FMQA_DTYPE_FP8_E4M3}};
+
+const char *bench_kv_name(fmqa_dtype t)
+{
+    for (size_t i = 0; i < sizeof kv_names / sizeof kv_names[0]; i++)
+        if (kv_names[i].t == t)
+            return kv_names[i].name;
+    return "?";
+}
+
+void bench_shape_id(const bench_shape *s, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s-%s-b%d-t%d", s->family, bench_kv_name(s->kv), s->batch, s->kv_len);
+}
+
+fmqa_problem bench_shape_problem(const bench_shape *s)
+{
+    fmqa_problem p;
+    fmqa_problem_init(&p);
+    p.op = FMQA_OP_DECODE;
+    p.batch = s->batch, p.kv_len = s->kv_len;
+    p.num_q_heads = s->heads, p.num_kv_heads = s->kv_heads;
+    p.head_dim_qk = p.head_dim_v = s->d;
+    p.q_tokens = 1;
+    p.q_dtype = p.out_dtype = FMQA_DTYPE_F16;
+    p.kv_dtype = s->kv;
+    p.flags = FMQA_FLAG_CAUSAL;
+    return p;
+}
+
+/* One custom shape "B,T,Hkv,KV[,d]" (32 query heads). */
+static int parse_custom(const char *text, bench_shape *out)
+{
+    char kv[16] = "";
+    int b, t, hkv, d = 128, n = sscanf(text, "%d,%d,%d,%15[a-z0-9],%d", &b, &t, &hkv, kv, &d);
+    if (n < 4 || b < 1 || t < 1 || hkv < 1 || 32 % hkv || d < 1)
+        return -1;
+    for (size_t i = 0; i < sizeof kv_names / sizeof kv_names[0]; i++)
+        if (!strcmp(kv, kv_names[i].name)) {
+            *out = (bench_shape){hkv == 1 ? "mqa" : hkv == 32 ? "mha" : "gqa", b, t, 32, hkv,
+                                 d, kv_names[i].t};
+            return 0;
+        }
+    return -1;
+}
+
+static int matches(const bench_shape *s, const char *patterns)
+{
+    char id[96], pat[96];
+    bench_shape_id(s, id, sizeof id);
+    for (const char *p = patterns; *p;) {
+        size_t n = strcspn(p, ",");
+        snprintf(pat, sizeof pat, "%.*s", (int)(n < sizeof pat ? n : sizeof pat - 1), p);
+        if (n && !fnmatch(pat, id, 0))
+            return 1;
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
+int bench_shapes_select(const char *patterns, char **custom, int n_custom, bench_shape **out,
+                        const char *who)
+{
+    bench_shape *v = malloc((N_SHAPES + (size_t)n_custom) * sizeof *v);
+    int n = 0;
+    if (!v)
+        return fprintf(stderr, "%s: out of memory\n", who), -1;
+    for (size_t i = 0; i < N_SHAPES; i++)
+        if (patterns ? matches(&shapes[i], patterns) : !n_custom)
+            v[n++] = shapes[i];
+    for (int i = 0; i < n_custom; i++)
+        if (parse_custom(custom[i], &v[n++])) {
+            fprintf(stderr, "%s: --shape '%s': expected B,T,Hkv,KV[,d] with KV one of "
+                            "f16, bf16, int8, fp8 and Hkv dividing 32\n", who, custom[i]);
+            free(v);
+            return -1;
+        }
+    if (!n) {
+        fprintf(stderr, "%s: --shapes '%s' matches no shape (ids: mqa-f16-b1-t131072, "
+                        "gqa8-f16-b64-t4096, h2048-mha-f16-b64-t1024, ...)\n", who,
+                patterns ? patterns : "");
+        free(v);
+        return -1;
+    }
+    *out = v;
+    return n;
+}

@@ -1,0 +1,447 @@
+/*
+ * bench_static.c -- `fastmqa-bench static`: what the CPU can tell about the
+ * kernels of the benchmark shapes, without a GPU (docs/PERFORMANCE.md,
+ * "Static figures").  For each shape and architecture preset (sm_80, sm_90,
+ * and sm_90a where a template renders for it) the dispatcher's choice without
+ * a database (the template default through the Lua plan) is rendered and
+ * compiled with NVRTC exactly as the runtime does; then:
+ *
+ *   decode   registers, spills, shared memory, CTAs per SM and waves on the
+ *            preset, bytes in flight per SM (CTAs/SM x (STAGES - 1) x tile),
+ *            the main loop's SASS (instructions per KV byte, I_B = warps x
+ *            instructions per tile / tile bytes; integer instructions per
+ *            16-byte copy), dependent global round trips before the first KV
+ *            copy, and the combine's CTAs, registers and round trips per thread;
+ *   append   registers, spills, shared memory, CTAs per SM, waves (RoPE on).
+ *
+ * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
+ * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
+ * path model and its limits.  The decode figures read BLOCK_N, STAGES and
+ * WARPS_M from the config; a template without them gets no tile figures.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench.h"
+#include "tun.h"
+
+#define MAX_ARCHS 4
+
+typedef struct kstat {      /* one compiled kernel entry on one preset       */
+    int ok, regs, spill, smem, threads, ctas, ctas_per_sm;
+    double waves;
+} kstat;
+
+typedef struct srow {
+    int shape, arch;
+    const char *op;          /* "decode" or "append"                           */
+    char config[GEN_CONFIG_TEXT_CAP];
+    char cubin_arch[16];
+    fmqa_status st;
+    int skip;                /* sm_90a for a template that does not use it    */
+    char why[256];
+    int splits;
+    kstat k, combine;
+    double tile_bytes, inflight_kb;
+    int sass;                /* the SASS figures below are valid              */
+    tun_sass_loop loop;
+    double ib;
+    int prologue_trips, combine_trips;
+    char sass_why[160];
+} srow;
+
+typedef struct sopts {
+    const char *shapes, *archs;
+    char *custom[32];
+    int n_custom, json, threads;
+} sopts;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: fastmqa-bench static [options]\n"
+            "Static figures of the kernels the dispatcher picks without a database (template\n"
+            "defaults) for the benchmark shapes, from NVRTC and the SASS; no GPU needed.\n"
+            "  --shapes P,...    shapes whose id matches a pattern (fnmatch), as in decode\n"
+            "  --shape B,T,Hkv,KV[,d]  a custom shape (repeatable)\n"
+            "  --arch A,...      presets (default sm_80,sm_90,sm_90a; sm_90a rows appear only\n"
+            "                    where a template compiles for it)\n"
+            "  --threads N       NVRTC compile threads (default 2)\n"
+            "  --json            one JSON document instead of the table\n"
+            "  --help\n"
+            "SASS figures need cuobjdump ($CUOBJDUMP, PATH, or pip's nvidia-cuda-cuobjdump).\n"
+            "docs/PERFORMANCE.md defines every column.\n");
+}
+
+/* CTAs one SM holds: registers (per warp, rounded up to 256), shared memory
+ * (1 KB reserved per CTA), threads (2048) and 32 CTAs. */
+static int ctas_per_sm(const fmqa_device_info *d, int regs, int smem, int threads)
+{
+    int warps = (threads + 31) / 32;
+    int per_warp = (regs * 32 + 255) / 256 * 256;
+    int by_regs = per_warp ? d->regs_per_sm / (per_warp * warps) : 32;
+    int by_smem = d->smem_per_sm / (smem + 1024);
+    int by_threads = 2048 / (warps * 32);
+    int n = by_regs < by_smem ? by_regs : by_smem;
+    n = n < by_threads ? n : by_threads;
+    return n < 32 ? n : 32;
+}
+
+static kstat kernel_stat(const fmqa_device_info *d, const gen_kernel *k, const gen_binary *b)
+{
+    kstat s = {0};
+    for (int i = 0; i < b->n_resources; i++) {
+        const gen_resource *r = &b->resources[i];
+        if (strcmp(r->entry, k->entry))
+            continue;
+        s.ok = 1;
+        s.regs = r->registers;
+        s.spill = r->spill_stores + r->spill_loads;
+        s.smem = (int)k->shared + r->smem_bytes;
+    }
+    s.threads = (int)(k->block[0] * k->block[1] * k->block[2]);
+    s.ctas = (int)(k->grid[0] * k->grid[1] * k->grid[2]);
+    s.ctas_per_sm = s.ok ? ctas_per_sm(d, s.regs, s.smem, s.threads) : 0;
+    s.waves = s.ctas_per_sm ? (double)s.ctas / ((double)d->sm_count * s.ctas_per_sm) : 0;
+    return s;
+}
+
+static int64_t cfg(const gen_config *c, const char *name)
+{
+    int64_t v = 0;
+    return gen_config_get(c, name, &v) ? v : 0;
+}
+
+/* The SASS figures of a decode row (main loop, prologue, combine). */
+static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_config *c,
+                        srow *r)
+{
+    char *text = NULL;
+    tun_sass *s = NULL;
+    fmqa_err err = {0};
+    int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
+    int threads = r->k.threads ? r->k.threads : 1, wm = (int)cfg(c, "WARPS_M");
+    int copies = bn * (p->head_dim_qk + p->head_dim_v) * eb / 16 / threads;
+    /* Before the first copy a thread loads its kv_lens entry and its share of
+     * the CTA's real query rows (at most 16 x WARPS_M) in 2-byte elements. */
+    int rows = p->num_q_heads / p->num_kv_heads * p->q_tokens;
+    rows = rows < 16 * wm ? rows : 16 * wm;
+    int q_bytes = 4 + 2 * ((rows * p->head_dim_qk + threads - 1) / threads);
+    fmqa_status st = tun_sass_disassemble(b->cubin, b->size, &text, &err);
+    if (st == FMQA_OK)
+        st = tun_sass_parse(text, &s, &err);
+    if (st == FMQA_OK)
+        st = tun_sass_main_loop(s, "fmqa_decode_kernel", copies, &r->loop, &err);
+    if (st == FMQA_OK)
+        st = tun_sass_round_trips(s, "fmqa_decode_kernel", TUN_SASS_TO_FIRST_COPY, q_bytes,
+                                  &r->prologue_trips, &err);
+    if (st == FMQA_OK && r->combine.ok) {
+        int per_thread = (int)ceil((double)r->splits * p->head_dim_v * 4 /
+                                   ((double)r->combine.threads * 16));
+        st = tun_sass_round_trips(s, "fmqa_decode_combine", TUN_SASS_TO_EXIT, per_thread,
+                                  &r->combine_trips, &err);
+    }
+    r->sass = st == FMQA_OK;
+    if (r->sass)
+        r->ib = (threads / 32) * r->loop.insts / r->tile_bytes;
+    else
+        fmqa_strlcpy(r->sass_why, err.msg, sizeof r->sass_why);
+    tun_sass_free(s);
+    free(text);
+}
+
+static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, const gen_config *c,
+                           const gen_plan *plan, const gen_binary *b, srow *r)
+{
+    r->k = kernel_stat(d, &plan->kernels[0], b);
+    if (plan->n_kernels > 1)
+        r->combine = kernel_stat(d, &plan->kernels[1], b);
+    r->splits = plan->splits;
+    int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
+    r->tile_bytes = (double)bn * (p->head_dim_qk + p->head_dim_v) * eb + (eb == 1 ? 8.0 * bn : 0);
+    r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
+    if (bn > 0 && r->k.ok)
+        decode_sass(b, p, c, r);
+    else
+        snprintf(r->sass_why, sizeof r->sass_why, "no BLOCK_N in the config");
+}
+
+static fmqa_problem append_problem(const bench_shape *s)
+{
+    fmqa_problem p = bench_shape_problem(s);
+    p.op = FMQA_OP_APPEND;
+    p.rope = FMQA_ROPE_NEOX;
+    p.flags = 0;
+    return p;
+}
+
+/* Chooses, plans, renders and compiles one row; NVRTC runs on this thread. */
+static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, srow *r)
+{
+    fmqa_device_info d;
+    fmqa_err err = {0};
+    fmqa_problem p = strcmp(r->op, "append") ? bench_shape_problem(s) : append_problem(s);
+    const gen_template *t = NULL;
+    gen_config c;
+    fmqa_choice ch;
+    gen_plan plan;
+    gen_source src = {0};
+    gen_binary b = {0};
+    fmqa_status st = gen_device_preset(arch, &d, &err);
+    if (st == FMQA_OK)
+        st = rt_choose(lib, NULL, &d, &p, &t, &c, &ch, &err);
+    if (st == FMQA_OK)
+        st = gen_launch_plan(t, &c, &p, &d, &plan, &err);
+    if (st == FMQA_OK)
+        st = gen_render(t, &c, &p, &d, &src, &err);
+    if (st == FMQA_OK) {
+        gen_config_text(&c, r->config, sizeof r->config);
+        snprintf(r->cubin_arch, sizeof r->cubin_arch, "%s", src.arch);
+        /* sm_90a only where the template renders for it; else the row is dropped */
+        if (strcmp(arch, "sm_90a") || !strcmp(src.arch, "sm_90a"))
+            st = gen_compile(&src, &b, &err);
+        else
+            r->skip = 1;
+    }
+    if (st == FMQA_OK && !r->skip && !strcmp(r->op, "decode"))
+        decode_figures(&d, &p, &c, &plan, &b, r);
+    else if (st == FMQA_OK && !r->skip)
+        r->k = kernel_stat(&d, &plan.kernels[0], &b);
+    r->st = st;
+    if (st != FMQA_OK)
+        fmqa_strlcpy(r->why, err.msg, sizeof r->why);
+    gen_source_free(&src);
+    gen_binary_free(&b);
+}
+
+/* ---------------------------------------------------------------- output */
+
+static void json_num(const char *key, double v, int valid, const char *fmt, int comma)
+{
+    printf("\"%s\":", key);
+    if (valid)
+        printf(fmt, v);
+    else
+        printf("null");
+    if (comma)
+        putchar(',');
+}
+
+static void print_json_row(const bench_shape *shapes, const srow *r, const char **archs)
+{
+    char id[96];
+    bench_shape_id(&shapes[r->shape], id, sizeof id);
+    printf("{\"shape\":\"%s\",\"d\":%d,\"kv_heads\":%d,\"arch\":\"%s\",\"kernel\":\"%s\",", id,
+           shapes[r->shape].d, shapes[r->shape].kv_heads, archs[r->arch], r->op);
+    if (r->st != FMQA_OK) {
+        printf("\"error\":\"%s\"}", fmqa_status_string(r->st));
+        return;
+    }
+    printf("\"config\":\"%s\",\"cubin_arch\":\"%s\",\"registers\":%d,\"spill_bytes\":%d,"
+           "\"smem_bytes\":%d,\"threads\":%d,\"ctas\":%d,\"ctas_per_sm\":%d,\"waves\":%.3f",
+           r->config, r->cubin_arch, r->k.regs, r->k.spill, r->k.smem, r->k.threads, r->k.ctas,
+           r->k.ctas_per_sm, r->k.waves);
+    if (!strcmp(r->op, "decode")) {
+        int sv = r->sass;
+        printf(",\"splits\":%d,\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,", r->splits,
+               r->tile_bytes, r->inflight_kb);
+        json_num("insts_per_tile", r->loop.insts, sv, "%.0f", 1);
+        json_num("insts_per_kv_byte", r->ib, sv, "%.4f", 1);
+        json_num("hmma_per_tile", r->loop.mma, sv, "%.0f", 1);
+        json_num("ldsm_per_tile", r->loop.ldsm, sv, "%.0f", 1);
+        json_num("copies_per_tile", r->loop.copies, sv, "%.0f", 1);
+        json_num("int_per_tile", r->loop.integer, sv, "%.0f", 1);
+        json_num("fp_per_tile", r->loop.fp, sv, "%.0f", 1);
+        json_num("conv_per_tile", r->loop.conv, sv, "%.0f", 1);
+        json_num("addr_insts_per_16b_load", r->loop.addr_per_copy, sv, "%.1f", 1);
+        printf("\"loop_path_exact\":%s,", sv && r->loop.exact ? "true" : "false");
+        json_num("dependent_loads_before_first_kv", r->prologue_trips, sv, "%.0f", 1);
+        json_num("combine_ctas", r->combine.ctas, r->combine.ok, "%.0f", 1);
+        json_num("combine_registers", r->combine.regs, r->combine.ok, "%.0f", 1);
+        json_num("combine_dependent_loads_per_thread", r->combine_trips, sv && r->combine.ok,
+                 "%.0f", 0);
+        if (!sv)
+            printf(",\"sass_note\":\"%s\"", r->sass_why);
+    }
+    printf("}");
+}
+
+static void print_json(const bench_shape *shapes, const srow *rows, int n, const char **archs)
+{
+    char date[32];
+    time_t now = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
+    printf("{\"static\":true,\"date\":\"%s\",\"version\":\"%s\",\"rows\":[", date,
+           FMQA_VERSION_STRING);
+    for (int i = 0, first = 1; i < n; i++) {
+        if (rows[i].skip)
+            continue;
+        printf("%s", first ? "" : ",");
+        first = 0;
+        print_json_row(shapes, &rows[i], archs);
+    }
+    printf("]}\n");
+}
+
+static void cell(int valid, const char *fmt, double v, int width)
+{
+    if (valid)
+        printf(fmt, width, v);
+    else
+        printf("%*s", width, "-");
+}
+
+static void print_table(const bench_shape *shapes, const srow *rows, int n, const char **archs)
+{
+    printf("static figures (no GPU): NVRTC cubins of the template defaults, device presets\n");
+    printf("%-22s %-6s %-6s %4s %5s %6s %5s %5s %6s %8s %6s %6s %5s %4s %5s %5s %s\n", "shape",
+           "arch", "kernel", "regs", "spill", "smem", "CTA/S", "CTAs", "waves", "flightKB",
+           "I_B", "insts", "addr", "pro", "cCTA", "cdep", "config");
+    for (int i = 0; i < n; i++) {
+        const srow *r = &rows[i];
+        char id[96];
+        if (r->skip)
+            continue;
+        bench_shape_id(&shapes[r->shape], id, sizeof id);
+        if (shapes[r->shape].d != 128)
+            snprintf(id + strlen(id), sizeof id - strlen(id), "-d%d", shapes[r->shape].d);
+        printf("%-22s %-6s %-6s ", id, archs[r->arch], r->op);
+        if (r->st != FMQA_OK) {
+            printf("error: %s\n", r->why);
+            continue;
+        }
+        int dec = !strcmp(r->op, "decode"), sv = dec && r->sass;
+        printf("%4d %5d %6d %5d %5d %6.2f ", r->k.regs, r->k.spill, r->k.smem, r->k.ctas_per_sm,
+               r->k.ctas, r->k.waves);
+        cell(dec, "%*.0f", r->inflight_kb, 8);
+        cell(sv, " %*.3f", r->ib, 6);
+        cell(sv, " %*.0f", r->loop.insts, 6);
+        cell(sv, " %*.1f", r->loop.addr_per_copy, 5);
+        cell(sv, " %*.0f", r->prologue_trips, 4);
+        cell(dec && r->combine.ok, " %*.0f", r->combine.ctas, 5);
+        cell(sv && r->combine.ok, " %*.0f", r->combine_trips, 5);
+        printf(" %s%s\n", r->config, sv && !r->loop.exact ? " (loop path approximate)" : "");
+        if (dec && !r->sass)
+            printf("%-22s   SASS figures missing: %s\n", "", r->sass_why);
+    }
+    printf("I_B: warp-instructions per KV byte of the main loop; insts: per warp per tile;\n"
+           "addr: integer instructions per 16-byte copy; pro: dependent global loads before\n"
+           "the first KV copy; cCTA, cdep: the combine's CTAs and dependent loads per thread.\n");
+}
+
+/* ---------------------------------------------------------------- main */
+
+static int parse(int argc, char **argv, sopts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->archs = "sm_80,sm_90,sm_90a";
+    o->threads = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return usage(stdout), 1;
+        if (!strcmp(a, "--json")) {
+            o->json = 1;
+            continue;
+        }
+        if (!v || (strcmp(a, "--shapes") && strcmp(a, "--shape") && strcmp(a, "--arch") &&
+                   strcmp(a, "--threads")) ||
+            (!strcmp(a, "--shape") && o->n_custom == 32) ||
+            (!strcmp(a, "--threads") && atoi(v) < 1)) {
+            fprintf(stderr, "fastmqa-bench static: bad option or value: %s\n", a);
+            return usage(stderr), 2;
+        }
+        i++;
+        if (!strcmp(a, "--shapes"))
+            o->shapes = v;
+        else if (!strcmp(a, "--shape"))
+            o->custom[o->n_custom++] = argv[i];
+        else if (!strcmp(a, "--arch"))
+            o->archs = v;
+        else
+            o->threads = atoi(v);
+    }
+    return 0;
+}
+
+/* Splits "sm_80,sm_90" into names checked against the presets. */
+static int split_archs(const char *text, char names[MAX_ARCHS][16], const char **out)
+{
+    int n = 0;
+    for (const char *p = text; *p && n < MAX_ARCHS;) {
+        size_t len = strcspn(p, ",");
+        fmqa_device_info d;
+        snprintf(names[n], 16, "%.*s", (int)(len < 15 ? len : 15), p);
+        if (gen_device_preset(names[n], &d, NULL) != FMQA_OK) {
+            fprintf(stderr, "fastmqa-bench static: unknown --arch '%s' (sm_80, sm_86, sm_89, "
+                            "sm_90, sm_90a)\n", names[n]);
+            return -1;
+        }
+        out[n] = names[n];
+        n++;
+        p += len + (p[len] == ',');
+    }
+    return n;
+}
+
+typedef struct work {
+    gen_lib *lib;
+    const bench_shape *shapes;
+    const char **archs;
+    srow *rows;
+} work;
+
+static fmqa_status build_job(void *user, int64_t i, fmqa_err *err)
+{
+    work *w = user;
+    srow *r = &w->rows[i];
+    (void)err;
+    build_row(w->lib, &w->shapes[r->shape], w->archs[r->arch], r);
+    return FMQA_OK;
+}
+
+int bench_static_main(int argc, char **argv)
+{
+    sopts o;
+    int pr = parse(argc, argv, &o);
+    if (pr)
+        return pr == 1 ? 0 : 2;
+    char names[MAX_ARCHS][16];
+    const char *archs[MAX_ARCHS];
+    int na = split_archs(o.archs, names, archs);
+    bench_shape *shapes = NULL;
+    int ns = na > 0 ? bench_shapes_select(o.shapes, o.custom, o.n_custom, &shapes,
+                                          "fastmqa-bench static")
+                    : -1;
+    if (ns < 0)
+        return 2;
+    int n = ns * na * 2, failed = 0;
+    srow *rows = calloc((size_t)n, sizeof *rows);
+    gen_lib *lib = NULL;
+    fmqa_err err = {0};
+    const char *dir = getenv("FASTMQA_TEMPLATE_DIR");
+    fmqa_status st = rows ? gen_lib_open(dir && *dir ? dir : NULL, &lib, &err)
+                          : fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int i = 0; rows && i < n; i++)
+        rows[i] = (srow){.shape = i / (2 * na), .arch = i / 2 % na, .op = i % 2 ? "append" : "decode"};
+    work w = {lib, shapes, archs, rows};
+    if (st == FMQA_OK)
+        st = tun_parallel(o.threads, n, build_job, &w, &err);
+    if (st != FMQA_OK) {
+        fprintf(stderr, "fastmqa-bench static: %s\n", err.msg);
+        failed = 1;
+    } else {
+        for (int i = 0; i < n; i++)
+            failed |= rows[i].st != FMQA_OK;
+        if (o.json)
+            print_json(shapes, rows, n, archs);
+        else
+            print_table(shapes, rows, n, archs);
+    }
+    gen_lib_close(lib);
+    free(rows), free(shapes);
+    return failed ? 1 : 0;
+}

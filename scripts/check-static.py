@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""check-static.py -- runs `fastmqa-bench static --json` on one shape and checks
+that the document parses and every figure is sane, so the static analysis cannot
+rot unnoticed (ctest nvrtc_bench_static).  Usage: check-static.py FASTMQA_BENCH
+[SHAPE].  Exit 0 when every check passes, 1 otherwise (each failure printed)."""
+import json
+import subprocess
+import sys
+
+
+def check_row(r, bad):
+    where = f"{r.get('shape')} {r.get('arch')} {r.get('kernel')}"
+
+    def need(cond, what):
+        if not cond:
+            bad.append(f"{where}: {what} ({json.dumps(r)[:300]})")
+
+    need("error" not in r, "error")
+    if "error" in r:
+        return
+    need(1 <= r["registers"] <= 255, "registers outside 1..255")
+    need(r["spill_bytes"] == 0, "spills")
+    need(r["threads"] >= 32 and r["threads"] % 32 == 0, "threads not whole warps")
+    need(r["ctas"] >= 1 and r["ctas_per_sm"] >= 1, "no CTAs or none fit an SM")
+    need(0 < r["waves"] < 1000, "waves")
+    if r["kernel"] != "decode":
+        return
+    need(r["smem_bytes"] > 0 and r["tile_bytes"] > 0 and r["inflight_kb_per_sm"] > 0,
+         "shared memory, tile or bytes in flight")
+    need(r.get("sass_note") is None, "SASS figures missing")
+    need(r["insts_per_kv_byte"] is not None and 0.005 < r["insts_per_kv_byte"] < 2,
+         "instructions per KV byte")
+    need(r["insts_per_tile"] and r["hmma_per_tile"] and r["copies_per_tile"],
+         "no instructions, MMAs or copies in the main loop")
+    need(r["loop_path_exact"] is True, "main-loop path does not issue the tile's copies")
+    need(r["addr_insts_per_16b_load"] is not None and 0 <= r["addr_insts_per_16b_load"] < 200,
+         "address instructions per load")
+    need(isinstance(r["dependent_loads_before_first_kv"], int)
+         and 0 <= r["dependent_loads_before_first_kv"] < 1000, "prologue round trips")
+    if r["splits"] > 1:
+        need(r["combine_ctas"] and r["combine_ctas"] >= 1, "combine CTAs")
+        need(isinstance(r["combine_dependent_loads_per_thread"], int)
+             and r["combine_dependent_loads_per_thread"] >= 1, "combine round trips")
+
+
+def main(argv):
+    bench = argv[1]
+    shape = argv[2] if len(argv) > 2 else "mqa-f16-b64-t4096"
+    cmd = [bench, "static", "--shapes", shape, "--arch", "sm_80,sm_90,sm_90a", "--json"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        print(f"{' '.join(cmd)}: exit {run.returncode}\n{run.stderr}{run.stdout}")
+        return 1
+    doc = json.loads(run.stdout)
+    bad = []
+    if doc.get("static") is not True or not doc.get("date"):
+        bad.append("header: static/date missing")
+    got = {(r["arch"], r["kernel"]) for r in doc["rows"]}
+    for want in [("sm_80", "decode"), ("sm_90", "decode"), ("sm_80", "append"),
+                 ("sm_90", "append")]:
+        if want not in got:
+            bad.append(f"no row for {want}")
+    for r in doc["rows"]:
+        check_row(r, bad)
+    for b in bad:
+        print("FAIL", b)
+    print(f"{len(doc['rows'])} rows, {len(bad)} failures")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,84 @@
+/*
+ * test_bench_cli.c -- fastmqa-bench's options as a process (FMQA_BINARY_DIR/
+ * bench/fastmqa-bench), without a GPU and without compiling: help texts, shape
+ * selection by id and custom shapes, timing modes, copies and graph sizes; bad
+ * values exit 2 naming the problem.  Valid options reach the GPU check, which
+ * exits 1 on this machine (0 where a GPU runs them is not asked for here).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <criterion/criterion.h>
+
+#define BENCH FMQA_BINARY_DIR "/bench/fastmqa-bench"
+
+static int run(const char *args, char *out, size_t cap)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", BENCH, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void expect_usage_error(const char *args, const char *says)
+{
+    char out[8192];
+    cr_expect_eq(run(args, out, sizeof out), 2, "%s: %s", args, out);
+    cr_expect(strstr(out, says) != NULL, "%s: expected '%s' in:\n%s", args, says, out);
+}
+
+Test(bench_cli, help_lists_commands_and_options)
+{
+    char out[8192];
+    cr_expect_eq(run("--help", out, sizeof out), 0);
+    cr_expect(strstr(out, "static") && strstr(out, "bw") && strstr(out, "decode"), "%s", out);
+    cr_expect_eq(run("decode --help", out, sizeof out), 0);
+    cr_expect(strstr(out, "--flush") && strstr(out, "--copies") && strstr(out, "--shape "),
+              "%s", out);
+    cr_expect_eq(run("static --help", out, sizeof out), 0);
+    cr_expect(strstr(out, "--arch") && strstr(out, "cuobjdump"), "%s", out);
+    cr_expect_eq(run("bw --help", out, sizeof out), 0);
+}
+
+Test(bench_cli, bad_values_are_usage_errors)
+{
+    expect_usage_error("decode --flush bogus", "--flush");
+    expect_usage_error("decode --flush memset:0", "--flush");
+    expect_usage_error("decode --flush a,b,c,d,e,f,g", "--flush");
+    expect_usage_error("decode --copies 9", "--copies");
+    expect_usage_error("decode --copies 0", "--copies");
+    expect_usage_error("decode --graph 0", "--graph");
+    expect_usage_error("decode --shapes 'nothing-*'", "matches no shape");
+    expect_usage_error("decode --shape 64,4096", "B,T,Hkv,KV");
+    expect_usage_error("decode --shape 64,4096,3,f16", "B,T,Hkv,KV");
+    expect_usage_error("decode --shape 64,4096,1,f32", "B,T,Hkv,KV");
+    expect_usage_error("decode --frobnicate", "unknown option");
+    expect_usage_error("static --arch sm_70", "unknown --arch");
+    expect_usage_error("static --shapes 'zzz'", "matches no shape");
+    expect_usage_error("static --threads 0", "--threads");
+    expect_usage_error("bw --bytes 1x", "--bytes");
+    expect_usage_error("bw --flush none,nope", "--flush");
+}
+
+Test(bench_cli, valid_options_reach_the_gpu_check)
+{
+    if (system("nvidia-smi >/dev/null 2>&1") == 0)
+        cr_skip_test("a GPU is present: these would run the benchmark");
+    char out[8192];
+    const char *ok[] = {
+        "decode --shapes 'mqa-f16-b64-*,gqa8-*' --flush memset:1,read:1,none:20,auto --copies 4",
+        "decode --shape 64,2048,1,int8 --shape 1,1000,8,fp8,64 --graph 10",
+        "bw --bytes 134M --flush memset:1,read:1 --copies 2",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        cr_expect_eq(run(ok[i], out, sizeof out), 1, "%s: %s", ok[i], out);
+        cr_expect(strstr(out, "no GPU") != NULL, "%s: %s", ok[i], out);
+    }
+}
