@@ -53,9 +53,13 @@
 typedef struct db db_t;
 
 typedef enum db_mode {
-    DB_READ_ONLY = 0,  /* SQLITE_OPEN_READONLY; the file must exist           */
-    DB_READ_WRITE = 1  /* creates the file and its parent directories; runs
+    DB_READ_ONLY = 0,  /* the file must exist; opened with SQLite's mode=ro,
+                          and immutable=1 when its directory is read-only
+                          (nothing is created beside it)                      */
+    DB_READ_WRITE = 1, /* creates the file and its parent directories; runs
                           PRAGMA quick_check and the migrations on open       */
+    DB_READ_WRITE_UNCHECKED = 2 /* DB_READ_WRITE without the quick_check, whose
+                          cost grows with the file: the runtime's open        */
 } db_mode;
 
 /* ------------------------------------------------------------ open / close */
@@ -69,6 +73,19 @@ typedef enum db_mode {
  */
 fmqa_status db_open(const char *path, db_mode mode, int busy_timeout_ms,
                     db_t **out /* OUT */, fmqa_err *err);
+/*
+ * Whether a read-write open of path could work: the file (if it exists) and
+ * its directory (else the nearest existing ancestor) are writable.  Permission
+ * bits that deny writing to everyone count as read-only even for root.
+ */
+bool db_path_writable(const char *path);
+
+/* Checks the file: PRAGMA quick_check, or with full integrity_check and
+ * foreign_key_check.  FMQA_ERR_DATABASE naming the first problem.  Its cost
+ * grows with the file: fastmqa-db check and the tuner run it, the runtime
+ * never does. */
+fmqa_status db_check(db_t *db, bool full, fmqa_err *err);
+
 /* Closes the handle; NULL is a no-op. */
 void db_close(db_t *db);
 /* The path the handle was opened with (owned by db). */

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "rt.h"
 
 enum { EXIT_USAGE = 2 };
 enum format { FMT_TABLE, FMT_JSON, FMT_CSV };
@@ -409,7 +410,8 @@ static void usage(FILE *f)
                "              else $HOME/.cache/fastmqa/tune.db)\n"
                "  --json      one JSON object per line (JSON lines)\n"
                "  --csv       CSV with a header line\n"
-               "  --help      this text; fastmqa-db COMMAND --help for one command\n");
+               "  --help      this text; fastmqa-db COMMAND --help for one command\n"
+               "  --version   versions of the library, NVRTC, driver and database schema\n");
 }
 
 static void command_usage(const command *c)
@@ -473,6 +475,8 @@ static int parse_args(int argc, char **argv, const command *c, opts *o)
 
 int main(int argc, char **argv)
 {
+    if (rt_version_option(argc, argv, "fastmqa-db"))
+        return 0;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;

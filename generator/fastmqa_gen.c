@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "gen.h"
+#include "rt.h"
 
 typedef struct opts {
     const char *cmd;
@@ -53,6 +54,7 @@ static const char common_help[] =
     "  --arch ARCH       device preset: sm_80, sm_86, sm_89, sm_90 (default), sm_90a\n"
     "  --json            machine-readable output\n"
     "  --help            this text (fastmqa-gen COMMAND --help: that command's)\n"
+    "  --version         versions of the library, NVRTC, driver and database schema\n"
     "SPEC: op=decode,batch=8,heads=32,kv_heads=1,d=128,dv=128,tq=1,kv_len=4096,\n"
     "      q=f16,kv=f16,out=f16,page=0,window=0,sinks=0,rope=none,flags=causal|paged\n"
     "TEXT: canonical config, e.g. BLOCK_N=64,STAGES=2 (default: the template's)\n";
@@ -438,6 +440,8 @@ static int cmd_compile(const opts *o, const target *x)
 
 int main(int argc, char **argv)
 {
+    if (rt_version_option(argc, argv, "fastmqa-gen"))
+        return 0;
     opts o;
     if (parse_args(argc, argv, &o) != 0)
         return usage(stderr, o.cmd, 2);

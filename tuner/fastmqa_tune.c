@@ -93,7 +93,8 @@ static void usage(FILE *f)
             "  --dry-run            no GPU needed: enumerate and compile every variant for\n"
             "  --arch ARCH          ARCH (sm_80, sm_86, sm_89, sm_90, sm_90a; default sm_90)\n"
             "                       and report counts, registers, spills and compile time\n"
-            "  --help\n"
+            "  --version            versions of the library, NVRTC, driver and database schema\n"
+            "  --help               this text\n"
             "Exit status: 0 done, 1 failure (no GPU, database), 2 usage, 3 watchdog timeout,\n"
             "130 interrupted.\n",
             TUN_DEFAULT_BATCH);
@@ -978,6 +979,8 @@ static int run_dry(const opts *o)
 
 int main(int argc, char **argv)
 {
+    if (rt_version_option(argc, argv, "fastmqa-tune"))
+        return 0;
     opts o;
     int r = parse_args(argc, argv, &o);
     if (r)
