@@ -216,7 +216,9 @@ fmqa_status db_best_candidates(db_t *db, const char *device_key, const char *tem
  * *data is malloc'ed (caller frees), and last_used is refreshed when the
  * handle is read-write.  put replaces an existing entry with the same key;
  * template_hash (may be NULL) lets db_prune drop cubins of old templates;
- * resources (may be NULL) is JSON text from ptxas.
+ * resources (may be NULL) is the compile report as JSON (gen_binary_report:
+ * template, config, compile_ms, and per kernel registers, spills, shared
+ * memory and stack), listed by db_list_cubins.
  */
 fmqa_status db_cubin_get(db_t *db, const char *key, void **data /* OUT */,
                          size_t *size /* OUT */, fmqa_err *err);
@@ -316,6 +318,13 @@ fmqa_status db_list_problems(db_t *db, db_rows *rows /* OUT */, fmqa_err *err);
 fmqa_status db_list_trials(db_t *db, const db_trial_filter *filter, db_rows *rows /* OUT */,
                            fmqa_err *err);
 fmqa_status db_list_best(db_t *db, db_rows *rows /* OUT */, fmqa_err *err);
+/* The compile report of every stored cubin, newest first: template, config,
+ * arch, registers (most of any entry), spill bytes, static shared memory,
+ * compile time and size, from the resources JSON the runtime and the tuner
+ * store (gen_binary_report); unknown fields are NULL.  template_name NULL =
+ * any; limit <= 0 = all. */
+fmqa_status db_list_cubins(db_t *db, const char *template_name, int64_t limit,
+                           db_rows *rows /* OUT */, fmqa_err *err);
 /* One row with every column of the trial joined with its device, template,
  * problem and session.  FMQA_ERR_NOT_FOUND if there is no such trial. */
 fmqa_status db_show_trial(db_t *db, int64_t trial_id, db_rows *rows /* OUT */, fmqa_err *err);

@@ -311,3 +311,37 @@ fmqa_status db_vacuum(db_t *db, fmqa_err *err)
     db_unlock(db);
     return s;
 }
+
+fmqa_status db_list_cubins(db_t *db, const char *template_name, int64_t limit, db_rows *rows,
+                           fmqa_err *err)
+{
+    if (!db || !rows)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "db_list_cubins: NULL argument");
+    sqlite3_stmt *st = NULL;
+    db_lock(db);
+    /* resources that are not JSON (a foreign import) read as unknown. */
+    fmqa_status s = db_prepare(db,
+        "WITH c AS (SELECT *, CASE WHEN json_valid(resources) THEN resources END AS j"
+        "           FROM cubins)"
+        " SELECT c.id, json_extract(c.j, '$.template') AS template,"
+        " json_extract(c.j, '$.config') AS config, c.arch,"
+        " (SELECT max(json_extract(k.value, '$.registers'))"
+        "  FROM json_each(c.j, '$.kernels') k) AS registers,"
+        " (SELECT sum(json_extract(k.value, '$.spill_stores') +"
+        "             json_extract(k.value, '$.spill_loads'))"
+        "  FROM json_each(c.j, '$.kernels') k) AS spill_bytes,"
+        " (SELECT max(json_extract(k.value, '$.smem_bytes'))"
+        "  FROM json_each(c.j, '$.kernels') k) AS static_smem,"
+        " round(json_extract(c.j, '$.compile_ms'), 1) AS compile_ms, c.size AS cubin_bytes,"
+        " datetime(c.created_at, 'unixepoch') AS created"
+        " FROM c WHERE ?1 IS NULL OR json_extract(c.j, '$.template') = ?1"
+        " ORDER BY c.created_at DESC, c.id DESC LIMIT ?2", &st, "list cubins", err);
+    if (!s) {
+        db_bind_text(st, 1, template_name);
+        sqlite3_bind_int64(st, 2, limit > 0 ? limit : -1);
+        s = db_rows_from_stmt(db, st, rows, "list cubins", err);
+    }
+    sqlite3_finalize(st);
+    db_unlock(db);
+    return s;
+}

@@ -224,6 +224,29 @@ static int cmd_trials(db_t *db, const opts *o)
     return 0;
 }
 
+static int cmd_compiles(db_t *db, const opts *o)
+{
+    int64_t limit = 0;
+    db_rows rows = {0};
+    fmqa_err err = {0};
+    if (o->limit && parse_i64(o->limit, "--limit", &limit))
+        return EXIT_USAGE;
+    if (db_list_cubins(db, o->template_name, limit, &rows, &err))
+        return fail(err.msg);
+    print_rows(&rows, o->format, 0);
+    db_rows_free(&rows);
+    return 0;
+}
+
+static int cmd_check(db_t *db, const opts *o)
+{
+    fmqa_err err = {0};
+    if (db_check(db, true, &err))
+        return fail(err.msg);
+    printf("%s: ok (integrity_check, foreign_key_check)\n", o->db_path);
+    return 0;
+}
+
 static int cmd_show(db_t *db, const opts *o)
 {
     int64_t id;
@@ -392,7 +415,11 @@ static const command COMMANDS[] = {
      cmd_merge},
     {"prune", "", "delete rows of old templates and/or old trials and cubins",
      "--keep-templates HASH,... --older-than DAYS", DB_READ_WRITE, cmd_prune},
+    {"compiles", "", "compile report of every stored cubin: registers, spills, time",
+     "--template NAME --limit N", DB_READ_ONLY, cmd_compiles},
     {"stats", "", "row counts, trials per status, file size", "", DB_READ_ONLY, cmd_stats},
+    {"check", "", "full integrity check of the file (reads all of it)", "", DB_READ_ONLY,
+     cmd_check},
     {"vacuum", "", "rebuild the file to reclaim free space", "", DB_READ_WRITE, cmd_vacuum},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
@@ -418,8 +445,17 @@ static void command_usage(const command *c)
 {
     printf("usage: fastmqa-db %s %s [--db PATH] [--json|--csv]\n\n%s.\n", c->name, c->args,
            c->summary);
-    if (*c->options)
-        printf("\noptions: %s\n", c->options);
+    if (*c->options) {
+        /* One option (with its value) per line: split before each " --". */
+        printf("\noptions:\n  ");
+        for (const char *p = c->options; *p; p++) {
+            if (p[0] == ' ' && p[1] == '-' && p[2] == '-')
+                printf("\n  ");
+            else
+                putchar(*p);
+        }
+        putchar('\n');
+    }
     printf("\nopens the database %s.\n", c->mode == DB_READ_ONLY ? "read-only" : "read-write");
 }
 

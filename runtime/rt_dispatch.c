@@ -63,9 +63,13 @@ static void cubin_put(void *user, const gen_binary *bin)
     fmqa_nvrtc_version(&maj, &min);
     snprintf(nvrtc, sizeof nvrtc, "%d.%d", maj, min);
     /* Best effort: a read-only database simply does not keep it.  The template
-     * hash lets db_prune drop cubins of templates that changed. */
+     * hash lets db_prune drop cubins of templates that changed; the compile
+     * report is what fastmqa-db compiles lists. */
+    char report[2048];
+    gen_binary_report(bin, report, sizeof report);
     db_cubin_put(user, bin->key, bin->cubin, bin->size, bin->arch, nvrtc,
-                 bin->template_hash[0] ? bin->template_hash : NULL, NULL, NULL);
+                 bin->template_hash[0] ? bin->template_hash : NULL, report[0] ? report : NULL,
+                 NULL);
 }
 
 gen_cache_hook rt_cubin_hook(struct db *db)

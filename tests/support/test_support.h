@@ -57,4 +57,8 @@ void fmqa_test_db_best(struct db *db, const fmqa_device_info *d, const char *tem
 void *fmqa_test_emu_build(const gen_template *t, const gen_config *c, const fmqa_problem *p,
                           const fmqa_device_info *d, const char *driver, char *dir);
 
+/* Runs a shell command line (stderr joined to stdout), returns its exit status
+ * (-1 if it did not exit) and the start of its output, NUL-terminated, in out. */
+int fmqa_test_run(const char *cmd, char *out, size_t cap);
+
 #endif
