@@ -227,6 +227,10 @@ static int resolve(gen_lib *lib, const opts *o, target *x)
         fprintf(stderr, "fastmqa-gen: %s\n", err.msg);
         return 2;
     }
+    if (rt_problem_check(&x->p, &err) != FMQA_OK) {
+        fprintf(stderr, "fastmqa-gen: invalid problem %s: %s\n", o->problem, err.msg);
+        return 1;
+    }
     return 0;
 }
 
@@ -256,6 +260,13 @@ static int cmd_space(const opts *o, const target *x)
     char text[GEN_CONFIG_TEXT_CAP], dtext[GEN_CONFIG_TEXT_CAP] = "";
     if (gen_default(x->t, &x->p, &x->d, &dflt, &err) == FMQA_OK)
         gen_config_text(&dflt, dtext, sizeof dtext);
+    if (n == 0) {
+        fprintf(stderr, "fastmqa-gen: %s has no legal config for this problem on %s (%s)\n",
+                gen_template_name(x->t), x->d.arch,
+                dtext[0] ? "its default is legal only outside the space" : err.msg);
+        free(list);
+        return 1;
+    }
     if (o->json) {
         printf("{\"template\":");
         jstr(gen_template_name(x->t));
