@@ -325,6 +325,14 @@ fmqa_status db_list_best(db_t *db, db_rows *rows /* OUT */, fmqa_err *err);
  * any; limit <= 0 = all. */
 fmqa_status db_list_cubins(db_t *db, const char *template_name, int64_t limit,
                            db_rows *rows /* OUT */, fmqa_err *err);
+/* Every trial of a problem (problem_id 0: of every problem) for plotting:
+ * problem_id, problem (key), device_id, device, template, trial, config,
+ * status, median_us, p20_us, p80_us, is_best, is_default (the trial's config
+ * is the template default's: the ok trial whose median the best entry kept as
+ * the default's time).  Sorted by problem, device, template, then configs
+ * fastest first (by their best ok median; configs without one last). */
+fmqa_status db_list_plot_trials(db_t *db, int64_t problem_id, db_rows *rows /* OUT */,
+                                fmqa_err *err);
 /* One row with every column of the trial joined with its device, template,
  * problem and session.  FMQA_ERR_NOT_FOUND if there is no such trial. */
 fmqa_status db_show_trial(db_t *db, int64_t trial_id, db_rows *rows /* OUT */, fmqa_err *err);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "fastmqa_db_plot.h"
 #include "rt.h"
 
 enum { EXIT_USAGE = 2 };
@@ -238,6 +239,17 @@ static int cmd_compiles(db_t *db, const opts *o)
     return 0;
 }
 
+static int cmd_plot(db_t *db, const opts *o)
+{
+    int64_t problem = 0;
+    fmqa_err err = {0};
+    if (o->problem && parse_i64(o->problem, "--problem", &problem))
+        return EXIT_USAGE;
+    if (db_plot_write(db, o->arg ? o->arg : ".", problem, stdout, &err))
+        return fail(err.msg);
+    return 0;
+}
+
 static int cmd_check(db_t *db, const opts *o)
 {
     fmqa_err err = {0};
@@ -418,6 +430,8 @@ static const command COMMANDS[] = {
     {"compiles", "", "compile report of every stored cubin: registers, spills, time",
      "--template NAME --limit N", DB_READ_ONLY, cmd_compiles},
     {"stats", "", "row counts, trials per status, file size", "", DB_READ_ONLY, cmd_stats},
+    {"plot", "[DIR]", "an SVG chart of each problem's trials per device (into DIR, default .)",
+     "--problem ID", DB_READ_ONLY, cmd_plot},
     {"check", "", "full integrity check of the file (reads all of it)", "", DB_READ_ONLY,
      cmd_check},
     {"vacuum", "", "rebuild the file to reclaim free space", "", DB_READ_WRITE, cmd_vacuum},

@@ -8,7 +8,7 @@ FASTMQA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 fmqa_say() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the build needs; each is installed only when missing.
-FASTMQA_PACKAGES="cmake ninja-build gcc pkg-config liblua5.4-dev libsqlite3-dev libcriterion-dev"
+FASTMQA_PACKAGES="cmake ninja-build gcc pkg-config liblua5.4-dev libsqlite3-dev libcriterion-dev python3"
 
 fmqa_install_deps() {
     local missing=() p
