@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "plot.h"
 #include "tun.h"
 
 typedef struct shape {
@@ -52,6 +53,7 @@ typedef struct row {
 typedef struct bopts {
     const char *db_path;
     const char *config;
+    const char *svg;
     int json;
 } bopts;
 
@@ -63,6 +65,7 @@ static void usage(FILE *f)
                "  --config TEXT   force a decode config, e.g. BLOCK_N=64,SPLITS=4 (over the\n"
                "                  template default)\n"
                "  --json          one JSON document instead of the table\n"
+               "  --svg FILE      also draw GB/s per shape against the read bandwidth (SVG)\n"
                "  --help\n"
                "Needs a GPU; exits 1 without one or when a shape fails verification.\n");
 }
@@ -222,6 +225,28 @@ static void print_json(const fmqa_device_info *dev, double bw, const row *rows)
     printf("]}\n");
 }
 
+/* The --svg chart: one FastMQA mark per shape against the read bandwidth; a
+ * shape that failed or gave a wrong result sits in the band. */
+static int write_svg(FILE *f, const fmqa_device_info *dev, double bw, const row *rows)
+{
+    static char names[N_SHAPES][96];
+    plot_bandwidth pts[N_SHAPES];
+    char title[320];
+    for (size_t i = 0; i < N_SHAPES; i++) {
+        const shape *s = &shapes[i];
+        const row *r = &rows[i];
+        snprintf(names[i], sizeof names[i], "%s %s B=%d T=%d", s->name, kv_name(s->kv),
+                 s->batch, s->kv_len);
+        pts[i] = (plot_bandwidth){names[i], "FastMQA",
+                                  r->st == FMQA_OK && r->pass ? r->gbps : 0,
+                                  r->st != FMQA_OK ? r->why : r->pass ? r->choice
+                                                                      : "wrong result"};
+    }
+    snprintf(title, sizeof title, "fastmqa-bench decode on %s (%s)", dev->name, dev->arch);
+    return plot_bandwidth_svg(f, title, "median of CUDA-event timings, L2 flushed; KV bytes / time",
+                              bw, pts, N_SHAPES);
+}
+
 static int parse(int argc, char **argv, bopts *o)
 {
     memset(o, 0, sizeof *o);
@@ -233,6 +258,8 @@ static int parse(int argc, char **argv, bopts *o)
             o->json = 1;
         } else if (!strcmp(argv[i], "--db") && i + 1 < argc) {
             o->db_path = argv[++i];
+        } else if (!strcmp(argv[i], "--svg") && i + 1 < argc) {
+            o->svg = argv[++i];
         } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
             o->config = argv[++i];
         } else {
@@ -259,6 +286,12 @@ int bench_decode_main(int argc, char **argv)
     if (fmqa_ctx_create(&fo, &ctx) != FMQA_OK || fmqa_device_query(ctx, &dev) != FMQA_OK) {
         fprintf(stderr, "fastmqa-bench decode: no GPU (%s); this benchmark needs one\n",
                 fmqa_ctx_errmsg(ctx));
+        fmqa_ctx_destroy(ctx);
+        return 1;
+    }
+    FILE *svg = o.svg ? fopen(o.svg, "w") : NULL;
+    if (o.svg && !svg) {
+        perror(o.svg);
         fmqa_ctx_destroy(ctx);
         return 1;
     }
@@ -292,6 +325,10 @@ int bench_decode_main(int argc, char **argv)
         print_json(&dev, bw, rows);
     } else {
         print_table(&dev, bw, rows);
+    }
+    if (svg && ((st == FMQA_OK && write_svg(svg, &dev, bw, rows)) + fclose(svg))) {
+        fprintf(stderr, "fastmqa-bench decode: %s: could not write the chart\n", o.svg);
+        failed = 1;
     }
     tun_timer_destroy(timer);
     fmqa_ctx_destroy(ctx);

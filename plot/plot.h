@@ -55,4 +55,21 @@ typedef struct plot_chart {
  * chart is inconsistent (a mark's category or series out of range). */
 int plot_svg_write(FILE *f, const plot_chart *c);
 
+/* One measured decode bandwidth: shape (the category), who measured it
+ * ("FastMQA" or a peer: the series, at most 8), GB/s (<= 0: it failed, drawn
+ * in the band) and a tooltip note (may be NULL). */
+typedef struct plot_bandwidth {
+    const char *shape;
+    const char *who;
+    double gbps;
+    const char *note;
+} plot_bandwidth;
+
+/* The bandwidth chart of fastmqa-bench decode --svg: every figure against the
+ * device's read bandwidth (ceiling_gbps, a dashed line; 0 = unknown), linear
+ * axis from 0.  0, or -1 on a write error, out of memory or more than 8
+ * contenders. */
+int plot_bandwidth_svg(FILE *f, const char *title, const char *subtitle, double ceiling_gbps,
+                       const plot_bandwidth *pts, size_t n);
+
 #endif /* FMQA_PLOT_H */

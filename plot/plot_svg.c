@@ -137,6 +137,18 @@ static void mark(FILE *f, const plot_chart *c, const layout *L, const plot_mark 
     fputs("</title></g>\n", f);
 }
 
+/* Width of a legend entry: ~7 px per character of "NAME (COUNT)" plus the dot. */
+static double legend_step(const char *name) { return 20 + 7.0 * (double)(strlen(name) + 6); }
+
+/* Where the legend ends: series, then the "best" and "template default" keys. */
+static double legend_end(const plot_chart *c)
+{
+    double x = LEFT;
+    for (size_t s = 0; s < c->n_series; s++)
+        x += legend_step(c->series[s].name);
+    return x + 200;
+}
+
 static void legend(FILE *f, const plot_chart *c, const size_t *count)
 {
     double x = LEFT;
@@ -146,13 +158,21 @@ static void legend(FILE *f, const plot_chart *c, const size_t *count)
                 x, c->series[s].color, x + 8);
         xml_text(f, c->series[s].name);
         fprintf(f, " (%zu)</text>\n", count[s]);
-        x += 24 + 7.0 * (double)strlen(c->series[s].name);
+        x += legend_step(c->series[s].name);
     }
-    fprintf(f, "<circle class=\"ring\" cx=\"%.1f\" cy=\"62\" r=\"6\"/>"
-               "<text class=\"legend\" x=\"%.1f\" y=\"66\">best</text>"
-               "<path class=\"diamond\" d=\"M%.1f 56l6 6l-6 6l-6 -6z\"/>"
-               "<text class=\"legend\" x=\"%.1f\" y=\"66\">template default</text>\n",
-            x + 6, x + 16, x + 66, x + 76);
+    int winner = 0, dflt = 0;
+    for (size_t i = 0; i < c->n_marks; i++) {
+        winner |= c->marks[i].cls && strstr(c->marks[i].cls, "winner") != NULL;
+        dflt |= c->marks[i].cls && strstr(c->marks[i].cls, "default") != NULL;
+    }
+    if (winner)
+        fprintf(f, "<circle class=\"ring\" cx=\"%.1f\" cy=\"62\" r=\"6\"/>"
+                   "<text class=\"legend\" x=\"%.1f\" y=\"66\">best</text>\n",
+                x + 6, x + 16);
+    if (dflt)
+        fprintf(f, "<path class=\"diamond\" d=\"M%.1f 56l6 6l-6 6l-6 -6z\"/>"
+                   "<text class=\"legend\" x=\"%.1f\" y=\"66\">template default</text>\n",
+                x + 66, x + 76);
 }
 
 int plot_svg_write(FILE *f, const plot_chart *c)
@@ -180,7 +200,7 @@ int plot_svg_write(FILE *f, const plot_chart *c)
                 band_y[s] = L.y0 + L.h + 22 + BAND_ROW * band_rows++;
     }
     double labels_y = L.y0 + L.h + 22 + BAND_ROW * band_rows + 8;
-    double width = L.x0 + L.w + RIGHT, height = labels_y + LABELS_H;
+    double width = fmax(L.x0 + L.w + RIGHT, legend_end(c)), height = labels_y + LABELS_H;
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%.0f\" "
                "height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" "
