@@ -66,7 +66,7 @@ static void usage(FILE *f)
                "                  template default)\n"
                "  --json          one JSON document instead of the table\n"
                "  --svg FILE      also draw GB/s per shape against the read bandwidth (SVG)\n"
-               "  --help\n"
+               "  --help          this text\n"
                "Needs a GPU; exits 1 without one or when a shape fails verification.\n");
 }
 

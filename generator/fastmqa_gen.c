@@ -35,16 +35,26 @@ static const struct command {
                      "and the exit status is 1.\n"},
     {"space", "space TEMPLATE --problem SPEC", "legal configs and their count",
      "every legal config of TEMPLATE for the problem on the --arch device, in\n"
-     "canonical text, and their count.\n"},
+     "canonical text, and their count.  An invalid problem, or one with no legal\n"
+     "config, is an error (exit 1) that says why.\n"
+     "options:\n"
+     "  --problem SPEC    the problem (required)\n"},
     {"source", "source TEMPLATE --problem SPEC [--config TEXT]", "rendered CUDA source",
      "the rendered CUDA program NVRTC compiles: defines from specialize() and the\n"
-     "config, then the sources behind #line directives.  Default config: the\n"
-     "template's default().\n"},
+     "config, then the sources behind #line directives.\n"
+     "options:\n"
+     "  --problem SPEC    the problem (required)\n"
+     "  --config TEXT     the config (default: the template's default())\n"},
     {"compile", "compile TEMPLATE --problem SPEC [--config TEXT | --all [--threads N] [--limit N]]",
      "NVRTC: cubin size, registers, spills, smem, time",
      "compiles with NVRTC for --arch and reports cubin size, registers, spills,\n"
-     "shared memory, stack and compile time per entry.  --all compiles the whole\n"
-     "legal space (the first N with --limit) on N threads (default 2).\n"},
+     "shared memory, stack and compile time per entry.\n"
+     "options:\n"
+     "  --problem SPEC    the problem (required)\n"
+     "  --config TEXT     the config (default: the template's default())\n"
+     "  --all             every legal config instead of one\n"
+     "  --threads N       compiler threads with --all (default 2)\n"
+     "  --limit N         with --all, only the first N configs\n"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
