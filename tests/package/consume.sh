@@ -4,9 +4,9 @@
 # static, pkg-config shared and static) and run.  Also checks what the prefix
 # holds (every tool, header, docs, --help text, CMake package, .pc files), that
 # the installed tools run (--version), and which binaries depend on
-# libfastmqa.so.  Usage: consume.sh BUILD_DIR SOURCE_DIR GENERATOR SANITIZE
+# libfastmqa.so.  Usage: consume.sh BUILD_DIR SOURCE_DIR GENERATOR SANITIZE LIBDIR
 set -euo pipefail
-build="$1" src="$2" generator="$3" sanitize="$4"
+build="$1" src="$2" generator="$3" sanitize="$4" libdir="$5"
 if [ "$sanitize" = "ON" ]; then
     echo "skipped: a sanitizer build's library needs -fsanitize in its consumers" >&2
     exit 77
@@ -17,7 +17,6 @@ prefix="$tmp/prefix"
 fail() { echo "consume.sh: $*" >&2; exit 1; }
 
 cmake --install "$build" --prefix "$prefix" >/dev/null
-libdir="$(cd "$prefix" && ls -d lib*/pkgconfig | head -1 | xargs dirname)"
 for f in include/fastmqa.h "$libdir"/libfastmqa.so "$libdir"/libfastmqa.a \
          "$libdir"/cmake/fastmqa/fastmqaConfig.cmake "$libdir"/pkgconfig/fastmqa.pc \
          "$libdir"/pkgconfig/fastmqa_static.pc share/doc/fastmqa/README.md \
