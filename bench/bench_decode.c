@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "plot.h"
 #include "tun.h"
 
 #define MAX_MODES 6
@@ -46,7 +47,7 @@ typedef struct row {
 } row;
 
 typedef struct bopts {
-    const char *db_path, *config, *shapes;
+    const char *db_path, *config, *shapes, *svg;
     char *custom[32];
     int n_custom, json, copies, graph, n_modes;
     mode modes[MAX_MODES];
@@ -73,6 +74,8 @@ static void usage(FILE *f)
             "  --copies C        input copies rotated over (1..%d; default: enough to\n"
             "                    exceed twice the L2)\n"
             "  --json            one JSON document instead of the table\n"
+            "  --svg FILE        also draw GB/s per shape and mode against the read\n"
+            "                    bandwidth (SVG)\n"
             "  --help\n"
             "Needs a GPU; exits 1 without one or when a shape fails verification.\n"
             "docs/PERFORMANCE.md explains the timing method.\n",
@@ -287,6 +290,39 @@ static void print_json(const fmqa_device_info *dev, double bw, const bopts *o,
     printf("]}\n");
 }
 
+/* The --svg chart: one series per timing mode, one mark per shape against the
+ * read bandwidth; a shape that failed or gave a wrong result sits in the band. */
+static int write_svg(FILE *f, const fmqa_device_info *dev, double bw, const bopts *o,
+                     const bench_shape *shapes, int n, const row *rows)
+{
+    size_t np = (size_t)n * (size_t)o->n_modes;
+    plot_bandwidth *pts = calloc(np ? np : 1, sizeof *pts);
+    char (*names)[96] = calloc(n ? (size_t)n : 1, sizeof *names);
+    char (*who)[48] = calloc((size_t)o->n_modes, sizeof *who);
+    char title[320];
+    int rc = -1;
+    if (pts && names && who) {
+        for (int m = 0; m < o->n_modes; m++) {
+            char mn[32];
+            mode_name(&o->modes[m], mn, sizeof mn);
+            snprintf(who[m], sizeof who[m], "FastMQA, %s", mn);
+        }
+        for (int i = 0; i < n; i++) {
+            const row *r = &rows[i];
+            bench_shape_id(&shapes[i], names[i], sizeof names[i]);
+            for (int m = 0; m < o->n_modes; m++)
+                pts[(size_t)i * o->n_modes + m] = (plot_bandwidth){
+                    names[i], who[m], r->st == FMQA_OK && r->pass ? r->t[m].gbps : 0,
+                    r->st != FMQA_OK ? r->why : r->pass ? r->choice : "wrong result"};
+        }
+        snprintf(title, sizeof title, "fastmqa-bench decode on %s (%s)", dev->name, dev->arch);
+        rc = plot_bandwidth_svg(f, title, "median per-launch time by the timing method; KV bytes / time",
+                                bw, pts, np);
+    }
+    free(pts), free(names), free(who);
+    return rc;
+}
+
 /* "auto,memset:1,none:20" into o->modes. */
 static int parse_modes(const char *text, bopts *o)
 {
@@ -339,6 +375,8 @@ static int parse(int argc, char **argv, bopts *o)
             o->db_path = v;
         else if (!strcmp(a, "--config"))
             o->config = v;
+        else if (!strcmp(a, "--svg"))
+            o->svg = v;
         else if (!strcmp(a, "--shapes"))
             o->shapes = v;
         else if (!strcmp(a, "--shape") && o->n_custom < 32)
@@ -403,6 +441,13 @@ int bench_decode_main(int argc, char **argv)
         free(rows), free(shapes);
         return 1;
     }
+    FILE *svg = o.svg ? fopen(o.svg, "w") : NULL;
+    if (o.svg && !svg) {
+        perror(o.svg);
+        fmqa_ctx_destroy(ctx);
+        free(rows), free(shapes);
+        return 1;
+    }
     tun_timer *timer = NULL;
     double bw = 0;
     int failed = 0;
@@ -429,6 +474,10 @@ int bench_decode_main(int argc, char **argv)
         print_json(&dev, bw, &o, shapes, n, rows);
     } else {
         print_table(&dev, bw, &o, shapes, n, rows);
+    }
+    if (svg && ((st == FMQA_OK && write_svg(svg, &dev, bw, &o, shapes, n, rows)) + fclose(svg))) {
+        fprintf(stderr, "fastmqa-bench decode: %s: could not write the chart\n", o.svg);
+        failed = 1;
     }
     tun_timer_destroy(timer);
     fmqa_ctx_destroy(ctx);

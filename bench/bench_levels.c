@@ -574,6 +574,44 @@ static int assess_claims(fmqa_ctx_t *ctx, const lv_args *a, lv_row rows[3 * LV_N
     return 0;
 }
 
+/* "MHA", "MQA" or "GQA-G" (G query heads per KV head). */
+static void model_kind(const fmqa_model_config *m, char *out, size_t cap)
+{
+    if (m->num_kv_heads == m->num_q_heads)
+        snprintf(out, cap, "MHA");
+    else if (m->num_kv_heads == 1)
+        snprintf(out, cap, "MQA");
+    else
+        snprintf(out, cap, "GQA-%d", m->num_q_heads / m->num_kv_heads);
+}
+
+/* One line per FAIL row of the levels table: which bound it broke and what of
+ * the level loses the accuracy (the tokens its window drops, else its 8-bit
+ * cache). */
+static void print_failures(const lv_row *rows, int n, int32_t seq)
+{
+    for (int i = 0; i < n; i++) {
+        const lv_row *r = &rows[i];
+        char cause[160];
+        if (r->pass)
+            continue;
+        if (r->policy.window > 0 && r->policy.sink_tokens + r->policy.window < seq)
+            snprintf(cause, sizeof cause,
+                     "it keeps %d sink and %d recent tokens of %d, and this data attends to "
+                     "tokens it drops",
+                     r->policy.sink_tokens, r->policy.window, seq);
+        else
+            snprintf(cause, sizeof cause, "its %s cache rounds K and V",
+                     fmqa_dtype_name(r->policy.kv_dtype));
+        if (r->err.max_abs >= LV_MAX_ABS)
+            printf("FAIL %s on %s data: max_abs_err %.2e >= tolerance %g: %s\n", r->label,
+                   r->data, r->err.max_abs, LV_MAX_ABS, cause);
+        else
+            printf("FAIL %s on %s data: rel_l2_err %.2e > budget %.0e: %s\n", r->label,
+                   r->data, r->err.rel_l2, r->budget, cause);
+    }
+}
+
 static void print_all(const lv_args *a, const lv_row *lv, const lv_row *cl, int ncl,
                       int have_gpu)
 {
@@ -592,18 +630,24 @@ static void print_all(const lv_args *a, const lv_row *lv, const lv_row *cl, int 
         printf("]}\n");
         return;
     }
+    char kind[32];
+    model_kind(m, kind, sizeof kind);
     printf("FastMQA levels: hidden %d, %d query heads, %d KV heads, head dim %d, %d tokens, "
            "%s; one layer, one sequence\n",
            m->hidden_size, m->num_q_heads, m->num_kv_heads, m->hidden_size / m->num_q_heads,
            m->max_seq_len, fmqa_dtype_name(m->dtype));
     printf("errors: decode output vs exact float64 attention (full context, full precision); "
            "pass = max_abs_err < %g and rel_l2_err <= budget\n\n", LV_MAX_ABS);
+    printf("levels of the %s model (its own %d KV heads):\n", kind, m->num_kv_heads);
     print_table(lv, 3 * LV_NDATA, 0);
+    print_failures(lv, 3 * LV_NDATA, m->max_seq_len);
     if (!have_gpu)
         printf("decode_us/step: n/a (no GPU): no CUDA driver or device on this machine\n");
     printf("\nclaims (64x, 128x, 512x vs fp16 MHA, max error < %g): cheapest MQA + int8 + "
            "window reaching each; errors vs the MHA layer (K, V mean-pooled to one head) "
            "and, on data built as MQA, vs exact attention of the MQA layer\n\n", LV_MAX_ABS);
+    printf("claims on the %s model's layer made MQA (1 KV head, %d query heads):\n", kind,
+           m->num_q_heads);
     print_table(cl, ncl, 1);
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "rt.h"
 
 static const bench_command commands[] = {
     {"levels", bench_levels_main,
@@ -23,10 +24,15 @@ static void usage(FILE *f)
                "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "options:\n"
+               "  --help     this text\n"
+               "  --version  versions of the library, NVRTC, driver and database schema\n");
 }
 
 int main(int argc, char **argv)
 {
+    if (rt_version_option(argc, argv, "fastmqa-bench"))
+        return 0;
     if (argc < 2) {
         usage(stderr);
         return 2;

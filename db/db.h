@@ -60,9 +60,13 @@
 typedef struct db db_t;
 
 typedef enum db_mode {
-    DB_READ_ONLY = 0,  /* SQLITE_OPEN_READONLY; the file must exist           */
-    DB_READ_WRITE = 1  /* creates the file and its parent directories; runs
+    DB_READ_ONLY = 0,  /* the file must exist; opened with SQLite's mode=ro,
+                          and immutable=1 when its directory is read-only
+                          (nothing is created beside it)                      */
+    DB_READ_WRITE = 1, /* creates the file and its parent directories; runs
                           PRAGMA quick_check and the migrations on open       */
+    DB_READ_WRITE_UNCHECKED = 2 /* DB_READ_WRITE without the quick_check, whose
+                          cost grows with the file: the runtime's open        */
 } db_mode;
 
 /* ------------------------------------------------------------ open / close */
@@ -76,6 +80,19 @@ typedef enum db_mode {
  */
 fmqa_status db_open(const char *path, db_mode mode, int busy_timeout_ms,
                     db_t **out /* OUT */, fmqa_err *err);
+/*
+ * Whether a read-write open of path could work: the file (if it exists) and
+ * its directory (else the nearest existing ancestor) are writable.  Permission
+ * bits that deny writing to everyone count as read-only even for root.
+ */
+bool db_path_writable(const char *path);
+
+/* Checks the file: PRAGMA quick_check, or with full integrity_check and
+ * foreign_key_check.  FMQA_ERR_DATABASE naming the first problem.  Its cost
+ * grows with the file: fastmqa-db check and the tuner run it, the runtime
+ * never does. */
+fmqa_status db_check(db_t *db, bool full, fmqa_err *err);
+
 /* Closes the handle; NULL is a no-op. */
 void db_close(db_t *db);
 /* The path the handle was opened with (owned by db). */
@@ -229,7 +246,9 @@ fmqa_status db_best_candidates(db_t *db, const char *device_key, const char *tem
  * *data is malloc'ed (caller frees), and last_used is refreshed when the
  * handle is read-write.  put replaces an existing entry with the same key;
  * template_hash (may be NULL) lets db_prune drop cubins of old templates;
- * resources (may be NULL) is JSON text from ptxas.
+ * resources (may be NULL) is the compile report as JSON (gen_binary_report:
+ * template, config, compile_ms, and per kernel registers, spills, shared
+ * memory and stack), listed by db_list_cubins.
  */
 fmqa_status db_cubin_get(db_t *db, const char *key, void **data /* OUT */,
                          size_t *size /* OUT */, fmqa_err *err);
@@ -351,6 +370,21 @@ fmqa_status db_list_problems(db_t *db, db_rows *rows /* OUT */, fmqa_err *err);
 fmqa_status db_list_trials(db_t *db, const db_trial_filter *filter, db_rows *rows /* OUT */,
                            fmqa_err *err);
 fmqa_status db_list_best(db_t *db, db_rows *rows /* OUT */, fmqa_err *err);
+/* The compile report of every stored cubin, newest first: template, config,
+ * arch, registers (most of any entry), spill bytes, static shared memory,
+ * compile time and size, from the resources JSON the runtime and the tuner
+ * store (gen_binary_report); unknown fields are NULL.  template_name NULL =
+ * any; limit <= 0 = all. */
+fmqa_status db_list_cubins(db_t *db, const char *template_name, int64_t limit,
+                           db_rows *rows /* OUT */, fmqa_err *err);
+/* Every trial of a problem (problem_id 0: of every problem) for plotting:
+ * problem_id, problem (key), device_id, device, template, trial, config,
+ * status, median_us, p20_us, p80_us, is_best, is_default (the trial's config
+ * is the template default's: the ok trial whose median the best entry kept as
+ * the default's time).  Sorted by problem, device, template, then configs
+ * fastest first (by their best ok median; configs without one last). */
+fmqa_status db_list_plot_trials(db_t *db, int64_t problem_id, db_rows *rows /* OUT */,
+                                fmqa_err *err);
 /* One row with every column of the trial joined with its device, template,
  * problem and session.  FMQA_ERR_NOT_FOUND if there is no such trial. */
 fmqa_status db_show_trial(db_t *db, int64_t trial_id, db_rows *rows /* OUT */, fmqa_err *err);

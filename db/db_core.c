@@ -226,25 +226,96 @@ static fmqa_status make_parent_dirs(const char *path, fmqa_err *err)
     return st;
 }
 
-/* Checks the file itself before SQLite sees it, for clearer messages.  A file
- * whose permission bits deny writing to everyone is read-only even for root:
- * that is what its owner asked for. */
-static fmqa_status check_file(const char *path, db_mode mode, fmqa_err *err)
+/* A file or directory whose permission bits deny writing to everyone is
+ * read-only even for root (who passes every access() test): that is what its
+ * owner asked for, and it is how a read-only image or mount looks to a test
+ * running as root. */
+static bool writable(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && (sb.st_mode & 0222) != 0 && access(path, W_OK) == 0;
+}
+
+/* The directory part of path ("." for a bare name), in buf. */
+static const char *dir_of(const char *path, char *buf, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return ".";
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(buf, path, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+bool db_path_writable(const char *path)
+{
+    char dir[4096];
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !writable(path))
+        return false;
+    /* A file yet to be created needs its nearest existing ancestor writable. */
+    const char *d = dir_of(path, dir, sizeof dir);
+    while (stat(d, &sb) != 0 && strcmp(d, "/") != 0 && strcmp(d, ".") != 0)
+        d = dir_of(d, dir, sizeof dir);
+    return writable(d);
+}
+
+/* Checks the file itself before SQLite sees it, for clearer messages.  Writing
+ * needs the directory too (SQLite keeps its -wal and -shm files beside the
+ * database). */
+static fmqa_status check_file(const char *path, bool write, fmqa_err *err)
 {
     struct stat sb;
     if (stat(path, &sb) != 0) {
-        if (errno == ENOENT && mode == DB_READ_WRITE)
+        if (errno == ENOENT && write && db_path_writable(path))
             return make_parent_dirs(path, err);
+        if (errno == ENOENT && write)
+            return fmqa_err_set(err, FMQA_ERR_IO,
+                                "%s: cannot create the database: its directory is read-only",
+                                path);
         return fmqa_err_set(err, errno == ENOENT ? FMQA_ERR_NOT_FOUND : FMQA_ERR_IO,
                             "%s: cannot open database: %s", path, strerror(errno));
     }
     if (!S_ISREG(sb.st_mode))
         return fmqa_err_set(err, FMQA_ERR_IO, "%s: not a regular file", path);
-    if (mode == DB_READ_WRITE && ((sb.st_mode & 0222) == 0 || access(path, W_OK) != 0))
+    if (write && !writable(path))
         return fmqa_err_set(err, FMQA_ERR_IO,
                             "%s: the file is read-only; open it read-only or make it writable",
                             path);
+    if (write && !db_path_writable(path))
+        return fmqa_err_set(err, FMQA_ERR_IO,
+                            "%s: the directory is read-only; open the database read-only "
+                            "or make the directory writable",
+                            path);
     return FMQA_OK;
+}
+
+/* The URI SQLite opens: "file:PATH?mode=ro" for reading, with immutable=1 when
+ * the directory is read-only (no -shm can be made there, and nobody can write
+ * the file in WAL mode either), else "file:PATH".  PATH is percent-encoded. */
+static char *open_uri(const char *path, bool write)
+{
+    char dir[4096];
+    size_t n = strlen(path);
+    char *uri = malloc(3 * n + 64);
+    if (!uri)
+        return NULL;
+    char *o = uri + sprintf(uri, "file:");
+    for (const unsigned char *c = (const unsigned char *)path; *c; c++) {
+        if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+            strchr("/._-~", *c))
+            *o++ = (char)*c;
+        else
+            o += sprintf(o, "%%%02X", *c);
+    }
+    *o = '\0';
+    if (!write)
+        strcat(uri, writable(dir_of(path, dir, sizeof dir)) ? "?mode=ro"
+                                                             : "?mode=ro&immutable=1");
+    return uri;
 }
 
 /* Runs a one-integer PRAGMA (static text). */
@@ -288,21 +359,38 @@ static fmqa_status read_version(db_t *db, int *version, fmqa_err *err)
     return FMQA_OK;
 }
 
-static fmqa_status quick_check(db_t *db, fmqa_err *err)
+/* Runs one checking PRAGMA (static text) whose first row is "ok" when all is
+ * well; names the first problem otherwise. */
+static fmqa_status check_pragma(db_t *db, const char *sql, const char *name, fmqa_err *err)
 {
     sqlite3_stmt *st;
-    fmqa_status s = db_prepare(db, "PRAGMA quick_check(1)", &st, "check the file", err);
+    fmqa_status s = db_prepare(db, sql, &st, "check the file", err);
     if (s)
         return s;
     int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW)
+    const char *first = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         s = db_fail(db, rc, err, "check the file");
-    else if (strcmp((const char *)sqlite3_column_text(st, 0), "ok") != 0)
+    else if (first && strcmp(first, "ok") != 0)
         s = fmqa_err_set(err, FMQA_ERR_DATABASE,
-                         "%s: not a FastMQA database or the file is corrupted "
-                         "(quick_check: %s)",
-                         db->path, (const char *)sqlite3_column_text(st, 0));
+                         "%s: not a FastMQA database or the file is corrupted (%s: %s)",
+                         db->path, name, first);
+    else if (rc == SQLITE_ROW && !first)  /* foreign_key_check: a row is a violation */
+        s = fmqa_err_set(err, FMQA_ERR_DATABASE, "%s: %s: row %lld of %s points nowhere",
+                         db->path, name, (long long)sqlite3_column_int64(st, 1),
+                         (const char *)sqlite3_column_text(st, 0));
     sqlite3_finalize(st);
+    return s;
+}
+
+fmqa_status db_check(db_t *db, bool full, fmqa_err *err)
+{
+    db_lock(db);
+    fmqa_status s = full ? check_pragma(db, "PRAGMA integrity_check(1)", "integrity_check", err)
+                         : check_pragma(db, "PRAGMA quick_check(1)", "quick_check", err);
+    if (!s && full)
+        s = check_pragma(db, "PRAGMA foreign_key_check", "foreign_key_check", err);
+    db_unlock(db);
     return s;
 }
 
@@ -320,7 +408,7 @@ static fmqa_status migrate(db_t *db, fmqa_err *err)
 }
 
 /* Everything after sqlite3_open_v2: pragmas, checks, migrations. */
-static fmqa_status configure(db_t *db, fmqa_err *err)
+static fmqa_status configure(db_t *db, bool check, fmqa_err *err)
 {
     sqlite3_extended_result_codes(db->conn, 1);
     sqlite3_busy_timeout(db->conn, db->busy_timeout_ms);
@@ -340,8 +428,8 @@ static fmqa_status configure(db_t *db, fmqa_err *err)
         return fmqa_err_set(err, FMQA_ERR_IO,
                             "%s: the file is read-only; open it read-only or make it writable",
                             db->path);
-    if (!s)
-        s = quick_check(db, err);
+    if (!s && check)
+        s = db_check(db, false, err);
     if (!s)
         s = db_exec(db, "PRAGMA journal_mode = WAL", "switch to WAL mode", err);
     if (!s)
@@ -358,10 +446,11 @@ fmqa_status db_open(const char *path, db_mode mode, int busy_timeout_ms, db_t **
     if (!out)
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "db_open: out is NULL");
     *out = NULL;
-    if (!path || !*path || (mode != DB_READ_ONLY && mode != DB_READ_WRITE))
+    if (!path || !*path || mode < DB_READ_ONLY || mode > DB_READ_WRITE_UNCHECKED)
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "db_open: %s",
                             !path || !*path ? "empty path" : "unknown mode");
-    fmqa_status s = check_file(path, mode, err);
+    bool write = mode != DB_READ_ONLY, check = mode == DB_READ_WRITE;
+    fmqa_status s = check_file(path, write, err);
     if (s)
         return s;
     db_t *db = calloc(1, sizeof *db);
@@ -369,17 +458,20 @@ fmqa_status db_open(const char *path, db_mode mode, int busy_timeout_ms, db_t **
         free(db);
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     }
-    db->mode = mode;
+    db->mode = write ? DB_READ_WRITE : DB_READ_ONLY;
     db->busy_timeout_ms = busy_timeout_ms > 0 ? busy_timeout_ms : DB_BUSY_TIMEOUT_MS;
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
     pthread_mutex_init(&db->lock, &attr);
     pthread_mutexattr_destroy(&attr);
-    int flags = mode == DB_READ_ONLY ? SQLITE_OPEN_READONLY
-                                     : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-    int rc = sqlite3_open_v2(path, &db->conn, flags | SQLITE_OPEN_NOMUTEX, NULL);
-    s = rc == SQLITE_OK ? configure(db, err) : db_fail(db, rc, err, "open");
+    int flags = write ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
+    char *uri = open_uri(path, write);
+    int rc = uri ? sqlite3_open_v2(uri, &db->conn, flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
+                                   NULL)
+                 : SQLITE_NOMEM;
+    free(uri);
+    s = rc == SQLITE_OK ? configure(db, check, err) : db_fail(db, rc, err, "open");
     if (s) {
         db_close(db);
         return s;

@@ -315,3 +315,72 @@ fmqa_status db_vacuum(db_t *db, fmqa_err *err)
     db_unlock(db);
     return s;
 }
+
+fmqa_status db_list_cubins(db_t *db, const char *template_name, int64_t limit, db_rows *rows,
+                           fmqa_err *err)
+{
+    if (!db || !rows)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "db_list_cubins: NULL argument");
+    sqlite3_stmt *st = NULL;
+    db_lock(db);
+    /* resources that are not JSON (a foreign import) read as unknown. */
+    fmqa_status s = db_prepare(db,
+        "WITH c AS (SELECT *, CASE WHEN json_valid(resources) THEN resources END AS j"
+        "           FROM cubins)"
+        " SELECT c.id, json_extract(c.j, '$.template') AS template,"
+        " json_extract(c.j, '$.config') AS config, c.arch,"
+        " (SELECT max(json_extract(k.value, '$.registers'))"
+        "  FROM json_each(c.j, '$.kernels') k) AS registers,"
+        " (SELECT sum(json_extract(k.value, '$.spill_stores') +"
+        "             json_extract(k.value, '$.spill_loads'))"
+        "  FROM json_each(c.j, '$.kernels') k) AS spill_bytes,"
+        " (SELECT max(json_extract(k.value, '$.smem_bytes'))"
+        "  FROM json_each(c.j, '$.kernels') k) AS static_smem,"
+        " round(json_extract(c.j, '$.compile_ms'), 1) AS compile_ms, c.size AS cubin_bytes,"
+        " datetime(c.created_at, 'unixepoch') AS created"
+        " FROM c WHERE ?1 IS NULL OR json_extract(c.j, '$.template') = ?1"
+        " ORDER BY c.created_at DESC, c.id DESC LIMIT ?2", &st, "list cubins", err);
+    if (!s) {
+        db_bind_text(st, 1, template_name);
+        sqlite3_bind_int64(st, 2, limit > 0 ? limit : -1);
+        s = db_rows_from_stmt(db, st, rows, "list cubins", err);
+    }
+    sqlite3_finalize(st);
+    db_unlock(db);
+    return s;
+}
+
+fmqa_status db_list_plot_trials(db_t *db, int64_t problem_id, db_rows *rows, fmqa_err *err)
+{
+    if (!db || !rows)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "db_list_plot_trials: NULL argument");
+    sqlite3_stmt *st = NULL;
+    db_lock(db);
+    /* The default's config: the ok trial whose median the best entry kept as
+     * the default's time (the tuner stores both from the same measurement). */
+    fmqa_status s = db_prepare(db,
+        "WITH k AS (SELECT t.*, tp.name AS template, d.name AS device, p.key AS problem,"
+        "   (SELECT min(o.median_us) FROM trials o WHERE o.device_id = t.device_id"
+        "    AND o.template_id = t.template_id AND o.problem_id = t.problem_id"
+        "    AND o.config = t.config AND o.status = 'ok' AND o.median_us > 0) AS config_best,"
+        "   (SELECT o.config FROM best b JOIN trials o ON o.device_id = b.device_id"
+        "    AND o.template_id = b.template_id AND o.problem_id = b.problem_id"
+        "    AND o.status = 'ok' AND o.median_us = b.default_median_us"
+        "    WHERE b.device_id = t.device_id AND b.template_id = t.template_id"
+        "    AND b.problem_id = t.problem_id AND b.default_median_us > 0 LIMIT 1) AS dflt,"
+        "   EXISTS (SELECT 1 FROM best b WHERE b.trial_id = t.id) AS is_best"
+        "   FROM trials t JOIN templates tp ON tp.id = t.template_id"
+        "   JOIN devices d ON d.id = t.device_id JOIN problems p ON p.id = t.problem_id"
+        "   WHERE ?1 = 0 OR t.problem_id = ?1)"
+        " SELECT problem_id, problem, device_id, device, template, id AS trial, config, status,"
+        " median_us, p20_us, p80_us, is_best, coalesce(config = dflt, 0) AS is_default"
+        " FROM k ORDER BY problem_id, device_id, template, config_best IS NULL, config_best,"
+        " config, id", &st, "list trials to plot", err);
+    if (!s) {
+        sqlite3_bind_int64(st, 1, problem_id);
+        s = db_rows_from_stmt(db, st, rows, "list trials to plot", err);
+    }
+    sqlite3_finalize(st);
+    db_unlock(db);
+    return s;
+}

@@ -17,6 +17,8 @@
 #include <string.h>
 
 #include "db.h"
+#include "fastmqa_db_plot.h"
+#include "rt.h"
 
 enum { EXIT_USAGE = 2 };
 enum format { FMT_TABLE, FMT_JSON, FMT_CSV };
@@ -223,6 +225,40 @@ static int cmd_trials(db_t *db, const opts *o)
     return 0;
 }
 
+static int cmd_compiles(db_t *db, const opts *o)
+{
+    int64_t limit = 0;
+    db_rows rows = {0};
+    fmqa_err err = {0};
+    if (o->limit && parse_i64(o->limit, "--limit", &limit))
+        return EXIT_USAGE;
+    if (db_list_cubins(db, o->template_name, limit, &rows, &err))
+        return fail(err.msg);
+    print_rows(&rows, o->format, 0);
+    db_rows_free(&rows);
+    return 0;
+}
+
+static int cmd_plot(db_t *db, const opts *o)
+{
+    int64_t problem = 0;
+    fmqa_err err = {0};
+    if (o->problem && parse_i64(o->problem, "--problem", &problem))
+        return EXIT_USAGE;
+    if (db_plot_write(db, o->arg ? o->arg : ".", problem, stdout, &err))
+        return fail(err.msg);
+    return 0;
+}
+
+static int cmd_check(db_t *db, const opts *o)
+{
+    fmqa_err err = {0};
+    if (db_check(db, true, &err))
+        return fail(err.msg);
+    printf("%s: ok (integrity_check, foreign_key_check)\n", o->db_path);
+    return 0;
+}
+
 static int cmd_show(db_t *db, const opts *o)
 {
     int64_t id;
@@ -397,7 +433,13 @@ static const command COMMANDS[] = {
      cmd_merge},
     {"prune", "", "delete rows of old templates and/or old trials and cubins",
      "--keep-templates HASH,... --older-than DAYS", DB_READ_WRITE, cmd_prune},
+    {"compiles", "", "compile report of every stored cubin: registers, spills, time",
+     "--template NAME --limit N", DB_READ_ONLY, cmd_compiles},
     {"stats", "", "row counts, trials per status, file size", "", DB_READ_ONLY, cmd_stats},
+    {"plot", "[DIR]", "an SVG chart of each problem's trials per device (into DIR, default .)",
+     "--problem ID", DB_READ_ONLY, cmd_plot},
+    {"check", "", "full integrity check of the file (reads all of it)", "", DB_READ_ONLY,
+     cmd_check},
     {"vacuum", "", "rebuild the file to reclaim free space", "", DB_READ_WRITE, cmd_vacuum},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
@@ -415,15 +457,25 @@ static void usage(FILE *f)
                "              else $HOME/.cache/fastmqa/tune.db)\n"
                "  --json      one JSON object per line (JSON lines)\n"
                "  --csv       CSV with a header line\n"
-               "  --help      this text; fastmqa-db COMMAND --help for one command\n");
+               "  --help      this text; fastmqa-db COMMAND --help for one command\n"
+               "  --version   versions of the library, NVRTC, driver and database schema\n");
 }
 
 static void command_usage(const command *c)
 {
     printf("usage: fastmqa-db %s %s [--db PATH] [--json|--csv]\n\n%s.\n", c->name, c->args,
            c->summary);
-    if (*c->options)
-        printf("\noptions: %s\n", c->options);
+    if (*c->options) {
+        /* One option (with its value) per line: split before each " --". */
+        printf("\noptions:\n  ");
+        for (const char *p = c->options; *p; p++) {
+            if (p[0] == ' ' && p[1] == '-' && p[2] == '-')
+                printf("\n  ");
+            else
+                putchar(*p);
+        }
+        putchar('\n');
+    }
     printf("\nopens the database %s.\n", c->mode == DB_READ_ONLY ? "read-only" : "read-write");
 }
 
@@ -479,6 +531,8 @@ static int parse_args(int argc, char **argv, const command *c, opts *o)
 
 int main(int argc, char **argv)
 {
+    if (rt_version_option(argc, argv, "fastmqa-db"))
+        return 0;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "gen.h"
+#include "rt.h"
 
 typedef struct opts {
     const char *cmd;
@@ -34,16 +35,26 @@ static const struct command {
                      "and the exit status is 1.\n"},
     {"space", "space TEMPLATE --problem SPEC", "legal configs and their count",
      "every legal config of TEMPLATE for the problem on the --arch device, in\n"
-     "canonical text, and their count.\n"},
+     "canonical text, and their count.  An invalid problem, or one with no legal\n"
+     "config, is an error (exit 1) that says why.\n"
+     "options:\n"
+     "  --problem SPEC    the problem (required)\n"},
     {"source", "source TEMPLATE --problem SPEC [--config TEXT]", "rendered CUDA source",
      "the rendered CUDA program NVRTC compiles: defines from specialize() and the\n"
-     "config, then the sources behind #line directives.  Default config: the\n"
-     "template's default().\n"},
+     "config, then the sources behind #line directives.\n"
+     "options:\n"
+     "  --problem SPEC    the problem (required)\n"
+     "  --config TEXT     the config (default: the template's default())\n"},
     {"compile", "compile TEMPLATE --problem SPEC [--config TEXT | --all [--threads N] [--limit N]]",
      "NVRTC: cubin size, registers, spills, smem, time",
      "compiles with NVRTC for --arch and reports cubin size, registers, spills,\n"
-     "shared memory, stack and compile time per entry.  --all compiles the whole\n"
-     "legal space (the first N with --limit) on N threads (default 2).\n"},
+     "shared memory, stack and compile time per entry.\n"
+     "options:\n"
+     "  --problem SPEC    the problem (required)\n"
+     "  --config TEXT     the config (default: the template's default())\n"
+     "  --all             every legal config instead of one\n"
+     "  --threads N       compiler threads with --all (default 2)\n"
+     "  --limit N         with --all, only the first N configs\n"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -53,6 +64,7 @@ static const char common_help[] =
     "  --arch ARCH       device preset: sm_80, sm_86, sm_89, sm_90 (default), sm_90a\n"
     "  --json            machine-readable output\n"
     "  --help            this text (fastmqa-gen COMMAND --help: that command's)\n"
+    "  --version         versions of the library, NVRTC, driver and database schema\n"
     "SPEC: op=decode,batch=8,heads=32,kv_heads=1,d=128,dv=128,tq=1,kv_len=4096,\n"
     "      q=f16,kv=f16,out=f16,page=0,window=0,sinks=0,rope=none,flags=causal|paged\n"
     "TEXT: canonical config, e.g. BLOCK_N=64,STAGES=2 (default: the template's)\n";
@@ -225,6 +237,10 @@ static int resolve(gen_lib *lib, const opts *o, target *x)
         fprintf(stderr, "fastmqa-gen: %s\n", err.msg);
         return 2;
     }
+    if (rt_problem_check(&x->p, &err) != FMQA_OK) {
+        fprintf(stderr, "fastmqa-gen: invalid problem %s: %s\n", o->problem, err.msg);
+        return 1;
+    }
     return 0;
 }
 
@@ -254,6 +270,13 @@ static int cmd_space(const opts *o, const target *x)
     char text[GEN_CONFIG_TEXT_CAP], dtext[GEN_CONFIG_TEXT_CAP] = "";
     if (gen_default(x->t, &x->p, &x->d, &dflt, &err) == FMQA_OK)
         gen_config_text(&dflt, dtext, sizeof dtext);
+    if (n == 0) {
+        fprintf(stderr, "fastmqa-gen: %s has no legal config for this problem on %s (%s)\n",
+                gen_template_name(x->t), x->d.arch,
+                dtext[0] ? "its default is legal only outside the space" : err.msg);
+        free(list);
+        return 1;
+    }
     if (o->json) {
         printf("{\"template\":");
         jstr(gen_template_name(x->t));
@@ -438,6 +461,8 @@ static int cmd_compile(const opts *o, const target *x)
 
 int main(int argc, char **argv)
 {
+    if (rt_version_option(argc, argv, "fastmqa-gen"))
+        return 0;
     opts o;
     if (parse_args(argc, argv, &o) != 0)
         return usage(stderr, o.cmd, 2);

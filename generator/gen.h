@@ -250,6 +250,8 @@ typedef struct gen_resource {
 typedef struct gen_binary {
     char key[FMQA_HASH_HEX]; /* the source key                              */
     char template_hash[FMQA_HASH_HEX]; /* of the template rendered ("" if unknown) */
+    char template_name[GEN_NAME_CAP];  /* of the source, for compile reports   */
+    char config[GEN_CONFIG_TEXT_CAP];  /* canonical config text of the source  */
     char arch[16];
     void *cubin;             /* malloc'ed                                   */
     size_t size;
@@ -259,6 +261,15 @@ typedef struct gen_binary {
     int n_resources;
     gen_resource resources[GEN_MAX_KERNELS];
 } gen_binary;
+
+/*
+ * The compile report of a binary as one JSON object, stored with its cubin:
+ * {"template":..,"config":..,"arch":..,"compile_ms":..,"kernels":[{"entry":..,
+ * "registers":..,"spill_stores":..,"spill_loads":..,"smem_bytes":..,
+ * "stack_bytes":..}]} (spills and memory in bytes).  Writes at most cap bytes
+ * including the NUL; returns -1 if it did not fit (buf then holds "").
+ */
+int gen_binary_report(const gen_binary *b, char *buf, size_t cap);
 
 /*
  * Compiles a source to a cubin with NVRTC (adds the options that make ptxas

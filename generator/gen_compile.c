@@ -6,6 +6,7 @@
  * Nothing here touches a template or Lua: a gen_source carries everything, so
  * compilations run on any thread without the lib lock.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,6 +135,8 @@ fmqa_status gen_compile(const gen_source *s, gen_binary *out, fmqa_err *err)
     snprintf(out->key, sizeof out->key, "%s", s->key);
     snprintf(out->arch, sizeof out->arch, "%s", s->arch);
     snprintf(out->template_hash, sizeof out->template_hash, "%s", s->template_hash);
+    snprintf(out->template_name, sizeof out->template_name, "%s", s->template_name);
+    snprintf(out->config, sizeof out->config, "%s", s->config);
     if (out->log)
         out->n_resources = gen_parse_resources(out->log, out->resources, GEN_MAX_KERNELS);
     return FMQA_OK;
@@ -162,4 +165,55 @@ fmqa_status gen_binary_copy(const gen_binary *src, gen_binary *out)
     if (src->size)
         memcpy(out->cubin, src->cubin, src->size);
     return FMQA_OK;
+}
+
+/* Appends printf output at *used; 0, or -1 once anything did not fit. */
+static int append(char *buf, size_t cap, size_t *used, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int append(char *buf, size_t cap, size_t *used, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = *used < cap ? vsnprintf(buf + *used, cap - *used, fmt, ap) : -1;
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap - *used)
+        return -1;
+    *used += (size_t)n;
+    return 0;
+}
+
+/* Names and config texts are identifiers, digits, '=' and ','; anything else
+ * (a quote, a backslash, a control character) would need escaping and is
+ * reported as '?' instead. */
+static const char *json_safe(const char *s, char *buf, size_t cap)
+{
+    size_t i = 0;
+    for (; s[i] && i + 1 < cap; i++)
+        buf[i] = s[i] == '"' || s[i] == '\\' || (unsigned char)s[i] < 0x20 ? '?' : s[i];
+    buf[i] = '\0';
+    return buf;
+}
+
+int gen_binary_report(const gen_binary *b, char *buf, size_t cap)
+{
+    char t[GEN_NAME_CAP], c[GEN_CONFIG_TEXT_CAP], a[sizeof b->arch];
+    size_t used = 0;
+    int bad = append(buf, cap, &used,
+                     "{\"template\":\"%s\",\"config\":\"%s\",\"arch\":\"%s\","
+                     "\"compile_ms\":%.1f,\"kernels\":[",
+                     json_safe(b->template_name, t, sizeof t), json_safe(b->config, c, sizeof c),
+                     json_safe(b->arch, a, sizeof a), b->compile_ms);
+    for (int i = 0; i < b->n_resources && !bad; i++) {
+        const gen_resource *r = &b->resources[i];
+        bad = append(buf, cap, &used,
+                     "%s{\"entry\":\"%s\",\"registers\":%d,\"spill_stores\":%d,"
+                     "\"spill_loads\":%d,\"smem_bytes\":%d,\"stack_bytes\":%d}",
+                     i ? "," : "", json_safe(r->entry, t, sizeof t), r->registers,
+                     r->spill_stores, r->spill_loads, r->smem_bytes, r->stack_bytes);
+    }
+    if (!bad)
+        bad = append(buf, cap, &used, "]}");
+    if (bad && cap)
+        buf[0] = '\0';
+    return bad;
 }

@@ -119,6 +119,8 @@ static fmqa_status produce(gen_compiler *c, const gen_source *src, gen_binary *o
         memcpy(out->key, src->key, FMQA_HASH_HEX);
         memcpy(out->arch, src->arch, sizeof out->arch);
         memcpy(out->template_hash, src->template_hash, FMQA_HASH_HEX);
+        memcpy(out->template_name, src->template_name, sizeof out->template_name);
+        memcpy(out->config, src->config, sizeof out->config);
         out->cached = 1;
         out->compile_ms = 0;
         *from_hook = 1;

@@ -42,10 +42,26 @@
 extern "C" {
 #endif
 
+/*
+ * Every function of this header carries FMQA_API: libfastmqa is built with
+ * hidden visibility, so exactly these names (all fmqa_) leave the shared
+ * library, and its static archive keeps every other name local.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define FMQA_API __attribute__((visibility("default")))
+#else
+#define FMQA_API
+#endif
+
+/* The version of this header.  CMake's project version is checked against it
+ * when the library is built, so the two cannot drift apart. */
 #define FMQA_VERSION_MAJOR 0
 #define FMQA_VERSION_MINOR 1
 #define FMQA_VERSION_PATCH 0
 #define FMQA_VERSION_STRING "0.1.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH, as fmqa_version() returns it. */
+#define FMQA_VERSION \
+    (FMQA_VERSION_MAJOR * 10000 + FMQA_VERSION_MINOR * 100 + FMQA_VERSION_PATCH)
 
 /* CUstream without pulling in cuda.h: the same opaque pointer type. */
 typedef struct CUstream_st *fmqa_stream_t;
@@ -69,7 +85,13 @@ typedef enum fmqa_status {
 } fmqa_status;
 
 /* Static string naming the status, e.g. "invalid argument".  Never NULL. */
-const char *fmqa_status_string(fmqa_status status);
+FMQA_API const char *fmqa_status_string(fmqa_status status);
+
+/* The version of the library that is running (it may differ from the header
+ * the caller was compiled with: compare with FMQA_VERSION), as
+ * MAJOR * 10000 + MINOR * 100 + PATCH, and as static text "MAJOR.MINOR.PATCH". */
+FMQA_API int fmqa_version(void);
+FMQA_API const char *fmqa_version_string(void);
 
 /* ---------------------------------------------------------------- types */
 
@@ -82,9 +104,9 @@ typedef enum fmqa_dtype {
 } fmqa_dtype;
 
 /* Static name ("f16", "bf16", "f32", "int8", "fp8_e4m3") or NULL if unknown. */
-const char *fmqa_dtype_name(fmqa_dtype dtype);
+FMQA_API const char *fmqa_dtype_name(fmqa_dtype dtype);
 /* Bytes per element, 0 if unknown. */
-size_t fmqa_dtype_size(fmqa_dtype dtype);
+FMQA_API size_t fmqa_dtype_size(fmqa_dtype dtype);
 
 typedef enum fmqa_op {
     FMQA_OP_DECODE = 1,     /* few query tokens per sequence against a KV cache */
@@ -93,7 +115,7 @@ typedef enum fmqa_op {
     FMQA_OP_APPEND = 4      /* write new tokens into the cache (RoPE, quantize) */
 } fmqa_op;
 
-const char *fmqa_op_name(fmqa_op op);
+FMQA_API const char *fmqa_op_name(fmqa_op op);
 
 typedef enum fmqa_rope {
     FMQA_ROPE_NONE = 0,
@@ -136,7 +158,7 @@ typedef struct fmqa_problem {
 } fmqa_problem;
 
 /* Fills a problem with zeros and the most common choices (decode, f16, 1 token). */
-void fmqa_problem_init(fmqa_problem *problem);
+FMQA_API void fmqa_problem_init(fmqa_problem *problem);
 
 /* ---------------------------------------------------------------- context */
 
@@ -172,7 +194,7 @@ typedef struct fmqa_options {
  * The default database path: $XDG_CACHE_HOME/fastmqa/tune.db, else
  * $HOME/.cache/fastmqa/tune.db.  Writes at most `cap` bytes including the NUL.
  */
-fmqa_status fmqa_default_db_path(char *buf /* OUT */, size_t cap);
+FMQA_API fmqa_status fmqa_default_db_path(char *buf /* OUT */, size_t cap);
 
 typedef struct fmqa_ctx fmqa_ctx_t;
 
@@ -181,14 +203,14 @@ typedef struct fmqa_ctx fmqa_ctx_t;
  * holds the message): always pass it to fmqa_ctx_destroy().  Creation does not
  * need a GPU; the device is opened on first use.  opts may be NULL (defaults).
  */
-fmqa_status fmqa_ctx_create(const fmqa_options *opts, fmqa_ctx_t **out /* OUT */);
+FMQA_API fmqa_status fmqa_ctx_create(const fmqa_options *opts, fmqa_ctx_t **out /* OUT */);
 
 /* Destroys the context, unloading its modules.  NULL is a no-op. */
-void fmqa_ctx_destroy(fmqa_ctx_t *ctx);
+FMQA_API void fmqa_ctx_destroy(fmqa_ctx_t *ctx);
 
 /* The calling thread's last error message on ctx; "" after success.  The string
  * is owned by ctx and valid until the thread's next call on ctx. */
-const char *fmqa_ctx_errmsg(const fmqa_ctx_t *ctx);
+FMQA_API const char *fmqa_ctx_errmsg(const fmqa_ctx_t *ctx);
 
 /* ---------------------------------------------------------------- device */
 
@@ -213,16 +235,16 @@ typedef struct fmqa_device_info {
 } fmqa_device_info;
 
 /* Describes the context's device.  FMQA_ERR_NO_DRIVER / NO_DEVICE without one. */
-fmqa_status fmqa_device_query(fmqa_ctx_t *ctx, fmqa_device_info *info /* OUT */);
+FMQA_API fmqa_status fmqa_device_query(fmqa_ctx_t *ctx, fmqa_device_info *info /* OUT */);
 
 /* NVRTC version linked into the library; works without a GPU. */
-fmqa_status fmqa_nvrtc_version(int *major /* OUT */, int *minor /* OUT */);
+FMQA_API fmqa_status fmqa_nvrtc_version(int *major /* OUT */, int *minor /* OUT */);
 
 /* ---------------------------------------------------------------- problems */
 
 /* Checks a problem: sizes, divisibility, enum values, 32-bit index overflow.
  * FMQA_OK or FMQA_ERR_INVALID_ARGUMENT / UNSUPPORTED with the reason in ctx. */
-fmqa_status fmqa_problem_validate(fmqa_ctx_t *ctx, const fmqa_problem *problem);
+FMQA_API fmqa_status fmqa_problem_validate(fmqa_ctx_t *ctx, const fmqa_problem *problem);
 
 /* How the dispatcher chose the kernel variant for a problem. */
 typedef enum fmqa_choice_source {
@@ -245,7 +267,7 @@ typedef struct fmqa_choice {
 
 /* Resolves (and caches) the launch plan for a problem without launching:
  * compiles the kernel if needed.  Needs a device. */
-fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+FMQA_API fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                       fmqa_choice *choice /* OUT, may be NULL */);
 
 /* ---------------------------------------------------------------- decode */
@@ -307,11 +329,11 @@ typedef struct fmqa_decode_args {
 
 /* Workspace bytes a decode of this problem needs (split-KV partials); may be 0.
  * Resolves the launch plan (see fmqa_plan), so it needs the device. */
-fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+FMQA_API fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                                        size_t *bytes /* OUT */);
 
 /* Launches decode attention on stream.  problem->op must be FMQA_OP_DECODE. */
-fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                         const fmqa_decode_args *args, fmqa_stream_t stream);
 
 /* ---------------------------------------------------------------- append */
@@ -351,7 +373,7 @@ typedef struct fmqa_append_args {
 
 /* Launches the append on stream.  problem->op must be FMQA_OP_APPEND, its
  * dtypes those of k_new (q_dtype) and of the cache (kv_dtype). */
-fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+FMQA_API fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                         const fmqa_append_args *args, fmqa_stream_t stream);
 
 /* ---------------------------------------------------------------- levels */
@@ -374,9 +396,9 @@ typedef enum fmqa_level {
     FMQA_LEVEL_AGGRESSIVE = 3    /* + 8-bit cache, speculative verification     */
 } fmqa_level;
 
-const char *fmqa_level_name(fmqa_level level);
+FMQA_API const char *fmqa_level_name(fmqa_level level);
 /* Parses "conservative", "balanced" or "aggressive" (any case). */
-fmqa_status fmqa_level_from_name(fmqa_ctx_t *ctx, const char *name, fmqa_level *level /* OUT */);
+FMQA_API fmqa_status fmqa_level_from_name(fmqa_ctx_t *ctx, const char *name, fmqa_level *level /* OUT */);
 
 /* The concrete choices behind a level; every field may be overridden after
  * fmqa_level_policy_preset() fills it. */
@@ -390,7 +412,7 @@ typedef struct fmqa_level_policy {
     fmqa_rope rope;             /* RoPE fused into the append                  */
 } fmqa_level_policy;
 
-fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
+FMQA_API fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
                                      const fmqa_model_config *model,
                                      fmqa_level_policy *policy /* OUT */);
 
@@ -398,7 +420,7 @@ fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
  * window and sinks (a ring cache of sinks + window slots), spec_tokens query
  * tokens with a causal mask, page size; kv_len = max_seq_len, Q and output in
  * the model's dtype.  Needs no GPU. */
-fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
+FMQA_API fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
                                const fmqa_level_policy *policy, int32_t batch,
                                fmqa_problem *problem /* OUT */);
 
@@ -412,7 +434,7 @@ fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
  * NULL) says whether kv_dtype changed.  Needs the device (its identity keys the
  * database).
  */
-fmqa_status fmqa_level_policy_tune(fmqa_ctx_t *ctx, const fmqa_model_config *model,
+FMQA_API fmqa_status fmqa_level_policy_tune(fmqa_ctx_t *ctx, const fmqa_model_config *model,
                                    int32_t batch, fmqa_level_policy *policy /* IN/OUT */,
                                    int *changed /* OUT */);
 
@@ -430,7 +452,7 @@ typedef struct fmqa_memory_report {
 
 /* Memory of one layer's KV cache under a policy.  budget_bytes may be 0 (then
  * max_seqs_in_budget is 0); a budget too small for one sequence is an error. */
-fmqa_status fmqa_memory_report_compute(fmqa_ctx_t *ctx, const fmqa_model_config *model,
+FMQA_API fmqa_status fmqa_memory_report_compute(fmqa_ctx_t *ctx, const fmqa_model_config *model,
                                        const fmqa_level_policy *policy, int64_t n_seqs,
                                        int64_t budget_bytes,
                                        fmqa_memory_report *report /* OUT */);

@@ -13,6 +13,7 @@
 #define FMQA_RT_H
 
 #include <pthread.h>
+#include <stdio.h>
 
 #include "fastmqa.h"
 #include "fmqa_common.h"
@@ -145,6 +146,12 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
                              struct fmqa_decode_params *out /* OUT */, fmqa_err *err);
 fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
                              struct fmqa_append_params *out /* OUT */, fmqa_err *err);
+
+/* Every tool's --version (rt_version.c): when an argument is "--version",
+ * prints "TOOL VERSION" and the versions of libfastmqa, NVRTC, the CUDA driver
+ * (or why there is none), the database schema, SQLite and Lua on stdout and
+ * returns 1 (the tool exits 0); else returns 0. */
+int rt_version_option(int argc, char **argv, const char *tool);
 
 /* Dispatcher lifetime (rt_dispatch.c). */
 void rt_dispatch_destroy(struct rt_dispatch *d);

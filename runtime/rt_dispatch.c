@@ -10,9 +10,13 @@
  * kept in a plan cache keyed by the whole problem, so that later calls cost a
  * lookup under a mutex.  Lua, SQLite and NVRTC are touched only on a miss.
  *
- * The database is opened read-write when possible (the runtime stores cubins it
- * had to compile, so the next process starts without compiling), else
- * read-only, else not at all: a missing or unusable database is logged and the
+ * The database is opened when a plan first needs it (a choice to look up, a
+ * cubin to find or keep), never at context creation.  Where the file and its
+ * directory are writable it is opened read-write (the runtime stores cubins it
+ * had to compile, so the next process starts without compiling; a missing file
+ * is created then), else read-only (db.h: immutable in a read-only directory).
+ * The integrity check, whose cost grows with the file, is left to fastmqa-db
+ * check and the tuner.  A missing or unusable database is logged and the
  * runtime falls back to template defaults.
  */
 #include "rt.h"
@@ -26,9 +30,12 @@
 #define MAX_STATIC_SMEM (48 * 1024)
 
 struct rt_dispatch {
+    fmqa_ctx_t *ctx;             /* owner: path and logging              */
     gen_lib *lib;
     gen_compiler *compiler;
-    db_t *db;
+    pthread_mutex_t db_lock;     /* guards the lazy open below           */
+    int db_tried;
+    db_t *db;                    /* NULL: none, or not opened yet        */
     pthread_mutex_t lock;        /* guards plans                         */
     rt_plan **plans;
     size_t n_plans, cap_plans;
@@ -57,9 +64,13 @@ static void cubin_put(void *user, const gen_binary *bin)
     fmqa_nvrtc_version(&maj, &min);
     snprintf(nvrtc, sizeof nvrtc, "%d.%d", maj, min);
     /* Best effort: a read-only database simply does not keep it.  The template
-     * hash lets db_prune drop cubins of templates that changed. */
+     * hash lets db_prune drop cubins of templates that changed; the compile
+     * report is what fastmqa-db compiles lists. */
+    char report[2048];
+    gen_binary_report(bin, report, sizeof report);
     db_cubin_put(user, bin->key, bin->cubin, bin->size, bin->arch, nvrtc,
-                 bin->template_hash[0] ? bin->template_hash : NULL, NULL, NULL);
+                 bin->template_hash[0] ? bin->template_hash : NULL, report[0] ? report : NULL,
+                 NULL);
 }
 
 gen_cache_hook rt_cubin_hook(struct db *db)
@@ -74,13 +85,41 @@ static db_t *open_db(fmqa_ctx_t *ctx)
     fmqa_err err;
     if (!ctx->db_path)
         return NULL;
-    if (db_open(ctx->db_path, DB_READ_WRITE, 0, &db, &err) == FMQA_OK)
+    db_mode mode = db_path_writable(ctx->db_path) ? DB_READ_WRITE_UNCHECKED : DB_READ_ONLY;
+    if (db_open(ctx->db_path, mode, 0, &db, &err) == FMQA_OK) {
+        rt_log(ctx, FMQA_LOG_DEBUG, "tuning database %s opened %s", ctx->db_path,
+               mode == DB_READ_ONLY ? "read-only" : "read-write");
         return db;
-    rt_log(ctx, FMQA_LOG_INFO, "tuning database read-write: %s", err.msg);
-    if (db_open(ctx->db_path, DB_READ_ONLY, 0, &db, &err) == FMQA_OK)
-        return db;
+    }
     rt_log(ctx, FMQA_LOG_INFO, "no tuning database, template defaults only: %s", err.msg);
     return NULL;
+}
+
+/* The dispatcher's database, opened on the first call that needs it (a plan's
+ * choice, a cubin lookup from a compile thread); NULL when there is none. */
+static db_t *dispatch_db(struct rt_dispatch *d)
+{
+    pthread_mutex_lock(&d->db_lock);
+    if (!d->db_tried) {
+        d->db = open_db(d->ctx);
+        d->db_tried = 1;
+    }
+    db_t *db = d->db;
+    pthread_mutex_unlock(&d->db_lock);
+    return db;
+}
+
+static int lazy_cubin_get(void *user, const char *key, gen_binary *out)
+{
+    db_t *db = dispatch_db(user);
+    return db ? cubin_get(db, key, out) : 0;
+}
+
+static void lazy_cubin_put(void *user, const gen_binary *bin)
+{
+    db_t *db = dispatch_db(user);
+    if (db)
+        cubin_put(db, bin);
 }
 
 static fmqa_status dispatch_create(fmqa_ctx_t *ctx, struct rt_dispatch **out, fmqa_err *err)
@@ -89,11 +128,12 @@ static fmqa_status dispatch_create(fmqa_ctx_t *ctx, struct rt_dispatch **out, fm
     if (!d)
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     pthread_mutex_init(&d->lock, NULL);
+    pthread_mutex_init(&d->db_lock, NULL);
+    d->ctx = ctx;
     fmqa_status st = gen_lib_open(ctx->template_dir, &d->lib, err);
-    d->db = st == FMQA_OK ? open_db(ctx) : NULL;
-    gen_cache_hook hook = rt_cubin_hook(d->db);
+    gen_cache_hook hook = {d, lazy_cubin_get, lazy_cubin_put};
     if (st == FMQA_OK)
-        st = gen_compiler_create(1, d->db ? &hook : NULL, &d->compiler, err);
+        st = gen_compiler_create(1, ctx->db_path ? &hook : NULL, &d->compiler, err);
     if (st != FMQA_OK) {
         rt_dispatch_destroy(d);
         return st;
@@ -134,7 +174,7 @@ fmqa_status rt_compiler(fmqa_ctx_t *ctx, gen_compiler **compiler, fmqa_err *err)
 struct db *rt_database(fmqa_ctx_t *ctx)
 {
     struct rt_dispatch *d;
-    return dispatch(ctx, &d, NULL) == FMQA_OK ? d->db : NULL;
+    return dispatch(ctx, &d, NULL) == FMQA_OK ? dispatch_db(d) : NULL;
 }
 
 void rt_dispatch_destroy(struct rt_dispatch *d)
@@ -151,6 +191,7 @@ void rt_dispatch_destroy(struct rt_dispatch *d)
     gen_compiler_destroy(d->compiler);
     gen_lib_close(d->lib);
     db_close(d->db);
+    pthread_mutex_destroy(&d->db_lock);
     pthread_mutex_destroy(&d->lock);
     free(d);
 }
@@ -368,7 +409,7 @@ static fmqa_status resolve(fmqa_ctx_t *ctx, struct rt_dispatch *d, const fmqa_pr
     if (!plan)
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     plan->problem = *p;
-    fmqa_status st = rt_choose(d->lib, d->db, &ctx->info, p, &plan->tpl, &plan->config,
+    fmqa_status st = rt_choose(d->lib, dispatch_db(d), &ctx->info, p, &plan->tpl, &plan->config,
                                &plan->choice, err);
     if (st == FMQA_OK)
         st = make_plan(ctx, d, plan, NULL, err);

@@ -36,6 +36,9 @@
 #include "tun.h"
 
 #define MAX_PROBLEMS 256
+/* Configs a quick dry run compiles per problem and template: the default and
+ * evenly spaced picks across the space. */
+#define DRY_QUICK_SAMPLE 8
 
 typedef struct opts {
     const char *db_path;
@@ -51,7 +54,7 @@ typedef struct opts {
     double prune_factor;
     double timeout_s;
     int threads;
-    int resume, dry_run;
+    int resume, dry_run, all;
     const char *arch;
 } opts;
 
@@ -95,14 +98,18 @@ static void usage(FILE *f)
             "                       while the process that runs it is alive)\n"
             "  --threads N          compiler threads (default: online CPUs)\n"
             "  --db PATH            tuning database (default: fmqa_default_db_path)\n"
-            "  --dry-run            no GPU needed: enumerate and compile every variant for\n"
-            "  --arch ARCH          ARCH (sm_80, sm_86, sm_89, sm_90, sm_90a; default sm_90)\n"
-            "                       and report counts, registers, spills and compile time\n"
-            "  --help\n"
+            "  --dry-run            no GPU needed: compile variants for --arch and report\n"
+            "                       counts, registers, spills and compile time (stored:\n"
+            "                       fastmqa-db compiles); quick by default: each space's\n"
+            "                       default and %d evenly spaced configs (--budget N: N)\n"
+            "  --all                with --dry-run: every legal variant\n"
+            "  --arch ARCH          dry run target: sm_80, sm_86, sm_89, sm_90 (default), sm_90a\n"
+            "  --version            versions of the library, NVRTC, driver and database schema\n"
+            "  --help               this text\n"
             "Exit status: 0 done, 1 failure (no GPU, database; results the database could not\n"
             "store within %.0f s leave the session resumable), 2 usage, 3 watchdog timeout,\n"
             "130 interrupted.\n",
-            TUN_DEFAULT_BATCH, TUN_RECORD_WAIT_S);
+            TUN_DEFAULT_BATCH, DRY_QUICK_SAMPLE, TUN_RECORD_WAIT_S);
 }
 
 static int parse_budget(const char *s, opts *o)
@@ -147,6 +154,8 @@ static int parse_args(int argc, char **argv, opts *o)
             o->resume = 1, takes = 0;
         } else if (!strcmp(a, "--dry-run")) {
             o->dry_run = 1, takes = 0;
+        } else if (!strcmp(a, "--all")) {
+            o->all = 1, takes = 0;
         } else if (!v) {
             fprintf(stderr, "fastmqa-tune: %s needs a value (or is unknown)\n", a);
             return 2;
@@ -196,6 +205,10 @@ static int parse_args(int argc, char **argv, opts *o)
             return 2;
         }
         o->db_path = o->db_buf;
+    }
+    if (o->all && (!o->dry_run || o->budget)) {
+        fprintf(stderr, "fastmqa-tune: --all goes with --dry-run and without --budget\n");
+        return 2;
     }
     if (o->resume && (o->n_specs || o->problems_file)) {
         fprintf(stderr, "fastmqa-tune: --resume replays the session's own problem set; "
@@ -317,6 +330,7 @@ typedef struct job_ctx {
     summary *sum;
     int idx_problem, n_problems;
     size_t tried;
+    tun_progress prog;           /* per template: J->tried of the configs to try */
 } job_ctx;
 
 static void *watchdog_main(void *arg)
@@ -459,17 +473,16 @@ static void check_context(tuner *T)
 static void progress(job_ctx *J, const char *config, const db_trial *tr, const char *msg)
 {
     summary *S = J->sum;
-    if (J->T->tty) {
-        fprintf(stderr, "\r\033[K[%d/%d] %s %zu/%zu best %.2f us  ok %lld wrong %lld pruned %lld",
-                J->idx_problem + 1, J->n_problems, gen_template_name(J->t), J->tried,
-                J->n_space, J->best_us, (long long)S->by_status[DB_TRIAL_OK],
-                (long long)S->by_status[DB_TRIAL_WRONG_RESULT],
-                (long long)S->by_status[DB_TRIAL_PRUNED]);
-        return;
-    }
-    fprintf(stderr, "[%d/%d] %s %s: %s %.2f us %s\n", J->idx_problem + 1, J->n_problems,
-            gen_template_name(J->t), config, db_trial_status_name(tr->status), tr->median_us,
-            msg);
+    char line[GEN_CONFIG_TEXT_CAP + FMQA_ERRMSG_CAP + 64];
+    if (J->T->tty)
+        snprintf(line, sizeof line, "best %.2f us, ok %lld wrong %lld pruned %lld", J->best_us,
+                 (long long)S->by_status[DB_TRIAL_OK],
+                 (long long)S->by_status[DB_TRIAL_WRONG_RESULT],
+                 (long long)S->by_status[DB_TRIAL_PRUNED]);
+    else
+        snprintf(line, sizeof line, "%s: %s %.2f us %s", config,
+                 db_trial_status_name(tr->status), tr->median_us, msg);
+    tun_progress_update(&J->prog, J->tried, line);
 }
 
 /* Runs and records one config (bin NULL: compilation failed with cerr). */
@@ -710,6 +723,12 @@ static fmqa_status tune_template(job_ctx *J, uint64_t case_seed, fmqa_err *err)
         st = fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     size_t first[2] = {di_ok ? find_config(space, n, &dflt) : n, n};
     double first_us[2] = {0, 0};
+    char label[GEN_NAME_CAP + 32];
+    snprintf(label, sizeof label, "[%d/%d] %s", J->idx_problem + 1, J->n_problems,
+             gen_template_name(J->t));
+    size_t left = n > done.count ? n - done.count : 0;
+    tun_progress_start(&J->prog, stderr, T->tty, label,
+                       budget > 0 && (size_t)budget < left ? (size_t)budget : left);
     if (st == FMQA_OK && budget >= 0) {
         first[1] = incumbent_index(J, space, n, first[0]);
         if (first[0] < n)
@@ -899,74 +918,151 @@ static int run_gpu(const opts *o)
 
 /* ---------------------------------------------------------------- dry run */
 
+/* One template on one problem: what the dry run compiles of its space. */
+typedef struct dry_task {
+    size_t problem;
+    const gen_template *t;
+    gen_config *space;           /* owned                                     */
+    size_t n_space, n_pick;
+    size_t *pick;                /* owned: indices into space                 */
+} dry_task;
+
 typedef struct dry_totals {
-    size_t legal, compiled, cached, failed, spilling;
+    size_t compiled, cached, failed, spilling;
     int reg_min, reg_max;
     double compile_ms;
 } dry_totals;
 
-static void dry_account(dry_totals *d, const gen_binary *b)
+/* The configs to compile: all of them when k is 0 or covers the space, else
+ * the default (if legal) and evenly spaced picks, k in all. */
+static size_t dry_picks(const gen_config *space, size_t n, const gen_config *dflt, size_t k,
+                        size_t *pick)
 {
-    int regs = 0, spills = 0;
+    size_t m = 0;
+    if (k == 0 || k >= n) {
+        for (; m < n; m++)
+            pick[m] = m;
+        return m;
+    }
+    size_t di = dflt ? find_config(space, n, dflt) : n;
+    if (di < n)
+        pick[m++] = di;
+    for (size_t i = 0; i < k && m < k; i++) {
+        size_t j = i * n / k;
+        if (j != di)
+            pick[m++] = j;
+    }
+    return m;
+}
+
+/* Every (problem, template) pair with its space and picks; *total the configs
+ * to compile, *legal the size of the spaces. */
+static fmqa_status dry_plan(const opts *o, gen_lib *lib, const fmqa_problem *ps, size_t n,
+                            const fmqa_device_info *dev, dry_task **out, size_t *n_out,
+                            size_t *total, size_t *legal, fmqa_err *err)
+{
+    size_t cap = 0, k = o->all ? 0 : o->budget > 0 ? (size_t)o->budget : DRY_QUICK_SAMPLE;
+    dry_task *tasks = NULL;
+    fmqa_status st = FMQA_OK;
+    *n_out = *total = *legal = 0;
+    for (size_t i = 0; i < n && st == FMQA_OK; i++)
+        for (const gen_template *t = gen_lib_next(lib, ps[i].op, NULL); t && st == FMQA_OK;
+             t = gen_lib_next(lib, ps[i].op, t)) {
+            if (*n_out == cap) {
+                dry_task *grown = realloc(tasks, (cap = cap ? 2 * cap : 16) * sizeof *tasks);
+                if (!grown) {
+                    st = fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+                    break;
+                }
+                tasks = grown;
+            }
+            dry_task *d = &tasks[*n_out];
+            *d = (dry_task){.problem = i, .t = t};
+            st = gen_space(t, &ps[i], dev, &d->space, &d->n_space, err);
+            if (st != FMQA_OK)
+                break;
+            ++*n_out;
+            gen_config dflt;
+            int has_dflt = gen_default(t, &ps[i], dev, &dflt, NULL) == FMQA_OK;
+            if (d->n_space && !(d->pick = malloc(d->n_space * sizeof *d->pick)))
+                st = fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+            else if (d->n_space)
+                d->n_pick = dry_picks(d->space, d->n_space, has_dflt ? &dflt : NULL, k, d->pick);
+            *total += d->n_pick, *legal += d->n_space;
+        }
+    *out = tasks;
+    return st;
+}
+
+static void dry_tasks_free(dry_task *tasks, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(tasks[i].space);
+        free(tasks[i].pick);
+    }
+    free(tasks);
+}
+
+/* Accounts one finished compile and describes it for the progress line. */
+static void dry_account(dry_totals *d, const gen_binary *b, char *line, size_t cap)
+{
+    int regs = 0, spill = 0;
     for (int r = 0; r < b->n_resources; r++) {
         if (b->resources[r].registers > regs)
             regs = b->resources[r].registers;
-        spills |= b->resources[r].spill_stores > 0 || b->resources[r].spill_loads > 0;
+        spill += b->resources[r].spill_stores + b->resources[r].spill_loads;
     }
     d->compiled++;
     d->cached += b->cached != 0;
-    d->spilling += spills;
+    d->spilling += spill > 0;
     d->compile_ms += b->compile_ms;
     if (regs && (!d->reg_min || regs < d->reg_min))
         d->reg_min = regs;
     if (regs > d->reg_max)
         d->reg_max = regs;
+    size_t used = strlen(line);
+    if (b->cached)
+        snprintf(line + used, cap - used, "from the cubin cache");
+    else
+        snprintf(line + used, cap - used, "%d registers, %d spill bytes, %.0f ms", regs, spill,
+                 b->compile_ms);
 }
 
-static fmqa_status dry_template(const opts *o, gen_compiler *comp, const gen_template *t,
-                                const fmqa_problem *p, const fmqa_device_info *dev,
-                                dry_totals *d, fmqa_err *err)
+/* Compiles a task's picks on the pool; one progress update per variant. */
+static void dry_compile(gen_compiler *comp, const dry_task *task, const fmqa_problem *p,
+                        const fmqa_device_info *dev, tun_progress *prog, size_t *done,
+                        dry_totals *d)
 {
-    gen_config *space = NULL;
-    size_t n = 0;
-    fmqa_status st = gen_space(t, p, dev, &space, &n, err);
-    if (st != FMQA_OK)
-        return st;
-    size_t take = o->budget > 0 && (size_t)o->budget < n ? (size_t)o->budget : n;
-    gen_job **jobs = calloc(take ? take : 1, sizeof *jobs);
-    if (!jobs) {
-        free(space);
-        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    }
-    d->legal += n;
-    for (size_t i = 0; i < take; i++) {
+    gen_job **jobs = calloc(task->n_pick ? task->n_pick : 1, sizeof *jobs);
+    fmqa_err *errs = calloc(task->n_pick ? task->n_pick : 1, sizeof *errs);
+    for (size_t i = 0; jobs && errs && i < task->n_pick; i++) {
         gen_source src;
-        fmqa_err e;
-        if (gen_render(t, &space[i], p, dev, &src, &e) != FMQA_OK ||
-            gen_compiler_submit(comp, &src, NULL, NULL, &jobs[i], &e) != FMQA_OK) {
-            d->failed++;
-            fprintf(stderr, "  render failed: %s\n", e.msg);
-        }
+        if (gen_render(task->t, &task->space[task->pick[i]], p, dev, &src, &errs[i]) == FMQA_OK)
+            gen_compiler_submit(comp, &src, NULL, NULL, &jobs[i], &errs[i]);
         gen_source_free(&src);
     }
-    for (size_t i = 0; i < take; i++) {
+    for (size_t i = 0; i < task->n_pick; i++) {
         const gen_binary *b;
-        fmqa_err e;
-        if (!jobs[i])
-            continue;
-        if (gen_job_wait(jobs[i], &b, &e) == FMQA_OK) {
-            dry_account(d, b);
+        fmqa_err e = {.msg = "out of memory"};
+        char line[GEN_CONFIG_TEXT_CAP + 320];
+        int n = snprintf(line, sizeof line, "problem %zu %s ", task->problem + 1,
+                         gen_template_name(task->t));
+        gen_config_text(&task->space[task->pick[i]], line + n, sizeof line - (size_t)n);
+        fmqa_strlcpy(line + strlen(line), ": ", sizeof line - strlen(line));
+        if (jobs && jobs[i] && gen_job_wait(jobs[i], &b, &e) == FMQA_OK) {
+            dry_account(d, b, line, sizeof line);
         } else {
-            char text[GEN_CONFIG_TEXT_CAP];
-            gen_config_text(&space[i], text, sizeof text);
-            if (!d->failed++)
-                fprintf(stderr, "  %s %s: %.300s\n", gen_template_name(t), text, e.msg);
+            d->failed++;
+            n = (int)strlen(line);
+            snprintf(line + n, sizeof line - (size_t)n, "FAILED %.200s",
+                     jobs && !jobs[i] && errs ? errs[i].msg : e.msg);
         }
-        gen_job_release(jobs[i]);
+        tun_progress_update(prog, ++*done, line);
+        if (jobs)
+            gen_job_release(jobs[i]);
     }
+    free(errs);
     free(jobs);
-    free(space);
-    return FMQA_OK;
 }
 
 static int run_dry(const opts *o)
@@ -980,55 +1076,70 @@ static int run_dry(const opts *o)
     gen_lib *lib = NULL;
     gen_compiler *comp = NULL;
     fmqa_problem *ps = NULL;
-    size_t n = 0;
+    dry_task *tasks = NULL;
+    size_t n = 0, n_tasks = 0, total = 0, legal = 0;
     char *text = NULL;
     int rc = 0;
+    signal(SIGINT, on_sigint);
     fmqa_status st = gen_device_preset(o->arch, &dev, &err);
     if (st == FMQA_OK && (st = fmqa_ctx_create(&fo, &ctx)) != FMQA_OK)
         fmqa_err_set(&err, st, "%s", fmqa_ctx_errmsg(ctx));
     if (st == FMQA_OK)
         st = rt_templates(ctx, &lib, &err);
-    if (st == FMQA_OK)
-        st = db_open(o->db_path, DB_READ_WRITE, 0, &db, &err);
-    gen_cache_hook hook = rt_cubin_hook(db);
-    if (st == FMQA_OK)
-        st = gen_compiler_create(o->threads, &hook, &comp, &err);
     if (st == FMQA_OK && !(text = problem_text(o, &err)))
         st = err.status;
     if (st == FMQA_OK)
         st = tun_problems_parse(text, o->problems_file ? o->problems_file : "problem set", &ps,
                                 &n, &err);
-    size_t total = 0, failed = 0;
-    for (size_t i = 0; i < n && st == FMQA_OK; i++) {
-        char spec[GEN_PROBLEM_TEXT_CAP];
-        gen_problem_format(&ps[i], spec, sizeof spec);
-        printf("problem %zu: %s\n", i + 1, spec);
-        int any = 0;
-        for (const gen_template *t = gen_lib_next(lib, ps[i].op, NULL); t && st == FMQA_OK;
-             t = gen_lib_next(lib, ps[i].op, t)) {
-            dry_totals d = {0};
-            double t0 = fmqa_now_ms();
-            any = 1;
-            st = dry_template(o, comp, t, &ps[i], &dev, &d, &err);
-            printf("  %-12s %zu legal, %zu compiled (%zu from the cubin cache), %zu failed, "
-                   "registers %d..%d, %zu spilling, compile %.0f ms cpu / %.0f ms wall\n",
-                   gen_template_name(t), d.legal, d.compiled, d.cached, d.failed, d.reg_min,
-                   d.reg_max, d.spilling, d.compile_ms, fmqa_now_ms() - t0);
-            total += d.compiled, failed += d.failed;
+    if (st == FMQA_OK)
+        st = dry_plan(o, lib, ps, n, &dev, &tasks, &n_tasks, &total, &legal, &err);
+    if (st == FMQA_OK) {
+        printf("dry run for %s: %zu problem(s), %zu template space(s), %zu of %zu legal "
+               "variants to compile on %d thread(s) (%s), cubins and compile reports into %s\n",
+               dev.arch, n, n_tasks, total, legal, o->threads,
+               o->all ? "--all: every variant"
+                      : "quick: each space's default and an even sample; --all for every variant",
+               o->db_path);
+        st = db_open(o->db_path, DB_READ_WRITE, 0, &db, &err);
+    }
+    gen_cache_hook hook = rt_cubin_hook(db);
+    if (st == FMQA_OK)
+        st = gen_compiler_create(o->threads, &hook, &comp, &err);
+    tun_progress prog;
+    tun_progress_start(&prog, stderr, isatty(STDERR_FILENO), "dry run", total);
+    size_t done = 0, compiled = 0, failed = 0;
+    for (size_t i = 0; i < n_tasks && st == FMQA_OK && !interrupted; i++) {
+        const dry_task *task = &tasks[i];
+        dry_totals d = {0};
+        double t0 = fmqa_now_ms();
+        dry_compile(comp, task, &ps[task->problem], &dev, &prog, &done, &d);
+        tun_progress_clear(&prog);
+        if (i == 0 || tasks[i - 1].problem != task->problem) {
+            char spec[GEN_PROBLEM_TEXT_CAP];
+            gen_problem_format(&ps[task->problem], spec, sizeof spec);
+            printf("problem %zu: %s\n", task->problem + 1, spec);
         }
-        if (!any) {
-            printf("  no %s template is loaded (%s)\n", fmqa_op_name(ps[i].op),
-                   gen_lib_origin(lib));
+        printf("  %-12s %zu legal, %zu compiled (%zu from the cubin cache), %zu failed, "
+               "registers %d..%d, %zu spilling, compile %.0f ms cpu / %.0f ms wall\n",
+               gen_template_name(task->t), task->n_space, d.compiled, d.cached, d.failed,
+               d.reg_min, d.reg_max, d.spilling, d.compile_ms, fmqa_now_ms() - t0);
+        compiled += d.compiled, failed += d.failed;
+    }
+    for (size_t i = 0; i < n && st == FMQA_OK; i++)
+        if (!gen_lib_next(lib, ps[i].op, NULL)) {
+            printf("problem %zu: no %s template is loaded (%s)\n", i + 1,
+                   fmqa_op_name(ps[i].op), gen_lib_origin(lib));
             rc = 1;
         }
-    }
     if (st != FMQA_OK) {
         fprintf(stderr, "fastmqa-tune: %s\n", err.msg);
         rc = 1;
     } else {
-        printf("dry run for %s: %zu variants compiled, %zu failed\n", dev.arch, total, failed);
-        rc = rc || failed ? 1 : 0;
+        printf("dry run for %s: %zu variants compiled, %zu failed%s\n", dev.arch, compiled,
+               failed, interrupted ? " (interrupted)" : "");
+        rc = interrupted ? 130 : rc || failed ? 1 : 0;
     }
+    dry_tasks_free(tasks, n_tasks);
     free(ps);
     free(text);
     gen_compiler_destroy(comp);
@@ -1039,6 +1150,9 @@ static int run_dry(const opts *o)
 
 int main(int argc, char **argv)
 {
+    if (rt_version_option(argc, argv, "fastmqa-tune"))
+        return 0;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a redirected log advances line by line */
     opts o;
     int r = parse_args(argc, argv, &o);
     if (r)

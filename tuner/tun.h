@@ -474,4 +474,26 @@ fmqa_status tun_problems_format(const fmqa_problem *p, size_t n, char **text /* 
 void tun_default_model(fmqa_model_config *m /* OUT */);
 
 
+/* ---------------------------------------------------------------- progress */
+
+/*
+ * Progress of `total` items (tun_progress.c): on a terminal (tty) a bar
+ * redrawn in place at most every 100 ms ("LABEL [###...] DONE/TOTAL RATE/s
+ * LEFT left  LINE", LINE cut to 60 characters), else one flushed line per
+ * update, "LABEL DONE/TOTAL, RATE/s, LEFT left: LINE"; the rate is since the
+ * start, the time left assumes it holds.  tun_progress_clear erases the bar
+ * before other output on the same terminal (the next update redraws it).
+ */
+typedef struct tun_progress {
+    FILE *f;
+    int tty, drawn;
+    char label[96];
+    size_t total;
+    double t0_ms, drawn_ms;
+} tun_progress;
+
+void tun_progress_start(tun_progress *p, FILE *f, int tty, const char *label, size_t total);
+void tun_progress_update(tun_progress *p, size_t done, const char *line);
+void tun_progress_clear(tun_progress *p);
+
 #endif /* FMQA_TUN_H */

@@ -66,6 +66,8 @@ fmqa_status tun_problems_parse(const char *text, const char *name, fmqa_problem 
         fmqa_problem p;
         fmqa_status st = gen_problem_parse(buf, &p, err);
         if (st == FMQA_OK)
+            st = rt_problem_check(&p, err); /* an invalid problem is an error, not 0 configs */
+        if (st == FMQA_OK)
             st = push(&v, &n, &cap, &p, err);
         else
             fmqa_err_prefix(err, "%s:%d", name, line);

@@ -7,9 +7,10 @@
 
 #include "test_support.h"
 
-void fmqa_test_db_best(struct db *db, const fmqa_device_info *d, const char *template_name,
-                       const char *template_hash, const fmqa_problem *p, const char *config,
-                       double us, double default_us)
+int64_t fmqa_test_db_trial(struct db *db, const fmqa_device_info *d, const char *template_name,
+                           const char *template_hash, const fmqa_problem *p, const char *config,
+                           db_trial_status status, double median_us, double p20_us,
+                           double p80_us)
 {
     fmqa_err err;
     int64_t dev_id, tpl_id, prob_id, trial_id;
@@ -20,9 +21,20 @@ void fmqa_test_db_best(struct db *db, const fmqa_device_info *d, const char *tem
     db_trial tr = {0};
     tr.device_id = dev_id, tr.template_id = tpl_id, tr.problem_id = prob_id;
     tr.config = config;
-    tr.status = DB_TRIAL_OK;
-    tr.median_us = tr.p20_us = tr.p80_us = tr.min_us = us;
-    tr.runs = 10;
+    tr.status = status;
+    tr.median_us = tr.min_us = median_us;
+    tr.p20_us = p20_us, tr.p80_us = p80_us;
+    tr.runs = median_us > 0 ? 10 : 0;
     cr_assert_eq(db_trial_insert(db, &tr, &trial_id, &err), FMQA_OK, "%s", err.msg);
+    return trial_id;
+}
+
+void fmqa_test_db_best(struct db *db, const fmqa_device_info *d, const char *template_name,
+                       const char *template_hash, const fmqa_problem *p, const char *config,
+                       double us, double default_us)
+{
+    fmqa_err err;
+    int64_t trial_id = fmqa_test_db_trial(db, d, template_name, template_hash, p, config,
+                                          DB_TRIAL_OK, us, us, us);
     cr_assert_eq(db_best_update(db, trial_id, default_us, NULL, &err), FMQA_OK, "%s", err.msg);
 }

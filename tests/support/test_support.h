@@ -43,6 +43,14 @@ const gen_template *fmqa_test_template(gen_lib *lib, const char *name, fmqa_op o
 fmqa_problem fmqa_test_problem(const char *spec);
 fmqa_device_info fmqa_test_device(const char *arch);
 
+/* Stores one trial of `config` with this status and timing (0 = not timed)
+ * for the problem on device d, upserting device, template and problem;
+ * returns its id. */
+int64_t fmqa_test_db_trial(struct db *db, const fmqa_device_info *d, const char *template_name,
+                           const char *template_hash, const fmqa_problem *p, const char *config,
+                           db_trial_status status, double median_us, double p20_us,
+                           double p80_us);
+
 /* Stores one ok trial of `config` (median us) for the problem on device d and
  * offers it as the best of (d, template, problem); default_us is the
  * template default's time (0 if unknown). */
@@ -56,5 +64,9 @@ void fmqa_test_db_best(struct db *db, const fmqa_device_info *d, const char *tem
  * signature).  Skips the test when there is no C++ compiler. */
 void *fmqa_test_emu_build(const gen_template *t, const gen_config *c, const fmqa_problem *p,
                           const fmqa_device_info *d, const char *driver, char *dir);
+
+/* Runs a shell command line (stderr joined to stdout), returns its exit status
+ * (-1 if it did not exit) and the start of its output, NUL-terminated, in out. */
+int fmqa_test_run(const char *cmd, char *out, size_t cap);
 
 #endif
