@@ -88,6 +88,10 @@ static const char *const MIGRATIONS[DB_SCHEMA_VERSION] = {
     "  data BLOB NOT NULL, resources TEXT, created_at INTEGER NOT NULL,"
     "  last_used INTEGER NOT NULL);"
     "PRAGMA user_version = 1;",
+    /* 1 -> 2: a checksum per cubin (fmqa_hash_hex of data), verified on load;
+     * rows from version 1 keep NULL and are verified by size only. */
+    "ALTER TABLE cubins ADD COLUMN checksum TEXT;"
+    "PRAGMA user_version = 2;",
 };
 
 void db_lock(db_t *db) { pthread_mutex_lock(&db->lock); }

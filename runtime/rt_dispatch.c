@@ -28,44 +28,11 @@ struct rt_dispatch {
     gen_lib *lib;
     gen_compiler *compiler;
     db_t *db;
+    rt_cubin_store cubins;       /* the compiler's cache hook's state    */
     pthread_mutex_t lock;        /* guards plans                         */
     rt_plan **plans;
     size_t n_plans, cap_plans;
 };
-
-/* ---------------------------------------------------------------- caches */
-
-static int cubin_get(void *user, const char *key, gen_binary *out)
-{
-    void *data;
-    size_t size;
-    if (db_cubin_get(user, key, &data, &size, NULL) != FMQA_OK)
-        return 0;
-    memset(out, 0, sizeof *out);
-    fmqa_strlcpy(out->key, key, sizeof out->key);
-    out->cubin = data;
-    out->size = size;
-    out->cached = 1;
-    return 1;
-}
-
-static void cubin_put(void *user, const gen_binary *bin)
-{
-    int maj = 0, min = 0;
-    char nvrtc[16];
-    fmqa_nvrtc_version(&maj, &min);
-    snprintf(nvrtc, sizeof nvrtc, "%d.%d", maj, min);
-    /* Best effort: a read-only database simply does not keep it.  The template
-     * hash lets db_prune drop cubins of templates that changed. */
-    db_cubin_put(user, bin->key, bin->cubin, bin->size, bin->arch, nvrtc,
-                 bin->template_hash[0] ? bin->template_hash : NULL, NULL, NULL);
-}
-
-gen_cache_hook rt_cubin_hook(struct db *db)
-{
-    gen_cache_hook hook = {db, cubin_get, cubin_put};
-    return hook;
-}
 
 static db_t *open_db(fmqa_ctx_t *ctx)
 {
@@ -90,7 +57,8 @@ static fmqa_status dispatch_create(fmqa_ctx_t *ctx, struct rt_dispatch **out, fm
     pthread_mutex_init(&d->lock, NULL);
     fmqa_status st = gen_lib_open(ctx->template_dir, &d->lib, err);
     d->db = st == FMQA_OK ? open_db(ctx) : NULL;
-    gen_cache_hook hook = rt_cubin_hook(d->db);
+    rt_cubin_store_init(&d->cubins, d->db, ctx);
+    gen_cache_hook hook = rt_cubin_hook(&d->cubins);
     if (st == FMQA_OK)
         st = gen_compiler_create(1, d->db ? &hook : NULL, &d->compiler, err);
     if (st != FMQA_OK) {
@@ -149,6 +117,7 @@ void rt_dispatch_destroy(struct rt_dispatch *d)
     free(d->plans);
     gen_compiler_destroy(d->compiler);
     gen_lib_close(d->lib);
+    rt_cubin_store_fini(&d->cubins);
     db_close(d->db);
     pthread_mutex_destroy(&d->lock);
     free(d);
