@@ -4,7 +4,8 @@
  * and destroying one frees the last-error records of every thread that used
  * it, not only the caller's (other threads' messages once leaked; the
  * ASan build's leak checker and, in other builds, the heap's in-use bytes
- * tell).  The thread test runs under ThreadSanitizer in CI too.
+ * tell).  tests/threads/thread_stress runs the same paths under
+ * ThreadSanitizer in CI.
  */
 #define _GNU_SOURCE /* mallinfo2 */
 #include <malloc.h>
