@@ -39,7 +39,7 @@ return {
   default = function(p, d)
     if p.batch == 9 then
       local t = {}
-      for i = 1, 1e9 do t[i] = string.rep("0123456789abcdef", 64) .. i end
+      for i = 1, 1e9 do t[i] = string.rep("0123456789abcdef", 4096) .. i end
     end
     return { TILE = 32, WARPS = 2 }
   end,

@@ -2,7 +2,7 @@
 while true do
   pcall(function()
     local t = {}
-    while true do t[#t + 1] = ("0123456789abcdef"):rep(256) .. #t end
+    while true do t[#t + 1] = ("0123456789abcdef"):rep(4096) .. #t end
   end)
 end
 return {}
