@@ -126,6 +126,16 @@ int fmqa_strlcpy(char *dst, const char *src, size_t cap)
     return 0;
 }
 
+int fmqa_prod64(const int64_t *factors, int n, int64_t *out)
+{
+    int64_t r = 1;
+    for (int i = 0; i < n; i++)
+        if (fmqa_mul64(r, factors[i], &r))
+            return -1;
+    *out = r;
+    return 0;
+}
+
 double fmqa_now_ms(void)
 {
     struct timespec ts;

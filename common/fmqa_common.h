@@ -52,6 +52,22 @@ char *fmqa_strdup(const char *s);
 /* snprintf into a fixed buffer; returns 0 if it fit, -1 if truncated. */
 int fmqa_strlcpy(char *dst, const char *src, size_t cap);
 
+/*
+ * Checked int64 arithmetic, for every size, stride, offset and count computed
+ * from caller input.  Each stores the exact result and returns 0, or returns -1
+ * when it does not fit int64 (*out is then unspecified).  fmqa_prod64 is the
+ * product of n factors.
+ */
+static inline int fmqa_add64(int64_t a, int64_t b, int64_t *out)
+{
+    return __builtin_add_overflow(a, b, out) ? -1 : 0;
+}
+static inline int fmqa_mul64(int64_t a, int64_t b, int64_t *out)
+{
+    return __builtin_mul_overflow(a, b, out) ? -1 : 0;
+}
+int fmqa_prod64(const int64_t *factors, int n, int64_t *out);
+
 /* Monotonic wall clock in milliseconds. */
 double fmqa_now_ms(void);
 

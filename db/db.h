@@ -43,7 +43,7 @@
 
 /* Schema version this library writes (PRAGMA user_version).  A file with a newer
  * version is refused, unmodified. */
-#define DB_SCHEMA_VERSION 2
+#define DB_SCHEMA_VERSION 3
 #define DB_BUSY_TIMEOUT_MS 5000
 /* A session whose heartbeat is older than this is dead, whatever its pid
  * (docs/database.md, "Sessions and their owner"). */
@@ -244,7 +244,10 @@ fmqa_status db_best_candidates(db_t *db, const char *device_key, const char *tem
  * Cubin cache keyed by the hash of (source, options, NVRTC version, arch), as
  * the generator computes it.  get: FMQA_ERR_NOT_FOUND on a miss; on a hit
  * *data is malloc'ed (caller frees), and last_used is refreshed when the
- * handle is read-write.  put replaces an existing entry with the same key;
+ * handle is read-write.  A hit whose data does not match its recorded size
+ * or checksum is damaged: FMQA_ERR_DATABASE naming it, and the row is deleted
+ * when the handle is read-write (the caller recompiles and puts it again).
+ * put records the checksum.  put replaces an existing entry with the same key;
  * template_hash (may be NULL) lets db_prune drop cubins of old templates;
  * resources (may be NULL) is the compile report as JSON (gen_binary_report:
  * template, config, compile_ms, and per kernel registers, spills, shared

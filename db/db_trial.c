@@ -743,18 +743,52 @@ fmqa_status db_trials_done(db_t *db, int64_t session_id, int64_t device_id, int6
 
 /* ------------------------------------------------------------ cubins */
 
+/* A row's data against its size and checksum (NULL in rows of schema 1). */
+static fmqa_status cubin_verify(sqlite3_stmt *st, const char *key, fmqa_err *err)
+{
+    size_t n = (size_t)sqlite3_column_bytes(st, 0);
+    int64_t recorded = sqlite3_column_int64(st, 1);
+    if ((int64_t)n != recorded)
+        return fmqa_err_set(err, FMQA_ERR_DATABASE,
+                            "cubin %s is damaged: %zu bytes, %lld recorded", key, n,
+                            (long long)recorded);
+    const char *sum = (const char *)sqlite3_column_text(st, 2);
+    char actual[FMQA_HASH_HEX];
+    fmqa_hash_hex(sqlite3_column_blob(st, 0), n, actual);
+    if (sum && strcmp(sum, actual) != 0)
+        return fmqa_err_set(err, FMQA_ERR_DATABASE,
+                            "cubin %s is damaged: checksum %s, %s recorded", key, actual, sum);
+    return FMQA_OK;
+}
+
+/* Runs a statement on one key (?1; ?2 is the time where it has one) as best
+ * effort, on a read-write handle only. */
+static void cubin_touch(db_t *db, const char *sql, const char *key)
+{
+    sqlite3_stmt *st = NULL;
+    if (db->mode != DB_READ_WRITE || db_prepare(db, sql, &st, "", NULL))
+        return;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, db_now());
+    sqlite3_step(st);
+    sqlite3_finalize(st);
+}
+
 fmqa_status db_cubin_get(db_t *db, const char *key, void **data, size_t *size, fmqa_err *err)
 {
     if (!db || !key || !data || !size)
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "db_cubin_get: NULL argument");
-    sqlite3_stmt *st = NULL, *touch = NULL;
+    sqlite3_stmt *st = NULL;
+    int damaged = 0;
     db_lock(db);
-    fmqa_status s = db_prepare(db, "SELECT data FROM cubins WHERE key = ?1", &st,
+    fmqa_status s = db_prepare(db, "SELECT data, size, checksum FROM cubins WHERE key = ?1", &st,
                                "read a cubin", err);
     if (!s) {
         sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
         int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
+        if (rc == SQLITE_ROW)
+            damaged = (s = cubin_verify(st, key, err)) != FMQA_OK;
+        if (rc == SQLITE_ROW && !damaged) {
             size_t n = (size_t)sqlite3_column_bytes(st, 0);
             void *copy = malloc(n ? n : 1);
             if (!copy) {
@@ -764,20 +798,18 @@ fmqa_status db_cubin_get(db_t *db, const char *key, void **data, size_t *size, f
                 *data = copy;
                 *size = n;
             }
-        } else {
+        } else if (rc != SQLITE_ROW) {
             s = rc == SQLITE_DONE ? fmqa_err_set(err, FMQA_ERR_NOT_FOUND, "no cached cubin %s", key)
                                   : db_fail(db, rc, err, "read a cubin");
         }
     }
     sqlite3_finalize(st);
-    /* Refreshing last_used is best effort: a busy writer must not fail a hit. */
-    if (!s && db->mode == DB_READ_WRITE &&
-        !db_prepare(db, "UPDATE cubins SET last_used = ?2 WHERE key = ?1", &touch, "", NULL)) {
-        sqlite3_bind_text(touch, 1, key, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(touch, 2, db_now());
-        sqlite3_step(touch);
-        sqlite3_finalize(touch);
-    }
+    /* Refreshing last_used is best effort: a busy writer must not fail a hit.
+     * A damaged row goes, so that the recompiled cubin takes its place. */
+    if (!s)
+        cubin_touch(db, "UPDATE cubins SET last_used = ?2 WHERE key = ?1", key);
+    else if (damaged)
+        cubin_touch(db, "DELETE FROM cubins WHERE key = ?1", key);
     db_unlock(db);
     return s;
 }
@@ -795,11 +827,12 @@ fmqa_status db_cubin_put(db_t *db, const char *key, const void *data, size_t siz
     db_lock(db);
     fmqa_status s = db_prepare(db,
         "INSERT INTO cubins(key, arch, nvrtc_version, template_hash, size, data, resources,"
-        " created_at, last_used) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)"
+        " created_at, last_used, checksum) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)"
         " ON CONFLICT(key) DO UPDATE SET arch = excluded.arch,"
         " nvrtc_version = excluded.nvrtc_version, template_hash = excluded.template_hash,"
         " size = excluded.size, data = excluded.data, resources = excluded.resources,"
-        " last_used = excluded.last_used", &st, "store a cubin", err);
+        " last_used = excluded.last_used, checksum = excluded.checksum", &st,
+        "store a cubin", err);
     if (!s) {
         sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 2, arch, -1, SQLITE_TRANSIENT);
@@ -809,6 +842,9 @@ fmqa_status db_cubin_put(db_t *db, const char *key, const void *data, size_t siz
         sqlite3_bind_blob(st, 6, data, (int)size, SQLITE_TRANSIENT);
         db_bind_text(st, 7, resources);
         sqlite3_bind_int64(st, 8, db_now());
+        char sum[FMQA_HASH_HEX];
+        fmqa_hash_hex(data, size, sum);
+        sqlite3_bind_text(st, 9, sum, -1, SQLITE_TRANSIENT);
         s = db_begin_write(db, err);
         if (!s)
             s = db_step_done(db, st, "store a cubin", err);

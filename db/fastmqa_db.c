@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "db.h"
 #include "fastmqa_db_plot.h"
@@ -311,18 +313,40 @@ static int cmd_stats(db_t *db, const opts *o)
     return 0;
 }
 
+/* Writes the export next to FILE and renames it into place when complete, so
+ * a failed export (full disk, error) leaves FILE as it was and no partial
+ * file. */
 static int cmd_export(db_t *db, const opts *o)
 {
-    int to_stdout = !o->arg || strcmp(o->arg, "-") == 0;
-    FILE *out = to_stdout ? stdout : fopen(o->arg, "w");
+    fmqa_err err = {0};
+    if (!o->arg || strcmp(o->arg, "-") == 0)
+        return db_export(db, stdout, &err) ? fail(err.msg) : 0;
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", o->arg) >= (int)sizeof tmp)
+        return fail("export path too long");
+    int fd = mkstemp(tmp);
+    mode_t mask = umask(0); /* the file gets the mode fopen would give it */
+    umask(mask);
+    if (fd >= 0)
+        fchmod(fd, 0666 & ~mask);
+    FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!out) {
-        fprintf(stderr, "fastmqa-db: %s: %s\n", o->arg, strerror(errno));
+        fprintf(stderr, "fastmqa-db: %s: %s\n", tmp, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
         return EXIT_FAILURE;
     }
-    fmqa_err err = {0};
     fmqa_status s = db_export(db, out, &err);
-    if (!to_stdout && fclose(out) != 0 && !s)
+    if ((fflush(out) != 0 || fsync(fd) != 0) && !s)
         s = fmqa_err_set(&err, FMQA_ERR_IO, "%s: %s", o->arg, strerror(errno));
+    if (fclose(out) != 0 && !s)
+        s = fmqa_err_set(&err, FMQA_ERR_IO, "%s: %s", o->arg, strerror(errno));
+    if (!s && rename(tmp, o->arg) != 0)
+        s = fmqa_err_set(&err, FMQA_ERR_IO, "%s: %s", o->arg, strerror(errno));
+    if (s)
+        unlink(tmp);
     return s ? fail(err.msg) : 0;
 }
 
@@ -444,6 +468,13 @@ static const command COMMANDS[] = {
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
+/* Only the commands that add rows may create the database file; the others
+ * (vacuum, prune and every reading command) need an existing one. */
+static int may_create(const command *c)
+{
+    return c->run == cmd_import || c->run == cmd_merge;
+}
+
 /* ------------------------------------------------------------ command line */
 
 static void usage(FILE *f)
@@ -560,6 +591,11 @@ int main(int argc, char **argv)
     }
     db_t *db = NULL;
     fmqa_err err = {0};
+    if (!may_create(c) && access(o.db_path, F_OK) != 0) {
+        fprintf(stderr, "fastmqa-db: %s: %s (%s never creates a database)\n", o.db_path,
+                strerror(errno), c->name);
+        return EXIT_FAILURE;
+    }
     if (db_open(o.db_path, c->mode, 0, &db, &err))
         return fail(err.msg);
     r = c->run(db, &o);

@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <time.h>
 
 #include <lua.h>
 
@@ -78,13 +79,23 @@ struct gen_lib {
     lua_State *L;
     pthread_mutex_t mu;
     size_t mem_used, mem_cap;     /* counting allocator            */
+    int capped;                   /* in a template call: cap holds */
+    int refusals;                 /* growths refused in this call  */
     long long steps, step_cap;    /* instruction budget per call   */
+    struct timespec deadline;     /* CPU-time end of the call      */
+    int tripped;                  /* a cap was hit (gen_lua.c)     */
+    char mem_msg[400];            /* message of a memory cap       */
 };
 
-/* Limits of the sandbox. */
+/* Limits of the sandbox, per call of a template function (or chunk): memory
+ * held by the state, VM instructions (C functions that loop are charged their
+ * work), and the calling thread's CPU time, checked at every function call
+ * and every GEN_LUA_HOOK_EVERY instructions as the last line of defence. */
 #define GEN_LUA_MEM_CAP ((size_t)64 << 20)
-#define GEN_LUA_STEP_CAP 50000000LL
+#define GEN_LUA_STEP_CAP 20000000LL
 #define GEN_LUA_HOOK_EVERY 1000
+#define GEN_LUA_CPU_MS 500
+#define GEN_LUA_MEM_REFUSALS 8
 
 /* Set lookup by bare file name; NULL if absent. */
 const gen_file *gen_lib_file(const gen_lib *lib, const char *name);

@@ -4,14 +4,25 @@
  *
  * The state of a lib opens base, string, table and math only, without load,
  * loadfile, dofile, require, collectgarbage and string.dump; print is silent.
- * Memory is capped by a counting allocator (GEN_LUA_MEM_CAP) and every call
- * gets a fresh instruction budget enforced by a count hook that names the
- * file:line it stopped at.  Everything that may allocate on the Lua side
- * (argument tables, registry references, reads) runs inside lua_pcall, so a
- * memory error never reaches the panic handler.  Readers use raw access only:
- * a template's metatables cannot run code while C reads its tables.
+ * Every call of a template (and every chunk) must return: memory is capped by
+ * a counting allocator (GEN_LUA_MEM_CAP), VM instructions by a count hook
+ * (GEN_LUA_STEP_CAP) that names the file:line it stopped at, and the calling
+ * thread's CPU time (GEN_LUA_CPU_MS) by the same hook, which also runs at every
+ * function call so that slow C functions meet it too.  The ways around those
+ * caps are closed: pcall and xpcall re-raise a cap once it was hit (a template
+ * cannot catch it and go on), xpcall runs its message handler as an ordinary
+ * call (Lua runs handlers of errors raised in a hook with hooks off),
+ * setmetatable refuses __gc (Lua runs finalizers with hooks off), and the C
+ * functions that can loop without instructions or allocations are charged
+ * their work (string.rep, table.move, the pattern functions at their worst
+ * case).  Everything that may allocate on the Lua side (argument tables,
+ * registry references, reads) runs inside lua_pcall, so a memory error never
+ * reaches the panic handler.  Readers use raw access only: a template's
+ * metatables cannot run code while C reads its tables.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <ctype.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +41,12 @@ static gen_lib *lib_of(lua_State *L)
 }
 
 /* Counting allocator: refuses growth past the cap, so a runaway template gets
- * a Lua memory error instead of exhausting the process. */
+ * a Lua memory error instead of exhausting the process.  Lua answers a refusal
+ * with a full collection and one retry; a call that keeps pressing against the
+ * cap would spend its time collecting, so after GEN_LUA_MEM_REFUSALS refusals
+ * every growth fails until the call ends.  The cap holds during template calls
+ * only: the few values C pushes outside them (messages) must not fail, as
+ * there a memory error would end in Lua's panic handler. */
 static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     gen_lib *lib = ud;
@@ -40,28 +56,216 @@ static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         lib->mem_used -= old;
         return NULL;
     }
-    if (nsize > old && lib->mem_used - old + nsize > lib->mem_cap)
+    if (nsize > old && lib->capped &&
+        (lib->refusals >= GEN_LUA_MEM_REFUSALS || lib->mem_used - old + nsize > lib->mem_cap)) {
+        lib->refusals++;
         return NULL;
+    }
     void *q = realloc(ptr, nsize);
     if (q)
         lib->mem_used = lib->mem_used - old + nsize;
     return q;
 }
 
-static void step_hook(lua_State *L, lua_Debug *ar)
+/* Why a call stopped; once set, pcall and xpcall re-raise instead of
+ * returning, so a template cannot catch a cap and carry on. */
+enum { TRIP_NONE, TRIP_STEPS, TRIP_TIME, TRIP_MEMORY };
+
+static void cpu_now(struct timespec *ts)
+{
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts);
+}
+
+static int past(const struct timespec *now, const struct timespec *end)
+{
+    return now->tv_sec > end->tv_sec || (now->tv_sec == end->tv_sec && now->tv_nsec >= end->tv_nsec);
+}
+
+/* Raises the error of a cap, at the innermost Lua line on the stack (a hook
+ * may run at the call of a C function, whose frame has no line). */
+static int trip(lua_State *L, int why)
 {
     gen_lib *lib = lib_of(L);
-    lib->steps += GEN_LUA_HOOK_EVERY;
-    if (lib->steps <= lib->step_cap)
-        return;
+    lib->tripped = why;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
     lua_Debug d;
-    if (lua_getstack(L, 0, &d) && lua_getinfo(L, "Sl", &d) && d.currentline > 0)
-        lua_pushfstring(L, "%s:%d: instruction limit (%d million) exceeded", d.short_src,
-                        d.currentline, (int)(lib->step_cap / 1000000));
+    for (int level = 0; lua_getstack(L, level, &d); level++)
+        if (lua_getinfo(L, "Sl", &d) && d.currentline > 0) {
+            lua_pushfstring(L, "%s:%d: ", d.short_src, d.currentline);
+            luaL_addvalue(&b);
+            break;
+        }
+    if (why == TRIP_TIME)
+        lua_pushfstring(L, "time limit (%d ms of CPU time) exceeded", GEN_LUA_CPU_MS);
     else
         lua_pushfstring(L, "instruction limit (%d million) exceeded",
                         (int)(lib->step_cap / 1000000));
-    lua_error(L);
+    luaL_addvalue(&b);
+    luaL_pushresult(&b);
+    return lua_error(L);
+}
+
+/* Notes a memory cap hit in the function that called the running C function
+ * (Lua unwinds a memory error without a message handler, so the line is
+ * taken here); `what` follows the limit. */
+static void trip_memory(lua_State *L, const char *what)
+{
+    gen_lib *lib = lib_of(L);
+    lua_Debug d;
+    int line = lua_getstack(L, 1, &d) && lua_getinfo(L, "Sl", &d) ? d.currentline : 0;
+    lib->tripped = TRIP_MEMORY;
+    if (line > 0)
+        snprintf(lib->mem_msg, sizeof lib->mem_msg, "%s:%d: memory limit (%d MiB) exceeded%s",
+                 d.short_src, line, (int)(lib->mem_cap >> 20), what);
+    else
+        snprintf(lib->mem_msg, sizeof lib->mem_msg, "memory limit (%d MiB) exceeded%s",
+                 (int)(lib->mem_cap >> 20), what);
+}
+
+/* Charges `work` instructions to the call's budget (C functions that loop
+ * pay what they would cost), raising the instruction limit when spent. */
+static void charge(lua_State *L, double work)
+{
+    gen_lib *lib = lib_of(L);
+    if (lib->tripped || work > (double)(lib->step_cap - lib->steps))
+        trip(L, lib->tripped ? lib->tripped : TRIP_STEPS);
+    lib->steps += (long long)work;
+}
+
+static void step_hook(lua_State *L, lua_Debug *ar)
+{
+    gen_lib *lib = lib_of(L);
+    if (ar->event == LUA_HOOKCOUNT)
+        charge(L, GEN_LUA_HOOK_EVERY);
+    struct timespec now;
+    cpu_now(&now);
+    if (past(&now, &lib->deadline))
+        trip(L, TRIP_TIME);
+}
+
+/* pcall(f, ...) that re-raises a cap instead of returning false. */
+static int sandbox_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    int rc = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    gen_lib *lib = lib_of(L);
+    if (rc == LUA_ERRMEM && !lib->tripped)
+        trip_memory(L, "");
+    if (rc != LUA_OK && lib->tripped)
+        return lua_error(L);
+    lua_pushboolean(L, rc == LUA_OK);
+    lua_insert(L, 1);
+    return lua_gettop(L);
+}
+
+/* xpcall(f, msgh, ...): f runs like pcall; msgh then gets the error as an
+ * ordinary (hooked) protected call, whose result is the second value. */
+static int sandbox_xpcall(lua_State *L)
+{
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    int n = lua_gettop(L);
+    luaL_checkstack(L, n + 4, NULL);
+    lua_pushcfunction(L, sandbox_pcall);
+    lua_pushvalue(L, 1);
+    for (int i = 3; i <= n; i++)
+        lua_pushvalue(L, i);
+    lua_call(L, n - 1, LUA_MULTRET); /* f, msgh, args..., ok, results... */
+    if (lua_toboolean(L, n + 1))
+        return lua_gettop(L) - n;
+    lua_settop(L, n + 2);
+    lua_pushcfunction(L, sandbox_pcall);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, n + 2);
+    lua_call(L, 2, 2); /* ..., false, error, handled?, result */
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+}
+
+/* setmetatable refusing __gc: a finalizer would run with hooks off. */
+static int sandbox_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE && lua_getfield(L, 2, "__gc") != LUA_TNIL)
+        return luaL_error(L, "setmetatable: __gc metamethods are not allowed in templates");
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+/* string.rep: an empty result takes no time, a large one is refused before
+ * it is built (empty pieces repeated 2^60 times would loop in C). */
+static int sandbox_rep(lua_State *L)
+{
+    size_t l = 0, lsep = 0;
+    luaL_checklstring(L, 1, &l);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &lsep);
+    if (n <= 0 || l + lsep == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    gen_lib *lib = lib_of(L);
+    double bytes = (double)n * (double)(l + lsep);
+    if (bytes > (double)lib->mem_cap) {
+        char what[64];
+        snprintf(what, sizeof what, ": string.rep of %.0f bytes", bytes);
+        trip_memory(L, what);
+        return luaL_error(L, "%s", lib->mem_msg);
+    }
+    charge(L, bytes / 64);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* table.move(a1, f, e, t [,a2]): charged one instruction per element. */
+static int sandbox_move(lua_State *L)
+{
+    lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
+    if (e >= f)
+        charge(L, (double)e - (double)f + 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* find, match, gmatch, gsub: charged their worst case, one backtracking step
+ * per (subject length + 1)^(quantifiers + 1) (each start position may try
+ * every split of every quantifier), before they run. */
+static int sandbox_pattern(lua_State *L)
+{
+    size_t ls = 0, lp = 0;
+    luaL_checklstring(L, 1, &ls);
+    const char *pat = luaL_checklstring(L, 2, &lp);
+    int q = 0;
+    for (size_t i = 0; i < lp; i++) {
+        if (pat[i] == '%' && i + 1 < lp && pat[i + 1] == 'b')
+            q++;
+        if (pat[i] == '%')
+            i++;
+        else if (pat[i] == '*' || pat[i] == '+' || pat[i] == '-' || pat[i] == '?')
+            q++;
+    }
+    charge(L, pow((double)ls + 1, q + 1));
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* Replaces lib[name] by f, with the original as f's upvalue. */
+static void wrap(lua_State *L, const char *lib, const char *name, lua_CFunction f)
+{
+    lua_getglobal(L, lib);
+    lua_getfield(L, -1, name);
+    lua_pushcclosure(L, f, 1);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 1);
 }
 
 static int silent_print(lua_State *L)
@@ -91,6 +295,16 @@ static int open_sandbox(lua_State *L)
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
     lua_pop(L, 1);
+    lua_pushcfunction(L, sandbox_pcall);
+    lua_setglobal(L, "pcall");
+    lua_pushcfunction(L, sandbox_xpcall);
+    lua_setglobal(L, "xpcall");
+    wrap(L, LUA_GNAME, "setmetatable", sandbox_setmetatable);
+    wrap(L, LUA_STRLIBNAME, "rep", sandbox_rep);
+    wrap(L, LUA_TABLIBNAME, "move", sandbox_move);
+    static const char *const patterns[] = {"find", "match", "gmatch", "gsub"};
+    for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++)
+        wrap(L, LUA_STRLIBNAME, patterns[i], sandbox_pattern);
     return 0;
 }
 
@@ -109,7 +323,7 @@ fmqa_status gen_lua_open(gen_lib *lib, fmqa_err *err)
         lib->L = NULL;
         return err ? err->status : FMQA_ERR_OUT_OF_MEMORY;
     }
-    lua_sethook(lib->L, step_hook, LUA_MASKCOUNT, GEN_LUA_HOOK_EVERY);
+    lua_sethook(lib->L, step_hook, LUA_MASKCOUNT | LUA_MASKCALL, GEN_LUA_HOOK_EVERY);
     return FMQA_OK;
 }
 
@@ -122,19 +336,33 @@ static int traceback_handler(lua_State *L)
     return 1;
 }
 
-/* Starts a protected call: fresh budget, and a message for memory errors,
- * for which Lua calls no handler. */
+/* Starts a protected call: fresh budgets, and a message for memory errors,
+ * for which Lua calls no handler (lib->mem_msg, which names the line when a
+ * pcall caught the error or string.rep refused). */
 static int pcall_budgeted(lua_State *L, int nargs, int nres, int msgh)
 {
     gen_lib *lib = lib_of(L);
     lib->steps = 0;
-    int rc = lua_pcall(L, nargs, nres, msgh);
-    if (rc == LUA_ERRMEM) {
-        lua_pop(L, 1);
-        lua_pushfstring(L, "memory limit (%d MiB) exceeded", (int)(lib->mem_cap >> 20));
+    lib->tripped = TRIP_NONE;
+    lib->refusals = 0;
+    snprintf(lib->mem_msg, sizeof lib->mem_msg, "memory limit (%d MiB) exceeded",
+             (int)(lib->mem_cap >> 20));
+    cpu_now(&lib->deadline);
+    lib->deadline.tv_sec += GEN_LUA_CPU_MS / 1000;
+    lib->deadline.tv_nsec += (GEN_LUA_CPU_MS % 1000) * 1000000L;
+    if (lib->deadline.tv_nsec >= 1000000000L) {
+        lib->deadline.tv_sec++;
+        lib->deadline.tv_nsec -= 1000000000L;
     }
+    lib->capped = 1;
+    int rc = lua_pcall(L, nargs, nres, msgh);
+    lib->capped = 0;
     if (rc != LUA_OK)
         lua_gc(L, LUA_GCCOLLECT);
+    if (rc == LUA_ERRMEM || (rc != LUA_OK && lib->tripped == TRIP_MEMORY)) {
+        lua_pop(L, 1);
+        lua_pushstring(L, lib->mem_msg);
+    }
     return rc;
 }
 

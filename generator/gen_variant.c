@@ -293,7 +293,12 @@ static int64_t opt_int(lua_State *L, gen_reader *r, int tab, const char *key, in
     return v;
 }
 
-static void read_dim3(lua_State *L, gen_reader *r, int tab, const char *key, uint32_t out[3])
+/* CUDA's limits per axis of a grid and of a block. */
+static const int64_t GRID_MAX[3] = {INT32_MAX, 65535, 65535};
+static const int64_t BLOCK_MAX[3] = {1024, 1024, 64};
+
+static void read_dim3(lua_State *L, gen_reader *r, int tab, const char *key, const int64_t max[3],
+                      uint32_t out[3])
 {
     size_t old = gen_path_push(r, key, 0);
     lua_pushstring(L, key);
@@ -309,8 +314,9 @@ static void read_dim3(lua_State *L, gen_reader *r, int tab, const char *key, uin
             size_t o2 = gen_path_push(r, NULL, i + 1);
             lua_rawgeti(L, -1, i + 1);
             v = gen_lua_check_int(L, r, -1, 0);
-            if (v < 1 || v > INT32_MAX)
-                gen_lua_field_error(L, r, "must be between 1 and 2^31-1, got %lld", (long long)v);
+            if (v < 1 || v > max[i])
+                gen_lua_field_error(L, r, "%lld is outside CUDA's limit for the %c axis (1 to %lld)",
+                                    (long long)v, "xyz"[i], (long long)max[i]);
             lua_pop(L, 1);
             r->path[o2] = '\0';
         }
@@ -340,8 +346,8 @@ static void read_kernel(lua_State *L, gen_reader *r, const fmqa_device_info *d, 
     snprintf(k->entry, sizeof k->entry, "%s", entry);
     lua_pop(L, 1);
     r->path[old] = '\0';
-    read_dim3(L, r, tab, "grid", k->grid);
-    read_dim3(L, r, tab, "block", k->block);
+    read_dim3(L, r, tab, "grid", GRID_MAX, k->grid);
+    read_dim3(L, r, tab, "block", BLOCK_MAX, k->block);
     uint64_t threads = (uint64_t)k->block[0] * k->block[1] * k->block[2];
     if (threads > (uint64_t)d->max_threads_per_block) {
         gen_path_push(r, "block", 0);

@@ -140,12 +140,14 @@ typedef enum fmqa_rope {
  */
 typedef struct fmqa_problem {
     fmqa_op op;
-    int32_t batch;          /* sequences                                         */
+    int32_t batch;          /* sequences (decode <= 65535: the grid's z axis)    */
     int32_t num_q_heads;    /* H                                                 */
     int32_t num_kv_heads;   /* Hkv; H % Hkv == 0; 1 = MQA, H = MHA                */
     int32_t head_dim_qk;    /* d of Q and K (MLA: latent + rope)                 */
     int32_t head_dim_v;     /* d of V and the output (MLA: latent)               */
-    int32_t q_tokens;       /* query tokens per sequence (decode 1..16)          */
+    int32_t q_tokens;       /* query tokens per sequence (decode 1..16; decode:
+                               num_q_heads * q_tokens <= 65535). Every limit:
+                               docs/reference.md, "Limits the library enforces" */
     int32_t kv_len;         /* largest KV length (see above)                     */
     fmqa_dtype q_dtype;     /* f16 or bf16                                       */
     fmqa_dtype kv_dtype;    /* f16, bf16, int8 or fp8_e4m3                       */
@@ -303,6 +305,9 @@ FMQA_API fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  *   8-bit scales:     k_scale [b|page, j, hk] floats, strides
  *                     k_scale_stride_{batch,token,head} (batch means page when
  *                     paged); value = scale * stored integer or fp8 number.
+ * Alignment: q, o, k, v, workspace and their strides in bytes: 16; k_scale,
+ * v_scale, kv_lens, page_table, lse: 4; tree_mask: 8.  Rows of o must not
+ * overlap.  Otherwise FMQA_ERR_INVALID_ARGUMENT naming the field.
  */
 typedef struct fmqa_decode_args {
     const void *q;

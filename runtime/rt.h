@@ -29,7 +29,10 @@ struct fmqa_ctx {
     char *db_path;              /* NULL = no database                         */
     char *template_dir;         /* NULL = embedded templates                  */
     fmqa_log_level log_level;
-    pthread_key_t err_key;      /* per-thread fmqa_err, freed at thread exit  */
+    struct rt_err_rec *errs;    /* per-thread last errors (rt_ctx.c), freed
+                                   with the context                           */
+    pthread_mutex_t err_lock;   /* guards the list errs                       */
+    uint64_t serial;            /* unique per context ever created            */
     fmqa_err create_err;        /* message of a failed fmqa_ctx_create        */
     pthread_mutex_t lock;       /* guards the lazy state below                */
     int device_state;           /* 0 not tried, 1 open, -1 failed             */
@@ -128,9 +131,34 @@ fmqa_status rt_level_pick_format(gen_lib *lib, struct db *db, const fmqa_device_
                                  fmqa_level_policy *policy /* IN/OUT */, int *changed /* OUT */,
                                  fmqa_err *err);
 
-/* The generator's persistent-cache hook backed by the database's cubins table
- * (db borrowed; it must outlive the compiler using the hook). */
-gen_cache_hook rt_cubin_hook(struct db *db);
+/*
+ * The generator's persistent cache in the database's cubins table, shared by
+ * the dispatcher and the tuner.  It counts what it stored, the stores the
+ * database did not take (full disk, locked or read-only file) and the damaged
+ * cubins it dropped (size or checksum wrong: recompiled and stored again); the
+ * first failure of each kind is logged at FMQA_LOG_WARN to ctx (may be NULL),
+ * later ones at FMQA_LOG_DEBUG.  db (may be NULL: nothing is cached) and ctx
+ * are borrowed and must outlive the compiler using the hook.  Where the
+ * database is opened lazily (the dispatcher), db is NULL and open(open_arg)
+ * returns it on first use (NULL: none); open must be thread-safe.
+ * Thread-safe.
+ */
+typedef struct rt_cubin_store {
+    struct db *db;
+    struct db *(*open)(void *open_arg);
+    void *open_arg;
+    const fmqa_ctx_t *ctx;
+    pthread_mutex_t lock;
+    size_t stored, failed, damaged;
+    char last_failure[FMQA_ERRMSG_CAP]; /* "" when none */
+} rt_cubin_store;
+void rt_cubin_store_init(rt_cubin_store *s, struct db *db, const fmqa_ctx_t *ctx);
+void rt_cubin_store_fini(rt_cubin_store *s);
+gen_cache_hook rt_cubin_hook(rt_cubin_store *s);
+/* "cubin cache: 60 stored, 30 not kept by the database, 1 damaged dropped"
+ * plus "; last failure: <message>" when there was one.  Returns the number of
+ * stores that failed. */
+size_t rt_cubin_store_summary(rt_cubin_store *s, char *buf /* OUT */, size_t cap);
 
 /* The context's template set, compiler and database (opened on first use; the
  * database may be NULL when there is none).  Borrowed. */

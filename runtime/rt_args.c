@@ -4,9 +4,14 @@
  * into the kernels' parameter structs.
  *
  * Everything a kernel assumes about its arguments is checked here, before
- * anything is launched: required pointers present, 16-byte alignment of the
- * tensors and of every stride in bytes (the kernels use 16-byte vector loads),
- * page tables wide enough, workspace large enough.  A failed check returns
+ * anything is launched: required pointers present; every pointer and stride
+ * aligned for the width the kernel reads it with (16-byte vectors for q, o,
+ * caches and inputs; 4-byte cp.async and loads for scales, kv_lens,
+ * start_pos, page tables and lse; 8-byte words for tree masks); every element
+ * offset a kernel forms from the strides (long long in decode.cuh, append.cuh) within
+ * int64, by checked arithmetic over the extents the problem implies (a page id
+ * may be any int32); rows of written tensors that do not overlap; page tables
+ * wide enough; workspace large enough.  A failed check returns
  * FMQA_ERR_INVALID_ARGUMENT naming the field; nothing is launched.
  */
 #include "rt.h"
@@ -20,31 +25,92 @@
 
 static int is_8bit(fmqa_dtype t) { return t == FMQA_DTYPE_INT8 || t == FMQA_DTYPE_FP8_E4M3; }
 
-/* A tensor: base pointer and three strides in elements of elem bytes. */
-static fmqa_status check_tensor(const char *name, const void *ptr, const int64_t *strides,
-                                size_t elem, int required, fmqa_err *err)
+/* Widths the kernels read arguments with, in bytes. */
+#define VEC_BYTES 16  /* q, o, k, v, k_new, v_new, workspace: 16-byte vectors */
+#define WORD_BYTES 4  /* scales (cp.async 4), kv_lens, start_pos, page tables, lse */
+#define MASK_BYTES 8  /* tree_mask: one 64-bit word per query token */
+
+static fmqa_status check_aligned(const char *name, const void *ptr, size_t bytes, fmqa_err *err)
 {
-    if (!ptr)
-        return required ? BAD("args.%s is NULL", name) : FMQA_OK;
-    if ((uintptr_t)ptr % 16)
-        return BAD("args.%s is not 16-byte aligned", name);
-    for (int i = 0; i < 3; i++)
-        if (strides[i] < 0 || (strides[i] * (int64_t)elem) % 16)
-            return BAD("args.%s stride %d (%lld elements) is negative or not a multiple of "
-                       "16 bytes",
-                       name, i, (long long)strides[i]);
+    if ((uintptr_t)ptr % bytes)
+        return BAD("args.%s is not %zu-byte aligned (%p): the kernel reads it %zu bytes at a "
+                   "time",
+                   name, bytes, ptr, bytes);
     return FMQA_OK;
 }
 
-static fmqa_status check_scales(const char *name, const float *ptr, const int64_t *strides,
-                                fmqa_err *err)
+/* A strided tensor argument [outer, token, head, row]: the row contiguous,
+ * three strides in elements, and the extents the problem implies. */
+typedef struct tensor_spec {
+    const char *name;
+    const void *ptr;
+    const int64_t *strides; /* outer (batch or page), token, head */
+    int64_t extent[3];
+    int64_t row;            /* contiguous elements per row */
+    size_t elem;            /* bytes per element */
+    size_t align;           /* bytes per kernel access: pointer and strides */
+    int required, written;
+} tensor_spec;
+
+/* Rows of a written tensor must not overlap (all-zero strides would make
+ * every thread write the same row): ordered by stride, each dimension with
+ * more than one index must step over everything the inner ones span. */
+static fmqa_status check_disjoint(const tensor_spec *t, fmqa_err *err)
 {
-    if (!ptr)
-        return BAD("args.%s is NULL but the cache is 8-bit", name);
-    for (int i = 0; i < 3; i++)
-        if (strides[i] < 0)
-            return BAD("args.%s stride %d is negative", name, i);
+    int order[3] = {0, 1, 2};
+    for (int i = 1; i < 3; i++)
+        for (int j = i; j > 0 && t->strides[order[j]] < t->strides[order[j - 1]]; j--) {
+            int x = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = x;
+        }
+    int64_t span = t->row;
+    for (int i = 0; i < 3; i++) {
+        int k = order[i];
+        if (t->extent[k] <= 1)
+            continue;
+        if (t->strides[k] < span)
+            return BAD("args.%s stride %d (%lld elements) is smaller than the %lld elements "
+                       "the inner dimensions span: the kernel's writes would overlap",
+                       t->name, k, (long long)t->strides[k], (long long)span);
+        if (fmqa_mul64(t->strides[k], t->extent[k], &span))
+            span = INT64_MAX; /* the offset check below rejects it */
+    }
     return FMQA_OK;
+}
+
+static fmqa_status check_tensor(const tensor_spec *t, fmqa_err *err)
+{
+    if (!t->ptr)
+        return t->required ? BAD("args.%s is NULL", t->name) : FMQA_OK;
+    fmqa_status st = check_aligned(t->name, t->ptr, t->align, err);
+    if (st)
+        return st;
+    int64_t last = t->row, step, bytes;
+    for (int i = 0; i < 3; i++) {
+        if (t->strides[i] < 0 || fmqa_mul64(t->strides[i], (int64_t)t->elem, &bytes) ||
+            bytes % (int64_t)t->align)
+            return BAD("args.%s stride %d (%lld elements) is negative or not a multiple of "
+                       "%zu bytes",
+                       t->name, i, (long long)t->strides[i], t->align);
+        if (fmqa_mul64(t->extent[i] - 1, t->strides[i], &step) || fmqa_add64(last, step, &last))
+            last = INT64_MAX;
+    }
+    /* The kernels form element offsets in long long and address bytes from
+     * them: the farthest element the extents reach must fit both. */
+    if (last == INT64_MAX || fmqa_mul64(last, (int64_t)t->elem, &bytes))
+        return BAD("args.%s: strides (%lld, %lld, %lld) over extents (%lld, %lld, %lld) reach "
+                   "past 2^63 bytes, beyond the kernels' 64-bit offsets",
+                   t->name, (long long)t->strides[0], (long long)t->strides[1],
+                   (long long)t->strides[2], (long long)t->extent[0], (long long)t->extent[1],
+                   (long long)t->extent[2]);
+    return t->written ? check_disjoint(t, err) : FMQA_OK;
+}
+
+/* Cache slots a sequence has: sinks + window for a ring, else kv_len. */
+static int64_t cache_slots(const fmqa_problem *p)
+{
+    return (p->flags & FMQA_FLAG_RING) ? (int64_t)p->sink_tokens + p->window : p->kv_len;
 }
 
 static fmqa_status check_pages(const fmqa_problem *p, const int32_t *table, int64_t stride,
@@ -52,15 +118,21 @@ static fmqa_status check_pages(const fmqa_problem *p, const int32_t *table, int6
 {
     if (!(p->flags & FMQA_FLAG_PAGED))
         return FMQA_OK;
-    int64_t slots = (p->flags & FMQA_FLAG_RING) ? (int64_t)p->sink_tokens + p->window
-                                                 : p->kv_len;
-    int64_t pages = (slots + p->page_size - 1) / p->page_size;
+    int64_t pages = (cache_slots(p) + p->page_size - 1) / p->page_size, last;
     if (!table)
         return BAD("args.page_table is NULL but the problem is paged");
+    fmqa_status st = check_aligned("page_table", table, WORD_BYTES, err);
+    if (st)
+        return st;
     if (stride < pages)
         return BAD("args.page_table_stride %lld is less than the %lld pages a sequence "
                    "may need",
                    (long long)stride, (long long)pages);
+    /* kernels: page_table + b * pt_stride + page, in long long */
+    if (fmqa_mul64(p->batch - 1, stride, &last) || fmqa_add64(last, pages, &last) ||
+        fmqa_mul64(last, (int64_t)sizeof(int32_t), &last))
+        return BAD("args.page_table_stride %lld x batch %d reaches past 2^63 bytes",
+                   (long long)stride, p->batch);
     return FMQA_OK;
 }
 
@@ -100,15 +172,29 @@ typedef struct cache_view {
         (o)->page_table = (a)->page_table, (o)->pt_stride = (a)->page_table_stride;     \
     } while (0)
 
-static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, fmqa_err *err)
+/* The cache tensors (K, V and 8-bit scales): [b|page, slot, hk, d].  A page id
+ * may be any int32, so a paged cache's outer extent is 2^31. */
+static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, int written,
+                               fmqa_err *err)
 {
+    int paged = (p->flags & FMQA_FLAG_PAGED) != 0;
+    int64_t ext[3] = {paged ? (int64_t)INT32_MAX + 1 : p->batch,
+                      paged ? p->page_size : cache_slots(p), p->num_kv_heads};
     size_t ke = fmqa_dtype_size(p->kv_dtype);
+    tensor_spec k = {"k", c->k, c->ks, {ext[0], ext[1], ext[2]}, p->head_dim_qk, ke,
+                     VEC_BYTES, 1, written};
+    tensor_spec v = {"v", c->v, c->vs, {ext[0], ext[1], ext[2]}, p->head_dim_v, ke,
+                     VEC_BYTES, 1, written};
+    tensor_spec ks = {"k_scale", c->k_scale, c->kss, {ext[0], ext[1], ext[2]}, 1, sizeof(float),
+                      WORD_BYTES, 1, written};
+    tensor_spec vs = {"v_scale", c->v_scale, c->vss, {ext[0], ext[1], ext[2]}, 1, sizeof(float),
+                      WORD_BYTES, 1, written};
     fmqa_status st;
-    if ((st = check_tensor("k", c->k, c->ks, ke, 1, err)) ||
-        (st = check_tensor("v", c->v, c->vs, ke, 1, err)))
+    if ((st = check_tensor(&k, err)) || (st = check_tensor(&v, err)))
         return st;
-    if (is_8bit(p->kv_dtype) && ((st = check_scales("k_scale", c->k_scale, c->kss, err)) ||
-                                 (st = check_scales("v_scale", c->v_scale, c->vss, err))))
+    if (is_8bit(p->kv_dtype) && (!c->k_scale || !c->v_scale))
+        return BAD("args.%s is NULL but the cache is 8-bit", c->k_scale ? "v_scale" : "k_scale");
+    if (is_8bit(p->kv_dtype) && ((st = check_tensor(&ks, err)) || (st = check_tensor(&vs, err))))
         return st;
     return check_pages(p, c->page_table, c->page_table_stride, err);
 }
@@ -125,25 +211,35 @@ static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a
 {
     if (!a)
         return BAD("args is NULL");
-    size_t qe = fmqa_dtype_size(p->q_dtype), oe = fmqa_dtype_size(p->out_dtype);
     const int64_t qs[3] = {a->q_stride_batch, a->q_stride_token, a->q_stride_head};
     const int64_t os[3] = {a->o_stride_batch, a->o_stride_token, a->o_stride_head};
+    const tensor_spec q = {"q", a->q, qs, {p->batch, p->q_tokens, p->num_q_heads},
+                           p->head_dim_qk, fmqa_dtype_size(p->q_dtype), VEC_BYTES, 1, 0};
+    const tensor_spec o = {"o", a->o, os, {p->batch, p->q_tokens, p->num_q_heads},
+                           p->head_dim_v, fmqa_dtype_size(p->out_dtype), VEC_BYTES, 1, 1};
     const cache_view cache = CACHE_VIEW(a);
     fmqa_status st;
-    if ((st = check_tensor("q", a->q, qs, qe, 1, err)) ||
-        (st = check_tensor("o", a->o, os, oe, 1, err)) || (st = check_cache(p, &cache, err)))
+    if ((st = check_tensor(&q, err)) || (st = check_tensor(&o, err)) ||
+        (st = check_cache(p, &cache, 0, err)))
         return st;
     if (!a->kv_lens)
         return BAD("args.kv_lens is NULL");
-    if ((p->flags & FMQA_FLAG_TREE_MASK) && !a->tree_mask)
-        return BAD("args.tree_mask is NULL but the problem has FMQA_FLAG_TREE_MASK");
-    if ((p->flags & FMQA_FLAG_LSE) && !a->lse)
-        return BAD("args.lse is NULL but the problem has FMQA_FLAG_LSE");
+    if ((st = check_aligned("kv_lens", a->kv_lens, WORD_BYTES, err)))
+        return st;
+    if ((p->flags & FMQA_FLAG_TREE_MASK) &&
+        (!a->tree_mask ? (st = BAD("args.tree_mask is NULL but the problem has "
+                                   "FMQA_FLAG_TREE_MASK"))
+                       : (st = check_aligned("tree_mask", a->tree_mask, MASK_BYTES, err))))
+        return st;
+    if ((p->flags & FMQA_FLAG_LSE) &&
+        (!a->lse ? (st = BAD("args.lse is NULL but the problem has FMQA_FLAG_LSE"))
+                 : (st = check_aligned("lse", a->lse, WORD_BYTES, err))))
+        return st;
     if (a->sm_scale < 0 || !isfinite(a->sm_scale))
         return BAD("args.sm_scale %g is negative or not finite", a->sm_scale);
-    if (a->workspace && (uintptr_t)a->workspace % 16)
-        return BAD("args.workspace is not 16-byte aligned");
-    return check_pages(p, a->page_table, a->page_table_stride, err);
+    if (a->workspace && (st = check_aligned("workspace", a->workspace, VEC_BYTES, err)))
+        return st;
+    return FMQA_OK;
 }
 
 fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
@@ -187,18 +283,25 @@ static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a
 {
     if (!a)
         return BAD("args is NULL");
-    size_t ie = fmqa_dtype_size(p->q_dtype);
     const int64_t kn[3] = {a->k_new_stride_batch, a->k_new_stride_token, a->k_new_stride_head};
     const int64_t vn[3] = {a->v_new_stride_batch, a->v_new_stride_token, a->v_new_stride_head};
     const int64_t qs[3] = {a->q_stride_batch, a->q_stride_token, a->q_stride_head};
+    size_t ie = fmqa_dtype_size(p->q_dtype);
+    const tensor_spec k_new = {"k_new", a->k_new, kn, {p->batch, p->q_tokens, p->num_kv_heads},
+                               p->head_dim_qk, ie, VEC_BYTES, 1, 0};
+    const tensor_spec v_new = {"v_new", a->v_new, vn, {p->batch, p->q_tokens, p->num_kv_heads},
+                               p->head_dim_v, ie, VEC_BYTES, 1, 0};
+    const tensor_spec q = {"q", a->q, qs, {p->batch, p->q_tokens, p->num_q_heads},
+                           p->head_dim_qk, ie, VEC_BYTES, 0, 1};
     const cache_view cache = CACHE_VIEW(a);
     fmqa_status st;
-    if ((st = check_tensor("k_new", a->k_new, kn, ie, 1, err)) ||
-        (st = check_tensor("v_new", a->v_new, vn, ie, 1, err)) ||
-        (st = check_tensor("q", a->q, qs, ie, 0, err)) || (st = check_cache(p, &cache, err)))
+    if ((st = check_tensor(&k_new, err)) || (st = check_tensor(&v_new, err)) ||
+        (st = check_tensor(&q, err)) || (st = check_cache(p, &cache, 1, err)))
         return st;
     if (!a->start_pos)
         return BAD("args.start_pos is NULL");
+    if ((st = check_aligned("start_pos", a->start_pos, WORD_BYTES, err)))
+        return st;
     if (a->rope_theta < 0 || !isfinite(a->rope_theta))
         return BAD("args.rope_theta %g is negative or not finite", a->rope_theta);
     return FMQA_OK;

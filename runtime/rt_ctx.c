@@ -19,17 +19,62 @@
 
 /* ---------------------------------------------------------------- errors */
 
+/*
+ * Each thread's last error lives in a record owned by the context, one per
+ * thread that called it, in a list the context frees when destroyed (so no
+ * record of any thread outlives it, and contexts use no process-wide resource
+ * such as pthread keys, whose number is limited).  A thread finds its record
+ * through a one-entry thread-local cache keyed by the context's serial number
+ * (an address may be reused by a later context; a serial never is), and
+ * searches the list under err_lock only on its first call or after using
+ * another context.
+ */
+typedef struct rt_err_rec {
+    pthread_t owner;
+    fmqa_err err;
+    struct rt_err_rec *next;
+} rt_err_rec;
+
+static _Thread_local struct {
+    uint64_t serial;
+    rt_err_rec *rec;
+} err_cache;
+
+static uint64_t next_serial(void)
+{
+    static _Atomic uint64_t serial;
+    return ++serial;
+}
+
+/* The calling thread's record; created when `create` (NULL if out of memory
+ * or, without create, if the thread has none). */
+static rt_err_rec *thread_rec(const fmqa_ctx_t *ctx, int create)
+{
+    if (err_cache.serial == ctx->serial && err_cache.rec)
+        return err_cache.rec;
+    fmqa_ctx_t *c = (fmqa_ctx_t *)ctx; /* the list is not part of the value */
+    pthread_t self = pthread_self();
+    pthread_mutex_lock(&c->err_lock);
+    rt_err_rec *r = c->errs;
+    while (r && !pthread_equal(r->owner, self))
+        r = r->next;
+    if (!r && create && (r = calloc(1, sizeof *r)) != NULL) {
+        r->owner = self;
+        r->next = c->errs;
+        c->errs = r;
+    }
+    pthread_mutex_unlock(&c->err_lock);
+    if (r) {
+        err_cache.serial = ctx->serial;
+        err_cache.rec = r;
+    }
+    return r;
+}
+
 static fmqa_err *thread_err(fmqa_ctx_t *ctx)
 {
-    fmqa_err *e = pthread_getspecific(ctx->err_key);
-    if (!e) {
-        e = calloc(1, sizeof *e);
-        if (e && pthread_setspecific(ctx->err_key, e) != 0) {
-            free(e);
-            e = NULL;
-        }
-    }
-    return e;
+    rt_err_rec *r = thread_rec(ctx, 1);
+    return r ? &r->err : NULL;
 }
 
 fmqa_status rt_error(fmqa_ctx_t *ctx, fmqa_status status, const char *fmt, ...)
@@ -51,8 +96,7 @@ fmqa_status rt_fail(fmqa_ctx_t *ctx, const fmqa_err *err)
 
 fmqa_status rt_clear(fmqa_ctx_t *ctx)
 {
-    fmqa_err *e = ctx ? pthread_getspecific(ctx->err_key) : NULL;
-    fmqa_err_clear(e);
+    fmqa_err_clear(ctx ? thread_err(ctx) : NULL);
     return FMQA_OK;
 }
 
@@ -62,8 +106,8 @@ const char *fmqa_ctx_errmsg(const fmqa_ctx_t *ctx)
         return "no context (out of memory?)";
     if (ctx->create_err.status != FMQA_OK)
         return ctx->create_err.msg;
-    const fmqa_err *e = pthread_getspecific(ctx->err_key);
-    return e ? e->msg : "";
+    const rt_err_rec *r = thread_rec(ctx, 0);
+    return r ? r->err.msg : "";
 }
 
 void rt_log(const fmqa_ctx_t *ctx, fmqa_log_level level, const char *fmt, ...)
@@ -163,11 +207,8 @@ fmqa_status fmqa_ctx_create(const fmqa_options *opts, fmqa_ctx_t **out)
     *out = ctx;
     if (!ctx)
         return FMQA_ERR_OUT_OF_MEMORY;
-    if (pthread_key_create(&ctx->err_key, free) != 0) {
-        free(ctx);
-        *out = NULL;
-        return FMQA_ERR_OUT_OF_MEMORY;
-    }
+    ctx->serial = next_serial();
+    pthread_mutex_init(&ctx->err_lock, NULL);
     pthread_mutex_init(&ctx->lock, NULL);
     fmqa_status st = read_options(opts, &ctx->opts, &ctx->create_err);
     if (st == FMQA_OK)
@@ -186,8 +227,11 @@ void fmqa_ctx_destroy(fmqa_ctx_t *ctx)
     rt_dispatch_destroy(ctx->dispatch);
     if (ctx->device_state == 1)
         ctx->cu->cuDevicePrimaryCtxRelease(ctx->dev);
-    free(pthread_getspecific(ctx->err_key));
-    pthread_key_delete(ctx->err_key);
+    for (rt_err_rec *r = ctx->errs, *next; r; r = next) {
+        next = r->next;
+        free(r);
+    }
+    pthread_mutex_destroy(&ctx->err_lock);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx->db_path);
     free(ctx->template_dir);

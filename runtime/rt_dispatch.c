@@ -36,48 +36,11 @@ struct rt_dispatch {
     pthread_mutex_t db_lock;     /* guards the lazy open below           */
     int db_tried;
     db_t *db;                    /* NULL: none, or not opened yet        */
+    rt_cubin_store cubins;       /* the compiler's cache hook's state    */
     pthread_mutex_t lock;        /* guards plans                         */
     rt_plan **plans;
     size_t n_plans, cap_plans;
 };
-
-/* ---------------------------------------------------------------- caches */
-
-static int cubin_get(void *user, const char *key, gen_binary *out)
-{
-    void *data;
-    size_t size;
-    if (db_cubin_get(user, key, &data, &size, NULL) != FMQA_OK)
-        return 0;
-    memset(out, 0, sizeof *out);
-    fmqa_strlcpy(out->key, key, sizeof out->key);
-    out->cubin = data;
-    out->size = size;
-    out->cached = 1;
-    return 1;
-}
-
-static void cubin_put(void *user, const gen_binary *bin)
-{
-    int maj = 0, min = 0;
-    char nvrtc[16];
-    fmqa_nvrtc_version(&maj, &min);
-    snprintf(nvrtc, sizeof nvrtc, "%d.%d", maj, min);
-    /* Best effort: a read-only database simply does not keep it.  The template
-     * hash lets db_prune drop cubins of templates that changed; the compile
-     * report is what fastmqa-db compiles lists. */
-    char report[2048];
-    gen_binary_report(bin, report, sizeof report);
-    db_cubin_put(user, bin->key, bin->cubin, bin->size, bin->arch, nvrtc,
-                 bin->template_hash[0] ? bin->template_hash : NULL, report[0] ? report : NULL,
-                 NULL);
-}
-
-gen_cache_hook rt_cubin_hook(struct db *db)
-{
-    gen_cache_hook hook = {db, cubin_get, cubin_put};
-    return hook;
-}
 
 static db_t *open_db(fmqa_ctx_t *ctx)
 {
@@ -109,17 +72,9 @@ static db_t *dispatch_db(struct rt_dispatch *d)
     return db;
 }
 
-static int lazy_cubin_get(void *user, const char *key, gen_binary *out)
+static db_t *dispatch_db_of(void *d)
 {
-    db_t *db = dispatch_db(user);
-    return db ? cubin_get(db, key, out) : 0;
-}
-
-static void lazy_cubin_put(void *user, const gen_binary *bin)
-{
-    db_t *db = dispatch_db(user);
-    if (db)
-        cubin_put(db, bin);
+    return dispatch_db(d);
 }
 
 static fmqa_status dispatch_create(fmqa_ctx_t *ctx, struct rt_dispatch **out, fmqa_err *err)
@@ -131,7 +86,9 @@ static fmqa_status dispatch_create(fmqa_ctx_t *ctx, struct rt_dispatch **out, fm
     pthread_mutex_init(&d->db_lock, NULL);
     d->ctx = ctx;
     fmqa_status st = gen_lib_open(ctx->template_dir, &d->lib, err);
-    gen_cache_hook hook = {d, lazy_cubin_get, lazy_cubin_put};
+    rt_cubin_store_init(&d->cubins, NULL, ctx);
+    d->cubins.open = dispatch_db_of, d->cubins.open_arg = d;
+    gen_cache_hook hook = rt_cubin_hook(&d->cubins);
     if (st == FMQA_OK)
         st = gen_compiler_create(1, ctx->db_path ? &hook : NULL, &d->compiler, err);
     if (st != FMQA_OK) {
@@ -190,6 +147,7 @@ void rt_dispatch_destroy(struct rt_dispatch *d)
     free(d->plans);
     gen_compiler_destroy(d->compiler);
     gen_lib_close(d->lib);
+    rt_cubin_store_fini(&d->cubins);
     db_close(d->db);
     pthread_mutex_destroy(&d->db_lock);
     pthread_mutex_destroy(&d->lock);

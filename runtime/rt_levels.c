@@ -17,8 +17,8 @@
  *   tokens kept          max_seq_len, or sinks + window (RING cache) capped at it
  *   paged                whole pages are allocated, plus one int32 per page
  *   baseline             fp16 MHA: 2 * H * d * 2 bytes per token, max_seq_len tokens
- * All products go through checked int64 multiplication: a model too large for
- * int64 bytes is an error, never a wrapped number.
+ * All sums and products go through the checked helpers of fmqa_common.h: a
+ * model too large for int64 bytes is an error, never a wrapped number.
  *
  * Every public function accepts a NULL context (the message is then dropped),
  * writes its OUT parameter only on success and clears the message on success.
@@ -184,6 +184,11 @@ static fmqa_status policy_check(fmqa_ctx_t *ctx, const fmqa_model_config *m,
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
                         "policy: sink_tokens (%d), window (%d) and page_size (%d) must "
                         "not be negative", p->sink_tokens, p->window, p->page_size);
+    /* Whole pages and a shift for the slot: the kernels' paged layout. */
+    if (p->page_size != 0 && (p->page_size < 16 || (p->page_size & (p->page_size - 1)) != 0))
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy.page_size %d: expected 0 (contiguous) or a power of two >= 16",
+                        p->page_size);
     if (p->window > m->max_seq_len)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
                         "policy.window %d is larger than model.max_seq_len %d",
@@ -238,14 +243,15 @@ fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
     p.sink_tokens = policy->sink_tokens;
     p.flags = FMQA_FLAG_CAUSAL | (policy->page_size ? FMQA_FLAG_PAGED : 0) |
               (policy->window ? FMQA_FLAG_RING : 0);
+    /* Valid by construction: a model or policy the kernels cannot serve (head
+     * dimension, query tokens, grid, 32-bit indexing) is refused here. */
+    fmqa_err err;
+    if (rt_problem_check(&p, &err) != FMQA_OK) {
+        fmqa_err_prefix(&err, "level problem for batch %d", batch);
+        return rt_fail(ctx, &err);
+    }
     *problem = p;
     return rt_clear(ctx);
-}
-
-/* a * b into *out; 0 on int64 overflow. */
-static int mul_ok(int64_t a, int64_t b, int64_t *out)
-{
-    return !__builtin_mul_overflow(a, b, out);
 }
 
 /* Fills the per-sequence figures; every product is checked. */
@@ -253,11 +259,13 @@ static fmqa_status memory_fill(fmqa_ctx_t *ctx, const fmqa_model_config *m,
                                const fmqa_level_policy *p, fmqa_memory_report *r /* OUT */)
 {
     int64_t d = model_head_dim(m);
-    int64_t elems = model_is_mla(m) ? (int64_t)m->mla_latent_dim + m->mla_rope_dim
-                                    : 2 * (int64_t)m->num_kv_heads * d;
-    int64_t scale_rows = model_is_mla(m) ? 1 : 2 * (int64_t)m->num_kv_heads;
-    r->bytes_per_token = elems * (int64_t)fmqa_dtype_size(p->kv_dtype) +
-                         (dtype_is_8bit(p->kv_dtype) ? scale_rows * (int64_t)sizeof(float) : 0);
+    int64_t elems, scale_rows = model_is_mla(m) ? 1 : 2 * (int64_t)m->num_kv_heads;
+    int64_t elem_bytes, scale_bytes, baseline_per_token;
+    int bad = model_is_mla(m) ? fmqa_add64(m->mla_latent_dim, m->mla_rope_dim, &elems)
+                              : fmqa_prod64((int64_t[]){2, m->num_kv_heads, d}, 3, &elems);
+    bad = bad || fmqa_mul64(elems, (int64_t)fmqa_dtype_size(p->kv_dtype), &elem_bytes);
+    scale_bytes = dtype_is_8bit(p->kv_dtype) ? scale_rows * (int64_t)sizeof(float) : 0;
+    bad = bad || fmqa_add64(elem_bytes, scale_bytes, &r->bytes_per_token);
 
     int64_t kept = m->max_seq_len;
     if (p->window > 0 && (int64_t)p->sink_tokens + p->window < kept)
@@ -265,15 +273,16 @@ static fmqa_status memory_fill(fmqa_ctx_t *ctx, const fmqa_model_config *m,
     r->tokens_kept = kept;
 
     int64_t slots = kept, table = 0;
-    if (p->page_size > 0) {
+    if (p->page_size > 0) { /* policy_check: a power of two */
         int64_t pages = (kept + p->page_size - 1) / p->page_size;
         slots = pages * p->page_size;
         table = pages * (int64_t)sizeof(int32_t);
     }
-    int64_t per_token_baseline = 2 * (int64_t)m->num_q_heads * d * 2;
-    if (!mul_ok(slots, r->bytes_per_token, &r->bytes_per_seq) ||
-        __builtin_add_overflow(r->bytes_per_seq, table, &r->bytes_per_seq) ||
-        !mul_ok(per_token_baseline, m->max_seq_len, &r->baseline_bytes_per_seq))
+    bad = bad || fmqa_mul64(slots, r->bytes_per_token, &r->bytes_per_seq) ||
+          fmqa_add64(r->bytes_per_seq, table, &r->bytes_per_seq) ||
+          fmqa_prod64((int64_t[]){2, m->num_q_heads, d, 2}, 4, &baseline_per_token) ||
+          fmqa_mul64(baseline_per_token, m->max_seq_len, &r->baseline_bytes_per_seq);
+    if (bad)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
                         "model: cache bytes per sequence overflow int64");
     return FMQA_OK;
@@ -299,7 +308,7 @@ fmqa_status fmqa_memory_report_compute(fmqa_ctx_t *ctx, const fmqa_model_config 
     st = memory_fill(ctx, model, policy, &r);
     if (st != FMQA_OK)
         return st;
-    if (!mul_ok(r.bytes_per_seq, n_seqs, &r.total_bytes))
+    if (fmqa_mul64(r.bytes_per_seq, n_seqs, &r.total_bytes))
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
                         "n_seqs %lld: total bytes overflow int64", (long long)n_seqs);
     if (budget_bytes > 0 && budget_bytes < r.bytes_per_seq)

@@ -4,9 +4,12 @@
  * Validation is the library's single gate for shapes: every launching entry
  * point calls rt_problem_check before touching anything, so the kernels may
  * assume what is checked here (positive sizes, whole groups, known enums, page
- * sizes that are powers of two, per-tensor element counts that fit the 32-bit
- * index arithmetic of the kernels).  What a particular template cannot do is
- * its own valid() function's business and is reported as FMQA_ERR_UNSUPPORTED.
+ * sizes that are powers of two, the decode kernels' grid axes, per-tensor
+ * element counts that fit the 32-bit index arithmetic of the kernels).  Every
+ * product of caller sizes goes through fmqa_prod64: one that overflows int64
+ * is over its limit, never a wrapped number.  What a particular template
+ * cannot do is its own valid() function's business and is reported as
+ * FMQA_ERR_UNSUPPORTED.
  */
 #include "rt.h"
 
@@ -33,6 +36,13 @@ void fmqa_problem_init(fmqa_problem *p)
 
 #define BAD(...) fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 
+/* Limits the kernels impose (include/fastmqa.h and docs/reference.md list them). */
+#define MAX_HEAD_DIM 1024
+#define MAX_DECODE_Q_TOKENS 16 /* decode.lua: Q_TOKENS rows per group in registers */
+#define MAX_GRID_YZ 65535      /* CUDA's limit on gridDim.y and gridDim.z          */
+
+static int is_decode(fmqa_op op) { return op == FMQA_OP_DECODE || op == FMQA_OP_MLA_DECODE; }
+
 static int is_half(fmqa_dtype t) { return t == FMQA_DTYPE_F16 || t == FMQA_DTYPE_BF16; }
 static int is_kv(fmqa_dtype t)
 {
@@ -53,14 +63,22 @@ static fmqa_status check_sizes(const fmqa_problem *p, fmqa_err *err)
     if (p->num_q_heads % p->num_kv_heads != 0)
         return BAD("problem.num_q_heads %d is not a multiple of num_kv_heads %d",
                    p->num_q_heads, p->num_kv_heads);
-    if (p->head_dim_qk > 1024 || p->head_dim_v > 1024)
-        return BAD("problem.head_dim: %d/%d, at most 1024", p->head_dim_qk, p->head_dim_v);
+    if (p->head_dim_qk > MAX_HEAD_DIM || p->head_dim_v > MAX_HEAD_DIM)
+        return BAD("problem.head_dim: %d/%d, at most %d", p->head_dim_qk, p->head_dim_v,
+                   MAX_HEAD_DIM);
+    if (is_decode(p->op) && p->q_tokens > MAX_DECODE_Q_TOKENS)
+        return BAD("problem.q_tokens: %d, decode serves 1 to %d query tokens per sequence",
+                   p->q_tokens, MAX_DECODE_Q_TOKENS);
     if (p->window < 0 || p->sink_tokens < 0)
         return BAD("problem.window %d / sink_tokens %d: must not be negative", p->window,
                    p->sink_tokens);
     if (p->sink_tokens > 0 && p->window == 0)
         return BAD("problem.sink_tokens %d without a window: sinks only matter with one",
                    p->sink_tokens);
+    /* The kernels add sinks and window in int (ring slots). */
+    if ((int64_t)p->sink_tokens + p->window > INT32_MAX)
+        return BAD("problem.sink_tokens %d + window %d exceeds 2^31-1", p->sink_tokens,
+                   p->window);
     return FMQA_OK;
 }
 
@@ -99,24 +117,52 @@ static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
     return FMQA_OK;
 }
 
-/* Kernels index one sequence's cache and the query/output tensors with 32-bit
- * arithmetic; only batch and page offsets use 64-bit strides. */
+/* The decode kernel's grid is (splits, num_kv_heads x row blocks, batch), with
+ * at most one row block per (query head, token): batch and num_q_heads x
+ * q_tokens bound the y and z axes (templates/decode.lua). */
+static fmqa_status check_grid(const fmqa_problem *p, fmqa_err *err)
+{
+    if (!is_decode(p->op))
+        return FMQA_OK;
+    if (p->batch > MAX_GRID_YZ)
+        return BAD("problem.batch: %d, decode launches one grid z index per sequence and CUDA "
+                   "allows at most %d",
+                   p->batch, MAX_GRID_YZ);
+    int64_t rows = (int64_t)p->num_q_heads * p->q_tokens;
+    if (rows > MAX_GRID_YZ)
+        return BAD("problem: num_q_heads %d x q_tokens %d = %lld query rows, decode launches up "
+                   "to one grid y index per row and CUDA allows at most %d",
+                   p->num_q_heads, p->q_tokens, (long long)rows, MAX_GRID_YZ);
+    return FMQA_OK;
+}
+
+/* The kernels index one sequence's cache, the query/output tensors and the
+ * append's rows in 32-bit int; batch, page and stride offsets are long long
+ * (checked per call in rt_args.c).  These bounds make every int index fit. */
 static fmqa_status check_overflow(const fmqa_problem *p, fmqa_err *err)
 {
     const int64_t lim = INT32_MAX;
     int64_t d = p->head_dim_qk > p->head_dim_v ? p->head_dim_qk : p->head_dim_v;
     /* A ring cache holds sinks + window slots whatever the logical length. */
     int64_t slots = (p->flags & FMQA_FLAG_RING) ? (int64_t)p->sink_tokens + p->window : p->kv_len;
-    int64_t seq = slots * p->num_kv_heads * d;
-    int64_t qo = (int64_t)p->batch * p->q_tokens * p->num_q_heads * d;
-    if (seq > lim)
-        return BAD("problem: %lld cache slots x num_kv_heads %d x head_dim %lld = %lld elements "
-                   "per sequence overflows 32-bit indexing",
-                   (long long)slots, p->num_kv_heads, (long long)d, (long long)seq);
-    if (qo > lim)
-        return BAD("problem: batch %d x q_tokens %d x num_q_heads %d x head_dim %lld overflows "
-                   "32-bit indexing",
+    int64_t seq, qo, rows;
+    if (fmqa_prod64((int64_t[]){slots, p->num_kv_heads, d}, 3, &seq) || seq > lim)
+        return BAD("problem: %lld cache slots x num_kv_heads %d x head_dim %lld elements per "
+                   "sequence exceed the kernels' 32-bit index (2^31-1)",
+                   (long long)slots, p->num_kv_heads, (long long)d);
+    if (fmqa_prod64((int64_t[]){p->batch, p->q_tokens, p->num_q_heads, d}, 4, &qo) || qo > lim)
+        return BAD("problem: batch %d x q_tokens %d x num_q_heads %d x head_dim %lld elements "
+                   "exceed the kernels' 32-bit index (2^31-1)",
                    p->batch, p->q_tokens, p->num_q_heads, (long long)d);
+    /* templates/append.cuh: row = (b, t) x (K, V and Q rows), an int. */
+    if (p->op == FMQA_OP_APPEND &&
+        (fmqa_prod64((int64_t[]){p->batch, p->q_tokens,
+                                 2 * (int64_t)p->num_kv_heads + p->num_q_heads},
+                     3, &rows) ||
+         rows > lim))
+        return BAD("problem: batch %d x q_tokens %d x (2 num_kv_heads + num_q_heads) append "
+                   "rows exceed the kernel's 32-bit row index (2^31-1)",
+                   p->batch, p->q_tokens);
     return FMQA_OK;
 }
 
@@ -129,6 +175,8 @@ fmqa_status rt_problem_check(const fmqa_problem *p, fmqa_err *err)
         st = check_sizes(p, err);
     if (st == FMQA_OK)
         st = check_layout(p, err);
+    if (st == FMQA_OK)
+        st = check_grid(p, err);
     if (st == FMQA_OK)
         st = check_overflow(p, err);
     return st;

@@ -8,7 +8,8 @@ FASTMQA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 fmqa_say() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the build needs; each is installed only when missing.
-FASTMQA_PACKAGES="cmake ninja-build gcc pkg-config liblua5.4-dev libsqlite3-dev libcriterion-dev python3 python3-pip python3-venv"
+# clang and libclang-rt-dev (libFuzzer, sanitizer runtimes): scripts/fuzz.sh.
+FASTMQA_PACKAGES="cmake ninja-build gcc pkg-config liblua5.4-dev libsqlite3-dev libcriterion-dev python3 python3-pip python3-venv clang libclang-rt-dev"
 
 fmqa_install_deps() {
     local missing=() p

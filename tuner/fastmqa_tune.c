@@ -833,6 +833,20 @@ static fmqa_status open_session(tuner *T, char **text, fmqa_err *err)
     return st;
 }
 
+/* Prints the cubin cache's summary line (after the compiler is gone, so every
+ * store has happened).  Returns 1 when the database did not keep some cubin:
+ * the run's results are then incomplete and fastmqa-tune exits with 1. */
+static int report_cubins(rt_cubin_store *cubins)
+{
+    char line[FMQA_ERRMSG_CAP + 128];
+    size_t failed = rt_cubin_store_summary(cubins, line, sizeof line);
+    printf("%s\n", line);
+    if (failed)
+        fprintf(stderr, "fastmqa-tune: the database did not keep %zu compiled cubin(s)\n",
+                failed);
+    return failed ? 1 : 0;
+}
+
 static int run_gpu(const opts *o)
 {
     tuner T = {.o = o, .tty = isatty(2)};
@@ -855,7 +869,9 @@ static int run_gpu(const opts *o)
     db_device_key(&T.dev, T.dev_key);
     if (st == FMQA_OK)
         st = db_open(o->db_path, DB_READ_WRITE, 0, &T.db, &err);
-    gen_cache_hook hook = rt_cubin_hook(T.db);
+    rt_cubin_store cubins;
+    rt_cubin_store_init(&cubins, T.db, T.ctx);
+    gen_cache_hook hook = rt_cubin_hook(&cubins);
     if (st == FMQA_OK)
         st = rt_templates(T.ctx, &T.lib, &err);
     if (st == FMQA_OK)
@@ -910,6 +926,9 @@ static int run_gpu(const opts *o)
     tun_timer_destroy(T.timer);
     gen_compiler_destroy(T.comp);
     tun_recorder_destroy(T.rec);
+    if (T.db && report_cubins(&cubins) && rc == 0)
+        rc = 1;
+    rt_cubin_store_fini(&cubins);
     db_session_free(&T.session);
     db_close(T.db);
     fmqa_ctx_destroy(T.ctx);
@@ -1102,7 +1121,9 @@ static int run_dry(const opts *o)
                o->db_path);
         st = db_open(o->db_path, DB_READ_WRITE, 0, &db, &err);
     }
-    gen_cache_hook hook = rt_cubin_hook(db);
+    rt_cubin_store cubins;
+    rt_cubin_store_init(&cubins, db, ctx);
+    gen_cache_hook hook = rt_cubin_hook(&cubins);
     if (st == FMQA_OK)
         st = gen_compiler_create(o->threads, &hook, &comp, &err);
     tun_progress prog;
@@ -1143,6 +1164,9 @@ static int run_dry(const opts *o)
     free(ps);
     free(text);
     gen_compiler_destroy(comp);
+    if (db && report_cubins(&cubins) && rc == 0)
+        rc = 1;
+    rt_cubin_store_fini(&cubins);
     db_close(db);
     fmqa_ctx_destroy(ctx);
     return rc;

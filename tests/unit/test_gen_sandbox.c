@@ -130,7 +130,7 @@ Test(gen_sandbox, bad_templates_keep_messages)
     cr_expect_str_eq(gen_template_hash(bad), "");
     const gen_template *loop = gen_lib_at(lib, 1);
     cr_expect_str_eq(gen_template_message(loop),
-                     "templates_bad/loop.lua:2: instruction limit (50 million) exceeded\n"
+                     "templates_bad/loop.lua:2: instruction limit (20 million) exceeded\n"
                      "stack traceback:\n\ttemplates_bad/loop.lua:2: in main chunk");
     const gen_template *ok = gen_lib_find(lib, "ok");
     cr_assert_not_null(ok);

@@ -175,9 +175,9 @@ static void e_ring(fmqa_problem *p) { p->flags |= FMQA_FLAG_RING; }
 static void e_sinks(fmqa_problem *p) { p->sink_tokens = 4; }
 static void e_window(fmqa_problem *p) { p->window = -1; }
 static void e_rope(fmqa_problem *p) { p->rope = (fmqa_rope)7; }
-static void e_tq(fmqa_problem *p) { p->q_tokens = 5000; }
+static void e_tq(fmqa_problem *p) { p->q_tokens = 16; p->kv_len = 8; }
 static void e_overflow(fmqa_problem *p) { p->kv_len = 1 << 24; p->num_kv_heads = 32; }
-static void e_overflow_q(fmqa_problem *p) { p->batch = 1 << 20; p->q_tokens = 16; }
+static void e_overflow_q(fmqa_problem *p) { p->batch = 65535; p->q_tokens = 16; }
 static void e_overflow_ring(fmqa_problem *p)
 {
     p->flags |= FMQA_FLAG_RING;
@@ -202,8 +202,8 @@ Test(problem, each_bad_field_is_named)
         {"negative window", e_window, "negative"},
         {"unknown rope", e_rope, "problem.rope"},
         {"more query tokens than cache", e_tq, "exceeds kv_len"},
-        {"32-bit overflow of a sequence", e_overflow, "overflows 32-bit"},
-        {"32-bit overflow of the queries", e_overflow_q, "overflows 32-bit"},
+        {"32-bit overflow of a sequence", e_overflow, "exceed the kernels' 32-bit index"},
+        {"32-bit overflow of the queries", e_overflow_q, "exceed the kernels' 32-bit index"},
         {"32-bit overflow of a ring", e_overflow_ring, "4194304 cache slots"},
     };
     fmqa_ctx_t *ctx = make_ctx();
@@ -254,6 +254,10 @@ static fmqa_decode_args good_args(void)
     memset(&a, 0, sizeof a);
     a.q = a.k = a.v = a.o = buf;
     a.kv_lens = lens;
+    /* decode_problem: [2, 1, 32, 128] queries and outputs, rows that do not overlap */
+    a.q_stride_head = a.o_stride_head = 128;
+    a.q_stride_token = a.o_stride_token = 32 * 128;
+    a.q_stride_batch = a.o_stride_batch = 32 * 128;
     return a;
 }
 

@@ -1,7 +1,8 @@
 /*
  * test_tune_cli.c -- fastmqa-tune as a process (FMQA_BINARY_DIR/tuner/
  * fastmqa-tune): the dry run compiles real template variants without a GPU
- * and records their cubins in the database it was given; a plain run without a
+ * and records their cubins in the database it was given (a damaged one is
+ * recompiled, stores the database refuses fail the run); a plain run without a
  * GPU exits non-zero and says so; bad usage exits 2 naming the problem.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <sqlite3.h>
 
 #include "db.h"
 #include "test_support.h"
@@ -80,6 +82,30 @@ Test(tune_cli, dry_run_compiles_variants_and_caches_cubins, .timeout = 600)
     cr_expect(hit && strstr(hit + 1, "2 compiled (2 from the cubin cache)"),
               "both templates served from the cache:\n%s", out);
     cr_expect(strstr(out, "compile 0 ms cpu") != NULL, "%s", out);
+    cr_expect(strstr(out, "cubin cache: 0 stored, 0 not kept by the database, 0 damaged dropped"),
+              "%s", out);
+
+    /* A damaged cubin is dropped and compiled again; a database that does not
+     * keep the new one (here a trigger standing in for a full disk) makes the
+     * run fail, naming what happened. */
+    sqlite3 *c;
+    cr_assert_eq(sqlite3_open(path, &c), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(c,
+                              "UPDATE cubins SET data = randomblob(size) WHERE id = "
+                              "(SELECT min(id) FROM cubins);"
+                              "CREATE TRIGGER full_disk BEFORE INSERT ON cubins BEGIN "
+                              "SELECT RAISE(ABORT, 'database or disk is full'); END;",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(c));
+    sqlite3_close(c);
+    rc = run(args, out, sizeof out);
+    cr_expect_eq(rc, 1, "exit %d:\n%s", rc, out);
+    cr_expect(strstr(out, "cubin cache: 0 stored, 1 not kept by the database, 1 damaged dropped; "
+                          "last failure: "),
+              "%s", out);
+    cr_expect(strstr(out, "database or disk is full"), "%s", out);
+    cr_expect(strstr(out, "fastmqa-tune: the database did not keep 1 compiled cubin(s)"), "%s",
+              out);
     remove_db(path);
 }
 

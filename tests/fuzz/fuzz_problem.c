@@ -1,0 +1,127 @@
+/*
+ * fuzz_problem.c -- problem validation, argument checks and the level and
+ * memory arithmetic, on sizes, strides, pointers and policies taken from the
+ * fuzzer's bytes.  Properties checked beyond "no crash, no undefined
+ * behaviour": an accepted problem keeps the bounds validation promises
+ * (recomputed in 128-bit arithmetic), and fmqa_level_problem returns only
+ * problems that validate.  Nothing is launched: the argument checks run
+ * through rt_decode_params / rt_append_params on a plan built here.
+ */
+#include <stdio.h>
+
+#include "fuzz.h"
+#include "fmqa_params.h"
+#include "rt.h"
+
+static _Alignas(16) char arena[4096];
+
+/* A pointer into the arena at a fuzzed offset, or NULL. */
+static void *ptr(fuzz_bytes *in)
+{
+    uint8_t b = fuzz_u8(in);
+    return b == 0xff ? NULL : arena + (b & 0x7f) * 8 + ((b >> 7) ? 2 : 0);
+}
+
+static void fill_strides(fuzz_bytes *in, int64_t *s, int n)
+{
+    for (int i = 0; i < n; i++)
+        s[i] = fuzz_i64(in);
+}
+
+static void check_bounds(const fmqa_problem *p)
+{
+    __int128 d = p->head_dim_qk > p->head_dim_v ? p->head_dim_qk : p->head_dim_v;
+    __int128 slots = (p->flags & FMQA_FLAG_RING) ? (__int128)p->sink_tokens + p->window : p->kv_len;
+    FUZZ_ASSERT(slots * p->num_kv_heads * d <= INT32_MAX);
+    FUZZ_ASSERT((__int128)p->batch * p->q_tokens * p->num_q_heads * d <= INT32_MAX);
+    if (p->op == FMQA_OP_DECODE || p->op == FMQA_OP_MLA_DECODE) {
+        FUZZ_ASSERT(p->q_tokens >= 1 && p->q_tokens <= 16);
+        FUZZ_ASSERT(p->batch <= 65535 && (int64_t)p->num_q_heads * p->q_tokens <= 65535);
+    }
+}
+
+static void decode_args(fuzz_bytes *in, const fmqa_problem *p)
+{
+    fmqa_decode_args a;
+    memset(&a, 0, sizeof a);
+    a.q = ptr(in), a.k = ptr(in), a.v = ptr(in), a.o = ptr(in);
+    a.k_scale = ptr(in), a.v_scale = ptr(in), a.kv_lens = ptr(in), a.page_table = ptr(in);
+    a.tree_mask = ptr(in), a.lse = ptr(in), a.workspace = ptr(in);
+    fill_strides(in, &a.q_stride_batch, 3);
+    fill_strides(in, &a.k_stride_batch, 6);
+    fill_strides(in, &a.k_scale_stride_batch, 6);
+    fill_strides(in, &a.o_stride_batch, 3);
+    a.page_table_stride = fuzz_i64(in);
+    a.workspace_size = (size_t)fuzz_i64(in);
+    fuzz_take(in, &a.sm_scale, sizeof a.sm_scale);
+    rt_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.problem = *p;
+    plan.launch.splits = 1 + fuzz_u8(in) % 8;
+    int64_t rows = (int64_t)p->batch * p->q_tokens * p->num_q_heads; /* validated */
+    plan.launch.workspace = plan.launch.splits > 1
+                                ? plan.launch.splits * rows * (p->head_dim_v + 1) * 4
+                                : 0;
+    fmqa_decode_params o;
+    fmqa_err err = {0};
+    if (rt_decode_params(&plan, &a, &o, &err) != FMQA_OK)
+        FUZZ_ASSERT(err.msg[0] != '\0');
+}
+
+static void append_args(fuzz_bytes *in, const fmqa_problem *p)
+{
+    fmqa_append_args a;
+    memset(&a, 0, sizeof a);
+    a.k_new = ptr(in), a.v_new = ptr(in), a.q = ptr(in), a.k = ptr(in), a.v = ptr(in);
+    a.k_scale = ptr(in), a.v_scale = ptr(in), a.start_pos = ptr(in), a.page_table = ptr(in);
+    fill_strides(in, &a.k_new_stride_batch, 6);
+    fill_strides(in, &a.q_stride_batch, 3);
+    fill_strides(in, &a.k_stride_batch, 6);
+    fill_strides(in, &a.k_scale_stride_batch, 6);
+    a.page_table_stride = fuzz_i64(in);
+    fuzz_take(in, &a.rope_theta, sizeof a.rope_theta);
+    rt_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.problem = *p;
+    plan.launch.splits = 1;
+    fmqa_append_params o;
+    fmqa_err err = {0};
+    if (rt_append_params(&plan, &a, &o, &err) != FMQA_OK)
+        FUZZ_ASSERT(err.msg[0] != '\0');
+}
+
+static void levels(fuzz_bytes *in)
+{
+    fmqa_model_config m;
+    fmqa_level_policy pol;
+    fuzz_take(in, &m, sizeof m);
+    fuzz_take(in, &pol, sizeof pol);
+    int32_t batch = (int32_t)fuzz_i64(in);
+    fmqa_problem q;
+    fmqa_err err = {0};
+    if (fmqa_level_problem(NULL, &m, &pol, batch, &q) == FMQA_OK)
+        FUZZ_ASSERT(rt_problem_check(&q, &err) == FMQA_OK);
+    fmqa_memory_report r;
+    fmqa_memory_report_compute(NULL, &m, &pol, fuzz_i64(in), fuzz_i64(in), &r);
+    fmqa_level_policy preset;
+    fmqa_level_policy_preset(NULL, pol.level, &m, &preset);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fuzz_bytes in = {data, size};
+    fmqa_problem p;
+    fuzz_take(&in, &p, sizeof p);
+    fmqa_err err = {0};
+    if (rt_problem_check(&p, &err) == FMQA_OK) {
+        check_bounds(&p);
+        if (p.op == FMQA_OP_DECODE)
+            decode_args(&in, &p);
+        else if (p.op == FMQA_OP_APPEND)
+            append_args(&in, &p);
+    } else {
+        FUZZ_ASSERT(err.msg[0] != '\0');
+    }
+    levels(&in);
+    return 0;
+}
