@@ -384,8 +384,9 @@ static void scan_includes(const gen_lib *lib, const gen_file *f, const gen_file 
     for (const char *s = f->text; s && *s; s = strchr(s, '\n'), s = s ? s + 1 : NULL) {
         while (*s == ' ' || *s == '\t')
             s++;
-        if (*s++ != '#')
+        if (*s != '#') /* not *s++: an empty line's '\n' would hide the next line */
             continue;
+        s++;
         while (*s == ' ' || *s == '\t')
             s++;
         if (strncmp(s, "include", 7) != 0)

@@ -5,7 +5,9 @@
  * FMQA_PTX) must be exactly the public functions of tests/emu/emu_ptx.h
  * (lines opening with `inline`, or a template header and `inline`; names
  * starting with emu_ are the model's internals).  A wrapper the kernels do not
- * call yet would otherwise go unnoticed until they do.
+ * call yet would otherwise go unnoticed until they do.  Also: the templates'
+ * identity hashes cover the instruction layer, which they include only
+ * through fmqa_device.cuh.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -15,6 +17,8 @@
 #include <string.h>
 
 #include <criterion/criterion.h>
+
+#include "gen.h"
 
 #define MAX_NAMES 64
 
@@ -73,4 +77,34 @@ Test(emu_ptx, models_every_wrapper)
         cr_expect(has(&emu, dev.v[i]), "tests/emu/emu_ptx.h does not model %s", dev.v[i]);
     for (int i = 0; i < emu.n; i++)
         cr_expect(has(&dev, emu.v[i]), "tests/emu/emu_ptx.h models %s, which fmqa_ptx.cuh lacks", emu.v[i]);
+}
+
+/* The decode and append hashes of the template directory dir. */
+static void hashes(const char *dir, char (*out)[64])
+{
+    gen_lib *lib = NULL;
+    fmqa_err err;
+    cr_assert_eq(gen_lib_open(dir, &lib, &err), FMQA_OK, "%s", err.msg);
+    const char *tname[2] = {"decode", "append"};
+    for (int i = 0; i < 2; i++) {
+        const gen_template *t = gen_lib_find(lib, tname[i]);
+        cr_assert_not_null(t, "no %s template", tname[i]);
+        snprintf(out[i], 64, "%s", gen_template_hash(t));
+    }
+    gen_lib_close(lib);
+}
+
+Test(emu_ptx, hash_covers_instruction_layer)
+{
+    char dir[] = "/tmp/fmqa-ptxhash-XXXXXX", cmd[512], before[2][64], after[2][64];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "cp %s/templates/* %s/ && echo '/* changed */' >> %s/fmqa_ptx.cuh",
+             FMQA_SOURCE_DIR, dir, dir);
+    hashes(FMQA_SOURCE_DIR "/templates", before);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    hashes(dir, after);
+    for (int i = 0; i < 2; i++)
+        cr_expect_str_neq(before[i], after[i], "template %d's hash ignores fmqa_ptx.cuh", i);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    (void)system(cmd);
 }
