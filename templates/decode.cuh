@@ -46,7 +46,8 @@
  *    (nt%2) (o_col), undone when O is stored.
  * Scales: S is multiplied per column by sm_scale * log2(e) * k_scale[token];
  * P's columns by v_scale[token] before P V (the sum l uses the unscaled P).
- * fp8 values arrive times 2^-8; FP8_F16_FOLD puts it back in the scales.
+ * fp8 values arrive divided by FP8_F16_FOLD (2^8 on sm_80/86, 1 on sm_89+),
+ * which the scales multiply back.
  *
  * Softmax is in base 2 (exp2).  A row that sees nothing keeps m = -inf, l = 0
  * and writes o = 0, lse = -inf.  With num_splits > 1 the kernel writes, per

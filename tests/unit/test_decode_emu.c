@@ -299,7 +299,9 @@ Test(decode_emu, many_rows, .timeout = 900)
  * the window edge (the first position the last query token no longer sees:
  * sinks + q_tokens - 2 = 0 mod 32 without a ring, sinks = 1 mod 32 with one)
  * or the sinks end on a tile boundary (32); 16 consecutive lengths move the
- * first draft across the tiles. */
+ * first draft across the tiles, and (sinks 62, 63) the window start across
+ * the end of the sinks, where position `sinks` is in the window of some query
+ * tokens but not of others. */
 #define WIN "op=decode,batch=16,kv_heads=1,heads=4,d=64,kv_len=120,window=40,"
 
 Test(decode_emu, windows_by_query_tokens, .timeout = 900)
@@ -309,9 +311,9 @@ Test(decode_emu, windows_by_query_tokens, .timeout = 900)
         {WIN "tq=1,sinks=5,flags=causal|ring|lse", "BLOCK_N=32,WARPS_N=2,STAGES=2,SPLITS=1", {-16}, NULL},
         {WIN "tq=2,sinks=32,flags=causal|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL},
         {WIN "tq=2,sinks=1,page=16,flags=tree|ring|paged|lse", "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, NULL},
-        {WIN "tq=3,sinks=31,kv=int8,flags=tree|lse", "BLOCK_N=32,WARPS_N=1,STAGES=3,SPLITS=1", {-16}, NULL},
+        {WIN "tq=3,sinks=63,kv=int8,flags=tree|lse", "BLOCK_N=32,WARPS_N=1,STAGES=3,SPLITS=1", {-16}, NULL},
         {WIN "tq=3,sinks=33,kv=fp8_e4m3,flags=causal|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=1", {-16}, "sm_80"},
-        {"op=decode,batch=16,kv_heads=1,heads=8,d=64,kv_len=120,window=40,tq=4,sinks=30,page=16,"
+        {"op=decode,batch=16,kv_heads=1,heads=8,d=64,kv_len=120,window=40,tq=4,sinks=62,page=16,"
          "flags=causal|paged|lse", "BLOCK_N=32,WARPS_M=2,WARPS_N=2,SPLITS=1", {-16}, NULL},
         {WIN "tq=4,sinks=1,q=bf16,kv=int8,flags=tree|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL},
     };
