@@ -20,7 +20,9 @@
  * only when asked for, and an instruction the architecture lacks aborts.
  *
  * Every CUDA thread of a CTA is a ucontext coroutine on one OS thread, switched
- * only at barriers and warp collectives, so runs are deterministic.  Warps
+ * only at barriers and warp collectives, so runs are deterministic.  CTAs run
+ * one at a time in descending index order, the reverse of the order a kernel
+ * that races between CTAs is most likely to assume.  Warps
  * drift apart as far as the program allows: the scheduler runs one warp until
  * all its lanes wait at a CTA barrier (or exit) before the next, forward
  * through the warps in even CTAs and backward in odd ones, so a missing
@@ -299,8 +301,10 @@ static void emu_run_cta(unsigned threads, size_t stack, std::vector<char> &stack
         }
 }
 
-/* Runs body(params) for every thread of every CTA of the grid, CTA by CTA,
- * with shared memory (dynamic and static) filled with 0xFF first. */
+/* Runs body(params) for every thread of every CTA of the grid, CTA by CTA
+ * from the last to the first (so a kernel that counts on CTAs running in
+ * index order, e.g. two CTAs writing one place, shows it), with shared memory
+ * (dynamic and static) filled with 0xFF first. */
 static void emu_grid(void (*body)(const void *), const void *params, const unsigned grid[3],
                      unsigned threads, unsigned dyn_smem) {
     static std::vector<char> stacks;
@@ -309,11 +313,11 @@ static void emu_grid(void (*body)(const void *), const void *params, const unsig
     stacks.resize(stack * threads);
     emu_body = body, emu_params = params, emu_dyn_smem = dyn_smem, emu_nthreads = threads;
     blockDim = {threads, 1, 1}, gridDim = {grid[0], grid[1], grid[2]};
-    unsigned cta = 0;
-    for (blockIdx.z = 0; blockIdx.z < grid[2]; ++blockIdx.z)
-        for (blockIdx.y = 0; blockIdx.y < grid[1]; ++blockIdx.y)
-            for (blockIdx.x = 0; blockIdx.x < grid[0]; ++blockIdx.x)
-                emu_run_cta(threads, stack, stacks, cta++);
+    for (unsigned long k = (unsigned long)grid[0] * grid[1] * grid[2]; k-- > 0;) {
+        blockIdx = {(unsigned)(k % grid[0]), (unsigned)(k / grid[0] % grid[1]),
+                    (unsigned)(k / grid[0] / grid[1])};
+        emu_run_cta(threads, stack, stacks, (unsigned)k);
+    }
 }
 
 #endif /* FMQA_CUDA_EMU_H */

@@ -50,7 +50,9 @@ static void *random_rows(fmqa_dtype t, int64_t n, int64_t d, int64_t rs, uint64_
  * (n rows of `heads` head rows of d elements, row stride rs): with amax the
  * head row's max |x|, elements 1, 2, 5 and 6 become +-f amax, f = 1/2 for
  * int8 (x * 127 / amax = 63.5) and 3/4 for fp8 (x * 448 / amax = 336, the
- * midpoint of 320 and 352).  The stored scale fl32(amax / QMAX) is rarely
+ * midpoint of 320 and 352); for fp8 also 3 and 4, +-2^-16 amax (x * 448 /
+ * amax = 7 * 2^-10, the midpoint of the subnormals 3 and 4 * 2^-9; exact in
+ * bf16, near the tie in f16).  The stored scale fl32(amax / QMAX) is rarely
  * exact, so x / scale lies just off the tie while its float quotient is
  * usually the tie itself: append.cuh's tie correction decides those codes,
  * and the reference rounds the exact quotient.
@@ -58,8 +60,10 @@ static void *random_rows(fmqa_dtype t, int64_t n, int64_t d, int64_t rs, uint64_
 static void plant_ties(fmqa_dtype in, fmqa_dtype kv, void *rows, int64_t n, int64_t heads,
                        int64_t d, int64_t rs)
 {
-    const double f = kv == FMQA_DTYPE_INT8 ? 0.5 : 0.75;
-    const int64_t at[4] = {1, 2, 5, 6};
+    const int fp8 = kv == FMQA_DTYPE_FP8_E4M3;
+    const double f[6] = {fp8 ? 0.75 : 0.5, fp8 ? 0.75 : 0.5, fp8 ? 0x1p-16 : 0.5, fp8 ? 0x1p-16 : 0.5,
+                         fp8 ? 0.75 : 0.5, fp8 ? 0.75 : 0.5};
+    const int64_t at[6] = {1, 2, 3, 4, 5, 6};
     for (int64_t r = 0; r < n; r++)
         for (int64_t h = 0; h < heads; h++) {
             const int64_t base = r * rs + h * d;
@@ -69,9 +73,9 @@ static void plant_ties(fmqa_dtype in, fmqa_dtype kv, void *rows, int64_t n, int6
             for (int64_t i = 0; i < d; i++)
                 if (fabs(x[i]) > amax)
                     amax = fabs(x[i]), arg = i;
-            for (int k = 0; k < 4; k++)
+            for (int k = 0; k < 6; k++)
                 if (at[k] != arg)
-                    x[at[k]] = (k % 2 ? -f : f) * amax; /* exact in the 16-bit type */
+                    x[at[k]] = (k % 2 ? -f[k] : f[k]) * amax;
             cr_assert_eq(ref_from_double(in, x, d, (uint8_t *)rows + base * 2, NULL), FMQA_OK);
         }
 }

@@ -5,7 +5,7 @@
  *
  * append_run_init builds one case: fresh random k_new / v_new / q (Gaussian,
  * rounded to the input dtype, token stride padded by 16 elements; for an
- * 8-bit cache every K and V head row also holds four exact rounding ties of
+ * 8-bit cache every K and V head row also holds exact rounding ties of
  * its quantization, see plant_ties), caches and
  * scales filled with a poison byte, a shuffled page table that never uses
  * pages 0 and 1, and runs ref_append_args on copies.  The caller then runs the
