@@ -65,11 +65,8 @@
  * 4 int8, 5 fp8 e4m3), ROPE (fmqa_rope: 0 none, 1 neox, 2 gptj), PAGED,
  * PAGE_SIZE, RING, and the tunables THREADS_PER_ROW, ROWS_PER_CTA, VEC.
  */
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
-#include <cuda_fp8.h>
-
 #include "fmqa_params.h"
+#include "fmqa_device.cuh"
 
 #if defined(__USE_FAST_MATH__) && __USE_FAST_MATH__ /* NVRTC defines it as 0 without the option */
 #error "append.cuh: RoPE and quantization need the accurate sincospif and IEEE division; compile without --use_fast_math"
@@ -122,19 +119,13 @@ template <> struct fmt_traits<FMT_FP8> { typedef unsigned char storage; };
 
 static __device__ __forceinline__ float decode16(unsigned short bits)
 {
-#if IN_BF16
-    return __bfloat162float(__ushort_as_bfloat16(bits));
-#else
-    return __half2float(__ushort_as_half(bits));
-#endif
+    return fmqa_dev::h_to_f32<IN_BF16>(bits);
 }
 
 template <int FMT>
 static __device__ __forceinline__ unsigned short encode16(float x)
 {
-    if (FMT == FMT_BF16)
-        return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-    return __half_as_ushort(__float2half_rn(x));
+    return fmqa_dev::f32_to_h<FMT == FMT_BF16>(x);
 }
 
 /* x is already divided by the scale. */
@@ -143,7 +134,7 @@ static __device__ __forceinline__ unsigned char encode8(float x)
 {
     if (FMT == FMT_INT8)
         return (unsigned char)(signed char)(int)fminf(fmaxf(rintf(x), -127.0f), 127.0f);
-    return (unsigned char)__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3);
+    return fmqa_dev::f32_to_e4m3(x);
 }
 
 /* The code of the exact quotient q = x / sc, as ref_quantize_row rounds it.
@@ -264,7 +255,7 @@ static __device__ __forceinline__ float row_amax(const float (&x)[row_shape<D>::
     const unsigned mask = group_mask();
 #pragma unroll
     for (int o = THREADS_PER_ROW / 2; o > 0; o /= 2)
-        m = fmaxf(m, __shfl_xor_sync(mask, m, o));
+        m = fmaxf(m, fmqa_dev::shfl_xor(m, o, mask));
     return m;
 }
 

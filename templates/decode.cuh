@@ -24,7 +24,7 @@
  * split everything to the end.  Positions outside these ranges are invisible
  * to every query token by the rules of fastmqa.h / ref.h, and are never read.
  *
- * Fragments (m16n8k16, see mma16816 in fmqa_device.cuh).  Tiles sit in shared
+ * Fragments (m16n8k16, see mma16816 in fmqa_ptx.cuh).  Tiles sit in shared
  * memory row per token, RB bytes a row (16 bytes of padding make ldmatrix
  * conflict-free).  All ldmatrix calls use the same lane address: row
  * lrow = ((lane>>3)&1)*8 + (lane&7), byte lcol = (lane>>4)*16, so that
@@ -46,7 +46,8 @@
  *    (nt%2) (o_col), undone when O is stored.
  * Scales: S is multiplied per column by sm_scale * log2(e) * k_scale[token];
  * P's columns by v_scale[token] before P V (the sum l uses the unscaled P).
- * fp8 values arrive times 2^-8; FP8_F16_FOLD puts it back in the scales.
+ * fp8 values arrive divided by FP8_F16_FOLD (2^8 on sm_80/86, 1 on sm_89+),
+ * which the scales multiply back.
  *
  * Softmax is in base 2 (exp2).  A row that sees nothing keeps m = -inf, l = 0
  * and writes o = 0, lse = -inf.  With num_splits > 1 the kernel writes, per
@@ -416,11 +417,7 @@ DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mw, 
 
 extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const fmqa_decode_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
-    {
-        u32 dyn;
-        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
-        if (dyn < (u32)SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
-    }
+    if (dynamic_smem_size() < (u32)SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
     const int split = blockIdx.x, b = blockIdx.z;
     const int hk = blockIdx.y / ROW_BLOCKS, rb = blockIdx.y % ROW_BLOCKS;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -491,7 +488,7 @@ constexpr int C_MAX_SPLITS = 256; /* decode.lua never plans more */
 template <bool MAX> DEV float block_reduce(float x, float *red) {
 #pragma unroll
     for (int k = 16; k > 0; k >>= 1) {
-        const float y = __shfl_xor_sync(0xffffffffu, x, k);
+        const float y = shfl_xor(x, k);
         x = MAX ? fmaxf(x, y) : x + y;
     }
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
@@ -508,11 +505,7 @@ constexpr int C_SMEM_BYTES = 4 * C_MAX_SPLITS + 4 * (C_THREADS / 32) + 16 * C_GR
 
 extern "C" __global__ void __launch_bounds__(C_THREADS) fmqa_decode_combine(const fmqa_decode_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
-    {
-        u32 dyn;
-        asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
-        if (dyn < (u32)C_SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
-    }
+    if (dynamic_smem_size() < (u32)C_SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
     float *w = (float *)smem;                         /* [C_MAX_SPLITS] weights  */
     float *red = w + C_MAX_SPLITS;                    /* [warps] reductions      */
     float4 (*part)[C_COLS] = (float4 (*)[C_COLS])(red + C_THREADS / 32); /* 16-byte aligned */

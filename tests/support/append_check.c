@@ -45,6 +45,41 @@ static void *random_rows(fmqa_dtype t, int64_t n, int64_t d, int64_t rs, uint64_
     return out;
 }
 
+/*
+ * Plants exact rounding ties of the 8-bit encoding in every head row of rows
+ * (n rows of `heads` head rows of d elements, row stride rs): with amax the
+ * head row's max |x|, elements 1, 2, 5 and 6 become +-f amax, f = 1/2 for
+ * int8 (x * 127 / amax = 63.5) and 3/4 for fp8 (x * 448 / amax = 336, the
+ * midpoint of 320 and 352); for fp8 also 3 and 4, +-2^-16 amax (x * 448 /
+ * amax = 7 * 2^-10, the midpoint of the subnormals 3 and 4 * 2^-9; exact in
+ * bf16, near the tie in f16).  The stored scale fl32(amax / QMAX) is rarely
+ * exact, so x / scale lies just off the tie while its float quotient is
+ * usually the tie itself: append.cuh's tie correction decides those codes,
+ * and the reference rounds the exact quotient.
+ */
+static void plant_ties(fmqa_dtype in, fmqa_dtype kv, void *rows, int64_t n, int64_t heads,
+                       int64_t d, int64_t rs)
+{
+    const int fp8 = kv == FMQA_DTYPE_FP8_E4M3;
+    const double f[6] = {fp8 ? 0.75 : 0.5, fp8 ? 0.75 : 0.5, fp8 ? 0x1p-16 : 0.5, fp8 ? 0x1p-16 : 0.5,
+                         fp8 ? 0.75 : 0.5, fp8 ? 0.75 : 0.5};
+    const int64_t at[6] = {1, 2, 3, 4, 5, 6};
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t h = 0; h < heads; h++) {
+            const int64_t base = r * rs + h * d;
+            double x[512], amax = 0.0;
+            int64_t arg = 0;
+            cr_assert_eq(ref_to_double(in, (const uint8_t *)rows + base * 2, d, x, NULL), FMQA_OK);
+            for (int64_t i = 0; i < d; i++)
+                if (fabs(x[i]) > amax)
+                    amax = fabs(x[i]), arg = i;
+            for (int k = 0; k < 6; k++)
+                if (at[k] != arg)
+                    x[at[k]] = (k % 2 ? -f[k] : f[k]) * amax;
+            cr_assert_eq(ref_from_double(in, x, d, (uint8_t *)rows + base * 2, NULL), FMQA_OK);
+        }
+}
+
 static void *copy_of(const void *src, size_t bytes)
 {
     void *p = malloc(bytes ? bytes : 1);
@@ -177,6 +212,10 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
     r->k_new = random_rows(in, B * N, Hk * c->d, kst, &seed);
     r->v_new = random_rows(in, B * N, Hk * c->dv, vst, &seed);
     r->q = random_rows(in, B * N, qst, qst, &seed);
+    if (is_8bit(kv)) {
+        plant_ties(in, kv, r->k_new, B * N, Hk, c->d, kst);
+        plant_ties(in, kv, r->v_new, B * N, Hk, c->dv, vst);
+    }
     r->k_new_bytes = (size_t)(B * N * kst) * ie, r->v_new_bytes = (size_t)(B * N * vst) * ie;
     r->q_bytes = (size_t)(B * N * qst) * ie;
     r->q_ref = copy_of(r->q, r->q_bytes), r->q_out = copy_of(r->q, r->q_bytes);

@@ -4,7 +4,9 @@
  * (tests/unit/test_append_emu.c), so that both assert the same things.
  *
  * append_run_init builds one case: fresh random k_new / v_new / q (Gaussian,
- * rounded to the input dtype, token stride padded by 16 elements), caches and
+ * rounded to the input dtype, token stride padded by 16 elements; for an
+ * 8-bit cache every K and V head row also holds exact rounding ties of
+ * its quantization, see plant_ties), caches and
  * scales filled with a poison byte, a shuffled page table that never uses
  * pages 0 and 1, and runs ref_append_args on copies.  The caller then runs the
  * call under test on `out` copies of the same initial bytes (k.out, v.out and

@@ -1,15 +1,20 @@
 /*
- * emu_build.c -- builds a rendered kernel template for the CPU emulator
- * (tests/emu/cuda_emu.h) and loads it: the shared first half of the *_emu
- * tests.  The rendered source and its headers go to a fresh directory, the
- * host C++ compiler builds them with the op's driver (tests/emu/<op>_emu.cpp)
- * into a shared object, and its emu_launch entry point is returned.
+ * emu_build.c -- builds kernel code for the CPU emulator (tests/emu/cuda_emu.h)
+ * and loads it: the shared first half of the *_emu tests.  A rendered template
+ * (or, for the conversion tests, the template directory itself) goes to a
+ * fresh directory, the host C++ compiler builds it with a driver from
+ * tests/emu into a shared object for the emulated architecture, and a symbol
+ * of it is returned.  Also the guarded host buffers those tests hand to the
+ * emulated kernels.
  */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 
@@ -25,6 +30,44 @@ static void write_file(const char *dir, const char *name, const char *text)
     fclose(f);
 }
 
+const char *fmqa_test_template_dir(void)
+{
+    const char *env = getenv("FASTMQA_TEMPLATE_DIR");
+    return env && env[0] ? env : FMQA_TEST_SOURCE_DIR "/templates";
+}
+
+/* Compiles tests/emu/<driver> with -I include_dir (which holds what the
+ * driver includes) for __CUDA_ARCH__ = arch into dir/emu.so and returns its
+ * dlopen handle. */
+static void *compile_and_load(const char *driver, const char *include_dir, int arch,
+                              const char *dir)
+{
+    const char *cxx = getenv("CXX") ? getenv("CXX") : "c++";
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null", cxx);
+    if (system(cmd) != 0)
+        cr_skip_test("no C++ compiler (%s) to build the emulator", cxx);
+    /* -I include_dir first (the rendered fmqa_params.h, the templates); then
+     * tests/emu, whose cuda_emu.h stands for the GPU. */
+    snprintf(cmd, sizeof cmd,
+             "%s -std=c++17 -O1 -fno-strict-aliasing -shared -fPIC -w -D__CUDA_ARCH__=%d -I%s "
+             "-I%s/tests/emu -DEMU_SOURCE='\"kernel.cu\"' %s/tests/emu/%s -o %s/emu.so",
+             cxx, arch, include_dir, FMQA_TEST_SOURCE_DIR, FMQA_TEST_SOURCE_DIR, driver, dir);
+    cr_assert_eq(system(cmd), 0, "emulator build failed: %s", cmd);
+    char so[1100];
+    snprintf(so, sizeof so, "%s/emu.so", dir);
+    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    cr_assert_not_null(h, "dlopen: %s", dlerror());
+    return h;
+}
+
+void *fmqa_test_emu_symbol(void *handle, const char *sym)
+{
+    void *fn = dlsym(handle, sym);
+    cr_assert_not_null(fn, "no %s in the emulator build", sym);
+    return fn;
+}
+
 void *fmqa_test_emu_build(const gen_template *t, const gen_config *c, const fmqa_problem *p,
                           const fmqa_device_info *d, const char *driver, char *dir)
 {
@@ -36,23 +79,24 @@ void *fmqa_test_emu_build(const gen_template *t, const gen_config *c, const fmqa
     for (int i = 0; i < src.n_headers; i++)
         write_file(dir, src.header_names[i], src.header_texts[i]);
     gen_source_free(&src);
-    const char *cxx = getenv("CXX") ? getenv("CXX") : "c++";
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null", cxx);
-    if (system(cmd) != 0)
-        cr_skip_test("no C++ compiler (%s) to build the emulator", cxx);
-    /* -I dir first: the rendered fmqa_params.h; then tests/emu, whose empty
-     * cuda_fp16.h & co. stand for the toolkit's. */
-    snprintf(cmd, sizeof cmd,
-             "%s -std=c++17 -O1 -fno-strict-aliasing -shared -fPIC -w -I%s -I%s/tests/emu "
-             "-DEMU_SOURCE='\"kernel.cu\"' %s/tests/emu/%s -o %s/emu.so",
-             cxx, dir, FMQA_TEST_SOURCE_DIR, FMQA_TEST_SOURCE_DIR, driver, dir);
-    cr_assert_eq(system(cmd), 0, "emulator build failed: %s", cmd);
-    char so[1100];
-    snprintf(so, sizeof so, "%s/emu.so", dir);
-    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-    cr_assert_not_null(h, "dlopen: %s", dlerror());
-    void *fn = dlsym(h, "emu_launch");
-    cr_assert_not_null(fn, "no emu_launch in %s", so);
-    return fn;
+    void *h = compile_and_load(driver, dir, d->cc_major * 100 + d->cc_minor * 10, dir);
+    return fmqa_test_emu_symbol(h, "emu_launch");
+}
+
+void *fmqa_test_emu_build_plain(const char *driver, int arch, char *dir)
+{
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp");
+    return compile_and_load(driver, fmqa_test_template_dir(), arch, dir);
+}
+
+void *fmqa_test_guarded(size_t bytes, size_t align, uint8_t fill)
+{
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t span = (bytes + align - 1) / align * align, body = (span + page - 1) / page * page;
+    unsigned char *m = mmap(NULL, body + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(m, MAP_FAILED, "mmap of %zu bytes", body + page);
+    cr_assert_eq(mprotect(m + body, page, PROT_NONE), 0, "mprotect");
+    unsigned char *p = m + body - span;
+    memset(p, fill, span);
+    return p;
 }

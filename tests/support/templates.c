@@ -14,8 +14,8 @@ gen_lib *fmqa_test_open_templates(void)
 {
     gen_lib *lib = NULL;
     fmqa_err err;
-    cr_assert_eq(gen_lib_open(FMQA_TEST_SOURCE_DIR "/templates", &lib, &err), FMQA_OK, "%s",
-                 err.msg);
+    cr_assert_eq(gen_lib_open(fmqa_test_template_dir(), &lib, &err), FMQA_OK, "%s: %s",
+                 fmqa_test_template_dir(), err.msg);
     return lib;
 }
 

@@ -35,7 +35,7 @@ CUdeviceptr fmqa_test_alloc_poisoned(fmqa_test_gpu *g, size_t bytes, uint8_t poi
 void fmqa_test_download(fmqa_test_gpu *g, void *host, CUdeviceptr src, size_t bytes);
 void fmqa_test_free(fmqa_test_gpu *g, CUdeviceptr p);
 
-/* The shipped templates (the source tree's templates/), one of them by name
+/* The shipped templates (fmqa_test_template_dir()), one of them by name
  * (asserting it loaded and has that op), a parsed problem spec, and a device
  * preset ("sm_80", "sm_90", ...). */
 gen_lib *fmqa_test_open_templates(void);
@@ -58,15 +58,33 @@ void fmqa_test_db_best(struct db *db, const fmqa_device_info *d, const char *tem
                        const char *template_hash, const fmqa_problem *p, const char *config,
                        double us, double default_us);
 
+/* The template directory the emulator tests use: $FASTMQA_TEMPLATE_DIR if set
+ * (to try a changed kernel, or that a deliberately broken one fails: see
+ * scripts/mutate.py), else the source tree's templates/. */
+const char *fmqa_test_template_dir(void);
+
 /* Renders a template config, builds it with the CPU emulator's driver
- * tests/emu/<driver> into a shared object under dir (a mkdtemp template,
- * filled in) and returns its emu_launch symbol (cast it to the driver's
- * signature).  Skips the test when there is no C++ compiler. */
+ * tests/emu/<driver> for d's architecture (__CUDA_ARCH__ = 100 major + 10
+ * minor) into a shared object under dir (a mkdtemp template, filled in) and
+ * returns its emu_launch symbol (cast it to the driver's signature).  Skips
+ * the test when there is no C++ compiler. */
 void *fmqa_test_emu_build(const gen_template *t, const gen_config *c, const fmqa_problem *p,
                           const fmqa_device_info *d, const char *driver, char *dir);
 
 /* Runs a shell command line (stderr joined to stdout), returns its exit status
  * (-1 if it did not exit) and the start of its output, NUL-terminated, in out. */
 int fmqa_test_run(const char *cmd, char *out, size_t cap);
+
+/* Builds the driver tests/emu/<driver>, which includes template headers
+ * directly (from fmqa_test_template_dir()), for __CUDA_ARCH__ = arch under
+ * dir and returns its dlopen handle, whose symbols fmqa_test_emu_symbol
+ * finds (asserting they exist). */
+void *fmqa_test_emu_build_plain(const char *driver, int arch, char *dir);
+void *fmqa_test_emu_symbol(void *handle, const char *sym);
+
+/* A host buffer of `bytes` filled with `fill` whose end (rounded up to align,
+ * a power of two it is aligned to) touches an inaccessible page, so a read
+ * past it faults.  Never freed (the test process ends). */
+void *fmqa_test_guarded(size_t bytes, size_t align, uint8_t fill);
 
 #endif

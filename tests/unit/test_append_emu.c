@@ -98,9 +98,8 @@ static void run_variant(const append_case *ac, int k, int shift)
     const char *text = CONFIGS[(k + shift) % 3];
     gen_lib *lib = NULL;
     fmqa_err err;
-    const char *dir_env = getenv("FASTMQA_TEMPLATE_DIR");
-    const char *tdir = dir_env && dir_env[0] ? dir_env : FMQA_SOURCE_DIR "/templates";
-    cr_assert_eq(gen_lib_open(tdir, &lib, &err), FMQA_OK, "%s: %s", tdir, err.msg);
+    cr_assert_eq(gen_lib_open(fmqa_test_template_dir(), &lib, &err), FMQA_OK, "%s: %s",
+                 fmqa_test_template_dir(), err.msg);
     const gen_template *t = gen_lib_find(lib, "append");
     cr_assert_not_null(t);
     fmqa_device_info dev;

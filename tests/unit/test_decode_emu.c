@@ -33,26 +33,30 @@ typedef int (*emu_launch_fn)(const char *entry, const fmqa_decode_params *p,
                              const unsigned grid[3], unsigned threads, unsigned dyn_smem);
 
 /* One case: a problem spec, parameters overriding the default config ("" =
- * default), and per-sequence lengths (0 = drawn). */
+ * default), per-sequence lengths (0 = drawn; lens[0] = -n: sequence b has
+ * length kv_len - (batch - 1 - b) % n, so n consecutive lengths put every
+ * edge -- first draft, window start, sink end -- at each of n offsets in a
+ * tile, and the last sequence fills the cache up to the guard page) and the
+ * device preset (NULL: sm_90). */
 typedef struct ecase {
     const char *spec;
     const char *config;
     int32_t lens[4];
+    const char *arch;
 } ecase;
 
-/* Host buffers of one case (all malloc'ed, freed by the process's end). */
+/* Host buffers of one case (never freed: the process ends). */
 typedef struct inputs {
     fmqa_decode_args a;
-    int32_t lens[64];
+    int32_t lens[64]; /* batch <= 64 */
     int64_t n_pages;
 } inputs;
 
-static void *poisoned(size_t bytes)
+/* Every buffer the kernels see ends at an inaccessible page: a read past it
+ * (a page-table entry beyond the last page, a row beyond the cache) faults. */
+static void *poisoned(size_t bytes, size_t align)
 {
-    void *p = malloc(bytes ? bytes : 1);
-    cr_assert_not_null(p);
-    memset(p, 0xff, bytes);
-    return p;
+    return fmqa_test_guarded(bytes, align, 0xff);
 }
 
 /* Writes one random row of position j into the cache (16-bit or quantized). */
@@ -72,6 +76,13 @@ static void put_row(const fmqa_problem *p, ref_rng *r, void *base, int64_t at, f
     }
 }
 
+/*
+ * K and V get different layouts, and so do their scales, so that an address
+ * computed with the other cache's strides reads the wrong row:
+ *   K [outer][token][head][d], scales [outer][token][head];
+ *   V [outer][head][token][d + 16 bytes of padding], scales [outer][head][token].
+ * outer is the sequence, or the page when paged.
+ */
 static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, inputs *in)
 {
     const int64_t B = p->batch, T = p->kv_len, H = p->num_q_heads, Hk = p->num_kv_heads;
@@ -82,23 +93,24 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, 
     const int64_t per_seq = (slots + ps - 1) / ps;
     const int64_t outer = paged ? B * per_seq + 3 : B; /* a few pages never used */
     const size_t ke = fmqa_dtype_size(p->kv_dtype);
+    const int64_t vrow = D + 16 / (int64_t)ke; /* V row stride, elements */
     fmqa_decode_args *a = &in->a;
     memset(a, 0, sizeof *a);
     in->n_pages = paged ? outer : 0;
     for (int64_t b = 0; b < B; b++)
-        in->lens[b] = lens[b] ? lens[b] : (int32_t)(Tq + ref_rng_next(r) % (T - Tq + 1));
+        in->lens[b] = lens[0] < 0 ? (int32_t)(T - (B - 1 - b) % -lens[0])
+                      : lens[b] ? lens[b]
+                                : (int32_t)(Tq + ref_rng_next(r) % (T - Tq + 1));
 
-    a->k_stride_head = a->v_stride_head = D;
-    a->k_stride_token = a->v_stride_token = Hk * D;
-    a->k_stride_batch = a->v_stride_batch = ps * Hk * D;
-    void *k = poisoned(outer * ps * Hk * D * ke), *v = poisoned(outer * ps * Hk * D * ke);
-    float *ks = poisoned(outer * ps * Hk * 4), *vs = poisoned(outer * ps * Hk * 4);
-    a->k_scale_stride_head = a->v_scale_stride_head = 1;
-    a->k_scale_stride_token = a->v_scale_stride_token = Hk;
-    a->k_scale_stride_batch = a->v_scale_stride_batch = ps * Hk;
+    a->k_stride_head = D, a->k_stride_token = Hk * D, a->k_stride_batch = ps * Hk * D;
+    a->v_stride_head = ps * vrow, a->v_stride_token = vrow, a->v_stride_batch = Hk * ps * vrow;
+    void *k = poisoned(outer * ps * Hk * D * ke, 16), *v = poisoned(outer * ps * Hk * vrow * ke, 16);
+    float *ks = poisoned(outer * ps * Hk * 4, 4), *vs = poisoned(outer * ps * Hk * 4, 4);
+    a->k_scale_stride_head = 1, a->k_scale_stride_token = Hk, a->k_scale_stride_batch = ps * Hk;
+    a->v_scale_stride_head = ps, a->v_scale_stride_token = 1, a->v_scale_stride_batch = Hk * ps;
     int32_t *table = NULL;
     if (paged) { /* a shuffled page order */
-        table = malloc(B * per_seq * sizeof *table);
+        table = poisoned(B * per_seq * sizeof *table, 4);
         for (int64_t i = 0; i < B * per_seq; i++)
             table[i] = (int32_t)i;
         for (int64_t i = B * per_seq - 1; i > 0; i--) {
@@ -117,10 +129,10 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, 
             int64_t slot = ref_cache_slot(&view, j);
             int64_t o = paged ? table[b * per_seq + slot / ps] : b, t = paged ? slot % ps : slot;
             for (int64_t h = 0; h < Hk; h++) {
-                int64_t row = o * a->k_stride_batch + t * a->k_stride_token + h * D;
-                int64_t srow = o * a->k_scale_stride_batch + t * Hk + h;
-                put_row(p, r, k, row, ks, srow);
-                put_row(p, r, v, row, vs, srow);
+                put_row(p, r, k, o * a->k_stride_batch + t * a->k_stride_token + h * a->k_stride_head, ks,
+                        o * a->k_scale_stride_batch + t * a->k_scale_stride_token + h);
+                put_row(p, r, v, o * a->v_stride_batch + t * a->v_stride_token + h * a->v_stride_head, vs,
+                        o * a->v_scale_stride_batch + t + h * a->v_scale_stride_head);
             }
         }
     a->k = k, a->v = v;
@@ -129,21 +141,21 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, 
 
     const int64_t nq = B * Tq * H * D;
     double *qd = malloc(nq * sizeof *qd);
-    uint16_t *q = malloc(nq * 2);
+    uint16_t *q = poisoned(nq * 2, 16);
     fmqa_err err;
     ref_rng_fill(r, qd, nq, 1.0, p->q_dtype);
     cr_assert_eq(ref_from_double(p->q_dtype, qd, nq, q, &err), FMQA_OK, "%s", err.msg);
     free(qd);
     a->q = q;
     a->q_stride_head = D, a->q_stride_token = H * D, a->q_stride_batch = Tq * H * D;
-    a->o = poisoned(nq * 2);
+    a->o = poisoned(nq * 2, 16);
     a->o_stride_head = D, a->o_stride_token = H * D, a->o_stride_batch = Tq * H * D;
-    a->lse = poisoned(B * Tq * H * 4);
-    int32_t *kv_lens = malloc(B * sizeof *kv_lens);
+    a->lse = poisoned(B * Tq * H * 4, 4);
+    int32_t *kv_lens = poisoned(B * sizeof *kv_lens, 4);
     memcpy(kv_lens, in->lens, B * sizeof *kv_lens);
     a->kv_lens = kv_lens;
     if (p->flags & FMQA_FLAG_TREE_MASK) {
-        uint64_t *m = malloc(B * Tq * sizeof *m);
+        uint64_t *m = poisoned(B * Tq * sizeof *m, 8);
         for (int64_t i = 0; i < B * Tq; i++) /* random drafts; row 0 of a sequence sees none */
             m[i] = i % Tq == 0 ? 0 : (ref_rng_next(r) & ((1ull << Tq) - 1)) | 1ull << (i % Tq);
         a->tree_mask = m;
@@ -154,11 +166,13 @@ static void run_case(const ecase *ec)
 {
     gen_lib *lib = NULL;
     fmqa_err err;
-    cr_assert_eq(gen_lib_open(FMQA_SOURCE_DIR "/templates", &lib, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(gen_lib_open(fmqa_test_template_dir(), &lib, &err), FMQA_OK, "%s: %s",
+                 fmqa_test_template_dir(), err.msg);
     const gen_template *t = gen_lib_find(lib, "decode");
     cr_assert_not_null(t);
     fmqa_device_info dev;
-    cr_assert_eq(gen_device_preset("sm_90", &dev, &err), FMQA_OK, "%s", err.msg);
+    const char *arch = ec->arch ? ec->arch : "sm_90";
+    cr_assert_eq(gen_device_preset(arch, &dev, &err), FMQA_OK, "%s: %s", arch, err.msg);
     fmqa_problem p;
     cr_assert_eq(gen_problem_parse(ec->spec, &p, &err), FMQA_OK, "%s: %s", ec->spec, err.msg);
     gen_config c, over;
@@ -184,7 +198,7 @@ static void run_case(const ecase *ec)
     ref_rng_seed(&r, seed);
     inputs in;
     make_inputs(&p, ec->lens, &r, &in);
-    in.a.workspace = poisoned(plan.launch.workspace);
+    in.a.workspace = poisoned(plan.launch.workspace, 16);
     in.a.workspace_size = plan.launch.workspace;
     fmqa_decode_params prm;
     cr_assert_eq(rt_decode_params(&plan, &in.a, &prm, &err), FMQA_OK, "%s", err.msg);
@@ -205,8 +219,8 @@ static void run_case(const ecase *ec)
                                p.q_dtype == FMQA_DTYPE_BF16 ? 8e-3 : 1e-3;
     char cfg[GEN_CONFIG_TEXT_CAP];
     gen_config_text(&c, cfg, sizeof cfg);
-    fprintf(stderr, "%s [%s] splits %d: o rel_l2 %.2e max %.2e bad %lld (seed %llu)\n", ec->spec,
-            cfg, plan.launch.splits, cmp.rel_l2, cmp.max_abs, (long long)cmp.bad,
+    fprintf(stderr, "%s [%s] %s splits %d: o rel_l2 %.2e max %.2e bad %lld (seed %llu)\n", ec->spec,
+            cfg, arch, plan.launch.splits, cmp.rel_l2, cmp.max_abs, (long long)cmp.bad,
             (unsigned long long)seed);
     cr_expect(ref_cmp_ok(&cmp, tol, -1), "%s [%s]: o rel_l2 %g, max %g at %lld, %lld bad", ec->spec,
               cfg, cmp.rel_l2, cmp.max_abs, (long long)cmp.worst, (long long)cmp.bad);
@@ -233,10 +247,10 @@ static void run_all(const ecase *cases, size_t n)
 Test(decode_emu, dense_16bit, .timeout = 900)
 {
     static const ecase cases[] = {
-        {BASE "heads=8,d=64,kv_len=200,flags=causal", "", {200, 1, 0}},
-        {BASE "heads=4,d=128,kv_len=300,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "SPLITS=4", {300, 70, 0}},
-        {BASE "heads=64,d=96,kv_len=150,flags=causal|lse", "SPLITS=2,WARPS_M=2,WARPS_N=2,BLOCK_N=32", {0}},
-        {BASE "heads=2,d=256,kv_len=100,flags=causal", "", {0}},
+        {BASE "heads=8,d=64,kv_len=200,flags=causal", "", {200, 1, 0}, NULL},
+        {BASE "heads=4,d=128,kv_len=300,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "SPLITS=4", {300, 70, 0}, NULL},
+        {BASE "heads=64,d=96,kv_len=150,flags=causal|lse", "SPLITS=2,WARPS_M=2,WARPS_N=2,BLOCK_N=32", {0}, NULL},
+        {BASE "heads=2,d=256,kv_len=100,flags=causal", "", {0}, NULL},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -244,10 +258,10 @@ Test(decode_emu, dense_16bit, .timeout = 900)
 Test(decode_emu, eight_bit, .timeout = 900)
 {
     static const ecase cases[] = {
-        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2", {180, 5, 0}},
-        {BASE "heads=16,d=128,kv_len=180,kv=fp8_e4m3,flags=causal", "", {0}},
-        {BASE "heads=8,d=96,kv_len=130,q=bf16,out=bf16,kv=int8,flags=causal", "", {0}},
-        {BASE "heads=8,d=64,kv_len=130,q=bf16,out=bf16,kv=fp8_e4m3,flags=causal|lse", "SPLITS=2", {0}},
+        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2", {180, 5, 0}, NULL},
+        {BASE "heads=16,d=128,kv_len=180,kv=fp8_e4m3,flags=causal", "", {0}, NULL},
+        {BASE "heads=8,d=96,kv_len=130,q=bf16,out=bf16,kv=int8,flags=causal", "", {0}, NULL},
+        {BASE "heads=8,d=64,kv_len=130,q=bf16,out=bf16,kv=fp8_e4m3,flags=causal|lse", "SPLITS=2", {0}, NULL},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -255,13 +269,13 @@ Test(decode_emu, eight_bit, .timeout = 900)
 Test(decode_emu, drafts_windows_pages, .timeout = 900)
 {
     static const ecase cases[] = {
-        {BASE "heads=6,d=64,tq=4,kv_len=160,flags=causal|lse", "SPLITS=2", {160, 4, 0}},
-        {BASE "heads=4,d=64,tq=5,kv_len=150,page=16,flags=tree|paged|lse", "", {150, 5, 77}},
-        {BASE "heads=4,d=64,tq=3,kv_len=300,window=50,sinks=4,flags=causal|lse", "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 3, 53}},
-        {BASE "heads=4,d=64,tq=3,kv_len=300,window=8,sinks=20,flags=causal", "BLOCK_N=32,WARPS_N=2", {300, 25, 12}},
+        {BASE "heads=6,d=64,tq=4,kv_len=160,flags=causal|lse", "SPLITS=2", {160, 4, 0}, NULL},
+        {BASE "heads=4,d=64,tq=5,kv_len=150,page=16,flags=tree|paged|lse", "", {150, 5, 77}, NULL},
+        {BASE "heads=4,d=64,tq=3,kv_len=300,window=50,sinks=4,flags=causal|lse", "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 3, 53}, NULL},
+        {BASE "heads=4,d=64,tq=3,kv_len=300,window=8,sinks=20,flags=causal", "BLOCK_N=32,WARPS_N=2", {300, 25, 12}, NULL},
         {BASE "heads=4,d=64,tq=3,kv_len=300,window=40,sinks=5,page=16,flags=causal|paged|ring|lse",
-         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 44, 3}},
-        {BASE "heads=2,d=128,tq=2,kv_len=200,window=64,sinks=0,kv=int8,flags=causal|ring", "", {200, 70, 0}},
+         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 44, 3}, NULL},
+        {BASE "heads=2,d=128,tq=2,kv_len=200,window=64,sinks=0,kv=int8,flags=causal|ring", "", {200, 70, 0}, NULL},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -269,13 +283,72 @@ Test(decode_emu, drafts_windows_pages, .timeout = 900)
 Test(decode_emu, many_rows, .timeout = 900)
 {
     static const ecase cases[] = {
-        {"op=decode,batch=2,kv_heads=1,heads=4,d=64,tq=16,kv_len=100,flags=causal|lse", "", {100, 16}},
+        {"op=decode,batch=2,kv_heads=1,heads=4,d=64,tq=16,kv_len=100,flags=causal|lse", "", {100, 16}, NULL},
         {"op=decode,batch=2,kv_heads=1,heads=12,d=64,tq=3,kv_len=100,kv=fp8_e4m3,flags=causal|lse",
-         "WARPS_M=2,WARPS_N=2,BLOCK_N=32,SPLITS=2", {100, 33}},
+         "WARPS_M=2,WARPS_N=2,BLOCK_N=32,SPLITS=2", {100, 33}, NULL},
         {"op=decode,batch=2,kv_heads=3,heads=3,d=64,tq=1,kv_len=90,page=32,kv=int8,out=bf16,"
-         "window=16,sinks=2,flags=paged|ring|lse", "STAGES=2", {90, 10}},
+         "window=16,sinks=2,flags=paged|ring|lse", "STAGES=2", {90, 10}, NULL},
         {"op=decode,batch=1,kv_heads=1,heads=40,d=128,tq=1,kv_len=260,flags=lse",
-         "WARPS_M=2,WARPS_N=1,BLOCK_N=128,STAGES=2,SPLITS=2", {260}},
+         "WARPS_M=2,WARPS_N=1,BLOCK_N=128,STAGES=2,SPLITS=2", {260}, NULL},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Sliding windows crossed with 1 to 4 query tokens, with and without a ring,
+ * causal and tree masks.  Sinks are chosen so that a tile starts exactly at
+ * the window edge (the first position the last query token no longer sees:
+ * sinks + q_tokens - 2 = 0 mod 32 without a ring, sinks = 1 mod 32 with one)
+ * or the sinks end on a tile boundary (32); 16 consecutive lengths move the
+ * first draft across the tiles, and (sinks 62, 63) the window start across
+ * the end of the sinks, where position `sinks` is in the window of some query
+ * tokens but not of others. */
+#define WIN "op=decode,batch=16,kv_heads=1,heads=4,d=64,kv_len=120,window=40,"
+
+Test(decode_emu, windows_by_query_tokens, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {WIN "tq=1,sinks=32,flags=causal|lse", "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, NULL},
+        {WIN "tq=1,sinks=5,flags=causal|ring|lse", "BLOCK_N=32,WARPS_N=2,STAGES=2,SPLITS=1", {-16}, NULL},
+        {WIN "tq=2,sinks=32,flags=causal|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL},
+        {WIN "tq=2,sinks=1,page=16,flags=tree|ring|paged|lse", "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, NULL},
+        {WIN "tq=3,sinks=63,kv=int8,flags=tree|lse", "BLOCK_N=32,WARPS_N=1,STAGES=3,SPLITS=1", {-16}, NULL},
+        {WIN "tq=3,sinks=33,kv=fp8_e4m3,flags=causal|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=1", {-16}, "sm_80"},
+        {"op=decode,batch=16,kv_heads=1,heads=8,d=64,kv_len=120,window=40,tq=4,sinks=62,page=16,"
+         "flags=causal|paged|lse", "BLOCK_N=32,WARPS_M=2,WARPS_N=2,SPLITS=1", {-16}, NULL},
+        {WIN "tq=4,sinks=1,q=bf16,kv=int8,flags=tree|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Full tiles ending exactly at the first draft (tree) or one past it (causal),
+ * and tiles starting there, among 16 consecutive lengths; the last sequence
+ * fills its last page exactly, whose successor in the page table is the
+ * guard page; fp8 on the sm_80 bit path and the sm_90 cvt path. */
+Test(decode_emu, draft_edges, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {"op=decode,batch=16,kv_heads=1,heads=4,d=64,tq=4,kv_len=144,page=16,flags=tree|paged|lse",
+         "BLOCK_N=32,WARPS_N=2,SPLITS=1", {-16}, NULL},
+        {"op=decode,batch=16,kv_heads=1,heads=2,d=64,tq=3,kv_len=112,page=16,kv=fp8_e4m3,flags=causal|paged",
+         "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, "sm_80"},
+        {"op=decode,batch=16,kv_heads=2,heads=4,d=64,tq=2,kv_len=80,kv=fp8_e4m3,flags=tree|lse",
+         "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Warp layouts the other cases do not take: 8 x 1, 4 x 2, 1 x 8, 2 x 4. */
+Test(decode_emu, warp_layouts, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {"op=decode,batch=2,kv_heads=1,heads=128,d=64,kv_len=80,flags=lse",
+         "WARPS_M=8,WARPS_N=1,BLOCK_N=32,SPLITS=1", {80, 33}, NULL},
+        {"op=decode,batch=2,kv_heads=1,heads=64,d=64,kv_len=150,kv=int8,flags=lse",
+         "WARPS_M=4,WARPS_N=2,BLOCK_N=64,SPLITS=2", {150, 97}, NULL},
+        {"op=decode,batch=2,kv_heads=2,heads=32,d=128,kv_len=150,flags=lse",
+         "WARPS_M=1,WARPS_N=8,BLOCK_N=128,SPLITS=1", {150, 129}, NULL},
+        {"op=decode,batch=2,kv_heads=1,heads=24,d=64,tq=2,kv_len=150,kv=fp8_e4m3,flags=causal|lse",
+         "WARPS_M=2,WARPS_N=4,BLOCK_N=64,STAGES=2,SPLITS=1", {150, 70}, NULL},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
