@@ -33,11 +33,15 @@ typedef int (*emu_launch_fn)(const char *entry, const fmqa_decode_params *p,
                              const unsigned grid[3], unsigned threads, unsigned dyn_smem);
 
 /* One case: a problem spec, parameters overriding the default config ("" =
- * default), and per-sequence lengths (0 = drawn). */
+ * default), per-sequence lengths (0 = drawn), and column slices for the
+ * combine other than decode.lua's (0 = the plan's): the combine must be right
+ * for any slicing, including one that leaves a thread several batches of
+ * splits. */
 typedef struct ecase {
     const char *spec;
     const char *config;
     int32_t lens[4];
+    unsigned combine_slices;
 } ecase;
 
 /* Host buffers of one case (all malloc'ed, freed by the process's end). */
@@ -191,7 +195,10 @@ static void run_case(const ecase *ec)
     for (int i = 0; i < plan.launch.n_kernels; i++) {
         const gen_kernel *k = &plan.launch.kernels[i];
         cr_assert_eq(k->block[1] * k->block[2], 1);
-        cr_assert_eq(launch(k->entry, &prm, k->grid, k->block[0], k->shared), 0);
+        unsigned grid[3] = {k->grid[0], k->grid[1], k->grid[2]};
+        if (ec->combine_slices && !strcmp(k->entry, "fmqa_decode_combine"))
+            grid[1] = ec->combine_slices;
+        cr_assert_eq(launch(k->entry, &prm, grid, k->block[0], k->shared), 0);
     }
 
     const int64_t rows = (int64_t)p.batch * p.q_tokens * p.num_q_heads, n = rows * p.head_dim_v;
@@ -233,10 +240,10 @@ static void run_all(const ecase *cases, size_t n)
 Test(decode_emu, dense_16bit, .timeout = 900)
 {
     static const ecase cases[] = {
-        {BASE "heads=8,d=64,kv_len=200,flags=causal", "", {200, 1, 0}},
-        {BASE "heads=4,d=128,kv_len=300,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "SPLITS=4", {300, 70, 0}},
-        {BASE "heads=64,d=96,kv_len=150,flags=causal|lse", "SPLITS=2,WARPS_M=2,WARPS_N=2,BLOCK_N=32", {0}},
-        {BASE "heads=2,d=256,kv_len=100,flags=causal", "", {0}},
+        {BASE "heads=8,d=64,kv_len=200,flags=causal", "", {200, 1, 0}, 0},
+        {BASE "heads=4,d=128,kv_len=300,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "SPLITS=4", {300, 70, 0}, 0},
+        {BASE "heads=64,d=96,kv_len=150,flags=causal|lse", "SPLITS=2,WARPS_M=2,WARPS_N=2,BLOCK_N=32", {0}, 0},
+        {BASE "heads=2,d=256,kv_len=100,flags=causal", "", {0}, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -244,10 +251,10 @@ Test(decode_emu, dense_16bit, .timeout = 900)
 Test(decode_emu, eight_bit, .timeout = 900)
 {
     static const ecase cases[] = {
-        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2", {180, 5, 0}},
-        {BASE "heads=16,d=128,kv_len=180,kv=fp8_e4m3,flags=causal", "", {0}},
-        {BASE "heads=8,d=96,kv_len=130,q=bf16,out=bf16,kv=int8,flags=causal", "", {0}},
-        {BASE "heads=8,d=64,kv_len=130,q=bf16,out=bf16,kv=fp8_e4m3,flags=causal|lse", "SPLITS=2", {0}},
+        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2", {180, 5, 0}, 0},
+        {BASE "heads=16,d=128,kv_len=180,kv=fp8_e4m3,flags=causal", "", {0}, 0},
+        {BASE "heads=8,d=96,kv_len=130,q=bf16,out=bf16,kv=int8,flags=causal", "", {0}, 0},
+        {BASE "heads=8,d=64,kv_len=130,q=bf16,out=bf16,kv=fp8_e4m3,flags=causal|lse", "SPLITS=2", {0}, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -255,13 +262,16 @@ Test(decode_emu, eight_bit, .timeout = 900)
 Test(decode_emu, drafts_windows_pages, .timeout = 900)
 {
     static const ecase cases[] = {
-        {BASE "heads=6,d=64,tq=4,kv_len=160,flags=causal|lse", "SPLITS=2", {160, 4, 0}},
-        {BASE "heads=4,d=64,tq=5,kv_len=150,page=16,flags=tree|paged|lse", "", {150, 5, 77}},
-        {BASE "heads=4,d=64,tq=3,kv_len=300,window=50,sinks=4,flags=causal|lse", "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 3, 53}},
-        {BASE "heads=4,d=64,tq=3,kv_len=300,window=8,sinks=20,flags=causal", "BLOCK_N=32,WARPS_N=2", {300, 25, 12}},
+        {BASE "heads=6,d=64,tq=4,kv_len=160,flags=causal|lse", "SPLITS=2", {160, 4, 0}, 0},
+        {BASE "heads=4,d=64,tq=5,kv_len=150,page=16,flags=tree|paged|lse", "", {150, 5, 77}, 0},
+        {BASE "heads=4,d=64,tq=3,kv_len=300,window=50,sinks=4,flags=causal|lse", "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 3, 53}, 0},
+        {BASE "heads=4,d=64,tq=3,kv_len=300,window=8,sinks=20,flags=causal", "BLOCK_N=32,WARPS_N=2", {300, 25, 12}, 0},
         {BASE "heads=4,d=64,tq=3,kv_len=300,window=40,sinks=5,page=16,flags=causal|paged|ring|lse",
-         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 44, 3}},
-        {BASE "heads=2,d=128,tq=2,kv_len=200,window=64,sinks=0,kv=int8,flags=causal|ring", "", {200, 70, 0}},
+         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 44, 3}, 0},
+        {BASE "heads=2,d=128,tq=2,kv_len=200,window=64,sinks=0,kv=int8,flags=causal|ring", "", {200, 70, 0}, 0},
+        /* Row 0 of a tree sees no position when kv_len = tq: every split of
+         * the first sequence is empty for it (o = 0, lse = -inf, no NaN). */
+        {BASE "heads=4,d=64,tq=4,kv_len=200,flags=tree|lse", "SPLITS=2", {4, 200, 9}, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -269,13 +279,29 @@ Test(decode_emu, drafts_windows_pages, .timeout = 900)
 Test(decode_emu, many_rows, .timeout = 900)
 {
     static const ecase cases[] = {
-        {"op=decode,batch=2,kv_heads=1,heads=4,d=64,tq=16,kv_len=100,flags=causal|lse", "", {100, 16}},
+        {"op=decode,batch=2,kv_heads=1,heads=4,d=64,tq=16,kv_len=100,flags=causal|lse", "", {100, 16}, 0},
         {"op=decode,batch=2,kv_heads=1,heads=12,d=64,tq=3,kv_len=100,kv=fp8_e4m3,flags=causal|lse",
-         "WARPS_M=2,WARPS_N=2,BLOCK_N=32,SPLITS=2", {100, 33}},
+         "WARPS_M=2,WARPS_N=2,BLOCK_N=32,SPLITS=2", {100, 33}, 0},
         {"op=decode,batch=2,kv_heads=3,heads=3,d=64,tq=1,kv_len=90,page=32,kv=int8,out=bf16,"
-         "window=16,sinks=2,flags=paged|ring|lse", "STAGES=2", {90, 10}},
+         "window=16,sinks=2,flags=paged|ring|lse", "STAGES=2", {90, 10}, 0},
         {"op=decode,batch=1,kv_heads=1,heads=40,d=128,tq=1,kv_len=260,flags=lse",
-         "WARPS_M=2,WARPS_N=1,BLOCK_N=128,STAGES=2,SPLITS=2", {260}},
+         "WARPS_M=2,WARPS_N=1,BLOCK_N=128,STAGES=2,SPLITS=2", {260}, 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* The combine at many splits: decode.lua's slicing (B = 1: 8 rows x 16 slices
+ * of one float4 column, 128 split groups), and one slice of 32 columns, where
+ * each of 4 split groups walks 64 splits in 2 batches of 8 (the running
+ * maximum rescales the first); the short second sequence leaves most splits
+ * empty. */
+Test(decode_emu, combine_many_splits, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {"op=decode,batch=1,kv_heads=1,heads=8,d=64,tq=1,kv_len=2048,flags=causal|lse",
+         "BLOCK_N=32,SPLITS=64,WARPS_N=2", {2048}, 0},
+        {"op=decode,batch=2,kv_heads=1,heads=8,d=128,tq=1,kv_len=2048,flags=causal|lse",
+         "BLOCK_N=32,SPLITS=64,WARPS_N=2", {2048, 40}, 1},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
