@@ -171,26 +171,51 @@ DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, int b, int hk
     }
 }
 
-/* Logical column l of a 16-column chunk of Q holds physical column q_phys_col(l)
- * (8-bit caches only; see "Fragments" above). */
-DEV int q_phys_col(int col) {
-    if (EB == 2) return col;
-    const int l = col & 15, hi = l >> 3, x = l & 7;
-    return (col & ~15) + 4 * (x >> 1) + hi + 2 * (x & 1);
-}
-
-/* Q rows of this CTA, as the mma type, zero rows past M. */
+/* Q rows of this CTA into shared memory as the mma type, zero rows past M.  A
+ * thread takes 16-column chunks, two 16-byte loads each, all of them issued
+ * before any is used.  For 8-bit caches logical column l of a chunk holds
+ * physical column 2l (l < 8) or 2(l - 8) + 1 (see "Fragments" above): the even
+ * and the odd halves of the pairs, gathered with prmt. */
 DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned char *qs) {
-    for (int i = threadIdx.x; i < ROWS * D; i += NTHREADS) {
-        const int row = i / D, col = i - row * D;
-        const int r = rb * ROWS + row;
-        float x = 0.0f;
-        if (r < M) {
+    constexpr int CH = D / 16, CHUNKS = ROWS * CH, PER = (CHUNKS + NTHREADS - 1) / NTHREADS;
+    u32 w[PER][2][4];
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+        const int i = threadIdx.x + k * NTHREADS, row = i / CH, r = rb * ROWS + row;
+        if (i < CHUNKS && r < M) {
             const int t = r / GROUP, h = hk * GROUP + r % GROUP;
-            const u16 *q = (const u16 *)p.q + b * p.q_sb + t * p.q_st + h * p.q_sh;
-            x = h_to_f32<Q_BF16>(q[q_phys_col(col)]);
+            const u16 *q = (const u16 *)p.q + b * p.q_sb + t * p.q_st + h * p.q_sh + 16 * (i % CH);
+            ld_nc_v4(w[k][0], q);
+            ld_nc_v4(w[k][1], q + 8);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) w[k][j / 4][j % 4] = 0u;
         }
-        *(u16 *)(qs + row * QRB + col * 2) = f32_to_h<MMA_BF16>(x);
+    }
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+        const int i = threadIdx.x + k * NTHREADS;
+        if (i >= CHUNKS) break;
+        u32 x[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            x[j] = w[k][j / 4][j % 4];
+            if (Q_BF16 != MMA_BF16)
+                x[j] = pack2<MMA_BF16>(h_to_f32<Q_BF16>((u16)(x[j] & 0xffff)), h_to_f32<Q_BF16>((u16)(x[j] >> 16)));
+        }
+        uint4 lo, hi;
+        if (EB == 2) {
+            lo.x = x[0], lo.y = x[1], lo.z = x[2], lo.w = x[3];
+            hi.x = x[4], hi.y = x[5], hi.z = x[6], hi.w = x[7];
+        } else {
+            lo.x = prmt(x[0], x[1], 0x5410u), lo.y = prmt(x[2], x[3], 0x5410u);
+            lo.z = prmt(x[4], x[5], 0x5410u), lo.w = prmt(x[6], x[7], 0x5410u);
+            hi.x = prmt(x[0], x[1], 0x7632u), hi.y = prmt(x[2], x[3], 0x7632u);
+            hi.z = prmt(x[4], x[5], 0x7632u), hi.w = prmt(x[6], x[7], 0x7632u);
+        }
+        uint4 *dst = (uint4 *)(qs + (i / CH) * QRB + (i % CH) * 32);
+        dst[0] = lo;
+        dst[1] = hi;
     }
 }
 
@@ -432,6 +457,15 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
     const int v_end = split == p.num_splits - 1 ? s.nvirt : min(s.nvirt, v_begin + p.split_tokens);
     const int ntiles = v_end > v_begin ? (v_end - v_begin + BLOCK_N - 1) / BLOCK_N : 0;
 
+    /* The first KV copies go out right after kv_lens (one round trip; a page
+     * table adds its own), before Q and the tree masks are read. */
+#pragma unroll
+    for (int i = 0; i < STAGES - 1; ++i) {
+        if (i < ntiles) load_tile(p, s, b, hk, v_begin + i * BLOCK_N, v_end, stages + i * STAGE_BYTES);
+        cp_async_commit();
+    }
+    load_q(p, b, hk, rb, qs); /* published by the loop's first barrier */
+
     row_info ri[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -445,13 +479,6 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
     for (int nt = 0; nt < NT_O; ++nt) st.o[nt][0] = st.o[nt][1] = st.o[nt][2] = st.o[nt][3] = 0.0f;
     st.m[0] = st.m[1] = neg_inf();
     st.l[0] = st.l[1] = 0.0f;
-
-    load_q(p, b, hk, rb, qs);
-#pragma unroll
-    for (int i = 0; i < STAGES - 1; ++i) {
-        if (i < ntiles) load_tile(p, s, b, hk, v_begin + i * BLOCK_N, v_end, stages + i * STAGE_BYTES);
-        cp_async_commit();
-    }
     /* Warps whose 16 rows are all padding only help load. */
     const bool active = rb * ROWS + mw * 16 < M;
     const u32 q_base = smem_addr(qs) + (mw * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;

@@ -120,6 +120,12 @@ FMQA_DEV void cp_async16(u32 dst, const void *src, int src_bytes) {
 FMQA_DEV void cp_async4(u32 dst, const void *src, int src_bytes) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(src_bytes));
 }
+/* 16 bytes from global memory through the read-only path (p 16-byte aligned;
+ * the data must not change while the kernel runs). */
+FMQA_DEV void ld_nc_v4(u32 (&r)[4], const void *p) {
+    asm("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "l"(p));
+}
 FMQA_DEV void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> FMQA_DEV void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 

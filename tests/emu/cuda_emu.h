@@ -318,6 +318,11 @@ inline void emu_cp(u32 dst, const void *src, int n, int total) {
 }
 inline void cp_async16(u32 dst, const void *src, int n) { emu_cp(dst, src, n, 16); }
 inline void cp_async4(u32 dst, const void *src, int n) { emu_cp(dst, src, n, 4); }
+/* ld.global.nc.v4.u32: a 16-byte vector load, which faults unless aligned. */
+inline void ld_nc_v4(u32 (&r)[4], const void *p) {
+    emu_check_align(p, 16);
+    memcpy(r, p, 16);
+}
 inline void cp_async_commit() { emu_thr[emu_cur].groups++; }
 template <int N> inline void cp_async_wait() {
     emu_thread &t = emu_thr[emu_cur];
