@@ -125,48 +125,126 @@ DEV int slot_of(const fmqa_decode_params &p, const seq_view &s, int j) {
     return slot >= p.sink_tokens + p.window ? slot - p.window : slot;
 }
 
-/* Element offsets of the (batch|page, token) part of slot's row for the three
- * stride sets of K, V and scales: page lookup once per token. */
-struct row_offsets {
-    long long k, v, ks, vs;
+/* Element offsets of slot's 8-bit scales (K and V) in their (batch|page,
+ * token) part: a page lookup when paged. */
+struct scale_offsets {
+    long long k, v;
 };
 
-DEV row_offsets offsets_of(const fmqa_decode_params &p, int b, int slot) {
+DEV scale_offsets scale_offsets_of(const fmqa_decode_params &p, int b, int slot) {
     long long outer = b, in = slot;
     if (PAGED) {
         outer = __ldg(p.page_table + b * p.pt_stride + (unsigned)slot / PS);
         in = slot & (PS - 1);
     }
-    row_offsets o;
-    o.k = outer * p.k_sb + in * p.k_st;
-    o.v = outer * p.v_sb + in * p.v_st;
-    o.ks = outer * p.ks_sb + in * p.ks_st;
-    o.vs = outer * p.vs_sb + in * p.vs_st;
-    return o;
+    return {outer * p.ks_sb + in * p.ks_st, outer * p.vs_sb + in * p.vs_st};
 }
 
-/* Issues the cp.async copies of tile [v0, v0 + BLOCK_N) (zeros past v_end). */
-DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, int b, int hk, int v0, int v_end,
-                   unsigned char *stage) {
-    const u32 base = smem_addr(stage);
-    for (int i = threadIdx.x; i < BLOCK_N * CPR; i += NTHREADS) {
-        const int row = i / CPR, c = i - row * CPR;
-        const int v = v0 + row;
-        const int ok = v < v_end;
-        const row_offsets o = offsets_of(p, b, ok ? slot_of(p, s, pos_of(s, v)) : 0);
-        const char *k = (const char *)p.k + (o.k + hk * p.k_sh) * EB + c * 16;
-        const char *vv = (const char *)p.v + (o.v + hk * p.v_sh) * EB + c * 16;
-        cp_async16(base + row * RB + c * 16, ok ? k : (const char *)p.k, ok ? 16 : 0);
-        cp_async16(base + (BLOCK_N + row) * RB + c * 16, ok ? vv : (const char *)p.v, ok ? 16 : 0);
+/* A thread's K and V source for its 16-byte column c16 of head hk: the byte
+ * address of that column in token 0 of the sequence's cache (contiguous) or of
+ * page 0 (paged), computed once per CTA. */
+struct kv_ptrs {
+    const char *k, *v;
+};
+DEV kv_ptrs kv_base(const fmqa_decode_params &p, int b, int hk, int c16) {
+    const long long outer = PAGED ? 0 : b;
+    return {(const char *)p.k + (outer * p.k_sb + hk * p.k_sh) * EB + c16 * 16,
+            (const char *)p.v + (outer * p.v_sb + hk * p.v_sh) * EB + c16 * 16};
+}
+
+/* Where slot's row of the thread's column lies: one page lookup when paged. */
+DEV kv_ptrs kv_row(const fmqa_decode_params &p, const kv_ptrs &base, int b, int slot) {
+    long long k = (long long)slot * p.k_st, v = (long long)slot * p.v_st;
+    if (PAGED) {
+        const long long page = __ldg(p.page_table + b * p.pt_stride + (unsigned)slot / PS);
+        const int in = slot & (PS - 1);
+        k = page * p.k_sb + in * p.k_st;
+        v = page * p.v_sb + in * p.v_st;
     }
+    return {base.k + k * EB, base.v + v * EB};
+}
+
+/* Who copies what.  Thread i < LG * CPR copies 16-byte column c16 = i % CPR of
+ * the PER consecutive rows from (i / CPR) * PER of every tile, as runs of RUN
+ * rows (a page holds a whole run of aligned positions): one address
+ * computation (and page lookup) per run, then one 64-bit add per row and
+ * tensor.  LG is a power of two, so PER divides BLOCK_N. */
+constexpr int pow2_floor(int x) { return x >= 2 ? 2 * pow2_floor(x / 2) : 1; }
+constexpr int LG = pow2_floor(NTHREADS / CPR < BLOCK_N ? NTHREADS / CPR : BLOCK_N);
+constexpr int PER = BLOCK_N / LG;
+constexpr int RUN = PAGED && PS < PER ? PS : PER;
+static_assert(NTHREADS >= CPR && PER % RUN == 0, "tile copy layout");
+
+/* Copies rows [v, v + RUN) of a tile (zeros past v_end; FULL: none is) to
+ * their K row chunk at shared address dst and V chunk BLOCK_N rows later.
+ * When the run's positions sit in consecutive slots of one page (always,
+ * without window or paging), addresses advance by the token strides; across
+ * a sink/window seam, a ring wrap or a page boundary every row is looked up. */
+template <bool FULL>
+DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const kv_ptrs &at, int b,
+                  int v, int v_end, u32 dst) {
+    const long long kst = p.k_st * EB, vst = p.v_st * EB;
+    const int first = slot_of(p, s, pos_of(s, v));
+    bool linear = FULL || v < v_end;
+    if (WINDOW || PAGED) {
+        const int last = slot_of(p, s, pos_of(s, v + RUN - 1));
+        linear = linear && last - first == RUN - 1 && (!PAGED || (first & -PS) == (last & -PS));
+    }
+    if (linear) {
+        kv_ptrs a = WINDOW || PAGED ? kv_row(p, base, b, first) : at;
+#pragma unroll
+        for (int k = 0; k < RUN; ++k) {
+            const bool ok = FULL || v + k < v_end;
+            cp_async16(dst + k * RB, ok ? a.k : (const char *)p.k, ok ? 16 : 0);
+            cp_async16(dst + (BLOCK_N + k) * RB, ok ? a.v : (const char *)p.v, ok ? 16 : 0);
+            a.k += kst, a.v += vst;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < RUN; ++k) {
+            const bool ok = FULL || v + k < v_end;
+            const kv_ptrs a = kv_row(p, base, b, ok ? slot_of(p, s, pos_of(s, v + k)) : 0);
+            cp_async16(dst + k * RB, ok ? a.k : (const char *)p.k, ok ? 16 : 0);
+            cp_async16(dst + (BLOCK_N + k) * RB, ok ? a.v : (const char *)p.v, ok ? 16 : 0);
+        }
+    }
+}
+
+template <bool FULL>
+DEV void load_kv(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const kv_ptrs &at, int b,
+                 int v0, int v_end, u32 dst) {
+    const int i = threadIdx.x, g = i / CPR;
+    if (LG * CPR < NTHREADS && i >= LG * CPR) return;
+#pragma unroll
+    for (int j = 0; j < PER / RUN; ++j) {
+        const int row = g * PER + j * RUN;
+        load_run<FULL>(p, s, base, at, b, v0 + row, v_end, dst + row * RB + (i - g * CPR) * 16);
+    }
+}
+
+/* Issues the cp.async copies of tile [v0, v0 + BLOCK_N) (zeros past v_end).
+ * base is kv_base() of this thread; without window or paging, at is where the
+ * thread's first row of this tile lies (kv_row of v0 + its first row), moved
+ * on to the next tile's here: the steady state then adds a stride per row. */
+DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, kv_ptrs &at, int b,
+                   int hk, int v0, int v_end, unsigned char *stage) {
+    const u32 dst = smem_addr(stage);
+    if (v0 + BLOCK_N <= v_end)
+        load_kv<true>(p, s, base, at, b, v0, v_end, dst);
+    else
+        load_kv<false>(p, s, base, at, b, v0, v_end, dst);
+    at.k += (long long)BLOCK_N * p.k_st * EB;
+    at.v += (long long)BLOCK_N * p.v_st * EB;
     if (EB == 1) {
-        for (int row = threadIdx.x; row < BLOCK_N; row += NTHREADS) {
-            const int v = v0 + row;
+#pragma unroll
+        for (int k = 0; k < (BLOCK_N + NTHREADS - 1) / NTHREADS; ++k) {
+            const int row = threadIdx.x + k * NTHREADS, v = v0 + row;
+            if (row >= BLOCK_N) break;
             const int ok = v < v_end;
-            const row_offsets o = offsets_of(p, b, ok ? slot_of(p, s, pos_of(s, v)) : 0);
-            const u32 sc = base + 2 * BLOCK_N * RB + row * 4;
-            cp_async4(sc, ok ? p.k_scale + o.ks + hk * p.ks_sh : p.k_scale, ok ? 4 : 0);
-            cp_async4(sc + BLOCK_N * 4, ok ? p.v_scale + o.vs + hk * p.vs_sh : p.v_scale, ok ? 4 : 0);
+            const scale_offsets o = scale_offsets_of(p, b, ok ? slot_of(p, s, pos_of(s, v)) : 0);
+            const u32 sc = dst + 2 * BLOCK_N * RB + row * 4;
+            cp_async4(sc, ok ? p.k_scale + o.k + hk * p.ks_sh : p.k_scale, ok ? 4 : 0);
+            cp_async4(sc + BLOCK_N * 4, ok ? p.v_scale + o.v + hk * p.vs_sh : p.v_scale, ok ? 4 : 0);
         }
     }
 }
@@ -177,10 +255,10 @@ DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, int b, int hk
  * physical column 2l (l < 8) or 2(l - 8) + 1 (see "Fragments" above): the even
  * and the odd halves of the pairs, gathered with prmt. */
 DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned char *qs) {
-    constexpr int CH = D / 16, CHUNKS = ROWS * CH, PER = (CHUNKS + NTHREADS - 1) / NTHREADS;
-    u32 w[PER][2][4];
+    constexpr int CH = D / 16, CHUNKS = ROWS * CH, QPER = (CHUNKS + NTHREADS - 1) / NTHREADS;
+    u32 w[QPER][2][4];
 #pragma unroll
-    for (int k = 0; k < PER; ++k) {
+    for (int k = 0; k < QPER; ++k) {
         const int i = threadIdx.x + k * NTHREADS, row = i / CH, r = rb * ROWS + row;
         if (i < CHUNKS && r < M) {
             const int t = r / GROUP, h = hk * GROUP + r % GROUP;
@@ -193,7 +271,7 @@ DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned cha
         }
     }
 #pragma unroll
-    for (int k = 0; k < PER; ++k) {
+    for (int k = 0; k < QPER; ++k) {
         const int i = threadIdx.x + k * NTHREADS;
         if (i >= CHUNKS) break;
         u32 x[8];
@@ -457,11 +535,16 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
     const int v_end = split == p.num_splits - 1 ? s.nvirt : min(s.nvirt, v_begin + p.split_tokens);
     const int ntiles = v_end > v_begin ? (v_end - v_begin + BLOCK_N - 1) / BLOCK_N : 0;
 
+    const kv_ptrs kvb = kv_base(p, b, hk, threadIdx.x % CPR);
+    /* Without window or paging: where this thread's first row of the first
+     * tile lies (pointer arithmetic only; a page table is never read here). */
+    kv_ptrs kv_at = kvb;
+    if (!WINDOW && !PAGED) kv_at = kv_row(p, kvb, b, v_begin + threadIdx.x / CPR * PER);
     /* The first KV copies go out right after kv_lens (one round trip; a page
      * table adds its own), before Q and the tree masks are read. */
 #pragma unroll
     for (int i = 0; i < STAGES - 1; ++i) {
-        if (i < ntiles) load_tile(p, s, b, hk, v_begin + i * BLOCK_N, v_end, stages + i * STAGE_BYTES);
+        if (i < ntiles) load_tile(p, s, kvb, kv_at, b, hk, v_begin + i * BLOCK_N, v_end, stages + i * STAGE_BYTES);
         cp_async_commit();
     }
     load_q(p, b, hk, rb, qs); /* published by the loop's first barrier */
@@ -487,7 +570,8 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
         cp_async_wait<STAGES - 2>();
         __syncthreads(); /* tile `it` visible to all; tile it-1's stage is free */
         if (it + STAGES - 1 < ntiles)
-            load_tile(p, s, b, hk, v_begin + (it + STAGES - 1) * BLOCK_N, v_end, stages + st_next * STAGE_BYTES);
+            load_tile(p, s, kvb, kv_at, b, hk, v_begin + (it + STAGES - 1) * BLOCK_N, v_end,
+                      stages + st_next * STAGE_BYTES);
         cp_async_commit();
         const int v0 = v_begin + it * BLOCK_N;
         if (active)

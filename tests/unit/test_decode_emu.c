@@ -269,6 +269,10 @@ Test(decode_emu, drafts_windows_pages, .timeout = 900)
         {BASE "heads=4,d=64,tq=3,kv_len=300,window=40,sinks=5,page=16,flags=causal|paged|ring|lse",
          "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 44, 3}, 0},
         {BASE "heads=2,d=128,tq=2,kv_len=200,window=64,sinks=0,kv=int8,flags=causal|ring", "", {200, 70, 0}, 0},
+        /* One warp copies a 128-token tile as 4 row groups of 32 rows: runs of
+         * 16 (a page), split again where the window meets the sinks. */
+        {BASE "heads=4,d=64,tq=2,kv_len=300,page=16,window=200,sinks=3,flags=causal|paged|lse",
+         "BLOCK_N=128,WARPS_M=1,WARPS_N=1,SPLITS=2", {300, 130, 2}, 0},
         /* Row 0 of a tree sees no position when kv_len = tq: every split of
          * the first sequence is empty for it (o = 0, lse = -inf, no NaN). */
         {BASE "heads=4,d=64,tq=4,kv_len=200,flags=tree|lse", "SPLITS=2", {4, 200, 9}, 0},
