@@ -393,18 +393,29 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
             }
         }
     }
-    float base[2];
+    /* O and l are rescaled only when some row's maximum moved (a warp vote:
+     * the usual case after the first tiles is that none did, and then alpha
+     * would be exactly 1). */
+    float base[2], m_old[2];
+    bool moved = false;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         const float m_new = fmaxf(st.m[h], quad_max(mx[h]));
         base[h] = m_new == neg_inf() ? 0.0f : m_new; /* keeps -inf - -inf out */
-        const float alpha = ex2(st.m[h] - base[h]);
+        m_old[h] = st.m[h];
+        moved = moved || m_new != m_old[h];
         st.m[h] = m_new;
-        st.l[h] *= alpha;
+    }
+    if (__any_sync(0xffffffffu, moved)) {
 #pragma unroll
-        for (int nt = 0; nt < NT_O; ++nt) {
-            st.o[nt][2 * h] *= alpha;
-            st.o[nt][2 * h + 1] *= alpha;
+        for (int h = 0; h < 2; ++h) {
+            const float alpha = ex2(m_old[h] - base[h]);
+            st.l[h] *= alpha;
+#pragma unroll
+            for (int nt = 0; nt < NT_O; ++nt) {
+                st.o[nt][2 * h] *= alpha;
+                st.o[nt][2 * h + 1] *= alpha;
+            }
         }
     }
 

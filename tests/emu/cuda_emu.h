@@ -229,6 +229,17 @@ template <class T> static inline T __shfl_sync(unsigned mask, T x, int src, int 
     return emu_shfl(mask, x, emu_seg(width) + (src & (width - 1)));
 }
 
+/* vote.sync.any.pred: every lane of the mask gets the OR of their predicates. */
+static inline int __any_sync(unsigned mask, int pred) {
+    emu_my().a[0] = pred != 0;
+    emu_enter(2, mask);
+    int r = 0;
+    for (int l = 0; l < 32; ++l)
+        if (mask >> l & 1) r |= emu_lane(l).a[0];
+    emu_leave(mask);
+    return r;
+}
+
 /* ------------------------------------------------------------ device header */
 
 namespace fmqa_dev {
