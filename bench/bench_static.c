@@ -49,7 +49,7 @@ typedef struct srow {
     int sass;                /* the SASS figures below are valid              */
     tun_sass_loop loop;
     double ib;
-    int prologue_trips, combine_trips;
+    int prologue_trips, combine_trips, combine_slices;
     char sass_why[160];
 } srow;
 
@@ -139,8 +139,13 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
         st = tun_sass_round_trips(s, "fmqa_decode_kernel", TUN_SASS_TO_FIRST_COPY, q_bytes,
                                   &r->prologue_trips, &err);
     if (st == FMQA_OK && r->combine.ok) {
-        int per_thread = (int)ceil((double)r->splits * p->head_dim_v * 4 /
-                                   ((double)r->combine.threads * 16));
+        /* decode.cuh's combine: a CTA of a row's column slice gives each
+         * float4 column threads / columns split groups; a thread copies its
+         * group's splits in batches of C_BATCH = 8 16-byte cp.async. */
+        int cols = p->head_dim_v / 4 / (r->combine_slices ? r->combine_slices : 1);
+        int groups = r->combine.threads / (cols > 0 ? cols : 1);
+        int mine = (r->splits + (groups > 0 ? groups : 1) - 1) / (groups > 0 ? groups : 1);
+        int per_thread = (mine + 7) / 8 * 8;
         st = tun_sass_round_trips(s, "fmqa_decode_combine", TUN_SASS_TO_EXIT, per_thread,
                                   &r->combine_trips, &err);
     }
@@ -157,8 +162,10 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
                            const gen_plan *plan, const gen_binary *b, srow *r)
 {
     r->k = kernel_stat(d, &plan->kernels[0], b);
-    if (plan->n_kernels > 1)
+    if (plan->n_kernels > 1) {
         r->combine = kernel_stat(d, &plan->kernels[1], b);
+        r->combine_slices = (int)plan->kernels[1].grid[1];
+    }
     r->splits = plan->splits;
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
     r->tile_bytes = (double)bn * (p->head_dim_qk + p->head_dim_v) * eb + (eb == 1 ? 8.0 * bn : 0);

@@ -109,8 +109,7 @@ static const char *const MIGRATIONS[DB_SCHEMA_VERSION] = {
     "PRAGMA user_version = 2;",
     /* 2 -> 3: a checksum per cubin (fmqa_hash_hex of data), verified on load;
      * rows from versions 1 and 2 keep NULL and are verified by size only. */
-    "ALTER TABLE cubins ADD COLUMN checksum TEXT;"
-    "PRAGMA user_version = 3;",
+    "ALTER TABLE cubins ADD COLUMN checksum TEXT; PRAGMA user_version = 3;",
 };
 
 void db_lock(db_t *db) { pthread_mutex_lock(&db->lock); }

@@ -126,72 +126,175 @@ DEV int slot_of(const fmqa_decode_params &p, const seq_view &s, int j) {
     return slot >= p.sink_tokens + p.window ? slot - p.window : slot;
 }
 
-/* Element offsets of the (batch|page, token) part of slot's row for the three
- * stride sets of K, V and scales: page lookup once per token. */
-struct row_offsets {
-    long long k, v, ks, vs;
+/* Element offsets of slot's 8-bit scales (K and V) in their (batch|page,
+ * token) part: a page lookup when paged. */
+struct scale_offsets {
+    long long k, v;
 };
 
-DEV row_offsets offsets_of(const fmqa_decode_params &p, int b, int slot) {
+DEV scale_offsets scale_offsets_of(const fmqa_decode_params &p, int b, int slot) {
     long long outer = b, in = slot;
     if (PAGED) {
         outer = __ldg(p.page_table + b * p.pt_stride + (unsigned)slot / PS);
         in = slot & (PS - 1);
     }
-    row_offsets o;
-    o.k = outer * p.k_sb + in * p.k_st;
-    o.v = outer * p.v_sb + in * p.v_st;
-    o.ks = outer * p.ks_sb + in * p.ks_st;
-    o.vs = outer * p.vs_sb + in * p.vs_st;
-    return o;
+    return {outer * p.ks_sb + in * p.ks_st, outer * p.vs_sb + in * p.vs_st};
 }
 
-/* Issues the cp.async copies of tile [v0, v0 + BLOCK_N) (zeros past v_end). */
-DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, int b, int hk, int v0, int v_end,
-                   unsigned char *stage) {
-    const u32 base = smem_addr(stage);
-    for (int i = threadIdx.x; i < BLOCK_N * CPR; i += NTHREADS) {
-        const int row = i / CPR, c = i - row * CPR;
-        const int v = v0 + row;
-        const int ok = v < v_end;
-        const row_offsets o = offsets_of(p, b, ok ? slot_of(p, s, pos_of(s, v)) : 0);
-        const char *k = (const char *)p.k + (o.k + hk * p.k_sh) * EB + c * 16;
-        const char *vv = (const char *)p.v + (o.v + hk * p.v_sh) * EB + c * 16;
-        cp_async16(base + row * RB + c * 16, ok ? k : (const char *)p.k, ok ? 16 : 0);
-        cp_async16(base + (BLOCK_N + row) * RB + c * 16, ok ? vv : (const char *)p.v, ok ? 16 : 0);
+/* A thread's K and V source for its 16-byte column c16 of head hk: the byte
+ * address of that column in token 0 of the sequence's cache (contiguous) or of
+ * page 0 (paged), computed once per CTA. */
+struct kv_ptrs {
+    const char *k, *v;
+};
+DEV kv_ptrs kv_base(const fmqa_decode_params &p, int b, int hk, int c16) {
+    const long long outer = PAGED ? 0 : b;
+    return {(const char *)p.k + (outer * p.k_sb + hk * p.k_sh) * EB + c16 * 16,
+            (const char *)p.v + (outer * p.v_sb + hk * p.v_sh) * EB + c16 * 16};
+}
+
+/* Where slot's row of the thread's column lies: one page lookup when paged. */
+DEV kv_ptrs kv_row(const fmqa_decode_params &p, const kv_ptrs &base, int b, int slot) {
+    long long k = (long long)slot * p.k_st, v = (long long)slot * p.v_st;
+    if (PAGED) {
+        const long long page = __ldg(p.page_table + b * p.pt_stride + (unsigned)slot / PS);
+        const int in = slot & (PS - 1);
+        k = page * p.k_sb + in * p.k_st;
+        v = page * p.v_sb + in * p.v_st;
     }
+    return {base.k + k * EB, base.v + v * EB};
+}
+
+/* Who copies what.  Thread i < LG * CPR copies 16-byte column c16 = i % CPR of
+ * the PER consecutive rows from (i / CPR) * PER of every tile, as runs of RUN
+ * rows (a page holds a whole run of aligned positions): one address
+ * computation (and page lookup) per run, then one 64-bit add per row and
+ * tensor.  LG is a power of two, so PER divides BLOCK_N. */
+constexpr int pow2_floor(int x) { return x >= 2 ? 2 * pow2_floor(x / 2) : 1; }
+constexpr int LG = pow2_floor(NTHREADS / CPR < BLOCK_N ? NTHREADS / CPR : BLOCK_N);
+constexpr int PER = BLOCK_N / LG;
+constexpr int RUN = PAGED && PS < PER ? PS : PER;
+static_assert(NTHREADS >= CPR && PER % RUN == 0, "tile copy layout");
+
+/* Copies rows [v, v + RUN) of a tile (zeros past v_end; FULL: none is) to
+ * their K row chunk at shared address dst and V chunk BLOCK_N rows later.
+ * When the run's positions sit in consecutive slots of one page (always,
+ * without window or paging), addresses advance by the token strides; across
+ * a sink/window seam, a ring wrap or a page boundary every row is looked up. */
+template <bool FULL>
+DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const kv_ptrs &at, int b,
+                  int v, int v_end, u32 dst) {
+    const long long kst = p.k_st * EB, vst = p.v_st * EB;
+    const int first = slot_of(p, s, pos_of(s, v));
+    bool linear = FULL || v < v_end;
+    if (WINDOW || PAGED) {
+        const int last = slot_of(p, s, pos_of(s, v + RUN - 1));
+        linear = linear && last - first == RUN - 1 && (!PAGED || (first & -PS) == (last & -PS));
+    }
+    if (linear) {
+        kv_ptrs a = WINDOW || PAGED ? kv_row(p, base, b, first) : at;
+#pragma unroll
+        for (int k = 0; k < RUN; ++k) {
+            const bool ok = FULL || v + k < v_end;
+            cp_async16(dst + k * RB, ok ? a.k : (const char *)p.k, ok ? 16 : 0);
+            cp_async16(dst + (BLOCK_N + k) * RB, ok ? a.v : (const char *)p.v, ok ? 16 : 0);
+            a.k += kst, a.v += vst;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < RUN; ++k) {
+            const bool ok = FULL || v + k < v_end;
+            const kv_ptrs a = kv_row(p, base, b, ok ? slot_of(p, s, pos_of(s, v + k)) : 0);
+            cp_async16(dst + k * RB, ok ? a.k : (const char *)p.k, ok ? 16 : 0);
+            cp_async16(dst + (BLOCK_N + k) * RB, ok ? a.v : (const char *)p.v, ok ? 16 : 0);
+        }
+    }
+}
+
+template <bool FULL>
+DEV void load_kv(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const kv_ptrs &at, int b,
+                 int v0, int v_end, u32 dst) {
+    const int i = threadIdx.x, g = i / CPR;
+    if (LG * CPR < NTHREADS && i >= LG * CPR) return;
+#pragma unroll
+    for (int j = 0; j < PER / RUN; ++j) {
+        const int row = g * PER + j * RUN;
+        load_run<FULL>(p, s, base, at, b, v0 + row, v_end, dst + row * RB + (i - g * CPR) * 16);
+    }
+}
+
+/* Issues the cp.async copies of tile [v0, v0 + BLOCK_N) (zeros past v_end).
+ * base is kv_base() of this thread; without window or paging, at is where the
+ * thread's first row of this tile lies (kv_row of v0 + its first row), moved
+ * on to the next tile's here: the steady state then adds a stride per row. */
+DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, kv_ptrs &at, int b,
+                   int hk, int v0, int v_end, unsigned char *stage) {
+    const u32 dst = smem_addr(stage);
+    if (v0 + BLOCK_N <= v_end)
+        load_kv<true>(p, s, base, at, b, v0, v_end, dst);
+    else
+        load_kv<false>(p, s, base, at, b, v0, v_end, dst);
+    at.k += (long long)BLOCK_N * p.k_st * EB;
+    at.v += (long long)BLOCK_N * p.v_st * EB;
     if (EB == 1) {
-        for (int row = threadIdx.x; row < BLOCK_N; row += NTHREADS) {
-            const int v = v0 + row;
+#pragma unroll
+        for (int k = 0; k < (BLOCK_N + NTHREADS - 1) / NTHREADS; ++k) {
+            const int row = threadIdx.x + k * NTHREADS, v = v0 + row;
+            if (row >= BLOCK_N) break;
             const int ok = v < v_end;
-            const row_offsets o = offsets_of(p, b, ok ? slot_of(p, s, pos_of(s, v)) : 0);
-            const u32 sc = base + 2 * BLOCK_N * RB + row * 4;
-            cp_async4(sc, ok ? p.k_scale + o.ks + hk * p.ks_sh : p.k_scale, ok ? 4 : 0);
-            cp_async4(sc + BLOCK_N * 4, ok ? p.v_scale + o.vs + hk * p.vs_sh : p.v_scale, ok ? 4 : 0);
+            const scale_offsets o = scale_offsets_of(p, b, ok ? slot_of(p, s, pos_of(s, v)) : 0);
+            const u32 sc = dst + 2 * BLOCK_N * RB + row * 4;
+            cp_async4(sc, ok ? p.k_scale + o.k + hk * p.ks_sh : p.k_scale, ok ? 4 : 0);
+            cp_async4(sc + BLOCK_N * 4, ok ? p.v_scale + o.v + hk * p.vs_sh : p.v_scale, ok ? 4 : 0);
         }
     }
 }
 
-/* Logical column l of a 16-column chunk of Q holds physical column q_phys_col(l)
- * (8-bit caches only; see "Fragments" above). */
-DEV int q_phys_col(int col) {
-    if (EB == 2) return col;
-    const int l = col & 15, hi = l >> 3, x = l & 7;
-    return (col & ~15) + 4 * (x >> 1) + hi + 2 * (x & 1);
-}
-
-/* Q rows of this CTA, as the mma type, zero rows past M. */
+/* Q rows of this CTA into shared memory as the mma type, zero rows past M.  A
+ * thread takes 16-column chunks, two 16-byte loads each, all of them issued
+ * before any is used.  For 8-bit caches logical column l of a chunk holds
+ * physical column 2l (l < 8) or 2(l - 8) + 1 (see "Fragments" above): the even
+ * and the odd halves of the pairs, gathered with prmt. */
 DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned char *qs) {
-    for (int i = threadIdx.x; i < ROWS * D; i += NTHREADS) {
-        const int row = i / D, col = i - row * D;
-        const int r = rb * ROWS + row;
-        float x = 0.0f;
-        if (r < M) {
+    constexpr int CH = D / 16, CHUNKS = ROWS * CH, QPER = (CHUNKS + NTHREADS - 1) / NTHREADS;
+    u32 w[QPER][2][4];
+#pragma unroll
+    for (int k = 0; k < QPER; ++k) {
+        const int i = threadIdx.x + k * NTHREADS, row = i / CH, r = rb * ROWS + row;
+        if (i < CHUNKS && r < M) {
             const int t = r / GROUP, h = hk * GROUP + r % GROUP;
-            const u16 *q = (const u16 *)p.q + b * p.q_sb + t * p.q_st + h * p.q_sh;
-            x = h_to_f32<Q_BF16>(q[q_phys_col(col)]);
+            const u16 *q = (const u16 *)p.q + b * p.q_sb + t * p.q_st + h * p.q_sh + 16 * (i % CH);
+            ld_nc_v4(w[k][0], q);
+            ld_nc_v4(w[k][1], q + 8);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) w[k][j / 4][j % 4] = 0u;
         }
-        *(u16 *)(qs + row * QRB + col * 2) = f32_to_h<MMA_BF16>(x);
+    }
+#pragma unroll
+    for (int k = 0; k < QPER; ++k) {
+        const int i = threadIdx.x + k * NTHREADS;
+        if (i >= CHUNKS) break;
+        u32 x[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            x[j] = w[k][j / 4][j % 4];
+            if (Q_BF16 != MMA_BF16)
+                x[j] = pack2<MMA_BF16>(h_to_f32<Q_BF16>((u16)(x[j] & 0xffff)), h_to_f32<Q_BF16>((u16)(x[j] >> 16)));
+        }
+        uint4 lo, hi;
+        if (EB == 2) {
+            lo.x = x[0], lo.y = x[1], lo.z = x[2], lo.w = x[3];
+            hi.x = x[4], hi.y = x[5], hi.z = x[6], hi.w = x[7];
+        } else {
+            lo.x = prmt(x[0], x[1], 0x5410u), lo.y = prmt(x[2], x[3], 0x5410u);
+            lo.z = prmt(x[4], x[5], 0x5410u), lo.w = prmt(x[6], x[7], 0x5410u);
+            hi.x = prmt(x[0], x[1], 0x7632u), hi.y = prmt(x[2], x[3], 0x7632u);
+            hi.z = prmt(x[4], x[5], 0x7632u), hi.w = prmt(x[6], x[7], 0x7632u);
+        }
+        uint4 *dst = (uint4 *)(qs + (i / CH) * QRB + (i % CH) * 32);
+        dst[0] = lo;
+        dst[1] = hi;
     }
 }
 
@@ -291,18 +394,29 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
             }
         }
     }
-    float base[2];
+    /* O and l are rescaled only when some row's maximum moved (a warp vote:
+     * the usual case after the first tiles is that none did, and then alpha
+     * would be exactly 1). */
+    float base[2], m_old[2];
+    bool moved = false;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         const float m_new = fmaxf(st.m[h], quad_max(mx[h]));
         base[h] = m_new == neg_inf() ? 0.0f : m_new; /* keeps -inf - -inf out */
-        const float alpha = ex2(st.m[h] - base[h]);
+        m_old[h] = st.m[h];
+        moved = moved || m_new != m_old[h];
         st.m[h] = m_new;
-        st.l[h] *= alpha;
+    }
+    if (vote_any(moved)) {
 #pragma unroll
-        for (int nt = 0; nt < NT_O; ++nt) {
-            st.o[nt][2 * h] *= alpha;
-            st.o[nt][2 * h + 1] *= alpha;
+        for (int h = 0; h < 2; ++h) {
+            const float alpha = ex2(m_old[h] - base[h]);
+            st.l[h] *= alpha;
+#pragma unroll
+            for (int nt = 0; nt < NT_O; ++nt) {
+                st.o[nt][2 * h] *= alpha;
+                st.o[nt][2 * h + 1] *= alpha;
+            }
         }
     }
 
@@ -429,6 +543,20 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
     const int v_end = split == p.num_splits - 1 ? s.nvirt : min(s.nvirt, v_begin + p.split_tokens);
     const int ntiles = v_end > v_begin ? (v_end - v_begin + BLOCK_N - 1) / BLOCK_N : 0;
 
+    const kv_ptrs kvb = kv_base(p, b, hk, threadIdx.x % CPR);
+    /* Without window or paging: where this thread's first row of the first
+     * tile lies (pointer arithmetic only; a page table is never read here). */
+    kv_ptrs kv_at = kvb;
+    if (!WINDOW && !PAGED) kv_at = kv_row(p, kvb, b, v_begin + threadIdx.x / CPR * PER);
+    /* The first KV copies go out right after kv_lens (one round trip; a page
+     * table adds its own), before Q and the tree masks are read. */
+#pragma unroll
+    for (int i = 0; i < STAGES - 1; ++i) {
+        if (i < ntiles) load_tile(p, s, kvb, kv_at, b, hk, v_begin + i * BLOCK_N, v_end, stages + i * STAGE_BYTES);
+        cp_async_commit();
+    }
+    load_q(p, b, hk, rb, qs); /* published by the loop's first barrier */
+
     row_info ri[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -442,13 +570,6 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
     for (int nt = 0; nt < NT_O; ++nt) st.o[nt][0] = st.o[nt][1] = st.o[nt][2] = st.o[nt][3] = 0.0f;
     st.m[0] = st.m[1] = neg_inf();
     st.l[0] = st.l[1] = 0.0f;
-
-    load_q(p, b, hk, rb, qs);
-#pragma unroll
-    for (int i = 0; i < STAGES - 1; ++i) {
-        if (i < ntiles) load_tile(p, s, b, hk, v_begin + i * BLOCK_N, v_end, stages + i * STAGE_BYTES);
-        cp_async_commit();
-    }
     /* Warps whose 16 rows are all padding only help load. */
     const bool active = rb * ROWS + mw * 16 < M;
     const u32 q_base = smem_addr(qs) + (mw * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;
@@ -457,7 +578,8 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
         cp_async_wait<STAGES - 2>();
         __syncthreads(); /* tile `it` visible to all; tile it-1's stage is free */
         if (it + STAGES - 1 < ntiles)
-            load_tile(p, s, b, hk, v_begin + (it + STAGES - 1) * BLOCK_N, v_end, stages + st_next * STAGE_BYTES);
+            load_tile(p, s, kvb, kv_at, b, hk, v_begin + (it + STAGES - 1) * BLOCK_N, v_end,
+                      stages + st_next * STAGE_BYTES);
         cp_async_commit();
         const int v0 = v_begin + it * BLOCK_N;
         if (active)
@@ -473,16 +595,19 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
 }
 
 /* Merges split partials: o = sum_s 2^(lse_s - L) o_s / sum_s 2^(lse_s - L),
- * L = max_s lse_s.  One CTA of 128 threads per (b, t, h) row: the weights are
- * computed once into shared memory, then C_GROUPS groups of D/4 threads (one
- * float4 column each) sum a strided share of the splits, whose loads are
- * independent, and the groups' sums meet in shared memory.  Few rows and many
- * splits is the case that matters (batch 1, long context): one warp per row,
- * looping over every split, kept most SMs idle and one load in flight. */
+ * L = max_s lse_s.  Grid (rows, slices): a CTA of C_THREADS threads takes one
+ * (b, t, h) row and one of gridDim.y equal slices of its D / 4 float4 columns
+ * (decode.lua picks the slices so that the grid covers the SMs even at batch
+ * 1).  Thread (group g, column c) walks the splits g, g + groups, ...  in
+ * batches of C_BATCH: every load of a batch (lse and o of each split) is
+ * issued before any is used, and a running maximum rescales what came before
+ * (online softmax), so one batch is one round trip whatever S is.  The groups
+ * then meet in shared memory.  No load is guarded by its weight: an empty
+ * split wrote o = 0 and lse = -inf, whose weight 2^(-inf - base) is 0, and
+ * base is 0 when every lse is -inf, so nothing here makes a NaN. */
 constexpr int C_THREADS = 128;
 constexpr int C_COLS = D / 4;
-constexpr int C_GROUPS = C_THREADS / C_COLS;
-constexpr int C_MAX_SPLITS = 256; /* decode.lua never plans more */
+constexpr int C_BATCH = 8;
 
 /* x reduced over the CTA with op; red holds one value per warp. */
 template <bool MAX> DEV float block_reduce(float x, float *red) {
@@ -500,62 +625,83 @@ template <bool MAX> DEV float block_reduce(float x, float *red) {
     return x;
 }
 
+DEV float no_nan_base(float m) { return m == neg_inf() ? 0.0f : m; }
+
 /* Must equal decode.lua's combine_shared_bytes(). */
-constexpr int C_SMEM_BYTES = 4 * C_MAX_SPLITS + 4 * (C_THREADS / 32) + 16 * C_GROUPS * C_COLS;
+constexpr int C_SMEM_BYTES = 4 * (C_THREADS / 32) + 16 * C_THREADS * (C_BATCH + 1) + 4 * C_THREADS * C_BATCH;
 
 extern "C" __global__ void __launch_bounds__(C_THREADS) fmqa_decode_combine(const fmqa_decode_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
     if (dynamic_smem_size() < (u32)C_SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
-    float *w = (float *)smem;                         /* [C_MAX_SPLITS] weights  */
-    float *red = w + C_MAX_SPLITS;                    /* [warps] reductions      */
-    float4 (*part)[C_COLS] = (float4 (*)[C_COLS])(red + C_THREADS / 32); /* 16-byte aligned */
+    float *red = (float *)smem;                         /* [warps] reductions       */
+    /* [C_THREADS] group sums, then [C_THREADS][C_BATCH] float4 and float
+     * landing slots of the split loads; 16-byte aligned */
+    float4 *part = (float4 *)(red + C_THREADS / 32);
     const int tid = threadIdx.x;
     const int rows = p.batch * Q_TOKENS * p.num_q_heads; /* < 2^31: fastmqa checks */
     const int row = blockIdx.x;
     const int S = p.num_splits;
-    if (S > C_MAX_SPLITS) __trap();
-    const float *lse_s = p.ws_lse + row;
-    float L = neg_inf();
-    for (int s = tid; s < S; s += C_THREADS) L = fmaxf(L, lse_s[(long long)s * rows]);
-    L = block_reduce<true>(L, red);
-    const float base = L == neg_inf() ? 0.0f : L;
-    float wsum = 0.0f;
-    for (int s = tid; s < S; s += C_THREADS) {
-        w[s] = ex2(lse_s[(long long)s * rows] - base);
-        wsum += w[s];
-    }
-    wsum = block_reduce<false>(wsum, red); /* its barriers also publish w */
+    const int cols = C_COLS / gridDim.y;                 /* float4 columns a CTA  */
+    const int groups = C_THREADS / cols;
+    const int g = tid / cols, c = tid - g * cols;
+    const bool on = g < groups;                          /* D = 96 leaves a few out */
 
-    const int g = tid / C_COLS, c = tid % C_COLS;
-    if (g < C_GROUPS) {
-        const float4 *src = (const float4 *)p.ws_o + (long long)row * C_COLS + c;
-        const long long split_stride = (long long)rows * C_COLS; /* float4s per split */
-        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 4
-        for (int s = g; s < S; s += C_GROUPS) {
-            const float ws = w[s];
-            if (ws > 0.0f) { /* skips empty splits */
-                const float4 v = src[s * split_stride];
-                acc.x += ws * v.x, acc.y += ws * v.y, acc.z += ws * v.z, acc.w += ws * v.w;
-            }
+    float m = neg_inf(), wsum = 0.0f;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float *lse_s = p.ws_lse + row;
+    const float4 *src = (const float4 *)p.ws_o + (long long)row * C_COLS + blockIdx.y * cols + c;
+    const long long split_stride = (long long)rows * C_COLS; /* float4s per split */
+    const float4 *vbuf = part + C_THREADS + tid * C_BATCH;   /* this thread's landing slots */
+    const float *lbuf = (const float *)(part + C_THREADS * (C_BATCH + 1)) + tid * C_BATCH;
+    for (int s0 = on ? g : S; s0 < S; s0 += groups * C_BATCH) {
+        /* cp.async, not loads: the compiler may not sink a copy below the
+         * first use of another, so the whole batch is in flight at once.
+         * Splits past S copy nothing (zeros). */
+#pragma unroll
+        for (int u = 0; u < C_BATCH; ++u) {
+            const int s = min(s0 + u * groups, S - 1), n = s0 + u * groups < S;
+            cp_async16(smem_addr(vbuf + u), src + s * split_stride, 16 * n);
+            cp_async4(smem_addr(lbuf + u), lse_s + (long long)s * rows, 4 * n);
         }
-        part[g][c] = acc;
+        cp_async_commit();
+        cp_async_wait<0>(); /* a thread reads only its own slots: no barrier */
+        float l[C_BATCH], mx = m;
+#pragma unroll
+        for (int u = 0; u < C_BATCH; ++u) {
+            l[u] = s0 + u * groups < S ? lbuf[u] : neg_inf();
+            mx = fmaxf(mx, l[u]);
+        }
+        const float base = no_nan_base(mx), f = ex2(m - base);
+        m = mx;
+        wsum *= f;
+        acc.x *= f, acc.y *= f, acc.z *= f, acc.w *= f;
+#pragma unroll
+        for (int u = 0; u < C_BATCH; ++u) {
+            const float w = ex2(l[u] - base);
+            const float4 v = vbuf[u];
+            wsum += w;
+            acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;
+        }
     }
-    __syncthreads();
+    /* Every group to the CTA's maximum L, then the sums. */
+    const float L = block_reduce<true>(m, red);
+    const float f = ex2(m - no_nan_base(L));
+    acc.x *= f, acc.y *= f, acc.z *= f, acc.w *= f;
+    part[tid] = acc;
+    wsum = block_reduce<false>(on && c == 0 ? wsum * f : 0.0f, red); /* its barriers publish part */
     if (g == 0) {
         const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
-        float4 acc = part[0][c];
-#pragma unroll
-        for (int k = 1; k < C_GROUPS; ++k) {
-            const float4 v = part[k][c];
-            acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+        for (int k = 1; k < groups; ++k) {
+            const float4 x = part[k * cols + c];
+            acc.x += x.x, acc.y += x.y, acc.z += x.z, acc.w += x.w;
         }
         const int h = row % p.num_q_heads, t = row / p.num_q_heads % Q_TOKENS;
         const int b = row / (p.num_q_heads * Q_TOKENS);
-        u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh + 4 * c;
+        u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh + 4 * (blockIdx.y * cols + c);
         const u32 lo = f32_to_h<OUT_BF16>(acc.x * inv) | (u32)f32_to_h<OUT_BF16>(acc.y * inv) << 16;
         const u32 hi = f32_to_h<OUT_BF16>(acc.z * inv) | (u32)f32_to_h<OUT_BF16>(acc.w * inv) << 16;
         *(uint2 *)o = make_uint2(lo, hi); /* o and its strides are 16-byte aligned */
     }
-    if (LSE && tid == 0) p.lse[row] = wsum > 0.0f ? (L + __log2f(wsum)) * 0.69314718055994531f : neg_inf();
+    if (LSE && tid == 0 && blockIdx.y == 0)
+        p.lse[row] = wsum > 0.0f ? (L + __log2f(wsum)) * 0.69314718055994531f : neg_inf();
 }

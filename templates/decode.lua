@@ -98,17 +98,30 @@ local function ctas_per_sm(c, p, d)
   return math.max(1, math.min(by_smem, by_threads))
 end
 
+-- decode.cuh's C_SMEM_BYTES: one float per warp of 128 threads, a float4 per
+-- thread, and per thread the landing slots of a batch of 8 splits (a float4
+-- and a float each).
+local function combine_shared_bytes()
+  return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8
+end
+
+-- Column slices of the combine (grid y): halved until the grid covers the SMs
+-- and each thread's splits fit in one batch of C_BATCH = 8 loads (one round
+-- trip; decode.cuh), as long as the D / 4 float4 columns divide evenly.
+local function combine_slices(p, d, splits)
+  local cols, rows_out = p.head_dim_v // 4, p.batch * p.q_tokens * p.num_q_heads
+  local n = 1
+  while (cols // n) % 2 == 0 and
+        (rows_out * n < d.sm_count or ceil_div(splits, (128 // (cols // n)) * 8) > 1) do
+    n = n * 2
+  end
+  return n
+end
+
 -- (splits, split_tokens) for a config.  SPLITS = 0: as many splits as keep the
 -- whole grid within one wave of resident CTAs (a second, partial wave would
 -- leave SMs idle at the tail), at most 256 and at least MIN_SPLIT_TILES tiles
 -- each.
--- decode.cuh's C_SMEM_BYTES: split weights (at most MAX_AUTO_SPLITS), one
--- float per warp of 128 threads, and a float4 per thread of the column groups.
-local function combine_shared_bytes(p)
-  local cols = p.head_dim_v // 4
-  return 4 * MAX_AUTO_SPLITS + 4 * 4 + 16 * (128 // cols) * cols
-end
-
 local function split_plan(c, p, d)
   local len = math.max(eff_len(p), 1)
   local n = c.SPLITS
@@ -200,9 +213,9 @@ return {
     local out_rows = p.batch * p.q_tokens * p.num_q_heads
     local workspace = 0
     if splits > 1 then
-      -- one CTA of 128 threads per output row (decode.cuh, C_THREADS)
-      kernels[2] = { entry = "fmqa_decode_combine", grid = { out_rows, 1, 1 },
-                     block = { 128, 1, 1 }, shared = combine_shared_bytes(p) }
+      -- one CTA of 128 threads per output row and column slice (decode.cuh, C_THREADS)
+      kernels[2] = { entry = "fmqa_decode_combine", grid = { out_rows, combine_slices(p, d, splits), 1 },
+                     block = { 128, 1, 1 }, shared = combine_shared_bytes() }
       workspace = splits * out_rows * (p.head_dim_v + 1) * 4
     end
     return { kernels = kernels, workspace = workspace, splits = splits, split_tokens = tokens }

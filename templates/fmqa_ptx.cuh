@@ -1,7 +1,8 @@
 /*
  * fmqa_ptx.cuh -- the instruction layer of the kernel templates: one inline
  * function per PTX instruction they use (cp.async, ldmatrix, mma.sync, cvt,
- * prmt, sub.f16x2, ex2.approx, shfl.sync, %dynamic_smem_size), nothing else.
+ * prmt, sub.f16x2, ex2.approx, shfl.sync, vote.sync, ld.global.nc,
+ * %dynamic_smem_size), nothing else.
  *
  * Every function here is exactly one instruction (plus register moves), so
  * that the CPU emulator (tests/emu/emu_ptx.h) can model each one from the PTX
@@ -128,7 +129,22 @@ FMQA_PTX float shfl_xor(float x, int lanemask, u32 membermask = 0xffffffffu) {
     return r;
 }
 
+/* vote.sync.any.pred d, pred, membermask: true in every lane of membermask
+ * when pred is true in any of them; every lane of membermask executes it. */
+FMQA_PTX int vote_any(int pred, u32 membermask = 0xffffffffu) {
+    int r;
+    asm volatile("{ .reg .pred p, q; setp.ne.s32 p, %1, 0; vote.sync.any.pred q, p, %2; selp.s32 %0, 1, 0, q; }"
+                 : "=r"(r) : "r"(pred), "r"(membermask));
+    return r;
+}
+
 /* ---------------------------------------------------------------- memory */
+
+/* ld.global.nc.v4.u32: 16 bytes through the read-only path; p 16-byte
+ * aligned, and the data must not change while the kernel runs. */
+FMQA_PTX void ld_nc_v4(u32 (&r)[4], const void *p) {
+    asm("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "l"(p));
+}
 
 /* cp.async.cg.shared.global [dst], [src], 16, src_bytes: copies src_bytes (0
  * or 16) and zero-fills the rest; src must be valid even for 0.  Lands at the

@@ -15,7 +15,8 @@
  * into a dynamic trace that the figures are counted on.  Round trips are
  * counted on a trace by a scoreboard model: an instruction that reads or
  * writes a register a global load (LDG) has not yet delivered waits for it,
- * and every load issued before it then counts as delivered.
+ * and every load issued before it then counts as delivered; a DEPBAR after
+ * cp.async copies (cp.async.wait_group) is one round trip for them.
  *
  * Limits (stated with the figures): every warp is assumed to take the same
  * path (warps that skip a guarded, unbudgeted part such as 8-bit scale loads
@@ -270,13 +271,14 @@ int tun_sass_has_function(const tun_sass *s, const char *name)
 
 /* What a path counts against the budget: 16-byte copies (main loop), 16-byte
  * global loads (combine) or global load bytes (prologue). */
-typedef enum unit_kind { U_COPY16, U_LDG16, U_LDG_BYTES } unit_kind;
+typedef enum unit_kind { U_COPY16, U_LDG16, U_LOAD16, U_LDG_BYTES } unit_kind;
 
 static int units_of(const insn *in, unit_kind u)
 {
     switch (u) {
     case U_COPY16: return in->kind == K_COPY && in->width == 16;
     case U_LDG16: return in->kind == K_LDG && in->width == 16;
+    case U_LOAD16: return (in->kind == K_LDG || in->kind == K_COPY) && in->width == 16;
     case U_LDG_BYTES: return in->kind == K_LDG ? in->width : 0;
     }
     return 0;
@@ -667,9 +669,15 @@ static void regs_in(const char *text, unsigned char *set, int skip_first)
 static int round_trips(const sfunc *f, const trace *t)
 {
     unsigned char pending[256] = {0};
-    int trips = 0, any = 0;
+    int trips = 0, any = 0, copies = 0;
     for (int j = 0; j < t->n; j++) {
         const insn *in = &f->v[t->v[j]];
+        /* cp.async copies land in shared memory, not registers: the wait for
+         * them (cp.async.wait_group, DEPBAR) is the round trip. */
+        if (in->kind == K_COPY)
+            copies = 1;
+        else if (copies && !strncmp(in->op, "DEPBAR", 6))
+            trips++, copies = 0;
         unsigned char used[256] = {0};
         regs_in(in->args, used, in->kind == K_LDG);
         int wait = 0;
@@ -710,7 +718,7 @@ fmqa_status tun_sass_round_trips(const tun_sass *s, const char *fn, tun_sass_wal
     trace t = {0};
     int u;
     fmqa_status st = walk(f, 0, end, budget,
-                          how == TUN_SASS_TO_FIRST_COPY ? U_LDG_BYTES : U_LDG16,
+                          how == TUN_SASS_TO_FIRST_COPY ? U_LDG_BYTES : U_LOAD16,
                           how == TUN_SASS_TO_FIRST_COPY ? END_BEFORE_LAST : END_EXIT, &t, &u, err);
     if (st == FMQA_OK)
         *trips = round_trips(f, &t);

@@ -137,7 +137,26 @@ inline float shfl_xor(float x, int lanemask, u32 membermask = 0xffffffffu) {
     return r;
 }
 
+/* vote.sync.any.pred: every lane of membermask gets the OR of their
+ * predicates; the caller must be in membermask. */
+inline int vote_any(int pred, u32 membermask = 0xffffffffu) {
+    emu_my().a[0] = pred != 0;
+    emu_enter(2, membermask);
+    int r = 0;
+    for (int l = 0; l < 32; ++l)
+        if (membermask >> l & 1) r |= emu_lane(l).a[0];
+    emu_leave(membermask);
+    return r;
+}
+
 /* ------------------------------------------------------------ memory */
+
+/* ld.global.nc.v4.u32: a 16-byte load; the address must be 16-byte aligned
+ * (a misaligned vector access faults on the GPU). */
+inline void ld_nc_v4(u32 (&r)[4], const void *p) {
+    if ((uintptr_t)p % 16) emu_fail("misaligned ld.global.nc.v4");
+    memcpy(r, p, 16);
+}
 
 inline void emu_cp(u32 dst, const void *src, int n, int total) {
     if (dst % total) emu_fail("misaligned cp.async destination");

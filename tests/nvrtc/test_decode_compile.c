@@ -153,8 +153,8 @@ static int64_t get(const gen_config *c, const char *name)
  * * (256 + 16) = 104448, merge 2*1*(64+4)*32*4 = 17408) = 113152, so 233472 /
  * 114176 = 2 CTAs an SM, 264 slots.  Auto splits: 64 CTAs, 264 / 64 = 4 (<=
  * 4096 / (4*64) = 16); split_tokens = 4096 / 4 = 1024, a multiple of 64.
- * Workspace 4 * 64*32 rows * 129 * 4 = 4227072.  Combine: 2048 rows, 4 a
- * block. */
+ * Workspace 4 * 64*32 rows * 129 * 4 = 4227072.  Combine: 2048 rows >= 132
+ * SMs and 4 splits fit one batch of 8 per thread, so one column slice. */
 Test(decode_compile, mqa_default_and_launch_by_hand)
 {
     gen_lib *lib = fmqa_test_open_templates();
@@ -179,11 +179,12 @@ Test(decode_compile, mqa_default_and_launch_by_hand)
     cr_expect_eq(plan.kernels[0].block[0], 128);
     cr_expect_eq(plan.kernels[0].shared, 113152);
     cr_expect_str_eq(plan.kernels[1].entry, "fmqa_decode_combine");
-    /* One CTA per output row, 64 x 32; weights 256 x 4 + 4 warps x 4 + 4
-     * groups x 32 columns x 16 bytes of shared memory. */
+    /* One CTA per output row, 64 x 32; shared memory: 4 warps x 4 bytes, 128
+     * threads x (a float4 sum + 8 float4 and 8 float landing slots). */
     cr_expect_eq(plan.kernels[1].grid[0], 2048);
+    cr_expect_eq(plan.kernels[1].grid[1], 1);
     cr_expect_eq(plan.kernels[1].block[0], 128);
-    cr_expect_eq(plan.kernels[1].shared, 1024 + 16 + 2048);
+    cr_expect_eq(plan.kernels[1].shared, 16 + 128 * (16 + 8 * 16 + 8 * 4));
     cr_expect_eq(plan.splits, 4);
     cr_expect_eq(plan.workspace, 4227072);
     int64_t tokens = 0;
@@ -206,14 +207,20 @@ Test(decode_compile, split_rule_by_hand)
         const char *spec;
         int splits, tokens, kernels;
         int64_t workspace;
+        uint32_t slices; /* combine column slices */
     } cases[] = {
         {"op=decode,batch=1,heads=32,kv_heads=1,d=128,tq=1,kv_len=131072,flags=causal", 256, 512,
-         2, 256LL * 32 * 129 * 4},
+         2, 256LL * 32 * 129 * 4, 8},
         {"op=decode,batch=64,heads=32,kv_heads=8,d=128,tq=1,kv_len=4096,flags=causal", 1, 4096, 1,
-         0},
+         0, 0},
         {"op=decode,batch=64,heads=32,kv_heads=1,d=128,tq=1,kv_len=100000,window=1024,sinks=4,"
          "flags=causal|ring",
-         4, 320, 2, 4LL * 64 * 32 * 129 * 4},
+         4, 320, 2, 4LL * 64 * 32 * 129 * 4, 1},
+        /* 1 CTA: splits min(264 slots, 4096 / 256) = 16.  The combine's 8 rows
+         * stop at 16 slices of one float4 column each (128 CTAs: d = 64 has no
+         * more), 128 groups of one split. */
+        {"op=decode,batch=1,heads=8,kv_heads=1,d=64,tq=1,kv_len=4096,flags=causal", 16, 256,
+         2, 16LL * 8 * 65 * 4, 16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fmqa_problem p = fmqa_test_problem(cases[i].spec);
@@ -228,6 +235,11 @@ Test(decode_compile, split_rule_by_hand)
         cr_expect_eq(plan.n_kernels, cases[i].kernels, "%s", cases[i].spec);
         cr_expect_eq(plan.kernels[0].grid[0], (uint32_t)cases[i].splits, "%s", cases[i].spec);
         cr_expect_eq(plan.workspace, cases[i].workspace, "%s", cases[i].spec);
+        /* The combine covers the 132 SMs (B = 1: 32 rows x 8 slices of 4 float4
+         * columns, 32 split groups: 256 splits in one batch of 8 a thread). */
+        if (cases[i].kernels == 2)
+            cr_expect_eq(plan.kernels[1].grid[1], cases[i].slices, "%s: %u slices", cases[i].spec,
+                         plan.kernels[1].grid[1]);
     }
     /* An explicit SPLITS=4 of 64-token tiles over 1000 positions: ceil(1000/4)
      * = 250 -> 256 tokens, ceil(1000/256) = 4 splits. */

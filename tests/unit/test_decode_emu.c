@@ -37,12 +37,15 @@ typedef int (*emu_launch_fn)(const char *entry, const fmqa_decode_params *p,
  * length kv_len - (batch - 1 - b) % n, so n consecutive lengths put every
  * edge -- first draft, window start, sink end -- at each of n offsets in a
  * tile, and the last sequence fills the cache up to the guard page) and the
- * device preset (NULL: sm_90). */
+ * device preset (NULL: sm_90), and column slices for the combine other than
+ * decode.lua's (0 = the plan's): the combine must be right for any slicing,
+ * including one that leaves a thread several batches of splits. */
 typedef struct ecase {
     const char *spec;
     const char *config;
     int32_t lens[4];
     const char *arch;
+    unsigned combine_slices;
 } ecase;
 
 /* Host buffers of one case (never freed: the process ends). */
@@ -205,7 +208,10 @@ static void run_case(const ecase *ec)
     for (int i = 0; i < plan.launch.n_kernels; i++) {
         const gen_kernel *k = &plan.launch.kernels[i];
         cr_assert_eq(k->block[1] * k->block[2], 1);
-        cr_assert_eq(launch(k->entry, &prm, k->grid, k->block[0], k->shared), 0);
+        unsigned grid[3] = {k->grid[0], k->grid[1], k->grid[2]};
+        if (ec->combine_slices && !strcmp(k->entry, "fmqa_decode_combine"))
+            grid[1] = ec->combine_slices;
+        cr_assert_eq(launch(k->entry, &prm, grid, k->block[0], k->shared), 0);
     }
 
     const int64_t rows = (int64_t)p.batch * p.q_tokens * p.num_q_heads, n = rows * p.head_dim_v;
@@ -247,10 +253,10 @@ static void run_all(const ecase *cases, size_t n)
 Test(decode_emu, dense_16bit, .timeout = 900)
 {
     static const ecase cases[] = {
-        {BASE "heads=8,d=64,kv_len=200,flags=causal", "", {200, 1, 0}, NULL},
-        {BASE "heads=4,d=128,kv_len=300,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "SPLITS=4", {300, 70, 0}, NULL},
-        {BASE "heads=64,d=96,kv_len=150,flags=causal|lse", "SPLITS=2,WARPS_M=2,WARPS_N=2,BLOCK_N=32", {0}, NULL},
-        {BASE "heads=2,d=256,kv_len=100,flags=causal", "", {0}, NULL},
+        {BASE "heads=8,d=64,kv_len=200,flags=causal", "", {200, 1, 0}, NULL, 0},
+        {BASE "heads=4,d=128,kv_len=300,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "SPLITS=4", {300, 70, 0}, NULL, 0},
+        {BASE "heads=64,d=96,kv_len=150,flags=causal|lse", "SPLITS=2,WARPS_M=2,WARPS_N=2,BLOCK_N=32", {0}, NULL, 0},
+        {BASE "heads=2,d=256,kv_len=100,flags=causal", "", {0}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -258,10 +264,10 @@ Test(decode_emu, dense_16bit, .timeout = 900)
 Test(decode_emu, eight_bit, .timeout = 900)
 {
     static const ecase cases[] = {
-        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2", {180, 5, 0}, NULL},
-        {BASE "heads=16,d=128,kv_len=180,kv=fp8_e4m3,flags=causal", "", {0}, NULL},
-        {BASE "heads=8,d=96,kv_len=130,q=bf16,out=bf16,kv=int8,flags=causal", "", {0}, NULL},
-        {BASE "heads=8,d=64,kv_len=130,q=bf16,out=bf16,kv=fp8_e4m3,flags=causal|lse", "SPLITS=2", {0}, NULL},
+        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2", {180, 5, 0}, NULL, 0},
+        {BASE "heads=16,d=128,kv_len=180,kv=fp8_e4m3,flags=causal", "", {0}, NULL, 0},
+        {BASE "heads=8,d=96,kv_len=130,q=bf16,out=bf16,kv=int8,flags=causal", "", {0}, NULL, 0},
+        {BASE "heads=8,d=64,kv_len=130,q=bf16,out=bf16,kv=fp8_e4m3,flags=causal|lse", "SPLITS=2", {0}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -269,13 +275,20 @@ Test(decode_emu, eight_bit, .timeout = 900)
 Test(decode_emu, drafts_windows_pages, .timeout = 900)
 {
     static const ecase cases[] = {
-        {BASE "heads=6,d=64,tq=4,kv_len=160,flags=causal|lse", "SPLITS=2", {160, 4, 0}, NULL},
-        {BASE "heads=4,d=64,tq=5,kv_len=150,page=16,flags=tree|paged|lse", "", {150, 5, 77}, NULL},
-        {BASE "heads=4,d=64,tq=3,kv_len=300,window=50,sinks=4,flags=causal|lse", "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 3, 53}, NULL},
-        {BASE "heads=4,d=64,tq=3,kv_len=300,window=8,sinks=20,flags=causal", "BLOCK_N=32,WARPS_N=2", {300, 25, 12}, NULL},
+        {BASE "heads=6,d=64,tq=4,kv_len=160,flags=causal|lse", "SPLITS=2", {160, 4, 0}, NULL, 0},
+        {BASE "heads=4,d=64,tq=5,kv_len=150,page=16,flags=tree|paged|lse", "", {150, 5, 77}, NULL, 0},
+        {BASE "heads=4,d=64,tq=3,kv_len=300,window=50,sinks=4,flags=causal|lse", "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 3, 53}, NULL, 0},
+        {BASE "heads=4,d=64,tq=3,kv_len=300,window=8,sinks=20,flags=causal", "BLOCK_N=32,WARPS_N=2", {300, 25, 12}, NULL, 0},
         {BASE "heads=4,d=64,tq=3,kv_len=300,window=40,sinks=5,page=16,flags=causal|paged|ring|lse",
-         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 44, 3}, NULL},
-        {BASE "heads=2,d=128,tq=2,kv_len=200,window=64,sinks=0,kv=int8,flags=causal|ring", "", {200, 70, 0}, NULL},
+         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 44, 3}, NULL, 0},
+        {BASE "heads=2,d=128,tq=2,kv_len=200,window=64,sinks=0,kv=int8,flags=causal|ring", "", {200, 70, 0}, NULL, 0},
+        /* One warp copies a 128-token tile as 4 row groups of 32 rows: runs of
+         * 16 (a page), split again where the window meets the sinks. */
+        {BASE "heads=4,d=64,tq=2,kv_len=300,page=16,window=200,sinks=3,flags=causal|paged|lse",
+         "BLOCK_N=128,WARPS_M=1,WARPS_N=1,SPLITS=2", {300, 130, 2}, NULL, 0},
+        /* Row 0 of a tree sees no position when kv_len = tq: every split of
+         * the first sequence is empty for it (o = 0, lse = -inf, no NaN). */
+        {BASE "heads=4,d=64,tq=4,kv_len=200,flags=tree|lse", "SPLITS=2", {4, 200, 9}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -283,13 +296,13 @@ Test(decode_emu, drafts_windows_pages, .timeout = 900)
 Test(decode_emu, many_rows, .timeout = 900)
 {
     static const ecase cases[] = {
-        {"op=decode,batch=2,kv_heads=1,heads=4,d=64,tq=16,kv_len=100,flags=causal|lse", "", {100, 16}, NULL},
+        {"op=decode,batch=2,kv_heads=1,heads=4,d=64,tq=16,kv_len=100,flags=causal|lse", "", {100, 16}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=12,d=64,tq=3,kv_len=100,kv=fp8_e4m3,flags=causal|lse",
-         "WARPS_M=2,WARPS_N=2,BLOCK_N=32,SPLITS=2", {100, 33}, NULL},
+         "WARPS_M=2,WARPS_N=2,BLOCK_N=32,SPLITS=2", {100, 33}, NULL, 0},
         {"op=decode,batch=2,kv_heads=3,heads=3,d=64,tq=1,kv_len=90,page=32,kv=int8,out=bf16,"
-         "window=16,sinks=2,flags=paged|ring|lse", "STAGES=2", {90, 10}, NULL},
+         "window=16,sinks=2,flags=paged|ring|lse", "STAGES=2", {90, 10}, NULL, 0},
         {"op=decode,batch=1,kv_heads=1,heads=40,d=128,tq=1,kv_len=260,flags=lse",
-         "WARPS_M=2,WARPS_N=1,BLOCK_N=128,STAGES=2,SPLITS=2", {260}, NULL},
+         "WARPS_M=2,WARPS_N=1,BLOCK_N=128,STAGES=2,SPLITS=2", {260}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -307,15 +320,15 @@ Test(decode_emu, many_rows, .timeout = 900)
 Test(decode_emu, windows_by_query_tokens, .timeout = 900)
 {
     static const ecase cases[] = {
-        {WIN "tq=1,sinks=32,flags=causal|lse", "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, NULL},
-        {WIN "tq=1,sinks=5,flags=causal|ring|lse", "BLOCK_N=32,WARPS_N=2,STAGES=2,SPLITS=1", {-16}, NULL},
-        {WIN "tq=2,sinks=32,flags=causal|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL},
-        {WIN "tq=2,sinks=1,page=16,flags=tree|ring|paged|lse", "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, NULL},
-        {WIN "tq=3,sinks=63,kv=int8,flags=tree|lse", "BLOCK_N=32,WARPS_N=1,STAGES=3,SPLITS=1", {-16}, NULL},
-        {WIN "tq=3,sinks=33,kv=fp8_e4m3,flags=causal|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=1", {-16}, "sm_80"},
+        {WIN "tq=1,sinks=32,flags=causal|lse", "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, NULL, 0},
+        {WIN "tq=1,sinks=5,flags=causal|ring|lse", "BLOCK_N=32,WARPS_N=2,STAGES=2,SPLITS=1", {-16}, NULL, 0},
+        {WIN "tq=2,sinks=32,flags=causal|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL, 0},
+        {WIN "tq=2,sinks=1,page=16,flags=tree|ring|paged|lse", "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, NULL, 0},
+        {WIN "tq=3,sinks=63,kv=int8,flags=tree|lse", "BLOCK_N=32,WARPS_N=1,STAGES=3,SPLITS=1", {-16}, NULL, 0},
+        {WIN "tq=3,sinks=33,kv=fp8_e4m3,flags=causal|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=1", {-16}, "sm_80", 0},
         {"op=decode,batch=16,kv_heads=1,heads=8,d=64,kv_len=120,window=40,tq=4,sinks=62,page=16,"
-         "flags=causal|paged|lse", "BLOCK_N=32,WARPS_M=2,WARPS_N=2,SPLITS=1", {-16}, NULL},
-        {WIN "tq=4,sinks=1,q=bf16,kv=int8,flags=tree|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL},
+         "flags=causal|paged|lse", "BLOCK_N=32,WARPS_M=2,WARPS_N=2,SPLITS=1", {-16}, NULL, 0},
+        {WIN "tq=4,sinks=1,q=bf16,kv=int8,flags=tree|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -328,11 +341,11 @@ Test(decode_emu, draft_edges, .timeout = 900)
 {
     static const ecase cases[] = {
         {"op=decode,batch=16,kv_heads=1,heads=4,d=64,tq=4,kv_len=144,page=16,flags=tree|paged|lse",
-         "BLOCK_N=32,WARPS_N=2,SPLITS=1", {-16}, NULL},
+         "BLOCK_N=32,WARPS_N=2,SPLITS=1", {-16}, NULL, 0},
         {"op=decode,batch=16,kv_heads=1,heads=2,d=64,tq=3,kv_len=112,page=16,kv=fp8_e4m3,flags=causal|paged",
-         "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, "sm_80"},
+         "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, "sm_80", 0},
         {"op=decode,batch=16,kv_heads=2,heads=4,d=64,tq=2,kv_len=80,kv=fp8_e4m3,flags=tree|lse",
-         "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL},
+         "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -342,13 +355,29 @@ Test(decode_emu, warp_layouts, .timeout = 900)
 {
     static const ecase cases[] = {
         {"op=decode,batch=2,kv_heads=1,heads=128,d=64,kv_len=80,flags=lse",
-         "WARPS_M=8,WARPS_N=1,BLOCK_N=32,SPLITS=1", {80, 33}, NULL},
+         "WARPS_M=8,WARPS_N=1,BLOCK_N=32,SPLITS=1", {80, 33}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=64,d=64,kv_len=150,kv=int8,flags=lse",
-         "WARPS_M=4,WARPS_N=2,BLOCK_N=64,SPLITS=2", {150, 97}, NULL},
+         "WARPS_M=4,WARPS_N=2,BLOCK_N=64,SPLITS=2", {150, 97}, NULL, 0},
         {"op=decode,batch=2,kv_heads=2,heads=32,d=128,kv_len=150,flags=lse",
-         "WARPS_M=1,WARPS_N=8,BLOCK_N=128,SPLITS=1", {150, 129}, NULL},
+         "WARPS_M=1,WARPS_N=8,BLOCK_N=128,SPLITS=1", {150, 129}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=24,d=64,tq=2,kv_len=150,kv=fp8_e4m3,flags=causal|lse",
-         "WARPS_M=2,WARPS_N=4,BLOCK_N=64,STAGES=2,SPLITS=1", {150, 70}, NULL},
+         "WARPS_M=2,WARPS_N=4,BLOCK_N=64,STAGES=2,SPLITS=1", {150, 70}, NULL, 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* The combine at many splits: decode.lua's slicing (B = 1: 8 rows x 16 slices
+ * of one float4 column, 128 split groups), and one slice of 32 columns, where
+ * each of 4 split groups walks 64 splits in 2 batches of 8 (the running
+ * maximum rescales the first); the short second sequence leaves most splits
+ * empty. */
+Test(decode_emu, combine_many_splits, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {"op=decode,batch=1,kv_heads=1,heads=8,d=64,tq=1,kv_len=2048,flags=causal|lse",
+         "BLOCK_N=32,SPLITS=64,WARPS_N=2", {2048}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=1,heads=8,d=128,tq=1,kv_len=2048,flags=causal|lse",
+         "BLOCK_N=32,SPLITS=64,WARPS_N=2", {2048, 40}, NULL, 1},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
