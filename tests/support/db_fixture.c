@@ -7,6 +7,14 @@
 
 #include "test_support.h"
 
+struct db *fmqa_test_db_open_rw(const char *path)
+{
+    db_t *db = NULL;
+    fmqa_err err = {0};
+    cr_assert_eq(db_open(path, DB_READ_WRITE, 0, &db, &err), FMQA_OK, "%s", err.msg);
+    return db;
+}
+
 int64_t fmqa_test_db_trial(struct db *db, const fmqa_device_info *d, const char *template_name,
                            const char *template_hash, const fmqa_problem *p, const char *config,
                            db_trial_status status, double median_us, double p20_us,

@@ -43,6 +43,9 @@ const gen_template *fmqa_test_template(gen_lib *lib, const char *name, fmqa_op o
 fmqa_problem fmqa_test_problem(const char *spec);
 fmqa_device_info fmqa_test_device(const char *arch);
 
+/* Opens path read-write (creating it), asserting success. */
+struct db *fmqa_test_db_open_rw(const char *path);
+
 /* Stores one trial of `config` with this status and timing (0 = not timed)
  * for the problem on device d, upserting device, template and problem;
  * returns its id. */

@@ -63,18 +63,10 @@ static const char *path_in_dir(const char *name)
     return buf[which];
 }
 
-static db_t *open_rw(const char *path)
-{
-    db_t *db = NULL;
-    fmqa_err err = {0};
-    cr_assert_eq(db_open(path, DB_READ_WRITE, 0, &db, &err), FMQA_OK, "%s", err.msg);
-    return db;
-}
-
 /* A database whose best entry is `good` at 10 us. */
 static db_t *tuned(const char *name)
 {
-    db_t *db = open_rw(path_in_dir(name));
+    db_t *db = fmqa_test_db_open_rw(path_in_dir(name));
     fmqa_test_db_best(db, &dev, gen_template_name(tpl), gen_template_hash(tpl), &prob, good,
                       10.0, 20.0);
     return db;
@@ -165,7 +157,7 @@ Test(db_import, a_best_row_crowning_a_wrong_result_is_refused)
     db_close(a);
     char *text = craft(exported, "crafted", "wrong_result", other, 0.0, 0.5,
                        gen_template_hash(tpl), other, 1.0);
-    db_t *b = open_rw(path_in_dir("b.db"));
+    db_t *b = fmqa_test_db_open_rw(path_in_dir("b.db"));
     db_import_stats st;
     import_text(b, text, &st);
     cr_assert_eq(st.best_rejected, 1);
@@ -203,7 +195,7 @@ Test(db_import, best_rows_must_match_an_ok_verified_trial)
         {"untimed", "no time", 0.0, 1e-4, h, other, 0.0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        db_t *b = open_rw(path_in_dir("b.db"));
+        db_t *b = fmqa_test_db_open_rw(path_in_dir("b.db"));
         char *text = craft(exported, cases[i].uid, "ok", other, cases[i].median, cases[i].err,
                            cases[i].hash, cases[i].best_config, cases[i].best_us);
         db_import_stats st;
@@ -217,7 +209,7 @@ Test(db_import, best_rows_must_match_an_ok_verified_trial)
     }
     /* An honest faster entry of a template version this library does not have
      * is imported but never served: its hash differs. */
-    db_t *b = open_rw(path_in_dir("c.db"));
+    db_t *b = fmqa_test_db_open_rw(path_in_dir("c.db"));
     char *text = craft(exported, "old-version", "ok", other, 1.0, 1e-4, "an-older-hash", other,
                        1.0);
     db_import_stats st;
@@ -242,7 +234,7 @@ Test(db_import, an_import_never_displaces_a_local_entry_and_says_where_it_came_f
     cr_assert_str_eq(serve(b).config, good, "a local entry was displaced");
     /* Into a file without its own entry, the faster proven import wins and is
      * listed with its origin. */
-    db_t *c = open_rw(path_in_dir("c.db"));
+    db_t *c = fmqa_test_db_open_rw(path_in_dir("c.db"));
     import_text(c, text, &st);
     cr_assert_str_eq(serve(c).config, other);
     db_rows rows;
@@ -280,7 +272,7 @@ Test(db_import, merge_refuses_a_best_entry_pointing_at_a_failed_trial)
         "UPDATE best SET trial_id = (SELECT id FROM trials WHERE uid = 'bad'), config = 'X=1',"
         " median_us = 1.0;", NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(c));
     sqlite3_close(c);
-    db_t *b = open_rw(path_in_dir("b.db"));
+    db_t *b = fmqa_test_db_open_rw(path_in_dir("b.db"));
     db_import_stats st;
     fmqa_err err;
     cr_assert_eq(db_merge(b, path_in_dir("a.db"), &st, &err), FMQA_OK, "%s", err.msg);

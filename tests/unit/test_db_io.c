@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "test_support.h"
 
 static char dir[64];
 
@@ -32,14 +33,6 @@ static const char *path_in_dir(const char *name)
     which = (which + 1) % 4;
     snprintf(buf[which], sizeof buf[which], "%s/%s", dir, name);
     return buf[which];
-}
-
-static db_t *open_rw(const char *path)
-{
-    db_t *db = NULL;
-    fmqa_err err = {0};
-    cr_assert_eq(db_open(path, DB_READ_WRITE, 0, &db, &err), FMQA_OK, "%s", err.msg);
-    return db;
 }
 
 typedef struct fixture {
@@ -140,7 +133,7 @@ static db_stats stats(db_t *db)
 
 Test(db_io, export_import_round_trips_every_row)
 {
-    db_t *a = open_rw(path_in_dir("a.db"));
+    db_t *a = fmqa_test_db_open_rw(path_in_dir("a.db"));
     fill(a, 1.0);
     size_t n1;
     char *t1 = export_text(a, &n1);
@@ -157,7 +150,7 @@ Test(db_io, export_import_round_trips_every_row)
     cr_assert_eq(lines, (size_t)(sa.devices + sa.templates + sa.problems + sa.sessions +
                                  sa.trials + sa.best + sa.cubins));
 
-    db_t *b = open_rw(path_in_dir("b.db"));
+    db_t *b = fmqa_test_db_open_rw(path_in_dir("b.db"));
     db_import_stats is;
     fmqa_err err = {0};
     import_text(b, t1, &is, FMQA_OK, &err);
@@ -192,7 +185,7 @@ Test(db_io, export_import_round_trips_every_row)
 
 Test(db_io, malformed_import_names_the_line_and_changes_nothing)
 {
-    db_t *db = open_rw(path_in_dir("m.db"));
+    db_t *db = fmqa_test_db_open_rw(path_in_dir("m.db"));
     fmqa_err err = {0};
     import_text(db,
                 "{\"table\":\"templates\",\"name\":\"t1\",\"hash\":\"h\",\"first_seen\":1}\n"
@@ -214,8 +207,8 @@ Test(db_io, malformed_import_names_the_line_and_changes_nothing)
 
 Test(db_io, merge_keeps_local_best_and_the_faster_import)
 {
-    db_t *a = open_rw(path_in_dir("ma.db"));
-    db_t *b = open_rw(path_in_dir("mb.db"));
+    db_t *a = fmqa_test_db_open_rw(path_in_dir("ma.db"));
+    db_t *b = fmqa_test_db_open_rw(path_in_dir("mb.db"));
     fixture fa = fill(a, 1.0);
     fixture fb = fill(b, 0.5); /* same keys, other uids, twice as fast */
     db_close(b);
@@ -255,7 +248,7 @@ Test(db_io, merge_keeps_local_best_and_the_faster_import)
     cr_assert_eq(db_merge(a, path_in_dir("missing.db"), &is, &err), FMQA_ERR_NOT_FOUND);
     db_close(a);
     /* Into a file of its own, the faster of two imported entries wins. */
-    db_t *c = open_rw(path_in_dir("mc.db"));
+    db_t *c = fmqa_test_db_open_rw(path_in_dir("mc.db"));
     cr_assert_eq(db_merge(c, path_in_dir("ma.db"), &is, &err), FMQA_OK, "%s", err.msg);
     cr_assert_eq(db_merge(c, path_in_dir("mb.db"), &is, &err), FMQA_OK, "%s", err.msg);
     cr_assert_eq(db_best_lookup_exact(c, fa.dev_key, "decode", "new", &p, &e, &err), FMQA_OK);
@@ -267,7 +260,7 @@ Test(db_io, merge_keeps_local_best_and_the_faster_import)
 Test(db_io, prune_by_template_and_age)
 {
     const char *path = path_in_dir("p.db");
-    db_t *db = open_rw(path);
+    db_t *db = fmqa_test_db_open_rw(path);
     fill(db, 1.0);
     const char *keep[] = {"new"};
     db_prune_opts o = {.keep_template_hashes = keep, .n_keep = 1};

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "test_support.h"
 
 static char dir[64];
 
@@ -34,14 +35,6 @@ static const char *path_in_dir(const char *name)
 }
 
 TestSuite(db_store, .init = make_dir);
-
-static db_t *open_rw(const char *path)
-{
-    db_t *db = NULL;
-    fmqa_err err = {0};
-    cr_assert_eq(db_open(path, DB_READ_WRITE, 0, &db, &err), FMQA_OK, "%s", err.msg);
-    return db;
-}
 
 static fmqa_device_info test_device(const char *name)
 {
@@ -139,7 +132,7 @@ static size_t read_file(const char *path, char *buf, size_t cap)
 Test(db_store, fresh_create_makes_parents_schema_and_wal)
 {
     const char *path = path_in_dir("a/b/tune.db");
-    db_t *db = open_rw(path);
+    db_t *db = fmqa_test_db_open_rw(path);
     db_close(db);
     cr_assert_eq(count_rows(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
     cr_assert_eq(count_rows(path, "PRAGMA application_id"), 0x464D5141);
@@ -159,11 +152,11 @@ Test(db_store, fresh_create_makes_parents_schema_and_wal)
 Test(db_store, reopen_keeps_rows_and_read_only_reads_them)
 {
     const char *path = path_in_dir("t.db");
-    db_t *db = open_rw(path);
+    db_t *db = fmqa_test_db_open_rw(path);
     ids k = add_basics(db);
     add_trial(db, &k, k.prob, "BLOCK_N=64", DB_TRIAL_OK, 10.0);
     db_close(db);
-    db = open_rw(path);
+    db = fmqa_test_db_open_rw(path);
     ids k2 = add_basics(db); /* upserts find the same rows */
     cr_assert_eq(k2.dev, k.dev);
     cr_assert_eq(k2.tmpl, k.tmpl);
@@ -193,7 +186,7 @@ Test(db_store, empty_v0_file_is_migrated)
     cr_assert_eq(db_open(path, DB_READ_ONLY, 0, &db, &err), FMQA_ERR_DATABASE);
     cr_assert(strstr(err.msg, "open it read-write once to upgrade"), "%s", err.msg);
     cr_assert_null(db);
-    db = open_rw(path);
+    db = fmqa_test_db_open_rw(path);
     db_close(db);
     cr_assert_eq(count_rows(path, "PRAGMA user_version"), DB_SCHEMA_VERSION);
 }
@@ -201,7 +194,7 @@ Test(db_store, empty_v0_file_is_migrated)
 Test(db_store, newer_schema_is_refused_and_file_unmodified)
 {
     const char *path = path_in_dir("new.db");
-    db_close(open_rw(path));
+    db_close(fmqa_test_db_open_rw(path));
     sqlite3 *c;
     sqlite3_open(path, &c);
     cr_assert_eq(sqlite3_exec(c, "PRAGMA journal_mode = DELETE; PRAGMA user_version = 99",
@@ -259,7 +252,7 @@ Test(db_store, random_bytes_are_rejected_in_both_modes)
 Test(db_store, overwritten_middle_is_rejected)
 {
     const char *path = path_in_dir("damaged.db");
-    db_t *db = open_rw(path);
+    db_t *db = fmqa_test_db_open_rw(path);
     ids k = add_basics(db);
     char config[160];
     for (int i = 0; i < 300; i++) {
@@ -289,7 +282,7 @@ Test(db_store, overwritten_middle_is_rejected)
 Test(db_store, truncated_file_is_rejected)
 {
     const char *path = path_in_dir("cut.db");
-    db_t *db = open_rw(path);
+    db_t *db = fmqa_test_db_open_rw(path);
     ids k = add_basics(db);
     char config[160];
     for (int i = 0; i < 300; i++) {
@@ -323,7 +316,7 @@ Test(db_store, truncated_file_is_rejected)
 Test(db_store, read_only_file_opened_for_writing)
 {
     const char *path = path_in_dir("ro.db");
-    db_close(open_rw(path));
+    db_close(fmqa_test_db_open_rw(path));
     cr_assert_eq(chmod(path, 0444), 0);
     db_t *db = NULL;
     fmqa_err err = {0};
@@ -381,7 +374,7 @@ Test(db_store, keys)
 
 Test(db_store, problem_upsert_buckets_and_rejects_bad_enums)
 {
-    db_t *db = open_rw(path_in_dir("p.db"));
+    db_t *db = fmqa_test_db_open_rw(path_in_dir("p.db"));
     fmqa_problem a = test_problem(5, 3000), b = test_problem(8, 4096);
     int64_t ia, ib, ic;
     cr_assert_eq(db_problem_upsert(db, &a, &ia, NULL), FMQA_OK);
@@ -402,7 +395,7 @@ Test(db_store, problem_upsert_buckets_and_rejects_bad_enums)
 Test(db_store, trial_insert_computes_hash_and_spread_and_validates)
 {
     const char *path = path_in_dir("tr.db");
-    db_t *db = open_rw(path);
+    db_t *db = fmqa_test_db_open_rw(path);
     ids k = add_basics(db);
     int64_t id = add_trial(db, &k, k.prob, "BLOCK_N=64,WARPS=4", DB_TRIAL_OK, 10.0);
     db_rows r;
@@ -443,7 +436,7 @@ Test(db_store, trial_insert_computes_hash_and_spread_and_validates)
 
 Test(db_store, best_keeps_the_faster_and_the_default_time)
 {
-    db_t *db = open_rw(path_in_dir("b.db"));
+    db_t *db = fmqa_test_db_open_rw(path_in_dir("b.db"));
     ids k = add_basics(db);
     int64_t slow = add_trial(db, &k, k.prob, "A=1", DB_TRIAL_OK, 20.0);
     int64_t fast = add_trial(db, &k, k.prob, "A=2", DB_TRIAL_OK, 12.5);
@@ -475,7 +468,7 @@ Test(db_store, best_keeps_the_faster_and_the_default_time)
 
 Test(db_store, nearest_bucket_ordering_and_exact_wins)
 {
-    db_t *db = open_rw(path_in_dir("n.db"));
+    db_t *db = fmqa_test_db_open_rw(path_in_dir("n.db"));
     ids k = add_basics(db);
     const int shapes[3][2] = {{1, 1024}, {8, 4096}, {64, 65536}};
     int64_t trial[3];
@@ -534,7 +527,7 @@ Test(db_store, nearest_bucket_ordering_and_exact_wins)
 
 Test(db_store, sessions_resume_and_done_sets)
 {
-    db_t *db = open_rw(path_in_dir("s.db"));
+    db_t *db = fmqa_test_db_open_rw(path_in_dir("s.db"));
     ids k = add_basics(db);
     db_session s = {.device_id = k.dev, .strategy = "random", .budget = 50, .seed = 1234,
                     .problem_set = "op=decode,batch=8"};
@@ -587,7 +580,7 @@ Test(db_store, sessions_resume_and_done_sets)
 Test(db_store, cubin_cache_round_trip)
 {
     const char *path = path_in_dir("c.db");
-    db_t *db = open_rw(path);
+    db_t *db = fmqa_test_db_open_rw(path);
     unsigned char bin[1000];
     for (size_t i = 0; i < sizeof bin; i++)
         bin[i] = (unsigned char)(i * 7);
