@@ -113,6 +113,11 @@ static fmqa_status model_check(fmqa_ctx_t *ctx, const fmqa_model_config *m)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
                         "model.num_q_heads %d is not a multiple of num_kv_heads %d",
                         m->num_q_heads, m->num_kv_heads);
+    int64_t mla_dim; /* head_dim_qk of the MLA problem, an int32 field */
+    if (fmqa_add64(m->mla_latent_dim, m->mla_rope_dim, &mla_dim) || mla_dim > INT32_MAX)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "model: mla_latent_dim %d + mla_rope_dim %d exceeds %d",
+                        m->mla_latent_dim, m->mla_rope_dim, INT32_MAX);
     if (m->mla_rope_dim > 0 && !model_is_mla(m))
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
                         "model.mla_rope_dim %d without mla_latent_dim", m->mla_rope_dim);
