@@ -3,16 +3,36 @@
  * leave, so tests of the dispatcher and of the levels can ask it questions
  * without a GPU.
  */
+#define _POSIX_C_SOURCE 200809L /* mkstemp */
+
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "test_support.h"
 
-struct db *fmqa_test_db_open_rw(const char *path)
+static struct db *open_rw(const char *path, int busy_ms)
 {
     db_t *db = NULL;
     fmqa_err err = {0};
-    cr_assert_eq(db_open(path, DB_READ_WRITE, 0, &db, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(db_open(path, DB_READ_WRITE, busy_ms, &db, &err), FMQA_OK, "%s", err.msg);
     return db;
+}
+
+struct db *fmqa_test_db_open_rw(const char *path)
+{
+    return open_rw(path, 0);
+}
+
+struct db *fmqa_test_db_temp(char *path, const char *prefix, int busy_ms)
+{
+    snprintf(path, 64, "/tmp/%s-XXXXXX", prefix);
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0, "mkstemp %s", path);
+    close(fd);
+    unlink(path); /* a name only: db_open creates the database */
+    return open_rw(path, busy_ms);
 }
 
 int64_t fmqa_test_db_trial(struct db *db, const fmqa_device_info *d, const char *template_name,

@@ -46,6 +46,11 @@ fmqa_device_info fmqa_test_device(const char *arch);
 /* Opens path read-write (creating it), asserting success. */
 struct db *fmqa_test_db_open_rw(const char *path);
 
+/* Creates and opens read-write a fresh database under /tmp, its busy timeout
+ * busy_ms (0 = the default), writing its path into path (at least 64 bytes;
+ * prefix names the test); the caller closes and unlinks it. */
+struct db *fmqa_test_db_temp(char *path /* OUT */, const char *prefix, int busy_ms);
+
 /* Stores one trial of `config` with this status and timing (0 = not timed)
  * for the problem on device d, upserting device, template and problem;
  * returns its id. */

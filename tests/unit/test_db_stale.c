@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "test_support.h"
 
 static char path[64];
 static db_t *db;
@@ -22,13 +23,7 @@ static char dev_key[FMQA_HASH_HEX];
 
 static void setup(void)
 {
-    strcpy(path, "/tmp/fmqa-stale-XXXXXX");
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    close(fd);
-    unlink(path);
-    fmqa_err err;
-    cr_assert_eq(db_open(path, DB_READ_WRITE, 0, &db, &err), FMQA_OK, "%s", err.msg);
+    db = fmqa_test_db_temp(path, "fmqa-stale", 0);
     memset(&dev, 0, sizeof dev);
     strcpy(dev.name, "NVIDIA H100 80GB HBM3");
     strcpy(dev.arch, "sm_90");

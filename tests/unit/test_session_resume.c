@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "test_support.h"
 
 static char path[64];
 static db_t *db;
@@ -22,13 +23,7 @@ static int64_t dev_id;
 
 static void setup(void)
 {
-    strcpy(path, "/tmp/fmqa-resume-XXXXXX");
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    close(fd);
-    unlink(path);
-    fmqa_err err;
-    cr_assert_eq(db_open(path, DB_READ_WRITE, 0, &db, &err), FMQA_OK, "%s", err.msg);
+    db = fmqa_test_db_temp(path, "fmqa-resume", 0);
     fmqa_device_info dev;
     memset(&dev, 0, sizeof dev);
     strcpy(dev.name, "NVIDIA H100 80GB HBM3");

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "tun.h"
+#include "test_support.h"
 
 static char path[64];
 static db_t *db;
@@ -25,13 +26,7 @@ static db_session session;
 
 static void setup(void)
 {
-    strcpy(path, "/tmp/fmqa-busy-XXXXXX");
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    close(fd);
-    unlink(path);
-    fmqa_err err;
-    cr_assert_eq(db_open(path, DB_READ_WRITE, 100, &db, &err), FMQA_OK, "%s", err.msg);
+    db = fmqa_test_db_temp(path, "fmqa-busy", 100);
     fmqa_device_info dev;
     memset(&dev, 0, sizeof dev);
     strcpy(dev.name, "NVIDIA H100 80GB HBM3");
@@ -45,6 +40,7 @@ static void setup(void)
     cr_assert_eq(db_template_upsert(db, "decode", "h", &tpl_id, NULL), FMQA_OK);
     cr_assert_eq(db_problem_upsert(db, &p, &prob_id, NULL), FMQA_OK);
     session = (db_session){.device_id = dev_id, .strategy = "exhaustive"};
+    fmqa_err err;
     cr_assert_eq(db_session_create(db, &session, &err), FMQA_OK, "%s", err.msg);
     cr_assert_eq(sqlite3_open(path, &holder), SQLITE_OK);
 }
