@@ -8,7 +8,8 @@
  * tuner); the others open it read-write.  Output is an aligned table for
  * people, or with --json one JSON object per line (JSON lines, not an array),
  * or with --csv RFC 4180 CSV with a header line.  Any error prints
- * "fastmqa-db: message" on stderr and exits 1; usage errors exit 2.
+ * "fastmqa-db: message" on stderr and exits 1; usage errors exit 2; an import
+ * or merge that refused some best rows (and applied the rest) exits 3.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -22,7 +23,9 @@
 #include "fastmqa_db_plot.h"
 #include "rt.h"
 
-enum { EXIT_USAGE = 2 };
+/* 3: import or merge applied the file but refused some best rows, so a script
+ * that imports a colleague's results learns that not all of them arrived. */
+enum { EXIT_USAGE = 2, EXIT_PARTIAL = 3 };
 enum format { FMT_TABLE, FMT_JSON, FMT_CSV };
 
 /* Parsed command line; option values are borrowed from argv. */
@@ -350,7 +353,9 @@ static int cmd_export(db_t *db, const opts *o)
     return s ? fail(err.msg) : 0;
 }
 
-static void print_import(const db_import_stats *st, const char *verb, const char *from)
+/* Prints what an import or merge did; its exit status (0, or EXIT_PARTIAL when
+ * best rows were refused). */
+static int print_import(const db_import_stats *st, const char *verb, const char *from)
 {
     printf("%s %s: %lld rows read, %lld added or updated\n", verb, from,
            (long long)st->rows_read, (long long)st->rows_added);
@@ -360,6 +365,7 @@ static void print_import(const db_import_stats *st, const char *verb, const char
                 "the same device, template and problem); first: %s\n",
                 (long long)st->best_rejected, st->best_rejected == 1 ? "y" : "ies",
                 st->rejected);
+    return st->best_rejected ? EXIT_PARTIAL : 0;
 }
 
 static int cmd_import(db_t *db, const opts *o)
@@ -379,8 +385,7 @@ static int cmd_import(db_t *db, const opts *o)
         fclose(in);
     if (s)
         return fail(err.msg);
-    print_import(&st, "imported", o->arg);
-    return 0;
+    return print_import(&st, "imported", o->arg);
 }
 
 static int cmd_merge(db_t *db, const opts *o)
@@ -391,8 +396,7 @@ static int cmd_merge(db_t *db, const opts *o)
     fmqa_err err = {0};
     if (db_merge(db, o->arg, &st, &err))
         return fail(err.msg);
-    print_import(&st, "merged", o->arg);
-    return 0;
+    return print_import(&st, "merged", o->arg);
 }
 
 /* Splits "a,b,c" in place into the pointers of list (at most cap). */
@@ -489,7 +493,9 @@ static void usage(FILE *f)
                "  --json      one JSON object per line (JSON lines)\n"
                "  --csv       CSV with a header line\n"
                "  --help      this text; fastmqa-db COMMAND --help for one command\n"
-               "  --version   versions of the library, NVRTC, driver and database schema\n");
+               "  --version   versions of the library, NVRTC, driver and database schema\n"
+               "\nexit status: 0 ok; 1 error; 2 usage error; 3 import or merge applied the\n"
+               "file but refused some best rows (reason on stderr)\n");
 }
 
 static void command_usage(const command *c)

@@ -3,7 +3,7 @@
  * maintenance command never creates a database that did not exist, and an
  * export that fails part way (here the file size limit, standing in for a
  * full disk) leaves the previous file as it was and no partial or temporary
- * file behind.
+ * file behind; an import that refuses a best row says so in its exit status.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
@@ -107,4 +107,25 @@ Test(db_cli, a_failed_export_keeps_the_old_file_and_leaves_nothing)
     fclose(f);
     cr_expect_str_neq(back, "the previous export\n");
     cr_expect_eq(files_named("out.jsonl"), 1, "a temporary file was left behind");
+}
+
+Test(db_cli, an_import_that_refuses_a_best_row_exits_3)
+{
+    char path[128], jsonl[128], cmd[1024], out[4096];
+    snprintf(path, sizeof path, "%s/t.db", dir);
+    snprintf(jsonl, sizeof jsonl, "%s/in.jsonl", dir);
+    FILE *f = fopen(jsonl, "w");
+    cr_assert_not_null(f);
+    fputs("{\"table\":\"best\",\"trial_uid\":\"nope\",\"config\":\"a\",\"median_us\":1}\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s import %s --db %s", TOOL, jsonl, path);
+    cr_expect_eq(run(cmd, out, sizeof out), 3, "%s", out);
+    cr_expect(strstr(out, "1 best entry refused"), "%s", out);
+    cr_expect(strstr(out, "its trial is not in the import nor in the file"), "%s", out);
+    /* the same database merged into another refuses the same row: nothing to
+       refuse there (the row never arrived), so the merge is complete */
+    char other[128];
+    snprintf(other, sizeof other, "%s/o.db", dir);
+    snprintf(cmd, sizeof cmd, "%s merge %s --db %s", TOOL, path, other);
+    cr_expect_eq(run(cmd, out, sizeof out), 0, "%s", out);
 }
