@@ -54,6 +54,24 @@ template <bool MAX> FMQA_DEV float combine_reduce(float x, float *red) {
 
 FMQA_DEV float combine_base(float m) { return m == neg_inf() ? 0.0f : m; }
 
+/* Programmatic dependent launch, sm_90+ (fmqa_ptx.cuh's griddepcontrol): the
+ * producer of the partials lets its dependent grid (the combine, launched with
+ * programmatic stream serialization) start launching while it runs; the
+ * combine waits for the producer's end before it reads a partial.  Below
+ * sm_90 the runtime launches the combine in plain stream order and both are
+ * nothing. */
+FMQA_DEV void pdl_launch_dependents() {
+#if __CUDA_ARCH__ >= 900
+    griddep_launch_dependents();
+#endif
+}
+
+FMQA_DEV void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    griddep_wait();
+#endif
+}
+
 /* Merges the n >= 1 partials of one row: partial s has its o at o + s *
  * o_stride floats (16-byte aligned, o_stride a multiple of 4) and its lse at
  * lse[s * lse_stride].  Writes this CTA's column slice of the merged row to
