@@ -139,9 +139,9 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
         st = tun_sass_round_trips(s, "fmqa_decode_kernel", TUN_SASS_TO_FIRST_COPY, q_bytes,
                                   &r->prologue_trips, &err);
     if (st == FMQA_OK && r->combine.ok) {
-        /* decode.cuh's combine: a CTA of a row's column slice gives each
-         * float4 column threads / columns split groups; a thread copies its
-         * group's splits in batches of C_BATCH = 8 16-byte cp.async. */
+        /* fmqa_combine.cuh: a CTA of a row's column slice gives each float4
+         * column threads / columns groups; a thread copies its group's pieces
+         * in batches of FMQA_C_BATCH = 8 16-byte cp.async. */
         int cols = p->head_dim_v / 4 / (r->combine_slices ? r->combine_slices : 1);
         int groups = r->combine.threads / (cols > 0 ? cols : 1);
         int mine = (r->splits + (groups > 0 ? groups : 1) - 1) / (groups > 0 ? groups : 1);
@@ -166,7 +166,10 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
         r->combine = kernel_stat(d, &plan->kernels[1], b);
         r->combine_slices = (int)plan->kernels[1].grid[1];
     }
-    r->splits = plan->splits;
+    /* The most pieces a segment is merged from (decode.lua's scalar), else
+     * the workspace slots. */
+    int64_t pieces;
+    r->splits = gen_plan_scalar(plan, "pieces", &pieces) ? (int)pieces : plan->splits;
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
     r->tile_bytes = (double)bn * (p->head_dim_qk + p->head_dim_v) * eb + (eb == 1 ? 8.0 * bn : 0);
     r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;

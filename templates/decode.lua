@@ -234,6 +234,7 @@ return {
       kernels[2] = { entry = "fmqa_decode_combine", grid = { out_rows, combine_slices(p, d, w.pieces), 1 },
                      block = { 128, 1, 1 }, shared = combine_shared_bytes(), pdl = d.cc >= 90 and 1 or 0 }
       plan.splits = w.slots
+      plan.pieces = w.pieces  -- the most pieces one segment is merged from (at full length)
       plan.ws_lse_offset = w.slots * rows_blk * p.head_dim_v * 4
       plan.ws_meta_offset = plan.ws_lse_offset + w.slots * rows_blk * 4
       plan.workspace = plan.ws_meta_offset + w.segs * 2 * 4
