@@ -226,7 +226,8 @@ return {
       block = { 32 * c.WARPS_M * c.WARPS_N, 1, 1 },
       shared = shared_bytes(c, p),
     } }
-    local plan = { kernels = kernels, workspace = 0, splits = 1 }
+    -- units: the schedule's work units at full length (for fastmqa-bench static)
+    local plan = { kernels = kernels, workspace = 0, splits = 1, units = w.segs * w.units }
     if w.slots > 0 then
       -- one CTA of 128 threads per output row and column slice (fmqa_combine.cuh);
       -- on sm_90 launched with programmatic dependent launch (pdl)

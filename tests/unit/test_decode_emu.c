@@ -460,6 +460,11 @@ Test(decode_sched, split_boundaries, .timeout = 900)
          "BLOCK_N=32,WARPS_N=2,SPLITS=2", {64, 64}, NULL, 0},
         {"op=decode,batch=16,kv_heads=2,heads=8,d=64,tq=2,kv_len=100,flags=causal|lse",
          "BLOCK_N=32,WARPS_N=2,SPLITS=16", {-16}, NULL, 0},
+        /* Sequences shorter than the plan's 8 tiles: 4 units on 16 CTAs, so
+         * CTAs 4-6 have empty ranges inside sequence 0's 3 tiles (pieces of
+         * CTAs 3 to 11) and owe it empty pieces. */
+        {"op=decode,batch=2,kv_heads=1,heads=4,d=64,kv_len=256,flags=causal|lse",
+         "BLOCK_N=32,WARPS_N=2,SPLITS=16", {70, 5}, NULL, 0},
         {"op=decode,batch=3,kv_heads=1,heads=4,d=64,kv_len=257,flags=causal|lse|invariant",
          "BLOCK_N=32,WARPS_N=2", {255, 256, 257}, "sm_90@2", 0},
     };
@@ -474,7 +479,7 @@ Test(decode_sched, many_sequences, .timeout = 900)
         {"op=decode,batch=40,kv_heads=2,heads=4,d=64,kv_len=300,flags=causal|lse",
          "BLOCK_N=32,WARPS_N=2", {0}, "sm_90@4", 0},
         {"op=decode,batch=200,kv_heads=1,heads=4,d=64,kv_len=100,kv=int8,flags=causal|lse",
-         "BLOCK_N=32,WARPS_N=4", {0}, "sm_90@2", 0},
+         "BLOCK_N=64,WARPS_N=4", {0}, "sm_90@2", 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
