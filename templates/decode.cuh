@@ -762,7 +762,8 @@ extern "C" __global__ void __launch_bounds__(FMQA_C_THREADS) fmqa_decode_combine
     const int r = t * GROUP + h % GROUP, rloc = r % ROWS;
     const long long j = ((long long)b * p.num_kv_heads + h / GROUP) * ROW_BLOCKS + r / ROWS;
     pdl_wait(); /* the kernel's grid has ended and its writes are visible */
-    const int first = p.ws_meta[2 * j], n = p.ws_meta[2 * j + 1];
+    const uint2 m = *(const uint2 *)(p.ws_meta + 2 * j); /* one load: (first slot, pieces) */
+    const int first = (int)m.x, n = (int)m.y;
     if (n <= 1) return;
     u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh;
     const long long at = (long long)first * ROWS + rloc;
