@@ -44,6 +44,7 @@ typedef struct srow {
     int skip;                /* sm_90a for a template that does not use it    */
     char why[256];
     int splits;
+    double balance;          /* mean / most work units a CTA (full lengths)  */
     kstat k, combine;
     double tile_bytes, inflight_kb;
     int sass;                /* the SASS figures below are valid              */
@@ -56,7 +57,7 @@ typedef struct srow {
 typedef struct sopts {
     const char *shapes, *archs;
     char *custom[32];
-    int n_custom, json, threads;
+    int n_custom, json, threads, invariant;
 } sopts;
 
 static void usage(FILE *f)
@@ -70,6 +71,7 @@ static void usage(FILE *f)
             "  --arch A,...      presets (default sm_80,sm_90,sm_90a; sm_90a rows appear only\n"
             "                    where a template compiles for it)\n"
             "  --threads N       NVRTC compile threads (default 2)\n"
+            "  --invariant       decode problems with FMQA_FLAG_BATCH_INVARIANT\n"
             "  --json            one JSON document instead of the table\n"
             "  --help\n"
             "SASS figures need cuobjdump ($CUOBJDUMP, PATH, or pip's nvidia-cuda-cuobjdump).\n"
@@ -123,13 +125,14 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
     tun_sass *s = NULL;
     fmqa_err err = {0};
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
-    int threads = r->k.threads ? r->k.threads : 1, wm = (int)cfg(c, "WARPS_M");
+    int threads = r->k.threads ? r->k.threads : 1;
     int copies = bn * (p->head_dim_qk + p->head_dim_v) * eb / 16 / threads;
-    /* Before the first copy a thread loads its kv_lens entry and its share of
-     * the CTA's real query rows (at most 16 x WARPS_M) in 2-byte elements. */
-    int rows = p->num_q_heads / p->num_kv_heads * p->q_tokens;
-    rows = rows < 16 * wm ? rows : 16 * wm;
-    int q_bytes = 4 + 2 * ((rows * p->head_dim_qk + threads - 1) / threads);
+    /* Before the first copy a thread loads its kv_lens entries for the
+     * schedule's scan (decode.cuh, sched_locate): ceil(B / threads) of them,
+     * twice when the batch takes more than one step; Q comes after the first
+     * copies. */
+    int steps = (p->batch + threads - 1) / threads;
+    int q_bytes = 4 * steps * (steps > 1 ? 2 : 1);
     fmqa_status st = tun_sass_disassemble(b->cubin, b->size, &text, &err);
     if (st == FMQA_OK)
         st = tun_sass_parse(text, &s, &err);
@@ -139,9 +142,9 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
         st = tun_sass_round_trips(s, "fmqa_decode_kernel", TUN_SASS_TO_FIRST_COPY, q_bytes,
                                   &r->prologue_trips, &err);
     if (st == FMQA_OK && r->combine.ok) {
-        /* decode.cuh's combine: a CTA of a row's column slice gives each
-         * float4 column threads / columns split groups; a thread copies its
-         * group's splits in batches of C_BATCH = 8 16-byte cp.async. */
+        /* fmqa_combine.cuh: a CTA of a row's column slice gives each float4
+         * column threads / columns groups; a thread copies its group's pieces
+         * in batches of FMQA_C_BATCH = 8 16-byte cp.async. */
         int cols = p->head_dim_v / 4 / (r->combine_slices ? r->combine_slices : 1);
         int groups = r->combine.threads / (cols > 0 ? cols : 1);
         int mine = (r->splits + (groups > 0 ? groups : 1) - 1) / (groups > 0 ? groups : 1);
@@ -166,7 +169,18 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
         r->combine = kernel_stat(d, &plan->kernels[1], b);
         r->combine_slices = (int)plan->kernels[1].grid[1];
     }
-    r->splits = plan->splits;
+    /* The most pieces a segment is merged from (decode.lua's scalar), else
+     * the workspace slots. */
+    int64_t pieces;
+    r->splits = gen_plan_scalar(plan, "pieces", &pieces) ? (int)pieces : plan->splits;
+    /* Units of the persistent schedule (decode.lua) at full lengths, in
+     * ranges of ceil(U / CTAs): how busy the average CTA is against the
+     * busiest; 1 without the scalar (one unit a CTA). */
+    int64_t units;
+    int64_t ctas = r->k.ctas > 0 ? r->k.ctas : 1;
+    r->balance = gen_plan_scalar(plan, "units", &units) && units > 0
+                     ? (double)units / (double)(ctas * ((units + ctas - 1) / ctas))
+                     : 1.0;
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
     r->tile_bytes = (double)bn * (p->head_dim_qk + p->head_dim_v) * eb + (eb == 1 ? 8.0 * bn : 0);
     r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
@@ -186,11 +200,13 @@ static fmqa_problem append_problem(const bench_shape *s)
 }
 
 /* Chooses, plans, renders and compiles one row; NVRTC runs on this thread. */
-static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, srow *r)
+static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, uint32_t flags, srow *r)
 {
     fmqa_device_info d;
     fmqa_err err = {0};
     fmqa_problem p = strcmp(r->op, "append") ? bench_shape_problem(s) : append_problem(s);
+    if (strcmp(r->op, "append"))
+        p.flags |= flags;
     const gen_template *t = NULL;
     gen_config c;
     fmqa_choice ch;
@@ -253,8 +269,8 @@ static void print_json_row(const bench_shape *shapes, const srow *r, const char 
            r->k.ctas_per_sm, r->k.waves);
     if (!strcmp(r->op, "decode")) {
         int sv = r->sass;
-        printf(",\"splits\":%d,\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,", r->splits,
-               r->tile_bytes, r->inflight_kb);
+        printf(",\"splits\":%d,\"balance\":%.3f,\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,",
+               r->splits, r->balance, r->tile_bytes, r->inflight_kb);
         json_num("insts_per_tile", r->loop.insts, sv, "%.0f", 1);
         json_num("insts_per_kv_byte", r->ib, sv, "%.4f", 1);
         json_num("hmma_per_tile", r->loop.mma, sv, "%.0f", 1);
@@ -304,8 +320,8 @@ static void cell(int valid, const char *fmt, double v, int width)
 static void print_table(const bench_shape *shapes, const srow *rows, int n, const char **archs)
 {
     printf("static figures (no GPU): NVRTC cubins of the template defaults, device presets\n");
-    printf("%-22s %-6s %-6s %4s %5s %6s %5s %5s %6s %8s %6s %6s %5s %4s %5s %5s %s\n", "shape",
-           "arch", "kernel", "regs", "spill", "smem", "CTA/S", "CTAs", "waves", "flightKB",
+    printf("%-22s %-6s %-6s %4s %5s %6s %5s %5s %6s %5s %8s %6s %6s %5s %4s %5s %5s %s\n", "shape",
+           "arch", "kernel", "regs", "spill", "smem", "CTA/S", "CTAs", "waves", "bal", "flightKB",
            "I_B", "insts", "addr", "pro", "cCTA", "cdep", "config");
     for (int i = 0; i < n; i++) {
         const srow *r = &rows[i];
@@ -323,7 +339,8 @@ static void print_table(const bench_shape *shapes, const srow *rows, int n, cons
         int dec = !strcmp(r->op, "decode"), sv = dec && r->sass;
         printf("%4d %5d %6d %5d %5d %6.2f ", r->k.regs, r->k.spill, r->k.smem, r->k.ctas_per_sm,
                r->k.ctas, r->k.waves);
-        cell(dec, "%*.0f", r->inflight_kb, 8);
+        cell(dec, "%*.2f", r->balance, 5);
+        cell(dec, " %*.0f", r->inflight_kb, 8);
         cell(sv, " %*.3f", r->ib, 6);
         cell(sv, " %*.0f", r->loop.insts, 6);
         cell(sv, " %*.1f", r->loop.addr_per_copy, 5);
@@ -335,6 +352,7 @@ static void print_table(const bench_shape *shapes, const srow *rows, int n, cons
             printf("%-22s   SASS figures missing: %s\n", "", r->sass_why);
     }
     printf("I_B: warp-instructions per KV byte of the main loop; insts: per warp per tile;\n"
+           "bal: mean / most work units of a CTA (tiles; batch-invariant: chunks);\n"
            "addr: integer instructions per 16-byte copy; pro: dependent global loads before\n"
            "the first KV copy; cCTA, cdep: the combine's CTAs and dependent loads per thread.\n");
 }
@@ -350,8 +368,8 @@ static int parse(int argc, char **argv, sopts *o)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return usage(stdout), 1;
-        if (!strcmp(a, "--json")) {
-            o->json = 1;
+        if (!strcmp(a, "--json") || !strcmp(a, "--invariant")) {
+            *(a[2] == 'j' ? &o->json : &o->invariant) = 1;
             continue;
         }
         if (!v || (strcmp(a, "--shapes") && strcmp(a, "--shape") && strcmp(a, "--arch") &&
@@ -398,6 +416,7 @@ typedef struct work {
     gen_lib *lib;
     const bench_shape *shapes;
     const char **archs;
+    uint32_t flags; /* added to the decode problems */
     srow *rows;
 } work;
 
@@ -406,7 +425,7 @@ static fmqa_status build_job(void *user, int64_t i, fmqa_err *err)
     work *w = user;
     srow *r = &w->rows[i];
     (void)err;
-    build_row(w->lib, &w->shapes[r->shape], w->archs[r->arch], r);
+    build_row(w->lib, &w->shapes[r->shape], w->archs[r->arch], w->flags, r);
     return FMQA_OK;
 }
 
@@ -434,7 +453,7 @@ int bench_static_main(int argc, char **argv)
                           : fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     for (int i = 0; rows && i < n; i++)
         rows[i] = (srow){.shape = i / (2 * na), .arch = i / 2 % na, .op = i % 2 ? "append" : "decode"};
-    work w = {lib, shapes, archs, rows};
+    work w = {lib, shapes, archs, o.invariant ? FMQA_FLAG_BATCH_INVARIANT : 0u, rows};
     if (st == FMQA_OK)
         st = tun_parallel(o.threads, n, build_job, &w, &err);
     if (st != FMQA_OK) {

@@ -175,6 +175,7 @@ typedef struct gen_kernel {
     uint32_t grid[3];
     uint32_t block[3];
     uint32_t shared; /* dynamic shared memory bytes */
+    uint32_t pdl;    /* 1: launch with programmatic dependent launch (sm_90+) */
 } gen_kernel;
 
 typedef struct gen_plan {

@@ -48,7 +48,8 @@ static const dtype_key dtype_keys[] = {
 };
 
 static const char *const rope_names[] = {"none", "neox", "gptj"};
-static const char *const flag_names[] = {"causal", "paged", "tree", "lse", "ring"};
+/* Index i names flag bit 1 << i. */
+static const char *const flag_names[] = {"causal", "paged", "tree", "lse", "ring", "invariant"};
 
 static int parse_flags(const char *v, uint32_t *flags)
 {
@@ -130,7 +131,7 @@ static fmqa_status apply(fmqa_problem *p, const char *key, const char *val, int 
             return FMQA_OK;
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
                             "problem: 'flags=%s': expected '|'-separated causal, paged, tree, "
-                            "lse, ring or none",
+                            "lse, ring, invariant or none",
                             val);
     }
     return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "problem: '%s=%s': unknown key '%s'", key,

@@ -361,6 +361,7 @@ static void read_kernel(lua_State *L, gen_reader *r, const fmqa_device_info *d, 
                             d->smem_per_block_optin);
     }
     k->shared = (uint32_t)shared;
+    k->pdl = opt_int(L, r, tab, "pdl", 0, 0) != 0;
 }
 
 static void read_kernels(lua_State *L, gen_reader *r, plan_ctx *x)

@@ -129,7 +129,13 @@ typedef enum fmqa_rope {
 #define FMQA_FLAG_TREE_MASK 0x4u /* query tokens carry a bitmask over the drafts */
 #define FMQA_FLAG_LSE 0x8u       /* also write log-sum-exp per (token, head)     */
 #define FMQA_FLAG_RING 0x10u     /* cache keeps sinks + a ring of `window` slots */
-#define FMQA_FLAG_ALL 0x1Fu
+/* A sequence's output is bitwise the same whatever batch it runs in and
+ * whatever the device's SM count: its keys are split into chunks fixed by its
+ * own length and merged in a fixed order, and the dispatcher uses the
+ * template's default config (a tuned choice may differ by batch).  Costs
+ * balance: see docs/PERFORMANCE.md. */
+#define FMQA_FLAG_BATCH_INVARIANT 0x20u
+#define FMQA_FLAG_ALL 0x3Fu
 
 /*
  * A problem: the shape and types of one attention call, independent of pointers.

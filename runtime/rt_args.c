@@ -268,13 +268,13 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
     o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;
     o->kv_len_max = p->kv_len, o->window = p->window, o->sink_tokens = p->sink_tokens;
     o->num_splits = plan->launch.splits;
-    o->split_tokens = (int)plan_scalar(plan, "split_tokens",
-                                       (p->kv_len + o->num_splits - 1) / o->num_splits);
     if (o->num_splits > 1) {
-        /* Partial outputs first, then partial LSEs: [split, b, t, h, (dv)] fp32. */
-        size_t rows = (size_t)o->num_splits * p->batch * p->q_tokens * p->num_q_heads;
+        /* Partial outputs, partial LSEs, then the pieces of each segment, at
+         * the template's offsets (decode.lua). */
+        char *ws = a->workspace;
         o->ws_o = a->workspace;
-        o->ws_lse = o->ws_o + rows * p->head_dim_v;
+        o->ws_lse = (float *)(ws + plan_scalar(plan, "ws_lse_offset", 0));
+        o->ws_meta = (int *)(ws + plan_scalar(plan, "ws_meta_offset", 0));
     }
     return FMQA_OK;
 }

@@ -39,7 +39,8 @@
     X(cuCtxGetCurrent, 4000) X(cuCtxPushCurrent, 4000) X(cuCtxPopCurrent, 4000)     \
     X(cuCtxSynchronize, 2000) X(cuModuleLoadData, 2000) X(cuModuleUnload, 2000)     \
     X(cuModuleGetFunction, 2000) X(cuFuncSetAttribute, 9000)                        \
-    X(cuFuncGetAttribute, 2020) X(cuLaunchKernel, 4000) X(cuMemAlloc, 3020)         \
+    X(cuFuncGetAttribute, 2020) X(cuLaunchKernel, 4000) X(cuLaunchKernelEx, 11060)  \
+    X(cuMemAlloc, 3020)                                                             \
     X(cuMemFree, 3020) X(cuMemGetInfo, 3020) X(cuMemcpyHtoD, 3020)                  \
     X(cuMemcpyDtoH, 3020) X(cuMemcpyDtoD, 3020) X(cuMemsetD8, 3020)                 \
     X(cuMemsetD32, 3020) X(cuMemsetD8Async, 3020) X(cuMemsetD32Async, 3020)         \

@@ -267,6 +267,13 @@ fmqa_status rt_choose(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
     char key[FMQA_HASH_HEX];
     db_device_key(dev, key);
     memset(choice, 0, sizeof *choice);
+    /* Batch-invariant results need one config at every batch size; tuned
+     * entries are chosen per batch bucket. */
+    if (p->flags & FMQA_FLAG_BATCH_INVARIANT) {
+        snprintf(choice->reason, sizeof choice->reason,
+                 "default: batch-invariant problems take the template default at every batch");
+        db = NULL;
+    }
     for (const gen_template *t = gen_lib_next(lib, p->op, NULL); t;
          t = gen_lib_next(lib, p->op, t))
         if (tuned_choice(db, key, t, p, dev, c, choice)) {
@@ -469,10 +476,20 @@ fmqa_status rt_plan_launch(fmqa_ctx_t *ctx, const rt_plan *plan, void *params,
     void *args[] = {params};
     for (int i = 0; i < plan->launch.n_kernels; i++) {
         const gen_kernel *k = &plan->launch.kernels[i];
+        /* pdl: the kernel may start launching while the previous one runs
+         * (it waits with griddepcontrol.wait before reading its results). */
+        CUlaunchAttribute pdl = {.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+                                 .value.programmaticStreamSerializationAllowed = 1};
+        CUlaunchConfig cfg = {.gridDimX = k->grid[0], .gridDimY = k->grid[1],
+                              .gridDimZ = k->grid[2], .blockDimX = k->block[0],
+                              .blockDimY = k->block[1], .blockDimZ = k->block[2],
+                              .sharedMemBytes = k->shared, .hStream = stream,
+                              .attrs = &pdl, .numAttrs = 1};
         RT_CU(err,
-              ctx->cu->cuLaunchKernel(plan->fn[i], k->grid[0], k->grid[1], k->grid[2],
-                                      k->block[0], k->block[1], k->block[2], k->shared,
-                                      stream, args, NULL),
+              k->pdl ? ctx->cu->cuLaunchKernelEx(&cfg, plan->fn[i], args, NULL)
+                     : ctx->cu->cuLaunchKernel(plan->fn[i], k->grid[0], k->grid[1], k->grid[2],
+                                               k->block[0], k->block[1], k->block[2], k->shared,
+                                               stream, args, NULL),
               k->entry);
     }
     return FMQA_OK;

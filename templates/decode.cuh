@@ -6,11 +6,13 @@
  * Problem defines: HEAD_DIM (64, 96, 128, 256; dv = d), GROUP (query heads per
  * KV head), Q_TOKENS (1..16), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1 bf16, 2 int8,
  * 3 fp8 e4m3), PAGED, PAGE_SIZE (power of two >= 16), CAUSAL, TREE, WINDOW,
- * RING, LSE.  Config defines: BLOCK_N (KV tokens per tile), WARPS_M (16-row
- * groups per CTA), WARPS_N (warps sharing a tile along N), STAGES (cp.async
- * pipeline depth).
+ * RING, LSE, INVARIANT (batch-invariant schedule).  Config defines: BLOCK_N
+ * (KV tokens per tile), WARPS_M (16-row groups per CTA), WARPS_N (warps
+ * sharing a tile along N), STAGES (cp.async pipeline depth).
  *
- * Work split.  Grid (splits, num_kv_heads * ROW_BLOCKS, batch).  The rows of a
+ * Work split.  A persistent grid of gridDim.x CTAs shares the work evenly (see
+ * "Work distribution" below); one piece of it is a range of one sequence's
+ * positions for one row block of one KV head (a segment).  The rows of a
  * KV head are r = t * GROUP + g (query token t, head hk * GROUP + g), M = GROUP *
  * Q_TOKENS of them; a CTA owns ROWS = 16 * WARPS_M consecutive rows, so every
  * K/V byte a CTA loads serves all its rows.  Warp w handles the 16 rows of
@@ -20,8 +22,8 @@
  *
  * KV order.  A sequence's visible positions are read in "virtual" order v:
  * first the sinks [0, s0), then the window [lo, kv_len) (no window: s0 = 0,
- * lo = 0).  Split s takes v in [s * split_tokens, +split_tokens), the last
- * split everything to the end.  Positions outside these ranges are invisible
+ * lo = 0).  A piece takes v in a range of whole tiles (the last may be
+ * partial).  Positions outside these ranges are invisible
  * to every query token by the rules of fastmqa.h / ref.h, and are never read.
  *
  * Fragments (m16n8k16, see mma16816 in fmqa_ptx.cuh).  Tiles sit in shared
@@ -50,12 +52,13 @@
  * which the scales multiply back.
  *
  * Softmax is in base 2 (exp2).  A row that sees nothing keeps m = -inf, l = 0
- * and writes o = 0, lse = -inf.  With num_splits > 1 the kernel writes, per
- * split, O normalised by its own sum to ws_o and m + log2(l) (base 2!) to
- * ws_lse; fmqa_decode_combine merges them.  An empty split writes 0 and -inf.
+ * and writes o = 0, lse = -inf.  A piece of a split segment writes O
+ * normalised by its own sum to ws_o and m + log2(l) (base 2!) to ws_lse;
+ * fmqa_decode_combine merges them.  An empty piece writes 0 and -inf.
  */
 #include "fmqa_params.h"
 #include "fmqa_device.cuh"
+#include "fmqa_combine.cuh"
 
 using namespace fmqa_dev;
 
@@ -96,9 +99,9 @@ struct seq_view {
     int ring_j0, ring_s0;    /* RING: position ring_j0 lives in slot ring_s0   */
 };
 
-DEV seq_view seq_view_make(const fmqa_decode_params &p, int b) {
+DEV seq_view seq_view_of(const fmqa_decode_params &p, int kv_len) {
     seq_view s;
-    s.kv_len = p.kv_lens[b];
+    s.kv_len = kv_len;
     s.first_draft = s.kv_len - Q_TOKENS;
     s.lo = 0;
     s.s0 = 0;
@@ -496,8 +499,9 @@ DEV void merge_warps(unsigned char *smem, int mw, int nw, softmax_state &st) {
     }
 }
 
-/* Writes the merged rows: o (and lse) directly, or this split's partials. */
-DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mw, int split,
+/* Writes the merged rows: o (and lse) directly (slot < 0), or the partials of
+ * a piece of the segment to workspace slot `slot` ([slot][ROWS] rows). */
+DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mw, long long slot,
                     softmax_state &st) {
     const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -509,8 +513,8 @@ DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mw, 
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
         const float lse2 = l > 0.0f ? st.m[h] + __log2f(l) : neg_inf();
         const long long row = ((long long)b * Q_TOKENS + t) * p.num_q_heads + head;
-        if (p.num_splits > 1) {
-            const long long srow = (long long)split * p.batch * Q_TOKENS * p.num_q_heads + row;
+        if (slot >= 0) {
+            const long long srow = slot * ROWS + (r - rb * ROWS);
             float *wo = p.ws_o + srow * D;
 #pragma unroll
             for (int nt = 0; nt < NT_O; ++nt)
@@ -529,19 +533,17 @@ DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mw, 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const fmqa_decode_params p) {
-    extern __shared__ __align__(128) unsigned char smem[];
-    if (dynamic_smem_size() < (u32)SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
-    const int split = blockIdx.x, b = blockIdx.z;
-    const int hk = blockIdx.y / ROW_BLOCKS, rb = blockIdx.y % ROW_BLOCKS;
+/* One piece of work: positions [v_begin, v_end) of sequence b (seen as s) for
+ * the rows of row block rb of KV head hk, written to the output (slot < 0) or
+ * as partials to workspace slot `slot`.  Starts with a barrier: the previous
+ * piece's warps may still read the shared memory this one fills. */
+DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_view &s, int b, int hk, int rb,
+                   int v_begin, int v_end, long long slot) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int mw = warp % WARPS_M, nw = warp / WARPS_M;
     unsigned char *qs = smem, *stages = smem + Q_BYTES;
-
-    const seq_view s = seq_view_make(p, b);
-    const int v_begin = split * p.split_tokens;
-    const int v_end = split == p.num_splits - 1 ? s.nvirt : min(s.nvirt, v_begin + p.split_tokens);
     const int ntiles = v_end > v_begin ? (v_end - v_begin + BLOCK_N - 1) / BLOCK_N : 0;
+    __syncthreads();
 
     const kv_ptrs kvb = kv_base(p, b, hk, threadIdx.x % CPR);
     /* Without window or paging: where this thread's first row of the first
@@ -591,117 +593,180 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
     cp_async_wait<0>();
     __syncthreads();
     merge_warps(stages, mw, nw, st);
-    if (nw == 0 && active) store_rows(p, b, hk, rb, mw, split, st);
+    if (nw == 0 && active) store_rows(p, b, hk, rb, mw, slot, st);
 }
 
-/* Merges split partials: o = sum_s 2^(lse_s - L) o_s / sum_s 2^(lse_s - L),
- * L = max_s lse_s.  Grid (rows, slices): a CTA of C_THREADS threads takes one
- * (b, t, h) row and one of gridDim.y equal slices of its D / 4 float4 columns
- * (decode.lua picks the slices so that the grid covers the SMs even at batch
- * 1).  Thread (group g, column c) walks the splits g, g + groups, ...  in
- * batches of C_BATCH: every load of a batch (lse and o of each split) is
- * issued before any is used, and a running maximum rescales what came before
- * (online softmax), so one batch is one round trip whatever S is.  The groups
- * then meet in shared memory.  No load is guarded by its weight: an empty
- * split wrote o = 0 and lse = -inf, whose weight 2^(-inf - base) is 0, and
- * base is 0 when every lse is -inf, so nothing here makes a NaN. */
-constexpr int C_THREADS = 128;
-constexpr int C_COLS = D / 4;
-constexpr int C_BATCH = 8;
+/* Work distribution.  The grid is persistent: gridDim.x CTAs (decode.lua: the
+ * device's SMs x the CTAs one SM holds) share the flat list of work units
+ * (b, kv head x row block, unit) in that order, where a sequence's units are
+ * its BLOCK_N-token tiles (at least one, so that every segment -- one (b, hk,
+ * rb) -- has an owner that writes its output), or in batch-invariant mode its
+ * chunks (chunk_tiles).  CTA c of P takes units [c U / P, (c + 1) U / P) of
+ * U: every CTA gets the same number of tiles to within one, at any batch size
+ * and mix of lengths.  The lengths live on the device, so every CTA builds the
+ * list itself (one kv_lens load per thread and a scan in shared memory): no
+ * schedule kernel, and graph replays with new lengths stay right.
+ *
+ * A CTA walks its range as pieces: maximal runs of one segment's units (in
+ * batch-invariant mode single chunks).  A segment whose units all fall in one
+ * piece writes its output; otherwise each piece writes its partial o and lse
+ * to a workspace slot ([slot][ROWS] rows), and the CTA that holds the
+ * segment's first unit records (first slot, pieces) in ws_meta for
+ * fmqa_decode_combine ((0, 1) for a segment it covers whole: nothing to
+ * merge).  A segment's slots are consecutive: piece (CTA c, segment j) takes
+ * slot c + j (one-to-one, since c and j never both step back; at most P + S -
+ * 1 slots for S segments), a chunk its flat unit index. */
+constexpr int INV_MIN_TILES = 8;   /* decode.lua's too */
+constexpr int INV_MAX_CHUNKS = 256;
+static_assert(SMEM_BYTES - Q_BYTES >= 8 * NTHREADS + 24, "scan scratch");
 
-/* x reduced over the CTA with op; red holds one value per warp. */
-template <bool MAX> DEV float block_reduce(float x, float *red) {
-#pragma unroll
-    for (int k = 16; k > 0; k >>= 1) {
-        const float y = shfl_xor(x, k);
-        x = MAX ? fmaxf(x, y) : x + y;
-    }
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+/* Tiles per unit of a sequence of `tiles` tiles: 1, or in batch-invariant mode
+ * a function of the sequence alone (never of the batch or the device). */
+DEV int chunk_tiles(int tiles) {
+    return INVARIANT ? max(INV_MIN_TILES, (tiles + INV_MAX_CHUNKS - 1) / INV_MAX_CHUNKS) : 1;
+}
+
+struct seq_units {
+    int tiles, per, units; /* tiles (>= 1), tiles per unit, units */
+};
+
+DEV seq_units units_of(const seq_view &s) {
+    seq_units u;
+    u.tiles = max(1, (s.nvirt + BLOCK_N - 1) / BLOCK_N);
+    u.per = chunk_tiles(u.tiles);
+    u.units = (u.tiles + u.per - 1) / u.per;
+    return u;
+}
+
+/* Inclusive prefix sum of x over the CTA (Hillis-Steele in buf[NTHREADS]);
+ * *total gets the sum of all. */
+DEV long long block_scan(long long x, long long *buf, long long *total) {
+    const int tid = threadIdx.x;
+    buf[tid] = x;
     __syncthreads();
-    x = red[0];
-#pragma unroll
-    for (int w = 1; w < C_THREADS / 32; ++w) x = MAX ? fmaxf(x, red[w]) : x + red[w];
-    __syncthreads(); /* red is reused by the next reduction */
+    for (int k = 1; k < NTHREADS; k <<= 1) {
+        const long long y = tid >= k ? buf[tid - k] : 0;
+        __syncthreads();
+        x += y;
+        buf[tid] = x;
+        __syncthreads();
+    }
+    *total = buf[NTHREADS - 1];
+    __syncthreads(); /* buf is reused by the next scan */
     return x;
 }
 
-DEV float no_nan_base(float m) { return m == neg_inf() ? 0.0f : m; }
+struct sched_range {
+    long long lo, hi, total; /* this CTA's units [lo, hi) of `total`            */
+    long long u_b;           /* flat index of sequence b's first unit            */
+    int b, len;              /* the sequence that holds unit lo, its kv_lens[b]  */
+};
 
-/* Must equal decode.lua's combine_shared_bytes(). */
-constexpr int C_SMEM_BYTES = 4 * (C_THREADS / 32) + 16 * C_THREADS * (C_BATCH + 1) + 4 * C_THREADS * C_BATCH;
+/* Sequence i (length len) holds flat units [incl - n, incl): if lo is among
+ * them, it is where the CTA starts. */
+DEV void sched_mark(long long *found, int i, int len, long long incl, long long n, long long lo) {
+    if (n > 0 && incl - n <= lo && lo < incl) found[0] = i, found[1] = len, found[2] = incl - n;
+}
 
-extern "C" __global__ void __launch_bounds__(C_THREADS) fmqa_decode_combine(const fmqa_decode_params p) {
+/* Units of sequence i (0 past the batch) and its length. */
+DEV long long seq_units_at(const fmqa_decode_params &p, int i, int &len) {
+    len = i < p.batch ? p.kv_lens[i] : 0;
+    return i < p.batch ? (long long)p.num_kv_heads * ROW_BLOCKS * units_of(seq_view_of(p, len)).units : 0;
+}
+
+/* This CTA's range and where it starts; the same in every thread.  scratch:
+ * 8 * NTHREADS + 24 bytes of shared memory.  A batch of up to NTHREADS
+ * sequences takes one kv_lens load per thread; a larger one a second pass. */
+DEV sched_range sched_locate(const fmqa_decode_params &p, unsigned char *scratch) {
+    long long *buf = (long long *)scratch, *found = buf + NTHREADS;
+    long long total = 0, incl = 0, n = 0, t;
+    int len = 0;
+    for (int base = 0; base < p.batch; base += NTHREADS) {
+        n = seq_units_at(p, base + threadIdx.x, len);
+        incl = total + block_scan(n, buf, &t);
+        total += t;
+    }
+    sched_range r;
+    r.total = total;
+    r.lo = blockIdx.x * total / gridDim.x;
+    r.hi = (blockIdx.x + 1) * total / gridDim.x;
+    if (p.batch <= NTHREADS) {
+        sched_mark(found, threadIdx.x, len, incl, n, r.lo);
+    } else {
+        long long carry = 0;
+        for (int base = 0; base < p.batch; base += NTHREADS) {
+            n = seq_units_at(p, base + threadIdx.x, len);
+            incl = carry + block_scan(n, buf, &t);
+            carry += t;
+            sched_mark(found, base + threadIdx.x, len, incl, n, r.lo);
+        }
+    }
+    __syncthreads();
+    r.b = (int)found[0], r.len = (int)found[1], r.u_b = found[2];
+    return r; /* run_piece's barrier comes before scratch is reused */
+}
+
+/* The CTA whose range holds unit x (the largest c with c U / P <= x). */
+DEV long long cta_of(long long x, long long total) { return ((x + 1) * gridDim.x - 1) / total; }
+
+extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const fmqa_decode_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
-    if (dynamic_smem_size() < (u32)C_SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
-    float *red = (float *)smem;                         /* [warps] reductions       */
-    /* [C_THREADS] group sums, then [C_THREADS][C_BATCH] float4 and float
-     * landing slots of the split loads; 16-byte aligned */
-    float4 *part = (float4 *)(red + C_THREADS / 32);
-    const int tid = threadIdx.x;
-    const int rows = p.batch * Q_TOKENS * p.num_q_heads; /* < 2^31: fastmqa checks */
-    const int row = blockIdx.x;
-    const int S = p.num_splits;
-    const int cols = C_COLS / gridDim.y;                 /* float4 columns a CTA  */
-    const int groups = C_THREADS / cols;
-    const int g = tid / cols, c = tid - g * cols;
-    const bool on = g < groups;                          /* D = 96 leaves a few out */
+    if (dynamic_smem_size() < (u32)SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
+    pdl_launch_dependents(); /* the combine may launch; it waits for this grid's end */
+    const sched_range w = sched_locate(p, smem + Q_BYTES);
+    const int hrn = p.num_kv_heads * ROW_BLOCKS;
+    int b = w.b, len = w.len;
+    long long u_b = w.u_b;
+    /* An empty range (U < P) inside a segment still owes it a piece: an empty
+     * one (o = 0, lse = -inf), since the combine reads the slots of every CTA
+     * from the segment's first to its last. */
+    if (w.lo == w.hi && INVARIANT) return;
+    for (long long u = w.lo;;) {
+        const seq_view s = seq_view_of(p, len);
+        const seq_units su = units_of(s);
+        const int hr = (int)((u - u_b) / su.units);
+        const long long seg = u_b + (long long)hr * su.units; /* the segment's first unit */
+        const int k0 = (int)(u - seg);
+        const int k1 = INVARIANT ? k0 + 1 : (int)(min(w.hi, seg + su.units) - seg);
+        if (k1 == k0 && k0 == 0) return; /* empty, at a segment's start: owes nothing */
+        const bool whole = k0 == 0 && k1 == su.units;
+        const long long j = (long long)b * hrn + hr;
+        const long long slot = whole ? -1 : INVARIANT ? u : blockIdx.x + j;
+        if (k0 == 0 && threadIdx.x == 0 && p.num_splits > 1) {
+            p.ws_meta[2 * j] = whole ? 0 : (int)slot;
+            p.ws_meta[2 * j + 1] = whole ? 1 : INVARIANT ? su.units
+                                                         : (int)(cta_of(seg + su.units - 1, w.total) - blockIdx.x + 1);
+        }
+        run_piece(p, smem, s, b, hr / ROW_BLOCKS, hr % ROW_BLOCKS, k0 * su.per * BLOCK_N,
+                  min(s.nvirt, k1 * su.per * BLOCK_N), slot);
+        u = seg + k1;
+        if (u >= w.hi) return;
+        if (k1 == su.units && hr + 1 == hrn) {
+            u_b = u;
+            len = p.kv_lens[++b];
+        }
+    }
+}
 
-    float m = neg_inf(), wsum = 0.0f;
-    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    const float *lse_s = p.ws_lse + row;
-    const float4 *src = (const float4 *)p.ws_o + (long long)row * C_COLS + blockIdx.y * cols + c;
-    const long long split_stride = (long long)rows * C_COLS; /* float4s per split */
-    const float4 *vbuf = part + C_THREADS + tid * C_BATCH;   /* this thread's landing slots */
-    const float *lbuf = (const float *)(part + C_THREADS * (C_BATCH + 1)) + tid * C_BATCH;
-    for (int s0 = on ? g : S; s0 < S; s0 += groups * C_BATCH) {
-        /* cp.async, not loads: the compiler may not sink a copy below the
-         * first use of another, so the whole batch is in flight at once.
-         * Splits past S copy nothing (zeros). */
-#pragma unroll
-        for (int u = 0; u < C_BATCH; ++u) {
-            const int s = min(s0 + u * groups, S - 1), n = s0 + u * groups < S;
-            cp_async16(smem_addr(vbuf + u), src + s * split_stride, 16 * n);
-            cp_async4(smem_addr(lbuf + u), lse_s + (long long)s * rows, 4 * n);
-        }
-        cp_async_commit();
-        cp_async_wait<0>(); /* a thread reads only its own slots: no barrier */
-        float l[C_BATCH], mx = m;
-#pragma unroll
-        for (int u = 0; u < C_BATCH; ++u) {
-            l[u] = s0 + u * groups < S ? lbuf[u] : neg_inf();
-            mx = fmaxf(mx, l[u]);
-        }
-        const float base = no_nan_base(mx), f = ex2(m - base);
-        m = mx;
-        wsum *= f;
-        acc.x *= f, acc.y *= f, acc.z *= f, acc.w *= f;
-#pragma unroll
-        for (int u = 0; u < C_BATCH; ++u) {
-            const float w = ex2(l[u] - base);
-            const float4 v = vbuf[u];
-            wsum += w;
-            acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;
-        }
-    }
-    /* Every group to the CTA's maximum L, then the sums. */
-    const float L = block_reduce<true>(m, red);
-    const float f = ex2(m - no_nan_base(L));
-    acc.x *= f, acc.y *= f, acc.z *= f, acc.w *= f;
-    part[tid] = acc;
-    wsum = block_reduce<false>(on && c == 0 ? wsum * f : 0.0f, red); /* its barriers publish part */
-    if (g == 0) {
-        const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
-        for (int k = 1; k < groups; ++k) {
-            const float4 x = part[k * cols + c];
-            acc.x += x.x, acc.y += x.y, acc.z += x.z, acc.w += x.w;
-        }
-        const int h = row % p.num_q_heads, t = row / p.num_q_heads % Q_TOKENS;
-        const int b = row / (p.num_q_heads * Q_TOKENS);
-        u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh + 4 * (blockIdx.y * cols + c);
-        const u32 lo = f32_to_h<OUT_BF16>(acc.x * inv) | (u32)f32_to_h<OUT_BF16>(acc.y * inv) << 16;
-        const u32 hi = f32_to_h<OUT_BF16>(acc.z * inv) | (u32)f32_to_h<OUT_BF16>(acc.w * inv) << 16;
-        *(uint2 *)o = make_uint2(lo, hi); /* o and its strides are 16-byte aligned */
-    }
-    if (LSE && tid == 0 && blockIdx.y == 0)
-        p.lse[row] = wsum > 0.0f ? (L + __log2f(wsum)) * 0.69314718055994531f : neg_inf();
+/* Merges the pieces of split segments (fmqa_combine.cuh): grid (rows, slices),
+ * a CTA of FMQA_C_THREADS threads per (b, t, h) row and column slice
+ * (decode.lua picks the slices so that the grid covers the SMs even at batch
+ * 1, or in batch-invariant mode by D alone).  Rows of a segment that was not
+ * split were written by the kernel; their CTAs return at once. */
+extern "C" __global__ void __launch_bounds__(FMQA_C_THREADS) fmqa_decode_combine(const fmqa_decode_params p) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    if (dynamic_smem_size() < (u32)FMQA_C_SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
+    const int row = blockIdx.x;
+    const int h = row % p.num_q_heads, t = row / p.num_q_heads % Q_TOKENS;
+    const int b = row / (p.num_q_heads * Q_TOKENS);
+    const int r = t * GROUP + h % GROUP, rloc = r % ROWS;
+    const long long j = ((long long)b * p.num_kv_heads + h / GROUP) * ROW_BLOCKS + r / ROWS;
+    pdl_wait(); /* the kernel's grid has ended and its writes are visible */
+    const uint2 m = *(const uint2 *)(p.ws_meta + 2 * j); /* one load: (first slot, pieces) */
+    const int first = (int)m.x, n = (int)m.y;
+    if (n <= 1) return;
+    u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh;
+    const long long at = (long long)first * ROWS + rloc;
+    const float lse2 = combine_row<D, OUT_BF16>(p.ws_o + at * D, (long long)ROWS * D, p.ws_lse + at, ROWS, n, o, smem);
+    if (LSE && threadIdx.x == 0 && blockIdx.y == 0) p.lse[row] = lse2 * 0.69314718055994531f;
 }

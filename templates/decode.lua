@@ -7,21 +7,25 @@
 -- Invariants this file keeps with decode.cuh:
 --  * shared_bytes() below is the kernel's SMEM_BYTES (the kernel traps on a
 --    launch with less);
---  * grid = (splits, num_kv_heads * row_blocks, batch), block = 32 * WARPS_M *
---    WARPS_N threads, row_blocks = ceil(GROUP * q_tokens / (16 * WARPS_M));
---  * split rule: the kernel reads at most eff_len() positions per sequence;
---    split_tokens = ceil(eff_len / splits) rounded up to BLOCK_N, then splits =
---    ceil(eff_len / split_tokens) so no split is empty for the longest
---    sequence.  launch() returns both (split_tokens as a scalar); the kernel's
---    last split also takes whatever lies beyond, so a runtime that gets these
---    slightly wrong stays correct.
---  * with splits > 1 the workspace is splits * B * Tq * H * (dv + 1) * 4 bytes:
---    fp32 partial O [split, b, t, h, dv], then partial LSE [split, b, t, h].
+--  * grid = (P, 1, 1), persistent: P = SPLITS, or with SPLITS = 0 the
+--    device's SMs x the CTAs one SM holds, at most one CTA per unit of work;
+--    block = 32 * WARPS_M * WARPS_N threads; row_blocks = ceil(GROUP *
+--    q_tokens / (16 * WARPS_M)); the kernel reads gridDim.x, so any P is
+--    correct (decode.cuh, "Work distribution");
+--  * a sequence has at most ceil(eff_len() / BLOCK_N) tiles; a segment (b, kv
+--    head, row block) is split into at most P pieces (one per CTA), in
+--    batch-invariant mode into chunks of chunk_tiles() tiles (INV_* equal
+--    decode.cuh's);
+--  * with slots > 0 (some segment may split) the workspace is, in bytes:
+--    fp32 partial O [slot, ROWS, dv], partial LSE [slot, ROWS] (from scalar
+--    ws_lse_offset), then int (first slot, pieces) per segment [b, kv head,
+--    row block] (from ws_meta_offset); slots = P + segments - 1 (piece of CTA
+--    c in segment j: slot c + j), or segments x the most chunks a sequence
+--    has in batch-invariant mode.
 
 local KV_FMT = { f16 = 0, bf16 = 1, int8 = 2, fp8_e4m3 = 3 }
 local HEAD_DIMS = { [64] = true, [96] = true, [128] = true, [256] = true }
-local MAX_AUTO_SPLITS = 256
-local MIN_SPLIT_TILES = 4      -- auto splits keep >= 4 tiles each (prologue cost)
+local INV_MIN_TILES, INV_MAX_CHUNKS = 8, 256  -- decode.cuh's batch-invariant chunks
 
 local function ceil_div(a, b) return (a + b - 1) // b end
 
@@ -98,7 +102,7 @@ local function ctas_per_sm(c, p, d)
   return math.max(1, math.min(by_smem, by_threads))
 end
 
--- decode.cuh's C_SMEM_BYTES: one float per warp of 128 threads, a float4 per
+-- fmqa_combine.cuh's FMQA_C_SMEM_BYTES: one float per warp of 128 threads, a float4 per
 -- thread, and per thread the landing slots of a batch of 8 splits (a float4
 -- and a float each).
 local function combine_shared_bytes()
@@ -106,32 +110,45 @@ local function combine_shared_bytes()
 end
 
 -- Column slices of the combine (grid y): halved until the grid covers the SMs
--- and each thread's splits fit in one batch of C_BATCH = 8 loads (one round
--- trip; decode.cuh), as long as the D / 4 float4 columns divide evenly.
-local function combine_slices(p, d, splits)
+-- and each thread's pieces fit in one batch of FMQA_C_BATCH = 8 loads (one
+-- round trip; fmqa_combine.cuh), as long as the D / 4 float4 columns divide
+-- evenly.  Batch-invariant: 8 columns a slice whatever the batch and device,
+-- so the combine's order of sums depends on the sequence alone.
+local function combine_slices(p, d, pieces)
   local cols, rows_out = p.head_dim_v // 4, p.batch * p.q_tokens * p.num_q_heads
+  if p.batch_invariant then return cols // 8 end
   local n = 1
   while (cols // n) % 2 == 0 and
-        (rows_out * n < d.sm_count or ceil_div(splits, (128 // (cols // n)) * 8) > 1) do
+        (rows_out * n < d.sm_count or ceil_div(pieces, (128 // (cols // n)) * 8) > 1) do
     n = n * 2
   end
   return n
 end
 
--- (splits, split_tokens) for a config.  SPLITS = 0: as many splits as keep the
--- whole grid within one wave of resident CTAs (a second, partial wave would
--- leave SMs idle at the tail), at most 256 and at least MIN_SPLIT_TILES tiles
--- each.
-local function split_plan(c, p, d)
-  local len = math.max(eff_len(p), 1)
-  local n = c.SPLITS
-  if n == 0 then
-    local ctas = p.batch * p.num_kv_heads * ceil_div(rows(p), 16 * c.WARPS_M)
-    local slots = d.sm_count * ctas_per_sm(c, p, d)
-    n = math.max(1, math.min(slots // ctas, MAX_AUTO_SPLITS, len // (MIN_SPLIT_TILES * c.BLOCK_N)))
+-- Tiles per batch-invariant chunk of a sequence of `tiles` tiles (decode.cuh's
+-- chunk_tiles): a function of the sequence alone.
+local function chunk_tiles(tiles)
+  return math.max(INV_MIN_TILES, ceil_div(tiles, INV_MAX_CHUNKS))
+end
+
+-- The persistent schedule for the longest sequences: CTAs, segments, the most
+-- units and pieces of one segment, workspace slots (0: no segment splits).
+local function work_plan(c, p, d)
+  local tiles = math.max(1, ceil_div(eff_len(p), c.BLOCK_N))
+  local segs = p.batch * p.num_kv_heads * ceil_div(rows(p), 16 * c.WARPS_M)
+  local units = p.batch_invariant and ceil_div(tiles, chunk_tiles(tiles)) or tiles
+  local ctas = c.SPLITS > 0 and c.SPLITS or d.sm_count * ctas_per_sm(c, p, d)
+  ctas = math.min(ctas, segs * units)
+  local w = { ctas = ctas, segs = segs, tiles = tiles, units = units }
+  if p.batch_invariant then
+    -- a shorter sequence may have more chunks (smaller ones), never more than this
+    w.pieces = math.min(INV_MAX_CHUNKS, ceil_div(tiles, INV_MIN_TILES))
+    w.slots = w.pieces > 1 and segs * w.pieces or 0
+  else
+    w.pieces = math.min(ctas, ceil_div(ctas, segs) + 1)
+    w.slots = (ctas > 1 and units > 1) and ctas + segs - 1 or 0
   end
-  local tokens = ceil_div(ceil_div(len, n), c.BLOCK_N) * c.BLOCK_N
-  return ceil_div(len, tokens), tokens
+  return w
 end
 
 local function valid(c, p, d)
@@ -155,9 +172,6 @@ local function valid(c, p, d)
   local smem = shared_bytes(c, p)
   if smem > d.smem_per_block_optin then
     return false, smem .. " bytes of shared memory exceed the device's " .. d.smem_per_block_optin
-  end
-  if c.SPLITS > 1 and c.SPLITS > ceil_div(eff_len(p), c.BLOCK_N) then
-    return false, "SPLITS " .. c.SPLITS .. " exceeds the " .. ceil_div(eff_len(p), c.BLOCK_N) .. " tiles of the cache"
   end
   return true
 end
@@ -188,6 +202,7 @@ return {
       WINDOW = flag(p.window > 0),
       RING = flag(p.ring),
       LSE = flag(p.lse),
+      INVARIANT = flag(p.batch_invariant),
     }
   end,
 
@@ -196,29 +211,36 @@ return {
     WARPS_M = { 1, 2, 4, 8 },
     WARPS_N = { 1, 2, 4, 8 },
     STAGES = { 2, 3, 4 },
+    -- CTAs of the persistent grid (0: the device's SMs x CTAs per SM)
     SPLITS = { 0, 1, 2, 4, 8, 16, 32, 64, 128 },
   },
 
   valid = valid,
 
   launch = function(c, p, d)
-    local splits, tokens = split_plan(c, p, d)
-    local row_blocks = ceil_div(rows(p), 16 * c.WARPS_M)
+    local w = work_plan(c, p, d)
+    local rows_blk = 16 * c.WARPS_M
     local kernels = { {
       entry = "fmqa_decode_kernel",
-      grid = { splits, p.num_kv_heads * row_blocks, p.batch },
+      grid = { w.ctas, 1, 1 },
       block = { 32 * c.WARPS_M * c.WARPS_N, 1, 1 },
       shared = shared_bytes(c, p),
     } }
-    local out_rows = p.batch * p.q_tokens * p.num_q_heads
-    local workspace = 0
-    if splits > 1 then
-      -- one CTA of 128 threads per output row and column slice (decode.cuh, C_THREADS)
-      kernels[2] = { entry = "fmqa_decode_combine", grid = { out_rows, combine_slices(p, d, splits), 1 },
-                     block = { 128, 1, 1 }, shared = combine_shared_bytes() }
-      workspace = splits * out_rows * (p.head_dim_v + 1) * 4
+    -- units: the schedule's work units at full length (for fastmqa-bench static)
+    local plan = { kernels = kernels, workspace = 0, splits = 1, units = w.segs * w.units }
+    if w.slots > 0 then
+      -- one CTA of 128 threads per output row and column slice (fmqa_combine.cuh);
+      -- on sm_90 launched with programmatic dependent launch (pdl)
+      local out_rows = p.batch * p.q_tokens * p.num_q_heads
+      kernels[2] = { entry = "fmqa_decode_combine", grid = { out_rows, combine_slices(p, d, w.pieces), 1 },
+                     block = { 128, 1, 1 }, shared = combine_shared_bytes(), pdl = d.cc >= 90 and 1 or 0 }
+      plan.splits = w.slots
+      plan.pieces = w.pieces  -- the most pieces one segment is merged from (at full length)
+      plan.ws_lse_offset = w.slots * rows_blk * p.head_dim_v * 4
+      plan.ws_meta_offset = plan.ws_lse_offset + w.slots * rows_blk * 4
+      plan.workspace = plan.ws_meta_offset + w.segs * 2 * 4
     end
-    return { kernels = kernels, workspace = workspace, splits = splits, split_tokens = tokens }
+    return plan
   end,
 
   -- H100-class choice: 4 warps (fewer 16-row groups when the group is small),

@@ -15,7 +15,7 @@
 #ifndef FMQA_PARAMS_H
 #define FMQA_PARAMS_H
 
-#define FMQA_PARAMS_VERSION 1
+#define FMQA_PARAMS_VERSION 2
 
 typedef struct fmqa_decode_params {
     const void *q;                 /* [b, t, h, d]                              */
@@ -35,8 +35,8 @@ typedef struct fmqa_decode_params {
     void *o;                       /* [b, t, h, dv]                             */
     long long o_sb, o_st, o_sh;
     float *lse;                    /* [b, t, h] or NULL                         */
-    float *ws_o;                   /* split partials [split, b, t, h, dv] fp32  */
-    float *ws_lse;                 /* split partials [split, b, t, h] fp32      */
+    float *ws_o;                   /* split partials [slot, rows, dv] fp32      */
+    float *ws_lse;                 /* split partials [slot, rows] fp32          */
     float sm_scale;                /* softmax scale                             */
     float sm_scale_log2;           /* sm_scale * log2(e)                        */
     int batch;
@@ -45,8 +45,9 @@ typedef struct fmqa_decode_params {
     int kv_len_max;                /* problem kv_len: bound on kv_lens[b]       */
     int window;                    /* 0 = unlimited                             */
     int sink_tokens;               /* visible despite the window                */
-    int num_splits;                /* KV splits; 1 = no combine pass            */
-    int split_tokens;              /* KV tokens per split (multiple of tile)    */
+    int num_splits;                /* workspace slots of split pieces; 1 = none */
+    int split_tokens;              /* unused since the persistent schedule      */
+    int *ws_meta;                  /* per segment (first slot, pieces)          */
 } fmqa_decode_params;
 
 typedef struct fmqa_append_params {

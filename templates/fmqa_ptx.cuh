@@ -2,7 +2,7 @@
  * fmqa_ptx.cuh -- the instruction layer of the kernel templates: one inline
  * function per PTX instruction they use (cp.async, ldmatrix, mma.sync, cvt,
  * prmt, sub.f16x2, ex2.approx, shfl.sync, vote.sync, ld.global.nc,
- * %dynamic_smem_size), nothing else.
+ * griddepcontrol, %dynamic_smem_size), nothing else.
  *
  * Every function here is exactly one instruction (plus register moves), so
  * that the CPU emulator (tests/emu/emu_ptx.h) can model each one from the PTX
@@ -18,7 +18,8 @@
  * Operands follow the PTX operand order (cvt.rn.f16x2.f32 d, a, b puts a in
  * the upper half), not C conventions: callers name which value goes where.
  * 16-bit floats travel as raw bits (unsigned short).  Needs sm_80+; the fp8
- * conversions need sm_89+ and exist only when __CUDA_ARCH__ >= 890.
+ * conversions need sm_89+ and exist only when __CUDA_ARCH__ >= 890, the
+ * griddepcontrol pair sm_90+ (only when __CUDA_ARCH__ >= 900).
  */
 #ifndef FMQA_PTX_CUH
 #define FMQA_PTX_CUH
@@ -137,6 +138,22 @@ FMQA_PTX int vote_any(int pred, u32 membermask = 0xffffffffu) {
                  : "=r"(r) : "r"(pred), "r"(membermask));
     return r;
 }
+
+/* ---------------------------------------------------------------- grid dependencies */
+
+#if __CUDA_ARCH__ >= 900
+/* griddepcontrol.launch_dependents (sm_90+): once every CTA of this grid has
+ * executed it or exited, a grid launched after it in the stream with
+ * programmatic stream serialization may begin to launch.  A hint: it orders
+ * no memory. */
+FMQA_PTX void griddep_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+
+/* griddepcontrol.wait (sm_90+): waits until every prerequisite grid has
+ * completed and its memory operations are performed and visible to this grid;
+ * returns at once when the grid was launched without programmatic
+ * serialization (stream order already ensured it). */
+FMQA_PTX void griddep_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+#endif
 
 /* ---------------------------------------------------------------- memory */
 

@@ -118,7 +118,8 @@ FLAG_PAGED = 0x2
 FLAG_TREE_MASK = 0x4
 FLAG_LSE = 0x8
 FLAG_RING = 0x10
-FLAG_ALL = 0x1F
+FLAG_BATCH_INVARIANT = 0x20
+FLAG_ALL = 0x3F
 OPTIONS_VERSION = 1
 
 # ---------------------------------------------------------------- structs

@@ -213,6 +213,19 @@ inline void ldsm_x2_t(u32 (&r)[2], u32 addr) { emu_ldsm<2, 1>(r, addr); }
 inline void ldsm_x4(u32 (&r)[4], u32 addr) { emu_ldsm<4, 0>(r, addr); }
 inline void ldsm_x4_t(u32 (&r)[4], u32 addr) { emu_ldsm<4, 1>(r, addr); }
 
+/* ------------------------------------------------------------ grid dependencies */
+
+#if __CUDA_ARCH__ >= 900
+/* griddepcontrol (sm_90+; absent below, as for ptxas).  The emulator runs
+ * the grids of a stream one after another, each to its end (emu_grid), so a
+ * dependent grid never launches early and every prerequisite grid has
+ * completed, its memory visible, before a dependent one starts: wait has
+ * nothing left to wait for and launch_dependents, a scheduling hint that
+ * orders no memory, changes nothing. */
+inline void griddep_launch_dependents() {}
+inline void griddep_wait() {}
+#endif
+
 /* ------------------------------------------------------------ mma */
 
 /* mma.sync.m16n8k16.row.col.f32.{f16,bf16}: fragments as in the PTX ISA

@@ -151,10 +151,12 @@ static int64_t get(const gen_config *c, const char *name)
  * memory an SM).  Default: 2 row warps (32 rows), 2 token warps, 64-token
  * tiles, 3 stages.  Shared: Q 32 * (2*128 + 16) = 8704 + max(3 stages * 2 * 64
  * * (256 + 16) = 104448, merge 2*1*(64+4)*32*4 = 17408) = 113152, so 233472 /
- * 114176 = 2 CTAs an SM, 264 slots.  Auto splits: 64 CTAs, 264 / 64 = 4 (<=
- * 4096 / (4*64) = 16); split_tokens = 4096 / 4 = 1024, a multiple of 64.
- * Workspace 4 * 64*32 rows * 129 * 4 = 4227072.  Combine: 2048 rows >= 132
- * SMs and 4 splits fit one batch of 8 per thread, so one column slice. */
+ * 114176 = 2 CTAs an SM: a persistent grid of 264 CTAs.  64 segments (one row
+ * block a sequence), 264 + 64 - 1 = 327 slots of 32 rows: partial O 327 * 32 *
+ * 128 * 4 = 5357568 bytes, LSE 327 * 32 * 4 = 41856, then 64 (first, pieces)
+ * pairs.  A segment has at most ceil(264 / 64) + 1 = 6 pieces; the combine's
+ * 2048 rows cover the SMs and 6 pieces fit one batch of 8: one column slice,
+ * launched with PDL on sm_90. */
 Test(decode_compile, mqa_default_and_launch_by_hand)
 {
     gen_lib *lib = fmqa_test_open_templates();
@@ -173,11 +175,12 @@ Test(decode_compile, mqa_default_and_launch_by_hand)
     gen_plan plan = plan_of(t, &c, &p, &dev);
     cr_assert_eq(plan.n_kernels, 2);
     cr_expect_str_eq(plan.kernels[0].entry, "fmqa_decode_kernel");
-    cr_expect_eq(plan.kernels[0].grid[0], 4);
+    cr_expect_eq(plan.kernels[0].grid[0], 264);
     cr_expect_eq(plan.kernels[0].grid[1], 1);
-    cr_expect_eq(plan.kernels[0].grid[2], 64);
+    cr_expect_eq(plan.kernels[0].grid[2], 1);
     cr_expect_eq(plan.kernels[0].block[0], 128);
     cr_expect_eq(plan.kernels[0].shared, 113152);
+    cr_expect_eq(plan.kernels[0].pdl, 0u);
     cr_expect_str_eq(plan.kernels[1].entry, "fmqa_decode_combine");
     /* One CTA per output row, 64 x 32; shared memory: 4 warps x 4 bytes, 128
      * threads x (a float4 sum + 8 float4 and 8 float landing slots). */
@@ -185,42 +188,53 @@ Test(decode_compile, mqa_default_and_launch_by_hand)
     cr_expect_eq(plan.kernels[1].grid[1], 1);
     cr_expect_eq(plan.kernels[1].block[0], 128);
     cr_expect_eq(plan.kernels[1].shared, 16 + 128 * (16 + 8 * 16 + 8 * 4));
-    cr_expect_eq(plan.splits, 4);
-    cr_expect_eq(plan.workspace, 4227072);
-    int64_t tokens = 0;
-    cr_expect(gen_plan_scalar(&plan, "split_tokens", &tokens));
-    cr_expect_eq(tokens, 1024);
+    cr_expect_eq(plan.kernels[1].pdl, 1u);
+    cr_expect_eq(plan.splits, 327);
+    int64_t lse_at = 0, meta_at = 0, pieces = 0;
+    cr_expect(gen_plan_scalar(&plan, "ws_lse_offset", &lse_at));
+    cr_expect(gen_plan_scalar(&plan, "ws_meta_offset", &meta_at));
+    cr_expect(gen_plan_scalar(&plan, "pieces", &pieces));
+    cr_expect_eq(lse_at, 5357568);
+    cr_expect_eq(meta_at, 5357568 + 41856);
+    cr_expect_eq(plan.workspace, 5357568 + 41856 + 64 * 8);
+    cr_expect_eq(pieces, 6);
+    /* sm_80 (108 SMs, 1 CTA an SM by shared memory): 108 CTAs, no PDL. */
+    fmqa_device_info a100 = fmqa_test_device("sm_80");
+    plan = plan_of(t, &c, &p, &a100);
+    cr_expect_eq(plan.kernels[0].grid[0], 108);
+    cr_expect_eq(plan.kernels[1].pdl, 0u);
     gen_lib_close(lib);
 }
 
-/* Same device, 264 CTA slots for these defaults (2 an SM).  B = 1, T = 131072:
- * auto splits min(264, 256 cap, 131072/256) = 256 of 512 tokens.  GQA with 8
- * KV heads and batch 64: 512 CTAs already, one split, no combine and no
- * workspace.  A ring of 4 sinks + 1024 holds 1028 positions: splits min(264/64
- * = 4, 1028/256 = 4) = 4, ceil(1028/4) = 257 -> 320 tokens. */
-Test(decode_compile, split_rule_by_hand)
+/* Same device, 264 CTA slots for the MQA defaults (2 an SM).  B = 1, T =
+ * 131072: 2048 tiles on 264 CTAs, 264 slots, and the combine's 32 rows take 16
+ * slices of 2 float4 columns (64 groups: 264 pieces in one batch of 8 a
+ * thread).  GQA with 8 KV heads and batch 64: 512 segments of 16 rows, 264 +
+ * 511 slots, at most 2 pieces a segment.  A ring of 4 sinks + 1024 holds 1028
+ * positions (17 tiles), 64 segments: 327 slots.  d = 64, 8 heads, B = 1: 3
+ * CTAs an SM would be 396, but 4096 positions are only 64 tiles: 64 CTAs of
+ * one tile each; 8 rows x 16 slices of one float4 column (d = 64 has no
+ * more). */
+Test(decode_compile, schedule_by_hand)
 {
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
     fmqa_device_info dev = fmqa_test_device("sm_90");
     static const struct {
         const char *spec;
-        int splits, tokens, kernels;
+        int ctas, slots, kernels;
         int64_t workspace;
         uint32_t slices; /* combine column slices */
     } cases[] = {
-        {"op=decode,batch=1,heads=32,kv_heads=1,d=128,tq=1,kv_len=131072,flags=causal", 256, 512,
-         2, 256LL * 32 * 129 * 4, 8},
-        {"op=decode,batch=64,heads=32,kv_heads=8,d=128,tq=1,kv_len=4096,flags=causal", 1, 4096, 1,
-         0, 0},
+        {"op=decode,batch=1,heads=32,kv_heads=1,d=128,tq=1,kv_len=131072,flags=causal", 264, 264,
+         2, 264LL * 32 * 129 * 4 + 8, 16},
+        {"op=decode,batch=64,heads=32,kv_heads=8,d=128,tq=1,kv_len=4096,flags=causal", 264, 775, 2,
+         775LL * 16 * 129 * 4 + 512 * 8, 1},
         {"op=decode,batch=64,heads=32,kv_heads=1,d=128,tq=1,kv_len=100000,window=1024,sinks=4,"
          "flags=causal|ring",
-         4, 320, 2, 4LL * 64 * 32 * 129 * 4, 1},
-        /* 1 CTA: splits min(264 slots, 4096 / 256) = 16.  The combine's 8 rows
-         * stop at 16 slices of one float4 column each (128 CTAs: d = 64 has no
-         * more), 128 groups of one split. */
-        {"op=decode,batch=1,heads=8,kv_heads=1,d=64,tq=1,kv_len=4096,flags=causal", 16, 256,
-         2, 16LL * 8 * 65 * 4, 16},
+         264, 327, 2, 327LL * 32 * 129 * 4 + 64 * 8, 1},
+        {"op=decode,batch=1,heads=8,kv_heads=1,d=64,tq=1,kv_len=4096,flags=causal", 64, 64,
+         2, 64LL * 16 * 65 * 4 + 8, 16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fmqa_problem p = fmqa_test_problem(cases[i].spec);
@@ -228,31 +242,31 @@ Test(decode_compile, split_rule_by_hand)
         fmqa_err err;
         cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
         gen_plan plan = plan_of(t, &c, &p, &dev);
-        int64_t tokens = 0;
-        gen_plan_scalar(&plan, "split_tokens", &tokens);
-        cr_expect_eq(plan.splits, cases[i].splits, "%s: %d splits", cases[i].spec, plan.splits);
-        cr_expect_eq(tokens, cases[i].tokens, "%s: %lld tokens", cases[i].spec, (long long)tokens);
+        cr_expect_eq(plan.splits, cases[i].slots, "%s: %d slots", cases[i].spec, plan.splits);
         cr_expect_eq(plan.n_kernels, cases[i].kernels, "%s", cases[i].spec);
-        cr_expect_eq(plan.kernels[0].grid[0], (uint32_t)cases[i].splits, "%s", cases[i].spec);
+        cr_expect_eq(plan.kernels[0].grid[0], (uint32_t)cases[i].ctas, "%s", cases[i].spec);
         cr_expect_eq(plan.workspace, cases[i].workspace, "%s", cases[i].spec);
-        /* The combine covers the 132 SMs (B = 1: 32 rows x 8 slices of 4 float4
-         * columns, 32 split groups: 256 splits in one batch of 8 a thread). */
         if (cases[i].kernels == 2)
             cr_expect_eq(plan.kernels[1].grid[1], cases[i].slices, "%s: %u slices", cases[i].spec,
                          plan.kernels[1].grid[1]);
     }
-    /* An explicit SPLITS=4 of 64-token tiles over 1000 positions: ceil(1000/4)
-     * = 250 -> 256 tokens, ceil(1000/256) = 4 splits. */
+    /* An explicit SPLITS=4: 4 CTAs whatever the device; 2 x 2 segments, 4 + 4
+     * - 1 slots. */
     fmqa_problem p = fmqa_test_problem("op=decode,batch=2,heads=8,kv_heads=2,d=64,tq=1,kv_len=1000,flags=causal");
     gen_config c = config("BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
     gen_plan plan = plan_of(t, &c, &p, &dev);
-    int64_t tokens = 0;
-    gen_plan_scalar(&plan, "split_tokens", &tokens);
-    cr_expect_eq(plan.splits, 4);
-    cr_expect_eq(tokens, 256);
-    cr_expect_eq(plan.kernels[0].grid[1], 2);
-    cr_expect_eq(plan.kernels[0].grid[2], 2);
+    cr_expect_eq(plan.splits, 7);
+    cr_expect_eq(plan.kernels[0].grid[0], 4);
+    cr_expect_eq(plan.kernels[0].grid[1], 1);
     cr_expect_eq(plan.kernels[0].block[0], 64);
+    /* Batch-invariant: 64 tiles are 8 chunks of 8 whatever the device, 64
+     * segments x 8 slots; the combine's slices are dv / 32 = 4. */
+    p = fmqa_test_problem("op=decode,batch=64,heads=32,kv_heads=1,d=128,tq=1,kv_len=4096,flags=causal|invariant");
+    fmqa_err err;
+    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
+    plan = plan_of(t, &c, &p, &dev);
+    cr_expect_eq(plan.splits, 64 * 8);
+    cr_expect_eq(plan.kernels[1].grid[1], 4);
     gen_lib_close(lib);
 }
 
@@ -291,8 +305,8 @@ Test(decode_compile, default_row_warps_in_space)
 
 /* G = 1, one token, d = 64 (16-row warps only: WARPS_M = 1): BLOCK_N 32 allows
  * WARPS_N 1, 2; 64: 1, 2, 4; 128: 1, 2, 4, 8 (16 tokens a warp at least); x 3
- * STAGES; x SPLITS 0..32 (7) plus those within the 4096/BLOCK_N tiles: 64 and
- * 128 for BLOCK_N 32, 64 for 64.  2*3*9 + 3*3*8 + 4*3*7 = 54 + 72 + 84 = 210;
+ * STAGES; x all 9 SPLITS (persistent CTAs: any count is legal).  (2 + 3 + 4) *
+ * 3 * 9 = 243;
  * all fit in shared memory (largest: 2304 + 4*2*128*144 = 149760 bytes) on
  * both presets. */
 Test(decode_compile, space_size_by_hand)
@@ -307,7 +321,7 @@ Test(decode_compile, space_size_by_hand)
         size_t n = 0;
         fmqa_err err;
         cr_assert_eq(gen_space(t, &p, &dev, &cs, &n, &err), FMQA_OK, "%s", err.msg);
-        cr_expect_eq(n, 210, "%s: %zu legal configs", archs[a], n);
+        cr_expect_eq(n, 243, "%s: %zu legal configs", archs[a], n);
         free(cs);
     }
     gen_lib_close(lib);
@@ -358,9 +372,5 @@ Test(decode_compile, illegal_problems_and_configs_say_why)
     /* 512 threads at 64/2 + 8 + 100 = 140 registers need 71680 > 65536 */
     expect_reason(t, "op=decode,heads=64,kv_heads=1,d=64,tq=1",
                   "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=4,WARPS_N=4", "140 registers x 512 threads");
-    /* 1024 positions are 16 tiles of 64 */
-    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=64,tq=1,kv_len=1024",
-                  "BLOCK_N=64,SPLITS=32,STAGES=2,WARPS_M=1,WARPS_N=2",
-                  "SPLITS 32 exceeds the 16 tiles");
     gen_lib_close(lib);
 }

@@ -39,11 +39,12 @@ typedef int (*emu_launch_fn)(const char *entry, const fmqa_decode_params *p,
  * tile, and the last sequence fills the cache up to the guard page) and the
  * device preset (NULL: sm_90), and column slices for the combine other than
  * decode.lua's (0 = the plan's): the combine must be right for any slicing,
- * including one that leaves a thread several batches of splits. */
+ * including one that leaves a thread several batches of splits.  An arch
+ * "sm_90@3" is the sm_90 preset with 3 SMs (they size the persistent grid). */
 typedef struct ecase {
     const char *spec;
     const char *config;
-    int32_t lens[4];
+    int32_t lens[8];
     const char *arch;
     unsigned combine_slices;
 } ecase;
@@ -51,7 +52,7 @@ typedef struct ecase {
 /* Host buffers of one case (never freed: the process ends). */
 typedef struct inputs {
     fmqa_decode_args a;
-    int32_t lens[64]; /* batch <= 64 */
+    int32_t lens[256]; /* batch <= 256 */
     int64_t n_pages;
 } inputs;
 
@@ -102,7 +103,7 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, 
     in->n_pages = paged ? outer : 0;
     for (int64_t b = 0; b < B; b++)
         in->lens[b] = lens[0] < 0 ? (int32_t)(T - (B - 1 - b) % -lens[0])
-                      : lens[b] ? lens[b]
+                      : b < 8 && lens[b] ? lens[b]
                                 : (int32_t)(Tq + ref_rng_next(r) % (T - Tq + 1));
 
     a->k_stride_head = D, a->k_stride_token = Hk * D, a->k_stride_batch = ps * Hk * D;
@@ -165,7 +166,32 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, 
     }
 }
 
-static void run_case(const ecase *ec)
+/* Sequence 0 of `from` (same problem but the batch) copied into sequence b of
+ * `to`: its length, cache rows (contiguous caches: the same per-sequence
+ * layout) and queries. */
+static void transplant(const fmqa_problem *p, const inputs *from, inputs *to, int b)
+{
+    const size_t ke = fmqa_dtype_size(p->kv_dtype);
+    const fmqa_decode_args *f = &from->a;
+    fmqa_decode_args *t = &to->a;
+    cr_assert_eq(p->flags & FMQA_FLAG_PAGED, 0u);
+    to->lens[b] = from->lens[0];
+    memcpy((int32_t *)(uintptr_t)t->kv_lens + b, f->kv_lens, sizeof(int32_t));
+    memcpy((char *)(uintptr_t)t->k + b * t->k_stride_batch * ke, f->k, f->k_stride_batch * ke);
+    memcpy((char *)(uintptr_t)t->v + b * t->v_stride_batch * ke, f->v, f->v_stride_batch * ke);
+    if (ke == 1) {
+        memcpy((float *)(uintptr_t)t->k_scale + b * t->k_scale_stride_batch, f->k_scale,
+               f->k_scale_stride_batch * 4);
+        memcpy((float *)(uintptr_t)t->v_scale + b * t->v_scale_stride_batch, f->v_scale,
+               f->v_scale_stride_batch * 4);
+    }
+    memcpy((uint16_t *)(uintptr_t)t->q + b * t->q_stride_batch, f->q, f->q_stride_batch * 2);
+}
+
+/* One case: plan, emulated run and comparison with the reference.  With
+ * `donor`, sequence 0 of that earlier run's inputs replaces sequence
+ * donor_b of this one's.  The inputs stay in *in for the caller. */
+static void run_case_into(const ecase *ec, const inputs *donor, int donor_b, inputs *in_out)
 {
     gen_lib *lib = NULL;
     fmqa_err err;
@@ -175,7 +201,11 @@ static void run_case(const ecase *ec)
     cr_assert_not_null(t);
     fmqa_device_info dev;
     const char *arch = ec->arch ? ec->arch : "sm_90";
-    cr_assert_eq(gen_device_preset(arch, &dev, &err), FMQA_OK, "%s: %s", arch, err.msg);
+    char preset[16];
+    snprintf(preset, sizeof preset, "%.*s", (int)strcspn(arch, "@"), arch);
+    cr_assert_eq(gen_device_preset(preset, &dev, &err), FMQA_OK, "%s: %s", arch, err.msg);
+    if (arch[strlen(preset)] == '@')
+        dev.sm_count = atoi(arch + strlen(preset) + 1);
     fmqa_problem p;
     cr_assert_eq(gen_problem_parse(ec->spec, &p, &err), FMQA_OK, "%s: %s", ec->spec, err.msg);
     gen_config c, over;
@@ -199,12 +229,14 @@ static void run_case(const ecase *ec)
     ref_rng r;
     uint64_t seed = fmqa_test_seed(ec->spec);
     ref_rng_seed(&r, seed);
-    inputs in;
-    make_inputs(&p, ec->lens, &r, &in);
-    in.a.workspace = poisoned(plan.launch.workspace, 16);
-    in.a.workspace_size = plan.launch.workspace;
+    inputs local, *in = in_out ? in_out : &local;
+    make_inputs(&p, ec->lens, &r, in);
+    if (donor)
+        transplant(&p, donor, in, donor_b);
+    in->a.workspace = poisoned(plan.launch.workspace, 16);
+    in->a.workspace_size = plan.launch.workspace;
     fmqa_decode_params prm;
-    cr_assert_eq(rt_decode_params(&plan, &in.a, &prm, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(rt_decode_params(&plan, &in->a, &prm, &err), FMQA_OK, "%s", err.msg);
     for (int i = 0; i < plan.launch.n_kernels; i++) {
         const gen_kernel *k = &plan.launch.kernels[i];
         cr_assert_eq(k->block[1] * k->block[2], 1);
@@ -216,9 +248,9 @@ static void run_case(const ecase *ec)
 
     const int64_t rows = (int64_t)p.batch * p.q_tokens * p.num_q_heads, n = rows * p.head_dim_v;
     double *o = malloc(n * sizeof *o), *lse = malloc(rows * sizeof *lse);
-    cr_assert_eq(ref_decode(&p, &in.a, in.n_pages, o, lse, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(ref_decode(&p, &in->a, in->n_pages, o, lse, &err), FMQA_OK, "%s", err.msg);
     ref_cmp cmp;
-    cr_assert_eq(ref_compare(p.out_dtype, in.a.o, o, n, &cmp, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(ref_compare(p.out_dtype, in->a.o, o, n, &cmp, &err), FMQA_OK, "%s", err.msg);
     /* Observed: ~3e-4 with f16 operands, ~2.5e-3 with bf16 (P and Q rounded to
      * bf16); a 1% error in one split of two must fail. */
     const double tol = p.out_dtype == FMQA_DTYPE_BF16 || p.kv_dtype == FMQA_DTYPE_BF16 ||
@@ -231,7 +263,7 @@ static void run_case(const ecase *ec)
     cr_expect(ref_cmp_ok(&cmp, tol, -1), "%s [%s]: o rel_l2 %g, max %g at %lld, %lld bad", ec->spec,
               cfg, cmp.rel_l2, cmp.max_abs, (long long)cmp.worst, (long long)cmp.bad);
     if (p.flags & FMQA_FLAG_LSE) {
-        cr_assert_eq(ref_compare(FMQA_DTYPE_F32, in.a.lse, lse, rows, &cmp, &err), FMQA_OK);
+        cr_assert_eq(ref_compare(FMQA_DTYPE_F32, in->a.lse, lse, rows, &cmp, &err), FMQA_OK);
         cr_expect(ref_cmp_ok(&cmp, 1e-4, -1), "%s [%s]: lse rel_l2 %g, max %g at %lld, %lld bad",
                   ec->spec, cfg, cmp.rel_l2, cmp.max_abs, (long long)cmp.worst,
                   (long long)cmp.bad);
@@ -240,6 +272,13 @@ static void run_case(const ecase *ec)
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     (void)system(rm);
     gen_lib_close(lib);
+    free(o);
+    free(lse);
+}
+
+static void run_case(const ecase *ec)
+{
+    run_case_into(ec, NULL, 0, NULL);
 }
 
 static void run_all(const ecase *cases, size_t n)
@@ -380,4 +419,110 @@ Test(decode_emu, combine_many_splits, .timeout = 900)
          "BLOCK_N=32,SPLITS=64,WARPS_N=2", {2048, 40}, NULL, 1},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* ---------------------------------------------------------------- scheduler
+ * The persistent schedule (decode.cuh, "Work distribution"): its own ctest
+ * (unit_decode_sched, suite decode_sched), run beside unit_decode_emu.  Small
+ * SM counts make few CTAs, so pieces cross sequences and tiles land at many
+ * offsets of a CTA's range. */
+
+/* Ragged batches mixing lengths 1 to 131072 (one CTA's range then spans many
+ * whole short sequences and a piece of the long one), and B = 1 at 131072 on
+ * the sm_90 preset's full grid: 2048 tiles on 396 CTAs, 396 pieces merged in
+ * several batches per combine thread. */
+Test(decode_sched, ragged_and_long, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {"op=decode,batch=7,kv_heads=1,heads=2,d=64,kv_len=131072,flags=causal|lse",
+         "BLOCK_N=128,WARPS_N=2", {1, 131072, 2, 127, 129, 4000, 64}, "sm_90@3", 0},
+        {"op=decode,batch=1,kv_heads=1,heads=2,d=64,kv_len=131072,flags=causal|lse",
+         "BLOCK_N=128,WARPS_N=2", {131072}, NULL, 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Lengths one below, at and one above a split boundary.  Two CTAs, 32-token
+ * tiles: (65, 63) is 3 + 2 tiles, cut after tile 2 of sequence 0, whose
+ * second piece holds one token; (63, 65) is cut between the sequences; (64,
+ * 64) too.  16 consecutive lengths (3 or 4 tiles, 2 KV heads: 112 units)
+ * on 16 CTAs put cuts at many offsets;
+ * batch-invariant chunks are 8 tiles (256 tokens): 255, 256 and 257 are one,
+ * one and two chunks, the second of one token. */
+Test(decode_sched, split_boundaries, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {"op=decode,batch=2,kv_heads=1,heads=4,d=64,kv_len=65,flags=causal|lse",
+         "BLOCK_N=32,WARPS_N=2,SPLITS=2", {65, 63}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=1,heads=4,d=64,kv_len=65,flags=causal|lse",
+         "BLOCK_N=32,WARPS_N=2,SPLITS=2", {63, 65}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=1,heads=4,d=64,kv_len=64,flags=lse",
+         "BLOCK_N=32,WARPS_N=2,SPLITS=2", {64, 64}, NULL, 0},
+        {"op=decode,batch=16,kv_heads=2,heads=8,d=64,tq=2,kv_len=100,flags=causal|lse",
+         "BLOCK_N=32,WARPS_N=2,SPLITS=16", {-16}, NULL, 0},
+        /* Sequences shorter than the plan's 8 tiles: 4 units on 16 CTAs, so
+         * CTAs 4-6 have empty ranges inside sequence 0's 3 tiles (pieces of
+         * CTAs 3 to 11) and owe it empty pieces. */
+        {"op=decode,batch=2,kv_heads=1,heads=4,d=64,kv_len=256,flags=causal|lse",
+         "BLOCK_N=32,WARPS_N=2,SPLITS=16", {70, 5}, NULL, 0},
+        {"op=decode,batch=3,kv_heads=1,heads=4,d=64,kv_len=257,flags=causal|lse|invariant",
+         "BLOCK_N=32,WARPS_N=2", {255, 256, 257}, "sm_90@2", 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* More sequences than SMs, and than the CTA's threads (a second pass of the
+ * scan over kv_lens): 200 sequences on 2 SMs, random lengths, 8-bit cache. */
+Test(decode_sched, many_sequences, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {"op=decode,batch=40,kv_heads=2,heads=4,d=64,kv_len=300,flags=causal|lse",
+         "BLOCK_N=32,WARPS_N=2", {0}, "sm_90@4", 0},
+        {"op=decode,batch=200,kv_heads=1,heads=4,d=64,kv_len=100,kv=int8,flags=causal|lse",
+         "BLOCK_N=64,WARPS_N=4", {0}, "sm_90@2", 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* The o and lse bits of sequence b of a run. */
+static int same_bits(const fmqa_problem *p, const inputs *x, int bx, const inputs *y, int by)
+{
+    const size_t n = (size_t)p->q_tokens * p->num_q_heads;
+    return !memcmp((const uint16_t *)x->a.o + bx * x->a.o_stride_batch,
+                   (const uint16_t *)y->a.o + by * y->a.o_stride_batch, n * p->head_dim_v * 2) &&
+           !memcmp(x->a.lse + bx * n, y->a.lse + by * n, n * 4);
+}
+
+/* FMQA_FLAG_BATCH_INVARIANT: one sequence (3000 tokens: 47 tiles, 6 chunks of
+ * 8) alone, and at positions 1 of 3 and 37 of 64 among random lengths, on
+ * SM counts 132 and 7: its output and lse are bit for bit the same every
+ * time (and right: each run is also checked against the reference).  Without
+ * the flag the same runs differ, or the test would prove nothing. */
+Test(decode_sched, batch_invariant, .timeout = 900)
+{
+#define INV_SPEC(b, f) "op=decode,batch=" #b ",kv_heads=1,heads=4,d=64,kv_len=3000,flags=causal|lse" f
+    static const ecase solo = {INV_SPEC(1, "|invariant"), "", {3000}, NULL, 0};
+    static const ecase runs[] = {
+        {INV_SPEC(3, "|invariant"), "", {0}, NULL, 0},
+        {INV_SPEC(64, "|invariant"), "", {0}, NULL, 0},
+        {INV_SPEC(64, "|invariant"), "", {0}, "sm_90@7", 0},
+        {INV_SPEC(1, "|invariant"), "", {3000}, "sm_90@7", 0},
+    };
+    static const int at[] = {1, 37, 37, 0};
+    fmqa_problem p;
+    fmqa_err err;
+    cr_assert_eq(gen_problem_parse(solo.spec, &p, &err), FMQA_OK, "%s", err.msg);
+    static inputs base, run;
+    run_case_into(&solo, NULL, 0, &base);
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        run_case_into(&runs[i], &base, at[i], &run);
+        cr_expect(same_bits(&p, &base, 0, &run, at[i]), "%s (%s): sequence %d differs from its run alone",
+                  runs[i].spec, runs[i].arch ? runs[i].arch : "sm_90", at[i]);
+    }
+    static const ecase free_solo = {INV_SPEC(1, ""), "", {3000}, NULL, 0};
+    static const ecase free_batch = {INV_SPEC(64, ""), "", {0}, "sm_90@7", 0};
+    run_case_into(&free_solo, NULL, 0, &base);
+    run_case_into(&free_batch, &base, 37, &run);
+    cr_expect(!same_bits(&p, &base, 0, &run, 37), "the free schedule gave the same bits: the test shows nothing");
+#undef INV_SPEC
 }
