@@ -17,6 +17,14 @@
 
 #define FMQA_PARAMS_VERSION 1
 
+/* An encoded TMA tensor map: the driver's CUtensorMap (cuTensorMapEncodeTiled,
+ * runtime/rt_cuda.c; 128 opaque bytes, 64-byte aligned), or the CPU
+ * emulator's model of one.  Kernels take it inside their params struct, which
+ * they declare __grid_constant__ so that its address is valid for TMA. */
+typedef struct fmqa_tensor_map {
+    unsigned long long opaque[16];
+} __attribute__((aligned(64))) fmqa_tensor_map;
+
 typedef struct fmqa_decode_params {
     const void *q;                 /* [b, t, h, d]                              */
     long long q_sb, q_st, q_sh;
