@@ -28,10 +28,12 @@
  * Compile-time (prefill_sm90.lua): HEAD_DIM (64, 128, 256), GROUP (q heads per
  * kv head), Q_BF16, OUT_BF16, CAUSAL, LSE, BLOCK_N (64, 128), STAGES (2..4).
  *
+ * Within a consumer, FA3's intra-warpgroup overlap: S of the next tile is
+ * issued before P V of this one, and its softmax runs while P V does.
+ *
  * Not (yet) here: FA3's explicit ping-pong of the two consumers (a named
- * barrier ordering one's softmax against the other's GEMMs) and its
- * intra-warpgroup overlap of the next S GEMM with this tile's softmax; the
- * consumers overlap only as the warp schedulers interleave them.
+ * barrier ordering one's softmax against the other's GEMMs); they overlap
+ * only as the warp schedulers interleave them.
  */
 #include "fmqa_params.h"
 #include "fmqa_sm90.cuh"
@@ -103,10 +105,12 @@ DEV void mask(float (&S)[BLOCK_N / 2], int n0, int len, int row0) {
     }
 }
 
-/* Online softmax over one tile: new row maxima (quad shuffles), O rescaled,
- * P = 2^(S log2e scale - m) packed into the A fragments of P V. */
-DEV void softmax(float (&S)[BLOCK_N / 2], float (&O)[HEAD_DIM / 2], rows &r, float scale_log2,
-                           u32 (&A)[BLOCK_N / 16][4]) {
+/* Online softmax over one tile: new row maxima (quad shuffles), the factor
+ * corr that rescales O and l to them, P = 2^(S log2e scale - m) packed into
+ * the A fragments of P V.  O is left alone: the previous P V still
+ * accumulates into it until its wgmma_wait (rescale() then). */
+DEV void softmax(float (&S)[BLOCK_N / 2], rows &r, float scale_log2, u32 (&A)[BLOCK_N / 16][4],
+                 float (&corr)[2]) {
     float base[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -117,11 +121,8 @@ DEV void softmax(float (&S)[BLOCK_N / 2], float (&O)[HEAD_DIM / 2], rows &r, flo
         mx = fmaxf(mx, shfl_xor(mx, 1));
         mx = fmaxf(mx, shfl_xor(mx, 2));
         base[h] = mx == neg_inf() ? 0.0f : mx * scale_log2;
-        const float corr = ex2(r.m[h] * scale_log2 - base[h]); /* 0 while m was -inf */
-        r.l[h] *= corr;
-#pragma unroll
-        for (int i = 0; i < HEAD_DIM / 2; ++i)
-            if ((i % 4) / 2 == h) O[i] *= corr;
+        corr[h] = ex2(r.m[h] * scale_log2 - base[h]); /* 0 while m was -inf */
+        r.l[h] *= corr[h];
         r.m[h] = mx;
     }
 #pragma unroll
@@ -134,6 +135,11 @@ DEV void softmax(float (&S)[BLOCK_N / 2], float (&O)[HEAD_DIM / 2], rows &r, flo
     for (int kk = 0; kk < BLOCK_N / 16; ++kk)
 #pragma unroll
         for (int j = 0; j < 4; ++j) A[kk][j] = pack2<Q_BF16>(S[8 * kk + 2 * j], S[8 * kk + 2 * j + 1]);
+}
+
+DEV void rescale(float (&O)[HEAD_DIM / 2], const float (&corr)[2]) {
+#pragma unroll
+    for (int i = 0; i < HEAD_DIM / 2; ++i) O[i] *= corr[(i % 4) / 2];
 }
 
 DEV void store(const fmqa_prefill_params &p, const float (&O)[HEAD_DIM / 2], rows &r, const work &w,
@@ -159,38 +165,68 @@ DEV void store(const fmqa_prefill_params &p, const float (&O)[HEAD_DIM / 2], row
     }
 }
 
+/* S of kv tile it (stage it % STAGES) issued as one wgmma group. */
+DEV void issue_s(float (&S)[BLOCK_N / 2], const layout &L, u32 q_tile, int it) {
+    const int s = it % STAGES;
+    mbar_wait(L.k_full(s), (u32)((it / STAGES) & 1));
+#pragma unroll
+    for (int ks = 0; ks < HEAD_DIM / 16; ++ks)
+        wgmma_ss<BLOCK_N, Q_BF16, 0, 0>(S, desc_kmajor(q_tile, BLOCK_M, ks, 128), desc_kmajor(L.k(s), BLOCK_N, ks, 128),
+                                         ks > 0);
+    wgmma_commit();
+}
+
+/* Masks S of kv tile it where needed (past the sequence, above the diagonal),
+ * then its softmax. */
+DEV void tile_softmax(float (&S)[BLOCK_N / 2], const work &w, int c, int it, int row0, rows &r, float scale_log2,
+                      u32 (&A)[BLOCK_N / 16][4], float (&corr)[2]) {
+    const int n0 = (w.n_blocks - 1 - it) * BLOCK_N;
+    if (n0 + BLOCK_N > w.len || (CAUSAL && n0 + BLOCK_N - 1 > w.m0 + 64 * c)) mask(S, n0, w.len, row0);
+    softmax(S, r, scale_log2, A, corr);
+}
+
+/* A consumer warpgroup, FA3's intra-warpgroup overlap: while O += P_i V_i
+ * runs, S_{i+1} = Q K_{i+1}^T (issued first) completes and its softmax
+ * runs; O is rescaled once P_i V_i is done. */
 DEV void consumer(const fmqa_prefill_sm90_params &P, const layout &L, const work &w, int c) {
     const int warp = (threadIdx.x / 32) % 4, g = (threadIdx.x & 31) / 4;
     const int row0 = w.m0 + 64 * c + 16 * warp + g; /* first of its two rows, in the sequence */
     const u32 q_tile = L.q + (u32)(64 * c * 128);    /* its 64 rows of each Q chunk */
-    float O[HEAD_DIM / 2];
+    const float scale_log2 = P.p.sm_scale_log2;
+    float O[HEAD_DIM / 2], S[BLOCK_N / 2], corr[2];
 #pragma unroll
     for (int i = 0; i < HEAD_DIM / 2; ++i) O[i] = 0.0f;
     rows r = {{neg_inf(), neg_inf()}, {0.0f, 0.0f}};
+    u32 A[BLOCK_N / 16][4];
     mbar_wait(L.q_full(), 0);
+    wgmma_fence();
+    issue_s(S, L, q_tile, 0);
+    wgmma_wait<0>(S);
+    tile_softmax(S, w, c, 0, row0, r, scale_log2, A, corr);
     for (int it = 0; it < w.n_blocks; ++it) {
-        const int s = it % STAGES, n0 = (w.n_blocks - 1 - it) * BLOCK_N;
-        const u32 parity = (u32)((it / STAGES) & 1);
-        float S[BLOCK_N / 2];
-        mbar_wait(L.k_full(s), parity);
+        const int s = it % STAGES;
+        const bool next = it + 1 < w.n_blocks;
         wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < HEAD_DIM / 16; ++ks)
-            wgmma_ss<BLOCK_N, Q_BF16, 0, 0>(S, desc_kmajor(q_tile, BLOCK_M, ks, 128),
-                                             desc_kmajor(L.k(s), BLOCK_N, ks, 128), ks > 0);
-        wgmma_commit();
-        wgmma_wait<0>(S);
-        if (n0 + BLOCK_N > w.len || (CAUSAL && n0 + BLOCK_N - 1 > w.m0 + 64 * c)) mask(S, n0, w.len, row0);
-        u32 A[BLOCK_N / 16][4];
-        softmax(S, O, r, P.p.sm_scale_log2, A);
-        mbar_wait(L.v_full(s), parity);
-        wgmma_fence();
+        if (next) issue_s(S, L, q_tile, it + 1);
+        mbar_wait(L.v_full(s), (u32)((it / STAGES) & 1));
 #pragma unroll
         for (int kk = 0; kk < BLOCK_N / 16; ++kk)
             wgmma_rs<HEAD_DIM, Q_BF16, 1>(O, A[kk], desc_mnmajor(L.v(s), BLOCK_N, kk, 128), 1);
         wgmma_commit();
+        u32 A_next[BLOCK_N / 16][4];
+        if (next) {
+            wgmma_wait<1>(S);
+            tile_softmax(S, w, c, it + 1, row0, r, scale_log2, A_next, corr);
+        }
         wgmma_wait<0>(O);
         mbar_arrive(L.empty(s));
+        if (next) {
+            rescale(O, corr);
+#pragma unroll
+            for (int kk = 0; kk < BLOCK_N / 16; ++kk)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) A[kk][j] = A_next[kk][j];
+        }
     }
     store(P.p, O, r, w, row0);
 }
