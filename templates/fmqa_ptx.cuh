@@ -1,8 +1,9 @@
 /*
  * fmqa_ptx.cuh -- the instruction layer of the kernel templates: one inline
  * function per PTX instruction they use (cp.async, ldmatrix, mma.sync, cvt,
- * prmt, sub.f16x2, ex2.approx, shfl.sync, vote.sync, ld.global.nc,
- * %dynamic_smem_size), nothing else.
+ * prmt, sub.f16x2, ex2.approx, shfl.sync, vote.sync, bar.sync / bar.arrive,
+ * ld.global.nc, %dynamic_smem_size; for Hopper mbarrier, cp.async.bulk
+ * [.tensor], fence.proxy.async, elect.sync, setmaxnreg, wgmma), nothing else.
  *
  * Every function here is exactly one instruction (plus register moves), so
  * that the CPU emulator (tests/emu/emu_ptx.h) can model each one from the PTX
@@ -18,7 +19,9 @@
  * Operands follow the PTX operand order (cvt.rn.f16x2.f32 d, a, b puts a in
  * the upper half), not C conventions: callers name which value goes where.
  * 16-bit floats travel as raw bits (unsigned short).  Needs sm_80+; the fp8
- * conversions need sm_89+ and exist only when __CUDA_ARCH__ >= 890.
+ * conversions need sm_89+ and exist only when __CUDA_ARCH__ >= 890; the
+ * Hopper part exists from __CUDA_ARCH__ >= 900, its wgmma and setmaxnreg only
+ * for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL).
  */
 #ifndef FMQA_PTX_CUH
 #define FMQA_PTX_CUH
@@ -137,6 +140,13 @@ FMQA_PTX int vote_any(int pred, u32 membermask = 0xffffffffu) {
                  : "=r"(r) : "r"(pred), "r"(membermask));
     return r;
 }
+
+/* bar.sync id, n / bar.arrive id, n: named barrier id (1..15; 0 is
+ * __syncthreads) of n threads (a multiple of 32): sync waits until n threads
+ * arrived or synced on it, arrive counts without waiting.  Lets groups of
+ * warps take turns (prefill_sm90's consumers). */
+FMQA_PTX void bar_sync(u32 id, u32 n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
+FMQA_PTX void bar_arrive(u32 id, u32 n) { asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory"); }
 
 /* ---------------------------------------------------------------- memory */
 

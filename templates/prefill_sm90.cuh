@@ -30,10 +30,8 @@
  *
  * Within a consumer, FA3's intra-warpgroup overlap: S of the next tile is
  * issued before P V of this one, and its softmax runs while P V does.
- *
- * Not (yet) here: FA3's explicit ping-pong of the two consumers (a named
- * barrier ordering one's softmax against the other's GEMMs); they overlap
- * only as the warp schedulers interleave them.
+ * Between the consumers, FA3's ping-pong: named barriers make them take turns
+ * issuing their GEMMs, so one's softmax overlaps the other's GEMMs.
  */
 #include "fmqa_params.h"
 #include "fmqa_sm90.cuh"
@@ -165,16 +163,22 @@ DEV void store(const fmqa_prefill_params &p, const float (&O)[HEAD_DIM / 2], row
     }
 }
 
-/* S of kv tile it (stage it % STAGES) issued as one wgmma group. */
+/* S of kv tile it (stage it % STAGES; its K landed), no commit. */
 DEV void issue_s(float (&S)[BLOCK_N / 2], const layout &L, u32 q_tile, int it) {
     const int s = it % STAGES;
-    mbar_wait(L.k_full(s), (u32)((it / STAGES) & 1));
 #pragma unroll
     for (int ks = 0; ks < HEAD_DIM / 16; ++ks)
         wgmma_ss<BLOCK_N, Q_BF16, 0, 0>(S, desc_kmajor(q_tile, BLOCK_M, ks, 128), desc_kmajor(L.k(s), BLOCK_N, ks, 128),
                                          ks > 0);
-    wgmma_commit();
 }
+
+DEV u32 phase(int it) { return (u32)((it / STAGES) & 1); }
+
+/* The consumers' ping-pong: named barrier 1 + c is consumer c's turn to issue
+ * its GEMMs (128 threads sync on it, the other consumer's 128 arrive); after
+ * issuing, a consumer passes the turn. */
+DEV void take_turn(int c) { bar_sync(1 + c, 256); }
+DEV void pass_turn(int c) { bar_arrive(2 - c, 256); }
 
 /* Masks S of kv tile it where needed (past the sequence, above the diagonal),
  * then its softmax. */
@@ -185,9 +189,12 @@ DEV void tile_softmax(float (&S)[BLOCK_N / 2], const work &w, int c, int it, int
     softmax(S, r, scale_log2, A, corr);
 }
 
-/* A consumer warpgroup, FA3's intra-warpgroup overlap: while O += P_i V_i
- * runs, S_{i+1} = Q K_{i+1}^T (issued first) completes and its softmax
- * runs; O is rescaled once P_i V_i is done. */
+/* A consumer warpgroup.  FA3's intra-warpgroup overlap: while O += P_i V_i
+ * runs, S_{i+1} = Q K_{i+1}^T (issued first) completes and its softmax runs;
+ * O is rescaled once P_i V_i is done.  And its ping-pong: the two consumers
+ * take turns issuing GEMMs, so that one's softmax runs while the other's
+ * GEMMs occupy the tensor cores.  Consumer 1 lets consumer 0 go first and
+ * skips its last pass, so every arrival meets a sync. */
 DEV void consumer(const fmqa_prefill_sm90_params &P, const layout &L, const work &w, int c) {
     const int warp = (threadIdx.x / 32) % 4, g = (threadIdx.x & 31) / 4;
     const int row0 = w.m0 + 64 * c + 16 * warp + g; /* first of its two rows, in the sequence */
@@ -198,21 +205,32 @@ DEV void consumer(const fmqa_prefill_sm90_params &P, const layout &L, const work
     for (int i = 0; i < HEAD_DIM / 2; ++i) O[i] = 0.0f;
     rows r = {{neg_inf(), neg_inf()}, {0.0f, 0.0f}};
     u32 A[BLOCK_N / 16][4];
+    if (c == 1) pass_turn(1);
     mbar_wait(L.q_full(), 0);
+    mbar_wait(L.k_full(0), 0);
+    take_turn(c);
     wgmma_fence();
     issue_s(S, L, q_tile, 0);
+    wgmma_commit();
+    pass_turn(c);
     wgmma_wait<0>(S);
     tile_softmax(S, w, c, 0, row0, r, scale_log2, A, corr);
     for (int it = 0; it < w.n_blocks; ++it) {
         const int s = it % STAGES;
         const bool next = it + 1 < w.n_blocks;
+        if (next) mbar_wait(L.k_full((it + 1) % STAGES), phase(it + 1));
+        mbar_wait(L.v_full(s), phase(it));
+        take_turn(c);
         wgmma_fence();
-        if (next) issue_s(S, L, q_tile, it + 1);
-        mbar_wait(L.v_full(s), (u32)((it / STAGES) & 1));
+        if (next) {
+            issue_s(S, L, q_tile, it + 1);
+            wgmma_commit();
+        }
 #pragma unroll
         for (int kk = 0; kk < BLOCK_N / 16; ++kk)
             wgmma_rs<HEAD_DIM, Q_BF16, 1>(O, A[kk], desc_mnmajor(L.v(s), BLOCK_N, kk, 128), 1);
         wgmma_commit();
+        if (c == 0 || next) pass_turn(c);
         u32 A_next[BLOCK_N / 16][4];
         if (next) {
             wgmma_wait<1>(S);

@@ -149,6 +149,30 @@ inline int vote_any(int pred, u32 membermask = 0xffffffffu) {
     return r;
 }
 
+/* Named barriers 1..15: a count of arrivals per generation; every arrival
+ * of one generation names the same thread count. */
+struct emu_named_bar {
+    int count, gen, n;
+};
+static emu_named_bar emu_nbar[16];
+inline void emu_named(u32 id, u32 n, bool wait) {
+    if (id == 0 || id > 15) emu_fail("named barrier id outside 1..15 (0 is __syncthreads's)");
+    if (n == 0 || n % 32 || (int)n > emu_nthreads) emu_fail("named barrier count not a multiple of 32 up to the CTA");
+    emu_named_bar &b = emu_nbar[id];
+    if (b.count == 0) b.n = (int)n;
+    else if (b.n != (int)n) emu_fail("named barrier: arrivals name different thread counts");
+    const int g = b.gen;
+    if (++b.count == b.n) {
+        b.count = 0;
+        b.gen++;
+        emu_spins = 0;
+    } else if (wait) {
+        emu_block(&b.gen, g, "a named barrier (bar.sync)");
+    }
+}
+inline void bar_sync(u32 id, u32 n) { emu_named(id, n, true); }
+inline void bar_arrive(u32 id, u32 n) { emu_named(id, n, false); }
+
 /* ------------------------------------------------------------ memory */
 
 /* ld.global.nc.v4.u32: a 16-byte load; the address must be 16-byte aligned
@@ -674,6 +698,7 @@ template <int N, int R> inline void wgmma_wait(float (&d)[R]) {
 
 /* Per-CTA state of the model: reset before each CTA, checked after it. */
 inline void emu_cta_begin() {
+    for (emu_named_bar &b : emu_nbar) b = emu_named_bar();
 #if __CUDA_ARCH__ >= 900
     emu_mbars.clear();
     emu_bulks.clear();
@@ -683,6 +708,8 @@ inline void emu_cta_begin() {
 #endif
 }
 inline void emu_cta_end() {
+    for (const emu_named_bar &b : emu_nbar)
+        if (b.count) emu_fail("CTA exits with a named barrier partly arrived (an arrive nobody syncs on)");
 #if __CUDA_ARCH__ >= 900
     if (!emu_bulks.empty()) emu_fail("CTA exits with bulk copies in flight");
 #endif

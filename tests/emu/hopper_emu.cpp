@@ -3,8 +3,9 @@
  * (templates/fmqa_ptx.cuh's sm_90 / sm_90a part and templates/fmqa_sm90.cuh),
  * run through the CPU emulator for tests/unit/test_hopper_emu.c: a wgmma GEMM
  * fed by TMA (swizzled) or by plain stores (no swizzle) or from registers,
- * TMA boxes at tensor edges, mbarrier phases and transaction counts, and
- * kernels that break a rule the emulator must refuse.  Built for sm_90a
+ * TMA boxes at tensor edges, mbarrier phases and transaction counts, named
+ * barriers taking turns, and kernels that break a rule the emulator must
+ * refuse.  Built for sm_90a
  * (-D__CUDA_ARCH__=900 -D__CUDA_ARCH_FEAT_SM90_ALL).
  */
 #include "cuda_emu.h"
@@ -211,6 +212,27 @@ extern "C" void hop_phase_run(const hop_phase *p) {
     emu_grid(run_phase, p, grid, 96, 512);
 }
 
+/* ------------------------------------------------------------ named barriers */
+
+/* Two warps take three turns each on named barriers 1 and 2 (warp 1 lets warp
+ * 0 go first and skips its last pass); lane 0 logs the warp at each turn. */
+static int turn_log[6], turn_pos;
+static void turn_kernel(const void *) {
+    const int w = threadIdx.x / 32;
+    if (w == 1) bar_arrive(1, 64);
+    for (int k = 0; k < 3; ++k) {
+        bar_sync(1 + w, 64);
+        if (threadIdx.x % 32 == 0) turn_log[turn_pos++] = w;
+        if (w == 0 || k < 2) bar_arrive(2 - w, 64);
+    }
+}
+extern "C" const int *hop_turns_run(void) {
+    turn_pos = 0;
+    const unsigned grid[3] = {1, 1, 1};
+    emu_grid(turn_kernel, nullptr, grid, 64, 64);
+    return turn_log;
+}
+
 /* ------------------------------------------------------------ refusals */
 
 /* Kernels that break one rule each; the emulator must abort with a message
@@ -254,6 +276,8 @@ static void refuse_kernel(const void *) {
         __syncthreads();
         if (threadIdx.x == 0) mbar_arrive(bar);
         mbar_wait(bar, 0);
+    } else if (refusal == 8) { /* an arrive on a named barrier nobody syncs on */
+        if (threadIdx.x < 32) bar_arrive(1, 64);
     } else if (refusal == 7) { /* base offset in a descriptor */
         float d[32] = {};
         wgmma_fence();

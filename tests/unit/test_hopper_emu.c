@@ -11,7 +11,8 @@
  *    negative coordinates, against the box computed here: zero outside the
  *    tensor, elements in box order, 16-byte chunks swizzled by address;
  *    a plain bulk copy beside them;
- *  - mbarrier phases with arrivals and transaction counts;
+ *  - mbarrier phases with arrivals and transaction counts; named barriers
+ *    (bar.sync / bar.arrive) making two warps take turns;
  *  - kernels breaking one rule each, which must abort with a message.
  * One sm_90a emulator build per test (three, ~5 s of CPU each); the runs
  * take about a second.
@@ -273,6 +274,9 @@ Test(hopper_emu, tma_mbarrier, .timeout = 600)
     check_boxes(h);
     check_map_rules(h);
     check_phases(h);
+    const int *turns = ((const int *(*)(void))fmqa_test_emu_symbol(h, "hop_turns_run"))();
+    for (int i = 0; i < 6; i++)
+        cr_expect_eq(turns[i], i % 2, "named barriers: turn %d went to warp %d", i, turns[i]);
 }
 
 /* ------------------------------------------------------------ refusals */
@@ -283,7 +287,7 @@ Test(hopper_emu, refusals, .timeout = 600)
     void (*run)(int) = (void (*)(int))fmqa_test_emu_symbol(h, "hop_refuse_run");
     static const char *want[] = {"not fenced",   "more arrivals",          "without a wgmma.fence",
                                  "still pending", "deadlock",               "in flight",
-                                 "deadlock: waits at an mbarrier phase", "base offset"};
+                                 "deadlock: waits at an mbarrier phase", "base offset", "partly arrived"};
     for (int i = 0; i < (int)(sizeof want / sizeof want[0]); i++) {
         int fd[2];
         cr_assert_eq(pipe(fd), 0);
