@@ -2,7 +2,8 @@
  * test_prefill_sm90_emu.c -- the prefill_sm90 template's real source (TMA,
  * mbarriers, wgmma, setmaxnreg; templates/prefill_sm90.cuh) run on the CPU
  * through the emulator (sm_90a) against the float64 reference, sequence by
- * sequence (ref_attention, causal or not).
+ * sequence (ref_attention, causal or not): lengths 1, 17, 128, 300 in one
+ * ragged batch, groups 1, 2 and 8, head dims 64, 128 and 256, f16 and bf16.
  *
  * Each case: the template's default config for the problem (the Lua launch
  * plan), gen_render's source built with tests/emu/prefill_sm90_emu.cpp, the
@@ -179,5 +180,12 @@ Test(prefill_sm90_emu, mha_d128_bf16, .timeout = 1200)
     const scase sc = {"op=prefill,batch=2,heads=2,kv_heads=2,d=128,tq=300,kv_len=300,q=bf16,kv=bf16,out=bf16,"
                       "flags=causal|lse",
                       {300, 17}};
+    run_case(&sc);
+}
+
+/* Not causal, d 256 (BLOCK_N 64, P V as m64n256k16), group 2, a tile's tail. */
+Test(prefill_sm90_emu, full_d256, .timeout = 1200)
+{
+    const scase sc = {"op=prefill,batch=1,heads=2,kv_heads=1,d=256,tq=130,kv_len=130,q=bf16,kv=bf16,out=bf16", {130}};
     run_case(&sc);
 }
