@@ -20,7 +20,10 @@
  * only when asked for, and an instruction the architecture lacks aborts.
  *
  * Every CUDA thread of a CTA is a ucontext coroutine on one OS thread, switched
- * only at barriers and warp collectives, so runs are deterministic.  CTAs run
+ * only at barriers, warp and warpgroup collectives and mbarrier waits, so runs
+ * are deterministic.  A waiting thread sleeps (the scheduler does not resume
+ * it) until what it waits for changes, so a wait nobody can end is reported as
+ * a deadlock naming what it waited at.  CTAs run
  * one at a time in descending index order, the reverse of the order a kernel
  * that races between CTAs is most likely to assume.  Warps
  * drift apart as far as the program allows: the scheduler runs one warp until

@@ -8,10 +8,19 @@
  * is skipped and fmqa_device.cuh compiles on top of this one.
  *
  * Not modelled, and refused: anything not declared here (a compile error),
- * the sm_89+ fp8 conversions when __CUDA_ARCH__ < 890 (a compile error, as
- * ptxas would give), cp.async sizes other than the copy size or 0, unaligned
- * ldmatrix rows or cp.async destinations, shared addresses outside the launch's
- * dynamic size (an abort with a message).  Rounding that the hardware leaves
+ * the sm_89+ fp8 conversions when __CUDA_ARCH__ < 890 and the Hopper part
+ * below 900 (wgmma, setmaxnreg: without __CUDA_ARCH_FEAT_SM90_ALL) (compile
+ * errors, as ptxas would give), cp.async sizes other than the copy size or 0,
+ * unaligned ldmatrix rows or cp.async destinations, shared addresses outside
+ * the launch's dynamic size, and for Hopper: mbarrier misuse (use before init,
+ * re-init, more arrivals than the count, tx out of range), copies on a
+ * barrier whose init no fence published, bulk sizes or alignments the ISA
+ * forbids, tensor maps the driver would reject, copies or wgmma still in
+ * flight at CTA exit, wgmma without a wgmma.fence since the last wait, a
+ * descriptor's base offset, wgmma whose operands or groups differ across the
+ * warpgroup, reading an accumulator still pending, warpgroup instructions
+ * not executed by all 128 threads (an abort with a message).  wgmma sums each
+ * instruction's 16 products in double and rounds once, like mma.sync here.  Rounding that the hardware leaves
  * approximate (ex2.approx) uses the host's exact function; mma accumulates in
  * double and rounds once (the hardware's internal order is unspecified).
  */
