@@ -12,7 +12,12 @@
  *            instructions per tile / tile bytes; integer instructions per
  *            16-byte copy), dependent global round trips before the first KV
  *            copy, and the combine's CTAs, registers and round trips per thread;
- *   append   registers, spills, shared memory, CTAs per SM, waves (RoPE on).
+ *   append   registers, spills, shared memory, CTAs per SM, waves (RoPE on);
+ *   prefill  the causal prefill of the shape's batch x kv_len tokens (16-bit
+ *            shapes only; a preset no prefill template serves has no row):
+ *            registers, spills, shared memory, CTAs per SM, waves, and the
+ *            tensor-core instructions in its SASS (HGMMA: wgmma; HMMA:
+ *            mma.sync), counted statically.
  *
  * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
  * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
@@ -37,7 +42,7 @@ typedef struct kstat {      /* one compiled kernel entry on one preset       */
 
 typedef struct srow {
     int shape, arch;
-    const char *op;          /* "decode" or "append"                           */
+    const char *op;          /* "decode", "append" or "prefill"                */
     char config[GEN_CONFIG_TEXT_CAP];
     char cubin_arch[16];
     fmqa_status st;
@@ -52,6 +57,7 @@ typedef struct srow {
     double ib;
     int prologue_trips, combine_trips, combine_slices;
     char sass_why[160];
+    int hgmma, hmma;         /* prefill: static counts; -1 without cuobjdump   */
 } srow;
 
 typedef struct sopts {
@@ -190,6 +196,32 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
         snprintf(r->sass_why, sizeof r->sass_why, "no BLOCK_N in the config");
 }
 
+/* Static tensor-core instruction counts of a cubin's SASS (HGMMA, HMMA). */
+static void mma_mix(const gen_binary *b, srow *r)
+{
+    char *text = NULL;
+    fmqa_err err;
+    r->hgmma = r->hmma = -1;
+    if (tun_sass_disassemble(b->cubin, b->size, &text, &err) != FMQA_OK) {
+        fmqa_strlcpy(r->sass_why, err.msg, sizeof r->sass_why);
+        return;
+    }
+    r->hgmma = r->hmma = 0;
+    for (const char *t = text; (t = strstr(t, "MMA")) != NULL; t += 3) {
+        r->hgmma += t - text >= 2 && !strncmp(t - 2, "HGMMA", 5);
+        r->hmma += t - text >= 1 && !strncmp(t - 1, "HMMA", 4);
+    }
+    free(text);
+}
+
+static fmqa_problem prefill_problem(const bench_shape *s)
+{
+    fmqa_problem p = bench_shape_problem(s);
+    p.op = FMQA_OP_PREFILL;
+    p.q_tokens = p.kv_len;
+    return p;
+}
+
 static fmqa_problem append_problem(const bench_shape *s)
 {
     fmqa_problem p = bench_shape_problem(s);
@@ -204,8 +236,14 @@ static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, uint
 {
     fmqa_device_info d;
     fmqa_err err = {0};
-    fmqa_problem p = strcmp(r->op, "append") ? bench_shape_problem(s) : append_problem(s);
-    if (strcmp(r->op, "append"))
+    const int prefill = !strcmp(r->op, "prefill");
+    fmqa_problem p = prefill ? prefill_problem(s) : strcmp(r->op, "append") ? bench_shape_problem(s)
+                                                                            : append_problem(s);
+    if (prefill && s->kv != FMQA_DTYPE_F16 && s->kv != FMQA_DTYPE_BF16) {
+        r->skip = 1; /* prefill reads the new tokens' own 16-bit K/V */
+        return;
+    }
+    if (!strcmp(r->op, "decode"))
         p.flags |= flags;
     const gen_template *t = NULL;
     gen_config c;
@@ -216,6 +254,10 @@ static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, uint
     fmqa_status st = gen_device_preset(arch, &d, &err);
     if (st == FMQA_OK)
         st = rt_choose(lib, NULL, &d, &p, &t, &c, &ch, &err);
+    if (prefill && st == FMQA_ERR_UNSUPPORTED) {
+        r->skip = 1; /* no prefill template for this preset */
+        return;
+    }
     if (st == FMQA_OK)
         st = gen_launch_plan(t, &c, &p, &d, &plan, &err);
     if (st == FMQA_OK)
@@ -233,6 +275,8 @@ static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, uint
         decode_figures(&d, &p, &c, &plan, &b, r);
     else if (st == FMQA_OK && !r->skip)
         r->k = kernel_stat(&d, &plan.kernels[0], &b);
+    if (st == FMQA_OK && !r->skip && prefill)
+        mma_mix(&b, r);
     r->st = st;
     if (st != FMQA_OK)
         fmqa_strlcpy(r->why, err.msg, sizeof r->why);
@@ -289,6 +333,11 @@ static void print_json_row(const bench_shape *shapes, const srow *r, const char 
         if (!sv)
             printf(",\"sass_note\":\"%s\"", r->sass_why);
     }
+    if (!strcmp(r->op, "prefill")) {
+        printf(",");
+        json_num("hgmma_static", r->hgmma, r->hgmma >= 0, "%.0f", 1);
+        json_num("hmma_static", r->hmma, r->hmma >= 0, "%.0f", 0);
+    }
     printf("}");
 }
 
@@ -320,7 +369,7 @@ static void cell(int valid, const char *fmt, double v, int width)
 static void print_table(const bench_shape *shapes, const srow *rows, int n, const char **archs)
 {
     printf("static figures (no GPU): NVRTC cubins of the template defaults, device presets\n");
-    printf("%-22s %-6s %-6s %4s %5s %6s %5s %5s %6s %5s %8s %6s %6s %5s %4s %5s %5s %s\n", "shape",
+    printf("%-22s %-6s %-7s %4s %5s %6s %5s %5s %6s %5s %8s %6s %6s %5s %4s %5s %5s %s\n", "shape",
            "arch", "kernel", "regs", "spill", "smem", "CTA/S", "CTAs", "waves", "bal", "flightKB",
            "I_B", "insts", "addr", "pro", "cCTA", "cdep", "config");
     for (int i = 0; i < n; i++) {
@@ -331,7 +380,7 @@ static void print_table(const bench_shape *shapes, const srow *rows, int n, cons
         bench_shape_id(&shapes[r->shape], id, sizeof id);
         if (shapes[r->shape].d != 128)
             snprintf(id + strlen(id), sizeof id - strlen(id), "-d%d", shapes[r->shape].d);
-        printf("%-22s %-6s %-6s ", id, archs[r->arch], r->op);
+        printf("%-22s %-6s %-7s ", id, archs[r->arch], r->op);
         if (r->st != FMQA_OK) {
             printf("error: %s\n", r->why);
             continue;
@@ -347,14 +396,18 @@ static void print_table(const bench_shape *shapes, const srow *rows, int n, cons
         cell(sv, " %*.0f", r->prologue_trips, 4);
         cell(dec && r->combine.ok, " %*.0f", r->combine.ctas, 5);
         cell(sv && r->combine.ok, " %*.0f", r->combine_trips, 5);
-        printf(" %s%s\n", r->config, sv && !r->loop.exact ? " (loop path approximate)" : "");
+        printf(" %s%s", r->config, sv && !r->loop.exact ? " (loop path approximate)" : "");
+        if (!strcmp(r->op, "prefill") && r->hgmma >= 0)
+            printf(" [SASS: HGMMA %d, HMMA %d]", r->hgmma, r->hmma);
+        printf("\n");
         if (dec && !r->sass)
             printf("%-22s   SASS figures missing: %s\n", "", r->sass_why);
     }
     printf("I_B: warp-instructions per KV byte of the main loop; insts: per warp per tile;\n"
            "bal: mean / most work units of a CTA (tiles; batch-invariant: chunks);\n"
            "addr: integer instructions per 16-byte copy; pro: dependent global loads before\n"
-           "the first KV copy; cCTA, cdep: the combine's CTAs and dependent loads per thread.\n");
+           "the first KV copy; cCTA, cdep: the combine's CTAs and dependent loads per thread;\n"
+           "prefill rows: causal prefill of batch x kv_len tokens, tensor-core SASS counted.\n");
 }
 
 /* ---------------------------------------------------------------- main */
@@ -444,7 +497,8 @@ int bench_static_main(int argc, char **argv)
                     : -1;
     if (ns < 0)
         return 2;
-    int n = ns * na * 2, failed = 0;
+    static const char *const kinds[] = {"decode", "append", "prefill"};
+    int n = ns * na * 3, failed = 0;
     srow *rows = calloc((size_t)n, sizeof *rows);
     gen_lib *lib = NULL;
     fmqa_err err = {0};
@@ -452,7 +506,7 @@ int bench_static_main(int argc, char **argv)
     fmqa_status st = rows ? gen_lib_open(dir && *dir ? dir : NULL, &lib, &err)
                           : fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     for (int i = 0; rows && i < n; i++)
-        rows[i] = (srow){.shape = i / (2 * na), .arch = i / 2 % na, .op = i % 2 ? "append" : "decode"};
+        rows[i] = (srow){.shape = i / (3 * na), .arch = i / 3 % na, .op = kinds[i % 3]};
     work w = {lib, shapes, archs, o.invariant ? FMQA_FLAG_BATCH_INVARIANT : 0u, rows};
     if (st == FMQA_OK)
         st = tun_parallel(o.threads, n, build_job, &w, &err);

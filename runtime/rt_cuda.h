@@ -16,6 +16,7 @@
 #include <cuda.h>
 
 #include "fmqa_common.h"
+#include "fmqa_params.h"
 
 /*
  * X-macro of the driver functions we use, each with the ABI version of the
@@ -52,7 +53,7 @@
     X(cuStreamBeginCapture, 10010) X(cuStreamEndCapture, 10000)                     \
     X(cuGraphInstantiateWithFlags, 11040) X(cuGraphLaunch, 10000)                   \
     X(cuGraphExecDestroy, 10000) X(cuGraphDestroy, 10000) X(cuGetErrorName, 6000)   \
-    X(cuGetErrorString, 6000)
+    X(cuGetErrorString, 6000) X(cuTensorMapEncodeTiled, 12000)
 
 typedef struct rt_cuda {
 #define RT_CUDA_FIELD(f, version) __typeof__(f) *f;
@@ -88,5 +89,45 @@ fmqa_status rt_cuda_error(fmqa_err *err, CUresult res, const char *what);
  * no particular context. */
 fmqa_status rt_cuda_describe(const rt_cuda *cu, int ordinal, fmqa_device_info *info /* OUT */,
                              fmqa_err *err);
+
+/*
+ * A tiled TMA tensor map over a tensor in device memory, for the sm_90
+ * kernels' cp.async.bulk.tensor loads (templates/fmqa_sm90.cuh): what
+ * cuTensorMapEncodeTiled takes, less what is fixed here (interleave none,
+ * element strides 1, out-of-bounds elements read as zero, L2 promotion 128
+ * bytes).  The CPU emulator models the same parameters (tests/emu/emu_ptx.h,
+ * emu_tmap_encode), with the driver's rules; runtime/rt_tmap.c.
+ */
+typedef struct rt_tmap_desc {
+    const void *base;              /* device address, 16-byte aligned           */
+    int rank;                      /* 1..5                                      */
+    int elem_bytes;                /* 1, 2, 4 or 8                              */
+    int swizzle;                   /* bytes: 0, 32, 64, 128 (box[0] * elem_bytes
+                                      must not exceed it)                       */
+    unsigned long long dims[5];    /* elements, innermost first                 */
+    unsigned long long strides[4]; /* bytes between steps of dims[1..rank-1];
+                                      multiples of 16                           */
+    unsigned box[5];               /* box extent per dim, 1..256; box[0] *
+                                      elem_bytes a multiple of 16               */
+} rt_tmap_desc;
+
+/* Encodes d into *out (64-byte aligned; the map is read by the GPU from the
+ * kernel's parameters).  FMQA_ERR_INVALID_ARGUMENT with the reason for what
+ * the driver rejects (CUDA_ERROR_INVALID_VALUE). */
+fmqa_status rt_tmap_encode(const rt_cuda *cu, const rt_tmap_desc *d, fmqa_tensor_map *out /* OUT */,
+                           fmqa_err *err);
+
+/* prefill_sm90's maps (templates/prefill_sm90.cuh) over p's q, k, v: 3D
+ * (head_dim, heads, total_q rows) with p's head and token strides, 16-bit
+ * elements, 128-byte swizzle, boxes (64, 1, 128) for q and (64, 1, block_n)
+ * for k and v.  Strides must be multiples of 8 elements and the tensors
+ * 16-byte aligned (the driver's rules).  _descs only describes them (the CPU
+ * emulator's tests encode these); _maps encodes them into out and copies p
+ * into out->p. */
+void rt_prefill_sm90_descs(const fmqa_prefill_params *p, long long total_q, int head_dim, int block_n,
+                           rt_tmap_desc out[3] /* OUT */);
+fmqa_status rt_prefill_sm90_maps(const rt_cuda *cu, const fmqa_prefill_params *p, long long total_q,
+                                 int head_dim, int block_n, fmqa_prefill_sm90_params *out /* OUT */,
+                                 fmqa_err *err);
 
 #endif /* FMQA_RT_CUDA_H */

@@ -23,6 +23,8 @@ def check_row(r, bad):
     need(r["threads"] >= 32 and r["threads"] % 32 == 0, "threads not whole warps")
     need(r["ctas"] >= 1 and r["ctas_per_sm"] >= 1, "no CTAs or none fit an SM")
     need(0 < r["waves"] < 1000, "waves")
+    if r["kernel"] == "prefill" and r["cubin_arch"] == "sm_90a":
+        need(r["hgmma_static"] is not None and r["hgmma_static"] > 0, "no HGMMA in the sm_90a prefill")
     if r["kernel"] != "decode":
         return
     need(r["smem_bytes"] > 0 and r["tile_bytes"] > 0 and r["inflight_kb_per_sm"] > 0,
@@ -57,7 +59,7 @@ def main(argv):
         bad.append("header: static/date missing")
     got = {(r["arch"], r["kernel"]) for r in doc["rows"]}
     for want in [("sm_80", "decode"), ("sm_90", "decode"), ("sm_80", "append"),
-                 ("sm_90", "append")]:
+                 ("sm_90", "append"), ("sm_90a", "prefill")]:
         if want not in got:
             bad.append(f"no row for {want}")
     for r in doc["rows"]:

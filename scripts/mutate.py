@@ -5,7 +5,8 @@ Plants one-line bugs of the kinds kernel engineers make (off-by-one bounds,
 wrong strides, a missing barrier, int8 zero point off by 128, fp8 mantissa
 mask, cvt operand order, fp8 subnormals, V scales addressed with K strides,
 window edges, ...) into a copy of templates/ (decode.cuh, append.cuh,
-decode.lua, fmqa_device.cuh, fmqa_ptx.cuh), one at a time, and runs the
+decode.lua, fmqa_device.cuh, fmqa_ptx.cuh, prefill_sm90.cuh, fmqa_sm90.cuh),
+one at a time, and runs the
 emulator tests against each copy ($FASTMQA_TEMPLATE_DIR points them there).
 A mutant is caught when a test fails.  Templates are read when the tests run,
 so nothing is rebuilt per mutant: the script only builds the three test
@@ -157,6 +158,23 @@ MUTANTS = [
      "p.page_table[(long long)b * p.pt_stride + (slot + 1) / PAGE_ROWS]"),
     ("append-row-amax-group", "append.cuh", "row max shuffles across row groups",
      "m = fmaxf(m, fmqa_dev::shfl_xor(m, o, mask));", "m = fmaxf(m, fmqa_dev::shfl_xor(m, o));"),
+    # --- prefill_sm90.cuh / fmqa_sm90.cuh: the Hopper pipeline
+    ("sm90-empty-wait", "prefill_sm90.cuh", "producer refills a stage without waiting for its release",
+     "if (it >= STAGES) mbar_wait(L.empty(s), (u32)((it / STAGES - 1) & 1));", "(void)s;"),
+    ("sm90-v-parity", "prefill_sm90.cuh", "V waited with the other phase parity",
+     "mbar_wait(L.v_full(s), phase(it));", "mbar_wait(L.v_full(s), phase(it) ^ 1);"),
+    ("sm90-no-rescale", "prefill_sm90.cuh", "O not rescaled to the new row maximum",
+     "rescale(O, corr);", "(void)corr;"),
+    ("sm90-causal-edge", "prefill_sm90.cuh", "causal mask lets a row see the next position",
+     "(CAUSAL && col > row)", "(CAUSAL && col > row + 1)"),
+    ("sm90-kv-head", "prefill_sm90.cuh", "kv head of q head h taken as h % G instead of h / G",
+     "w.kvh = blockIdx.y / GROUP", "w.kvh = blockIdx.y % GROUP % p.num_kv_heads"),
+    ("sm90-desc-sbo", "fmqa_sm90.cuh", "K-major descriptor strides 8-row groups by 4 rows",
+     "return wgmma_desc(tile + (u32)((ks / per) * rows * w + (ks % per) * 32), 16, 8 * w, w);",
+     "return wgmma_desc(tile + (u32)((ks / per) * rows * w + (ks % per) * 32), 16, 4 * w, w);"),
+    ("sm90-vdesc-lbo", "fmqa_sm90.cuh", "MN-major descriptor's chunk stride off by a row",
+     "return wgmma_desc(tile + (u32)(ks * 16 * w), (u32)(rows * w), 8 * w, w);",
+     "return wgmma_desc(tile + (u32)(ks * 16 * w), (u32)((rows - 1) * w), 8 * w, w);"),
 ]
 
 # Which test binaries can see a bug in each file, cheapest first.
@@ -167,6 +185,8 @@ TESTS = {
     "decode.lua": ["unit_decode_emu"],
     "append.cuh": ["unit_append_emu"],
     "append.lua": ["unit_append_emu"],
+    "prefill_sm90.cuh": ["unit_prefill_sm90_emu"],
+    "fmqa_sm90.cuh": ["unit_prefill_sm90_emu"],
 }
 
 

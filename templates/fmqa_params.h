@@ -17,6 +17,14 @@
 
 #define FMQA_PARAMS_VERSION 2
 
+/* An encoded TMA tensor map: the driver's CUtensorMap (cuTensorMapEncodeTiled,
+ * runtime/rt_cuda.c; 128 opaque bytes, 64-byte aligned), or the CPU
+ * emulator's model of one.  Kernels take it inside their params struct, which
+ * they declare __grid_constant__ so that its address is valid for TMA. */
+typedef struct fmqa_tensor_map {
+    unsigned long long opaque[16];
+} __attribute__((aligned(64))) fmqa_tensor_map;
+
 typedef struct fmqa_decode_params {
     const void *q;                 /* [b, t, h, d]                              */
     long long q_sb, q_st, q_sh;
@@ -76,5 +84,52 @@ typedef struct fmqa_append_params {
     int window;                    /* ring slots after the sinks when RING      */
     int sink_tokens;
 } fmqa_append_params;
+
+/* Prefill (fmqa_prefill in fastmqa.h has the semantics).  Rows are packed per
+ * sequence: token i of sequence b is row cu_seqlens_q[b] + i of q, o and lse,
+ * and, without a cache (kv_lens == NULL), of k and v, where it is position i.
+ * With a cache (kv_lens != NULL) k, v and the scales are addressed as decode's
+ * (batch or page, slot, head) and token i sits at position kv_lens[b] - Tq_b +
+ * i.  The kernel trusts cu_seqlens_q and kv_lens as fastmqa.h states. */
+typedef struct fmqa_prefill_params {
+    const void *q;                 /* [total_q, h, d]                           */
+    long long q_st, q_sh;
+    const void *k;                 /* cache: [b|page, j, hk, d]; else [total_q, hk, d] */
+    const void *v;
+    long long k_sb, k_st, k_sh;    /* k_sb, v_sb: cache only                    */
+    long long v_sb, v_st, v_sh;
+    const float *k_scale;          /* [b|page, j, hk]; 8-bit caches only        */
+    const float *v_scale;
+    long long ks_sb, ks_st, ks_sh;
+    long long vs_sb, vs_st, vs_sh;
+    const int *cu_seqlens_q;       /* [b + 1]                                   */
+    const int *kv_lens;            /* [b] with a cache, else NULL               */
+    const int *page_table;         /* [b, pt_stride] when paged                 */
+    long long pt_stride;
+    void *o;                       /* [total_q, h, dv]                          */
+    long long o_st, o_sh;
+    float *lse;                    /* [total_q, h] natural log, or NULL         */
+    void *workspace;               /* the plan's workspace bytes, or NULL       */
+    float sm_scale;                /* softmax scale                             */
+    float sm_scale_log2;           /* sm_scale * log2(e)                        */
+    int batch;
+    int num_q_heads;
+    int num_kv_heads;
+    int q_tokens_max;              /* problem q_tokens: bound on Tq_b           */
+    int kv_len_max;                /* problem kv_len: bound on kv_lens[b]       */
+    int window;                    /* 0 = unlimited                             */
+    int sink_tokens;               /* visible despite the window                */
+} fmqa_prefill_params;
+
+/* prefill_sm90's argument (templates/prefill_sm90.cuh): the prefill params,
+ * new-token K/V only (kv_lens NULL), and TMA maps of q, k and v as 3D
+ * tensors (d, heads, total_q rows; strides from the params) with boxes of
+ * (64, 1, 128) for q and (64, 1, BLOCK_N) for k and v, 128-byte swizzle
+ * (rt_prefill_sm90_maps in runtime/rt_cuda.c encodes them).  The kernel takes
+ * it __grid_constant__. */
+typedef struct fmqa_prefill_sm90_params {
+    fmqa_tensor_map tm_q, tm_k, tm_v;
+    fmqa_prefill_params p;
+} fmqa_prefill_sm90_params;
 
 #endif /* FMQA_PARAMS_H */

@@ -20,7 +20,10 @@
  * only when asked for, and an instruction the architecture lacks aborts.
  *
  * Every CUDA thread of a CTA is a ucontext coroutine on one OS thread, switched
- * only at barriers and warp collectives, so runs are deterministic.  CTAs run
+ * only at barriers, warp and warpgroup collectives and mbarrier waits, so runs
+ * are deterministic.  A waiting thread sleeps (the scheduler does not resume
+ * it) until what it waits for changes, so a wait nobody can end is reported as
+ * a deadlock naming what it waited at.  CTAs run
  * one at a time in descending index order, the reverse of the order a kernel
  * that races between CTAs is most likely to assume.  Warps
  * drift apart as far as the program allows: the scheduler runs one warp until
@@ -69,7 +72,8 @@
 #define __shared__
 #endif
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
+#define __grid_constant__
 #define __align__(n) __attribute__((aligned(n)))
 /* Inline asm belongs in templates/fmqa_ptx.cuh, which emu_ptx.h replaces. */
 #define asm emu_error_inline_asm_outside_fmqa_ptx_cuh
@@ -160,6 +164,11 @@ struct emu_thread {
     struct copy { unsigned dst; const void *src; int n, total, group; };
     std::vector<copy> pending;
     int groups;
+    /* blocked until *wait_on != wait_val (a barrier's generation, an
+     * mbarrier's phase): the scheduler does not resume it before */
+    const int *wait_on;
+    int wait_val;
+    const char *wait_what;
 };
 static std::vector<emu_thread> emu_thr;
 static ucontext_t emu_main;
@@ -171,29 +180,37 @@ static void emu_yield() {
     swapcontext(&emu_thr[emu_cur].ctx, &emu_main);
 }
 
+/* Blocks the calling thread until *p != v: the scheduler resumes it only
+ * then, so that waiting costs nothing and a wait nobody can end is a deadlock
+ * (reported with what) rather than a spin. */
+static void emu_block(const int *p, int v, const char *what) {
+    emu_thread &t = emu_thr[emu_cur];
+    t.wait_on = p, t.wait_val = v, t.wait_what = what;
+    while (*p == v) emu_yield();
+    t.wait_on = nullptr;
+}
+
 /* A barrier of n threads; a warp collective also names its lanes (warp: the
  * first thread of the warp), none of which may exit while the others wait. */
 struct emu_barrier {
     int count = 0, gen = 0;
-    void wait(int n, unsigned warp = 0, unsigned lanes = 0) {
+    void wait(int n, unsigned warp = 0, unsigned lanes = 0, const char *what = "a warp collective") {
         const int g = gen;
+        for (int l = 0; l < 32; ++l)
+            if (lanes >> l & 1 && emu_thr[warp + l].done) emu_fail("a collective's mask names an exited lane");
         if (++count == n) {
             count = 0;
             ++gen;
             emu_spins = 0;
         } else {
-            while (gen == g) {
-                for (int l = 0; l < 32; ++l)
-                    if (lanes >> l & 1 && emu_thr[warp + l].done) emu_fail("a collective's mask names an exited lane");
-                emu_yield();
-            }
+            emu_block(&gen, g, what);
         }
     }
 };
 static emu_barrier emu_cta_bar, emu_warp_bar[32];
 static inline void __syncthreads() {
     emu_thr[emu_cur].cta_gen = emu_cta_bar.gen;
-    emu_cta_bar.wait(emu_nthreads);
+    emu_cta_bar.wait(emu_nthreads, 0, 0, "a CTA barrier (__syncthreads)");
     emu_thr[emu_cur].cta_gen = -1;
 }
 
@@ -252,7 +269,7 @@ static void emu_entry() {
 
 static bool emu_runnable(unsigned i) {
     const emu_thread &t = emu_thr[i];
-    return !t.done && !(t.cta_gen >= 0 && t.cta_gen == emu_cta_bar.gen);
+    return !t.done && !(t.cta_gen >= 0 && t.cta_gen == emu_cta_bar.gen) && !(t.wait_on && *t.wait_on == t.wait_val);
 }
 
 /* Runs the lanes of warp w until each has exited or waits at a CTA barrier;
@@ -279,6 +296,7 @@ static void emu_run_cta(unsigned threads, size_t stack, std::vector<char> &stack
         memset(__start_emu_shared, 0xff, __stop_emu_shared - __start_emu_shared);
     emu_thr.assign(threads, emu_thread());
     emu_cta_bar = emu_barrier();
+    fmqa_dev::emu_cta_begin();
     for (unsigned i = 0; i < threads; ++i) {
         emu_thread &t = emu_thr[i];
         t.cta_gen = -1;
@@ -297,8 +315,12 @@ static void emu_run_cta(unsigned threads, size_t stack, std::vector<char> &stack
     for (unsigned i = 0; i < threads; ++i)
         if (!emu_thr[i].done) {
             threadIdx.x = i;
-            emu_fail("deadlock: a CTA barrier some threads never reach");
+            char what[160];
+            snprintf(what, sizeof what, "deadlock: waits at %s that never completes",
+                     emu_thr[i].wait_on ? emu_thr[i].wait_what : "a CTA barrier");
+            emu_fail(what);
         }
+    fmqa_dev::emu_cta_end();
 }
 
 /* Runs body(params) for every thread of every CTA of the grid, CTA by CTA

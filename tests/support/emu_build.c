@@ -37,11 +37,15 @@ const char *fmqa_test_template_dir(void)
 }
 
 /* Compiles tests/emu/<driver> with -I include_dir (which holds what the
- * driver includes) for __CUDA_ARCH__ = arch into dir/emu.so and returns its
- * dlopen handle. */
-static void *compile_and_load(const char *driver, const char *include_dir, int arch,
+ * driver includes) for arch ("sm_90a": __CUDA_ARCH__ = 900 and the sm_90a
+ * feature macro NVRTC defines, __CUDA_ARCH_FEAT_SM90_ALL) into dir/emu.so and
+ * returns its dlopen handle. */
+static void *compile_and_load(const char *driver, const char *include_dir, const char *arch,
                               const char *dir)
 {
+    int num = 0;
+    char suffix = 0;
+    cr_assert_geq(sscanf(arch, "sm_%d%c", &num, &suffix), 1, "bad architecture %s", arch);
     const char *cxx = getenv("CXX") ? getenv("CXX") : "c++";
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "command -v %s >/dev/null", cxx);
@@ -50,9 +54,10 @@ static void *compile_and_load(const char *driver, const char *include_dir, int a
     /* -I include_dir first (the rendered fmqa_params.h, the templates); then
      * tests/emu, whose cuda_emu.h stands for the GPU. */
     snprintf(cmd, sizeof cmd,
-             "%s -std=c++17 -O1 -fno-strict-aliasing -shared -fPIC -w -D__CUDA_ARCH__=%d -I%s "
+             "%s -std=c++17 -O1 -fno-strict-aliasing -shared -fPIC -w -Wno-psabi -D__CUDA_ARCH__=%d %s -I%s "
              "-I%s/tests/emu -DEMU_SOURCE='\"kernel.cu\"' %s/tests/emu/%s -o %s/emu.so",
-             cxx, arch, include_dir, FMQA_TEST_SOURCE_DIR, FMQA_TEST_SOURCE_DIR, driver, dir);
+             cxx, num * 10, suffix == 'a' ? "-D__CUDA_ARCH_FEAT_SM90_ALL" : "", include_dir,
+             FMQA_TEST_SOURCE_DIR, FMQA_TEST_SOURCE_DIR, driver, dir);
     cr_assert_eq(system(cmd), 0, "emulator build failed: %s", cmd);
     char so[1100];
     snprintf(so, sizeof so, "%s/emu.so", dir);
@@ -79,11 +84,11 @@ void *fmqa_test_emu_build(const gen_template *t, const gen_config *c, const fmqa
     for (int i = 0; i < src.n_headers; i++)
         write_file(dir, src.header_names[i], src.header_texts[i]);
     gen_source_free(&src);
-    void *h = compile_and_load(driver, dir, d->cc_major * 100 + d->cc_minor * 10, dir);
+    void *h = compile_and_load(driver, dir, d->arch, dir);
     return fmqa_test_emu_symbol(h, "emu_launch");
 }
 
-void *fmqa_test_emu_build_plain(const char *driver, int arch, char *dir)
+void *fmqa_test_emu_build_plain(const char *driver, const char *arch, char *dir)
 {
     cr_assert_not_null(mkdtemp(dir), "mkdtemp");
     return compile_and_load(driver, fmqa_test_template_dir(), arch, dir);

@@ -72,8 +72,8 @@ void fmqa_test_db_best(struct db *db, const fmqa_device_info *d, const char *tem
 const char *fmqa_test_template_dir(void);
 
 /* Renders a template config, builds it with the CPU emulator's driver
- * tests/emu/<driver> for d's architecture (__CUDA_ARCH__ = 100 major + 10
- * minor) into a shared object under dir (a mkdtemp template, filled in) and
+ * tests/emu/<driver> for d's architecture (d->arch, as
+ * fmqa_test_emu_build_plain) into a shared object under dir (a mkdtemp template, filled in) and
  * returns its emu_launch symbol (cast it to the driver's signature).  Skips
  * the test when there is no C++ compiler. */
 void *fmqa_test_emu_build(const gen_template *t, const gen_config *c, const fmqa_problem *p,
@@ -84,10 +84,11 @@ void *fmqa_test_emu_build(const gen_template *t, const gen_config *c, const fmqa
 int fmqa_test_run(const char *cmd, char *out, size_t cap);
 
 /* Builds the driver tests/emu/<driver>, which includes template headers
- * directly (from fmqa_test_template_dir()), for __CUDA_ARCH__ = arch under
+ * directly (from fmqa_test_template_dir()), for arch ("sm_80", "sm_90",
+ * "sm_90a": __CUDA_ARCH__ and, for sm_90a, __CUDA_ARCH_FEAT_SM90_ALL) under
  * dir and returns its dlopen handle, whose symbols fmqa_test_emu_symbol
  * finds (asserting they exist). */
-void *fmqa_test_emu_build_plain(const char *driver, int arch, char *dir);
+void *fmqa_test_emu_build_plain(const char *driver, const char *arch, char *dir);
 void *fmqa_test_emu_symbol(void *handle, const char *sym);
 
 /* A host buffer of `bytes` filled with `fill` whose end (rounded up to align,

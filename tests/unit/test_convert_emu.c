@@ -44,7 +44,9 @@ typedef struct conv {
 static conv build(int arch)
 {
     char dir[] = "/tmp/fmqa-convemu-XXXXXX";
-    void *h = fmqa_test_emu_build_plain("convert_emu.cpp", arch, dir);
+    char name[16];
+    snprintf(name, sizeof name, "sm_%d", arch / 10);
+    void *h = fmqa_test_emu_build_plain("convert_emu.cpp", name, dir);
     conv c = {arch,
               (pairs_fn)fmqa_test_emu_symbol(h, "emu_q8x4_to_pairs"),
               (fold_fn)fmqa_test_emu_symbol(h, "emu_fp8_fold"),

@@ -1,0 +1,191 @@
+/*
+ * test_prefill_sm90_emu.c -- the prefill_sm90 template's real source (TMA,
+ * mbarriers, wgmma, setmaxnreg; templates/prefill_sm90.cuh) run on the CPU
+ * through the emulator (sm_90a) against the float64 reference, sequence by
+ * sequence (ref_attention, causal or not): lengths 1, 17, 128, 300 in one
+ * ragged batch, groups 1, 2 and 8, head dims 64, 128 and 256, f16 and bf16.
+ *
+ * Each case: the template's default config for the problem (the Lua launch
+ * plan), gen_render's source built with tests/emu/prefill_sm90_emu.cpp, the
+ * kernel parameters filled as the dispatcher will (rt_prefill_sm90_descs
+ * describes the tensor maps; the emulator's model of cuTensorMapEncodeTiled
+ * encodes them).  Inputs are fresh random values in a ragged batch (varlen by
+ * cu_seqlens_q); q and k rows carry padding between tokens and v a
+ * head-major layout unlike k's, so that a stride mixed up reads the wrong
+ * row; padding and outputs are NaN, so a stray read or a missing write
+ * fails; every buffer ends at an inaccessible page.
+ *
+ * Cost (2-core CI machine): one emulator build per case (~10 s of CPU) and
+ * the runs (a few seconds each).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "fmqa_params.h"
+#include "gen.h"
+#include "ref.h"
+#include "rt_cuda.h"
+#include "test_support.h"
+
+typedef int (*emu_launch_fn)(const char *entry, const fmqa_prefill_sm90_params *p, const unsigned grid[3],
+                             unsigned threads, unsigned dyn_smem);
+typedef const char *(*emu_tmap_fn)(fmqa_tensor_map *out, const void *base, int rank, int esize, int swizzle,
+                                   const unsigned long long *dims, const unsigned long long *strides,
+                                   const unsigned *box);
+
+#define MAX_SEQS 8
+
+typedef struct scase {
+    const char *spec; /* batch, heads, d, dtypes, flags; tq = kv_len = the longest */
+    int lens[MAX_SEQS];
+} scase;
+
+static void *poisoned(size_t bytes) { return fmqa_test_guarded(bytes, 16, 0xff); }
+
+static void run_case(const scase *sc)
+{
+    gen_lib *lib = NULL;
+    fmqa_err err;
+    cr_assert_eq(gen_lib_open(fmqa_test_template_dir(), &lib, &err), FMQA_OK, "%s", err.msg);
+    const gen_template *t = gen_lib_find(lib, "prefill_sm90");
+    cr_assert_not_null(t);
+    fmqa_device_info dev;
+    cr_assert_eq(gen_device_preset("sm_90a", &dev, &err), FMQA_OK, "%s", err.msg);
+    fmqa_problem p;
+    cr_assert_eq(gen_problem_parse(sc->spec, &p, &err), FMQA_OK, "%s: %s", sc->spec, err.msg);
+    gen_config c;
+    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
+    gen_plan plan;
+    cr_assert_eq(gen_launch_plan(t, &c, &p, &dev, &plan, &err), FMQA_OK, "%s", err.msg);
+    char dir[] = "/tmp/fmqa-pf90-XXXXXX";
+    emu_launch_fn launch = (emu_launch_fn)fmqa_test_emu_build(t, &c, &p, &dev, "prefill_sm90_emu.cpp", dir);
+    char so[64];
+    snprintf(so, sizeof so, "%s/emu.so", dir);
+    void *h = dlopen(so, RTLD_NOW | RTLD_NOLOAD);
+    cr_assert_not_null(h, "%s", dlerror());
+    emu_tmap_fn encode = (emu_tmap_fn)fmqa_test_emu_symbol(h, "emu_tmap");
+
+    const int B = p.batch, H = p.num_q_heads, Hk = p.num_kv_heads, D = p.head_dim_qk;
+    const fmqa_dtype dt = p.q_dtype;
+    int *cu = poisoned((size_t)(B + 1) * sizeof *cu);
+    cu[0] = 0;
+    for (int b = 0; b < B; b++)
+        cu[b + 1] = cu[b] + sc->lens[b];
+    const long long total = cu[B];
+    const long long q_st = (long long)H * D + 8, k_st = (long long)Hk * D + 8, v_st = D + 8, v_sh = total * v_st;
+    uint16_t *q = poisoned((size_t)(total * q_st * 2)), *k = poisoned((size_t)(total * k_st * 2)),
+             *v = poisoned((size_t)(Hk * v_sh * 2)), *o = poisoned((size_t)(total * H * D * 2));
+    float *lse = poisoned((size_t)(total * H * 4));
+    ref_rng r;
+    ref_rng_seed(&r, fmqa_test_seed(sc->spec));
+    double *row = malloc((size_t)D * sizeof *row);
+    /* dense copies for the reference: [total][heads][D] */
+    double *qd = malloc((size_t)(total * H * D) * sizeof *qd), *kd = malloc((size_t)(total * Hk * D) * sizeof *kd),
+           *vd = malloc((size_t)(total * Hk * D) * sizeof *vd);
+    for (long long tk = 0; tk < total; tk++) {
+        for (int hh = 0; hh < H; hh++) {
+            ref_rng_fill(&r, row, D, 1.0, dt);
+            ref_from_double(dt, row, D, q + tk * q_st + hh * D, &err);
+            memcpy(qd + (tk * H + hh) * D, row, (size_t)D * sizeof *row);
+        }
+        for (int hh = 0; hh < Hk; hh++) {
+            ref_rng_fill(&r, row, D, 1.0, dt);
+            ref_from_double(dt, row, D, k + tk * k_st + hh * D, &err);
+            memcpy(kd + (tk * Hk + hh) * D, row, (size_t)D * sizeof *row);
+            ref_rng_fill(&r, row, D, 1.0, dt);
+            ref_from_double(dt, row, D, v + hh * v_sh + tk * v_st, &err);
+            memcpy(vd + (tk * Hk + hh) * D, row, (size_t)D * sizeof *row);
+        }
+    }
+
+    fmqa_prefill_sm90_params P;
+    memset(&P, 0, sizeof P);
+    fmqa_prefill_params *a = &P.p;
+    a->q = q, a->q_st = q_st, a->q_sh = D;
+    a->k = k, a->k_st = k_st, a->k_sh = D;
+    a->v = v, a->v_st = v_st, a->v_sh = v_sh;
+    a->cu_seqlens_q = cu;
+    a->o = o, a->o_st = (long long)H * D, a->o_sh = D;
+    a->lse = (p.flags & FMQA_FLAG_LSE) ? lse : NULL;
+    a->sm_scale = (float)(1.0 / sqrt((double)D));
+    a->sm_scale_log2 = (float)(a->sm_scale * 1.4426950408889634);
+    a->batch = B, a->num_q_heads = H, a->num_kv_heads = Hk;
+    a->q_tokens_max = p.q_tokens, a->kv_len_max = p.kv_len;
+    rt_tmap_desc d[3];
+    int64_t block_n = 0;
+    cr_assert(gen_config_get(&c, "BLOCK_N", &block_n));
+    rt_prefill_sm90_descs(a, total, D, (int)block_n, d);
+    fmqa_tensor_map *maps[3] = {&P.tm_q, &P.tm_k, &P.tm_v};
+    for (int i = 0; i < 3; i++) {
+        const char *e = encode(maps[i], d[i].base, d[i].rank, d[i].elem_bytes, d[i].swizzle, d[i].dims,
+                               d[i].strides, d[i].box);
+        cr_assert_null(e, "tensor map %d: %s", i, e);
+    }
+    cr_assert_eq(plan.n_kernels, 1);
+    const gen_kernel *kn = &plan.kernels[0];
+    const unsigned grid[3] = {kn->grid[0], kn->grid[1], kn->grid[2]};
+    cr_assert_eq(launch(kn->entry, &P, grid, kn->block[0], kn->shared), 0);
+
+    /* the reference, one sequence at a time */
+    double *want = malloc((size_t)(total * H * D) * sizeof *want), *want_lse = malloc((size_t)(total * H) * sizeof *want_lse);
+    for (int b = 0; b < B; b++) {
+        const long long s0 = cu[b], L = sc->lens[b];
+        if (!L)
+            continue;
+        ref_attn_shape s;
+        memset(&s, 0, sizeof s);
+        s.batch = 1, s.q_tokens = L, s.kv_len = L, s.num_q_heads = H, s.num_kv_heads = Hk;
+        s.head_dim_qk = D, s.head_dim_v = D, s.flags = p.flags & FMQA_FLAG_CAUSAL;
+        cr_assert_eq(ref_attention(&s, qd + s0 * H * D, kd + s0 * Hk * D, vd + s0 * Hk * D, want + s0 * H * D,
+                                   want_lse + s0 * H, &err),
+                     FMQA_OK, "%s", err.msg);
+    }
+    ref_cmp cmp;
+    cr_assert_eq(ref_compare(dt, o, want, total * H * D, &cmp, &err), FMQA_OK, "%s", err.msg);
+    const double tol = dt == FMQA_DTYPE_BF16 ? 1e-2 : 2e-3;
+    fprintf(stderr, "%s: o rel_l2 %.2e max %.2e bad %lld\n", sc->spec, cmp.rel_l2, cmp.max_abs, (long long)cmp.bad);
+    cr_expect(ref_cmp_ok(&cmp, tol, -1), "%s: o rel_l2 %g, max %g at %lld, %lld bad", sc->spec, cmp.rel_l2,
+              cmp.max_abs, (long long)cmp.worst, (long long)cmp.bad);
+    if (p.flags & FMQA_FLAG_LSE) {
+        cr_assert_eq(ref_compare(FMQA_DTYPE_F32, lse, want_lse, total * H, &cmp, &err), FMQA_OK);
+        cr_expect(ref_cmp_ok(&cmp, 1e-4, -1), "%s: lse rel_l2 %g, max %g at %lld, %lld bad", sc->spec, cmp.rel_l2,
+                  cmp.max_abs, (long long)cmp.worst, (long long)cmp.bad);
+    }
+    free(row), free(qd), free(kd), free(vd), free(want), free(want_lse);
+    char rm[128];
+    snprintf(rm, sizeof rm, "rm -rf %s", dir);
+    (void)system(rm);
+    gen_lib_close(lib);
+}
+
+/* Lengths 1, 17, 128 and 300 in one ragged batch; MQA-style group 8; d 64; f16; causal, LSE. */
+Test(prefill_sm90_emu, ragged_group8_d64, .timeout = 1200)
+{
+    const scase sc = {"op=prefill,batch=4,heads=8,kv_heads=1,d=64,tq=300,kv_len=300,q=f16,kv=f16,out=f16,"
+                      "flags=causal|lse",
+                      {1, 17, 128, 300}};
+    run_case(&sc);
+}
+
+/* Group 1 (MHA), d 128, bf16, causal; a sequence ending mid-tile. */
+Test(prefill_sm90_emu, mha_d128_bf16, .timeout = 1200)
+{
+    const scase sc = {"op=prefill,batch=2,heads=2,kv_heads=2,d=128,tq=300,kv_len=300,q=bf16,kv=bf16,out=bf16,"
+                      "flags=causal|lse",
+                      {300, 17}};
+    run_case(&sc);
+}
+
+/* Not causal, d 256 (BLOCK_N 64, P V as m64n256k16), group 2, a tile's tail. */
+Test(prefill_sm90_emu, full_d256, .timeout = 1200)
+{
+    const scase sc = {"op=prefill,batch=1,heads=2,kv_heads=1,d=256,tq=130,kv_len=130,q=bf16,kv=bf16,out=bf16", {130}};
+    run_case(&sc);
+}
