@@ -16,8 +16,8 @@
  *
  * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
  * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
- * path model and its limits.  The decode figures read BLOCK_N, STAGES and
- * WARPS_M from the config; a template without them gets no tile figures.
+ * path model and its limits.  The decode figures read BLOCK_N, STAGES, WARPS_M
+ * and M_TILES from the config; a template without BLOCK_N gets no tile figures.
  */
 #include <math.h>
 #include <stdio.h>
@@ -124,11 +124,13 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
     fmqa_err err = {0};
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
     int threads = r->k.threads ? r->k.threads : 1, wm = (int)cfg(c, "WARPS_M");
+    int mt = cfg(c, "M_TILES") > 0 ? (int)cfg(c, "M_TILES") : 1;
     int copies = bn * (p->head_dim_qk + p->head_dim_v) * eb / 16 / threads;
     /* Before the first copy a thread loads its kv_lens entry and its share of
-     * the CTA's real query rows (at most 16 x WARPS_M) in 2-byte elements. */
+     * the CTA's real query rows (at most 16 x WARPS_M x M_TILES) in 2-byte
+     * elements. */
     int rows = p->num_q_heads / p->num_kv_heads * p->q_tokens;
-    rows = rows < 16 * wm ? rows : 16 * wm;
+    rows = rows < 16 * wm * mt ? rows : 16 * wm * mt;
     int q_bytes = 4 + 2 * ((rows * p->head_dim_qk + threads - 1) / threads);
     fmqa_status st = tun_sass_disassemble(b->cubin, b->size, &text, &err);
     if (st == FMQA_OK)

@@ -100,8 +100,9 @@ Test(decode_compile, classes_sm90_d128, .timeout = 600) { compile_classes("sm_90
 Test(decode_compile, classes_sm90_d256, .timeout = 600) { compile_classes("sm_90", 256); }
 
 /* The register-heaviest corners valid() admits: d = 256 with 32 tokens a warp
- * (64 spills: see illegal_... below), and d = 128 with 128 tokens a warp, both
- * with 8-bit conversion and the tree mask. */
+ * (64 spills: see illegal_... below), d = 128 with 128 tokens a warp, and d =
+ * 128 with two m-tiles a warp (2 x 72 + 100), all with 8-bit conversion and
+ * the tree mask. */
 Test(decode_compile, heavy_configs, .timeout = 600)
 {
     static const struct {
@@ -109,10 +110,16 @@ Test(decode_compile, heavy_configs, .timeout = 600)
     } cases[] = {
         {"op=decode,batch=3,heads=256,kv_heads=2,d=256,dv=256,tq=16,kv_len=4096,q=bf16,"
          "kv=fp8_e4m3,out=bf16,flags=tree|lse",
-         "BLOCK_N=64,SPLITS=2,STAGES=2,WARPS_M=2,WARPS_N=2"},
+         "BLOCK_N=64,M_TILES=1,SPLITS=2,STAGES=2,WARPS_M=2,WARPS_N=2"},
         {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=16,kv_len=4096,kv=int8,"
          "page=16,flags=causal|paged|tree",
-         "BLOCK_N=128,SPLITS=4,STAGES=4,WARPS_M=2,WARPS_N=1"},
+         "BLOCK_N=128,M_TILES=1,SPLITS=4,STAGES=4,WARPS_M=2,WARPS_N=1"},
+        {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=16,kv_len=4096,q=bf16,"
+         "kv=fp8_e4m3,out=bf16,page=16,flags=tree|paged|lse",
+         "BLOCK_N=64,M_TILES=2,SPLITS=2,STAGES=4,WARPS_M=1,WARPS_N=4"},
+        {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=1,kv_len=4096,kv=int8,"
+         "window=100,sinks=4,flags=causal|ring|lse",
+         "BLOCK_N=64,M_TILES=2,SPLITS=2,STAGES=4,WARPS_M=1,WARPS_N=4"},
     };
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
@@ -244,7 +251,7 @@ Test(decode_compile, split_rule_by_hand)
     /* An explicit SPLITS=4 of 64-token tiles over 1000 positions: ceil(1000/4)
      * = 250 -> 256 tokens, ceil(1000/256) = 4 splits. */
     fmqa_problem p = fmqa_test_problem("op=decode,batch=2,heads=8,kv_heads=2,d=64,tq=1,kv_len=1000,flags=causal");
-    gen_config c = config("BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
+    gen_config c = config("BLOCK_N=64,M_TILES=1,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
     gen_plan plan = plan_of(t, &c, &p, &dev);
     int64_t tokens = 0;
     gen_plan_scalar(&plan, "split_tokens", &tokens);
@@ -330,7 +337,7 @@ Test(decode_compile, illegal_problems_and_configs_say_why)
 {
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
-    const char *ok_cfg = "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2";
+    const char *ok_cfg = "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2";
     expect_reason(t, "op=decode,heads=8,kv_heads=1,d=80,tq=1,flags=causal", ok_cfg,
                   "head_dim_qk must be 64, 96, 128 or 256, got 80");
     expect_reason(t, "op=decode,heads=8,kv_heads=1,d=128,dv=64,tq=1", ok_cfg,
@@ -345,22 +352,28 @@ Test(decode_compile, illegal_problems_and_configs_say_why)
                   "page_size must be a power of two >= 16 when paged, got 24");
     /* 8 rows fill one 16-row warp: a second would be padding only */
     expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1",
-                  "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1", "padding rows only");
+                  "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1", "padding rows only");
+    /* 16 rows fill one m-tile: a warp's second would be padding only */
+    expect_reason(t, "op=decode,heads=16,kv_heads=1,d=64,tq=1",
+                  "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4", "padding rows only");
     expect_reason(t, "op=decode,heads=32,kv_heads=1,d=64,tq=1",
-                  "BLOCK_N=32,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4", "not a multiple of 16");
+                  "BLOCK_N=32,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4", "not a multiple of 16");
     /* 16*(512+16) + 4 * 2*128*(512+16) = 549120 bytes */
     expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
-                  "BLOCK_N=128,SPLITS=1,STAGES=4,WARPS_M=1,WARPS_N=8",
+                  "BLOCK_N=128,M_TILES=1,SPLITS=1,STAGES=4,WARPS_M=1,WARPS_N=8",
                   "549120 bytes of shared memory exceed");
     /* d/2 + 64/2 + 100 = 260 registers (ptxas spills there) */
     expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
-                  "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=1", "about 260 registers");
+                  "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=1", "about 260 registers");
+    /* two m-tiles: 2 x (128/2 + 32/2) + 100 = 260 */
+    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=128,tq=1",
+                  "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2", "about 260 registers");
     /* 512 threads at 64/2 + 8 + 100 = 140 registers need 71680 > 65536 */
     expect_reason(t, "op=decode,heads=64,kv_heads=1,d=64,tq=1",
-                  "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=4,WARPS_N=4", "140 registers x 512 threads");
+                  "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=4,WARPS_N=4", "140 registers x 512 threads");
     /* 1024 positions are 16 tiles of 64 */
     expect_reason(t, "op=decode,heads=32,kv_heads=1,d=64,tq=1,kv_len=1024",
-                  "BLOCK_N=64,SPLITS=32,STAGES=2,WARPS_M=1,WARPS_N=2",
+                  "BLOCK_N=64,M_TILES=1,SPLITS=32,STAGES=2,WARPS_M=1,WARPS_N=2",
                   "SPLITS 32 exceeds the 16 tiles");
     gen_lib_close(lib);
 }

@@ -255,7 +255,7 @@ Test(decode_emu, dense_16bit, .timeout = 900)
     static const ecase cases[] = {
         {BASE "heads=8,d=64,kv_len=200,flags=causal", "", {200, 1, 0}, NULL, 0},
         {BASE "heads=4,d=128,kv_len=300,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "SPLITS=4", {300, 70, 0}, NULL, 0},
-        {BASE "heads=64,d=96,kv_len=150,flags=causal|lse", "SPLITS=2,WARPS_M=2,WARPS_N=2,BLOCK_N=32", {0}, NULL, 0},
+        {BASE "heads=64,d=96,kv_len=150,flags=causal|lse", "SPLITS=2,WARPS_M=2,WARPS_N=2,BLOCK_N=32,M_TILES=1", {0}, NULL, 0},
         {BASE "heads=2,d=256,kv_len=100,flags=causal", "", {0}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
@@ -285,7 +285,7 @@ Test(decode_emu, drafts_windows_pages, .timeout = 900)
         /* One warp copies a 128-token tile as 4 row groups of 32 rows: runs of
          * 16 (a page), split again where the window meets the sinks. */
         {BASE "heads=4,d=64,tq=2,kv_len=300,page=16,window=200,sinks=3,flags=causal|paged|lse",
-         "BLOCK_N=128,WARPS_M=1,WARPS_N=1,SPLITS=2", {300, 130, 2}, NULL, 0},
+         "BLOCK_N=128,WARPS_M=1,WARPS_N=1,SPLITS=2,M_TILES=1", {300, 130, 2}, NULL, 0},
         /* Row 0 of a tree sees no position when kv_len = tq: every split of
          * the first sequence is empty for it (o = 0, lse = -inf, no NaN). */
         {BASE "heads=4,d=64,tq=4,kv_len=200,flags=tree|lse", "SPLITS=2", {4, 200, 9}, NULL, 0},
@@ -298,11 +298,11 @@ Test(decode_emu, many_rows, .timeout = 900)
     static const ecase cases[] = {
         {"op=decode,batch=2,kv_heads=1,heads=4,d=64,tq=16,kv_len=100,flags=causal|lse", "", {100, 16}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=12,d=64,tq=3,kv_len=100,kv=fp8_e4m3,flags=causal|lse",
-         "WARPS_M=2,WARPS_N=2,BLOCK_N=32,SPLITS=2", {100, 33}, NULL, 0},
+         "WARPS_M=2,WARPS_N=2,BLOCK_N=32,SPLITS=2,M_TILES=1", {100, 33}, NULL, 0},
         {"op=decode,batch=2,kv_heads=3,heads=3,d=64,tq=1,kv_len=90,page=32,kv=int8,out=bf16,"
          "window=16,sinks=2,flags=paged|ring|lse", "STAGES=2", {90, 10}, NULL, 0},
         {"op=decode,batch=1,kv_heads=1,heads=40,d=128,tq=1,kv_len=260,flags=lse",
-         "WARPS_M=2,WARPS_N=1,BLOCK_N=128,STAGES=2,SPLITS=2", {260}, NULL, 0},
+         "WARPS_M=2,WARPS_N=1,BLOCK_N=128,STAGES=2,SPLITS=2,M_TILES=1", {260}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -327,8 +327,11 @@ Test(decode_emu, windows_by_query_tokens, .timeout = 900)
         {WIN "tq=3,sinks=63,kv=int8,flags=tree|lse", "BLOCK_N=32,WARPS_N=1,STAGES=3,SPLITS=1", {-16}, NULL, 0},
         {WIN "tq=3,sinks=33,kv=fp8_e4m3,flags=causal|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=1", {-16}, "sm_80", 0},
         {"op=decode,batch=16,kv_heads=1,heads=8,d=64,kv_len=120,window=40,tq=4,sinks=62,page=16,"
-         "flags=causal|paged|lse", "BLOCK_N=32,WARPS_M=2,WARPS_N=2,SPLITS=1", {-16}, NULL, 0},
+         "flags=causal|paged|lse", "BLOCK_N=32,WARPS_M=2,WARPS_N=2,SPLITS=1,M_TILES=1", {-16}, NULL, 0},
         {WIN "tq=4,sinks=1,q=bf16,kv=int8,flags=tree|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL, 0},
+        /* two m-tiles a warp: query tokens 0-1 in the first, 2-3 in the second */
+        {"op=decode,batch=16,kv_heads=1,heads=8,d=64,kv_len=120,window=40,tq=4,sinks=30,kv=int8,"
+         "flags=causal|lse", "BLOCK_N=32,WARPS_M=1,M_TILES=2,WARPS_N=2,SPLITS=1", {-16}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -350,18 +353,27 @@ Test(decode_emu, draft_edges, .timeout = 900)
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
 
-/* Warp layouts the other cases do not take: 8 x 1, 4 x 2, 1 x 8, 2 x 4. */
+/* Warp layouts the other cases do not take: 8 x 1, 4 x 2, 1 x 8, 2 x 4 with
+ * one m-tile a warp; two m-tiles a warp as 2 x 2 (the CTA's last m-tile half
+ * padding), 4 x 1 with 128 rows, and 1 x 4 over two row blocks whose second
+ * holds 8 rows (a warp with one real and one padding-only m-tile). */
 Test(decode_emu, warp_layouts, .timeout = 900)
 {
     static const ecase cases[] = {
         {"op=decode,batch=2,kv_heads=1,heads=128,d=64,kv_len=80,flags=lse",
-         "WARPS_M=8,WARPS_N=1,BLOCK_N=32,SPLITS=1", {80, 33}, NULL, 0},
+         "WARPS_M=8,WARPS_N=1,BLOCK_N=32,SPLITS=1,M_TILES=1", {80, 33}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=64,d=64,kv_len=150,kv=int8,flags=lse",
-         "WARPS_M=4,WARPS_N=2,BLOCK_N=64,SPLITS=2", {150, 97}, NULL, 0},
+         "WARPS_M=4,WARPS_N=2,BLOCK_N=64,SPLITS=2,M_TILES=1", {150, 97}, NULL, 0},
         {"op=decode,batch=2,kv_heads=2,heads=32,d=128,kv_len=150,flags=lse",
-         "WARPS_M=1,WARPS_N=8,BLOCK_N=128,SPLITS=1", {150, 129}, NULL, 0},
+         "WARPS_M=1,WARPS_N=8,BLOCK_N=128,SPLITS=1,M_TILES=1", {150, 129}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=24,d=64,tq=2,kv_len=150,kv=fp8_e4m3,flags=causal|lse",
-         "WARPS_M=2,WARPS_N=4,BLOCK_N=64,STAGES=2,SPLITS=1", {150, 70}, NULL, 0},
+         "WARPS_M=2,WARPS_N=4,BLOCK_N=64,STAGES=2,SPLITS=1,M_TILES=1", {150, 70}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=1,heads=56,d=64,kv_len=150,kv=fp8_e4m3,flags=causal|lse",
+         "WARPS_M=2,WARPS_N=2,BLOCK_N=64,M_TILES=2,SPLITS=2", {150, 65}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=1,heads=128,d=64,kv_len=100,q=bf16,out=bf16,kv=int8,flags=lse",
+         "WARPS_M=4,WARPS_N=1,BLOCK_N=32,M_TILES=2,SPLITS=1", {100, 31}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=2,heads=80,d=128,kv_len=140,kv=int8,flags=causal|lse",
+         "WARPS_M=1,WARPS_N=4,BLOCK_N=64,M_TILES=2,SPLITS=2", {140, 64}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
