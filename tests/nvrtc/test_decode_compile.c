@@ -155,9 +155,10 @@ static int64_t get(const gen_config *c, const char *name)
 }
 
 /* MQA, 64 sequences of 4096 on an H100 preset (132 SMs, 233472 bytes of shared
- * memory an SM).  Default: 2 row warps (32 rows), 2 token warps, 64-token
- * tiles, 3 stages.  Shared: Q 32 * (2*128 + 16) = 8704 + max(3 stages * 2 * 64
- * * (256 + 16) = 104448, merge 2*1*(64+4)*32*4 = 17408) = 113152, so 233472 /
+ * memory an SM).  Default: one row warp of two m-tiles (32 rows), 4 token
+ * warps, 64-token tiles, 3 stages.  Shared: Q 32 * (2*128 + 16) = 8704 + max(3
+ * stages * 2 * 64 * (256 + 16) = 104448, merge 1*2*3*(64+4)*32*4 = 52224) =
+ * 113152, so 233472 /
  * 114176 = 2 CTAs an SM, 264 slots.  Auto splits: 64 CTAs, 264 / 64 = 4 (<=
  * 4096 / (4*64) = 16); split_tokens = 4096 / 4 = 1024, a multiple of 64.
  * Workspace 4 * 64*32 rows * 129 * 4 = 4227072.  Combine: 2048 rows >= 132
@@ -173,8 +174,9 @@ Test(decode_compile, mqa_default_and_launch_by_hand)
     fmqa_err err;
     cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
     cr_expect_eq(get(&c, "BLOCK_N"), 64);
-    cr_expect_eq(get(&c, "WARPS_M"), 2);
-    cr_expect_eq(get(&c, "WARPS_N"), 2);
+    cr_expect_eq(get(&c, "WARPS_M"), 1);
+    cr_expect_eq(get(&c, "M_TILES"), 2);
+    cr_expect_eq(get(&c, "WARPS_N"), 4);
     cr_expect_eq(get(&c, "STAGES"), 3);
     cr_expect_eq(get(&c, "SPLITS"), 0);
     gen_plan plan = plan_of(t, &c, &p, &dev);
@@ -263,17 +265,18 @@ Test(decode_compile, split_rule_by_hand)
     gen_lib_close(lib);
 }
 
-/* The default's WARPS_M is a power of two (the space has no 3): 33..48 rows
- * (G = 40 MQA; G = 12 with 3 drafts) would need 3 row warps; 4 leaves one of
- * padding only, so the default takes 2 (two row blocks of 32).  64 rows take
- * 4; d = 256 caps at 2. */
+/* The default's m-tiles a CTA (WARPS_M x M_TILES) are a power of two (the
+ * space has no 3): 33..48 rows (G = 40 MQA; G = 12 with 3 drafts) would need
+ * 3; 4 leaves one of padding only, so the default takes 2 (two row blocks of
+ * 32).  64 rows take 4 (two m-tiles a warp with 32 tokens would need 2 x 80 +
+ * 100 registers: one a warp); d = 256 caps at 2. */
 Test(decode_compile, default_row_warps_in_space)
 {
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
     static const struct {
         const char *spec;
-        int warps_m;
+        int m_tiles; /* WARPS_M x M_TILES */
     } cases[] = {
         {"op=decode,batch=2,heads=40,kv_heads=1,d=128,tq=1,kv_len=4096,flags=causal", 2},
         {"op=decode,batch=2,heads=12,kv_heads=1,d=64,tq=3,kv_len=4096,flags=causal", 2},
@@ -290,7 +293,8 @@ Test(decode_compile, default_row_warps_in_space)
             fmqa_err err;
             cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s %s: %s", archs[a],
                          cases[i].spec, err.msg);
-            cr_expect_eq(get(&c, "WARPS_M"), cases[i].warps_m, "%s %s", archs[a], cases[i].spec);
+            cr_expect_eq(get(&c, "WARPS_M") * get(&c, "M_TILES"), cases[i].m_tiles, "%s %s",
+                         archs[a], cases[i].spec);
         }
     }
     gen_lib_close(lib);
