@@ -178,6 +178,10 @@ MUTANTS = [
      "p.page_table[(long long)b * p.pt_stride + (slot + 1) / PAGE_ROWS]"),
     ("append-row-amax-group", "append.cuh", "row max shuffles across row groups",
      "m = fmaxf(m, fmqa_dev::shfl_xor(m, o, mask));", "m = fmaxf(m, fmqa_dev::shfl_xor(m, o));"),
+    ("append-fixed-scale", "append.cuh", "per-head/per-tensor scales ignored: the row's own computed and written",
+     "if (q8 && FIXED_SCALE) {", "if (false) {"),
+    ("lua-fixed-scale", "append.lua", "append.lua: fixed scales never selected",
+     "FIXED_SCALE = (p.kv_scale ~= \"token_head\") and 1 or 0,", "FIXED_SCALE = 0,"),
 ]
 
 # Which test binaries can see a bug in each file, cheapest first.

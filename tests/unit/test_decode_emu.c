@@ -62,7 +62,9 @@ static void *poisoned(size_t bytes, size_t align)
     return fmqa_test_guarded(bytes, align, 0xff);
 }
 
-/* Writes one random row of position j into the cache (16-bit or quantized). */
+/* Writes one random row of position j into the cache (16-bit or quantized:
+ * with its own scale, written to scales[sat], or with per-head or per-tensor
+ * scales with the given scales[sat], saturating). */
 static void put_row(const fmqa_problem *p, ref_rng *r, void *base, int64_t at, float *scales,
                     int64_t sat)
 {
@@ -70,7 +72,11 @@ static void put_row(const fmqa_problem *p, ref_rng *r, void *base, int64_t at, f
     double x[256];
     ref_rng_fill(r, x, d, 1.0, 0);
     fmqa_err err;
-    if (p->kv_dtype == FMQA_DTYPE_INT8 || p->kv_dtype == FMQA_DTYPE_FP8_E4M3) {
+    if (p->kv_scale_granularity != FMQA_KV_SCALE_TOKEN_HEAD) {
+        cr_assert_eq(ref_quantize_row_fixed(p->kv_dtype, x, d, scales[sat], (uint8_t *)base + at,
+                                            &err),
+                     FMQA_OK, "%s", err.msg);
+    } else if (p->kv_dtype == FMQA_DTYPE_INT8 || p->kv_dtype == FMQA_DTYPE_FP8_E4M3) {
         cr_assert_eq(ref_quantize_row(p->kv_dtype, x, d, (uint8_t *)base + at, &scales[sat], &err),
                      FMQA_OK, "%s", err.msg);
     } else {
@@ -84,7 +90,9 @@ static void put_row(const fmqa_problem *p, ref_rng *r, void *base, int64_t at, f
  * computed with the other cache's strides reads the wrong row:
  *   K [outer][token][head][d], scales [outer][token][head];
  *   V [outer][head][token][d + 16 bytes of padding], scales [outer][head][token].
- * outer is the sequence, or the page when paged.
+ * outer is the sequence, or the page when paged.  Per-head scales: K's heads 1
+ * float apart, V's 3; per-tensor: one float each; the strides a granularity
+ * ignores are odd garbage.  The fixed scales let some values saturate.
  */
 static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, inputs *in)
 {
@@ -108,9 +116,25 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, 
     a->k_stride_head = D, a->k_stride_token = Hk * D, a->k_stride_batch = ps * Hk * D;
     a->v_stride_head = ps * vrow, a->v_stride_token = vrow, a->v_stride_batch = Hk * ps * vrow;
     void *k = poisoned(outer * ps * Hk * D * ke, 16), *v = poisoned(outer * ps * Hk * vrow * ke, 16);
-    float *ks = poisoned(outer * ps * Hk * 4, 4), *vs = poisoned(outer * ps * Hk * 4, 4);
+    const fmqa_kv_scale_granularity g = p->kv_scale_granularity;
+    const int64_t scale_floats = g == FMQA_KV_SCALE_TOKEN_HEAD ? outer * ps * Hk
+                                 : g == FMQA_KV_SCALE_HEAD     ? 3 * Hk
+                                                               : 1;
+    float *ks = poisoned(scale_floats * 4, 4), *vs = poisoned(scale_floats * 4, 4);
     a->k_scale_stride_head = 1, a->k_scale_stride_token = Hk, a->k_scale_stride_batch = ps * Hk;
     a->v_scale_stride_head = ps, a->v_scale_stride_token = 1, a->v_scale_stride_batch = Hk * ps;
+    if (g != FMQA_KV_SCALE_TOKEN_HEAD) {
+        const int64_t garbage = 1000003;
+        a->k_scale_stride_batch = a->k_scale_stride_token = garbage;
+        a->v_scale_stride_batch = a->v_scale_stride_token = garbage;
+        a->k_scale_stride_head = g == FMQA_KV_SCALE_HEAD ? 1 : garbage;
+        a->v_scale_stride_head = g == FMQA_KV_SCALE_HEAD ? 3 : garbage;
+        const double qmax = p->kv_dtype == FMQA_DTYPE_INT8 ? 127.0 : 448.0;
+        for (int64_t h = 0; h < (g == FMQA_KV_SCALE_HEAD ? Hk : 1); h++) {
+            ks[h] = (float)((1.25 + 0.25 * (double)h) / qmax);
+            vs[3 * h] = (float)((1.5 + 0.125 * (double)h) / qmax);
+        }
+    }
     int32_t *table = NULL;
     if (paged) { /* a shuffled page order */
         table = poisoned(B * per_seq * sizeof *table, 4);
@@ -132,10 +156,11 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, 
             int64_t slot = ref_cache_slot(&view, j);
             int64_t o = paged ? table[b * per_seq + slot / ps] : b, t = paged ? slot % ps : slot;
             for (int64_t h = 0; h < Hk; h++) {
+                const int fixed = g != FMQA_KV_SCALE_TOKEN_HEAD, hs = g == FMQA_KV_SCALE_HEAD;
                 put_row(p, r, k, o * a->k_stride_batch + t * a->k_stride_token + h * a->k_stride_head, ks,
-                        o * a->k_scale_stride_batch + t * a->k_scale_stride_token + h);
+                        fixed ? hs * h : o * a->k_scale_stride_batch + t * a->k_scale_stride_token + h);
                 put_row(p, r, v, o * a->v_stride_batch + t * a->v_stride_token + h * a->v_stride_head, vs,
-                        o * a->v_scale_stride_batch + t + h * a->v_scale_stride_head);
+                        fixed ? hs * 3 * h : o * a->v_scale_stride_batch + t + h * a->v_scale_stride_head);
             }
         }
     a->k = k, a->v = v;
@@ -374,6 +399,24 @@ Test(decode_emu, warp_layouts, .timeout = 900)
          "WARPS_M=4,WARPS_N=1,BLOCK_N=32,M_TILES=2,SPLITS=1", {100, 31}, NULL, 0},
         {"op=decode,batch=2,kv_heads=2,heads=80,d=128,kv_len=140,kv=int8,flags=causal|lse",
          "WARPS_M=1,WARPS_N=4,BLOCK_N=64,M_TILES=2,SPLITS=2", {140, 64}, NULL, 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Per-head and per-tensor 8-bit scales (fmqa_kv_scale_granularity): int8 and
+ * fp8 (sm_80 bit path and sm_90 cvt), contiguous, paged with a window and a
+ * ring, the int8 K bias with two m-tiles a warp, LSE. */
+Test(decode_emu, scale_granularity, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {BASE "heads=64,d=128,kv_len=200,kv=int8,kv_scale=head,flags=causal|lse", "SPLITS=2",
+         {200, 65, 0}, NULL, 0},
+        {BASE "heads=8,d=64,tq=2,kv_len=150,kv=fp8_e4m3,kv_scale=tensor,flags=causal|lse", "",
+         {150, 2, 77}, NULL, 0},
+        {BASE "heads=4,d=64,tq=3,kv_len=300,window=40,sinks=5,page=16,kv=int8,kv_scale=tensor,"
+         "flags=causal|paged|ring|lse", "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 44, 3}, NULL, 0},
+        {BASE "heads=32,d=96,kv_len=130,q=bf16,out=bf16,kv=fp8_e4m3,kv_scale=head,flags=causal",
+         "", {0}, "sm_80", 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
