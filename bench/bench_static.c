@@ -21,8 +21,8 @@
  *
  * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
  * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
- * path model and its limits.  The decode figures read BLOCK_N, STAGES and
- * WARPS_M from the config; a template without them gets no tile figures.
+ * path model and its limits.  The decode figures read BLOCK_N, STAGES, WARPS_M
+ * and M_TILES from the config; a template without BLOCK_N gets no tile figures.
  */
 #include <math.h>
 #include <stdio.h>

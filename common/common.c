@@ -187,6 +187,16 @@ size_t fmqa_dtype_size(fmqa_dtype dtype)
     return 0;
 }
 
+const char *fmqa_kv_scale_name(fmqa_kv_scale_granularity g)
+{
+    switch (g) {
+    case FMQA_KV_SCALE_TOKEN_HEAD: return "token_head";
+    case FMQA_KV_SCALE_HEAD: return "head";
+    case FMQA_KV_SCALE_TENSOR: return "tensor";
+    }
+    return NULL;
+}
+
 const char *fmqa_op_name(fmqa_op op)
 {
     switch (op) {

@@ -52,6 +52,10 @@ char *fmqa_strdup(const char *s);
 /* snprintf into a fixed buffer; returns 0 if it fit, -1 if truncated. */
 int fmqa_strlcpy(char *dst, const char *src, size_t cap);
 
+/* Static name of a KV scale granularity ("token_head", "head", "tensor"), as
+ * problem specs spell it, or NULL if unknown. */
+const char *fmqa_kv_scale_name(fmqa_kv_scale_granularity g);
+
 /*
  * Checked int64 arithmetic, for every size, stride, offset and count computed
  * from caller input.  Each stores the exact result and returns 0, or returns -1

@@ -428,6 +428,7 @@ static void push_problem(lua_State *L, const fmqa_problem *p)
     set_bool(L, "lse", (p->flags & FMQA_FLAG_LSE) != 0);
     set_bool(L, "ring", (p->flags & FMQA_FLAG_RING) != 0);
     set_bool(L, "batch_invariant", (p->flags & FMQA_FLAG_BATCH_INVARIANT) != 0);
+    set_str(L, "kv_scale", fmqa_kv_scale_name(p->kv_scale_granularity));
 }
 
 static void push_device(lua_State *L, const fmqa_device_info *d)

@@ -117,6 +117,15 @@ static fmqa_status apply(fmqa_problem *p, const char *key, const char *val, int 
                             "problem: 'op=%s': expected decode, prefill, mla_decode or append",
                             val);
     }
+    if (strcmp(key, "kv_scale") == 0) {
+        for (int g = FMQA_KV_SCALE_TOKEN_HEAD; g <= FMQA_KV_SCALE_TENSOR; g++)
+            if (strcmp(val, fmqa_kv_scale_name((fmqa_kv_scale_granularity)g)) == 0) {
+                p->kv_scale_granularity = (fmqa_kv_scale_granularity)g;
+                return FMQA_OK;
+            }
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                            "problem: 'kv_scale=%s': expected token_head, head or tensor", val);
+    }
     if (strcmp(key, "rope") == 0) {
         for (int r = 0; r < 3; r++)
             if (strcmp(val, rope_names[r]) == 0) {
@@ -194,6 +203,12 @@ int gen_problem_format(const fmqa_problem *p, char *buf, size_t cap)
                      p->head_dim_v, p->q_tokens, p->kv_len, q ? q : "?", kv ? kv : "?",
                      o ? o : "?", p->page_size, p->window, p->sink_tokens, rope,
                      flags[0] ? flags : "none");
+    /* Only when not the default, so that specs (and database keys) written
+     * before the field existed read the same. */
+    if (w >= 0 && (size_t)w < cap && p->kv_scale_granularity != FMQA_KV_SCALE_TOKEN_HEAD) {
+        const char *g = fmqa_kv_scale_name(p->kv_scale_granularity);
+        w += snprintf(buf + w, cap - (size_t)w, ",kv_scale=%s", g ? g : "?");
+    }
     return w < 0 || (size_t)w >= cap ? -1 : 0;
 }
 

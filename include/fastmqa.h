@@ -99,8 +99,8 @@ typedef enum fmqa_dtype {
     FMQA_DTYPE_F16 = 1,
     FMQA_DTYPE_BF16 = 2,
     FMQA_DTYPE_F32 = 3,
-    FMQA_DTYPE_INT8 = 4,     /* KV cache only: symmetric, per-token-per-head scale */
-    FMQA_DTYPE_FP8_E4M3 = 5  /* KV cache only: OCP e4m3, per-token-per-head scale */
+    FMQA_DTYPE_INT8 = 4,     /* KV cache only: symmetric, scaled (below)          */
+    FMQA_DTYPE_FP8_E4M3 = 5  /* KV cache only: OCP e4m3, scaled (below)           */
 } fmqa_dtype;
 
 /* Static name ("f16", "bf16", "f32", "int8", "fp8_e4m3") or NULL if unknown. */
@@ -122,6 +122,29 @@ typedef enum fmqa_rope {
     FMQA_ROPE_NEOX = 1, /* half-split: pairs (i, i + d/2)            */
     FMQA_ROPE_GPTJ = 2  /* interleaved: pairs (2i, 2i + 1)           */
 } fmqa_rope;
+
+/*
+ * Which scales an 8-bit KV cache carries (fmqa_problem.kv_scale_granularity),
+ * for K and for V alike; value = scale * stored number.
+ *   TOKEN_HEAD: one float per token and KV head, k_scale[b|page, j, hk] with
+ *               all three k_scale_stride_* (the default, 0: a zeroed problem
+ *               keeps this meaning); fmqa_append computes and writes it.
+ *   HEAD:       one float per KV head, k_scale[hk * k_scale_stride_head];
+ *               the batch and token strides are ignored.
+ *   TENSOR:     one float for the whole K cache, k_scale[0] (vLLM's k_scale
+ *               and v_scale); every scale stride is ignored.
+ * With HEAD and TENSOR the scales are the caller's, fixed: fmqa_append
+ * quantizes with them (code = round-to-nearest-even of x / scale, saturating
+ * to +-127 for int8 and +-448 for fp8) and never writes them.  Each must be
+ * finite and > 0 (not checked: the library does not read device memory on
+ * the host; another value stores unspecified codes).  Only 8-bit caches may
+ * choose other than TOKEN_HEAD.
+ */
+typedef enum fmqa_kv_scale_granularity {
+    FMQA_KV_SCALE_TOKEN_HEAD = 0,
+    FMQA_KV_SCALE_HEAD = 1,
+    FMQA_KV_SCALE_TENSOR = 2
+} fmqa_kv_scale_granularity;
 
 /* Problem flags. */
 #define FMQA_FLAG_CAUSAL 0x1u    /* query tokens see only positions <= their own  */
@@ -163,6 +186,8 @@ typedef struct fmqa_problem {
     int32_t sink_tokens;    /* with a window: first positions that stay visible  */
     fmqa_rope rope;         /* append only: RoPE layout applied to new K (and Q) */
     uint32_t flags;         /* FMQA_FLAG_*                                       */
+    fmqa_kv_scale_granularity kv_scale_granularity; /* 8-bit caches: which scales
+                               (above); 0 = per token and head                  */
 } fmqa_problem;
 
 /* Fills a problem with zeros and the most common choices (decode, f16, 1 token). */
@@ -311,6 +336,8 @@ FMQA_API fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  *   8-bit scales:     k_scale [b|page, j, hk] floats, strides
  *                     k_scale_stride_{batch,token,head} (batch means page when
  *                     paged); value = scale * stored integer or fp8 number.
+ *                     Per head or per tensor (problem->kv_scale_granularity):
+ *                     k_scale[hk * k_scale_stride_head] or k_scale[0].
  * Alignment: q, o, k, v, workspace and their strides in bytes: 16; k_scale,
  * v_scale, kv_lens, page_table, lse: 4; tree_mask: 8.  Rows of o must not
  * overlap.  Otherwise FMQA_ERR_INVALID_ARGUMENT naming the field.
@@ -354,7 +381,8 @@ FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * cache at positions start_pos[b] .. start_pos[b] + n_new - 1, applying RoPE
  * (problem->rope, base rope_theta) to K at its position and, for 8-bit caches,
  * quantizing per token and head (scale = max|x| / 127 for int8, / 448 for fp8)
- * and writing the scale.  With FMQA_FLAG_RING positions map to slots as in
+ * and writing the scale, or, with problem->kv_scale_granularity HEAD or
+ * TENSOR, quantizing with the given scales (saturating) and writing none.  With FMQA_FLAG_RING positions map to slots as in
  * fmqa_decode_args (sinks, then a ring of `window` slots).  If q is not NULL, RoPE is applied to
  * q in place at the same positions (its dtype is problem->q_dtype).
  *   k_new, v_new [b, t, hk, d] strides {k,v}_new_stride_{batch,token,head}
@@ -421,6 +449,8 @@ typedef struct fmqa_level_policy {
     int32_t spec_tokens;        /* query tokens per verification step (1 = off) */
     int32_t page_size;          /* 0 = contiguous cache                        */
     fmqa_rope rope;             /* RoPE fused into the append                  */
+    fmqa_kv_scale_granularity kv_scale_granularity; /* 8-bit caches: scales per
+                                   token and head (0), per head or per tensor   */
 } fmqa_level_policy;
 
 FMQA_API fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
@@ -459,6 +489,9 @@ typedef struct fmqa_memory_report {
     double reduction;                  /* 1 - bytes_per_seq / baseline          */
     double cache_multiplier;           /* baseline / bytes_per_seq              */
     int64_t max_seqs_in_budget;        /* sequences that fit budget_bytes       */
+    int64_t fixed_scale_bytes;         /* per layer: per-head or per-tensor 8-bit
+                                          scales (K and V), counted once in
+                                          total_bytes and budget_bytes          */
 } fmqa_memory_report;
 
 /* Memory of one layer's KV cache under a policy.  budget_bytes may be 0 (then

@@ -104,6 +104,13 @@ fmqa_status ref_quant_scale(fmqa_dtype dtype, const double *x, int64_t d,
 fmqa_status ref_quantize_row(fmqa_dtype dtype, const double *x, int64_t d,
                              void *stored /* OUT [d] int8_t or uint8_t */,
                              float *scale /* OUT */, fmqa_err *err);
+/* Quantization with a given scale (per-head or per-tensor scales, fixed by the
+ * caller): stored[i] = encode(x[i] / scale) of the exact quotient, rounded to
+ * nearest even and saturating to +-127 (int8) or +-448 (fp8).  scale must be
+ * finite and > 0, x finite.  stored NULL: only checks. */
+fmqa_status ref_quantize_row_fixed(fmqa_dtype dtype, const double *x, int64_t d, float scale,
+                                   void *stored /* OUT [d] int8_t or uint8_t */,
+                                   fmqa_err *err);
 double ref_dequantize(fmqa_dtype dtype, const void *stored, int64_t i, float scale);
 
 /* ------------------------------------------------------------ attention */
@@ -171,6 +178,9 @@ fmqa_status ref_combine(int64_t n_splits, int64_t rows, int64_t dv, const double
  *    row at page*stride_batch + (slot % page_size)*stride_token + h*stride_head.
  *  - 8-bit dtypes: the row's scale is at the same address computed with the
  *    scale_stride_* (batch meaning page when paged); value = scale * stored.
+ *    fixed_scale: the scales are the caller's (per head or per tensor: the
+ *    strides that granularity ignores are 0), so ref_append quantizes with
+ *    them (ref_quantize_row_fixed) and does not write them.
  * The same view describes q and o tensors (flags 0, "token" = query token).
  * data and scale are written only by ref_append; everything else reads them.
  */
@@ -180,6 +190,7 @@ typedef struct ref_cache_view {
     int64_t stride_batch, stride_token, stride_head;
     float *scale;            /* INT8 / FP8_E4M3 only, else NULL                */
     int64_t scale_stride_batch, scale_stride_token, scale_stride_head;
+    int fixed_scale;         /* scales given, not computed (see above)         */
     uint32_t flags;          /* FMQA_FLAG_PAGED | FMQA_FLAG_RING               */
     const int32_t *page_table; /* [B, page_table_stride] with PAGED            */
     int64_t page_table_stride;

@@ -94,7 +94,10 @@ static fmqa_status store_row(const ref_cache_view *c, int64_t b, int64_t j, int6
     int64_t off, soff;
     float scale;
     fmqa_status st = row_at(c, b, j, h, n_pages, &off, &soff, err);
-    if (st == FMQA_OK && is_8bit(c->dtype))
+    if (st == FMQA_OK && is_8bit(c->dtype) && c->fixed_scale)
+        st = ref_quantize_row_fixed(c->dtype, x, d, c->scale[soff], write ? elem(c, off) : NULL,
+                                    err);
+    else if (st == FMQA_OK && is_8bit(c->dtype))
         st = write ? ref_quantize_row(c->dtype, x, d, elem(c, off), &c->scale[soff], err)
                    : ref_quant_scale(c->dtype, x, d, &scale, err);
     else if (st == FMQA_OK && write)
@@ -262,9 +265,12 @@ static ref_cache_view cache_view(const fmqa_problem *p, const void *data, const 
 {
     ref_cache_view v = plain_view(p->kv_dtype, data, s[0], s[1], s[2]);
     v.scale = (float *)scale;
-    v.scale_stride_batch = ss[0];
-    v.scale_stride_token = ss[1];
-    v.scale_stride_head = ss[2];
+    /* Per head or per tensor: the caller's scales, the strides they ignore 0. */
+    const fmqa_kv_scale_granularity g = p->kv_scale_granularity;
+    v.scale_stride_batch = g == FMQA_KV_SCALE_TOKEN_HEAD ? ss[0] : 0;
+    v.scale_stride_token = g == FMQA_KV_SCALE_TOKEN_HEAD ? ss[1] : 0;
+    v.scale_stride_head = g == FMQA_KV_SCALE_TENSOR ? 0 : ss[2];
+    v.fixed_scale = g != FMQA_KV_SCALE_TOKEN_HEAD;
     v.flags = p->flags & (FMQA_FLAG_PAGED | FMQA_FLAG_RING);
     v.page_table = page_table;
     v.page_table_stride = pt_stride;

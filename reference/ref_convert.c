@@ -223,6 +223,33 @@ fmqa_status ref_quantize_row(fmqa_dtype dtype, const double *x, int64_t d, void 
     return FMQA_OK;
 }
 
+fmqa_status ref_quantize_row_fixed(fmqa_dtype dtype, const double *x, int64_t d, float scale,
+                                   void *stored, fmqa_err *err)
+{
+    if (dtype != FMQA_DTYPE_INT8 && dtype != FMQA_DTYPE_FP8_E4M3)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                            "ref_quantize_row_fixed: dtype %d is not int8 or fp8_e4m3", (int)dtype);
+    if (!(scale > 0.0f) || !isfinite(scale))
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                            "ref_quantize_row_fixed: scale %g is not finite and > 0", (double)scale);
+    if (d <= 0 || !x)
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                            "ref_quantize_row_fixed: empty row (d = %lld)", (long long)d);
+    for (int64_t i = 0; i < d; i++) {
+        if (!isfinite(x[i]))
+            return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                                "ref_quantize_row_fixed: x[%lld] is not finite", (long long)i);
+        const double y = x[i] / (double)scale; /* saturation in the encoders */
+        if (!stored)
+            continue;
+        if (dtype == FMQA_DTYPE_INT8)
+            ((int8_t *)stored)[i] = ref_int8_from_double(y);
+        else
+            ((uint8_t *)stored)[i] = ref_fp8_from_double(y);
+    }
+    return FMQA_OK;
+}
+
 double ref_dequantize(fmqa_dtype dtype, const void *stored, int64_t i, float scale)
 {
     double v = dtype == FMQA_DTYPE_INT8 ? (double)((const int8_t *)stored)[i]

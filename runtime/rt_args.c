@@ -157,23 +157,38 @@ typedef struct cache_view {
      {(a)->v_scale_stride_batch, (a)->v_scale_stride_token, (a)->v_scale_stride_head},  \
      (a)->page_table, (a)->page_table_stride}
 
-#define COPY_CACHE(o, a)                                                                \
+/* Copies the cache fields of args a into params o; the scale strides that
+ * granularity g ignores become 0 (scale_strides). */
+#define COPY_CACHE(o, a, g)                                                             \
     do {                                                                                \
+        const cache_view cv_ = CACHE_VIEW(a);                                           \
+        int64_t kss_[3], vss_[3];                                                       \
+        scale_strides((g), cv_.kss, kss_);                                              \
+        scale_strides((g), cv_.vss, vss_);                                              \
+        (o)->ks_sb = kss_[0], (o)->ks_st = kss_[1], (o)->ks_sh = kss_[2];               \
+        (o)->vs_sb = vss_[0], (o)->vs_st = vss_[1], (o)->vs_sh = vss_[2];               \
         (o)->k = (a)->k, (o)->v = (a)->v;                                               \
         (o)->k_sb = (a)->k_stride_batch, (o)->k_st = (a)->k_stride_token;               \
         (o)->k_sh = (a)->k_stride_head;                                                 \
         (o)->v_sb = (a)->v_stride_batch, (o)->v_st = (a)->v_stride_token;               \
         (o)->v_sh = (a)->v_stride_head;                                                 \
         (o)->k_scale = (a)->k_scale, (o)->v_scale = (a)->v_scale;                       \
-        (o)->ks_sb = (a)->k_scale_stride_batch, (o)->ks_st = (a)->k_scale_stride_token; \
-        (o)->ks_sh = (a)->k_scale_stride_head;                                          \
-        (o)->vs_sb = (a)->v_scale_stride_batch, (o)->vs_st = (a)->v_scale_stride_token; \
-        (o)->vs_sh = (a)->v_scale_stride_head;                                          \
         (o)->page_table = (a)->page_table, (o)->pt_stride = (a)->page_table_stride;     \
     } while (0)
 
+/* The scale strides the kernels use for granularity g: those the granularity
+ * ignores (fmqa_kv_scale_granularity) are 0, so that the per-token addressing
+ * of the kernels reads one scale per head, or one in all. */
+static void scale_strides(fmqa_kv_scale_granularity g, const int64_t in[3], int64_t out[3])
+{
+    out[0] = g == FMQA_KV_SCALE_TOKEN_HEAD ? in[0] : 0;
+    out[1] = g == FMQA_KV_SCALE_TOKEN_HEAD ? in[1] : 0;
+    out[2] = g == FMQA_KV_SCALE_TENSOR ? 0 : in[2];
+}
+
 /* The cache tensors (K, V and 8-bit scales): [b|page, slot, hk, d].  A page id
- * may be any int32, so a paged cache's outer extent is 2^31. */
+ * may be any int32, so a paged cache's outer extent is 2^31.  Per-head scales
+ * are [hk], a per-tensor scale one float; neither is written. */
 static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, int written,
                                fmqa_err *err)
 {
@@ -181,14 +196,21 @@ static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, int w
     int64_t ext[3] = {paged ? (int64_t)INT32_MAX + 1 : p->batch,
                       paged ? p->page_size : cache_slots(p), p->num_kv_heads};
     size_t ke = fmqa_dtype_size(p->kv_dtype);
+    const fmqa_kv_scale_granularity g = p->kv_scale_granularity;
+    const int per_token = g == FMQA_KV_SCALE_TOKEN_HEAD;
+    const int64_t sext[3] = {per_token ? ext[0] : 1, per_token ? ext[1] : 1,
+                             g == FMQA_KV_SCALE_TENSOR ? 1 : ext[2]};
+    int64_t kss[3], vss[3];
+    scale_strides(g, c->kss, kss);
+    scale_strides(g, c->vss, vss);
     tensor_spec k = {"k", c->k, c->ks, {ext[0], ext[1], ext[2]}, p->head_dim_qk, ke,
                      VEC_BYTES, 1, written};
     tensor_spec v = {"v", c->v, c->vs, {ext[0], ext[1], ext[2]}, p->head_dim_v, ke,
                      VEC_BYTES, 1, written};
-    tensor_spec ks = {"k_scale", c->k_scale, c->kss, {ext[0], ext[1], ext[2]}, 1, sizeof(float),
-                      WORD_BYTES, 1, written};
-    tensor_spec vs = {"v_scale", c->v_scale, c->vss, {ext[0], ext[1], ext[2]}, 1, sizeof(float),
-                      WORD_BYTES, 1, written};
+    tensor_spec ks = {"k_scale", c->k_scale, kss, {sext[0], sext[1], sext[2]}, 1, sizeof(float),
+                      WORD_BYTES, 1, written && per_token};
+    tensor_spec vs = {"v_scale", c->v_scale, vss, {sext[0], sext[1], sext[2]}, 1, sizeof(float),
+                      WORD_BYTES, 1, written && per_token};
     fmqa_status st;
     if ((st = check_tensor(&k, err)) || (st = check_tensor(&v, err)))
         return st;
@@ -257,7 +279,7 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
     memset(o, 0, sizeof *o);
     o->q = a->q;
     o->q_sb = a->q_stride_batch, o->q_st = a->q_stride_token, o->q_sh = a->q_stride_head;
-    COPY_CACHE(o, a);
+    COPY_CACHE(o, a, p->kv_scale_granularity);
     o->kv_lens = a->kv_lens;
     o->tree_mask = (const unsigned long long *)a->tree_mask;
     o->o = a->o;
@@ -322,7 +344,7 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
     o->vn_sh = a->v_new_stride_head;
     o->q = a->q;
     o->q_sb = a->q_stride_batch, o->q_st = a->q_stride_token, o->q_sh = a->q_stride_head;
-    COPY_CACHE(o, a);
+    COPY_CACHE(o, a, p->kv_scale_granularity);
     o->start_pos = a->start_pos;
     o->rope_theta = a->rope_theta > 0 ? a->rope_theta : 10000.0f;
     o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;

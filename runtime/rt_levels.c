@@ -13,7 +13,9 @@
  *   elements per token   MHA/GQA/MQA: 2 * Hkv * d (K and V); MLA: d_c + d_r (one
  *                        latent row shared by all heads, V read from it)
  *   8-bit scales         one float per token per KV head for K and one for V;
- *                        MLA: one float per token for the latent row
+ *                        MLA: one float per token for the latent row.  Per-head
+ *                        (per-tensor) scales: none per token, 2 * Hkv (2)
+ *                        floats per layer, fixed_scale_bytes
  *   tokens kept          max_seq_len, or sinks + window (RING cache) capped at it
  *   paged                whole pages are allocated, plus one int32 per page
  *   baseline             fp16 MHA: 2 * H * d * 2 bytes per token, max_seq_len tokens
@@ -210,6 +212,16 @@ static fmqa_status policy_check(fmqa_ctx_t *ctx, const fmqa_model_config *m,
         p->rope != FMQA_ROPE_GPTJ)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "policy.rope: unknown layout %d",
                         (int)p->rope);
+    if ((unsigned)p->kv_scale_granularity > FMQA_KV_SCALE_TENSOR)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy.kv_scale_granularity: unknown value %d",
+                        (int)p->kv_scale_granularity);
+    if (p->kv_scale_granularity != FMQA_KV_SCALE_TOKEN_HEAD &&
+        (!dtype_is_8bit(p->kv_dtype) || model_is_mla(m)))
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy.kv_scale_granularity %s: per-head and per-tensor scales need "
+                        "an 8-bit cache of an MHA/GQA/MQA model",
+                        fmqa_kv_scale_name(p->kv_scale_granularity));
     return FMQA_OK;
 }
 
@@ -246,6 +258,7 @@ fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
     p.page_size = policy->page_size;
     p.window = policy->window;
     p.sink_tokens = policy->sink_tokens;
+    p.kv_scale_granularity = policy->kv_scale_granularity;
     p.flags = FMQA_FLAG_CAUSAL | (policy->page_size ? FMQA_FLAG_PAGED : 0) |
               (policy->window ? FMQA_FLAG_RING : 0);
     /* Valid by construction: a model or policy the kernels cannot serve (head
@@ -266,6 +279,11 @@ static fmqa_status memory_fill(fmqa_ctx_t *ctx, const fmqa_model_config *m,
     int64_t d = model_head_dim(m);
     int64_t elems, scale_rows = model_is_mla(m) ? 1 : 2 * (int64_t)m->num_kv_heads;
     int64_t elem_bytes, scale_bytes, baseline_per_token;
+    const fmqa_kv_scale_granularity g = p->kv_scale_granularity;
+    if (dtype_is_8bit(p->kv_dtype) && g != FMQA_KV_SCALE_TOKEN_HEAD) {
+        r->fixed_scale_bytes = (g == FMQA_KV_SCALE_HEAD ? scale_rows : 2) * (int64_t)sizeof(float);
+        scale_rows = 0;
+    }
     int bad = model_is_mla(m) ? fmqa_add64(m->mla_latent_dim, m->mla_rope_dim, &elems)
                               : fmqa_prod64((int64_t[]){2, m->num_kv_heads, d}, 3, &elems);
     bad = bad || fmqa_mul64(elems, (int64_t)fmqa_dtype_size(p->kv_dtype), &elem_bytes);
@@ -313,14 +331,18 @@ fmqa_status fmqa_memory_report_compute(fmqa_ctx_t *ctx, const fmqa_model_config 
     st = memory_fill(ctx, model, policy, &r);
     if (st != FMQA_OK)
         return st;
-    if (fmqa_mul64(r.bytes_per_seq, n_seqs, &r.total_bytes))
+    if (fmqa_mul64(r.bytes_per_seq, n_seqs, &r.total_bytes) ||
+        fmqa_add64(r.total_bytes, r.fixed_scale_bytes, &r.total_bytes))
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
                         "n_seqs %lld: total bytes overflow int64", (long long)n_seqs);
-    if (budget_bytes > 0 && budget_bytes < r.bytes_per_seq)
+    if (budget_bytes > 0 && budget_bytes - r.fixed_scale_bytes < r.bytes_per_seq)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
                         "budget_bytes %lld is too small for one sequence (%lld bytes "
-                        "per layer)", (long long)budget_bytes, (long long)r.bytes_per_seq);
-    r.max_seqs_in_budget = budget_bytes / r.bytes_per_seq;
+                        "per layer%s)",
+                        (long long)budget_bytes,
+                        (long long)(r.bytes_per_seq + r.fixed_scale_bytes),
+                        r.fixed_scale_bytes ? " with the fixed scales" : "");
+    r.max_seqs_in_budget = budget_bytes > 0 ? (budget_bytes - r.fixed_scale_bytes) / r.bytes_per_seq : 0;
     r.cache_multiplier = (double)r.baseline_bytes_per_seq / (double)r.bytes_per_seq;
     r.reduction = 1.0 - (double)r.bytes_per_seq / (double)r.baseline_bytes_per_seq;
     *report = r;

@@ -96,6 +96,18 @@ static fmqa_status check_types(const fmqa_problem *p, fmqa_err *err)
         return BAD("problem.rope: %d is not an fmqa_rope", (int)p->rope);
     if (p->flags & ~FMQA_FLAG_ALL)
         return BAD("problem.flags: unknown bits 0x%x", p->flags & ~FMQA_FLAG_ALL);
+    if ((unsigned)p->kv_scale_granularity > FMQA_KV_SCALE_TENSOR)
+        return BAD("problem.kv_scale_granularity: %d is not an fmqa_kv_scale_granularity",
+                   (int)p->kv_scale_granularity);
+    if (p->kv_scale_granularity != FMQA_KV_SCALE_TOKEN_HEAD) {
+        if (is_half(p->kv_dtype))
+            return BAD("problem.kv_scale_granularity: %s scales need an 8-bit cache, kv_dtype is "
+                       "%s",
+                       fmqa_kv_scale_name(p->kv_scale_granularity), fmqa_dtype_name(p->kv_dtype));
+        if (p->op != FMQA_OP_DECODE && p->op != FMQA_OP_APPEND)
+            return BAD("problem.kv_scale_granularity: %s scales are for decode and append, not %s",
+                       fmqa_kv_scale_name(p->kv_scale_granularity), fmqa_op_name(p->op));
+    }
     return FMQA_OK;
 }
 

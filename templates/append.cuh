@@ -46,6 +46,10 @@
  *    and codes are those of ref_quantize_row bit for bit; rotated rows differ
  *    from the reference only through x (codes at ties of the reference's x /
  *    scale, scale by the rotation error).  Rows holding NaN/inf: unspecified.
+ *    FIXED_SCALE (per-head or per-tensor scales, fmqa_kv_scale_granularity):
+ *    scale is the caller's (the runtime zeroes the strides the granularity
+ *    ignores, so the per-token address finds it), read and never written;
+ *    codes as above, saturating; a scale <= 0 or NaN stores zero codes.
  *
  * Placement.  pos = start_pos[b] + t.  RING: slot = pos if pos < sinks, else
  * sinks + (pos - sinks) % window; a token that a later token of the same call
@@ -63,7 +67,8 @@
  * Defines (from append.lua): HEAD_DIM, HEAD_DIM_V, IN_BF16 (0/1: dtype of
  * k_new, v_new and q), KV_FMT (fmqa_dtype code of the cache: 1 f16, 2 bf16,
  * 4 int8, 5 fp8 e4m3), ROPE (fmqa_rope: 0 none, 1 neox, 2 gptj), PAGED,
- * PAGE_SIZE, RING, and the tunables THREADS_PER_ROW, ROWS_PER_CTA, VEC.
+ * PAGE_SIZE, RING, FIXED_SCALE (0/1), and the tunables THREADS_PER_ROW,
+ * ROWS_PER_CTA, VEC.
  */
 #include "fmqa_params.h"
 #include "fmqa_device.cuh"
@@ -73,7 +78,7 @@
 #endif
 #if !defined(HEAD_DIM) || !defined(HEAD_DIM_V) || !defined(IN_BF16) || !defined(KV_FMT) || \
     !defined(ROPE) || !defined(PAGED) || !defined(PAGE_SIZE) || !defined(RING) ||            \
-    !defined(THREADS_PER_ROW) || !defined(ROWS_PER_CTA) || !defined(VEC)
+    !defined(FIXED_SCALE) || !defined(THREADS_PER_ROW) || !defined(ROWS_PER_CTA) || !defined(VEC)
 #error "append.cuh: a define from append.lua is missing"
 #endif
 
@@ -260,7 +265,8 @@ static __device__ __forceinline__ float row_amax(const float (&x)[row_shape<D>::
 }
 
 /* Stores a row in format FMT at dst; 8-bit formats quantize and write the
- * row's scale to *scale (lane 0 of the group). */
+ * row's scale to *scale (lane 0 of the group), or with FIXED_SCALE quantize
+ * with *scale. */
 template <int D, int FMT>
 static __device__ __forceinline__ void store_row(typename fmt_traits<FMT>::storage *dst,
                                                  float *scale, int lane,
@@ -268,7 +274,9 @@ static __device__ __forceinline__ void store_row(typename fmt_traits<FMT>::stora
 {
     const bool q8 = FMT == FMT_INT8 || FMT == FMT_FP8;
     float sc = 0.0f;
-    if (q8) {
+    if (q8 && FIXED_SCALE) {
+        sc = *scale;
+    } else if (q8) {
         sc = __fdiv_rn(row_amax<D>(x), FMT == FMT_INT8 ? 127.0f : 448.0f);
         if (lane == 0)
             *scale = sc;

@@ -77,6 +77,8 @@ return {
       PAGED = p.paged and 1 or 0,
       PAGE_SIZE = p.paged and p.page_size or 0,
       RING = p.ring and 1 or 0,
+      -- per-head or per-tensor scales: the caller's, read and never written
+      FIXED_SCALE = (p.kv_scale ~= "token_head") and 1 or 0,
     }
   end,
 

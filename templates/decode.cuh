@@ -7,18 +7,24 @@
  * KV head), Q_TOKENS (1..16), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1 bf16, 2 int8,
  * 3 fp8 e4m3), PAGED, PAGE_SIZE (power of two >= 16), CAUSAL, TREE, WINDOW,
  * RING, LSE, INVARIANT (batch-invariant schedule).  Config defines: BLOCK_N
- * (KV tokens per tile), WARPS_M (16-row groups per CTA), WARPS_N (warps
- * sharing a tile along N), STAGES (cp.async pipeline depth).
+ * (KV tokens per tile), WARPS_M (row groups per CTA), M_TILES (16-row m-tiles
+ * per warp), WARPS_N (warps sharing a tile along N), STAGES (cp.async pipeline
+ * depth).
  *
  * Work split.  A persistent grid of gridDim.x CTAs shares the work evenly (see
  * "Work distribution" below); one piece of it is a range of one sequence's
  * positions for one row block of one KV head (a segment).  The rows of a
  * KV head are r = t * GROUP + g (query token t, head hk * GROUP + g), M = GROUP *
- * Q_TOKENS of them; a CTA owns ROWS = 16 * WARPS_M consecutive rows, so every
- * K/V byte a CTA loads serves all its rows.  Warp w handles the 16 rows of
- * mw = w % WARPS_M and the tokens [nw * WN, nw * WN + WN) of each tile, nw = w /
- * WARPS_M, WN = BLOCK_N / WARPS_N: each warp keeps its own running max, sum and
- * O accumulator, and the WARPS_N partial results merge once, at the end.
+ * Q_TOKENS of them; a CTA owns ROWS = 16 * M_TILES * WARPS_M consecutive rows,
+ * so every K/V byte a CTA loads serves all its rows.  Warp w handles the
+ * M_TILES m-tiles (16 rows each) of row group mw = w % WARPS_M and the tokens
+ * [nw * WN, nw * WN + WN) of each tile, nw = w / WARPS_M, WN = BLOCK_N /
+ * WARPS_N: each warp keeps its own running max, sum and O accumulator per
+ * m-tile, and the WARPS_N partial results merge once, at the end.  A warp
+ * reads (ldmatrix) and converts (8-bit caches) each K/V fragment once and
+ * feeds it to the mma of all its m-tiles: with WARPS_M = 1 (M_TILES = 2 for an
+ * MQA group of 32 rows) every K/V byte is read from shared memory and
+ * converted once per CTA.
  *
  * KV order.  A sequence's visible positions are read in "virtual" order v:
  * first the sinks [0, s0), then the window [lo, kv_len) (no window: s0 = 0,
@@ -71,7 +77,8 @@ constexpr int RB = D * EB + 16;                           /* smem bytes per KV r
 constexpr int CPR = D * EB / 16;                          /* 16-byte chunks per row */
 constexpr int QRB = D * 2 + 16;                           /* smem bytes per Q row  */
 constexpr int M = GROUP * Q_TOKENS;
-constexpr int ROWS = 16 * WARPS_M;
+constexpr int MT = M_TILES;                               /* m-tiles per warp       */
+constexpr int ROWS = 16 * MT * WARPS_M;
 constexpr int ROW_BLOCKS = (M + ROWS - 1) / ROWS;
 constexpr int NTHREADS = 32 * WARPS_M * WARPS_N;
 constexpr int WN = BLOCK_N / WARPS_N;                     /* tokens per warp a tile */
@@ -80,11 +87,15 @@ constexpr int NT_O = D / 8;                               /* O d-tiles          
 constexpr int Q_BYTES = ROWS * QRB;
 constexpr int SCALE_BYTES = EB == 1 ? 2 * BLOCK_N * 4 : 0;
 constexpr int STAGE_BYTES = 2 * BLOCK_N * RB + SCALE_BYTES;
-constexpr int MERGE_BYTES = WARPS_M * (WARPS_N - 1) * (NT_O * 4 + 4) * 32 * 4;
+constexpr int MERGE_BYTES = WARPS_M * MT * (WARPS_N - 1) * (NT_O * 4 + 4) * 32 * 4;
 /* Must equal decode.lua's shared_bytes(). */
 constexpr int SMEM_BYTES = Q_BYTES + (STAGES * STAGE_BYTES > MERGE_BYTES ? STAGES * STAGE_BYTES : MERGE_BYTES);
 constexpr int PS = PAGED ? PAGE_SIZE : 16;                /* page size (if paged) */
 constexpr float KV_FOLD = KV_FMT == 3 ? FP8_F16_FOLD : 1.0f;
+/* int8 K with f16 operands is read as 1152 + k (int8x4_to_f16_biased: no
+ * subtraction); S then starts from -1152 * (sum of the row's Q) instead of 0
+ * (softmax_state::s0, set once per CTA by s_start). */
+constexpr int K_BIAS = KV_FMT == 2 && !MMA_BF16;
 
 static_assert(D == 64 || D == 96 || D == 128 || D == 256, "HEAD_DIM");
 static_assert(WN % 16 == 0, "each warp needs whole 16-token chunks");
@@ -331,17 +342,38 @@ DEV bool tile_needs_mask(const fmqa_decode_params &p, const seq_view &s, int v0,
     return false;
 }
 
-/* Per-warp online-softmax state: O accumulator (d-tile fragments), running max
- * and this thread's partial sum of its two rows (summed over the quad at the
- * end). */
+/* Per-warp online-softmax state of one m-tile: O accumulator (d-tile
+ * fragments), running max and this thread's partial sum of its two rows
+ * (summed over the quad at the end); s0, where S of each row starts (K_BIAS). */
 struct softmax_state {
     float o[NT_O][4];
     float m[2], l[2];
+    float s0[2];
 };
 
-/* One tile for one warp: S = Q K^T, mask, online softmax, O += P V. */
-DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_info (&ri)[2], u32 q_base,
-                   const unsigned char *stage, int v0, int v_end, bool masked, int nw, softmax_state &st) {
+/* K_BIAS: s0 = -1152 * (sum of the row's Q) for the thread's two rows of each
+ * m-tile, by the mma that computes S (Q rows in shared memory, published). */
+DEV void s_start(u32 q_base, softmax_state (&st)[MT]) {
+    const int lcol = ((threadIdx.x & 31) >> 4) * 16;
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+            u32 a[4];
+            ldsm_x4(a, q_base + i * 16 * QRB + kc * 32 + lcol);
+            mma16816<0>(acc, a, INT8_F16_BIAS, INT8_F16_BIAS);
+        }
+        st[i].s0[0] = -acc[0];
+        st[i].s0[1] = -acc[2];
+    }
+}
+
+/* One tile for one warp and its MT m-tiles: S = Q K^T, mask, online softmax,
+ * O += P V.  Each K/V fragment is read (and, 8-bit, converted) once and used
+ * by the mma of every m-tile. */
+DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_info (&ri)[MT][2], u32 q_base,
+                   const unsigned char *stage, int v0, int v_end, bool masked, int nw, softmax_state (&st)[MT]) {
     const int lane = threadIdx.x & 31;
     const int lrow = ((lane >> 3) & 1) * 8 + (lane & 7), lcol = (lane >> 4) * 16;
     const int cq = lane & 3;
@@ -350,83 +382,111 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
     const float *kscale = (const float *)(stage + 2 * BLOCK_N * RB);
     const float *vscale = kscale + BLOCK_N;
 
-    float sacc[NT_S][4];
+    float sacc[MT][NT_S][4];
 #pragma unroll
-    for (int nt = 0; nt < NT_S; ++nt) sacc[nt][0] = sacc[nt][1] = sacc[nt][2] = sacc[nt][3] = 0.0f;
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int nt = 0; nt < NT_S; ++nt) {
+            sacc[i][nt][0] = sacc[i][nt][1] = K_BIAS ? st[i].s0[0] : 0.0f;
+            sacc[i][nt][2] = sacc[i][nt][3] = K_BIAS ? st[i].s0[1] : 0.0f;
+        }
 
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
-        u32 a[4];
-        ldsm_x4(a, q_base + kc * 32 + lcol);
+        u32 a[MT][4];
+#pragma unroll
+        for (int i = 0; i < MT; ++i) ldsm_x4(a[i], q_base + i * 16 * QRB + kc * 32 + lcol);
 #pragma unroll
         for (int pp = 0; pp < NT_S / 2; ++pp) {
             const u32 addr = k_base + pp * 16 * RB;
+            u32 bf[4]; /* B fragments: n-tile 2 pp = (bf[0], bf[1]), 2 pp + 1 = (bf[2], bf[3]) */
             if (EB == 2) {
                 u32 r[4];
                 ldsm_x4(r, addr + kc * 32 + lcol);
-                mma16816<MMA_BF16>(sacc[2 * pp], a, r[0], r[2]);
-                mma16816<MMA_BF16>(sacc[2 * pp + 1], a, r[1], r[3]);
-            } else {
-                u32 r[2], b0, b1;
+                bf[0] = r[0], bf[1] = r[2], bf[2] = r[1], bf[3] = r[3];
+            } else if (K_BIAS) {
+                u32 r[2];
                 ldsm_x2(r, addr + kc * 16);
-                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[0], b0, b1);
-                mma16816<MMA_BF16>(sacc[2 * pp], a, b0, b1);
-                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[1], b0, b1);
-                mma16816<MMA_BF16>(sacc[2 * pp + 1], a, b0, b1);
+                int8x4_to_f16_biased(r[0], bf[0], bf[1]);
+                int8x4_to_f16_biased(r[1], bf[2], bf[3]);
+            } else {
+                u32 r[2];
+                ldsm_x2(r, addr + kc * 16);
+                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[0], bf[0], bf[1]);
+                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[1], bf[2], bf[3]);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                mma16816<MMA_BF16>(sacc[i][2 * pp], a[i], bf[0], bf[1]);
+                mma16816<MMA_BF16>(sacc[i][2 * pp + 1], a[i], bf[2], bf[3]);
             }
         }
     }
 
-    /* Scale to base-2 logits, mask, new running max. */
-    float mx[2] = {neg_inf(), neg_inf()};
+    /* Scale to base-2 logits; the column's scale serves every row. */
 #pragma unroll
-    for (int nt = 0; nt < NT_S; ++nt) {
+    for (int nt = 0; nt < NT_S; ++nt)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
             const int col = nw * WN + nt * 8 + 2 * cq + e;
             const float sc = EB == 1 ? p.sm_scale_log2 * KV_FOLD * kscale[col] : p.sm_scale_log2;
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                float x = sacc[nt][2 * h + e] * sc;
-                if (masked) {
-                    const int v = v0 + col;
-                    if (v >= v_end || !visible(p, s, ri[h], pos_of(s, v))) x = neg_inf();
-                }
-                sacc[nt][2 * h + e] = x;
-                mx[h] = fmaxf(mx[h], x);
-            }
+            for (int i = 0; i < MT; ++i) sacc[i][nt][e] *= sc, sacc[i][nt][2 + e] *= sc;
         }
+    /* Mask only the tiles that need it: a block of its own, so that the
+     * unmasked tiles do not pay for the predicates. */
+    if (masked) {
+#pragma unroll
+        for (int nt = 0; nt < NT_S; ++nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int v = v0 + nw * WN + nt * 8 + 2 * cq + e;
+#pragma unroll
+                for (int i = 0; i < MT; ++i)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h)
+                        if (v >= v_end || !visible(p, s, ri[i][h], pos_of(s, v))) sacc[i][nt][2 * h + e] = neg_inf();
+            }
     }
-    /* O and l are rescaled only when some row's maximum moved (a warp vote:
-     * the usual case after the first tiles is that none did, and then alpha
-     * would be exactly 1). */
-    float base[2], m_old[2];
+    /* New running maxima.  O and l are rescaled only when some row's maximum
+     * moved (a warp vote: the usual case after the first tiles is that none
+     * did, and then alpha would be exactly 1). */
+    float base[MT][2], m_old[MT][2];
     bool moved = false;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const float m_new = fmaxf(st.m[h], quad_max(mx[h]));
-        base[h] = m_new == neg_inf() ? 0.0f : m_new; /* keeps -inf - -inf out */
-        m_old[h] = st.m[h];
-        moved = moved || m_new != m_old[h];
-        st.m[h] = m_new;
-    }
-    if (vote_any(moved)) {
+    for (int i = 0; i < MT; ++i)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const float alpha = ex2(m_old[h] - base[h]);
-            st.l[h] *= alpha;
+            float mx = fmaxf(sacc[i][0][2 * h], sacc[i][0][2 * h + 1]);
 #pragma unroll
-            for (int nt = 0; nt < NT_O; ++nt) {
-                st.o[nt][2 * h] *= alpha;
-                st.o[nt][2 * h + 1] *= alpha;
-            }
+            for (int nt = 1; nt < NT_S; ++nt) mx = fmaxf(mx, fmaxf(sacc[i][nt][2 * h], sacc[i][nt][2 * h + 1]));
+            const float m_new = fmaxf(st[i].m[h], quad_max(mx));
+            /* A finite base keeps -inf - -inf out of a row that sees nothing
+             * yet (one FMNMX, not a compare and select). */
+            base[i][h] = fmaxf(m_new, -3.402823466e38f);
+            m_old[i][h] = st[i].m[h];
+            moved = moved || m_new != m_old[i][h];
+            st[i].m[h] = m_new;
         }
+    if (vote_any(moved)) {
+#pragma unroll
+        for (int i = 0; i < MT; ++i)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const float alpha = ex2(m_old[i][h] - base[i][h]);
+                st[i].l[h] *= alpha;
+#pragma unroll
+                for (int nt = 0; nt < NT_O; ++nt) {
+                    st[i].o[nt][2 * h] *= alpha;
+                    st[i].o[nt][2 * h + 1] *= alpha;
+                }
+            }
     }
 
     /* P (scaled per column by v_scale for 8-bit caches) as A fragments. */
 #pragma unroll
     for (int pp = 0; pp < NT_S / 2; ++pp) {
-        u32 a[4];
+        u32 a[MT][4];
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int nt = 2 * pp + half;
@@ -434,39 +494,46 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
             const float vs0 = EB == 1 ? KV_FOLD * vscale[col] : 1.0f;
             const float vs1 = EB == 1 ? KV_FOLD * vscale[col + 1] : 1.0f;
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const float p0 = ex2(sacc[nt][2 * h] - base[h]), p1 = ex2(sacc[nt][2 * h + 1] - base[h]);
-                st.l[h] += p0 + p1;
-                a[2 * half + h] = pack2<MMA_BF16>(p0 * vs0, p1 * vs1);
-            }
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const float p0 = ex2(sacc[i][nt][2 * h] - base[i][h]);
+                    const float p1 = ex2(sacc[i][nt][2 * h + 1] - base[i][h]);
+                    st[i].l[h] += p0 + p1;
+                    a[i][2 * half + h] = pack2<MMA_BF16>(p0 * vs0, p1 * vs1);
+                }
         }
         const u32 addr = v_base + pp * 16 * RB;
 #pragma unroll
-        for (int i = 0; i < D / 16; ++i) {
+        for (int j = 0; j < D / 16; ++j) {
+            u32 bf[4]; /* B fragments: d-tile 2 j = (bf[0], bf[1]), 2 j + 1 = (bf[2], bf[3]) */
             if (EB == 2) {
                 u32 r[4];
-                ldsm_x4_t(r, addr + i * 32 + lcol);
-                mma16816<MMA_BF16>(st.o[2 * i], a, r[0], r[1]);
-                mma16816<MMA_BF16>(st.o[2 * i + 1], a, r[2], r[3]);
+                ldsm_x4_t(r, addr + j * 32 + lcol);
+                bf[0] = r[0], bf[1] = r[1], bf[2] = r[2], bf[3] = r[3];
             } else {
-                u32 r[2], e0, o0, e1, o1;
-                ldsm_x2_t(r, addr + i * 16);
-                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[0], e0, o0);
-                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[1], e1, o1);
-                mma16816<MMA_BF16>(st.o[2 * i], a, e0, e1);
-                mma16816<MMA_BF16>(st.o[2 * i + 1], a, o0, o1);
+                u32 r[2];
+                ldsm_x2_t(r, addr + j * 16);
+                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[0], bf[0], bf[2]);
+                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[1], bf[1], bf[3]);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                mma16816<MMA_BF16>(st[i].o[2 * j], a[i], bf[0], bf[1]);
+                mma16816<MMA_BF16>(st[i].o[2 * j + 1], a[i], bf[2], bf[3]);
             }
         }
     }
 }
 
-/* Warps nw > 0 hand their state to warp nw = 0 of the same rows through shared
- * memory (laid out per fragment register and lane: conflict-free), which merges
- * it into its own.  Needs the pipeline drained: it reuses that memory. */
-DEV void merge_warps(unsigned char *smem, int mw, int nw, softmax_state &st) {
+/* Warps nw > 0 hand their state of m-tile mt (of the CTA's WARPS_M * MT) to
+ * warp nw = 0 of the same rows through shared memory (laid out per fragment
+ * register and lane: conflict-free), which merges it into its own.  Needs the
+ * pipeline drained: it reuses that memory. */
+DEV void merge_warps(unsigned char *smem, int mt, int nw, softmax_state &st) {
     if (WARPS_N == 1) return;
     const int lane = threadIdx.x & 31;
-    float *buf = (float *)smem + mw * (WARPS_N - 1) * (NT_O * 4 + 4) * 32;
+    float *buf = (float *)smem + mt * (WARPS_N - 1) * (NT_O * 4 + 4) * 32;
     if (nw > 0) {
         float *w = buf + (nw - 1) * (NT_O * 4 + 4) * 32 + lane;
 #pragma unroll
@@ -499,15 +566,16 @@ DEV void merge_warps(unsigned char *smem, int mw, int nw, softmax_state &st) {
     }
 }
 
-/* Writes the merged rows: o (and lse) directly (slot < 0), or the partials of
- * a piece of the segment to workspace slot `slot` ([slot][ROWS] rows). */
-DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mw, long long slot,
+/* Writes the merged rows of m-tile mt: o (and lse) directly (slot < 0), or the
+ * partials of a piece of the segment to workspace slot `slot` ([slot][ROWS]
+ * rows). */
+DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mt, long long slot,
                     softmax_state &st) {
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         const float l = quad_sum(st.l[h]);
-        const int r = rb * ROWS + mw * 16 + (lane >> 2) + 8 * h;
+        const int r = rb * ROWS + mt * 16 + (lane >> 2) + 8 * h;
         if (r >= M) continue;
         const int t = r / GROUP, head = hk * GROUP + r % GROUP;
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
@@ -559,22 +627,30 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
     }
     load_q(p, b, hk, rb, qs); /* published by the loop's first barrier */
 
-    row_info ri[2];
+    row_info ri[MT][2];
+    softmax_state st[MT];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const int r = rb * ROWS + mw * 16 + (lane >> 2) + 8 * h;
-        const int t = min(r / GROUP, Q_TOKENS - 1); /* padding rows borrow a real token */
-        ri[h].qpos = s.first_draft + t;
-        ri[h].tree = TREE ? p.tree_mask[b * Q_TOKENS + t] : 0ull;
+    for (int i = 0; i < MT; ++i) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = rb * ROWS + (mw * MT + i) * 16 + (lane >> 2) + 8 * h;
+            const int t = min(r / GROUP, Q_TOKENS - 1); /* padding rows borrow a real token */
+            ri[i][h].qpos = s.first_draft + t;
+            ri[i][h].tree = TREE ? p.tree_mask[b * Q_TOKENS + t] : 0ull;
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT_O; ++nt) st[i].o[nt][0] = st[i].o[nt][1] = st[i].o[nt][2] = st[i].o[nt][3] = 0.0f;
+        st[i].m[0] = st[i].m[1] = neg_inf();
+        st[i].l[0] = st[i].l[1] = 0.0f;
+        st[i].s0[0] = st[i].s0[1] = 0.0f;
     }
-    softmax_state st;
-#pragma unroll
-    for (int nt = 0; nt < NT_O; ++nt) st.o[nt][0] = st.o[nt][1] = st.o[nt][2] = st.o[nt][3] = 0.0f;
-    st.m[0] = st.m[1] = neg_inf();
-    st.l[0] = st.l[1] = 0.0f;
-    /* Warps whose 16 rows are all padding only help load. */
-    const bool active = rb * ROWS + mw * 16 < M;
-    const u32 q_base = smem_addr(qs) + (mw * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;
+    /* Warps whose rows are all padding only help load. */
+    const bool active = rb * ROWS + mw * MT * 16 < M;
+    const u32 q_base = smem_addr(qs) + (mw * MT * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;
+    if (K_BIAS) {
+        __syncthreads(); /* Q in shared memory */
+        if (active) s_start(q_base, st);
+    }
     int st_cur = 0, st_next = STAGES - 1;
     for (int it = 0; it < ntiles; ++it) {
         cp_async_wait<STAGES - 2>();
@@ -592,8 +668,11 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
     }
     cp_async_wait<0>();
     __syncthreads();
-    merge_warps(stages, mw, nw, st);
-    if (nw == 0 && active) store_rows(p, b, hk, rb, mw, slot, st);
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+        merge_warps(stages, mw * MT + i, nw, st[i]);
+        if (nw == 0 && active) store_rows(p, b, hk, rb, mw * MT + i, slot, st[i]);
+    }
 }
 
 /* Work distribution.  The grid is persistent: gridDim.x CTAs (decode.lua: the

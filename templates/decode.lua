@@ -10,8 +10,8 @@
 --  * grid = (P, 1, 1), persistent: P = SPLITS, or with SPLITS = 0 the
 --    device's SMs x the CTAs one SM holds, at most one CTA per unit of work;
 --    block = 32 * WARPS_M * WARPS_N threads; row_blocks = ceil(GROUP *
---    q_tokens / (16 * WARPS_M)); the kernel reads gridDim.x, so any P is
---    correct (decode.cuh, "Work distribution");
+--    q_tokens / cta_rows) with cta_rows = 16 * M_TILES * WARPS_M; the kernel
+--    reads gridDim.x, so any P is correct (decode.cuh, "Work distribution");
 --  * a sequence has at most ceil(eff_len() / BLOCK_N) tiles; a segment (b, kv
 --    head, row block) is split into at most P pieces (one per CTA), in
 --    batch-invariant mode into chunks of chunk_tiles() tiles (INV_* equal
@@ -64,6 +64,7 @@ local function problem_check(p)
 end
 
 local function rows(p) return (p.num_q_heads // p.num_kv_heads) * p.q_tokens end
+local function cta_rows(c) return 16 * c.M_TILES * c.WARPS_M end
 
 -- Most positions one sequence's kernel reads (see "KV order" in decode.cuh).
 local function eff_len(p)
@@ -77,20 +78,21 @@ local function kv_bytes(p) return (p.kv_dtype == "int8" or p.kv_dtype == "fp8_e4
 -- decode.cuh's SMEM_BYTES: Q rows, then max(pipeline stages, merge buffer).
 local function shared_bytes(c, p)
   local d, eb = p.head_dim_qk, kv_bytes(p)
-  local q = 16 * c.WARPS_M * (2 * d + 16)
+  local q = cta_rows(c) * (2 * d + 16)
   local stage = 2 * c.BLOCK_N * (d * eb + 16) + (eb == 1 and 8 * c.BLOCK_N or 0)
-  local merge = c.WARPS_M * (c.WARPS_N - 1) * (d // 2 + 4) * 32 * 4
+  local merge = c.WARPS_M * c.M_TILES * (c.WARPS_N - 1) * (d // 2 + 4) * 32 * 4
   return q + math.max(c.STAGES * stage, merge)
 end
 
 -- Registers per thread, conservatively: O and S accumulators (d/2 + WN/2
--- floats) plus 100 for fragments, addresses and row state.  ptxas (sm_80 and
--- sm_90, CUDA 13) fits d=256 with 32 tokens a warp (144 + 100) in 255 without
--- spills but spills at 64 tokens a warp (160 + 100); d=128 with 128 (128 + 100)
--- fits.  __launch_bounds__ caps a thread at regs_per_sm / threads, hence the
--- second check in valid().
+-- floats per m-tile) plus 100 for fragments, addresses and row state.  ptxas
+-- (sm_80 and sm_90, CUDA 13) fits d=256 with 32 tokens a warp (144 + 100) in
+-- 255 without spills but spills at 64 tokens a warp (160 + 100); d=128 with
+-- 128 (128 + 100) fits, and so do two m-tiles of d=128 with 16 tokens a warp
+-- (2 x 72 + 100).  __launch_bounds__ caps a thread at regs_per_sm / threads,
+-- hence the second check in valid().
 local function regs_estimate(c, p)
-  return p.head_dim_qk // 2 + c.BLOCK_N // c.WARPS_N // 2 + 100
+  return c.M_TILES * (p.head_dim_qk // 2 + c.BLOCK_N // c.WARPS_N // 2) + 100
 end
 
 -- CTAs of this config one SM holds at once, by shared memory (1 KB reserved
@@ -135,7 +137,7 @@ end
 -- units and pieces of one segment, workspace slots (0: no segment splits).
 local function work_plan(c, p, d)
   local tiles = math.max(1, ceil_div(eff_len(p), c.BLOCK_N))
-  local segs = p.batch * p.num_kv_heads * ceil_div(rows(p), 16 * c.WARPS_M)
+  local segs = p.batch * p.num_kv_heads * ceil_div(rows(p), cta_rows(c))
   local units = p.batch_invariant and ceil_div(tiles, chunk_tiles(tiles)) or tiles
   local ctas = c.SPLITS > 0 and c.SPLITS or d.sm_count * ctas_per_sm(c, p, d)
   ctas = math.min(ctas, segs * units)
@@ -158,8 +160,9 @@ local function valid(c, p, d)
   if c.BLOCK_N % c.WARPS_N ~= 0 or wn % 16 ~= 0 then
     return false, "BLOCK_N / WARPS_N = " .. c.BLOCK_N .. "/" .. c.WARPS_N .. " is not a multiple of 16"
   end
-  if c.WARPS_M > 1 and 16 * (c.WARPS_M - 1) >= rows(p) then
-    return false, "WARPS_M " .. c.WARPS_M .. " leaves a warp with padding rows only (" .. rows(p) .. " rows)"
+  if cta_rows(c) > 16 and cta_rows(c) - 16 >= rows(p) then
+    return false, "WARPS_M x M_TILES = " .. c.WARPS_M .. " x " .. c.M_TILES ..
+                  " leaves an m-tile with padding rows only (" .. rows(p) .. " rows)"
   end
   local threads = 32 * c.WARPS_M * c.WARPS_N
   if threads > d.max_threads_per_block then
@@ -209,6 +212,7 @@ return {
   space = {
     BLOCK_N = { 32, 64, 128 },
     WARPS_M = { 1, 2, 4, 8 },
+    M_TILES = { 1, 2 },
     WARPS_N = { 1, 2, 4, 8 },
     STAGES = { 2, 3, 4 },
     -- CTAs of the persistent grid (0: the device's SMs x CTAs per SM)
@@ -219,7 +223,7 @@ return {
 
   launch = function(c, p, d)
     local w = work_plan(c, p, d)
-    local rows_blk = 16 * c.WARPS_M
+    local rows_blk = cta_rows(c)
     local kernels = { {
       entry = "fmqa_decode_kernel",
       grid = { w.ctas, 1, 1 },
@@ -243,27 +247,34 @@ return {
     return plan
   end,
 
-  -- H100-class choice: 4 warps (fewer 16-row groups when the group is small),
-  -- 64-token tiles (32 for d = 256), 3 stages (4 for the half-size 8-bit
-  -- tiles), automatic splits; falls back through smaller tiles and stages.
+  -- H100-class choice: 4 warps (fewer 16-row m-tiles when the group is
+  -- small), two m-tiles a warp where the registers allow (each K/V fragment
+  -- then read and converted once for 32 rows), 64-token tiles (32 for d =
+  -- 256), 3 stages (4 for the half-size 8-bit tiles), automatic splits; falls
+  -- back through fewer m-tiles, smaller tiles and stages.
   default = function(p, d)
-    -- WARPS_M stays in the space (powers of two): the smallest that covers
-    -- the rows, halved while valid() refuses it (e.g. a padding-only warp).
-    local wm = 1
-    while wm < (p.head_dim_qk >= 256 and 2 or 4) and 16 * wm < rows(p) do wm = wm * 2 end
+    -- The m-tiles of a CTA: the smallest power of two that covers the rows,
+    -- halved while valid() refuses every layout of them (e.g. padding only).
+    local tiles = 1
+    while tiles < (p.head_dim_qk >= 256 and 2 or 4) and 16 * tiles < rows(p) do tiles = tiles * 2 end
     local stages = kv_bytes(p) == 1 and 4 or 3
     for _, bn in ipairs(p.head_dim_qk >= 256 and { 32, 64 } or { 64, 32 }) do
       for s = stages, 2, -1 do
-        local w = wm
-        while w >= 1 do
-          local wn = math.max(1, 4 // w)
-          while bn // wn < 16 do wn = wn // 2 end
-          local c = { BLOCK_N = bn, WARPS_M = w, WARPS_N = wn, STAGES = s, SPLITS = 0 }
-          if valid(c, p, d) then return c end
-          w = w // 2
+        local t = tiles
+        while t >= 1 do
+          for _, mt in ipairs({ 2, 1 }) do
+            local w = t // mt
+            if w >= 1 then
+              local wn = math.max(1, 4 // w)
+              while bn // wn < 16 do wn = wn // 2 end
+              local c = { BLOCK_N = bn, WARPS_M = w, M_TILES = mt, WARPS_N = wn, STAGES = s, SPLITS = 0 }
+              if valid(c, p, d) then return c end
+            end
+          end
+          t = t // 2
         end
       end
     end
-    return { BLOCK_N = 32, WARPS_M = 1, WARPS_N = 1, STAGES = 2, SPLITS = 0 }
+    return { BLOCK_N = 32, WARPS_M = 1, M_TILES = 1, WARPS_N = 1, STAGES = 2, SPLITS = 0 }
   end,
 }

@@ -55,12 +55,23 @@ FMQA_DEV u32 f16x2_to_bf16x2(u32 x) {
 
 /* ---------------------------------------------------------------- 8-bit KV */
 
-/* int8 bytes -> f16 pairs: 0x6400 | (x ^ 0x80) is the f16 1024 + x + 128. */
-FMQA_DEV void int8x4_to_f16(u32 r, u32 &p02, u32 &p13) {
+/* The f16 pair (1152, 1152): what int8x4_to_f16_biased adds to each value. */
+constexpr u32 INT8_F16_BIAS = 0x64806480u;
+
+/* int8 bytes -> f16 pairs of 1152 + x, exact: 0x6400 | (x ^ 0x80) is the f16
+ * 1024 + x + 128.  A caller that can fold the offset elsewhere (decode's S =
+ * Q K^T: Q . 1152 per row) saves the subtraction. */
+FMQA_DEV void int8x4_to_f16_biased(u32 r, u32 &p02, u32 &p13) {
     const u32 u = r ^ 0x80808080u;
-    const u32 magic = 0x64806480u; /* (1152, 1152) */
-    p02 = sub_f16x2(prmt(u, 0x64646464u, 0x4240u), magic);
-    p13 = sub_f16x2(prmt(u, 0x64646464u, 0x4341u), magic);
+    p02 = prmt(u, 0x64646464u, 0x4240u);
+    p13 = prmt(u, 0x64646464u, 0x4341u);
+}
+
+/* int8 bytes -> f16 pairs, exact: the biased pairs minus 1152. */
+FMQA_DEV void int8x4_to_f16(u32 r, u32 &p02, u32 &p13) {
+    int8x4_to_f16_biased(r, p02, p13);
+    p02 = sub_f16x2(p02, INT8_F16_BIAS);
+    p13 = sub_f16x2(p13, INT8_F16_BIAS);
 }
 
 #if FMQA_FP8_NATIVE
@@ -68,8 +79,8 @@ FMQA_DEV void int8x4_to_f16(u32 r, u32 &p02, u32 &p13) {
  * two halves of one register, one cvt each. */
 FMQA_DEV void fp8x4_to_f16(u32 r, u32 &p02, u32 &p13) {
     const u32 s = prmt(r, 0u, 0x3120u); /* bytes b0 b2 b1 b3 */
-    p02 = cvt_f16x2_e4m3x2((u16)(s & 0xffff));
-    p13 = cvt_f16x2_e4m3x2((u16)(s >> 16));
+    p02 = cvt_f16x2_e4m3x2<0>(s);
+    p13 = cvt_f16x2_e4m3x2<1>(s);
 }
 #else
 /* fp8 e4m3 bytes -> f16 pairs holding value * 2^-8: byte x becomes the f16 bits

@@ -82,11 +82,15 @@ template <int BF16> FMQA_PTX u32 cvt_rn_x2_f32(float a, float b) {
 }
 
 #if __CUDA_ARCH__ >= 890
-/* cvt.rn.f16x2.e4m3x2 d, a (sm_89+): the two e4m3 bytes of a, exactly, byte 0
- * into the lower half of d, byte 1 into the upper. */
-FMQA_PTX u32 cvt_f16x2_e4m3x2(u16 a) {
+/* cvt.rn.f16x2.e4m3x2 d, a (sm_89+) on half HI of x (a = bytes 2 HI, 2 HI + 1
+ * of x): the two e4m3 bytes exactly, the lower-addressed one into the lower
+ * half of d.  The mov only names the half (SASS reads x.H1 in place). */
+template <int HI> FMQA_PTX u32 cvt_f16x2_e4m3x2(u32 x) {
     u32 r;
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"(a));
+    if (HI)
+        asm("{ .reg .b16 lo, hi; mov.b32 {lo, hi}, %1; cvt.rn.f16x2.e4m3x2 %0, hi; }" : "=r"(r) : "r"(x));
+    else
+        asm("{ .reg .b16 lo, hi; mov.b32 {lo, hi}, %1; cvt.rn.f16x2.e4m3x2 %0, lo; }" : "=r"(r) : "r"(x));
     return r;
 }
 

@@ -92,6 +92,13 @@ class Rope(_NamedEnum):
     GPTJ = 2
 
 
+class KvScale(_NamedEnum):
+    """fmqa_kv_scale_granularity: which scales an 8-bit KV cache carries."""
+    TOKEN_HEAD = 0
+    HEAD = 1
+    TENSOR = 2
+
+
 class LogLevel(_NamedEnum):
     QUIET = 0
     ERROR = 1
@@ -188,9 +195,9 @@ class Problem(Struct):
                 ("head_dim_qk", I32), ("head_dim_v", I32), ("q_tokens", I32), ("kv_len", I32),
                 ("q_dtype", ENUM), ("kv_dtype", ENUM), ("out_dtype", ENUM),
                 ("page_size", I32), ("window", I32), ("sink_tokens", I32), ("rope", ENUM),
-                ("flags", U32)]
+                ("flags", U32), ("kv_scale_granularity", ENUM)]
     _enums_ = {"op": Op, "q_dtype": Dtype, "kv_dtype": Dtype, "out_dtype": Dtype,
-               "rope": Rope}
+               "rope": Rope, "kv_scale_granularity": KvScale}
 
     def __init__(self, **fields):
         """fmqa_problem_init()'s defaults (decode, f16, one query token), then fields."""
@@ -269,15 +276,17 @@ class ModelConfig(Struct):
 class LevelPolicy(Struct):
     """fmqa_level_policy: the concrete choices behind a level."""
     _fields_ = [("level", ENUM), ("kv_dtype", ENUM), ("sink_tokens", I32), ("window", I32),
-                ("spec_tokens", I32), ("page_size", I32), ("rope", ENUM)]
-    _enums_ = {"level": Level, "kv_dtype": Dtype, "rope": Rope}
+                ("spec_tokens", I32), ("page_size", I32), ("rope", ENUM),
+                ("kv_scale_granularity", ENUM)]
+    _enums_ = {"level": Level, "kv_dtype": Dtype, "rope": Rope, "kv_scale_granularity": KvScale}
 
 
 class MemoryReport(Struct):
     """fmqa_memory_report: one layer's KV-cache memory under a policy."""
     _fields_ = [("bytes_per_token", I64), ("bytes_per_seq", I64), ("tokens_kept", I64),
                 ("total_bytes", I64), ("baseline_bytes_per_seq", I64), ("reduction", F64),
-                ("cache_multiplier", F64), ("max_seqs_in_budget", I64)]
+                ("cache_multiplier", F64), ("max_seqs_in_budget", I64),
+                ("fixed_scale_bytes", I64)]
 
 
 # Every public struct of fastmqa.h, by its C name (the layout test walks this).

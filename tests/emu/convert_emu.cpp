@@ -19,6 +19,11 @@ extern "C" void emu_q8x4_to_pairs(int fmt, int bf16, unsigned r, unsigned *p02, 
     else q8x4_to_pairs<3, 1>(r, *p02, *p13);
 }
 
+/* int8x4_to_f16_biased(r): f16 pairs of 1152 + x (decode's K with f16 Q). */
+extern "C" void emu_int8x4_to_f16_biased(unsigned r, unsigned *p02, unsigned *p13) {
+    int8x4_to_f16_biased(r, *p02, *p13);
+}
+
 extern "C" float emu_fp8_fold(void) { return FP8_F16_FOLD; }
 
 extern "C" unsigned char emu_f32_to_e4m3(float x) { return f32_to_e4m3(x); }

@@ -83,7 +83,8 @@ inline u16 emu_e4m3_to_f16(unsigned char x) {
     if (e == 15 && m == 7) v = NAN;
     return emu_f16_bits((float)(x & 0x80 ? -v : v)); /* exact: f16 holds every e4m3 value */
 }
-inline u32 cvt_f16x2_e4m3x2(u16 a) {
+template <int HI> inline u32 cvt_f16x2_e4m3x2(u32 x) {
+    const u32 a = HI ? x >> 16 : x & 0xffffu;
     return (u32)emu_e4m3_to_f16((unsigned char)(a >> 8)) << 16 | emu_e4m3_to_f16((unsigned char)a);
 }
 /* .rn.satfinite: nearest even; beyond the largest finite (448 = S.1111.110),

@@ -100,8 +100,9 @@ Test(decode_compile, classes_sm90_d128, .timeout = 600) { compile_classes("sm_90
 Test(decode_compile, classes_sm90_d256, .timeout = 600) { compile_classes("sm_90", 256); }
 
 /* The register-heaviest corners valid() admits: d = 256 with 32 tokens a warp
- * (64 spills: see illegal_... below), and d = 128 with 128 tokens a warp, both
- * with 8-bit conversion and the tree mask. */
+ * (64 spills: see illegal_... below), d = 128 with 128 tokens a warp, and d =
+ * 128 with two m-tiles a warp (2 x 72 + 100), all with 8-bit conversion and
+ * the tree mask. */
 Test(decode_compile, heavy_configs, .timeout = 600)
 {
     static const struct {
@@ -109,10 +110,16 @@ Test(decode_compile, heavy_configs, .timeout = 600)
     } cases[] = {
         {"op=decode,batch=3,heads=256,kv_heads=2,d=256,dv=256,tq=16,kv_len=4096,q=bf16,"
          "kv=fp8_e4m3,out=bf16,flags=tree|lse",
-         "BLOCK_N=64,SPLITS=2,STAGES=2,WARPS_M=2,WARPS_N=2"},
+         "BLOCK_N=64,M_TILES=1,SPLITS=2,STAGES=2,WARPS_M=2,WARPS_N=2"},
         {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=16,kv_len=4096,kv=int8,"
          "page=16,flags=causal|paged|tree",
-         "BLOCK_N=128,SPLITS=4,STAGES=4,WARPS_M=2,WARPS_N=1"},
+         "BLOCK_N=128,M_TILES=1,SPLITS=4,STAGES=4,WARPS_M=2,WARPS_N=1"},
+        {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=16,kv_len=4096,q=bf16,"
+         "kv=fp8_e4m3,out=bf16,page=16,flags=tree|paged|lse",
+         "BLOCK_N=64,M_TILES=2,SPLITS=2,STAGES=4,WARPS_M=1,WARPS_N=4"},
+        {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=1,kv_len=4096,kv=int8,"
+         "window=100,sinks=4,flags=causal|ring|lse",
+         "BLOCK_N=64,M_TILES=2,SPLITS=2,STAGES=4,WARPS_M=1,WARPS_N=4"},
     };
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
@@ -148,15 +155,15 @@ static int64_t get(const gen_config *c, const char *name)
 }
 
 /* MQA, 64 sequences of 4096 on an H100 preset (132 SMs, 233472 bytes of shared
- * memory an SM).  Default: 2 row warps (32 rows), 2 token warps, 64-token
- * tiles, 3 stages.  Shared: Q 32 * (2*128 + 16) = 8704 + max(3 stages * 2 * 64
- * * (256 + 16) = 104448, merge 2*1*(64+4)*32*4 = 17408) = 113152, so 233472 /
- * 114176 = 2 CTAs an SM: a persistent grid of 264 CTAs.  64 segments (one row
- * block a sequence), 264 + 64 - 1 = 327 slots of 32 rows: partial O 327 * 32 *
- * 128 * 4 = 5357568 bytes, LSE 327 * 32 * 4 = 41856, then 64 (first, pieces)
- * pairs.  A segment has at most ceil(264 / 64) + 1 = 6 pieces; the combine's
- * 2048 rows cover the SMs and 6 pieces fit one batch of 8: one column slice,
- * launched with PDL on sm_90. */
+ * memory an SM).  Default: one row warp of two m-tiles (32 rows), 4 token
+ * warps, 64-token tiles, 3 stages.  Shared: Q 32 * (2*128 + 16) = 8704 +
+ * max(3 stages * 2 * 64 * (256 + 16) = 104448, merge 1*2*3*(64+4)*32*4 =
+ * 52224) = 113152, so 233472 / 114176 = 2 CTAs an SM: a persistent grid of
+ * 264 CTAs.  64 segments (one row block a sequence), 264 + 64 - 1 = 327 slots
+ * of 32 rows: partial O 327 * 32 * 128 * 4 = 5357568 bytes, LSE 327 * 32 * 4 =
+ * 41856, then 64 (first, pieces) pairs.  A segment has at most ceil(264 / 64)
+ * + 1 = 6 pieces; the combine's 2048 rows cover the SMs and 6 pieces fit one
+ * batch of 8: one column slice, launched with PDL on sm_90. */
 Test(decode_compile, mqa_default_and_launch_by_hand)
 {
     gen_lib *lib = fmqa_test_open_templates();
@@ -168,8 +175,9 @@ Test(decode_compile, mqa_default_and_launch_by_hand)
     fmqa_err err;
     cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
     cr_expect_eq(get(&c, "BLOCK_N"), 64);
-    cr_expect_eq(get(&c, "WARPS_M"), 2);
-    cr_expect_eq(get(&c, "WARPS_N"), 2);
+    cr_expect_eq(get(&c, "WARPS_M"), 1);
+    cr_expect_eq(get(&c, "M_TILES"), 2);
+    cr_expect_eq(get(&c, "WARPS_N"), 4);
     cr_expect_eq(get(&c, "STAGES"), 3);
     cr_expect_eq(get(&c, "SPLITS"), 0);
     gen_plan plan = plan_of(t, &c, &p, &dev);
@@ -253,7 +261,7 @@ Test(decode_compile, schedule_by_hand)
     /* An explicit SPLITS=4: 4 CTAs whatever the device; 2 x 2 segments, 4 + 4
      * - 1 slots. */
     fmqa_problem p = fmqa_test_problem("op=decode,batch=2,heads=8,kv_heads=2,d=64,tq=1,kv_len=1000,flags=causal");
-    gen_config c = config("BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
+    gen_config c = config("BLOCK_N=64,M_TILES=1,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
     gen_plan plan = plan_of(t, &c, &p, &dev);
     cr_expect_eq(plan.splits, 7);
     cr_expect_eq(plan.kernels[0].grid[0], 4);
@@ -270,17 +278,18 @@ Test(decode_compile, schedule_by_hand)
     gen_lib_close(lib);
 }
 
-/* The default's WARPS_M is a power of two (the space has no 3): 33..48 rows
- * (G = 40 MQA; G = 12 with 3 drafts) would need 3 row warps; 4 leaves one of
- * padding only, so the default takes 2 (two row blocks of 32).  64 rows take
- * 4; d = 256 caps at 2. */
+/* The default's m-tiles a CTA (WARPS_M x M_TILES) are a power of two (the
+ * space has no 3): 33..48 rows (G = 40 MQA; G = 12 with 3 drafts) would need
+ * 3; 4 leaves one of padding only, so the default takes 2 (two row blocks of
+ * 32).  64 rows take 4 (two m-tiles a warp with 32 tokens would need 2 x 80 +
+ * 100 registers: one a warp); d = 256 caps at 2. */
 Test(decode_compile, default_row_warps_in_space)
 {
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
     static const struct {
         const char *spec;
-        int warps_m;
+        int m_tiles; /* WARPS_M x M_TILES */
     } cases[] = {
         {"op=decode,batch=2,heads=40,kv_heads=1,d=128,tq=1,kv_len=4096,flags=causal", 2},
         {"op=decode,batch=2,heads=12,kv_heads=1,d=64,tq=3,kv_len=4096,flags=causal", 2},
@@ -297,7 +306,8 @@ Test(decode_compile, default_row_warps_in_space)
             fmqa_err err;
             cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s %s: %s", archs[a],
                          cases[i].spec, err.msg);
-            cr_expect_eq(get(&c, "WARPS_M"), cases[i].warps_m, "%s %s", archs[a], cases[i].spec);
+            cr_expect_eq(get(&c, "WARPS_M") * get(&c, "M_TILES"), cases[i].m_tiles, "%s %s",
+                         archs[a], cases[i].spec);
         }
     }
     gen_lib_close(lib);
@@ -344,7 +354,7 @@ Test(decode_compile, illegal_problems_and_configs_say_why)
 {
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
-    const char *ok_cfg = "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2";
+    const char *ok_cfg = "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2";
     expect_reason(t, "op=decode,heads=8,kv_heads=1,d=80,tq=1,flags=causal", ok_cfg,
                   "head_dim_qk must be 64, 96, 128 or 256, got 80");
     expect_reason(t, "op=decode,heads=8,kv_heads=1,d=128,dv=64,tq=1", ok_cfg,
@@ -359,18 +369,24 @@ Test(decode_compile, illegal_problems_and_configs_say_why)
                   "page_size must be a power of two >= 16 when paged, got 24");
     /* 8 rows fill one 16-row warp: a second would be padding only */
     expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1",
-                  "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1", "padding rows only");
+                  "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1", "padding rows only");
+    /* 16 rows fill one m-tile: a warp's second would be padding only */
+    expect_reason(t, "op=decode,heads=16,kv_heads=1,d=64,tq=1",
+                  "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4", "padding rows only");
     expect_reason(t, "op=decode,heads=32,kv_heads=1,d=64,tq=1",
-                  "BLOCK_N=32,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4", "not a multiple of 16");
+                  "BLOCK_N=32,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4", "not a multiple of 16");
     /* 16*(512+16) + 4 * 2*128*(512+16) = 549120 bytes */
     expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
-                  "BLOCK_N=128,SPLITS=1,STAGES=4,WARPS_M=1,WARPS_N=8",
+                  "BLOCK_N=128,M_TILES=1,SPLITS=1,STAGES=4,WARPS_M=1,WARPS_N=8",
                   "549120 bytes of shared memory exceed");
     /* d/2 + 64/2 + 100 = 260 registers (ptxas spills there) */
     expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
-                  "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=1", "about 260 registers");
+                  "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=1", "about 260 registers");
+    /* two m-tiles: 2 x (128/2 + 32/2) + 100 = 260 */
+    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=128,tq=1",
+                  "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2", "about 260 registers");
     /* 512 threads at 64/2 + 8 + 100 = 140 registers need 71680 > 65536 */
     expect_reason(t, "op=decode,heads=64,kv_heads=1,d=64,tq=1",
-                  "BLOCK_N=64,SPLITS=1,STAGES=2,WARPS_M=4,WARPS_N=4", "140 registers x 512 threads");
+                  "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=4,WARPS_N=4", "140 registers x 512 threads");
     gen_lib_close(lib);
 }

@@ -171,6 +171,25 @@ void append_case_problem(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmq
     p->q_dtype = p->out_dtype = in, p->kv_dtype = kv;
     p->page_size = c->page, p->window = c->window, p->sink_tokens = c->sinks;
     p->rope = rope, p->flags = c->flags;
+    if (is_8bit(kv))
+        p->kv_scale_granularity = c->scale;
+}
+
+/* Fixed (per-head or per-tensor) scales: V's heads are this many floats apart. */
+#define V_SCALE_HEAD_STRIDE 3
+#define IGNORED_STRIDE 1000003 /* scale strides a granularity ignores */
+
+static int fixed_scales(const append_run *r)
+{
+    return r->p.kv_scale_granularity != FMQA_KV_SCALE_TOKEN_HEAD;
+}
+
+/* Where the scale of head h of side side_i (0 K, 1 V) is with fixed scales. */
+static int64_t fixed_scale_at(const append_run *r, int side_i, int64_t h)
+{
+    if (r->p.kv_scale_granularity == FMQA_KV_SCALE_TENSOR)
+        return 0;
+    return h * (side_i ? V_SCALE_HEAD_STRIDE : 1);
 }
 
 /* Strides: inputs with the token stride padded by 16 elements, caches of
@@ -191,6 +210,13 @@ static void make_strides(append_run *r, int64_t kst, int64_t vst, int64_t qst)
     a->k_scale_stride_batch = a->v_scale_stride_batch = r->blk_rows * Hk;
     a->k_scale_stride_token = a->v_scale_stride_token = Hk;
     a->k_scale_stride_head = a->v_scale_stride_head = 1;
+    if (fixed_scales(r)) {
+        const int tensor = r->p.kv_scale_granularity == FMQA_KV_SCALE_TENSOR;
+        a->k_scale_stride_batch = a->v_scale_stride_batch = IGNORED_STRIDE;
+        a->k_scale_stride_token = a->v_scale_stride_token = IGNORED_STRIDE;
+        a->k_scale_stride_head = tensor ? IGNORED_STRIDE : 1;
+        a->v_scale_stride_head = tensor ? IGNORED_STRIDE : V_SCALE_HEAD_STRIDE;
+    }
     a->page_table_stride = r->pages_seq;
     a->rope_theta = 10000.0f;
 }
@@ -200,8 +226,10 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
 {
     memset(r, 0, sizeof *r);
     r->c = c, r->in = in, r->kv = kv, r->rope = rope, r->rope_q = rope_q;
-    snprintf(r->name, sizeof r->name, "%s in=%s kv=%s rope=%d q=%d", c->name, fmqa_dtype_name(in),
-             fmqa_dtype_name(kv), (int)rope, rope_q);
+    snprintf(r->name, sizeof r->name, "%s in=%s kv=%s rope=%d q=%d%s%s", c->name,
+             fmqa_dtype_name(in), fmqa_dtype_name(kv), (int)rope, rope_q,
+             is_8bit(kv) && c->scale ? " scale=" : "",
+             is_8bit(kv) && c->scale ? fmqa_kv_scale_name(c->scale) : "");
     uint64_t seed = fmqa_test_seed(r->name) | 1;
     const int paged = (c->flags & FMQA_FLAG_PAGED) != 0, ring = (c->flags & FMQA_FLAG_RING) != 0;
     const int64_t B = c->batch, N = c->n_new, Hk = c->kv_heads, H = c->heads;
@@ -224,10 +252,21 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
     r->pages_seq = paged ? (slots_seq + c->page - 1) / c->page : 0;
     r->n_blk = paged ? B * r->pages_seq + 2 : B, r->blk_rows = paged ? c->page : slots_seq;
     r->table = paged ? page_table(B * r->pages_seq, &seed) : NULL;
-    const size_t sfl = is_8bit(kv) ? (size_t)(r->n_blk * r->blk_rows * Hk) : 0;
+    const size_t sfl = !is_8bit(kv)       ? 0
+                       : fixed_scales(r) ? (size_t)(Hk * V_SCALE_HEAD_STRIDE)
+                                         : (size_t)(r->n_blk * r->blk_rows * Hk);
     side_init(&r->k, (size_t)(r->n_blk * r->blk_rows * Hk * c->d) * ke, sfl);
     side_init(&r->v, (size_t)(r->n_blk * r->blk_rows * Hk * c->dv) * ke, sfl);
     make_strides(r, kst, vst, qst);
+    if (is_8bit(kv) && fixed_scales(r)) /* the caller's scales: some values saturate */
+        for (int side_i = 0; side_i < 2; side_i++)
+            for (int64_t h = 0; h < Hk; h++) {
+                append_side *s = side_i ? &r->v : &r->k;
+                const int64_t at = fixed_scale_at(r, side_i, h);
+                const float sc = (float)((0.5 + 0.25 * side_i + 0.125 * (double)h) /
+                                         (kv == FMQA_DTYPE_INT8 ? 127.0 : 448.0));
+                s->sinit[at] = s->sref[at] = s->sout[at] = sc;
+            }
 
     fmqa_append_args ha = r->args;
     ha.k_new = r->k_new, ha.v_new = r->v_new, ha.q = rope_q ? r->q_ref : NULL;
@@ -331,7 +370,8 @@ static void check_kv_row(const append_run *r, int side_i, row_ctx *rc, int64_t b
     const int64_t ie = (int64_t)fmqa_dtype_size(r->in), ke = (int64_t)fmqa_dtype_size(r->kv);
     const int64_t st = side_i ? r->args.v_new_stride_token : r->args.k_new_stride_token;
     const int64_t off = (blk * r->blk_rows * Hk + tok * Hk + h) * d * ke;
-    const int64_t soff = blk * r->blk_rows * Hk + tok * Hk + h;
+    const int64_t soff = fixed_scales(r) ? fixed_scale_at(r, side_i, h)
+                                         : blk * r->blk_rows * Hk + tok * Hk + h;
     const void *src = (const uint8_t *)(side_i ? r->v_new : r->k_new) +
                       ((b * c->n_new + t) * st + h * d) * ie;
     cr_assert_eq(ref_to_double(r->in, src, d, x, NULL), FMQA_OK);
@@ -346,7 +386,7 @@ static void check_kv_row(const append_run *r, int side_i, row_ctx *rc, int64_t b
     compare_row(rc, what, s->out + off, s->ref + off, d, q8 ? s->sout[soff] : 0,
                 q8 ? s->sref[soff] : 0, x, amax_in);
     memset(mark + off, 1, (size_t)(d * ke));
-    if (q8)
+    if (q8 && !fixed_scales(r)) /* fixed scales are never written */
         smark[soff] = 1;
 }
 

@@ -40,6 +40,10 @@ typedef struct append_case {
     uint32_t flags; /* FMQA_FLAG_PAGED, FMQA_FLAG_RING */
     int32_t page, window, sinks;
     int32_t start[3]; /* [batch] */
+    fmqa_kv_scale_granularity scale; /* 8-bit caches: per head or per tensor
+                                        (fixed, the test's: K's heads 1 float
+                                        apart, V's 3; the ignored strides odd
+                                        garbage), default per token and head */
 } append_case;
 
 /* One cache (K or V): its bytes and scales before the call (init), after the

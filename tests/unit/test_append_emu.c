@@ -141,20 +141,20 @@ static void run_layouts(const append_case *cases, int n, int first)
 /* The GPU test's layouts.  Starts: position 0, the last slots of the
  * capacity, an odd middle. */
 static const append_case CONTIGUOUS[] = {
-    {"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}},
-    {"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}},
-    {"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}},
-    {"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}},
+    {"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}, FMQA_KV_SCALE_TOKEN_HEAD},
 };
 /* Tokens cross page boundaries (15 -> 16, 31 -> 32); ring sinks and the
  * wrap; 24 tokens into 16 ring slots; far positions. */
 static const append_case PAGED_RING[] = {
-    {"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}},
-    {"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}},
-    {"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}},
-    {"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}},
+    {"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}, FMQA_KV_SCALE_TOKEN_HEAD},
     {"ring paged pos 1e5, 2^30", 2, 8, 2, 128, 128, 3, 1 << 30, RING | PAGED, 16, 32, 4,
-     {100000, (1 << 30) - 8}},
+     {100000, (1 << 30) - 8}, FMQA_KV_SCALE_TOKEN_HEAD},
 };
 
 Test(append_emu, contiguous, .timeout = 900)
@@ -165,4 +165,27 @@ Test(append_emu, contiguous, .timeout = 900)
 Test(append_emu, paged_ring, .timeout = 900)
 {
     run_layouts(PAGED_RING, 5, 4);
+}
+
+/* Per-head and per-tensor scales (the caller's, fixed): codes of x / scale
+ * saturating, no scale written, the strides the granularity ignores odd
+ * garbage, K's and V's per-head scales at different strides.  Variants with
+ * 8-bit caches only: int8 unrotated, fp8 NEOX, int8 GPTJ from bf16, fp8
+ * unrotated from bf16 (k = 2, 7, 14, 15). */
+static const append_case SCALES[] = {
+    {"contig d128 head scales", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17},
+     FMQA_KV_SCALE_HEAD},
+    {"paged16 d64 tensor scale", 2, 4, 2, 64, 64, 9, 96, PAGED, 16, 0, 0, {13, 0},
+     FMQA_KV_SCALE_TENSOR},
+    {"ring w16 s4 head scales", 2, 8, 2, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100},
+     FMQA_KV_SCALE_HEAD},
+    {"contig d96 tensor scale", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0},
+     FMQA_KV_SCALE_TENSOR},
+};
+
+Test(append_emu, fixed_scales, .timeout = 900)
+{
+    static const int variants[] = {2, 7, 14, 15};
+    for (int i = 0; i < 4; i++)
+        run_variant(&SCALES[i], variants[i], i);
 }

@@ -7,7 +7,8 @@
  *    a register, through q8x4_to_pairs to f16 and to bf16 pairs (the pairing
  *    (b0, b2), (b1, b3); values exact, fp8 times 1 / FP8_F16_FOLD; NaN codes
  *    NaN, except on the sm_80 bit path, which reads them as +-480: no encoder
- *    writes them);
+ *    writes them), and every int8 code through int8x4_to_f16_biased (decode's
+ *    K with f16 queries: 1152 + x exactly, same pairing);
  *  - f32 -> e4m3 (append's encoder) on every code's value, every midpoint
  *    between neighbouring codes (the ties), the floats either side of each
  *    midpoint, and beyond the range (saturation, infinities, NaN);
@@ -27,6 +28,7 @@
 #include "test_support.h"
 
 typedef void (*pairs_fn)(int fmt, int bf16, unsigned r, unsigned *p02, unsigned *p13);
+typedef void (*biased_fn)(unsigned r, unsigned *p02, unsigned *p13);
 typedef float (*fold_fn)(void);
 typedef unsigned char (*e4m3_fn)(float x);
 typedef unsigned (*pack2_fn)(int bf16, float lo, float hi);
@@ -35,6 +37,7 @@ typedef float (*h_to_f32_fn)(int bf16, unsigned short h);
 typedef struct conv {
     int arch;
     pairs_fn pairs;
+    biased_fn biased;
     fold_fn fold;
     e4m3_fn e4m3;
     pack2_fn pack2;
@@ -49,6 +52,7 @@ static conv build(int arch)
     void *h = fmqa_test_emu_build_plain("convert_emu.cpp", name, dir);
     conv c = {arch,
               (pairs_fn)fmqa_test_emu_symbol(h, "emu_q8x4_to_pairs"),
+              (biased_fn)fmqa_test_emu_symbol(h, "emu_int8x4_to_f16_biased"),
               (fold_fn)fmqa_test_emu_symbol(h, "emu_fp8_fold"),
               (e4m3_fn)fmqa_test_emu_symbol(h, "emu_f32_to_e4m3"),
               (pack2_fn)fmqa_test_emu_symbol(h, "emu_pack2"),
@@ -62,27 +66,33 @@ static double half_value(int bf16, unsigned short h)
 }
 
 /* Code x at byte position pos of a register whose other bytes are distinct
- * codes: all four outputs must be the reference's values of their bytes. */
+ * codes: all four outputs must be the reference's values of their bytes.
+ * fmt 2 int8, 3 fp8, 4 int8 through the biased path (f16 only). */
 static void check_register(const conv *c, int fmt, int bf16, unsigned r)
 {
     unsigned p02, p13;
-    c->pairs(fmt, bf16, r, &p02, &p13);
+    if (fmt == 4)
+        c->biased(r, &p02, &p13);
+    else
+        c->pairs(fmt, bf16, r, &p02, &p13);
     const unsigned out[4] = {p02 & 0xffff, p13 & 0xffff, p02 >> 16, p13 >> 16}; /* bytes 0..3 */
     const double fold = fmt == 3 ? c->fold() : 1.0;
     for (int i = 0; i < 4; i++) {
         const uint8_t b = (uint8_t)(r >> (8 * i));
-        double want = fmt == 2 ? (double)(int8_t)b : ref_fp8_to_double(b) / fold;
+        double want = fmt == 2 ? (double)(int8_t)b
+                      : fmt == 4 ? 1152.0 + (int8_t)b
+                                 : ref_fp8_to_double(b) / fold;
         if (fmt == 3 && isnan(want) && c->arch < 890) /* the bit move knows no NaN: S.1111.111 = 480 */
             want = (b & 0x80 ? -480.0 : 480.0) / fold;
         const double got = half_value(bf16, (unsigned short)out[i]);
         if (isnan(want))
             cr_assert(isnan(got), "sm_%d %s->%s: code 0x%02x (byte %d of 0x%08x) gave %g, not NaN",
-                      c->arch / 10, fmt == 2 ? "int8" : "fp8", bf16 ? "bf16" : "f16", b, i, r, got);
+                      c->arch / 10, fmt == 3 ? "fp8" : "int8", bf16 ? "bf16" : "f16", b, i, r, got);
         else
             cr_assert(got == want && signbit(got) == signbit(want),
                       "sm_%d %s->%s: code 0x%02x (byte %d of 0x%08x) gave %.9g, want %.9g",
-                      c->arch / 10, fmt == 2 ? "int8" : "fp8", bf16 ? "bf16" : "f16", b, i, r, got,
-                      want);
+                      c->arch / 10, fmt == 3 ? "fp8" : fmt == 4 ? "int8+1152" : "int8",
+                      bf16 ? "bf16" : "f16", b, i, r, got, want);
     }
 }
 
@@ -90,8 +100,8 @@ static void check_all_codes(const conv *c)
 {
     if (c->arch < 890)
         cr_assert_eq(c->fold(), 256.0f, "the sm_80 bit path yields value * 2^-8");
-    for (int fmt = 2; fmt <= 3; fmt++)
-        for (int bf16 = 0; bf16 <= 1; bf16++)
+    for (int fmt = 2; fmt <= 4; fmt++)
+        for (int bf16 = 0; bf16 <= (fmt == 4 ? 0 : 1); bf16++)
             for (unsigned x = 0; x < 256; x++)
                 for (int pos = 0; pos < 4; pos++) {
                     /* neighbours: other codes, different per position */

@@ -63,7 +63,9 @@ static void *poisoned(size_t bytes, size_t align)
     return fmqa_test_guarded(bytes, align, 0xff);
 }
 
-/* Writes one random row of position j into the cache (16-bit or quantized). */
+/* Writes one random row of position j into the cache (16-bit or quantized:
+ * with its own scale, written to scales[sat], or with per-head or per-tensor
+ * scales with the given scales[sat], saturating). */
 static void put_row(const fmqa_problem *p, ref_rng *r, void *base, int64_t at, float *scales,
                     int64_t sat)
 {
@@ -71,7 +73,11 @@ static void put_row(const fmqa_problem *p, ref_rng *r, void *base, int64_t at, f
     double x[256];
     ref_rng_fill(r, x, d, 1.0, 0);
     fmqa_err err;
-    if (p->kv_dtype == FMQA_DTYPE_INT8 || p->kv_dtype == FMQA_DTYPE_FP8_E4M3) {
+    if (p->kv_scale_granularity != FMQA_KV_SCALE_TOKEN_HEAD) {
+        cr_assert_eq(ref_quantize_row_fixed(p->kv_dtype, x, d, scales[sat], (uint8_t *)base + at,
+                                            &err),
+                     FMQA_OK, "%s", err.msg);
+    } else if (p->kv_dtype == FMQA_DTYPE_INT8 || p->kv_dtype == FMQA_DTYPE_FP8_E4M3) {
         cr_assert_eq(ref_quantize_row(p->kv_dtype, x, d, (uint8_t *)base + at, &scales[sat], &err),
                      FMQA_OK, "%s", err.msg);
     } else {
@@ -85,7 +91,9 @@ static void put_row(const fmqa_problem *p, ref_rng *r, void *base, int64_t at, f
  * computed with the other cache's strides reads the wrong row:
  *   K [outer][token][head][d], scales [outer][token][head];
  *   V [outer][head][token][d + 16 bytes of padding], scales [outer][head][token].
- * outer is the sequence, or the page when paged.
+ * outer is the sequence, or the page when paged.  Per-head scales: K's heads 1
+ * float apart, V's 3; per-tensor: one float each; the strides a granularity
+ * ignores are odd garbage.  The fixed scales let some values saturate.
  */
 static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, inputs *in)
 {
@@ -109,9 +117,25 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, 
     a->k_stride_head = D, a->k_stride_token = Hk * D, a->k_stride_batch = ps * Hk * D;
     a->v_stride_head = ps * vrow, a->v_stride_token = vrow, a->v_stride_batch = Hk * ps * vrow;
     void *k = poisoned(outer * ps * Hk * D * ke, 16), *v = poisoned(outer * ps * Hk * vrow * ke, 16);
-    float *ks = poisoned(outer * ps * Hk * 4, 4), *vs = poisoned(outer * ps * Hk * 4, 4);
+    const fmqa_kv_scale_granularity g = p->kv_scale_granularity;
+    const int64_t scale_floats = g == FMQA_KV_SCALE_TOKEN_HEAD ? outer * ps * Hk
+                                 : g == FMQA_KV_SCALE_HEAD     ? 3 * Hk
+                                                               : 1;
+    float *ks = poisoned(scale_floats * 4, 4), *vs = poisoned(scale_floats * 4, 4);
     a->k_scale_stride_head = 1, a->k_scale_stride_token = Hk, a->k_scale_stride_batch = ps * Hk;
     a->v_scale_stride_head = ps, a->v_scale_stride_token = 1, a->v_scale_stride_batch = Hk * ps;
+    if (g != FMQA_KV_SCALE_TOKEN_HEAD) {
+        const int64_t garbage = 1000003;
+        a->k_scale_stride_batch = a->k_scale_stride_token = garbage;
+        a->v_scale_stride_batch = a->v_scale_stride_token = garbage;
+        a->k_scale_stride_head = g == FMQA_KV_SCALE_HEAD ? 1 : garbage;
+        a->v_scale_stride_head = g == FMQA_KV_SCALE_HEAD ? 3 : garbage;
+        const double qmax = p->kv_dtype == FMQA_DTYPE_INT8 ? 127.0 : 448.0;
+        for (int64_t h = 0; h < (g == FMQA_KV_SCALE_HEAD ? Hk : 1); h++) {
+            ks[h] = (float)((1.25 + 0.25 * (double)h) / qmax);
+            vs[3 * h] = (float)((1.5 + 0.125 * (double)h) / qmax);
+        }
+    }
     int32_t *table = NULL;
     if (paged) { /* a shuffled page order */
         table = poisoned(B * per_seq * sizeof *table, 4);
@@ -133,10 +157,11 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, 
             int64_t slot = ref_cache_slot(&view, j);
             int64_t o = paged ? table[b * per_seq + slot / ps] : b, t = paged ? slot % ps : slot;
             for (int64_t h = 0; h < Hk; h++) {
+                const int fixed = g != FMQA_KV_SCALE_TOKEN_HEAD, hs = g == FMQA_KV_SCALE_HEAD;
                 put_row(p, r, k, o * a->k_stride_batch + t * a->k_stride_token + h * a->k_stride_head, ks,
-                        o * a->k_scale_stride_batch + t * a->k_scale_stride_token + h);
+                        fixed ? hs * h : o * a->k_scale_stride_batch + t * a->k_scale_stride_token + h);
                 put_row(p, r, v, o * a->v_stride_batch + t * a->v_stride_token + h * a->v_stride_head, vs,
-                        o * a->v_scale_stride_batch + t + h * a->v_scale_stride_head);
+                        fixed ? hs * 3 * h : o * a->v_scale_stride_batch + t + h * a->v_scale_stride_head);
             }
         }
     a->k = k, a->v = v;
@@ -294,7 +319,7 @@ Test(decode_emu, dense_16bit, .timeout = 900)
     static const ecase cases[] = {
         {BASE "heads=8,d=64,kv_len=200,flags=causal", "", {200, 1, 0}, NULL, 0},
         {BASE "heads=4,d=128,kv_len=300,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "SPLITS=4", {300, 70, 0}, NULL, 0},
-        {BASE "heads=64,d=96,kv_len=150,flags=causal|lse", "SPLITS=2,WARPS_M=2,WARPS_N=2,BLOCK_N=32", {0}, NULL, 0},
+        {BASE "heads=64,d=96,kv_len=150,flags=causal|lse", "SPLITS=2,WARPS_M=2,WARPS_N=2,BLOCK_N=32,M_TILES=1", {0}, NULL, 0},
         {BASE "heads=2,d=256,kv_len=100,flags=causal", "", {0}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
@@ -324,7 +349,7 @@ Test(decode_emu, drafts_windows_pages, .timeout = 900)
         /* One warp copies a 128-token tile as 4 row groups of 32 rows: runs of
          * 16 (a page), split again where the window meets the sinks. */
         {BASE "heads=4,d=64,tq=2,kv_len=300,page=16,window=200,sinks=3,flags=causal|paged|lse",
-         "BLOCK_N=128,WARPS_M=1,WARPS_N=1,SPLITS=2", {300, 130, 2}, NULL, 0},
+         "BLOCK_N=128,WARPS_M=1,WARPS_N=1,SPLITS=2,M_TILES=1", {300, 130, 2}, NULL, 0},
         /* Row 0 of a tree sees no position when kv_len = tq: every split of
          * the first sequence is empty for it (o = 0, lse = -inf, no NaN). */
         {BASE "heads=4,d=64,tq=4,kv_len=200,flags=tree|lse", "SPLITS=2", {4, 200, 9}, NULL, 0},
@@ -337,11 +362,11 @@ Test(decode_emu, many_rows, .timeout = 900)
     static const ecase cases[] = {
         {"op=decode,batch=2,kv_heads=1,heads=4,d=64,tq=16,kv_len=100,flags=causal|lse", "", {100, 16}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=12,d=64,tq=3,kv_len=100,kv=fp8_e4m3,flags=causal|lse",
-         "WARPS_M=2,WARPS_N=2,BLOCK_N=32,SPLITS=2", {100, 33}, NULL, 0},
+         "WARPS_M=2,WARPS_N=2,BLOCK_N=32,SPLITS=2,M_TILES=1", {100, 33}, NULL, 0},
         {"op=decode,batch=2,kv_heads=3,heads=3,d=64,tq=1,kv_len=90,page=32,kv=int8,out=bf16,"
          "window=16,sinks=2,flags=paged|ring|lse", "STAGES=2", {90, 10}, NULL, 0},
         {"op=decode,batch=1,kv_heads=1,heads=40,d=128,tq=1,kv_len=260,flags=lse",
-         "WARPS_M=2,WARPS_N=1,BLOCK_N=128,STAGES=2,SPLITS=2", {260}, NULL, 0},
+         "WARPS_M=2,WARPS_N=1,BLOCK_N=128,STAGES=2,SPLITS=2,M_TILES=1", {260}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -366,8 +391,11 @@ Test(decode_emu, windows_by_query_tokens, .timeout = 900)
         {WIN "tq=3,sinks=63,kv=int8,flags=tree|lse", "BLOCK_N=32,WARPS_N=1,STAGES=3,SPLITS=1", {-16}, NULL, 0},
         {WIN "tq=3,sinks=33,kv=fp8_e4m3,flags=causal|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=1", {-16}, "sm_80", 0},
         {"op=decode,batch=16,kv_heads=1,heads=8,d=64,kv_len=120,window=40,tq=4,sinks=62,page=16,"
-         "flags=causal|paged|lse", "BLOCK_N=32,WARPS_M=2,WARPS_N=2,SPLITS=1", {-16}, NULL, 0},
+         "flags=causal|paged|lse", "BLOCK_N=32,WARPS_M=2,WARPS_N=2,SPLITS=1,M_TILES=1", {-16}, NULL, 0},
         {WIN "tq=4,sinks=1,q=bf16,kv=int8,flags=tree|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL, 0},
+        /* two m-tiles a warp: query tokens 0-1 in the first, 2-3 in the second */
+        {"op=decode,batch=16,kv_heads=1,heads=8,d=64,kv_len=120,window=40,tq=4,sinks=30,kv=int8,"
+         "flags=causal|lse", "BLOCK_N=32,WARPS_M=1,M_TILES=2,WARPS_N=2,SPLITS=1", {-16}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -389,18 +417,45 @@ Test(decode_emu, draft_edges, .timeout = 900)
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
 
-/* Warp layouts the other cases do not take: 8 x 1, 4 x 2, 1 x 8, 2 x 4. */
+/* Warp layouts the other cases do not take: 8 x 1, 4 x 2, 1 x 8, 2 x 4 with
+ * one m-tile a warp; two m-tiles a warp as 2 x 2 (the CTA's last m-tile half
+ * padding), 4 x 1 with 128 rows, and 1 x 4 over two row blocks whose second
+ * holds 8 rows (a warp with one real and one padding-only m-tile). */
 Test(decode_emu, warp_layouts, .timeout = 900)
 {
     static const ecase cases[] = {
         {"op=decode,batch=2,kv_heads=1,heads=128,d=64,kv_len=80,flags=lse",
-         "WARPS_M=8,WARPS_N=1,BLOCK_N=32,SPLITS=1", {80, 33}, NULL, 0},
+         "WARPS_M=8,WARPS_N=1,BLOCK_N=32,SPLITS=1,M_TILES=1", {80, 33}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=64,d=64,kv_len=150,kv=int8,flags=lse",
-         "WARPS_M=4,WARPS_N=2,BLOCK_N=64,SPLITS=2", {150, 97}, NULL, 0},
+         "WARPS_M=4,WARPS_N=2,BLOCK_N=64,SPLITS=2,M_TILES=1", {150, 97}, NULL, 0},
         {"op=decode,batch=2,kv_heads=2,heads=32,d=128,kv_len=150,flags=lse",
-         "WARPS_M=1,WARPS_N=8,BLOCK_N=128,SPLITS=1", {150, 129}, NULL, 0},
+         "WARPS_M=1,WARPS_N=8,BLOCK_N=128,SPLITS=1,M_TILES=1", {150, 129}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=24,d=64,tq=2,kv_len=150,kv=fp8_e4m3,flags=causal|lse",
-         "WARPS_M=2,WARPS_N=4,BLOCK_N=64,STAGES=2,SPLITS=1", {150, 70}, NULL, 0},
+         "WARPS_M=2,WARPS_N=4,BLOCK_N=64,STAGES=2,SPLITS=1,M_TILES=1", {150, 70}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=1,heads=56,d=64,kv_len=150,kv=fp8_e4m3,flags=causal|lse",
+         "WARPS_M=2,WARPS_N=2,BLOCK_N=64,M_TILES=2,SPLITS=2", {150, 65}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=1,heads=128,d=64,kv_len=100,q=bf16,out=bf16,kv=int8,flags=lse",
+         "WARPS_M=4,WARPS_N=1,BLOCK_N=32,M_TILES=2,SPLITS=1", {100, 31}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=2,heads=80,d=128,kv_len=140,kv=int8,flags=causal|lse",
+         "WARPS_M=1,WARPS_N=4,BLOCK_N=64,M_TILES=2,SPLITS=2", {140, 64}, NULL, 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Per-head and per-tensor 8-bit scales (fmqa_kv_scale_granularity): int8 and
+ * fp8 (sm_80 bit path and sm_90 cvt), contiguous, paged with a window and a
+ * ring, the int8 K bias with two m-tiles a warp, LSE. */
+Test(decode_emu, scale_granularity, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {BASE "heads=64,d=128,kv_len=200,kv=int8,kv_scale=head,flags=causal|lse", "SPLITS=2",
+         {200, 65, 0}, NULL, 0},
+        {BASE "heads=8,d=64,tq=2,kv_len=150,kv=fp8_e4m3,kv_scale=tensor,flags=causal|lse", "",
+         {150, 2, 77}, NULL, 0},
+        {BASE "heads=4,d=64,tq=3,kv_len=300,window=40,sinks=5,page=16,kv=int8,kv_scale=tensor,"
+         "flags=causal|paged|ring|lse", "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 44, 3}, NULL, 0},
+        {BASE "heads=32,d=96,kv_len=130,q=bf16,out=bf16,kv=fp8_e4m3,kv_scale=head,flags=causal",
+         "", {0}, "sm_80", 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }

@@ -18,7 +18,7 @@
 #include "rt.h"
 #include "test_support.h"
 
-#define TUNED "BLOCK_N=32,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1"
+#define TUNED "BLOCK_N=32,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1"
 
 static gen_lib *lib;
 static const gen_template *tpl;

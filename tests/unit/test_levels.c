@@ -218,6 +218,39 @@ Test(levels, eight_bit_counts_scales)
     cr_assert_float_eq(r.reduction, 1.0 - 4352.0 / 8192.0, 1e-12);
 }
 
+/* Per-head and per-tensor scales store nothing per token: 2 * Hkv or 2 floats
+ * a layer, once, in total_bytes and against the budget; the level problem
+ * carries the granularity; 16-bit caches and MLA models refuse it. */
+Test(levels, fixed_scale_granularity_counts_scales_once)
+{
+    fmqa_model_config m = model(8);
+    fmqa_level_policy p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
+    p.window = p.sink_tokens = 0;
+    p.kv_scale_granularity = FMQA_KV_SCALE_HEAD;
+    fmqa_memory_report r = report(&m, &p, 3, 0);
+    cr_assert_eq(r.bytes_per_token, 1024);        /* 2 * 8 * 64, no scales */
+    cr_assert_eq(r.fixed_scale_bytes, 64);        /* 2 * 8 * 4 */
+    cr_assert_eq(r.total_bytes, 3 * 1024 * 1024 + 64);
+    r = report(&m, &p, 1, 2 * 1024 * 1024 + 64);
+    cr_assert_eq(r.max_seqs_in_budget, 2);
+    cr_assert_eq(fmqa_memory_report_compute(ctx, &m, &p, 1, 1024 * 1024 + 63, &r),
+                 FMQA_ERR_INVALID_ARGUMENT);
+    p.kv_scale_granularity = FMQA_KV_SCALE_TENSOR;
+    r = report(&m, &p, 1, 0);
+    cr_assert_eq(r.fixed_scale_bytes, 8);
+    fmqa_problem prob;
+    cr_assert_eq(fmqa_level_problem(ctx, &m, &p, 4, &prob), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    cr_assert_eq(prob.kv_scale_granularity, FMQA_KV_SCALE_TENSOR);
+
+    p = preset(FMQA_LEVEL_BALANCED, &m); /* 16-bit */
+    p.kv_scale_granularity = FMQA_KV_SCALE_TENSOR;
+    cr_assert_eq(fmqa_memory_report_compute(ctx, &m, &p, 1, 0, &r), FMQA_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(fmqa_ctx_errmsg(ctx), "policy.kv_scale_granularity tensor"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    p.kv_scale_granularity = (fmqa_kv_scale_granularity)7;
+    cr_assert_eq(fmqa_memory_report_compute(ctx, &m, &p, 1, 0, &r), FMQA_ERR_INVALID_ARGUMENT);
+}
+
 Test(levels, paged_cache_rounds_to_pages_and_counts_the_table)
 {
     fmqa_model_config m = model(1);

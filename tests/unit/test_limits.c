@@ -330,3 +330,51 @@ Test(limits, level_problems_validate_by_construction)
     cr_expect_gt(refused, 0);
     fmqa_ctx_destroy(ctx);
 }
+
+/* Per-head and per-tensor 8-bit scales: only for 8-bit caches of decode and
+ * append, known values only; the strides they ignore are not checked (odd
+ * garbage passes), the ones they use are (a misaligned head stride does not
+ * matter: floats), and the pointers must still be there. */
+Test(limits, kv_scale_granularity_is_checked)
+{
+    fmqa_ctx_t *ctx = make_ctx();
+    expect_invalid(ctx, "op=decode,kv_len=64,kv_scale=head",
+                   "problem.kv_scale_granularity: head scales need an 8-bit cache, kv_dtype is f16");
+    expect_invalid(ctx, "op=append,kv=bf16,kv_len=64,kv_scale=tensor",
+                   "tensor scales need an 8-bit cache, kv_dtype is bf16");
+    expect_invalid(ctx, "op=prefill,kv=int8,kv_len=64,kv_scale=tensor",
+                   "tensor scales are for decode and append, not prefill");
+    fmqa_problem p = parse("op=decode,kv=fp8_e4m3,kv_len=64");
+    p.kv_scale_granularity = (fmqa_kv_scale_granularity)3;
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "kv_scale_granularity: 3 is not"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    p = parse("op=append,kv=int8,kv_len=64,kv_scale=head");
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+
+    p = parse(ALIGN_SPEC ",kv_scale=tensor");
+    fmqa_decode_args a = aligned_args();
+    a.k_scale_stride_batch = a.k_scale_stride_token = a.k_scale_stride_head = 1000003;
+    a.v_scale_stride_batch = -7;
+    a.v_scale_stride_token = INT64_MAX;
+    char why[256];
+    if (!fmqa_test_gpu_available(why, sizeof why)) { /* ignored strides pass every check */
+        fmqa_status st = fmqa_decode(ctx, &p, &a, NULL);
+        cr_expect(st == FMQA_ERR_NO_DRIVER || st == FMQA_ERR_NO_DEVICE, "%d: %s", st,
+                  fmqa_ctx_errmsg(ctx));
+    }
+    a.v_scale = NULL;
+    cr_expect_eq(fmqa_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.v_scale is NULL but the cache is 8-bit"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    a = aligned_args();
+    p = parse(ALIGN_SPEC ",kv_scale=head");
+    a.k_scale_stride_head = (int64_t)1 << 40; /* used per head: 1 KV head, so extent 1 */
+    a.k_scale_stride_batch = -1;
+    if (!fmqa_test_gpu_available(why, sizeof why)) {
+        fmqa_status st = fmqa_decode(ctx, &p, &a, NULL);
+        cr_expect(st == FMQA_ERR_NO_DRIVER || st == FMQA_ERR_NO_DEVICE, "%d: %s", st,
+                  fmqa_ctx_errmsg(ctx));
+    }
+    fmqa_ctx_destroy(ctx);
+}
