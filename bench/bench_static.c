@@ -12,7 +12,9 @@
  *            instructions per tile / tile bytes; integer instructions per
  *            16-byte copy), dependent global round trips before the first KV
  *            copy, and the combine's CTAs, registers and round trips per thread;
- *   append   registers, spills, shared memory, CTAs per SM, waves (RoPE on).
+ *   append   registers, spills, shared memory, CTAs per SM, waves (RoPE on);
+ *   mla      MLA decode (a few shapes of `fastmqa-bench mla` by default): the
+ *            decode figures, its tile being one latent row per token.
  *
  * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
  * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
@@ -37,11 +39,12 @@ typedef struct kstat {      /* one compiled kernel entry on one preset       */
 
 typedef struct srow {
     int shape, arch;
-    const char *op;          /* "decode" or "append"                           */
+    const char *op;          /* "decode", "append" or "mla"                     */
     char config[GEN_CONFIG_TEXT_CAP];
     char cubin_arch[16];
     fmqa_status st;
-    int skip;                /* sm_90a for a template that does not use it    */
+    int skip;                /* sm_90a for a template that does not use it, or
+                                an MLA shape's append row                      */
     char why[256];
     int splits;
     kstat k, combine;
@@ -115,16 +118,22 @@ static int64_t cfg(const gen_config *c, const char *name)
     return gen_config_get(c, name, &v) ? v : 0;
 }
 
-/* The SASS figures of a decode row (main loop, prologue, combine). */
+/* Bytes of one KV row a tile holds: K and V, or MLA's one latent row. */
+static int row_values(const fmqa_problem *p)
+{
+    return p->op == FMQA_OP_MLA_DECODE ? p->head_dim_qk : p->head_dim_qk + p->head_dim_v;
+}
+
+/* The SASS figures of a decode or MLA row (main loop, prologue, combine). */
 static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_config *c,
-                        srow *r)
+                        const char *entry, srow *r)
 {
     char *text = NULL;
     tun_sass *s = NULL;
     fmqa_err err = {0};
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
     int threads = r->k.threads ? r->k.threads : 1, wm = (int)cfg(c, "WARPS_M");
-    int copies = bn * (p->head_dim_qk + p->head_dim_v) * eb / 16 / threads;
+    int copies = bn * row_values(p) * eb / 16 / threads;
     /* Before the first copy a thread loads its kv_lens entry and its share of
      * the CTA's real query rows (at most 16 x WARPS_M) in 2-byte elements. */
     int rows = p->num_q_heads / p->num_kv_heads * p->q_tokens;
@@ -134,9 +143,9 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
     if (st == FMQA_OK)
         st = tun_sass_parse(text, &s, &err);
     if (st == FMQA_OK)
-        st = tun_sass_main_loop(s, "fmqa_decode_kernel", copies, &r->loop, &err);
+        st = tun_sass_main_loop(s, entry, copies, &r->loop, &err);
     if (st == FMQA_OK)
-        st = tun_sass_round_trips(s, "fmqa_decode_kernel", TUN_SASS_TO_FIRST_COPY, q_bytes,
+        st = tun_sass_round_trips(s, entry, TUN_SASS_TO_FIRST_COPY, q_bytes,
                                   &r->prologue_trips, &err);
     if (st == FMQA_OK && r->combine.ok) {
         /* decode.cuh's combine: a CTA of a row's column slice gives each
@@ -168,10 +177,11 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
     }
     r->splits = plan->splits;
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
-    r->tile_bytes = (double)bn * (p->head_dim_qk + p->head_dim_v) * eb + (eb == 1 ? 8.0 * bn : 0);
+    const int scales = p->op == FMQA_OP_MLA_DECODE ? 4 : 8; /* per token: one or two floats */
+    r->tile_bytes = (double)bn * row_values(p) * eb + (eb == 1 ? (double)scales * bn : 0);
     r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
     if (bn > 0 && r->k.ok)
-        decode_sass(b, p, c, r);
+        decode_sass(b, p, c, plan->kernels[0].entry, r);
     else
         snprintf(r->sass_why, sizeof r->sass_why, "no BLOCK_N in the config");
 }
@@ -213,7 +223,7 @@ static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, srow
         else
             r->skip = 1;
     }
-    if (st == FMQA_OK && !r->skip && !strcmp(r->op, "decode"))
+    if (st == FMQA_OK && !r->skip && strcmp(r->op, "append"))
         decode_figures(&d, &p, &c, &plan, &b, r);
     else if (st == FMQA_OK && !r->skip)
         r->k = kernel_stat(&d, &plan.kernels[0], &b);
@@ -251,7 +261,7 @@ static void print_json_row(const bench_shape *shapes, const srow *r, const char 
            "\"smem_bytes\":%d,\"threads\":%d,\"ctas\":%d,\"ctas_per_sm\":%d,\"waves\":%.3f",
            r->config, r->cubin_arch, r->k.regs, r->k.spill, r->k.smem, r->k.threads, r->k.ctas,
            r->k.ctas_per_sm, r->k.waves);
-    if (!strcmp(r->op, "decode")) {
+    if (strcmp(r->op, "append")) {
         int sv = r->sass;
         printf(",\"splits\":%d,\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,", r->splits,
                r->tile_bytes, r->inflight_kb);
@@ -313,14 +323,14 @@ static void print_table(const bench_shape *shapes, const srow *rows, int n, cons
         if (r->skip)
             continue;
         bench_shape_id(&shapes[r->shape], id, sizeof id);
-        if (shapes[r->shape].d != 128)
+        if (shapes[r->shape].d != 128 && !shapes[r->shape].mla)
             snprintf(id + strlen(id), sizeof id - strlen(id), "-d%d", shapes[r->shape].d);
         printf("%-22s %-6s %-6s ", id, archs[r->arch], r->op);
         if (r->st != FMQA_OK) {
             printf("error: %s\n", r->why);
             continue;
         }
-        int dec = !strcmp(r->op, "decode"), sv = dec && r->sass;
+        int dec = strcmp(r->op, "append") != 0, sv = dec && r->sass;
         printf("%4d %5d %6d %5d %5d %6.2f ", r->k.regs, r->k.spill, r->k.smem, r->k.ctas_per_sm,
                r->k.ctas, r->k.waves);
         cell(dec, "%*.0f", r->inflight_kb, 8);
@@ -406,7 +416,8 @@ static fmqa_status build_job(void *user, int64_t i, fmqa_err *err)
     work *w = user;
     srow *r = &w->rows[i];
     (void)err;
-    build_row(w->lib, &w->shapes[r->shape], w->archs[r->arch], r);
+    if (!r->skip)
+        build_row(w->lib, &w->shapes[r->shape], w->archs[r->arch], r);
     return FMQA_OK;
 }
 
@@ -420,7 +431,8 @@ int bench_static_main(int argc, char **argv)
     const char *archs[MAX_ARCHS];
     int na = split_archs(o.archs, names, archs);
     bench_shape *shapes = NULL;
-    int ns = na > 0 ? bench_shapes_select(o.shapes, o.custom, o.n_custom, &shapes,
+    int ns = na > 0 ? bench_shapes_select(BENCH_SET_DECODE | BENCH_SET_MLA_FEW, o.shapes, o.custom,
+                                          o.n_custom, &shapes,
                                           "fastmqa-bench static")
                     : -1;
     if (ns < 0)
@@ -432,8 +444,11 @@ int bench_static_main(int argc, char **argv)
     const char *dir = getenv("FASTMQA_TEMPLATE_DIR");
     fmqa_status st = rows ? gen_lib_open(dir && *dir ? dir : NULL, &lib, &err)
                           : fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    for (int i = 0; rows && i < n; i++)
-        rows[i] = (srow){.shape = i / (2 * na), .arch = i / 2 % na, .op = i % 2 ? "append" : "decode"};
+    for (int i = 0; rows && i < n; i++) { /* an MLA shape has no append row */
+        const int mla = shapes[i / (2 * na)].mla;
+        rows[i] = (srow){.shape = i / (2 * na), .arch = i / 2 % na,
+                         .op = i % 2 ? "append" : mla ? "mla" : "decode", .skip = mla && i % 2};
+    }
     work w = {lib, shapes, archs, rows};
     if (st == FMQA_OK)
         st = tun_parallel(o.threads, n, build_job, &w, &err);
