@@ -95,7 +95,7 @@ static_assert(STAGES >= 2, "STAGES");
 static_assert(KV_FMT == 0 || KV_FMT == 1 || KV_FMT == 3, "KV_FMT");
 
 /* Element offset of position j's row (and its scale) of sequence b: a page
- * lookup when paged, remembered in (*pi, *page) for the next row. */
+ * lookup when paged, remembered in (pi, page) for the next row. */
 DEV long long row_offset(const fmqa_decode_params &p, int b, int j, long long sb, long long st, int &pi,
                          long long &page) {
     if (!PAGED) return (long long)b * sb + (long long)j * st;
@@ -106,26 +106,54 @@ DEV long long row_offset(const fmqa_decode_params &p, int b, int j, long long sb
     return page * sb + (long long)(j & (PS - 1)) * st;
 }
 
-/* Issues the cp.async copies of tile [v0, v0 + BLOCK_N) of sequence b (zeros
- * at positions >= v_end) and, for fp8, its scales.  Thread i copies chunks i,
- * i + NTHREADS, ... of the tile's BLOCK_N x CPR 16-byte chunks: consecutive
- * threads read consecutive 16 bytes of a row. */
-DEV void load_tile(const fmqa_decode_params &p, int b, int v0, int v_end, unsigned char *stage) {
-    constexpr int CHUNKS = BLOCK_N * CPR, PER = (CHUNKS + NTHREADS - 1) / NTHREADS;
-    const u32 dst = smem_addr(stage);
+/* Who copies what.  The tile is BLOCK_N rows of CPR 16-byte chunks.  Thread q
+ * < LG * CPR copies chunk c = q % CPR of the PER consecutive rows from (q /
+ * CPR) * PER, as runs of RUN rows that share a page: one address computation
+ * (and page lookup) per run, then a 64-bit add per row.  With fewer threads
+ * than chunks a row (64 threads, 72 chunks) a thread takes CP columns. */
+constexpr int pow2_floor(int x) { return x >= 2 ? 2 * pow2_floor(x / 2) : 1; }
+constexpr int LG = NTHREADS >= CPR ? pow2_floor(NTHREADS / CPR < BLOCK_N ? NTHREADS / CPR : BLOCK_N) : 1;
+constexpr int CP = (CPR + NTHREADS - 1) / NTHREADS;
+constexpr int PER = BLOCK_N / LG;
+constexpr int RUN = PAGED && PS < PER ? PS : PER;
+static_assert(PER % RUN == 0 && LG * PER == BLOCK_N, "tile copy layout");
+
+/* Rows [g PER, +PER) of chunk c of tile [v0, v0 + BLOCK_N); zeros at
+ * positions >= v_end (FULL: none is). */
+template <bool FULL> DEV void load_rows(const fmqa_decode_params &p, int b, int v0, int v_end, int g, int c, u32 dst) {
+    const long long step = p.k_st * EB;
     int pi = -1;
     long long page = 0;
 #pragma unroll
-    for (int k = 0; k < PER; ++k) {
-        const int i = threadIdx.x + k * NTHREADS, row = i / CPR, c = i - row * CPR;
-        if (CHUNKS % NTHREADS != 0 && i >= CHUNKS) break;
-        const bool ok = v0 + row < v_end;
-        const char *src = (const char *)p.k;
-        if (ok) src += row_offset(p, b, v0 + row, p.k_sb, p.k_st, pi, page) * EB + c * 16;
-        cp_async16(dst + row * RB + c * 16, src, ok ? 16 : 0);
+    for (int j = 0; j < PER / RUN; ++j) {
+        const int row = g * PER + j * RUN;
+        const char *a = (const char *)p.k;
+        if (FULL || v0 + row < v_end) a += row_offset(p, b, v0 + row, p.k_sb, p.k_st, pi, page) * EB + c * 16;
+#pragma unroll
+        for (int k = 0; k < RUN; ++k) {
+            const bool ok = FULL || v0 + row + k < v_end;
+            cp_async16(dst + (row + k) * RB + c * 16, ok ? a : (const char *)p.k, ok ? 16 : 0);
+            a += step;
+        }
+    }
+}
+
+/* Issues the cp.async copies of tile [v0, v0 + BLOCK_N) of sequence b (zeros
+ * at positions >= v_end) and, for fp8, its scales. */
+DEV void load_tile(const fmqa_decode_params &p, int b, int v0, int v_end, unsigned char *stage) {
+    const u32 dst = smem_addr(stage);
+#pragma unroll
+    for (int pass = 0; pass < CP; ++pass) {
+        const int q = threadIdx.x + pass * NTHREADS, g = q / CPR;
+        if (q >= LG * CPR) break;
+        if (v0 + BLOCK_N <= v_end)
+            load_rows<true>(p, b, v0, v_end, g, q - g * CPR, dst);
+        else
+            load_rows<false>(p, b, v0, v_end, g, q - g * CPR, dst);
     }
     if (Q8) {
-        pi = -1;
+        int pi = -1;
+        long long page = 0;
         for (int row = threadIdx.x; row < BLOCK_N; row += NTHREADS) {
             const bool ok = v0 + row < v_end;
             const float *src = ok ? p.k_scale + row_offset(p, b, v0 + row, p.ks_sb, p.ks_st, pi, page) : p.k_scale;

@@ -217,6 +217,10 @@ Test(mla_decode_emu, pages_tokens_splits, .timeout = 900)
          "SPLITS=4,BLOCK_N=32,WARPS_D=2", {200, 17}, NULL},
         {MLA "batch=2,heads=16,tq=3,kv_len=300,page=64,flags=causal|paged|lse", "SPLITS=2", {300, 3}, NULL},
         {MLA "batch=1,heads=16,tq=4,kv_len=150,page=16,flags=paged|lse", "", {150}, NULL},
+        /* 64 threads for 72 chunks a row: two column passes; 32-row runs
+         * cross 16-token pages */
+        {MLA "batch=2,heads=16,kv_len=90,page=16,flags=causal|paged", "SPLITS=1,WARPS_M=1,WARPS_D=2,BLOCK_N=32",
+         {90, 37}, NULL},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
