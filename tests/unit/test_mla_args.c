@@ -2,7 +2,10 @@
  * test_mla_args.c -- fmqa_mla_decode's argument checks, without a GPU: every
  * bad argument is refused with a message naming the MLA field (kv, kv_scale,
  * not decode's k / v) before any GPU work; good arguments get as far as the
- * device (NO_DRIVER / NO_DEVICE here); the problem is validated as a decode.
+ * device (NO_DRIVER / NO_DEVICE here); the problem is validated as a decode;
+ * the dispatcher (rt_choose, no GPU: a device preset) picks the mla_decode
+ * template's default and refuses latent sizes it does not serve with
+ * FMQA_ERR_UNSUPPORTED naming what it serves.
  */
 #include <stdint.h>
 #include <string.h>
@@ -10,6 +13,8 @@
 #include <criterion/criterion.h>
 
 #include "fastmqa.h"
+#include "gen.h"
+#include "rt.h"
 #include "test_support.h"
 
 static fmqa_ctx_t *make_ctx(void)
@@ -123,4 +128,23 @@ Test(mla_args, good_arguments_without_a_gpu_get_no_driver)
     fmqa_choice c;
     cr_assert_eq(fmqa_plan(ctx, &p, &c), st);
     fmqa_ctx_destroy(ctx);
+}
+
+Test(mla_args, the_dispatcher_picks_mla_decode_and_names_what_it_serves)
+{
+    gen_lib *lib = fmqa_test_open_templates();
+    fmqa_device_info dev = fmqa_test_device("sm_90");
+    fmqa_problem p = mla_problem();
+    const gen_template *t = NULL;
+    gen_config c;
+    fmqa_choice choice;
+    fmqa_err err;
+    cr_assert_eq(rt_choose(lib, NULL, &dev, &p, &t, &c, &choice, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_str_eq(choice.template_name, "mla_decode");
+    cr_expect_eq(choice.source, FMQA_CHOICE_DEFAULT);
+    p.head_dim_qk = 320, p.head_dim_v = 256; /* a smaller latent: valid, not served */
+    cr_assert_eq(rt_problem_check(&p, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(rt_choose(lib, NULL, &dev, &p, &t, &c, &choice, &err), FMQA_ERR_UNSUPPORTED);
+    cr_expect(strstr(err.msg, "latent 512 + rope 64 only") != NULL, "%s", err.msg);
+    gen_lib_close(lib);
 }
