@@ -126,7 +126,7 @@ static int row_values(const fmqa_problem *p)
 
 /* The SASS figures of a decode or MLA row (main loop, prologue, combine). */
 static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_config *c,
-                        const char *entry, srow *r)
+                        const char *entry, const char *combine_entry, srow *r)
 {
     char *text = NULL;
     tun_sass *s = NULL;
@@ -148,14 +148,14 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
         st = tun_sass_round_trips(s, entry, TUN_SASS_TO_FIRST_COPY, q_bytes,
                                   &r->prologue_trips, &err);
     if (st == FMQA_OK && r->combine.ok) {
-        /* decode.cuh's combine: a CTA of a row's column slice gives each
+        /* fmqa_combine.cuh: a CTA of a row's column slice gives each
          * float4 column threads / columns split groups; a thread copies its
          * group's splits in batches of C_BATCH = 8 16-byte cp.async. */
         int cols = p->head_dim_v / 4 / (r->combine_slices ? r->combine_slices : 1);
         int groups = r->combine.threads / (cols > 0 ? cols : 1);
         int mine = (r->splits + (groups > 0 ? groups : 1) - 1) / (groups > 0 ? groups : 1);
         int per_thread = (mine + 7) / 8 * 8;
-        st = tun_sass_round_trips(s, "fmqa_decode_combine", TUN_SASS_TO_EXIT, per_thread,
+        st = tun_sass_round_trips(s, combine_entry, TUN_SASS_TO_EXIT, per_thread,
                                   &r->combine_trips, &err);
     }
     r->sass = st == FMQA_OK;
@@ -181,7 +181,8 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
     r->tile_bytes = (double)bn * row_values(p) * eb + (eb == 1 ? (double)scales * bn : 0);
     r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
     if (bn > 0 && r->k.ok)
-        decode_sass(b, p, c, plan->kernels[0].entry, r);
+        decode_sass(b, p, c, plan->kernels[0].entry,
+                    plan->n_kernels > 1 ? plan->kernels[1].entry : "", r);
     else
         snprintf(r->sass_why, sizeof r->sass_why, "no BLOCK_N in the config");
 }

@@ -1,7 +1,7 @@
 /*
  * decode.cuh -- decode attention (fmqa_decode) on tensor cores, flash-decoding
- * style; the split-KV combine is fmqa_combine.cuh's.  decode.lua chooses the
- * defines and the launch; docs/kernels.md explains the design and the numbers.
+ * style, and the split-KV combine.  decode.lua chooses the defines and the
+ * launch; docs/kernels.md explains the design and the numbers.
  *
  * Problem defines: HEAD_DIM (64, 96, 128, 256; dv = d), GROUP (query heads per
  * KV head), Q_TOKENS (1..16), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1 bf16, 2 int8,
@@ -56,6 +56,7 @@
  */
 #include "fmqa_params.h"
 #include "fmqa_device.cuh"
+#include "fmqa_combine.cuh"
 
 using namespace fmqa_dev;
 
@@ -581,4 +582,18 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
     if (nw == 0 && active) store_rows(p, b, hk, rb, mw, split, st);
 }
 
-#include "fmqa_combine.cuh"
+/* Merges split partials (fmqa_combine.cuh): grid (rows, slices), a CTA of
+ * FMQA_C_THREADS threads per (b, t, h) row and column slice (decode.lua picks
+ * the slices so that the grid covers the SMs even at batch 1). */
+extern "C" __global__ void __launch_bounds__(FMQA_C_THREADS) fmqa_decode_combine(const fmqa_decode_params p) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    if (dynamic_smem_size() < (u32)FMQA_C_SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
+    const int rows = p.batch * Q_TOKENS * p.num_q_heads; /* < 2^31: fastmqa checks */
+    const int row = blockIdx.x;
+    const int h = row % p.num_q_heads, t = row / p.num_q_heads % Q_TOKENS;
+    const int b = row / (p.num_q_heads * Q_TOKENS);
+    u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh;
+    const float lse2 = combine_row<D, OUT_BF16>(p.ws_o + (long long)row * D, (long long)rows * D, p.ws_lse + row,
+                                                rows, p.num_splits, o, smem);
+    if (LSE && threadIdx.x == 0 && blockIdx.y == 0) p.lse[row] = lse2 * 0.69314718055994531f;
+}

@@ -98,7 +98,7 @@ local function ctas_per_sm(c, p, d)
   return math.max(1, math.min(by_smem, by_threads))
 end
 
--- decode.cuh's C_SMEM_BYTES: one float per warp of 128 threads, a float4 per
+-- fmqa_combine.cuh's FMQA_C_SMEM_BYTES: one float per warp of 128 threads, a float4 per
 -- thread, and per thread the landing slots of a batch of 8 splits (a float4
 -- and a float each).
 local function combine_shared_bytes()

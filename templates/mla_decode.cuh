@@ -1,7 +1,7 @@
 /*
  * mla_decode.cuh -- Multi-head Latent Attention decode (fmqa_mla_decode),
  * DeepSeek style with absorbed weights, on tensor cores (mma.sync m16n8k16),
- * with split-KV partials merged by fmqa_combine.cuh's kernel.  mla_decode.lua
+ * with split-KV partials merged by fmqa_combine.cuh's combine_row.  mla_decode.lua
  * chooses the defines and the launch; docs/kernels.md ("MLA decode") explains
  * the design.
  *
@@ -52,11 +52,12 @@
  *
  * Softmax in base 2; a row that sees nothing writes o = 0, lse = -inf.  With
  * num_splits > 1 each split writes its O normalised by its own sum to ws_o and
- * m + log2(l) to ws_lse: decode.cuh's partial layout, which fmqa_combine.cuh
- * merges.
+ * m + log2(l) to ws_lse, [split, b, t, h, (512)], which
+ * fmqa_mla_decode_combine merges.
  */
 #include "fmqa_params.h"
 #include "fmqa_device.cuh"
+#include "fmqa_combine.cuh"
 
 using namespace fmqa_dev;
 
@@ -425,6 +426,16 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_mla_decode_kernel(co
     store_rows(p, sm, b, rb, mw, dw, split, active, st);
 }
 
-/* The combine's value width. */
-constexpr int D = DC;
-#include "fmqa_combine.cuh"
+/* Merges split partials (fmqa_combine.cuh's combine_row): grid (rows,
+ * slices), a CTA of FMQA_C_THREADS threads per (b, t, h) row and column slice
+ * of its 512 values (mla_decode.lua picks the slices as decode.lua does). */
+extern "C" __global__ void __launch_bounds__(FMQA_C_THREADS) fmqa_mla_decode_combine(const fmqa_decode_params p) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    if (dynamic_smem_size() < (u32)FMQA_C_SMEM_BYTES) __trap(); /* the launch disagrees with mla_decode.lua */
+    const int rows = p.batch * M, row = blockIdx.x; /* < 2^31: fastmqa checks */
+    const int b = row / M, t = row / HEADS % Q_TOKENS, h = row % HEADS;
+    u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh;
+    const float lse2 = combine_row<DC, OUT_BF16>(p.ws_o + (long long)row * DC, (long long)rows * DC, p.ws_lse + row,
+                                                 rows, p.num_splits, o, smem);
+    if (LSE && threadIdx.x == 0 && blockIdx.y == 0) p.lse[row] = lse2 * 0.69314718055994531f;
+}

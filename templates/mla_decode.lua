@@ -13,7 +13,8 @@
 --    to BLOCK_N, splits = ceil(kv_len / split_tokens); the last split takes
 --    whatever lies beyond;
 --  * with splits > 1 the workspace is splits * B * Tq * H * (512 + 1) * 4
---    bytes: decode's partial layout, merged by fmqa_decode_combine.
+--    bytes: partial O [split, b, t, h, 512] then partial LSE [split, b, t,
+--    h], merged by fmqa_mla_decode_combine (fmqa_combine.cuh's combine_row).
 -- A wgmma (sm_90a) variant would be a second template of op mla_decode with
 -- the same launch rules and its own source; the dispatcher and the tuner pick
 -- between templates of an op.
@@ -83,7 +84,7 @@ local function ctas_per_sm(c, p, d)
   return math.max(1, math.min(by_smem, by_threads))
 end
 
--- fmqa_combine.cuh's C_SMEM_BYTES and decode.lua's column slices (the Lua
+-- fmqa_combine.cuh's FMQA_C_SMEM_BYTES and decode.lua's column slices (the Lua
 -- sandbox has no require: these two repeat decode.lua's and must stay equal).
 local function combine_shared_bytes()
   return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8
@@ -147,7 +148,7 @@ return {
   name = "mla_decode",
   op = "mla_decode",
   sources = { "mla_decode.cuh" },
-  entries = { "fmqa_mla_decode_kernel", "fmqa_decode_combine" },
+  entries = { "fmqa_mla_decode_kernel", "fmqa_mla_decode_combine" },
   arch_min = 80,
 
   specialize = function(p)
@@ -187,7 +188,7 @@ return {
     local out_rows = p.batch * p.q_tokens * p.num_q_heads
     local workspace = 0
     if splits > 1 then
-      kernels[2] = { entry = "fmqa_decode_combine", grid = { out_rows, combine_slices(p, d, splits), 1 },
+      kernels[2] = { entry = "fmqa_mla_decode_combine", grid = { out_rows, combine_slices(p, d, splits), 1 },
                      block = { 128, 1, 1 }, shared = combine_shared_bytes() }
       workspace = splits * out_rows * (p.head_dim_v + 1) * 4
     end

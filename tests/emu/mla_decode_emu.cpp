@@ -8,13 +8,13 @@
 #include EMU_SOURCE
 
 static void run_kernel(const void *p) { fmqa_mla_decode_kernel(*(const fmqa_decode_params *)p); }
-static void run_combine(const void *p) { fmqa_decode_combine(*(const fmqa_decode_params *)p); }
+static void run_combine(const void *p) { fmqa_mla_decode_combine(*(const fmqa_decode_params *)p); }
 
 extern "C" int emu_launch(const char *entry, const fmqa_decode_params *p, const unsigned grid[3],
                           unsigned threads, unsigned dyn_smem) {
     if (!strcmp(entry, "fmqa_mla_decode_kernel"))
         emu_grid(run_kernel, p, grid, threads, dyn_smem);
-    else if (!strcmp(entry, "fmqa_decode_combine"))
+    else if (!strcmp(entry, "fmqa_mla_decode_combine"))
         emu_grid(run_combine, p, grid, threads, dyn_smem);
     else
         return -1;

@@ -159,7 +159,7 @@ Test(mla_decode_compile, defaults_and_launch_by_hand)
     cr_expect_eq(plan.kernels[0].block[0], 128);
     cr_expect_eq(plan.splits, 64);
     cr_expect_eq(plan.workspace, 64LL * 16 * 513 * 4);
-    cr_expect_str_eq(plan.kernels[1].entry, "fmqa_decode_combine");
+    cr_expect_str_eq(plan.kernels[1].entry, "fmqa_mla_decode_combine");
     cr_expect_eq(plan.kernels[1].grid[0], 16);
     cr_expect_eq(plan.kernels[1].grid[1], 16);
     int64_t tokens = 0;
