@@ -14,7 +14,9 @@
  *            copy, and the combine's CTAs, registers and round trips per thread;
  *   append   registers, spills, shared memory, CTAs per SM, waves (RoPE on);
  *   mla      MLA decode (a few shapes of `fastmqa-bench mla` by default): the
- *            decode figures, its tile being one latent row per token.
+ *            decode figures without the SASS ones (its MMAs sit in inner
+ *            loops and its copies in branches, which the path model of
+ *            tun_sass.c does not follow), its tile one latent row per token.
  *
  * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
  * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
@@ -180,7 +182,10 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
     const int scales = p->op == FMQA_OP_MLA_DECODE ? 4 : 8; /* per token: one or two floats */
     r->tile_bytes = (double)bn * row_values(p) * eb + (eb == 1 ? (double)scales * bn : 0);
     r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
-    if (bn > 0 && r->k.ok)
+    if (p->op == FMQA_OP_MLA_DECODE) /* its MMAs sit in inner loops, its copies in branches */
+        snprintf(r->sass_why, sizeof r->sass_why,
+                 "the SASS path model (tun_sass.c) follows decode's loop shape, not MLA's");
+    else if (bn > 0 && r->k.ok)
         decode_sass(b, p, c, plan->kernels[0].entry,
                     plan->n_kernels > 1 ? plan->kernels[1].entry : "", r);
     else
