@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "fastmqa.h"
+#include "fmqa_common.h"
 
 typedef struct bench_command {
     const char *name;
@@ -24,23 +25,36 @@ typedef struct bench_command {
 } bench_command;
 
 /* A benchmark shape: 32-head decode of one f16 query token per sequence, every
- * sequence at kv_len, causal (bench_shapes.c). */
+ * sequence at kv_len, causal (bench_shapes.c); or, with mla set, an MLA decode
+ * (latent 512 + rope 64, bf16 queries and outputs, q_tokens drafts). */
 typedef struct bench_shape {
-    const char *family;   /* "mqa", "gqa8", "h2048-mqa", ...                     */
+    const char *family;   /* "mqa", "gqa8", "h2048-mqa", "mla-h128", ...         */
     int32_t batch, kv_len, heads, kv_heads, d;
     fmqa_dtype kv;
+    int32_t q_tokens;     /* 0 = 1                                               */
+    int mla;              /* FMQA_OP_MLA_DECODE: d = 576, dv = 512, one latent   */
 } bench_shape;
+
+/* Which shapes bench_shapes_select draws from (a bit set).  Patterns match
+ * within the chosen sets; without patterns or custom shapes the selection is
+ * every decode shape (DECODE), every MLA shape (MLA: FlashMLA's published set,
+ * batch 64 and 128, 16 to 128 heads, 1024 to 16384 positions, 1 and 2 query
+ * tokens, bf16, and fp8 where memory-bound) or a few MLA shapes (MLA_FEW: 16
+ * to 128 heads at batch 64 and 4096 positions, and fp8 at 16 heads). */
+#define BENCH_SET_DECODE 1u
+#define BENCH_SET_MLA 2u
+#define BENCH_SET_MLA_FEW 4u
 
 /* "f16", "bf16", "int8", "fp8" (peers.py's names). */
 const char *bench_kv_name(fmqa_dtype t);
-/* "mqa-f16-b64-t4096": family, kv, batch, kv_len. */
+/* "mqa-f16-b64-t4096": family, kv, batch, kv_len; "-q2" when q_tokens > 1. */
 void bench_shape_id(const bench_shape *s, char *buf /* OUT */, size_t cap);
 fmqa_problem bench_shape_problem(const bench_shape *s);
-/* The shapes whose id matches one of the comma-separated fnmatch patterns
- * (NULL: every shape unless custom ones are given), then the custom shapes
- * "B,T,Hkv,KV[,d]".  Returns the count and *out (malloc'ed, free() it), or -1
- * after printing why (prefixed by who). */
-int bench_shapes_select(const char *patterns, char **custom, int n_custom,
+/* The shapes of `sets` whose id matches one of the comma-separated fnmatch
+ * patterns (NULL: the sets' defaults unless custom ones are given), then the
+ * custom decode shapes "B,T,Hkv,KV[,d]".  Returns the count and *out
+ * (malloc'ed, free() it), or -1 after printing why (prefixed by who). */
+int bench_shapes_select(unsigned sets, const char *patterns, char **custom, int n_custom,
                         bench_shape **out /* OUT */, const char *who);
 
 /* `fastmqa-bench levels`: bench_levels.c. */
@@ -51,6 +65,23 @@ int bench_decode_main(int argc, char **argv);
 int bench_bw_main(int argc, char **argv);
 /* `fastmqa-bench static`: bench_static.c (figures without a GPU). */
 int bench_static_main(int argc, char **argv);
+/* `fastmqa-bench mla`: bench_mla.c (MLA decode against both roofs). */
+int bench_mla_main(int argc, char **argv);
+
+struct tun_timer;
+/* One problem through the decode benchmark's path (bench_decode.c): the
+ * dispatcher's variant (or `config` over the first template of the problem's
+ * op), verified once against the reference on fresh inputs, every sequence at
+ * kv_len, then timed by the method's automatic mode on the timer's stream. */
+typedef struct bench_timing {
+    double us, spread;     /* median per launch, (p80 - p20) / median         */
+    double kv_bytes;       /* cache bytes one launch reads                    */
+    double rel_l2;
+    int pass, splits, ctas;
+    char variant[128];     /* "default BLOCK_N=64,...", "forced ..."          */
+} bench_timing;
+fmqa_status bench_time_problem(fmqa_ctx_t *ctx, struct tun_timer *timer, const fmqa_problem *p,
+                               const char *config, bench_timing *out /* OUT */, fmqa_err *err);
 
 /*
  * Decode-timing hook of the levels table (column "decode_us/step"): the median

@@ -82,16 +82,17 @@ static void usage(FILE *f)
             TUN_MAX_COPIES);
 }
 
-/* The template default of the first decode template with `text` over it. */
+/* The template default of the first template of the problem's op (decode or
+ * MLA decode) with `text` over it. */
 static fmqa_status forced_plan(fmqa_ctx_t *ctx, const fmqa_problem *p, const char *text,
                                rt_plan **out, fmqa_err *err)
 {
     gen_lib *lib;
     gen_config cfg, over;
     fmqa_status st = rt_templates(ctx, &lib, err);
-    const gen_template *t = st == FMQA_OK ? gen_lib_next(lib, FMQA_OP_DECODE, NULL) : NULL;
+    const gen_template *t = st == FMQA_OK ? gen_lib_next(lib, p->op, NULL) : NULL;
     if (st == FMQA_OK && !t)
-        st = fmqa_err_set(err, FMQA_ERR_NOT_FOUND, "no decode template is loaded");
+        st = fmqa_err_set(err, FMQA_ERR_NOT_FOUND, "no %s template is loaded", fmqa_op_name(p->op));
     if (st == FMQA_OK)
         st = gen_default(t, p, &ctx->info, &cfg, err);
     if (st == FMQA_OK)
@@ -191,6 +192,22 @@ static fmqa_status measure(fmqa_ctx_t *ctx, tun_timer *timer, const fmqa_problem
     rt_plan_free(ctx, forced);
     free(lens);
     return st;
+}
+
+fmqa_status bench_time_problem(fmqa_ctx_t *ctx, tun_timer *timer, const fmqa_problem *p,
+                               const char *config, bench_timing *out, fmqa_err *err)
+{
+    row r;
+    bopts o = {0};
+    o.n_modes = 1, o.config = config;
+    memset(&r, 0, sizeof r);
+    fmqa_status st = measure(ctx, timer, p, &o, &r, err);
+    if (st != FMQA_OK)
+        return st;
+    *out = (bench_timing){r.t[0].us, r.t[0].spread, r.t[0].gbps * r.t[0].us * 1e3, r.rel_l2,
+                          r.pass, r.splits, r.ctas, ""};
+    fmqa_strlcpy(out->variant, r.choice, sizeof out->variant);
+    return FMQA_OK;
 }
 
 fmqa_status bench_decode_step_us(fmqa_ctx_t *ctx, const fmqa_problem *problem, double *us)
@@ -430,7 +447,8 @@ int bench_decode_main(int argc, char **argv)
     if (pr)
         return pr == 1 ? 0 : 2;
     bench_shape *shapes = NULL;
-    int n = bench_shapes_select(o.shapes, o.custom, o.n_custom, &shapes, "fastmqa-bench decode");
+    int n = bench_shapes_select(BENCH_SET_DECODE, o.shapes, o.custom, o.n_custom, &shapes,
+                                "fastmqa-bench decode");
     if (n < 0)
         return 2;
     fmqa_ctx_t *ctx = NULL;

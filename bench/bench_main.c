@@ -16,6 +16,8 @@ static const bench_command commands[] = {
     {"static", bench_static_main,
      "figures without a GPU: registers, occupancy, waves, SASS per KV byte, round trips"},
     {"bw", bench_bw_main, "the read kernel alone, by the same timing method (flush modes)"},
+    {"mla", bench_mla_main,
+     "MLA decode over FlashMLA's shapes against read bandwidth and the bf16 GEMM rate"},
 };
 
 static void usage(FILE *f)

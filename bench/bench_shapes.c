@@ -1,8 +1,12 @@
 /*
- * bench_shapes.c -- the benchmark shapes `fastmqa-bench decode` and
- * `fastmqa-bench static` share, their ids (the ids of bench/peers/peers.py,
- * e.g. "mqa-f16-b64-t4096"), selection by fnmatch patterns, and custom shapes
- * given on the command line as "B,T,Hkv,KV[,d]".
+ * bench_shapes.c -- the benchmark shapes `fastmqa-bench decode`, `mla` and
+ * `static` share, their ids (the ids of bench/peers/peers.py, e.g.
+ * "mqa-f16-b64-t4096"; "mla-h128-bf16-b64-t4096-q2"), selection by fnmatch
+ * patterns, and custom shapes given on the command line as "B,T,Hkv,KV[,d]".
+ * The MLA shapes are FlashMLA's published ones (its README and
+ * tests/test_flash_mla.py: batch 64 and 128, 16 to 128 heads, 1024 to 16384
+ * positions, 1 and 2 query tokens, bf16), and the fp8 latent where the
+ * kernel is memory-bound (16 and 32 heads).
  */
 #include <fnmatch.h>
 #include <stdio.h>
@@ -11,19 +15,41 @@
 
 #include "bench.h"
 
-#define MQA(b, t, kv) {"mqa", b, t, 32, 1, 128, kv}
+#define MQA(b, t, kv) {"mqa", b, t, 32, 1, 128, kv, 0, 0}
 static const bench_shape shapes[] = {
     MQA(1, 131072, FMQA_DTYPE_F16), MQA(8, 32768, FMQA_DTYPE_F16),
     MQA(64, 4096, FMQA_DTYPE_F16), MQA(128, 1024, FMQA_DTYPE_F16),
-    {"gqa8", 64, 4096, 32, 8, 128, FMQA_DTYPE_F16},
+    {"gqa8", 64, 4096, 32, 8, 128, FMQA_DTYPE_F16, 0, 0},
     MQA(1, 131072, FMQA_DTYPE_INT8), MQA(8, 32768, FMQA_DTYPE_INT8),
     MQA(64, 4096, FMQA_DTYPE_INT8), MQA(128, 1024, FMQA_DTYPE_INT8),
     MQA(1, 131072, FMQA_DTYPE_FP8_E4M3), MQA(8, 32768, FMQA_DTYPE_FP8_E4M3),
     MQA(64, 4096, FMQA_DTYPE_FP8_E4M3), MQA(128, 1024, FMQA_DTYPE_FP8_E4M3),
-    {"h2048-mqa", 64, 1024, 32, 1, 64, FMQA_DTYPE_F16},
-    {"h2048-mha", 64, 1024, 32, 32, 64, FMQA_DTYPE_F16},
+    {"h2048-mqa", 64, 1024, 32, 1, 64, FMQA_DTYPE_F16, 0, 0},
+    {"h2048-mha", 64, 1024, 32, 32, 64, FMQA_DTYPE_F16, 0, 0},
 };
 #define N_SHAPES (sizeof shapes / sizeof shapes[0])
+
+/* MLA shape i of N_MLA: (batch, heads, kv_len, q_tokens) over the published
+ * grid in bf16, then fp8 at 16 and 32 heads. */
+static const char *const MLA_FAMILIES[] = {"mla-h16", "mla-h32", "mla-h64", "mla-h128"};
+#define N_MLA_BF16 (2 * 4 * 5 * 2)
+#define N_MLA (N_MLA_BF16 + 2 * 2 * 5 * 2)
+
+static bench_shape mla_shape(int i)
+{
+    const int fp8 = i >= N_MLA_BF16, k = fp8 ? i - N_MLA_BF16 : i, nh = fp8 ? 2 : 4;
+    const int tq = k % 2 + 1, len = 1024 << (k / 2 % 5), h = k / 10 % nh, b = 64 << (k / 10 / nh);
+    return (bench_shape){MLA_FAMILIES[h], b, len, 16 << h, 1, 576,
+                         fp8 ? FMQA_DTYPE_FP8_E4M3 : FMQA_DTYPE_BF16, tq, 1};
+}
+
+/* The few: batch 64, 4096 positions, one query token, every head count in
+ * bf16 and 16 heads in fp8. */
+static int mla_few(const bench_shape *s)
+{
+    return s->batch == 64 && s->kv_len == 4096 && s->q_tokens == 1 &&
+           (s->kv == FMQA_DTYPE_BF16 || s->heads == 16);
+}
 
 static const struct {
     const char *name;
@@ -41,7 +67,10 @@ const char *bench_kv_name(fmqa_dtype t)
 
 void bench_shape_id(const bench_shape *s, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s-%s-b%d-t%d", s->family, bench_kv_name(s->kv), s->batch, s->kv_len);
+    int n = snprintf(buf, cap, "%s-%s-b%d-t%d", s->family, bench_kv_name(s->kv), s->batch,
+                     s->kv_len);
+    if (s->q_tokens > 1 && n > 0 && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n, "-q%d", s->q_tokens);
 }
 
 fmqa_problem bench_shape_problem(const bench_shape *s)
@@ -56,6 +85,13 @@ fmqa_problem bench_shape_problem(const bench_shape *s)
     p.q_dtype = p.out_dtype = FMQA_DTYPE_F16;
     p.kv_dtype = s->kv;
     p.flags = FMQA_FLAG_CAUSAL;
+    if (s->mla) { /* DeepSeek's: bf16 activations, V the latent's first 512 */
+        p.op = FMQA_OP_MLA_DECODE;
+        p.head_dim_v = 512;
+        p.q_dtype = p.out_dtype = FMQA_DTYPE_BF16;
+    }
+    if (s->q_tokens > 1)
+        p.q_tokens = s->q_tokens;
     return p;
 }
 
@@ -69,7 +105,7 @@ static int parse_custom(const char *text, bench_shape *out)
     for (size_t i = 0; i < sizeof kv_names / sizeof kv_names[0]; i++)
         if (!strcmp(kv, kv_names[i].name)) {
             *out = (bench_shape){hkv == 1 ? "mqa" : hkv == 32 ? "mha" : "gqa", b, t, 32, hkv,
-                                 d, kv_names[i].t};
+                                 d, kv_names[i].t, 0, 0};
             return 0;
         }
     return -1;
@@ -89,16 +125,22 @@ static int matches(const bench_shape *s, const char *patterns)
     return 0;
 }
 
-int bench_shapes_select(const char *patterns, char **custom, int n_custom, bench_shape **out,
-                        const char *who)
+int bench_shapes_select(unsigned sets, const char *patterns, char **custom, int n_custom,
+                        bench_shape **out, const char *who)
 {
-    bench_shape *v = malloc((N_SHAPES + (size_t)n_custom) * sizeof *v);
+    bench_shape *v = malloc((N_SHAPES + N_MLA + (size_t)n_custom) * sizeof *v);
     int n = 0;
     if (!v)
         return fprintf(stderr, "%s: out of memory\n", who), -1;
-    for (size_t i = 0; i < N_SHAPES; i++)
+    for (size_t i = 0; (sets & BENCH_SET_DECODE) && i < N_SHAPES; i++)
         if (patterns ? matches(&shapes[i], patterns) : !n_custom)
             v[n++] = shapes[i];
+    for (int i = 0; (sets & (BENCH_SET_MLA | BENCH_SET_MLA_FEW)) && i < N_MLA; i++) {
+        bench_shape m = mla_shape(i);
+        if (patterns ? matches(&m, patterns)
+                     : !n_custom && ((sets & BENCH_SET_MLA) || mla_few(&m)))
+            v[n++] = m;
+    }
     for (int i = 0; i < n_custom; i++)
         if (parse_custom(custom[i], &v[n++])) {
             fprintf(stderr, "%s: --shape '%s': expected B,T,Hkv,KV[,d] with KV one of "
@@ -107,9 +149,11 @@ int bench_shapes_select(const char *patterns, char **custom, int n_custom, bench
             return -1;
         }
     if (!n) {
-        fprintf(stderr, "%s: --shapes '%s' matches no shape (ids: mqa-f16-b1-t131072, "
-                        "gqa8-f16-b64-t4096, h2048-mha-f16-b64-t1024, ...)\n", who,
-                patterns ? patterns : "");
+        fprintf(stderr, "%s: --shapes '%s' matches no shape (ids: %s)\n", who,
+                patterns ? patterns : "",
+                sets & BENCH_SET_DECODE ? "mqa-f16-b1-t131072, gqa8-f16-b64-t4096, "
+                                          "h2048-mha-f16-b64-t1024, ..."
+                                        : "mla-h128-bf16-b64-t4096, mla-h16-fp8-b128-t16384-q2, ...");
         free(v);
         return -1;
     }

@@ -18,6 +18,10 @@
  *            registers, spills, shared memory, CTAs per SM, waves, and the
  *            tensor-core instructions in its SASS (HGMMA: wgmma; HMMA:
  *            mma.sync), counted statically.
+ *   mla      MLA decode (a few shapes of `fastmqa-bench mla` by default): the
+ *            decode figures without the SASS ones (its MMAs sit in inner
+ *            loops and its copies in branches, which the path model of
+ *            tun_sass.c does not follow), its tile one latent row per token.
  *
  * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
  * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
@@ -42,11 +46,12 @@ typedef struct kstat {      /* one compiled kernel entry on one preset       */
 
 typedef struct srow {
     int shape, arch;
-    const char *op;          /* "decode", "append" or "prefill"                */
+    const char *op;          /* "decode", "append", "prefill" or "mla"       */
     char config[GEN_CONFIG_TEXT_CAP];
     char cubin_arch[16];
     fmqa_status st;
-    int skip;                /* sm_90a for a template that does not use it    */
+    int skip;                /* sm_90a for a template that does not use it, or
+                                an MLA shape's append row                      */
     char why[256];
     int splits;
     double balance;          /* mean / most work units a CTA (full lengths)  */
@@ -123,16 +128,22 @@ static int64_t cfg(const gen_config *c, const char *name)
     return gen_config_get(c, name, &v) ? v : 0;
 }
 
-/* The SASS figures of a decode row (main loop, prologue, combine). */
+/* Bytes of one KV row a tile holds: K and V, or MLA's one latent row. */
+static int row_values(const fmqa_problem *p)
+{
+    return p->op == FMQA_OP_MLA_DECODE ? p->head_dim_qk : p->head_dim_qk + p->head_dim_v;
+}
+
+/* The SASS figures of a decode or MLA row (main loop, prologue, combine). */
 static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_config *c,
-                        srow *r)
+                        const char *entry, const char *combine_entry, srow *r)
 {
     char *text = NULL;
     tun_sass *s = NULL;
     fmqa_err err = {0};
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
     int threads = r->k.threads ? r->k.threads : 1;
-    int copies = bn * (p->head_dim_qk + p->head_dim_v) * eb / 16 / threads;
+    int copies = bn * row_values(p) * eb / 16 / threads;
     /* Before the first copy a thread loads its kv_lens entries for the
      * schedule's scan (decode.cuh, sched_locate): ceil(B / threads) of them,
      * twice when the batch takes more than one step; Q comes after the first
@@ -143,9 +154,9 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
     if (st == FMQA_OK)
         st = tun_sass_parse(text, &s, &err);
     if (st == FMQA_OK)
-        st = tun_sass_main_loop(s, "fmqa_decode_kernel", copies, &r->loop, &err);
+        st = tun_sass_main_loop(s, entry, copies, &r->loop, &err);
     if (st == FMQA_OK)
-        st = tun_sass_round_trips(s, "fmqa_decode_kernel", TUN_SASS_TO_FIRST_COPY, q_bytes,
+        st = tun_sass_round_trips(s, entry, TUN_SASS_TO_FIRST_COPY, q_bytes,
                                   &r->prologue_trips, &err);
     if (st == FMQA_OK && r->combine.ok) {
         /* fmqa_combine.cuh: a CTA of a row's column slice gives each float4
@@ -155,7 +166,7 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
         int groups = r->combine.threads / (cols > 0 ? cols : 1);
         int mine = (r->splits + (groups > 0 ? groups : 1) - 1) / (groups > 0 ? groups : 1);
         int per_thread = (mine + 7) / 8 * 8;
-        st = tun_sass_round_trips(s, "fmqa_decode_combine", TUN_SASS_TO_EXIT, per_thread,
+        st = tun_sass_round_trips(s, combine_entry, TUN_SASS_TO_EXIT, per_thread,
                                   &r->combine_trips, &err);
     }
     r->sass = st == FMQA_OK;
@@ -188,10 +199,15 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
                      ? (double)units / (double)(ctas * ((units + ctas - 1) / ctas))
                      : 1.0;
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
-    r->tile_bytes = (double)bn * (p->head_dim_qk + p->head_dim_v) * eb + (eb == 1 ? 8.0 * bn : 0);
+    const int scales = p->op == FMQA_OP_MLA_DECODE ? 4 : 8; /* per token: one or two floats */
+    r->tile_bytes = (double)bn * row_values(p) * eb + (eb == 1 ? (double)scales * bn : 0);
     r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
-    if (bn > 0 && r->k.ok)
-        decode_sass(b, p, c, r);
+    if (p->op == FMQA_OP_MLA_DECODE) /* its MMAs sit in inner loops, its copies in branches */
+        snprintf(r->sass_why, sizeof r->sass_why,
+                 "the SASS path model (tun_sass.c) follows decode's loop shape, not MLA's");
+    else if (bn > 0 && r->k.ok)
+        decode_sass(b, p, c, plan->kernels[0].entry,
+                    plan->n_kernels > 1 ? plan->kernels[1].entry : "", r);
     else
         snprintf(r->sass_why, sizeof r->sass_why, "no BLOCK_N in the config");
 }
@@ -271,7 +287,7 @@ static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, uint
         else
             r->skip = 1;
     }
-    if (st == FMQA_OK && !r->skip && !strcmp(r->op, "decode"))
+    if (st == FMQA_OK && !r->skip && strcmp(r->op, "append"))
         decode_figures(&d, &p, &c, &plan, &b, r);
     else if (st == FMQA_OK && !r->skip)
         r->k = kernel_stat(&d, &plan.kernels[0], &b);
@@ -311,7 +327,7 @@ static void print_json_row(const bench_shape *shapes, const srow *r, const char 
            "\"smem_bytes\":%d,\"threads\":%d,\"ctas\":%d,\"ctas_per_sm\":%d,\"waves\":%.3f",
            r->config, r->cubin_arch, r->k.regs, r->k.spill, r->k.smem, r->k.threads, r->k.ctas,
            r->k.ctas_per_sm, r->k.waves);
-    if (!strcmp(r->op, "decode")) {
+    if (strcmp(r->op, "append")) {
         int sv = r->sass;
         printf(",\"splits\":%d,\"balance\":%.3f,\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,",
                r->splits, r->balance, r->tile_bytes, r->inflight_kb);
@@ -378,14 +394,14 @@ static void print_table(const bench_shape *shapes, const srow *rows, int n, cons
         if (r->skip)
             continue;
         bench_shape_id(&shapes[r->shape], id, sizeof id);
-        if (shapes[r->shape].d != 128)
+        if (shapes[r->shape].d != 128 && !shapes[r->shape].mla)
             snprintf(id + strlen(id), sizeof id - strlen(id), "-d%d", shapes[r->shape].d);
         printf("%-22s %-6s %-7s ", id, archs[r->arch], r->op);
         if (r->st != FMQA_OK) {
             printf("error: %s\n", r->why);
             continue;
         }
-        int dec = !strcmp(r->op, "decode"), sv = dec && r->sass;
+        int dec = strcmp(r->op, "append") != 0, sv = dec && r->sass;
         printf("%4d %5d %6d %5d %5d %6.2f ", r->k.regs, r->k.spill, r->k.smem, r->k.ctas_per_sm,
                r->k.ctas, r->k.waves);
         cell(dec, "%*.2f", r->balance, 5);
@@ -478,7 +494,8 @@ static fmqa_status build_job(void *user, int64_t i, fmqa_err *err)
     work *w = user;
     srow *r = &w->rows[i];
     (void)err;
-    build_row(w->lib, &w->shapes[r->shape], w->archs[r->arch], w->flags, r);
+    if (!r->skip)
+        build_row(w->lib, &w->shapes[r->shape], w->archs[r->arch], w->flags, r);
     return FMQA_OK;
 }
 
@@ -492,7 +509,8 @@ int bench_static_main(int argc, char **argv)
     const char *archs[MAX_ARCHS];
     int na = split_archs(o.archs, names, archs);
     bench_shape *shapes = NULL;
-    int ns = na > 0 ? bench_shapes_select(o.shapes, o.custom, o.n_custom, &shapes,
+    int ns = na > 0 ? bench_shapes_select(BENCH_SET_DECODE | BENCH_SET_MLA_FEW, o.shapes, o.custom,
+                                          o.n_custom, &shapes,
                                           "fastmqa-bench static")
                     : -1;
     if (ns < 0)
@@ -505,8 +523,11 @@ int bench_static_main(int argc, char **argv)
     const char *dir = getenv("FASTMQA_TEMPLATE_DIR");
     fmqa_status st = rows ? gen_lib_open(dir && *dir ? dir : NULL, &lib, &err)
                           : fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    for (int i = 0; rows && i < n; i++)
-        rows[i] = (srow){.shape = i / (3 * na), .arch = i / 3 % na, .op = kinds[i % 3]};
+    for (int i = 0; rows && i < n; i++) { /* an MLA shape has only its mla row */
+        const int mla = shapes[i / (3 * na)].mla;
+        rows[i] = (srow){.shape = i / (3 * na), .arch = i / 3 % na,
+                         .op = i % 3 ? kinds[i % 3] : mla ? "mla" : "decode", .skip = mla && i % 3};
+    }
     work w = {lib, shapes, archs, o.invariant ? FMQA_FLAG_BATCH_INVARIANT : 0u, rows};
     if (st == FMQA_OK)
         st = tun_parallel(o.threads, n, build_job, &w, &err);

@@ -365,7 +365,8 @@ typedef struct fmqa_decode_args {
     size_t workspace_size;
 } fmqa_decode_args;
 
-/* Workspace bytes a decode of this problem needs (split-KV partials); may be 0.
+/* Workspace bytes a decode or an MLA decode (FMQA_OP_DECODE or
+ * FMQA_OP_MLA_DECODE) of this problem needs (split-KV partials); may be 0.
  * Resolves the launch plan (see fmqa_plan), so it needs the device. */
 FMQA_API fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                                        size_t *bytes /* OUT */);
@@ -373,6 +374,58 @@ FMQA_API fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_prob
 /* Launches decode attention on stream.  problem->op must be FMQA_OP_DECODE. */
 FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                         const fmqa_decode_args *args, fmqa_stream_t stream);
+
+/* ---------------------------------------------------------------- MLA decode */
+
+/*
+ * Multi-head Latent Attention decode (DeepSeek-V2/V3 style, absorbed weights):
+ * problem->op = FMQA_OP_MLA_DECODE, num_kv_heads = 1, head_dim_qk = d_c + d_r,
+ * head_dim_v = d_c.  The kernels serve d_c = 512, d_r = 64 (any other size is
+ * FMQA_ERR_UNSUPPORTED naming that) with 1 to 16 query tokens, any number of
+ * query heads, f16/bf16 queries and outputs, and f16, bf16 or fp8_e4m3 caches.
+ * Every cached token has one latent row [c_kv (d_c) | k_pe (d_r)] shared by
+ * all heads; for sequence b, query token t and head h
+ *   o[b,t,h,:] = softmax_j(sm_scale * q[b,t,h,:] . kv[b,j,:]) kv[b,j,:d_c]
+ * where q = [q_nope W_UK (d_c) | q_pe (d_r)] is the absorbed query (the
+ * caller applies W_UV to o).  Positions, kv_lens and the causal mask among
+ * the query tokens are those of fmqa_decode_args; FMQA_FLAG_PAGED,
+ * FMQA_FLAG_CAUSAL and FMQA_FLAG_LSE apply, a window, sinks, a ring or a tree
+ * mask are FMQA_ERR_UNSUPPORTED.
+ *
+ * Layouts, strides in elements:
+ *   q        [b, t, h, d_c + d_r]  strides q_stride_{batch,token,head}
+ *   kv       [b|page, j, d_c + d_r] strides kv_stride_{batch,token}; paged:
+ *            page j / page_size of sequence b is page_table[b *
+ *            page_table_stride + j / page_size], kv_stride_batch a page's
+ *   kv_scale [b|page, j] floats, fp8_e4m3 caches only: value = scale * stored
+ *   o        [b, t, h, d_c]        strides o_stride_{batch,token,head}
+ *   lse      [b, t, h]             float, natural log (FMQA_FLAG_LSE)
+ * Alignment: q, kv, o, workspace and their strides in bytes: 16; kv_scale,
+ * kv_lens, page_table, lse: 4.  Rows of o must not overlap.  Otherwise
+ * FMQA_ERR_INVALID_ARGUMENT naming the field.  The workspace is
+ * fmqa_decode_workspace_size() bytes.
+ */
+typedef struct fmqa_mla_decode_args {
+    const void *q;
+    int64_t q_stride_batch, q_stride_token, q_stride_head;
+    const void *kv;
+    int64_t kv_stride_batch, kv_stride_token;
+    const float *kv_scale;           /* fp8 caches only, else NULL              */
+    int64_t kv_scale_stride_batch, kv_scale_stride_token;
+    const int32_t *kv_lens;          /* [batch], device                          */
+    const int32_t *page_table;       /* [batch, page_table_stride], device       */
+    int64_t page_table_stride;
+    void *o;
+    int64_t o_stride_batch, o_stride_token, o_stride_head;
+    float *lse;                      /* FMQA_FLAG_LSE only                       */
+    float sm_scale;                  /* 0 = 1 / sqrt(head_dim_qk)                */
+    void *workspace;                 /* fmqa_decode_workspace_size() bytes       */
+    size_t workspace_size;
+} fmqa_mla_decode_args;
+
+/* Launches MLA decode on stream.  problem->op must be FMQA_OP_MLA_DECODE. */
+FMQA_API fmqa_status fmqa_mla_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                            const fmqa_mla_decode_args *args, fmqa_stream_t stream);
 
 /* ---------------------------------------------------------------- append */
 

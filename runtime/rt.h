@@ -174,6 +174,11 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
                              struct fmqa_decode_params *out /* OUT */, fmqa_err *err);
 fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
                              struct fmqa_append_params *out /* OUT */, fmqa_err *err);
+/* The decode arguments an MLA decode of problem p amounts to: the latent
+ * cache kv (and kv_scale) as both K and V, one head.  rt_decode_params then
+ * checks and fills them as for any decode (messages name kv and kv_scale). */
+void rt_mla_decode_args(const fmqa_problem *p, const fmqa_mla_decode_args *m,
+                        fmqa_decode_args *d /* OUT */);
 
 /* Every tool's --version (rt_version.c): when an argument is "--version",
  * prints "TOOL VERSION" and the versions of libfastmqa, NVRTC, the CUDA driver

@@ -1,7 +1,9 @@
 /*
- * rt_args.c -- the public launching entry points (fmqa_decode, fmqa_append,
- * fmqa_decode_workspace_size) and the translation of their argument structs
- * into the kernels' parameter structs.
+ * rt_args.c -- the public launching entry points (fmqa_decode, fmqa_mla_decode,
+ * fmqa_append, fmqa_decode_workspace_size) and the translation of their
+ * argument structs into the kernels' parameter structs.  An MLA decode is a
+ * decode whose K and V are the one latent cache (rt_mla_decode_args), so it
+ * shares every check and the kernel parameter struct with decode.
  *
  * Everything a kernel assumes about its arguments is checked here, before
  * anything is launched: required pointers present; every pointer and stride
@@ -138,7 +140,8 @@ static fmqa_status check_pages(const fmqa_problem *p, const int32_t *table, int6
 
 /* The KV-cache fields carry the same names in fmqa_decode_args and
  * fmqa_append_args, and in both params structs: one view checks them and one
- * macro copies them, whichever op it is. */
+ * macro copies them, whichever op it is.  names are what messages call K, V
+ * and their scales: an MLA decode's caller knows them as kv and kv_scale. */
 typedef struct cache_view {
     const void *k, *v;
     int64_t ks[3], vs[3];
@@ -146,7 +149,11 @@ typedef struct cache_view {
     int64_t kss[3], vss[3];
     const int32_t *page_table;
     int64_t page_table_stride;
+    const char *const *names; /* k, v, k_scale, v_scale */
 } cache_view;
+
+static const char *const KV_NAMES[4] = {"k", "v", "k_scale", "v_scale"};
+static const char *const MLA_NAMES[4] = {"kv", "kv", "kv_scale", "kv_scale"};
 
 #define CACHE_VIEW(a)                                                                   \
     {(a)->k, (a)->v,                                                                    \
@@ -155,7 +162,7 @@ typedef struct cache_view {
      (a)->k_scale, (a)->v_scale,                                                        \
      {(a)->k_scale_stride_batch, (a)->k_scale_stride_token, (a)->k_scale_stride_head},  \
      {(a)->v_scale_stride_batch, (a)->v_scale_stride_token, (a)->v_scale_stride_head},  \
-     (a)->page_table, (a)->page_table_stride}
+     (a)->page_table, (a)->page_table_stride, KV_NAMES}
 
 /* Copies the cache fields of args a into params o; the scale strides that
  * granularity g ignores become 0 (scale_strides). */
@@ -203,19 +210,19 @@ static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, int w
     int64_t kss[3], vss[3];
     scale_strides(g, c->kss, kss);
     scale_strides(g, c->vss, vss);
-    tensor_spec k = {"k", c->k, c->ks, {ext[0], ext[1], ext[2]}, p->head_dim_qk, ke,
+    tensor_spec k = {c->names[0], c->k, c->ks, {ext[0], ext[1], ext[2]}, p->head_dim_qk, ke,
                      VEC_BYTES, 1, written};
-    tensor_spec v = {"v", c->v, c->vs, {ext[0], ext[1], ext[2]}, p->head_dim_v, ke,
+    tensor_spec v = {c->names[1], c->v, c->vs, {ext[0], ext[1], ext[2]}, p->head_dim_v, ke,
                      VEC_BYTES, 1, written};
-    tensor_spec ks = {"k_scale", c->k_scale, kss, {sext[0], sext[1], sext[2]}, 1, sizeof(float),
+    tensor_spec ks = {c->names[2], c->k_scale, kss, {sext[0], sext[1], sext[2]}, 1, sizeof(float),
                       WORD_BYTES, 1, written && per_token};
-    tensor_spec vs = {"v_scale", c->v_scale, vss, {sext[0], sext[1], sext[2]}, 1, sizeof(float),
+    tensor_spec vs = {c->names[3], c->v_scale, vss, {sext[0], sext[1], sext[2]}, 1, sizeof(float),
                       WORD_BYTES, 1, written && per_token};
     fmqa_status st;
     if ((st = check_tensor(&k, err)) || (st = check_tensor(&v, err)))
         return st;
     if (is_8bit(p->kv_dtype) && (!c->k_scale || !c->v_scale))
-        return BAD("args.%s is NULL but the cache is 8-bit", c->k_scale ? "v_scale" : "k_scale");
+        return BAD("args.%s is NULL but the cache is 8-bit", c->names[c->k_scale ? 3 : 2]);
     if (is_8bit(p->kv_dtype) && ((st = check_tensor(&ks, err)) || (st = check_tensor(&vs, err))))
         return st;
     return check_pages(p, c->page_table, c->page_table_stride, err);
@@ -239,7 +246,9 @@ static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a
                            p->head_dim_qk, fmqa_dtype_size(p->q_dtype), VEC_BYTES, 1, 0};
     const tensor_spec o = {"o", a->o, os, {p->batch, p->q_tokens, p->num_q_heads},
                            p->head_dim_v, fmqa_dtype_size(p->out_dtype), VEC_BYTES, 1, 1};
-    const cache_view cache = CACHE_VIEW(a);
+    cache_view cache = CACHE_VIEW(a);
+    if (p->op == FMQA_OP_MLA_DECODE)
+        cache.names = MLA_NAMES;
     fmqa_status st;
     if ((st = check_tensor(&q, err)) || (st = check_tensor(&o, err)) ||
         (st = check_cache(p, &cache, 0, err)))
@@ -299,6 +308,31 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
         o->ws_meta = (int *)(ws + plan_scalar(plan, "ws_meta_offset", 0));
     }
     return FMQA_OK;
+}
+
+void rt_mla_decode_args(const fmqa_problem *p, const fmqa_mla_decode_args *m,
+                        fmqa_decode_args *d)
+{
+    memset(d, 0, sizeof *d);
+    d->q = m->q;
+    d->q_stride_batch = m->q_stride_batch, d->q_stride_token = m->q_stride_token;
+    d->q_stride_head = m->q_stride_head;
+    /* One head: its stride is never applied; the row length keeps it aligned. */
+    d->k = d->v = m->kv;
+    d->k_stride_batch = d->v_stride_batch = m->kv_stride_batch;
+    d->k_stride_token = d->v_stride_token = m->kv_stride_token;
+    d->k_stride_head = d->v_stride_head = p->head_dim_qk;
+    d->k_scale = d->v_scale = m->kv_scale;
+    d->k_scale_stride_batch = d->v_scale_stride_batch = m->kv_scale_stride_batch;
+    d->k_scale_stride_token = d->v_scale_stride_token = m->kv_scale_stride_token;
+    d->kv_lens = m->kv_lens;
+    d->page_table = m->page_table, d->page_table_stride = m->page_table_stride;
+    d->o = m->o;
+    d->o_stride_batch = m->o_stride_batch, d->o_stride_token = m->o_stride_token;
+    d->o_stride_head = m->o_stride_head;
+    d->lse = m->lse;
+    d->sm_scale = m->sm_scale;
+    d->workspace = m->workspace, d->workspace_size = m->workspace_size;
 }
 
 static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a, fmqa_err *err)
@@ -373,7 +407,9 @@ fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *prob
         return FMQA_ERR_INVALID_ARGUMENT;
     if (!bytes)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "bytes is NULL");
-    if (check_op(problem, FMQA_OP_DECODE, &err) || rt_plan_get(ctx, problem, &plan, &err))
+    /* decode and MLA decode share the partial layout */
+    fmqa_op op = problem && problem->op == FMQA_OP_MLA_DECODE ? FMQA_OP_MLA_DECODE : FMQA_OP_DECODE;
+    if (check_op(problem, op, &err) || rt_plan_get(ctx, problem, &plan, &err))
         return rt_fail(ctx, &err);
     *bytes = (size_t)plan->launch.workspace;
     return rt_clear(ctx);
@@ -423,7 +459,27 @@ static fmqa_status append_fill(const rt_plan *plan, const void *a, void *o, fmqa
     return rt_append_params(plan, a, o, err);
 }
 
+/* MLA: the latent cache as K and V of a decode. */
+static fmqa_status mla_check(const fmqa_problem *p, const void *a, fmqa_err *err)
+{
+    fmqa_decode_args d;
+    if (!a)
+        return BAD("args is NULL");
+    rt_mla_decode_args(p, a, &d);
+    return check_decode(p, &d, err);
+}
+
+static fmqa_status mla_fill(const rt_plan *plan, const void *a, void *o, fmqa_err *err)
+{
+    fmqa_decode_args d;
+    if (!a)
+        return BAD("args is NULL");
+    rt_mla_decode_args(&plan->problem, a, &d);
+    return rt_decode_params(plan, &d, o, err);
+}
+
 static const op_kind DECODE = {FMQA_OP_DECODE, decode_check, decode_fill};
+static const op_kind MLA_DECODE = {FMQA_OP_MLA_DECODE, mla_check, mla_fill};
 static const op_kind APPEND = {FMQA_OP_APPEND, append_check, append_fill};
 
 fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
@@ -431,6 +487,13 @@ fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
 {
     fmqa_decode_params params;
     return launch_op(ctx, problem, &DECODE, args, &params, stream);
+}
+
+fmqa_status fmqa_mla_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                            const fmqa_mla_decode_args *args, fmqa_stream_t stream)
+{
+    fmqa_decode_params params;
+    return launch_op(ctx, problem, &MLA_DECODE, args, &params, stream);
 }
 
 fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,

@@ -123,7 +123,7 @@ static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
         return BAD("problem.flags: FMQA_FLAG_RING needs a window");
     if ((p->flags & FMQA_FLAG_TREE_MASK) && p->q_tokens > 64)
         return BAD("problem.q_tokens: %d, a tree mask covers at most 64 tokens", p->q_tokens);
-    if (p->op == FMQA_OP_DECODE && p->q_tokens > p->kv_len)
+    if (is_decode(p->op) && p->q_tokens > p->kv_len)
         return BAD("problem.q_tokens %d exceeds kv_len %d: the cache holds the query tokens",
                    p->q_tokens, p->kv_len);
     return FMQA_OK;

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """check-static.py -- runs `fastmqa-bench static --json` on one shape and checks
-that the document parses and every figure is sane, so the static analysis cannot
+that the document parses and every figure is sane (decode, append and MLA
+decode rows), so the static analysis cannot
 rot unnoticed (ctest nvrtc_bench_static).  Usage: check-static.py FASTMQA_BENCH
 [SHAPE].  Exit 0 when every check passes, 1 otherwise (each failure printed)."""
 import json
@@ -25,10 +26,14 @@ def check_row(r, bad):
     need(0 < r["waves"] < 1000, "waves")
     if r["kernel"] == "prefill" and r["cubin_arch"] == "sm_90a":
         need(r["hgmma_static"] is not None and r["hgmma_static"] > 0, "no HGMMA in the sm_90a prefill")
-    if r["kernel"] != "decode":
+    if r["kernel"] not in ("decode", "mla"):
         return
     need(r["smem_bytes"] > 0 and r["tile_bytes"] > 0 and r["inflight_kb_per_sm"] > 0,
          "shared memory, tile or bytes in flight")
+    if r["kernel"] == "mla":  # no SASS figures: bench_static.c says why
+        need(r.get("sass_note"), "MLA row without the note on its SASS figures")
+        need(r["splits"] <= 1 or (r["combine_ctas"] or 0) >= 1, "combine CTAs")
+        return
     need(r.get("sass_note") is None, "SASS figures missing")
     need(r["insts_per_kv_byte"] is not None and 0.005 < r["insts_per_kv_byte"] < 2,
          "instructions per KV byte")
@@ -47,7 +52,7 @@ def check_row(r, bad):
 
 def main(argv):
     bench = argv[1]
-    shape = argv[2] if len(argv) > 2 else "mqa-f16-b64-t4096"
+    shape = argv[2] if len(argv) > 2 else "mqa-f16-b64-t4096,mla-h16-fp8-b64-t4096"
     cmd = [bench, "static", "--shapes", shape, "--arch", "sm_80,sm_90,sm_90a", "--json"]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
@@ -59,7 +64,7 @@ def main(argv):
         bad.append("header: static/date missing")
     got = {(r["arch"], r["kernel"]) for r in doc["rows"]}
     for want in [("sm_80", "decode"), ("sm_90", "decode"), ("sm_80", "append"),
-                 ("sm_90", "append"), ("sm_90a", "prefill")]:
+                 ("sm_90", "append"), ("sm_90a", "prefill"), ("sm_80", "mla"), ("sm_90", "mla")]:
         if want not in got:
             bad.append(f"no row for {want}")
     for r in doc["rows"]:

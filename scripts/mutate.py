@@ -5,11 +5,11 @@ Plants one-line bugs of the kinds kernel engineers make (off-by-one bounds,
 wrong strides, a missing barrier, int8 zero point off by 128, fp8 mantissa
 mask, cvt operand order, fp8 subnormals, V scales addressed with K strides,
 window edges, ...) into a copy of templates/ (decode.cuh, append.cuh,
-decode.lua, fmqa_device.cuh, fmqa_ptx.cuh, prefill_sm90.cuh, fmqa_sm90.cuh),
-one at a time, and runs the
+mla_decode.cuh, the Lua files, fmqa_device.cuh, fmqa_ptx.cuh, fmqa_combine.cuh,
+prefill_sm90.cuh, fmqa_sm90.cuh), one at a time, and runs the
 emulator tests against each copy ($FASTMQA_TEMPLATE_DIR points them there).
 A mutant is caught when a test fails.  Templates are read when the tests run,
-so nothing is rebuilt per mutant: the script only builds the three test
+so nothing is rebuilt per mutant: the script only builds the test
 binaries once (cmake --build --target ...).  Prints one line per mutant and
 `caught N / M`; --markdown prints the table docs/PERFORMANCE.md carries.
 
@@ -82,9 +82,9 @@ MUTANTS = [
      "const int t = min(r / GROUP, Q_TOKENS - 1);", "const int t = r / GROUP;"),
     ("k-scale-column", "decode.cuh", "K scale of the neighbouring token",
      "p.sm_scale_log2 * KV_FOLD * kscale[col]", "p.sm_scale_log2 * KV_FOLD * kscale[col ^ 1]"),
-    ("q-phys-col", "decode.cuh", "8-bit Q permutation swaps the two bit roles",
-     "lo.x = prmt(x[0], x[1], 0x5410u), lo.y", "lo.x = prmt(x[0], x[1], 0x7632u), lo.y"),
-    ("o-col-8bit", "decode.cuh", "8-bit O column drops the odd d-tile offset",
+    ("q-phys-col", "fmqa_device.cuh", "8-bit Q permutation swaps the two halves",
+     "lo.x = prmt(x[0], x[1], 0x5410u)", "lo.x = prmt(x[0], x[1], 0x7632u)"),
+    ("o-col-8bit", "fmqa_device.cuh", "8-bit O column drops the odd d-tile offset",
      "16 * (nt >> 1) + 2 * u + (nt & 1)", "16 * (nt >> 1) + 2 * u"),
     # --- decode.cuh: masks, windows, softmax
     ("window-edge", "decode.cuh", "window edge off by one in visible()",
@@ -111,8 +111,8 @@ MUTANTS = [
      "if (v > v_end || !visible(p, s, ri[i][h], pos_of(s, v)))"),
     ("missing-l-rescale", "decode.cuh", "running sum not rescaled when the max grows",
      "                st[i].l[h] *= alpha;\n", ""),
-    ("combine-last-split", "decode.cuh", "combine skips the last split",
-     "n = s0 + u * groups < S;", "n = s0 + u * groups < S - 1;"),
+    ("combine-last-split", "fmqa_combine.cuh", "combine skips the last partial",
+     "k = s0 + u * groups < n;", "k = s0 + u * groups < n - 1;"),
     ("lse-base", "decode.cuh", "LSE written in base 2",
      "p.lse[row] = lse2 * 0.69314718055994531f;", "p.lse[row] = lse2;"),
     # --- decode.cuh: the persistent schedule
@@ -176,6 +176,33 @@ MUTANTS = [
      "local segs = p.batch * p.num_kv_heads * (rows(p) // cta_rows(c))"),
     ("lua-combine-smem", "decode.lua", "combine shared bytes half the column groups",
      "return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8", "return 4 * 4 + 16 * 128 * 8 + 4 * 128 * 8"),
+    # --- mla_decode.cuh / mla_decode.lua
+    ("mla-missing-max-barrier", "mla_decode.cuh", "no barrier between the slices' maxima and their use",
+     "    __syncthreads(); /* every slice's maximum is in red */\n", ""),
+    ("mla-missing-p-barrier", "mla_decode.cuh", "no barrier between writing P and P V",
+     "        __syncthreads(); /* P complete */\n", ""),
+    ("mla-max-one-slice", "mla_decode.cuh", "running max from the warp's own token slice only",
+     "for (int k = 0; k < WARPS_D; ++k) m_new = fmaxf", "for (int k = dw; k <= dw; ++k) m_new = fmaxf"),
+    ("mla-sum-one-slice", "mla_decode.cuh", "row sum of one token slice only",
+     "for (int k = 0; k < WARPS_D; ++k) l +=", "for (int k = 0; k < 1; ++k) l +="),
+    ("mla-causal-edge", "mla_decode.cuh", "causal mask excludes the diagonal",
+     "v0 + col > first_draft + t", "v0 + col >= first_draft + t"),
+    ("mla-scale-column", "mla_decode.cuh", "fp8: P's odd column takes the even token's scale",
+     "s1 = Q8 ? KV_FOLD * scale[col + 1]", "s1 = Q8 ? KV_FOLD * scale[col]"),
+    ("mla-page-index", "mla_decode.cuh", "page index of the next position",
+     "pi = j / PS;", "pi = (j + 1) / PS;"),
+    ("mla-o-columns", "mla_decode.cuh", "every warp stores to the first columns",
+     "head * p.o_sh + dw * CW;", "head * p.o_sh;"),
+    ("mla-missing-l-rescale", "mla_decode.cuh", "running sum not rescaled when the max grows",
+     "            st.l[h] *= alpha;\n", ""),
+    ("mla-copy-runs-ignore-pages", "mla_decode.cuh", "a run of copied rows crosses a page",
+     "constexpr int RUN = PAGED && PS < PER ? PS : PER;", "constexpr int RUN = PER;"),
+    ("mla-copy-columns", "mla_decode.cuh", "64 threads copy only the first 64 chunks of a row",
+     "constexpr int CP = (CPR + NTHREADS - 1) / NTHREADS;", "constexpr int CP = 1;"),
+    ("mla-lua-scale-smem", "mla_decode.lua", "shared_bytes forgets the fp8 scales",
+     "(eb == 1 and 4 * c.BLOCK_N or 0)", "0"),
+    ("mla-lua-workspace", "mla_decode.lua", "workspace without the LSE column",
+     "workspace = splits * out_rows * (p.head_dim_v + 1) * 4", "workspace = splits * out_rows * p.head_dim_v * 4"),
     # --- append.cuh
     ("append-tie-rule", "append.cuh", "int8/fp8 rounding: the exact-quotient tie correction disabled",
      "if (e != 0.0f) /* r != 0 at a tie", "if (false) /* r != 0 at a tie"),
@@ -219,9 +246,12 @@ MUTANTS = [
 
 # Which test binaries can see a bug in each file, cheapest first.
 TESTS = {
-    "fmqa_device.cuh": ["unit_convert_emu", "unit_decode_emu", "unit_append_emu"],
+    "fmqa_device.cuh": ["unit_convert_emu", "unit_decode_emu", "unit_append_emu", "unit_mla_decode_emu"],
     "fmqa_ptx.cuh": ["unit_convert_emu", "unit_decode_emu", "unit_append_emu"],
     "decode.cuh": ["unit_decode_emu"],
+    "fmqa_combine.cuh": ["unit_decode_emu", "unit_mla_decode_emu"],
+    "mla_decode.cuh": ["unit_mla_decode_emu"],
+    "mla_decode.lua": ["unit_mla_decode_emu"],
     "decode.lua": ["unit_decode_emu"],
     "append.cuh": ["unit_append_emu"],
     "append.lua": ["unit_append_emu"],

@@ -47,7 +47,7 @@
  *  - K: a register is k 4c..4c+3 of token g (c = lane%4, 16-k chunk); b0 =
  *    (b0,b2) and b1 = (b1,b3) make logical k (2c, 2c+1, 2c+8, 2c+9) read
  *    physical k (4c, 4c+2, 4c+1, 4c+3).  Q is stored in shared memory with the
- *    same permutation (q_phys_col), so q . k is unchanged;
+ *    same permutation (q_chunk_to_mma), so q . k is unchanged;
  *  - V (x2.trans): a register is (V[2c][2u], V[2c][2u+1], V[2c+1][2u],
  *    V[2c+1][2u+1]) with u = lane/4 over 16 d: (b0,b2) is the B fragment of
  *    d = 2u, (b1,b3) of d = 2u+1.  So O d-tile nt holds d = 16 (nt/2) + 2u +
@@ -266,9 +266,8 @@ DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs
 
 /* Q rows of this CTA into shared memory as the mma type, zero rows past M.  A
  * thread takes 16-column chunks, two 16-byte loads each, all of them issued
- * before any is used.  For 8-bit caches logical column l of a chunk holds
- * physical column 2l (l < 8) or 2(l - 8) + 1 (see "Fragments" above): the even
- * and the odd halves of the pairs, gathered with prmt. */
+ * before any is used.  For 8-bit caches the chunk's columns are permuted
+ * (q_chunk_to_mma; see "Fragments" above). */
 DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned char *qs) {
     constexpr int CH = D / 16, CHUNKS = ROWS * CH, QPER = (CHUNKS + NTHREADS - 1) / NTHREADS;
     u32 w[QPER][2][4];
@@ -291,21 +290,9 @@ DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned cha
         if (i >= CHUNKS) break;
         u32 x[8];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            x[j] = w[k][j / 4][j % 4];
-            if (Q_BF16 != MMA_BF16)
-                x[j] = pack2<MMA_BF16>(h_to_f32<Q_BF16>((u16)(x[j] & 0xffff)), h_to_f32<Q_BF16>((u16)(x[j] >> 16)));
-        }
+        for (int j = 0; j < 8; ++j) x[j] = w[k][j / 4][j % 4];
         uint4 lo, hi;
-        if (EB == 2) {
-            lo.x = x[0], lo.y = x[1], lo.z = x[2], lo.w = x[3];
-            hi.x = x[4], hi.y = x[5], hi.z = x[6], hi.w = x[7];
-        } else {
-            lo.x = prmt(x[0], x[1], 0x5410u), lo.y = prmt(x[2], x[3], 0x5410u);
-            lo.z = prmt(x[4], x[5], 0x5410u), lo.w = prmt(x[6], x[7], 0x5410u);
-            hi.x = prmt(x[0], x[1], 0x7632u), hi.y = prmt(x[2], x[3], 0x7632u);
-            hi.z = prmt(x[4], x[5], 0x7632u), hi.w = prmt(x[6], x[7], 0x7632u);
-        }
+        q_chunk_to_mma<Q_BF16, MMA_BF16, EB == 1>(x, lo, hi);
         uint4 *dst = (uint4 *)(qs + (i / CH) * QRB + (i % CH) * 32);
         dst[0] = lo;
         dst[1] = hi;
@@ -313,7 +300,7 @@ DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned cha
 }
 
 /* Column u of O d-tile nt is head-dim element o_col(nt, u). */
-DEV int o_col(int nt, int u) { return EB == 2 ? 8 * nt + u : 16 * (nt >> 1) + 2 * u + (nt & 1); }
+DEV int o_col(int nt, int u) { return pv_col<EB == 1>(nt, u); }
 
 /* What one thread knows about each of its two rows (g and g+8 of its m-tile). */
 struct row_info {

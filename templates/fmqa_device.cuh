@@ -1,7 +1,8 @@
 /*
  * fmqa_device.cuh -- device helpers shared by the kernel templates, built on
  * the instruction layer fmqa_ptx.cuh: 16-bit float conversions, 8-bit KV (int8,
- * fp8 e4m3) -> f16/bf16 pairs, f32 -> fp8 e4m3 encoding and quad reductions.
+ * fp8 e4m3) -> f16/bf16 pairs, f32 -> fp8 e4m3 encoding, the query and output
+ * column orders of the mma operands, and quad reductions.
  *
  * Nothing here is inline asm: NVRTC and the CPU emulator (tests/emu) compile
  * this file from the same source, the emulator replacing only fmqa_ptx.cuh by
@@ -128,6 +129,37 @@ FMQA_DEV unsigned char f32_to_e4m3(float x) {
     return (unsigned char)(sign | (q == 16 ? (u32)(e + 8) << 3 : (u32)(e + 7) << 3 | (q - 8)));
 #endif
 }
+
+/* ---------------------------------------------------------------- mma operands */
+
+/* One 16-column chunk of a query row, as loaded (eight registers of 16-bit
+ * pairs, bf16 when SRC_BF16), to the two 16-byte halves of its shared-memory chunk as
+ * the mma type (bf16 when DST_BF16).  Against an 8-bit cache (PERM) logical column l of the
+ * chunk holds physical column 2l (l < 8) or 2(l - 8) + 1: the even and odd
+ * halves of the pairs, gathered with prmt, so that the logical k order of a
+ * K operand made by q8x4_to_pairs (physical 4c, 4c+2, 4c+1, 4c+3) meets the
+ * matching query columns. */
+template <int SRC_BF16, int DST_BF16, int PERM> FMQA_DEV void q_chunk_to_mma(u32 (&x)[8], uint4 &lo, uint4 &hi) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+        if (SRC_BF16 != DST_BF16)
+            x[j] = pack2<DST_BF16>(h_to_f32<SRC_BF16>((u16)(x[j] & 0xffff)), h_to_f32<SRC_BF16>((u16)(x[j] >> 16)));
+    if (!PERM) {
+        lo.x = x[0], lo.y = x[1], lo.z = x[2], lo.w = x[3];
+        hi.x = x[4], hi.y = x[5], hi.z = x[6], hi.w = x[7];
+    } else {
+        lo.x = prmt(x[0], x[1], 0x5410u), lo.y = prmt(x[2], x[3], 0x5410u);
+        lo.z = prmt(x[4], x[5], 0x5410u), lo.w = prmt(x[6], x[7], 0x5410u);
+        hi.x = prmt(x[0], x[1], 0x7632u), hi.y = prmt(x[2], x[3], 0x7632u);
+        hi.z = prmt(x[4], x[5], 0x7632u), hi.w = prmt(x[6], x[7], 0x7632u);
+    }
+}
+
+/* Column u (0..7) of accumulator n-tile nt of P V is value column pv_col(nt,
+ * u): V from ldmatrix x4.trans of 16-bit rows gives 8 nt + u; V from x2.trans
+ * of 8-bit rows (PERM; q8x4_to_pairs: the pair (b0, b2) of d = 2u, (b1, b3) of
+ * d = 2u + 1 in each 16-column chunk) gives 16 (nt / 2) + 2u + nt % 2. */
+template <int PERM> FMQA_DEV int pv_col(int nt, int u) { return PERM ? 16 * (nt >> 1) + 2 * u + (nt & 1) : 8 * nt + u; }
 
 /* ---------------------------------------------------------------- reductions */
 

@@ -83,6 +83,8 @@ static void usage(FILE *f)
             "Tunes decode (and other) problems on the detected GPU into the tuning database.\n"
             "  --problem SPEC       a problem (gen_problem_parse syntax, repeatable), e.g.\n"
             "                       op=decode,batch=8,heads=32,kv_heads=1,d=128,kv_len=4096\n"
+            "                       or MLA: op=mla_decode,batch=64,heads=128,kv_heads=1,d=576,\n"
+            "                       dv=512,kv_len=4096,q=bf16,kv=bf16,out=bf16,flags=causal\n"
             "  --problems FILE      one spec per line, '#' comments\n"
             "                       (default: the conservative, balanced and aggressive level\n"
             "                       presets of a 4096-hidden, 32-head MQA model, batch %d;\n"

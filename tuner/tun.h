@@ -278,6 +278,8 @@ fmqa_status tun_timer_create(fmqa_ctx_t *ctx, tun_timer **out /* OUT */, fmqa_er
 void tun_timer_destroy(tun_timer *t);
 /* The timer's stream (kernels timed by it must be launched on it). */
 CUstream tun_timer_stream(const tun_timer *t);
+/* The context the timer was created on (borrowed). */
+fmqa_ctx_t *tun_timer_ctx(const tun_timer *t);
 
 /* One launch of the thing being timed, run index i (rotate inputs by it). */
 typedef fmqa_status (*tun_launch_fn)(void *user, int i, CUstream stream, fmqa_err *err);
@@ -307,6 +309,12 @@ fmqa_status tun_read_time(tun_timer *t, size_t bytes, const tun_time_opts *o,
 /* Device read bandwidth in GB/s (1e9 bytes/s): tun_read_time over 8 times the
  * L2 (at least 256 MiB) with the method's defaults. */
 fmqa_status tun_read_bandwidth(tun_timer *t, double *gbps /* OUT */, fmqa_err *err);
+
+/* The device's bf16 tensor-core rate in TFLOP/s (1e12 flop/s): a cuBLAS GEMM
+ * of 8192^3 (bf16 operands, fp32 accumulation) timed by tun_time with single
+ * launches and no flush (tun_gemm.c).  cuBLAS is dlopen'ed: without it
+ * FMQA_ERR_NOT_FOUND. */
+fmqa_status tun_gemm_rate(tun_timer *t, double *tflops /* OUT */, fmqa_err *err);
 
 /* ---------------------------------------------------------------- SASS */
 

@@ -65,6 +65,11 @@ struct tun_case {
     uint8_t *written[4];                 /* append: K, V, KS, VS byte masks   */
 };
 
+/* MLA decode runs as a decode whose K and V are the one latent cache (V = its
+ * first head_dim_v values): T_V holds nothing, the args point V at T_K. */
+static int is_mla(const fmqa_problem *p) { return p->op == FMQA_OP_MLA_DECODE; }
+static int is_decode(const fmqa_problem *p) { return p->op == FMQA_OP_DECODE || is_mla(p); }
+
 double tun_rel_tol(fmqa_dtype out_dtype)
 {
     return db_verify_tol(FMQA_OP_DECODE, out_dtype, out_dtype);
@@ -328,7 +333,9 @@ static fmqa_status draw_cache_block(void *user, int64_t block, fmqa_err *err)
         int64_t r = row_at(c, b, j, h);
         st = draw_row(&rk, p->kv_dtype, J->round, dk, c->t[T_K].host, c->t[T_KS].host, r, fk,
                       err);
-        if (st == FMQA_OK)
+        if (st == FMQA_OK && is_mla(p) && fv)
+            memcpy(fv, fk, (size_t)dv * sizeof *fv);
+        else if (st == FMQA_OK && !is_mla(p))
             st = draw_row(&rv, p->kv_dtype, J->round, dv, c->t[T_V].host, c->t[T_VS].host, r,
                           fv, err);
     }
@@ -345,13 +352,14 @@ static fmqa_status draw_caches(tun_case *c, uint64_t seed, double *full_k, doubl
     int64_t rows = c->lay.outer * c->lay.rows_per_outer * p->num_kv_heads;
     size_t es = fmqa_dtype_size(p->kv_dtype);
     int q8 = is_8bit(p->kv_dtype);
+    int64_t v_rows = is_mla(p) ? 0 : rows; /* MLA: V is K's latent */
     fmqa_status st;
     if ((st = host_alloc(&c->t[T_K], (size_t)(rows * p->head_dim_qk) * es, POISON, err)) ||
-        (st = host_alloc(&c->t[T_V], (size_t)(rows * p->head_dim_v) * es, POISON, err)) ||
+        (st = host_alloc(&c->t[T_V], (size_t)(v_rows * p->head_dim_v) * es, POISON, err)) ||
         (st = host_alloc(&c->t[T_KS], q8 ? (size_t)rows * 4 : 0, POISON, err)) ||
-        (st = host_alloc(&c->t[T_VS], q8 ? (size_t)rows * 4 : 0, POISON, err)))
+        (st = host_alloc(&c->t[T_VS], q8 ? (size_t)v_rows * 4 : 0, POISON, err)))
         return st;
-    if (p->op != FMQA_OP_DECODE)
+    if (!is_decode(p))
         return FMQA_OK;
     /* Activations are q_dtype; a 16-bit cache stores them as is, an 8-bit one
      * quantizes the q_dtype values. */
@@ -375,13 +383,15 @@ static void cache_strides(const tun_case *c, int64_t d, int64_t *sb, int64_t *st
 #define FILL_CACHE(c, a, k, host)                                                       \
     do {                                                                                \
         const fmqa_problem *p_ = &(c)->p;                                               \
-        (a)->k = PTR(c, T_K, k, host), (a)->v = PTR(c, T_V, k, host);                   \
+        const int mla_ = is_mla(p_); /* V is K's latent row */                          \
+        (a)->k = PTR(c, T_K, k, host), (a)->v = PTR(c, mla_ ? T_K : T_V, k, host);      \
         cache_strides(c, p_->head_dim_qk, &(a)->k_stride_batch, &(a)->k_stride_token,   \
                       &(a)->k_stride_head);                                             \
-        cache_strides(c, p_->head_dim_v, &(a)->v_stride_batch, &(a)->v_stride_token,    \
-                      &(a)->v_stride_head);                                             \
+        cache_strides(c, mla_ ? p_->head_dim_qk : p_->head_dim_v, &(a)->v_stride_batch, \
+                      &(a)->v_stride_token, &(a)->v_stride_head);                       \
         if (is_8bit(p_->kv_dtype)) {                                                    \
-            (a)->k_scale = PTR(c, T_KS, k, host), (a)->v_scale = PTR(c, T_VS, k, host); \
+            (a)->k_scale = PTR(c, T_KS, k, host);                                       \
+            (a)->v_scale = PTR(c, mla_ ? T_KS : T_VS, k, host);                         \
             cache_strides(c, 1, &(a)->k_scale_stride_batch, &(a)->k_scale_stride_token, \
                           &(a)->k_scale_stride_head);                                   \
             cache_strides(c, 1, &(a)->v_scale_stride_batch, &(a)->v_scale_stride_token, \
@@ -661,7 +671,7 @@ static fmqa_status build(tun_case *c, uint64_t seed, const tun_case_opts *o, siz
     const fmqa_problem *p = &c->p;
     ref_rng rng;
     ref_rng_seed(&rng, seed);
-    int decode = p->op == FMQA_OP_DECODE, q8 = is_8bit(p->kv_dtype);
+    int decode = is_decode(p), q8 = is_8bit(p->kv_dtype);
     int64_t bt = (int64_t)p->batch * p->q_tokens;
     make_layout(p, &c->lay);
     c->lens = malloc((size_t)p->batch * sizeof *c->lens);
@@ -713,7 +723,7 @@ static fmqa_status build(tun_case *c, uint64_t seed, const tun_case_opts *o, siz
 /* The argument checks tun_case_create makes before it needs a device. */
 static fmqa_status check_request(const fmqa_problem *p, const tun_case_opts *o, fmqa_err *err)
 {
-    if (p->op != FMQA_OP_DECODE && p->op != FMQA_OP_APPEND)
+    if (!is_decode(p) && p->op != FMQA_OP_APPEND)
         return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED, "tun_case_create: op %s has no harness",
                             fmqa_op_name(p->op) ? fmqa_op_name(p->op) : "unknown");
     if (o->copies < 0 || o->copies > MAX_COPIES)
@@ -800,10 +810,13 @@ double tun_case_kv_bytes(const tun_case *c)
 {
     const fmqa_problem *p = &c->p;
     ref_attn_shape s = attn_shape(c);
-    if (p->op != FMQA_OP_DECODE || ref_attn_shape_check(&s, NULL) != FMQA_OK)
+    if (!is_decode(p) || ref_attn_shape_check(&s, NULL) != FMQA_OK)
         return 0;
-    double row = (double)fmqa_dtype_size(p->kv_dtype) * (p->head_dim_qk + p->head_dim_v) +
-                 (is_8bit(p->kv_dtype) ? 8.0 : 0.0);
+    /* MLA: one latent row (and scale) serves as K and V */
+    int kv_rows = is_mla(p) ? 1 : 2;
+    double row = (double)fmqa_dtype_size(p->kv_dtype) *
+                     (p->head_dim_qk + (is_mla(p) ? 0 : p->head_dim_v)) +
+                 (is_8bit(p->kv_dtype) ? 4.0 * kv_rows : 0.0);
     double rows = 0;
     for (int64_t b = 0; b < p->batch; b++)
         for (int64_t j = 0; j < c->lens[b]; j++) {
@@ -821,7 +834,7 @@ fmqa_status tun_case_poison(tun_case *c, CUstream stream, fmqa_err *err)
 {
     const rt_cuda *cu = cu_of(c);
     static const int dec[] = {T_O, T_LSE}, app[] = {T_K, T_V, T_KS, T_VS};
-    int decode = c->p.op == FMQA_OP_DECODE;
+    int decode = is_decode(&c->p);
     fmqa_status st = rt_enter(c->ctx, err);
     if (st != FMQA_OK)
         return st;
@@ -858,7 +871,7 @@ fmqa_status tun_case_run_plan(tun_case *c, const rt_plan *plan, int copy, CUstre
     if (!plan || plan->problem.op != c->p.op)
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
                             "tun_case_run_plan: plan is NULL or of another op");
-    fmqa_status st = c->p.op == FMQA_OP_DECODE
+    fmqa_status st = is_decode(&c->p)
                          ? rt_decode_params(plan, &c->dargs[k], &params.d, err)
                          : rt_append_params(plan, &c->aargs[k], &params.a, err);
     if (st == FMQA_OK)
@@ -870,12 +883,41 @@ fmqa_status tun_case_run_plan(tun_case *c, const rt_plan *plan, int copy, CUstre
     return st;
 }
 
+/* The public MLA arguments the harness's decode view of an MLA case stands
+ * for (rt_mla_decode_args in reverse). */
+static fmqa_mla_decode_args mla_args_of(const fmqa_decode_args *d)
+{
+    fmqa_mla_decode_args m;
+    memset(&m, 0, sizeof m);
+    m.q = d->q;
+    m.q_stride_batch = d->q_stride_batch, m.q_stride_token = d->q_stride_token;
+    m.q_stride_head = d->q_stride_head;
+    m.kv = d->k, m.kv_stride_batch = d->k_stride_batch, m.kv_stride_token = d->k_stride_token;
+    m.kv_scale = d->k_scale;
+    m.kv_scale_stride_batch = d->k_scale_stride_batch;
+    m.kv_scale_stride_token = d->k_scale_stride_token;
+    m.kv_lens = d->kv_lens, m.page_table = d->page_table;
+    m.page_table_stride = d->page_table_stride;
+    m.o = d->o;
+    m.o_stride_batch = d->o_stride_batch, m.o_stride_token = d->o_stride_token;
+    m.o_stride_head = d->o_stride_head;
+    m.lse = d->lse, m.sm_scale = d->sm_scale;
+    m.workspace = d->workspace, m.workspace_size = d->workspace_size;
+    return m;
+}
+
 fmqa_status tun_case_run_api(tun_case *c, int copy, CUstream stream, fmqa_err *err)
 {
     int k = copy % c->copies;
-    fmqa_status st = c->p.op == FMQA_OP_DECODE
-                         ? fmqa_decode(c->ctx, &c->p, &c->dargs[k], (fmqa_stream_t)stream)
-                         : fmqa_append(c->ctx, &c->p, &c->aargs[k], (fmqa_stream_t)stream);
+    fmqa_status st;
+    if (is_mla(&c->p)) {
+        fmqa_mla_decode_args m = mla_args_of(&c->dargs[k]);
+        st = fmqa_mla_decode(c->ctx, &c->p, &m, (fmqa_stream_t)stream);
+    } else {
+        st = c->p.op == FMQA_OP_DECODE
+                 ? fmqa_decode(c->ctx, &c->p, &c->dargs[k], (fmqa_stream_t)stream)
+                 : fmqa_append(c->ctx, &c->p, &c->aargs[k], (fmqa_stream_t)stream);
+    }
     if (st != FMQA_OK)
         fmqa_err_set(err, st, "%s", fmqa_ctx_errmsg(c->ctx));
     return st;
@@ -1007,7 +1049,7 @@ fmqa_status tun_case_verify(tun_case *c, CUstream stream, tun_report *r, fmqa_er
 {
     tun_report rep;
     memset(&rep, 0, sizeof rep);
-    rep.rel_tol = tun_rel_tol(c->p.op == FMQA_OP_DECODE ? c->p.out_dtype : c->p.q_dtype);
+    rep.rel_tol = tun_rel_tol(is_decode(&c->p) ? c->p.out_dtype : c->p.q_dtype);
     fmqa_status st = rt_enter(c->ctx, err);
     if (st != FMQA_OK)
         return st;
@@ -1015,7 +1057,7 @@ fmqa_status tun_case_verify(tun_case *c, CUstream stream, tun_report *r, fmqa_er
     if (res != CUDA_SUCCESS)
         st = rt_cuda_error(err, res, "cuStreamSynchronize (kernel under test)");
     if (st == FMQA_OK)
-        st = c->p.op == FMQA_OP_DECODE ? verify_decode(c, &rep, err) : verify_append(c, &rep, err);
+        st = is_decode(&c->p) ? verify_decode(c, &rep, err) : verify_append(c, &rep, err);
     rt_leave(c->ctx);
     if (st != FMQA_OK)
         return st;

@@ -35,6 +35,7 @@ struct tun_timer {
 static const rt_cuda *cu_of(const tun_timer *t) { return t->ctx->cu; }
 
 CUstream tun_timer_stream(const tun_timer *t) { return t->stream; }
+fmqa_ctx_t *tun_timer_ctx(const tun_timer *t) { return t->ctx; }
 
 static fmqa_status timer_init(tun_timer *t, fmqa_err *err)
 {

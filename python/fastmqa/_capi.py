@@ -249,6 +249,19 @@ class DecodeArgs(Struct):
                  ("workspace_size", SIZE)])
 
 
+class MlaDecodeArgs(Struct):
+    """fmqa_mla_decode_args: device pointers (ints) and strides in elements; the
+    latent cache kv is [b|page, j, d_c + d_r] (no head stride)."""
+    _fields_ = ([("q", PTR)] + _strides("q") +
+                [("kv", PTR), ("kv_stride_batch", I64), ("kv_stride_token", I64),
+                 ("kv_scale", PTR), ("kv_scale_stride_batch", I64),
+                 ("kv_scale_stride_token", I64),
+                 ("kv_lens", PTR), ("page_table", PTR), ("page_table_stride", I64),
+                 ("o", PTR)] + _strides("o") +
+                [("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
+                 ("workspace_size", SIZE)])
+
+
 class AppendArgs(Struct):
     """fmqa_append_args: device pointers (ints) and strides in elements."""
     _fields_ = ([("k_new", PTR), ("v_new", PTR)] + _strides("k_new") + _strides("v_new") +
@@ -292,6 +305,7 @@ class MemoryReport(Struct):
 # Every public struct of fastmqa.h, by its C name (the layout test walks this).
 STRUCTS = {"fmqa_problem": Problem, "fmqa_options": Options, "fmqa_device_info": DeviceInfo,
            "fmqa_choice": Choice, "fmqa_decode_args": DecodeArgs,
+           "fmqa_mla_decode_args": MlaDecodeArgs,
            "fmqa_append_args": AppendArgs, "fmqa_model_config": ModelConfig,
            "fmqa_level_policy": LevelPolicy, "fmqa_memory_report": MemoryReport}
 
@@ -315,6 +329,7 @@ SIGNATURES = {
     "fmqa_plan": (_ST, [PTR, _P(Problem), _P(Choice)]),
     "fmqa_decode_workspace_size": (_ST, [PTR, _P(Problem), _P(SIZE)]),
     "fmqa_decode": (_ST, [PTR, _P(Problem), _P(DecodeArgs), PTR]),
+    "fmqa_mla_decode": (_ST, [PTR, _P(Problem), _P(MlaDecodeArgs), PTR]),
     "fmqa_append": (_ST, [PTR, _P(Problem), _P(AppendArgs), PTR]),
     "fmqa_level_name": (_STR, [ENUM]),
     "fmqa_level_from_name": (_ST, [PTR, _STR, _P(ENUM)]),

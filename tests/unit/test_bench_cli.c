@@ -45,6 +45,9 @@ Test(bench_cli, help_lists_commands_and_options)
     cr_expect_eq(run("static --help", out, sizeof out), 0);
     cr_expect(strstr(out, "--arch") && strstr(out, "cuobjdump"), "%s", out);
     cr_expect_eq(run("bw --help", out, sizeof out), 0);
+    cr_expect_eq(run("mla --help", out, sizeof out), 0);
+    cr_expect(strstr(out, "FlashMLA") && strstr(out, "--shapes") && strstr(out, "GEMM"), "%s",
+              out);
 }
 
 Test(bench_cli, bad_values_are_usage_errors)
@@ -65,6 +68,9 @@ Test(bench_cli, bad_values_are_usage_errors)
     expect_usage_error("static --threads 0", "--threads");
     expect_usage_error("bw --bytes 1x", "--bytes");
     expect_usage_error("bw --flush none,nope", "--flush");
+    expect_usage_error("mla --shapes 'mqa-*'", "matches no shape");
+    expect_usage_error("mla --frobnicate", "unknown option");
+    expect_usage_error("mla --config", "missing value");
 }
 
 Test(bench_cli, valid_options_reach_the_gpu_check)
@@ -76,6 +82,7 @@ Test(bench_cli, valid_options_reach_the_gpu_check)
         "decode --shapes 'mqa-f16-b64-*,gqa8-*' --flush memset:1,read:1,none:20,auto --copies 4",
         "decode --shape 64,2048,1,int8 --shape 1,1000,8,fp8,64 --graph 10",
         "bw --bytes 134M --flush memset:1,read:1 --copies 2",
+        "mla --shapes 'mla-h128-bf16-b64-*,mla-h16-fp8-*-q2' --config WARPS_D=2",
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         cr_expect_eq(run(ok[i], out, sizeof out), 1, "%s: %s", ok[i], out);

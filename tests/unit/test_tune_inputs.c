@@ -2,7 +2,7 @@
  * test_tune_inputs.c -- the host half of the tuner's test cases
  * (tun_case_create_host): for a fixed seed the inputs and the references are
  * byte-identical on 1, 2 and 3 threads (contiguous, paged, ring, tree-mask,
- * 8-bit and append cases, with blocks that straddle sequences); a seed replays
+ * 8-bit, MLA and append cases, with blocks that straddle sequences); a seed replays
  * and another seed differs; the per-sequence reference equals one ref_decode
  * over the whole batch; and the pool behind it (tun_parallel) runs every job
  * once and reports the lowest failing job whatever the thread count.
@@ -36,6 +36,16 @@ static fmqa_problem odd_problem(void)
     fmqa_problem p = decode_problem(5, 200, 4, 2, 32, FMQA_DTYPE_INT8);
     p.q_tokens = 3, p.window = 70, p.sink_tokens = 4, p.page_size = 16;
     p.flags |= FMQA_FLAG_PAGED | FMQA_FLAG_RING | FMQA_FLAG_TREE_MASK | FMQA_FLAG_LSE;
+    return p;
+}
+
+/* MLA decode: 16 heads on one fp8 latent of 512 + 64, two drafts, 64-token
+ * pages; V is the latent's first 512 values (no V tensor of its own). */
+static fmqa_problem mla_problem(void)
+{
+    fmqa_problem p = decode_problem(3, 150, 16, 1, 576, FMQA_DTYPE_FP8_E4M3);
+    p.op = FMQA_OP_MLA_DECODE, p.head_dim_v = 512, p.q_tokens = 2, p.page_size = 64;
+    p.flags |= FMQA_FLAG_PAGED | FMQA_FLAG_LSE;
     return p;
 }
 
@@ -94,6 +104,20 @@ Test(tune_inputs, int8_paged_ring_tree_same_on_any_thread_count)
     expect_thread_independent(&p, &o, 11);
 }
 
+Test(tune_inputs, mla_same_on_any_thread_count)
+{
+    fmqa_problem p = mla_problem();
+    tun_case_opts o = TUN_CASE_OPTS_INIT;
+    /* q k k_scale lens pages ref_o ref_lse full_o: no V and no V scales */
+    expect_thread_independent(&p, &o, 8);
+    tun_case *c = make(&p, 5, &o, 2);
+    fmqa_decode_args a;
+    tun_case_host_decode_args(c, &a);
+    cr_expect(a.v == a.k && a.v_scale == a.k_scale, "MLA's V must be its latent");
+    cr_expect_eq(a.v_stride_token, a.k_stride_token);
+    tun_case_destroy(c);
+}
+
 Test(tune_inputs, append_same_on_any_thread_count)
 {
     fmqa_problem p = decode_problem(3, 100, 8, 2, 64, FMQA_DTYPE_FP8_E4M3);
@@ -122,7 +146,7 @@ Test(tune_inputs, seed_replays_and_another_differs)
 Test(tune_inputs, per_sequence_reference_is_the_whole_reference)
 {
     const fmqa_problem probs[] = {decode_problem(4, 150, 6, 3, 32, FMQA_DTYPE_F16),
-                                  odd_problem()};
+                                  odd_problem(), mla_problem()};
     for (size_t i = 0; i < sizeof probs / sizeof probs[0]; i++) {
         const fmqa_problem *p = &probs[i];
         tun_case *c = make(p, 99, NULL, 2);

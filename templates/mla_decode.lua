@@ -1,0 +1,218 @@
+-- mla_decode.lua -- Multi-head Latent Attention decode (DeepSeek style,
+-- absorbed weights): H query heads against one latent row of 512 + 64 values
+-- per token (f16, bf16, or fp8 e4m3 with a float scale per token; contiguous
+-- or paged), 1 to 16 query tokens with an optional causal mask among them,
+-- mma.sync tensor cores (sm_80+), split-KV with the shared combine
+-- (fmqa_combine.cuh).  mla_decode.cuh holds the kernel and its design.
+--
+-- Invariants this file keeps with mla_decode.cuh:
+--  * shared_bytes() is the kernel's SMEM_BYTES (it traps on less);
+--  * grid = (splits, row_blocks, batch), block = 32 * WARPS_M * WARPS_D,
+--    row_blocks = ceil(H * q_tokens / (16 * WARPS_M));
+--  * split rule as decode.lua: split_tokens = ceil(kv_len / splits) rounded up
+--    to BLOCK_N, splits = ceil(kv_len / split_tokens); the last split takes
+--    whatever lies beyond;
+--  * with splits > 1 the workspace is splits * B * Tq * H * (512 + 1) * 4
+--    bytes: partial O [split, b, t, h, 512] then partial LSE [split, b, t,
+--    h], merged by fmqa_mla_decode_combine (fmqa_combine.cuh's combine_row).
+-- A wgmma (sm_90a) variant would be a second template of op mla_decode with
+-- the same launch rules and its own source; the dispatcher and the tuner pick
+-- between templates of an op.
+
+local KV_FMT = { f16 = 0, bf16 = 1, fp8_e4m3 = 3 }
+local LATENT, ROPE = 512, 64
+local MAX_AUTO_SPLITS = 256
+local MIN_SPLIT_TILES = 4
+
+local function ceil_div(a, b) return (a + b - 1) // b end
+
+local function problem_check(p)
+  if p.op ~= "mla_decode" then return false, "op must be mla_decode, got " .. tostring(p.op) end
+  if p.head_dim_qk ~= LATENT + ROPE or p.head_dim_v ~= LATENT then
+    return false, "MLA serves latent 512 + rope 64 only (head_dim_qk 576, head_dim_v 512), got " ..
+      p.head_dim_qk .. " / " .. p.head_dim_v
+  end
+  if p.num_kv_heads ~= 1 then
+    return false, "MLA has one latent row per token: num_kv_heads must be 1, got " .. p.num_kv_heads
+  end
+  if p.q_tokens < 1 or p.q_tokens > 16 then
+    return false, "q_tokens must be in [1, 16], got " .. p.q_tokens
+  end
+  for _, k in ipairs({ "q_dtype", "out_dtype" }) do
+    if p[k] ~= "f16" and p[k] ~= "bf16" then return false, k .. " must be f16 or bf16, got " .. p[k] end
+  end
+  if KV_FMT[p.kv_dtype] == nil then
+    return false, "kv_dtype must be f16, bf16 or fp8_e4m3 for MLA, got " .. p.kv_dtype
+  end
+  if p.paged and (p.page_size < 16 or p.page_size & (p.page_size - 1) ~= 0) then
+    return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
+  end
+  if p.window ~= 0 or p.sink_tokens ~= 0 or p.ring or p.tree then
+    return false, "MLA decode serves full-context caches with a causal mask or none " ..
+      "(no window, sinks, ring or tree mask)"
+  end
+  if p.kv_len < p.q_tokens then
+    return false, "kv_len " .. p.kv_len .. " is smaller than q_tokens " .. p.q_tokens
+  end
+  return true
+end
+
+local function rows(p) return p.num_q_heads * p.q_tokens end
+local function kv_bytes(p) return p.kv_dtype == "fp8_e4m3" and 1 or 2 end
+
+-- mla_decode.cuh's SMEM_BYTES: Q rows, P rows, the row exchange, the stages
+-- (one latent row per token serves as K and V; fp8 adds a scale per token).
+local function shared_bytes(c, p)
+  local rows_cta, eb = 16 * c.WARPS_M, kv_bytes(p)
+  local q = rows_cta * ((LATENT + ROPE) * 2 + 16)
+  local pbuf = rows_cta * (c.BLOCK_N * 2 + 16)
+  local red = rows_cta * c.WARPS_D * 4
+  local stage = c.BLOCK_N * ((LATENT + ROPE) * eb + 16) + (eb == 1 and 4 * c.BLOCK_N or 0)
+  return q + pbuf + red + c.STAGES * stage
+end
+
+-- Registers per thread, conservatively: the warp's O columns (256 / WARPS_D
+-- floats), its scores (BLOCK_N / WARPS_D / 2) and 80 for fragments,
+-- addresses and row state (calibrated with ptxas: docs/kernels.md).
+local function regs_estimate(c)
+  return 256 // c.WARPS_D + c.BLOCK_N // c.WARPS_D // 2 + 80
+end
+
+local function ctas_per_sm(c, p, d)
+  local by_smem = d.smem_per_sm // (shared_bytes(c, p) + 1024)
+  local by_threads = 2048 // (32 * c.WARPS_M * c.WARPS_D)
+  return math.max(1, math.min(by_smem, by_threads))
+end
+
+-- fmqa_combine.cuh's FMQA_C_SMEM_BYTES and decode.lua's column slices (the Lua
+-- sandbox has no require: these two repeat decode.lua's and must stay equal).
+local function combine_shared_bytes()
+  return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8
+end
+
+local function combine_slices(p, d, splits)
+  local cols, rows_out = p.head_dim_v // 4, p.batch * p.q_tokens * p.num_q_heads
+  local n = 1
+  while (cols // n) % 2 == 0 and
+        (rows_out * n < d.sm_count or ceil_div(splits, (128 // (cols // n)) * 8) > 1) do
+    n = n * 2
+  end
+  return n
+end
+
+-- (splits, split_tokens): SPLITS = 0 fills one wave of resident CTAs, at most
+-- 256 splits of at least MIN_SPLIT_TILES tiles each.
+local function split_plan(c, p, d)
+  local len = math.max(p.kv_len, 1)
+  local n = c.SPLITS
+  if n == 0 then
+    local ctas = p.batch * ceil_div(rows(p), 16 * c.WARPS_M)
+    local slots = d.sm_count * ctas_per_sm(c, p, d)
+    n = math.max(1, math.min(slots // ctas, MAX_AUTO_SPLITS, len // (MIN_SPLIT_TILES * c.BLOCK_N)))
+  end
+  local tokens = ceil_div(ceil_div(len, n), c.BLOCK_N) * c.BLOCK_N
+  return ceil_div(len, tokens), tokens
+end
+
+local function valid(c, p, d)
+  local ok, why = problem_check(p)
+  if not ok then return false, why end
+  local wn = c.BLOCK_N // c.WARPS_D
+  if c.BLOCK_N % c.WARPS_D ~= 0 or wn % 16 ~= 0 then
+    return false, "BLOCK_N / WARPS_D = " .. c.BLOCK_N .. "/" .. c.WARPS_D .. " is not a multiple of 16"
+  end
+  if c.WARPS_M > 1 and 16 * (c.WARPS_M - 1) >= rows(p) then
+    return false, "WARPS_M " .. c.WARPS_M .. " leaves a warp with padding rows only (" .. rows(p) .. " rows)"
+  end
+  local threads = 32 * c.WARPS_M * c.WARPS_D
+  if threads > d.max_threads_per_block then
+    return false, threads .. " threads exceed the device's " .. d.max_threads_per_block
+  end
+  local regs = regs_estimate(c)
+  if regs > 255 or regs * threads > d.regs_per_sm then
+    return false, "about " .. regs .. " registers x " .. threads .. " threads exceed the SM"
+  end
+  local smem = shared_bytes(c, p)
+  if smem > d.smem_per_block_optin then
+    return false, smem .. " bytes of shared memory exceed the device's " .. d.smem_per_block_optin
+  end
+  if c.SPLITS > 1 and c.SPLITS > ceil_div(p.kv_len, c.BLOCK_N) then
+    return false, "SPLITS " .. c.SPLITS .. " exceeds the " .. ceil_div(p.kv_len, c.BLOCK_N) .. " tiles of the cache"
+  end
+  return true
+end
+
+local function flag(b) return b and 1 or 0 end
+
+return {
+  name = "mla_decode",
+  op = "mla_decode",
+  sources = { "mla_decode.cuh" },
+  entries = { "fmqa_mla_decode_kernel", "fmqa_mla_decode_combine" },
+  arch_min = 80,
+
+  specialize = function(p)
+    local ok, why = problem_check(p)
+    if not ok then error(why) end
+    return {
+      HEADS = p.num_q_heads,
+      Q_TOKENS = p.q_tokens,
+      Q_BF16 = flag(p.q_dtype == "bf16"),
+      OUT_BF16 = flag(p.out_dtype == "bf16"),
+      KV_FMT = KV_FMT[p.kv_dtype],
+      PAGED = flag(p.paged),
+      PAGE_SIZE = p.paged and p.page_size or 0,
+      CAUSAL = flag(p.causal),
+      LSE = flag(p.lse),
+    }
+  end,
+
+  space = {
+    BLOCK_N = { 32, 64 },
+    WARPS_M = { 1, 2, 4 },
+    WARPS_D = { 2, 4 },
+    STAGES = { 2, 3, 4 },
+    SPLITS = { 0, 1, 2, 4, 8, 16, 32, 64, 128 },
+  },
+
+  valid = valid,
+
+  launch = function(c, p, d)
+    local splits, tokens = split_plan(c, p, d)
+    local kernels = { {
+      entry = "fmqa_mla_decode_kernel",
+      grid = { splits, ceil_div(rows(p), 16 * c.WARPS_M), p.batch },
+      block = { 32 * c.WARPS_M * c.WARPS_D, 1, 1 },
+      shared = shared_bytes(c, p),
+    } }
+    local out_rows = p.batch * p.q_tokens * p.num_q_heads
+    local workspace = 0
+    if splits > 1 then
+      kernels[2] = { entry = "fmqa_mla_decode_combine", grid = { out_rows, combine_slices(p, d, splits), 1 },
+                     block = { 128, 1, 1 }, shared = combine_shared_bytes() }
+      workspace = splits * out_rows * (p.head_dim_v + 1) * 4
+    end
+    return { kernels = kernels, workspace = workspace, splits = splits, split_tokens = tokens }
+  end,
+
+  -- The rows of up to 4 warps (64 heads x tokens) share each tile, 4 warps
+  -- split the 512 output columns; the largest tile and deepest pipeline the
+  -- shared memory holds, automatic splits.
+  default = function(p, d)
+    local wm = 1
+    while wm < 4 and 16 * wm < rows(p) do wm = wm * 2 end
+    for _, wd in ipairs({ 4, 2 }) do
+      for _, bn in ipairs({ 64, 32 }) do
+        for s = 4, 2, -1 do
+          local w = wm
+          while w >= 1 do
+            local c = { BLOCK_N = bn, WARPS_M = w, WARPS_D = wd, STAGES = s, SPLITS = 0 }
+            if valid(c, p, d) then return c end
+            w = w // 2
+          end
+        end
+      end
+    end
+    return { BLOCK_N = 32, WARPS_M = 1, WARPS_D = 2, STAGES = 2, SPLITS = 0 }
+  end,
+}

@@ -1,0 +1,202 @@
+/*
+ * test_mla_decode_compile.c -- the mla_decode template through the generator,
+ * without a GPU.  Its specialization classes (query/output f16 or bf16 x
+ * latent f16, bf16 or fp8 e4m3), each with its default config, are rendered
+ * and compiled by NVRTC for sm_80 and sm_90, with the head counts 16, 32, 64
+ * and 128, 1 to 4 query tokens, contiguous and paged (16, 64) caches and the
+ * causal and LSE flags spread over them; so is the register-heaviest config
+ * valid() admits (2 warps over the 512 columns: 128 accumulator floats a
+ * thread, 64-token tiles, fp8 conversion).  ptxas must report no spills and no
+ * stack frame for both entries.  The Lua side is checked with a launch
+ * computed by hand and with the reasons it gives for what it does not serve.
+ * Each compile takes several seconds (the kernel unrolls 36 k-chunks of S
+ * and 16-32 column chunks of P V): 14 in all.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "gen.h"
+#include "test_support.h"
+
+#define MLA "op=mla_decode,kv_heads=1,d=576,dv=512,"
+
+static gen_config config(const char *text)
+{
+    gen_config c;
+    fmqa_err err;
+    cr_assert_eq(gen_config_parse(text, &c, &err), FMQA_OK, "%s: %s", text, err.msg);
+    return c;
+}
+
+static void compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
+                          const fmqa_device_info *d, const char *what)
+{
+    fmqa_err err;
+    gen_source src;
+    gen_binary bin;
+    char text[GEN_CONFIG_TEXT_CAP];
+    gen_config_text(c, text, sizeof text);
+    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
+    cr_assert_eq(gen_compile(&src, &bin, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
+    cr_assert_eq(bin.n_resources, 2, "%s [%s]: ptxas reported %d entries:\n%s", what, text,
+                 bin.n_resources, bin.log ? bin.log : "");
+    for (int i = 0; i < bin.n_resources; i++) {
+        const gen_resource *r = &bin.resources[i];
+        cr_expect(r->spill_stores == 0 && r->spill_loads == 0 && r->stack_bytes == 0,
+                  "%s %s [%s] %s: spills %d/%d bytes, stack %d bytes, %d registers", what,
+                  src.arch, text, r->entry, r->spill_stores, r->spill_loads, r->stack_bytes,
+                  r->registers);
+        cr_expect(r->registers > 0 && r->registers <= 255, "%s %s: %d registers", what, r->entry,
+                  r->registers);
+    }
+    gen_binary_free(&bin);
+    gen_source_free(&src);
+}
+
+/* (q/out dtype, latent dtype) classes; class i gets heads HEADS[i % 4],
+ * i % 4 + 1 query tokens and placement/flags PLACES[i % 3]. */
+static const char *const CLASSES[][2] = {
+    {"f16", "f16"}, {"bf16", "bf16"}, {"f16", "fp8_e4m3"},
+    {"bf16", "fp8_e4m3"}, {"bf16", "f16"}, {"f16", "bf16"},
+};
+static const int HEADS[] = {16, 32, 64, 128};
+static const char *const PLACES[] = {"page=0,flags=causal|lse", "page=64,flags=causal|paged",
+                                     "page=16,flags=paged|lse"};
+
+static void compile_classes(const char *arch)
+{
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "mla_decode", FMQA_OP_MLA_DECODE);
+    fmqa_device_info dev = fmqa_test_device(arch);
+    for (int i = 0; i < 6; i++) {
+        char spec[GEN_PROBLEM_TEXT_CAP];
+        snprintf(spec, sizeof spec, MLA "batch=4,heads=%d,tq=%d,kv_len=4096,q=%s,out=%s,kv=%s,%s",
+                 HEADS[i % 4], i % 4 + 1, CLASSES[i][0], CLASSES[i][0], CLASSES[i][1],
+                 PLACES[i % 3]);
+        fmqa_problem p = fmqa_test_problem(spec);
+        gen_config c;
+        fmqa_err err;
+        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
+        compile_clean(t, &c, &p, &dev, spec);
+    }
+    gen_lib_close(lib);
+}
+
+Test(mla_decode_compile, classes_sm80, .timeout = 600) { compile_classes("sm_80"); }
+Test(mla_decode_compile, classes_sm90, .timeout = 600) { compile_classes("sm_90"); }
+
+Test(mla_decode_compile, heavy_config, .timeout = 600)
+{
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "mla_decode", FMQA_OP_MLA_DECODE);
+    const char *const archs[] = {"sm_80", "sm_90"};
+    const char *spec = MLA "batch=4,heads=128,tq=2,kv_len=4096,q=bf16,out=bf16,kv=fp8_e4m3,"
+                           "page=64,flags=causal|paged|lse";
+    for (int a = 0; a < 2; a++) {
+        fmqa_device_info dev = fmqa_test_device(archs[a]);
+        fmqa_problem p = fmqa_test_problem(spec);
+        gen_config c = config("BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_D=2,WARPS_M=4");
+        fmqa_err err;
+        cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", archs[a], err.msg);
+        compile_clean(t, &c, &p, &dev, spec);
+    }
+    gen_lib_close(lib);
+}
+
+static int64_t get(const gen_config *c, const char *name)
+{
+    int64_t v = -1;
+    cr_assert(gen_config_get(c, name, &v), "config lacks %s", name);
+    return v;
+}
+
+/* H100 preset (132 SMs, 232448 bytes opt-in, 233472 an SM).
+ * DeepSeek-V3 shape, bf16, B = 64, H = 128: 4 x 64-row warps need Q 64 * 1168
+ * = 74752 + P 64 * 144 = 9216 + exchange 64 * 4 * 4 = 1024 + 2 stages of 64 *
+ * 1168 = 149504: 234496 bytes, too many; 2 row warps: 37376 + 4608 + 512 +
+ * 149504 = 192000.  4 row blocks x 64 sequences = 256 CTAs > 132 slots: one
+ * split, no combine.
+ * B = 1, H = 16, fp8, 16384 positions: 1 row warp, 4 stages of 64 * 592 +
+ * 256 = 38144: 18688 + 2304 + 256 + 152576 = 173824.  One CTA: splits min(132
+ * slots, 256, 16384 / 256) = 64 of 256 tokens; workspace 64 x 16 rows x 513
+ * x 4; the combine halves its 128 float4 columns until 16 rows x slices
+ * cover the SMs: 16 slices. */
+Test(mla_decode_compile, defaults_and_launch_by_hand)
+{
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "mla_decode", FMQA_OP_MLA_DECODE);
+    fmqa_device_info dev = fmqa_test_device("sm_90");
+    fmqa_err err;
+    gen_config c;
+    gen_plan plan;
+    fmqa_problem p = fmqa_test_problem(MLA "batch=64,heads=128,tq=1,kv_len=4096,q=bf16,kv=bf16,"
+                                           "out=bf16,flags=causal");
+    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(get(&c, "BLOCK_N"), 64);
+    cr_expect_eq(get(&c, "WARPS_M"), 2);
+    cr_expect_eq(get(&c, "WARPS_D"), 4);
+    cr_expect_eq(get(&c, "STAGES"), 2);
+    cr_assert_eq(gen_launch_plan(t, &c, &p, &dev, &plan, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(plan.n_kernels, 1);
+    cr_expect_str_eq(plan.kernels[0].entry, "fmqa_mla_decode_kernel");
+    cr_expect_eq(plan.kernels[0].grid[0], 1);
+    cr_expect_eq(plan.kernels[0].grid[1], 4);
+    cr_expect_eq(plan.kernels[0].grid[2], 64);
+    cr_expect_eq(plan.kernels[0].block[0], 256);
+    cr_expect_eq(plan.kernels[0].shared, 192000);
+    cr_expect_eq(plan.workspace, 0);
+
+    p = fmqa_test_problem(MLA "batch=1,heads=16,tq=1,kv_len=16384,kv=fp8_e4m3,flags=causal|lse");
+    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(get(&c, "STAGES"), 4);
+    cr_expect_eq(get(&c, "WARPS_M"), 1);
+    cr_assert_eq(gen_launch_plan(t, &c, &p, &dev, &plan, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(plan.n_kernels, 2);
+    cr_expect_eq(plan.kernels[0].shared, 173824);
+    cr_expect_eq(plan.kernels[0].grid[0], 64);
+    cr_expect_eq(plan.kernels[0].block[0], 128);
+    cr_expect_eq(plan.splits, 64);
+    cr_expect_eq(plan.workspace, 64LL * 16 * 513 * 4);
+    cr_expect_str_eq(plan.kernels[1].entry, "fmqa_mla_decode_combine");
+    cr_expect_eq(plan.kernels[1].grid[0], 16);
+    cr_expect_eq(plan.kernels[1].grid[1], 16);
+    int64_t tokens = 0;
+    cr_expect(gen_plan_scalar(&plan, "split_tokens", &tokens));
+    cr_expect_eq(tokens, 256);
+    gen_lib_close(lib);
+}
+
+/* What the template does not serve is UNSUPPORTED with what it does serve. */
+Test(mla_decode_compile, refusals_name_what_is_served)
+{
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "mla_decode", FMQA_OP_MLA_DECODE);
+    fmqa_device_info dev = fmqa_test_device("sm_90");
+    static const struct {
+        const char *spec, *reason;
+    } cases[] = {
+        {"op=mla_decode,kv_heads=1,d=320,dv=256,batch=2,heads=16,kv_len=100",
+         "latent 512 + rope 64 only (head_dim_qk 576, head_dim_v 512), got 320 / 256"},
+        {MLA "batch=2,heads=16,kv_len=100,kv=int8", "kv_dtype must be f16, bf16 or fp8_e4m3"},
+        {"op=mla_decode,kv_heads=2,d=576,dv=512,batch=2,heads=16,kv_len=100",
+         "num_kv_heads must be 1"},
+        {MLA "batch=2,heads=16,kv_len=100,window=32,flags=causal", "no window, sinks, ring or tree"},
+    };
+    gen_config c = config("BLOCK_N=64,SPLITS=0,STAGES=2,WARPS_D=4,WARPS_M=1");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fmqa_problem p = fmqa_test_problem(cases[i].spec);
+        fmqa_err err;
+        cr_expect_eq(gen_check(t, &c, &p, &dev, &err), FMQA_ERR_UNSUPPORTED, "%s", cases[i].spec);
+        cr_expect(strstr(err.msg, cases[i].reason) != NULL, "%s: message \"%s\" lacks \"%s\"",
+                  cases[i].spec, err.msg, cases[i].reason);
+    }
+    /* A warp of padding rows only: 16 heads x 1 token in 2 row warps. */
+    fmqa_problem p = fmqa_test_problem(MLA "batch=2,heads=16,kv_len=100");
+    gen_config c2 = config("BLOCK_N=64,SPLITS=0,STAGES=2,WARPS_D=4,WARPS_M=2");
+    fmqa_err err;
+    cr_expect_eq(gen_check(t, &c2, &p, &dev, &err), FMQA_ERR_UNSUPPORTED);
+    cr_expect(strstr(err.msg, "padding rows only") != NULL, "%s", err.msg);
+    gen_lib_close(lib);
+}

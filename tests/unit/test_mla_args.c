@@ -1,0 +1,150 @@
+/*
+ * test_mla_args.c -- fmqa_mla_decode's argument checks, without a GPU: every
+ * bad argument is refused with a message naming the MLA field (kv, kv_scale,
+ * not decode's k / v) before any GPU work; good arguments get as far as the
+ * device (NO_DRIVER / NO_DEVICE here); the problem is validated as a decode;
+ * the dispatcher (rt_choose, no GPU: a device preset) picks the mla_decode
+ * template's default and refuses latent sizes it does not serve with
+ * FMQA_ERR_UNSUPPORTED naming what it serves.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "fastmqa.h"
+#include "gen.h"
+#include "rt.h"
+#include "test_support.h"
+
+static fmqa_ctx_t *make_ctx(void)
+{
+    fmqa_options o = FMQA_OPTIONS_INIT;
+    o.db_path = "";
+    fmqa_ctx_t *ctx = NULL;
+    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    return ctx;
+}
+
+/* DeepSeek-V3 attention on one tensor-parallel shard: 16 heads, 512 + 64. */
+static fmqa_problem mla_problem(void)
+{
+    fmqa_problem p;
+    fmqa_problem_init(&p);
+    p.op = FMQA_OP_MLA_DECODE;
+    p.batch = 2, p.num_q_heads = 16, p.num_kv_heads = 1;
+    p.head_dim_qk = 576, p.head_dim_v = 512;
+    p.q_tokens = 1, p.kv_len = 64;
+    p.q_dtype = p.kv_dtype = p.out_dtype = FMQA_DTYPE_BF16;
+    p.flags = FMQA_FLAG_CAUSAL;
+    return p;
+}
+
+static _Alignas(16) uint16_t buf[2 * 64 * 576 + 2 * 16 * 576];
+static const int32_t lens[2] = {64, 10};
+
+static fmqa_mla_decode_args good_args(void)
+{
+    fmqa_mla_decode_args a;
+    memset(&a, 0, sizeof a);
+    a.q = a.kv = a.o = buf;
+    a.kv_lens = lens;
+    a.q_stride_head = 576, a.q_stride_token = a.q_stride_batch = 16 * 576;
+    a.o_stride_head = 512, a.o_stride_token = a.o_stride_batch = 16 * 512;
+    a.kv_stride_token = 576, a.kv_stride_batch = 64 * 576;
+    return a;
+}
+
+Test(mla_args, bad_arguments_are_named_before_any_gpu_work)
+{
+    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_problem p = mla_problem();
+    fmqa_mla_decode_args a = good_args();
+    cr_assert_eq(fmqa_mla_decode(ctx, &p, NULL, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args is NULL"), "%s", fmqa_ctx_errmsg(ctx));
+
+    a.kv = NULL;
+    cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.kv is NULL"), "%s", fmqa_ctx_errmsg(ctx));
+
+    a = good_args();
+    a.kv = (const char *)a.kv + 2;
+    cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.kv is not 16-byte aligned"), "%s",
+              fmqa_ctx_errmsg(ctx));
+
+    a = good_args();
+    a.kv_stride_token = 580; /* 1160 bytes: not a multiple of 16 */
+    cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.kv stride 1"), "%s", fmqa_ctx_errmsg(ctx));
+
+    a = good_args();
+    a.o_stride_head = 256; /* rows of o would overlap */
+    cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.o stride"), "%s", fmqa_ctx_errmsg(ctx));
+
+    a = good_args();
+    p.kv_dtype = FMQA_DTYPE_FP8_E4M3;
+    cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.kv_scale is NULL but the cache is 8-bit"), "%s",
+              fmqa_ctx_errmsg(ctx));
+
+    p = mla_problem();
+    p.flags |= FMQA_FLAG_LSE;
+    cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.lse is NULL"), "%s", fmqa_ctx_errmsg(ctx));
+
+    p = mla_problem();
+    p.flags |= FMQA_FLAG_PAGED;
+    p.page_size = 64;
+    cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "page_table is NULL"), "%s", fmqa_ctx_errmsg(ctx));
+
+    p = mla_problem();
+    p.q_tokens = 65; /* more than kv_len: the cache holds the query tokens */
+    cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+
+    p = mla_problem();
+    p.op = FMQA_OP_DECODE;
+    cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "this call needs mla_decode"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    fmqa_ctx_destroy(ctx);
+}
+
+Test(mla_args, good_arguments_without_a_gpu_get_no_driver)
+{
+    char why[256];
+    if (fmqa_test_gpu_available(why, sizeof why))
+        cr_skip_test("a GPU is present");
+    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_problem p = mla_problem();
+    fmqa_mla_decode_args a = good_args();
+    fmqa_status st = fmqa_mla_decode(ctx, &p, &a, NULL);
+    cr_assert(st == FMQA_ERR_NO_DRIVER || st == FMQA_ERR_NO_DEVICE, "%d: %s", st,
+              fmqa_ctx_errmsg(ctx));
+    size_t ws;
+    cr_assert_eq(fmqa_decode_workspace_size(ctx, &p, &ws), st, "%s", fmqa_ctx_errmsg(ctx));
+    fmqa_choice c;
+    cr_assert_eq(fmqa_plan(ctx, &p, &c), st);
+    fmqa_ctx_destroy(ctx);
+}
+
+Test(mla_args, the_dispatcher_picks_mla_decode_and_names_what_it_serves)
+{
+    gen_lib *lib = fmqa_test_open_templates();
+    fmqa_device_info dev = fmqa_test_device("sm_90");
+    fmqa_problem p = mla_problem();
+    const gen_template *t = NULL;
+    gen_config c;
+    fmqa_choice choice;
+    fmqa_err err;
+    cr_assert_eq(rt_choose(lib, NULL, &dev, &p, &t, &c, &choice, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_str_eq(choice.template_name, "mla_decode");
+    cr_expect_eq(choice.source, FMQA_CHOICE_DEFAULT);
+    p.head_dim_qk = 320, p.head_dim_v = 256; /* a smaller latent: valid, not served */
+    cr_assert_eq(rt_problem_check(&p, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(rt_choose(lib, NULL, &dev, &p, &t, &c, &choice, &err), FMQA_ERR_UNSUPPORTED);
+    cr_expect(strstr(err.msg, "latent 512 + rope 64 only") != NULL, "%s", err.msg);
+    gen_lib_close(lib);
+}
