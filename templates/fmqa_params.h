@@ -76,4 +76,40 @@ typedef struct fmqa_append_params {
     int sink_tokens;
 } fmqa_append_params;
 
+/* Prefill (fmqa_prefill in fastmqa.h has the semantics).  Rows are packed per
+ * sequence: token i of sequence b is row cu_seqlens_q[b] + i of q, o and lse,
+ * and, without a cache (kv_lens == NULL), of k and v, where it is position i.
+ * With a cache (kv_lens != NULL) k, v and the scales are addressed as decode's
+ * (batch or page, slot, head) and token i sits at position kv_lens[b] - Tq_b +
+ * i.  The kernel trusts cu_seqlens_q and kv_lens as fastmqa.h states. */
+typedef struct fmqa_prefill_params {
+    const void *q;                 /* [total_q, h, d]                           */
+    long long q_st, q_sh;
+    const void *k;                 /* cache: [b|page, j, hk, d]; else [total_q, hk, d] */
+    const void *v;
+    long long k_sb, k_st, k_sh;    /* k_sb, v_sb: cache only                    */
+    long long v_sb, v_st, v_sh;
+    const float *k_scale;          /* [b|page, j, hk]; 8-bit caches only        */
+    const float *v_scale;
+    long long ks_sb, ks_st, ks_sh;
+    long long vs_sb, vs_st, vs_sh;
+    const int *cu_seqlens_q;       /* [b + 1]                                   */
+    const int *kv_lens;            /* [b] with a cache, else NULL               */
+    const int *page_table;         /* [b, pt_stride] when paged                 */
+    long long pt_stride;
+    void *o;                       /* [total_q, h, dv]                          */
+    long long o_st, o_sh;
+    float *lse;                    /* [total_q, h] natural log, or NULL         */
+    void *workspace;               /* the plan's workspace bytes, or NULL       */
+    float sm_scale;                /* softmax scale                             */
+    float sm_scale_log2;           /* sm_scale * log2(e)                        */
+    int batch;
+    int num_q_heads;
+    int num_kv_heads;
+    int q_tokens_max;              /* problem q_tokens: bound on Tq_b           */
+    int kv_len_max;                /* problem kv_len: bound on kv_lens[b]       */
+    int window;                    /* 0 = unlimited                             */
+    int sink_tokens;               /* visible despite the window                */
+} fmqa_prefill_params;
+
 #endif /* FMQA_PARAMS_H */
