@@ -1,7 +1,8 @@
 /*
  * fmqa_device.cuh -- device helpers shared by the kernel templates, built on
  * the instruction layer fmqa_ptx.cuh: 16-bit float conversions, 8-bit KV (int8,
- * fp8 e4m3) -> f16/bf16 pairs, f32 -> fp8 e4m3 encoding and quad reductions.
+ * fp8 e4m3) -> f16/bf16 pairs, f32 -> fp8 e4m3 encoding, the Q and O fragment
+ * permutations that go with 8-bit pairs, and quad reductions.
  *
  * Nothing here is inline asm: NVRTC and the CPU emulator (tests/emu) compile
  * this file from the same source, the emulator replacing only fmqa_ptx.cuh by
@@ -117,6 +118,38 @@ FMQA_DEV unsigned char f32_to_e4m3(float x) {
     return (unsigned char)(sign | (q == 16 ? (u32)(e + 8) << 3 : (u32)(e + 7) << 3 | (q - 8)));
 #endif
 }
+
+/* ---------------------------------------------------------------- fragments */
+
+/* Two 16-byte loads of Q (16 elements, pairs low first) of type QB (1 bf16)
+ * as the mma type MB, into the two 16-byte halves a shared-memory Q row chunk
+ * holds.  K8: the chunk faces an 8-bit K read as byte pairs (q8x4_to_pairs),
+ * so logical column l holds physical column 2l (l < 8) or 2(l - 8) + 1: the
+ * even and the odd halves of the pairs, gathered with prmt (decode.cuh,
+ * "Fragments"). */
+template <int QB, int MB, int K8>
+FMQA_DEV void q_chunk_to_mma(const u32 (&w)[2][4], uint4 &lo, uint4 &hi) {
+    u32 x[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        x[j] = w[j / 4][j % 4];
+        if (QB != MB)
+            x[j] = pack2<MB>(h_to_f32<QB>((u16)(x[j] & 0xffff)), h_to_f32<QB>((u16)(x[j] >> 16)));
+    }
+    if (!K8) {
+        lo.x = x[0], lo.y = x[1], lo.z = x[2], lo.w = x[3];
+        hi.x = x[4], hi.y = x[5], hi.z = x[6], hi.w = x[7];
+    } else {
+        lo.x = prmt(x[0], x[1], 0x5410u), lo.y = prmt(x[2], x[3], 0x5410u);
+        lo.z = prmt(x[4], x[5], 0x5410u), lo.w = prmt(x[6], x[7], 0x5410u);
+        hi.x = prmt(x[0], x[1], 0x7632u), hi.y = prmt(x[2], x[3], 0x7632u);
+        hi.z = prmt(x[4], x[5], 0x7632u), hi.w = prmt(x[6], x[7], 0x7632u);
+    }
+}
+
+/* Column u of O d-tile nt is head-dim element o_col<K8>(nt, u): with an 8-bit
+ * V read as byte pairs, d-tile nt holds d = 16 (nt / 2) + 2u + nt % 2. */
+template <int K8> FMQA_DEV int o_col(int nt, int u) { return K8 ? 16 * (nt >> 1) + 2 * u + (nt & 1) : 8 * nt + u; }
 
 /* ---------------------------------------------------------------- reductions */
 
