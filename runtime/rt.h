@@ -170,10 +170,13 @@ struct db *rt_database(fmqa_ctx_t *ctx);
  * every pointer, stride and alignment the plan relies on (rt_args.c). */
 struct fmqa_decode_params;
 struct fmqa_append_params;
+struct fmqa_prefill_params;
 fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
                              struct fmqa_decode_params *out /* OUT */, fmqa_err *err);
 fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
                              struct fmqa_append_params *out /* OUT */, fmqa_err *err);
+fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
+                              struct fmqa_prefill_params *out /* OUT */, fmqa_err *err);
 
 /* Every tool's --version (rt_version.c): when an argument is "--version",
  * prints "TOOL VERSION" and the versions of libfastmqa, NVRTC, the CUDA driver
