@@ -356,7 +356,9 @@ DEV void store_rows(const fmqa_prefill_params &p, const seq_info &s, int hk, int
         }
 }
 
-extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_prefill_kernel(const fmqa_prefill_params p) {
+/* At least one CTA an SM: without it ptxas caps d = 96 at 128 registers (two
+ * CTAs of 256 threads) and spills. */
+extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_prefill_kernel(const fmqa_prefill_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
     if (dynamic_smem_size() < (u32)SMEM_BYTES) __trap(); /* the launch disagrees with prefill.lua */
     const int rb = gridDim.x - 1 - blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
