@@ -6,13 +6,11 @@
  * or one with parameters overridden) gives the launch plan, gen_render the
  * source, rt_prefill_params the kernel parameters from public
  * fmqa_prefill_args; the rendered source is compiled by the host C++ compiler
- * with tests/emu/cuda_emu.h and the kernel runs over its grid.  Inputs are
- * fresh random values; q, k and v rows carry padding between tokens and V
- * (and its scales) a layout unlike K's, so that a stride mixed up reads the
- * wrong row; cache rows no position holds (past kv_lens, unused pages), the
- * padding and the outputs are NaN, so a stray read or a missing write fails;
- * every buffer ends at an inaccessible page.  Without a C++ compiler ($CXX or
- * c++) the test is skipped.
+ * with tests/emu/cuda_emu.h and the kernel runs over its grid on the inputs of
+ * tests/support/prefill_check.h (fresh random values, layouts that catch a
+ * mixed-up stride, NaN wherever nothing may be read, NaN outputs, guard
+ * pages), checked against ref_prefill as the GPU test checks them.  Without
+ * a C++ compiler ($CXX or c++) the test is skipped.
  *
  * Cost (2-core CI machine, -O1 emulator): the cases below take about TODO s.
  */
@@ -29,12 +27,11 @@
 #include "gen.h"
 #include "ref.h"
 #include "rt.h"
+#include "prefill_check.h"
 #include "test_support.h"
 
 typedef int (*emu_launch_fn)(const char *entry, const fmqa_prefill_params *p,
                              const unsigned grid[3], unsigned threads, unsigned dyn_smem);
-
-#define MAX_SEQS 8
 
 /* One case: a problem spec (batch, tq = the largest new-token count, kv_len =
  * the largest cache length), parameters overriding the default config ("" =
@@ -43,134 +40,10 @@ typedef int (*emu_launch_fn)(const char *entry, const fmqa_prefill_params *p,
 typedef struct pcase {
     const char *spec;
     const char *config;
-    int32_t tq[MAX_SEQS];
-    int32_t cached[MAX_SEQS];
+    int32_t tq[PREFILL_MAX_SEQS];
+    int32_t cached[PREFILL_MAX_SEQS];
     const char *arch;
 } pcase;
-
-static void *poisoned(size_t bytes, size_t align)
-{
-    return fmqa_test_guarded(bytes, align, 0xff);
-}
-
-/* Writes one random row of d elements of dtype t at element `at` of base (an
- * 8-bit row quantized, its scale at scales[sat]). */
-static void put_row(fmqa_dtype t, int64_t d, ref_rng *r, void *base, int64_t at, float *scales,
-                    int64_t sat)
-{
-    double x[256];
-    ref_rng_fill(r, x, d, 1.0, 0);
-    fmqa_err err;
-    if (t == FMQA_DTYPE_INT8 || t == FMQA_DTYPE_FP8_E4M3)
-        cr_assert_eq(ref_quantize_row(t, x, d, (uint8_t *)base + at, &scales[sat], &err), FMQA_OK,
-                     "%s", err.msg);
-    else
-        cr_assert_eq(ref_from_double(t, x, d, (uint16_t *)base + at, &err), FMQA_OK, "%s",
-                     err.msg);
-}
-
-/* The cache: K [outer][slot][head][d], V [outer][head][slot][d + 16 bytes],
- * scales [outer][slot][head] and [outer][head][slot]; outer is the sequence
- * or, paged, a page of a shuffled table with a few pages never used. */
-static int64_t make_cache(const fmqa_problem *p, const int32_t *kv, ref_rng *r,
-                          fmqa_prefill_args *a)
-{
-    const int64_t B = p->batch, Hk = p->num_kv_heads, D = p->head_dim_qk;
-    const int paged = (p->flags & FMQA_FLAG_PAGED) != 0;
-    const int64_t ps = paged ? p->page_size : p->kv_len;
-    const int64_t per_seq = (p->kv_len + ps - 1) / ps, outer = paged ? B * per_seq + 3 : B;
-    const size_t ke = fmqa_dtype_size(p->kv_dtype);
-    const int64_t vrow = D + 16 / (int64_t)ke;
-    a->k_stride_head = D, a->k_stride_token = Hk * D, a->k_stride_batch = ps * Hk * D;
-    a->v_stride_head = ps * vrow, a->v_stride_token = vrow, a->v_stride_batch = Hk * ps * vrow;
-    a->k_scale_stride_head = 1, a->k_scale_stride_token = Hk, a->k_scale_stride_batch = ps * Hk;
-    a->v_scale_stride_head = ps, a->v_scale_stride_token = 1, a->v_scale_stride_batch = Hk * ps;
-    void *k = poisoned(outer * ps * Hk * D * ke, 16), *v = poisoned(outer * ps * Hk * vrow * ke, 16);
-    float *ks = poisoned(outer * ps * Hk * 4, 4), *vs = poisoned(outer * ps * Hk * 4, 4);
-    int32_t *table = NULL;
-    if (paged) {
-        table = poisoned(B * per_seq * sizeof *table, 4);
-        for (int64_t i = 0; i < B * per_seq; i++)
-            table[i] = (int32_t)i;
-        for (int64_t i = B * per_seq - 1; i > 0; i--) {
-            int64_t j = ref_rng_next(r) % (i + 1);
-            int32_t t = table[i];
-            table[i] = table[j], table[j] = t;
-        }
-        a->page_table = table, a->page_table_stride = per_seq;
-    }
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t j = 0; j < kv[b]; j++) {
-            int64_t o = paged ? table[b * per_seq + j / ps] : b, t = paged ? j % ps : j;
-            for (int64_t h = 0; h < Hk; h++) {
-                put_row(p->kv_dtype, D, r, k, o * a->k_stride_batch + t * a->k_stride_token + h * D,
-                        ks, o * a->k_scale_stride_batch + t * Hk + h);
-                put_row(p->kv_dtype, D, r, v,
-                        o * a->v_stride_batch + t * vrow + h * a->v_stride_head, vs,
-                        o * a->v_scale_stride_batch + t + h * ps);
-            }
-        }
-    a->k = k, a->v = v;
-    if (ke == 1)
-        a->k_scale = ks, a->v_scale = vs;
-    return paged ? outer : 0;
-}
-
-/* The new tokens' own K and V, packed [total_q, hk, d] with padding rows
- * between tokens (K) and heads (V: [hk][total_q][d + 8]). */
-static void make_packed_kv(const fmqa_problem *p, int64_t total, ref_rng *r, fmqa_prefill_args *a)
-{
-    const int64_t Hk = p->num_kv_heads, D = p->head_dim_qk;
-    a->k_stride_head = D, a->k_stride_token = Hk * D + 8;
-    a->v_stride_token = D + 8, a->v_stride_head = total * (D + 8);
-    uint16_t *k = poisoned(total * (Hk * D + 8) * 2, 16), *v = poisoned(Hk * total * (D + 8) * 2, 16);
-    for (int64_t t = 0; t < total; t++)
-        for (int64_t h = 0; h < Hk; h++) {
-            put_row(p->kv_dtype, D, r, k, t * a->k_stride_token + h * D, NULL, 0);
-            put_row(p->kv_dtype, D, r, v, t * a->v_stride_token + h * a->v_stride_head, NULL, 0);
-        }
-    a->k = k, a->v = v;
-}
-
-typedef struct inputs {
-    fmqa_prefill_args a;
-    int64_t total, n_pages;
-} inputs;
-
-static void make_inputs(const fmqa_problem *p, const pcase *pc, ref_rng *r, inputs *in)
-{
-    const int64_t B = p->batch, H = p->num_q_heads, D = p->head_dim_qk;
-    const int cache = (p->flags & FMQA_FLAG_KV_CACHE) != 0;
-    fmqa_prefill_args *a = &in->a;
-    memset(a, 0, sizeof *a);
-    cr_assert_leq(B, MAX_SEQS);
-    int32_t *cu = poisoned((B + 1) * sizeof *cu, 4), *kv = poisoned(B * sizeof *kv, 4);
-    cu[0] = 0;
-    for (int64_t b = 0; b < B; b++) {
-        cu[b + 1] = cu[b] + pc->tq[b];
-        kv[b] = pc->cached[b] + pc->tq[b];
-    }
-    in->total = cu[B];
-    a->cu_seqlens_q = cu;
-    in->n_pages = 0;
-    if (cache) {
-        a->kv_lens = kv;
-        in->n_pages = make_cache(p, kv, r, a);
-    } else {
-        make_packed_kv(p, in->total, r, a);
-    }
-    const int64_t qrow = H * D + 8, n = in->total * qrow;
-    double *qd = malloc(n * sizeof *qd);
-    uint16_t *q = poisoned(n * 2, 16);
-    fmqa_err err;
-    ref_rng_fill(r, qd, n, 1.0, p->q_dtype);
-    cr_assert_eq(ref_from_double(p->q_dtype, qd, n, q, &err), FMQA_OK, "%s", err.msg);
-    free(qd);
-    a->q = q, a->q_stride_token = qrow, a->q_stride_head = D;
-    a->o = poisoned(in->total * H * D * 2, 16);
-    a->o_stride_token = H * D, a->o_stride_head = D;
-    a->lse = poisoned(in->total * H * 4, 4);
-}
 
 static void run_case(const pcase *pc)
 {
@@ -206,37 +79,19 @@ static void run_case(const pcase *pc)
     ref_rng r;
     uint64_t seed = fmqa_test_seed(pc->spec);
     ref_rng_seed(&r, seed);
-    inputs in;
-    make_inputs(&p, pc, &r, &in);
+    prefill_inputs in;
+    prefill_inputs_make(&p, pc->tq, pc->cached, &r, &in);
     fmqa_prefill_params prm;
     cr_assert_eq(rt_prefill_params(&plan, &in.a, &prm, &err), FMQA_OK, "%s", err.msg);
     cr_assert_eq(plan.launch.n_kernels, 1);
     const gen_kernel *k = &plan.launch.kernels[0];
     unsigned grid[3] = {k->grid[0], k->grid[1], k->grid[2]};
     cr_assert_eq(launch(k->entry, &prm, grid, k->block[0], k->shared), 0);
-
-    const int64_t rows = in.total * p.num_q_heads, n = rows * p.head_dim_v;
-    double *o = malloc(n * sizeof *o), *lse = malloc(rows * sizeof *lse);
-    cr_assert_eq(ref_prefill(&p, &in.a, in.n_pages, o, lse, &err), FMQA_OK, "%s", err.msg);
-    ref_cmp cmp;
-    cr_assert_eq(ref_compare(p.out_dtype, in.a.o, o, n, &cmp, &err), FMQA_OK, "%s", err.msg);
-    /* As decode's: ~3e-4 with f16 operands, ~2.5e-3 with bf16 (P rounded). */
-    const double tol = p.out_dtype == FMQA_DTYPE_BF16 || p.kv_dtype == FMQA_DTYPE_BF16 ||
-                               p.q_dtype == FMQA_DTYPE_BF16 ? 8e-3 : 1e-3;
-    char cfg[GEN_CONFIG_TEXT_CAP];
+    char cfg[GEN_CONFIG_TEXT_CAP], what[GEN_PROBLEM_TEXT_CAP + GEN_CONFIG_TEXT_CAP + 64];
     gen_config_text(&c, cfg, sizeof cfg);
-    fprintf(stderr, "%s [%s] %s: o rel_l2 %.2e max %.2e bad %lld (seed %llu)\n", pc->spec, cfg,
-            arch, cmp.rel_l2, cmp.max_abs, (long long)cmp.bad, (unsigned long long)seed);
-    cr_expect(ref_cmp_ok(&cmp, tol, -1), "%s [%s]: o rel_l2 %g, max %g at %lld, %lld bad",
-              pc->spec, cfg, cmp.rel_l2, cmp.max_abs, (long long)cmp.worst, (long long)cmp.bad);
-    if (p.flags & FMQA_FLAG_LSE) {
-        cr_assert_eq(ref_compare(FMQA_DTYPE_F32, in.a.lse, lse, rows, &cmp, &err), FMQA_OK);
-        cr_expect(ref_cmp_ok(&cmp, 1e-4, -1), "%s [%s]: lse rel_l2 %g, max %g at %lld, %lld bad",
-                  pc->spec, cfg, cmp.rel_l2, cmp.max_abs, (long long)cmp.worst,
-                  (long long)cmp.bad);
-    }
-    free(o);
-    free(lse);
+    snprintf(what, sizeof what, "%s [%s] %s (seed %llu)", pc->spec, cfg, arch,
+             (unsigned long long)seed);
+    prefill_inputs_check(&p, &in, in.a.o, in.a.lse, what);
     char rm[1100];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     (void)system(rm);
