@@ -12,7 +12,11 @@
  *            instructions per tile / tile bytes; integer instructions per
  *            16-byte copy), dependent global round trips before the first KV
  *            copy, and the combine's CTAs, registers and round trips per thread;
- *   append   registers, spills, shared memory, CTAs per SM, waves (RoPE on).
+ *   append   registers, spills, shared memory, CTAs per SM, waves (RoPE on);
+ *   prefill  registers, spills, shared memory, CTAs per SM, waves, bytes in
+ *            flight per SM and the main loop's SASS mix per K/V tile
+ *            (instructions, HMMA, ldmatrix, copies, MUFU), for the prefill
+ *            shapes (bench_prefill_select).
  *
  * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
  * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
@@ -36,8 +40,10 @@ typedef struct kstat {      /* one compiled kernel entry on one preset       */
 } kstat;
 
 typedef struct srow {
-    int shape, arch;
-    const char *op;          /* "decode" or "append"                           */
+    int arch;
+    const char *op;          /* "decode", "append" or "prefill"                */
+    fmqa_problem p;
+    char id[96];             /* the shape's id                                 */
     char config[GEN_CONFIG_TEXT_CAP];
     char cubin_arch[16];
     fmqa_status st;
@@ -65,7 +71,8 @@ static void usage(FILE *f)
             "usage: fastmqa-bench static [options]\n"
             "Static figures of the kernels the dispatcher picks without a database (template\n"
             "defaults) for the benchmark shapes, from NVRTC and the SASS; no GPU needed.\n"
-            "  --shapes P,...    shapes whose id matches a pattern (fnmatch), as in decode\n"
+            "  --shapes P,...    shapes whose id matches a pattern (fnmatch), as in decode;\n"
+            "                    prefill shapes: prefill-b4-t4096-hkv8-d128, ... (all by default)\n"
             "  --shape B,T,Hkv,KV[,d]  a custom shape (repeatable)\n"
             "  --arch A,...      presets (default sm_80,sm_90,sm_90a; sm_90a rows appear only\n"
             "                    where a template compiles for it)\n"
@@ -176,6 +183,34 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
         snprintf(r->sass_why, sizeof r->sass_why, "no BLOCK_N in the config");
 }
 
+/* A prefill row: the kernel, its K/V tile and the SASS mix of its main loop
+ * (a thread copies its share of the K and V tile per iteration). */
+static void prefill_figures(const fmqa_device_info *d, const fmqa_problem *p, const gen_config *c,
+                            const gen_plan *plan, const gen_binary *b, srow *r)
+{
+    r->k = kernel_stat(d, &plan->kernels[0], b);
+    int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
+    int threads = r->k.threads ? r->k.threads : 1;
+    r->tile_bytes = (double)bn * (p->head_dim_qk + p->head_dim_v) * eb + (eb == 1 ? 8.0 * bn : 0);
+    r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
+    int copies = (bn * (p->head_dim_qk + p->head_dim_v) * eb / 16 + threads - 1) / threads;
+    char *text = NULL;
+    tun_sass *s = NULL;
+    fmqa_err err = {0};
+    fmqa_status st = tun_sass_disassemble(b->cubin, b->size, &text, &err);
+    if (st == FMQA_OK)
+        st = tun_sass_parse(text, &s, &err);
+    if (st == FMQA_OK)
+        st = tun_sass_main_loop(s, plan->kernels[0].entry, copies, &r->loop, &err);
+    r->sass = st == FMQA_OK;
+    if (r->sass)
+        r->ib = (threads / 32) * r->loop.insts / r->tile_bytes;
+    else
+        fmqa_strlcpy(r->sass_why, err.msg, sizeof r->sass_why);
+    tun_sass_free(s);
+    free(text);
+}
+
 static fmqa_problem append_problem(const bench_shape *s)
 {
     fmqa_problem p = bench_shape_problem(s);
@@ -185,12 +220,28 @@ static fmqa_problem append_problem(const bench_shape *s)
     return p;
 }
 
+/* A row of decode shape s (op "decode" or "append"). */
+static srow shape_row(const bench_shape *s, int arch, const char *op)
+{
+    srow r = {.arch = arch, .op = op};
+    r.p = strcmp(op, "append") ? bench_shape_problem(s) : append_problem(s);
+    bench_shape_id(s, r.id, sizeof r.id);
+    return r;
+}
+
+static srow prefill_row(const bench_prefill_shape *s, int arch)
+{
+    srow r = {.arch = arch, .op = "prefill", .p = bench_prefill_problem(s)};
+    bench_prefill_shape_id(s, r.id, sizeof r.id);
+    return r;
+}
+
 /* Chooses, plans, renders and compiles one row; NVRTC runs on this thread. */
-static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, srow *r)
+static void build_row(gen_lib *lib, const char *arch, srow *r)
 {
     fmqa_device_info d;
     fmqa_err err = {0};
-    fmqa_problem p = strcmp(r->op, "append") ? bench_shape_problem(s) : append_problem(s);
+    fmqa_problem p = r->p;
     const gen_template *t = NULL;
     gen_config c;
     fmqa_choice ch;
@@ -215,6 +266,8 @@ static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, srow
     }
     if (st == FMQA_OK && !r->skip && !strcmp(r->op, "decode"))
         decode_figures(&d, &p, &c, &plan, &b, r);
+    else if (st == FMQA_OK && !r->skip && !strcmp(r->op, "prefill"))
+        prefill_figures(&d, &p, &c, &plan, &b, r);
     else if (st == FMQA_OK && !r->skip)
         r->k = kernel_stat(&d, &plan.kernels[0], &b);
     r->st = st;
@@ -237,12 +290,10 @@ static void json_num(const char *key, double v, int valid, const char *fmt, int 
         putchar(',');
 }
 
-static void print_json_row(const bench_shape *shapes, const srow *r, const char **archs)
+static void print_json_row(const srow *r, const char **archs)
 {
-    char id[96];
-    bench_shape_id(&shapes[r->shape], id, sizeof id);
-    printf("{\"shape\":\"%s\",\"d\":%d,\"kv_heads\":%d,\"arch\":\"%s\",\"kernel\":\"%s\",", id,
-           shapes[r->shape].d, shapes[r->shape].kv_heads, archs[r->arch], r->op);
+    printf("{\"shape\":\"%s\",\"d\":%d,\"kv_heads\":%d,\"arch\":\"%s\",\"kernel\":\"%s\",", r->id,
+           r->p.head_dim_qk, r->p.num_kv_heads, archs[r->arch], r->op);
     if (r->st != FMQA_OK) {
         printf("\"error\":\"%s\"}", fmqa_status_string(r->st));
         return;
@@ -272,11 +323,24 @@ static void print_json_row(const bench_shape *shapes, const srow *r, const char 
                  "%.0f", 0);
         if (!sv)
             printf(",\"sass_note\":\"%s\"", r->sass_why);
+    } else if (!strcmp(r->op, "prefill")) {
+        int sv = r->sass;
+        printf(",\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,", r->tile_bytes,
+               r->inflight_kb);
+        json_num("insts_per_tile", r->loop.insts, sv, "%.0f", 1);
+        json_num("hmma_per_tile", r->loop.mma, sv, "%.0f", 1);
+        json_num("ldsm_per_tile", r->loop.ldsm, sv, "%.0f", 1);
+        json_num("copies_per_tile", r->loop.copies, sv, "%.0f", 1);
+        json_num("fp_per_tile", r->loop.fp, sv, "%.0f", 1);
+        json_num("mufu_per_tile", r->loop.mufu, sv, "%.0f", 1);
+        printf("\"loop_path_exact\":%s", sv && r->loop.exact ? "true" : "false");
+        if (!sv)
+            printf(",\"sass_note\":\"%s\"", r->sass_why);
     }
     printf("}");
 }
 
-static void print_json(const bench_shape *shapes, const srow *rows, int n, const char **archs)
+static void print_json(const srow *rows, int n, const char **archs)
 {
     char date[32];
     time_t now = time(NULL);
@@ -288,7 +352,7 @@ static void print_json(const bench_shape *shapes, const srow *rows, int n, const
             continue;
         printf("%s", first ? "" : ",");
         first = 0;
-        print_json_row(shapes, &rows[i], archs);
+        print_json_row(&rows[i], archs);
     }
     printf("]}\n");
 }
@@ -301,40 +365,43 @@ static void cell(int valid, const char *fmt, double v, int width)
         printf("%*s", width, "-");
 }
 
-static void print_table(const bench_shape *shapes, const srow *rows, int n, const char **archs)
+static void print_table(const srow *rows, int n, const char **archs)
 {
     printf("static figures (no GPU): NVRTC cubins of the template defaults, device presets\n");
-    printf("%-22s %-6s %-6s %4s %5s %6s %5s %5s %6s %8s %6s %6s %5s %4s %5s %5s %s\n", "shape",
+    printf("%-26s %-6s %-7s %4s %5s %6s %5s %5s %6s %8s %6s %6s %5s %4s %5s %5s %s\n", "shape",
            "arch", "kernel", "regs", "spill", "smem", "CTA/S", "CTAs", "waves", "flightKB",
            "I_B", "insts", "addr", "pro", "cCTA", "cdep", "config");
     for (int i = 0; i < n; i++) {
         const srow *r = &rows[i];
-        char id[96];
+        char id[112];
         if (r->skip)
             continue;
-        bench_shape_id(&shapes[r->shape], id, sizeof id);
-        if (shapes[r->shape].d != 128)
-            snprintf(id + strlen(id), sizeof id - strlen(id), "-d%d", shapes[r->shape].d);
-        printf("%-22s %-6s %-6s ", id, archs[r->arch], r->op);
+        /* decode ids leave d out; the table shows it when it is not 128 */
+        snprintf(id, sizeof id, "%s", r->id);
+        if (strcmp(r->op, "prefill") && r->p.head_dim_qk != 128)
+            snprintf(id + strlen(id), sizeof id - strlen(id), "-d%d", r->p.head_dim_qk);
+        printf("%-26s %-6s %-7s ", id, archs[r->arch], r->op);
         if (r->st != FMQA_OK) {
             printf("error: %s\n", r->why);
             continue;
         }
-        int dec = !strcmp(r->op, "decode"), sv = dec && r->sass;
+        int dec = !strcmp(r->op, "decode"), pre = !strcmp(r->op, "prefill");
+        int sv = (dec || pre) && r->sass;
         printf("%4d %5d %6d %5d %5d %6.2f ", r->k.regs, r->k.spill, r->k.smem, r->k.ctas_per_sm,
                r->k.ctas, r->k.waves);
-        cell(dec, "%*.0f", r->inflight_kb, 8);
+        cell(dec || pre, "%*.0f", r->inflight_kb, 8);
         cell(sv, " %*.3f", r->ib, 6);
         cell(sv, " %*.0f", r->loop.insts, 6);
         cell(sv, " %*.1f", r->loop.addr_per_copy, 5);
-        cell(sv, " %*.0f", r->prologue_trips, 4);
+        cell(dec && sv, " %*.0f", r->prologue_trips, 4);
         cell(dec && r->combine.ok, " %*.0f", r->combine.ctas, 5);
         cell(sv && r->combine.ok, " %*.0f", r->combine_trips, 5);
         printf(" %s%s\n", r->config, sv && !r->loop.exact ? " (loop path approximate)" : "");
-        if (dec && !r->sass)
-            printf("%-22s   SASS figures missing: %s\n", "", r->sass_why);
+        if ((dec || pre) && !r->sass)
+            printf("%-26s   SASS figures missing: %s\n", "", r->sass_why);
     }
-    printf("I_B: warp-instructions per KV byte of the main loop; insts: per warp per tile;\n"
+    printf("I_B: warp-instructions per KV byte of the main loop (prefill: per K/V tile byte);\n"
+           "insts: per warp per tile;\n"
            "addr: integer instructions per 16-byte copy; pro: dependent global loads before\n"
            "the first KV copy; cCTA, cdep: the combine's CTAs and dependent loads per thread.\n");
 }
@@ -396,7 +463,6 @@ static int split_archs(const char *text, char names[MAX_ARCHS][16], const char *
 
 typedef struct work {
     gen_lib *lib;
-    const bench_shape *shapes;
     const char **archs;
     srow *rows;
 } work;
@@ -406,7 +472,7 @@ static fmqa_status build_job(void *user, int64_t i, fmqa_err *err)
     work *w = user;
     srow *r = &w->rows[i];
     (void)err;
-    build_row(w->lib, &w->shapes[r->shape], w->archs[r->arch], r);
+    build_row(w->lib, w->archs[r->arch], r);
     return FMQA_OK;
 }
 
@@ -420,21 +486,30 @@ int bench_static_main(int argc, char **argv)
     const char *archs[MAX_ARCHS];
     int na = split_archs(o.archs, names, archs);
     bench_shape *shapes = NULL;
-    int ns = na > 0 ? bench_shapes_select(o.shapes, o.custom, o.n_custom, &shapes,
-                                          "fastmqa-bench static")
-                    : -1;
-    if (ns < 0)
+    bench_prefill_shape *pshapes = NULL;
+    int np = na > 0 ? bench_prefill_select(o.shapes, o.n_custom, &pshapes) : 0;
+    /* Decode shapes unless the patterns name prefill shapes only. */
+    int ns = na <= 0 ? -1
+             : np > 0 && o.shapes && !bench_shapes_any(o.shapes) && !o.n_custom
+                 ? 0
+                 : bench_shapes_select(o.shapes, o.custom, o.n_custom, &shapes,
+                                       "fastmqa-bench static");
+    if (ns < 0 || np < 0) {
+        free(pshapes);
         return 2;
-    int n = ns * na * 2, failed = 0;
+    }
+    int n = (ns * 2 + np) * na, failed = 0;
     srow *rows = calloc((size_t)n, sizeof *rows);
     gen_lib *lib = NULL;
     fmqa_err err = {0};
     const char *dir = getenv("FASTMQA_TEMPLATE_DIR");
     fmqa_status st = rows ? gen_lib_open(dir && *dir ? dir : NULL, &lib, &err)
                           : fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    for (int i = 0; rows && i < n; i++)
-        rows[i] = (srow){.shape = i / (2 * na), .arch = i / 2 % na, .op = i % 2 ? "append" : "decode"};
-    work w = {lib, shapes, archs, rows};
+    for (int i = 0; rows && i < ns * 2 * na; i++)
+        rows[i] = shape_row(&shapes[i / (2 * na)], i / 2 % na, i % 2 ? "append" : "decode");
+    for (int i = 0; rows && i < np * na; i++)
+        rows[ns * 2 * na + i] = prefill_row(&pshapes[i / na], i % na);
+    work w = {lib, archs, rows};
     if (st == FMQA_OK)
         st = tun_parallel(o.threads, n, build_job, &w, &err);
     if (st != FMQA_OK) {
@@ -444,11 +519,11 @@ int bench_static_main(int argc, char **argv)
         for (int i = 0; i < n; i++)
             failed |= rows[i].st != FMQA_OK;
         if (o.json)
-            print_json(shapes, rows, n, archs);
+            print_json(rows, n, archs);
         else
-            print_table(shapes, rows, n, archs);
+            print_table(rows, n, archs);
     }
     gen_lib_close(lib);
-    free(rows), free(shapes);
+    free(rows), free(shapes), free(pshapes);
     return failed ? 1 : 0;
 }

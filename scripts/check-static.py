@@ -23,6 +23,13 @@ def check_row(r, bad):
     need(r["threads"] >= 32 and r["threads"] % 32 == 0, "threads not whole warps")
     need(r["ctas"] >= 1 and r["ctas_per_sm"] >= 1, "no CTAs or none fit an SM")
     need(0 < r["waves"] < 1000, "waves")
+    if r["kernel"] == "prefill":
+        need(r["smem_bytes"] > 0 and r["tile_bytes"] > 0, "shared memory or tile")
+        need(r.get("sass_note") is None, "SASS figures missing")
+        need(r["hmma_per_tile"] and r["ldsm_per_tile"] and r["copies_per_tile"],
+             "no MMAs, ldmatrix or copies in the main loop")
+        need(r["loop_path_exact"] is True, "main-loop path does not issue the tile's copies")
+        return
     if r["kernel"] != "decode":
         return
     need(r["smem_bytes"] > 0 and r["tile_bytes"] > 0 and r["inflight_kb_per_sm"] > 0,
@@ -45,7 +52,7 @@ def check_row(r, bad):
 
 def main(argv):
     bench = argv[1]
-    shape = argv[2] if len(argv) > 2 else "mqa-f16-b64-t4096"
+    shape = argv[2] if len(argv) > 2 else "mqa-f16-b64-t4096,prefill-b4-t4096-hkv8-d128"
     cmd = [bench, "static", "--shapes", shape, "--arch", "sm_80,sm_90,sm_90a", "--json"]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
@@ -57,7 +64,7 @@ def main(argv):
         bad.append("header: static/date missing")
     got = {(r["arch"], r["kernel"]) for r in doc["rows"]}
     for want in [("sm_80", "decode"), ("sm_90", "decode"), ("sm_80", "append"),
-                 ("sm_90", "append")]:
+                 ("sm_90", "append"), ("sm_80", "prefill"), ("sm_90", "prefill")]:
         if want not in got:
             bad.append(f"no row for {want}")
     for r in doc["rows"]:

@@ -392,8 +392,6 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_prefill_kernel(co
         st.m[mt][0] = st.m[mt][1] = neg_inf();
         st.l[mt][0] = st.l[mt][1] = 0.0f;
     }
-    /* Warps whose rows are all padding only help load. */
-    const bool active = wr0 < s.tq * GROUP;
     const u32 q_base = smem_addr(qs) + (warp * 16 * MT + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;
     int st_cur = 0, st_next = STAGES - 1;
     for (int it = 0; it < tr.ntiles; ++it) {
@@ -403,9 +401,11 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_prefill_kernel(co
             load_tile(p, s, b, hk, tile_start(tr, it + STAGES - 1), tr.end, stages + st_next * STAGE_BYTES);
         cp_async_commit();
         const int j0 = tile_start(tr, it);
-        if (active) warp_tile(p, s, qpos, q_base, stages + st_cur * STAGE_BYTES, j0, tile_needs_mask(p, tr, j0), st);
+        /* Warps of padding rows compute too (their rows are never stored): the
+         * CTA waits for its busiest warp anyway. */
+        warp_tile(p, s, qpos, q_base, stages + st_cur * STAGE_BYTES, j0, tile_needs_mask(p, tr, j0), st);
         st_cur = st_cur + 1 == STAGES ? 0 : st_cur + 1;
         st_next = st_next + 1 == STAGES ? 0 : st_next + 1;
     }
-    if (active) store_rows(p, s, hk, wr0, st);
+    store_rows(p, s, hk, wr0, st);
 }
