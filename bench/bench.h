@@ -62,6 +62,14 @@ double bench_prefill_flops(const bench_prefill_shape *s);
  * included, and *out (malloc'ed, free() it), or -1 out of memory. */
 int bench_prefill_select(const char *patterns, int n_custom, bench_prefill_shape **out);
 
+/* The context (database db_path) and device of a GPU subcommand, or 1 after
+ * saying on stderr why there is none (bench_decode.c). */
+int bench_open_gpu(const char *who, const char *db_path, fmqa_ctx_t **ctx /* OUT */,
+                   fmqa_device_info *dev /* OUT */);
+
+/* `fastmqa-bench prefill`: bench_prefill.c. */
+int bench_prefill_main(int argc, char **argv);
+
 /* `fastmqa-bench levels`: bench_levels.c. */
 int bench_levels_main(int argc, char **argv);
 /* `fastmqa-bench decode`: bench_decode.c. */
