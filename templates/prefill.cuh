@@ -346,10 +346,16 @@ DEV void store_rows(const fmqa_prefill_params &p, const seq_info &s, int hk, int
             const float inv = l > 0.0f ? 1.0f / l : 0.0f;
             u16 *o = (u16 *)p.o + (long long)(s.q0 + t) * p.o_st + head * p.o_sh;
 #pragma unroll
-            for (int nt = 0; nt < NT_O; ++nt)
-#pragma unroll
-                for (int e = 0; e < 2; ++e)
-                    o[o_col<EB == 1>(nt, 2 * (lane & 3) + e)] = f32_to_h<OUT_BF16>(st.o[mt][nt][2 * h + e] * inv);
+            for (int nt = 0; nt < NT_O; ++nt) {
+                const float x0 = st.o[mt][nt][2 * h] * inv, x1 = st.o[mt][nt][2 * h + 1] * inv;
+                const int c0 = o_col<EB == 1>(nt, 2 * (lane & 3));
+                if (EB == 2) { /* columns c0, c0 + 1: one 4-byte store */
+                    *(u32 *)(o + c0) = pack2<OUT_BF16>(x0, x1);
+                } else {
+                    o[c0] = f32_to_h<OUT_BF16>(x0);
+                    o[o_col<EB == 1>(nt, 2 * (lane & 3) + 1)] = f32_to_h<OUT_BF16>(x1);
+                }
+            }
             if (LSE && (lane & 3) == 0)
                 p.lse[(long long)(s.q0 + t) * p.num_q_heads + head] =
                     l > 0.0f ? (st.m[mt][h] + __log2f(l)) * 0.69314718055994531f : neg_inf();
