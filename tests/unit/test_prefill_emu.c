@@ -12,7 +12,7 @@
  * pages), checked against ref_prefill as the GPU test checks them.  Without
  * a C++ compiler ($CXX or c++) the test is skipped.
  *
- * Cost: about 47 s of CPU for the 18 cases (measured on the 2-core build
+ * Cost: about 50 s of CPU for the 19 cases (measured on the 2-core build
  * machine), mostly the host compiler building each case's emulator (2-3 s);
  * the 1000-token case runs about 10 s.  4099 tokens (16 times that) are left
  * to gpu_prefill.
@@ -166,6 +166,10 @@ Test(prefill_emu, windows_and_sinks, .timeout = 900)
         {"op=prefill,batch=2,heads=2,kv_heads=2,d=64,tq=40,kv_len=40,flags=lse", "", {40, 7}, {0}, NULL},
         {"op=prefill,batch=1,heads=2,kv_heads=1,d=64,tq=30,kv_len=100,window=16,sinks=2,kv=int8,flags=lse|kv_cache",
          "BLOCK_N=32", {30}, {70}, NULL},
+        /* 8 consecutive prefixes put the first row's window start (prefix -
+         * 39) at every offset 61..68 of a 32-position tile, 63 its last. */
+        {"op=prefill,batch=8,heads=2,kv_heads=2,d=64,tq=5,kv_len=112,window=40,sinks=3,flags=causal|lse|kv_cache",
+         "BLOCK_N=32", {5, 5, 5, 5, 5, 5, 5, 5}, {100, 101, 102, 103, 104, 105, 106, 107}, NULL},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
