@@ -57,6 +57,33 @@ fmqa_problem bench_shape_problem(const bench_shape *s);
 int bench_shapes_select(unsigned sets, const char *patterns, char **custom, int n_custom,
                         bench_shape **out /* OUT */, const char *who);
 
+/* 1 when the id of a shape of `sets` matches one of the patterns. */
+int bench_shapes_any(unsigned sets, const char *patterns);
+
+/* A prefill benchmark shape: causal, bf16, 32 query heads, every sequence
+ * `tokens` new tokens (bench_shapes.c). */
+typedef struct bench_prefill_shape {
+    int32_t batch, tokens, kv_heads, d;
+} bench_prefill_shape;
+
+/* "prefill-b4-t4096-hkv8-d128". */
+void bench_prefill_shape_id(const bench_prefill_shape *s, char *buf /* OUT */, size_t cap);
+fmqa_problem bench_prefill_problem(const bench_prefill_shape *s);
+/* 4 B H T^2 d / 2: the flops of causal attention (QK^T and PV, half the square). */
+double bench_prefill_flops(const bench_prefill_shape *s);
+/* The prefill shapes whose id matches a pattern (NULL: all of them unless
+ * n_custom decode shapes were asked for instead).  Returns the count, 0
+ * included, and *out (malloc'ed, free() it), or -1 out of memory. */
+int bench_prefill_select(const char *patterns, int n_custom, bench_prefill_shape **out);
+
+/* The context (database db_path) and device of a GPU subcommand, or 1 after
+ * saying on stderr why there is none (bench_decode.c). */
+int bench_open_gpu(const char *who, const char *db_path, fmqa_ctx_t **ctx /* OUT */,
+                   fmqa_device_info *dev /* OUT */);
+
+/* `fastmqa-bench prefill`: bench_prefill.c. */
+int bench_prefill_main(int argc, char **argv);
+
 /* `fastmqa-bench levels`: bench_levels.c. */
 int bench_levels_main(int argc, char **argv);
 /* `fastmqa-bench decode`: bench_decode.c. */

@@ -416,9 +416,8 @@ static int parse(int argc, char **argv, bopts *o)
     return 0;
 }
 
-/* The context and device of a GPU tool, or 1 after saying why not. */
-static int open_gpu(const char *who, const char *db_path, fmqa_ctx_t **ctx,
-                    fmqa_device_info *dev)
+int bench_open_gpu(const char *who, const char *db_path, fmqa_ctx_t **ctx,
+                   fmqa_device_info *dev)
 {
     fmqa_options fo = FMQA_OPTIONS_INIT;
     fo.db_path = db_path;
@@ -455,7 +454,7 @@ int bench_decode_main(int argc, char **argv)
     fmqa_device_info dev;
     fmqa_err err;
     row *rows = calloc((size_t)n, sizeof *rows);
-    if (!rows || open_gpu("decode", o.db_path, &ctx, &dev)) {
+    if (!rows || bench_open_gpu("decode", o.db_path, &ctx, &dev)) {
         free(rows), free(shapes);
         return 1;
     }
@@ -544,7 +543,7 @@ int bench_bw_main(int argc, char **argv)
     }
     fmqa_ctx_t *ctx = NULL;
     fmqa_device_info dev;
-    if (open_gpu("bw", NULL, &ctx, &dev))
+    if (bench_open_gpu("bw", NULL, &ctx, &dev))
         return 1;
     if (!bytes)
         bytes = 8 * (size_t)dev.l2_bytes > ((size_t)256 << 20) ? 8 * (size_t)dev.l2_bytes

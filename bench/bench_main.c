@@ -13,6 +13,7 @@ static const bench_command commands[] = {
     {"levels", bench_levels_main,
      "optimization levels: memory, accuracy against float64, decode time"},
     {"decode", bench_decode_main, "decode time and GB/s against the measured read bandwidth"},
+    {"prefill", bench_prefill_main, "causal prefill time and TFLOP/s (fmqa_prefill)"},
     {"static", bench_static_main,
      "figures without a GPU: registers, occupancy, waves, SASS per KV byte, round trips"},
     {"bw", bench_bw_main, "the read kernel alone, by the same timing method (flush modes)"},

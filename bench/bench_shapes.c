@@ -2,7 +2,9 @@
  * bench_shapes.c -- the benchmark shapes `fastmqa-bench decode`, `mla` and
  * `static` share, their ids (the ids of bench/peers/peers.py, e.g.
  * "mqa-f16-b64-t4096"; "mla-h128-bf16-b64-t4096-q2"), selection by fnmatch
- * patterns, and custom shapes given on the command line as "B,T,Hkv,KV[,d]".
+ * patterns, and custom shapes given on the command line as "B,T,Hkv,KV[,d]";
+ * and the prefill shapes of `fastmqa-bench prefill` and `static`
+ * ("prefill-b4-t4096-hkv8-d128").
  * The MLA shapes are FlashMLA's published ones (its README and
  * tests/test_flash_mla.py: batch 64 and 128, 16 to 128 heads, 1024 to 16384
  * positions, 1 and 2 query tokens, bf16), and the fp8 latent where the
@@ -111,16 +113,36 @@ static int parse_custom(const char *text, bench_shape *out)
     return -1;
 }
 
-static int matches(const bench_shape *s, const char *patterns)
+/* 1 when id matches one of the comma-separated fnmatch patterns. */
+static int id_matches(const char *id, const char *patterns)
 {
-    char id[96], pat[96];
-    bench_shape_id(s, id, sizeof id);
+    char pat[96];
     for (const char *p = patterns; *p;) {
         size_t n = strcspn(p, ",");
         snprintf(pat, sizeof pat, "%.*s", (int)(n < sizeof pat ? n : sizeof pat - 1), p);
         if (n && !fnmatch(pat, id, 0))
             return 1;
         p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
+static int matches(const bench_shape *s, const char *patterns)
+{
+    char id[96];
+    bench_shape_id(s, id, sizeof id);
+    return id_matches(id, patterns);
+}
+
+int bench_shapes_any(unsigned sets, const char *patterns)
+{
+    for (size_t i = 0; (sets & BENCH_SET_DECODE) && i < N_SHAPES; i++)
+        if (matches(&shapes[i], patterns))
+            return 1;
+    for (int i = 0; (sets & (BENCH_SET_MLA | BENCH_SET_MLA_FEW)) && i < N_MLA; i++) {
+        bench_shape m = mla_shape(i);
+        if (matches(&m, patterns))
+            return 1;
     }
     return 0;
 }
@@ -156,6 +178,55 @@ int bench_shapes_select(unsigned sets, const char *patterns, char **custom, int 
                                         : "mla-h128-bf16-b64-t4096, mla-h16-fp8-b128-t16384-q2, ...");
         free(v);
         return -1;
+    }
+    *out = v;
+    return n;
+}
+
+/* ---------------------------------------------------------------- prefill */
+
+/* Causal bf16 prefill, 32 query heads: B = 4 x 4096 and B = 1 x 16384 tokens,
+ * 32, 8 and 1 KV heads, d = 128 and 64 (issue 13's list). */
+#define PF(b, t) {b, t, 32, 128}, {b, t, 8, 128}, {b, t, 1, 128}, \
+                 {b, t, 32, 64}, {b, t, 8, 64}, {b, t, 1, 64}
+static const bench_prefill_shape prefill_shapes[] = {PF(4, 4096), PF(1, 16384)};
+#define N_PREFILL (sizeof prefill_shapes / sizeof prefill_shapes[0])
+
+void bench_prefill_shape_id(const bench_prefill_shape *s, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "prefill-b%d-t%d-hkv%d-d%d", s->batch, s->tokens, s->kv_heads, s->d);
+}
+
+fmqa_problem bench_prefill_problem(const bench_prefill_shape *s)
+{
+    fmqa_problem p;
+    fmqa_problem_init(&p);
+    p.op = FMQA_OP_PREFILL;
+    p.batch = s->batch;
+    p.q_tokens = p.kv_len = s->tokens;
+    p.num_q_heads = 32, p.num_kv_heads = s->kv_heads;
+    p.head_dim_qk = p.head_dim_v = s->d;
+    p.q_dtype = p.kv_dtype = p.out_dtype = FMQA_DTYPE_BF16;
+    p.flags = FMQA_FLAG_CAUSAL;
+    return p;
+}
+
+double bench_prefill_flops(const bench_prefill_shape *s)
+{
+    return 4.0 * s->batch * 32 * (double)s->tokens * s->tokens * s->d / 2;
+}
+
+int bench_prefill_select(const char *patterns, int n_custom, bench_prefill_shape **out)
+{
+    bench_prefill_shape *v = malloc(N_PREFILL * sizeof *v);
+    int n = 0;
+    char id[96];
+    if (!v)
+        return -1;
+    for (size_t i = 0; i < N_PREFILL; i++) {
+        bench_prefill_shape_id(&prefill_shapes[i], id, sizeof id);
+        if (patterns ? id_matches(id, patterns) : !n_custom)
+            v[n++] = prefill_shapes[i];
     }
     *out = v;
     return n;

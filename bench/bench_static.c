@@ -13,10 +13,11 @@
  *            16-byte copy), dependent global round trips before the first KV
  *            copy, and the combine's CTAs, registers and round trips per thread;
  *   append   registers, spills, shared memory, CTAs per SM, waves (RoPE on);
- *   prefill  the causal prefill of the shape's batch x kv_len tokens (16-bit
- *            shapes only; a preset no prefill template serves has no row):
- *            registers, spills, shared memory, CTAs per SM, waves, and the
- *            tensor-core instructions in its SASS (HGMMA: wgmma; HMMA:
+ *   prefill  registers, spills, shared memory, CTAs per SM, waves, bytes in
+ *            flight per SM and the main loop's SASS mix per K/V tile
+ *            (instructions, HMMA, ldmatrix, copies, MUFU), for the prefill
+ *            shapes (bench_prefill_select); and the tensor-core instructions
+ *            of the whole kernel (HGMMA: wgmma, sm_90a's prefill_sm90; HMMA:
  *            mma.sync), counted statically.
  *   mla      MLA decode (a few shapes of `fastmqa-bench mla` by default): the
  *            decode figures without the SASS ones (its MMAs sit in inner
@@ -45,8 +46,10 @@ typedef struct kstat {      /* one compiled kernel entry on one preset       */
 } kstat;
 
 typedef struct srow {
-    int shape, arch;
+    int arch;
     const char *op;          /* "decode", "append", "prefill" or "mla"       */
+    fmqa_problem p;
+    char id[96];             /* the shape's id                                 */
     char config[GEN_CONFIG_TEXT_CAP];
     char cubin_arch[16];
     fmqa_status st;
@@ -77,7 +80,8 @@ static void usage(FILE *f)
             "usage: fastmqa-bench static [options]\n"
             "Static figures of the kernels the dispatcher picks without a database (template\n"
             "defaults) for the benchmark shapes, from NVRTC and the SASS; no GPU needed.\n"
-            "  --shapes P,...    shapes whose id matches a pattern (fnmatch), as in decode\n"
+            "  --shapes P,...    shapes whose id matches a pattern (fnmatch), as in decode;\n"
+            "                    prefill shapes: prefill-b4-t4096-hkv8-d128, ... (all by default)\n"
             "  --shape B,T,Hkv,KV[,d]  a custom shape (repeatable)\n"
             "  --arch A,...      presets (default sm_80,sm_90,sm_90a; sm_90a rows appear only\n"
             "                    where a template compiles for it)\n"
@@ -230,12 +234,32 @@ static void mma_mix(const gen_binary *b, srow *r)
     free(text);
 }
 
-static fmqa_problem prefill_problem(const bench_shape *s)
+/* A prefill row: the kernel, its K/V tile and the SASS mix of its main loop
+ * (a thread copies its share of the K and V tile per iteration). */
+static void prefill_figures(const fmqa_device_info *d, const fmqa_problem *p, const gen_config *c,
+                            const gen_plan *plan, const gen_binary *b, srow *r)
 {
-    fmqa_problem p = bench_shape_problem(s);
-    p.op = FMQA_OP_PREFILL;
-    p.q_tokens = p.kv_len;
-    return p;
+    r->k = kernel_stat(d, &plan->kernels[0], b);
+    int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
+    int threads = r->k.threads ? r->k.threads : 1;
+    r->tile_bytes = (double)bn * (p->head_dim_qk + p->head_dim_v) * eb + (eb == 1 ? 8.0 * bn : 0);
+    r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
+    int copies = (bn * (p->head_dim_qk + p->head_dim_v) * eb / 16 + threads - 1) / threads;
+    char *text = NULL;
+    tun_sass *s = NULL;
+    fmqa_err err = {0};
+    fmqa_status st = tun_sass_disassemble(b->cubin, b->size, &text, &err);
+    if (st == FMQA_OK)
+        st = tun_sass_parse(text, &s, &err);
+    if (st == FMQA_OK)
+        st = tun_sass_main_loop(s, plan->kernels[0].entry, copies, &r->loop, &err);
+    r->sass = st == FMQA_OK;
+    if (r->sass)
+        r->ib = (threads / 32) * r->loop.insts / r->tile_bytes;
+    else
+        fmqa_strlcpy(r->sass_why, err.msg, sizeof r->sass_why);
+    tun_sass_free(s);
+    free(text);
 }
 
 static fmqa_problem append_problem(const bench_shape *s)
@@ -247,20 +271,29 @@ static fmqa_problem append_problem(const bench_shape *s)
     return p;
 }
 
+/* A row of decode shape s (op "decode" or "append"). */
+static srow shape_row(const bench_shape *s, int arch, const char *op)
+{
+    srow r = {.arch = arch, .op = op};
+    r.p = strcmp(op, "append") ? bench_shape_problem(s) : append_problem(s);
+    bench_shape_id(s, r.id, sizeof r.id);
+    return r;
+}
+
+static srow prefill_row(const bench_prefill_shape *s, int arch)
+{
+    srow r = {.arch = arch, .op = "prefill", .p = bench_prefill_problem(s)};
+    bench_prefill_shape_id(s, r.id, sizeof r.id);
+    return r;
+}
+
 /* Chooses, plans, renders and compiles one row; NVRTC runs on this thread. */
-static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, uint32_t flags, srow *r)
+static void build_row(gen_lib *lib, const char *arch, srow *r)
 {
     fmqa_device_info d;
     fmqa_err err = {0};
+    fmqa_problem p = r->p;
     const int prefill = !strcmp(r->op, "prefill");
-    fmqa_problem p = prefill ? prefill_problem(s) : strcmp(r->op, "append") ? bench_shape_problem(s)
-                                                                            : append_problem(s);
-    if (prefill && s->kv != FMQA_DTYPE_F16 && s->kv != FMQA_DTYPE_BF16) {
-        r->skip = 1; /* prefill reads the new tokens' own 16-bit K/V */
-        return;
-    }
-    if (!strcmp(r->op, "decode"))
-        p.flags |= flags;
     const gen_template *t = NULL;
     gen_config c;
     fmqa_choice ch;
@@ -287,8 +320,10 @@ static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, uint
         else
             r->skip = 1;
     }
-    if (st == FMQA_OK && !r->skip && strcmp(r->op, "append"))
+    if (st == FMQA_OK && !r->skip && (!strcmp(r->op, "decode") || !strcmp(r->op, "mla")))
         decode_figures(&d, &p, &c, &plan, &b, r);
+    else if (st == FMQA_OK && !r->skip && prefill)
+        prefill_figures(&d, &p, &c, &plan, &b, r);
     else if (st == FMQA_OK && !r->skip)
         r->k = kernel_stat(&d, &plan.kernels[0], &b);
     if (st == FMQA_OK && !r->skip && prefill)
@@ -313,12 +348,10 @@ static void json_num(const char *key, double v, int valid, const char *fmt, int 
         putchar(',');
 }
 
-static void print_json_row(const bench_shape *shapes, const srow *r, const char **archs)
+static void print_json_row(const srow *r, const char **archs)
 {
-    char id[96];
-    bench_shape_id(&shapes[r->shape], id, sizeof id);
-    printf("{\"shape\":\"%s\",\"d\":%d,\"kv_heads\":%d,\"arch\":\"%s\",\"kernel\":\"%s\",", id,
-           shapes[r->shape].d, shapes[r->shape].kv_heads, archs[r->arch], r->op);
+    printf("{\"shape\":\"%s\",\"d\":%d,\"kv_heads\":%d,\"arch\":\"%s\",\"kernel\":\"%s\",", r->id,
+           r->p.head_dim_qk, r->p.num_kv_heads, archs[r->arch], r->op);
     if (r->st != FMQA_OK) {
         printf("\"error\":\"%s\"}", fmqa_status_string(r->st));
         return;
@@ -327,7 +360,7 @@ static void print_json_row(const bench_shape *shapes, const srow *r, const char 
            "\"smem_bytes\":%d,\"threads\":%d,\"ctas\":%d,\"ctas_per_sm\":%d,\"waves\":%.3f",
            r->config, r->cubin_arch, r->k.regs, r->k.spill, r->k.smem, r->k.threads, r->k.ctas,
            r->k.ctas_per_sm, r->k.waves);
-    if (strcmp(r->op, "append")) {
+    if (!strcmp(r->op, "decode") || !strcmp(r->op, "mla")) {
         int sv = r->sass;
         printf(",\"splits\":%d,\"balance\":%.3f,\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,",
                r->splits, r->balance, r->tile_bytes, r->inflight_kb);
@@ -348,6 +381,19 @@ static void print_json_row(const bench_shape *shapes, const srow *r, const char 
                  "%.0f", 0);
         if (!sv)
             printf(",\"sass_note\":\"%s\"", r->sass_why);
+    } else if (!strcmp(r->op, "prefill")) {
+        int sv = r->sass;
+        printf(",\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,", r->tile_bytes,
+               r->inflight_kb);
+        json_num("insts_per_tile", r->loop.insts, sv, "%.0f", 1);
+        json_num("hmma_per_tile", r->loop.mma, sv, "%.0f", 1);
+        json_num("ldsm_per_tile", r->loop.ldsm, sv, "%.0f", 1);
+        json_num("copies_per_tile", r->loop.copies, sv, "%.0f", 1);
+        json_num("fp_per_tile", r->loop.fp, sv, "%.0f", 1);
+        json_num("mufu_per_tile", r->loop.mufu, sv, "%.0f", 1);
+        printf("\"loop_path_exact\":%s", sv && r->loop.exact ? "true" : "false");
+        if (!sv)
+            printf(",\"sass_note\":\"%s\"", r->sass_why);
     }
     if (!strcmp(r->op, "prefill")) {
         printf(",");
@@ -357,7 +403,7 @@ static void print_json_row(const bench_shape *shapes, const srow *r, const char 
     printf("}");
 }
 
-static void print_json(const bench_shape *shapes, const srow *rows, int n, const char **archs)
+static void print_json(const srow *rows, int n, const char **archs)
 {
     char date[32];
     time_t now = time(NULL);
@@ -369,7 +415,7 @@ static void print_json(const bench_shape *shapes, const srow *rows, int n, const
             continue;
         printf("%s", first ? "" : ",");
         first = 0;
-        print_json_row(shapes, &rows[i], archs);
+        print_json_row(&rows[i], archs);
     }
     printf("]}\n");
 }
@@ -382,44 +428,47 @@ static void cell(int valid, const char *fmt, double v, int width)
         printf("%*s", width, "-");
 }
 
-static void print_table(const bench_shape *shapes, const srow *rows, int n, const char **archs)
+static void print_table(const srow *rows, int n, const char **archs)
 {
     printf("static figures (no GPU): NVRTC cubins of the template defaults, device presets\n");
-    printf("%-22s %-6s %-7s %4s %5s %6s %5s %5s %6s %5s %8s %6s %6s %5s %4s %5s %5s %s\n", "shape",
+    printf("%-26s %-6s %-7s %4s %5s %6s %5s %5s %6s %5s %8s %6s %6s %5s %4s %5s %5s %s\n", "shape",
            "arch", "kernel", "regs", "spill", "smem", "CTA/S", "CTAs", "waves", "bal", "flightKB",
            "I_B", "insts", "addr", "pro", "cCTA", "cdep", "config");
     for (int i = 0; i < n; i++) {
         const srow *r = &rows[i];
-        char id[96];
+        char id[112];
         if (r->skip)
             continue;
-        bench_shape_id(&shapes[r->shape], id, sizeof id);
-        if (shapes[r->shape].d != 128 && !shapes[r->shape].mla)
-            snprintf(id + strlen(id), sizeof id - strlen(id), "-d%d", shapes[r->shape].d);
-        printf("%-22s %-6s %-7s ", id, archs[r->arch], r->op);
+        /* decode ids leave d out; the table shows it when it is not 128 */
+        snprintf(id, sizeof id, "%s", r->id);
+        if (strcmp(r->op, "prefill") && strcmp(r->op, "mla") && r->p.head_dim_qk != 128)
+            snprintf(id + strlen(id), sizeof id - strlen(id), "-d%d", r->p.head_dim_qk);
+        printf("%-26s %-6s %-7s ", id, archs[r->arch], r->op);
         if (r->st != FMQA_OK) {
             printf("error: %s\n", r->why);
             continue;
         }
-        int dec = strcmp(r->op, "append") != 0, sv = dec && r->sass;
+        int dec = !strcmp(r->op, "decode") || !strcmp(r->op, "mla"), pre = !strcmp(r->op, "prefill");
+        int sv = (dec || pre) && r->sass;
         printf("%4d %5d %6d %5d %5d %6.2f ", r->k.regs, r->k.spill, r->k.smem, r->k.ctas_per_sm,
                r->k.ctas, r->k.waves);
         cell(dec, "%*.2f", r->balance, 5);
-        cell(dec, " %*.0f", r->inflight_kb, 8);
+        cell(dec || pre, " %*.0f", r->inflight_kb, 8);
         cell(sv, " %*.3f", r->ib, 6);
         cell(sv, " %*.0f", r->loop.insts, 6);
         cell(sv, " %*.1f", r->loop.addr_per_copy, 5);
-        cell(sv, " %*.0f", r->prologue_trips, 4);
+        cell(dec && sv, " %*.0f", r->prologue_trips, 4);
         cell(dec && r->combine.ok, " %*.0f", r->combine.ctas, 5);
         cell(sv && r->combine.ok, " %*.0f", r->combine_trips, 5);
         printf(" %s%s", r->config, sv && !r->loop.exact ? " (loop path approximate)" : "");
-        if (!strcmp(r->op, "prefill") && r->hgmma >= 0)
+        if (pre && r->hgmma >= 0)
             printf(" [SASS: HGMMA %d, HMMA %d]", r->hgmma, r->hmma);
         printf("\n");
-        if (dec && !r->sass)
-            printf("%-22s   SASS figures missing: %s\n", "", r->sass_why);
+        if ((dec || pre) && !r->sass)
+            printf("%-26s   SASS figures missing: %s\n", "", r->sass_why);
     }
-    printf("I_B: warp-instructions per KV byte of the main loop; insts: per warp per tile;\n"
+    printf("I_B: warp-instructions per KV byte of the main loop (prefill: per K/V tile byte);\n"
+           "insts: per warp per tile;\n"
            "bal: mean / most work units of a CTA (tiles; batch-invariant: chunks);\n"
            "addr: integer instructions per 16-byte copy; pro: dependent global loads before\n"
            "the first KV copy; cCTA, cdep: the combine's CTAs and dependent loads per thread;\n"
@@ -483,9 +532,7 @@ static int split_archs(const char *text, char names[MAX_ARCHS][16], const char *
 
 typedef struct work {
     gen_lib *lib;
-    const bench_shape *shapes;
     const char **archs;
-    uint32_t flags; /* added to the decode problems */
     srow *rows;
 } work;
 
@@ -495,7 +542,7 @@ static fmqa_status build_job(void *user, int64_t i, fmqa_err *err)
     srow *r = &w->rows[i];
     (void)err;
     if (!r->skip)
-        build_row(w->lib, &w->shapes[r->shape], w->archs[r->arch], w->flags, r);
+        build_row(w->lib, w->archs[r->arch], r);
     return FMQA_OK;
 }
 
@@ -509,26 +556,38 @@ int bench_static_main(int argc, char **argv)
     const char *archs[MAX_ARCHS];
     int na = split_archs(o.archs, names, archs);
     bench_shape *shapes = NULL;
-    int ns = na > 0 ? bench_shapes_select(BENCH_SET_DECODE | BENCH_SET_MLA_FEW, o.shapes, o.custom,
-                                          o.n_custom, &shapes,
-                                          "fastmqa-bench static")
-                    : -1;
-    if (ns < 0)
+    bench_prefill_shape *pshapes = NULL;
+    const unsigned sets = BENCH_SET_DECODE | BENCH_SET_MLA_FEW;
+    int np = na > 0 ? bench_prefill_select(o.shapes, o.n_custom, &pshapes) : 0;
+    /* Decode and MLA shapes unless the patterns name prefill shapes only. */
+    int ns = na <= 0 ? -1
+             : np > 0 && o.shapes && !bench_shapes_any(sets, o.shapes) && !o.n_custom
+                 ? 0
+                 : bench_shapes_select(sets, o.shapes, o.custom, o.n_custom, &shapes,
+                                       "fastmqa-bench static");
+    if (ns < 0 || np < 0) {
+        free(pshapes);
         return 2;
-    static const char *const kinds[] = {"decode", "append", "prefill"};
-    int n = ns * na * 3, failed = 0;
+    }
+    int n = (ns * 2 + np) * na, failed = 0;
     srow *rows = calloc((size_t)n, sizeof *rows);
     gen_lib *lib = NULL;
     fmqa_err err = {0};
     const char *dir = getenv("FASTMQA_TEMPLATE_DIR");
     fmqa_status st = rows ? gen_lib_open(dir && *dir ? dir : NULL, &lib, &err)
                           : fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    for (int i = 0; rows && i < n; i++) { /* an MLA shape has only its mla row */
-        const int mla = shapes[i / (3 * na)].mla;
-        rows[i] = (srow){.shape = i / (3 * na), .arch = i / 3 % na,
-                         .op = i % 3 ? kinds[i % 3] : mla ? "mla" : "decode", .skip = mla && i % 3};
+    /* two rows a shape and arch: decode (mla for an MLA shape, which has no
+     * append row) and append; then the prefill shapes */
+    for (int i = 0; rows && i < ns * 2 * na; i++) {
+        const bench_shape *s = &shapes[i / (2 * na)];
+        rows[i] = shape_row(s, i / 2 % na, i % 2 ? "append" : s->mla ? "mla" : "decode");
+        rows[i].skip = s->mla && i % 2;
+        if (!strcmp(rows[i].op, "decode") && o.invariant)
+            rows[i].p.flags |= FMQA_FLAG_BATCH_INVARIANT;
     }
-    work w = {lib, shapes, archs, o.invariant ? FMQA_FLAG_BATCH_INVARIANT : 0u, rows};
+    for (int i = 0; rows && i < np * na; i++)
+        rows[ns * 2 * na + i] = prefill_row(&pshapes[i / na], i % na);
+    work w = {lib, archs, rows};
     if (st == FMQA_OK)
         st = tun_parallel(o.threads, n, build_job, &w, &err);
     if (st != FMQA_OK) {
@@ -538,11 +597,11 @@ int bench_static_main(int argc, char **argv)
         for (int i = 0; i < n; i++)
             failed |= rows[i].st != FMQA_OK;
         if (o.json)
-            print_json(shapes, rows, n, archs);
+            print_json(rows, n, archs);
         else
-            print_table(shapes, rows, n, archs);
+            print_table(rows, n, archs);
     }
     gen_lib_close(lib);
-    free(rows), free(shapes);
+    free(rows), free(shapes), free(pshapes);
     return failed ? 1 : 0;
 }

@@ -429,6 +429,7 @@ static void push_problem(lua_State *L, const fmqa_problem *p)
     set_bool(L, "ring", (p->flags & FMQA_FLAG_RING) != 0);
     set_bool(L, "batch_invariant", (p->flags & FMQA_FLAG_BATCH_INVARIANT) != 0);
     set_str(L, "kv_scale", fmqa_kv_scale_name(p->kv_scale_granularity));
+    set_bool(L, "kv_cache", (p->flags & FMQA_FLAG_KV_CACHE) != 0);
 }
 
 static void push_device(lua_State *L, const fmqa_device_info *d)

@@ -48,8 +48,15 @@ static const dtype_key dtype_keys[] = {
 };
 
 static const char *const rope_names[] = {"none", "neox", "gptj"};
-/* Index i names flag bit 1 << i. */
-static const char *const flag_names[] = {"causal", "paged", "tree", "lse", "ring", "invariant"};
+/* Problem flags by name, as specs write them (FMQA_FLAG_* of fastmqa.h). */
+static const struct {
+    const char *name;
+    uint32_t bit;
+} flag_names[] = {
+    {"causal", FMQA_FLAG_CAUSAL}, {"paged", FMQA_FLAG_PAGED}, {"tree", FMQA_FLAG_TREE_MASK},
+    {"lse", FMQA_FLAG_LSE},       {"ring", FMQA_FLAG_RING},   {"invariant", FMQA_FLAG_BATCH_INVARIANT},
+    {"kv_cache", FMQA_FLAG_KV_CACHE},
+};
 
 static int parse_flags(const char *v, uint32_t *flags)
 {
@@ -60,8 +67,8 @@ static int parse_flags(const char *v, uint32_t *flags)
         size_t n = strcspn(v, "|");
         int found = 0;
         for (size_t i = 0; i < sizeof flag_names / sizeof flag_names[0]; i++)
-            if (strlen(flag_names[i]) == n && strncmp(v, flag_names[i], n) == 0) {
-                *flags |= 1u << i;
+            if (strlen(flag_names[i].name) == n && strncmp(v, flag_names[i].name, n) == 0) {
+                *flags |= flag_names[i].bit;
                 found = 1;
             }
         if (!found)
@@ -140,7 +147,7 @@ static fmqa_status apply(fmqa_problem *p, const char *key, const char *val, int 
             return FMQA_OK;
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
                             "problem: 'flags=%s': expected '|'-separated causal, paged, tree, "
-                            "lse, ring, invariant or none",
+                            "lse, ring, invariant, kv_cache or none",
                             val);
     }
     return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "problem: '%s=%s': unknown key '%s'", key,
@@ -190,9 +197,9 @@ int gen_problem_format(const fmqa_problem *p, char *buf, size_t cap)
 {
     char flags[64] = "";
     for (size_t i = 0; i < sizeof flag_names / sizeof flag_names[0]; i++)
-        if (p->flags & (1u << i))
+        if (p->flags & flag_names[i].bit)
             snprintf(flags + strlen(flags), sizeof flags - strlen(flags), "%s%s",
-                     flags[0] ? "|" : "", flag_names[i]);
+                     flags[0] ? "|" : "", flag_names[i].name);
     const char *op = fmqa_op_name(p->op), *q = fmqa_dtype_name(p->q_dtype),
                *kv = fmqa_dtype_name(p->kv_dtype), *o = fmqa_dtype_name(p->out_dtype);
     const char *rope = (unsigned)p->rope < 3 ? rope_names[p->rope] : "?";

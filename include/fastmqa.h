@@ -158,7 +158,9 @@ typedef enum fmqa_kv_scale_granularity {
  * template's default config (a tuned choice may differ by batch).  Costs
  * balance: see docs/PERFORMANCE.md. */
 #define FMQA_FLAG_BATCH_INVARIANT 0x20u
-#define FMQA_FLAG_ALL 0x3Fu
+#define FMQA_FLAG_KV_CACHE 0x100u /* prefill: K and V come from the cache, which
+                                     already holds the new tokens (fmqa_prefill) */
+#define FMQA_FLAG_ALL 0x13Fu
 
 /*
  * A problem: the shape and types of one attention call, independent of pointers.
@@ -467,6 +469,81 @@ typedef struct fmqa_append_args {
  * dtypes those of k_new (q_dtype) and of the cache (kv_dtype). */
 FMQA_API fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                         const fmqa_append_args *args, fmqa_stream_t stream);
+
+/* ---------------------------------------------------------------- prefill */
+
+/*
+ * Prefill attention over a ragged batch (the "varlen" form): sequence b has
+ * Tq_b = cu_seqlens_q[b + 1] - cu_seqlens_q[b] new query tokens, packed one
+ * after another in q and o: token i of sequence b is row cu_seqlens_q[b] + i.
+ * For every such row and query head h,
+ *   o[row,h,:] = softmax_j(scale * q[row,h,:] . k[b,j,h/G,:]) v[b,j,h/G,:]
+ * over the positions j the token sees (G = H / Hkv), by the rules of
+ * fmqa_decode_args (reference/ref.h, docs/reference.md):
+ *
+ *  - without FMQA_FLAG_KV_CACHE, K and V are the new tokens' own, packed like q
+ *    ([total_q, hk, d], dtype kv_dtype == q_dtype): sequence b has kv_len_b =
+ *    Tq_b positions and token i sits at position i;
+ *  - with FMQA_FLAG_KV_CACHE (chunked prefill), K and V are a cache laid out as
+ *    decode's (contiguous or FMQA_FLAG_PAGED; f16, bf16, int8 or fp8_e4m3 with
+ *    scales) that already holds the new tokens (fmqa_append them first): it
+ *    holds kv_lens[b] positions and token i sits at position kv_lens[b] - Tq_b
+ *    + i, so the new tokens see the cached prefix and themselves.
+ *
+ * FMQA_FLAG_CAUSAL: a token sees positions <= its own (otherwise all of its
+ * sequence's positions); window > 0: also only the last `window` of them and
+ * the first sink_tokens.  A row that sees nothing gets o = 0 (lse = -inf).
+ * FMQA_FLAG_RING and FMQA_FLAG_TREE_MASK are not served (UNSUPPORTED).
+ *
+ * The problem: op FMQA_OP_PREFILL, batch = B (<= 65535), q_tokens = the
+ * largest Tq_b the call may bring (the launch is sized by it), kv_len = the
+ * largest kv_lens[b] with FMQA_FLAG_KV_CACHE (else q_tokens).  Keep them
+ * constant across calls to keep the launch plan constant.
+ *
+ * Device arrays the kernel trusts (like decode's kv_lens): 0 = cu_seqlens_q[0]
+ * <= cu_seqlens_q[1] <= ..., Tq_b <= q_tokens, Tq_b <= kv_lens[b] <= kv_len.
+ *
+ * Layouts, strides in elements:
+ *   q    [total_q, h, d]   strides q_stride_{token,head}
+ *   o    [total_q, h, dv]  strides o_stride_{token,head}
+ *   lse  [total_q, h]      float, natural log, contiguous (FMQA_FLAG_LSE)
+ *   k, v without the cache: [total_q, hk, d] strides {k,v}_stride_{token,head}
+ *        ({k,v}_stride_batch unused);
+ *   k, v, k_scale, v_scale with the cache: as fmqa_decode_args.
+ * Alignment as fmqa_decode_args; cu_seqlens_q, kv_lens: 4.  Otherwise
+ * FMQA_ERR_INVALID_ARGUMENT naming the field.
+ */
+typedef struct fmqa_prefill_args {
+    const void *q;
+    int64_t q_stride_token, q_stride_head;
+    const void *k;
+    const void *v;
+    int64_t k_stride_batch, k_stride_token, k_stride_head;
+    int64_t v_stride_batch, v_stride_token, v_stride_head;
+    const float *k_scale;            /* 8-bit caches only, else NULL             */
+    const float *v_scale;
+    int64_t k_scale_stride_batch, k_scale_stride_token, k_scale_stride_head;
+    int64_t v_scale_stride_batch, v_scale_stride_token, v_scale_stride_head;
+    const int32_t *cu_seqlens_q;     /* [batch + 1], device                      */
+    const int32_t *kv_lens;          /* [batch], device; FMQA_FLAG_KV_CACHE only */
+    const int32_t *page_table;       /* [batch, page_table_stride]; paged only   */
+    int64_t page_table_stride;
+    void *o;
+    int64_t o_stride_token, o_stride_head;
+    float *lse;                      /* FMQA_FLAG_LSE only                       */
+    float sm_scale;                  /* 0 = 1 / sqrt(head_dim_qk)                */
+    void *workspace;                 /* fmqa_prefill_workspace_size() bytes      */
+    size_t workspace_size;
+} fmqa_prefill_args;
+
+/* Workspace bytes a prefill of this problem needs; may be 0.  Resolves the
+ * launch plan (see fmqa_plan), so it needs the device. */
+FMQA_API fmqa_status fmqa_prefill_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                                        size_t *bytes /* OUT */);
+
+/* Launches prefill attention on stream.  problem->op must be FMQA_OP_PREFILL. */
+FMQA_API fmqa_status fmqa_prefill(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                         const fmqa_prefill_args *args, fmqa_stream_t stream);
 
 /* ---------------------------------------------------------------- levels */
 

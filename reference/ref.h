@@ -267,6 +267,16 @@ fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *args, int6
 fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *args,
                             int64_t n_pages, fmqa_err *err);
 
+/* The reference of fmqa_prefill on host copies (as ref_decode): writes dense
+ * double o [total_q, H, Dv] and lse [total_q, H] (may be NULL), total_q =
+ * cu_seqlens_q[batch].  Sequence b's tokens are rows cu_seqlens_q[b] .. of q
+ * and, without FMQA_FLAG_KV_CACHE, of k and v; with it, the cache holds
+ * kv_lens[b] positions, the new tokens last.  cu_seqlens_q and kv_lens are
+ * checked against the problem's bounds (fastmqa.h). */
+fmqa_status ref_prefill(const fmqa_problem *p, const fmqa_prefill_args *args, int64_t n_pages,
+                        double *o /* OUT */, double *lse /* OUT, may be NULL */,
+                        fmqa_err *err);
+
 /* ------------------------------------------------------------ MLA */
 
 /*

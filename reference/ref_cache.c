@@ -324,6 +324,82 @@ fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *a, int64_t
     return st;
 }
 
+/* Sequence b's view of a cache (contiguous: its batch slice; paged: its row
+ * of the page table), or of packed new tokens (rows from q0), as batch 1. */
+static ref_cache_view seq_view(ref_cache_view v, int kv_cache, int64_t b, int64_t q0)
+{
+    size_t e = fmqa_dtype_size(v.dtype);
+    if (!kv_cache) {
+        v.data = (char *)v.data + q0 * v.stride_token * (int64_t)e;
+        return v;
+    }
+    if (v.flags & FMQA_FLAG_PAGED) {
+        v.page_table += b * v.page_table_stride;
+        return v;
+    }
+    v.data = (char *)v.data + b * v.stride_batch * (int64_t)e;
+    if (v.scale)
+        v.scale += b * v.scale_stride_batch;
+    return v;
+}
+
+/* One sequence of ref_prefill: rows [q0, q0 + tq) against kv positions. */
+static fmqa_status prefill_seq(const fmqa_problem *p, const fmqa_prefill_args *a, int64_t b,
+                               int64_t q0, int32_t tq, int32_t kv, int64_t n_pages, double *o,
+                               double *lse, fmqa_err *err)
+{
+    int kv_cache = (p->flags & FMQA_FLAG_KV_CACHE) != 0;
+    ref_attn_shape s = {1, tq, kv, p->num_q_heads, p->num_kv_heads, p->head_dim_qk,
+                        p->head_dim_v, &kv, p->flags & FMQA_FLAG_CAUSAL, NULL, p->window,
+                        p->sink_tokens, 0, 0, a->sm_scale};
+    int64_t nq = (int64_t)tq * s.num_q_heads * s.head_dim_qk, nk = (int64_t)kv * s.num_kv_heads;
+    double *q = malloc((size_t)(nq + nk * (s.head_dim_qk + s.head_dim_v)) * sizeof *q);
+    if (!q)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_prefill: %lld KV rows", (long long)nk);
+    double *k = q + nq, *v = k + nk * s.head_dim_qk;
+    ref_cache_view qv = seq_view(plain_view(p->q_dtype, a->q, 0, a->q_stride_token,
+                                            a->q_stride_head), 0, b, q0);
+    ref_cache_view kc = ARGS_CACHE_VIEW(p, a, k), vc = ARGS_CACHE_VIEW(p, a, v);
+    if (!kv_cache)
+        kc.flags = vc.flags = 0, kc.stride_batch = vc.stride_batch = 0;
+    kc = seq_view(kc, kv_cache, b, q0), vc = seq_view(vc, kv_cache, b, q0);
+    fmqa_status st = ref_cache_gather(&qv, 1, tq, s.num_q_heads, s.head_dim_qk, NULL, 0, q, err);
+    if (st == FMQA_OK)
+        st = ref_cache_gather(&kc, 1, kv, s.num_kv_heads, s.head_dim_qk, NULL, n_pages, k, err);
+    if (st == FMQA_OK)
+        st = ref_cache_gather(&vc, 1, kv, s.num_kv_heads, s.head_dim_v, NULL, n_pages, v, err);
+    if (st == FMQA_OK)
+        st = ref_attention(&s, q, k, v, o + q0 * s.num_q_heads * s.head_dim_v,
+                           lse ? lse + q0 * s.num_q_heads : NULL, err);
+    free(q);
+    return st;
+}
+
+fmqa_status ref_prefill(const fmqa_problem *p, const fmqa_prefill_args *a, int64_t n_pages,
+                        double *o, double *lse, fmqa_err *err)
+{
+    if (!p || !a || !o || !a->cu_seqlens_q)
+        return BAD("ref_prefill: NULL problem, args, o or cu_seqlens_q");
+    int kv_cache = (p->flags & FMQA_FLAG_KV_CACHE) != 0;
+    if (kv_cache && !a->kv_lens)
+        return BAD("ref_prefill: kv_lens is NULL with FMQA_FLAG_KV_CACHE");
+    if (a->cu_seqlens_q[0] != 0)
+        return BAD("ref_prefill: cu_seqlens_q[0] is %d, not 0", a->cu_seqlens_q[0]);
+    fmqa_status st = FMQA_OK;
+    for (int64_t b = 0; b < p->batch && st == FMQA_OK; b++) {
+        int64_t q0 = a->cu_seqlens_q[b];
+        int32_t tq = a->cu_seqlens_q[b + 1] - a->cu_seqlens_q[b];
+        int32_t kv = kv_cache ? a->kv_lens[b] : tq;
+        if (tq < 0 || tq > p->q_tokens || kv < tq || kv > (kv_cache ? p->kv_len : tq))
+            return BAD("ref_prefill: sequence %lld has %d new tokens (at most q_tokens %d) and "
+                       "%d positions (from that to kv_len %d)",
+                       (long long)b, tq, p->q_tokens, kv, p->kv_len);
+        if (tq > 0)
+            st = prefill_seq(p, a, b, q0, tq, kv, n_pages, o, lse, err);
+    }
+    return st;
+}
+
 /* Writes the dense q [B, n, H, d] back into the strided q of the args. */
 static fmqa_status scatter_q(const ref_cache_view *qv, const ref_append_shape *s,
                              const double *q, fmqa_err *err)

@@ -170,6 +170,7 @@ struct db *rt_database(fmqa_ctx_t *ctx);
  * every pointer, stride and alignment the plan relies on (rt_args.c). */
 struct fmqa_decode_params;
 struct fmqa_append_params;
+struct fmqa_prefill_params;
 fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
                              struct fmqa_decode_params *out /* OUT */, fmqa_err *err);
 fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
@@ -179,6 +180,8 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
  * checks and fills them as for any decode (messages name kv and kv_scale). */
 void rt_mla_decode_args(const fmqa_problem *p, const fmqa_mla_decode_args *m,
                         fmqa_decode_args *d /* OUT */);
+fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
+                              struct fmqa_prefill_params *out /* OUT */, fmqa_err *err);
 
 /* Every tool's --version (rt_version.c): when an argument is "--version",
  * prints "TOOL VERSION" and the versions of libfastmqa, NVRTC, the CUDA driver

@@ -1,9 +1,9 @@
 /*
  * rt_args.c -- the public launching entry points (fmqa_decode, fmqa_mla_decode,
- * fmqa_append, fmqa_decode_workspace_size) and the translation of their
- * argument structs into the kernels' parameter structs.  An MLA decode is a
- * decode whose K and V are the one latent cache (rt_mla_decode_args), so it
- * shares every check and the kernel parameter struct with decode.
+ * fmqa_append, fmqa_prefill and the workspace queries) and the translation of
+ * their argument structs into the kernels' parameter structs.  An MLA decode
+ * is a decode whose K and V are the one latent cache (rt_mla_decode_args), so
+ * it shares every check and the kernel parameter struct with decode.
  *
  * Everything a kernel assumes about its arguments is checked here, before
  * anything is launched: required pointers present; every pointer and stride
@@ -386,6 +386,92 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
     return FMQA_OK;
 }
 
+/* Prefill's q, o and, without a cache, k and v are packed rows [total_q, head,
+ * d]; total_q is at most batch x q_tokens (fastmqa.h), so that is the extent
+ * checked. */
+static tensor_spec packed(const char *name, const void *ptr, const int64_t s[3], int64_t rows,
+                          int64_t heads, int64_t d, fmqa_dtype t, int written)
+{
+    tensor_spec x = {name, ptr, s, {1, rows, heads}, d, fmqa_dtype_size(t), VEC_BYTES, 1, written};
+    return x;
+}
+
+static fmqa_status check_prefill(const fmqa_problem *p, const fmqa_prefill_args *a,
+                                 fmqa_err *err)
+{
+    if (!a)
+        return BAD("args is NULL");
+    const int64_t rows = (int64_t)p->batch * p->q_tokens; /* < 2^31: rt_problem.c */
+    const int64_t qs[3] = {0, a->q_stride_token, a->q_stride_head};
+    const int64_t os[3] = {0, a->o_stride_token, a->o_stride_head};
+    const int64_t ks[3] = {0, a->k_stride_token, a->k_stride_head};
+    const int64_t vs[3] = {0, a->v_stride_token, a->v_stride_head};
+    const tensor_spec q = packed("q", a->q, qs, rows, p->num_q_heads, p->head_dim_qk, p->q_dtype, 0);
+    const tensor_spec o = packed("o", a->o, os, rows, p->num_q_heads, p->head_dim_v, p->out_dtype, 1);
+    fmqa_status st;
+    if ((st = check_tensor(&q, err)) || (st = check_tensor(&o, err)))
+        return st;
+    if (p->flags & FMQA_FLAG_KV_CACHE) {
+        const cache_view cache = CACHE_VIEW(a);
+        if ((st = check_cache(p, &cache, 0, err)))
+            return st;
+        if (!a->kv_lens)
+            return BAD("args.kv_lens is NULL but the problem has FMQA_FLAG_KV_CACHE");
+        if ((st = check_aligned("kv_lens", a->kv_lens, WORD_BYTES, err)))
+            return st;
+    } else {
+        const tensor_spec k = packed("k", a->k, ks, rows, p->num_kv_heads, p->head_dim_qk,
+                                     p->kv_dtype, 0);
+        const tensor_spec v = packed("v", a->v, vs, rows, p->num_kv_heads, p->head_dim_v,
+                                     p->kv_dtype, 0);
+        if ((st = check_tensor(&k, err)) || (st = check_tensor(&v, err)))
+            return st;
+    }
+    if (!a->cu_seqlens_q)
+        return BAD("args.cu_seqlens_q is NULL");
+    if ((st = check_aligned("cu_seqlens_q", a->cu_seqlens_q, WORD_BYTES, err)))
+        return st;
+    if ((p->flags & FMQA_FLAG_LSE) &&
+        (!a->lse ? (st = BAD("args.lse is NULL but the problem has FMQA_FLAG_LSE"))
+                 : (st = check_aligned("lse", a->lse, WORD_BYTES, err))))
+        return st;
+    if (a->sm_scale < 0 || !isfinite(a->sm_scale))
+        return BAD("args.sm_scale %g is negative or not finite", a->sm_scale);
+    if (a->workspace && (st = check_aligned("workspace", a->workspace, VEC_BYTES, err)))
+        return st;
+    return FMQA_OK;
+}
+
+fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
+                              fmqa_prefill_params *o, fmqa_err *err)
+{
+    const fmqa_problem *p = &plan->problem;
+    fmqa_status st = check_prefill(p, a, err);
+    if (st != FMQA_OK)
+        return st;
+    if (plan->launch.workspace > 0 &&
+        (!a->workspace || a->workspace_size < (size_t)plan->launch.workspace))
+        return BAD("args.workspace: %zu bytes given, %lld needed "
+                   "(fmqa_prefill_workspace_size)",
+                   a->workspace ? a->workspace_size : 0, (long long)plan->launch.workspace);
+    memset(o, 0, sizeof *o);
+    o->q = a->q;
+    o->q_st = a->q_stride_token, o->q_sh = a->q_stride_head;
+    COPY_CACHE(o, a);
+    o->cu_seqlens_q = a->cu_seqlens_q;
+    o->kv_lens = (p->flags & FMQA_FLAG_KV_CACHE) ? a->kv_lens : NULL;
+    o->o = a->o;
+    o->o_st = a->o_stride_token, o->o_sh = a->o_stride_head;
+    o->lse = (p->flags & FMQA_FLAG_LSE) ? a->lse : NULL;
+    o->workspace = plan->launch.workspace > 0 ? a->workspace : NULL;
+    o->sm_scale = a->sm_scale > 0 ? a->sm_scale : 1.0f / sqrtf((float)p->head_dim_qk);
+    o->sm_scale_log2 = o->sm_scale * 1.4426950408889634f;
+    o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;
+    o->q_tokens_max = p->q_tokens, o->kv_len_max = p->kv_len;
+    o->window = p->window, o->sink_tokens = p->sink_tokens;
+    return FMQA_OK;
+}
+
 /* ---------------------------------------------------------------- entry points */
 
 static fmqa_status check_op(const fmqa_problem *p, fmqa_op op, fmqa_err *err)
@@ -398,8 +484,9 @@ static fmqa_status check_op(const fmqa_problem *p, fmqa_op op, fmqa_err *err)
     return FMQA_OK;
 }
 
-fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
-                                       size_t *bytes)
+/* The workspace of op's plan for a problem. */
+static fmqa_status workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem, fmqa_op op,
+                                  size_t *bytes)
 {
     fmqa_err err;
     const rt_plan *plan;
@@ -407,12 +494,24 @@ fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *prob
         return FMQA_ERR_INVALID_ARGUMENT;
     if (!bytes)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "bytes is NULL");
-    /* decode and MLA decode share the partial layout */
-    fmqa_op op = problem && problem->op == FMQA_OP_MLA_DECODE ? FMQA_OP_MLA_DECODE : FMQA_OP_DECODE;
     if (check_op(problem, op, &err) || rt_plan_get(ctx, problem, &plan, &err))
         return rt_fail(ctx, &err);
     *bytes = (size_t)plan->launch.workspace;
     return rt_clear(ctx);
+}
+
+fmqa_status fmqa_decode_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                                       size_t *bytes)
+{
+    /* decode and MLA decode share the partial layout */
+    fmqa_op op = problem && problem->op == FMQA_OP_MLA_DECODE ? FMQA_OP_MLA_DECODE : FMQA_OP_DECODE;
+    return workspace_size(ctx, problem, op, bytes);
+}
+
+fmqa_status fmqa_prefill_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                                        size_t *bytes)
+{
+    return workspace_size(ctx, problem, FMQA_OP_PREFILL, bytes);
 }
 
 /* How an op's public arguments become its kernel parameters. */
@@ -478,9 +577,20 @@ static fmqa_status mla_fill(const rt_plan *plan, const void *a, void *o, fmqa_er
     return rt_decode_params(plan, &d, o, err);
 }
 
+static fmqa_status prefill_check(const fmqa_problem *p, const void *a, fmqa_err *err)
+{
+    return check_prefill(p, a, err);
+}
+
+static fmqa_status prefill_fill(const rt_plan *plan, const void *a, void *o, fmqa_err *err)
+{
+    return rt_prefill_params(plan, a, o, err);
+}
+
 static const op_kind DECODE = {FMQA_OP_DECODE, decode_check, decode_fill};
 static const op_kind MLA_DECODE = {FMQA_OP_MLA_DECODE, mla_check, mla_fill};
 static const op_kind APPEND = {FMQA_OP_APPEND, append_check, append_fill};
+static const op_kind PREFILL = {FMQA_OP_PREFILL, prefill_check, prefill_fill};
 
 fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                         const fmqa_decode_args *args, fmqa_stream_t stream)
@@ -501,4 +611,11 @@ fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
 {
     fmqa_append_params params;
     return launch_op(ctx, problem, &APPEND, args, &params, stream);
+}
+
+fmqa_status fmqa_prefill(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                         const fmqa_prefill_args *args, fmqa_stream_t stream)
+{
+    fmqa_prefill_params params;
+    return launch_op(ctx, problem, &PREFILL, args, &params, stream);
 }

@@ -108,6 +108,33 @@ static fmqa_status check_types(const fmqa_problem *p, fmqa_err *err)
             return BAD("problem.kv_scale_granularity: %s scales are for decode and append, not %s",
                        fmqa_kv_scale_name(p->kv_scale_granularity), fmqa_op_name(p->op));
     }
+    if ((p->flags & FMQA_FLAG_KV_CACHE) && p->op != FMQA_OP_PREFILL)
+        return BAD("problem.flags: FMQA_FLAG_KV_CACHE is a prefill flag, the op is %s",
+                   fmqa_op_name(p->op));
+    return FMQA_OK;
+}
+
+/* Prefill reads K and V either from a cache that holds the new tokens or as
+ * the new tokens themselves, packed like q (fastmqa.h, fmqa_prefill_args). */
+static fmqa_status check_prefill(const fmqa_problem *p, fmqa_err *err)
+{
+    if (p->flags & FMQA_FLAG_KV_CACHE) {
+        if (p->q_tokens > p->kv_len)
+            return BAD("problem.q_tokens %d exceeds kv_len %d: the cache holds the new tokens",
+                       p->q_tokens, p->kv_len);
+        return FMQA_OK;
+    }
+    if (p->flags & FMQA_FLAG_PAGED)
+        return BAD("problem.flags: FMQA_FLAG_PAGED without FMQA_FLAG_KV_CACHE: only a cache is "
+                   "paged");
+    if (p->kv_len != p->q_tokens)
+        return BAD("problem.kv_len %d differs from q_tokens %d: without FMQA_FLAG_KV_CACHE the "
+                   "new tokens are all there is",
+                   p->kv_len, p->q_tokens);
+    if (p->kv_dtype != p->q_dtype)
+        return BAD("problem.kv_dtype %s differs from q_dtype %s: without FMQA_FLAG_KV_CACHE K "
+                   "and V are new tokens like q",
+                   fmqa_dtype_name(p->kv_dtype), fmqa_dtype_name(p->q_dtype));
     return FMQA_OK;
 }
 
@@ -126,7 +153,7 @@ static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
     if (is_decode(p->op) && p->q_tokens > p->kv_len)
         return BAD("problem.q_tokens %d exceeds kv_len %d: the cache holds the query tokens",
                    p->q_tokens, p->kv_len);
-    return FMQA_OK;
+    return p->op == FMQA_OP_PREFILL ? check_prefill(p, err) : FMQA_OK;
 }
 
 /* The decode kernel's grid is (splits, num_kv_heads x row blocks, batch), with
@@ -134,6 +161,11 @@ static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
  * q_tokens bound the y and z axes (templates/decode.lua). */
 static fmqa_status check_grid(const fmqa_problem *p, fmqa_err *err)
 {
+    /* Prefill: grid (row blocks, num_kv_heads, batch), templates/prefill.lua. */
+    if (p->op == FMQA_OP_PREFILL && (p->batch > MAX_GRID_YZ || p->num_kv_heads > MAX_GRID_YZ))
+        return BAD("problem: batch %d / num_kv_heads %d, prefill launches one grid z index per "
+                   "sequence and one y index per KV head, and CUDA allows at most %d",
+                   p->batch, p->num_kv_heads, MAX_GRID_YZ);
     if (!is_decode(p->op))
         return FMQA_OK;
     if (p->batch > MAX_GRID_YZ)

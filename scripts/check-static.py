@@ -26,6 +26,14 @@ def check_row(r, bad):
     need(0 < r["waves"] < 1000, "waves")
     if r["kernel"] == "prefill" and r["cubin_arch"] == "sm_90a":
         need(r["hgmma_static"] is not None and r["hgmma_static"] > 0, "no HGMMA in the sm_90a prefill")
+        return
+    if r["kernel"] == "prefill":
+        need(r["smem_bytes"] > 0 and r["tile_bytes"] > 0, "shared memory or tile")
+        need(r.get("sass_note") is None, "SASS figures missing")
+        need(r["hmma_per_tile"] and r["ldsm_per_tile"] and r["copies_per_tile"],
+             "no MMAs, ldmatrix or copies in the main loop")
+        need(r["loop_path_exact"] is True, "main-loop path does not issue the tile's copies")
+        return
     if r["kernel"] not in ("decode", "mla"):
         return
     need(r["smem_bytes"] > 0 and r["tile_bytes"] > 0 and r["inflight_kb_per_sm"] > 0,
@@ -52,7 +60,7 @@ def check_row(r, bad):
 
 def main(argv):
     bench = argv[1]
-    shape = argv[2] if len(argv) > 2 else "mqa-f16-b64-t4096,mla-h16-fp8-b64-t4096"
+    shape = argv[2] if len(argv) > 2 else "mqa-f16-b64-t4096,mla-h16-fp8-b64-t4096,prefill-b4-t4096-hkv8-d128"
     cmd = [bench, "static", "--shapes", shape, "--arch", "sm_80,sm_90,sm_90a", "--json"]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
@@ -64,7 +72,8 @@ def main(argv):
         bad.append("header: static/date missing")
     got = {(r["arch"], r["kernel"]) for r in doc["rows"]}
     for want in [("sm_80", "decode"), ("sm_90", "decode"), ("sm_80", "append"),
-                 ("sm_90", "append"), ("sm_90a", "prefill"), ("sm_80", "mla"), ("sm_90", "mla")]:
+                 ("sm_90", "append"), ("sm_80", "prefill"), ("sm_90", "prefill"), ("sm_90a", "prefill"),
+                 ("sm_80", "mla"), ("sm_90", "mla")]:
         if want not in got:
             bad.append(f"no row for {want}")
     for r in doc["rows"]:

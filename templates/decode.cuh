@@ -47,11 +47,11 @@
  *  - K: a register is k 4c..4c+3 of token g (c = lane%4, 16-k chunk); b0 =
  *    (b0,b2) and b1 = (b1,b3) make logical k (2c, 2c+1, 2c+8, 2c+9) read
  *    physical k (4c, 4c+2, 4c+1, 4c+3).  Q is stored in shared memory with the
- *    same permutation (q_chunk_to_mma), so q . k is unchanged;
+ *    same permutation (q_chunk_to_mma, fmqa_device.cuh), so q . k is unchanged;
  *  - V (x2.trans): a register is (V[2c][2u], V[2c][2u+1], V[2c+1][2u],
  *    V[2c+1][2u+1]) with u = lane/4 over 16 d: (b0,b2) is the B fragment of
  *    d = 2u, (b1,b3) of d = 2u+1.  So O d-tile nt holds d = 16 (nt/2) + 2u +
- *    (nt%2) (o_col), undone when O is stored.
+ *    (nt%2) (o_col, fmqa_device.cuh), undone when O is stored.
  * Scales: S is multiplied per column by sm_scale * log2(e) * k_scale[token];
  * P's columns by v_scale[token] before P V (the sum l uses the unscaled P).
  * fp8 values arrive divided by FP8_F16_FOLD (2^8 on sm_80/86, 1 on sm_89+),
@@ -288,19 +288,13 @@ DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned cha
     for (int k = 0; k < QPER; ++k) {
         const int i = threadIdx.x + k * NTHREADS;
         if (i >= CHUNKS) break;
-        u32 x[8];
-#pragma unroll
-        for (int j = 0; j < 8; ++j) x[j] = w[k][j / 4][j % 4];
         uint4 lo, hi;
-        q_chunk_to_mma<Q_BF16, MMA_BF16, EB == 1>(x, lo, hi);
+        q_chunk_to_mma<Q_BF16, MMA_BF16, EB == 1>(w[k], lo, hi);
         uint4 *dst = (uint4 *)(qs + (i / CH) * QRB + (i % CH) * 32);
         dst[0] = lo;
         dst[1] = hi;
     }
 }
-
-/* Column u of O d-tile nt is head-dim element o_col(nt, u). */
-DEV int o_col(int nt, int u) { return pv_col<EB == 1>(nt, u); }
 
 /* What one thread knows about each of its two rows (g and g+8 of its m-tile). */
 struct row_info {
@@ -574,7 +568,7 @@ DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mt, 
 #pragma unroll
             for (int nt = 0; nt < NT_O; ++nt)
 #pragma unroll
-                for (int e = 0; e < 2; ++e) wo[o_col(nt, 2 * (lane & 3) + e)] = st.o[nt][2 * h + e] * inv;
+                for (int e = 0; e < 2; ++e) wo[o_col<EB == 1>(nt, 2 * (lane & 3) + e)] = st.o[nt][2 * h + e] * inv;
             if ((lane & 3) == 0) p.ws_lse[srow] = lse2;
         } else {
             u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + head * p.o_sh;
@@ -582,7 +576,7 @@ DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mt, 
             for (int nt = 0; nt < NT_O; ++nt)
 #pragma unroll
                 for (int e = 0; e < 2; ++e)
-                    o[o_col(nt, 2 * (lane & 3) + e)] = f32_to_h<OUT_BF16>(st.o[nt][2 * h + e] * inv);
+                    o[o_col<EB == 1>(nt, 2 * (lane & 3) + e)] = f32_to_h<OUT_BF16>(st.o[nt][2 * h + e] * inv);
             if (LSE && (lane & 3) == 0) p.lse[row] = lse2 * 0.69314718055994531f;
         }
     }

@@ -1,8 +1,8 @@
 /*
  * fmqa_device.cuh -- device helpers shared by the kernel templates, built on
  * the instruction layer fmqa_ptx.cuh: 16-bit float conversions, 8-bit KV (int8,
- * fp8 e4m3) -> f16/bf16 pairs, f32 -> fp8 e4m3 encoding, the query and output
- * column orders of the mma operands, and quad reductions.
+ * fp8 e4m3) -> f16/bf16 pairs, f32 -> fp8 e4m3 encoding, the Q and O fragment
+ * permutations that go with 8-bit pairs, and quad reductions.
  *
  * Nothing here is inline asm: NVRTC and the CPU emulator (tests/emu) compile
  * this file from the same source, the emulator replacing only fmqa_ptx.cuh by
@@ -130,21 +130,24 @@ FMQA_DEV unsigned char f32_to_e4m3(float x) {
 #endif
 }
 
-/* ---------------------------------------------------------------- mma operands */
+/* ---------------------------------------------------------------- fragments */
 
-/* One 16-column chunk of a query row, as loaded (eight registers of 16-bit
- * pairs, bf16 when SRC_BF16), to the two 16-byte halves of its shared-memory chunk as
- * the mma type (bf16 when DST_BF16).  Against an 8-bit cache (PERM) logical column l of the
- * chunk holds physical column 2l (l < 8) or 2(l - 8) + 1: the even and odd
- * halves of the pairs, gathered with prmt, so that the logical k order of a
- * K operand made by q8x4_to_pairs (physical 4c, 4c+2, 4c+1, 4c+3) meets the
- * matching query columns. */
-template <int SRC_BF16, int DST_BF16, int PERM> FMQA_DEV void q_chunk_to_mma(u32 (&x)[8], uint4 &lo, uint4 &hi) {
+/* Two 16-byte loads of Q (16 elements, pairs low first) of type QB (1 bf16)
+ * as the mma type MB, into the two 16-byte halves a shared-memory Q row chunk
+ * holds.  K8: the chunk faces an 8-bit K read as byte pairs (q8x4_to_pairs),
+ * so logical column l holds physical column 2l (l < 8) or 2(l - 8) + 1: the
+ * even and the odd halves of the pairs, gathered with prmt (decode.cuh,
+ * "Fragments"). */
+template <int QB, int MB, int K8>
+FMQA_DEV void q_chunk_to_mma(const u32 (&w)[2][4], uint4 &lo, uint4 &hi) {
+    u32 x[8];
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
-        if (SRC_BF16 != DST_BF16)
-            x[j] = pack2<DST_BF16>(h_to_f32<SRC_BF16>((u16)(x[j] & 0xffff)), h_to_f32<SRC_BF16>((u16)(x[j] >> 16)));
-    if (!PERM) {
+    for (int j = 0; j < 8; ++j) {
+        x[j] = w[j / 4][j % 4];
+        if (QB != MB)
+            x[j] = pack2<MB>(h_to_f32<QB>((u16)(x[j] & 0xffff)), h_to_f32<QB>((u16)(x[j] >> 16)));
+    }
+    if (!K8) {
         lo.x = x[0], lo.y = x[1], lo.z = x[2], lo.w = x[3];
         hi.x = x[4], hi.y = x[5], hi.z = x[6], hi.w = x[7];
     } else {
@@ -155,11 +158,9 @@ template <int SRC_BF16, int DST_BF16, int PERM> FMQA_DEV void q_chunk_to_mma(u32
     }
 }
 
-/* Column u (0..7) of accumulator n-tile nt of P V is value column pv_col(nt,
- * u): V from ldmatrix x4.trans of 16-bit rows gives 8 nt + u; V from x2.trans
- * of 8-bit rows (PERM; q8x4_to_pairs: the pair (b0, b2) of d = 2u, (b1, b3) of
- * d = 2u + 1 in each 16-column chunk) gives 16 (nt / 2) + 2u + nt % 2. */
-template <int PERM> FMQA_DEV int pv_col(int nt, int u) { return PERM ? 16 * (nt >> 1) + 2 * u + (nt & 1) : 8 * nt + u; }
+/* Column u of O d-tile nt is head-dim element o_col<K8>(nt, u): with an 8-bit
+ * V read as byte pairs, d-tile nt holds d = 16 (nt / 2) + 2u + nt % 2. */
+template <int K8> FMQA_DEV int o_col(int nt, int u) { return K8 ? 16 * (nt >> 1) + 2 * u + (nt & 1) : 8 * nt + u; }
 
 /* ---------------------------------------------------------------- reductions */
 

@@ -46,7 +46,7 @@
  * conflicts); Q and P are A operands (ldmatrix x4), K the B operand (x4, or
  * x2 of fp8 bytes converted by q8x4_to_pairs against a permuted Q:
  * q_chunk_to_mma), V the B operand of P V (x4.trans, or x2.trans of fp8,
- * column order pv_col).  fp8 scales: S is multiplied per column by sm_scale *
+ * column order o_col).  fp8 scales: S is multiplied per column by sm_scale *
  * log2(e) * scale[token], P's columns by scale[token] before P V (l sums the
  * unscaled P); FP8_F16_FOLD is multiplied back there too.
  *
@@ -167,20 +167,17 @@ DEV void load_tile(const fmqa_decode_params &p, int b, int v0, int v_end, unsign
  * 16-column chunks, both 16-byte loads of every chunk issued before any use. */
 DEV void load_q(const fmqa_decode_params &p, int b, int rb, unsigned char *qs) {
     constexpr int CH = DK / 16, CHUNKS = ROWS * CH, QPER = (CHUNKS + NTHREADS - 1) / NTHREADS;
-    u32 w[QPER][8];
+    u32 w[QPER][2][4];
 #pragma unroll
     for (int k = 0; k < QPER; ++k) {
         const int i = threadIdx.x + k * NTHREADS, r = rb * ROWS + i / CH;
         if (i < CHUNKS && r < M) {
             const u16 *q = (const u16 *)p.q + b * p.q_sb + (r / HEADS) * p.q_st + (r % HEADS) * p.q_sh + 16 * (i % CH);
-            u32 lo[4], hi[4];
-            ld_nc_v4(lo, q);
-            ld_nc_v4(hi, q + 8);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) w[k][j] = lo[j], w[k][4 + j] = hi[j];
+            ld_nc_v4(w[k][0], q);
+            ld_nc_v4(w[k][1], q + 8);
         } else {
 #pragma unroll
-            for (int j = 0; j < 8; ++j) w[k][j] = 0u;
+            for (int j = 0; j < 8; ++j) w[k][j / 4][j % 4] = 0u;
         }
     }
 #pragma unroll
@@ -365,14 +362,14 @@ DEV void store_rows(const fmqa_decode_params &p, const cta_smem &sm, int b, int 
 #pragma unroll
             for (int nt = 0; nt < NT_O; ++nt)
 #pragma unroll
-                for (int e = 0; e < 2; ++e) wo[pv_col<Q8>(nt, 2 * cq + e)] = st.o[nt][2 * h + e] * inv;
+                for (int e = 0; e < 2; ++e) wo[o_col<Q8>(nt, 2 * cq + e)] = st.o[nt][2 * h + e] * inv;
             if (cq == 0 && dw == 0) p.ws_lse[srow] = lse2;
         } else {
             u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + head * p.o_sh + dw * CW;
 #pragma unroll
             for (int nt = 0; nt < NT_O; ++nt)
 #pragma unroll
-                for (int e = 0; e < 2; ++e) o[pv_col<Q8>(nt, 2 * cq + e)] = f32_to_h<OUT_BF16>(st.o[nt][2 * h + e] * inv);
+                for (int e = 0; e < 2; ++e) o[o_col<Q8>(nt, 2 * cq + e)] = f32_to_h<OUT_BF16>(st.o[nt][2 * h + e] * inv);
             if (LSE && cq == 0 && dw == 0) p.lse[row] = lse2 * 0.69314718055994531f;
         }
     }

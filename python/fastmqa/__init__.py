@@ -12,10 +12,11 @@ works without torch; decode, append, nn and ops import torch on first use.
 """
 import importlib
 
-from ._capi import (FLAG_BATCH_INVARIANT, FLAG_CAUSAL, FLAG_LSE, FLAG_PAGED, FLAG_RING,
-                    FLAG_TREE_MASK, AppendArgs, Choice, ChoiceSource, DecodeArgs, DeviceInfo,
-                    Dtype, KvScale, Level, LevelPolicy, LogLevel, MemoryReport, ModelConfig, Op,
-                    Options, Problem, Rope, Status, VERSION_STRING, library_path, load)
+from ._capi import (FLAG_BATCH_INVARIANT, FLAG_CAUSAL, FLAG_KV_CACHE, FLAG_LSE, FLAG_PAGED,
+                    FLAG_RING, FLAG_TREE_MASK, AppendArgs, Choice, ChoiceSource, DecodeArgs,
+                    DeviceInfo, Dtype, KvScale, Level, LevelPolicy, LogLevel, MemoryReport,
+                    ModelConfig, Op, Options, PrefillArgs, Problem, Rope, Status, VERSION_STRING,
+                    library_path, load)
 from .core import (Context, Error, Plan, default_context, default_db_path, device_info,
                    level_policy, level_problem, memory_report, model_config, plan, tune,
                    tune_executable, validate, version)
@@ -23,9 +24,10 @@ from .core import (Context, Error, Plan, default_context, default_db_path, devic
 __version__ = VERSION_STRING
 
 __all__ = ["AppendArgs", "Choice", "ChoiceSource", "Context", "DecodeArgs", "DeviceInfo",
-           "Dtype", "Error", "FLAG_BATCH_INVARIANT", "FLAG_CAUSAL", "FLAG_LSE", "FLAG_PAGED",
-           "FLAG_RING", "FLAG_TREE_MASK", "KvScale", "Level", "LevelPolicy", "LogLevel",
-           "MemoryReport", "ModelConfig", "Op", "Options", "Plan", "Problem", "Rope", "Status",
+           "Dtype", "Error", "FLAG_BATCH_INVARIANT", "FLAG_CAUSAL", "FLAG_KV_CACHE", "FLAG_LSE",
+           "FLAG_PAGED", "FLAG_RING", "FLAG_TREE_MASK", "KvScale", "Level", "LevelPolicy",
+           "LogLevel", "MemoryReport", "ModelConfig", "Op", "Options", "Plan", "PrefillArgs",
+           "Problem", "Rope", "Status",
            "append", "decode",
            "decode_workspace", "default_context", "default_db_path", "device_info",
            "level_policy", "level_problem", "library_path", "load", "memory_report",

@@ -126,7 +126,8 @@ FLAG_TREE_MASK = 0x4
 FLAG_LSE = 0x8
 FLAG_RING = 0x10
 FLAG_BATCH_INVARIANT = 0x20
-FLAG_ALL = 0x3F
+FLAG_KV_CACHE = 0x100
+FLAG_ALL = 0x13F
 OPTIONS_VERSION = 1
 
 # ---------------------------------------------------------------- structs
@@ -272,6 +273,19 @@ class AppendArgs(Struct):
                  ("rope_theta", F32)])
 
 
+class PrefillArgs(Struct):
+    """fmqa_prefill_args: device pointers (ints) and strides in elements; q, o
+    (and k, v without FLAG_KV_CACHE) packed [total_q, heads, d]."""
+    _fields_ = ([("q", PTR), ("q_stride_token", I64), ("q_stride_head", I64),
+                 ("k", PTR), ("v", PTR)] + _strides("k") + _strides("v") +
+                [("k_scale", PTR), ("v_scale", PTR)] + _strides("k_scale") +
+                _strides("v_scale") +
+                [("cu_seqlens_q", PTR), ("kv_lens", PTR), ("page_table", PTR),
+                 ("page_table_stride", I64), ("o", PTR), ("o_stride_token", I64),
+                 ("o_stride_head", I64), ("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
+                 ("workspace_size", SIZE)])
+
+
 class ModelConfig(Struct):
     """fmqa_model_config: a model's attention shape.  num_kv_heads defaults to
     num_q_heads (MHA) and dtype to f16 when not given."""
@@ -306,7 +320,8 @@ class MemoryReport(Struct):
 STRUCTS = {"fmqa_problem": Problem, "fmqa_options": Options, "fmqa_device_info": DeviceInfo,
            "fmqa_choice": Choice, "fmqa_decode_args": DecodeArgs,
            "fmqa_mla_decode_args": MlaDecodeArgs,
-           "fmqa_append_args": AppendArgs, "fmqa_model_config": ModelConfig,
+           "fmqa_append_args": AppendArgs, "fmqa_prefill_args": PrefillArgs,
+           "fmqa_model_config": ModelConfig,
            "fmqa_level_policy": LevelPolicy, "fmqa_memory_report": MemoryReport}
 
 # ---------------------------------------------------------------- functions
@@ -331,6 +346,8 @@ SIGNATURES = {
     "fmqa_decode": (_ST, [PTR, _P(Problem), _P(DecodeArgs), PTR]),
     "fmqa_mla_decode": (_ST, [PTR, _P(Problem), _P(MlaDecodeArgs), PTR]),
     "fmqa_append": (_ST, [PTR, _P(Problem), _P(AppendArgs), PTR]),
+    "fmqa_prefill_workspace_size": (_ST, [PTR, _P(Problem), _P(SIZE)]),
+    "fmqa_prefill": (_ST, [PTR, _P(Problem), _P(PrefillArgs), PTR]),
     "fmqa_level_name": (_STR, [ENUM]),
     "fmqa_level_from_name": (_ST, [PTR, _STR, _P(ENUM)]),
     "fmqa_level_policy_preset": (_ST, [PTR, ENUM, _P(ModelConfig), _P(LevelPolicy)]),

@@ -158,7 +158,8 @@ class Context:
         ch = Choice()
         self.check(self._lib.fmqa_plan(self._ctx, ctypes.byref(problem), ctypes.byref(ch)),
                    "fmqa_plan")
-        ws = self.decode_workspace_size(problem) if problem.op == _capi.Op.DECODE else 0
+        ws = (self.decode_workspace_size(problem) if problem.op == _capi.Op.DECODE else
+              self.prefill_workspace_size(problem) if problem.op == _capi.Op.PREFILL else 0)
         return Plan(source=str(_capi.ChoiceSource(ch.source)),
                     template=ch.template_name.decode(), config=ch.config.decode(),
                     tuned_time_us=ch.tuned_time_us, workspace_bytes=ws,
@@ -169,6 +170,13 @@ class Context:
         self.check(self._lib.fmqa_decode_workspace_size(self._ctx, ctypes.byref(problem),
                                                         ctypes.byref(ws)),
                    "fmqa_decode_workspace_size")
+        return ws.value
+
+    def prefill_workspace_size(self, problem):
+        ws = ctypes.c_size_t()
+        self.check(self._lib.fmqa_prefill_workspace_size(self._ctx, ctypes.byref(problem),
+                                                         ctypes.byref(ws)),
+                   "fmqa_prefill_workspace_size")
         return ws.value
 
     def level_policy_tune(self, model, policy, batch=1):
@@ -185,6 +193,11 @@ class Context:
         """fmqa_decode with a filled DecodeArgs; stream: a CUstream as an int."""
         self.check(self._lib.fmqa_decode(self._ctx, ctypes.byref(problem), ctypes.byref(args),
                                          ctypes.c_void_p(stream)), "fmqa_decode")
+
+    def prefill_raw(self, problem, args, stream):
+        """fmqa_prefill with a filled PrefillArgs; stream: a CUstream as an int."""
+        self.check(self._lib.fmqa_prefill(self._ctx, ctypes.byref(problem), ctypes.byref(args),
+                                          ctypes.c_void_p(stream)), "fmqa_prefill")
 
     def append_raw(self, problem, args, stream):
         """fmqa_append with a filled AppendArgs; stream: a CUstream as an int."""

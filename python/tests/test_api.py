@@ -109,6 +109,21 @@ def test_struct_helpers():
     assert "kv_dtype=fp8_e4m3" in repr(p)
 
 
+def test_prefill_raw_checks_arguments_before_the_gpu():
+    """fmqa_prefill through the ctypes layer: a bad argument is named before any
+    GPU work (here: no cu_seqlens_q), on any machine."""
+    p = fastmqa.Problem(op="prefill", batch=2, num_q_heads=8, num_kv_heads=2, q_tokens=64,
+                        kv_len=64, flags=fastmqa.FLAG_CAUSAL)
+    a = fastmqa.PrefillArgs(q=16, k=16, v=16, o=16, q_stride_token=8 * 128, q_stride_head=128,
+                            o_stride_token=8 * 128, o_stride_head=128, k_stride_token=2 * 128,
+                            k_stride_head=128, v_stride_token=2 * 128, v_stride_head=128)
+    with pytest.raises(fastmqa.Error) as e:
+        fastmqa.default_context().prefill_raw(p, a, 0)
+    assert e.value.status == Status.ERR_INVALID_ARGUMENT
+    assert e.value.function == "fmqa_prefill"
+    assert "args.cu_seqlens_q is NULL" in e.value.message
+
+
 @pytest.mark.skipif(GPU_REASON is None, reason="a GPU is present: plan is tested in test_gpu.py")
 def test_plan_without_a_gpu_raises_no_driver_or_no_device():
     p = fastmqa.level_problem(hidden_size=2048, num_q_heads=32, num_kv_heads=1,

@@ -28,32 +28,6 @@ static gen_config config(const char *text)
     return c;
 }
 
-/* Renders and compiles one config; asserts both entries are free of local memory. */
-static void compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
-                          const fmqa_device_info *d, const char *what)
-{
-    fmqa_err err;
-    gen_source src;
-    gen_binary bin;
-    char text[GEN_CONFIG_TEXT_CAP];
-    gen_config_text(c, text, sizeof text);
-    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
-    cr_assert_eq(gen_compile(&src, &bin, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
-    cr_assert_eq(bin.n_resources, 2, "%s [%s]: ptxas reported %d entries:\n%s", what, text,
-                 bin.n_resources, bin.log ? bin.log : "");
-    for (int i = 0; i < bin.n_resources; i++) {
-        const gen_resource *r = &bin.resources[i];
-        cr_expect(r->spill_stores == 0 && r->spill_loads == 0 && r->stack_bytes == 0,
-                  "%s %s [%s] %s: spills %d/%d bytes, stack %d bytes, %d registers", what,
-                  src.arch, text, r->entry, r->spill_stores, r->spill_loads, r->stack_bytes,
-                  r->registers);
-        cr_expect(r->registers > 0 && r->registers <= 255, "%s %s: %d registers", what, r->entry,
-                  r->registers);
-    }
-    gen_binary_free(&bin);
-    gen_source_free(&src);
-}
-
 /* Placement and mask variants with their group sizes; class i (dtype pair i)
  * of head dim d uses entry (i + d / 32) % 6, so the pairing rotates with the
  * head dim and every variant meets 16-bit and 8-bit caches across the suite. */
@@ -85,7 +59,7 @@ static void compile_classes(const char *arch, int d)
         gen_config c;
         fmqa_err err;
         cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
-        compile_clean(t, &c, &p, &dev, spec);
+        fmqa_test_compile_clean(t, &c, &p, &dev, spec, 2);
     }
     gen_lib_close(lib);
 }
@@ -132,7 +106,7 @@ Test(decode_compile, heavy_configs, .timeout = 600)
             fmqa_err err;
             cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", cases[i].config,
                          err.msg);
-            compile_clean(t, &c, &p, &dev, cases[i].spec);
+            fmqa_test_compile_clean(t, &c, &p, &dev, cases[i].spec, 2);
         }
     }
     gen_lib_close(lib);

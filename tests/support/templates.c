@@ -1,8 +1,8 @@
 /*
  * templates.c -- helpers for tests that drive the shipped templates through
  * the generator: open the set, find a template (failing with its load error),
- * parse a problem spec, describe a device without a GPU.  Each asserts on
- * failure, naming the input.
+ * parse a problem spec, describe a device without a GPU, compile a config
+ * clean of local memory.  Each asserts on failure, naming the input.
  */
 #include <string.h>
 
@@ -46,4 +46,29 @@ fmqa_device_info fmqa_test_device(const char *arch)
     fmqa_err err;
     cr_assert_eq(gen_device_preset(arch, &d, &err), FMQA_OK, "%s", err.msg);
     return d;
+}
+
+void fmqa_test_compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
+                             const fmqa_device_info *d, const char *what, int n_entries)
+{
+    fmqa_err err;
+    gen_source src;
+    gen_binary bin;
+    char text[GEN_CONFIG_TEXT_CAP];
+    gen_config_text(c, text, sizeof text);
+    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
+    cr_assert_eq(gen_compile(&src, &bin, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
+    cr_assert_eq(bin.n_resources, n_entries, "%s [%s]: ptxas reported %d entries:\n%s", what,
+                 text, bin.n_resources, bin.log ? bin.log : "");
+    for (int i = 0; i < bin.n_resources; i++) {
+        const gen_resource *r = &bin.resources[i];
+        cr_expect(r->spill_stores == 0 && r->spill_loads == 0 && r->stack_bytes == 0,
+                  "%s %s [%s] %s: spills %d/%d bytes, stack %d bytes, %d registers", what,
+                  src.arch, text, r->entry, r->spill_stores, r->spill_loads, r->stack_bytes,
+                  r->registers);
+        cr_expect(r->registers > 0 && r->registers <= 255, "%s %s: %d registers", what, r->entry,
+                  r->registers);
+    }
+    gen_binary_free(&bin);
+    gen_source_free(&src);
 }

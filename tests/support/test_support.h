@@ -43,6 +43,13 @@ const gen_template *fmqa_test_template(gen_lib *lib, const char *name, fmqa_op o
 fmqa_problem fmqa_test_problem(const char *spec);
 fmqa_device_info fmqa_test_device(const char *arch);
 
+/* Renders one config and compiles it with NVRTC, asserting ptxas reports
+ * n_entries kernels, each without spills or a stack frame (no local memory:
+ * register arrays indexed by constants only) in at most 255 registers; what
+ * names the case in messages. */
+void fmqa_test_compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
+                             const fmqa_device_info *d, const char *what, int n_entries);
+
 /* Opens path read-write (creating it), asserting success. */
 struct db *fmqa_test_db_open_rw(const char *path);
 

@@ -1,7 +1,8 @@
 /*
  * test_bench_cli.c -- fastmqa-bench's options as a process (FMQA_BINARY_DIR/
  * bench/fastmqa-bench), without a GPU and without compiling: help texts, shape
- * selection by id and custom shapes, timing modes, copies and graph sizes; bad
+ * selection by id and custom shapes, timing modes, copies and graph sizes, the
+ * prefill shape list; bad
  * values exit 2 naming the problem.  Valid options reach the GPU check, which
  * exits 1 on this machine (0 where a GPU runs them is not asked for here).
  */
@@ -48,6 +49,25 @@ Test(bench_cli, help_lists_commands_and_options)
     cr_expect_eq(run("mla --help", out, sizeof out), 0);
     cr_expect(strstr(out, "FlashMLA") && strstr(out, "--shapes") && strstr(out, "GEMM"), "%s",
               out);
+    cr_expect_eq(run("prefill --help", out, sizeof out), 0);
+    cr_expect(strstr(out, "TFLOP/s") && strstr(out, "--shapes") && strstr(out, "--list"), "%s",
+              out);
+}
+
+/* The prefill shapes of issue 13 with their causal flops, without a GPU. */
+Test(bench_cli, prefill_list_needs_no_gpu)
+{
+    char out[8192];
+    cr_assert_eq(run("prefill --list", out, sizeof out), 0, "%s", out);
+    /* 4 B H T^2 d / 2: 4 x 4 x 32 x 4096^2 x 128 / 2 = 0.550 TFLOP; B = 1, T = 16384: 4x */
+    cr_expect(strstr(out, "prefill-b4-t4096-hkv8-d128        0.550 TFLOP"), "%s", out);
+    cr_expect(strstr(out, "prefill-b1-t16384-hkv1-d64        1.100 TFLOP"), "%s", out);
+    int lines = 0;
+    for (const char *c = out; *c; c++)
+        lines += *c == '\n';
+    cr_expect_eq(lines, 12, "%s", out);
+    cr_assert_eq(run("prefill --list --shapes 'prefill-b1-*-d64'", out, sizeof out), 0);
+    cr_expect(strstr(out, "prefill-b1-t16384-hkv32-d64") && !strstr(out, "d128"), "%s", out);
 }
 
 Test(bench_cli, bad_values_are_usage_errors)
@@ -71,6 +91,9 @@ Test(bench_cli, bad_values_are_usage_errors)
     expect_usage_error("mla --shapes 'mqa-*'", "matches no shape");
     expect_usage_error("mla --frobnicate", "unknown option");
     expect_usage_error("mla --config", "missing value");
+    expect_usage_error("prefill --shapes 'mqa-*'", "matches no shape");
+    expect_usage_error("prefill --db", "missing value");
+    expect_usage_error("prefill --frobnicate", "unknown option");
 }
 
 Test(bench_cli, valid_options_reach_the_gpu_check)
@@ -83,6 +106,7 @@ Test(bench_cli, valid_options_reach_the_gpu_check)
         "decode --shape 64,2048,1,int8 --shape 1,1000,8,fp8,64 --graph 10",
         "bw --bytes 134M --flush memset:1,read:1 --copies 2",
         "mla --shapes 'mla-h128-bf16-b64-*,mla-h16-fp8-*-q2' --config WARPS_D=2",
+        "prefill --shapes 'prefill-b4-*' --json",
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         cr_expect_eq(run(ok[i], out, sizeof out), 1, "%s: %s", ok[i], out);

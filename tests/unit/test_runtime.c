@@ -168,7 +168,7 @@ static void e_divide(fmqa_problem *p) { p->num_kv_heads = 5; }
 static void e_dtype(fmqa_problem *p) { p->kv_dtype = (fmqa_dtype)42; }
 static void e_q_int8(fmqa_problem *p) { p->q_dtype = FMQA_DTYPE_INT8; }
 static void e_op(fmqa_problem *p) { p->op = (fmqa_op)9; }
-static void e_flags(fmqa_problem *p) { p->flags = 0x100; }
+static void e_flags(fmqa_problem *p) { p->flags = 0x80000000u; }
 static void e_page(fmqa_problem *p) { p->flags |= FMQA_FLAG_PAGED; p->page_size = 24; }
 static void e_page_unpaged(fmqa_problem *p) { p->page_size = 16; }
 static void e_ring(fmqa_problem *p) { p->flags |= FMQA_FLAG_RING; }
@@ -194,7 +194,7 @@ Test(problem, each_bad_field_is_named)
         {"unknown dtype", e_dtype, "problem.kv_dtype"},
         {"int8 queries", e_q_int8, "problem.q_dtype"},
         {"unknown op", e_op, "problem.op"},
-        {"unknown flags", e_flags, "unknown bits 0x100"},
+        {"unknown flags", e_flags, "unknown bits 0x80000000"},
         {"page size not a power of two", e_page, "power of two"},
         {"page size without paging", e_page_unpaged, "without FMQA_FLAG_PAGED"},
         {"ring without window", e_ring, "RING needs a window"},

@@ -1,0 +1,173 @@
+-- prefill.lua -- the prefill attention template for sm_80 and later: many
+-- query tokens per sequence over a ragged batch (cu_seqlens_q), causal or
+-- not, K/V either the new tokens' own or a cache that holds them (chunked
+-- prefill: f16, bf16, int8, fp8 e4m3; contiguous or paged), sliding window
+-- with sinks, LSE; mma.sync m16n8k16 with a cp.async pipeline.  prefill.cuh
+-- holds the kernel; docs/kernels.md the design.
+--
+-- Invariants this file keeps with prefill.cuh:
+--  * shared_bytes() below is the kernel's SMEM_BYTES (the kernel traps on a
+--    launch with less);
+--  * grid = (row_blocks, num_kv_heads, batch), block = 32 * WARPS threads,
+--    row_blocks = ceil(GROUP * q_tokens / BLOCK_M), BLOCK_M = 16 * WARPS * MT
+--    with MT (m-tiles a warp) 1 or 2;
+--  * no workspace.
+
+local KV_FMT = { f16 = 0, bf16 = 1, int8 = 2, fp8_e4m3 = 3 }
+local HEAD_DIMS = { [64] = true, [96] = true, [128] = true, [256] = true }
+
+local function ceil_div(a, b) return (a + b - 1) // b end
+
+-- Problem-level legality, shared by specialize and valid.
+local function problem_check(p)
+  if p.op ~= "prefill" then return false, "op must be prefill, got " .. tostring(p.op) end
+  if not HEAD_DIMS[p.head_dim_qk] then
+    return false, "head_dim_qk must be 64, 96, 128 or 256, got " .. p.head_dim_qk
+  end
+  if p.head_dim_v ~= p.head_dim_qk then
+    return false, "head_dim_v must equal head_dim_qk, got " .. p.head_dim_v .. " and " .. p.head_dim_qk
+  end
+  if p.num_kv_heads < 1 or p.num_q_heads % p.num_kv_heads ~= 0 then
+    return false, "num_q_heads " .. p.num_q_heads .. " is not a multiple of num_kv_heads " .. p.num_kv_heads
+  end
+  local g = p.num_q_heads // p.num_kv_heads
+  if g > 128 then return false, "group size num_q_heads / num_kv_heads must be <= 128, got " .. g end
+  for _, k in ipairs({ "q_dtype", "out_dtype" }) do
+    if p[k] ~= "f16" and p[k] ~= "bf16" then return false, k .. " must be f16 or bf16, got " .. p[k] end
+  end
+  if KV_FMT[p.kv_dtype] == nil then
+    return false, "kv_dtype must be f16, bf16, int8 or fp8_e4m3, got " .. p.kv_dtype
+  end
+  if p.ring or p.tree then return false, "prefill serves neither a ring cache nor a tree mask" end
+  if not p.kv_cache then
+    if p.kv_dtype ~= p.q_dtype then
+      return false, "without kv_cache K/V are the new tokens: kv_dtype must be q_dtype, got " .. p.kv_dtype
+    end
+    if p.paged then return false, "a paged layout needs kv_cache" end
+    if p.kv_len ~= p.q_tokens then
+      return false, "without kv_cache kv_len must equal q_tokens, got " .. p.kv_len .. " and " .. p.q_tokens
+    end
+  end
+  if p.paged and (p.page_size < 16 or p.page_size & (p.page_size - 1) ~= 0) then
+    return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
+  end
+  if p.window < 0 or p.sink_tokens < 0 then return false, "window and sink_tokens must be >= 0" end
+  if p.kv_len < p.q_tokens then
+    return false, "kv_len " .. p.kv_len .. " is smaller than q_tokens " .. p.q_tokens
+  end
+  return true
+end
+
+local function rows(p) return (p.num_q_heads // p.num_kv_heads) * p.q_tokens end
+
+local function kv_bytes(p) return (p.kv_dtype == "int8" or p.kv_dtype == "fp8_e4m3") and 1 or 2 end
+
+-- prefill.cuh's SMEM_BYTES: Q rows, then the pipeline stages (K and V tiles,
+-- and the 8-bit scales).
+local function shared_bytes(c, p)
+  local d, eb = p.head_dim_qk, kv_bytes(p)
+  local stage = 2 * c.BLOCK_N * (d * eb + 16) + (eb == 1 and 8 * c.BLOCK_N or 0)
+  return c.BLOCK_M * (2 * d + 16) + c.STAGES * stage
+end
+
+local function m_tiles(c) return c.BLOCK_M // (16 * c.WARPS) end
+
+-- Registers per thread, conservatively (decode.lua's rule per m-tile): O and
+-- S accumulators (d/2 + BLOCK_N/2 floats per m-tile) plus 100 for fragments,
+-- addresses and row state.
+local function regs_estimate(c, p)
+  return m_tiles(c) * (p.head_dim_qk // 2 + c.BLOCK_N // 2) + 100
+end
+
+local function valid(c, p, d)
+  local ok, why = problem_check(p)
+  if not ok then return false, why end
+  if c.BLOCK_M % (16 * c.WARPS) ~= 0 or m_tiles(c) > 2 then
+    return false, "BLOCK_M " .. c.BLOCK_M .. " must be 16 x WARPS (" .. c.WARPS .. ") x 1 or 2"
+  end
+  local threads = 32 * c.WARPS
+  if threads > d.max_threads_per_block then
+    return false, threads .. " threads exceed the device's " .. d.max_threads_per_block
+  end
+  local regs = regs_estimate(c, p)
+  if regs > 255 or regs * threads > d.regs_per_sm then
+    return false, "about " .. regs .. " registers x " .. threads .. " threads exceed the SM"
+  end
+  local smem = shared_bytes(c, p)
+  if smem > d.smem_per_block_optin then
+    return false, smem .. " bytes of shared memory exceed the device's " .. d.smem_per_block_optin
+  end
+  return true
+end
+
+local function flag(b) return b and 1 or 0 end
+
+return {
+  name = "prefill",
+  op = "prefill",
+  sources = { "prefill.cuh" },
+  entries = { "fmqa_prefill_kernel" },
+  arch_min = 80,
+
+  specialize = function(p)
+    local ok, why = problem_check(p)
+    if not ok then error(why) end
+    return {
+      HEAD_DIM = p.head_dim_qk,
+      GROUP = p.num_q_heads // p.num_kv_heads,
+      Q_BF16 = flag(p.q_dtype == "bf16"),
+      OUT_BF16 = flag(p.out_dtype == "bf16"),
+      KV_FMT = KV_FMT[p.kv_dtype],
+      KV_CACHE = flag(p.kv_cache),
+      PAGED = flag(p.paged),
+      PAGE_SIZE = p.paged and p.page_size or 0,
+      CAUSAL = flag(p.causal),
+      WINDOW = flag(p.window > 0),
+      LSE = flag(p.lse),
+    }
+  end,
+
+  space = {
+    BLOCK_M = { 64, 128 },
+    BLOCK_N = { 32, 64, 128 },
+    WARPS = { 2, 4, 8 },
+    STAGES = { 2, 3 },
+  },
+
+  valid = valid,
+
+  launch = function(c, p, d)
+    return {
+      kernels = { {
+        entry = "fmqa_prefill_kernel",
+        grid = { ceil_div(rows(p), c.BLOCK_M), p.num_kv_heads, p.batch },
+        block = { 32 * c.WARPS, 1, 1 },
+        shared = shared_bytes(c, p),
+      } },
+      workspace = 0,
+    }
+  end,
+
+  -- FlashAttention-2's shapes: 128 rows a CTA (64 when the rows of a
+  -- sequence are few, or d = 256), one m-tile a warp for d >= 96 (8 warps)
+  -- and two for d = 64 (4 warps), 64-position tiles (32 for d = 256), 2
+  -- stages (3 for d = 64); falls back through smaller choices.
+  default = function(p, d)
+    local dh = p.head_dim_qk
+    local bm = (dh >= 256 or rows(p) <= 64) and 64 or 128
+    local bn = dh >= 256 and 32 or 64
+    local mt = dh <= 64 and 2 or 1
+    local stages = dh <= 64 and 3 or 2
+    for _, m in ipairs({ bm, 64 }) do
+      for _, n in ipairs({ bn, 32 }) do
+        for t = mt, 1, -1 do
+          for s = stages, 2, -1 do
+            local c = { BLOCK_M = m, BLOCK_N = n, WARPS = m // (16 * t), STAGES = s }
+            if c.WARPS <= 8 and valid(c, p, d) then return c end
+          end
+        end
+      end
+    end
+    return { BLOCK_M = 64, BLOCK_N = 32, WARPS = 4, STAGES = 2 }
+  end,
+}

@@ -1,0 +1,53 @@
+/*
+ * prefill_check.h -- the host side of an fmqa_prefill test, shared by the GPU
+ * test (tests/gpu/test_prefill.c) and the CPU emulation of the kernel
+ * (tests/unit/test_prefill_emu.c), so that both run the same inputs and
+ * assert the same things.
+ *
+ * prefill_inputs_make builds one case on the host: cu_seqlens_q and kv_lens
+ * from the per-sequence counts, fresh random q (token rows padded by 8
+ * elements), K and V either packed new tokens (K rows padded, V laid out
+ * [hk][token][d + 8]) or a cache (K [outer][slot][hk][d], V
+ * [outer][hk][slot][d + 16 bytes], scales likewise unlike each other; paged:
+ * a shuffled page table with unused pages), so that a stride mixed up reads
+ * the wrong row.  Every buffer is guarded (fmqa_test_guarded): what no
+ * position holds, the padding and the outputs o and lse are NaN, and a read
+ * past a buffer faults.  The args hold host pointers; prefill_inputs_buffer
+ * lists the buffers so that a GPU test can upload them and point a copy of
+ * the args at the device.  prefill_inputs_check compares o and lse with
+ * ref_prefill (NaN never passes: an unwritten element fails) and prints one
+ * line per case.
+ */
+#ifndef FMQA_PREFILL_CHECK_H
+#define FMQA_PREFILL_CHECK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fastmqa.h"
+#include "ref.h"
+
+#define PREFILL_MAX_SEQS 8
+#define PREFILL_MAX_BUFS 12
+
+typedef struct prefill_inputs {
+    fmqa_prefill_args a;  /* host pointers                                 */
+    int64_t total;        /* cu_seqlens_q[batch]                           */
+    int64_t n_pages;      /* pages of a paged cache, else 0               */
+    int n_bufs;           /* the buffers a's pointer fields point at       */
+    size_t field[PREFILL_MAX_BUFS]; /* offsetof the field in fmqa_prefill_args */
+    size_t bytes[PREFILL_MAX_BUFS];
+} prefill_inputs;
+
+/* tq[b] new tokens per sequence; with FMQA_FLAG_KV_CACHE cached[b] positions
+ * before them (kv_lens[b] = cached[b] + tq[b]).  Asserts on failure. */
+void prefill_inputs_make(const fmqa_problem *p, const int32_t *tq, const int32_t *cached,
+                         ref_rng *r, prefill_inputs *in /* OUT */);
+
+/* o (out_dtype storage [total, H, dv]) and lse ([total, H] floats, read with
+ * FMQA_FLAG_LSE) against ref_prefill on in's host inputs: relative L2 within
+ * 1e-3 (f16) or 8e-3 (bf16 anywhere), LSE within 1e-4.  what names the case. */
+void prefill_inputs_check(const fmqa_problem *p, const prefill_inputs *in, const void *o,
+                          const float *lse, const char *what);
+
+#endif
