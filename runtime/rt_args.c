@@ -457,7 +457,7 @@ fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
     memset(o, 0, sizeof *o);
     o->q = a->q;
     o->q_st = a->q_stride_token, o->q_sh = a->q_stride_head;
-    COPY_CACHE(o, a);
+    COPY_CACHE(o, a, p->kv_scale_granularity);
     o->cu_seqlens_q = a->cu_seqlens_q;
     o->kv_lens = (p->flags & FMQA_FLAG_KV_CACHE) ? a->kv_lens : NULL;
     o->o = a->o;
