@@ -22,9 +22,9 @@
  *
  * KV order.  A sequence's visible positions are read in "virtual" order v:
  * first the sinks [0, s0), then the window [lo, kv_len) (no window: s0 = 0,
- * lo = 0).  A piece takes v in a range of whole tiles (the last may be
- * partial).  Positions outside these ranges are invisible
- * to every query token by the rules of fastmqa.h / ref.h, and are never read.
+ * lo = 0).  A piece takes a range of v, in tiles from its start (the last may
+ * be partial).  Positions outside these ranges are invisible to every query
+ * token by the rules of fastmqa.h / ref.h, and are never read.
  *
  * Fragments (m16n8k16, see mma16816 in fmqa_ptx.cuh).  Tiles sit in shared
  * memory row per token, RB bytes a row (16 bytes of padding make ldmatrix

@@ -103,9 +103,9 @@ local function ctas_per_sm(c, p, d)
   return math.max(1, math.min(by_smem, by_threads))
 end
 
--- fmqa_combine.cuh's FMQA_C_SMEM_BYTES: one float per warp of 128 threads, a float4 per
--- thread, and per thread the landing slots of a batch of 8 splits (a float4
--- and a float each).
+-- fmqa_combine.cuh's FMQA_C_SMEM_BYTES: one float per warp of 128 threads, a
+-- float4 per thread, and per thread the landing slots of a batch of 8 pieces
+-- (a float4 and a float each).
 local function combine_shared_bytes()
   return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8
 end
@@ -155,7 +155,7 @@ local function work_plan(c, p, d)
   local ctas = c.SPLITS > 0 and c.SPLITS or
                math.min(d.sm_count * ctas_per_sm(c, p, d), ceil_div(segs * tiles, MIN_CTA_TILES))
   ctas = math.min(ctas, segs * units)
-  local w = { ctas = ctas, segs = segs, tiles = tiles, units = units }
+  local w = { ctas = ctas, segs = segs, units = units }
   if p.batch_invariant then
     -- a shorter sequence may have more chunks (smaller ones), never more than this
     w.pieces = math.min(INV_MAX_CHUNKS, ceil_div(tiles, INV_MIN_TILES))
