@@ -27,6 +27,7 @@ def check_row(r, bad):
         return
     need(r["smem_bytes"] > 0 and r["tile_bytes"] > 0 and r["inflight_kb_per_sm"] > 0,
          "shared memory, tile or bytes in flight")
+    need(0 < r["balance"] <= 1, "balance outside (0, 1]")
     need(r.get("sass_note") is None, "SASS figures missing")
     need(r["insts_per_kv_byte"] is not None and 0.005 < r["insts_per_kv_byte"] < 2,
          "instructions per KV byte")
