@@ -166,16 +166,12 @@ static rt_plan *find_plan(struct rt_dispatch *d, const fmqa_problem *p)
     return NULL;
 }
 
-/* CTAs of a launch: the largest grid among its kernels. */
+/* CTAs of a launch's first kernel, the one that does the work (later ones,
+ * such as decode's combine, merge its results and size their grids by the
+ * output, not by how the work is spread). */
 static int64_t launch_ctas(const gen_plan *pl)
 {
-    int64_t most = 0;
-    for (int k = 0; k < pl->n_kernels; k++) {
-        int64_t n = (int64_t)pl->kernels[k].grid[0] * pl->kernels[k].grid[1] *
-                    pl->kernels[k].grid[2];
-        most = n > most ? n : most;
-    }
-    return most;
+    return (int64_t)pl->kernels[0].grid[0] * pl->kernels[0].grid[1] * pl->kernels[0].grid[2];
 }
 
 /* NULL when the config of a nearby bucket keeps a sensible launch for this

@@ -38,6 +38,7 @@ def check_row(r, bad):
         return
     need(r["smem_bytes"] > 0 and r["tile_bytes"] > 0 and r["inflight_kb_per_sm"] > 0,
          "shared memory, tile or bytes in flight")
+    need(0 < r["balance"] <= 1, "balance outside (0, 1]")
     if r["kernel"] == "mla":  # no SASS figures: bench_static.c says why
         need(r.get("sass_note"), "MLA row without the note on its SASS figures")
         need(r["splits"] <= 1 or (r["combine_ctas"] or 0) >= 1, "combine CTAs")

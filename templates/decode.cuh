@@ -28,9 +28,9 @@
  *
  * KV order.  A sequence's visible positions are read in "virtual" order v:
  * first the sinks [0, s0), then the window [lo, kv_len) (no window: s0 = 0,
- * lo = 0).  A piece takes v in a range of whole tiles (the last may be
- * partial).  Positions outside these ranges are invisible
- * to every query token by the rules of fastmqa.h / ref.h, and are never read.
+ * lo = 0).  A piece takes a range of v, in tiles from its start (the last may
+ * be partial).  Positions outside these ranges are invisible to every query
+ * token by the rules of fastmqa.h / ref.h, and are never read.
  *
  * Fragments (m16n8k16, see mma16816 in fmqa_ptx.cuh).  Tiles sit in shared
  * memory row per token, RB bytes a row (16 bytes of padding make ldmatrix
@@ -659,11 +659,13 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
 /* Work distribution.  The grid is persistent: gridDim.x CTAs (decode.lua: the
  * device's SMs x the CTAs one SM holds) share the flat list of work units
  * (b, kv head x row block, unit) in that order, where a sequence's units are
- * its BLOCK_N-token tiles (at least one, so that every segment -- one (b, hk,
- * rb) -- has an owner that writes its output), or in batch-invariant mode its
- * chunks (chunk_tiles).  CTA c of P takes units [c U / P, (c + 1) U / P) of
- * U: every CTA gets the same number of tiles to within one, at any batch size
- * and mix of lengths.  The lengths live on the device, so every CTA builds the
+ * its positions (UNIT of them: 1, or a copy run when paged, so that runs stay
+ * within pages), at least one, so that every segment -- one (b, hk, rb) -- has
+ * an owner that writes its output; in batch-invariant mode its chunks
+ * (chunk_tiles).  CTA c of P takes units [c U / P, (c + 1) U / P) of U: every
+ * CTA gets the same number of KV bytes to within one unit, at any batch size
+ * and mix of lengths (a piece may start and end inside a tile: the tiles of a
+ * piece run from its start, the last one masked).  The lengths live on the device, so every CTA builds the
  * list itself (one kv_lens load per thread and a scan in shared memory): no
  * schedule kernel, and graph replays with new lengths stay right.
  *
@@ -686,15 +688,16 @@ DEV int chunk_tiles(int tiles) {
     return INVARIANT ? max(INV_MIN_TILES, (tiles + INV_MAX_CHUNKS - 1) / INV_MAX_CHUNKS) : 1;
 }
 
+constexpr int UNIT = PAGED ? RUN : 1; /* positions per unit outside batch-invariant mode */
+
 struct seq_units {
-    int tiles, per, units; /* tiles (>= 1), tiles per unit, units */
+    int per, units; /* positions per unit, units (>= 1) */
 };
 
 DEV seq_units units_of(const seq_view &s) {
     seq_units u;
-    u.tiles = max(1, (s.nvirt + BLOCK_N - 1) / BLOCK_N);
-    u.per = chunk_tiles(u.tiles);
-    u.units = (u.tiles + u.per - 1) / u.per;
+    u.per = INVARIANT ? chunk_tiles(max(1, (s.nvirt + BLOCK_N - 1) / BLOCK_N)) * BLOCK_N : UNIT;
+    u.units = max(1, (s.nvirt + u.per - 1) / u.per);
     return u;
 }
 
@@ -797,8 +800,8 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const 
             p.ws_meta[2 * j + 1] = whole ? 1 : INVARIANT ? su.units
                                                          : (int)(cta_of(seg + su.units - 1, w.total) - blockIdx.x + 1);
         }
-        run_piece(p, smem, s, b, hr / ROW_BLOCKS, hr % ROW_BLOCKS, k0 * su.per * BLOCK_N,
-                  min(s.nvirt, k1 * su.per * BLOCK_N), slot);
+        run_piece(p, smem, s, b, hr / ROW_BLOCKS, hr % ROW_BLOCKS, k0 * su.per, min(s.nvirt, k1 * su.per),
+                  slot);
         u = seg + k1;
         if (u >= w.hi) return;
         if (k1 == su.units && hr + 1 == hrn) {

@@ -26,6 +26,7 @@
 local KV_FMT = { f16 = 0, bf16 = 1, int8 = 2, fp8_e4m3 = 3 }
 local HEAD_DIMS = { [64] = true, [96] = true, [128] = true, [256] = true }
 local INV_MIN_TILES, INV_MAX_CHUNKS = 8, 256  -- decode.cuh's batch-invariant chunks
+local MIN_CTA_TILES = 2        -- automatic grids give each CTA >= 2 tiles
 
 local function ceil_div(a, b) return (a + b - 1) // b end
 
@@ -104,9 +105,9 @@ local function ctas_per_sm(c, p, d)
   return math.max(1, math.min(by_smem, by_threads))
 end
 
--- fmqa_combine.cuh's FMQA_C_SMEM_BYTES: one float per warp of 128 threads, a float4 per
--- thread, and per thread the landing slots of a batch of 8 splits (a float4
--- and a float each).
+-- fmqa_combine.cuh's FMQA_C_SMEM_BYTES: one float per warp of 128 threads, a
+-- float4 per thread, and per thread the landing slots of a batch of 8 pieces
+-- (a float4 and a float each).
 local function combine_shared_bytes()
   return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8
 end
@@ -133,15 +134,30 @@ local function chunk_tiles(tiles)
   return math.max(INV_MIN_TILES, ceil_div(tiles, INV_MAX_CHUNKS))
 end
 
+-- Positions per work unit outside batch-invariant mode (decode.cuh's UNIT): 1,
+-- or when paged the run of rows a thread copies within one page (RUN).
+local function unit_tokens(c, p)
+  if not p.paged then return 1 end
+  local cpr = p.head_dim_qk * kv_bytes(p) // 16
+  local lg = 1
+  while lg * 2 <= math.min(32 * c.WARPS_M * c.WARPS_N // cpr, c.BLOCK_N) do lg = lg * 2 end
+  return math.min(p.page_size, c.BLOCK_N // lg)
+end
+
 -- The persistent schedule for the longest sequences: CTAs, segments, the most
 -- units and pieces of one segment, workspace slots (0: no segment splits).
+-- CTAs: SPLITS, or the device's slots, but no more than give each CTA
+-- MIN_CTA_TILES tiles of the longest sequences (a piece has a fixed cost:
+-- pipeline fill, Q, merge, partial store).
 local function work_plan(c, p, d)
-  local tiles = math.max(1, ceil_div(eff_len(p), c.BLOCK_N))
+  local len = math.max(eff_len(p), 1)
+  local tiles = ceil_div(len, c.BLOCK_N)
   local segs = p.batch * p.num_kv_heads * ceil_div(rows(p), cta_rows(c))
-  local units = p.batch_invariant and ceil_div(tiles, chunk_tiles(tiles)) or tiles
-  local ctas = c.SPLITS > 0 and c.SPLITS or d.sm_count * ctas_per_sm(c, p, d)
+  local units = p.batch_invariant and ceil_div(tiles, chunk_tiles(tiles)) or ceil_div(len, unit_tokens(c, p))
+  local ctas = c.SPLITS > 0 and c.SPLITS or
+               math.min(d.sm_count * ctas_per_sm(c, p, d), ceil_div(segs * tiles, MIN_CTA_TILES))
   ctas = math.min(ctas, segs * units)
-  local w = { ctas = ctas, segs = segs, tiles = tiles, units = units }
+  local w = { ctas = ctas, segs = segs, units = units }
   if p.batch_invariant then
     -- a shorter sequence may have more chunks (smaller ones), never more than this
     w.pieces = math.min(INV_MAX_CHUNKS, ceil_div(tiles, INV_MIN_TILES))

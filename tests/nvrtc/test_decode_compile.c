@@ -194,9 +194,9 @@ Test(decode_compile, mqa_default_and_launch_by_hand)
  * thread).  GQA with 8 KV heads and batch 64: 512 segments of 16 rows, 264 +
  * 511 slots, at most 2 pieces a segment.  A ring of 4 sinks + 1024 holds 1028
  * positions (17 tiles), 64 segments: 327 slots.  d = 64, 8 heads, B = 1: 3
- * CTAs an SM would be 396, but 4096 positions are only 64 tiles: 64 CTAs of
- * one tile each; 8 rows x 16 slices of one float4 column (d = 64 has no
- * more). */
+ * CTAs an SM would be 396, but 4096 positions are only 64 tiles: 32 CTAs of
+ * two tiles each (MIN_CTA_TILES); 8 rows x 16 slices of one float4 column (d
+ * = 64 has no more). */
 Test(decode_compile, schedule_by_hand)
 {
     gen_lib *lib = fmqa_test_open_templates();
@@ -215,8 +215,8 @@ Test(decode_compile, schedule_by_hand)
         {"op=decode,batch=64,heads=32,kv_heads=1,d=128,tq=1,kv_len=100000,window=1024,sinks=4,"
          "flags=causal|ring",
          264, 327, 2, 327LL * 32 * 129 * 4 + 64 * 8, 1},
-        {"op=decode,batch=1,heads=8,kv_heads=1,d=64,tq=1,kv_len=4096,flags=causal", 64, 64,
-         2, 64LL * 16 * 65 * 4 + 8, 16},
+        {"op=decode,batch=1,heads=8,kv_heads=1,d=64,tq=1,kv_len=4096,flags=causal", 32, 32,
+         2, 32LL * 16 * 65 * 4 + 8, 16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fmqa_problem p = fmqa_test_problem(cases[i].spec);

@@ -498,11 +498,11 @@ Test(decode_sched, ragged_and_long, .timeout = 900)
 }
 
 /* Lengths one below, at and one above a split boundary.  Two CTAs, 32-token
- * tiles: (65, 63) is 3 + 2 tiles, cut after tile 2 of sequence 0, whose
- * second piece holds one token; (63, 65) is cut between the sequences; (64,
- * 64) too.  16 consecutive lengths (3 or 4 tiles, 2 KV heads: 112 units)
- * on 16 CTAs put cuts at many offsets;
- * batch-invariant chunks are 8 tiles (256 tokens): 255, 256 and 257 are one,
+ * tiles, 128 positions in all, cut at position 64: (65, 63) cuts sequence 0
+ * after its second tile, the second piece one token; (63, 65) cuts sequence 1
+ * after its first token (a piece that starts inside a tile); (64, 64) falls
+ * between the sequences.  16 consecutive lengths on 16 CTAs put cuts at many
+ * offsets of a tile; batch-invariant chunks are 8 tiles (256 tokens): 255, 256 and 257 are one,
  * one and two chunks, the second of one token. */
 Test(decode_sched, split_boundaries, .timeout = 900)
 {
@@ -515,11 +515,11 @@ Test(decode_sched, split_boundaries, .timeout = 900)
          "BLOCK_N=32,WARPS_N=2,SPLITS=2", {64, 64}, NULL, 0},
         {"op=decode,batch=16,kv_heads=2,heads=8,d=64,tq=2,kv_len=100,flags=causal|lse",
          "BLOCK_N=32,WARPS_N=2,SPLITS=16", {-16}, NULL, 0},
-        /* Sequences shorter than the plan's 8 tiles: 4 units on 16 CTAs, so
-         * CTAs 4-6 have empty ranges inside sequence 0's 3 tiles (pieces of
-         * CTAs 3 to 11) and owe it empty pieces. */
+        /* Sequences far shorter than the plan's: 5 positions on 16 CTAs, so
+         * CTAs 4, 5, 7 and 8 have empty ranges inside sequence 0 (pieces of
+         * CTAs 3 to 9) and 13, 14 inside sequence 1: they owe empty pieces. */
         {"op=decode,batch=2,kv_heads=1,heads=4,d=64,kv_len=256,flags=causal|lse",
-         "BLOCK_N=32,WARPS_N=2,SPLITS=16", {70, 5}, NULL, 0},
+         "BLOCK_N=32,WARPS_N=2,SPLITS=16", {3, 2}, NULL, 0},
         {"op=decode,batch=3,kv_heads=1,heads=4,d=64,kv_len=257,flags=causal|lse|invariant",
          "BLOCK_N=32,WARPS_N=2", {255, 256, 257}, "sm_90@2", 0},
     };

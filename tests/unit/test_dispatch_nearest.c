@@ -1,7 +1,7 @@
 /*
  * test_dispatch_nearest.c -- reuse of a nearby tuned shape is bounded: the
  * issue's database (one decode entry at batch 1, kv_len 64) must not serve
- * batch 256 (too far) nor batch 1 at kv_len 131072 (one CTA on 132 SMs where
+ * batch 256 (too far) nor batch 1 at kv_len 131072 (4 CTAs on 132 SMs where
  * the default launches many); both get the default with a reason, while a
  * shape within reach still reuses the entry.  Shipped decode template, a
  * described sm_90 device, no GPU.
@@ -18,7 +18,9 @@
 #include "rt.h"
 #include "test_support.h"
 
-#define TUNED "BLOCK_N=32,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1"
+/* A persistent grid of 4 CTAs: as many as the default gives batch 2 at kv_len
+ * 256 (two tiles a CTA), a handful at kv_len 131072. */
+#define TUNED "BLOCK_N=32,M_TILES=1,SPLITS=4,STAGES=2,WARPS_M=2,WARPS_N=1"
 
 static gen_lib *lib;
 static const gen_template *tpl;
@@ -105,7 +107,7 @@ Test(nearest, a_long_sequence_is_too_far_and_gets_the_default)
 
 Test(nearest, a_launch_that_leaves_sms_idle_gets_the_default)
 {
-    /* An entry two kv_len steps away (32768), one split: within reach, but at
+    /* An entry two kv_len steps away (32768), 4 CTAs: within reach, but at
      * kv_len 131072 it would keep a handful of SMs busy. */
     fmqa_problem tuned = shape(1, 32768);
     fmqa_test_db_best(db, &dev, "decode", gen_template_hash(tpl), &tuned, TUNED, 30.0, 20.0);
