@@ -120,8 +120,6 @@ MUTANTS = [
     ("mt-row-info", "decode.cuh", "row of an m-tile taken as warp row group + m-tile",
      "const int r = rb * ROWS + (mw * MT + i) * 16 + (lane >> 2) + 8 * h;",
      "const int r = rb * ROWS + (mw + i) * 16 + (lane >> 2) + 8 * h;"),
-    ("mt-active", "decode.cuh", "a warp counted active by its first row group, not its m-tiles",
-     "const bool active = rb * ROWS + mw * MT * 16 < M;", "const bool active = rb * ROWS + mw * 16 < M;"),
     ("mt-store-rows", "decode.cuh", "m-tile stored at the rows of the warp's first",
      "store_rows(p, b, hk, rb, mw * MT + i, split, st[i]);", "store_rows(p, b, hk, rb, mw * MT, split, st[i]);"),
     ("mt-merge-buffer", "decode.cuh", "m-tiles of a warp share one merge buffer",
