@@ -18,7 +18,7 @@ reported as stale and not counted: update its `old` text.  One that the
 emulator cannot compile is reported as such and not counted either (a bug
 the compiler finds needs no test).
 
-Usage: scripts/mutate.py [--build-dir build] [--only SUBSTRING] [--list]
+Usage: scripts/mutate.py [--build-dir build] [--only SUBSTRING[,...]] [--list]
                          [--markdown] [--timeout SECONDS]
 Slow on purpose (each survivor runs every relevant test: minutes); CI does
 not run it.  Run it under `nice` on a shared machine.
@@ -132,8 +132,6 @@ MUTANTS = [
     ("mt-row-info", "decode.cuh", "row of an m-tile taken as warp row group + m-tile",
      "const int r = rb * ROWS + (mw * MT + i) * 16 + (lane >> 2) + 8 * h;",
      "const int r = rb * ROWS + (mw + i) * 16 + (lane >> 2) + 8 * h;"),
-    ("mt-active", "decode.cuh", "a warp counted active by its first row group, not its m-tiles",
-     "const bool active = rb * ROWS + mw * MT * 16 < M;", "const bool active = rb * ROWS + mw * 16 < M;"),
     ("mt-store-rows", "decode.cuh", "m-tile stored at the rows of the warp's first",
      "store_rows(p, b, hk, rb, mw * MT + i, slot, st[i]);", "store_rows(p, b, hk, rb, mw * MT, slot, st[i]);"),
     ("mt-merge-buffer", "decode.cuh", "m-tiles of a warp share one merge buffer",
@@ -336,12 +334,13 @@ def run_tests(build, tdir, binaries, timeout):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--only", default="", help="run the mutants whose id contains this")
+    ap.add_argument("--only", default="",
+                    help="run the mutants whose id contains this (comma-separated: any of these)")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table at the end")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per test binary")
     a = ap.parse_args()
-    mutants = [m for m in MUTANTS if a.only in m[0]]
+    mutants = [m for m in MUTANTS if any(o in m[0] for o in a.only.split(","))]
     if a.list:
         for m in mutants:
             print(f"{m[0]:28} {m[1]:16} {m[2]}")

@@ -385,16 +385,16 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
                 u32 r[4];
                 ldsm_x4(r, addr + kc * 32 + lcol);
                 bf[0] = r[0], bf[1] = r[2], bf[2] = r[1], bf[3] = r[3];
-            } else if (K_BIAS) {
-                u32 r[2];
-                ldsm_x2(r, addr + kc * 16);
-                int8x4_to_f16_biased(r[0], bf[0], bf[1]);
-                int8x4_to_f16_biased(r[1], bf[2], bf[3]);
             } else {
                 u32 r[2];
                 ldsm_x2(r, addr + kc * 16);
-                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[0], bf[0], bf[1]);
-                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[1], bf[2], bf[3]);
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    if (K_BIAS)
+                        int8x4_to_f16_biased(r[j], bf[2 * j], bf[2 * j + 1]);
+                    else
+                        q8x4_to_pairs<KV_FMT, MMA_BF16>(r[j], bf[2 * j], bf[2 * j + 1]);
+                }
             }
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
