@@ -29,7 +29,8 @@
  * kv head), Q_BF16, OUT_BF16, CAUSAL, LSE, BLOCK_N (64, 128), STAGES (2..4).
  *
  * Within a consumer, FA3's intra-warpgroup overlap: S of the next tile is
- * issued before P V of this one, and its softmax runs while P V does.
+ * issued before P V of this one, and its softmax runs while P V does (not at
+ * d = 256: OVERLAP below).
  * Between the consumers, FA3's ping-pong: named barriers make them take turns
  * issuing their GEMMs, so one's softmax overlaps the other's GEMMs.
  */
@@ -52,6 +53,10 @@ constexpr int Q_BYTES = BLOCK_M * HEAD_DIM * 2;
 constexpr int KV_BYTES = BLOCK_N * HEAD_DIM * 2;
 constexpr int SMEM_BYTES = 1024 + Q_BYTES + 2 * STAGES * KV_BYTES + 8 * (1 + 3 * STAGES);
 constexpr int CONSUMERS = 2 * 128;            /* threads arriving on an empty barrier */
+/* Intra-warpgroup overlap keeps a second P fragment live; at d = 256 (O is
+ * 128 registers) that spills within the 168 registers ptxas allows 384
+ * threads, so there the softmax waits for P V. */
+constexpr bool OVERLAP = HEAD_DIM < 256;
 
 static_assert(HEAD_DIM == 64 || HEAD_DIM == 128 || HEAD_DIM == 256, "HEAD_DIM 64, 128 or 256");
 static_assert(BLOCK_N == 64 || BLOCK_N == 128, "BLOCK_N 64 or 128");
@@ -231,19 +236,29 @@ DEV void consumer(const fmqa_prefill_sm90_params &P, const layout &L, const work
             wgmma_rs<HEAD_DIM, Q_BF16, 1>(O, A[kk], desc_mnmajor(L.v(s), BLOCK_N, kk, 128), 1);
         wgmma_commit();
         if (c == 0 || next) pass_turn(c);
-        u32 A_next[BLOCK_N / 16][4];
-        if (next) {
-            wgmma_wait<1>(S);
-            tile_softmax(S, w, c, it + 1, row0, r, scale_log2, A_next, corr);
-        }
-        wgmma_wait<0>(O);
-        mbar_arrive(L.empty(s));
-        if (next) {
-            rescale(O, corr);
+        if (OVERLAP) {
+            u32 A_next[BLOCK_N / 16][4];
+            if (next) {
+                wgmma_wait<1>(S);
+                tile_softmax(S, w, c, it + 1, row0, r, scale_log2, A_next, corr);
+            }
+            wgmma_wait<0>(O);
+            mbar_arrive(L.empty(s));
+            if (next) {
+                rescale(O, corr);
 #pragma unroll
-            for (int kk = 0; kk < BLOCK_N / 16; ++kk)
+                for (int kk = 0; kk < BLOCK_N / 16; ++kk)
 #pragma unroll
-                for (int j = 0; j < 4; ++j) A[kk][j] = A_next[kk][j];
+                    for (int j = 0; j < 4; ++j) A[kk][j] = A_next[kk][j];
+            }
+        } else {
+            wgmma_wait<0>(O);
+            mbar_arrive(L.empty(s));
+            if (next) {
+                wgmma_wait<0>(S); /* retired with O; ties S for the compiler */
+                tile_softmax(S, w, c, it + 1, row0, r, scale_log2, A, corr);
+                rescale(O, corr);
+            }
         }
     }
     store(P.p, O, r, w, row0);
