@@ -6,7 +6,7 @@
  * Problem defines: HEAD_DIM (64, 96, 128, 256; dv = d), GROUP (query heads per
  * KV head), Q_TOKENS (1..16), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1 bf16, 2 int8,
  * 3 fp8 e4m3), PAGED, PAGE_SIZE (power of two >= 16), CAUSAL, TREE, WINDOW,
- * RING, LSE.  Config defines: BLOCK_N (KV tokens per tile), WARPS_M (16-row
+ * RING, LSE, SOFTCAP (scores capped to c tanh(s / c), c = logit_softcap).  Config defines: BLOCK_N (KV tokens per tile), WARPS_M (16-row
  * groups per CTA), WARPS_N (warps sharing a tile along N), STAGES (cp.async
  * pipeline depth).
  *
@@ -53,6 +53,9 @@
  * and writes o = 0, lse = -inf.  With num_splits > 1 the kernel writes, per
  * split, O normalised by its own sum to ws_o and m + log2(l) (base 2!) to
  * ws_lse; fmqa_decode_combine merges them.  An empty split writes 0 and -inf.
+ * A learned sink logit (p.sinks) enters only the final normalisation
+ * (softmax_finish): in store_rows without splits, else in the combine, never in
+ * a split's partial, so it is counted once whatever the split.
  */
 #include "fmqa_params.h"
 #include "fmqa_device.cuh"
@@ -104,14 +107,15 @@ DEV seq_view seq_view_make(const fmqa_decode_params &p, int b) {
     s.s0 = 0;
     if (WINDOW) {
         /* The first query token sees j > first_draft - window; a ring also lost
-         * everything before kv_len - window (ref.h rule 5). */
-        s.lo = RING ? s.kv_len - p.window : s.first_draft - p.window + 1;
+         * everything before kv_len - (window + draft_slots) (ref.h rule 5). */
+        s.lo = s.first_draft - p.window + 1;
+        if (RING) s.lo = max(s.lo, s.kv_len - p.ring_period);
         s.lo = max(s.lo, 0);
         s.s0 = min(p.sink_tokens, s.lo);
     }
     s.nvirt = s.s0 + max(s.kv_len - s.lo, 0);
     s.ring_j0 = max(s.lo, p.sink_tokens);
-    s.ring_s0 = RING ? p.sink_tokens + (s.ring_j0 - p.sink_tokens) % max(p.window, 1) : 0;
+    s.ring_s0 = RING ? p.sink_tokens + (s.ring_j0 - p.sink_tokens) % max(p.ring_period, 1) : 0;
     return s;
 }
 
@@ -119,11 +123,11 @@ DEV int pos_of(const seq_view &s, int v) { return v < s.s0 ? v : s.lo + (v - s.s
 
 /* Cache slot of position j (ref_cache_slot): the ring advances one slot per
  * position from ring_s0 and wraps once at most, since the window part spans at
- * most `window` positions. */
+ * most ring_period = window + draft_slots positions. */
 DEV int slot_of(const fmqa_decode_params &p, const seq_view &s, int j) {
     if (!RING || j < s.ring_j0) return j;
     int slot = s.ring_s0 + (j - s.ring_j0);
-    return slot >= p.sink_tokens + p.window ? slot - p.window : slot;
+    return slot >= p.sink_tokens + p.ring_period ? slot - p.ring_period : slot;
 }
 
 /* Element offsets of slot's 8-bit scales (K and V) in their (batch|page,
@@ -385,6 +389,7 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 float x = sacc[nt][2 * h + e] * sc;
+                if (SOFTCAP) x = p.softcap_log2 * tanh_from_ex2(x * p.softcap_inv);
                 if (masked) {
                     const int v = v0 + col;
                     if (v >= v_end || !visible(p, s, ri[h], pos_of(s, v))) x = neg_inf();
@@ -506,8 +511,10 @@ DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mw, 
         const int r = rb * ROWS + mw * 16 + (lane >> 2) + 8 * h;
         if (r >= M) continue;
         const int t = r / GROUP, head = hk * GROUP + r % GROUP;
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        const float lse2 = l > 0.0f ? st.m[h] + __log2f(l) : neg_inf();
+        /* The sink joins the denominator once: here, or in the combine. */
+        const float s2 = p.sinks && p.num_splits == 1 ? p.sinks[head] * LOG2E : neg_inf();
+        float inv, lse2;
+        softmax_finish(st.m[h], l, s2, inv, lse2);
         const long long row = ((long long)b * Q_TOKENS + t) * p.num_q_heads + head;
         if (p.num_splits > 1) {
             const long long srow = (long long)split * p.batch * Q_TOKENS * p.num_q_heads + row;
@@ -689,8 +696,9 @@ extern "C" __global__ void __launch_bounds__(C_THREADS) fmqa_decode_combine(cons
     acc.x *= f, acc.y *= f, acc.z *= f, acc.w *= f;
     part[tid] = acc;
     wsum = block_reduce<false>(on && c == 0 ? wsum * f : 0.0f, red); /* its barriers publish part */
+    float inv, lse2; /* with the learned sink, if any, in the denominator */
+    softmax_finish(L, wsum, p.sinks ? p.sinks[row % p.num_q_heads] * LOG2E : neg_inf(), inv, lse2);
     if (g == 0) {
-        const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
         for (int k = 1; k < groups; ++k) {
             const float4 x = part[k * cols + c];
             acc.x += x.x, acc.y += x.y, acc.z += x.z, acc.w += x.w;
@@ -703,5 +711,5 @@ extern "C" __global__ void __launch_bounds__(C_THREADS) fmqa_decode_combine(cons
         *(uint2 *)o = make_uint2(lo, hi); /* o and its strides are 16-byte aligned */
     }
     if (LSE && tid == 0 && blockIdx.y == 0)
-        p.lse[row] = wsum > 0.0f ? (L + __log2f(wsum)) * 0.69314718055994531f : neg_inf();
+        p.lse[row] = lse2 * 0.69314718055994531f;
 }

@@ -15,7 +15,7 @@
 #ifndef FMQA_PARAMS_H
 #define FMQA_PARAMS_H
 
-#define FMQA_PARAMS_VERSION 1
+#define FMQA_PARAMS_VERSION 2
 
 typedef struct fmqa_decode_params {
     const void *q;                 /* [b, t, h, d]                              */
@@ -47,6 +47,10 @@ typedef struct fmqa_decode_params {
     int sink_tokens;               /* visible despite the window                */
     int num_splits;                /* KV splits; 1 = no combine pass            */
     int split_tokens;              /* KV tokens per split (multiple of tile)    */
+    const float *sinks;            /* [h] learned sink logits (natural log) or NULL */
+    float softcap_inv;             /* SOFTCAP: 2 / c (cap c = logit_softcap)     */
+    float softcap_log2;            /* SOFTCAP: c * log2(e)                       */
+    int ring_period;               /* RING: window + draft_slots                 */
 } fmqa_decode_params;
 
 typedef struct fmqa_append_params {
@@ -72,7 +76,8 @@ typedef struct fmqa_append_params {
     int num_q_heads;
     int num_kv_heads;
     int n_new;                     /* new tokens per sequence                   */
-    int window;                    /* ring slots after the sinks when RING      */
+    int window;                    /* ring slots after the sinks when RING:
+                                      window + draft_slots                      */
     int sink_tokens;
 } fmqa_append_params;
 

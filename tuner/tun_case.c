@@ -80,7 +80,7 @@ const fmqa_append_args *tun_case_append_args(const tun_case *c, int i) { return 
 
 static void make_layout(const fmqa_problem *p, layout *l)
 {
-    l->slots = (p->flags & FMQA_FLAG_RING) ? (int64_t)p->sink_tokens + p->window : p->kv_len;
+    l->slots = fmqa_cache_slots(p);
     if (p->flags & FMQA_FLAG_PAGED) {
         l->pages_per_seq = (l->slots + p->page_size - 1) / p->page_size;
         l->n_pages = l->pages_per_seq * p->batch;
@@ -97,7 +97,7 @@ static int64_t slot_of(const fmqa_problem *p, int64_t j)
 {
     if (!(p->flags & FMQA_FLAG_RING) || j < p->sink_tokens)
         return j;
-    return p->sink_tokens + (j - p->sink_tokens) % p->window;
+    return p->sink_tokens + (j - p->sink_tokens) % fmqa_ring_period(p);
 }
 
 /* Row index (in rows of one head) of (b, position j, kv head h); the element
@@ -119,7 +119,7 @@ static int held(const fmqa_problem *p, int64_t len, int64_t j)
 {
     if (j >= len)
         return 0;
-    return !(p->flags & FMQA_FLAG_RING) || j < p->sink_tokens || j >= len - p->window;
+    return !(p->flags & FMQA_FLAG_RING) || j < p->sink_tokens || j >= len - fmqa_ring_period(p);
 }
 
 /* ---------------------------------------------------------------- host data */
@@ -493,7 +493,8 @@ static ref_attn_shape attn_shape(const tun_case *c)
     ref_attn_shape s = {p->batch, p->q_tokens, p->kv_len, p->num_q_heads, p->num_kv_heads,
                         p->head_dim_qk, p->head_dim_v, c->lens, p->flags,
                         (p->flags & FMQA_FLAG_TREE_MASK) ? c->t[T_MASK].host : NULL,
-                        p->window, p->sink_tokens, 0, 0, c->sm_scale};
+                        p->window, p->sink_tokens, 0, 0, c->sm_scale, NULL,
+                        p->logit_softcap, p->draft_slots};
     return s;
 }
 
