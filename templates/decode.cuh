@@ -6,9 +6,10 @@
  * Problem defines: HEAD_DIM (64, 96, 128, 256; dv = d), GROUP (query heads per
  * KV head), Q_TOKENS (1..16), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1 bf16, 2 int8,
  * 3 fp8 e4m3), PAGED, PAGE_SIZE (power of two >= 16), CAUSAL, TREE, WINDOW,
- * RING, LSE, SOFTCAP (scores capped to c tanh(s / c), c = logit_softcap).  Config defines: BLOCK_N (KV tokens per tile), WARPS_M (16-row
- * groups per CTA), WARPS_N (warps sharing a tile along N), STAGES (cp.async
- * pipeline depth).
+ * RING, LSE, SOFTCAP (scores capped to c tanh(s / c), c = logit_softcap).
+ * Config defines: BLOCK_N (KV tokens per tile), WARPS_M (16-row groups per
+ * CTA), WARPS_N (warps sharing a tile along N), STAGES (cp.async pipeline
+ * depth).
  *
  * Work split.  Grid (splits, num_kv_heads * ROW_BLOCKS, batch).  The rows of a
  * KV head are r = t * GROUP + g (query token t, head hk * GROUP + g), M = GROUP *
