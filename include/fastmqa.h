@@ -329,8 +329,9 @@ FMQA_API fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * append overwrites their rows and 8-bit scales).  A tree's accepted path that
  * is not a prefix of the drafts is committed by appending its K/V again at
  * L .. L+a-1.  A ring cache needs draft_slots >= n - 1, else a draft overwrites
- * a position the next queries still see (FMQA_ERR_INVALID_ARGUMENT from a
- * decode with q_tokens > draft_slots + 1 on a ring whose draft_slots > 0).
+ * a position the next queries still see (a longer step is served, with the
+ * ring rule above for its early tokens, but its rejected drafts then clobber
+ * positions later queries need).
  *
  * Layouts, strides in elements:
  *   q    [b, t, h, d]  strides q_stride_{batch,token,head}

@@ -119,10 +119,6 @@ static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
     if (!(p->flags & FMQA_FLAG_RING) && p->draft_slots != 0)
         return BAD("problem.draft_slots %d without FMQA_FLAG_RING: only a ring cache has "
                    "draft slots", p->draft_slots);
-    /* The speculative protocol of fastmqa.h: n drafts need n - 1 spare slots. */
-    if (is_decode(p->op) && p->draft_slots > 0 && p->q_tokens > p->draft_slots + 1)
-        return BAD("problem.q_tokens %d exceeds draft_slots %d + 1: the drafts would "
-                   "overwrite ring slots a query still sees", p->q_tokens, p->draft_slots);
     if (p->logit_softcap != 0.0f && p->op != FMQA_OP_DECODE)
         return BAD("problem.logit_softcap %g: only decode caps scores", (double)p->logit_softcap);
     if ((p->flags & FMQA_FLAG_TREE_MASK) && p->q_tokens > 64)
