@@ -261,6 +261,7 @@ static ref_attn_shape shape_of(const lv_data *x, int64_t tq, const fmqa_level_po
     if (p && p->window > 0) {
         s.window = p->window;
         s.sink_tokens = p->sink_tokens;
+        s.draft_slots = p->spec_tokens - 1;   /* as fmqa_level_problem sets it */
         s.flags |= FMQA_FLAG_RING;
     }
     return s;
@@ -402,6 +403,7 @@ static void decode_cell(fmqa_ctx_t *ctx, int have_gpu, const fmqa_model_config *
     pr.sink_tokens = p->sink_tokens;
     pr.page_size = p->page_size;
     pr.flags = FMQA_FLAG_CAUSAL | (p->window > 0 ? FMQA_FLAG_RING : 0u);
+    pr.draft_slots = p->window > 0 ? p->spec_tokens - 1 : 0;   /* as fmqa_level_problem */
     double us = 0;
     fmqa_status st = bench_decode_step_us(ctx, &pr, &us);
     if (st == FMQA_OK)

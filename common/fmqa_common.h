@@ -72,6 +72,18 @@ static inline int fmqa_mul64(int64_t a, int64_t b, int64_t *out)
 }
 int fmqa_prod64(const int64_t *factors, int n, int64_t *out);
 
+/* Cache slots one sequence has: sinks + window + draft_slots for a ring
+ * (FMQA_FLAG_RING), else kv_len.  The ring part, window + draft_slots, is what
+ * positions after the sinks wrap around (fmqa_ring_period). */
+static inline int64_t fmqa_ring_period(const fmqa_problem *p)
+{
+    return (int64_t)p->window + p->draft_slots;
+}
+static inline int64_t fmqa_cache_slots(const fmqa_problem *p)
+{
+    return (p->flags & FMQA_FLAG_RING) ? p->sink_tokens + fmqa_ring_period(p) : p->kv_len;
+}
+
 /* Monotonic wall clock in milliseconds. */
 double fmqa_now_ms(void);
 

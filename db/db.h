@@ -55,7 +55,7 @@
 /* Capacity of config text handed out in fixed buffers; matches fmqa_choice. */
 #define DB_CONFIG_CAP 256
 /* Capacity of a problem class key text (db_problem_class_key). */
-#define DB_KEY_CAP 160
+#define DB_KEY_CAP 224
 
 typedef struct db db_t;
 

@@ -516,20 +516,25 @@ static const char *name_or_unknown(const char *s) { return s ? s : "?"; }
 
 void db_problem_class_key(const fmqa_problem *p, char out[DB_KEY_CAP])
 {
-    int w = snprintf(out, DB_KEY_CAP,
-                     "%s q=%s kv=%s out=%s h=%d hkv=%d d=%d/%d tq=%d page=%d win=%d sink=%d "
-                     "rope=%d flags=0x%x",
-                     name_or_unknown(fmqa_op_name(p->op)),
-                     name_or_unknown(fmqa_dtype_name(p->q_dtype)),
-                     name_or_unknown(fmqa_dtype_name(p->kv_dtype)),
-                     name_or_unknown(fmqa_dtype_name(p->out_dtype)), p->num_q_heads,
-                     p->num_kv_heads, p->head_dim_qk, p->head_dim_v, p->q_tokens, p->page_size,
-                     p->window, p->sink_tokens, (int)p->rope, p->flags);
-    /* Fields added later appear only when not their default, so that keys
-     * stored before them still match. */
-    if (w > 0 && w < DB_KEY_CAP && p->kv_scale_granularity != FMQA_KV_SCALE_TOKEN_HEAD)
-        snprintf(out + w, DB_KEY_CAP - (size_t)w, " kvscale=%s",
-                 name_or_unknown(fmqa_kv_scale_name(p->kv_scale_granularity)));
+    snprintf(out, DB_KEY_CAP,
+             "%s q=%s kv=%s out=%s h=%d hkv=%d d=%d/%d tq=%d page=%d win=%d sink=%d "
+             "rope=%d flags=0x%x",
+             name_or_unknown(fmqa_op_name(p->op)), name_or_unknown(fmqa_dtype_name(p->q_dtype)),
+             name_or_unknown(fmqa_dtype_name(p->kv_dtype)),
+             name_or_unknown(fmqa_dtype_name(p->out_dtype)), p->num_q_heads, p->num_kv_heads,
+             p->head_dim_qk, p->head_dim_v, p->q_tokens, p->page_size, p->window,
+             p->sink_tokens, (int)p->rope, p->flags);
+    /* Fields added after 0.1.0 join the key only when set: keys of problems
+     * without them stay what they were (no migration), and problems that
+     * differ in them never share a tuned entry. */
+    size_t n = strlen(out);
+    if (p->kv_scale_granularity != FMQA_KV_SCALE_TOKEN_HEAD && n < DB_KEY_CAP)
+        n += (size_t)snprintf(out + n, DB_KEY_CAP - n, " kvscale=%s",
+                              name_or_unknown(fmqa_kv_scale_name(p->kv_scale_granularity)));
+    if (p->logit_softcap != 0.0f && n < DB_KEY_CAP)
+        n += (size_t)snprintf(out + n, DB_KEY_CAP - n, " softcap=%a", (double)p->logit_softcap);
+    if (p->draft_slots != 0 && n < DB_KEY_CAP)
+        snprintf(out + n, DB_KEY_CAP - n, " drafts=%d", p->draft_slots);
 }
 
 double db_verify_tol(fmqa_op op, fmqa_dtype q_dtype, fmqa_dtype out_dtype)

@@ -67,6 +67,7 @@ static const char common_help[] =
     "  --version         versions of the library, NVRTC, driver and database schema\n"
     "SPEC: op=decode,batch=8,heads=32,kv_heads=1,d=128,dv=128,tq=1,kv_len=4096,\n"
     "      q=f16,kv=f16,out=f16,page=0,window=0,sinks=0,rope=none,flags=causal|paged\n"
+    "      (also softcap=C and draft_slots=N; docs/templates.md)\n"
     "TEXT: canonical config, e.g. BLOCK_N=64,STAGES=2 (default: the template's)\n";
 
 static const struct command *find_command(const char *name)

@@ -52,8 +52,9 @@
  *   q=f16,kv=f16,out=f16,page=0,window=0,sinks=0,rope=none,flags=causal|paged
  * Keys: op (decode|prefill|mla_decode|append), batch, heads, kv_heads, d, dv,
  * tq, kv_len, q, kv, out (dtype names as fmqa_dtype_name), page, window, sinks,
- * rope (none|neox|gptj), flags ('|'-separated causal, paged, tree, lse, ring,
- * or "none").  Omitted keys keep the defaults: decode, batch 1, heads 1,
+ * draft_slots, softcap (a number >= 0: logit_softcap), rope (none|neox|gptj),
+ * flags ('|'-separated causal, paged, tree, lse, ring, or "none").
+ * gen_problem_format writes softcap and draft_slots only when they are set.  Omitted keys keep the defaults: decode, batch 1, heads 1,
  * kv_heads 1, d 128, dv = d, tq 1, kv_len 1024, f16 everywhere, no page,
  * window, sinks, rope or flags.  Errors name the bad token.  Checks syntax and
  * ranges only (positive sizes, known names); legality is the template's job.

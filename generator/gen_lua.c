@@ -421,6 +421,9 @@ static void push_problem(lua_State *L, const fmqa_problem *p)
     set_int(L, "page_size", p->page_size);
     set_int(L, "window", p->window);
     set_int(L, "sink_tokens", p->sink_tokens);
+    set_int(L, "draft_slots", p->draft_slots);
+    lua_pushnumber(L, p->logit_softcap);
+    lua_setfield(L, -2, "logit_softcap");
     set_str(L, "rope", rope_name(p->rope));
     set_bool(L, "causal", (p->flags & FMQA_FLAG_CAUSAL) != 0);
     set_bool(L, "paged", (p->flags & FMQA_FLAG_PAGED) != 0);

@@ -8,6 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L /* strtok_r */
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@ static const int_key int_keys[] = {
     {"page", offsetof(fmqa_problem, page_size), 0},
     {"window", offsetof(fmqa_problem, window), 0},
     {"sinks", offsetof(fmqa_problem, sink_tokens), 0},
+    {"draft_slots", offsetof(fmqa_problem, draft_slots), 0},
 };
 
 typedef struct dtype_key {
@@ -133,6 +135,16 @@ static fmqa_status apply(fmqa_problem *p, const char *key, const char *val, int 
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
                             "problem: 'kv_scale=%s': expected token_head, head or tensor", val);
     }
+    if (strcmp(key, "softcap") == 0) {
+        char *end;
+        errno = 0;
+        float v = strtof(val, &end);
+        if (!*val || *end || errno || !(v >= 0.0f) || !isfinite(v))
+            return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                                "problem: 'softcap=%s': expected a finite number >= 0", val);
+        p->logit_softcap = v;
+        return FMQA_OK;
+    }
     if (strcmp(key, "rope") == 0) {
         for (int r = 0; r < 3; r++)
             if (strcmp(val, rope_names[r]) == 0) {
@@ -210,12 +222,17 @@ int gen_problem_format(const fmqa_problem *p, char *buf, size_t cap)
                      p->head_dim_v, p->q_tokens, p->kv_len, q ? q : "?", kv ? kv : "?",
                      o ? o : "?", p->page_size, p->window, p->sink_tokens, rope,
                      flags[0] ? flags : "none");
-    /* Only when not the default, so that specs (and database keys) written
-     * before the field existed read the same. */
+    /* Fields added after 0.1.0 only when not their default, so that specs (and
+     * database keys) written before them read the same; %.9g gives back the
+     * same float. */
     if (w >= 0 && (size_t)w < cap && p->kv_scale_granularity != FMQA_KV_SCALE_TOKEN_HEAD) {
         const char *g = fmqa_kv_scale_name(p->kv_scale_granularity);
         w += snprintf(buf + w, cap - (size_t)w, ",kv_scale=%s", g ? g : "?");
     }
+    if (w >= 0 && (size_t)w < cap && p->logit_softcap != 0.0f)
+        w += snprintf(buf + w, cap - (size_t)w, ",softcap=%.9g", (double)p->logit_softcap);
+    if (w >= 0 && (size_t)w < cap && p->draft_slots != 0)
+        w += snprintf(buf + w, cap - (size_t)w, ",draft_slots=%d", p->draft_slots);
     return w < 0 || (size_t)w >= cap ? -1 : 0;
 }
 

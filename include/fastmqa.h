@@ -151,7 +151,8 @@ typedef enum fmqa_kv_scale_granularity {
 #define FMQA_FLAG_PAGED 0x2u     /* KV cache addressed through a page table      */
 #define FMQA_FLAG_TREE_MASK 0x4u /* query tokens carry a bitmask over the drafts */
 #define FMQA_FLAG_LSE 0x8u       /* also write log-sum-exp per (token, head)     */
-#define FMQA_FLAG_RING 0x10u     /* cache keeps sinks + a ring of `window` slots */
+#define FMQA_FLAG_RING 0x10u     /* cache keeps sinks + a ring of window +
+                                    draft_slots slots                              */
 /* A sequence's output is bitwise the same whatever batch it runs in and
  * whatever the device's SM count: its keys are split into chunks fixed by its
  * own length and merged in a fixed order, and the dispatcher uses the
@@ -190,6 +191,16 @@ typedef struct fmqa_problem {
     uint32_t flags;         /* FMQA_FLAG_*                                       */
     fmqa_kv_scale_granularity kv_scale_granularity; /* 8-bit caches: which scales
                                (above); 0 = per token and head                  */
+    /* Fields appended after 0.1.0 (fmqa_problem_init zeroes them: off). */
+    float logit_softcap;    /* decode: > 0 caps every score s (sm_scale
+                               included) to softcap * tanh(s / softcap) before
+                               the softmax (Gemma 2/3); 0 = off; finite        */
+    int32_t draft_slots;    /* FMQA_FLAG_RING: ring slots beyond the window, so
+                               that speculative drafts never overwrite a
+                               position a query still sees; the ring holds
+                               sink_tokens + window + draft_slots slots.  A
+                               verification step appends at most
+                               draft_slots + 1 tokens (see fmqa_decode)      */
 } fmqa_problem;
 
 /* Fills a problem with zeros and the most common choices (decode, f16, 1 token). */
@@ -320,12 +331,40 @@ FMQA_API fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * and, with FMQA_FLAG_TREE_MASK, for the draft positions j >= kv_lens[b] -
  * q_tokens, bit (j - first draft) of tree_mask[b * q_tokens + t] is set.
  *
- * With FMQA_FLAG_RING the cache holds sink_tokens + window slots instead of one
- * per position: position j < sink_tokens lives in slot j, any later position in
- * slot sink_tokens + (j - sink_tokens) % window; only the last `window`
- * positions (and the sinks) are present.  kv_lens stays the logical length.
- * A position the ring no longer holds is invisible to every query token, even
- * an early draft whose own window would still reach it.
+ * With FMQA_FLAG_RING the cache holds sink_tokens + R slots, R = window +
+ * draft_slots, instead of one per position: position j < sink_tokens lives in
+ * slot j, any later position in slot sink_tokens + (j - sink_tokens) % R; only
+ * the last R positions (and the sinks) are present.  kv_lens stays the logical
+ * length.  A position the ring no longer holds is invisible to every query
+ * token, even an early draft whose own window would still reach it (with
+ * q_tokens <= draft_slots + 1 that never happens).
+ *
+ * Scores: s_j = sm_scale * q . k_j; with problem->logit_softcap = c > 0,
+ * s_j = c * tanh(s_j / c).  With args->sinks, head h's softmax denominator
+ * also holds exp(sinks[h]), a learned logit that carries no value:
+ * o = sum_j exp(s_j) v_j / (exp(sinks[h]) + sum_j exp(s_j)) and lse is the log
+ * of that whole denominator (a query that sees nothing gets o = 0 and
+ * lse = sinks[h]).  To merge partial results by LSE (cascade), give the sinks
+ * to one part only.
+ *
+ * Which cache rows and page-table entries are read: only those of positions j <
+ * kv_lens[b] that are sinks (j < sink_tokens) or lie in some query token's
+ * window (without a window: all).  Other positions' rows, their scales and the
+ * page-table entries of pages holding none of them are never dereferenced, so
+ * an engine may free pages that fell behind the window and set their entries
+ * to -1 (an entry is only read for a position this rule reads).
+ *
+ * Speculative decoding, the protocol (docs/reference.md, "Speculative
+ * decoding"): with L accepted tokens, append n drafts at L .. L+n-1
+ * (fmqa_append, start_pos = L); verify with a decode of q_tokens = n, kv_lens =
+ * L + n, causal or tree mask; accept a tokens by setting kv_lens to L + a (no
+ * call: rejected positions lie beyond kv_lens and are never read, and the next
+ * append overwrites their rows and 8-bit scales).  A tree's accepted path that
+ * is not a prefix of the drafts is committed by appending its K/V again at
+ * L .. L+a-1.  A ring cache needs draft_slots >= n - 1, else a draft overwrites
+ * a position the next queries still see (a longer step is served, with the
+ * ring rule above for its early tokens, but its rejected drafts then clobber
+ * positions later queries need).
  *
  * Layouts, strides in elements:
  *   q    [b, t, h, d]  strides q_stride_{batch,token,head}
@@ -365,6 +404,11 @@ typedef struct fmqa_decode_args {
     float sm_scale;                  /* 0 = 1 / sqrt(head_dim_qk)                */
     void *workspace;                 /* fmqa_decode_workspace_size() bytes       */
     size_t workspace_size;
+    /* Appended after 0.1.0 (zero it: memset or = {0}). */
+    const float *sinks;              /* [num_q_heads], device: learned sink logit
+                                        per query head (natural-log units, not
+                                        scaled by sm_scale nor capped), finite;
+                                        NULL = none.  4-byte aligned             */
 } fmqa_decode_args;
 
 /* Workspace bytes a decode or an MLA decode (FMQA_OP_DECODE or
@@ -437,8 +481,9 @@ FMQA_API fmqa_status fmqa_mla_decode(fmqa_ctx_t *ctx, const fmqa_problem *proble
  * (problem->rope, base rope_theta) to K at its position and, for 8-bit caches,
  * quantizing per token and head (scale = max|x| / 127 for int8, / 448 for fp8)
  * and writing the scale, or, with problem->kv_scale_granularity HEAD or
- * TENSOR, quantizing with the given scales (saturating) and writing none.  With FMQA_FLAG_RING positions map to slots as in
- * fmqa_decode_args (sinks, then a ring of `window` slots).  If q is not NULL, RoPE is applied to
+ * TENSOR, quantizing with the given scales (saturating) and writing none.
+ * With FMQA_FLAG_RING positions map to slots as in fmqa_decode_args (sinks,
+ * then a ring of window + draft_slots slots).  If q is not NULL, RoPE is applied to
  * q in place at the same positions (its dtype is problem->q_dtype).
  *   k_new, v_new [b, t, hk, d] strides {k,v}_new_stride_{batch,token,head}
  *   q            [b, t, h, d]  strides q_stride_{batch,token,head}

@@ -32,15 +32,25 @@
  *       (j - (kv_lens[b] - Tq)) of tree_mask[b * Tq + t] is set; positions
  *       before the drafts are unaffected by the mask;
  *    5. FMQA_FLAG_RING: the position is still held by the ring cache, i.e.
- *       j < sink_tokens or j >= kv_lens[b] - window.  (Only matters when Tq > 1:
- *       an early draft's window may reach positions the ring already overwrote;
- *       they are not visible.  Identical to rule 3 for the last query token.)
+ *       j < sink_tokens or j >= kv_lens[b] - (window + draft_slots).  (Only
+ *       matters when Tq > draft_slots + 1: an early draft's window may reach
+ *       positions the ring already overwrote; they are not visible.)
  *    6. split range (kv_begin, kv_end, used for split-KV partials): kv_begin <= j
  *       and (kv_end == 0 or j < kv_end).
  * A query that sees no position gets o = 0 and lse = -inf.
  *
- * Score and output: s_j = sm_scale * (q . k_j); lse = ln(sum_visible exp(s_j));
- * o = sum_visible exp(s_j - lse) v_j.  sm_scale == 0 means 1 / sqrt(Dqk).
+ * Score and output: s_j = sm_scale * (q . k_j), then with softcap c > 0
+ * s_j = c * tanh(s_j / c); with learned sinks, head h's denominator also holds
+ * exp(sinks[h]) (no value): lse = ln(exp(sinks[h]) + sum_visible exp(s_j)), else
+ * lse = ln(sum_visible exp(s_j)); o = sum_visible exp(s_j - lse) v_j.  A query
+ * that sees nothing gets o = 0 and lse = sinks[h] (-inf without sinks).
+ * sm_scale == 0 means 1 / sqrt(Dqk).
+ *
+ * What a decode reads (ref_readable()): position j of sequence b only if rules
+ * 1 and 5 hold and (window == 0, or j < sink_tokens, or j > kv_lens[b] - Tq -
+ * window): the sinks and the union of the query tokens' windows, whatever the
+ * causal or tree mask.  Rows, scales and page-table entries of other positions
+ * are never read (an engine may have freed their pages: entry -1).
  */
 #ifndef FMQA_REF_H
 #define FMQA_REF_H
@@ -94,9 +104,13 @@ fmqa_status ref_from_double(fmqa_dtype dtype, const double *src, int64_t n,
  * or FP8_E4M3).  scale = max|x| / 127 (int8) or max|x| / 448 (fp8), rounded to
  * float because that is how it is stored; stored[i] = encode(x[i] / scale) with
  * the float scale.  A row of zeros gets scale 0 and stored zeros, so that
- * dequantization gives exact zeros.  Rows holding NaN or inf are rejected.
- * Dequantization is exact: value = (double)scale * decode(stored).  For int8 the
- * round-trip error is at most scale / 2 per element.
+ * dequantization gives exact zeros.  Rows holding NaN or inf are rejected, and
+ * so are finite rows whose scale would exceed FLT_MAX (max|x| > 127 FLT_MAX or
+ * 448 FLT_MAX: double inputs only).  Dequantization is exact: value =
+ * (double)scale * decode(stored).  For int8 the round-trip error is at most
+ * scale / 2 per element when the scale is a normal float; a row with
+ * max|x| < 127 * 2^-126 gets a subnormal or zero scale and the bound
+ * scale / 2 + 127 * 2^-150 (its values may clamp at 127).
  */
 /* The scale ref_quantize_row would store for x (no stored values written). */
 fmqa_status ref_quant_scale(fmqa_dtype dtype, const double *x, int64_t d,
@@ -132,6 +146,9 @@ typedef struct ref_attn_shape {
     int64_t kv_begin;        /* split range [kv_begin, kv_end); 0, 0 = all     */
     int64_t kv_end;
     double sm_scale;         /* 0 = 1 / sqrt(head_dim_qk)                      */
+    const float *sinks;      /* [H] learned sink logits, natural log; NULL = none */
+    double softcap;          /* > 0: scores capped to softcap tanh(s / softcap) */
+    int32_t draft_slots;     /* RING: ring slots beyond the window             */
 } ref_attn_shape;
 
 /* Checks a shape (sizes, divisibility, kv_lens, tree mask size, window).  The
@@ -144,6 +161,10 @@ int64_t ref_query_pos(const ref_attn_shape *s, int64_t b, int64_t t);
 /* 1 if query token t of sequence b sees position j (rules 1-6 above), else 0.
  * The shape must have passed ref_attn_shape_check. */
 int ref_visible(const ref_attn_shape *s, int64_t b, int64_t t, int64_t j);
+
+/* 1 if a decode of sequence b reads position j (see "What a decode reads"
+ * above): every visible position is readable, whatever the masks. */
+int ref_readable(const ref_attn_shape *s, int64_t b, int64_t j);
 
 /*
  * Attention for decode and prefill, MHA / GQA / MQA (any G), on the dense
@@ -171,7 +192,7 @@ fmqa_status ref_combine(int64_t n_splits, int64_t rows, int64_t dv, const double
  * A physical tensor of rows of head_dim elements, addressed as in
  * fmqa_decode_args (strides in elements):
  *  - slot of position j: with FMQA_FLAG_RING, j if j < sink_tokens, else
- *    sink_tokens + (j - sink_tokens) % window; otherwise j.
+ *    sink_tokens + (j - sink_tokens) % (window + draft_slots); otherwise j.
  *  - contiguous: row (b, j, h) starts at b*stride_batch + slot*stride_token +
  *    h*stride_head.
  *  - FMQA_FLAG_PAGED: page = page_table[b*page_table_stride + slot/page_size];
@@ -195,8 +216,9 @@ typedef struct ref_cache_view {
     const int32_t *page_table; /* [B, page_table_stride] with PAGED            */
     int64_t page_table_stride;
     int32_t page_size;       /* tokens per page with PAGED                     */
-    int32_t window;          /* ring slots after the sinks with RING           */
+    int32_t window;          /* ring slots after the sinks with RING: window + */
     int32_t sink_tokens;
+    int32_t draft_slots;     /* draft_slots                                    */
 } ref_cache_view;
 
 /* Slot of position j (ring mapping, or j). */
@@ -207,7 +229,8 @@ int64_t ref_cache_slot(const ref_cache_view *c, int64_t j);
  *   out [batch, tokens, heads, head_dim]
  * decoding 16-bit values and dequantizing 8-bit ones exactly.  Positions the
  * cache does not hold (j >= kv_lens[b], ring slots already overwritten: sinks <=
- * j < kv_lens[b] - window) are set to NaN so that any use of them shows.
+ * j < kv_lens[b] - window - draft_slots) are set to NaN so that any use of them
+ * shows.
  * kv_lens may be NULL (all positions held).  Page table entries are checked
  * against n_pages when n_pages > 0.
  */
@@ -257,9 +280,13 @@ fmqa_status ref_append(const ref_append_shape *s, const double *k_new, const dou
  * o [B, Tq, H, Dv] and lse [B, Tq, H] (lse may be NULL) and ignores args->o,
  * lse and workspace.  ref_append_args writes the host caches in args and
  * RoPEs args->q in place (rounded back to q_dtype).  n_pages bounds the page
- * table when paged (0 = unchecked).  ref_decode also serves FMQA_OP_MLA_DECODE:
- * pass v = k with v's strides equal to k's, and each V row is the first
- * head_dim_v (= d_c) entries of the latent K row.
+ * table when paged (0 = unchecked).  ref_decode reads only the positions
+ * ref_readable() names (others' rows and page-table entries may be anything,
+ * -1 included) and takes problem->logit_softcap, draft_slots and args->sinks.
+ * ref_decode also serves FMQA_OP_MLA_DECODE: pass v = k with v's strides equal
+ * to k's, and each V row is the first head_dim_v (= d_c) entries of the latent
+ * K row; with an 8-bit cache the latent has one scale, so v_scale must be
+ * k_scale with the same strides (anything else is rejected).
  */
 fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *args, int64_t n_pages,
                        double *o /* OUT */, double *lse /* OUT, may be NULL */,

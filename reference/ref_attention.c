@@ -11,8 +11,9 @@
  * group (MQA verification of long caches was dominated by re-reading them per
  * head).  Each head's arithmetic does not depend on its group size.  The
  * softmax subtracts the running maximum before exponentiating, so it is exact to
- * double rounding for any score range.  A query that sees nothing gets o = 0 and
- * lse = -inf, and the combine treats an lse of -inf as "contributes nothing".
+ * double rounding for any score range.  A learned sink logit joins a head's
+ * maximum and sum and nothing else.  A query that sees nothing gets o = 0 and
+ * lse = -inf (its sink's logit with sinks), and the combine treats an lse of -inf as "contributes nothing".
  */
 #include "ref.h"
 
@@ -63,6 +64,14 @@ static fmqa_status check_masks(const ref_attn_shape *s, fmqa_err *err)
                    s->window, s->sink_tokens);
     if ((s->flags & FMQA_FLAG_RING) && s->window == 0)
         return BAD("ref_attn_shape.window = 0 with FMQA_FLAG_RING: the ring needs window > 0");
+    if (s->draft_slots < 0)
+        return BAD("ref_attn_shape.draft_slots = %d must be >= 0", s->draft_slots);
+    if (!(s->softcap >= 0.0) || !isfinite(s->softcap))
+        return BAD("ref_attn_shape.softcap = %g must be finite and >= 0", s->softcap);
+    for (int64_t h = 0; s->sinks && h < s->num_q_heads; h++)
+        if (!isfinite(s->sinks[h]))
+            return BAD("ref_attn_shape.sinks[%lld] = %g is not finite", (long long)h,
+                       (double)s->sinks[h]);
     if (s->kv_begin < 0 || s->kv_end < 0 || (s->kv_end && s->kv_end < s->kv_begin))
         return BAD("ref_attn_shape: split range [%lld, %lld) is invalid",
                    (long long)s->kv_begin, (long long)s->kv_end);
@@ -84,6 +93,13 @@ int64_t ref_query_pos(const ref_attn_shape *s, int64_t b, int64_t t)
     return kv_len_of(s, b) - s->q_tokens + t;
 }
 
+/* Rule 5: a ring of window + draft_slots slots after the sinks holds j. */
+static int ring_holds(const ref_attn_shape *s, int64_t len, int64_t j)
+{
+    return !(s->flags & FMQA_FLAG_RING) || j < s->sink_tokens ||
+           j >= len - ((int64_t)s->window + s->draft_slots);
+}
+
 int ref_visible(const ref_attn_shape *s, int64_t b, int64_t t, int64_t j)
 {
     int64_t len = kv_len_of(s, b), p = ref_query_pos(s, b, t), first_draft = len - s->q_tokens;
@@ -96,11 +112,19 @@ int ref_visible(const ref_attn_shape *s, int64_t b, int64_t t, int64_t j)
     if ((s->flags & FMQA_FLAG_TREE_MASK) && j >= first_draft &&
         !((s->tree_mask[b * s->q_tokens + t] >> (j - first_draft)) & 1u))
         return 0;
-    if ((s->flags & FMQA_FLAG_RING) && j >= s->sink_tokens && j < len - s->window)
+    if (!ring_holds(s, len, j))
         return 0;
     if (j < s->kv_begin || (s->kv_end && j >= s->kv_end))
         return 0;
     return 1;
+}
+
+int ref_readable(const ref_attn_shape *s, int64_t b, int64_t j)
+{
+    int64_t len = kv_len_of(s, b), first_draft = len - s->q_tokens;
+    if (j < 0 || j >= len || !ring_holds(s, len, j))
+        return 0;
+    return s->window == 0 || j < s->sink_tokens || j > first_draft - s->window;
 }
 
 static double effective_scale(const ref_attn_shape *s)
@@ -164,13 +188,21 @@ static void attend_group(const ref_attn_shape *s, int64_t b, int64_t t, int64_t 
             continue;
         const double *krow = k + ((b * s->kv_len + j) * s->num_kv_heads + hk) * dqk;
         for (int64_t g = 0; g < G; g++) {
-            w->sc[j * G + g] = scale * dot(qg + g * dqk, krow, dqk);
+            double x = scale * dot(qg + g * dqk, krow, dqk);
+            w->sc[j * G + g] = s->softcap > 0.0 ? s->softcap * tanh(x / s->softcap) : x;
             w->m[g] = max_nan(w->m[g], w->sc[j * G + g]);
         }
         seen++;
     }
-    if (!seen)   /* sees nothing: o = 0, lse = -inf by definition */
+    for (int64_t g = 0; s->sinks && g < G; g++)   /* the sink joins the maximum */
+        w->m[g] = max_nan(w->m[g], (double)s->sinks[hk * G + g]);
+    for (int64_t g = 0; s->sinks && g < G; g++)   /* and the sum, with no value */
+        w->sum[g] = exp((double)s->sinks[hk * G + g] - w->m[g]);
+    if (!seen) {   /* sees nothing: o = 0, lse = the sink's logit (or -inf) */
+        for (int64_t g = 0; s->sinks && g < G; g++)
+            w->lse[g] = (double)s->sinks[hk * G + g];
         return;
+    }
     for (int64_t j = 0; j < s->kv_len; j++) {
         if (!w->vis[j])
             continue;

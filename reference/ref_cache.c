@@ -32,9 +32,9 @@ static fmqa_status check_view(const ref_cache_view *c, const char *what, fmqa_er
         return BAD("%s.scale is NULL for an 8-bit (%s) cache", what, fmqa_dtype_name(c->dtype));
     if ((c->flags & FMQA_FLAG_PAGED) && (!c->page_table || c->page_size <= 0))
         return BAD("%s: paged without a page table or with page_size = %d", what, c->page_size);
-    if ((c->flags & FMQA_FLAG_RING) && (c->window <= 0 || c->sink_tokens < 0))
-        return BAD("%s: ring needs window > 0 and sink_tokens >= 0 (got %d, %d)", what,
-                   c->window, c->sink_tokens);
+    if ((c->flags & FMQA_FLAG_RING) && (c->window <= 0 || c->sink_tokens < 0 || c->draft_slots < 0))
+        return BAD("%s: ring needs window > 0, sink_tokens >= 0 and draft_slots >= 0 (got %d, "
+                   "%d, %d)", what, c->window, c->sink_tokens, c->draft_slots);
     return FMQA_OK;
 }
 
@@ -42,7 +42,7 @@ int64_t ref_cache_slot(const ref_cache_view *c, int64_t j)
 {
     if (!(c->flags & FMQA_FLAG_RING) || j < c->sink_tokens)
         return j;
-    return c->sink_tokens + (j - c->sink_tokens) % c->window;
+    return c->sink_tokens + (j - c->sink_tokens) % ((int64_t)c->window + c->draft_slots);
 }
 
 /* Element offsets of row (b, j, h) and of its scale.  OUT: *off, *soff. */
@@ -105,19 +105,25 @@ static fmqa_status store_row(const ref_cache_view *c, int64_t b, int64_t j, int6
     return st;
 }
 
-/* 1 if the cache holds position j of a sequence of length len. */
-static int held(const ref_cache_view *c, int64_t len, int64_t j)
+/* 1 if the gather reads position j of sequence b: the cache holds it (of a
+ * sequence of length len) and, for a decode (s not NULL), the decode reads it. */
+static int wanted(const ref_cache_view *c, const ref_attn_shape *s, int64_t b, int64_t len,
+                  int64_t j)
 {
+    if (s)
+        return ref_readable(s, b, j);
     if (j >= len)
         return 0;
-    return !(c->flags & FMQA_FLAG_RING) || j < c->sink_tokens || j >= len - c->window;
+    return !(c->flags & FMQA_FLAG_RING) || j < c->sink_tokens ||
+           j >= len - ((int64_t)c->window + c->draft_slots);
 }
 
 /* One pass of the gather; write = 0 only checks every address (so that a bad
  * page table leaves out untouched). */
-static fmqa_status gather_pass(const ref_cache_view *c, int64_t batch, int64_t tokens,
-                               int64_t heads, int64_t head_dim, const int32_t *kv_lens,
-                               int64_t n_pages, double *out, int write, fmqa_err *err)
+static fmqa_status gather_pass(const ref_cache_view *c, const ref_attn_shape *s, int64_t batch,
+                               int64_t tokens, int64_t heads, int64_t head_dim,
+                               const int32_t *kv_lens, int64_t n_pages, double *out, int write,
+                               fmqa_err *err)
 {
     for (int64_t b = 0; b < batch; b++)
         for (int64_t j = 0; j < tokens; j++)
@@ -125,7 +131,7 @@ static fmqa_status gather_pass(const ref_cache_view *c, int64_t batch, int64_t t
                 double *row = out + ((b * tokens + j) * heads + h) * head_dim;
                 int64_t off, soff;
                 fmqa_status st = FMQA_OK;
-                if (!held(c, kv_lens ? kv_lens[b] : tokens, j))
+                if (!wanted(c, s, b, kv_lens ? kv_lens[b] : tokens, j))
                     for (int64_t i = 0; write && i < head_dim; i++)
                         row[i] = NAN;
                 else if (write)
@@ -138,9 +144,10 @@ static fmqa_status gather_pass(const ref_cache_view *c, int64_t batch, int64_t t
     return FMQA_OK;
 }
 
-fmqa_status ref_cache_gather(const ref_cache_view *c, int64_t batch, int64_t tokens,
-                             int64_t heads, int64_t head_dim, const int32_t *kv_lens,
-                             int64_t n_pages, double *out, fmqa_err *err)
+/* ref_cache_gather, and with s (a decode's shape) only what the decode reads. */
+static fmqa_status gather(const ref_cache_view *c, const ref_attn_shape *s, int64_t batch,
+                          int64_t tokens, int64_t heads, int64_t head_dim,
+                          const int32_t *kv_lens, int64_t n_pages, double *out, fmqa_err *err)
 {
     fmqa_status st = check_view(c, "ref_cache_gather", err);
     if (st != FMQA_OK)
@@ -152,8 +159,15 @@ fmqa_status ref_cache_gather(const ref_cache_view *c, int64_t batch, int64_t tok
             return BAD("ref_cache_gather: kv_lens[%lld] = %d outside [0, %lld]", (long long)b,
                        kv_lens[b], (long long)tokens);
     for (int write = 0; write < 2 && st == FMQA_OK; write++)
-        st = gather_pass(c, batch, tokens, heads, head_dim, kv_lens, n_pages, out, write, err);
+        st = gather_pass(c, s, batch, tokens, heads, head_dim, kv_lens, n_pages, out, write, err);
     return st;
+}
+
+fmqa_status ref_cache_gather(const ref_cache_view *c, int64_t batch, int64_t tokens,
+                             int64_t heads, int64_t head_dim, const int32_t *kv_lens,
+                             int64_t n_pages, double *out, fmqa_err *err)
+{
+    return gather(c, NULL, batch, tokens, heads, head_dim, kv_lens, n_pages, out, err);
 }
 
 /* ---------------------------------------------------------------- RoPE */
@@ -277,6 +291,7 @@ static ref_cache_view cache_view(const fmqa_problem *p, const void *data, const 
     v.page_size = p->page_size;
     v.window = p->window;
     v.sink_tokens = p->sink_tokens;
+    v.draft_slots = p->draft_slots;
     return v;
 }
 
@@ -291,6 +306,24 @@ static ref_cache_view cache_view(const fmqa_problem *p, const void *data, const 
                                   (a)->x##_scale_stride_head},                               \
                (a)->page_table, (a)->page_table_stride)
 
+/* MLA through ref_decode: V is the latent K row, so v must be k with k's
+ * strides and, for an 8-bit cache, dequantized with k's one scale: a second
+ * scale would scale V differently from the latent it is. */
+static fmqa_status check_mla_latent(const fmqa_problem *p, const fmqa_decode_args *a,
+                                    fmqa_err *err)
+{
+    if (a->v != a->k || a->v_stride_batch != a->k_stride_batch ||
+        a->v_stride_token != a->k_stride_token || a->v_stride_head != a->k_stride_head)
+        return BAD("ref_decode: MLA reads V from the latent K rows: pass v = k with k's strides");
+    if (is_8bit(p->kv_dtype) &&
+        (a->v_scale != a->k_scale || a->v_scale_stride_batch != a->k_scale_stride_batch ||
+         a->v_scale_stride_token != a->k_scale_stride_token ||
+         a->v_scale_stride_head != a->k_scale_stride_head))
+        return BAD("ref_decode: MLA with an 8-bit cache: the latent has one scale, pass "
+                   "v_scale = k_scale with k_scale's strides");
+    return FMQA_OK;
+}
+
 fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *a, int64_t n_pages,
                        double *o, double *lse, fmqa_err *err)
 {
@@ -298,8 +331,11 @@ fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *a, int64_t
         return BAD("ref_decode: NULL problem, args or o");
     ref_attn_shape s = {p->batch, p->q_tokens, p->kv_len, p->num_q_heads, p->num_kv_heads,
                         p->head_dim_qk, p->head_dim_v, a->kv_lens, p->flags, a->tree_mask,
-                        p->window, p->sink_tokens, 0, 0, a->sm_scale};
+                        p->window, p->sink_tokens, 0, 0, a->sm_scale, a->sinks,
+                        p->logit_softcap, p->draft_slots};
     fmqa_status st = ref_attn_shape_check(&s, err);
+    if (st == FMQA_OK && p->op == FMQA_OP_MLA_DECODE)
+        st = check_mla_latent(p, a, err);
     if (st != FMQA_OK)
         return st;
     int64_t nq = s.batch * s.q_tokens * s.num_q_heads * s.head_dim_qk;
@@ -313,11 +349,11 @@ fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *a, int64_t
     ref_cache_view kv = ARGS_CACHE_VIEW(p, a, k), vv = ARGS_CACHE_VIEW(p, a, v);
     st = ref_cache_gather(&qv, s.batch, s.q_tokens, s.num_q_heads, s.head_dim_qk, NULL, 0, q, err);
     if (st == FMQA_OK)
-        st = ref_cache_gather(&kv, s.batch, s.kv_len, s.num_kv_heads, s.head_dim_qk, a->kv_lens,
-                              n_pages, k, err);
+        st = gather(&kv, &s, s.batch, s.kv_len, s.num_kv_heads, s.head_dim_qk, a->kv_lens,
+                    n_pages, k, err);
     if (st == FMQA_OK)
-        st = ref_cache_gather(&vv, s.batch, s.kv_len, s.num_kv_heads, s.head_dim_v, a->kv_lens,
-                              n_pages, v, err);
+        st = gather(&vv, &s, s.batch, s.kv_len, s.num_kv_heads, s.head_dim_v, a->kv_lens,
+                    n_pages, v, err);
     if (st == FMQA_OK)
         st = ref_attention(&s, q, k, v, o, lse, err);
     free(q);

@@ -109,18 +109,12 @@ static fmqa_status check_tensor(const tensor_spec *t, fmqa_err *err)
     return t->written ? check_disjoint(t, err) : FMQA_OK;
 }
 
-/* Cache slots a sequence has: sinks + window for a ring, else kv_len. */
-static int64_t cache_slots(const fmqa_problem *p)
-{
-    return (p->flags & FMQA_FLAG_RING) ? (int64_t)p->sink_tokens + p->window : p->kv_len;
-}
-
 static fmqa_status check_pages(const fmqa_problem *p, const int32_t *table, int64_t stride,
                                fmqa_err *err)
 {
     if (!(p->flags & FMQA_FLAG_PAGED))
         return FMQA_OK;
-    int64_t pages = (cache_slots(p) + p->page_size - 1) / p->page_size, last;
+    int64_t pages = (fmqa_cache_slots(p) + p->page_size - 1) / p->page_size, last;
     if (!table)
         return BAD("args.page_table is NULL but the problem is paged");
     fmqa_status st = check_aligned("page_table", table, WORD_BYTES, err);
@@ -201,7 +195,7 @@ static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, int w
 {
     int paged = (p->flags & FMQA_FLAG_PAGED) != 0;
     int64_t ext[3] = {paged ? (int64_t)INT32_MAX + 1 : p->batch,
-                      paged ? p->page_size : cache_slots(p), p->num_kv_heads};
+                      paged ? p->page_size : fmqa_cache_slots(p), p->num_kv_heads};
     size_t ke = fmqa_dtype_size(p->kv_dtype);
     const fmqa_kv_scale_granularity g = p->kv_scale_granularity;
     const int per_token = g == FMQA_KV_SCALE_TOKEN_HEAD;
@@ -268,6 +262,8 @@ static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a
         return st;
     if (a->sm_scale < 0 || !isfinite(a->sm_scale))
         return BAD("args.sm_scale %g is negative or not finite", a->sm_scale);
+    if (a->sinks && (st = check_aligned("sinks", a->sinks, WORD_BYTES, err)))
+        return st;
     if (a->workspace && (st = check_aligned("workspace", a->workspace, VEC_BYTES, err)))
         return st;
     return FMQA_OK;
@@ -298,6 +294,12 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
     o->sm_scale_log2 = o->sm_scale * 1.4426950408889634f;
     o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;
     o->kv_len_max = p->kv_len, o->window = p->window, o->sink_tokens = p->sink_tokens;
+    o->ring_period = (int)fmqa_ring_period(p);
+    o->sinks = a->sinks;
+    if (p->logit_softcap > 0) {
+        o->softcap_inv = 2.0f / p->logit_softcap;
+        o->softcap_log2 = p->logit_softcap * 1.4426950408889634f;
+    }
     o->num_splits = plan->launch.splits;
     if (o->num_splits > 1) {
         /* Partial outputs, partial LSEs, then the pieces of each segment, at
@@ -382,7 +384,7 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
     o->start_pos = a->start_pos;
     o->rope_theta = a->rope_theta > 0 ? a->rope_theta : 10000.0f;
     o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;
-    o->n_new = p->q_tokens, o->window = p->window, o->sink_tokens = p->sink_tokens;
+    o->n_new = p->q_tokens, o->window = (int)fmqa_ring_period(p), o->sink_tokens = p->sink_tokens;
     return FMQA_OK;
 }
 

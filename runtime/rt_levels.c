@@ -261,6 +261,9 @@ fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
     p.kv_scale_granularity = policy->kv_scale_granularity;
     p.flags = FMQA_FLAG_CAUSAL | (policy->page_size ? FMQA_FLAG_PAGED : 0) |
               (policy->window ? FMQA_FLAG_RING : 0);
+    /* The speculative protocol (fastmqa.h): a ring keeps spare slots so that
+     * spec_tokens drafts never overwrite a position a query still sees. */
+    p.draft_slots = policy->window ? policy->spec_tokens - 1 : 0;
     /* Valid by construction: a model or policy the kernels cannot serve (head
      * dimension, query tokens, grid, 32-bit indexing) is refused here. */
     fmqa_err err;
@@ -290,9 +293,10 @@ static fmqa_status memory_fill(fmqa_ctx_t *ctx, const fmqa_model_config *m,
     scale_bytes = dtype_is_8bit(p->kv_dtype) ? scale_rows * (int64_t)sizeof(float) : 0;
     bad = bad || fmqa_add64(elem_bytes, scale_bytes, &r->bytes_per_token);
 
-    int64_t kept = m->max_seq_len;
-    if (p->window > 0 && (int64_t)p->sink_tokens + p->window < kept)
-        kept = (int64_t)p->sink_tokens + p->window;
+    /* A ring: sinks + window + the draft slots of fmqa_level_problem. */
+    int64_t kept = m->max_seq_len, ring = (int64_t)p->sink_tokens + p->window + p->spec_tokens - 1;
+    if (p->window > 0 && ring < kept)
+        kept = ring;
     r->tokens_kept = kept;
 
     int64_t slots = kept, table = 0;

@@ -13,6 +13,7 @@
  */
 #include "rt.h"
 
+#include <math.h>
 #include <string.h>
 
 void fmqa_problem_init(fmqa_problem *p)
@@ -75,10 +76,16 @@ static fmqa_status check_sizes(const fmqa_problem *p, fmqa_err *err)
     if (p->sink_tokens > 0 && p->window == 0)
         return BAD("problem.sink_tokens %d without a window: sinks only matter with one",
                    p->sink_tokens);
-    /* The kernels add sinks and window in int (ring slots). */
-    if ((int64_t)p->sink_tokens + p->window > INT32_MAX)
-        return BAD("problem.sink_tokens %d + window %d exceeds 2^31-1", p->sink_tokens,
-                   p->window);
+    /* The kernels add sinks, window and draft slots in int (ring slots). */
+    if (p->draft_slots < 0)
+        return BAD("problem.draft_slots %d: must not be negative", p->draft_slots);
+    if ((int64_t)p->sink_tokens + p->window + p->draft_slots > INT32_MAX)
+        return BAD("problem.sink_tokens %d + window %d + draft_slots %d exceeds 2^31-1",
+                   p->sink_tokens, p->window, p->draft_slots);
+    /* tanh(s / c) in float: a cap below 2^-100 or beyond float makes it 0/0. */
+    if (!(p->logit_softcap == 0.0f || (p->logit_softcap >= 0x1p-100f && isfinite(p->logit_softcap))))
+        return BAD("problem.logit_softcap %g: must be 0 (off) or finite and >= 2^-100",
+                   (double)p->logit_softcap);
     return FMQA_OK;
 }
 
@@ -148,6 +155,11 @@ static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
         return BAD("problem.page_size: %d without FMQA_FLAG_PAGED", p->page_size);
     if ((p->flags & FMQA_FLAG_RING) && p->window == 0)
         return BAD("problem.flags: FMQA_FLAG_RING needs a window");
+    if (!(p->flags & FMQA_FLAG_RING) && p->draft_slots != 0)
+        return BAD("problem.draft_slots %d without FMQA_FLAG_RING: only a ring cache has "
+                   "draft slots", p->draft_slots);
+    if (p->logit_softcap != 0.0f && p->op != FMQA_OP_DECODE)
+        return BAD("problem.logit_softcap %g: only decode caps scores", (double)p->logit_softcap);
     if ((p->flags & FMQA_FLAG_TREE_MASK) && p->q_tokens > 64)
         return BAD("problem.q_tokens: %d, a tree mask covers at most 64 tokens", p->q_tokens);
     if (is_decode(p->op) && p->q_tokens > p->kv_len)
@@ -187,8 +199,8 @@ static fmqa_status check_overflow(const fmqa_problem *p, fmqa_err *err)
 {
     const int64_t lim = INT32_MAX;
     int64_t d = p->head_dim_qk > p->head_dim_v ? p->head_dim_qk : p->head_dim_v;
-    /* A ring cache holds sinks + window slots whatever the logical length. */
-    int64_t slots = (p->flags & FMQA_FLAG_RING) ? (int64_t)p->sink_tokens + p->window : p->kv_len;
+    /* A ring cache holds sinks + window + draft slots whatever the logical length. */
+    int64_t slots = fmqa_cache_slots(p);
     int64_t seq, qo, rows;
     if (fmqa_prod64((int64_t[]){slots, p->num_kv_heads, d}, 3, &seq) || seq > lim)
         return BAD("problem: %lld cache slots x num_kv_heads %d x head_dim %lld elements per "

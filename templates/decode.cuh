@@ -6,9 +6,10 @@
  * Problem defines: HEAD_DIM (64, 96, 128, 256; dv = d), GROUP (query heads per
  * KV head), Q_TOKENS (1..16), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1 bf16, 2 int8,
  * 3 fp8 e4m3), PAGED, PAGE_SIZE (power of two >= 16), CAUSAL, TREE, WINDOW,
- * RING, LSE, INVARIANT (batch-invariant schedule).  Config defines: BLOCK_N
- * (KV tokens per tile), WARPS_M (row groups per CTA), M_TILES (16-row m-tiles
- * per warp), WARPS_N (warps sharing a tile along N), STAGES (cp.async pipeline
+ * RING, LSE, INVARIANT (batch-invariant schedule), SOFTCAP (scores capped to
+ * c tanh(s / c), c = logit_softcap).  Config defines: BLOCK_N (KV tokens per
+ * tile), WARPS_M (row groups per CTA), M_TILES (16-row m-tiles per warp),
+ * WARPS_N (warps sharing a tile along N), STAGES (cp.async pipeline
  * depth).
  *
  * Work split.  A persistent grid of gridDim.x CTAs shares the work evenly (see
@@ -61,6 +62,9 @@
  * and writes o = 0, lse = -inf.  A piece of a split segment writes O
  * normalised by its own sum to ws_o and m + log2(l) (base 2!) to ws_lse;
  * fmqa_decode_combine merges them.  An empty piece writes 0 and -inf.
+ * A learned sink logit (p.sinks) enters only the final normalisation
+ * (softmax_finish): in store_rows for a segment that was not split, else in
+ * the combine, never in a piece's partial, so it is counted once.
  */
 #include "fmqa_params.h"
 #include "fmqa_device.cuh"
@@ -118,14 +122,15 @@ DEV seq_view seq_view_of(const fmqa_decode_params &p, int kv_len) {
     s.s0 = 0;
     if (WINDOW) {
         /* The first query token sees j > first_draft - window; a ring also lost
-         * everything before kv_len - window (ref.h rule 5). */
-        s.lo = RING ? s.kv_len - p.window : s.first_draft - p.window + 1;
+         * everything before kv_len - (window + draft_slots) (ref.h rule 5). */
+        s.lo = s.first_draft - p.window + 1;
+        if (RING) s.lo = max(s.lo, s.kv_len - p.ring_period);
         s.lo = max(s.lo, 0);
         s.s0 = min(p.sink_tokens, s.lo);
     }
     s.nvirt = s.s0 + max(s.kv_len - s.lo, 0);
     s.ring_j0 = max(s.lo, p.sink_tokens);
-    s.ring_s0 = RING ? p.sink_tokens + (s.ring_j0 - p.sink_tokens) % max(p.window, 1) : 0;
+    s.ring_s0 = RING ? p.sink_tokens + (s.ring_j0 - p.sink_tokens) % max(p.ring_period, 1) : 0;
     return s;
 }
 
@@ -133,11 +138,11 @@ DEV int pos_of(const seq_view &s, int v) { return v < s.s0 ? v : s.lo + (v - s.s
 
 /* Cache slot of position j (ref_cache_slot): the ring advances one slot per
  * position from ring_s0 and wraps once at most, since the window part spans at
- * most `window` positions. */
+ * most ring_period = window + draft_slots positions. */
 DEV int slot_of(const fmqa_decode_params &p, const seq_view &s, int j) {
     if (!RING || j < s.ring_j0) return j;
     int slot = s.ring_s0 + (j - s.ring_j0);
-    return slot >= p.sink_tokens + p.window ? slot - p.window : slot;
+    return slot >= p.sink_tokens + p.ring_period ? slot - p.ring_period : slot;
 }
 
 /* Element offsets of slot's 8-bit scales (K and V) in their (batch|page,
@@ -412,7 +417,14 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
             const int col = nw * WN + nt * 8 + 2 * cq + e;
             const float sc = EB == 1 ? p.sm_scale_log2 * KV_FOLD * kscale[col] : p.sm_scale_log2;
 #pragma unroll
-            for (int i = 0; i < MT; ++i) sacc[i][nt][e] *= sc, sacc[i][nt][2 + e] *= sc;
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    float x = sacc[i][nt][2 * h + e] * sc;
+                    if (SOFTCAP) x = p.softcap_log2 * tanh_from_ex2(x * p.softcap_inv);
+                    sacc[i][nt][2 * h + e] = x;
+                }
         }
     /* Mask only the tiles that need it: a block of its own, so that the
      * unmasked tiles do not pay for the predicates. */
@@ -559,8 +571,10 @@ DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mt, 
         const int r = rb * ROWS + mt * 16 + (lane >> 2) + 8 * h;
         if (r >= M) continue;
         const int t = r / GROUP, head = hk * GROUP + r % GROUP;
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        const float lse2 = l > 0.0f ? st.m[h] + __log2f(l) : neg_inf();
+        /* The sink joins the denominator once: here, or in the combine. */
+        const float s2 = p.sinks && slot < 0 ? p.sinks[head] * LOG2E : neg_inf();
+        float inv, lse2;
+        softmax_finish(st.m[h], l, s2, inv, lse2);
         const long long row = ((long long)b * Q_TOKENS + t) * p.num_q_heads + head;
         if (slot >= 0) {
             const long long srow = slot * ROWS + (r - rb * ROWS);
@@ -830,6 +844,8 @@ extern "C" __global__ void __launch_bounds__(FMQA_C_THREADS) fmqa_decode_combine
     if (n <= 1) return;
     u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh;
     const long long at = (long long)first * ROWS + rloc;
-    const float lse2 = combine_row<D, OUT_BF16>(p.ws_o + at * D, (long long)ROWS * D, p.ws_lse + at, ROWS, n, o, smem);
+    const float sink2 = p.sinks ? p.sinks[h] * LOG2E : neg_inf(); /* joins the denominator here */
+    const float lse2 = combine_row<D, OUT_BF16>(p.ws_o + at * D, (long long)ROWS * D, p.ws_lse + at, ROWS, n, sink2, o,
+                                                smem);
     if (LSE && threadIdx.x == 0 && blockIdx.y == 0) p.lse[row] = lse2 * 0.69314718055994531f;
 }

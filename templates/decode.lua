@@ -57,6 +57,7 @@ local function problem_check(p)
     return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
   end
   if p.ring and p.window <= 0 then return false, "a ring cache needs window > 0" end
+  if p.logit_softcap < 0 then return false, "logit_softcap must be >= 0" end
   if p.window < 0 or p.sink_tokens < 0 then return false, "window and sink_tokens must be >= 0" end
   if p.kv_len < p.q_tokens then
     return false, "kv_len " .. p.kv_len .. " is smaller than q_tokens " .. p.q_tokens
@@ -70,8 +71,9 @@ local function cta_rows(c) return 16 * c.M_TILES * c.WARPS_M end
 -- Most positions one sequence's kernel reads (see "KV order" in decode.cuh).
 local function eff_len(p)
   if p.window <= 0 then return p.kv_len end
-  if p.ring then return math.min(p.kv_len, p.sink_tokens + p.window) end
-  return math.min(p.kv_len, p.sink_tokens + p.window + p.q_tokens - 1)
+  local reach = p.window + p.q_tokens - 1          -- the first query token's window onwards
+  if p.ring then reach = math.min(reach, p.window + p.draft_slots) end
+  return math.min(p.kv_len, p.sink_tokens + reach)
 end
 
 local function kv_bytes(p) return (p.kv_dtype == "int8" or p.kv_dtype == "fp8_e4m3") and 1 or 2 end
@@ -222,6 +224,7 @@ return {
       RING = flag(p.ring),
       LSE = flag(p.lse),
       INVARIANT = flag(p.batch_invariant),
+      SOFTCAP = flag(p.logit_softcap > 0),
     }
   end,
 

@@ -18,7 +18,7 @@
  * sum depends on n and gridDim.y only (a batch-invariant caller fixes both by
  * the sequence).
  *
- * Needs fmqa_device.cuh (cp.async, ex2, shuffles, f32_to_h).
+ * Needs fmqa_device.cuh (cp.async, ex2, shuffles, f32_to_h, softmax_finish).
  */
 #ifndef FMQA_COMBINE_CUH
 #define FMQA_COMBINE_CUH
@@ -74,14 +74,15 @@ FMQA_DEV void pdl_wait() {
 
 /* Merges the n >= 1 partials of one row: partial s has its o at o + s *
  * o_stride floats (16-byte aligned, o_stride a multiple of 4) and its lse at
- * lse[s * lse_stride].  Writes this CTA's column slice of the merged row to
- * out (DV 16-bit values, 8-byte aligned; BF16 chooses bf16) and returns
- * the row's lse in base 2 (-inf when no partial saw anything), the same in
- * every thread.  smem: FMQA_C_SMEM_BYTES, 16-byte aligned.  Every thread of
+ * lse[s * lse_stride]; sink2 is a learned sink logit in base 2 that joins the
+ * denominator and carries no value (-inf: none; softmax_finish).  Writes this
+ * CTA's column slice of the merged row to out (DV 16-bit values, 8-byte
+ * aligned; BF16 chooses bf16) and returns the row's lse in base 2 (-inf when
+ * no partial saw anything and there is no sink), the same in every thread.  smem: FMQA_C_SMEM_BYTES, 16-byte aligned.  Every thread of
  * the CTA must call it (it has barriers). */
 template <int DV, int BF16>
 FMQA_DEV float combine_row(const float *o, long long o_stride, const float *lse, long long lse_stride, int n,
-                           u16 *out, unsigned char *smem) {
+                           float sink2, u16 *out, unsigned char *smem) {
     constexpr int COLS = DV / 4;
     float *red = (float *)smem;                          /* [warps] reductions */
     /* [FMQA_C_THREADS] group sums, then [FMQA_C_THREADS][FMQA_C_BATCH] float4
@@ -135,8 +136,9 @@ FMQA_DEV float combine_row(const float *o, long long o_stride, const float *lse,
     acc.x *= f, acc.y *= f, acc.z *= f, acc.w *= f;
     part[tid] = acc;
     wsum = combine_reduce<false>(on && c == 0 ? wsum * f : 0.0f, red); /* its barriers publish part */
+    float inv, lse2; /* with the learned sink, if any, in the denominator */
+    softmax_finish(L, wsum, sink2, inv, lse2);
     if (g == 0) {
-        const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
         for (int k = 1; k < groups; ++k) {
             const float4 x = part[k * cols + c];
             acc.x += x.x, acc.y += x.y, acc.z += x.z, acc.w += x.w;
@@ -145,7 +147,7 @@ FMQA_DEV float combine_row(const float *o, long long o_stride, const float *lse,
         const u32 hi = f32_to_h<BF16>(acc.z * inv) | (u32)f32_to_h<BF16>(acc.w * inv) << 16;
         *(uint2 *)(out + 4 * (blockIdx.y * cols + c)) = make_uint2(lo, hi);
     }
-    return wsum > 0.0f ? L + __log2f(wsum) : neg_inf();
+    return lse2;
 }
 
 #undef FMQA_DEV

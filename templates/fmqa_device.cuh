@@ -174,6 +174,29 @@ FMQA_DEV float quad_sum(float x) {
     return x + shfl_xor(x, 2);
 }
 
+/* ---------------------------------------------------------------- softmax transforms */
+
+constexpr float LOG2E = 1.4426950408889634f;
+
+/* tanh(y) given u = 2 y log2(e), as 1 - 2 / (2^u + 1) with ex2.approx: the
+ * absolute error stays within a few float ulps of 1 over the whole range (2^u
+ * = inf gives 1, 0 gives -1), where tanh.approx.f32 has a relative error of
+ * about 2^-11, i.e. up to cap * 2^-11 on a capped score (docs/reference.md). */
+FMQA_DEV float tanh_from_ex2(float u) { return 1.0f - 2.0f / (ex2(u) + 1.0f); }
+
+/* The end of one softmax row: running maximum m and sum l (base 2; l = 0: the
+ * row saw nothing), and a learned sink logit s2 (base 2, -inf = none) that
+ * joins the denominator and carries no value.  inv normalises the row's O;
+ * lse2 = log2(sink + sum), -inf for an empty row without a sink.  With s2 =
+ * -inf this is exactly inv = 1 / l, lse2 = m + log2(l). */
+FMQA_DEV void softmax_finish(float m, float l, float s2, float &inv, float &lse2) {
+    const float mm = fmaxf(m, s2), base = mm == neg_inf() ? 0.0f : mm;
+    const float a = l > 0.0f ? ex2(m - base) : 0.0f;
+    const float den = l * a + ex2(s2 - base);
+    inv = den > 0.0f ? a / den : 0.0f;
+    lse2 = den > 0.0f ? base + __log2f(den) : neg_inf();
+}
+
 #undef FMQA_DEV
 
 } /* namespace fmqa_dev */

@@ -56,6 +56,10 @@ typedef struct fmqa_decode_params {
     int num_splits;                /* workspace slots of split pieces; 1 = none */
     int split_tokens;              /* unused since the persistent schedule      */
     int *ws_meta;                  /* per segment (first slot, pieces)          */
+    const float *sinks;            /* [h] learned sink logits (natural log) or NULL */
+    float softcap_inv;             /* SOFTCAP: 2 / c (cap c = logit_softcap)     */
+    float softcap_log2;            /* SOFTCAP: c * log2(e)                       */
+    int ring_period;               /* RING: window + draft_slots                 */
 } fmqa_decode_params;
 
 typedef struct fmqa_append_params {
@@ -81,7 +85,8 @@ typedef struct fmqa_append_params {
     int num_q_heads;
     int num_kv_heads;
     int n_new;                     /* new tokens per sequence                   */
-    int window;                    /* ring slots after the sinks when RING      */
+    int window;                    /* ring slots after the sinks when RING:
+                                      window + draft_slots                      */
     int sink_tokens;
 } fmqa_append_params;
 

@@ -433,6 +433,6 @@ extern "C" __global__ void __launch_bounds__(FMQA_C_THREADS) fmqa_mla_decode_com
     const int b = row / M, t = row / HEADS % Q_TOKENS, h = row % HEADS;
     u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh;
     const float lse2 = combine_row<DC, OUT_BF16>(p.ws_o + (long long)row * DC, (long long)rows * DC, p.ws_lse + row,
-                                                 rows, p.num_splits, o, smem);
+                                                 rows, p.num_splits, neg_inf(), o, smem);
     if (LSE && threadIdx.x == 0 && blockIdx.y == 0) p.lse[row] = lse2 * 0.69314718055994531f;
 }

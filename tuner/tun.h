@@ -70,9 +70,12 @@ typedef struct tun_case_opts {
     float sm_scale;          /* decode: 0 = 1/sqrt(d)                             */
     float rope_theta;        /* append: 0 = 10000                                 */
     int rope_q;              /* append: also RoPE a q tensor in place             */
+    /* Decode: learned sink logits [num_q_heads] (host values, copied; the
+     * device args and the reference get them), NULL = none. */
+    const float *sinks;
 } tun_case_opts;
 
-#define TUN_CASE_OPTS_INIT {NULL, 1, 0.0f, 0.0f, 0}
+#define TUN_CASE_OPTS_INIT {NULL, 1, 0.0f, 0.0f, 0, NULL}
 
 typedef struct tun_case tun_case;
 

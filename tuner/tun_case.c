@@ -40,7 +40,7 @@ typedef struct tensor {
     int shared;              /* one device copy serves every input copy       */
 } tensor;
 
-enum { T_Q, T_K, T_V, T_KS, T_VS, T_KN, T_VN, T_LENS, T_PT, T_MASK, T_O, T_LSE, T_WS, T_N };
+enum { T_Q, T_K, T_V, T_KS, T_VS, T_KN, T_VN, T_LENS, T_PT, T_MASK, T_O, T_LSE, T_WS, T_SINKS, T_N };
 
 /* Physical cache layout shared by K, V and their scales. */
 typedef struct layout {
@@ -85,7 +85,7 @@ const fmqa_append_args *tun_case_append_args(const tun_case *c, int i) { return 
 
 static void make_layout(const fmqa_problem *p, layout *l)
 {
-    l->slots = (p->flags & FMQA_FLAG_RING) ? (int64_t)p->sink_tokens + p->window : p->kv_len;
+    l->slots = fmqa_cache_slots(p);
     if (p->flags & FMQA_FLAG_PAGED) {
         l->pages_per_seq = (l->slots + p->page_size - 1) / p->page_size;
         l->n_pages = l->pages_per_seq * p->batch;
@@ -102,7 +102,7 @@ static int64_t slot_of(const fmqa_problem *p, int64_t j)
 {
     if (!(p->flags & FMQA_FLAG_RING) || j < p->sink_tokens)
         return j;
-    return p->sink_tokens + (j - p->sink_tokens) % p->window;
+    return p->sink_tokens + (j - p->sink_tokens) % fmqa_ring_period(p);
 }
 
 /* Row index (in rows of one head) of (b, position j, kv head h); the element
@@ -124,7 +124,7 @@ static int held(const fmqa_problem *p, int64_t len, int64_t j)
 {
     if (j >= len)
         return 0;
-    return !(p->flags & FMQA_FLAG_RING) || j < p->sink_tokens || j >= len - p->window;
+    return !(p->flags & FMQA_FLAG_RING) || j < p->sink_tokens || j >= len - fmqa_ring_period(p);
 }
 
 /* ---------------------------------------------------------------- host data */
@@ -420,6 +420,8 @@ static void fill_decode_args(const tun_case *c, int k, fmqa_decode_args *a, int 
     if (p->flags & FMQA_FLAG_LSE)
         a->lse = P(T_LSE);
     a->sm_scale = c->sm_scale;
+    if (c->t[T_SINKS].bytes)
+        a->sinks = P(T_SINKS);
     if (!host && c->t[T_WS].bytes)
         a->workspace = P(T_WS), a->workspace_size = c->t[T_WS].bytes;
 }
@@ -503,7 +505,8 @@ static ref_attn_shape attn_shape(const tun_case *c)
     ref_attn_shape s = {p->batch, p->q_tokens, p->kv_len, p->num_q_heads, p->num_kv_heads,
                         p->head_dim_qk, p->head_dim_v, c->lens, p->flags,
                         (p->flags & FMQA_FLAG_TREE_MASK) ? c->t[T_MASK].host : NULL,
-                        p->window, p->sink_tokens, 0, 0, c->sm_scale};
+                        p->window, p->sink_tokens, 0, 0, c->sm_scale, c->t[T_SINKS].host,
+                        p->logit_softcap, p->draft_slots};
     return s;
 }
 
@@ -684,6 +687,11 @@ static fmqa_status build(tun_case *c, uint64_t seed, const tun_case_opts *o, siz
     if (st != FMQA_OK)
         return st;
     memcpy(c->t[T_LENS].host, c->lens, (size_t)p->batch * 4);
+    if (decode && o->sinks) {
+        if ((st = host_alloc(&c->t[T_SINKS], (size_t)p->num_q_heads * 4, 0, err)))
+            return st;
+        memcpy(c->t[T_SINKS].host, o->sinks, (size_t)p->num_q_heads * 4);
+    }
     if ((p->flags & FMQA_FLAG_PAGED) && (st = draw_pages(c, &rng, err)))
         return st;
     if ((p->flags & FMQA_FLAG_TREE_MASK) && (st = draw_mask(c, &rng, err)))
@@ -742,7 +750,7 @@ static fmqa_status create_host(const fmqa_problem *p, uint64_t seed, const tun_c
     c->p = *p, c->sm_scale = o->sm_scale, c->rope_theta = o->rope_theta;
     c->rope_q = p->op == FMQA_OP_APPEND && o->rope_q;
     c->t[T_LENS].shared = c->t[T_PT].shared = c->t[T_MASK].shared = 1;
-    c->t[T_O].shared = c->t[T_LSE].shared = c->t[T_WS].shared = 1;
+    c->t[T_O].shared = c->t[T_LSE].shared = c->t[T_WS].shared = c->t[T_SINKS].shared = 1;
     fmqa_status st = build(c, seed, o, workspace, threads > 0 ? threads : tun_host_threads(), err);
     if (st != FMQA_OK) {
         tun_case_destroy(c);

@@ -196,7 +196,8 @@ class Problem(Struct):
                 ("head_dim_qk", I32), ("head_dim_v", I32), ("q_tokens", I32), ("kv_len", I32),
                 ("q_dtype", ENUM), ("kv_dtype", ENUM), ("out_dtype", ENUM),
                 ("page_size", I32), ("window", I32), ("sink_tokens", I32), ("rope", ENUM),
-                ("flags", U32), ("kv_scale_granularity", ENUM)]
+                ("flags", U32), ("kv_scale_granularity", ENUM), ("logit_softcap", F32),
+                ("draft_slots", I32)]
     _enums_ = {"op": Op, "q_dtype": Dtype, "kv_dtype": Dtype, "out_dtype": Dtype,
                "rope": Rope, "kv_scale_granularity": KvScale}
 
@@ -247,7 +248,7 @@ class DecodeArgs(Struct):
                 [("kv_lens", PTR), ("page_table", PTR), ("page_table_stride", I64),
                  ("tree_mask", PTR), ("o", PTR)] + _strides("o") +
                 [("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
-                 ("workspace_size", SIZE)])
+                 ("workspace_size", SIZE), ("sinks", PTR)])
 
 
 class MlaDecodeArgs(Struct):

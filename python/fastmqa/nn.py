@@ -216,12 +216,19 @@ class Attention(torch.nn.Module):
     def _ring(self):
         return self.policy.window > 0 and self.memory.tokens_kept < self.model.max_seq_len
 
+    def _period(self):
+        """Ring slots after the sinks: the window and the spec_tokens - 1 draft slots
+        fmqa_level_problem gives a ring, so no step overwrites a position a query
+        of it or of a later step sees."""
+        return self.policy.window + self.policy.spec_tokens - 1
+
     def _cache_args(self, batch):
         p = self.policy
         return dict(k_scale=None if self.k_scale is None else self.k_scale[:batch],
                     v_scale=None if self.v_scale is None else self.v_scale[:batch],
                     kv_len=self.model.max_seq_len, window=p.window,
-                    sink_tokens=p.sink_tokens, ring=self._ring())
+                    sink_tokens=p.sink_tokens, ring=self._ring(),
+                    draft_slots=p.spec_tokens - 1 if self._ring() else 0)
 
     def _check_room(self, start, n):
         end = int(start.max()) + n
@@ -273,10 +280,10 @@ class Attention(torch.nn.Module):
         return torch.cat([a * cos - b * sin, b * cos + a * sin], -1).to(x.dtype)
 
     def _slots(self, pos):
-        """Cache slot of each position (sinks, then a ring of `window` slots)."""
+        """Cache slot of each position (sinks, then a ring of window + draft slots)."""
         if not self._ring():
             return pos
-        s, w = self.policy.sink_tokens, self.policy.window
+        s, w = self.policy.sink_tokens, self._period()
         return torch.where(pos < s, pos, s + (pos - s) % w)
 
     def _prefix(self, start):
@@ -293,7 +300,7 @@ class Attention(torch.nn.Module):
         st = start.to(dev).view(-1, 1)
         held = pos < st
         if self._ring():
-            held &= (pos < self.policy.sink_tokens) | (pos >= st - self.policy.window)
+            held &= (pos < self.policy.sink_tokens) | (pos >= st - self._period())
         return k, v, pos.expand(batch, plen), held
 
     def _torch_attention(self, q, k, v, start, prefix, mode):
@@ -317,7 +324,7 @@ class Attention(torch.nn.Module):
             seen &= (kpos[:, None, :] > qpos[:, :, None] - w) | (kpos[:, None, :] < s)
         if mode == "step" and self._ring():
             end = start.to(dev).view(-1, 1) + n
-            seen &= ((kpos < s) | (kpos >= end - w))[:, None, :]
+            seen &= ((kpos < s) | (kpos >= end - self._period()))[:, None, :]
         g = heads // self.num_kv_heads
         qg = q.float().view(batch, n, self.num_kv_heads, g, d)
         scores = torch.einsum("btkgd,bjkd->bkgtj", qg, kf) / math.sqrt(d)
@@ -340,7 +347,7 @@ class Attention(torch.nn.Module):
         keep = torch.ones_like(pos, dtype=torch.bool)
         if self._ring():  # several tokens on one ring slot: the last one stays
             end = (start + n).view(-1, 1)
-            keep = (pos < self.policy.sink_tokens) | (pos >= end - self.policy.window)
+            keep = (pos < self.policy.sink_tokens) | (pos >= end - self._period())
         b_idx = torch.arange(batch).view(-1, 1).expand_as(pos)[keep]
         slot = self._slots(pos)[keep]
         for x, cache, scale in ((k, self.k_cache, self.k_scale), (v, self.v_cache,

@@ -158,17 +158,22 @@ def _cache(k, v, k_scale, v_scale, page_table, batch, head_dim):
     return kv, slots, page_size
 
 
-def _window(kv_len, slots, window, sink_tokens, ring):
+def _window(kv_len, slots, window, sink_tokens, ring, draft_slots=0):
     """Checks the window arguments; returns (kv_len, flags)."""
-    if window < 0 or sink_tokens < 0:
-        raise ValueError(f"window ({window}) and sink_tokens ({sink_tokens}) must not be "
-                         f"negative")
+    if window < 0 or sink_tokens < 0 or draft_slots < 0:
+        raise ValueError(f"window ({window}), sink_tokens ({sink_tokens}) and draft_slots "
+                         f"({draft_slots}) must not be negative")
+    if draft_slots and not ring:
+        raise ValueError(f"draft_slots: {draft_slots} without ring=True (only a ring cache "
+                         f"has draft slots)")
     if ring:
         if window <= 0:
             raise ValueError("ring: a ring cache needs window > 0")
-        if sink_tokens + window > slots:
-            raise ValueError(f"k: a ring of {sink_tokens} sinks + {window} window slots "
-                             f"needs {sink_tokens + window} slots, the cache has {slots}")
+        need = sink_tokens + window + draft_slots
+        if need > slots:
+            raise ValueError(f"k: a ring of {sink_tokens} sinks + {window} window + "
+                             f"{draft_slots} draft slots needs {need} slots, the cache has "
+                             f"{slots}")
         if kv_len is None:
             raise ValueError("kv_len: required with ring=True (the largest logical length "
                              "a sequence may reach)")
@@ -181,7 +186,8 @@ def _window(kv_len, slots, window, sink_tokens, ring):
 
 def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=None,
                  tree_mask=None, lse=None, workspace=None, kv_len=None, window=0,
-                 sink_tokens=0, causal=True, ring=False):
+                 sink_tokens=0, causal=True, ring=False, draft_slots=0, sinks=None,
+                 softcap=0.0):
     """Checks decode's arguments (ValueError / TypeError naming the argument);
     returns the fmqa_problem fields as a dict.  Needs no GPU and no library."""
     qlay = ("batch", "q_tokens", "heads", "head_dim")
@@ -226,24 +232,34 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
         _dtype("workspace", workspace, (torch.uint8,), "torch.uint8")
         if workspace.stride(0) != 1 or workspace.storage_offset() % 16:
             raise ValueError("workspace: must be contiguous and start on a 16-byte boundary")
-    kv_len, ring_flag = _window(kv_len, slots, window, sink_tokens, ring)
+    if sinks is not None:
+        _tensor("sinks", sinks, ("heads",))
+        _size("sinks", sinks, 0, ("heads",), heads, "q's heads")
+        _dtype("sinks", sinks, (torch.float32,), "torch.float32")
+        if not sinks.is_contiguous():
+            raise ValueError("sinks: must be contiguous")
+    if not (softcap == 0.0 or 2.0 ** -100 <= softcap < float("inf")):
+        raise ValueError(f"softcap: {softcap}, must be 0 (off) or finite and >= 2^-100")
+    kv_len, ring_flag = _window(kv_len, slots, window, sink_tokens, ring, draft_slots)
     if kv_len < q_tokens:
         raise ValueError(f"kv_len: {kv_len} is less than q_tokens {q_tokens} (the cache holds "
                          f"the query tokens)")
     flags |= ring_flag | (_capi.FLAG_PAGED if page_size else 0)
     _devices([("q", q), ("k", k), ("v", v), ("kv_lens", kv_lens), ("out", out),
               ("k_scale", k_scale), ("v_scale", v_scale), ("page_table", page_table),
-              ("tree_mask", tree_mask), ("lse", lse), ("workspace", workspace)])
+              ("tree_mask", tree_mask), ("lse", lse), ("workspace", workspace),
+              ("sinks", sinks)])
     return dict(op=Op.DECODE, batch=batch, num_q_heads=heads, num_kv_heads=kv_heads,
                 head_dim_qk=head_dim, head_dim_v=head_dim_v, q_tokens=q_tokens, kv_len=kv_len,
                 q_dtype=_TO_FMQA[q.dtype], kv_dtype=kv, out_dtype=_TO_FMQA[out.dtype],
                 page_size=page_size, window=window, sink_tokens=sink_tokens,
-                rope=Rope.NONE, flags=flags)
+                rope=Rope.NONE, flags=flags, logit_softcap=float(softcap),
+                draft_slots=draft_slots)
 
 
 def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=None,
                  page_table=None, kv_len=None, window=0, sink_tokens=0, ring=False,
-                 rope="none"):
+                 rope="none", draft_slots=0):
     """Checks append's arguments like check_decode; returns the problem fields."""
     rope = Rope.parse(rope, "rope")
     nlay = ("batch", "new_tokens", "kv_heads", "head_dim")
@@ -272,7 +288,7 @@ def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=No
     _size("k", k, 2, ("", "", "kv_heads"), kv_heads, "k_new's kv_heads")
     _size("v", v, 3, ("", "", "", "head_dim_v"), v_new.shape[3], "v_new's head_dim")
     _index("start_pos", start_pos, batch)
-    kv_len, flags = _window(kv_len, slots, window, sink_tokens, ring)
+    kv_len, flags = _window(kv_len, slots, window, sink_tokens, ring, draft_slots)
     flags |= _capi.FLAG_PAGED if page_size else 0
     _devices([("k_new", k_new), ("v_new", v_new), ("k", k), ("v", v),
               ("start_pos", start_pos), ("q", q), ("k_scale", k_scale), ("v_scale", v_scale),
@@ -281,7 +297,7 @@ def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=No
                 head_dim_qk=head_dim, head_dim_v=v_new.shape[3], q_tokens=n_new,
                 kv_len=kv_len, q_dtype=_TO_FMQA[k_new.dtype], kv_dtype=kv,
                 out_dtype=_TO_FMQA[k_new.dtype], page_size=page_size, window=window,
-                sink_tokens=sink_tokens, rope=rope, flags=flags)
+                sink_tokens=sink_tokens, rope=rope, flags=flags, draft_slots=draft_slots)
 
 
 # ---------------------------------------------------------------- filling the C structs
@@ -310,7 +326,7 @@ def decode_workspace(q, k, v, kv_lens, out, **kw):
     """A uint8 workspace tensor large enough for this decode (the plan is resolved,
     and the kernel compiled, on first use of a problem).  Same arguments as decode()."""
     fields = check_decode(q, k, v, kv_lens, out, **kw)
-    key = tuple(sorted((n, int(x)) for n, x in fields.items()))
+    key = tuple(sorted((n, x if isinstance(x, float) else int(x)) for n, x in fields.items()))
     n = _workspace_bytes.get(key)
     if n is None:
         ctx = core.default_context(q.device.index or 0)
@@ -325,9 +341,11 @@ def _decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens: torch
                v_scale: Optional[torch.Tensor], page_table: Optional[torch.Tensor],
                tree_mask: Optional[torch.Tensor], lse: Optional[torch.Tensor], kv_len: int,
                window: int, sink_tokens: int, causal: bool, ring: bool,
-               sm_scale: float) -> None:
+               sm_scale: float, draft_slots: int, sinks: Optional[torch.Tensor],
+               softcap: float) -> None:
     fields = check_decode(q, k, v, kv_lens, out, k_scale, v_scale, page_table, tree_mask, lse,
-                          workspace, kv_len, window, sink_tokens, causal, ring)
+                          workspace, kv_len, window, sink_tokens, causal, ring, draft_slots,
+                          sinks, softcap)
     a = DecodeArgs()
     for name, t in (("q", q), ("k", k), ("v", v), ("o", out), ("k_scale", k_scale),
                     ("v_scale", v_scale)):
@@ -336,6 +354,7 @@ def _decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens: torch
     if page_table is not None:
         a.page_table, a.page_table_stride = _ptr(page_table), page_table.stride(0)
     a.sm_scale = sm_scale
+    a.sinks = _ptr(sinks)
     a.workspace, a.workspace_size = _ptr(workspace), workspace.numel()
     ctx = core.default_context(q.device.index)
     ctx.decode_raw(Problem(**fields), a, _stream(q.device))
@@ -343,7 +362,7 @@ def _decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens: torch
 
 @_decode_op.register_fake
 def _(q, k, v, kv_lens, out, workspace, k_scale, v_scale, page_table, tree_mask, lse, kv_len,
-      window, sink_tokens, causal, ring, sm_scale):
+      window, sink_tokens, causal, ring, sm_scale, draft_slots, sinks, softcap):
     return None
 
 
@@ -353,9 +372,9 @@ def _append_op(k_new: torch.Tensor, v_new: torch.Tensor, k: torch.Tensor, v: tor
                start_pos: torch.Tensor, q: Optional[torch.Tensor],
                k_scale: Optional[torch.Tensor], v_scale: Optional[torch.Tensor],
                page_table: Optional[torch.Tensor], kv_len: int, window: int, sink_tokens: int,
-               ring: bool, rope: int, rope_theta: float) -> None:
+               ring: bool, rope: int, rope_theta: float, draft_slots: int) -> None:
     fields = check_append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table,
-                          kv_len, window, sink_tokens, ring, rope)
+                          kv_len, window, sink_tokens, ring, rope, draft_slots)
     a = AppendArgs()
     for name, t in (("k_new", k_new), ("v_new", v_new), ("q", q), ("k", k), ("v", v),
                     ("k_scale", k_scale), ("v_scale", v_scale)):
@@ -370,7 +389,7 @@ def _append_op(k_new: torch.Tensor, v_new: torch.Tensor, k: torch.Tensor, v: tor
 
 @_append_op.register_fake
 def _(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table, kv_len, window,
-      sink_tokens, ring, rope, rope_theta):
+      sink_tokens, ring, rope, rope_theta, draft_slots):
     return None
 
 
@@ -385,7 +404,8 @@ def _kv_len(k, page_table, kv_len):
 
 def decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None, page_table=None,
            kv_len=None, window=0, sink_tokens=0, causal=True, ring=False, tree_mask=None,
-           lse=None, sm_scale=0.0, workspace=None, stream=None):
+           lse=None, sm_scale=0.0, workspace=None, stream=None, draft_slots=0, sinks=None,
+           softcap=0.0):
     """Decode attention (fmqa_decode) on CUDA tensors; returns out.
 
     q [B, Tq, H, d] f16/bf16 (Tq 1..16); k [B, T, Hkv, d], v [B, T, Hkv, dv] in f16,
@@ -397,7 +417,12 @@ def decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None, page_table
     required with ring=True, where the cache holds sink_tokens + window slots).
     window/sink_tokens: sliding window with sinks; causal: token t sees positions up
     to its own; tree_mask int64 [B, Tq]: draft visibility bits; lse float32
-    [B, Tq, H] receives the log-sum-exp; sm_scale 0 = 1/sqrt(d).  workspace: uint8
+    [B, Tq, H] receives the log-sum-exp (of the whole denominator, sinks included);
+    sm_scale 0 = 1/sqrt(d).  draft_slots: a ring's slots beyond the window for
+    speculative drafts (the ring holds sink_tokens + window + draft_slots slots;
+    docs/reference.md, "Speculative decoding"); sinks float32 [H]: learned sink
+    logits (gpt-oss); softcap > 0: scores capped to softcap * tanh(s / softcap)
+    (Gemma 2/3).  workspace: uint8
     tensor (decode_workspace()), allocated when None.  Runs on `stream` (a
     torch.cuda.Stream) or the current stream.  Raises ValueError/TypeError for bad
     tensors before anything reaches the GPU, fastmqa.Error when the library fails."""
@@ -406,7 +431,7 @@ def decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None, page_table
         out = q.new_empty(q.shape[:3] + v.shape[3:])
     kw = dict(k_scale=k_scale, v_scale=v_scale, page_table=page_table, tree_mask=tree_mask,
               lse=lse, kv_len=kv_len, window=window, sink_tokens=sink_tokens, causal=causal,
-              ring=ring)
+              ring=ring, draft_slots=draft_slots, sinks=sinks, softcap=softcap)
     if torch.compiler.is_compiling():  # the op checks its tensors when it runs
         kv_len = _kv_len(k, page_table, kv_len)
     else:
@@ -416,26 +441,28 @@ def decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None, page_table
     with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
         torch.ops.fastmqa.decode(q, k, v, kv_lens, out, workspace, k_scale, v_scale,
                                  page_table, tree_mask, lse, kv_len, window,
-                                 sink_tokens, causal, ring, float(sm_scale))
+                                 sink_tokens, causal, ring, float(sm_scale), int(draft_slots),
+                                 sinks, float(softcap))
     return out
 
 
 def append(k_new, v_new, k, v, start_pos, *, q=None, k_scale=None, v_scale=None,
            page_table=None, kv_len=None, window=0, sink_tokens=0, ring=False, rope="none",
-           rope_theta=0.0, stream=None):
+           rope_theta=0.0, stream=None, draft_slots=0):
     """KV append (fmqa_append): writes the new tokens k_new, v_new [B, n, Hkv, d] of
     each sequence b at positions start_pos[b] .. start_pos[b] + n - 1 of the cache
     (layouts as decode()), applying RoPE ('none', 'neox', 'gptj'; base rope_theta,
     0 = 10000) to K and, when q [B, n, H, d] is given, to q in place; 8-bit caches
     are quantized per token and head with their scales written.  ring=True maps
-    positions to sinks + a ring of `window` slots (kv_len then required).  Same
-    errors and stream as decode()."""
+    positions to sinks + a ring of window + draft_slots slots (kv_len then
+    required).  Same errors and stream as decode()."""
     if torch.compiler.is_compiling():  # the op checks its tensors when it runs
         kv_len = _kv_len(k, page_table, kv_len)
     else:
         kv_len = check_append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table,
-                              kv_len, window, sink_tokens, ring, rope)["kv_len"]
+                              kv_len, window, sink_tokens, ring, rope, draft_slots)["kv_len"]
     with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
         torch.ops.fastmqa.append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale,
                                  page_table, kv_len, window, sink_tokens, ring,
-                                 int(Rope.parse(rope, "rope")), float(rope_theta))
+                                 int(Rope.parse(rope, "rope")), float(rope_theta),
+                                 int(draft_slots))

@@ -23,27 +23,29 @@ def rope64(x, start, theta, gptj=False):
 
 def mask(n, window=0, sinks=0, device=None, steps=()):
     """[n, n] bool: causal, and with a window the last `window` positions or a sink.
-    steps: (start, count) of the decode steps on a ring cache of sinks + window
-    slots: their query tokens see only what the ring holds after the step's append
-    (docs/reference.md rule 5), positions < sinks or >= start + count - window."""
+    steps: (start, count, period) of the decode steps on a ring cache of sinks +
+    period slots (period = window + draft slots): their query tokens see only what
+    the ring holds after the step's append (docs/reference.md rule 5), positions
+    < sinks or >= start + count - period."""
     i = torch.arange(n, device=device)[:, None]
     j = torch.arange(n, device=device)[None, :]
     m = j <= i
     if window:
         m &= (j > i - window) | (j < sinks)
-    for start, count in steps:
+    for start, count, period in steps:
         rows = slice(start, start + count)
-        m[rows] &= (j < sinks) | (j >= start + count - window)
+        m[rows] &= (j < sinks) | (j >= start + count - period)
     return m
 
 
 def ring_steps(layer, calls):
-    """The (start, count) of each call of `calls` token counts that runs as a decode
-    step (at most 16 tokens) on the layer's ring cache; () without a ring."""
+    """The (start, count, ring period) of each call of `calls` token counts that runs
+    as a decode step (at most 16 tokens) on the layer's ring cache; () without a
+    ring."""
     out, start = [], 0
     for n in calls:
         if n <= 16 and layer._ring():
-            out.append((start, n))
+            out.append((start, n, layer._period()))
         start += n
     return out
 

@@ -26,7 +26,8 @@ def test_memory_report_follows_the_documented_arithmetic(level, kv_heads, seq):
                                max_seq_len=seq, level=level)
     eight = pol.kv_dtype in (Dtype.INT8, Dtype.FP8_E4M3)
     per_token = 2 * kv_heads * d * (1 if eight else 2) + (2 * kv_heads * 4 if eight else 0)
-    kept = min(seq, pol.sink_tokens + pol.window) if pol.window else seq
+    # a ring: sinks + window + the spec_tokens - 1 draft slots
+    kept = min(seq, pol.sink_tokens + pol.window + pol.spec_tokens - 1) if pol.window else seq
     baseline = 2 * heads * d * 2 * seq
     assert (rep.bytes_per_token, rep.tokens_kept) == (per_token, kept)
     assert rep.bytes_per_seq == per_token * kept

@@ -7,6 +7,7 @@
  * problems that validate.  Nothing is launched: the argument checks run
  * through rt_decode_params / rt_append_params on a plan built here.
  */
+#include <math.h>
 #include <stdio.h>
 
 #include "fuzz.h"
@@ -31,7 +32,11 @@ static void fill_strides(fuzz_bytes *in, int64_t *s, int n)
 static void check_bounds(const fmqa_problem *p)
 {
     __int128 d = p->head_dim_qk > p->head_dim_v ? p->head_dim_qk : p->head_dim_v;
-    __int128 slots = (p->flags & FMQA_FLAG_RING) ? (__int128)p->sink_tokens + p->window : p->kv_len;
+    __int128 slots = (p->flags & FMQA_FLAG_RING)
+                         ? (__int128)p->sink_tokens + p->window + p->draft_slots
+                         : p->kv_len;
+    FUZZ_ASSERT(slots <= INT32_MAX && p->draft_slots >= 0);
+    FUZZ_ASSERT(p->logit_softcap == 0.0f || (p->logit_softcap > 0.0f && p->logit_softcap < INFINITY));
     FUZZ_ASSERT(slots * p->num_kv_heads * d <= INT32_MAX);
     FUZZ_ASSERT((__int128)p->batch * p->q_tokens * p->num_q_heads * d <= INT32_MAX);
     if (p->op == FMQA_OP_DECODE || p->op == FMQA_OP_MLA_DECODE) {
@@ -46,7 +51,7 @@ static void decode_args(fuzz_bytes *in, const fmqa_problem *p)
     memset(&a, 0, sizeof a);
     a.q = ptr(in), a.k = ptr(in), a.v = ptr(in), a.o = ptr(in);
     a.k_scale = ptr(in), a.v_scale = ptr(in), a.kv_lens = ptr(in), a.page_table = ptr(in);
-    a.tree_mask = ptr(in), a.lse = ptr(in), a.workspace = ptr(in);
+    a.tree_mask = ptr(in), a.lse = ptr(in), a.workspace = ptr(in), a.sinks = ptr(in);
     fill_strides(in, &a.q_stride_batch, 3);
     fill_strides(in, &a.k_stride_batch, 6);
     fill_strides(in, &a.k_scale_stride_batch, 6);

@@ -77,12 +77,16 @@ static const rt_plan *forced_plan(fmqa_ctx_t *ctx, const fmqa_problem *p, const 
     return *owned;
 }
 
-static void run_case(fmqa_ctx_t *ctx, const dcase *c)
+/* Runs problem p of case c (its name, lengths and config) with learned sink
+ * logits when sinks is not NULL, and verifies it against the reference. */
+static void run_problem(fmqa_ctx_t *ctx, const dcase *c, const fmqa_problem *pp,
+                        const float *sinks)
 {
     fmqa_err err;
-    fmqa_problem p = to_problem(c);
+    fmqa_problem p = *pp;
     tun_case_opts opts = TUN_CASE_OPTS_INIT;
     opts.lens = c->lens[0] ? c->lens : NULL;
+    opts.sinks = sinks;
     rt_plan *owned = NULL;
     const rt_plan *plan = NULL;
     size_t ws = 0;
@@ -115,6 +119,12 @@ static void run_case(fmqa_ctx_t *ctx, const dcase *c)
     cr_expect(r.pass, "%s (%s): %s", c->name, plan ? c->config : choice.config, r.summary);
     tun_case_destroy(tc);
     rt_plan_free(ctx, owned);
+}
+
+static void run_case(fmqa_ctx_t *ctx, const dcase *c)
+{
+    fmqa_problem p = to_problem(c);
+    run_problem(ctx, c, &p, NULL);
 }
 
 static void run_all(const dcase *cases, size_t n)
@@ -196,4 +206,47 @@ Test(decode, forced_split_kv)
         {"splits 8 tq4 paged", 3, 32, 8, 128, 4, 4099, F16, F16, CAUSAL | FMQA_FLAG_PAGED, 64, 0, 0, {0}, "SPLITS=8"},
     };
     run_all(cases, N(cases));
+}
+
+/* Learned sink logits (one per query head, some outweighing every score) with
+ * and without split-KV, windows and query tokens; logit soft-capping with a cap
+ * that bends the scores, on 16- and 8-bit caches, alone and with sinks. */
+Test(decode, sinks_and_softcap)
+{
+    static const dcase cases[] = {
+        {"sinks", 3, 32, 1, 128, 1, 4099, F16, F16, CAUSAL | FMQA_FLAG_LSE, 0, 0, 0, {4099, 1, 17}, NULL},
+        {"sinks splits 8", 3, 32, 8, 128, 1, 4099, F16, F16, CAUSAL | FMQA_FLAG_LSE, 0, 0, 0, {4099, 1, 17}, "SPLITS=8"},
+        {"sinks tq4 window int8", 3, 32, 1, 128, 4, 4099, F16, I8, CAUSAL | FMQA_FLAG_LSE, 0, 512, 4, {4099, 600, 4}, "SPLITS=4"},
+        {"softcap", 3, 32, 1, 128, 1, 4099, F16, F16, CAUSAL | FMQA_FLAG_LSE, 0, 0, 0, {0}, NULL},
+        {"softcap fp8 bf16 tq2", 3, 32, 4, 128, 2, 4099, BF16, FP8, CAUSAL | FMQA_FLAG_LSE, 0, 0, 0, {0}, "SPLITS=4"},
+        {"softcap sinks paged", 3, 32, 8, 128, 1, 4099, F16, F16, CAUSAL | FMQA_FLAG_PAGED | FMQA_FLAG_LSE, 16, 0, 0, {0}, NULL},
+    };
+    float sinks[32];
+    for (int h = 0; h < 32; h++)
+        sinks[h] = (float)((h * 37) % 12) - 4.0f; /* -4 .. 7 */
+    fmqa_ctx_t *ctx = gpu_ctx();
+    for (size_t i = 0; i < N(cases); i++) {
+        fmqa_problem p = to_problem(&cases[i]);
+        if (strstr(cases[i].name, "softcap"))
+            p.logit_softcap = 2.0f;
+        run_problem(ctx, &cases[i], &p, strstr(cases[i].name, "sinks") ? sinks : NULL);
+    }
+    fmqa_ctx_destroy(ctx);
+}
+
+/* A ring with draft slots: a verification step of 4 query tokens whose early
+ * drafts see their whole window, and the single-token step after it. */
+Test(decode, ring_draft_slots)
+{
+    static const dcase cases[] = {
+        {"ring drafts tq4", 3, 32, 1, 128, 4, 4099, F16, I8, CAUSAL | FMQA_FLAG_RING | FMQA_FLAG_LSE, 0, 128, 4, {4099, 600, 4}, NULL},
+        {"ring drafts tq1 paged", 3, 32, 1, 128, 1, 4099, F16, F16, CAUSAL | FMQA_FLAG_RING | FMQA_FLAG_PAGED, 16, 128, 4, {4099, 600, 5}, NULL},
+    };
+    fmqa_ctx_t *ctx = gpu_ctx();
+    for (size_t i = 0; i < N(cases); i++) {
+        fmqa_problem p = to_problem(&cases[i]);
+        p.draft_slots = 3;
+        run_problem(ctx, &cases[i], &p, NULL);
+    }
+    fmqa_ctx_destroy(ctx);
 }

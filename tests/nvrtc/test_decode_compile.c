@@ -3,8 +3,8 @@
  * GPU.  Every specialization class is rendered with its default config and
  * compiled by NVRTC for sm_80 and sm_90: query/output f16 or bf16 x cache f16,
  * bf16, int8, fp8 e4m3 x head dims 64/96/128/256, with group sizes 1..128 and
- * the cache/mask features (paged, window + sinks, ring, 16 causal or tree
- * query tokens, LSE) spread over the dtype combinations so that each feature
+ * the cache/mask features (paged, window + sinks, soft-capping, ring with
+ * draft slots, 16 causal or tree query tokens, LSE) spread over the dtype combinations so that each feature
  * meets every head dim and both 16- and 8-bit caches.  ptxas must report no
  * spills and no stack frame for both entries (no local memory: register arrays
  * are indexed by constants only).  The Lua side is checked with launches,
@@ -34,8 +34,8 @@ static gen_config config(const char *text)
 static const char *const VARIANTS[] = {
     "tq=1,page=0,window=0,sinks=0,flags=causal",
     "tq=1,page=16,window=0,sinks=0,flags=causal|paged|lse",
-    "tq=4,page=0,window=1000,sinks=4,flags=causal|lse",
-    "tq=2,page=32,window=512,sinks=0,flags=causal|paged|ring",
+    "tq=4,page=0,window=1000,sinks=4,softcap=50,flags=causal|lse",
+    "tq=2,page=32,window=512,sinks=0,draft_slots=1,flags=causal|paged|ring",
     "tq=16,page=0,window=0,sinks=0,flags=causal|lse",
     "tq=16,page=64,window=0,sinks=0,flags=tree|paged",
 };

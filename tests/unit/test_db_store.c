@@ -359,6 +359,17 @@ Test(db_store, keys)
     char key2[DB_KEY_CAP];
     db_problem_class_key(&q, key2);
     cr_assert_str_eq(key, key2);
+    /* Soft-capping and draft slots join the class only when set: old keys stay,
+     * and problems that differ in them never share a tuned entry. */
+    q.logit_softcap = 50.0f;
+    db_problem_class_key(&q, key2);
+    cr_assert_str_eq(key2, "decode q=f16 kv=f16 out=f16 h=32 hkv=1 d=128/128 tq=1 page=0 win=0 "
+                           "sink=0 rope=0 flags=0x1 softcap=0x1.9p+5");
+    q.logit_softcap = 30.0f, q.draft_slots = 3;
+    char key3[DB_KEY_CAP];
+    db_problem_class_key(&q, key3);
+    cr_assert_str_neq(key2, key3);
+    cr_assert(strstr(key3, " drafts=3"), "%s", key3);
     fmqa_device_info a = test_device("GPU A"), b = a;
     char ka[FMQA_HASH_HEX], kb[FMQA_HASH_HEX];
     b.ordinal = 3; /* not identity */

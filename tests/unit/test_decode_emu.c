@@ -40,7 +40,9 @@ typedef int (*emu_launch_fn)(const char *entry, const fmqa_decode_params *p,
  * device preset (NULL: sm_90), and column slices for the combine other than
  * decode.lua's (0 = the plan's): the combine must be right for any slicing,
  * including one that leaves a thread several batches of splits.  An arch
- * "sm_90@3" is the sm_90 preset with 3 SMs (they size the persistent grid). */
+ * "sm_90@3" is the sm_90 preset with 3 SMs (they size the persistent grid).
+ * run_case's sinks: learned sink logits, one per query head, drawn from
+ * [-4, 8) (those near 8 outweigh every score). */
 typedef struct ecase {
     const char *spec;
     const char *config;
@@ -95,12 +97,13 @@ static void put_row(const fmqa_problem *p, ref_rng *r, void *base, int64_t at, f
  * float apart, V's 3; per-tensor: one float each; the strides a granularity
  * ignores are odd garbage.  The fixed scales let some values saturate.
  */
-static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, inputs *in)
+static void make_inputs(const fmqa_problem *p, const int32_t *lens, int sinks, ref_rng *r,
+                        inputs *in)
 {
     const int64_t B = p->batch, T = p->kv_len, H = p->num_q_heads, Hk = p->num_kv_heads;
     const int64_t D = p->head_dim_qk, Tq = p->q_tokens;
-    const int paged = (p->flags & FMQA_FLAG_PAGED) != 0, ring = (p->flags & FMQA_FLAG_RING) != 0;
-    const int64_t slots = ring ? p->sink_tokens + p->window : T;
+    const int paged = (p->flags & FMQA_FLAG_PAGED) != 0;
+    const int64_t slots = fmqa_cache_slots(p);
     const int64_t ps = paged ? p->page_size : slots;
     const int64_t per_seq = (slots + ps - 1) / ps;
     const int64_t outer = paged ? B * per_seq + 3 : B; /* a few pages never used */
@@ -149,11 +152,26 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, 
         a->page_table = table, a->page_table_stride = per_seq;
     }
     ref_cache_view view = {.dtype = p->kv_dtype, .flags = p->flags & (FMQA_FLAG_RING | FMQA_FLAG_PAGED),
-                           .window = p->window, .sink_tokens = p->sink_tokens};
+                           .window = p->window, .sink_tokens = p->sink_tokens,
+                           .draft_slots = p->draft_slots};
+    /* Only the rows a decode may read hold data (fastmqa.h: the sinks and the
+     * query tokens' windows); pages holding none of them are unmapped (-1), as
+     * an engine that frees what fell behind the window leaves them. */
+    const ref_attn_shape rs = {B, Tq, T, H, Hk, D, D, in->lens, p->flags, NULL, p->window,
+                               p->sink_tokens, 0, 0, 0.0, NULL, 0.0, p->draft_slots};
+    unsigned char *mapped = calloc((size_t)(B * per_seq), 1);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < in->lens[b]; j++)
+            if (ref_readable(&rs, b, j))
+                mapped[b * per_seq + ref_cache_slot(&view, j) / ps] = 1;
+    for (int64_t i = 0; paged && i < B * per_seq; i++)
+        if (!mapped[i])
+            table[i] = -1;
+    free(mapped);
     for (int64_t b = 0; b < B; b++)
         for (int64_t j = 0; j < in->lens[b]; j++) {
-            if (ring && j >= p->sink_tokens && j < in->lens[b] - p->window)
-                continue; /* overwritten by a later position */
+            if (!ref_readable(&rs, b, j))
+                continue; /* behind every window, or overwritten by a later position */
             int64_t slot = ref_cache_slot(&view, j);
             int64_t o = paged ? table[b * per_seq + slot / ps] : b, t = paged ? slot % ps : slot;
             for (int64_t h = 0; h < Hk; h++) {
@@ -180,6 +198,12 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, ref_rng *r, 
     a->o = poisoned(nq * 2, 16);
     a->o_stride_head = D, a->o_stride_token = H * D, a->o_stride_batch = Tq * H * D;
     a->lse = poisoned(B * Tq * H * 4, 4);
+    if (sinks) {
+        float *s = poisoned(H * sizeof *s, 4);
+        for (int64_t h = 0; h < H; h++)
+            s[h] = (float)((double)(ref_rng_next(r) % 1536) / 128.0 - 4.0);
+        a->sinks = s;
+    }
     int32_t *kv_lens = poisoned(B * sizeof *kv_lens, 4);
     memcpy(kv_lens, in->lens, B * sizeof *kv_lens);
     a->kv_lens = kv_lens;
@@ -213,10 +237,12 @@ static void transplant(const fmqa_problem *p, const inputs *from, inputs *to, in
     memcpy((uint16_t *)(uintptr_t)t->q + b * t->q_stride_batch, f->q, f->q_stride_batch * 2);
 }
 
-/* One case: plan, emulated run and comparison with the reference.  With
+/* One case: plan, emulated run and comparison with the reference (sinks:
+ * learned sink logits or none).  With
  * `donor`, sequence 0 of that earlier run's inputs replaces sequence
  * donor_b of this one's.  The inputs stay in *in for the caller. */
-static void run_case_into(const ecase *ec, const inputs *donor, int donor_b, inputs *in_out)
+static void run_case_into(const ecase *ec, int sinks, const inputs *donor, int donor_b,
+                          inputs *in_out)
 {
     gen_lib *lib = NULL;
     fmqa_err err;
@@ -255,7 +281,7 @@ static void run_case_into(const ecase *ec, const inputs *donor, int donor_b, inp
     uint64_t seed = fmqa_test_seed(ec->spec);
     ref_rng_seed(&r, seed);
     inputs local, *in = in_out ? in_out : &local;
-    make_inputs(&p, ec->lens, &r, in);
+    make_inputs(&p, ec->lens, sinks, &r, in);
     if (donor)
         transplant(&p, donor, in, donor_b);
     in->a.workspace = poisoned(plan.launch.workspace, 16);
@@ -301,16 +327,18 @@ static void run_case_into(const ecase *ec, const inputs *donor, int donor_b, inp
     free(lse);
 }
 
-static void run_case(const ecase *ec)
+static void run_case(const ecase *ec, int sinks)
 {
-    run_case_into(ec, NULL, 0, NULL);
+    run_case_into(ec, sinks, NULL, 0, NULL);
 }
 
-static void run_all(const ecase *cases, size_t n)
+static void run_all_sinks(const ecase *cases, size_t n, int sinks)
 {
     for (size_t i = 0; i < n; i++)
-        run_case(&cases[i]);
+        run_case(&cases[i], sinks);
 }
+
+static void run_all(const ecase *cases, size_t n) { run_all_sinks(cases, n, 0); }
 
 #define BASE "op=decode,batch=3,kv_heads=2,"
 
@@ -568,16 +596,71 @@ Test(decode_sched, batch_invariant, .timeout = 900)
     fmqa_err err;
     cr_assert_eq(gen_problem_parse(solo.spec, &p, &err), FMQA_OK, "%s", err.msg);
     static inputs base, run;
-    run_case_into(&solo, NULL, 0, &base);
+    run_case_into(&solo, 0, NULL, 0, &base);
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-        run_case_into(&runs[i], &base, at[i], &run);
+        run_case_into(&runs[i], 0, &base, at[i], &run);
         cr_expect(same_bits(&p, &base, 0, &run, at[i]), "%s (%s): sequence %d differs from its run alone",
                   runs[i].spec, runs[i].arch ? runs[i].arch : "sm_90", at[i]);
     }
     static const ecase free_solo = {INV_SPEC(1, ""), "", {3000}, NULL, 0};
     static const ecase free_batch = {INV_SPEC(64, ""), "", {0}, "sm_90@7", 0};
-    run_case_into(&free_solo, NULL, 0, &base);
-    run_case_into(&free_batch, &base, 37, &run);
+    run_case_into(&free_solo, 0, NULL, 0, &base);
+    run_case_into(&free_batch, 0, &base, 37, &run);
     cr_expect(!same_bits(&p, &base, 0, &run, 37), "the free schedule gave the same bits: the test shows nothing");
 #undef INV_SPEC
+}
+
+/* Learned sink logits (gpt-oss): one per query head in the denominator only.
+ * Split-KV forced (the sink joins the combine's final normalisation, never a
+ * split's partial), windows with sink tokens, 1 to 4 query tokens, causal and
+ * tree masks, 8-bit caches, LSE (the log of the whole denominator); the last
+ * case has query rows that see nothing (o = 0, lse = the sink). */
+Test(decode_emu, sinks_learned_logits, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {BASE "heads=8,d=64,kv_len=300,flags=causal|lse", "SPLITS=4,BLOCK_N=32,WARPS_N=2", {300, 61, 0}, NULL, 0},
+        {BASE "heads=8,d=64,kv_len=200,flags=causal|lse", "SPLITS=1", {200, 7, 0}, NULL, 0},
+        {BASE "heads=4,d=64,tq=3,kv_len=300,window=50,sinks=4,kv=int8,flags=causal|lse",
+         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 3, 53}, NULL, 0},
+        {BASE "heads=4,d=128,tq=4,kv_len=160,window=40,sinks=2,page=16,q=bf16,out=bf16,"
+         "kv=fp8_e4m3,flags=tree|paged|ring|lse", "SPLITS=2,BLOCK_N=32,WARPS_N=2", {160, 45, 4}, NULL, 0},
+        {BASE "heads=6,d=64,tq=2,kv_len=130,flags=causal|lse", "SPLITS=4,BLOCK_N=32,WARPS_N=2", {130, 2, 90}, NULL, 0},
+        {BASE "heads=4,d=64,tq=4,kv_len=200,flags=tree|lse", "SPLITS=2", {4, 200, 9}, NULL, 0},
+        {BASE "heads=4,d=64,tq=4,kv_len=200,flags=tree|lse", "SPLITS=1", {4, 200, 9}, NULL, 0},
+    };
+    run_all_sinks(cases, sizeof cases / sizeof cases[0], 1);
+}
+
+/* Logit soft-capping (Gemma 2/3): scores c tanh(s / c) before the softmax, with
+ * caps small enough to bend every score, on 16- and 8-bit caches, windows,
+ * split-KV and several query tokens, and together with learned sinks. */
+Test(decode_emu, softcap_scores, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {BASE "heads=8,d=64,kv_len=200,softcap=2,flags=causal|lse", "SPLITS=2", {200, 33, 0}, NULL, 0},
+        {BASE "heads=4,d=128,tq=3,kv_len=300,window=50,sinks=4,softcap=1.5,kv=int8,flags=causal|lse",
+         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 3, 53}, NULL, 0},
+        {BASE "heads=4,d=64,tq=2,kv_len=150,softcap=0.75,q=bf16,out=bf16,kv=fp8_e4m3,flags=causal",
+         "", {150, 70, 0}, "sm_80", 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+    static const ecase with_sinks[] = {
+        {BASE "heads=8,d=64,tq=4,kv_len=160,page=16,softcap=3,flags=tree|paged|lse", "SPLITS=1", {160, 5, 77}, NULL, 0},
+    };
+    run_all_sinks(with_sinks, 1, 1);
+}
+
+/* A ring with draft slots (the speculative protocol of fastmqa.h): sinks +
+ * window + draft_slots slots, the ring period window + draft_slots; only the
+ * rows a query may read hold data, the rest of the ring (rejected drafts, old
+ * positions) is NaN, so reading one fails.  Lengths cross the ring's wrap. */
+Test(decode_emu, spec_ring_draft_slots, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {WIN "tq=4,sinks=5,draft_slots=3,flags=causal|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=2", {-16}, NULL, 0},
+        {WIN "tq=1,sinks=4,draft_slots=3,page=16,kv=int8,flags=causal|paged|ring|lse",
+         "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, NULL, 0},
+        {WIN "tq=3,sinks=1,draft_slots=5,kv=fp8_e4m3,flags=tree|ring|lse", "BLOCK_N=32,WARPS_N=2,SPLITS=1", {-16}, NULL, 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
 }

@@ -273,6 +273,15 @@ Test(gen_problem, parse_and_format_round_trip)
                           "flags=causal|paged");
     fmqa_problem q = problem(buf);
     cr_expect_eq(memcmp(&p, &q, sizeof p), 0);
+    /* Soft-capping and draft slots print only when set, and read back exactly. */
+    p = problem("op=decode,kv_len=300,window=64,softcap=0.1,draft_slots=3,flags=causal|ring");
+    cr_assert_eq(gen_problem_format(&p, buf, sizeof buf), 0);
+    cr_expect(strstr(buf, ",softcap=0.100000001,draft_slots=3"), "%s", buf);
+    q = problem(buf);
+    cr_expect_eq(memcmp(&p, &q, sizeof p), 0);
+    fmqa_err err = {0};
+    cr_expect_eq(gen_problem_parse("softcap=-2", &q, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect_str_eq(err.msg, "problem: 'softcap=-2': expected a finite number >= 0");
     fmqa_problem dflt = problem("d=64");
     cr_expect_eq(dflt.head_dim_v, 64);
     cr_expect_eq(dflt.kv_len, 1024);

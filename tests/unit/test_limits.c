@@ -6,13 +6,16 @@
  * overflow of strides and sizes (the ASan+UBSan build runs these too), page
  * sizes of memory reports, and level problems that validate by construction.
  */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
 
 #include "fastmqa.h"
+#include "fmqa_params.h"
 #include "gen.h"
+#include "rt.h"
 #include "test_support.h"
 
 static fmqa_ctx_t *make_ctx(void)
@@ -50,6 +53,37 @@ Test(limits, decode_query_tokens_are_1_to_16)
     cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
     p = parse("op=append,tq=4000,kv_len=4096"); /* append has no such limit */
     cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    fmqa_ctx_destroy(ctx);
+}
+
+/* Soft-capping and draft slots: what each needs, named in the message. */
+Test(limits, softcap_and_draft_slots)
+{
+    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_problem p = parse("op=decode,kv_len=4096,softcap=30");
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    p.logit_softcap = -1.0f;
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "logit_softcap -1: must be 0 (off) or finite"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    p.logit_softcap = INFINITY;
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_ERR_INVALID_ARGUMENT);
+    p.logit_softcap = NAN;
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_ERR_INVALID_ARGUMENT);
+    expect_invalid(ctx, "op=append,kv_len=4096,softcap=30", "only decode caps scores");
+    expect_invalid(ctx, "op=decode,kv_len=4096,window=64,draft_slots=3,flags=causal",
+                   "draft_slots 3 without FMQA_FLAG_RING");
+    p = parse("op=decode,tq=4,kv_len=4096,window=64,draft_slots=3,flags=causal|ring");
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    p.q_tokens = 9; /* a longer step: served, rule 5 for its early tokens */
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    p = parse("op=append,tq=9,kv_len=4096,window=64,draft_slots=3,flags=ring");
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    p.draft_slots = -1;
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_ERR_INVALID_ARGUMENT);
+    p.draft_slots = INT32_MAX - 63;
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "exceeds 2^31-1"), "%s", fmqa_ctx_errmsg(ctx));
     fmqa_ctx_destroy(ctx);
 }
 
@@ -193,6 +227,9 @@ Test(limits, every_pointer_is_aligned_for_its_kernel_access)
     a = aligned_args();
     a.tree_mask = OFFSET(const uint64_t *, a.tree_mask, 4);
     expect_rejected(ctx, &a, "args.tree_mask is not 8-byte aligned");
+    a = aligned_args();
+    a.sinks = OFFSET(const float *, a.kv_lens, 2);
+    expect_rejected(ctx, &a, "args.sinks is not 4-byte aligned");
     a = aligned_args();
     a.kv_lens = OFFSET(const int32_t *, a.kv_lens, 2);
     expect_rejected(ctx, &a, "args.kv_lens is not 4-byte aligned");
@@ -377,4 +414,47 @@ Test(limits, kv_scale_granularity_is_checked)
                   fmqa_ctx_errmsg(ctx));
     }
     fmqa_ctx_destroy(ctx);
+}
+
+/* What the kernels get for soft-capping, draft slots and learned sinks: the
+ * ring period window + draft_slots for decode and for append (both must map
+ * positions to the same slots), the cap's constants, the sinks pointer. */
+Test(limits, params_carry_ring_period_softcap_and_sinks)
+{
+    rt_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.problem = parse("op=decode,batch=2,heads=4,kv_heads=1,d=64,tq=2,kv_len=64,page=16,"
+                         "kv=int8,window=16,sinks=2,draft_slots=3,softcap=8,"
+                         "flags=causal|paged|ring|lse");
+    plan.launch.splits = 1;
+    fmqa_decode_args a = aligned_args();
+    a.tree_mask = NULL;
+    a.sinks = (const float *)(arena + 34048);
+    fmqa_decode_params dp;
+    fmqa_err err = {0};
+    cr_assert_eq(rt_decode_params(&plan, &a, &dp, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(dp.ring_period, 19);
+    cr_expect_eq(dp.window, 16);
+    cr_expect_eq(dp.sinks, a.sinks);
+    cr_expect_float_eq(dp.softcap_inv, 0.25f, 1e-7f);
+    cr_expect_float_eq(dp.softcap_log2, 8.0f * 1.44269504f, 1e-5f);
+    plan.problem.op = FMQA_OP_APPEND, plan.problem.logit_softcap = 0;
+    plan.problem.flags &= FMQA_FLAG_PAGED | FMQA_FLAG_RING;
+    fmqa_append_args ap;
+    memset(&ap, 0, sizeof ap);
+    ap.k_new = arena, ap.v_new = arena + 4096;
+    ap.k_new_stride_head = ap.v_new_stride_head = 64;
+    ap.k_new_stride_token = ap.v_new_stride_token = 64;
+    ap.k_new_stride_batch = ap.v_new_stride_batch = 2 * 64;
+    ap.k = (void *)a.k, ap.v = (void *)a.v;
+    ap.k_stride_head = ap.v_stride_head = ap.k_stride_token = ap.v_stride_token = 64;
+    ap.k_stride_batch = ap.v_stride_batch = 16 * 64;
+    ap.k_scale = (float *)a.k_scale, ap.v_scale = (float *)a.v_scale;
+    ap.k_scale_stride_token = ap.v_scale_stride_token = 1;
+    ap.k_scale_stride_head = ap.v_scale_stride_head = 1;
+    ap.k_scale_stride_batch = ap.v_scale_stride_batch = 16;
+    ap.start_pos = a.kv_lens, ap.page_table = a.page_table, ap.page_table_stride = 4;
+    fmqa_append_params pp;
+    cr_assert_eq(rt_append_params(&plan, &ap, &pp, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(pp.window, 19, "append's ring period");
 }

@@ -276,3 +276,101 @@ Test(ref_cache, mla_through_decode_reads_v_from_the_latent)
     expect_same(o1, o2, H * DC, "o");
     expect_same(l1, l2, H, "lse");
 }
+
+/* Decodes the issue's one-sequence problem (1 head, d = 64, 64 positions,
+ * window 16, causal, lse) from a contiguous cache and from pages of 16 mapped
+ * by `table` (-1: a page no query sees, freed by the engine); both must give
+ * the same result, and the paged one must not be rejected. */
+static void unmapped_pages_case(fmqa_dtype kv, int32_t sinks, const int32_t table[4])
+{
+    enum { L = 64, DD = 64, PS = 16 };
+    ref_rng r;
+    ref_rng_seed(&r, fmqa_test_seed("ref_cache.unmapped") + (uint64_t)kv);
+    static uint8_t cont[2][L * DD * 2], paged[2][2 * PS * DD * 2];
+    static float cs[2][L], ps[2][2 * PS];
+    memset(paged, 0xff, sizeof paged);   /* unmapped rows never reach the result */
+    const size_t es = fmqa_dtype_size(kv);
+    for (int kvi = 0; kvi < 2; kvi++)
+        for (int j = 0; j < L; j++) {
+            double x[DD];
+            ref_rng_fill(&r, x, DD, 1.0, FMQA_DTYPE_F16);
+            void *row = cont[kvi] + (size_t)j * DD * es;
+            if (es == 1)
+                cr_assert_eq(ref_quantize_row(kv, x, DD, row, &cs[kvi][j], NULL), FMQA_OK);
+            else
+                cr_assert_eq(ref_from_double(kv, x, DD, row, NULL), FMQA_OK);
+            int32_t page = table[j / PS];
+            if (page >= 0) {
+                memcpy(paged[kvi] + ((size_t)page * PS + j % PS) * DD * es, row, DD * es);
+                ps[kvi][page * PS + j % PS] = cs[kvi][j];
+            }
+        }
+    uint16_t q[DD];
+    for (int i = 0; i < DD; i++)
+        q[i] = ref_f16_from_double(ref_rng_gauss(&r));
+    fmqa_problem p;
+    memset(&p, 0, sizeof p);
+    p.op = FMQA_OP_DECODE, p.batch = 1, p.num_q_heads = p.num_kv_heads = 1;
+    p.head_dim_qk = p.head_dim_v = DD, p.q_tokens = 1, p.kv_len = L;
+    p.q_dtype = p.out_dtype = FMQA_DTYPE_F16, p.kv_dtype = kv;
+    p.window = 16, p.sink_tokens = sinks, p.flags = FMQA_FLAG_CAUSAL | FMQA_FLAG_LSE;
+    const int32_t len = L;
+    fmqa_decode_args a;
+    memset(&a, 0, sizeof a);
+    a.q = q, a.q_stride_batch = a.q_stride_token = a.q_stride_head = DD;
+    a.k = cont[0], a.v = cont[1];
+    a.k_stride_token = a.v_stride_token = a.k_stride_head = a.v_stride_head = DD;
+    a.k_stride_batch = a.v_stride_batch = L * DD;
+    if (es == 1) {
+        a.k_scale = cs[0], a.v_scale = cs[1];
+        a.k_scale_stride_token = a.v_scale_stride_token = 1;
+        a.k_scale_stride_batch = a.v_scale_stride_batch = L;
+    }
+    a.kv_lens = &len;
+    double o1[DD], o2[DD], l1, l2;
+    fmqa_err err = {0};
+    cr_assert_eq(ref_decode(&p, &a, 0, o1, &l1, &err), FMQA_OK, "%s", err.msg);
+    p.flags |= FMQA_FLAG_PAGED, p.page_size = PS;
+    a.k = paged[0], a.v = paged[1], a.k_stride_batch = a.v_stride_batch = PS * DD;
+    a.k_scale = es == 1 ? ps[0] : NULL, a.v_scale = es == 1 ? ps[1] : NULL;
+    a.k_scale_stride_batch = a.v_scale_stride_batch = es == 1 ? PS : 0;
+    a.page_table = table, a.page_table_stride = 4;
+    cr_assert_eq(ref_decode(&p, &a, 2, o2, &l2, &err), FMQA_OK, "%s: %s", fmqa_dtype_name(kv),
+                 err.msg);
+    expect_same(o1, o2, DD, "o");
+    expect_same(&l1, &l2, 1, "lse");
+}
+
+/* The two inputs: entries of pages no query sees may be -1. */
+Test(ref_cache, pages_behind_the_window_may_be_unmapped)
+{
+    unmapped_pages_case(FMQA_DTYPE_F16, 0, (const int32_t[4]){-1, -1, -1, 0});
+    unmapped_pages_case(FMQA_DTYPE_INT8, 4, (const int32_t[4]){0, -1, -1, 1});
+}
+
+/* A page some query sees must be mapped: -1 there is still an error naming it. */
+Test(ref_cache, a_visible_unmapped_page_is_an_error)
+{
+    enum { DD = 16 };
+    static uint16_t k[2 * 16 * DD];
+    uint16_t q[DD] = {0};
+    const int32_t len = 64, table[4] = {-1, -1, 0, 1};   /* window 24 reaches page 2 */
+    fmqa_problem p;
+    memset(&p, 0, sizeof p);
+    p.op = FMQA_OP_DECODE, p.batch = 1, p.num_q_heads = p.num_kv_heads = 1;
+    p.head_dim_qk = p.head_dim_v = DD, p.q_tokens = 1, p.kv_len = 64, p.window = 24;
+    p.q_dtype = p.out_dtype = p.kv_dtype = FMQA_DTYPE_F16;
+    p.flags = FMQA_FLAG_CAUSAL | FMQA_FLAG_PAGED, p.page_size = 16;
+    fmqa_decode_args a;
+    memset(&a, 0, sizeof a);
+    a.q = q, a.q_stride_batch = a.q_stride_token = a.q_stride_head = DD;
+    a.k = a.v = k, a.k_stride_token = a.v_stride_token = a.k_stride_head = a.v_stride_head = DD;
+    a.k_stride_batch = a.v_stride_batch = 16 * DD;
+    a.kv_lens = &len, a.page_table = table, a.page_table_stride = 4;
+    double o[DD];
+    fmqa_err err = {0};
+    cr_assert_eq(ref_decode(&p, &a, 2, o, NULL, &err), FMQA_OK, "%s", err.msg);
+    p.window = 40;   /* now position 24 (page 1) is in the window */
+    cr_expect_eq(ref_decode(&p, &a, 2, o, NULL, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(err.msg, "page_table[0][1] = -1"), "%s", err.msg);
+}

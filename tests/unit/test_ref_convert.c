@@ -196,3 +196,35 @@ Test(ref_convert, bulk_and_round_to)
     cr_expect_eq(ref_round_to(FMQA_DTYPE_F32, 0.1), (double)0.1f);
     cr_expect_eq(ref_round_to((fmqa_dtype)0, 0.1), 0.1);
 }
+
+/* Rows too small for a normal float scale (docs/reference.md, "Number
+ * formats"): the scale is subnormal or 0, so "error <= scale / 2" alone is
+ * false, and the documented bound scale / 2 + 127 * 2^-150 holds; a finite
+ * row whose scale would exceed FLT_MAX is rejected, naming the scale. */
+Test(ref_convert, quantize_tiny_and_huge_rows)
+{
+    int exceeded = 0;
+    for (int e = -155; e <= -120; e++)
+        for (int m = 0; m < 16; m++) {
+            double x[4] = {ldexp(1.0 + m / 16.0, e) * 127.0, ldexp(0.37 + m / 32.0, e),
+                           -ldexp(0.9, e + 3), ldexp(m / 17.0, e + 5)};
+            int8_t q[4];
+            float s;
+            cr_assert_eq(ref_quantize_row(FMQA_DTYPE_INT8, x, 4, q, &s, NULL), FMQA_OK);
+            for (int i = 0; i < 4; i++) {
+                double err = fabs(x[i] - ref_dequantize(FMQA_DTYPE_INT8, q, i, s));
+                cr_assert(err <= (double)s / 2 + 127 * 0x1p-150, "2^%d row, x[%d] = %g: error "
+                          "%g, scale %g", e, i, x[i], err, (double)s);
+                exceeded |= err > (double)s / 2;
+            }
+        }
+    cr_expect(exceeded, "no subnormal-scale row exceeded scale / 2: the test lost its point");
+    const double huge[2] = {1.0, 127.0 * 0x1.fffffep127 * 1.5};
+    int8_t q[2];
+    float s;
+    fmqa_err err = {0};
+    cr_expect_eq(ref_quantize_row(FMQA_DTYPE_INT8, huge, 2, q, &s, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(err.msg, "beyond float"), "%s", err.msg);
+    const double fits[1] = {3.4e38};   /* the largest float input quantizes */
+    cr_expect_eq(ref_quantize_row(FMQA_DTYPE_FP8_E4M3, fits, 1, q, &s, NULL), FMQA_OK);
+}

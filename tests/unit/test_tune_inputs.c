@@ -226,3 +226,30 @@ Test(tune_inputs, thread_count_from_the_environment)
     unsetenv("FASTMQA_HOST_THREADS");
     cr_expect_eq(tun_host_threads(), dflt);
 }
+
+/* Learned sinks reach the case's reference (and so the tuner's and the gpu
+ * tests' verification): the same inputs with sinks give lse = ln(exp(lse0) +
+ * exp(sink)) per row and o scaled by exp(lse0 - lse). */
+Test(tune_inputs, sinks_join_the_reference)
+{
+    fmqa_problem p = decode_problem(2, 70, 4, 2, 32, FMQA_DTYPE_F16);
+    p.flags |= FMQA_FLAG_LSE;
+    const float sinks[4] = {-3.0f, 0.5f, 4.0f, 9.0f};
+    tun_case_opts o = TUN_CASE_OPTS_INIT;
+    tun_case *a = make(&p, 11, &o, 1);
+    o.sinks = sinks;
+    tun_case *b = make(&p, 11, &o, 1);
+    size_t n, m;
+    const double *la = tun_case_host_image(a, TUN_HOST_REF_LSE, &n);
+    const double *lb = tun_case_host_image(b, TUN_HOST_REF_LSE, &m);
+    const double *oa = tun_case_host_image(a, TUN_HOST_REF_O, &n);
+    const double *ob = tun_case_host_image(b, TUN_HOST_REF_O, &m);
+    for (int r = 0; r < 2 * 4; r++) {
+        double want = log(exp(la[r]) + exp((double)sinks[r % 4]));
+        cr_expect(fabs(lb[r] - want) < 1e-12, "row %d: lse %.17g, want %.17g", r, lb[r], want);
+        for (int i = 0; i < 32; i++)
+            cr_expect(fabs(ob[r * 32 + i] - oa[r * 32 + i] * exp(la[r] - lb[r])) < 1e-12,
+                      "row %d, column %d", r, i);
+    }
+    tun_case_destroy(a), tun_case_destroy(b);
+}
