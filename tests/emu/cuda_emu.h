@@ -69,7 +69,7 @@
 #define __shared__
 #endif
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 /* Inline asm belongs in templates/fmqa_ptx.cuh, which emu_ptx.h replaces. */
 #define asm emu_error_inline_asm_outside_fmqa_ptx_cuh
