@@ -786,7 +786,7 @@ DEV sched_range sched_locate(const fmqa_decode_params &p, unsigned char *scratch
 /* The CTA whose range holds unit x (the largest c with c U / P <= x). */
 DEV long long cta_of(long long x, long long total) { return ((x + 1) * gridDim.x - 1) / total; }
 
-extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_decode_kernel(const fmqa_decode_params p) {
+extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_decode_kernel(const fmqa_decode_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
     if (dynamic_smem_size() < (u32)SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
     pdl_launch_dependents(); /* the combine may launch; it waits for this grid's end */
