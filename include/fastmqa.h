@@ -388,7 +388,8 @@ typedef struct fmqa_model_config {
     int32_t hidden_size;
     int32_t num_q_heads;
     int32_t num_kv_heads;       /* 1 = MQA; = num_q_heads for MHA             */
-    int32_t head_dim;           /* 0 = hidden_size / num_q_heads              */
+    int32_t head_dim;           /* 0 = hidden_size / num_q_heads (MLA: the
+                                   per-head nope/V dim, DeepSeek-V3: 128)     */
     int32_t mla_latent_dim;     /* > 0 for MLA: latent d_c (e.g. 512)         */
     int32_t mla_rope_dim;       /* MLA rope part d_r (e.g. 64)                */
     int32_t max_seq_len;
@@ -400,6 +401,9 @@ typedef enum fmqa_level {
     FMQA_LEVEL_BALANCED = 2,     /* + sinks and sliding window, fused RoPE      */
     FMQA_LEVEL_AGGRESSIVE = 3    /* + 8-bit cache, speculative verification     */
 } fmqa_level;
+/* For an MLA model (mla_latent_dim > 0) the cache is the latent row at every
+ * level; its 8-bit form is fp8 e4m3 with one scale per token, its fused RoPE
+ * the interleaved (GPT-J) layout DeepSeek uses.  docs/levels.md. */
 
 FMQA_API const char *fmqa_level_name(fmqa_level level);
 /* Parses "conservative", "balanced" or "aggressive" (any case). */
@@ -449,7 +453,9 @@ typedef struct fmqa_memory_report {
                                           table                                  */
     int64_t tokens_kept;               /* cache slots per sequence              */
     int64_t total_bytes;               /* per layer, for n_seqs sequences       */
-    int64_t baseline_bytes_per_seq;    /* fp16 MHA cache, same hidden and heads */
+    int64_t baseline_bytes_per_seq;    /* fp16 MHA cache, same hidden and heads
+                                          (MLA: per head K of head_dim +
+                                          mla_rope_dim and V of head_dim)       */
     double reduction;                  /* 1 - bytes_per_seq / baseline          */
     double cache_multiplier;           /* baseline / bytes_per_seq              */
     int64_t max_seqs_in_budget;        /* sequences that fit budget_bytes       */
