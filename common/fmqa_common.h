@@ -68,6 +68,19 @@ static inline int fmqa_mul64(int64_t a, int64_t b, int64_t *out)
 }
 int fmqa_prod64(const int64_t *factors, int n, int64_t *out);
 
+/* Elements of an append problem's K row that RoPE rotates (0 without RoPE):
+ * the rope part head_dim_qk - head_dim_v with FMQA_FLAG_LATENT (last in the
+ * row), else rope_dim, 0 meaning all of head_dim_qk (first in the row).  The
+ * runtime, the reference and append.lua agree on it. */
+static inline int32_t fmqa_rope_extent(const fmqa_problem *p)
+{
+    if (p->rope == FMQA_ROPE_NONE)
+        return 0;
+    if (p->flags & FMQA_FLAG_LATENT)
+        return p->head_dim_qk - p->head_dim_v;
+    return p->rope_dim > 0 ? p->rope_dim : p->head_dim_qk;
+}
+
 /* Monotonic wall clock in milliseconds. */
 double fmqa_now_ms(void);
 

@@ -524,6 +524,10 @@ void db_problem_class_key(const fmqa_problem *p, char out[DB_KEY_CAP])
              name_or_unknown(fmqa_dtype_name(p->out_dtype)), p->num_q_heads, p->num_kv_heads,
              p->head_dim_qk, p->head_dim_v, p->q_tokens, p->page_size, p->window,
              p->sink_tokens, (int)p->rope, p->flags);
+    /* Appended only when set, so that every key written before it stays valid. */
+    size_t n = strlen(out);
+    if (p->rope_dim != 0 && n < DB_KEY_CAP)
+        snprintf(out + n, DB_KEY_CAP - n, " rope_dim=%d", p->rope_dim);
 }
 
 double db_verify_tol(fmqa_op op, fmqa_dtype q_dtype, fmqa_dtype out_dtype)

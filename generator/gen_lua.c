@@ -427,6 +427,8 @@ static void push_problem(lua_State *L, const fmqa_problem *p)
     set_bool(L, "tree", (p->flags & FMQA_FLAG_TREE_MASK) != 0);
     set_bool(L, "lse", (p->flags & FMQA_FLAG_LSE) != 0);
     set_bool(L, "ring", (p->flags & FMQA_FLAG_RING) != 0);
+    set_bool(L, "latent", (p->flags & FMQA_FLAG_LATENT) != 0);
+    set_int(L, "rope_dim", p->rope_dim);
 }
 
 static void push_device(lua_State *L, const fmqa_device_info *d)

@@ -34,6 +34,7 @@ static const int_key int_keys[] = {
     {"page", offsetof(fmqa_problem, page_size), 0},
     {"window", offsetof(fmqa_problem, window), 0},
     {"sinks", offsetof(fmqa_problem, sink_tokens), 0},
+    {"rope_dim", offsetof(fmqa_problem, rope_dim), 0},
 };
 
 typedef struct dtype_key {
@@ -48,7 +49,9 @@ static const dtype_key dtype_keys[] = {
 };
 
 static const char *const rope_names[] = {"none", "neox", "gptj"};
-static const char *const flag_names[] = {"causal", "paged", "tree", "lse", "ring"};
+/* Indexed by bit; bits without a name are NULL. */
+static const char *const flag_names[] = {"causal", "paged", "tree", "lse", "ring",
+                                         [12] = "latent"};
 
 static int parse_flags(const char *v, uint32_t *flags)
 {
@@ -59,7 +62,8 @@ static int parse_flags(const char *v, uint32_t *flags)
         size_t n = strcspn(v, "|");
         int found = 0;
         for (size_t i = 0; i < sizeof flag_names / sizeof flag_names[0]; i++)
-            if (strlen(flag_names[i]) == n && strncmp(v, flag_names[i], n) == 0) {
+            if (flag_names[i] && strlen(flag_names[i]) == n &&
+                strncmp(v, flag_names[i], n) == 0) {
                 *flags |= 1u << i;
                 found = 1;
             }
@@ -130,7 +134,7 @@ static fmqa_status apply(fmqa_problem *p, const char *key, const char *val, int 
             return FMQA_OK;
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
                             "problem: 'flags=%s': expected '|'-separated causal, paged, tree, "
-                            "lse, ring or none",
+                            "lse, ring, latent or none",
                             val);
     }
     return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "problem: '%s=%s': unknown key '%s'", key,
@@ -180,7 +184,7 @@ int gen_problem_format(const fmqa_problem *p, char *buf, size_t cap)
 {
     char flags[64] = "";
     for (size_t i = 0; i < sizeof flag_names / sizeof flag_names[0]; i++)
-        if (p->flags & (1u << i))
+        if (flag_names[i] && (p->flags & (1u << i)))
             snprintf(flags + strlen(flags), sizeof flags - strlen(flags), "%s%s",
                      flags[0] ? "|" : "", flag_names[i]);
     const char *op = fmqa_op_name(p->op), *q = fmqa_dtype_name(p->q_dtype),
@@ -193,6 +197,8 @@ int gen_problem_format(const fmqa_problem *p, char *buf, size_t cap)
                      p->head_dim_v, p->q_tokens, p->kv_len, q ? q : "?", kv ? kv : "?",
                      o ? o : "?", p->page_size, p->window, p->sink_tokens, rope,
                      flags[0] ? flags : "none");
+    if (w >= 0 && (size_t)w < cap && p->rope_dim != 0) /* only when set: older texts stay */
+        w += snprintf(buf + w, cap - (size_t)w, ",rope_dim=%d", p->rope_dim);
     return w < 0 || (size_t)w >= cap ? -1 : 0;
 }
 

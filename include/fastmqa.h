@@ -129,7 +129,12 @@ typedef enum fmqa_rope {
 #define FMQA_FLAG_TREE_MASK 0x4u /* query tokens carry a bitmask over the drafts */
 #define FMQA_FLAG_LSE 0x8u       /* also write log-sum-exp per (token, head)     */
 #define FMQA_FLAG_RING 0x10u     /* cache keeps sinks + a ring of `window` slots */
-#define FMQA_FLAG_ALL 0x1Fu
+/* Append into an MLA latent cache (fmqa_append_args): one K row per token of
+ * head_dim_qk = latent (head_dim_v) + rope part, no V (decode reads V as the
+ * row's first head_dim_v); RoPE rotates the row's last head_dim_qk - head_dim_v
+ * elements; q holds only the query's rope part.  Append only, num_kv_heads 1. */
+#define FMQA_FLAG_LATENT 0x1000u
+#define FMQA_FLAG_ALL 0x101Fu
 
 /*
  * A problem: the shape and types of one attention call, independent of pointers.
@@ -157,6 +162,12 @@ typedef struct fmqa_problem {
     int32_t sink_tokens;    /* with a window: first positions that stay visible  */
     fmqa_rope rope;         /* append only: RoPE layout applied to new K (and Q) */
     uint32_t flags;         /* FMQA_FLAG_*                                       */
+    int32_t rope_dim;       /* append only: elements of a K / q row RoPE rotates,
+                               the row's first rope_dim (partial rotary: GPT-NeoX,
+                               Phi, StableLM, ChatGLM), with frequencies
+                               theta^(-2i/rope_dim); a multiple of 4, 0 = all of
+                               head_dim_qk.  FMQA_FLAG_LATENT: 0 or head_dim_qk -
+                               head_dim_v (the rope part, last in the row)      */
 } fmqa_problem;
 
 /* Fills a problem with zeros and the most common choices (decode, f16, 1 token). */
@@ -346,14 +357,34 @@ FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
 /*
  * KV append: writes n_new = problem->q_tokens new tokens per sequence into the
  * cache at positions start_pos[b] .. start_pos[b] + n_new - 1, applying RoPE
- * (problem->rope, base rope_theta) to K at its position and, for 8-bit caches,
- * quantizing per token and head (scale = max|x| / 127 for int8, / 448 for fp8)
- * and writing the scale.  With FMQA_FLAG_RING positions map to slots as in
- * fmqa_decode_args (sinks, then a ring of `window` slots).  If q is not NULL, RoPE is applied to
- * q in place at the same positions (its dtype is problem->q_dtype).
+ * (problem->rope, base rope_theta or the rope_cos_sin table) to K at its
+ * position and, for 8-bit caches, quantizing per token and head (scale =
+ * max|x| / 127 for int8, / 448 for fp8) and writing the scale.  With
+ * FMQA_FLAG_RING positions map to slots as in fmqa_decode_args (sinks, then a
+ * ring of `window` slots).  If q is not NULL, RoPE is applied to q in place at
+ * the same positions (its dtype is problem->q_dtype).
  *   k_new, v_new [b, t, hk, d] strides {k,v}_new_stride_{batch,token,head}
  *   q            [b, t, h, d]  strides q_stride_{batch,token,head}
  * Cache layouts and strides are those of fmqa_decode_args.
+ *
+ * RoPE rotates the first problem->rope_dim elements of each K and q row (all
+ * of them when 0).  MLA (FMQA_FLAG_LATENT): k_new rows are the new tokens'
+ * latent (head_dim_v) followed by their rope part (k_pe), 1 KV head; the row
+ * goes to the k cache (8-bit: one scale per token for the whole row) with the
+ * rope part rotated; v_new, v and v_scale must be NULL; q is q_pe only,
+ * [b, t, h, rope part] (for a query stored as [.., latent + rope] pass the
+ * address of its rope part with the same strides).
+ *
+ * RoPE from a table (rope_cos_sin not NULL; rope_theta must then be 0): row p
+ * of the table holds, for position p, the cos of the rope_dim / 2 rotated
+ * pairs' angles, then their sin, as floats (vLLM's and FlashInfer's
+ * cos_sin_cache layout): any scaling (linear, dynamic NTK, YaRN with its
+ * attention factor folded into cos and sin, Llama-3, LongRoPE) is the
+ * caller's table.  Pair i of the layout (NEOX: elements i and i + rope_dim/2,
+ * GPT-J: 2i and 2i + 1, of the rotated part) becomes (a cos - b sin,
+ * b cos + a sin).  A token whose position is >= rope_cos_sin_len is not
+ * written at all (K, V and its q rows stay as they were): the kernel cannot
+ * report it, so size the table for every position the cache may hold.
  */
 typedef struct fmqa_append_args {
     const void *k_new;
@@ -374,6 +405,11 @@ typedef struct fmqa_append_args {
     const int32_t *page_table;
     int64_t page_table_stride;
     float rope_theta;                /* 0 = 10000                              */
+    const float *rope_cos_sin;       /* [rope_cos_sin_len, rope_cos_sin_stride]
+                                        floats, device; NULL = rope_theta      */
+    int64_t rope_cos_sin_stride;     /* floats between positions, >= the
+                                        rotated elements                       */
+    int64_t rope_cos_sin_len;        /* positions the table holds              */
 } fmqa_append_args;
 
 /* Launches the append on stream.  problem->op must be FMQA_OP_APPEND, its

@@ -173,10 +173,16 @@ typedef struct cache_view {
     } while (0)
 
 /* The cache tensors (K, V and 8-bit scales): [b|page, slot, hk, d].  A page id
- * may be any int32, so a paged cache's outer extent is 2^31. */
+ * may be any int32, so a paged cache's outer extent is 2^31.  An MLA latent
+ * append (FMQA_FLAG_LATENT) has no V: v and v_scale must be NULL. */
 static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, int written,
                                fmqa_err *err)
 {
+    int has_v = !(p->flags & FMQA_FLAG_LATENT);
+    if (!has_v && (c->v || c->v_scale))
+        return BAD("args.%s must be NULL with FMQA_FLAG_LATENT: V is the first head_dim_v "
+                   "elements of the latent K row",
+                   c->v ? "v" : "v_scale");
     int paged = (p->flags & FMQA_FLAG_PAGED) != 0;
     int64_t ext[3] = {paged ? (int64_t)INT32_MAX + 1 : p->batch,
                       paged ? p->page_size : cache_slots(p), p->num_kv_heads};
@@ -184,15 +190,15 @@ static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, int w
     tensor_spec k = {"k", c->k, c->ks, {ext[0], ext[1], ext[2]}, p->head_dim_qk, ke,
                      VEC_BYTES, 1, written};
     tensor_spec v = {"v", c->v, c->vs, {ext[0], ext[1], ext[2]}, p->head_dim_v, ke,
-                     VEC_BYTES, 1, written};
+                     VEC_BYTES, has_v, written};
     tensor_spec ks = {"k_scale", c->k_scale, c->kss, {ext[0], ext[1], ext[2]}, 1, sizeof(float),
                       WORD_BYTES, 1, written};
     tensor_spec vs = {"v_scale", c->v_scale, c->vss, {ext[0], ext[1], ext[2]}, 1, sizeof(float),
-                      WORD_BYTES, 1, written};
+                      WORD_BYTES, has_v, written};
     fmqa_status st;
     if ((st = check_tensor(&k, err)) || (st = check_tensor(&v, err)))
         return st;
-    if (is_8bit(p->kv_dtype) && (!c->k_scale || !c->v_scale))
+    if (is_8bit(p->kv_dtype) && (!c->k_scale || (has_v && !c->v_scale)))
         return BAD("args.%s is NULL but the cache is 8-bit", c->k_scale ? "v_scale" : "k_scale");
     if (is_8bit(p->kv_dtype) && ((st = check_tensor(&ks, err)) || (st = check_tensor(&vs, err))))
         return st;
@@ -279,10 +285,39 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
     return FMQA_OK;
 }
 
+/* The RoPE table: floats, rows of at least the rotated elements, read at any
+ * position below its length; exclusive with rope_theta. */
+static fmqa_status check_rope_table(const fmqa_problem *p, const fmqa_append_args *a,
+                                    fmqa_err *err)
+{
+    int64_t r = fmqa_rope_extent(p);
+    if (!a->rope_cos_sin)
+        return FMQA_OK;
+    if (r == 0)
+        return BAD("args.rope_cos_sin is set but the problem has no RoPE (problem.rope none)");
+    if (a->rope_theta != 0)
+        return BAD("args.rope_theta %g and args.rope_cos_sin are exclusive: the table holds "
+                   "the angles (set rope_theta to 0)",
+                   a->rope_theta);
+    if (a->rope_cos_sin_len <= 0 || a->rope_cos_sin_stride < r)
+        return BAD("args.rope_cos_sin_len %lld must be positive and rope_cos_sin_stride %lld "
+                   "at least the %lld rotated elements (cos and sin of %lld pairs)",
+                   (long long)a->rope_cos_sin_len, (long long)a->rope_cos_sin_stride,
+                   (long long)r, (long long)r / 2);
+    const int64_t ts[3] = {0, a->rope_cos_sin_stride, 0};
+    const tensor_spec t = {"rope_cos_sin", a->rope_cos_sin, ts, {1, a->rope_cos_sin_len, 1},
+                           r, sizeof(float), WORD_BYTES, 1, 0};
+    return check_tensor(&t, err);
+}
+
 static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a, fmqa_err *err)
 {
     if (!a)
         return BAD("args is NULL");
+    const int latent = (p->flags & FMQA_FLAG_LATENT) != 0;
+    if (latent && a->v_new)
+        return BAD("args.v_new must be NULL with FMQA_FLAG_LATENT: k_new rows hold the latent "
+                   "and the rope part, and V is the latent");
     const int64_t kn[3] = {a->k_new_stride_batch, a->k_new_stride_token, a->k_new_stride_head};
     const int64_t vn[3] = {a->v_new_stride_batch, a->v_new_stride_token, a->v_new_stride_head};
     const int64_t qs[3] = {a->q_stride_batch, a->q_stride_token, a->q_stride_head};
@@ -290,9 +325,10 @@ static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a
     const tensor_spec k_new = {"k_new", a->k_new, kn, {p->batch, p->q_tokens, p->num_kv_heads},
                                p->head_dim_qk, ie, VEC_BYTES, 1, 0};
     const tensor_spec v_new = {"v_new", a->v_new, vn, {p->batch, p->q_tokens, p->num_kv_heads},
-                               p->head_dim_v, ie, VEC_BYTES, 1, 0};
+                               p->head_dim_v, ie, VEC_BYTES, !latent, 0};
+    /* a latent cache's q is its rope part only */
     const tensor_spec q = {"q", a->q, qs, {p->batch, p->q_tokens, p->num_q_heads},
-                           p->head_dim_qk, ie, VEC_BYTES, 0, 1};
+                           latent ? fmqa_rope_extent(p) : p->head_dim_qk, ie, VEC_BYTES, 0, 1};
     const cache_view cache = CACHE_VIEW(a);
     fmqa_status st;
     if ((st = check_tensor(&k_new, err)) || (st = check_tensor(&v_new, err)) ||
@@ -304,7 +340,7 @@ static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a
         return st;
     if (a->rope_theta < 0 || !isfinite(a->rope_theta))
         return BAD("args.rope_theta %g is negative or not finite", a->rope_theta);
-    return FMQA_OK;
+    return check_rope_table(p, a, err);
 }
 
 fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
@@ -327,6 +363,8 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
     o->rope_theta = a->rope_theta > 0 ? a->rope_theta : 10000.0f;
     o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;
     o->n_new = p->q_tokens, o->window = p->window, o->sink_tokens = p->sink_tokens;
+    o->rope_cs = a->rope_cos_sin;
+    o->rope_cs_stride = a->rope_cos_sin_stride, o->rope_cs_len = a->rope_cos_sin_len;
     return FMQA_OK;
 }
 

@@ -15,7 +15,7 @@
 #ifndef FMQA_PARAMS_H
 #define FMQA_PARAMS_H
 
-#define FMQA_PARAMS_VERSION 1
+#define FMQA_PARAMS_VERSION 2
 
 typedef struct fmqa_decode_params {
     const void *q;                 /* [b, t, h, d]                              */
@@ -74,6 +74,11 @@ typedef struct fmqa_append_params {
     int n_new;                     /* new tokens per sequence                   */
     int window;                    /* ring slots after the sinks when RING      */
     int sink_tokens;
+    const float *rope_cs;          /* [rope_cs_len, rope_cs_stride]: cos, sin of
+                                      the rotated pairs per position; NULL =
+                                      rope_theta                                */
+    long long rope_cs_stride;
+    long long rope_cs_len;
 } fmqa_append_params;
 
 #endif /* FMQA_PARAMS_H */

@@ -118,7 +118,8 @@ FLAG_PAGED = 0x2
 FLAG_TREE_MASK = 0x4
 FLAG_LSE = 0x8
 FLAG_RING = 0x10
-FLAG_ALL = 0x1F
+FLAG_LATENT = 0x1000
+FLAG_ALL = 0x101F
 OPTIONS_VERSION = 1
 
 # ---------------------------------------------------------------- structs
@@ -187,7 +188,7 @@ class Problem(Struct):
                 ("head_dim_qk", I32), ("head_dim_v", I32), ("q_tokens", I32), ("kv_len", I32),
                 ("q_dtype", ENUM), ("kv_dtype", ENUM), ("out_dtype", ENUM),
                 ("page_size", I32), ("window", I32), ("sink_tokens", I32), ("rope", ENUM),
-                ("flags", U32)]
+                ("flags", U32), ("rope_dim", I32)]
     _enums_ = {"op": Op, "q_dtype": Dtype, "kv_dtype": Dtype, "out_dtype": Dtype,
                "rope": Rope}
 
@@ -248,7 +249,8 @@ class AppendArgs(Struct):
                 _strides("v") + [("k_scale", PTR), ("v_scale", PTR)] + _strides("k_scale") +
                 _strides("v_scale") +
                 [("start_pos", PTR), ("page_table", PTR), ("page_table_stride", I64),
-                 ("rope_theta", F32)])
+                 ("rope_theta", F32), ("rope_cos_sin", PTR), ("rope_cos_sin_stride", I64),
+                 ("rope_cos_sin_len", I64)])
 
 
 class ModelConfig(Struct):

@@ -23,6 +23,13 @@
  *    within QMAX * 3e of their rounding tie;
  *  - every other byte of the caches and scales still holds the poison;
  *  - q is rotated like K when passed with RoPE, unchanged otherwise.
+ * A case may rotate part of the row (rope_dim), be an MLA latent append
+ * (latent: one K row of d = latent dv + rope part, no V, q rows of the rope
+ * part), and take its angles from a cos/sin table (rope_table): Llama-3's
+ * scaling of theta 10000 (pairs below a quarter of the rotated elements keep
+ * their frequency, the rest divided by 8), computed in double, stored as
+ * floats; with 2 the table is one position short of the furthest token, which
+ * must then not be written.
  * Failures cr_assert (cr_expect for the counts of one-ulp differences).
  */
 #ifndef FMQA_APPEND_CHECK_H
@@ -40,6 +47,9 @@ typedef struct append_case {
     uint32_t flags; /* FMQA_FLAG_PAGED, FMQA_FLAG_RING */
     int32_t page, window, sinks;
     int32_t start[3]; /* [batch] */
+    int32_t rope_dim; /* problem.rope_dim (0: the whole row)                  */
+    int latent;       /* FMQA_FLAG_LATENT                                     */
+    int rope_table;   /* 0 theta; 1 a cos/sin table; 2 one position short      */
 } append_case;
 
 /* One cache (K or V): its bytes and scales before the call (init), after the
@@ -61,6 +71,9 @@ typedef struct append_run {
     size_t k_new_bytes, v_new_bytes, q_bytes;
     void *q_ref, *q_out;          /* q after the reference, after the call      */
     int32_t *table;               /* [batch * pages_seq], NULL unless paged     */
+    float *rope_cs;               /* [rope_cs_len, rot], NULL on the theta path */
+    int64_t rope_cs_len;
+    int64_t rot, dq;              /* rotated elements of K; elements of a q row */
     int64_t n_blk, blk_rows, pages_seq;
     append_side k, v;
     /* Strides and rope_theta of the call; every pointer NULL (the caller's). */

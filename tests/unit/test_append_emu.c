@@ -89,13 +89,10 @@ static void run_once(emu_launch_fn launch, const rt_plan *plan, const append_cas
     append_run_free(&r);
 }
 
-/* Variant k (0..23) of a layout: RoPE k % 3, cache dtype k % 4 (together all
- * twelve pairs over k < 12), input dtype k / 12 % 2; config (k + shift) % 3. */
-static void run_variant(const append_case *ac, int k, int shift)
+/* One compiled variant of a case, run with q passed and without. */
+static void run_case(const append_case *ac, fmqa_dtype in, fmqa_dtype kv, fmqa_rope rope,
+                     const char *text)
 {
-    const fmqa_rope rope = (fmqa_rope)(k % 3);
-    const fmqa_dtype in = IN[k / 12 % 2], kv = KV[k % 4];
-    const char *text = CONFIGS[(k + shift) % 3];
     gen_lib *lib = NULL;
     fmqa_err err;
     cr_assert_eq(gen_lib_open(fmqa_test_template_dir(), &lib, &err), FMQA_OK, "%s: %s",
@@ -126,6 +123,13 @@ static void run_variant(const append_case *ac, int k, int shift)
     gen_lib_close(lib);
 }
 
+/* Variant k (0..23) of a layout: RoPE k % 3, cache dtype k % 4 (together all
+ * twelve pairs over k < 12), input dtype k / 12 % 2; config (k + shift) % 3. */
+static void run_variant(const append_case *ac, int k, int shift)
+{
+    run_case(ac, IN[k / 12 % 2], KV[k % 4], (fmqa_rope)(k % 3), CONFIGS[(k + shift) % 3]);
+}
+
 /* Layout i of the list takes variants 3i .. 3i+2 (mod 24), configs shifted by
  * i so that each config meets each RoPE mode. */
 static void run_layouts(const append_case *cases, int n, int first)
@@ -141,20 +145,20 @@ static void run_layouts(const append_case *cases, int n, int first)
 /* The GPU test's layouts.  Starts: position 0, the last slots of the
  * capacity, an odd middle. */
 static const append_case CONTIGUOUS[] = {
-    {"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}},
-    {"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}},
-    {"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}},
-    {"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}},
+    {"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}, 0, 0, 0},
+    {"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}, 0, 0, 0},
+    {"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}, 0, 0, 0},
+    {"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}, 0, 0, 0},
 };
 /* Tokens cross page boundaries (15 -> 16, 31 -> 32); ring sinks and the
  * wrap; 24 tokens into 16 ring slots; far positions. */
 static const append_case PAGED_RING[] = {
-    {"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}},
-    {"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}},
-    {"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}},
-    {"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}},
+    {"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}, 0, 0, 0},
+    {"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}, 0, 0, 0},
+    {"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}, 0, 0, 0},
+    {"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}, 0, 0, 0},
     {"ring paged pos 1e5, 2^30", 2, 8, 2, 128, 128, 3, 1 << 30, RING | PAGED, 16, 32, 4,
-     {100000, (1 << 30) - 8}},
+     {100000, (1 << 30) - 8}, 0, 0, 0},
 };
 
 Test(append_emu, contiguous, .timeout = 900)
@@ -165,4 +169,64 @@ Test(append_emu, contiguous, .timeout = 900)
 Test(append_emu, paged_ring, .timeout = 900)
 {
     run_layouts(PAGED_RING, 5, 4);
+}
+
+/* ------------------------------------------------------------ MLA (issue 12) */
+
+#define BF16 FMQA_DTYPE_BF16
+#define F16 FMQA_DTYPE_F16
+#define FP8 FMQA_DTYPE_FP8_E4M3
+#define NEOX FMQA_ROPE_NEOX
+#define GPTJ FMQA_ROPE_GPTJ
+
+/* Latent rows of 512 + 64 (one KV head, no V; q is q_pe): contiguous and
+ * paged with shuffled pages across page boundaries, DeepSeek-V3's 128 heads
+ * with its YaRN-style angles from a table. */
+static const append_case MLA[] = {
+    {"mla contig", 2, 16, 1, 576, 512, 3, 64, 0, 0, 0, 0, {0, 61}, 0, 1, 0},
+    {"mla paged16", 3, 16, 1, 576, 512, 4, 96, PAGED, 16, 0, 0, {13, 0, 62}, 0, 1, 0},
+    {"mla paged64 h128 table", 2, 128, 1, 576, 512, 2, 256, PAGED, 64, 0, 0, {63, 190}, 0, 1,
+     1},
+};
+
+Test(append_emu, mla_contiguous, .timeout = 900)
+{
+    run_case(&MLA[0], BF16, BF16, GPTJ, "");
+    run_case(&MLA[0], F16, FP8, NEOX, "THREADS_PER_ROW=16,VEC=4");
+}
+
+Test(append_emu, mla_paged, .timeout = 900)
+{
+    run_case(&MLA[1], BF16, FP8, GPTJ, "");
+    run_case(&MLA[1], F16, F16, NEOX, "THREADS_PER_ROW=16,VEC=8,ROWS_PER_CTA=4");
+    run_case(&MLA[1], BF16, FP8, FMQA_ROPE_NONE, "");
+    run_case(&MLA[2], BF16, FP8, GPTJ, "");
+}
+
+/* ------------------------------------------------------------ RoPE (issue 16) */
+
+/* Partial rotary (the first rope_dim elements: 64 of 128; StableLM's 20 of
+ * 80, whose 10 pairs allow only VEC 2) and angles from a cos/sin table (one
+ * covering every token; one a position short, whose last token must stay
+ * unwritten). */
+static const append_case ROPE_CASES[] = {
+    {"rope partial d128 r64", 2, 8, 2, 128, 128, 3, 64, 0, 0, 0, 0, {0, 50}, 64, 0, 0},
+    {"rope partial d80 r20 ring", 2, 4, 1, 80, 80, 5, 4096, RING, 0, 16, 4, {0, 300}, 20, 0, 0},
+    {"rope table d128 paged", 2, 8, 2, 128, 128, 4, 64, PAGED, 16, 0, 0, {5, 40}, 0, 0, 1},
+    {"rope table short r32", 2, 4, 1, 64, 64, 4, 64, 0, 0, 0, 0, {10, 30}, 32, 0, 2},
+};
+
+Test(append_emu, rope_partial, .timeout = 900)
+{
+    run_case(&ROPE_CASES[0], F16, FMQA_DTYPE_INT8, NEOX, "");
+    run_case(&ROPE_CASES[0], BF16, F16, GPTJ, "THREADS_PER_ROW=4,VEC=4,ROWS_PER_CTA=8");
+    run_case(&ROPE_CASES[1], BF16, FP8, GPTJ, "");
+    run_case(&ROPE_CASES[1], F16, BF16, NEOX, "");
+}
+
+Test(append_emu, rope_table, .timeout = 900)
+{
+    run_case(&ROPE_CASES[2], BF16, FMQA_DTYPE_INT8, NEOX, "");
+    run_case(&ROPE_CASES[2], F16, F16, GPTJ, "THREADS_PER_ROW=16,VEC=2");
+    run_case(&ROPE_CASES[3], F16, F16, NEOX, "");
 }
