@@ -142,6 +142,14 @@ MUTANTS = [
      "p.page_table[(long long)b * p.pt_stride + (slot + 1) / PAGE_ROWS]"),
     ("append-row-amax-group", "append.cuh", "row max shuffles across row groups",
      "m = fmaxf(m, fmqa_dev::shfl_xor(m, o, mask));", "m = fmaxf(m, fmqa_dev::shfl_xor(m, o));"),
+    ("append-latent-rot-front", "append.cuh", "latent rows rotate their first elements, not the rope part",
+     "#define K_ROT_AT (LATENT ? HEAD_DIM - ROPE_DIM : 0)", "#define K_ROT_AT 0"),
+    ("append-partial-freq", "append.cuh", "partial rotary frequencies over the head dim, not the rotated part",
+     "exp(-(double)(2 * i) / ROPE_DIM * log_theta)", "exp(-(double)(2 * i) / HEAD_DIM * log_theta)"),
+    ("append-table-sin-sign", "append.cuh", "table angles' sin read with the wrong sign",
+     "s = rs.cs[half_r + i];", "s = -rs.cs[half_r + i];"),
+    ("append-table-past-end", "append.cuh", "the token at the table's length is written",
+     "pos >= p.rope_cs_len", "pos > p.rope_cs_len"),
 ]
 
 # Which test binaries can see a bug in each file, cheapest first.
@@ -150,8 +158,8 @@ TESTS = {
     "fmqa_ptx.cuh": ["unit_convert_emu", "unit_decode_emu", "unit_append_emu"],
     "decode.cuh": ["unit_decode_emu"],
     "decode.lua": ["unit_decode_emu"],
-    "append.cuh": ["unit_append_emu"],
-    "append.lua": ["unit_append_emu"],
+    "append.cuh": ["unit_append_emu", "unit_rope", "unit_mla_append"],
+    "append.lua": ["unit_append_emu", "unit_rope", "unit_mla_append"],
 }
 
 

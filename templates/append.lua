@@ -149,6 +149,16 @@ return {
     if threads < 32 or threads > limit then
       return false, "block of " .. threads .. " threads outside [32, " .. limit .. "]"
     end
+    -- A lane's values may take half the registers ptxas gives a thread of the
+    -- block; the rest hold addresses and indices.  ptxas keeps room for two
+    -- blocks per SM: 32768 / threads registers, at least 64, at most 255 (a
+    -- latent row's 48 values spilled at 512 threads in 64 registers and fit at
+    -- 64 threads in 72).
+    local regs = math.min(255, math.max(64, 32768 // threads))
+    if 2 * floats > regs then
+      return false, "a lane's " .. floats .. " values exceed half the " .. regs ..
+        " registers of a " .. threads .. "-thread block"
+    end
     return true
   end,
 

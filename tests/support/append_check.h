@@ -90,4 +90,14 @@ fmqa_append_args append_run_host_args(append_run *r);
 void append_run_check(const append_run *r);
 void append_run_free(append_run *r);
 
+/*
+ * The CPU emulator's run of one case (tests/support/append_emu.c): the
+ * template's default config for the problem with the parameters of `config`
+ * ("THREADS_PER_ROW=16,VEC=2", or "") overriding it, which valid() must
+ * accept; compiled once, run with q passed and without, each run checked by
+ * append_run_check.  Skips the test without a C++ compiler.
+ */
+void append_emu_case(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmqa_rope rope,
+                     const char *config);
+
 #endif

@@ -33,13 +33,6 @@
 #include <criterion/criterion.h>
 
 #include "append_check.h"
-#include "fmqa_params.h"
-#include "gen.h"
-#include "rt.h"
-#include "test_support.h"
-
-typedef int (*emu_launch_fn)(const char *entry, const fmqa_append_params *p,
-                             const unsigned grid[3], unsigned threads, unsigned dyn_smem);
 
 static const char *const CONFIGS[3] = {
     "", "THREADS_PER_ROW=16,VEC=2", "THREADS_PER_ROW=4,VEC=4,ROWS_PER_CTA=8"};
@@ -47,87 +40,12 @@ static const fmqa_dtype IN[2] = {FMQA_DTYPE_F16, FMQA_DTYPE_BF16};
 static const fmqa_dtype KV[4] = {FMQA_DTYPE_F16, FMQA_DTYPE_BF16, FMQA_DTYPE_INT8,
                                  FMQA_DTYPE_FP8_E4M3};
 
-/* Renders the config, compiles it with the emulator into dir and returns
- * emu_launch (as tests/unit/test_decode_emu.c does for decode). */
-/* The template's default config for p with the parameters of text overriding
- * it, which valid() must accept. */
-static void make_config(const gen_template *t, const fmqa_problem *p, const fmqa_device_info *dev,
-                        const char *text, gen_config *c)
-{
-    fmqa_err err;
-    cr_assert_eq(gen_default(t, p, dev, c, &err), FMQA_OK, "%s", err.msg);
-    if (!text[0])
-        return;
-    gen_config over;
-    cr_assert_eq(gen_config_parse(text, &over, &err), FMQA_OK, "%s", err.msg);
-    for (int i = 0; i < gen_template_param_count(t); i++) {
-        const char *name = gen_template_param_name(t, i);
-        int64_t v;
-        if (gen_config_get(&over, name, &v))
-            cr_assert_eq(gen_config_set(c, name, v, &err), FMQA_OK, "%s", err.msg);
-    }
-    cr_assert_eq(gen_check(t, c, p, dev, &err), FMQA_OK, "[%s]: %s", text, err.msg);
-}
-
-/* One run on the CPU: fresh inputs, rt_append_params, the plan's kernels. */
-static void run_once(emu_launch_fn launch, const rt_plan *plan, const append_case *ac,
-                     fmqa_dtype in, fmqa_dtype kv, fmqa_rope rope, int rope_q, const char *cfg)
-{
-    append_run r;
-    append_run_init(&r, ac, in, kv, rope, rope_q);
-    const fmqa_append_args a = append_run_host_args(&r);
-    fmqa_append_params prm;
-    fmqa_err err;
-    cr_assert_eq(rt_append_params(plan, &a, &prm, &err), FMQA_OK, "%s: %s", r.name, err.msg);
-    for (int i = 0; i < plan->launch.n_kernels; i++) {
-        const gen_kernel *k = &plan->launch.kernels[i];
-        cr_assert_eq(k->block[1] * k->block[2], 1);
-        cr_assert_eq(launch(k->entry, &prm, k->grid, k->block[0], k->shared), 0, "%s", k->entry);
-    }
-    fprintf(stderr, "[%s] ", cfg);
-    append_run_check(&r);
-    append_run_free(&r);
-}
-
-/* One compiled variant of a case, run with q passed and without. */
-static void run_case(const append_case *ac, fmqa_dtype in, fmqa_dtype kv, fmqa_rope rope,
-                     const char *text)
-{
-    gen_lib *lib = NULL;
-    fmqa_err err;
-    cr_assert_eq(gen_lib_open(fmqa_test_template_dir(), &lib, &err), FMQA_OK, "%s: %s",
-                 fmqa_test_template_dir(), err.msg);
-    const gen_template *t = gen_lib_find(lib, "append");
-    cr_assert_not_null(t);
-    fmqa_device_info dev;
-    cr_assert_eq(gen_device_preset("sm_90", &dev, &err), FMQA_OK, "%s", err.msg);
-
-    rt_plan plan;
-    memset(&plan, 0, sizeof plan);
-    append_case_problem(ac, in, kv, rope, &plan.problem);
-    cr_assert_eq(rt_problem_check(&plan.problem, &err), FMQA_OK, "%s", err.msg);
-    make_config(t, &plan.problem, &dev, text, &plan.config);
-    cr_assert_eq(gen_launch_plan(t, &plan.config, &plan.problem, &dev, &plan.launch, &err),
-                 FMQA_OK, "%s", err.msg);
-    char dir[] = "/tmp/fmqa-appemu-XXXXXX";
-    emu_launch_fn launch =
-        (emu_launch_fn)fmqa_test_emu_build(t, &plan.config, &plan.problem, &dev, "append_emu.cpp", dir);
-    char cfg[GEN_CONFIG_TEXT_CAP];
-    gen_config_text(&plan.config, cfg, sizeof cfg);
-    run_once(launch, &plan, ac, in, kv, rope, 1, cfg);
-    run_once(launch, &plan, ac, in, kv, rope, 0, cfg);
-
-    char rm[1100];
-    snprintf(rm, sizeof rm, "rm -rf %s", dir);
-    (void)system(rm);
-    gen_lib_close(lib);
-}
-
 /* Variant k (0..23) of a layout: RoPE k % 3, cache dtype k % 4 (together all
  * twelve pairs over k < 12), input dtype k / 12 % 2; config (k + shift) % 3. */
 static void run_variant(const append_case *ac, int k, int shift)
 {
-    run_case(ac, IN[k / 12 % 2], KV[k % 4], (fmqa_rope)(k % 3), CONFIGS[(k + shift) % 3]);
+    append_emu_case(ac, IN[k / 12 % 2], KV[k % 4], (fmqa_rope)(k % 3),
+                    CONFIGS[(k + shift) % 3]);
 }
 
 /* Layout i of the list takes variants 3i .. 3i+2 (mod 24), configs shifted by
@@ -169,64 +87,4 @@ Test(append_emu, contiguous, .timeout = 900)
 Test(append_emu, paged_ring, .timeout = 900)
 {
     run_layouts(PAGED_RING, 5, 4);
-}
-
-/* ------------------------------------------------------------ MLA (issue 12) */
-
-#define BF16 FMQA_DTYPE_BF16
-#define F16 FMQA_DTYPE_F16
-#define FP8 FMQA_DTYPE_FP8_E4M3
-#define NEOX FMQA_ROPE_NEOX
-#define GPTJ FMQA_ROPE_GPTJ
-
-/* Latent rows of 512 + 64 (one KV head, no V; q is q_pe): contiguous and
- * paged with shuffled pages across page boundaries, DeepSeek-V3's 128 heads
- * with its YaRN-style angles from a table. */
-static const append_case MLA[] = {
-    {"mla contig", 2, 16, 1, 576, 512, 3, 64, 0, 0, 0, 0, {0, 61}, 0, 1, 0},
-    {"mla paged16", 3, 16, 1, 576, 512, 4, 96, PAGED, 16, 0, 0, {13, 0, 62}, 0, 1, 0},
-    {"mla paged64 h128 table", 2, 128, 1, 576, 512, 2, 256, PAGED, 64, 0, 0, {63, 190}, 0, 1,
-     1},
-};
-
-Test(append_emu, mla_contiguous, .timeout = 900)
-{
-    run_case(&MLA[0], BF16, BF16, GPTJ, "");
-    run_case(&MLA[0], F16, FP8, NEOX, "THREADS_PER_ROW=16,VEC=4");
-}
-
-Test(append_emu, mla_paged, .timeout = 900)
-{
-    run_case(&MLA[1], BF16, FP8, GPTJ, "");
-    run_case(&MLA[1], F16, F16, NEOX, "THREADS_PER_ROW=16,VEC=8,ROWS_PER_CTA=4");
-    run_case(&MLA[1], BF16, FP8, FMQA_ROPE_NONE, "");
-    run_case(&MLA[2], BF16, FP8, GPTJ, "");
-}
-
-/* ------------------------------------------------------------ RoPE (issue 16) */
-
-/* Partial rotary (the first rope_dim elements: 64 of 128; StableLM's 20 of
- * 80, whose 10 pairs allow only VEC 2) and angles from a cos/sin table (one
- * covering every token; one a position short, whose last token must stay
- * unwritten). */
-static const append_case ROPE_CASES[] = {
-    {"rope partial d128 r64", 2, 8, 2, 128, 128, 3, 64, 0, 0, 0, 0, {0, 50}, 64, 0, 0},
-    {"rope partial d80 r20 ring", 2, 4, 1, 80, 80, 5, 4096, RING, 0, 16, 4, {0, 300}, 20, 0, 0},
-    {"rope table d128 paged", 2, 8, 2, 128, 128, 4, 64, PAGED, 16, 0, 0, {5, 40}, 0, 0, 1},
-    {"rope table short r32", 2, 4, 1, 64, 64, 4, 64, 0, 0, 0, 0, {10, 30}, 32, 0, 2},
-};
-
-Test(append_emu, rope_partial, .timeout = 900)
-{
-    run_case(&ROPE_CASES[0], F16, FMQA_DTYPE_INT8, NEOX, "");
-    run_case(&ROPE_CASES[0], BF16, F16, GPTJ, "THREADS_PER_ROW=4,VEC=4,ROWS_PER_CTA=8");
-    run_case(&ROPE_CASES[1], BF16, FP8, GPTJ, "");
-    run_case(&ROPE_CASES[1], F16, BF16, NEOX, "");
-}
-
-Test(append_emu, rope_table, .timeout = 900)
-{
-    run_case(&ROPE_CASES[2], BF16, FMQA_DTYPE_INT8, NEOX, "");
-    run_case(&ROPE_CASES[2], F16, F16, GPTJ, "THREADS_PER_ROW=16,VEC=2");
-    run_case(&ROPE_CASES[3], F16, F16, NEOX, "");
 }
