@@ -375,6 +375,10 @@ FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * [b, t, h, rope part] (for a query stored as [.., latent + rope] pass the
  * address of its rope part with the same strides).
  *
+ * RoPE of q alone ("separately": q_pe of an MLA query, or any q whose K was
+ * appended before): k_new NULL, and then k, v, v_new and the scales NULL too;
+ * q and RoPE required.  Nothing is written but q.
+ *
  * RoPE from a table (rope_cos_sin not NULL; rope_theta must then be 0): row p
  * of the table holds, for position p, the cos of the rope_dim / 2 rotated
  * pairs' angles, then their sin, as floats (vLLM's and FlashInfer's

@@ -235,7 +235,8 @@ fmqa_status ref_rope_row_cs(fmqa_rope mode, double *x /* IN/OUT [d] */, int64_t 
  * The rotated part is the first rope_dim elements of a row (ref_rope_row over
  * them: frequencies theta^(-2i/rope_dim)), or with latent (an MLA latent
  * cache) the last rope_dim elements of a K row, q rows holding only them, and
- * no V at all (v_new and the v cache are not used and may be NULL).  With a
+ * no V at all (v_new and the v cache are not used and may be NULL).  k_new
+ * NULL: q alone is rotated, the caches are not used.  With a
  * table (rope_cos_sin), the angles of position pos are its row pos
  * (ref_rope_row_cs) and a token at pos >= rope_cos_sin_len is not written
  * (nor its q rows rotated).

@@ -223,8 +223,8 @@ static fmqa_status check_append(const ref_append_shape *s, const double *k_new,
     if (!s || s->batch <= 0 || s->n_new <= 0 || s->num_q_heads <= 0 || s->num_kv_heads <= 0 ||
         s->head_dim_k <= 0 || s->head_dim_v <= 0)
         return BAD("ref_append_shape: NULL or a size <= 0");
-    if (!s->start_pos || !k_new || (!v_new && !s->latent))
-        return BAD("ref_append: NULL start_pos, k_new or v_new");
+    if (!s->start_pos || (k_new && !v_new && !s->latent))
+        return BAD("ref_append: NULL start_pos or v_new");
     for (int64_t b = 0; b < s->batch; b++)
         if (s->start_pos[b] < 0)
             return BAD("ref_append: start_pos[%lld] = %d < 0", (long long)b, s->start_pos[b]);
@@ -238,6 +238,8 @@ static fmqa_status check_append(const ref_append_shape *s, const double *k_new,
                    "elements, %lld positions",
                    (long long)s->rope_cos_sin_stride, (long long)r,
                    (long long)s->rope_cos_sin_len);
+    if (!k_new) /* q alone */
+        return FMQA_OK;
     fmqa_status st = check_view(kc, "ref_append k cache", err);
     return st != FMQA_OK || s->latent ? st : check_view(vc, "ref_append v cache", err);
 }
@@ -266,7 +268,7 @@ static fmqa_status append_pass(const ref_append_shape *s, const double *k_new,
             int64_t pos = s->start_pos[b] + t, tok = b * s->n_new + t;
             if (s->rope_cos_sin && s->rope != FMQA_ROPE_NONE && pos >= s->rope_cos_sin_len)
                 continue; /* no angles for it: the token is not written */
-            for (int64_t h = 0; h < s->num_kv_heads && st == FMQA_OK; h++) {
+            for (int64_t h = 0; k_new && h < s->num_kv_heads && st == FMQA_OK; h++) {
                 memcpy(row, k_new + (tok * s->num_kv_heads + h) * dk, (size_t)dk * sizeof *row);
                 st = rope_part(s, row, dk, pos, err);
                 if (st == FMQA_OK)
@@ -394,8 +396,8 @@ fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, in
                             fmqa_err *err)
 {
     const int latent = p && (p->flags & FMQA_FLAG_LATENT);
-    if (!p || !a || !a->k_new || (!a->v_new && !latent))
-        return BAD("ref_append_args: NULL problem, args, k_new or v_new");
+    if (!p || !a || (a->k_new && !a->v_new && !latent) || (!a->k_new && !a->q))
+        return BAD("ref_append_args: NULL problem, args, v_new, or k_new and q");
     if (p->batch <= 0 || p->q_tokens <= 0 || p->num_q_heads <= 0 || p->num_kv_heads <= 0 ||
         p->head_dim_qk <= 0 || p->head_dim_v <= 0)
         return BAD("ref_append_args: problem sizes must be > 0");
@@ -405,6 +407,7 @@ fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, in
                           a->rope_cos_sin_len};
     /* q rows: a latent cache's q is its rope part only */
     int64_t dq = latent ? fmqa_rope_extent(p) : s.head_dim_k, dvn = latent ? 0 : s.head_dim_v;
+    const int q_only = !a->k_new; /* RoPE of q alone: no token is written */
     int64_t nt = s.batch * s.n_new, nq = a->q ? nt * s.num_q_heads * dq : 0;
     double *kn = malloc((size_t)(nt * s.num_kv_heads * (s.head_dim_k + dvn) + nq + 1) *
                         sizeof *kn);
@@ -420,14 +423,15 @@ fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, in
     ref_cache_view qv = plain_view(p->q_dtype, a->q, a->q_stride_batch, a->q_stride_token,
                                    a->q_stride_head);
     ref_cache_view kc = ARGS_CACHE_VIEW(p, a, k), vc = ARGS_CACHE_VIEW(p, a, v);
-    fmqa_status st = ref_cache_gather(&knv, s.batch, s.n_new, s.num_kv_heads, s.head_dim_k, NULL,
-                                      0, kn, err);
-    if (st == FMQA_OK && !latent)
+    fmqa_status st = q_only ? FMQA_OK
+                            : ref_cache_gather(&knv, s.batch, s.n_new, s.num_kv_heads,
+                                               s.head_dim_k, NULL, 0, kn, err);
+    if (st == FMQA_OK && !latent && !q_only)
         st = ref_cache_gather(&vnv, s.batch, s.n_new, s.num_kv_heads, s.head_dim_v, NULL, 0, vn, err);
     if (st == FMQA_OK && q && dq > 0)
         st = ref_cache_gather(&qv, s.batch, s.n_new, s.num_q_heads, dq, NULL, 0, q, err);
     if (st == FMQA_OK)
-        st = ref_append(&s, kn, vn, q, &kc, &vc, err);
+        st = ref_append(&s, q_only ? NULL : kn, vn, q, &kc, &vc, err);
     if (st == FMQA_OK && q && dq > 0)
         st = scatter_q(&qv, &s, q, dq, err);
     free(kn);

@@ -310,11 +310,32 @@ static fmqa_status check_rope_table(const fmqa_problem *p, const fmqa_append_arg
     return check_tensor(&t, err);
 }
 
+/* RoPE of q alone (k_new NULL): q with RoPE, and no cache or input besides. */
+static fmqa_status check_q_only(const fmqa_problem *p, const fmqa_append_args *a,
+                                fmqa_err *err)
+{
+    const void *const other[] = {a->v_new, a->k, a->v, a->k_scale, a->v_scale};
+    static const char *const names[] = {"v_new", "k", "v", "k_scale", "v_scale"};
+    for (int i = 0; i < 5; i++)
+        if (other[i])
+            return BAD("args.%s is set but args.k_new is NULL: without new tokens the call "
+                       "only rotates q, and writes no cache",
+                       names[i]);
+    if (!a->q || p->rope == FMQA_ROPE_NONE)
+        return BAD("args.k_new is NULL and %s: a call without new tokens rotates q and needs "
+                   "both",
+                   !a->q ? "args.q is NULL" : "problem.rope is none");
+    return FMQA_OK;
+}
+
 static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a, fmqa_err *err)
 {
     if (!a)
         return BAD("args is NULL");
-    const int latent = (p->flags & FMQA_FLAG_LATENT) != 0;
+    const int latent = (p->flags & FMQA_FLAG_LATENT) != 0, q_only = !a->k_new;
+    fmqa_status st;
+    if (q_only && (st = check_q_only(p, a, err)))
+        return st;
     if (latent && a->v_new)
         return BAD("args.v_new must be NULL with FMQA_FLAG_LATENT: k_new rows hold the latent "
                    "and the rope part, and V is the latent");
@@ -330,9 +351,10 @@ static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a
     const tensor_spec q = {"q", a->q, qs, {p->batch, p->q_tokens, p->num_q_heads},
                            latent ? fmqa_rope_extent(p) : p->head_dim_qk, ie, VEC_BYTES, 0, 1};
     const cache_view cache = CACHE_VIEW(a);
-    fmqa_status st;
-    if ((st = check_tensor(&k_new, err)) || (st = check_tensor(&v_new, err)) ||
-        (st = check_tensor(&q, err)) || (st = check_cache(p, &cache, 1, err)))
+    if (!q_only && ((st = check_tensor(&k_new, err)) || (st = check_tensor(&v_new, err)) ||
+                    (st = check_cache(p, &cache, 1, err))))
+        return st;
+    if ((st = check_tensor(&q, err)))
         return st;
     if (!a->start_pos)
         return BAD("args.start_pos is NULL");

@@ -55,6 +55,9 @@
  *    from the reference only through x (codes at ties of the reference's x /
  *    scale, scale by the rotation error).  Rows holding NaN/inf: unspecified.
  *
+ * Without new tokens (p.k_new NULL) the K and V rows exit at once and the
+ * call only rotates q.
+ *
  * Placement.  pos = start_pos[b] + t.  RING: slot = pos if pos < sinks, else
  * sinks + (pos - sinks) % window; a token that a later token of the same call
  * overwrites (t + window < n_new, pos >= sinks) is not written, so the result
@@ -443,7 +446,8 @@ fmqa_append_kernel(const fmqa_append_params p)
         ++region;
     }
     const int heads = region == 2 ? p.num_q_heads : p.num_kv_heads;
-    if (row >= tokens * heads || (region == 2 && (ROPE == 0 || p.q == nullptr)))
+    if (row >= tokens * heads || (region == 2 && (ROPE == 0 || p.q == nullptr)) ||
+        (region < 2 && p.k_new == nullptr)) /* a call that only rotates q */
         return;
     const int h = row % heads;
     const int b = row / heads / p.n_new;

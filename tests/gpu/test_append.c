@@ -97,14 +97,14 @@ static void run_matrix(const append_case *c)
 #define RING FMQA_FLAG_RING
 
 /* Starts: position 0, the last slots of the capacity, an odd middle. */
-Test(append, contiguous) { run_matrix(&(append_case){"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}, 0, 0, 0}); }
-Test(append, contiguous_d64_dv_differs) { run_matrix(&(append_case){"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}, 0, 0, 0}); }
-Test(append, contiguous_d96) { run_matrix(&(append_case){"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}, 0, 0, 0}); }
-Test(append, contiguous_d256) { run_matrix(&(append_case){"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}, 0, 0, 0}); }
+Test(append, contiguous) { run_matrix(&(append_case){"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}, 0, 0, 0, 0}); }
+Test(append, contiguous_d64_dv_differs) { run_matrix(&(append_case){"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}, 0, 0, 0, 0}); }
+Test(append, contiguous_d96) { run_matrix(&(append_case){"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}, 0, 0, 0, 0}); }
+Test(append, contiguous_d256) { run_matrix(&(append_case){"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}, 0, 0, 0, 0}); }
 /* Tokens cross page boundaries (15 -> 16, 31 -> 32). */
-Test(append, paged) { run_matrix(&(append_case){"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}, 0, 0, 0}); }
-Test(append, paged_d64) { run_matrix(&(append_case){"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}, 0, 0, 0}); }
+Test(append, paged) { run_matrix(&(append_case){"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}, 0, 0, 0, 0}); }
+Test(append, paged_d64) { run_matrix(&(append_case){"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}, 0, 0, 0, 0}); }
 /* Sinks and the wrap; 24 tokens into 16 ring slots; far positions. */
-Test(append, ring) { run_matrix(&(append_case){"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}, 0, 0, 0}); }
-Test(append, ring_overwrite_in_call) { run_matrix(&(append_case){"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}, 0, 0, 0}); }
-Test(append, ring_paged_far_positions) { run_matrix(&(append_case){"ring paged pos 1e5, 2^30", 2, 8, 2, 128, 128, 3, 1 << 30, RING | PAGED, 16, 32, 4, {100000, (1 << 30) - 8}, 0, 0, 0}); }
+Test(append, ring) { run_matrix(&(append_case){"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}, 0, 0, 0, 0}); }
+Test(append, ring_overwrite_in_call) { run_matrix(&(append_case){"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}, 0, 0, 0, 0}); }
+Test(append, ring_paged_far_positions) { run_matrix(&(append_case){"ring paged pos 1e5, 2^30", 2, 8, 2, 128, 128, 3, 1 << 30, RING | PAGED, 16, 32, 4, {100000, (1 << 30) - 8}, 0, 0, 0, 0}); }

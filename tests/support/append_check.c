@@ -243,6 +243,15 @@ static void make_strides(append_run *r, int64_t kst, int64_t vst, int64_t qst)
     a->rope_cos_sin_len = r->rope_cs ? r->rope_cs_len : 0;
 }
 
+/* A call that rotates q alone passes no tokens and no caches. */
+static void no_tokens(fmqa_append_args *a)
+{
+    a->k_new = a->v_new = NULL;
+    a->k = a->v = NULL;
+    a->k_scale = a->v_scale = NULL;
+    a->page_table = NULL;
+}
+
 void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dtype kv,
                      fmqa_rope rope, int rope_q)
 {
@@ -286,11 +295,14 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
               c->latent ? 0 : sfl);
     make_strides(r, kst, vst, qst);
 
+    cr_assert(rope_q || !c->q_only, "%s: a q_only call needs q", r->name);
     fmqa_append_args ha = r->args;
     ha.k_new = r->k_new, ha.v_new = r->v_new, ha.q = rope_q ? r->q_ref : NULL;
     ha.k = r->k.ref, ha.v = c->latent ? NULL : r->v.ref;
     ha.k_scale = sfl ? r->k.sref : NULL, ha.v_scale = sfl && !c->latent ? r->v.sref : NULL;
     ha.start_pos = c->start, ha.page_table = r->table, ha.rope_cos_sin = r->rope_cs;
+    if (c->q_only)
+        no_tokens(&ha);
     fmqa_err err;
     cr_assert_eq(ref_append_args(&r->p, &ha, paged ? r->n_blk : 0, &err), FMQA_OK, "%s: %s",
                  r->name, err.msg);
@@ -304,6 +316,8 @@ fmqa_append_args append_run_host_args(append_run *r)
     a.k_scale = r->k.scale_bytes ? r->k.sout : NULL;
     a.v_scale = r->v.scale_bytes ? r->v.sout : NULL;
     a.start_pos = r->c->start, a.page_table = r->table, a.rope_cos_sin = r->rope_cs;
+    if (r->c->q_only)
+        no_tokens(&a);
     return a;
 }
 
@@ -444,8 +458,8 @@ void append_run_check(const append_run *r)
     for (int64_t b = 0; b < c->batch; b++)
         for (int64_t t = 0; t < c->n_new; t++) {
             int64_t pos = c->start[b] + t, slot = pos;
-            if (!written_pos(r, pos))
-                continue; /* no angles for it in the table */
+            if (!written_pos(r, pos) || c->q_only)
+                continue; /* no angles for it in the table, or no token */
             if (ring && pos >= c->sinks) {
                 if (t + c->window < c->n_new)
                     continue; /* overwritten by token t + window */

@@ -29,7 +29,8 @@
  * scaling of theta 10000 (pairs below a quarter of the rotated elements keep
  * their frequency, the rest divided by 8), computed in double, stored as
  * floats; with 2 the table is one position short of the furthest token, which
- * must then not be written.
+ * must then not be written.  A q_only case passes no new tokens (k_new and
+ * the caches NULL): q is rotated and every cache byte keeps its poison.
  * Failures cr_assert (cr_expect for the counts of one-ulp differences).
  */
 #ifndef FMQA_APPEND_CHECK_H
@@ -50,6 +51,7 @@ typedef struct append_case {
     int32_t rope_dim; /* problem.rope_dim (0: the whole row)                  */
     int latent;       /* FMQA_FLAG_LATENT                                     */
     int rope_table;   /* 0 theta; 1 a cos/sin table; 2 one position short      */
+    int q_only;       /* k_new NULL: the call rotates q alone, writes no cache  */
 } append_case;
 
 /* One cache (K or V): its bytes and scales before the call (init), after the
@@ -94,8 +96,8 @@ void append_run_free(append_run *r);
  * The CPU emulator's run of one case (tests/support/append_emu.c): the
  * template's default config for the problem with the parameters of `config`
  * ("THREADS_PER_ROW=16,VEC=2", or "") overriding it, which valid() must
- * accept; compiled once, run with q passed and without, each run checked by
- * append_run_check.  Skips the test without a C++ compiler.
+ * accept; compiled once, run with q passed and without (q_only cases: with
+ * q only), each run checked by append_run_check.  Skips the test without a C++ compiler.
  */
 void append_emu_case(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmqa_rope rope,
                      const char *config);

@@ -9,8 +9,8 @@
  * its poison, q_pe rotated like the rope part): f16 and bf16 inputs, f16,
  * bf16 and fp8 e4m3 latent caches (one scale per token over the whole row),
  * contiguous and paged with shuffled page tables across page boundaries, NeoX
- * and GPT-J layouts, without RoPE, and DeepSeek-V3's 128 heads with angles
- * from a cos/sin table.  Then the reference end to end (a latent row appended
+ * and GPT-J layouts, without RoPE, DeepSeek-V3's 128 heads with angles from
+ * a cos/sin table, and q_pe rotated alone (a call without new tokens).  Then the reference end to end (a latent row appended
  * is what ref_decode reads as MLA: V the latent) and the validation of latent
  * problems and arguments, which rejects bad input before any GPU work.
  */
@@ -37,10 +37,11 @@
  * with 16- and 64-token pages (tokens cross 15 -> 16 and 63 -> 64), and
  * DeepSeek-V3's 128 heads with its angles from a table. */
 static const append_case MLA[] = {
-    {"mla contig", 2, 16, 1, 576, 512, 3, 64, 0, 0, 0, 0, {0, 61}, 0, 1, 0},
-    {"mla paged16", 3, 16, 1, 576, 512, 4, 96, PAGED, 16, 0, 0, {13, 0, 62}, 0, 1, 0},
+    {"mla contig", 2, 16, 1, 576, 512, 3, 64, 0, 0, 0, 0, {0, 61}, 0, 1, 0, 0},
+    {"mla paged16", 3, 16, 1, 576, 512, 4, 96, PAGED, 16, 0, 0, {13, 0, 62}, 0, 1, 0, 0},
     {"mla paged64 h128 table", 2, 128, 1, 576, 512, 2, 256, PAGED, 64, 0, 0, {63, 190}, 0, 1,
-     1},
+     1, 0},
+    {"mla q_pe alone", 2, 32, 1, 576, 512, 2, 64, 0, 0, 0, 0, {5, 40}, 0, 1, 0, 1},
 };
 
 Test(mla_append_emu, contiguous, .timeout = 900)
@@ -55,6 +56,12 @@ Test(mla_append_emu, paged, .timeout = 900)
     append_emu_case(&MLA[1], F16, F16, NEOX, "THREADS_PER_ROW=16,VEC=8,ROWS_PER_CTA=4");
     append_emu_case(&MLA[1], BF16, FP8, FMQA_ROPE_NONE, "");
     append_emu_case(&MLA[2], BF16, FP8, GPTJ, "");
+}
+
+/* q_pe rotated separately: a call without new tokens (k_new NULL). */
+Test(mla_append_emu, q_pe_alone, .timeout = 900)
+{
+    append_emu_case(&MLA[3], BF16, FP8, GPTJ, "");
 }
 
 /* ------------------------------------------------------------ reference */

@@ -9,8 +9,9 @@
  * the table's end is not written.  Then the append template's real source on
  * the CPU emulator against the reference (tests/support/append_check.h), both
  * layouts: 64 of 128 rotated (int8 and f16 caches), StableLM's 20 of 80
- * (VEC 2) with a ring, a Llama-3-scaled table on a paged cache, and a table
- * one position short whose last token must stay unwritten.  Last, the
+ * (VEC 2) with a ring, a Llama-3-scaled table on a paged cache, a table one
+ * position short whose last token must stay unwritten, and Q rotated alone
+ * (a call without new tokens).  Last, the
  * validation of rope_dim and of the table arguments.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -148,12 +149,13 @@ Test(rope_ref, a_token_past_the_table_is_not_written)
  * covering every token; one a position short, whose last token must stay
  * unwritten, K, V and q). */
 static const append_case CASES[] = {
-    {"rope partial d128 r64", 2, 8, 2, 128, 128, 3, 64, 0, 0, 0, 0, {0, 50}, 64, 0, 0},
+    {"rope partial d128 r64", 2, 8, 2, 128, 128, 3, 64, 0, 0, 0, 0, {0, 50}, 64, 0, 0, 0},
     {"rope partial d80 r20 ring", 2, 4, 1, 80, 80, 5, 4096, FMQA_FLAG_RING, 0, 16, 4,
-     {0, 300}, 20, 0, 0},
+     {0, 300}, 20, 0, 0, 0},
     {"rope table d128 paged", 2, 8, 2, 128, 128, 4, 64, FMQA_FLAG_PAGED, 16, 0, 0, {5, 40}, 0,
-     0, 1},
-    {"rope table short r32", 2, 4, 1, 64, 64, 4, 64, 0, 0, 0, 0, {10, 30}, 32, 0, 2},
+     0, 1, 0},
+    {"rope table short r32", 2, 4, 1, 64, 64, 4, 64, 0, 0, 0, 0, {10, 30}, 32, 0, 2, 0},
+    {"rope q alone r64 table", 2, 8, 2, 128, 128, 3, 64, 0, 0, 0, 0, {0, 33}, 64, 0, 1, 1},
 };
 
 Test(rope_emu, partial, .timeout = 900)
@@ -169,6 +171,12 @@ Test(rope_emu, table, .timeout = 900)
     append_emu_case(&CASES[2], BF16, FMQA_DTYPE_INT8, NEOX, "");
     append_emu_case(&CASES[2], F16, F16, GPTJ, "THREADS_PER_ROW=16,VEC=2");
     append_emu_case(&CASES[3], F16, F16, NEOX, "");
+}
+
+/* RoPE for Q alone (k_new NULL): partial, from a table, no cache touched. */
+Test(rope_emu, q_alone, .timeout = 900)
+{
+    append_emu_case(&CASES[4], BF16, F16, GPTJ, "");
 }
 
 /* ------------------------------------------------------------ validation */
@@ -244,11 +252,24 @@ Test(rope_args, bad_rope_dims_and_tables_are_named)
         cr_expect(strstr(fmqa_ctx_errmsg(ctx), msgs[i]), "%s: '%s'", msgs[i],
                   fmqa_ctx_errmsg(ctx));
     }
+    /* q alone: no other input or cache, and q itself */
+    p = rope_problem();
+    fmqa_append_args a = good_args();
+    a.k_new = NULL;
+    cr_expect_eq(fmqa_append(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.v_new is set but args.k_new is NULL"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    memset(&a, 0, sizeof a);
+    a.start_pos = starts;
+    cr_expect_eq(fmqa_append(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.k_new is NULL and args.q is NULL"), "%s",
+              fmqa_ctx_errmsg(ctx));
+
     char why[256];
     if (!fmqa_test_gpu_available(why, sizeof why)) {
         p = rope_problem();
         p.rope_dim = 64;
-        fmqa_append_args a = good_args();
+        a = good_args();
         fmqa_status st = fmqa_append(ctx, &p, &a, NULL);
         cr_expect(st == FMQA_ERR_NO_DRIVER || st == FMQA_ERR_NO_DEVICE, "%d: %s", st,
                   fmqa_ctx_errmsg(ctx));
