@@ -308,17 +308,26 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
                  r->name, err.msg);
 }
 
-fmqa_append_args append_run_host_args(append_run *r)
+fmqa_append_args append_run_args(const append_run *r, const append_bufs *b)
 {
     fmqa_append_args a = r->args;
-    a.k_new = r->k_new, a.v_new = r->v_new, a.q = r->rope_q ? r->q_out : NULL;
-    a.k = r->k.out, a.v = r->c->latent ? NULL : r->v.out;
-    a.k_scale = r->k.scale_bytes ? r->k.sout : NULL;
-    a.v_scale = r->v.scale_bytes ? r->v.sout : NULL;
-    a.start_pos = r->c->start, a.page_table = r->table, a.rope_cos_sin = r->rope_cs;
+    a.k_new = b->k_new, a.v_new = r->c->latent ? NULL : b->v_new;
+    a.q = r->rope_q ? b->q : NULL;
+    a.k = b->k, a.v = r->c->latent ? NULL : b->v;
+    a.k_scale = r->k.scale_bytes ? b->k_scale : NULL;
+    a.v_scale = r->v.scale_bytes ? b->v_scale : NULL;
+    a.start_pos = b->start_pos, a.page_table = r->table ? b->page_table : NULL;
+    a.rope_cos_sin = r->rope_cs ? b->rope_cos_sin : NULL;
     if (r->c->q_only)
         no_tokens(&a);
     return a;
+}
+
+fmqa_append_args append_run_host_args(append_run *r)
+{
+    const append_bufs b = {r->k_new, r->v_new, r->q_out, r->k.out, r->v.out, r->k.sout,
+                           r->v.sout, r->c->start, r->table, r->rope_cs};
+    return append_run_args(r, &b);
 }
 
 /* ------------------------------------------------------------ comparison */

@@ -87,7 +87,19 @@ void append_case_problem(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmq
                          fmqa_problem *p /* OUT */);
 void append_run_init(append_run *r /* OUT */, const append_case *c, fmqa_dtype in, fmqa_dtype kv,
                      fmqa_rope rope, int rope_q);
-/* r->args with host pointers to the inputs and to the `out` buffers. */
+/* The buffers of a call (host, or device copies of the run's): inputs, the
+ * caches and scales, start positions, page table, RoPE table. */
+typedef struct append_bufs {
+    void *k_new, *v_new, *q, *k, *v;
+    float *k_scale, *v_scale;
+    const int32_t *start_pos, *page_table;
+    const float *rope_cos_sin;
+} append_bufs;
+/* r->args with these buffers, as the case calls: no V for a latent cache, no
+ * tokens or caches for a q_only one, q only when r->rope_q, scales only for an
+ * 8-bit cache, the tables only when the case has them. */
+fmqa_append_args append_run_args(const append_run *r, const append_bufs *b);
+/* append_run_args with host pointers to the inputs and to the `out` buffers. */
 fmqa_append_args append_run_host_args(append_run *r);
 void append_run_check(const append_run *r);
 void append_run_free(append_run *r);
