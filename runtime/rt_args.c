@@ -7,7 +7,8 @@
  * anything is launched: required pointers present; every pointer and stride
  * aligned for the width the kernel reads it with (16-byte vectors for q, o,
  * caches and inputs; 4-byte cp.async and loads for scales, kv_lens,
- * start_pos, page tables and lse; 8-byte words for tree masks); every element
+ * start_pos, page tables, RoPE cos/sin tables and lse; 8-byte words for tree
+ * masks); every element
  * offset a kernel forms from the strides (long long in decode.cuh, append.cuh) within
  * int64, by checked arithmetic over the extents the problem implies (a page id
  * may be any int32); rows of written tensors that do not overlap; page tables

@@ -439,11 +439,15 @@ fmqa_append_kernel(const fmqa_append_params p)
     int row = blockIdx.x * ROWS_PER_CTA + threadIdx.x / THREADS_PER_ROW;
     const int tokens = p.batch * p.n_new;
     const int kv_rows = tokens * p.num_kv_heads;
-    const int region_rows[2] = {kv_rows, LATENT ? 0 : kv_rows};
-    int region = 0; /* 0 K, 1 V, 2 Q */
-    while (region < 2 && row >= region_rows[region]) {
-        row -= region_rows[region];
-        ++region;
+    const int v_rows = LATENT ? 0 : kv_rows; /* a latent cache has no V */
+    int region = 0;                          /* 0 K, 1 V, 2 Q */
+    if (row >= kv_rows) {
+        row -= kv_rows;
+        region = 1;
+        if (row >= v_rows) {
+            row -= v_rows;
+            region = 2;
+        }
     }
     const int heads = region == 2 ? p.num_q_heads : p.num_kv_heads;
     if (row >= tokens * heads || (region == 2 && (ROPE == 0 || p.q == nullptr)) ||

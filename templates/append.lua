@@ -98,7 +98,7 @@ return {
   sources = { "append.cuh" },
   entries = { "fmqa_append_kernel" },
   arch_min = 80,
-  accuracy = "16-bit caches: one RNE rounding of the fp32 result; 8-bit: scale and codes those of ref_quantize_row for the fp32 row; RoPE angle within ~3e-6 rad at any position",
+  accuracy = "16-bit caches: one RNE rounding of the fp32 result; 8-bit: scale and codes those of ref_quantize_row for the fp32 row; RoPE angle within ~3e-6 rad at any position (a cos/sin table: its floats as given)",
 
   specialize = function(p)
     local ok, why = problem_check(p)
