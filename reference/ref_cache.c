@@ -431,7 +431,7 @@ fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, in
     if (st == FMQA_OK && q && dq > 0)
         st = ref_cache_gather(&qv, s.batch, s.n_new, s.num_q_heads, dq, NULL, 0, q, err);
     if (st == FMQA_OK)
-        st = ref_append(&s, q_only ? NULL : kn, vn, q, &kc, &vc, err);
+        st = ref_append(&s, q_only ? NULL : kn, latent || q_only ? NULL : vn, q, &kc, &vc, err);
     if (st == FMQA_OK && q && dq > 0)
         st = scatter_q(&qv, &s, q, dq, err);
     free(kn);
