@@ -22,6 +22,13 @@
  *               b_j = 8 for the 4 first positions (sinks) and
  *               b_j = 6 exp(-(T-1-j)/32) elsewhere (a recent neighbourhood).
  *
+ * Beside the seed model it assesses an MLA model, DeepSeek-V3's attention (128
+ * heads, head dim 128, latent 512 + rope 64) at the same length and dtype: the
+ * same data sets built on its absorbed form (one latent K row of 576 per token
+ * shared by all heads, V = the row's first 512, queries of 576), so its levels'
+ * errors come from the same float64 reference; the 8-bit level quantizes the
+ * whole 576-row with one scale, as the MLA cache stores it.
+ *
  * The "claims" section tests the figures the project started from (64x, 128x,
  * 512x at max error < 0.1 "against MHA"): for each, the cheapest MQA + int8 +
  * window configuration that reaches the multiplier, and its error both against
@@ -60,8 +67,9 @@ static const char *const claim_label[] = {"cons 64x", "bal 128x", "aggr 512x"};
 
 typedef struct lv_args {
     fmqa_model_config model;
+    fmqa_model_config mla;  /* the MLA model assessed beside it */
     fmqa_dtype kv8;     /* 8-bit type of the aggressive level, 0 = preset's */
-    int json;
+    int json, no_mla;
 } lv_args;
 
 /* One error measurement. */
@@ -70,9 +78,11 @@ typedef struct lv_err {
 } lv_err;
 
 /* Inputs of one data set: q for 16 query tokens (levels use a prefix) and
- * k, v for `kv_heads` heads.  Owns its arrays. */
+ * k, v for `kv_heads` heads.  latent: MLA's absorbed form, v is the first dv
+ * elements of each k row (and is stored as k is).  Owns its arrays. */
 typedef struct lv_data {
-    int64_t tq, t, h, hkv, d;
+    int64_t tq, t, h, hkv, d, dv;
+    int latent;
     double *q, *k, *v;
 } lv_data;
 
@@ -88,6 +98,8 @@ static void usage(FILE *f)
             "  --seq N         max sequence length (default 1024)\n"
             "  --kv-dtype T    8-bit cache of the aggressive level: int8 or fp8_e4m3\n"
             "                  (default: the preset's, int8)\n"
+            "  --no-mla        skip the MLA model (DeepSeek-V3 attention: 128 heads,\n"
+            "                  head dim 128, latent 512 + rope 64, same --seq)\n"
             "  --json          one JSON document instead of the tables\n"
             "  --help          this text\n"
             "Errors are against exact float64 attention; see docs/levels.md.\n");
@@ -137,6 +149,9 @@ static int parse_args(int argc, char **argv, lv_args *a)
         } else if (!strcmp(o, "--json")) {
             a->json = 1;
             continue;
+        } else if (!strcmp(o, "--no-mla")) {
+            a->no_mla = 1;
+            continue;
         } else if (!strcmp(o, "--hidden")) {
             rc = parse_pos(o, val, &a->model.hidden_size);
         } else if (!strcmp(o, "--heads")) {
@@ -158,6 +173,9 @@ static int parse_args(int argc, char **argv, lv_args *a)
     }
     if (a->model.num_kv_heads == 0)
         a->model.num_kv_heads = a->model.num_q_heads;
+    a->mla = (fmqa_model_config){.hidden_size = 7168, .num_q_heads = 128, .num_kv_heads = 128,
+                                 .head_dim = 128, .mla_latent_dim = 512, .mla_rope_dim = 64,
+                                 .max_seq_len = a->model.max_seq_len, .dtype = a->model.dtype};
     return 0;
 }
 
@@ -171,12 +189,13 @@ static void data_free(lv_data *x)
     *x = (lv_data){0};
 }
 
-static int data_alloc(lv_data *x, int64_t tq, int64_t t, int64_t h, int64_t hkv, int64_t d)
+static int data_alloc(lv_data *x, int64_t tq, int64_t t, int64_t h, int64_t hkv, int64_t d,
+                      int64_t dv)
 {
-    *x = (lv_data){.tq = tq, .t = t, .h = h, .hkv = hkv, .d = d};
+    *x = (lv_data){.tq = tq, .t = t, .h = h, .hkv = hkv, .d = d, .dv = dv};
     x->q = malloc(sizeof(double) * (size_t)(tq * h * d));
     x->k = malloc(sizeof(double) * (size_t)(t * hkv * d));
-    x->v = malloc(sizeof(double) * (size_t)(t * hkv * d));
+    x->v = malloc(sizeof(double) * (size_t)(t * hkv * dv));
     if (x->q && x->k && x->v)
         return 0;
     data_free(x);
@@ -213,27 +232,41 @@ static int make_structured(lv_data *x, ref_rng *rng)
     return 0;
 }
 
+/* v of a latent layer: the first dv elements of every k row. */
+static void latent_v(const lv_data *x, const double *k, double *v)
+{
+    for (int64_t r = 0; r < x->t * x->hkv; r++)
+        memcpy(v + r * x->dv, k + r * x->d, sizeof(double) * (size_t)x->dv);
+}
+
+/* Data of model m with hkv KV heads; an MLA model's is its absorbed form (one
+ * latent K row of latent + rope per token, V its first latent elements). */
 static int data_make(lv_data *x, int kind, const fmqa_model_config *m, int64_t hkv)
 {
-    int64_t d = m->hidden_size / m->num_q_heads;
-    if (data_alloc(x, 16, m->max_seq_len, m->num_q_heads, hkv, d))
+    int mla = m->mla_latent_dim > 0;
+    int64_t d = mla ? m->mla_latent_dim + m->mla_rope_dim : m->hidden_size / m->num_q_heads;
+    int64_t dv = mla ? m->mla_latent_dim : d;
+    if (data_alloc(x, 16, m->max_seq_len, m->num_q_heads, mla ? 1 : hkv, d, dv))
         return -1;
+    x->latent = mla;
     ref_rng rng;
     ref_rng_seed(&rng, LV_SEED + (uint64_t)kind);
     ref_rng_fill(&rng, x->q, x->tq * x->h * d, 1.0, 0);
-    ref_rng_fill(&rng, x->k, x->t * hkv * d, 1.0, 0);
-    ref_rng_fill(&rng, x->v, x->t * hkv * d, 1.0, 0);
+    ref_rng_fill(&rng, x->k, x->t * x->hkv * d, 1.0, 0);
+    ref_rng_fill(&rng, x->v, x->t * x->hkv * dv, 1.0, 0);
     if (kind == LV_STRUCTURED && make_structured(x, &rng)) {
         data_free(x);
         return -1;
     }
+    if (mla)
+        latent_v(x, x->k, x->v);
     return 0;
 }
 
 /* A copy of src with K and V mean-pooled from src->hkv heads to hkv heads. */
 static int data_pool(const lv_data *src, int64_t hkv, lv_data *dst)
 {
-    if (data_alloc(dst, src->tq, src->t, src->h, hkv, src->d))
+    if (data_alloc(dst, src->tq, src->t, src->h, hkv, src->d, src->d))
         return -1;
     memcpy(dst->q, src->q, sizeof(double) * (size_t)(src->tq * src->h * src->d));
     int64_t f = src->hkv / hkv, d = src->d;
@@ -256,7 +289,7 @@ static int data_pool(const lv_data *src, int64_t hkv, lv_data *dst)
 static ref_attn_shape shape_of(const lv_data *x, int64_t tq, const fmqa_level_policy *p)
 {
     ref_attn_shape s = {.batch = 1, .q_tokens = tq, .kv_len = x->t, .num_q_heads = x->h,
-                        .num_kv_heads = x->hkv, .head_dim_qk = x->d, .head_dim_v = x->d,
+                        .num_kv_heads = x->hkv, .head_dim_qk = x->d, .head_dim_v = x->dv,
                         .flags = FMQA_FLAG_CAUSAL};
     if (p && p->window > 0) {
         s.window = p->window;
@@ -298,28 +331,31 @@ static fmqa_status level_error(const lv_data *x, int64_t tq, const fmqa_level_po
                                fmqa_dtype act, const double *exact, lv_err *out,
                                fmqa_err *err)
 {
-    int64_t nq = tq * x->h * x->d, nkv = x->t * x->hkv * x->d;
-    double *q = malloc(sizeof(double) * (size_t)nq), *o = malloc(sizeof(double) * (size_t)nq);
-    double *k = malloc(sizeof(double) * (size_t)nkv), *v = malloc(sizeof(double) * (size_t)nkv);
-    uint16_t *o16 = malloc(sizeof(uint16_t) * (size_t)nq);
+    int64_t nq = tq * x->h * x->d, no = tq * x->h * x->dv;
+    int64_t nk = x->t * x->hkv * x->d, nv = x->t * x->hkv * x->dv;
+    double *q = malloc(sizeof(double) * (size_t)nq), *o = malloc(sizeof(double) * (size_t)no);
+    double *k = malloc(sizeof(double) * (size_t)nk), *v = malloc(sizeof(double) * (size_t)nv);
+    uint16_t *o16 = malloc(sizeof(uint16_t) * (size_t)no);
     fmqa_status st = FMQA_ERR_OUT_OF_MEMORY;
     if (q && o && k && v && o16) {
         memcpy(q, x->q, sizeof(double) * (size_t)nq);
-        memcpy(k, x->k, sizeof(double) * (size_t)nkv);
-        memcpy(v, x->v, sizeof(double) * (size_t)nkv);
+        memcpy(k, x->k, sizeof(double) * (size_t)nk);
+        memcpy(v, x->v, sizeof(double) * (size_t)nv);
         ref_attn_shape s = shape_of(x, tq, p);
         ref_cmp c;
         st = store_as(act, q, nq, x->d, err);
         if (st == FMQA_OK)
-            st = store_as(p->kv_dtype, k, nkv, x->d, err);
-        if (st == FMQA_OK)
-            st = store_as(p->kv_dtype, v, nkv, x->d, err);
+            st = store_as(p->kv_dtype, k, nk, x->d, err);
+        if (st == FMQA_OK && x->latent) /* V is read from the stored latent row */
+            latent_v(x, k, v);
+        else if (st == FMQA_OK)
+            st = store_as(p->kv_dtype, v, nv, x->dv, err);
         if (st == FMQA_OK)
             st = ref_attention(&s, q, k, v, o, NULL, err);
         if (st == FMQA_OK)
-            st = ref_from_double(act, o, nq, o16, err);
+            st = ref_from_double(act, o, no, o16, err);
         if (st == FMQA_OK)
-            st = ref_compare(act, o16, exact, nq, &c, err);
+            st = ref_compare(act, o16, exact, no, &c, err);
         if (st == FMQA_OK)
             *out = (lv_err){.max_abs = c.max_abs, .rel_l2 = c.rel_l2};
     } else {
@@ -336,7 +372,7 @@ static fmqa_status level_error(const lv_data *x, int64_t tq, const fmqa_level_po
 /* Exact attention of x's first tq query tokens: full context, full precision. */
 static double *exact_output(const lv_data *x, int64_t tq, fmqa_err *err)
 {
-    double *o = malloc(sizeof(double) * (size_t)(tq * x->h * x->d));
+    double *o = malloc(sizeof(double) * (size_t)(tq * x->h * x->dv));
     ref_attn_shape s = shape_of(x, tq, NULL);
     if (!o) {
         fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "exact_output: out of memory");
@@ -390,20 +426,10 @@ static void decode_cell(fmqa_ctx_t *ctx, int have_gpu, const fmqa_model_config *
         return;
     }
     fmqa_problem pr;
-    fmqa_problem_init(&pr);
-    pr.batch = 1;
-    pr.num_q_heads = m->num_q_heads;
-    pr.num_kv_heads = m->num_kv_heads;
-    pr.head_dim_qk = pr.head_dim_v = m->hidden_size / m->num_q_heads;
-    pr.q_tokens = p->spec_tokens;
-    pr.kv_len = m->max_seq_len;
-    pr.q_dtype = pr.out_dtype = m->dtype;
-    pr.kv_dtype = p->kv_dtype;
-    pr.window = p->window;
-    pr.sink_tokens = p->sink_tokens;
-    pr.page_size = p->page_size;
-    pr.flags = FMQA_FLAG_CAUSAL | (p->window > 0 ? FMQA_FLAG_RING : 0u);
-    pr.draft_slots = p->window > 0 ? p->spec_tokens - 1 : 0;   /* as fmqa_level_problem */
+    if (fmqa_level_problem(ctx, m, p, 1, &pr) != FMQA_OK) {
+        snprintf(out, cap, "n/a (%s)", fmqa_ctx_errmsg(ctx));
+        return;
+    }
     double us = 0;
     fmqa_status st = bench_decode_step_us(ctx, &pr, &us);
     if (st == FMQA_OK)
@@ -440,13 +466,15 @@ static void print_table(const lv_row *rows, int n, int claims_table)
     }
 }
 
-static void print_json_row(const lv_row *r, int claim, int last)
+/* key: "level", "mla_level" or "claim" (claims carry the MQA-layer errors). */
+static void print_json_row(const lv_row *r, const char *key, int last)
 {
+    int claim = !strcmp(key, "claim");
     printf("  {\"%s\":\"%s\",\"data\":\"%s\",\"kv_dtype\":\"%s\",\"window\":%d,"
            "\"sink_tokens\":%d,\"spec_tokens\":%d,\"bytes_per_token\":%" PRId64 ","
            "\"bytes_per_seq\":%" PRId64 ",\"reduction\":%.6f,\"cache_multiplier\":%.4f,"
            "\"max_abs_error\":%.6e,\"rel_l2_error\":%.6e",
-           claim ? "claim" : "level", r->label, r->data, fmqa_dtype_name(r->policy.kv_dtype),
+           key, r->label, r->data, fmqa_dtype_name(r->policy.kv_dtype),
            r->policy.window, r->policy.sink_tokens, r->policy.spec_tokens,
            r->mem.bytes_per_token, r->mem.bytes_per_seq, r->mem.reduction,
            r->mem.cache_multiplier, r->err.max_abs, r->err.rel_l2);
@@ -461,11 +489,11 @@ static void print_json_row(const lv_row *r, int claim, int last)
 
 /* ------------------------------------------------------------ assessment */
 
-/* Fills one row per (level, data set); returns 0 or prints why not. */
-static int assess_levels(fmqa_ctx_t *ctx, const lv_args *a, int have_gpu,
-                         lv_row rows[3 * LV_NDATA])
+/* Fills one row per (level, data set) of model m; kv8 (0: the preset's) is the
+ * aggressive level's 8-bit type.  Returns 0 or prints why not. */
+static int assess_levels(fmqa_ctx_t *ctx, const fmqa_model_config *m, fmqa_dtype kv8,
+                         int have_gpu, lv_row rows[3 * LV_NDATA])
 {
-    const fmqa_model_config *m = &a->model;
     fmqa_err err = {0};
     for (int kind = 0; kind < LV_NDATA; kind++) {
         lv_data x;
@@ -478,8 +506,8 @@ static int assess_levels(fmqa_ctx_t *ctx, const lv_args *a, int have_gpu,
             *r = (lv_row){.label = fmqa_level_name((fmqa_level)l), .data = data_names[kind],
                           .budget = rel_budget[l]};
             fmqa_status st = fmqa_level_policy_preset(ctx, (fmqa_level)l, m, &r->policy);
-            if (st == FMQA_OK && l == FMQA_LEVEL_AGGRESSIVE && a->kv8)
-                r->policy.kv_dtype = a->kv8;
+            if (st == FMQA_OK && l == FMQA_LEVEL_AGGRESSIVE && kv8)
+                r->policy.kv_dtype = kv8;
             if (st == FMQA_OK)
                 st = fmqa_memory_report_compute(ctx, m, &r->policy, 1, 0, &r->mem);
             if (st != FMQA_OK) {
@@ -614,22 +642,44 @@ static void print_failures(const lv_row *rows, int n, int32_t seq)
     }
 }
 
-static void print_all(const lv_args *a, const lv_row *lv, const lv_row *cl, int ncl,
-                      int have_gpu)
+/* The JSON rows of one array, with `key` naming the row kind. */
+static void print_json_rows(const char *name, const char *key, const lv_row *rows, int n,
+                            int last)
+{
+    printf("\"%s\":[\n", name);
+    for (int i = 0; i < n; i++)
+        print_json_row(&rows[i], key, i == n - 1);
+    printf("]%s\n", last ? "}" : ",");
+}
+
+/* The MLA model's levels (ml: 3 * LV_NDATA rows), after the seed model's. */
+static void print_mla(const fmqa_model_config *m, const lv_row *ml)
+{
+    printf("\nlevels of the MLA model (DeepSeek-V3 attention: %d query heads, head dim %d, "
+           "latent %d + rope %d, %d tokens, %s; baseline: the model as fp16 MHA, %d x "
+           "(%d + %d + %d) x 2 bytes per token):\n",
+           m->num_q_heads, m->head_dim, m->mla_latent_dim, m->mla_rope_dim, m->max_seq_len,
+           fmqa_dtype_name(m->dtype), m->num_q_heads, m->head_dim, m->mla_rope_dim,
+           m->head_dim);
+    print_table(ml, 3 * LV_NDATA, 0);
+    print_failures(ml, 3 * LV_NDATA, m->max_seq_len);
+}
+
+/* ml: the MLA model's rows, NULL with --no-mla. */
+static void print_all(const lv_args *a, const lv_row *lv, const lv_row *ml, const lv_row *cl,
+                      int ncl, int have_gpu)
 {
     const fmqa_model_config *m = &a->model;
     if (a->json) {
         printf("{\"hidden\":%d,\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"seq\":%d,"
-               "\"max_abs_tolerance\":%g,\"gpu\":%s,\n\"levels\":[\n",
+               "\"max_abs_tolerance\":%g,\"gpu\":%s,\n",
                m->hidden_size, m->num_q_heads, m->num_kv_heads,
                m->hidden_size / m->num_q_heads, m->max_seq_len, LV_MAX_ABS,
                have_gpu ? "true" : "false");
-        for (int i = 0; i < 3 * LV_NDATA; i++)
-            print_json_row(&lv[i], 0, i == 3 * LV_NDATA - 1);
-        printf("],\n\"claims\":[\n");
-        for (int i = 0; i < ncl; i++)
-            print_json_row(&cl[i], 1, i == ncl - 1);
-        printf("]}\n");
+        print_json_rows("levels", "level", lv, 3 * LV_NDATA, 0);
+        if (ml)
+            print_json_rows("mla_levels", "mla_level", ml, 3 * LV_NDATA, 0);
+        print_json_rows("claims", "claim", cl, ncl, 1);
         return;
     }
     char kind[32];
@@ -643,6 +693,8 @@ static void print_all(const lv_args *a, const lv_row *lv, const lv_row *cl, int 
     printf("levels of the %s model (its own %d KV heads):\n", kind, m->num_kv_heads);
     print_table(lv, 3 * LV_NDATA, 0);
     print_failures(lv, 3 * LV_NDATA, m->max_seq_len);
+    if (ml)
+        print_mla(&a->mla, ml);
     if (!have_gpu)
         printf("decode_us/step: n/a (no GPU): no CUDA driver or device on this machine\n");
     printf("\nclaims (64x, 128x, 512x vs fp16 MHA, max error < %g): cheapest MQA + int8 + "
@@ -673,11 +725,13 @@ int bench_levels_main(int argc, char **argv)
     }
     fmqa_device_info info;
     int have_gpu = fmqa_device_query(ctx, &info) == FMQA_OK;
-    lv_row lv[3 * LV_NDATA], cl[3 * LV_NDATA];
+    lv_row lv[3 * LV_NDATA], ml[3 * LV_NDATA], cl[3 * LV_NDATA];
     int ncl = 0;
-    rc = assess_levels(ctx, &a, have_gpu, lv) || assess_claims(ctx, &a, cl, &ncl);
+    rc = assess_levels(ctx, &a.model, a.kv8, have_gpu, lv) ||
+         (!a.no_mla && assess_levels(ctx, &a.mla, 0, have_gpu, ml)) ||
+         assess_claims(ctx, &a, cl, &ncl);
     if (!rc)
-        print_all(&a, lv, cl, ncl, have_gpu);
+        print_all(&a, lv, a.no_mla ? NULL : ml, cl, ncl, have_gpu);
     fmqa_ctx_destroy(ctx);
     return rc ? 1 : 0;
 }

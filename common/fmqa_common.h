@@ -84,6 +84,19 @@ static inline int64_t fmqa_cache_slots(const fmqa_problem *p)
     return (p->flags & FMQA_FLAG_RING) ? p->sink_tokens + fmqa_ring_period(p) : p->kv_len;
 }
 
+/* Elements of an append problem's K row that RoPE rotates (0 without RoPE):
+ * the rope part head_dim_qk - head_dim_v with FMQA_FLAG_LATENT (last in the
+ * row), else rope_dim, 0 meaning all of head_dim_qk (first in the row).  The
+ * runtime, the reference and append.lua agree on it. */
+static inline int32_t fmqa_rope_extent(const fmqa_problem *p)
+{
+    if (p->rope == FMQA_ROPE_NONE)
+        return 0;
+    if (p->flags & FMQA_FLAG_LATENT)
+        return p->head_dim_qk - p->head_dim_v;
+    return p->rope_dim > 0 ? p->rope_dim : p->head_dim_qk;
+}
+
 /* Monotonic wall clock in milliseconds. */
 double fmqa_now_ms(void);
 

@@ -534,7 +534,9 @@ void db_problem_class_key(const fmqa_problem *p, char out[DB_KEY_CAP])
     if (p->logit_softcap != 0.0f && n < DB_KEY_CAP)
         n += (size_t)snprintf(out + n, DB_KEY_CAP - n, " softcap=%a", (double)p->logit_softcap);
     if (p->draft_slots != 0 && n < DB_KEY_CAP)
-        snprintf(out + n, DB_KEY_CAP - n, " drafts=%d", p->draft_slots);
+        n += (size_t)snprintf(out + n, DB_KEY_CAP - n, " drafts=%d", p->draft_slots);
+    if (p->rope_dim != 0 && n < DB_KEY_CAP)
+        snprintf(out + n, DB_KEY_CAP - n, " rope_dim=%d", p->rope_dim);
 }
 
 double db_verify_tol(fmqa_op op, fmqa_dtype q_dtype, fmqa_dtype out_dtype)

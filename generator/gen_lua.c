@@ -433,6 +433,8 @@ static void push_problem(lua_State *L, const fmqa_problem *p)
     set_bool(L, "batch_invariant", (p->flags & FMQA_FLAG_BATCH_INVARIANT) != 0);
     set_str(L, "kv_scale", fmqa_kv_scale_name(p->kv_scale_granularity));
     set_bool(L, "kv_cache", (p->flags & FMQA_FLAG_KV_CACHE) != 0);
+    set_bool(L, "latent", (p->flags & FMQA_FLAG_LATENT) != 0);
+    set_int(L, "rope_dim", p->rope_dim);
 }
 
 static void push_device(lua_State *L, const fmqa_device_info *d)

@@ -36,6 +36,7 @@ static const int_key int_keys[] = {
     {"window", offsetof(fmqa_problem, window), 0},
     {"sinks", offsetof(fmqa_problem, sink_tokens), 0},
     {"draft_slots", offsetof(fmqa_problem, draft_slots), 0},
+    {"rope_dim", offsetof(fmqa_problem, rope_dim), 0},
 };
 
 typedef struct dtype_key {
@@ -57,7 +58,7 @@ static const struct {
 } flag_names[] = {
     {"causal", FMQA_FLAG_CAUSAL}, {"paged", FMQA_FLAG_PAGED}, {"tree", FMQA_FLAG_TREE_MASK},
     {"lse", FMQA_FLAG_LSE},       {"ring", FMQA_FLAG_RING},   {"invariant", FMQA_FLAG_BATCH_INVARIANT},
-    {"kv_cache", FMQA_FLAG_KV_CACHE},
+    {"kv_cache", FMQA_FLAG_KV_CACHE}, {"latent", FMQA_FLAG_LATENT},
 };
 
 static int parse_flags(const char *v, uint32_t *flags)
@@ -159,7 +160,7 @@ static fmqa_status apply(fmqa_problem *p, const char *key, const char *val, int 
             return FMQA_OK;
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
                             "problem: 'flags=%s': expected '|'-separated causal, paged, tree, "
-                            "lse, ring, invariant, kv_cache or none",
+                            "lse, ring, invariant, kv_cache, latent or none",
                             val);
     }
     return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "problem: '%s=%s': unknown key '%s'", key,
@@ -233,6 +234,8 @@ int gen_problem_format(const fmqa_problem *p, char *buf, size_t cap)
         w += snprintf(buf + w, cap - (size_t)w, ",softcap=%.9g", (double)p->logit_softcap);
     if (w >= 0 && (size_t)w < cap && p->draft_slots != 0)
         w += snprintf(buf + w, cap - (size_t)w, ",draft_slots=%d", p->draft_slots);
+    if (w >= 0 && (size_t)w < cap && p->rope_dim != 0) /* only when set: older texts stay */
+        w += snprintf(buf + w, cap - (size_t)w, ",rope_dim=%d", p->rope_dim);
     return w < 0 || (size_t)w >= cap ? -1 : 0;
 }
 

@@ -161,7 +161,12 @@ typedef enum fmqa_kv_scale_granularity {
 #define FMQA_FLAG_BATCH_INVARIANT 0x20u
 #define FMQA_FLAG_KV_CACHE 0x100u /* prefill: K and V come from the cache, which
                                      already holds the new tokens (fmqa_prefill) */
-#define FMQA_FLAG_ALL 0x13Fu
+/* Append into an MLA latent cache (fmqa_append_args): one K row per token of
+ * head_dim_qk = latent (head_dim_v) + rope part, no V (decode reads V as the
+ * row's first head_dim_v); RoPE rotates the row's last head_dim_qk - head_dim_v
+ * elements; q holds only the query's rope part.  Append only, num_kv_heads 1. */
+#define FMQA_FLAG_LATENT 0x1000u
+#define FMQA_FLAG_ALL 0x113Fu
 
 /*
  * A problem: the shape and types of one attention call, independent of pointers.
@@ -201,6 +206,12 @@ typedef struct fmqa_problem {
                                sink_tokens + window + draft_slots slots.  A
                                verification step appends at most
                                draft_slots + 1 tokens (see fmqa_decode)      */
+    int32_t rope_dim;       /* append only: elements of a K / q row RoPE rotates,
+                               the row's first rope_dim (partial rotary: GPT-NeoX,
+                               Phi, StableLM, ChatGLM), with frequencies
+                               theta^(-2i/rope_dim); a multiple of 4, 0 = all of
+                               head_dim_qk.  FMQA_FLAG_LATENT: 0 or head_dim_qk -
+                               head_dim_v (the rope part, last in the row)      */
 } fmqa_problem;
 
 /* Fills a problem with zeros and the most common choices (decode, f16, 1 token). */
@@ -478,16 +489,40 @@ FMQA_API fmqa_status fmqa_mla_decode(fmqa_ctx_t *ctx, const fmqa_problem *proble
 /*
  * KV append: writes n_new = problem->q_tokens new tokens per sequence into the
  * cache at positions start_pos[b] .. start_pos[b] + n_new - 1, applying RoPE
- * (problem->rope, base rope_theta) to K at its position and, for 8-bit caches,
- * quantizing per token and head (scale = max|x| / 127 for int8, / 448 for fp8)
- * and writing the scale, or, with problem->kv_scale_granularity HEAD or
- * TENSOR, quantizing with the given scales (saturating) and writing none.
- * With FMQA_FLAG_RING positions map to slots as in fmqa_decode_args (sinks,
- * then a ring of window + draft_slots slots).  If q is not NULL, RoPE is applied to
- * q in place at the same positions (its dtype is problem->q_dtype).
+ * (problem->rope, base rope_theta or the rope_cos_sin table) to K at its
+ * position and, for 8-bit caches, quantizing per token and head (scale =
+ * max|x| / 127 for int8, / 448 for fp8) and writing the scale, or, with
+ * problem->kv_scale_granularity HEAD or TENSOR, quantizing with the given
+ * scales (saturating) and writing none.  With FMQA_FLAG_RING positions map to
+ * slots as in fmqa_decode_args (sinks, then a ring of window + draft_slots
+ * slots).  If q is not NULL, RoPE is applied to q in place at the same
+ * positions (its dtype is problem->q_dtype).
  *   k_new, v_new [b, t, hk, d] strides {k,v}_new_stride_{batch,token,head}
  *   q            [b, t, h, d]  strides q_stride_{batch,token,head}
  * Cache layouts and strides are those of fmqa_decode_args.
+ *
+ * RoPE rotates the first problem->rope_dim elements of each K and q row (all
+ * of them when 0).  MLA (FMQA_FLAG_LATENT): k_new rows are the new tokens'
+ * latent (head_dim_v) followed by their rope part (k_pe), 1 KV head; the row
+ * goes to the k cache (8-bit: one scale per token for the whole row) with the
+ * rope part rotated; v_new, v and v_scale must be NULL; q is q_pe only,
+ * [b, t, h, rope part] (for a query stored as [.., latent + rope] pass the
+ * address of its rope part with the same strides).
+ *
+ * RoPE of q alone ("separately": q_pe of an MLA query, or any q whose K was
+ * appended before): k_new NULL, and then k, v, v_new and the scales NULL too;
+ * q and RoPE required.  Nothing is written but q.
+ *
+ * RoPE from a table (rope_cos_sin not NULL; rope_theta must then be 0): row p
+ * of the table holds, for position p, the cos of the rope_dim / 2 rotated
+ * pairs' angles, then their sin, as floats (vLLM's and FlashInfer's
+ * cos_sin_cache layout): any scaling (linear, dynamic NTK, YaRN with its
+ * attention factor folded into cos and sin, Llama-3, LongRoPE) is the
+ * caller's table.  Pair i of the layout (NEOX: elements i and i + rope_dim/2,
+ * GPT-J: 2i and 2i + 1, of the rotated part) becomes (a cos - b sin,
+ * b cos + a sin).  A token whose position is >= rope_cos_sin_len is not
+ * written at all (K, V and its q rows stay as they were): the kernel cannot
+ * report it, so size the table for every position the cache may hold.
  */
 typedef struct fmqa_append_args {
     const void *k_new;
@@ -508,6 +543,11 @@ typedef struct fmqa_append_args {
     const int32_t *page_table;
     int64_t page_table_stride;
     float rope_theta;                /* 0 = 10000                              */
+    const float *rope_cos_sin;       /* [rope_cos_sin_len, rope_cos_sin_stride]
+                                        floats, device; NULL = rope_theta      */
+    int64_t rope_cos_sin_stride;     /* floats between positions, >= the
+                                        rotated elements                       */
+    int64_t rope_cos_sin_len;        /* positions the table holds              */
 } fmqa_append_args;
 
 /* Launches the append on stream.  problem->op must be FMQA_OP_APPEND, its
@@ -597,7 +637,8 @@ typedef struct fmqa_model_config {
     int32_t hidden_size;
     int32_t num_q_heads;
     int32_t num_kv_heads;       /* 1 = MQA; = num_q_heads for MHA             */
-    int32_t head_dim;           /* 0 = hidden_size / num_q_heads              */
+    int32_t head_dim;           /* 0 = hidden_size / num_q_heads (MLA: the
+                                   per-head nope/V dim, DeepSeek-V3: 128)     */
     int32_t mla_latent_dim;     /* > 0 for MLA: latent d_c (e.g. 512)         */
     int32_t mla_rope_dim;       /* MLA rope part d_r (e.g. 64)                */
     int32_t max_seq_len;
@@ -609,6 +650,9 @@ typedef enum fmqa_level {
     FMQA_LEVEL_BALANCED = 2,     /* + sinks and sliding window, fused RoPE      */
     FMQA_LEVEL_AGGRESSIVE = 3    /* + 8-bit cache, speculative verification     */
 } fmqa_level;
+/* For an MLA model (mla_latent_dim > 0) the cache is the latent row at every
+ * level; its 8-bit form is fp8 e4m3 with one scale per token, its fused RoPE
+ * the interleaved (GPT-J) layout DeepSeek uses.  docs/levels.md. */
 
 FMQA_API const char *fmqa_level_name(fmqa_level level);
 /* Parses "conservative", "balanced" or "aggressive" (any case). */
@@ -660,7 +704,9 @@ typedef struct fmqa_memory_report {
                                           table                                  */
     int64_t tokens_kept;               /* cache slots per sequence              */
     int64_t total_bytes;               /* per layer, for n_seqs sequences       */
-    int64_t baseline_bytes_per_seq;    /* fp16 MHA cache, same hidden and heads */
+    int64_t baseline_bytes_per_seq;    /* fp16 MHA cache, same hidden and heads
+                                          (MLA: per head K of head_dim +
+                                          mla_rope_dim and V of head_dim)       */
     double reduction;                  /* 1 - bytes_per_seq / baseline          */
     double cache_multiplier;           /* baseline / bytes_per_seq              */
     int64_t max_seqs_in_budget;        /* sequences that fit budget_bytes       */

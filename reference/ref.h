@@ -249,15 +249,31 @@ fmqa_status ref_cache_gather(const ref_cache_view *c, int64_t batch, int64_t tok
  */
 fmqa_status ref_rope_row(fmqa_rope mode, double *x /* IN/OUT [d] */, int64_t d, double pos,
                          double theta, fmqa_err *err);
+/* The same with the angles given by a table row cs (fmqa_append_args's
+ * rope_cos_sin at the position): pair i rotated by cos = cs[i], sin =
+ * cs[d/2 + i], taken as they are (a YaRN attention factor folded into them
+ * scales the pair). */
+fmqa_status ref_rope_row_cs(fmqa_rope mode, double *x /* IN/OUT [d] */, int64_t d,
+                            const float *cs, fmqa_err *err);
 
 /*
  * Append: writes n_new tokens per sequence into the K and V caches at positions
- * start_pos[b] + t, as fmqa_append does: RoPE (mode, theta) on K at its
- * position, then each (token, head) row is stored in the cache's dtype (16-bit:
- * rounded to nearest even; 8-bit: ref_quantize_row, scale written) at the slot /
- * page of the views.  If q is not NULL, RoPE is applied to it in place at the
- * same positions (in double: the kernel then rounds to q_dtype).
- *   k_new [B, n_new, Hkv, Dk], v_new [B, n_new, Hkv, Dv], q [B, n_new, H, Dk].
+ * start_pos[b] + t, as fmqa_append does: RoPE (mode, theta or the table) on the
+ * rotated part of K at its position, then each (token, head) row is stored in
+ * the cache's dtype (16-bit: rounded to nearest even; 8-bit: ref_quantize_row,
+ * scale written) at the slot / page of the views.  If q is not NULL, RoPE is
+ * applied to it in place at the same positions (in double: the kernel then
+ * rounds to q_dtype).
+ *   k_new [B, n_new, Hkv, Dk], v_new [B, n_new, Hkv, Dv], q [B, n_new, H, Dq]
+ * with Dq = Dk, or the rotated part's size with latent.
+ * The rotated part is the first rope_dim elements of a row (ref_rope_row over
+ * them: frequencies theta^(-2i/rope_dim)), or with latent (an MLA latent
+ * cache) the last rope_dim elements of a K row, q rows holding only them, and
+ * no V at all (v_new and the v cache are not used and may be NULL).  k_new
+ * NULL: q alone is rotated, the caches are not used.  With a
+ * table (rope_cos_sin), the angles of position pos are its row pos
+ * (ref_rope_row_cs) and a token at pos >= rope_cos_sin_len is not written
+ * (nor its q rows rotated).
  */
 typedef struct ref_append_shape {
     int64_t batch, n_new, num_q_heads, num_kv_heads, head_dim_k, head_dim_v;
@@ -265,6 +281,10 @@ typedef struct ref_append_shape {
     fmqa_rope rope;
     double rope_theta;        /* 0 = 10000                                     */
     int64_t n_pages;          /* > 0: page table entries are checked < n_pages */
+    int64_t rope_dim;         /* rotated elements, 0 = head_dim_k (not latent) */
+    int latent;               /* MLA latent cache: rotated part last, no V     */
+    const float *rope_cos_sin;  /* [rope_cos_sin_len, stride] or NULL = theta  */
+    int64_t rope_cos_sin_stride, rope_cos_sin_len;
 } ref_append_shape;
 
 fmqa_status ref_append(const ref_append_shape *s, const double *k_new, const double *v_new,

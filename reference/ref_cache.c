@@ -172,29 +172,66 @@ fmqa_status ref_cache_gather(const ref_cache_view *c, int64_t batch, int64_t tok
 
 /* ---------------------------------------------------------------- RoPE */
 
+/* Checks a RoPE call; 1 when there is something to rotate. */
+static int rope_args(fmqa_rope mode, const double *x, int64_t d, fmqa_status *st, fmqa_err *err)
+{
+    *st = FMQA_OK;
+    if (mode != FMQA_ROPE_NONE && mode != FMQA_ROPE_NEOX && mode != FMQA_ROPE_GPTJ)
+        *st = BAD("ref_rope_row: unknown rope mode %d", (int)mode);
+    else if (mode != FMQA_ROPE_NONE && (!x || d <= 0 || d % 2))
+        *st = BAD("ref_rope_row: head dim %lld must be even and > 0", (long long)d);
+    return *st == FMQA_OK && mode != FMQA_ROPE_NONE;
+}
+
+/* Rotates pair i of the layout by the angle whose cos and sin are given. */
+static void rotate_pair(fmqa_rope mode, double *x, int64_t d, int64_t i, double cs, double sn)
+{
+    int64_t ia = mode == FMQA_ROPE_NEOX ? i : 2 * i;
+    int64_t ib = mode == FMQA_ROPE_NEOX ? i + d / 2 : 2 * i + 1;
+    double a = x[ia], b = x[ib];
+    x[ia] = a * cs - b * sn;
+    x[ib] = b * cs + a * sn;
+}
+
 fmqa_status ref_rope_row(fmqa_rope mode, double *x, int64_t d, double pos, double theta,
                          fmqa_err *err)
 {
-    if (mode != FMQA_ROPE_NONE && mode != FMQA_ROPE_NEOX && mode != FMQA_ROPE_GPTJ)
-        return BAD("ref_rope_row: unknown rope mode %d", (int)mode);
-    if (mode == FMQA_ROPE_NONE)
-        return FMQA_OK;
-    if (!x || d <= 0 || d % 2)
-        return BAD("ref_rope_row: head dim %lld must be even and > 0", (long long)d);
+    fmqa_status st;
+    if (!rope_args(mode, x, d, &st, err))
+        return st;
     if (theta == 0.0)
         theta = 10000.0;
     for (int64_t i = 0; i < d / 2; i++) {
         double angle = pos * pow(theta, -2.0 * (double)i / (double)d);
-        int64_t ia = mode == FMQA_ROPE_NEOX ? i : 2 * i;
-        int64_t ib = mode == FMQA_ROPE_NEOX ? i + d / 2 : 2 * i + 1;
-        double a = x[ia], b = x[ib], cs = cos(angle), sn = sin(angle);
-        x[ia] = a * cs - b * sn;
-        x[ib] = b * cs + a * sn;
+        rotate_pair(mode, x, d, i, cos(angle), sin(angle));
     }
     return FMQA_OK;
 }
 
+fmqa_status ref_rope_row_cs(fmqa_rope mode, double *x, int64_t d, const float *cs,
+                            fmqa_err *err)
+{
+    fmqa_status st;
+    if (!rope_args(mode, x, d, &st, err))
+        return st;
+    if (!cs)
+        return BAD("ref_rope_row_cs: NULL table row");
+    for (int64_t i = 0; i < d / 2; i++)
+        rotate_pair(mode, x, d, i, cs[i], cs[d / 2 + i]);
+    return FMQA_OK;
+}
+
 /* ---------------------------------------------------------------- append */
+
+/* Elements RoPE rotates in a K row (fmqa_rope_extent of the public problem). */
+static int64_t rope_extent(const ref_append_shape *s)
+{
+    if (s->rope == FMQA_ROPE_NONE)
+        return 0;
+    if (s->latent)
+        return s->head_dim_k - s->head_dim_v;
+    return s->rope_dim > 0 ? s->rope_dim : s->head_dim_k;
+}
 
 static fmqa_status check_append(const ref_append_shape *s, const double *k_new,
                                 const double *v_new, const ref_cache_view *kc,
@@ -203,13 +240,37 @@ static fmqa_status check_append(const ref_append_shape *s, const double *k_new,
     if (!s || s->batch <= 0 || s->n_new <= 0 || s->num_q_heads <= 0 || s->num_kv_heads <= 0 ||
         s->head_dim_k <= 0 || s->head_dim_v <= 0)
         return BAD("ref_append_shape: NULL or a size <= 0");
-    if (!s->start_pos || !k_new || !v_new)
-        return BAD("ref_append: NULL start_pos, k_new or v_new");
+    if (!s->start_pos || (k_new && !v_new && !s->latent))
+        return BAD("ref_append: NULL start_pos or v_new");
     for (int64_t b = 0; b < s->batch; b++)
         if (s->start_pos[b] < 0)
             return BAD("ref_append: start_pos[%lld] = %d < 0", (long long)b, s->start_pos[b]);
+    int64_t r = rope_extent(s);
+    if (s->rope != FMQA_ROPE_NONE && (r <= 0 || r > s->head_dim_k || r % 2))
+        return BAD("ref_append: %lld rotated elements of a %lld-element row: expected an even "
+                   "number > 0 within it",
+                   (long long)r, (long long)s->head_dim_k);
+    if (s->rope_cos_sin && (s->rope_cos_sin_stride < r || s->rope_cos_sin_len <= 0))
+        return BAD("ref_append: rope_cos_sin rows of %lld floats (stride) for %lld rotated "
+                   "elements, %lld positions",
+                   (long long)s->rope_cos_sin_stride, (long long)r,
+                   (long long)s->rope_cos_sin_len);
+    if (!k_new) /* q alone */
+        return FMQA_OK;
     fmqa_status st = check_view(kc, "ref_append k cache", err);
-    return st != FMQA_OK ? st : check_view(vc, "ref_append v cache", err);
+    return st != FMQA_OK || s->latent ? st : check_view(vc, "ref_append v cache", err);
+}
+
+/* RoPE of the rotated part of a row of d elements (K: d = head_dim_k; q of a
+ * latent cache: d = the rotated part) at position pos. */
+static fmqa_status rope_part(const ref_append_shape *s, double *row, int64_t d, int64_t pos,
+                             fmqa_err *err)
+{
+    int64_t r = rope_extent(s), at = s->latent ? d - r : 0;
+    if (s->rope_cos_sin)
+        return ref_rope_row_cs(s->rope, row + at, r,
+                               s->rope_cos_sin + pos * s->rope_cos_sin_stride, err);
+    return ref_rope_row(s->rope, row + at, r, (double)pos, s->rope_theta, err);
 }
 
 /* One pass of the append over every new (token, head); write = 0 only checks. */
@@ -218,22 +279,23 @@ static fmqa_status append_pass(const ref_append_shape *s, const double *k_new,
                                const ref_cache_view *vc, double *row, int write, fmqa_err *err)
 {
     fmqa_status st = FMQA_OK;
-    int64_t dk = s->head_dim_k, dv = s->head_dim_v;
+    int64_t dk = s->head_dim_k, dv = s->head_dim_v, dq = s->latent ? rope_extent(s) : dk;
     for (int64_t b = 0; b < s->batch; b++)
         for (int64_t t = 0; t < s->n_new; t++) {
             int64_t pos = s->start_pos[b] + t, tok = b * s->n_new + t;
-            for (int64_t h = 0; h < s->num_kv_heads && st == FMQA_OK; h++) {
+            if (s->rope_cos_sin && s->rope != FMQA_ROPE_NONE && pos >= s->rope_cos_sin_len)
+                continue; /* no angles for it: the token is not written */
+            for (int64_t h = 0; k_new && h < s->num_kv_heads && st == FMQA_OK; h++) {
                 memcpy(row, k_new + (tok * s->num_kv_heads + h) * dk, (size_t)dk * sizeof *row);
-                st = ref_rope_row(s->rope, row, dk, (double)pos, s->rope_theta, err);
+                st = rope_part(s, row, dk, pos, err);
                 if (st == FMQA_OK)
                     st = store_row(kc, b, pos, h, row, dk, s->n_pages, write, err);
-                if (st == FMQA_OK)
+                if (st == FMQA_OK && !s->latent)
                     st = store_row(vc, b, pos, h, v_new + (tok * s->num_kv_heads + h) * dv, dv,
                                    s->n_pages, write, err);
             }
             for (int64_t h = 0; q && write && h < s->num_q_heads && st == FMQA_OK; h++)
-                st = ref_rope_row(s->rope, q + (tok * s->num_q_heads + h) * dk, dk, (double)pos,
-                                  s->rope_theta, err);
+                st = rope_part(s, q + (tok * s->num_q_heads + h) * dq, dq, pos, err);
             if (st != FMQA_OK)
                 return st;
         }
@@ -437,15 +499,14 @@ fmqa_status ref_prefill(const fmqa_problem *p, const fmqa_prefill_args *a, int64
     return st;
 }
 
-/* Writes the dense q [B, n, H, d] back into the strided q of the args. */
+/* Writes the dense q [B, n, H, dq] back into the strided q of the args. */
 static fmqa_status scatter_q(const ref_cache_view *qv, const ref_append_shape *s,
-                             const double *q, fmqa_err *err)
+                             const double *q, int64_t dq, fmqa_err *err)
 {
     fmqa_status st = FMQA_OK;
     for (int64_t r = 0; r < s->batch * s->n_new * s->num_q_heads && st == FMQA_OK; r++) {
         int64_t b = r / (s->n_new * s->num_q_heads), t = r / s->num_q_heads % s->n_new;
-        st = store_row(qv, b, t, r % s->num_q_heads, q + r * s->head_dim_k, s->head_dim_k, 0, 1,
-                       err);
+        st = store_row(qv, b, t, r % s->num_q_heads, q + r * dq, dq, 0, 1, err);
     }
     return st;
 }
@@ -453,21 +514,27 @@ static fmqa_status scatter_q(const ref_cache_view *qv, const ref_append_shape *s
 fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, int64_t n_pages,
                             fmqa_err *err)
 {
-    if (!p || !a || !a->k_new || !a->v_new)
-        return BAD("ref_append_args: NULL problem, args, k_new or v_new");
+    const int latent = p && (p->flags & FMQA_FLAG_LATENT);
+    if (!p || !a || (a->k_new && !a->v_new && !latent) || (!a->k_new && !a->q))
+        return BAD("ref_append_args: NULL problem, args, v_new, or k_new and q");
     if (p->batch <= 0 || p->q_tokens <= 0 || p->num_q_heads <= 0 || p->num_kv_heads <= 0 ||
         p->head_dim_qk <= 0 || p->head_dim_v <= 0)
         return BAD("ref_append_args: problem sizes must be > 0");
     ref_append_shape s = {p->batch, p->q_tokens, p->num_q_heads, p->num_kv_heads, p->head_dim_qk,
-                          p->head_dim_v, a->start_pos, p->rope, a->rope_theta, n_pages};
-    int64_t nt = s.batch * s.n_new, nq = a->q ? nt * s.num_q_heads * s.head_dim_k : 0;
-    double *kn = malloc((size_t)(nt * s.num_kv_heads * (s.head_dim_k + s.head_dim_v) + nq) *
+                          p->head_dim_v, a->start_pos, p->rope, a->rope_theta, n_pages,
+                          p->rope_dim, latent, a->rope_cos_sin, a->rope_cos_sin_stride,
+                          a->rope_cos_sin_len};
+    /* q rows: a latent cache's q is its rope part only */
+    int64_t dq = latent ? fmqa_rope_extent(p) : s.head_dim_k, dvn = latent ? 0 : s.head_dim_v;
+    const int q_only = !a->k_new; /* RoPE of q alone: no token is written */
+    int64_t nt = s.batch * s.n_new, nq = a->q ? nt * s.num_q_heads * dq : 0;
+    double *kn = malloc((size_t)(nt * s.num_kv_heads * (s.head_dim_k + dvn) + nq + 1) *
                         sizeof *kn);
     if (!kn)
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_append_args: %lld tokens",
                             (long long)nt);
     double *vn = kn + nt * s.num_kv_heads * s.head_dim_k;
-    double *q = a->q ? vn + nt * s.num_kv_heads * s.head_dim_v : NULL;
+    double *q = a->q ? vn + nt * s.num_kv_heads * dvn : NULL;
     ref_cache_view knv = plain_view(p->q_dtype, a->k_new, a->k_new_stride_batch,
                                     a->k_new_stride_token, a->k_new_stride_head);
     ref_cache_view vnv = plain_view(p->q_dtype, a->v_new, a->v_new_stride_batch,
@@ -475,16 +542,17 @@ fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, in
     ref_cache_view qv = plain_view(p->q_dtype, a->q, a->q_stride_batch, a->q_stride_token,
                                    a->q_stride_head);
     ref_cache_view kc = ARGS_CACHE_VIEW(p, a, k), vc = ARGS_CACHE_VIEW(p, a, v);
-    fmqa_status st = ref_cache_gather(&knv, s.batch, s.n_new, s.num_kv_heads, s.head_dim_k, NULL,
-                                      0, kn, err);
-    if (st == FMQA_OK)
+    fmqa_status st = q_only ? FMQA_OK
+                            : ref_cache_gather(&knv, s.batch, s.n_new, s.num_kv_heads,
+                                               s.head_dim_k, NULL, 0, kn, err);
+    if (st == FMQA_OK && !latent && !q_only)
         st = ref_cache_gather(&vnv, s.batch, s.n_new, s.num_kv_heads, s.head_dim_v, NULL, 0, vn, err);
-    if (st == FMQA_OK && q)
-        st = ref_cache_gather(&qv, s.batch, s.n_new, s.num_q_heads, s.head_dim_k, NULL, 0, q, err);
+    if (st == FMQA_OK && q && dq > 0)
+        st = ref_cache_gather(&qv, s.batch, s.n_new, s.num_q_heads, dq, NULL, 0, q, err);
     if (st == FMQA_OK)
-        st = ref_append(&s, kn, vn, q, &kc, &vc, err);
-    if (st == FMQA_OK && q)
-        st = scatter_q(&qv, &s, q, err);
+        st = ref_append(&s, q_only ? NULL : kn, latent || q_only ? NULL : vn, q, &kc, &vc, err);
+    if (st == FMQA_OK && q && dq > 0)
+        st = scatter_q(&qv, &s, q, dq, err);
     free(kn);
     return st;
 }

@@ -9,7 +9,8 @@
  * anything is launched: required pointers present; every pointer and stride
  * aligned for the width the kernel reads it with (16-byte vectors for q, o,
  * caches and inputs; 4-byte cp.async and loads for scales, kv_lens,
- * start_pos, page tables and lse; 8-byte words for tree masks); every element
+ * start_pos, page tables, RoPE cos/sin tables and lse; 8-byte words for tree
+ * masks); every element
  * offset a kernel forms from the strides (long long in decode.cuh, append.cuh) within
  * int64, by checked arithmetic over the extents the problem implies (a page id
  * may be any int32); rows of written tensors that do not overlap; page tables
@@ -189,10 +190,16 @@ static void scale_strides(fmqa_kv_scale_granularity g, const int64_t in[3], int6
 
 /* The cache tensors (K, V and 8-bit scales): [b|page, slot, hk, d].  A page id
  * may be any int32, so a paged cache's outer extent is 2^31.  Per-head scales
- * are [hk], a per-tensor scale one float; neither is written. */
+ * are [hk], a per-tensor scale one float; neither is written.  An MLA latent
+ * append (FMQA_FLAG_LATENT) has no V: v and v_scale must be NULL. */
 static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, int written,
                                fmqa_err *err)
 {
+    int has_v = !(p->flags & FMQA_FLAG_LATENT);
+    if (!has_v && (c->v || c->v_scale))
+        return BAD("args.%s must be NULL with FMQA_FLAG_LATENT: V is the first head_dim_v "
+                   "elements of the latent K row",
+                   c->v ? "v" : "v_scale");
     int paged = (p->flags & FMQA_FLAG_PAGED) != 0;
     int64_t ext[3] = {paged ? (int64_t)INT32_MAX + 1 : p->batch,
                       paged ? p->page_size : fmqa_cache_slots(p), p->num_kv_heads};
@@ -207,15 +214,15 @@ static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, int w
     tensor_spec k = {c->names[0], c->k, c->ks, {ext[0], ext[1], ext[2]}, p->head_dim_qk, ke,
                      VEC_BYTES, 1, written};
     tensor_spec v = {c->names[1], c->v, c->vs, {ext[0], ext[1], ext[2]}, p->head_dim_v, ke,
-                     VEC_BYTES, 1, written};
+                     VEC_BYTES, has_v, written};
     tensor_spec ks = {c->names[2], c->k_scale, kss, {sext[0], sext[1], sext[2]}, 1, sizeof(float),
                       WORD_BYTES, 1, written && per_token};
     tensor_spec vs = {c->names[3], c->v_scale, vss, {sext[0], sext[1], sext[2]}, 1, sizeof(float),
-                      WORD_BYTES, 1, written && per_token};
+                      WORD_BYTES, has_v, written && per_token};
     fmqa_status st;
     if ((st = check_tensor(&k, err)) || (st = check_tensor(&v, err)))
         return st;
-    if (is_8bit(p->kv_dtype) && (!c->k_scale || !c->v_scale))
+    if (is_8bit(p->kv_dtype) && (!c->k_scale || (has_v && !c->v_scale)))
         return BAD("args.%s is NULL but the cache is 8-bit", c->names[c->k_scale ? 3 : 2]);
     if (is_8bit(p->kv_dtype) && ((st = check_tensor(&ks, err)) || (st = check_tensor(&vs, err))))
         return st;
@@ -337,10 +344,60 @@ void rt_mla_decode_args(const fmqa_problem *p, const fmqa_mla_decode_args *m,
     d->workspace = m->workspace, d->workspace_size = m->workspace_size;
 }
 
+/* The RoPE table: floats, rows of at least the rotated elements, read at any
+ * position below its length; exclusive with rope_theta. */
+static fmqa_status check_rope_table(const fmqa_problem *p, const fmqa_append_args *a,
+                                    fmqa_err *err)
+{
+    int64_t r = fmqa_rope_extent(p);
+    if (!a->rope_cos_sin)
+        return FMQA_OK;
+    if (r == 0)
+        return BAD("args.rope_cos_sin is set but the problem has no RoPE (problem.rope none)");
+    if (a->rope_theta != 0)
+        return BAD("args.rope_theta %g and args.rope_cos_sin are exclusive: the table holds "
+                   "the angles (set rope_theta to 0)",
+                   a->rope_theta);
+    if (a->rope_cos_sin_len <= 0 || a->rope_cos_sin_stride < r)
+        return BAD("args.rope_cos_sin_len %lld must be positive and rope_cos_sin_stride %lld "
+                   "at least the %lld rotated elements (cos and sin of %lld pairs)",
+                   (long long)a->rope_cos_sin_len, (long long)a->rope_cos_sin_stride,
+                   (long long)r, (long long)r / 2);
+    const int64_t ts[3] = {0, a->rope_cos_sin_stride, 0};
+    const tensor_spec t = {"rope_cos_sin", a->rope_cos_sin, ts, {1, a->rope_cos_sin_len, 1},
+                           r, sizeof(float), WORD_BYTES, 1, 0};
+    return check_tensor(&t, err);
+}
+
+/* RoPE of q alone (k_new NULL): q with RoPE, and no cache or input besides. */
+static fmqa_status check_q_only(const fmqa_problem *p, const fmqa_append_args *a,
+                                fmqa_err *err)
+{
+    const void *const other[] = {a->v_new, a->k, a->v, a->k_scale, a->v_scale};
+    static const char *const names[] = {"v_new", "k", "v", "k_scale", "v_scale"};
+    for (int i = 0; i < 5; i++)
+        if (other[i])
+            return BAD("args.%s is set but args.k_new is NULL: without new tokens the call "
+                       "only rotates q, and writes no cache",
+                       names[i]);
+    if (!a->q || p->rope == FMQA_ROPE_NONE)
+        return BAD("args.k_new is NULL and %s: a call without new tokens rotates q and needs "
+                   "both",
+                   !a->q ? "args.q is NULL" : "problem.rope is none");
+    return FMQA_OK;
+}
+
 static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a, fmqa_err *err)
 {
     if (!a)
         return BAD("args is NULL");
+    const int latent = (p->flags & FMQA_FLAG_LATENT) != 0, q_only = !a->k_new;
+    fmqa_status st;
+    if (q_only && (st = check_q_only(p, a, err)))
+        return st;
+    if (latent && a->v_new)
+        return BAD("args.v_new must be NULL with FMQA_FLAG_LATENT: k_new rows hold the latent "
+                   "and the rope part, and V is the latent");
     const int64_t kn[3] = {a->k_new_stride_batch, a->k_new_stride_token, a->k_new_stride_head};
     const int64_t vn[3] = {a->v_new_stride_batch, a->v_new_stride_token, a->v_new_stride_head};
     const int64_t qs[3] = {a->q_stride_batch, a->q_stride_token, a->q_stride_head};
@@ -348,13 +405,15 @@ static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a
     const tensor_spec k_new = {"k_new", a->k_new, kn, {p->batch, p->q_tokens, p->num_kv_heads},
                                p->head_dim_qk, ie, VEC_BYTES, 1, 0};
     const tensor_spec v_new = {"v_new", a->v_new, vn, {p->batch, p->q_tokens, p->num_kv_heads},
-                               p->head_dim_v, ie, VEC_BYTES, 1, 0};
+                               p->head_dim_v, ie, VEC_BYTES, !latent, 0};
+    /* a latent cache's q is its rope part only */
     const tensor_spec q = {"q", a->q, qs, {p->batch, p->q_tokens, p->num_q_heads},
-                           p->head_dim_qk, ie, VEC_BYTES, 0, 1};
+                           latent ? fmqa_rope_extent(p) : p->head_dim_qk, ie, VEC_BYTES, 0, 1};
     const cache_view cache = CACHE_VIEW(a);
-    fmqa_status st;
-    if ((st = check_tensor(&k_new, err)) || (st = check_tensor(&v_new, err)) ||
-        (st = check_tensor(&q, err)) || (st = check_cache(p, &cache, 1, err)))
+    if (!q_only && ((st = check_tensor(&k_new, err)) || (st = check_tensor(&v_new, err)) ||
+                    (st = check_cache(p, &cache, 1, err))))
+        return st;
+    if ((st = check_tensor(&q, err)))
         return st;
     if (!a->start_pos)
         return BAD("args.start_pos is NULL");
@@ -362,7 +421,7 @@ static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a
         return st;
     if (a->rope_theta < 0 || !isfinite(a->rope_theta))
         return BAD("args.rope_theta %g is negative or not finite", a->rope_theta);
-    return FMQA_OK;
+    return check_rope_table(p, a, err);
 }
 
 fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
@@ -385,6 +444,8 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
     o->rope_theta = a->rope_theta > 0 ? a->rope_theta : 10000.0f;
     o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;
     o->n_new = p->q_tokens, o->window = (int)fmqa_ring_period(p), o->sink_tokens = p->sink_tokens;
+    o->rope_cs = a->rope_cos_sin;
+    o->rope_cs_stride = a->rope_cos_sin_stride, o->rope_cs_len = a->rope_cos_sin_len;
     return FMQA_OK;
 }
 

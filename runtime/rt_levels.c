@@ -18,7 +18,14 @@
  *                        floats per layer, fixed_scale_bytes
  *   tokens kept          max_seq_len, or sinks + window (RING cache) capped at it
  *   paged                whole pages are allocated, plus one int32 per page
- *   baseline             fp16 MHA: 2 * H * d * 2 bytes per token, max_seq_len tokens
+ *   baseline             fp16 MHA: 2 * H * d * 2 bytes per token, max_seq_len tokens;
+ *                        MLA: the same model run as MHA caches per head K = [k_nope
+ *                        (d) | k_rope (d_r)] and V (d): H * (2 d + d_r) * 2 bytes
+ *
+ * MLA models get their own presets (mla_policy): the latent row replaces K and V,
+ * the 8-bit level stores it in fp8 e4m3 (the format the MLA kernels and FlashMLA
+ * read), and RoPE is fused in DeepSeek's interleaved (GPT-J) layout.  The two
+ * preset functions share only the window rule, so either can change alone.
  * All sums and products go through the checked helpers of fmqa_common.h: a
  * model too large for int64 bytes is an error, never a wrapped number.
  *
@@ -37,6 +44,8 @@
 #define LEVEL_SPEC_TOKENS 4    /* typical draft length of EAGLE/Medusa drafters */
 #define LEVEL_MAX_SPEC 16      /* decode serves 1..16 query tokens per sequence  */
 #define LEVEL_8BIT FMQA_DTYPE_INT8
+#define LEVEL_8BIT_MLA FMQA_DTYPE_FP8_E4M3 /* the MLA kernels' 8-bit latent          */
+#define LEVEL_ROPE_MLA FMQA_ROPE_GPTJ      /* DeepSeek's rope part is interleaved    */
 
 static const char *const level_names[] = {
     [FMQA_LEVEL_CONSERVATIVE] = "conservative",
@@ -131,6 +140,55 @@ static fmqa_status model_check(fmqa_ctx_t *ctx, const fmqa_model_config *m)
 
 /* ------------------------------------------------------------ presets */
 
+/* The balanced window: a quarter of the context plus 4 sinks, or none when it
+ * would keep every position anyway. */
+static void level_window(const fmqa_model_config *m, fmqa_level_policy *p)
+{
+    int32_t window = m->max_seq_len / LEVEL_WINDOW_DIV;
+    if (window > 0 && window + LEVEL_SINKS < m->max_seq_len) {
+        p->window = window;
+        p->sink_tokens = LEVEL_SINKS;
+    }
+}
+
+/* MHA / GQA / MQA: the model's K and V heads, int8 at the aggressive level. */
+static fmqa_level_policy kv_policy(fmqa_level level, const fmqa_model_config *model)
+{
+    fmqa_level_policy p = {
+        .level = level, .kv_dtype = model->dtype, .sink_tokens = 0, .window = 0,
+        .spec_tokens = 1, .page_size = 0, .rope = FMQA_ROPE_NONE,
+    };
+    if (level >= FMQA_LEVEL_BALANCED) {
+        level_window(model, &p);
+        p.rope = FMQA_ROPE_NEOX;
+    }
+    if (level >= FMQA_LEVEL_AGGRESSIVE) {
+        p.kv_dtype = LEVEL_8BIT;
+        p.spec_tokens = LEVEL_SPEC_TOKENS;
+    }
+    return p;
+}
+
+/* MLA: conservative is exact MLA (16-bit latent, full context); balanced adds
+ * the window and sinks and the fused interleaved RoPE of the rope part;
+ * aggressive the fp8 e4m3 latent (one scale per token) and 4 drafts. */
+static fmqa_level_policy mla_policy(fmqa_level level, const fmqa_model_config *model)
+{
+    fmqa_level_policy p = {
+        .level = level, .kv_dtype = model->dtype, .sink_tokens = 0, .window = 0,
+        .spec_tokens = 1, .page_size = 0, .rope = FMQA_ROPE_NONE,
+    };
+    if (level >= FMQA_LEVEL_BALANCED) {
+        level_window(model, &p);
+        p.rope = LEVEL_ROPE_MLA;
+    }
+    if (level >= FMQA_LEVEL_AGGRESSIVE) {
+        p.kv_dtype = LEVEL_8BIT_MLA;
+        p.spec_tokens = LEVEL_SPEC_TOKENS;
+    }
+    return p;
+}
+
 fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
                                      const fmqa_model_config *model,
                                      fmqa_level_policy *policy)
@@ -144,25 +202,7 @@ fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
         return st;
     if (!policy)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "policy: NULL output");
-
-    fmqa_level_policy p = {
-        .level = level, .kv_dtype = model->dtype, .sink_tokens = 0, .window = 0,
-        .spec_tokens = 1, .page_size = 0, .rope = FMQA_ROPE_NONE,
-    };
-    if (level >= FMQA_LEVEL_BALANCED) {
-        int32_t window = model->max_seq_len / LEVEL_WINDOW_DIV;
-        /* A window that keeps every position saves nothing: stay full context. */
-        if (window > 0 && window + LEVEL_SINKS < model->max_seq_len) {
-            p.window = window;
-            p.sink_tokens = LEVEL_SINKS;
-        }
-        p.rope = FMQA_ROPE_NEOX;
-    }
-    if (level >= FMQA_LEVEL_AGGRESSIVE) {
-        p.kv_dtype = LEVEL_8BIT;
-        p.spec_tokens = LEVEL_SPEC_TOKENS;
-    }
-    *policy = p;
+    *policy = model_is_mla(model) ? mla_policy(level, model) : kv_policy(level, model);
     return rt_clear(ctx);
 }
 
@@ -280,6 +320,8 @@ static fmqa_status memory_fill(fmqa_ctx_t *ctx, const fmqa_model_config *m,
                                const fmqa_level_policy *p, fmqa_memory_report *r /* OUT */)
 {
     int64_t d = model_head_dim(m);
+    /* baseline elements per token and head: K and V, MLA's K with its rope part */
+    int64_t mha_row = 2 * d + (model_is_mla(m) ? m->mla_rope_dim : 0);
     int64_t elems, scale_rows = model_is_mla(m) ? 1 : 2 * (int64_t)m->num_kv_heads;
     int64_t elem_bytes, scale_bytes, baseline_per_token;
     const fmqa_kv_scale_granularity g = p->kv_scale_granularity;
@@ -307,7 +349,7 @@ static fmqa_status memory_fill(fmqa_ctx_t *ctx, const fmqa_model_config *m,
     }
     bad = bad || fmqa_mul64(slots, r->bytes_per_token, &r->bytes_per_seq) ||
           fmqa_add64(r->bytes_per_seq, table, &r->bytes_per_seq) ||
-          fmqa_prod64((int64_t[]){2, m->num_q_heads, d, 2}, 4, &baseline_per_token) ||
+          fmqa_prod64((int64_t[]){m->num_q_heads, mha_row, 2}, 3, &baseline_per_token) ||
           fmqa_mul64(baseline_per_token, m->max_seq_len, &r->baseline_bytes_per_seq);
     if (bad)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,

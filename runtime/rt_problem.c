@@ -168,6 +168,41 @@ static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
     return p->op == FMQA_OP_PREFILL ? check_prefill(p, err) : FMQA_OK;
 }
 
+/* RoPE's extent (rope_dim) and the MLA latent append (FMQA_FLAG_LATENT): append
+ * fields, checked here so that every template may assume them. */
+static fmqa_status check_rope(const fmqa_problem *p, fmqa_err *err)
+{
+    int latent = (p->flags & FMQA_FLAG_LATENT) != 0;
+    if (p->rope_dim != 0 && p->op != FMQA_OP_APPEND)
+        return BAD("problem.rope_dim %d: RoPE's extent is an append field (op %s)", p->rope_dim,
+                   fmqa_op_name(p->op));
+    if (p->rope_dim != 0 && p->rope == FMQA_ROPE_NONE)
+        return BAD("problem.rope_dim %d without RoPE (problem.rope is none)", p->rope_dim);
+    if (p->rope_dim < 0 || p->rope_dim > p->head_dim_qk || p->rope_dim % 4 != 0)
+        return BAD("problem.rope_dim %d: expected 0 (all of head_dim_qk) or a multiple of 4 "
+                   "up to head_dim_qk %d",
+                   p->rope_dim, p->head_dim_qk);
+    if (!latent)
+        return FMQA_OK;
+    if (p->op != FMQA_OP_APPEND)
+        return BAD("problem.flags: FMQA_FLAG_LATENT is an append flag (op %s; MLA decode is "
+                   "FMQA_OP_MLA_DECODE)",
+                   fmqa_op_name(p->op));
+    if (p->num_kv_heads != 1)
+        return BAD("problem.num_kv_heads %d: an MLA latent cache has one row per token "
+                   "(num_kv_heads 1)",
+                   p->num_kv_heads);
+    if (p->head_dim_v >= p->head_dim_qk)
+        return BAD("problem.head_dim_v %d: with FMQA_FLAG_LATENT it is the latent, less than "
+                   "head_dim_qk %d = latent + rope part",
+                   p->head_dim_v, p->head_dim_qk);
+    if (p->rope_dim != 0 && p->rope_dim != p->head_dim_qk - p->head_dim_v)
+        return BAD("problem.rope_dim %d: with FMQA_FLAG_LATENT RoPE rotates the rope part, "
+                   "head_dim_qk - head_dim_v = %d (or give 0)",
+                   p->rope_dim, p->head_dim_qk - p->head_dim_v);
+    return FMQA_OK;
+}
+
 /* The decode kernel's grid is (splits, num_kv_heads x row blocks, batch), with
  * at most one row block per (query head, token): batch and num_q_heads x
  * q_tokens bound the y and z axes (templates/decode.lua). */
@@ -231,6 +266,8 @@ fmqa_status rt_problem_check(const fmqa_problem *p, fmqa_err *err)
         st = check_sizes(p, err);
     if (st == FMQA_OK)
         st = check_layout(p, err);
+    if (st == FMQA_OK)
+        st = check_rope(p, err);
     if (st == FMQA_OK)
         st = check_grid(p, err);
     if (st == FMQA_OK)

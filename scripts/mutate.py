@@ -305,6 +305,14 @@ MUTANTS = [
      "if (q8 && FIXED_SCALE) {", "if (false) {"),
     ("lua-fixed-scale", "append.lua", "append.lua: fixed scales never selected",
      "FIXED_SCALE = (p.kv_scale ~= \"token_head\") and 1 or 0,", "FIXED_SCALE = 0,"),
+    ("append-latent-rot-front", "append.cuh", "latent rows rotate their first elements, not the rope part",
+     "#define K_ROT_AT (LATENT ? HEAD_DIM - ROPE_DIM : 0)", "#define K_ROT_AT 0"),
+    ("append-partial-freq", "append.cuh", "partial rotary frequencies over the head dim, not the rotated part",
+     "exp(-(double)(2 * i) / ROPE_DIM * log_theta)", "exp(-(double)(2 * i) / HEAD_DIM * log_theta)"),
+    ("append-table-sin-sign", "append.cuh", "table angles' sin read with the wrong sign",
+     "s = rs.cs[half_r + i];", "s = -rs.cs[half_r + i];"),
+    ("append-table-past-end", "append.cuh", "the token at the table's length is written",
+     "pos >= p.rope_cs_len", "pos > p.rope_cs_len"),
 ]
 
 # Which test binaries can see a bug in each file, cheapest first.
@@ -319,8 +327,8 @@ TESTS = {
     "decode.lua": ["unit_decode_emu"],
     "prefill.cuh": ["unit_prefill_emu"],
     "prefill.lua": ["unit_prefill_emu"],
-    "append.cuh": ["unit_append_emu"],
-    "append.lua": ["unit_append_emu"],
+    "append.cuh": ["unit_append_emu", "unit_rope", "unit_mla_append"],
+    "append.lua": ["unit_append_emu", "unit_rope", "unit_mla_append"],
     "prefill_sm90.cuh": ["unit_prefill_sm90_emu"],
     "fmqa_sm90.cuh": ["unit_prefill_sm90_emu"],
 }

@@ -3,6 +3,9 @@
  * a K/V cache (contiguous, paged or ring), applying RoPE to K (and, when p.q is
  * not NULL, to Q in place) and converting to the cache type: f16/bf16 by
  * round-to-nearest-even, int8/fp8 e4m3 by per-(token, head) quantization.
+ * RoPE rotates ROPE_DIM elements of a row (partial rotary): the first ones, or
+ * with LATENT (an MLA latent cache: one K row of latent + rope part per token,
+ * no V rows, q rows holding only the rope part) the last ones.
  * It computes fmqa_append of include/fastmqa.h; ref_append in reference/ref.h is
  * its float64 definition.
  *
@@ -12,17 +15,20 @@
  * it; rows past the end exit); the head index is fastest, so neighbouring
  * groups touch neighbouring memory and a region boundary is the only place a
  * warp diverges.
- * A group of THREADS_PER_ROW consecutive lanes owns one row.  A row is split in
- * two halves of D/2 and each half into chunks of VEC elements; lane l owns
- * chunks l, l + THREADS_PER_ROW, ... of BOTH halves, so the NEOX partners
- * (i, i + D/2) and the GPTJ partners (2i, 2i + 1) are always in the same thread.
+ * A group of THREADS_PER_ROW consecutive lanes owns one row.  A row is a plain
+ * part and a rotated part of R elements (R = 0 for V and without RoPE); the
+ * plain part is cut into chunks of VEC elements, the rotated part into two
+ * halves of R/2 and each half into chunks; lane l owns chunks l, l +
+ * THREADS_PER_ROW, ... of the plain part and of BOTH halves, so the NEOX
+ * partners (i, i + R/2) and the GPTJ partners (2i, 2i + 1) are always in the
+ * same thread.
  * Loads are VEC*2 bytes (16 for VEC = 8), stores VEC*2 or VEC bytes.
  *
  * Numerics (what ref_append must match):
  *  - inputs are f16/bf16, decoded exactly to fp32; everything is fp32 after.
  *  - angle of pair i at position pos, as half turns: t = pos * f[i] with
- *    f[i] = theta^(-2i/D) / pi, both in double (f once per CTA into shared
- *    memory, as exp(-2i/D * log(theta)) / pi: ~1e-15 relative).  The whole turns
+ *    f[i] = theta^(-2i/R) / pi, both in double (f once per CTA into shared
+ *    memory, as exp(-2i/R * log(theta)) / pi: ~1e-15 relative).  The whole turns
  *    are dropped exactly (r = t - 2 * rint(t / 2), |r| <= 1, Sterbenz), then
  *    (sin, cos) = sincospif((float)r): <= 1 ulp, and its argument reduction is
  *    exact, so there is no Payne-Hanek slow path and no local memory.  Error
@@ -33,6 +39,8 @@
  *    float errs by up to ~1.2e-7 * pos rad: 1.2e-2 rad at pos 1e5).  Cost: ~5
  *    double operations per pair, small next to the row's memory traffic on
  *    sm_80/90 (they are 1/64-rate on sm_86/89 parts).
+ *  - with the caller's table (p.rope_cs, uniform over the grid) the pair's
+ *    cos and sin are the floats of row pos, as given: no angle error of ours.
  *  - rotation (a, b) -> (a cos - b sin, b cos + a sin) in fp32 (FMA contraction
  *    allowed: ~1e-7 relative).  There is no intermediate rounding of K to 16
  *    bits: the f16/bf16 inputs are exact in fp32, the result is rounded once.
@@ -51,12 +59,16 @@
  *    ignores, so the per-token address finds it), read and never written;
  *    codes as above, saturating; a scale <= 0 or NaN stores zero codes.
  *
+ * Without new tokens (p.k_new NULL) the K and V rows exit at once and the
+ * call only rotates q.
+ *
  * Placement.  pos = start_pos[b] + t.  RING: slot = pos if pos < sinks, else
  * sinks + (pos - sinks) % window; a token that a later token of the same call
  * overwrites (t + window < n_new, pos >= sinks) is not written, so the result
  * is that of writing the tokens in order.  PAGED: page_table[b * pt_stride +
  * slot / PAGE_SIZE] names the block (page), slot % PAGE_SIZE the row in it.
- * Rows with a negative position, or a negative page entry, are left untouched
+ * Rows with a negative position, a position at or past the table's length
+ * (p.rope_cs_len, with a table), or a negative page entry, are left untouched
  * (cheap guards against corrupting memory; the kernel cannot report errors).
  * The kernel cannot bound slots by the cache capacity: the caller must.
  *
@@ -66,7 +78,8 @@
  *
  * Defines (from append.lua): HEAD_DIM, HEAD_DIM_V, IN_BF16 (0/1: dtype of
  * k_new, v_new and q), KV_FMT (fmqa_dtype code of the cache: 1 f16, 2 bf16,
- * 4 int8, 5 fp8 e4m3), ROPE (fmqa_rope: 0 none, 1 neox, 2 gptj), PAGED,
+ * 4 int8, 5 fp8 e4m3), ROPE (fmqa_rope: 0 none, 1 neox, 2 gptj), ROPE_DIM
+ * (rotated elements of a K row, 0 without RoPE), LATENT (0/1), PAGED,
  * PAGE_SIZE, RING, FIXED_SCALE (0/1), and the tunables THREADS_PER_ROW,
  * ROWS_PER_CTA, VEC.
  */
@@ -78,7 +91,8 @@
 #endif
 #if !defined(HEAD_DIM) || !defined(HEAD_DIM_V) || !defined(IN_BF16) || !defined(KV_FMT) || \
     !defined(ROPE) || !defined(PAGED) || !defined(PAGE_SIZE) || !defined(RING) ||            \
-    !defined(FIXED_SCALE) || !defined(THREADS_PER_ROW) || !defined(ROWS_PER_CTA) || !defined(VEC)
+    !defined(FIXED_SCALE) || !defined(THREADS_PER_ROW) || !defined(ROWS_PER_CTA) ||            \
+    !defined(VEC) || !defined(ROPE_DIM) || !defined(LATENT)
 #error "append.cuh: a define from append.lua is missing"
 #endif
 
@@ -93,8 +107,13 @@ static_assert(VEC == 2 || VEC == 4 || VEC == 8, "VEC must be 2, 4 or 8");
 static_assert(THREADS_PER_ROW >= 1 && THREADS_PER_ROW <= 32 &&
               (THREADS_PER_ROW & (THREADS_PER_ROW - 1)) == 0,
               "THREADS_PER_ROW must be a power of two <= 32 (a group never straddles warps)");
-static_assert((HEAD_DIM / 2) % VEC == 0 && (HEAD_DIM_V / 2) % VEC == 0,
-              "VEC must divide both half head dims");
+static_assert((ROPE == 0) == (ROPE_DIM == 0) && ROPE_DIM % 4 == 0 && ROPE_DIM <= HEAD_DIM,
+              "ROPE_DIM: the rotated elements of a K row, 0 exactly without RoPE");
+static_assert((HEAD_DIM - ROPE_DIM) % VEC == 0 && (ROPE_DIM / 2) % VEC == 0 &&
+              (LATENT || HEAD_DIM_V % VEC == 0),
+              "VEC must divide the plain part and half the rotated part of every row");
+static_assert(!LATENT || ROPE_DIM == 0 || ROPE_DIM == HEAD_DIM - HEAD_DIM_V,
+              "a latent row rotates its rope part, the elements after the latent");
 static_assert(KV_FMT == FMT_F16 || KV_FMT == FMT_BF16 || KV_FMT == FMT_INT8 || KV_FMT == FMT_FP8,
               "KV_FMT must be an fmqa_dtype code of a cache type");
 static_assert(ROPE >= 0 && ROPE <= 2, "ROPE must be 0, 1 or 2");
@@ -167,74 +186,118 @@ static __device__ __forceinline__ unsigned char quantize(float x, float sc)
 
 /* ------------------------------------------------------------ one row */
 
-/* The fp32 values a lane holds of a D-element row: x[it][half][e] is element
- * half * D/2 + (lane + it * THREADS_PER_ROW) * VEC + e.  Chunks past the row
- * (lane beyond the last chunk) hold zeros, which leave max|x| unchanged. */
-template <int D> struct row_shape {
-    static constexpr int chunks = D / 2 / VEC;
+/* A segment of N elements in chunks of VEC: lane l of a THREADS_PER_ROW group
+ * owns chunks l, l + THREADS_PER_ROW, ...  slots sizes its arrays (at least 1:
+ * C++ has no empty arrays; an empty segment has no passes). */
+template <int N> struct seg {
+    static constexpr int chunks = N / VEC;
     static constexpr int iters = (chunks + THREADS_PER_ROW - 1) / THREADS_PER_ROW;
+    static constexpr int slots = iters > 0 ? iters : 1;
 };
 
-template <int D>
+template <int N>
 static __device__ __forceinline__ bool chunk_valid(int lane, int it)
 {
-    return row_shape<D>::chunks % THREADS_PER_ROW == 0 ||
-           lane + it * THREADS_PER_ROW < row_shape<D>::chunks;
+    return seg<N>::chunks % THREADS_PER_ROW == 0 || lane + it * THREADS_PER_ROW < seg<N>::chunks;
 }
 
-template <int D>
-static __device__ __forceinline__ void load_row(const unsigned short *src, int lane,
-                                                float (&x)[row_shape<D>::iters][2][VEC])
+/* The fp32 values a lane holds of a row of D elements whose R rotated ones
+ * start at element ROT_AT (0 or D - R) and whose D - R plain ones fill the
+ * rest: plain[it][e] is plain element (lane + it * THREADS_PER_ROW) * VEC + e,
+ * rot[it][half][e] rotated element half * R/2 + (lane + it * THREADS_PER_ROW)
+ * * VEC + e, so that the NEOX partners (i, i + R/2) and the GPTJ partners
+ * (2i, 2i + 1) are always in the same thread.  Chunks past a segment hold
+ * zeros, which leave max|x| unchanged. */
+template <int D, int R, int ROT_AT> struct row_regs {
+    static_assert(R >= 0 && R <= D && (ROT_AT == 0 || ROT_AT == D - R), "rotated part");
+    static constexpr int plain_at = ROT_AT == 0 ? R : 0;
+    typedef seg<D - R> P;
+    typedef seg<R / 2> H;
+    float plain[P::slots][VEC];
+    float rot[H::slots][2][VEC];
+};
+
+/* VEC 16-bit values at src (zeros for an invalid chunk), decoded to fp32. */
+static __device__ __forceinline__ void load_chunk(const unsigned short *src, bool valid,
+                                                  float (&x)[VEC])
 {
+    __align__(16) unsigned short raw[VEC];
+    if (valid)
+        copy_vec<VEC>(raw, src);
 #pragma unroll
-    for (int it = 0; it < row_shape<D>::iters; ++it) {
+    for (int e = 0; e < VEC; ++e)
+        x[e] = valid ? decode16(raw[e]) : 0.0f;
+}
+
+template <int D, int R, int ROT_AT>
+static __device__ __forceinline__ void load_row(const unsigned short *src, int lane,
+                                                row_regs<D, R, ROT_AT> &w)
+{
+    typedef row_regs<D, R, ROT_AT> W;
+#pragma unroll
+    for (int it = 0; it < W::P::iters; ++it) {
+        const int c = lane + it * THREADS_PER_ROW;
+        load_chunk(src + W::plain_at + c * VEC, chunk_valid<D - R>(lane, it), w.plain[it]);
+    }
+#pragma unroll
+    for (int it = 0; it < W::H::iters; ++it) {
         const int c = lane + it * THREADS_PER_ROW;
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            __align__(16) unsigned short raw[VEC];
-            if (chunk_valid<D>(lane, it))
-                copy_vec<VEC>(raw, src + half * (D / 2) + c * VEC);
-#pragma unroll
-            for (int e = 0; e < VEC; ++e)
-                x[it][half][e] = chunk_valid<D>(lane, it) ? decode16(raw[e]) : 0.0f;
-        }
+        for (int half = 0; half < 2; ++half)
+            load_chunk(src + ROT_AT + half * (R / 2) + c * VEC, chunk_valid<R / 2>(lane, it),
+                       w.rot[it][half]);
     }
 }
 
-static __device__ __forceinline__ void rotate_pair(float &a, float &b, double pos, double f)
+/* Where the angles come from: the caller's table row at the position (cs:
+ * cos of the R/2 pairs, then their sin), or theta's frequencies in half turns
+ * per position (freq) and the position. */
+struct rope_src {
+    const float *cs;
+    const double *freq;
+    double pos;
+};
+
+static __device__ __forceinline__ void rotate_pair(float &a, float &b, const rope_src &rs,
+                                                   int half_r, int i)
 {
-    const double t = pos * f;
     float s, c;
-    sincospif((float)fma(-2.0, rint(0.5 * t), t), &s, &c);
+    if (rs.cs) {
+        c = rs.cs[i];
+        s = rs.cs[half_r + i];
+    } else {
+        const double t = rs.pos * rs.freq[i];
+        sincospif((float)fma(-2.0, rint(0.5 * t), t), &s, &c);
+    }
     const float ra = a * c - b * s;
     const float rb = b * c + a * s;
     a = ra;
     b = rb;
 }
 
-/* RoPE on a HEAD_DIM row held as load_row left it.  NEOX pairs element e of a
- * chunk with the same element of the other half; GPTJ pairs neighbours inside
- * a chunk (VEC is even), pair index = element index / 2. */
-template <int MODE>
-static __device__ __forceinline__ void rope_row(int lane, double pos, const double *f,
-                                                float (&x)[row_shape<HEAD_DIM>::iters][2][VEC])
+/* RoPE on the rotated part of a row held as load_row left it.  NEOX pairs
+ * element e of a chunk with the same element of the other half; GPTJ pairs
+ * neighbours inside a chunk (VEC is even), pair index = element index / 2. */
+template <int MODE, int D, int R, int ROT_AT>
+static __device__ __forceinline__ void rope_row(int lane, const rope_src &rs,
+                                                row_regs<D, R, ROT_AT> &w)
 {
 #pragma unroll
-    for (int it = 0; it < row_shape<HEAD_DIM>::iters; ++it) {
+    for (int it = 0; it < row_regs<D, R, ROT_AT>::H::iters; ++it) {
         const int c = lane + it * THREADS_PER_ROW;
-        if (MODE == 0 || !chunk_valid<HEAD_DIM>(lane, it))
+        if (MODE == 0 || !chunk_valid<R / 2>(lane, it))
             continue;
         if (MODE == 1) {
 #pragma unroll
             for (int e = 0; e < VEC; ++e)
-                rotate_pair(x[it][0][e], x[it][1][e], pos, f[c * VEC + e]);
+                rotate_pair(w.rot[it][0][e], w.rot[it][1][e], rs, R / 2, c * VEC + e);
         } else {
 #pragma unroll
             for (int half = 0; half < 2; ++half)
 #pragma unroll
                 for (int m = 0; m < VEC / 2; ++m)
-                    rotate_pair(x[it][half][2 * m], x[it][half][2 * m + 1], pos,
-                                f[(half * (HEAD_DIM / 2) + c * VEC) / 2 + m]);
+                    rotate_pair(w.rot[it][half][2 * m], w.rot[it][half][2 * m + 1], rs, R / 2,
+                                (half * (R / 2) + c * VEC) / 2 + m);
         }
     }
 }
@@ -246,17 +309,23 @@ static __device__ __forceinline__ unsigned group_mask(void)
 }
 
 /* max|x| over the row: the lane's values, then a butterfly inside the group. */
-template <int D>
-static __device__ __forceinline__ float row_amax(const float (&x)[row_shape<D>::iters][2][VEC])
+template <int D, int R, int ROT_AT>
+static __device__ __forceinline__ float row_amax(const row_regs<D, R, ROT_AT> &w)
 {
+    typedef row_regs<D, R, ROT_AT> W;
     float m = 0.0f;
 #pragma unroll
-    for (int it = 0; it < row_shape<D>::iters; ++it)
+    for (int it = 0; it < W::P::iters; ++it)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e)
+            m = fmaxf(m, fabsf(w.plain[it][e]));
+#pragma unroll
+    for (int it = 0; it < W::H::iters; ++it)
 #pragma unroll
         for (int half = 0; half < 2; ++half)
 #pragma unroll
             for (int e = 0; e < VEC; ++e)
-                m = fmaxf(m, fabsf(x[it][half][e]));
+                m = fmaxf(m, fabsf(w.rot[it][half][e]));
     const unsigned mask = group_mask();
 #pragma unroll
     for (int o = THREADS_PER_ROW / 2; o > 0; o /= 2)
@@ -264,55 +333,70 @@ static __device__ __forceinline__ float row_amax(const float (&x)[row_shape<D>::
     return m;
 }
 
+/* Encodes VEC values as FMT (8-bit: divided by sc > 0, else zeros) to dst. */
+template <int FMT>
+static __device__ __forceinline__ void store_chunk(typename fmt_traits<FMT>::storage *dst,
+                                                   float sc, const float (&x)[VEC])
+{
+    const bool q8 = FMT == FMT_INT8 || FMT == FMT_FP8;
+    __align__(16) typename fmt_traits<FMT>::storage out[VEC];
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+        if (q8)
+            out[e] = sc > 0.0f ? quantize<FMT>(x[e], sc) : 0;
+        else
+            out[e] = encode16<FMT>(x[e]);
+    }
+    copy_vec<VEC>(dst, out);
+}
+
 /* Stores a row in format FMT at dst; 8-bit formats quantize and write the
  * row's scale to *scale (lane 0 of the group), or with FIXED_SCALE quantize
  * with *scale. */
-template <int D, int FMT>
+template <int FMT, int D, int R, int ROT_AT>
 static __device__ __forceinline__ void store_row(typename fmt_traits<FMT>::storage *dst,
                                                  float *scale, int lane,
-                                                 const float (&x)[row_shape<D>::iters][2][VEC])
+                                                 const row_regs<D, R, ROT_AT> &w)
 {
+    typedef row_regs<D, R, ROT_AT> W;
     const bool q8 = FMT == FMT_INT8 || FMT == FMT_FP8;
     float sc = 0.0f;
     if (q8 && FIXED_SCALE) {
         sc = *scale;
     } else if (q8) {
-        sc = __fdiv_rn(row_amax<D>(x), FMT == FMT_INT8 ? 127.0f : 448.0f);
+        sc = __fdiv_rn(row_amax(w), FMT == FMT_INT8 ? 127.0f : 448.0f);
         if (lane == 0)
             *scale = sc;
     }
 #pragma unroll
-    for (int it = 0; it < row_shape<D>::iters; ++it) {
+    for (int it = 0; it < W::P::iters; ++it) {
         const int c = lane + it * THREADS_PER_ROW;
-        if (!chunk_valid<D>(lane, it))
+        if (chunk_valid<D - R>(lane, it))
+            store_chunk<FMT>(dst + W::plain_at + c * VEC, sc, w.plain[it]);
+    }
+#pragma unroll
+    for (int it = 0; it < W::H::iters; ++it) {
+        const int c = lane + it * THREADS_PER_ROW;
+        if (!chunk_valid<R / 2>(lane, it))
             continue;
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            __align__(16) typename fmt_traits<FMT>::storage out[VEC];
-#pragma unroll
-            for (int e = 0; e < VEC; ++e) {
-                if (q8)
-                    out[e] = sc > 0.0f ? quantize<FMT>(x[it][half][e], sc) : 0;
-                else
-                    out[e] = encode16<FMT>(x[it][half][e]);
-            }
-            copy_vec<VEC>(dst + half * (D / 2) + c * VEC, out);
-        }
+        for (int half = 0; half < 2; ++half)
+            store_chunk<FMT>(dst + ROT_AT + half * (R / 2) + c * VEC, sc, w.rot[it][half]);
     }
 }
 
-/* Loads a D row from src, RoPEs it with MODE, stores it as FMT. */
-template <int D, int MODE, int FMT>
+/* Loads a D row from src, RoPEs its R elements at ROT_AT with ROPE, stores it
+ * as FMT (R = 0: a plain row, never rotated). */
+template <int D, int R, int ROT_AT, int FMT>
 static __device__ __forceinline__ void process_row(const unsigned short *src,
                                                    typename fmt_traits<FMT>::storage *dst,
-                                                   float *scale, int lane, int pos,
-                                                   const double *f)
+                                                   float *scale, int lane, const rope_src &rs)
 {
-    float x[row_shape<D>::iters][2][VEC];
-    load_row<D>(src, lane, x);
-    if constexpr (MODE != 0) /* D is HEAD_DIM then: V rows (D = HEAD_DIM_V) never rotate */
-        rope_row<MODE>(lane, (double)pos, f, x);
-    store_row<D, FMT>(dst, scale, lane, x);
+    row_regs<D, R, ROT_AT> w;
+    load_row(src, lane, w);
+    if constexpr (R != 0)
+        rope_row<ROPE>(lane, rs, w);
+    store_row<FMT>(dst, scale, lane, w);
 }
 
 /* ------------------------------------------------------------ placement */
@@ -343,14 +427,19 @@ static __device__ __forceinline__ bool cache_place(const fmqa_append_params &p, 
 
 /* ------------------------------------------------------------ kernel */
 
+/* K rows: the rotated part first, or last (the rope part of a latent row). */
+#define K_ROT_AT (LATENT ? HEAD_DIM - ROPE_DIM : 0)
+/* Q rows: a latent cache's q is its rope part only. */
+#define Q_DIM (LATENT ? ROPE_DIM : HEAD_DIM)
+
 extern "C" __global__ void __launch_bounds__(THREADS_PER_ROW * ROWS_PER_CTA)
 fmqa_append_kernel(const fmqa_append_params p)
 {
-    __shared__ double freq[ROPE ? HEAD_DIM / 2 : 1]; /* half turns per position */
-    if (ROPE) {
+    __shared__ double freq[ROPE ? ROPE_DIM / 2 : 1]; /* half turns per position */
+    if (ROPE && p.rope_cs == nullptr) { /* uniform: the whole grid takes one path */
         const double log_theta = log(p.rope_theta > 0.0f ? (double)p.rope_theta : 10000.0);
-        for (int i = threadIdx.x; i < HEAD_DIM / 2; i += blockDim.x)
-            freq[i] = exp(-(double)(2 * i) / HEAD_DIM * log_theta) / 3.141592653589793;
+        for (int i = threadIdx.x; i < ROPE_DIM / 2; i += blockDim.x)
+            freq[i] = exp(-(double)(2 * i) / ROPE_DIM * log_theta) / 3.141592653589793;
         __syncthreads();
     }
 
@@ -358,24 +447,32 @@ fmqa_append_kernel(const fmqa_append_params p)
     int row = blockIdx.x * ROWS_PER_CTA + threadIdx.x / THREADS_PER_ROW;
     const int tokens = p.batch * p.n_new;
     const int kv_rows = tokens * p.num_kv_heads;
-    int region = 0; /* 0 K, 1 V, 2 Q */
-    while (region < 2 && row >= kv_rows) {
+    const int v_rows = LATENT ? 0 : kv_rows; /* a latent cache has no V */
+    int region = 0;                          /* 0 K, 1 V, 2 Q */
+    if (row >= kv_rows) {
         row -= kv_rows;
-        ++region;
+        region = 1;
+        if (row >= v_rows) {
+            row -= v_rows;
+            region = 2;
+        }
     }
     const int heads = region == 2 ? p.num_q_heads : p.num_kv_heads;
-    if (row >= tokens * heads || (region == 2 && (ROPE == 0 || p.q == nullptr)))
+    if (row >= tokens * heads || (region == 2 && (ROPE == 0 || p.q == nullptr)) ||
+        (region < 2 && p.k_new == nullptr)) /* a call that only rotates q */
         return;
     const int h = row % heads;
     const int b = row / heads / p.n_new;
     const int t = row / heads % p.n_new;
     const int pos = p.start_pos[b] + t;
-    if (pos < 0)
+    if (pos < 0 || (ROPE && p.rope_cs != nullptr && pos >= p.rope_cs_len))
         return;
+    const rope_src rs = {ROPE && p.rope_cs ? p.rope_cs + pos * p.rope_cs_stride : nullptr, freq,
+                         (double)pos};
 
     if (region == 2) {
         unsigned short *q = static_cast<unsigned short *>(p.q) + b * p.q_sb + t * p.q_st + h * p.q_sh;
-        process_row<HEAD_DIM, ROPE, IN_FMT>(q, q, nullptr, lane, pos, freq);
+        process_row<Q_DIM, ROPE_DIM, 0, IN_FMT>(q, q, nullptr, lane, rs);
         return;
     }
     long long blk, tok;
@@ -388,12 +485,12 @@ fmqa_append_kernel(const fmqa_append_params p)
             static_cast<const unsigned short *>(p.k_new) + b * p.kn_sb + t * p.kn_st + h * p.kn_sh;
         cache_t *dst = static_cast<cache_t *>(p.k) + blk * p.k_sb + tok * p.k_st + h * p.k_sh;
         float *scale = q8 ? p.k_scale + (blk * p.ks_sb + tok * p.ks_st + h * p.ks_sh) : nullptr;
-        process_row<HEAD_DIM, ROPE, KV_FMT>(src, dst, scale, lane, pos, freq);
+        process_row<HEAD_DIM, ROPE_DIM, K_ROT_AT, KV_FMT>(src, dst, scale, lane, rs);
     } else {
         const unsigned short *src =
             static_cast<const unsigned short *>(p.v_new) + b * p.vn_sb + t * p.vn_st + h * p.vn_sh;
         cache_t *dst = static_cast<cache_t *>(p.v) + blk * p.v_sb + tok * p.v_st + h * p.v_sh;
         float *scale = q8 ? p.v_scale + (blk * p.vs_sb + tok * p.vs_st + h * p.vs_sh) : nullptr;
-        process_row<HEAD_DIM_V, 0, KV_FMT>(src, dst, scale, lane, pos, freq);
+        process_row<HEAD_DIM_V, 0, 0, KV_FMT>(src, dst, scale, lane, rs);
     }
 }

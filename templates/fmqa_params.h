@@ -88,6 +88,11 @@ typedef struct fmqa_append_params {
     int window;                    /* ring slots after the sinks when RING:
                                       window + draft_slots                      */
     int sink_tokens;
+    const float *rope_cs;          /* [rope_cs_len, rope_cs_stride]: cos, sin of
+                                      the rotated pairs per position; NULL =
+                                      rope_theta                                */
+    long long rope_cs_stride;
+    long long rope_cs_len;
 } fmqa_append_params;
 
 /* Prefill (fmqa_prefill in fastmqa.h has the semantics).  Rows are packed per

@@ -134,6 +134,8 @@ typedef enum tun_host_image {
 const void *tun_case_host_image(const tun_case *c, tun_host_image which, size_t *bytes);
 /* Decode arguments over the host images (what ref_decode is given). */
 void tun_case_host_decode_args(const tun_case *c, fmqa_decode_args *out /* OUT */);
+/* Append arguments over the host images (what ref_append_args is given). */
+void tun_case_host_append_args(const tun_case *c, fmqa_append_args *out /* OUT */);
 
 const fmqa_problem *tun_case_problem(const tun_case *c);
 int tun_case_copies(const tun_case *c);

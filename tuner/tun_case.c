@@ -441,6 +441,8 @@ static void fill_append_args(const tun_case *c, int k, fmqa_append_args *a, int 
         a->q_stride_batch = n * H * d, a->q_stride_token = H * d, a->q_stride_head = d;
     }
     FILL_CACHE(c, a, k, host);
+    if (p->flags & FMQA_FLAG_LATENT) /* MLA: no V; q rows start with their rope part */
+        a->v_new = a->v = NULL, a->v_scale = NULL;
     a->start_pos = P(T_LENS);
     a->rope_theta = c->rope_theta;
 #undef P
@@ -603,6 +605,11 @@ void tun_case_host_decode_args(const tun_case *c, fmqa_decode_args *out)
     fill_decode_args(c, 0, out, 1);
 }
 
+void tun_case_host_append_args(const tun_case *c, fmqa_append_args *out)
+{
+    fill_append_args(c, 0, out, 1);
+}
+
 const void *tun_case_host_image(const tun_case *c, tun_host_image which, size_t *bytes)
 {
     static const int input[] = {T_Q, T_K, T_V, T_KS, T_VS, T_KN, T_VN, T_LENS, T_PT, T_MASK};
@@ -645,11 +652,14 @@ static fmqa_status append_reference(tun_case *c, fmqa_err *err)
         for (int64_t t = 0; t < p->q_tokens; t++)
             for (int64_t h = 0; h < p->num_kv_heads; h++) {
                 int64_t r = row_at(c, b, c->lens[b] + t, h);
+                int has_v = !(p->flags & FMQA_FLAG_LATENT);
                 mark(c->written[0], r, p->head_dim_qk, es);
-                mark(c->written[1], r, p->head_dim_v, es);
+                if (has_v)
+                    mark(c->written[1], r, p->head_dim_v, es);
                 if (is_8bit(p->kv_dtype)) {
                     mark(c->written[2], r, 1, 4);
-                    mark(c->written[3], r, 1, 4);
+                    if (has_v)
+                        mark(c->written[3], r, 1, 4);
                 }
             }
     return ref_append_args(p, &host, c->lay.n_pages, err);

@@ -127,7 +127,8 @@ FLAG_LSE = 0x8
 FLAG_RING = 0x10
 FLAG_BATCH_INVARIANT = 0x20
 FLAG_KV_CACHE = 0x100
-FLAG_ALL = 0x13F
+FLAG_LATENT = 0x1000
+FLAG_ALL = 0x113F
 OPTIONS_VERSION = 1
 
 # ---------------------------------------------------------------- structs
@@ -197,7 +198,7 @@ class Problem(Struct):
                 ("q_dtype", ENUM), ("kv_dtype", ENUM), ("out_dtype", ENUM),
                 ("page_size", I32), ("window", I32), ("sink_tokens", I32), ("rope", ENUM),
                 ("flags", U32), ("kv_scale_granularity", ENUM), ("logit_softcap", F32),
-                ("draft_slots", I32)]
+                ("draft_slots", I32), ("rope_dim", I32)]
     _enums_ = {"op": Op, "q_dtype": Dtype, "kv_dtype": Dtype, "out_dtype": Dtype,
                "rope": Rope, "kv_scale_granularity": KvScale}
 
@@ -271,7 +272,8 @@ class AppendArgs(Struct):
                 _strides("v") + [("k_scale", PTR), ("v_scale", PTR)] + _strides("k_scale") +
                 _strides("v_scale") +
                 [("start_pos", PTR), ("page_table", PTR), ("page_table_stride", I64),
-                 ("rope_theta", F32)])
+                 ("rope_theta", F32), ("rope_cos_sin", PTR), ("rope_cos_sin_stride", I64),
+                 ("rope_cos_sin_len", I64)])
 
 
 class PrefillArgs(Struct):

@@ -85,6 +85,8 @@ static void append_args(fuzz_bytes *in, const fmqa_problem *p)
     fill_strides(in, &a.k_scale_stride_batch, 6);
     a.page_table_stride = fuzz_i64(in);
     fuzz_take(in, &a.rope_theta, sizeof a.rope_theta);
+    a.rope_cos_sin = ptr(in);
+    a.rope_cos_sin_stride = fuzz_i64(in), a.rope_cos_sin_len = fuzz_i64(in);
     rt_plan plan;
     memset(&plan, 0, sizeof plan);
     plan.problem = *p;

@@ -19,47 +19,11 @@
 
 #include <criterion/criterion.h>
 
+#include "compile_check.h"
 #include "gen.h"
 #include "test_support.h"
 
 /* ---------------------------------------------------------------- compiles */
-
-/* One compilation on the pool and what to say about it. */
-typedef struct compile_job {
-    char what[GEN_PROBLEM_TEXT_CAP + GEN_CONFIG_TEXT_CAP + 16];
-    gen_job *job;
-} compile_job;
-
-/* Renders one config and queues its compilation. */
-static void submit(gen_compiler *comp, const gen_template *t, const gen_config *c,
-                   const fmqa_problem *p, const fmqa_device_info *d, const char *what,
-                   compile_job *j)
-{
-    fmqa_err err;
-    gen_source src;
-    char text[GEN_CONFIG_TEXT_CAP];
-    gen_config_text(c, text, sizeof text);
-    snprintf(j->what, sizeof j->what, "%s %s [%s]", what, d->arch, text);
-    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s: %s", j->what, err.msg);
-    cr_assert_eq(gen_compiler_submit(comp, &src, NULL, NULL, &j->job, &err), FMQA_OK, "%s: %s",
-                 j->what, err.msg);
-}
-
-/* Waits for a compilation; asserts the kernel has no local memory. */
-static void expect_clean(compile_job *j)
-{
-    fmqa_err err;
-    const gen_binary *bin;
-    cr_assert_eq(gen_job_wait(j->job, &bin, &err), FMQA_OK, "%s: %s", j->what, err.msg);
-    cr_assert_eq(bin->n_resources, 1, "%s: no ptxas report in the log:\n%s", j->what,
-                 bin->log ? bin->log : "");
-    const gen_resource *r = &bin->resources[0];
-    cr_expect_str_eq(r->entry, "fmqa_append_kernel");
-    cr_expect(r->spill_stores == 0 && r->spill_loads == 0 && r->stack_bytes == 0,
-              "%s: spills %d/%d bytes, stack %d bytes, %d registers", j->what, r->spill_stores,
-              r->spill_loads, r->stack_bytes, r->registers);
-    gen_job_release(j->job);
-}
 
 /* GF(4) product (2 = x, 3 = x + 1, x^2 = x + 1); the sum is XOR. */
 static int gf4_mul(int a, int b)
@@ -77,7 +41,7 @@ static int gf4_mul(int a, int b)
  * keeps every pair.
  */
 static void submit_class(gen_compiler *comp, const gen_template *t, int i, int j,
-                         compile_job *job)
+                         fmqa_compile_job *job)
 {
     static const int hd[] = {64, 96, 128, 256};
     static const char *const kv[] = {"f16", "bf16", "int8", "fp8_e4m3"};
@@ -98,24 +62,7 @@ static void submit_class(gen_compiler *comp, const gen_template *t, int i, int j
     gen_config c;
     fmqa_err err;
     cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
-    submit(comp, t, &c, &p, &dev, spec, job);
-}
-
-/* 1 if no config of cs[0..n) has c's VEC and THREADS_PER_ROW and more rows. */
-static int largest_block(const gen_config *cs, size_t n, const gen_config *c)
-{
-    int64_t vec, tpr, rows, v, t, r;
-    gen_config_get(c, "VEC", &vec);
-    gen_config_get(c, "THREADS_PER_ROW", &tpr);
-    gen_config_get(c, "ROWS_PER_CTA", &rows);
-    for (size_t i = 0; i < n; i++) {
-        gen_config_get(&cs[i], "VEC", &v);
-        gen_config_get(&cs[i], "THREADS_PER_ROW", &t);
-        gen_config_get(&cs[i], "ROWS_PER_CTA", &r);
-        if (v == vec && t == tpr && r > rows)
-            return 0;
-    }
-    return 1;
+    fmqa_compile_submit(comp, t, &c, &p, &dev, spec, job);
 }
 
 /* The widest rows hold the most registers, the largest blocks cap them
@@ -125,8 +72,8 @@ static int largest_block(const gen_config *cs, size_t n, const gen_config *c)
  * long-lane compiles 2-3x slower (7 s against 3 s) for the same picture
  * (~96 registers, no spills, when all 57 were compiled for both).  Returns
  * the jobs queued (at most cap). */
-static size_t submit_heaviest(gen_compiler *comp, const gen_template *t, compile_job *jobs,
-                              size_t cap)
+static size_t submit_heaviest(gen_compiler *comp, const gen_template *t,
+                              fmqa_compile_job *jobs, size_t cap)
 {
     static const char spec[] =
         "op=append,batch=3,heads=8,kv_heads=2,d=256,dv=256,tq=5,kv_len=4096,q=bf16,kv=fp8_e4m3,"
@@ -142,11 +89,12 @@ static size_t submit_heaviest(gen_compiler *comp, const gen_template *t, compile
      * 16: 6, 32: 6.  21 + 21 + 15 = 57, of which 4 + 4 + 3 largest blocks. */
     cr_expect_eq(n, 57, "%zu legal configs", n);
     for (size_t i = 0; i < n; i++)
-        if (largest_block(cs, n, &cs[i])) {
+        if (fmqa_config_largest_block(cs, n, &cs[i])) {
             int64_t tpr;
             gen_config_get(&cs[i], "THREADS_PER_ROW", &tpr);
             cr_assert_lt(queued, cap);
-            submit(comp, t, &cs[i], &p, &devs[tpr >= 16 ? 0 : 1], "heaviest class", &jobs[queued]);
+            fmqa_compile_submit(comp, t, &cs[i], &p, &devs[tpr >= 16 ? 0 : 1], "heaviest class",
+                                &jobs[queued]);
             queued++;
         }
     cr_expect_eq(queued, 11);
@@ -161,13 +109,13 @@ Test(append_compile, covering_classes_and_heaviest_space)
     gen_compiler *comp;
     fmqa_err err;
     cr_assert_eq(gen_compiler_create(2, NULL, &comp, &err), FMQA_OK, "%s", err.msg);
-    compile_job jobs[16 + 16];
+    fmqa_compile_job jobs[16 + 16];
     size_t n = submit_heaviest(comp, t, jobs, 16);
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++)
             submit_class(comp, t, i, j, &jobs[n++]);
     for (size_t k = 0; k < n; k++)
-        expect_clean(&jobs[k]);
+        fmqa_compile_expect_clean(&jobs[k], "fmqa_append_kernel");
     gen_compiler_destroy(comp);
     gen_lib_close(lib);
 }

@@ -67,7 +67,7 @@ static void plant_ties(fmqa_dtype in, fmqa_dtype kv, void *rows, int64_t n, int6
     for (int64_t r = 0; r < n; r++)
         for (int64_t h = 0; h < heads; h++) {
             const int64_t base = r * rs + h * d;
-            double x[512], amax = 0.0;
+            double x[1024], amax = 0.0;
             int64_t arg = 0;
             cr_assert_eq(ref_to_double(in, (const uint8_t *)rows + base * 2, d, x, NULL), FMQA_OK);
             for (int64_t i = 0; i < d; i++)
@@ -137,7 +137,7 @@ static void side_init(append_side *s, size_t bytes, size_t scale_floats)
 {
     s->bytes = bytes;
     s->scale_bytes = scale_floats * sizeof(float);
-    s->init = malloc(bytes);
+    s->init = malloc(bytes + 1); /* + 1: a latent cache's V side is empty */
     s->sinit = malloc(s->scale_bytes + 4);
     cr_assert(s->init && s->sinit);
     memset(s->init, POISON, bytes);
@@ -170,7 +170,8 @@ void append_case_problem(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmq
     p->head_dim_qk = c->d, p->head_dim_v = c->dv, p->q_tokens = c->n_new, p->kv_len = c->kv_len;
     p->q_dtype = p->out_dtype = in, p->kv_dtype = kv;
     p->page_size = c->page, p->window = c->window, p->sink_tokens = c->sinks;
-    p->rope = rope, p->flags = c->flags;
+    p->rope = rope, p->flags = c->flags | (c->latent ? FMQA_FLAG_LATENT : 0u);
+    p->rope_dim = rope == FMQA_ROPE_NONE ? 0 : c->rope_dim;
     if (is_8bit(kv))
         p->kv_scale_granularity = c->scale;
 }
@@ -192,6 +193,52 @@ static int64_t fixed_scale_at(const append_run *r, int side_i, int64_t h)
     return h * (side_i ? V_SCALE_HEAD_STRIDE : 1);
 }
 
+
+/* Positions a sequence's tokens reach: the table's length (rope_table 1), or
+ * one less (rope_table 2: its last token has no angles). */
+static int64_t table_len(const append_case *c)
+{
+    int64_t end = 0;
+    for (int64_t b = 0; b < c->batch; b++)
+        end = c->start[b] + c->n_new > end ? c->start[b] + c->n_new : end;
+    return c->rope_table == 2 ? end - 1 : end;
+}
+
+/* Llama-3's frequency scaling of theta 10000 over rot elements, as a
+ * [len, rot] table of cos then sin (see append_check.h). */
+static float *rope_table(int64_t len, int64_t rot)
+{
+    float *t = malloc((size_t)(len * rot) * sizeof *t);
+    cr_assert(t);
+    for (int64_t pos = 0; pos < len; pos++)
+        for (int64_t i = 0; i < rot / 2; i++) {
+            double f = pow(10000.0, -2.0 * (double)i / (double)rot) / (i < rot / 4 ? 1.0 : 8.0);
+            t[pos * rot + i] = (float)cos((double)pos * f);
+            t[pos * rot + rot / 2 + i] = (float)sin((double)pos * f);
+        }
+    return t;
+}
+
+/* The case's RoPE on a row of d elements at pos, as ref_append does it: the
+ * rotated part first, or last in a latent K row (a latent q row is all
+ * rotated part). */
+static void rope_as_call(const append_run *r, double *x, int64_t d, int64_t pos)
+{
+    if (r->rot == 0)
+        return;
+    double *part = x + (r->c->latent ? d - r->rot : 0);
+    if (r->rope_cs)
+        ref_rope_row_cs(r->rope, part, r->rot, r->rope_cs + pos * r->rot, NULL);
+    else
+        ref_rope_row(r->rope, part, r->rot, (double)pos, 10000.0, NULL);
+}
+
+/* 0 when the call must leave the token at pos alone (beyond the table). */
+static int written_pos(const append_run *r, int64_t pos)
+{
+    return !r->rope_cs || pos < r->rope_cs_len;
+}
+
 /* Strides: inputs with the token stride padded by 16 elements, caches of
  * blk_rows rows of Hk heads per block (sequence or page). */
 static void make_strides(append_run *r, int64_t kst, int64_t vst, int64_t qst)
@@ -202,7 +249,7 @@ static void make_strides(append_run *r, int64_t kst, int64_t vst, int64_t qst)
     memset(a, 0, sizeof *a);
     a->k_new_stride_batch = N * kst, a->k_new_stride_token = kst, a->k_new_stride_head = c->d;
     a->v_new_stride_batch = N * vst, a->v_new_stride_token = vst, a->v_new_stride_head = c->dv;
-    a->q_stride_batch = N * qst, a->q_stride_token = qst, a->q_stride_head = c->d;
+    a->q_stride_batch = N * qst, a->q_stride_token = qst, a->q_stride_head = r->dq;
     a->k_stride_batch = r->blk_rows * Hk * c->d, a->k_stride_token = Hk * c->d;
     a->k_stride_head = c->d;
     a->v_stride_batch = r->blk_rows * Hk * c->dv, a->v_stride_token = Hk * c->dv;
@@ -218,7 +265,18 @@ static void make_strides(append_run *r, int64_t kst, int64_t vst, int64_t qst)
         a->v_scale_stride_head = tensor ? IGNORED_STRIDE : V_SCALE_HEAD_STRIDE;
     }
     a->page_table_stride = r->pages_seq;
-    a->rope_theta = 10000.0f;
+    a->rope_theta = r->rope_cs ? 0.0f : 10000.0f;
+    a->rope_cos_sin_stride = r->rope_cs ? r->rot : 0;
+    a->rope_cos_sin_len = r->rope_cs ? r->rope_cs_len : 0;
+}
+
+/* A call that rotates q alone passes no tokens and no caches. */
+static void no_tokens(fmqa_append_args *a)
+{
+    a->k_new = a->v_new = NULL;
+    a->k = a->v = NULL;
+    a->k_scale = a->v_scale = NULL;
+    a->page_table = NULL;
 }
 
 void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dtype kv,
@@ -235,14 +293,21 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
     const int64_t B = c->batch, N = c->n_new, Hk = c->kv_heads, H = c->heads;
     const size_t ie = fmqa_dtype_size(in), ke = fmqa_dtype_size(kv);
     append_case_problem(c, in, kv, rope, &r->p);
+    r->rot = fmqa_rope_extent(&r->p);
+    r->dq = c->latent ? r->rot : c->d;
+    if (r->rot > 0 && c->rope_table) {
+        r->rope_cs_len = table_len(c);
+        r->rope_cs = rope_table(r->rope_cs_len, r->rot);
+    }
 
-    const int64_t kst = Hk * c->d + 16, vst = Hk * c->dv + 16, qst = H * c->d;
+    const int64_t kst = Hk * c->d + 16, vst = c->latent ? 0 : Hk * c->dv + 16, qst = H * r->dq;
     r->k_new = random_rows(in, B * N, Hk * c->d, kst, &seed);
-    r->v_new = random_rows(in, B * N, Hk * c->dv, vst, &seed);
-    r->q = random_rows(in, B * N, qst, qst, &seed);
+    r->v_new = c->latent ? NULL : random_rows(in, B * N, Hk * c->dv, vst, &seed);
+    r->q = random_rows(in, B * N, qst, qst ? qst : 1, &seed);
     if (is_8bit(kv)) {
         plant_ties(in, kv, r->k_new, B * N, Hk, c->d, kst);
-        plant_ties(in, kv, r->v_new, B * N, Hk, c->dv, vst);
+        if (!c->latent)
+            plant_ties(in, kv, r->v_new, B * N, Hk, c->dv, vst);
     }
     r->k_new_bytes = (size_t)(B * N * kst) * ie, r->v_new_bytes = (size_t)(B * N * vst) * ie;
     r->q_bytes = (size_t)(B * N * qst) * ie;
@@ -256,7 +321,9 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
                        : fixed_scales(r) ? (size_t)(Hk * V_SCALE_HEAD_STRIDE)
                                          : (size_t)(r->n_blk * r->blk_rows * Hk);
     side_init(&r->k, (size_t)(r->n_blk * r->blk_rows * Hk * c->d) * ke, sfl);
-    side_init(&r->v, (size_t)(r->n_blk * r->blk_rows * Hk * c->dv) * ke, sfl);
+    /* a latent cache has no V: an empty side */
+    side_init(&r->v, c->latent ? 0 : (size_t)(r->n_blk * r->blk_rows * Hk * c->dv) * ke,
+              c->latent ? 0 : sfl);
     make_strides(r, kst, vst, qst);
     if (is_8bit(kv) && fixed_scales(r)) /* the caller's scales: some values saturate */
         for (int side_i = 0; side_i < 2; side_i++)
@@ -268,25 +335,39 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
                 s->sinit[at] = s->sref[at] = s->sout[at] = sc;
             }
 
+    cr_assert(rope_q || !c->q_only, "%s: a q_only call needs q", r->name);
     fmqa_append_args ha = r->args;
     ha.k_new = r->k_new, ha.v_new = r->v_new, ha.q = rope_q ? r->q_ref : NULL;
-    ha.k = r->k.ref, ha.v = r->v.ref;
-    ha.k_scale = sfl ? r->k.sref : NULL, ha.v_scale = sfl ? r->v.sref : NULL;
-    ha.start_pos = c->start, ha.page_table = r->table;
+    ha.k = r->k.ref, ha.v = c->latent ? NULL : r->v.ref;
+    ha.k_scale = sfl ? r->k.sref : NULL, ha.v_scale = sfl && !c->latent ? r->v.sref : NULL;
+    ha.start_pos = c->start, ha.page_table = r->table, ha.rope_cos_sin = r->rope_cs;
+    if (c->q_only)
+        no_tokens(&ha);
     fmqa_err err;
     cr_assert_eq(ref_append_args(&r->p, &ha, paged ? r->n_blk : 0, &err), FMQA_OK, "%s: %s",
                  r->name, err.msg);
 }
 
-fmqa_append_args append_run_host_args(append_run *r)
+fmqa_append_args append_run_args(const append_run *r, const append_bufs *b)
 {
     fmqa_append_args a = r->args;
-    a.k_new = r->k_new, a.v_new = r->v_new, a.q = r->rope_q ? r->q_out : NULL;
-    a.k = r->k.out, a.v = r->v.out;
-    a.k_scale = r->k.scale_bytes ? r->k.sout : NULL;
-    a.v_scale = r->v.scale_bytes ? r->v.sout : NULL;
-    a.start_pos = r->c->start, a.page_table = r->table;
+    a.k_new = b->k_new, a.v_new = r->c->latent ? NULL : b->v_new;
+    a.q = r->rope_q ? b->q : NULL;
+    a.k = b->k, a.v = r->c->latent ? NULL : b->v;
+    a.k_scale = r->k.scale_bytes ? b->k_scale : NULL;
+    a.v_scale = r->v.scale_bytes ? b->v_scale : NULL;
+    a.start_pos = b->start_pos, a.page_table = r->table ? b->page_table : NULL;
+    a.rope_cos_sin = r->rope_cs ? b->rope_cos_sin : NULL;
+    if (r->c->q_only)
+        no_tokens(&a);
     return a;
+}
+
+fmqa_append_args append_run_host_args(append_run *r)
+{
+    const append_bufs b = {r->k_new, r->v_new, r->q_out, r->k.out, r->v.out, r->k.sout,
+                           r->v.sout, r->c->start, r->table, r->rope_cs};
+    return append_run_args(r, &b);
 }
 
 /* ------------------------------------------------------------ comparison */
@@ -377,8 +458,9 @@ static void check_kv_row(const append_run *r, int side_i, row_ctx *rc, int64_t b
     cr_assert_eq(ref_to_double(r->in, src, d, x, NULL), FMQA_OK);
     const double amax_in = row_amax(x, d);
     if (!side_i)
-        ref_rope_row(r->rope, x, d, (double)pos, 10000.0, NULL);
-    rc->err = !side_i && r->rope != FMQA_ROPE_NONE ? rope_err((double)pos) : 0.0;
+        rope_as_call(r, x, d, pos);
+    /* a table's angles are the call's own: only the fp32 rotation errs */
+    rc->err = !side_i && r->rot > 0 ? rope_err(r->rope_cs ? 0.0 : (double)pos) : 0.0;
     char what[200];
     snprintf(what, sizeof what, "%s %c b%lld t%lld h%lld", r->name, side_i ? 'V' : 'K',
              (long long)b, (long long)t, (long long)h);
@@ -394,12 +476,13 @@ static void check_kv_row(const append_run *r, int side_i, row_ctx *rc, int64_t b
 static void check_q(const append_run *r, double *x)
 {
     const append_case *c = r->c;
-    const int64_t N = c->n_new, H = c->heads, rows = c->batch * N * H, rb = c->d * 2;
+    const int64_t N = c->n_new, H = c->heads, rows = c->batch * N * H, rb = r->dq * 2;
     for (int64_t i = 0; i < rows; i++) {
         const uint8_t *q0 = (const uint8_t *)r->q + i * rb;
         const uint8_t *out = (const uint8_t *)r->q_out + i * rb;
-        if (r->rope_q && r->rope != FMQA_ROPE_NONE)
-            check_q_row(r->name, r->in, i, c->start[i / (N * H)] + i / H % N, c->d, q0, out,
+        const int64_t pos = c->start[i / (N * H)] + i / H % N;
+        if (r->rope_q && r->rope != FMQA_ROPE_NONE && written_pos(r, pos))
+            check_q_row(r->name, r->in, i, pos, r->dq, q0, out,
                         (const uint8_t *)r->q_ref + i * rb, x);
         else
             cr_assert_eq(memcmp(out, q0, (size_t)rb), 0, "%s: q row %lld changed", r->name,
@@ -414,7 +497,8 @@ void append_run_check(const append_run *r)
     uint8_t *mark[2], *smark[2];
     for (int i = 0; i < 2; i++) {
         const append_side *s = i ? &r->v : &r->k;
-        mark[i] = calloc(s->bytes, 1), smark[i] = calloc(s->scale_bytes / sizeof(float) + 1, 1);
+        mark[i] = calloc(s->bytes + 1, 1);
+        smark[i] = calloc(s->scale_bytes / sizeof(float) + 1, 1);
         cr_assert(mark[i] && smark[i]);
     }
     row_ctx rc[2] = {{r->kv, 0, 0, 0, 0}, {r->kv, 0, 0, 0, 0}};
@@ -424,6 +508,8 @@ void append_run_check(const append_run *r)
     for (int64_t b = 0; b < c->batch; b++)
         for (int64_t t = 0; t < c->n_new; t++) {
             int64_t pos = c->start[b] + t, slot = pos;
+            if (!written_pos(r, pos) || c->q_only)
+                continue; /* no angles for it in the table, or no token */
             if (ring && pos >= c->sinks) {
                 if (t + c->window < c->n_new)
                     continue; /* overwritten by token t + window */
@@ -432,7 +518,7 @@ void append_run_check(const append_run *r)
             int64_t blk = paged ? r->table[b * r->pages_seq + slot / c->page] : b;
             int64_t tok = paged ? slot % c->page : slot;
             for (int64_t h = 0; h < c->kv_heads; h++)
-                for (int side_i = 0; side_i < 2; side_i++)
+                for (int side_i = 0; side_i < (c->latent ? 1 : 2); side_i++)
                     check_kv_row(r, side_i, &rc[side_i], b, t, h, pos, blk, tok, mark[side_i],
                                  smark[side_i], x);
         }
@@ -467,4 +553,5 @@ void append_run_free(append_run *r)
 {
     side_free(&r->k), side_free(&r->v);
     free(r->k_new), free(r->v_new), free(r->q), free(r->q_ref), free(r->q_out), free(r->table);
+    free(r->rope_cs);
 }

@@ -23,6 +23,14 @@
  *    within QMAX * 3e of their rounding tie;
  *  - every other byte of the caches and scales still holds the poison;
  *  - q is rotated like K when passed with RoPE, unchanged otherwise.
+ * A case may rotate part of the row (rope_dim), be an MLA latent append
+ * (latent: one K row of d = latent dv + rope part, no V, q rows of the rope
+ * part), and take its angles from a cos/sin table (rope_table): Llama-3's
+ * scaling of theta 10000 (pairs below a quarter of the rotated elements keep
+ * their frequency, the rest divided by 8), computed in double, stored as
+ * floats; with 2 the table is one position short of the furthest token, which
+ * must then not be written.  A q_only case passes no new tokens (k_new and
+ * the caches NULL): q is rotated and every cache byte keeps its poison.
  * Failures cr_assert (cr_expect for the counts of one-ulp differences).
  */
 #ifndef FMQA_APPEND_CHECK_H
@@ -40,6 +48,10 @@ typedef struct append_case {
     uint32_t flags; /* FMQA_FLAG_PAGED, FMQA_FLAG_RING */
     int32_t page, window, sinks;
     int32_t start[3]; /* [batch] */
+    int32_t rope_dim; /* problem.rope_dim (0: the whole row)                  */
+    int latent;       /* FMQA_FLAG_LATENT                                     */
+    int rope_table;   /* 0 theta; 1 a cos/sin table; 2 one position short      */
+    int q_only;       /* k_new NULL: the call rotates q alone, writes no cache  */
     fmqa_kv_scale_granularity scale; /* 8-bit caches: per head or per tensor
                                         (fixed, the test's: K's heads 1 float
                                         apart, V's 3; the ignored strides odd
@@ -65,6 +77,9 @@ typedef struct append_run {
     size_t k_new_bytes, v_new_bytes, q_bytes;
     void *q_ref, *q_out;          /* q after the reference, after the call      */
     int32_t *table;               /* [batch * pages_seq], NULL unless paged     */
+    float *rope_cs;               /* [rope_cs_len, rot], NULL on the theta path */
+    int64_t rope_cs_len;
+    int64_t rot, dq;              /* rotated elements of K; elements of a q row */
     int64_t n_blk, blk_rows, pages_seq;
     append_side k, v;
     /* Strides and rope_theta of the call; every pointer NULL (the caller's). */
@@ -76,9 +91,31 @@ void append_case_problem(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmq
                          fmqa_problem *p /* OUT */);
 void append_run_init(append_run *r /* OUT */, const append_case *c, fmqa_dtype in, fmqa_dtype kv,
                      fmqa_rope rope, int rope_q);
-/* r->args with host pointers to the inputs and to the `out` buffers. */
+/* The buffers of a call (host, or device copies of the run's): inputs, the
+ * caches and scales, start positions, page table, RoPE table. */
+typedef struct append_bufs {
+    void *k_new, *v_new, *q, *k, *v;
+    float *k_scale, *v_scale;
+    const int32_t *start_pos, *page_table;
+    const float *rope_cos_sin;
+} append_bufs;
+/* r->args with these buffers, as the case calls: no V for a latent cache, no
+ * tokens or caches for a q_only one, q only when r->rope_q, scales only for an
+ * 8-bit cache, the tables only when the case has them. */
+fmqa_append_args append_run_args(const append_run *r, const append_bufs *b);
+/* append_run_args with host pointers to the inputs and to the `out` buffers. */
 fmqa_append_args append_run_host_args(append_run *r);
 void append_run_check(const append_run *r);
 void append_run_free(append_run *r);
+
+/*
+ * The CPU emulator's run of one case (tests/support/append_emu.c): the
+ * template's default config for the problem with the parameters of `config`
+ * ("THREADS_PER_ROW=16,VEC=2", or "") overriding it, which valid() must
+ * accept; compiled once, run with q passed and without (q_only cases: with
+ * q only), each run checked by append_run_check.  Skips the test without a C++ compiler.
+ */
+void append_emu_case(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmqa_rope rope,
+                     const char *config);
 
 #endif

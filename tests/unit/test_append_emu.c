@@ -33,13 +33,6 @@
 #include <criterion/criterion.h>
 
 #include "append_check.h"
-#include "fmqa_params.h"
-#include "gen.h"
-#include "rt.h"
-#include "test_support.h"
-
-typedef int (*emu_launch_fn)(const char *entry, const fmqa_append_params *p,
-                             const unsigned grid[3], unsigned threads, unsigned dyn_smem);
 
 static const char *const CONFIGS[3] = {
     "", "THREADS_PER_ROW=16,VEC=2", "THREADS_PER_ROW=4,VEC=4,ROWS_PER_CTA=8"};
@@ -47,83 +40,12 @@ static const fmqa_dtype IN[2] = {FMQA_DTYPE_F16, FMQA_DTYPE_BF16};
 static const fmqa_dtype KV[4] = {FMQA_DTYPE_F16, FMQA_DTYPE_BF16, FMQA_DTYPE_INT8,
                                  FMQA_DTYPE_FP8_E4M3};
 
-/* Renders the config, compiles it with the emulator into dir and returns
- * emu_launch (as tests/unit/test_decode_emu.c does for decode). */
-/* The template's default config for p with the parameters of text overriding
- * it, which valid() must accept. */
-static void make_config(const gen_template *t, const fmqa_problem *p, const fmqa_device_info *dev,
-                        const char *text, gen_config *c)
-{
-    fmqa_err err;
-    cr_assert_eq(gen_default(t, p, dev, c, &err), FMQA_OK, "%s", err.msg);
-    if (!text[0])
-        return;
-    gen_config over;
-    cr_assert_eq(gen_config_parse(text, &over, &err), FMQA_OK, "%s", err.msg);
-    for (int i = 0; i < gen_template_param_count(t); i++) {
-        const char *name = gen_template_param_name(t, i);
-        int64_t v;
-        if (gen_config_get(&over, name, &v))
-            cr_assert_eq(gen_config_set(c, name, v, &err), FMQA_OK, "%s", err.msg);
-    }
-    cr_assert_eq(gen_check(t, c, p, dev, &err), FMQA_OK, "[%s]: %s", text, err.msg);
-}
-
-/* One run on the CPU: fresh inputs, rt_append_params, the plan's kernels. */
-static void run_once(emu_launch_fn launch, const rt_plan *plan, const append_case *ac,
-                     fmqa_dtype in, fmqa_dtype kv, fmqa_rope rope, int rope_q, const char *cfg)
-{
-    append_run r;
-    append_run_init(&r, ac, in, kv, rope, rope_q);
-    const fmqa_append_args a = append_run_host_args(&r);
-    fmqa_append_params prm;
-    fmqa_err err;
-    cr_assert_eq(rt_append_params(plan, &a, &prm, &err), FMQA_OK, "%s: %s", r.name, err.msg);
-    for (int i = 0; i < plan->launch.n_kernels; i++) {
-        const gen_kernel *k = &plan->launch.kernels[i];
-        cr_assert_eq(k->block[1] * k->block[2], 1);
-        cr_assert_eq(launch(k->entry, &prm, k->grid, k->block[0], k->shared), 0, "%s", k->entry);
-    }
-    fprintf(stderr, "[%s] ", cfg);
-    append_run_check(&r);
-    append_run_free(&r);
-}
-
 /* Variant k (0..23) of a layout: RoPE k % 3, cache dtype k % 4 (together all
  * twelve pairs over k < 12), input dtype k / 12 % 2; config (k + shift) % 3. */
 static void run_variant(const append_case *ac, int k, int shift)
 {
-    const fmqa_rope rope = (fmqa_rope)(k % 3);
-    const fmqa_dtype in = IN[k / 12 % 2], kv = KV[k % 4];
-    const char *text = CONFIGS[(k + shift) % 3];
-    gen_lib *lib = NULL;
-    fmqa_err err;
-    cr_assert_eq(gen_lib_open(fmqa_test_template_dir(), &lib, &err), FMQA_OK, "%s: %s",
-                 fmqa_test_template_dir(), err.msg);
-    const gen_template *t = gen_lib_find(lib, "append");
-    cr_assert_not_null(t);
-    fmqa_device_info dev;
-    cr_assert_eq(gen_device_preset("sm_90", &dev, &err), FMQA_OK, "%s", err.msg);
-
-    rt_plan plan;
-    memset(&plan, 0, sizeof plan);
-    append_case_problem(ac, in, kv, rope, &plan.problem);
-    cr_assert_eq(rt_problem_check(&plan.problem, &err), FMQA_OK, "%s", err.msg);
-    make_config(t, &plan.problem, &dev, text, &plan.config);
-    cr_assert_eq(gen_launch_plan(t, &plan.config, &plan.problem, &dev, &plan.launch, &err),
-                 FMQA_OK, "%s", err.msg);
-    char dir[] = "/tmp/fmqa-appemu-XXXXXX";
-    emu_launch_fn launch =
-        (emu_launch_fn)fmqa_test_emu_build(t, &plan.config, &plan.problem, &dev, "append_emu.cpp", dir);
-    char cfg[GEN_CONFIG_TEXT_CAP];
-    gen_config_text(&plan.config, cfg, sizeof cfg);
-    run_once(launch, &plan, ac, in, kv, rope, 1, cfg);
-    run_once(launch, &plan, ac, in, kv, rope, 0, cfg);
-
-    char rm[1100];
-    snprintf(rm, sizeof rm, "rm -rf %s", dir);
-    (void)system(rm);
-    gen_lib_close(lib);
+    append_emu_case(ac, IN[k / 12 % 2], KV[k % 4], (fmqa_rope)(k % 3),
+                    CONFIGS[(k + shift) % 3]);
 }
 
 /* Layout i of the list takes variants 3i .. 3i+2 (mod 24), configs shifted by
@@ -141,20 +63,20 @@ static void run_layouts(const append_case *cases, int n, int first)
 /* The GPU test's layouts.  Starts: position 0, the last slots of the
  * capacity, an odd middle. */
 static const append_case CONTIGUOUS[] = {
-    {"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}, 0, 0, 0, 0},
+    {"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}, 0, 0, 0, 0},
+    {"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}, 0, 0, 0, 0},
+    {"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}, 0, 0, 0, 0},
 };
 /* Tokens cross page boundaries (15 -> 16, 31 -> 32); ring sinks and the
  * wrap; 24 tokens into 16 ring slots; far positions. */
 static const append_case PAGED_RING[] = {
-    {"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}, 0, 0, 0, 0},
+    {"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}, 0, 0, 0, 0},
+    {"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}, 0, 0, 0, 0},
+    {"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}, 0, 0, 0, 0},
     {"ring paged pos 1e5, 2^30", 2, 8, 2, 128, 128, 3, 1 << 30, RING | PAGED, 16, 32, 4,
-     {100000, (1 << 30) - 8}, FMQA_KV_SCALE_TOKEN_HEAD},
+     {100000, (1 << 30) - 8}, 0, 0, 0, 0},
 };
 
 Test(append_emu, contiguous, .timeout = 900)
@@ -174,13 +96,13 @@ Test(append_emu, paged_ring, .timeout = 900)
  * unrotated from bf16 (k = 2, 7, 14, 15). */
 static const append_case SCALES[] = {
     {"contig d128 head scales", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17},
-     FMQA_KV_SCALE_HEAD},
+     0, 0, 0, 0, FMQA_KV_SCALE_HEAD},
     {"paged16 d64 tensor scale", 2, 4, 2, 64, 64, 9, 96, PAGED, 16, 0, 0, {13, 0},
-     FMQA_KV_SCALE_TENSOR},
+     0, 0, 0, 0, FMQA_KV_SCALE_TENSOR},
     {"ring w16 s4 head scales", 2, 8, 2, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100},
-     FMQA_KV_SCALE_HEAD},
+     0, 0, 0, 0, FMQA_KV_SCALE_HEAD},
     {"contig d96 tensor scale", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0},
-     FMQA_KV_SCALE_TENSOR},
+     0, 0, 0, 0, FMQA_KV_SCALE_TENSOR},
 };
 
 Test(append_emu, fixed_scales, .timeout = 900)

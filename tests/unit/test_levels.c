@@ -180,11 +180,55 @@ Test(levels, mla_caches_one_latent_row)
     fmqa_memory_report r = report(&m, &p, 1, 0);
     cr_assert_eq(r.bytes_per_token, 1152);   /* (512 + 64) * 2, no separate V */
     cr_assert_eq(r.bytes_per_seq, 1179648);  /* 1152 * 1024 */
-    cr_assert_float_eq(r.cache_multiplier, 8388608.0 / 1179648.0, 1e-12);
+    /* the model as MHA: 32 heads of K (64 + 64 rope) and V (64), fp16 */
+    cr_assert_eq(r.baseline_bytes_per_seq, 12582912); /* 32 * 192 * 2 * 1024 */
+    cr_assert_float_eq(r.cache_multiplier, 12582912.0 / 1179648.0, 1e-12);
 
     p.kv_dtype = FMQA_DTYPE_FP8_E4M3;
     r = report(&m, &p, 1, 0);
     cr_assert_eq(r.bytes_per_token, 580);    /* 576 * 1 + one float scale */
+}
+
+/* DeepSeek-V3's attention: 128 heads, head dim 128, latent 512 + rope 64. */
+static fmqa_model_config deepseek_v3(void)
+{
+    return (fmqa_model_config){.hidden_size = 7168, .num_q_heads = 128, .num_kv_heads = 128,
+                               .head_dim = 128, .mla_latent_dim = 512, .mla_rope_dim = 64,
+                               .max_seq_len = 4096, .dtype = FMQA_DTYPE_BF16};
+}
+
+Test(levels, mla_presets_exact_then_window_then_fp8_latent)
+{
+    fmqa_model_config m = deepseek_v3();
+    fmqa_level_policy c = preset(FMQA_LEVEL_CONSERVATIVE, &m);
+    fmqa_level_policy b = preset(FMQA_LEVEL_BALANCED, &m);
+    fmqa_level_policy a = preset(FMQA_LEVEL_AGGRESSIVE, &m);
+    cr_assert(c.kv_dtype == FMQA_DTYPE_BF16 && c.window == 0 && c.sink_tokens == 0 &&
+              c.spec_tokens == 1 && c.rope == FMQA_ROPE_NONE);
+    cr_assert(b.kv_dtype == FMQA_DTYPE_BF16 && b.window == 1024 && b.sink_tokens == 4 &&
+              b.spec_tokens == 1 && b.rope == FMQA_ROPE_GPTJ);
+    cr_assert(a.kv_dtype == FMQA_DTYPE_FP8_E4M3 && a.window == 1024 && a.sink_tokens == 4 &&
+              a.spec_tokens == 4 && a.rope == FMQA_ROPE_GPTJ);
+
+    /* baseline: 128 heads x (K 128 + 64 rope, V 128) x 2 bytes = 81920 per token */
+    fmqa_memory_report r = report(&m, &c, 1, 0);
+    cr_assert_eq(r.bytes_per_token, 1152);
+    cr_assert_eq(r.baseline_bytes_per_seq, 81920LL * 4096);
+    cr_assert_float_eq(r.cache_multiplier, 81920.0 / 1152.0, 1e-12); /* 71.1x */
+    cr_assert_float_eq(r.reduction, 1.0 - 1152.0 / 81920.0, 1e-12);
+    r = report(&m, &b, 1, 0);
+    cr_assert_eq(r.bytes_per_seq, 1152LL * 1028);
+    a.page_size = 64; /* 1028 slots -> 17 pages of 64: 1088 slots + 17 table entries */
+    r = report(&m, &a, 1, 0);
+    cr_assert_eq(r.bytes_per_token, 580); /* 576 fp8 + one float scale */
+    cr_assert_eq(r.bytes_per_seq, 580LL * 1088 + 17 * 4);
+
+    fmqa_problem p;
+    cr_assert_eq(fmqa_level_problem(ctx, &m, &a, 8, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    cr_assert_eq(p.op, FMQA_OP_MLA_DECODE);
+    cr_assert(p.num_q_heads == 128 && p.num_kv_heads == 1 && p.head_dim_qk == 576 &&
+              p.head_dim_v == 512 && p.q_tokens == 4 && p.kv_dtype == FMQA_DTYPE_FP8_E4M3);
+    cr_assert_eq(p.flags, FMQA_FLAG_CAUSAL | FMQA_FLAG_PAGED | FMQA_FLAG_RING);
 }
 
 Test(levels, window_keeps_sinks_plus_recent)
@@ -380,12 +424,13 @@ static char *run_bench(const char *args)
     return out;
 }
 
-/* Numeric field of the JSON row {"level":level,"data":data,...}: one row a line. */
-static double json_field(const char *out, const char *level, const char *data,
-                         const char *field)
+/* Numeric field of the JSON row {"<kind>":level,"data":data,...}: one row a
+ * line; kind "level" (the seed model) or "mla_level" (the MLA model). */
+static double json_row_field(const char *out, const char *kind, const char *level,
+                             const char *data, const char *field)
 {
     char key[128], name[64];
-    snprintf(key, sizeof key, "{\"level\":\"%s\",\"data\":\"%s\"", level, data);
+    snprintf(key, sizeof key, "{\"%s\":\"%s\",\"data\":\"%s\"", kind, level, data);
     snprintf(name, sizeof name, "\"%s\":", field);
     const char *row = strstr(out, key);
     cr_assert_not_null(row, "no row %s in:\n%s", key, out);
@@ -394,9 +439,15 @@ static double json_field(const char *out, const char *level, const char *data,
     return strtod(at + strlen(name), NULL);
 }
 
+static double json_field(const char *out, const char *level, const char *data,
+                         const char *field)
+{
+    return json_row_field(out, "level", level, data, field);
+}
+
 Test(levels, bench_prints_the_table_header)
 {
-    char *out = run_bench("--seq 256 --kv-heads 8");
+    char *out = run_bench("--seq 256 --kv-heads 8 --no-mla");
     cr_assert(strstr(out, "FastMQA levels: hidden 2048, 32 query heads, 8 KV heads, head dim "
                           "64, 256 tokens, f16; one layer, one sequence\n"), "%s", out);
     cr_assert(strstr(out, "level         data        bytes/token reduction multiplier "
@@ -420,6 +471,34 @@ Test(levels, bench_accuracy_is_ordered_and_conservative_is_rounding_only)
        1024 + 2 * 8 * 4 = 1088 B/token over 4 sinks + 64 window + 3 draft slots */
     cr_assert_eq(json_field(out, "conservative", "random", "bytes_per_token"), 2048);
     cr_assert_eq(json_field(out, "aggressive", "random", "bytes_per_seq"), 1088 * 71);
+    free(out);
+}
+
+/* The MLA model beside the seed: DeepSeek-V3's attention, its memory against
+ * the model as fp16 MHA and its errors from the float64 reference. */
+Test(levels, bench_assesses_the_mla_model)
+{
+    char *out = run_bench("--seq 256 --json");
+    const char *data[] = {"random", "sink+local"};
+    for (int i = 0; i < 2; i++) {
+        double cons = json_row_field(out, "mla_level", "conservative", data[i], "rel_l2_error");
+        double bal = json_row_field(out, "mla_level", "balanced", data[i], "rel_l2_error");
+        double aggr = json_row_field(out, "mla_level", "aggressive", data[i], "rel_l2_error");
+        cr_assert(cons > 0 && cons < 1e-3, "%s: conservative rel_l2 %g", data[i], cons);
+        /* the window and the 8-bit latent add error to rounding (aggressive has 4 query
+           tokens where balanced has 1, so the two are not ordered) */
+        cr_assert(bal > cons && aggr > cons, "%s: %g %g %g", data[i], cons, bal, aggr);
+    }
+    /* 576 f16 = 1152 B/token against 128 x (128 + 64 + 128) x 2 = 81920; aggressive:
+       576 fp8 + one scale over 4 sinks + 64 window */
+    cr_assert_eq(json_row_field(out, "mla_level", "conservative", "random", "bytes_per_token"),
+                 1152);
+    cr_assert_float_eq(json_row_field(out, "mla_level", "conservative", "random",
+                                      "cache_multiplier"), 81920.0 / 1152.0, 1e-3);
+    cr_assert_eq(json_row_field(out, "mla_level", "aggressive", "random", "bytes_per_seq"),
+                 580 * 68);
+    cr_assert(strstr(out, "{\"mla_level\":\"aggressive\",\"data\":\"random\",\"kv_dtype\":"
+                          "\"fp8_e4m3\""), "%s", out);
     free(out);
 }
 

@@ -2,7 +2,7 @@
  * test_tune_inputs.c -- the host half of the tuner's test cases
  * (tun_case_create_host): for a fixed seed the inputs and the references are
  * byte-identical on 1, 2 and 3 threads (contiguous, paged, ring, tree-mask,
- * 8-bit, MLA and append cases, with blocks that straddle sequences); a seed replays
+ * 8-bit, MLA, append and MLA latent append cases, with blocks that straddle sequences); a seed replays
  * and another seed differs; the per-sequence reference equals one ref_decode
  * over the whole batch; and the pool behind it (tun_parallel) runs every job
  * once and reports the lowest failing job whatever the thread count.
@@ -14,6 +14,8 @@
 
 #include <criterion/criterion.h>
 
+#include "fmqa_params.h"
+#include "rt.h"
 #include "tun.h"
 
 static fmqa_problem decode_problem(int32_t batch, int32_t kv_len, int32_t h, int32_t hk,
@@ -125,6 +127,29 @@ Test(tune_inputs, append_same_on_any_thread_count)
     tun_case_opts o = TUN_CASE_OPTS_INIT;
     o.rope_q = 1;
     expect_thread_independent(&p, &o, 8);   /* q k v scales k_new v_new lens */
+}
+
+/* An MLA latent append (512 + 64, fp8, q_pe rotated): the harness passes no V,
+ * so fastmqa-tune can verify and time it. */
+Test(tune_inputs, mla_latent_append_same_on_any_thread_count)
+{
+    fmqa_problem p = decode_problem(2, 64, 16, 1, 576, FMQA_DTYPE_FP8_E4M3);
+    p.op = FMQA_OP_APPEND, p.q_tokens = 2, p.head_dim_v = 512, p.rope = FMQA_ROPE_GPTJ;
+    p.flags = FMQA_FLAG_LATENT;
+    tun_case_opts o = TUN_CASE_OPTS_INIT;
+    o.rope_q = 1;
+    expect_thread_independent(&p, &o, 8);   /* q k v scales k_new v_new lens */
+    /* its arguments pass the checks of fmqa_append */
+    tun_case *c = make(&p, 5, &o, 1);
+    fmqa_append_args a;
+    tun_case_host_append_args(c, &a);
+    rt_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.problem = p;
+    fmqa_append_params prm;
+    fmqa_err err;
+    cr_expect_eq(rt_append_params(&plan, &a, &prm, &err), FMQA_OK, "%s", err.msg);
+    tun_case_destroy(c);
 }
 
 Test(tune_inputs, seed_replays_and_another_differs)
