@@ -63,20 +63,20 @@ static void run_layouts(const append_case *cases, int n, int first)
 /* The GPU test's layouts.  Starts: position 0, the last slots of the
  * capacity, an odd middle. */
 static const append_case CONTIGUOUS[] = {
-    {"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}, 0, 0, 0, 0},
-    {"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}, 0, 0, 0, 0},
-    {"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}, 0, 0, 0, 0},
-    {"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}, 0, 0, 0, 0},
+    {"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
 };
 /* Tokens cross page boundaries (15 -> 16, 31 -> 32); ring sinks and the
  * wrap; 24 tokens into 16 ring slots; far positions. */
 static const append_case PAGED_RING[] = {
-    {"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}, 0, 0, 0, 0},
-    {"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}, 0, 0, 0, 0},
-    {"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}, 0, 0, 0, 0},
-    {"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}, 0, 0, 0, 0},
+    {"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
     {"ring paged pos 1e5, 2^30", 2, 8, 2, 128, 128, 3, 1 << 30, RING | PAGED, 16, 32, 4,
-     {100000, (1 << 30) - 8}, 0, 0, 0, 0},
+     {100000, (1 << 30) - 8}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
 };
 
 Test(append_emu, contiguous, .timeout = 900)
