@@ -537,6 +537,11 @@ typedef struct fmqa_prefill_args {
     float sm_scale;                  /* 0 = 1 / sqrt(head_dim_qk)                */
     void *workspace;                 /* fmqa_prefill_workspace_size() bytes      */
     size_t workspace_size;
+    int64_t total_q;                 /* rows of q, o (and k, v without the
+                                        cache): cu_seqlens_q[batch], 1..batch *
+                                        q_tokens; 0 = batch * q_tokens.  The
+                                        sm_90a kernel's tensor maps span this many
+                                        rows (TMA reads whole tiles, zero past it) */
 } fmqa_prefill_args;
 
 /* Workspace bytes a prefill of this problem needs; may be 0.  Resolves the

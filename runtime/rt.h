@@ -185,7 +185,7 @@ fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
 
 /* What a prefill plan's kernel takes: for a template whose launch() gives the
  * scalar tma_box_n (prefill_sm90) the params with TMA maps of q, k and v over
- * the batch * q_tokens packed rows the args hold (k and v boxes tma_box_n
+ * the args' total_q packed rows (k and v boxes tma_box_n
  * rows deep, encoded through cu: the driver's rules on strides and alignment
  * are refused with FMQA_ERR_INVALID_ARGUMENT), else the plain params.  One
  * path for fmqa_prefill and the tuner; rt_plan_launch takes &out. */

@@ -401,7 +401,11 @@ static fmqa_status check_prefill(const fmqa_problem *p, const fmqa_prefill_args 
 {
     if (!a)
         return BAD("args is NULL");
-    const int64_t rows = (int64_t)p->batch * p->q_tokens; /* < 2^31: rt_problem.c */
+    const int64_t most = (int64_t)p->batch * p->q_tokens; /* < 2^31: rt_problem.c */
+    if (a->total_q < 0 || a->total_q > most)
+        return BAD("args.total_q %lld is not within 0..batch * q_tokens = %lld",
+                   (long long)a->total_q, (long long)most);
+    const int64_t rows = a->total_q ? a->total_q : most;
     const int64_t qs[3] = {0, a->q_stride_token, a->q_stride_head};
     const int64_t os[3] = {0, a->o_stride_token, a->o_stride_head};
     const int64_t ks[3] = {0, a->k_stride_token, a->k_stride_head};
@@ -482,8 +486,8 @@ fmqa_status rt_prefill_kernel_params_fill(const rt_cuda *cu, const rt_plan *plan
     if (st != FMQA_OK || box_n == 0)
         return st;
     fmqa_prefill_params plain = out->plain; /* the union's two views overlap */
-    return rt_prefill_sm90_maps(cu, &plain, (long long)p->batch * p->q_tokens, p->head_dim_qk,
-                                (int)box_n, &out->tma, err);
+    const long long rows = a->total_q ? a->total_q : (long long)p->batch * p->q_tokens;
+    return rt_prefill_sm90_maps(cu, &plain, rows, p->head_dim_qk, (int)box_n, &out->tma, err);
 }
 
 /* ---------------------------------------------------------------- entry points */
