@@ -510,9 +510,9 @@ FMQA_API fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  *   k, v without the cache: [total_q, hk, d] strides {k,v}_stride_{token,head}
  *        ({k,v}_stride_batch unused);
  *   k, v, k_scale, v_scale with the cache: as fmqa_decode_args.
- * Without the cache, q, k and v are read in whole tiles up to row
- * batch * q_tokens (the sm_90a kernel's tensor maps span that many rows):
- * allocate that many and keep rows past total_q finite (zero, say).
+ * Give total_q (the rows, cu_seqlens_q[batch]): with 0 the sm_90a kernel's
+ * tensor maps span batch * q_tokens rows, so q, k and v are then read in whole
+ * tiles up to that row (allocate that many; rows past total_q finite).
  * Alignment as fmqa_decode_args; cu_seqlens_q, kv_lens: 4.  Otherwise
  * FMQA_ERR_INVALID_ARGUMENT naming the field.
  */
