@@ -595,6 +595,9 @@ FMQA_API fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  *   k, v without the cache: [total_q, hk, d] strides {k,v}_stride_{token,head}
  *        ({k,v}_stride_batch unused);
  *   k, v, k_scale, v_scale with the cache: as fmqa_decode_args.
+ * Give total_q (the rows, cu_seqlens_q[batch]): with 0 the sm_90a kernel's
+ * tensor maps span batch * q_tokens rows, so q, k and v are then read in whole
+ * tiles up to that row (allocate that many; rows past total_q finite).
  * Alignment as fmqa_decode_args; cu_seqlens_q, kv_lens: 4.  Otherwise
  * FMQA_ERR_INVALID_ARGUMENT naming the field.
  */
@@ -619,6 +622,11 @@ typedef struct fmqa_prefill_args {
     float sm_scale;                  /* 0 = 1 / sqrt(head_dim_qk)                */
     void *workspace;                 /* fmqa_prefill_workspace_size() bytes      */
     size_t workspace_size;
+    int64_t total_q;                 /* rows of q, o (and k, v without the
+                                        cache): cu_seqlens_q[batch], 1..batch *
+                                        q_tokens; 0 = batch * q_tokens.  The
+                                        sm_90a kernel's tensor maps span this many
+                                        rows (TMA reads whole tiles, zero past it) */
 } fmqa_prefill_args;
 
 /* Workspace bytes a prefill of this problem needs; may be 0.  Resolves the

@@ -183,6 +183,20 @@ void rt_mla_decode_args(const fmqa_problem *p, const fmqa_mla_decode_args *m,
 fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
                               struct fmqa_prefill_params *out /* OUT */, fmqa_err *err);
 
+/* What a prefill plan's kernel takes: for a template whose launch() gives the
+ * scalar tma_box_n (prefill_sm90) the params with TMA maps of q, k and v over
+ * the args' total_q packed rows (k and v boxes tma_box_n
+ * rows deep, encoded through cu: the driver's rules on strides and alignment
+ * are refused with FMQA_ERR_INVALID_ARGUMENT), else the plain params.  One
+ * path for fmqa_prefill and the tuner; rt_plan_launch takes &out. */
+typedef union rt_prefill_kernel_params {
+    fmqa_prefill_params plain;
+    fmqa_prefill_sm90_params tma;
+} rt_prefill_kernel_params;
+fmqa_status rt_prefill_kernel_params_fill(const rt_cuda *cu, const rt_plan *plan,
+                                          const fmqa_prefill_args *a,
+                                          rt_prefill_kernel_params *out /* OUT */, fmqa_err *err);
+
 /* Every tool's --version (rt_version.c): when an argument is "--version",
  * prints "TOOL VERSION" and the versions of libfastmqa, NVRTC, the CUDA driver
  * (or why there is none), the database schema, SQLite and Lua on stdout and

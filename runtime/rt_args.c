@@ -464,7 +464,11 @@ static fmqa_status check_prefill(const fmqa_problem *p, const fmqa_prefill_args 
 {
     if (!a)
         return BAD("args is NULL");
-    const int64_t rows = (int64_t)p->batch * p->q_tokens; /* < 2^31: rt_problem.c */
+    const int64_t most = (int64_t)p->batch * p->q_tokens; /* < 2^31: rt_problem.c */
+    if (a->total_q < 0 || a->total_q > most)
+        return BAD("args.total_q %lld is not within 0..batch * q_tokens = %lld",
+                   (long long)a->total_q, (long long)most);
+    const int64_t rows = a->total_q ? a->total_q : most;
     const int64_t qs[3] = {0, a->q_stride_token, a->q_stride_head};
     const int64_t os[3] = {0, a->o_stride_token, a->o_stride_head};
     const int64_t ks[3] = {0, a->k_stride_token, a->k_stride_head};
@@ -535,6 +539,20 @@ fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
     return FMQA_OK;
 }
 
+fmqa_status rt_prefill_kernel_params_fill(const rt_cuda *cu, const rt_plan *plan,
+                                          const fmqa_prefill_args *a,
+                                          rt_prefill_kernel_params *out, fmqa_err *err)
+{
+    const fmqa_problem *p = &plan->problem;
+    const int64_t box_n = plan_scalar(plan, "tma_box_n", 0);
+    fmqa_status st = rt_prefill_params(plan, a, &out->plain, err);
+    if (st != FMQA_OK || box_n == 0)
+        return st;
+    fmqa_prefill_params plain = out->plain; /* the union's two views overlap */
+    const long long rows = a->total_q ? a->total_q : (long long)p->batch * p->q_tokens;
+    return rt_prefill_sm90_maps(cu, &plain, rows, p->head_dim_qk, (int)box_n, &out->tma, err);
+}
+
 /* ---------------------------------------------------------------- entry points */
 
 static fmqa_status check_op(const fmqa_problem *p, fmqa_op op, fmqa_err *err)
@@ -581,7 +599,7 @@ fmqa_status fmqa_prefill_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *pro
 typedef struct op_kind {
     fmqa_op op;
     fmqa_status (*check)(const fmqa_problem *, const void *, fmqa_err *);
-    fmqa_status (*fill)(const rt_plan *, const void *, void *, fmqa_err *);
+    fmqa_status (*fill)(const rt_cuda *, const rt_plan *, const void *, void *, fmqa_err *);
 } op_kind;
 
 /* Checks, plans, fills the params, enters the context and launches. */
@@ -594,7 +612,7 @@ static fmqa_status launch_op(fmqa_ctx_t *ctx, const fmqa_problem *problem, const
         return FMQA_ERR_INVALID_ARGUMENT;
     if (check_op(problem, kind->op, &err) || rt_problem_check(problem, &err) ||
         kind->check(problem, args, &err) || rt_plan_get(ctx, problem, &plan, &err) ||
-        kind->fill(plan, args, params, &err) || rt_enter(ctx, &err))
+        kind->fill(ctx->cu, plan, args, params, &err) || rt_enter(ctx, &err))
         return rt_fail(ctx, &err);
     fmqa_status st = rt_plan_launch(ctx, plan, params, (CUstream)stream, &err);
     rt_leave(ctx);
@@ -606,8 +624,10 @@ static fmqa_status decode_check(const fmqa_problem *p, const void *a, fmqa_err *
     return check_decode(p, a, err);
 }
 
-static fmqa_status decode_fill(const rt_plan *plan, const void *a, void *o, fmqa_err *err)
+static fmqa_status decode_fill(const rt_cuda *cu, const rt_plan *plan, const void *a, void *o,
+                               fmqa_err *err)
 {
+    (void)cu; /* no tensor maps */
     return rt_decode_params(plan, a, o, err);
 }
 
@@ -616,8 +636,10 @@ static fmqa_status append_check(const fmqa_problem *p, const void *a, fmqa_err *
     return check_append(p, a, err);
 }
 
-static fmqa_status append_fill(const rt_plan *plan, const void *a, void *o, fmqa_err *err)
+static fmqa_status append_fill(const rt_cuda *cu, const rt_plan *plan, const void *a, void *o,
+                               fmqa_err *err)
 {
+    (void)cu; /* no tensor maps */
     return rt_append_params(plan, a, o, err);
 }
 
@@ -631,8 +653,10 @@ static fmqa_status mla_check(const fmqa_problem *p, const void *a, fmqa_err *err
     return check_decode(p, &d, err);
 }
 
-static fmqa_status mla_fill(const rt_plan *plan, const void *a, void *o, fmqa_err *err)
+static fmqa_status mla_fill(const rt_cuda *cu, const rt_plan *plan, const void *a, void *o,
+                        fmqa_err *err)
 {
+    (void)cu; /* no tensor maps */
     fmqa_decode_args d;
     if (!a)
         return BAD("args is NULL");
@@ -645,9 +669,10 @@ static fmqa_status prefill_check(const fmqa_problem *p, const void *a, fmqa_err 
     return check_prefill(p, a, err);
 }
 
-static fmqa_status prefill_fill(const rt_plan *plan, const void *a, void *o, fmqa_err *err)
+static fmqa_status prefill_fill(const rt_cuda *cu, const rt_plan *plan, const void *a, void *o,
+                                fmqa_err *err)
 {
-    return rt_prefill_params(plan, a, o, err);
+    return rt_prefill_kernel_params_fill(cu, plan, a, o, err);
 }
 
 static const op_kind DECODE = {FMQA_OP_DECODE, decode_check, decode_fill};
@@ -679,6 +704,6 @@ fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
 fmqa_status fmqa_prefill(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                          const fmqa_prefill_args *args, fmqa_stream_t stream)
 {
-    fmqa_prefill_params params;
+    rt_prefill_kernel_params params;
     return launch_op(ctx, problem, &PREFILL, args, &params, stream);
 }

@@ -4,8 +4,9 @@
  * For a problem it takes, in this order, the exact tuned entry of the
  * database, the nearest tuned shape bucket within a bounded distance whose
  * config is still legal for this problem and keeps the GPU as busy as the
- * default would, or the template's default (fmqa_choice says which and why,
- * and debug logging too).  The variant is rendered, compiled through the in-memory and
+ * default would, or, untuned, the default of the op's template built for the
+ * newest architecture among those whose default is legal (fmqa_choice says
+ * which and why, and debug logging too).  The variant is rendered, compiled through the in-memory and
  * database cubin caches, loaded into the context's primary CUDA context and
  * kept in a plan cache keyed by the whole problem, so that later calls cost a
  * lookup under a mutex.  Lua, SQLite and NVRTC are touched only on a miss.
@@ -256,6 +257,30 @@ static int tuned_choice(db_t *db, const char *device_key, const gen_template *t,
     return found;
 }
 
+/* Untuned: among the op's templates whose default is legal, the one built for
+ * the newest architecture (highest arch_min, first in library order among
+ * equals), so that a Hopper gets its wgmma template and an sm_80 device the
+ * mma.sync one; a tuned entry, being measured, overrides this.  Leaves
+ * choice->source 0 and why set to the last refusal when none is legal. */
+static void default_choice(gen_lib *lib, const fmqa_device_info *dev, const fmqa_problem *p,
+                           const gen_template **tpl, gen_config *c, fmqa_choice *choice,
+                           fmqa_err *why)
+{
+    fmqa_err_set(why, FMQA_ERR_UNSUPPORTED, "no %s template is loaded (%s)",
+                 fmqa_op_name(p->op), gen_lib_origin(lib));
+    gen_config cand;
+    for (const gen_template *t = gen_lib_next(lib, p->op, NULL); t;
+         t = gen_lib_next(lib, p->op, t)) {
+        if (choice->source && gen_template_arch_min(t) <= gen_template_arch_min(*tpl))
+            continue;
+        if (gen_default(t, p, dev, &cand, why) == FMQA_OK) {
+            *tpl = t;
+            *c = cand;
+            choice->source = FMQA_CHOICE_DEFAULT;
+        }
+    }
+}
+
 fmqa_status rt_choose(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
                       const fmqa_problem *p, const gen_template **tpl, gen_config *c,
                       fmqa_choice *choice, fmqa_err *err)
@@ -277,14 +302,8 @@ fmqa_status rt_choose(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
             break;
         }
     fmqa_err why;
-    fmqa_err_set(&why, FMQA_ERR_UNSUPPORTED, "no %s template is loaded (%s)",
-                 fmqa_op_name(p->op), gen_lib_origin(lib));
-    for (const gen_template *t = gen_lib_next(lib, p->op, NULL); t && !choice->source;
-         t = gen_lib_next(lib, p->op, t))
-        if (gen_default(t, p, dev, c, &why) == FMQA_OK) {
-            *tpl = t;
-            choice->source = FMQA_CHOICE_DEFAULT;
-        }
+    if (!choice->source)
+        default_choice(lib, dev, p, tpl, c, choice, &why);
     if (!choice->source) {
         if (err)
             *err = why;

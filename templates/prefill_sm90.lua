@@ -10,6 +10,7 @@
 --  * grid = (ceil(q_tokens / 128), num_q_heads, batch), block = 384;
 --  * the params are fmqa_prefill_sm90_params, whose tensor maps have boxes
 --    of (64, 1, 128) for q and (64, 1, BLOCK_N) for k and v (rt_prefill_sm90_maps);
+--    launch() says so with its scalar tma_box_n = BLOCK_N;
 --  * no workspace.
 
 local HEAD_DIMS = { [64] = true, [128] = true, [256] = true }
@@ -107,6 +108,9 @@ return {
         shared = shared_bytes(c, p),
       } },
       workspace = 0,
+      -- the kernel takes fmqa_prefill_sm90_params, k and v maps of boxes
+      -- this many rows deep (rt_prefill_kernel_params builds them)
+      tma_box_n = c.BLOCK_N,
     }
   end,
 

@@ -141,6 +141,7 @@ void prefill_inputs_make(const fmqa_problem *p, const int32_t *tq, const int32_t
     in->a.q_stride_token = qrow, in->a.q_stride_head = D;
     BUF(in, o, in->total * H * D * 2, 16);
     in->a.o_stride_token = H * D, in->a.o_stride_head = D;
+    in->a.total_q = in->total; /* the sm_90a maps stop at the last row */
     BUF(in, lse, in->total * H * 4, 4);
 }
 

@@ -146,3 +146,39 @@ Test(dispatch, no_template_for_the_op_is_unsupported)
     cr_assert_eq(rt_choose(lib, db, &dev, &p, &t, &c, &choice, &err), FMQA_ERR_UNSUPPORTED);
     cr_assert(strstr(err.msg, "no mla_decode template"), "%s", err.msg);
 }
+
+/* Untuned, the real library's op templates compete on their defaults: the
+ * one built for the device's architecture wins where it is legal (prefill_sm90
+ * on a Hopper, prefill on an A100 or for what prefill_sm90 refuses), and ops
+ * with one template keep it. */
+static const char *default_template(const char *arch, const char *spec)
+{
+    static char name[64];
+    fmqa_err err;
+    gen_lib *real;
+    fmqa_device_info d;
+    fmqa_problem p;
+    const gen_template *t;
+    gen_config c;
+    fmqa_choice choice;
+    cr_assert_eq(gen_lib_open(FMQA_SOURCE_DIR "/templates", &real, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(gen_device_preset(arch, &d, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(gen_problem_parse(spec, &p, &err), FMQA_OK, "%s: %s", spec, err.msg);
+    cr_assert_eq(rt_choose(real, NULL, &d, &p, &t, &c, &choice, &err), FMQA_OK, "%s: %s", spec, err.msg);
+    cr_assert_eq(choice.source, FMQA_CHOICE_DEFAULT);
+    fmqa_strlcpy(name, choice.template_name, sizeof name);
+    gen_lib_close(real);
+    return name;
+}
+
+Test(dispatch_default, the_device_architectures_own_template_first)
+{
+    const char *prefill = "op=prefill,batch=4,heads=32,kv_heads=8,d=128,tq=4096,kv_len=4096,q=bf16,"
+                          "kv=bf16,out=bf16,flags=causal";
+    cr_assert_str_eq(default_template("sm_90a", prefill), "prefill_sm90");
+    cr_assert_str_eq(default_template("sm_80", prefill), "prefill");
+    cr_assert_str_eq(default_template("sm_90a", "op=prefill,batch=1,heads=32,kv_heads=8,d=128,tq=512,kv_len=512,"
+                                                 "q=bf16,kv=bf16,out=bf16,window=64,flags=causal"), "prefill");
+    cr_assert_str_eq(default_template("sm_90a", "op=decode,batch=8,kv_len=4096"), "decode");
+    cr_assert_str_eq(default_template("sm_80", "op=decode,batch=8,kv_len=4096"), "decode");
+}

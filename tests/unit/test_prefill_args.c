@@ -129,6 +129,8 @@ Test(prefill_args, bad_arguments_are_reported_before_any_gpu_work)
         {"no kv_lens with a cache", cache_problem(), good_args(), "args.kv_lens is NULL"},
         {"no scales for an 8-bit cache", cache_problem(), good_args(), "k_scale is NULL"},
         {"no page table", cache_problem(), good_args(), "page_table is NULL"},
+        {"more rows than batch * q_tokens", prefill_problem(), good_args(), "args.total_q"},
+        {"a negative row count", prefill_problem(), good_args(), "args.total_q -1"},
     };
     cases[0].a.cu_seqlens_q = NULL;
     cases[1].a.cu_seqlens_q = (const int32_t *)((const char *)odd + 2);
@@ -143,6 +145,8 @@ Test(prefill_args, bad_arguments_are_reported_before_any_gpu_work)
     cases[7].a.page_table = table, cases[7].a.page_table_stride = 256;
     cases[8].a.kv_lens = cases[9].a.kv_lens = lens;
     cases[9].a.k_scale = cases[9].a.v_scale = scales;
+    cases[10].a.total_q = (int64_t)cases[10].p.batch * cases[10].p.q_tokens + 1;
+    cases[11].a.total_q = -1;
     fmqa_ctx_t *ctx = make_ctx();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cr_expect_eq(fmqa_prefill(ctx, &cases[i].p, &cases[i].a, NULL), FMQA_ERR_INVALID_ARGUMENT,
