@@ -2,7 +2,7 @@
 # The whole test suite: install what is missing, build (warnings are errors when
 # CI=true), run every ctest label and the Python package's pytest suite, then
 # rebuild with AddressSanitizer and UndefinedBehaviorSanitizer and run the CPU
-# tests again, run each fuzzer of tests/fuzz for FUZZ_SECONDS (scripts/fuzz.sh),
+# tests again (but the long emulator suites, label emu_long: tests/CMakeLists.txt), run each fuzzer of tests/fuzz for FUZZ_SECONDS (scripts/fuzz.sh),
 # and run the threaded paths under ThreadSanitizer.  gpu tests skip with a
 # message on a machine without a GPU (ctest and pytest count them as skipped,
 # not passed).
@@ -23,7 +23,7 @@ fmqa_python_tests "$BUILD_DIR"
 fmqa_say "sanitizer build ($BUILD_DIR-asan)"
 fmqa_build "$BUILD_DIR-asan" -DFASTMQA_SANITIZE=ON
 fmqa_say "tests under ASan+UBSan: unit"
-ctest --test-dir "$BUILD_DIR-asan" -j "$jobs" -L unit --output-on-failure
+ctest --test-dir "$BUILD_DIR-asan" -j "$jobs" -L unit -LE emu_long --output-on-failure
 
 "$FASTMQA_ROOT/scripts/fuzz.sh"
 
