@@ -213,7 +213,9 @@ MUTANTS = [
     ("mla-lua-scale-smem", "mla_decode.lua", "shared_bytes forgets the fp8 scales",
      "(eb == 1 and 4 * c.BLOCK_N or 0)", "0"),
     ("mla-lua-workspace", "mla_decode.lua", "workspace without the LSE column",
-     "workspace = splits * out_rows * (p.head_dim_v + 1) * 4", "workspace = splits * out_rows * p.head_dim_v * 4"),
+     "plan.workspace = plan.ws_lse_offset + splits * out_rows * 4", "plan.workspace = plan.ws_lse_offset"),
+    ("mla-lua-lse-offset", "mla_decode.lua", "partial LSEs placed over the partial outputs",
+     "plan.ws_lse_offset = splits * out_rows * p.head_dim_v * 4", "plan.ws_lse_offset = 0"),
     # --- prefill.cuh: pipeline, rows, tiles
     ("prefill-missing-barrier", "prefill.cuh", "__syncthreads deleted in the main loop",
      "__syncthreads(); /* tile `it` visible to all; tile it-1's stage is free */", ""),

@@ -14,7 +14,9 @@
 --    whatever lies beyond;
 --  * with splits > 1 the workspace is splits * B * Tq * H * (512 + 1) * 4
 --    bytes: partial O [split, b, t, h, 512] then partial LSE [split, b, t,
---    h], merged by fmqa_mla_decode_combine (fmqa_combine.cuh's combine_row).
+--    h] from the plan scalar ws_lse_offset (the runtime reads it, as
+--    decode's), merged by fmqa_mla_decode_combine (fmqa_combine.cuh's
+--    combine_row).
 -- A wgmma (sm_90a) variant would be a second template of op mla_decode with
 -- the same launch rules and its own source; the dispatcher and the tuner pick
 -- between templates of an op.
@@ -186,13 +188,15 @@ return {
       shared = shared_bytes(c, p),
     } }
     local out_rows = p.batch * p.q_tokens * p.num_q_heads
-    local workspace = 0
+    local plan = { kernels = kernels, workspace = 0, splits = splits, split_tokens = tokens }
     if splits > 1 then
       kernels[2] = { entry = "fmqa_mla_decode_combine", grid = { out_rows, combine_slices(p, d, splits), 1 },
                      block = { 128, 1, 1 }, shared = combine_shared_bytes() }
-      workspace = splits * out_rows * (p.head_dim_v + 1) * 4
+      -- the runtime places the partial LSEs at this scalar (rt_decode_params)
+      plan.ws_lse_offset = splits * out_rows * p.head_dim_v * 4
+      plan.workspace = plan.ws_lse_offset + splits * out_rows * 4
     end
-    return { kernels = kernels, workspace = workspace, splits = splits, split_tokens = tokens }
+    return plan
   end,
 
   -- The rows of up to 4 warps (64 heads x tokens) share each tile, 4 warps
