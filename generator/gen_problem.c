@@ -143,7 +143,7 @@ static fmqa_status apply(fmqa_problem *p, const char *key, const char *val, int 
         if (!*val || *end || errno || !(v >= 0.0f) || !isfinite(v))
             return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
                                 "problem: 'softcap=%s': expected a finite number >= 0", val);
-        p->logit_softcap = v;
+        p->logit_softcap = v + 0.0f; /* -0 is 0: a spec reads back bit for bit */
         return FMQA_OK;
     }
     if (strcmp(key, "rope") == 0) {
