@@ -386,7 +386,8 @@ fmqa_status tun_sass_disassemble(const void *cubin, size_t size, char **text /* 
                                  fmqa_err *err);
 
 /* Dynamic warp-instructions of one steady-state iteration of the main loop
- * (the backward branch whose range holds the most MMAs), by class. */
+ * (the backward branch whose range holds the most MMAs; the return jump of an
+ * out-of-line mbarrier retry loop is no loop), by class. */
 typedef struct tun_sass_loop {
     int found;
     int exact;            /* the path issues exactly the budgeted copies         */
@@ -403,6 +404,13 @@ typedef struct tun_sass_loop {
  * budget asks. */
 fmqa_status tun_sass_main_loop(const tun_sass *s, const char *fn, int copies_per_iter,
                                tun_sass_loop *out /* OUT */, fmqa_err *err);
+/* The same walk budgeted in MMA instructions per warp per iteration, for a
+ * kernel whose copies are TMA's (one thread issues them, so a thread's copies
+ * say nothing): the steady path is the one that issues the tile's MMAs
+ * (prefill_sm90: HEAD_DIM / 16 wgmma for S = Q K^T, BLOCK_N / 16 for P V).
+ * exact = the path issues exactly that many. */
+fmqa_status tun_sass_main_loop_mma(const tun_sass *s, const char *fn, int mma_per_iter,
+                                   tun_sass_loop *out /* OUT */, fmqa_err *err);
 
 typedef enum tun_sass_walk {
     TUN_SASS_TO_FIRST_COPY, /* entry to the first cp.async / TMA copy; budget =
