@@ -10,9 +10,10 @@
  * float64 reference is gpu_prefill's business: at these sizes the reference
  * takes minutes).  Then it is timed by tun_time (tun.h, "timing";
  * docs/PERFORMANCE.md), the method the tuner and `fastmqa-bench decode` use.
- * TFLOP/s = 4 B H T^2 d / 2 / median time (causal: half the square).
- * The device's bf16 GEMM rate is not measured here yet (no GEMM kernel of our
- * own); the table quotes the figures alone.
+ * TFLOP/s = 4 B H T^2 d / 2 / median time (causal: half the square), quoted
+ * beside the device's bf16 GEMM rate measured in the same run by the same
+ * method (tun_gemm_rate: a cuBLAS GEMM of 8192^3, as `fastmqa-bench mla`), as
+ * a fraction of it; without cuBLAS the fraction is "-" and the reason is said.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +40,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: fastmqa-bench prefill [options]\n"
             "Causal prefill (fmqa_prefill, bf16, 32 query heads, K/V the new tokens) timed by\n"
-            "the shared method; TFLOP/s = 4 B H T^2 d / 2 / time.\n"
+            "the shared method; TFLOP/s = 4 B H T^2 d / 2 / time, beside the device's bf16\n"
+            "GEMM rate (cuBLAS, 8192^3) measured in the same run.\n"
             "  --db PATH         tuning database the dispatcher reads (default: the default\n"
             "                    path; \"\" = template defaults only)\n"
             "  --shapes P,...    shapes whose id matches a pattern (fnmatch), e.g.\n"
@@ -220,28 +222,54 @@ static void print_list(const bench_prefill_shape *s, int n)
     }
 }
 
-static void print_rows(const fmqa_device_info *dev, const bench_prefill_shape *s, int n,
-                       const prow *rows, int json)
+/* A fraction of the GEMM rate: fmt's figure of x / gemm * scale, or `none`
+ * when the rate was not measured. */
+static const char *gemm_fraction(char *buf, size_t cap, const char *fmt, double x, double gemm,
+                                 double scale, const char *none)
 {
-    char id[96];
-    if (json)
-        printf("{\"device\":\"%s\",\"timing_method\":%d,\"rows\":[", dev->name, TUN_TIMING_METHOD);
+    if (gemm > 0)
+        snprintf(buf, cap, fmt, scale * x / gemm);
     else
-        printf("%s, timing method %d\n%-28s %10s %7s %9s %s\n", dev->name, TUN_TIMING_METHOD,
-               "shape", "us", "spread", "TFLOP/s", "variant");
+        snprintf(buf, cap, "%s", none);
+    return buf;
+}
+
+static void print_rows(const fmqa_device_info *dev, double gemm, const char *gemm_why,
+                       const bench_prefill_shape *s, int n, const prow *rows, int json)
+{
+    char id[96], frac[32];
+    if (json) {
+        printf("{\"device\":\"%s\",\"timing_method\":%d,\"gemm_bf16_tflops\":", dev->name,
+               TUN_TIMING_METHOD);
+        if (gemm > 0)
+            printf("%.1f,\"rows\":[", gemm);
+        else
+            printf("null,\"rows\":[");
+    } else {
+        printf("%s, timing method %d; bf16 GEMM rate: ", dev->name, TUN_TIMING_METHOD);
+        if (gemm > 0)
+            printf("%.0f TFLOP/s (same run)\n", gemm);
+        else
+            printf("- (%s)\n", gemm_why);
+        printf("%-28s %10s %7s %9s %6s %s\n", "shape", "us", "spread", "TFLOP/s", "%gemm",
+               "variant");
+    }
     for (int i = 0; i < n; i++) {
         const prow *r = &rows[i];
         bench_prefill_shape_id(&s[i], id, sizeof id);
-        if (json)
+        if (json) {
+            gemm_fraction(frac, sizeof frac, "%.4f", r->tflops, gemm, 1, "null");
             printf("%s{\"shape\":\"%s\",\"status\":\"%s\",\"us\":%.3f,\"spread\":%.4f,"
-                   "\"tflops\":%.2f,\"unwritten\":%lld,\"variant\":\"%s\"}",
+                   "\"tflops\":%.2f,\"gemm_fraction\":%s,\"unwritten\":%lld,\"variant\":\"%s\"}",
                    i ? "," : "", id, fmqa_status_string(r->st), r->us, r->spread, r->tflops,
-                   (long long)r->unwritten, r->choice);
-        else if (r->st != FMQA_OK)
+                   frac, (long long)r->unwritten, r->choice);
+        } else if (r->st != FMQA_OK) {
             printf("%-28s error: %s\n", id, r->why);
-        else
-            printf("%-28s %10.1f %6.1f%% %9.1f %s%s\n", id, r->us, 100 * r->spread, r->tflops,
-                   r->choice, r->unwritten ? " (OUTPUT UNWRITTEN)" : "");
+        } else {
+            gemm_fraction(frac, sizeof frac, "%5.1f%%", r->tflops, gemm, 100, "     -");
+            printf("%-28s %10.1f %6.1f%% %9.1f %s %s%s\n", id, r->us, 100 * r->spread,
+                   r->tflops, frac, r->choice, r->unwritten ? " (OUTPUT UNWRITTEN)" : "");
+        }
     }
     if (json)
         printf("]}\n");
@@ -276,9 +304,12 @@ int bench_prefill_main(int argc, char **argv)
         return 1;
     }
     tun_timer *timer = NULL;
-    fmqa_err err = {0};
+    fmqa_err err = {0}, gerr = {0};
     int failed = 0;
+    double gemm = 0;
     fmqa_status st = tun_timer_create(ctx, &timer, &err);
+    if (st == FMQA_OK && tun_gemm_rate(timer, &gemm, &gerr) != FMQA_OK)
+        fprintf(stderr, "  bf16 GEMM rate not measured: %s\n", gerr.msg);
     for (int i = 0; i < n && st == FMQA_OK; i++) {
         fmqa_err e = {0};
         rows[i].st = measure(ctx, timer, &shapes[i], &rows[i], &e);
@@ -289,7 +320,7 @@ int bench_prefill_main(int argc, char **argv)
         fprintf(stderr, "fastmqa-bench prefill: %s\n", err.msg);
         failed = 1;
     } else {
-        print_rows(&dev, shapes, n, rows, o.json);
+        print_rows(&dev, gemm, gerr.msg, shapes, n, rows, o.json);
     }
     tun_timer_destroy(timer);
     fmqa_ctx_destroy(ctx);

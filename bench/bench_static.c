@@ -234,14 +234,21 @@ static void mma_mix(const gen_binary *b, srow *r)
     free(text);
 }
 
-/* A prefill row: the kernel, its K/V tile and the SASS mix of its main loop
- * (a thread copies its share of the K and V tile per iteration). */
+/* A prefill row: the kernel, its K/V tile and the SASS mix of its main loop:
+ * with cp.async (prefill) the path on which a thread copies its share of the
+ * K and V tile per iteration; with TMA (prefill_sm90, whose plan gives
+ * tma_box_n: one thread issues the copies) the consumer warps' path that
+ * issues the tile's wgmma, HEAD_DIM / 16 for S = Q K^T and BLOCK_N / 16 for
+ * P V, and only the consumer warpgroups (all but the first) run it. */
 static void prefill_figures(const fmqa_device_info *d, const fmqa_problem *p, const gen_config *c,
                             const gen_plan *plan, const gen_binary *b, srow *r)
 {
     r->k = kernel_stat(d, &plan->kernels[0], b);
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
     int threads = r->k.threads ? r->k.threads : 1;
+    int64_t box_n;
+    const int tma = gen_plan_scalar(plan, "tma_box_n", &box_n);
+    const int warps = tma ? (threads - 128) / 32 : threads / 32;
     r->tile_bytes = (double)bn * (p->head_dim_qk + p->head_dim_v) * eb + (eb == 1 ? 8.0 * bn : 0);
     r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
     int copies = (bn * (p->head_dim_qk + p->head_dim_v) * eb / 16 + threads - 1) / threads;
@@ -252,10 +259,12 @@ static void prefill_figures(const fmqa_device_info *d, const fmqa_problem *p, co
     if (st == FMQA_OK)
         st = tun_sass_parse(text, &s, &err);
     if (st == FMQA_OK)
-        st = tun_sass_main_loop(s, plan->kernels[0].entry, copies, &r->loop, &err);
+        st = tma ? tun_sass_main_loop_mma(s, plan->kernels[0].entry,
+                                          (p->head_dim_qk + bn) / 16, &r->loop, &err)
+                 : tun_sass_main_loop(s, plan->kernels[0].entry, copies, &r->loop, &err);
     r->sass = st == FMQA_OK;
     if (r->sass)
-        r->ib = (threads / 32) * r->loop.insts / r->tile_bytes;
+        r->ib = warps * r->loop.insts / r->tile_bytes;
     else
         fmqa_strlcpy(r->sass_why, err.msg, sizeof r->sass_why);
     tun_sass_free(s);
@@ -461,6 +470,8 @@ static void print_table(const srow *rows, int n, const char **archs)
         cell(dec && r->combine.ok, " %*.0f", r->combine.ctas, 5);
         cell(sv && r->combine.ok, " %*.0f", r->combine_trips, 5);
         printf(" %s%s", r->config, sv && !r->loop.exact ? " (loop path approximate)" : "");
+        if (pre && sv)
+            printf(" [tile: MMA %.0f, MUFU %.0f, FP %.0f]", r->loop.mma, r->loop.mufu, r->loop.fp);
         if (pre && r->hgmma >= 0)
             printf(" [SASS: HGMMA %d, HMMA %d]", r->hgmma, r->hmma);
         printf("\n");

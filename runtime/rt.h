@@ -115,9 +115,12 @@ fmqa_status rt_plan_launch(fmqa_ctx_t *ctx, const rt_plan *plan, void *params,
  * template of the op, the exact tuned entry of db, else the nearest tuned
  * bucket within RT_NEAREST_MAX_STEPS per dimension whose config passes
  * gen_check for this problem and does not leave SMs idle that the default
- * would fill (fewer CTAs than SMs where the default launches more); else the
- * first template whose default is legal.  choice->reason says why.  db may be
- * NULL.  Needs no GPU. */
+ * would fill (fewer CTAs than SMs where the default launches more); of the
+ * templates with such an entry, an exact one before a nearest one, then the
+ * lowest tuned time (so prefill_sm90 serves where the tuner found it faster
+ * than prefill, and the other way round); with none, the default of the
+ * newest architecture's template whose default is legal.  choice->reason
+ * says why.  db may be NULL.  Needs no GPU. */
 fmqa_status rt_choose(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
                       const fmqa_problem *p, const gen_template **tpl /* OUT */,
                       gen_config *config /* OUT */, fmqa_choice *choice /* OUT */,

@@ -281,6 +281,20 @@ static void default_choice(gen_lib *lib, const fmqa_device_info *dev, const fmqa
     }
 }
 
+/* Whether tuned choice a beats best (source 0: none yet) among an op's
+ * templates (prefill and prefill_sm90): an exact bucket beats a nearest one,
+ * then the lower tuned median wins (ties: the first in library order).  Two
+ * nearest entries may come from different buckets; their times still rank
+ * the templates on shapes close to this one. */
+static int faster(const fmqa_choice *a, const fmqa_choice *best)
+{
+    if (!best->source)
+        return 1;
+    if (a->source != best->source)
+        return a->source == FMQA_CHOICE_TUNED;
+    return a->tuned_time_us < best->tuned_time_us;
+}
+
 fmqa_status rt_choose(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
                       const fmqa_problem *p, const gen_template **tpl, gen_config *c,
                       fmqa_choice *choice, fmqa_err *err)
@@ -295,12 +309,18 @@ fmqa_status rt_choose(gen_lib *lib, struct db *db, const fmqa_device_info *dev,
                  "default: batch-invariant problems take the template default at every batch");
         db = NULL;
     }
+    fmqa_choice miss = *choice; /* why no tuned entry serves, when none does */
     for (const gen_template *t = gen_lib_next(lib, p->op, NULL); t;
-         t = gen_lib_next(lib, p->op, t))
-        if (tuned_choice(db, key, t, p, dev, c, choice)) {
-            *tpl = t;
-            break;
-        }
+         t = gen_lib_next(lib, p->op, t)) {
+        fmqa_choice cand = miss;
+        gen_config cc;
+        if (!tuned_choice(db, key, t, p, dev, &cc, &cand))
+            miss = cand;
+        else if (faster(&cand, choice))
+            *tpl = t, *c = cc, *choice = cand;
+    }
+    if (!choice->source)
+        *choice = miss;
     fmqa_err why;
     if (!choice->source)
         default_choice(lib, dev, p, tpl, c, choice, &why);

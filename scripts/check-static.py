@@ -26,6 +26,11 @@ def check_row(r, bad):
     need(0 < r["waves"] < 1000, "waves")
     if r["kernel"] == "prefill" and r["cubin_arch"] == "sm_90a":
         need(r["hgmma_static"] is not None and r["hgmma_static"] > 0, "no HGMMA in the sm_90a prefill")
+        need(r.get("sass_note") is None, "SASS figures missing")
+        # the consumers' loop, budgeted by the tile's wgmma: the GEMMs and the softmax
+        need(r["hmma_per_tile"] and r["mufu_per_tile"] and r["fp_per_tile"],
+             "no wgmma, exp or FP in the main loop")
+        need(r["loop_path_exact"] is True, "main-loop path does not issue the tile's wgmma")
         return
     if r["kernel"] == "prefill":
         need(r["smem_bytes"] > 0 and r["tile_bytes"] > 0, "shared memory or tile")

@@ -1,6 +1,6 @@
 /*
  * tun.h -- the tuner library (fastmqa_tuner): one harness that builds random
- * decode / append problems on the GPU, runs a kernel variant or the public
+ * decode / append / prefill problems on the GPU, runs a kernel variant or the public
  * entry point on them and checks the result against the float64 reference;
  * the one timing method (CUDA graphs over rotated inputs, or a read flush)
  * and the device's read bandwidth measured by it; sample statistics; static
@@ -59,9 +59,11 @@ double tun_rel_tol(fmqa_dtype out_dtype);
 
 typedef struct tun_case_opts {
     /* Per-sequence KV lengths ([batch], each in [q_tokens, kv_len]; append:
-     * start positions, each in [0, kv_len - q_tokens]).  NULL: the seed draws
-     * them, sequence 0 always gets the extreme (kv_len; append: the last
-     * start) so the full capacity is exercised.  Copied. */
+     * start positions, each in [0, kv_len - q_tokens]; prefill: the positions
+     * a sequence holds, each in [1, kv_len], which without
+     * FMQA_FLAG_KV_CACHE are its new tokens).  NULL: the seed draws them,
+     * sequence 0 always gets the extreme (kv_len; append: the last start) so
+     * the full capacity is exercised.  Copied. */
     const int32_t *lens;
     /* Input copies rotated by run index so that caches do not flatter timing:
      * 0 = tun_rotation_copies(tun_case_copy_bytes, L2), else that many
@@ -73,9 +75,30 @@ typedef struct tun_case_opts {
     /* Decode: learned sink logits [num_q_heads] (host values, copied; the
      * device args and the reference get them), NULL = none. */
     const float *sinks;
+    /* Prefill with FMQA_FLAG_KV_CACHE: new tokens per sequence ([batch], each
+     * in [1, min(q_tokens, lens[b])]: the last of the positions it holds).
+     * NULL: drawn, sequence 0 gets q_tokens.  Copied.  Ignored otherwise. */
+    const int32_t *q_lens;
+    /* Prefill: the float64 reference's budget in multiply-adds (0 =
+     * TUN_PREFILL_REF_MACS); see tun_case_create. */
+    double ref_macs;
 } tun_case_opts;
 
-#define TUN_CASE_OPTS_INIT {NULL, 1, 0.0f, 0.0f, 0, NULL}
+#define TUN_CASE_OPTS_INIT {NULL, 1, 0.0f, 0.0f, 0, NULL, NULL, 0.0}
+
+/* Prefill verification: query rows are checked against ref_prefill in blocks
+ * of TUN_PREFILL_CHECK_ROWS rows aligned to the sequence's start (whole row
+ * tiles of the kernels), chosen until the reference would take more than the
+ * budget: every block when the whole batch fits (small problems), else
+ * sequence 0's last block (it sees the most keys), then each sequence's last
+ * and first blocks, then the others in a seeded random order, each taken if
+ * it still fits.  2^32 multiply-adds: twice what the decode reference costs at
+ * its largest bench shapes (batch 64 x 4096 keys x 32 heads x (128 + 128)),
+ * seconds on the host's cores; the whole of a causal B = 4, T = 4096, H = 32,
+ * d = 128 prefill would take 2^38.  Every row, checked or not, must be written and
+ * finite. */
+#define TUN_PREFILL_REF_MACS 4294967296.0
+#define TUN_PREFILL_CHECK_ROWS 128
 
 typedef struct tun_case tun_case;
 
@@ -104,7 +127,13 @@ fmqa_status tun_parallel(int threads, int64_t n_jobs, tun_job_fn fn, void *user,
  * diagonal set), keeps host copies, uploads them and the workspace the problem
  * may need (sized for the largest plan: `workspace` bytes, 0 = none).  Inputs
  * are Gaussian (stddev 1) rounded to their dtype.  *out (OUT) is the caller's:
- * tun_case_destroy() it.  Prefill and MLA problems are FMQA_ERR_UNSUPPORTED.
+ * tun_case_destroy() it.
+ * Prefill (fmqa_prefill_args): cu_seqlens_q from the per-sequence new tokens,
+ * q packed [total_q, H, d]; K and V packed like q, or with FMQA_FLAG_KV_CACHE
+ * a cache laid out as decode's (kv_lens; contiguous or paged, 16- or 8-bit)
+ * that holds each sequence's prefix and its new tokens; o [total_q, H, dv] and
+ * lse [total_q, H]; the reference covers the rows TUN_PREFILL_REF_MACS
+ * affords (above).
  */
 fmqa_status tun_case_create(fmqa_ctx_t *ctx, const fmqa_problem *p, uint64_t seed,
                             const tun_case_opts *opts, size_t workspace,
@@ -128,7 +157,7 @@ fmqa_status tun_case_create_host(const fmqa_problem *p, uint64_t seed,
 typedef enum tun_host_image {
     TUN_HOST_Q, TUN_HOST_K, TUN_HOST_V, TUN_HOST_K_SCALE, TUN_HOST_V_SCALE,
     TUN_HOST_K_NEW, TUN_HOST_V_NEW, TUN_HOST_LENS, TUN_HOST_PAGE_TABLE, TUN_HOST_TREE_MASK,
-    TUN_HOST_REF_O, TUN_HOST_REF_LSE, TUN_HOST_FULL_O, TUN_HOST_N
+    TUN_HOST_REF_O, TUN_HOST_REF_LSE, TUN_HOST_FULL_O, TUN_HOST_CU_SEQLENS, TUN_HOST_N
 } tun_host_image;
 /* Image `which` and its size in *bytes; NULL (and 0) when the case has none. */
 const void *tun_case_host_image(const tun_case *c, tun_host_image which, size_t *bytes);
@@ -136,6 +165,11 @@ const void *tun_case_host_image(const tun_case *c, tun_host_image which, size_t 
 void tun_case_host_decode_args(const tun_case *c, fmqa_decode_args *out /* OUT */);
 /* Append arguments over the host images (what ref_append_args is given). */
 void tun_case_host_append_args(const tun_case *c, fmqa_append_args *out /* OUT */);
+/* Prefill arguments over the host images (what ref_prefill is given). */
+void tun_case_host_prefill_args(const tun_case *c, fmqa_prefill_args *out /* OUT */);
+/* Prefill: the query rows the reference covers, ascending ([*n], owned by c;
+ * TUN_HOST_REF_O / REF_LSE hold their rows in this order). */
+const int64_t *tun_case_checked_rows(const tun_case *c, int64_t *n /* OUT */);
 
 const fmqa_problem *tun_case_problem(const tun_case *c);
 int tun_case_copies(const tun_case *c);
@@ -148,30 +182,33 @@ const int32_t *tun_case_lens(const tun_case *c);
  * args hold the workspace given at creation. */
 const fmqa_decode_args *tun_case_decode_args(const tun_case *c, int copy);
 const fmqa_append_args *tun_case_append_args(const tun_case *c, int copy);
+const fmqa_prefill_args *tun_case_prefill_args(const tun_case *c, int copy);
 /* Bytes of KV cache (K, V and scales) a decode reads for the case's lengths:
  * the rows of the positions some query token sees (window, sinks, ring, causal
  * and tree rules), the figure of merit of a bandwidth-bound kernel.  0 for an
  * append case. */
 double tun_case_kv_bytes(const tun_case *c);
 
-/* Fills the outputs of copy 0 with 0xFF bytes (NaN in f16/bf16/f32): decode o
- * and lse; append the cache rows it will write and their scales.  Queued on
+/* Fills the outputs of copy 0 with 0xFF bytes (NaN in f16/bf16/f32): decode and
+ * prefill o and lse; append the cache rows it will write and their scales.  Queued on
  * stream and synchronized. */
 fmqa_status tun_case_poison(tun_case *c, CUstream stream, fmqa_err *err);
 
 /* Launches the plan on copy `copy` (params filled by rt_decode_params /
- * rt_append_params, so argument checks are those of the runtime).  Queued
+ * rt_append_params / rt_prefill_kernel_params_fill, so argument checks and
+ * tensor maps are those of the runtime).  Queued
  * only: errors of the kernel itself show at the next synchronization. */
 fmqa_status tun_case_run_plan(tun_case *c, const rt_plan *plan, int copy, CUstream stream,
                               fmqa_err *err);
-/* The same through the public entry point fmqa_decode / fmqa_append (the
- * dispatcher picks the variant). */
+/* The same through the public entry point fmqa_decode / fmqa_append /
+ * fmqa_prefill (the dispatcher picks the variant). */
 fmqa_status tun_case_run_api(tun_case *c, int copy, CUstream stream, fmqa_err *err);
 
 typedef struct tun_report {
     /* Decode: o against ref_decode on the exact stored inputs (dequantized
      * for 8-bit caches: the kernel's own error).  Append: every written cache
-     * row (dequantized) against ref_append_args. */
+     * row (dequantized) against ref_append_args.  Prefill: the checked rows
+     * against ref_prefill; bad also counts NaN / inf in the other rows. */
     ref_cmp out;
     /* Decode with an 8-bit cache: o against the unquantized inputs (the
      * quantization error); informative, not part of pass.  n = 0 otherwise. */
@@ -190,6 +227,11 @@ typedef struct tun_report {
  * FMQA_ERR_CUDA; a wrong result is FMQA_OK with report->pass = 0. */
 fmqa_status tun_case_verify(tun_case *c, CUstream stream, tun_report *report /* OUT */,
                             fmqa_err *err);
+/* The comparison of tun_case_verify for a prefill case on host outputs: o
+ * (out_dtype, [total_q, H, dv] dense) and lse ([total_q, H] floats; NULL
+ * without FMQA_FLAG_LSE), as downloaded.  Needs no device. */
+fmqa_status tun_case_check_prefill(const tun_case *c, const void *o, const float *lse,
+                                   tun_report *report /* OUT */, fmqa_err *err);
 
 /* ---------------------------------------------------------------- timing */
 
@@ -344,7 +386,8 @@ fmqa_status tun_sass_disassemble(const void *cubin, size_t size, char **text /* 
                                  fmqa_err *err);
 
 /* Dynamic warp-instructions of one steady-state iteration of the main loop
- * (the backward branch whose range holds the most MMAs), by class. */
+ * (the backward branch whose range holds the most MMAs; the return jump of an
+ * out-of-line mbarrier retry loop is no loop), by class. */
 typedef struct tun_sass_loop {
     int found;
     int exact;            /* the path issues exactly the budgeted copies         */
@@ -361,6 +404,13 @@ typedef struct tun_sass_loop {
  * budget asks. */
 fmqa_status tun_sass_main_loop(const tun_sass *s, const char *fn, int copies_per_iter,
                                tun_sass_loop *out /* OUT */, fmqa_err *err);
+/* The same walk budgeted in MMA instructions per warp per iteration, for a
+ * kernel whose copies are TMA's (one thread issues them, so a thread's copies
+ * say nothing): the steady path is the one that issues the tile's MMAs
+ * (prefill_sm90: HEAD_DIM / 16 wgmma for S = Q K^T, BLOCK_N / 16 for P V).
+ * exact = the path issues exactly that many. */
+fmqa_status tun_sass_main_loop_mma(const tun_sass *s, const char *fn, int mma_per_iter,
+                                   tun_sass_loop *out /* OUT */, fmqa_err *err);
 
 typedef enum tun_sass_walk {
     TUN_SASS_TO_FIRST_COPY, /* entry to the first cp.async / TMA copy; budget =

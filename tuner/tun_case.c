@@ -1,13 +1,14 @@
 /*
- * tun_case.c -- the shared verification harness: random decode / append
- * problems in the physical layouts of the public argument structs, on the host
+ * tun_case.c -- the shared verification harness: random decode / append /
+ * prefill problems in the physical layouts of the public argument structs, on the host
  * (for the float64 reference) and on the device (copy 0 and `copies - 1`
  * identical copies at other addresses, rotated when timing), poisoning,
  * launching through a plan or the public API, and comparison.
  *
  * Invariants:
  *  - Host buffers hold exactly the bytes uploaded to copy 0, so ref_decode /
- *    ref_append_args on the host args compute what the kernel must produce.
+ *    ref_append_args / ref_prefill on the host args compute what the kernel
+ *    must produce.
  *  - Cache rows a sequence does not hold (positions >= its length) and every
  *    byte an append has not yet written are 0xFF: NaN in 16-bit data and in
  *    8-bit scales, so a kernel that lets them leak into a result fails.
@@ -16,7 +17,10 @@
  *  - Row addressing (row_at) follows fmqa_decode_args: ring slot, then page.
  *  - Inputs and references are built on tun_host_threads() threads and do not
  *    depend on their number: blocks of rows draw from streams keyed by (seed,
- *    tensor, block), and the reference runs per sequence into its own rows.
+ *    tensor, block), and the reference runs per sequence (prefill: per block
+ *    of checked query rows) into its own rows.
+ *  - A prefill's lens are its kv_lens (without the cache: its new tokens) and
+ *    q_lens its new tokens; its cache, when it has one, is drawn as decode's.
  */
 #include "tun.h"
 
@@ -40,7 +44,8 @@ typedef struct tensor {
     int shared;              /* one device copy serves every input copy       */
 } tensor;
 
-enum { T_Q, T_K, T_V, T_KS, T_VS, T_KN, T_VN, T_LENS, T_PT, T_MASK, T_O, T_LSE, T_WS, T_SINKS, T_N };
+enum { T_Q, T_K, T_V, T_KS, T_VS, T_KN, T_VN, T_LENS, T_PT, T_MASK, T_O, T_LSE, T_WS, T_SINKS,
+       T_CU, T_N };
 
 /* Physical cache layout shared by K, V and their scales. */
 typedef struct layout {
@@ -57,11 +62,16 @@ struct tun_case {
     int rope_q;
     layout lay;
     int32_t *lens;
+    int32_t *q_lens;                     /* prefill: new tokens [batch]       */
+    int64_t total_q;                     /* prefill: rows of q and o          */
     tensor t[T_N];
     void *q_orig;                        /* append: q before RoPE             */
     fmqa_decode_args dargs[MAX_COPIES];
     fmqa_append_args aargs[MAX_COPIES];
-    double *ref_o, *ref_lse, *full_o;    /* decode references                 */
+    fmqa_prefill_args pargs[MAX_COPIES];
+    double *ref_o, *ref_lse, *full_o;    /* decode references; prefill: of the
+                                            checked rows                      */
+    int64_t *checked, n_checked;         /* prefill: checked rows, ascending  */
     uint8_t *written[4];                 /* append: K, V, KS, VS byte masks   */
 };
 
@@ -69,6 +79,14 @@ struct tun_case {
  * first head_dim_v values): T_V holds nothing, the args point V at T_K. */
 static int is_mla(const fmqa_problem *p) { return p->op == FMQA_OP_MLA_DECODE; }
 static int is_decode(const fmqa_problem *p) { return p->op == FMQA_OP_DECODE || is_mla(p); }
+static int is_prefill(const fmqa_problem *p) { return p->op == FMQA_OP_PREFILL; }
+/* Ops whose outputs are o (and lse), not cache rows. */
+static int writes_o(const fmqa_problem *p) { return is_decode(p) || is_prefill(p); }
+/* A cache whose held rows are drawn (decode's; a chunked prefill's). */
+static int drawn_cache(const fmqa_problem *p)
+{
+    return is_decode(p) || (is_prefill(p) && (p->flags & FMQA_FLAG_KV_CACHE));
+}
 
 double tun_rel_tol(fmqa_dtype out_dtype)
 {
@@ -80,6 +98,13 @@ int tun_case_copies(const tun_case *c) { return c->copies; }
 const int32_t *tun_case_lens(const tun_case *c) { return c->lens; }
 const fmqa_decode_args *tun_case_decode_args(const tun_case *c, int i) { return &c->dargs[i]; }
 const fmqa_append_args *tun_case_append_args(const tun_case *c, int i) { return &c->aargs[i]; }
+const fmqa_prefill_args *tun_case_prefill_args(const tun_case *c, int i) { return &c->pargs[i]; }
+
+const int64_t *tun_case_checked_rows(const tun_case *c, int64_t *n)
+{
+    *n = c->n_checked;
+    return c->checked;
+}
 
 /* ---------------------------------------------------------------- layout */
 
@@ -238,6 +263,47 @@ static fmqa_status draw_plain(tun_case *c, uint64_t seed, int which, fmqa_dtype 
     return st;
 }
 
+/* A draw in [lo, hi]. */
+static int32_t draw_in(ref_rng *rng, int32_t lo, int32_t hi)
+{
+    return lo + (int32_t)(ref_rng_next(rng) % (uint64_t)(hi - lo + 1));
+}
+
+/* Prefill: new tokens, then (with the cache) the positions held; sequence 0
+ * gets q_tokens and kv_len.  A drawn count of new tokens is cut to the given
+ * lens[b]. */
+static void draw_prefill_lens(tun_case *c, ref_rng *rng, const tun_case_opts *o)
+{
+    const fmqa_problem *p = &c->p;
+    int cache = (p->flags & FMQA_FLAG_KV_CACHE) != 0;
+    for (int b = 0; b < p->batch; b++) {
+        int32_t tq = b == 0 ? p->q_tokens : draw_in(rng, 1, p->q_tokens);
+        if (!cache) {
+            c->lens[b] = c->q_lens[b] = o->lens ? o->lens[b] : tq;
+            continue;
+        }
+        if (o->q_lens)
+            tq = o->q_lens[b];
+        else if (o->lens && tq > o->lens[b])
+            tq = o->lens[b];
+        c->q_lens[b] = tq;
+        c->lens[b] = o->lens ? o->lens[b] : b == 0 ? p->kv_len : draw_in(rng, tq, p->kv_len);
+    }
+}
+
+static fmqa_status check_prefill_lens(const tun_case *c, fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    for (int b = 0; b < p->batch; b++)
+        if (c->q_lens[b] < 1 || c->q_lens[b] > p->q_tokens || c->lens[b] < c->q_lens[b] ||
+            c->lens[b] > p->kv_len)
+            return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                                "sequence %d: %d new tokens (1..q_tokens %d) and %d positions "
+                                "(from that to kv_len %d)",
+                                b, c->q_lens[b], p->q_tokens, c->lens[b], p->kv_len);
+    return FMQA_OK;
+}
+
 static void draw_lens(tun_case *c, ref_rng *rng, const int32_t *given)
 {
     const fmqa_problem *p = &c->p;
@@ -251,6 +317,8 @@ static void draw_lens(tun_case *c, ref_rng *rng, const int32_t *given)
 static fmqa_status check_lens(const tun_case *c, fmqa_err *err)
 {
     const fmqa_problem *p = &c->p;
+    if (is_prefill(p))
+        return check_prefill_lens(c, err);
     int append = p->op == FMQA_OP_APPEND;
     int32_t lo = append ? 0 : p->q_tokens, hi = append ? p->kv_len - p->q_tokens : p->kv_len;
     if (hi < lo)
@@ -359,7 +427,7 @@ static fmqa_status draw_caches(tun_case *c, uint64_t seed, double *full_k, doubl
         (st = host_alloc(&c->t[T_KS], q8 ? (size_t)rows * 4 : 0, POISON, err)) ||
         (st = host_alloc(&c->t[T_VS], q8 ? (size_t)v_rows * 4 : 0, POISON, err)))
         return st;
-    if (!is_decode(p))
+    if (!drawn_cache(p))
         return FMQA_OK;
     /* Activations are q_dtype; a 16-bit cache stores them as is, an 8-bit one
      * quantizes the q_dtype values. */
@@ -445,6 +513,32 @@ static void fill_append_args(const tun_case *c, int k, fmqa_append_args *a, int 
         a->v_new = a->v = NULL, a->v_scale = NULL;
     a->start_pos = P(T_LENS);
     a->rope_theta = c->rope_theta;
+}
+
+/* Packed rows [total_q, heads, d] (q, o; K and V without the cache). */
+#define PACKED(a, f, heads, d) ((a)->f##_stride_token = (heads) * (d), (a)->f##_stride_head = (d))
+
+static void fill_prefill_args(const tun_case *c, int k, fmqa_prefill_args *a, int host)
+{
+    const fmqa_problem *p = &c->p;
+    memset(a, 0, sizeof *a);
+    int64_t H = p->num_q_heads, hk = p->num_kv_heads, d = p->head_dim_qk, dv = p->head_dim_v;
+    a->q = P(T_Q), PACKED(a, q, H, d);
+    if (p->flags & FMQA_FLAG_KV_CACHE) {
+        FILL_CACHE(c, a, k, host);
+        a->kv_lens = P(T_LENS);
+    } else {
+        a->k = P(T_K), PACKED(a, k, hk, d);
+        a->v = P(T_V), PACKED(a, v, hk, dv);
+    }
+    a->cu_seqlens_q = P(T_CU);
+    a->o = P(T_O), PACKED(a, o, H, dv);
+    if (p->flags & FMQA_FLAG_LSE)
+        a->lse = P(T_LSE);
+    a->sm_scale = c->sm_scale;
+    if (!host && c->t[T_WS].bytes)
+        a->workspace = P(T_WS), a->workspace_size = c->t[T_WS].bytes;
+    a->total_q = c->total_q;
 #undef P
 }
 
@@ -492,6 +586,8 @@ void tun_case_destroy(tun_case *c)
         free(c->written[i]);
     free(c->q_orig);
     free(c->lens);
+    free(c->q_lens);
+    free(c->checked);
     free(c->ref_o);
     free(c->ref_lse);
     free(c->full_o);
@@ -610,14 +706,22 @@ void tun_case_host_append_args(const tun_case *c, fmqa_append_args *out)
     fill_append_args(c, 0, out, 1);
 }
 
+void tun_case_host_prefill_args(const tun_case *c, fmqa_prefill_args *out)
+{
+    fill_prefill_args(c, 0, out, 1);
+}
+
 const void *tun_case_host_image(const tun_case *c, tun_host_image which, size_t *bytes)
 {
     static const int input[] = {T_Q, T_K, T_V, T_KS, T_VS, T_KN, T_VN, T_LENS, T_PT, T_MASK};
     const fmqa_problem *p = &c->p;
-    size_t rows = (size_t)p->batch * p->q_tokens * p->num_q_heads, n = 0;
+    size_t rows = (size_t)(is_prefill(p) ? c->n_checked : (int64_t)p->batch * p->q_tokens) *
+                  (size_t)p->num_q_heads, n = 0;
     const void *data = NULL;
     if (which >= TUN_HOST_Q && which <= TUN_HOST_TREE_MASK)
         data = c->t[input[which]].host, n = c->t[input[which]].bytes;
+    else if (which == TUN_HOST_CU_SEQLENS)
+        data = c->t[T_CU].host, n = c->t[T_CU].bytes;
     else if (which == TUN_HOST_REF_O || which == TUN_HOST_FULL_O)
         data = which == TUN_HOST_REF_O ? c->ref_o : c->full_o, n = rows * p->head_dim_v * 8;
     else if (which == TUN_HOST_REF_LSE)
@@ -665,6 +769,192 @@ static fmqa_status append_reference(tun_case *c, fmqa_err *err)
     return ref_append_args(p, &host, c->lay.n_pages, err);
 }
 
+/* A block of checked prefill rows: new tokens [t0, t1) of sequence b, whose
+ * reference rows start at `at` in ref_o / ref_lse (in rows of H heads). */
+typedef struct pblock {
+    int32_t b, t0, t1;
+    int64_t at;
+    uint64_t rank;        /* order of choice: smaller first */
+} pblock;
+
+/* Multiply-adds of a block's reference: each row against every position up to
+ * the block's last (an upper bound under a window). */
+static double block_macs(const tun_case *c, const pblock *k)
+{
+    const fmqa_problem *p = &c->p;
+    double kv_end = (double)c->lens[k->b] - c->q_lens[k->b] + k->t1;
+    return (double)(k->t1 - k->t0) * kv_end * p->num_q_heads * (p->head_dim_qk + p->head_dim_v);
+}
+
+static int by_rank(const void *x, const void *y)
+{
+    const pblock *a = x, *b = y;
+    return a->rank < b->rank ? -1 : a->rank > b->rank;
+}
+
+static int by_position(const void *x, const void *y)
+{
+    const pblock *a = x, *b = y;
+    return a->b != b->b ? (a->b > b->b) - (a->b < b->b) : (a->t0 > b->t0) - (a->t0 < b->t0);
+}
+
+/* Every block of every sequence, ranked as tun.h's TUN_PREFILL_REF_MACS says:
+ * sequence 0's last block, then each sequence's last and first, then the
+ * rest in a random order drawn from rng.  *n (OUT) blocks. */
+static pblock *all_blocks(const tun_case *c, ref_rng *rng, int64_t *n)
+{
+    const fmqa_problem *p = &c->p;
+    const int32_t R = TUN_PREFILL_CHECK_ROWS;
+    *n = 0;
+    for (int b = 0; b < p->batch; b++)
+        *n += (c->q_lens[b] + R - 1) / R;
+    pblock *k = malloc((size_t)(*n ? *n : 1) * sizeof *k);
+    int64_t i = 0;
+    for (int b = 0; k && b < p->batch; b++) {
+        int32_t last = (c->q_lens[b] - 1) / R;
+        for (int32_t j = 0; j <= last; j++, i++) {
+            k[i].b = b, k[i].t0 = j * R, k[i].at = 0;
+            k[i].t1 = j == last ? c->q_lens[b] : (j + 1) * R;
+            k[i].rank = j == last ? 2 * (uint64_t)b
+                        : j == 0  ? 2 * (uint64_t)b + 1
+                                  : 2 * (uint64_t)p->batch + (ref_rng_next(rng) >> 2);
+        }
+    }
+    return k;
+}
+
+/* Chooses the checked blocks within the budget (the first always), in
+ * position order with their reference rows' offsets; fills c->checked.
+ * *n (IN: all blocks, OUT: chosen). */
+static fmqa_status choose_blocks(tun_case *c, pblock *k, int64_t *n, double budget, fmqa_err *err)
+{
+    double total = 0, used = 0;
+    for (int64_t i = 0; i < *n; i++)
+        total += block_macs(c, &k[i]);
+    int64_t m = 0;
+    if (total <= budget) {
+        m = *n;
+    } else {
+        qsort(k, (size_t)*n, sizeof *k, by_rank);
+        for (int64_t i = 0; i < *n; i++) {
+            double cost = block_macs(c, &k[i]);
+            if (m == 0 || used + cost <= budget)
+                k[m++] = k[i], used += cost;
+        }
+    }
+    qsort(k, (size_t)m, sizeof *k, by_position);
+    int64_t rows = 0;
+    for (int64_t i = 0; i < m; i++)
+        k[i].at = rows, rows += k[i].t1 - k[i].t0;
+    c->checked = malloc((size_t)(rows ? rows : 1) * sizeof *c->checked);
+    if (!c->checked)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    const int32_t *cu = c->t[T_CU].host;
+    for (int64_t i = 0; i < m; i++)
+        for (int32_t t = k[i].t0; t < k[i].t1; t++)
+            c->checked[c->n_checked++] = cu[k[i].b] + t;
+    *n = m;
+    return FMQA_OK;
+}
+
+typedef struct pref_job {
+    tun_case *c;
+    const pblock *blocks;
+    fmqa_prefill_args host;  /* the whole batch's host args */
+} pref_job;
+
+/* ref_prefill of one block as a batch-1 chunked prefill: its rows are the new
+ * tokens, the positions up to its last row the cache (packed K and V are a
+ * cache of one sequence starting at its first row). */
+static fmqa_status reference_block(void *user, int64_t i, fmqa_err *err)
+{
+    const pref_job *J = user;
+    const tun_case *c = J->c;
+    const pblock *k = &J->blocks[i];
+    const fmqa_problem *p = &c->p;
+    const int32_t *cu = c->t[T_CU].host;
+    const int64_t b = k->b, es = (int64_t)fmqa_dtype_size(p->kv_dtype);
+    int32_t n = k->t1 - k->t0, kv_end = c->lens[b] - c->q_lens[b] + k->t1, cu1[2] = {0, n};
+    fmqa_problem one = p[0];
+    one.batch = 1, one.q_tokens = n, one.kv_len = kv_end, one.flags |= FMQA_FLAG_KV_CACHE;
+    fmqa_prefill_args a = J->host;
+    a.q = (const char *)a.q +
+          (cu[b] + k->t0) * a.q_stride_token * (int64_t)fmqa_dtype_size(p->q_dtype);
+    a.cu_seqlens_q = cu1, a.kv_lens = &kv_end, a.total_q = n;
+    if (!(p->flags & FMQA_FLAG_KV_CACHE)) {
+        a.k = (const char *)a.k + cu[b] * a.k_stride_token * es;
+        a.v = (const char *)a.v + cu[b] * a.v_stride_token * es;
+        a.k_stride_batch = a.v_stride_batch = 0;
+    } else if (p->flags & FMQA_FLAG_PAGED) {
+        a.page_table += b * a.page_table_stride;
+    } else {
+        a.k = (const char *)a.k + b * a.k_stride_batch * es;
+        a.v = (const char *)a.v + b * a.v_stride_batch * es;
+        if (a.k_scale)
+            a.k_scale += b * a.k_scale_stride_batch, a.v_scale += b * a.v_scale_stride_batch;
+    }
+    int64_t H = p->num_q_heads;
+    fmqa_status st = ref_prefill(&one, &a, c->lay.n_pages, c->ref_o + k->at * H * p->head_dim_v,
+                                 c->ref_lse + k->at * H, err);
+    return st != FMQA_OK ? fmqa_err_prefix(err, "sequence %lld rows %d..%d", (long long)b,
+                                           k->t0, k->t1 - 1)
+                         : st;
+}
+
+/* The reference of the rows the budget affords (tun.h), one block a job. */
+static fmqa_status prefill_reference(tun_case *c, uint64_t seed, double budget, int threads,
+                                     fmqa_err *err)
+{
+    ref_rng rng;
+    block_rng(&rng, seed, T_N, 0); /* T_N: no tensor's stream */
+    int64_t n;
+    pblock *k = all_blocks(c, &rng, &n);
+    fmqa_status st = k ? choose_blocks(c, k, &n, budget > 0 ? budget : TUN_PREFILL_REF_MACS, err)
+                       : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    int64_t rows = c->n_checked * c->p.num_q_heads;
+    if (st == FMQA_OK) {
+        c->ref_o = malloc((size_t)(rows * c->p.head_dim_v + 1) * sizeof(double));
+        c->ref_lse = malloc((size_t)(rows + 1) * sizeof(double));
+        if (!c->ref_o || !c->ref_lse)
+            st = fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory (reference)");
+    }
+    pref_job J = {c, k, {0}};
+    fill_prefill_args(c, 0, &J.host, 1);
+    if (st == FMQA_OK)
+        st = tun_parallel(threads, n, reference_block, &J, err);
+    free(k);
+    return st;
+}
+
+/* Prefill inputs: cu_seqlens_q, q, K and V packed or the cache (drawn by
+ * draw_caches), and the reference. */
+static fmqa_status build_prefill(tun_case *c, uint64_t seed, const tun_case_opts *o, int threads,
+                                 fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    fmqa_status st = host_alloc(&c->t[T_CU], (size_t)(p->batch + 1) * 4, 0, err);
+    if (st != FMQA_OK)
+        return st;
+    int32_t *cu = c->t[T_CU].host;
+    for (int b = 0; b < p->batch; b++)
+        cu[b + 1] = cu[b] + c->q_lens[b];
+    int64_t n = c->total_q = cu[p->batch];
+    if ((st = draw_plain(c, seed, T_Q, p->q_dtype, n * p->num_q_heads, p->head_dim_qk, threads,
+                         err)))
+        return st;
+    if (p->flags & FMQA_FLAG_KV_CACHE)
+        st = draw_caches(c, seed, NULL, NULL, threads, err);
+    else if (!(st = draw_plain(c, seed, T_K, p->kv_dtype, n * p->num_kv_heads, p->head_dim_qk,
+                               threads, err)))
+        st = draw_plain(c, seed, T_V, p->kv_dtype, n * p->num_kv_heads, p->head_dim_v, threads,
+                        err);
+    if (st != FMQA_OK)
+        return st;
+    c->t[T_O].bytes = (size_t)(n * p->num_q_heads * p->head_dim_v) * fmqa_dtype_size(p->out_dtype);
+    c->t[T_LSE].bytes = (p->flags & FMQA_FLAG_LSE) ? (size_t)(n * p->num_q_heads) * 4 : 0;
+    return prefill_reference(c, seed, o->ref_macs, threads, err);
+}
+
 /* ---------------------------------------------------------------- create */
 
 double tun_case_copy_bytes(const tun_case *c)
@@ -688,9 +978,13 @@ static fmqa_status build(tun_case *c, uint64_t seed, const tun_case_opts *o, siz
     int64_t bt = (int64_t)p->batch * p->q_tokens;
     make_layout(p, &c->lay);
     c->lens = malloc((size_t)p->batch * sizeof *c->lens);
-    if (!c->lens)
+    c->q_lens = malloc((size_t)p->batch * sizeof *c->q_lens);
+    if (!c->lens || !c->q_lens)
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    draw_lens(c, &rng, o->lens);
+    if (is_prefill(p))
+        draw_prefill_lens(c, &rng, o);
+    else
+        draw_lens(c, &rng, o->lens);
     fmqa_status st = check_lens(c, err);
     if (st == FMQA_OK)
         st = host_alloc(&c->t[T_LENS], (size_t)p->batch * 4, 0, err);
@@ -706,6 +1000,10 @@ static fmqa_status build(tun_case *c, uint64_t seed, const tun_case_opts *o, siz
         return st;
     if ((p->flags & FMQA_FLAG_TREE_MASK) && (st = draw_mask(c, &rng, err)))
         return st;
+    if (is_prefill(p)) {
+        c->t[T_WS].bytes = ws;
+        return build_prefill(c, seed, o, threads, err);
+    }
     if ((decode || c->rope_q) &&
         (st = draw_plain(c, seed, T_Q, p->q_dtype, bt * p->num_q_heads, p->head_dim_qk, threads,
                          err)))
@@ -741,7 +1039,7 @@ static fmqa_status build(tun_case *c, uint64_t seed, const tun_case_opts *o, siz
 /* The argument checks tun_case_create makes before it needs a device. */
 static fmqa_status check_request(const fmqa_problem *p, const tun_case_opts *o, fmqa_err *err)
 {
-    if (!is_decode(p) && p->op != FMQA_OP_APPEND)
+    if (!writes_o(p) && p->op != FMQA_OP_APPEND)
         return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED, "tun_case_create: op %s has no harness",
                             fmqa_op_name(p->op) ? fmqa_op_name(p->op) : "unknown");
     if (o->copies < 0 || o->copies > MAX_COPIES)
@@ -759,7 +1057,7 @@ static fmqa_status create_host(const fmqa_problem *p, uint64_t seed, const tun_c
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     c->p = *p, c->sm_scale = o->sm_scale, c->rope_theta = o->rope_theta;
     c->rope_q = p->op == FMQA_OP_APPEND && o->rope_q;
-    c->t[T_LENS].shared = c->t[T_PT].shared = c->t[T_MASK].shared = 1;
+    c->t[T_LENS].shared = c->t[T_PT].shared = c->t[T_MASK].shared = c->t[T_CU].shared = 1;
     c->t[T_O].shared = c->t[T_LSE].shared = c->t[T_WS].shared = c->t[T_SINKS].shared = 1;
     fmqa_status st = build(c, seed, o, workspace, threads > 0 ? threads : tun_host_threads(), err);
     if (st != FMQA_OK) {
@@ -816,6 +1114,7 @@ fmqa_status tun_case_create(fmqa_ctx_t *ctx, const fmqa_problem *p, uint64_t see
     for (int k = 0; k < c->copies; k++) {
         fill_decode_args(c, k, &c->dargs[k], 0);
         fill_append_args(c, k, &c->aargs[k], 0);
+        fill_prefill_args(c, k, &c->pargs[k], 0);
     }
     *out = c;
     return FMQA_OK;
@@ -852,7 +1151,7 @@ fmqa_status tun_case_poison(tun_case *c, CUstream stream, fmqa_err *err)
 {
     const rt_cuda *cu = cu_of(c);
     static const int dec[] = {T_O, T_LSE}, app[] = {T_K, T_V, T_KS, T_VS};
-    int decode = is_decode(&c->p);
+    int decode = writes_o(&c->p);
     fmqa_status st = rt_enter(c->ctx, err);
     if (st != FMQA_OK)
         return st;
@@ -884,14 +1183,17 @@ fmqa_status tun_case_run_plan(tun_case *c, const rt_plan *plan, int copy, CUstre
     union {
         fmqa_decode_params d;
         fmqa_append_params a;
+        rt_prefill_kernel_params p;
     } params;
     int k = copy % c->copies;
     if (!plan || plan->problem.op != c->p.op)
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
                             "tun_case_run_plan: plan is NULL or of another op");
-    fmqa_status st = is_decode(&c->p)
-                         ? rt_decode_params(plan, &c->dargs[k], &params.d, err)
-                         : rt_append_params(plan, &c->aargs[k], &params.a, err);
+    fmqa_status st =
+        is_decode(&c->p)    ? rt_decode_params(plan, &c->dargs[k], &params.d, err)
+        : is_prefill(&c->p) ? rt_prefill_kernel_params_fill(cu_of(c), plan, &c->pargs[k], &params.p,
+                                                            err)
+                            : rt_append_params(plan, &c->aargs[k], &params.a, err);
     if (st == FMQA_OK)
         st = rt_enter(c->ctx, err);
     if (st != FMQA_OK)
@@ -931,6 +1233,8 @@ fmqa_status tun_case_run_api(tun_case *c, int copy, CUstream stream, fmqa_err *e
     if (is_mla(&c->p)) {
         fmqa_mla_decode_args m = mla_args_of(&c->dargs[k]);
         st = fmqa_mla_decode(c->ctx, &c->p, &m, (fmqa_stream_t)stream);
+    } else if (is_prefill(&c->p)) {
+        st = fmqa_prefill(c->ctx, &c->p, &c->pargs[k], (fmqa_stream_t)stream);
     } else {
         st = c->p.op == FMQA_OP_DECODE
                  ? fmqa_decode(c->ctx, &c->p, &c->dargs[k], (fmqa_stream_t)stream)
@@ -1063,22 +1367,81 @@ static fmqa_status verify_append(tun_case *c, tun_report *r, fmqa_err *err)
     return st;
 }
 
-fmqa_status tun_case_verify(tun_case *c, CUstream stream, tun_report *r, fmqa_err *err)
+/* NaN and infinities among n values of dtype at data. */
+static int64_t nonfinite(fmqa_dtype dtype, const void *data, int64_t n)
 {
-    tun_report rep;
-    memset(&rep, 0, sizeof rep);
-    rep.rel_tol = tun_rel_tol(is_decode(&c->p) ? c->p.out_dtype : c->p.q_dtype);
-    fmqa_status st = rt_enter(c->ctx, err);
-    if (st != FMQA_OK)
-        return st;
-    CUresult res = cu_of(c)->cuStreamSynchronize(stream);
-    if (res != CUDA_SUCCESS)
-        st = rt_cuda_error(err, res, "cuStreamSynchronize (kernel under test)");
+    double x[1024];
+    int64_t bad = 0;
+    size_t es = fmqa_dtype_size(dtype);
+    for (int64_t i = 0; i < n; i += 1024) {
+        int64_t m = n - i < 1024 ? n - i : 1024;
+        if (ref_to_double(dtype, (const char *)data + (size_t)i * es, m, x, NULL) != FMQA_OK)
+            return n;
+        for (int64_t j = 0; j < m; j++)
+            bad += !isfinite(x[j]);
+    }
+    return bad;
+}
+
+/* Prefill: the checked rows of o (and lse) gathered and compared with the
+ * reference; the others only scanned for NaN; poison counted everywhere. */
+static fmqa_status compare_prefill(const tun_case *c, const void *o, const float *lse,
+                                   tun_report *r, fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    const int64_t H = p->num_q_heads, hd = H * p->head_dim_v, m = c->n_checked;
+    const size_t es = fmqa_dtype_size(p->out_dtype), row = (size_t)hd * es;
+    const int with_lse = (p->flags & FMQA_FLAG_LSE) != 0;
+    char *got = malloc((size_t)m * row + 1);
+    float *got_lse = malloc((size_t)(m * H + 1) * sizeof *got_lse);
+    if (!got || !got_lse) {
+        free(got), free(got_lse);
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    int64_t i = 0, o_bad = 0, lse_bad = 0;
+    for (int64_t t = 0; t < c->total_q; t++) {
+        const char *src = (const char *)o + (size_t)t * row;
+        if (i < m && c->checked[i] == t) {
+            memcpy(got + (size_t)i * row, src, row);
+            if (with_lse)
+                memcpy(got_lse + i * H, lse + t * H, (size_t)H * sizeof *lse);
+            i++;
+            continue;
+        }
+        o_bad += nonfinite(p->out_dtype, src, hd);
+        lse_bad += with_lse ? nonfinite(FMQA_DTYPE_F32, lse + t * H, H) : 0;
+    }
+    fmqa_status st = ref_compare(p->out_dtype, got, c->ref_o, m * hd, &r->out, err);
+    if (st == FMQA_OK && with_lse)
+        st = ref_compare(FMQA_DTYPE_F32, got_lse, c->ref_lse, m * H, &r->lse, err);
+    r->out.bad += o_bad, r->lse.bad += lse_bad;
+    r->poisoned = ref_poison_count(o, es, c->total_q * hd, REF_POISON_32) +
+                  (with_lse ? ref_poison_count(lse, 4, c->total_q * H, REF_POISON_32) : 0);
+    free(got), free(got_lse);
+    return st;
+}
+
+static fmqa_status verify_prefill(tun_case *c, tun_report *r, fmqa_err *err)
+{
+    void *o = malloc(c->t[T_O].bytes + 1);
+    float *lse = malloc(c->t[T_LSE].bytes + 4);
+    fmqa_status st = o && lse ? FMQA_OK
+                              : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     if (st == FMQA_OK)
-        st = is_decode(&c->p) ? verify_decode(c, &rep, err) : verify_append(c, &rep, err);
-    rt_leave(c->ctx);
-    if (st != FMQA_OK)
-        return st;
+        st = download(c, T_O, o, err);
+    if (st == FMQA_OK && c->t[T_LSE].bytes)
+        st = download(c, T_LSE, lse, err);
+    if (st == FMQA_OK)
+        st = compare_prefill(c, o, lse, r, err);
+    free(o);
+    free(lse);
+    return st;
+}
+
+/* pass and summary from the comparisons. */
+static void finish_report(tun_report *r)
+{
+    tun_report rep = *r;
     rep.pass = rep.out.bad == 0 && rep.poisoned == 0 && rep.stray == 0 &&
                rep.out.rel_l2 <= rep.rel_tol &&
                (rep.lse.n == 0 || (rep.lse.bad == 0 && rep.lse.rel_l2 <= rep.rel_tol));
@@ -1094,6 +1457,45 @@ fmqa_status tun_case_verify(tun_case *c, CUstream stream, tun_report *r, fmqa_er
     if (rep.stray && len > 0 && (size_t)len < sizeof rep.summary)
         snprintf(rep.summary + len, sizeof rep.summary - (size_t)len, " | %lld stray bytes",
                  (long long)rep.stray);
+    *r = rep;
+}
+
+fmqa_status tun_case_check_prefill(const tun_case *c, const void *o, const float *lse,
+                                   tun_report *r, fmqa_err *err)
+{
+    tun_report rep;
+    memset(&rep, 0, sizeof rep);
+    rep.rel_tol = tun_rel_tol(c->p.out_dtype);
+    if (!is_prefill(&c->p) || !o || ((c->p.flags & FMQA_FLAG_LSE) && !lse))
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
+                            "tun_case_check_prefill: not a prefill case, or o / lse is NULL");
+    fmqa_status st = compare_prefill(c, o, lse, &rep, err);
+    if (st != FMQA_OK)
+        return st;
+    finish_report(&rep);
+    *r = rep;
+    return FMQA_OK;
+}
+
+fmqa_status tun_case_verify(tun_case *c, CUstream stream, tun_report *r, fmqa_err *err)
+{
+    tun_report rep;
+    memset(&rep, 0, sizeof rep);
+    rep.rel_tol = tun_rel_tol(writes_o(&c->p) ? c->p.out_dtype : c->p.q_dtype);
+    fmqa_status st = rt_enter(c->ctx, err);
+    if (st != FMQA_OK)
+        return st;
+    CUresult res = cu_of(c)->cuStreamSynchronize(stream);
+    if (res != CUDA_SUCCESS)
+        st = rt_cuda_error(err, res, "cuStreamSynchronize (kernel under test)");
+    if (st == FMQA_OK)
+        st = is_decode(&c->p)    ? verify_decode(c, &rep, err)
+             : is_prefill(&c->p) ? verify_prefill(c, &rep, err)
+                                 : verify_append(c, &rep, err);
+    rt_leave(c->ctx);
+    if (st != FMQA_OK)
+        return st;
+    finish_report(&rep);
     *r = rep;
     return FMQA_OK;
 }

@@ -44,6 +44,7 @@ typedef struct insn {
     uint32_t addr;
     ikind kind;
     int pred;            /* guarded by a predicate (@P0, @!P1, ...)          */
+    char guard[8];       /* the guard without '@' ("P0", "!P1"), or ""      */
     int width;           /* bytes moved by a load or copy (0 = not one)      */
     int is_bra, is_exit, is_dead;   /* BRA; EXIT; RET / BPT / BRX (no path) */
     int target;          /* index of a branch target, -1 if none or outside  */
@@ -151,6 +152,7 @@ static int parse_line(const char *line, insn *out)
     out->target = -1;
     if (*p == '@') {
         out->pred = 1;
+        snprintf(out->guard, sizeof out->guard, "%.*s", (int)strcspn(p + 1, " \t"), p + 1);
         p += strcspn(p, " \t");
         while (isspace((unsigned char)*p))
             p++;
@@ -270,8 +272,9 @@ int tun_sass_has_function(const tun_sass *s, const char *name)
 /* ---------------------------------------------------------------- paths */
 
 /* What a path counts against the budget: 16-byte copies (main loop), 16-byte
- * global loads (combine) or global load bytes (prologue). */
-typedef enum unit_kind { U_COPY16, U_LDG16, U_LOAD16, U_LDG_BYTES } unit_kind;
+ * global loads (combine), global load bytes (prologue) or MMAs (the main loop
+ * of a kernel whose copies are TMA's, issued by one thread). */
+typedef enum unit_kind { U_COPY16, U_LDG16, U_LOAD16, U_LDG_BYTES, U_MMA } unit_kind;
 
 static int units_of(const insn *in, unit_kind u)
 {
@@ -280,11 +283,23 @@ static int units_of(const insn *in, unit_kind u)
     case U_LDG16: return in->kind == K_LDG && in->width == 16;
     case U_LOAD16: return (in->kind == K_LDG || in->kind == K_COPY) && in->width == 16;
     case U_LDG_BYTES: return in->kind == K_LDG ? in->width : 0;
+    case U_MMA: return in->kind == K_MMA;
     }
     return 0;
 }
 
 typedef enum end_mode { END_AT_LAST, END_BEFORE_LAST, END_EXIT } end_mode;
+
+/* Values given to predicates that a loop writes, if at all, only before the
+ * first branch they guard: such branches go the same way along one pass (the
+ * "is there a next tile" flag that guards the next tile's GEMM, its softmax
+ * and its rescale), instead of each either way independently. */
+#define MAX_FIXED 4
+typedef struct pfix {
+    int n;
+    char name[MAX_FIXED][8];
+    int val[MAX_FIXED];
+} pfix;
 
 typedef struct region region;
 
@@ -305,6 +320,7 @@ struct region {
     int s, e, budget;
     unit_kind unit;
     end_mode mode;
+    const pfix *fix;     /* NULL: every guarded branch may go either way      */
     cell *t;             /* (e - s + 2) x (budget + 1); row e - s + 1 = end   */
     loop *loops;
     int n_loops;
@@ -322,7 +338,7 @@ static void relax(region *r, int to, int v, int cost, int from, int from_u, int 
 }
 
 static region *region_new(const sfunc *f, int s, int e, int budget, unit_kind unit,
-                          end_mode mode);
+                          end_mode mode, const pfix *fix);
 
 /* Finds the outermost inner loops of r: 0, or -1 when out of memory. */
 static int find_loops(region *r)
@@ -354,6 +370,18 @@ static loop *loop_at(region *r, int head)
 
 static int end_cost(region *r, int u) { return at(r, r->e + 1, u)->cost; }
 
+/* Whether a guarded branch is taken under fix: 1, 0, or -1 (not fixed). */
+static int fixed_way(const pfix *fix, const insn *in)
+{
+    if (!fix || !in->is_bra || !in->pred)
+        return -1;
+    const int neg = in->guard[0] == '!';
+    for (int k = 0; k < fix->n; k++)
+        if (!strcmp(in->guard + neg, fix->name[k]))
+            return neg ? !fix->val[k] : fix->val[k];
+    return -1;
+}
+
 /* The moves out of instruction i with units u: to the end, along a forward
  * branch, or to the next instruction.  Exits and backward branches other than
  * a loop's own lead nowhere (not the steady state). */
@@ -376,10 +404,10 @@ static void step(region *r, int i, int u)
     }
     if ((in->is_dead && !in->pred) || (i == r->e && r->mode == END_EXIT))
         return;
-    int t = in->target;
-    if (in->is_bra && t > i && t <= r->e)
+    int t = in->target, way = fixed_way(r->fix, in); /* 1 taken, 0 not, -1 either */
+    if (in->is_bra && t > i && t <= r->e && way != 0)
         relax(r, t, v, c, i, u, -1, 0);
-    if (!in->is_bra || in->pred)
+    if (!in->is_bra || (in->pred && way != 1))
         relax(r, i + 1, v, c, i, u, -1, 0);
 }
 
@@ -387,7 +415,7 @@ static void take_loop(region *r, int li, int u)
 {
     loop *l = &r->loops[li];
     if (!l->pass)
-        l->pass = region_new(r->f, l->head, l->tail, r->budget, r->unit, END_AT_LAST);
+        l->pass = region_new(r->f, l->head, l->tail, r->budget, r->unit, END_AT_LAST, r->fix);
     if (!l->pass)
         return;
     int base = at(r, l->head, u)->cost;
@@ -412,12 +440,12 @@ static void region_free(region *r)
 }
 
 static region *region_new(const sfunc *f, int s, int e, int budget, unit_kind unit,
-                          end_mode mode)
+                          end_mode mode, const pfix *fix)
 {
     region *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    *r = (region){f, s, e, budget, unit, mode, NULL, NULL, 0};
+    *r = (region){f, s, e, budget, unit, mode, fix, NULL, NULL, 0};
     size_t cells = (size_t)(e - s + 2) * (size_t)(budget + 1);
     r->t = malloc(cells * sizeof *r->t);
     if (!r->t) {
@@ -527,9 +555,9 @@ static const sfunc *find_fn(const tun_sass *s, const char *name, fmqa_err *err)
 
 /* The steady path of [s, e] as a trace; *units (OUT) what it counted. */
 static fmqa_status walk(const sfunc *f, int s, int e, int budget, unit_kind unit, end_mode mode,
-                        trace *t, int *units, fmqa_err *err)
+                        const pfix *fix, trace *t, int *units, fmqa_err *err)
 {
-    region *r = region_new(f, s, e, budget < 0 ? 0 : budget, unit, mode);
+    region *r = region_new(f, s, e, budget < 0 ? 0 : budget, unit, mode, fix);
     if (!r)
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     int u = best_end(r, budget);
@@ -545,13 +573,30 @@ static fmqa_status walk(const sfunc *f, int s, int e, int budget, unit_kind unit
     return st;
 }
 
-/* The back edge whose range holds the most MMAs (the innermost on ties). */
+/* 1 when the unconditional backward BRA at b is the return of an out-of-line
+ * slow path, not a loop: ptxas moves an mbarrier's retry loop out of line
+ * ("@!P0 BRA stub" at t - 1; the stub spins, then "BRA t" back to the
+ * instruction after that branch), so the range [t, b] is no loop: it is
+ * entered at the stub from before t.  Its entry branch is never taken on
+ * the steady path (the wait succeeds at once). */
+static int stub_return(const sfunc *f, int b)
+{
+    const insn *in = &f->v[b];
+    int t = in->target;
+    if (!in->is_bra || in->pred || t < 1 || t > b)
+        return 0;
+    const insn *entry = &f->v[t - 1];
+    return entry->is_bra && entry->pred && entry->target > t && entry->target <= b;
+}
+
+/* The back edge whose range holds the most MMAs (the innermost on ties);
+ * stub returns do not count. */
 static int main_loop(const sfunc *f, int *head)
 {
     int best = -1, best_mma = 0;
     for (int b = 0; b < f->n; b++) {
         int t = f->v[b].target;
-        if (!f->v[b].is_bra || t < 0 || t > b)
+        if (!f->v[b].is_bra || t < 0 || t > b || stub_return(f, b))
             continue;
         int mma = 0;
         for (int i = t; i <= b; i++)
@@ -610,8 +655,82 @@ static void count(const sfunc *f, const trace *t, const char *mark, tun_sass_loo
     }
 }
 
-fmqa_status tun_sass_main_loop(const tun_sass *s, const char *fn, int copies_per_iter,
-                               tun_sass_loop *out, fmqa_err *err)
+/* 1 when instruction `in` writes predicate `name`: SASS writes predicates in
+ * its leading operands (ISETP P0, PT, ...; PLOP3 P5, PT, ...; the carry of
+ * LEA R12, P4, ...), reads them after (SEL ..., P0; a branch's condition);
+ * R2P writes them all (PR). */
+static int writes_pred(const insn *in, const char *name)
+{
+    if (in->is_bra)
+        return 0;
+    const char *p = in->args;
+    for (int pos = 0; pos < 2 && *p; pos++) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t n = strcspn(p, ",");
+        if ((n == 2 && !strncmp(p, "PR", 2)) || (n == strlen(name) && !strncmp(p, name, n)))
+            return 1;
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
+/* The predicates guarding branches of [head, tail] that nothing after the
+ * first such branch writes (at most MAX_FIXED, the first ones). */
+static void pass_guards(const sfunc *f, int head, int tail, pfix *fix)
+{
+    memset(fix, 0, sizeof *fix);
+    for (int i = head; i <= tail && fix->n < MAX_FIXED; i++) {
+        const insn *in = &f->v[i];
+        if (!in->is_bra || !in->pred)
+            continue;
+        const char *name = in->guard + (in->guard[0] == '!');
+        int seen = 0, written = 0;
+        for (int k = 0; k < fix->n; k++)
+            seen |= !strcmp(fix->name[k], name);
+        for (int j = i; j <= tail && !seen && !written; j++)
+            written = writes_pred(&f->v[j], name);
+        if (!seen && !written)
+            snprintf(fix->name[fix->n++], sizeof fix->name[0], "%s", name);
+    }
+}
+
+/* walk over the main loop; for the MMA budget once per value of its pass
+ * guards (see pfix), keeping the path closest to the budget, then the
+ * shortest. */
+static fmqa_status loop_walk(const sfunc *f, int head, int tail, int budget, unit_kind unit,
+                             trace *t, int *u, fmqa_err *err)
+{
+    pfix fix;
+    if (unit != U_MMA)
+        return walk(f, head, tail, budget, unit, END_AT_LAST, NULL, t, u, err);
+    pass_guards(f, head, tail, &fix);
+    fmqa_status st = FMQA_ERR_NOT_FOUND;
+    for (int m = 0; m < 1 << fix.n; m++) {
+        for (int k = 0; k < fix.n; k++)
+            fix.val[k] = m >> k & 1;
+        trace c = {0};
+        int cu = 0;
+        fmqa_err e;
+        fmqa_status cs = walk(f, head, tail, budget, unit, END_AT_LAST, &fix, &c, &cu, &e);
+        int better = cs == FMQA_OK &&
+                     (st != FMQA_OK || abs(cu - budget) < abs(*u - budget) ||
+                      (abs(cu - budget) == abs(*u - budget) && c.n < t->n));
+        if (better) {
+            free(t->v);
+            *t = c, *u = cu, st = FMQA_OK;
+        } else {
+            free(c.v);
+        }
+        if (st != FMQA_OK && err)
+            *err = e;
+    }
+    return st;
+}
+
+/* The main loop's figures along the path whose `unit`s come closest to budget. */
+static fmqa_status loop_figures(const tun_sass *s, const char *fn, int budget, unit_kind unit,
+                                tun_sass_loop *out, fmqa_err *err)
 {
     const sfunc *f = find_fn(s, fn, err);
     if (!f)
@@ -624,10 +743,10 @@ fmqa_status tun_sass_main_loop(const tun_sass *s, const char *fn, int copies_per
     tun_sass_loop o;
     memset(&o, 0, sizeof o);
     char *mark = copy_blocks(f);
-    fmqa_status st = mark ? walk(f, head, tail, copies_per_iter, U_COPY16, END_AT_LAST, &t, &u, err)
+    fmqa_status st = mark ? loop_walk(f, head, tail, budget, unit, &t, &u, err)
                           : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     if (st == FMQA_OK) {
-        o.found = 1, o.exact = u == copies_per_iter;
+        o.found = 1, o.exact = u == budget;
         o.head = f->v[head].addr, o.tail = f->v[tail].addr;
         count(f, &t, mark, &o);
         int n16 = 0;
@@ -639,6 +758,18 @@ fmqa_status tun_sass_main_loop(const tun_sass *s, const char *fn, int copies_per
     free(mark);
     free(t.v);
     return st;
+}
+
+fmqa_status tun_sass_main_loop(const tun_sass *s, const char *fn, int copies_per_iter,
+                               tun_sass_loop *out, fmqa_err *err)
+{
+    return loop_figures(s, fn, copies_per_iter, U_COPY16, out, err);
+}
+
+fmqa_status tun_sass_main_loop_mma(const tun_sass *s, const char *fn, int mma_per_iter,
+                                   tun_sass_loop *out, fmqa_err *err)
+{
+    return loop_figures(s, fn, mma_per_iter, U_MMA, out, err);
 }
 
 /* ---------------------------------------------------------------- round trips */
@@ -719,7 +850,8 @@ fmqa_status tun_sass_round_trips(const tun_sass *s, const char *fn, tun_sass_wal
     int u;
     fmqa_status st = walk(f, 0, end, budget,
                           how == TUN_SASS_TO_FIRST_COPY ? U_LDG_BYTES : U_LOAD16,
-                          how == TUN_SASS_TO_FIRST_COPY ? END_BEFORE_LAST : END_EXIT, &t, &u, err);
+                          how == TUN_SASS_TO_FIRST_COPY ? END_BEFORE_LAST : END_EXIT, NULL, &t,
+                          &u, err);
     if (st == FMQA_OK)
         *trips = round_trips(f, &t);
     free(t.v);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""peers.py -- FastMQA decode next to PyTorch's scaled_dot_product_attention.
+"""peers.py -- FastMQA decode and prefill next to PyTorch's scaled_dot_product_attention.
 
 For each shape of `fastmqa-bench decode` (and a few more GQA group sizes and head
 dims) it builds one set of random inputs on the GPU with PyTorch, runs FastMQA's
@@ -33,8 +33,18 @@ dirty lines for the timed launch to write back).  The median per-launch time and
 the spread (p80 - p20) / median are reported.  The read bandwidth is timed the
 same way.  --print-timing-plan prints the plan the rules give, without torch.
 
+Prefill (--shapes 'prefill-*': the shapes of `fastmqa-bench prefill`, causal bf16,
+32 query heads over 32, 8 and 1 KV heads, d = 128 and 64, B = 4 x T = 4096 and
+B = 1 x T = 16384): fmqa_prefill on packed [B T, heads, d] q, k, v (varlen by
+cu_seqlens_q) against SDPA's flash, cuDNN and efficient backends on [B, heads, T, d]
+views of the same memory (is_causal; GQA as enable_gqa, else repeat_interleave),
+timed by the same method, reported as TFLOP/s = 4 B H T^2 d / 2 / time beside the
+device's bf16 GEMM rate (torch.matmul of 8192^3, same method, same run); every
+output is checked finite and its first and last 128 rows of each sequence against
+a float64 reference.
+
 FastMQA is called through the fastmqa package of this checkout (python/), its
-ctypes layer only (fastmqa.Context, fastmqa.DecodeArgs).
+ctypes layer only (fastmqa.Context, fastmqa.DecodeArgs, fastmqa.PrefillArgs).
 """
 import argparse
 import fnmatch
@@ -53,7 +63,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # fastmqa.h, checked against the C compiler by python/tests/test_layout.py.
 sys.path.insert(0, os.path.join(REPO, "python"))
 import fastmqa  # noqa: E402
-from fastmqa import DecodeArgs, Dtype  # noqa: E402
+from fastmqa import DecodeArgs, Dtype, PrefillArgs  # noqa: E402
 
 
 class Lib:
@@ -80,6 +90,15 @@ class Lib:
 
     def decode(self, p, args, stream):
         self.ctx.decode_raw(p, args, stream)
+
+    def prefill_problem(self, s):
+        return fastmqa.Problem(op="prefill", batch=s.batch, kv_len=s.tokens, q_tokens=s.tokens,
+                               num_q_heads=PREFILL_HEADS, num_kv_heads=s.kv_heads,
+                               head_dim_qk=s.d, head_dim_v=s.d, q_dtype="bf16",
+                               kv_dtype="bf16", out_dtype="bf16", flags=fastmqa.FLAG_CAUSAL)
+
+    def prefill(self, p, args, stream):
+        self.ctx.prefill_raw(p, args, stream)
 
 
 # ---------------------------------------------------------------- shapes
@@ -111,15 +130,41 @@ def _shapes():
 
 SHAPES = _shapes()
 
+# The prefill shapes of `fastmqa-bench prefill` (bench/bench_shapes.c, same ids and
+# order): causal bf16, PREFILL_HEADS query heads, every sequence `tokens` long.
+PrefillShape = namedtuple("PrefillShape", "batch tokens kv_heads d")
+PREFILL_HEADS = 32
+PREFILL_SHAPES = [PrefillShape(b, t, hk, d) for b, t in ((4, 4096), (1, 16384))
+                  for d in (128, 64) for hk in (32, 8, 1)]
 
-def select_shapes(patterns):
+
+def any_id(s):
+    if isinstance(s, PrefillShape):
+        return f"prefill-b{s.batch}-t{s.tokens}-hkv{s.kv_heads}-d{s.d}"
+    return shape_id(s)
+
+
+def select_shapes(patterns, listing=False):
+    """Shapes whose id matches a pattern; without patterns the decode shapes (every
+    shape when listing)."""
     if not patterns:
-        return list(SHAPES)
+        return list(SHAPES) + (PREFILL_SHAPES if listing else [])
     pats = [p.strip() for p in patterns.split(",") if p.strip()]
-    chosen = [s for s in SHAPES if any(fnmatch.fnmatchcase(shape_id(s), p) for p in pats)]
+    chosen = [s for s in SHAPES + PREFILL_SHAPES
+              if any(fnmatch.fnmatchcase(any_id(s), p) for p in pats)]
     if not chosen:
         raise SystemExit(f"peers.py: --shapes {patterns!r} matches no shape (see --list)")
     return chosen
+
+
+def prefill_flops(s):
+    """4 B H T^2 d / 2: QK^T and PV over half the square (causal)."""
+    return 4.0 * s.batch * PREFILL_HEADS * s.tokens * s.tokens * s.d / 2
+
+
+def prefill_bytes(s):
+    """Bytes one prefill launch reads and writes: q, o and k, v, bf16."""
+    return s.batch * s.tokens * s.d * 2 * (2 * PREFILL_HEADS + 2 * s.kv_heads)
 
 
 def cache_bytes(s, kv, heads):
@@ -318,11 +363,11 @@ def sdpa_backends():
             "efficient": SDPBackend.EFFICIENT_ATTENTION}
 
 
-def sdpa(backend, q, k, v, gqa):
+def sdpa(backend, q, k, v, gqa, causal=False):
     from torch.nn.attention import sdpa_kernel
     kw = {"enable_gqa": True} if gqa else {}
     with sdpa_kernel([backend]):
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, **kw)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, **kw)
 
 
 def peer_views(s, c, mode):
@@ -448,7 +493,7 @@ class ShapeRun:
         for bname in self.opts.backends:
             for mode in modes:
                 self.run_peer(bname, mode)
-        self.summarize()
+        summarize(self.res)
         return self.res
 
     def run_ours(self):
@@ -497,18 +542,201 @@ class ShapeRun:
             e["gbps"] = c.nbytes / (e["median_us"] * 1e3)
         self.res["contenders"].append(e)
 
-    def summarize(self):
-        """Best correct peer by time, our speed-up over it, the largest |ours - torch|."""
-        res = self.res
-        ours_e = res["contenders"][0]
-        ran = [e for e in res["contenders"][1:] if "skipped" not in e]
-        res["ok"] = ours_e["ok"]
-        res["max_diff_vs_torch"] = max((e["max_diff_vs_fastmqa"] for e in ran), default=None)
-        timed = [e for e in ran if e["ok"] and "median_us" in e]
-        if timed and "median_us" in ours_e:
-            best = min(timed, key=lambda e: e["median_us"])
-            res["best_peer"], res["best_peer_us"] = best["name"], best["median_us"]
-            res["speedup"] = best["median_us"] / ours_e["median_us"]
+
+def summarize(res):
+    """Best correct peer by time, our speed-up over it, the largest |ours - torch|."""
+    ours_e = res["contenders"][0]
+    ran = [e for e in res["contenders"][1:] if "skipped" not in e]
+    res["ok"] = ours_e["ok"]
+    res["max_diff_vs_torch"] = max((e["max_diff_vs_fastmqa"] for e in ran), default=None)
+    timed = [e for e in ran if e["ok"] and "median_us" in e]
+    if timed and "median_us" in ours_e:
+        best = min(timed, key=lambda e: e["median_us"])
+        res["best_peer"], res["best_peer_us"] = best["name"], best["median_us"]
+        res["speedup"] = best["median_us"] / ours_e["median_us"]
+
+
+# ---------------------------------------------------------------- prefill
+
+PREFILL_CHECK_ROWS = 128  # rows checked at each end of every sequence
+TOL_BF16 = 1e-2           # DESIGN.md section 5: relative L2 error of a bf16 output
+
+
+def prefill_rows(tokens):
+    """The query rows of a sequence checked against the reference: the first and the
+    last PREFILL_CHECK_ROWS (the tiles with the fewest and the most keys), all of a
+    short sequence."""
+    n = PREFILL_CHECK_ROWS
+    if tokens <= 2 * n:
+        return list(range(tokens))
+    return list(range(n)) + list(range(tokens - n, tokens))
+
+
+def prefill_reference(q, k, v, batch, tokens, rows, heads_per_chunk=8):
+    """float64 causal attention of the given rows of every sequence: [B, len(rows), H, dv].
+    q [B T, H, d], k [B T, Hkv, d], v [B T, Hkv, dv] packed; head h reads KV head
+    h // (H / Hkv); scale 1 / sqrt(d).  Heads go in chunks to bound the scores' memory."""
+    H, d, hk = q.shape[1], q.shape[2], k.shape[1]
+    g = H // hk
+    idx = torch.tensor(rows, device=q.device)
+    later = torch.arange(tokens, device=q.device)[None, :] > idx[:, None]  # [n, T]
+    out = torch.empty(batch, len(rows), H, v.shape[2], dtype=torch.float64, device=q.device)
+    for b in range(batch):
+        seq = slice(b * tokens, (b + 1) * tokens)
+        qb, kb, vb = q[seq][idx].double(), k[seq].double(), v[seq].double()
+        for h0 in range(0, H, heads_per_chunk):
+            h1 = min(H, h0 + heads_per_chunk)
+            kv = torch.arange(h0, h1, device=q.device) // g
+            sc = torch.einsum("nhd,thd->hnt", qb[:, h0:h1], kb[:, kv]) / math.sqrt(d)
+            sc.masked_fill_(later, -math.inf)
+            out[b, :, h0:h1] = torch.einsum("hnt,thd->nhd", torch.softmax(sc, dim=-1), vb[:, kv])
+    return out
+
+
+def prefill_compare(out, ref, rows):
+    """(rel_l2, max_abs) of out [B, T, H, dv] (any view) on the checked rows against ref;
+    inf when any element of out, checked or not, is NaN or inf."""
+    if not bool(torch.isfinite(out).all()):
+        return math.inf, math.inf
+    return compare(out[:, rows], ref)
+
+
+class PrefillCopy:
+    """One input copy: q [B T, H, d], k, v [B T, Hkv, d] bf16, packed (varlen with equal
+    lengths, which is also [B, T, heads, d])."""
+
+    def __init__(self, s, seed):
+        g = torch.Generator(device=DEVICE)
+        g.manual_seed(seed)
+        n = s.batch * s.tokens
+
+        def randn(heads):
+            return torch.randn((n, heads, s.d), generator=g, device=DEVICE).bfloat16()
+
+        self.q, self.k, self.v = randn(PREFILL_HEADS), randn(s.kv_heads), randn(s.kv_heads)
+
+
+def prefill_args(c, o, cu, ws, ws_bytes):
+    """fmqa_prefill_args of copy c; strides read off the tensors."""
+    a = PrefillArgs()
+    for name, t in (("q", c.q), ("k", c.k), ("v", c.v), ("o", o)):
+        setattr(a, name, t.data_ptr())
+        setattr(a, f"{name}_stride_token", t.stride(0))
+        setattr(a, f"{name}_stride_head", t.stride(1))
+    a.cu_seqlens_q = cu.data_ptr()
+    a.total_q = c.q.shape[0]
+    a.workspace, a.workspace_size = ws.data_ptr(), ws_bytes
+    return a
+
+
+def prefill_ours(lib, s, copies):
+    """FastMQA's prefill contender; its launch returns o as [B, T, H, d]."""
+    p = lib.prefill_problem(s)
+    choice, ws_bytes = lib.plan(p)
+    ws = torch.empty(max(ws_bytes, 16), dtype=torch.uint8, device=DEVICE)
+    o = torch.empty_like(copies[0].q)
+    cu = torch.arange(0, s.batch + 1, dtype=torch.int32, device=DEVICE) * s.tokens
+    args = [prefill_args(c, o, cu, ws, ws_bytes) for c in copies]
+
+    def launch(i):
+        lib.prefill(p, args[i % len(args)], torch.cuda.current_stream().cuda_stream)
+        return o.view(s.batch, s.tokens, PREFILL_HEADS, s.d)
+
+    return Contender("fastmqa", prefill_bytes(s), len(copies), launch, keep=(copies, ws, cu),
+                     note=choice), o
+
+
+def prefill_peer(s, bname, mode, copies):
+    """SDPA on [B, heads, T, d] views of the same copies (mode gqa: enable_gqa; repeat:
+    K and V expanded to H heads, built here); launch returns [B, T, H, d]."""
+    g = PREFILL_HEADS // s.kv_heads
+
+    def views(c):
+        q, k, v = (t.view(s.batch, s.tokens, t.shape[1], s.d).transpose(1, 2)
+                   for t in (c.q, c.k, c.v))
+        if mode == "repeat":
+            return q, k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1), False
+        return q, k, v, g > 1
+
+    vs = [views(c) for c in copies]
+    backend = sdpa_backends()[bname]
+
+    def launch(i):
+        q, k, v, gqa = vs[i % len(vs)]
+        return sdpa(backend, q, k, v, gqa, causal=True).transpose(1, 2)
+
+    return Contender(f"{bname}/{mode}", prefill_bytes(s), len(vs), launch, keep=vs)
+
+
+def gemm_rate(samples, env):
+    """The device's bf16 tensor-core rate in TFLOP/s: torch.matmul of 8192^3 (bf16
+    operands), timed by the same method."""
+    n = 8192
+    a, b = (torch.randn(n, n, device=DEVICE).bfloat16() for _ in range(2))
+    t = time_launches(lambda i: a @ b, 3 * n * n * 2, 1, samples, env)
+    return 2.0 * n ** 3 / (t["median_us"] * 1e6)
+
+
+class PrefillRun:
+    """Inputs, reference and results of one prefill shape (as ShapeRun for decode)."""
+
+    def __init__(self, lib, s, opts, env):
+        self.lib, self.s, self.opts, self.env = lib, s, opts, env
+        self.res = {"shape": any_id(s), "op": "prefill", "batch": s.batch, "tokens": s.tokens,
+                    "heads": PREFILL_HEADS, "kv_heads": s.kv_heads, "d": s.d,
+                    "flops": prefill_flops(s), "contenders": []}
+        n = copies_for(prefill_bytes(s), env["l2_bytes"])
+        self.copies = [PrefillCopy(s, opts.seed * 1000 + i) for i in range(n)]
+        self.rows = prefill_rows(s.tokens)
+        c0 = self.copies[0]
+        self.ref = prefill_reference(c0.q, c0.k, c0.v, s.batch, s.tokens, self.rows)
+        self.ours_out = None
+
+    def run(self):
+        c, o = prefill_ours(self.lib, self.s, self.copies)
+        self.res["variant"] = c.note
+        o.fill_(float("nan"))  # poison: an element never written shows as NaN
+        out, why = first_launch(c)
+        if why:
+            raise RuntimeError(f"fastmqa failed: {why}")
+        self.ours_out = out
+        self.evaluate(c, out)
+        modes = ["mha"] if self.s.kv_heads == PREFILL_HEADS else ["gqa"]
+        for bname in self.opts.backends:
+            for mode in modes:
+                self.run_peer(bname, mode)
+        summarize(self.res)
+        return self.res
+
+    def run_peer(self, bname, mode):
+        c = prefill_peer(self.s, bname, mode, self.copies)
+        out, why = first_launch(c)
+        if why and mode == "gqa":  # enable_gqa refused: K and V expanded, not timed
+            c = prefill_peer(self.s, bname, "repeat", self.copies)
+            c.note = f"enable_gqa refused: {why}"
+            out, why = first_launch(c)
+        if not why:
+            try:
+                self.evaluate(c, out)
+            except Exception as e:  # e.g. runs eagerly but not inside a graph capture
+                why = " ".join(f"failed while timed: {type(e).__name__}: {e}".split())[:240]
+        if why:
+            self.res["contenders"].append({"name": c.name, "skipped": why, "note": c.note})
+        del c, out
+        torch.cuda.empty_cache()
+
+    def evaluate(self, c, out):
+        rel, mabs = prefill_compare(out, self.ref, self.rows)
+        e = {"name": c.name, "bytes": c.nbytes, "copies": c.copies, "rel_l2": rel,
+             "max_abs": mabs, "ok": rel <= TOL_BF16, "note": c.note}
+        if c.name != "fastmqa":
+            e["max_diff_vs_fastmqa"] = max_diff(out, self.ours_out)
+        if not self.opts.check_only:
+            e.update(time_contender(c, self.opts.samples, self.env))
+            e["tflops"] = self.res["flops"] / (e["median_us"] * 1e6)
+            gemm = self.env.get("gemm_tflops")
+            e["gemm_fraction"] = e["tflops"] / gemm if gemm else None
+        self.res["contenders"].append(e)
 
 
 # ---------------------------------------------------------------- output
@@ -554,6 +782,54 @@ def print_contender(e, bw):
         print(f"  {'':<18} ({clip(e['note'])})")
 
 
+def print_prefill_shape(i, n, s, gemm):
+    print(f"[{i}/{n}] {s['shape']}: B={s['batch']} T={s['tokens']} H={s['heads']} "
+          f"Hkv={s['kv_heads']} d={s['d']} causal bf16, {s['flops'] / 1e12:.3f} TFLOP; "
+          f"fastmqa {s.get('variant', '-')}")
+    if s["contenders"]:
+        print(f"  {'contender':<18} {'median_us':>10} {'TFLOP/s':>8} {'%gemm':>6} "
+              f"{'rel_l2':>8} {'max_abs':>8} {'|ours-it|':>9} ok")
+    for e in s["contenders"]:
+        if "skipped" in e:
+            print(f"  {e['name']:<18} skipped: {clip(e['skipped'])}")
+            continue
+        pct = 100 * e["gemm_fraction"] if e.get("gemm_fraction") else None
+        print(f"  {e['name']:<18} {fmt(e.get('median_us'), '.1f', 10)} "
+              f"{fmt(e.get('tflops'), '.1f', 8)} {fmt(pct, '.1f', 5)}% {e['rel_l2']:8.1e} "
+              f"{e['max_abs']:8.1e} {fmt(e.get('max_diff_vs_fastmqa'), '.1e', 9)} "
+              f"{'yes' if e['ok'] else 'NO'}")
+        if e["note"] and e["name"] != "fastmqa":
+            print(f"  {'':<18} ({clip(e['note'])})")
+    if "speedup" in s:
+        print(f"  -> fastmqa {s['speedup']:.2f}x the speed of the best peer "
+              f"({s['best_peer']}, {s['best_peer_us']:.1f} us)")
+    if "error" in s:
+        print(f"  error: {s['error']}")
+    sys.stdout.flush()
+
+
+def print_prefill_summary(doc):
+    gemm = doc.get("gemm_tflops")
+    print(f"\nprefill summary: {doc['device']}, bf16 GEMM "
+          f"{fmt(gemm, '.0f', 0)} TFLOP/s (torch.matmul 8192^3, same run)")
+    print(f"{'shape':<28} {'ours_us':>9} {'TFLOP/s':>8} {'%gemm':>6} {'best peer':<17} "
+          f"{'peer_us':>9} {'TFLOP/s':>8} {'speedup':>7} ok")
+    for s in doc["shapes"]:
+        if s.get("op") != "prefill":
+            continue
+        if "error" in s:
+            print(f"{s['shape']:<28} error: {s['error'][:90]}")
+            continue
+        o = s["contenders"][0]
+        best = next((e for e in s["contenders"] if e["name"] == s.get("best_peer")), {})
+        pct = 100 * o["gemm_fraction"] if o.get("gemm_fraction") else None
+        print(f"{s['shape']:<28} {fmt(o.get('median_us'), '.1f', 9)} "
+              f"{fmt(o.get('tflops'), '.1f', 8)} {fmt(pct, '.1f', 5)}% "
+              f"{s.get('best_peer', '-'):<17} {fmt(best.get('median_us'), '.1f', 9)} "
+              f"{fmt(best.get('tflops'), '.1f', 8)} {fmt(s.get('speedup'), '.2f', 6)}x "
+              f"{'yes' if s['ok'] else 'NO'}")
+
+
 def print_summary(doc):
     print(f"\nsummary: {doc['device']}, torch {doc['torch']}, "
           f"read {doc['read_gbps']:.0f} GB/s (torch.sum over {doc['bw_bytes'] / 2**30:.1f} GiB),"
@@ -561,6 +837,8 @@ def print_summary(doc):
     print(f"{'shape':<24} {'ours_us':>9} {'GB/s':>6} {'%bw':>6} {'best peer':<17} "
           f"{'peer_us':>9} {'GB/s':>6} {'speedup':>7} {'|ours-torch|':>12} ok")
     for s in doc["shapes"]:
+        if s.get("op") == "prefill":
+            continue
         if "error" in s:
             print(f"{s['shape']:<24} error: {s['error'][:90]}")
             continue
@@ -585,16 +863,18 @@ def write_json(path, doc):
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(
-        description="FastMQA decode against PyTorch SDPA (flash, cuDNN, efficient) on the "
-                    "same inputs; needs PyTorch and a GPU.")
+        description="FastMQA decode and prefill against PyTorch SDPA (flash, cuDNN, "
+                    "efficient) on the same inputs; needs PyTorch and a GPU.")
     ap.add_argument("--lib", default=os.path.join(REPO, "build", "libfastmqa.so"),
                     help="libfastmqa.so (default: build/libfastmqa.so of this checkout)")
     ap.add_argument("--db", default=None,
                     help="tuning database FastMQA reads (default: its default path; "
                          "'' = template defaults only)")
     ap.add_argument("--shapes", default="",
-                    help="comma-separated patterns (fnmatch) over shape ids; see --list")
-    ap.add_argument("--list", action="store_true", help="print the shape ids and exit")
+                    help="comma-separated patterns (fnmatch) over shape ids, e.g. 'mqa-*' or "
+                         "'prefill-*' (default: the decode shapes); see --list")
+    ap.add_argument("--list", action="store_true",
+                    help="print the shape ids (every one without --shapes) and exit (no torch)")
     ap.add_argument("--backends", default="flash,cudnn,efficient",
                     help="SDPA backends to run (default: flash,cudnn,efficient)")
     ap.add_argument("--modes", default="gqa,fold",
@@ -660,13 +940,18 @@ def context_alive():
 def measure(lib, s, opts, env):
     """One shape's results; an error keeps what was measured before it."""
     run = None
+    prefill = isinstance(s, PrefillShape)
     try:
-        run = ShapeRun(lib, s, opts, env)
+        run = PrefillRun(lib, s, opts, env) if prefill else ShapeRun(lib, s, opts, env)
         return run.run()
     except Exception as e:  # fastmqa.Error, CUDA errors, out of memory: the next shape runs
-        res = run.res if run else {"shape": shape_id(s), "kv": s.kv, "batch": s.batch,
-                                   "kv_len": s.kv_len, "heads": s.heads,
-                                   "kv_heads": s.kv_heads, "d": s.d, "contenders": []}
+        res = run.res if run else {"shape": any_id(s), "batch": s.batch, "kv_heads": s.kv_heads,
+                                   "d": s.d, "contenders": []}
+        if prefill and not run:
+            res.update({"op": "prefill", "tokens": s.tokens, "heads": PREFILL_HEADS,
+                        "flops": prefill_flops(s)})
+        elif not run:
+            res.update({"kv": s.kv, "kv_len": s.kv_len, "heads": s.heads})
         res["error"] = " ".join(f"{type(e).__name__}: {e}".split())[:400]
         res["ok"] = False
         return res
@@ -681,19 +966,22 @@ def main(argv):
             print(json.dumps({"flush": how, "launches": n, "covers": int(covers),
                               "copies_for": copies_for(nbytes, l2)}))
         return 0
-    shapes = select_shapes(opts.shapes)
+    shapes = select_shapes(opts.shapes, listing=opts.list)
     if opts.list:
-        print("\n".join(shape_id(s) for s in shapes))
+        print("\n".join(any_id(s) for s in shapes))
         return 0
     if not os.path.exists(opts.lib):
         raise SystemExit(f"peers.py: {opts.lib} not found (build the project, or --lib)")
     env = environment(opts)
+    if any(isinstance(s, PrefillShape) for s in shapes):
+        env["gemm_tflops"] = gemm_rate(opts.samples, env)
+        torch.cuda.empty_cache()
     lib = Lib(opts.lib, opts.device, opts.db)
     doc = {"device": env["name"], "torch": torch.__version__, "cuda": torch.version.cuda,
            "cudnn": cudnn_version(), "lib": opts.lib,
            "read_gbps": env["read_gbps"], "copy_gbps": env["copy_gbps"],
            "bw_bytes": env["bw_bytes"], "l2_bytes": env["l2_bytes"],
-           "check_only": opts.check_only, "shapes": []}
+           "gemm_tflops": env.get("gemm_tflops"), "check_only": opts.check_only, "shapes": []}
     print(f"{env['name']}: torch {doc['torch']} (CUDA {doc['cuda']}, cuDNN {doc['cudnn']}); "
           f"read {env['read_gbps']:.0f} GB/s, copy {env['copy_gbps']:.0f} GB/s; {opts.lib}")
     failed = False
@@ -702,13 +990,18 @@ def main(argv):
         torch.cuda.empty_cache()
         failed |= not res.get("ok", False)
         doc["shapes"].append(res)
-        print_shape(i, len(shapes), res, env["read_gbps"])
+        if res.get("op") == "prefill":
+            print_prefill_shape(i, len(shapes), res, env.get("gemm_tflops"))
+        else:
+            print_shape(i, len(shapes), res, env["read_gbps"])
         write_json(opts.json, doc)
         if "error" in res and not context_alive():
             print("the CUDA context is unusable after this error: remaining shapes not run")
             break
-    if not opts.check_only:
+    if not opts.check_only and any(s.get("op") != "prefill" for s in doc["shapes"]):
         print_summary(doc)
+    if not opts.check_only and any(s.get("op") == "prefill" for s in doc["shapes"]):
+        print_prefill_summary(doc)
     lib.close()
     return 1 if failed else 0
 

@@ -1,10 +1,10 @@
-"""fastmqa -- FastMQA from Python: the libfastmqa C API through ctypes, its decode
-and append as torch custom ops, and an attention layer (fastmqa.nn.Attention).
+"""fastmqa -- FastMQA from Python: the libfastmqa C API through ctypes, its decode,
+append and prefill as torch custom ops, and an attention layer (fastmqa.nn.Attention).
 
 Needs no compiler: libfastmqa is loaded at first use from $FASTMQA_LIB, a copy
 bundled in the wheel, or an installed prefix (_capi.load).  Everything that needs
 no tensors (memory_report, level_policy, level_problem, validate, plan, tune)
-works without torch; decode, append, nn and ops import torch on first use.
+works without torch; decode, append, prefill, nn and ops import torch on first use.
 
     import fastmqa
     print(fastmqa.memory_report(hidden_size=2048, num_q_heads=32, num_kv_heads=1,
@@ -29,13 +29,14 @@ __all__ = ["AppendArgs", "Choice", "ChoiceSource", "Context", "DecodeArgs", "Dev
            "LogLevel", "MemoryReport", "ModelConfig", "Op", "Options", "Plan", "PrefillArgs",
            "Problem", "Rope", "Status",
            "append", "decode",
-           "decode_workspace", "default_context", "default_db_path", "device_info",
+           "decode_workspace", "prefill", "prefill_workspace", "default_context", "default_db_path", "device_info",
            "level_policy", "level_problem", "library_path", "load", "memory_report",
            "model_config", "nn", "ops", "plan", "torch_dtype", "tune", "tune_executable",
            "validate", "version"]
 
 # Names that need torch: imported from .ops / .nn on first use.
 _LAZY = {"decode": "ops", "append": "ops", "decode_workspace": "ops", "torch_dtype": "ops",
+         "prefill": "ops", "prefill_workspace": "ops",
          "nn": None, "ops": None}
 
 

@@ -1,16 +1,16 @@
-"""ops.py -- decode and append on torch tensors, as torch custom ops.
+"""ops.py -- decode, append and prefill on torch tensors, as torch custom ops.
 
-decode() and append() check their tensors in Python (type, rank, shape, dtype,
+decode(), append() and prefill() check their tensors in Python (type, rank, shape, dtype,
 head-dim contiguity, 16-byte strides, device: in that order, so the first fault
 found is named with the argument and what was expected) and then call the custom
-ops torch.ops.fastmqa.decode / torch.ops.fastmqa.append.  The ops launch on the
+ops torch.ops.fastmqa.decode / append / prefill.  The ops launch on the
 current torch stream of the tensors' device through default_context(device), do
 no host synchronisation and allocate nothing, so they can be captured in a CUDA
 graph once a first eager call has built the launch plan (plans compile kernels,
 which graph capture does not allow); their fake implementations make them
-traceable by torch.compile.  Pass `workspace` (decode_workspace()) when compiling
-or capturing: computing its size asks the library, which torch.compile cannot
-trace.
+traceable by torch.compile.  Pass `workspace` (decode_workspace(),
+prefill_workspace()) when compiling or capturing: computing its size asks the
+library, which torch.compile cannot trace.
 
 Layouts follow include/fastmqa.h, strides are read off the tensors:
   q, out       [batch, q_tokens, heads, head_dim]
@@ -18,6 +18,9 @@ Layouts follow include/fastmqa.h, strides are read off the tensors:
   k/v_scale    [batch | pages, slots, kv_heads] float32 (8-bit caches only)
   kv_lens      [batch] int32: each sequence's length including its query tokens
   start_pos    [batch] int32: position of each sequence's first new token
+  prefill (varlen): q, out [total_q, heads, head_dim] packed by cu_seqlens_q
+               [batch + 1] int32; k, v packed likewise [total_q, kv_heads,
+               head_dim], or with kv_lens a cache as above
 """
 import contextlib
 from typing import Optional
@@ -25,7 +28,7 @@ from typing import Optional
 import torch
 
 from . import _capi, core
-from ._capi import AppendArgs, DecodeArgs, Dtype, Op, Problem, Rope
+from ._capi import AppendArgs, DecodeArgs, Dtype, Op, PrefillArgs, Problem, Rope
 
 _TO_FMQA = {torch.float16: Dtype.F16, torch.bfloat16: Dtype.BF16, torch.int8: Dtype.INT8}
 if hasattr(torch, "float8_e4m3fn"):
@@ -113,6 +116,14 @@ def _devices(named, device=None):
             raise ValueError(f"{name}: expected a tensor on {device} like the others, got "
                              f"{t.device}")
     return device
+
+
+def _workspace_tensor(workspace):
+    if workspace is not None:
+        _tensor("workspace", workspace, ("bytes",))
+        _dtype("workspace", workspace, (torch.uint8,), "torch.uint8")
+        if workspace.stride(0) != 1 or workspace.storage_offset() % 16:
+            raise ValueError("workspace: must be contiguous and start on a 16-byte boundary")
 
 
 def _cache(k, v, k_scale, v_scale, page_table, batch, head_dim):
@@ -227,11 +238,7 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
         if not tree_mask.is_contiguous():
             raise ValueError("tree_mask: must be contiguous")
         flags |= _capi.FLAG_TREE_MASK
-    if workspace is not None:
-        _tensor("workspace", workspace, ("bytes",))
-        _dtype("workspace", workspace, (torch.uint8,), "torch.uint8")
-        if workspace.stride(0) != 1 or workspace.storage_offset() % 16:
-            raise ValueError("workspace: must be contiguous and start on a 16-byte boundary")
+    _workspace_tensor(workspace)
     if sinks is not None:
         _tensor("sinks", sinks, ("heads",))
         _size("sinks", sinks, 0, ("heads",), heads, "q's heads")
@@ -300,6 +307,85 @@ def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=No
                 sink_tokens=sink_tokens, rope=rope, flags=flags, draft_slots=draft_slots)
 
 
+def check_prefill(q, k, v, cu_seqlens_q, out, max_q_tokens, kv_lens=None, k_scale=None,
+                  v_scale=None, page_table=None, lse=None, workspace=None, kv_len=None,
+                  window=0, sink_tokens=0, causal=True):
+    """Checks prefill's arguments like check_decode; returns the problem fields."""
+    qlay = ("total_q", "heads", "head_dim")
+    _tensor("q", q, qlay)
+    total_q, heads, head_dim = q.shape
+    _dtype("q", q, _HALF, "torch.float16 or torch.bfloat16")
+    _rows("q", q)
+    _tensor("cu_seqlens_q", cu_seqlens_q, ("batch + 1",))
+    _dtype("cu_seqlens_q", cu_seqlens_q, (torch.int32,), "torch.int32")
+    if cu_seqlens_q.shape[0] < 2 or cu_seqlens_q.stride(0) != 1:
+        raise ValueError(f"cu_seqlens_q: must be contiguous with batch + 1 >= 2 offsets, got "
+                         f"shape {tuple(cu_seqlens_q.shape)}")
+    batch = cu_seqlens_q.shape[0] - 1
+    if isinstance(max_q_tokens, bool) or not isinstance(max_q_tokens, int) or max_q_tokens < 1:
+        raise ValueError(f"max_q_tokens: {max_q_tokens!r}, expected an int >= 1 (the most "
+                         f"new tokens a sequence brings; the launch is sized by it)")
+    if total_q > batch * max_q_tokens:
+        raise ValueError(f"q: total_q (dimension 0) is {total_q}, more than batch {batch} x "
+                         f"max_q_tokens {max_q_tokens}")
+    flags = (_capi.FLAG_CAUSAL if causal else 0)
+    page_size = 0
+    if kv_lens is None:  # K and V are the new tokens, packed like q
+        for name, t in (("k", k), ("v", v)):
+            _tensor(name, t, ("total_q", "kv_heads", "head_dim"))
+            _size(name, t, 0, ("total_q",), total_q, "q's total_q")
+            _dtype(name, t, (q.dtype,), f"{q.dtype} like q (new tokens)")
+            _rows(name, t)
+        _size("k", k, 2, qlay, head_dim, "q's head_dim")
+        _size("v", v, 1, ("", "kv_heads"), k.shape[1], "as in k")
+        for name, t in (("k_scale", k_scale), ("v_scale", v_scale), ("page_table", page_table)):
+            if t is not None:
+                raise ValueError(f"{name}: only a cache (kv_lens given) has one")
+        kv = _TO_FMQA[k.dtype]
+        kv_heads, head_dim_v = k.shape[1], v.shape[2]
+        if kv_len is not None and kv_len != max_q_tokens:
+            raise ValueError(f"kv_len: {kv_len}, without a cache the new tokens are all there "
+                             f"is (kv_len = max_q_tokens {max_q_tokens})")
+        kv_len = max_q_tokens
+        if window < 0 or sink_tokens < 0:
+            raise ValueError(f"window ({window}) and sink_tokens ({sink_tokens}) must not be "
+                             f"negative")
+    else:
+        kv, slots, page_size = _cache(k, v, k_scale, v_scale, page_table, batch, head_dim)
+        kv_heads, head_dim_v = k.shape[2], v.shape[3]
+        _index("kv_lens", kv_lens, batch)
+        kv_len, _ = _window(kv_len, slots, window, sink_tokens, False)
+        if max_q_tokens > kv_len:
+            raise ValueError(f"max_q_tokens: {max_q_tokens} exceeds kv_len {kv_len} (the "
+                             f"cache holds the new tokens)")
+        flags |= _capi.FLAG_KV_CACHE | (_capi.FLAG_PAGED if page_size else 0)
+    if heads % kv_heads:
+        raise ValueError(f"q: heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
+    olay = ("total_q", "heads", "head_dim_v")
+    _tensor("out", out, olay)
+    for axis, n in enumerate((total_q, heads, head_dim_v)):
+        _size("out", out, axis, olay, n, "q's total_q, heads and v's head_dim")
+    _dtype("out", out, _HALF, "torch.float16 or torch.bfloat16")
+    _rows("out", out)
+    if lse is not None:
+        _tensor("lse", lse, olay[:2])
+        for axis, n in enumerate((total_q, heads)):
+            _size("lse", lse, axis, olay, n, "q's total_q and heads")
+        _dtype("lse", lse, (torch.float32,), "torch.float32")
+        if not lse.is_contiguous():
+            raise ValueError("lse: must be contiguous")
+        flags |= _capi.FLAG_LSE
+    _workspace_tensor(workspace)
+    _devices([("q", q), ("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("out", out),
+              ("kv_lens", kv_lens), ("k_scale", k_scale), ("v_scale", v_scale),
+              ("page_table", page_table), ("lse", lse), ("workspace", workspace)])
+    return dict(op=Op.PREFILL, batch=batch, num_q_heads=heads, num_kv_heads=kv_heads,
+                head_dim_qk=head_dim, head_dim_v=head_dim_v, q_tokens=max_q_tokens,
+                kv_len=kv_len, q_dtype=_TO_FMQA[q.dtype], kv_dtype=kv,
+                out_dtype=_TO_FMQA[out.dtype], page_size=page_size, window=window,
+                sink_tokens=sink_tokens, rope=Rope.NONE, flags=flags)
+
+
 # ---------------------------------------------------------------- filling the C structs
 
 def _ptr(t):
@@ -322,16 +408,27 @@ def _stream(device):
 _workspace_bytes = {}
 
 
-def decode_workspace(q, k, v, kv_lens, out, **kw):
-    """A uint8 workspace tensor large enough for this decode (the plan is resolved,
-    and the kernel compiled, on first use of a problem).  Same arguments as decode()."""
-    fields = check_decode(q, k, v, kv_lens, out, **kw)
+def _workspace(fields, device):
+    """A uint8 workspace for the problem of `fields` (its size asked once per problem)."""
     key = tuple(sorted((n, x if isinstance(x, float) else int(x)) for n, x in fields.items()))
     n = _workspace_bytes.get(key)
     if n is None:
-        ctx = core.default_context(q.device.index or 0)
-        n = _workspace_bytes[key] = ctx.decode_workspace_size(Problem(**fields))
-    return torch.empty(max(n, 16), dtype=torch.uint8, device=q.device)
+        ctx = core.default_context(device.index or 0)
+        p = Problem(**fields)
+        n = _workspace_bytes[key] = (ctx.prefill_workspace_size(p) if fields["op"] == Op.PREFILL
+                                     else ctx.decode_workspace_size(p))
+    return torch.empty(max(n, 16), dtype=torch.uint8, device=device)
+
+
+def decode_workspace(q, k, v, kv_lens, out, **kw):
+    """A uint8 workspace tensor large enough for this decode (the plan is resolved,
+    and the kernel compiled, on first use of a problem).  Same arguments as decode()."""
+    return _workspace(check_decode(q, k, v, kv_lens, out, **kw), q.device)
+
+
+def prefill_workspace(q, k, v, cu_seqlens_q, out, max_q_tokens, **kw):
+    """The same for prefill (fmqa_prefill_workspace_size); same arguments as prefill()."""
+    return _workspace(check_prefill(q, k, v, cu_seqlens_q, out, max_q_tokens, **kw), q.device)
 
 
 @torch.library.custom_op("fastmqa::decode", mutates_args=("out", "workspace", "lse"),
@@ -390,6 +487,40 @@ def _append_op(k_new: torch.Tensor, v_new: torch.Tensor, k: torch.Tensor, v: tor
 @_append_op.register_fake
 def _(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table, kv_len, window,
       sink_tokens, ring, rope, rope_theta, draft_slots):
+    return None
+
+
+@torch.library.custom_op("fastmqa::prefill", mutates_args=("out", "workspace", "lse"),
+                         device_types="cuda")
+def _prefill_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                out: torch.Tensor, workspace: torch.Tensor, kv_lens: Optional[torch.Tensor],
+                k_scale: Optional[torch.Tensor], v_scale: Optional[torch.Tensor],
+                page_table: Optional[torch.Tensor], lse: Optional[torch.Tensor],
+                max_q_tokens: int, kv_len: int, window: int, sink_tokens: int, causal: bool,
+                sm_scale: float) -> None:
+    fields = check_prefill(q, k, v, cu_seqlens_q, out, max_q_tokens, kv_lens, k_scale, v_scale,
+                           page_table, lse, workspace, kv_len, window, sink_tokens, causal)
+    a = PrefillArgs()
+    for name, t in (("q", q), ("o", out)) + ((("k", k), ("v", v)) if kv_lens is None else ()):
+        setattr(a, name, t.data_ptr())
+        setattr(a, f"{name}_stride_token", t.stride(0))
+        setattr(a, f"{name}_stride_head", t.stride(1))
+    if kv_lens is not None:
+        for name, t in (("k", k), ("v", v), ("k_scale", k_scale), ("v_scale", v_scale)):
+            _fill(a, name, t)
+        a.kv_lens = _ptr(kv_lens)
+    if page_table is not None:
+        a.page_table, a.page_table_stride = _ptr(page_table), page_table.stride(0)
+    a.cu_seqlens_q, a.lse, a.sm_scale = _ptr(cu_seqlens_q), _ptr(lse), sm_scale
+    a.workspace, a.workspace_size = _ptr(workspace), workspace.numel()
+    a.total_q = q.shape[0]
+    ctx = core.default_context(q.device.index)
+    ctx.prefill_raw(Problem(**fields), a, _stream(q.device))
+
+
+@_prefill_op.register_fake
+def _(q, k, v, cu_seqlens_q, out, workspace, kv_lens, k_scale, v_scale, page_table, lse,
+      max_q_tokens, kv_len, window, sink_tokens, causal, sm_scale):
     return None
 
 
@@ -466,3 +597,44 @@ def append(k_new, v_new, k, v, start_pos, *, q=None, k_scale=None, v_scale=None,
                                  page_table, kv_len, window, sink_tokens, ring,
                                  int(Rope.parse(rope, "rope")), float(rope_theta),
                                  int(draft_slots))
+
+
+def prefill(q, k, v, cu_seqlens_q, *, max_q_tokens, out=None, kv_lens=None, k_scale=None,
+            v_scale=None, page_table=None, kv_len=None, window=0, sink_tokens=0, causal=True,
+            lse=None, sm_scale=0.0, workspace=None, stream=None):
+    """Prefill attention over a ragged batch (fmqa_prefill) on CUDA tensors; returns out.
+
+    q [total_q, H, d] f16/bf16: sequence b's new tokens are rows cu_seqlens_q[b] ..
+    cu_seqlens_q[b + 1] - 1 (cu_seqlens_q int32 [B + 1], 0 first, non-decreasing:
+    read by the kernel, not checked here).  max_q_tokens: the most new tokens any
+    sequence brings (an int; the launch is sized by it, keep it constant across
+    calls to keep the plan).  Without kv_lens, k and v [total_q, Hkv, d] are the new
+    tokens' own, packed like q, in q's dtype, and token i of a sequence sits at
+    position i.  With kv_lens int32 [B] (chunked prefill), k, v are a cache laid out
+    as decode()'s (contiguous [B, T, Hkv, d] or paged with page_table; f16, bf16,
+    int8 or float8_e4m3fn with k_scale, v_scale) that already holds the new tokens
+    (append() them first): sequence b holds kv_lens[b] positions, its new tokens
+    last, so they see the cached prefix and themselves; kv_len: the largest
+    kv_lens[b] (default: the cache's slots).  causal: a token sees positions up to
+    its own; window/sink_tokens: only the last `window` positions and the first
+    sink_tokens.  out [total_q, H, dv] (allocated in q's dtype if None); lse float32
+    [total_q, H]; sm_scale 0 = 1/sqrt(d); workspace (prefill_workspace()) allocated
+    when None; `stream` as decode().  Raises ValueError/TypeError for bad tensors
+    before anything reaches the GPU, fastmqa.Error when the library fails."""
+    if out is None and isinstance(q, torch.Tensor) and isinstance(v, torch.Tensor) \
+            and q.dim() == 3 and v.dim() >= 3:
+        out = q.new_empty(q.shape[:2] + v.shape[-1:])
+    kw = dict(kv_lens=kv_lens, k_scale=k_scale, v_scale=v_scale, page_table=page_table,
+              lse=lse, kv_len=kv_len, window=window, sink_tokens=sink_tokens, causal=causal)
+    if torch.compiler.is_compiling():  # the op checks its tensors when it runs
+        kv_len = max_q_tokens if kv_lens is None else _kv_len(k, page_table, kv_len)
+    else:
+        kv_len = check_prefill(q, k, v, cu_seqlens_q, out, max_q_tokens,
+                               workspace=workspace, **kw)["kv_len"]
+    if workspace is None:
+        workspace = prefill_workspace(q, k, v, cu_seqlens_q, out, max_q_tokens, **kw)
+    with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+        torch.ops.fastmqa.prefill(q, k, v, cu_seqlens_q, out, workspace, kv_lens, k_scale,
+                                  v_scale, page_table, lse, int(max_q_tokens), kv_len, window,
+                                  sink_tokens, causal, float(sm_scale))
+    return out

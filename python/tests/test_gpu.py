@@ -1,5 +1,5 @@
-"""On a GPU: fastmqa.plan, decode and append against float64 references computed
-with torch (SDPA for attention) on the same inputs, nn.Attention.forward against
+"""On a GPU: fastmqa.plan, decode, append and prefill against float64 references
+computed with torch (SDPA for attention) on the same inputs, nn.Attention.forward against
 float64 SDPA attention, a decode step captured in a CUDA graph and replayed on new
 inputs, and decode under torch.compile.  Without a GPU every test skips with the
 reason."""
@@ -79,6 +79,34 @@ def test_decode_matches_float64_sdpa(B, Tq, H, Hkv, d, kv, window):
                    sink_tokens=4 if window else 0)
     ref = decode64(q, k64, v64, lens.tolist(), window, 4 if window else 0)
     assert rel_err(out, ref) < TOL[qdt]
+
+
+@pytest.mark.parametrize("kv,window", [(None, 0), (None, 40), (torch.float16, 0),
+                                       (torch.int8, 48)])
+def test_prefill_matches_float64_sdpa(kv, window):
+    """Varlen prefill, K/V packed new tokens (kv None) or a cache holding a prefix
+    and the new tokens (chunked prefill), against decode64 per sequence."""
+    gen = torch.Generator(device=DEV).manual_seed(11)
+    H, Hkv, d, tq = 16, 2, 64, [70, 1, 33]
+    cu = torch.tensor([0, 70, 71, 104], dtype=torch.int32, device=DEV)
+    q = torch.randn(104, H, d, generator=gen, device=DEV).half()
+    sinks = 4 if window else 0
+    out = torch.full((104, H, d), float("nan"), dtype=torch.float16, device=DEV)
+    if kv is None:
+        k, v = (torch.randn(104, Hkv, d, generator=gen, device=DEV).half() for _ in range(2))
+        fastmqa.prefill(q, k, v, cu, max_q_tokens=70, out=out, window=window, sink_tokens=sinks)
+        seqs = [(k[a:a + n].double()[None], v[a:a + n].double()[None], n)
+                for a, n in zip((0, 70, 71), tq)]
+    else:
+        k, v, ks, vs, k64, v64 = cache(3, 200, Hkv, d, kv, gen)
+        lens = [150, 40, 200]
+        kv_lens = torch.tensor(lens, dtype=torch.int32, device=DEV)
+        fastmqa.prefill(q, k, v, cu, max_q_tokens=70, out=out, kv_lens=kv_lens, k_scale=ks,
+                        v_scale=vs, window=window, sink_tokens=sinks)
+        seqs = [(k64[b:b + 1], v64[b:b + 1], lens[b]) for b in range(3)]
+    for (kb, vb, n), a, t in zip(seqs, (0, 70, 71), tq):
+        ref = decode64(q[a:a + t][None], kb, vb, [n], window, sinks)[0]
+        assert rel_err(out[a:a + t], ref) < TOL[torch.float16]
 
 
 @pytest.mark.parametrize("kv", [torch.float16, torch.int8])

@@ -1,4 +1,4 @@
-"""Bad tensors given to fastmqa.decode / fastmqa.append: a ValueError or TypeError
+"""Bad tensors given to fastmqa.decode / fastmqa.append / fastmqa.prefill: a ValueError or TypeError
 that names the argument and what was expected, before anything reaches the
 library or the GPU (the library's context is replaced by one that fails the test
 if it is asked for).  The checks run in the order type, rank, shape, dtype,
@@ -217,3 +217,114 @@ def test_ops_are_registered_with_their_schemas():
     assert "Tensor(a4!) out" in str(torch.ops.fastmqa.decode.default._schema)
     schema = str(torch.ops.fastmqa.append.default._schema)
     assert "Tensor(a2!) k" in schema and "Tensor(a5!)? q" in schema
+    schema = str(torch.ops.fastmqa.prefill.default._schema)
+    assert "Tensor(a4!) out" in schema and "Tensor(a10!)? lse" in schema, schema
+
+
+# ---------------------------------------------------------------- prefill
+
+def pre(B=3, Tq=50, H=8, Hkv=2, d=64, cache=False, T=256):
+    """Well-formed varlen prefill arguments on the CPU: B sequences of up to Tq new
+    tokens packed by cu_seqlens_q; K/V packed, or (cache) a [B, T, Hkv, d] cache."""
+    total = B * Tq - 7
+    a = dict(q=torch.zeros(total, H, d, dtype=F16),
+             cu_seqlens_q=torch.tensor([0, Tq, 2 * Tq, total], dtype=torch.int32)[:B + 1],
+             max_q_tokens=Tq)
+    if cache:
+        a.update(k=torch.zeros(B, T, Hkv, d, dtype=F16), v=torch.zeros(B, T, Hkv, d, dtype=F16),
+                 kv_lens=torch.full((B,), T, dtype=torch.int32))
+    else:
+        a.update(k=torch.zeros(total, Hkv, d, dtype=F16), v=torch.zeros(total, Hkv, d, dtype=F16))
+    return a
+
+
+def call_prefill(a):
+    a = dict(a)
+    return fastmqa.prefill(a.pop("q"), a.pop("k"), a.pop("v"), a.pop("cu_seqlens_q"), **a)
+
+
+@pytest.mark.parametrize("cache,change,exc,message", [
+    (0, dict(q=torch.zeros(2, 143, 8, 64, dtype=F16)), ValueError,
+     r"q: expected 3 dimensions \[total_q, heads, head_dim\]"),
+    (0, dict(q=torch.zeros(143, 8, 64)), TypeError, r"q: expected dtype torch.float16 or"),
+    (0, dict(q=torch.zeros(143, 64, 8, dtype=F16).transpose(1, 2)), ValueError,
+     r"q: the head dimension must be contiguous"),
+    (0, dict(cu_seqlens_q=torch.zeros(4, dtype=torch.int64)), TypeError,
+     r"cu_seqlens_q: expected dtype torch.int32"),
+    (0, dict(cu_seqlens_q=torch.zeros(1, dtype=torch.int32)), ValueError,
+     r"cu_seqlens_q: must be contiguous with batch \+ 1 >= 2 offsets"),
+    (0, dict(max_q_tokens=0), ValueError, r"max_q_tokens: 0, expected an int >= 1"),
+    (0, dict(max_q_tokens=40), ValueError,
+     r"q: total_q \(dimension 0\) is 143, more than batch 3 x max_q_tokens 40"),
+    (0, dict(k=torch.zeros(142, 2, 64, dtype=F16)), ValueError,
+     r"k: total_q \(dimension 0\) is 142, expected 143 \(q's total_q\)"),
+    (0, dict(k=torch.zeros(143, 2, 64, dtype=torch.bfloat16),
+             v=torch.zeros(143, 2, 64, dtype=torch.bfloat16)), TypeError,
+     r"k: expected dtype torch.float16 like q \(new tokens\)"),
+    (0, dict(k=torch.zeros(143, 2, 32, dtype=F16)), ValueError,
+     r"k: head_dim \(dimension 2\) is 32, expected 64"),
+    (0, dict(v=torch.zeros(143, 4, 64, dtype=F16)), ValueError,
+     r"v: kv_heads \(dimension 1\) is 4, expected 2 \(as in k\)"),
+    (0, dict(q=torch.zeros(143, 7, 64, dtype=F16)), ValueError,
+     r"q: heads \(7\) must be a multiple of kv_heads \(2\)"),
+    (0, dict(page_table=torch.zeros(3, 4, dtype=torch.int32)), ValueError,
+     r"page_table: only a cache \(kv_lens given\) has one"),
+    (0, dict(kv_len=64), ValueError, r"kv_len: 64, without a cache the new tokens are all"),
+    (0, dict(out=torch.zeros(143, 8, 32, dtype=F16)), ValueError,
+     r"out: head_dim_v \(dimension 2\) is 32, expected 64"),
+    (0, dict(lse=torch.zeros(143, 8, dtype=F16)), TypeError, r"lse: expected dtype torch.float32"),
+    (0, dict(window=-2), ValueError, r"window \(-2\) and sink_tokens \(0\) must not be negative"),
+    (1, dict(kv_lens=torch.zeros(2, dtype=torch.int32)), ValueError,
+     r"kv_lens: batch \(dimension 0\) is 2, expected 3 \(one per sequence of q\)"),
+    (1, dict(k=torch.zeros(2, 256, 2, 64, dtype=F16), v=torch.zeros(2, 256, 2, 64, dtype=F16)),
+     ValueError, r"k: batch \(dimension 0\) is 2, expected 3 \(q's batch\)"),
+    (1, dict(k=torch.zeros(3, 256, 2, 64, dtype=torch.int8),
+             v=torch.zeros(3, 256, 2, 64, dtype=torch.int8)), ValueError,
+     r"k_scale: required for an 8-bit cache"),
+    (1, dict(max_q_tokens=300, kv_len=256), ValueError,
+     r"max_q_tokens: 300 exceeds kv_len 256 \(the cache holds the new tokens\)"),
+    (1, dict(kv_len=257), ValueError, r"kv_len: 257 exceeds the cache's 256 slots"),
+    (0, {}, ValueError, r"q: expected a CUDA tensor, got device cpu"),
+    (1, {}, ValueError, r"q: expected a CUDA tensor, got device cpu"),
+])
+def test_bad_prefill_arguments(cache, change, exc, message):
+    a = pre(cache=bool(cache))
+    a.update(change)
+    with pytest.raises(exc, match=message):
+        call_prefill(a)
+
+
+def test_prefill_problem_fields(monkeypatch):
+    from fastmqa import ops
+    from fastmqa.ops import check_prefill
+    monkeypatch.setattr(ops, "_devices", lambda named: None)  # CPU tensors stand in
+    a = pre(cache=True)
+    f = check_prefill(a["q"], a["k"], a["v"], a["cu_seqlens_q"], torch.zeros(143, 8, 64, dtype=F16),
+                      50, kv_lens=a["kv_lens"], window=64, sink_tokens=4)
+    assert (f["op"], f["batch"], f["q_tokens"], f["kv_len"]) == (fastmqa.Op.PREFILL, 3, 50, 256)
+    assert f["flags"] == fastmqa.FLAG_CAUSAL | fastmqa.FLAG_KV_CACHE
+    a = pre()
+    f = check_prefill(a["q"], a["k"], a["v"], a["cu_seqlens_q"], torch.zeros(143, 8, 64, dtype=F16),
+                      50, lse=torch.zeros(143, 8), causal=False)
+    assert (f["kv_len"], f["flags"], f["num_kv_heads"]) == (50, fastmqa.FLAG_LSE, 2)
+
+
+def test_prefill_compiles_with_fake_cuda_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def step(q, k, v, cu, ws):
+        return fastmqa.prefill(q, k, v, cu, max_q_tokens=64, workspace=ws) + 1
+
+    with FakeTensorMode():
+        c = dict(device="cuda", dtype=F16)
+        q, k, v = torch.empty(100, 8, 64, **c), torch.empty(100, 2, 64, **c), torch.empty(100, 2, 64, **c)
+        cu = torch.empty(3, device="cuda", dtype=torch.int32)
+        ws = torch.empty(64, device="cuda", dtype=torch.uint8)
+        out = torch.compile(step, backend=backend, fullgraph=True)(q, k, v, cu, ws)
+        assert out.shape == (100, 8, 64)
+    assert len(graphs) == 1 and "torch.ops.fastmqa.prefill" in graphs[0].code

@@ -10,15 +10,22 @@
  * does.  The cases cover the template's specializations: ragged batches of
  * new tokens, chunked prefill over contiguous and paged 16- and 8-bit caches,
  * group sizes, head dims, windows with sinks, no causal mask.  One line per
- * case (the chosen config with it).
+ * case (the chosen config with it).  And the tuner's harness (tun_case, what
+ * fastmqa-tune verifies every prefill variant with) on the GPU: a correct
+ * launch passes it, with its row blocks under a budget that checks only part
+ * of the rows, through the public entry point and through every legal
+ * template's default plan.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
 
+#include "gen.h"
 #include "prefill_check.h"
+#include "rt.h"
 #include "test_support.h"
+#include "tun.h"
 
 typedef struct gcase {
     const char *spec;
@@ -109,3 +116,63 @@ Test(prefill, chunked_caches)
     };
     run_all(cases, N(cases));
 }
+
+/* One tun_case: poisoned, launched (plan NULL: fmqa_prefill), verified. */
+static void tune_case(fmqa_ctx_t *ctx, const fmqa_problem *p, const rt_plan *plan, double ref_macs,
+                      const char *what)
+{
+    tun_case_opts o = TUN_CASE_OPTS_INIT;
+    o.ref_macs = ref_macs;
+    size_t ws = 0;
+    cr_assert_eq(fmqa_prefill_workspace_size(ctx, p, &ws), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    tun_case *tc = NULL;
+    fmqa_err err;
+    cr_assert_eq(tun_case_create(ctx, p, fmqa_test_seed(what), &o, ws, &tc, &err), FMQA_OK, "%s: %s",
+                 what, err.msg);
+    cr_assert_eq(tun_case_poison(tc, NULL, &err), FMQA_OK, "%s", err.msg);
+    fmqa_status st = plan ? tun_case_run_plan(tc, plan, 0, NULL, &err) : tun_case_run_api(tc, 0, NULL, &err);
+    cr_assert_eq(st, FMQA_OK, "%s: %s", what, err.msg);
+    tun_report r;
+    cr_assert_eq(tun_case_verify(tc, NULL, &r, &err), FMQA_OK, "%s: %s", what, err.msg);
+    int64_t n;
+    tun_case_checked_rows(tc, &n);
+    fprintf(stderr, "tun_case %s: %s (%lld rows checked)\n", what, r.summary, (long long)n);
+    cr_expect(r.pass, "%s: %s", what, r.summary);
+    tun_case_destroy(tc);
+}
+
+Test(prefill, tuner_harness)
+{
+    fmqa_options o = FMQA_OPTIONS_INIT;
+    o.db_path = "";
+    fmqa_ctx_t *ctx = NULL;
+    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    static const char *const specs[] = {
+        "op=prefill,batch=3,heads=32,kv_heads=8,d=128,tq=1500,kv_len=1500,q=bf16,kv=bf16,out=bf16,"
+        "flags=causal|lse",
+        "op=prefill,batch=2,heads=16,kv_heads=2,d=128,tq=256,kv_len=2048,page=16,kv=int8,"
+        "flags=causal|lse|paged|kv_cache"};
+    for (size_t i = 0; i < N(specs); i++) {
+        fmqa_problem p = fmqa_test_problem(specs[i]);
+        tune_case(ctx, &p, NULL, 0, specs[i]);
+        tune_case(ctx, &p, NULL, 1e8, specs[i]); /* a part of the rows */
+        /* every template's default, as fastmqa-tune's first trial */
+        gen_lib *lib = NULL;
+        fmqa_device_info dev;
+        fmqa_err err;
+        cr_assert_eq(fmqa_device_query(ctx, &dev), FMQA_OK);
+        cr_assert_eq(gen_lib_open(NULL, &lib, &err), FMQA_OK, "%s", err.msg);
+        for (const gen_template *t = gen_lib_next(lib, p.op, NULL); t; t = gen_lib_next(lib, p.op, t)) {
+            gen_config c;
+            rt_plan *plan = NULL;
+            if (gen_default(t, &p, &dev, &c, NULL) != FMQA_OK)
+                continue;
+            cr_assert_eq(rt_plan_build(ctx, t, &c, &p, NULL, &plan, &err), FMQA_OK, "%s", err.msg);
+            tune_case(ctx, &p, plan, 0, gen_template_name(t));
+            rt_plan_free(ctx, plan);
+        }
+        gen_lib_close(lib);
+    }
+    fmqa_ctx_destroy(ctx);
+}
+

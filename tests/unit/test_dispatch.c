@@ -1,7 +1,8 @@
 /*
  * test_dispatch.c -- the dispatcher's three answers (tuned, nearest legal
  * bucket, template default) on a fixture template and a fixture database, for
- * a described device (no GPU needed).
+ * a described device (no GPU needed); and among the real prefill templates,
+ * the untuned default of the device's architecture and the tuned fastest.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -181,4 +182,69 @@ Test(dispatch_default, the_device_architectures_own_template_first)
                                                  "q=bf16,kv=bf16,out=bf16,window=64,flags=causal"), "prefill");
     cr_assert_str_eq(default_template("sm_90a", "op=decode,batch=8,kv_len=4096"), "decode");
     cr_assert_str_eq(default_template("sm_80", "op=decode,batch=8,kv_len=4096"), "decode");
+}
+
+/* Tuned, prefill's two templates compete on their measured times (issue 13:
+ * "the dispatcher picks it where the tuner found it faster"): the faster
+ * exact entry wins whichever template it belongs to, and an exact entry beats
+ * a nearest one of the other template. */
+static fmqa_choice tuned_prefill(gen_lib *real, const fmqa_device_info *d, db_t *tdb,
+                                 const fmqa_problem *p)
+{
+    const gen_template *t;
+    gen_config c;
+    fmqa_choice choice;
+    fmqa_err err;
+    cr_assert_eq(rt_choose(real, tdb, d, p, &t, &c, &choice, &err), FMQA_OK, "%s", err.msg);
+    return choice;
+}
+
+/* An entry of template `name` at its default config for p, timed us. */
+static void tune_default(gen_lib *real, const fmqa_device_info *d, const char *name,
+                         const fmqa_problem *p, double us)
+{
+    const gen_template *t = gen_lib_find(real, name);
+    cr_assert_not_null(t);
+    gen_config c;
+    char text[GEN_CONFIG_TEXT_CAP];
+    fmqa_err err;
+    cr_assert_eq(gen_default(t, p, d, &c, &err), FMQA_OK, "%s: %s", name, err.msg);
+    gen_config_text(&c, text, sizeof text);
+    fmqa_test_db_best(db, d, name, gen_template_hash(t), p, text, us, us);
+}
+
+Test(dispatch, prefill_templates_compete_on_their_tuned_times)
+{
+    gen_lib *real;
+    fmqa_device_info h;
+    fmqa_problem p, far;
+    fmqa_err err;
+    cr_assert_eq(gen_lib_open(FMQA_SOURCE_DIR "/templates", &real, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(gen_device_preset("sm_90a", &h, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(gen_problem_parse("op=prefill,batch=4,heads=32,kv_heads=8,d=128,tq=4096,"
+                                   "kv_len=4096,q=bf16,kv=bf16,out=bf16,flags=causal", &p, &err),
+                 FMQA_OK, "%s", err.msg);
+    /* Untuned, the Hopper template serves. */
+    cr_assert_str_eq(tuned_prefill(real, &h, db, &p).template_name, "prefill_sm90");
+    /* The tuner found the mma.sync template faster: it serves. */
+    tune_default(real, &h, "prefill_sm90", &p, 900.0);
+    tune_default(real, &h, "prefill", &p, 700.0);
+    fmqa_choice c = tuned_prefill(real, &h, db, &p);
+    cr_assert_str_eq(c.template_name, "prefill");
+    cr_assert_eq(c.source, FMQA_CHOICE_TUNED);
+    cr_assert_float_eq(c.tuned_time_us, 700.0, 1e-9);
+    /* Re-measured faster, the Hopper template takes over. */
+    tune_default(real, &h, "prefill_sm90", &p, 500.0);
+    c = tuned_prefill(real, &h, db, &p);
+    cr_assert_str_eq(c.template_name, "prefill_sm90");
+    cr_assert_float_eq(c.tuned_time_us, 500.0, 1e-9);
+    /* At batch 8 prefill_sm90 has only its nearest entry (batch 4) and prefill an
+     * exact one, slower: the exact one serves. */
+    far = p;
+    far.batch = 8;
+    tune_default(real, &h, "prefill", &far, 1400.0);
+    c = tuned_prefill(real, &h, db, &far);
+    cr_assert_str_eq(c.template_name, "prefill");
+    cr_assert_eq(c.source, FMQA_CHOICE_TUNED);
+    gen_lib_close(real);
 }

@@ -6,10 +6,13 @@
  * ragged batch, groups 1, 2 and 8, head dims 64, 128 and 256, f16 and bf16.
  *
  * Each case: the template's default config for the problem (the Lua launch
- * plan), gen_render's source built with tests/emu/prefill_sm90_emu.cpp, the
- * kernel parameters filled as the dispatcher will (rt_prefill_sm90_descs
- * describes the tensor maps; the emulator's model of cuTensorMapEncodeTiled
- * encodes them).  Inputs are fresh random values in a ragged batch (varlen by
+ * plan), gen_render's source built with tests/emu/prefill_sm90_emu.cpp, and
+ * the kernel parameters filled by the runtime itself from public
+ * fmqa_prefill_args: rt_prefill_kernel_params_fill (argument checks, the
+ * params, rt_tmap.c's maps and their boxes and strides) over an rt_cuda whose
+ * cuTensorMapEncodeTiled is the emulator's model of it (emu_encode_tiled
+ * below), so that a wrong map, box or stride in the runtime fails these cases
+ * as it would fail on a GPU.  Inputs are fresh random values in a ragged batch (varlen by
  * cu_seqlens_q); q and k rows carry padding between tokens and v a
  * head-major layout unlike k's, so that a stride mixed up reads the wrong
  * row; padding and outputs are NaN, so a stray read or a missing write
@@ -31,6 +34,7 @@
 #include "fmqa_params.h"
 #include "gen.h"
 #include "ref.h"
+#include "rt.h"
 #include "rt_cuda.h"
 #include "test_support.h"
 
@@ -39,6 +43,45 @@ typedef int (*emu_launch_fn)(const char *entry, const fmqa_prefill_sm90_params *
 typedef const char *(*emu_tmap_fn)(fmqa_tensor_map *out, const void *base, int rank, int esize, int swizzle,
                                    const unsigned long long *dims, const unsigned long long *strides,
                                    const unsigned *box);
+
+/* The emulator's model of the driver's encoder, behind the driver's prototype:
+ * what the model does not cover (interleave, element strides other than 1, a
+ * NaN fill) is refused with CUDA_ERROR_NOT_SUPPORTED, what it rejects gets
+ * CUDA_ERROR_INVALID_VALUE as from the driver; why is kept in tmap_why. */
+static emu_tmap_fn tmap_model;
+static char tmap_why[160];
+
+static CUresult emu_encode_tiled(CUtensorMap *map, CUtensorMapDataType type, cuuint32_t rank, void *base,
+                                 const cuuint64_t *dims, const cuuint64_t *strides, const cuuint32_t *box,
+                                 const cuuint32_t *elem_strides, CUtensorMapInterleave interleave,
+                                 CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2,
+                                 CUtensorMapFloatOOBfill fill)
+{
+    (void)l2; /* a cache hint: no effect on what is read */
+    static const int esize[] = {[CU_TENSOR_MAP_DATA_TYPE_UINT8] = 1, [CU_TENSOR_MAP_DATA_TYPE_UINT16] = 2,
+                                [CU_TENSOR_MAP_DATA_TYPE_UINT32] = 4, [CU_TENSOR_MAP_DATA_TYPE_UINT64] = 8};
+    static const int swz[] = {[CU_TENSOR_MAP_SWIZZLE_NONE] = 0, [CU_TENSOR_MAP_SWIZZLE_32B] = 32,
+                              [CU_TENSOR_MAP_SWIZZLE_64B] = 64, [CU_TENSOR_MAP_SWIZZLE_128B] = 128};
+    unsigned long long d[5], st[4];
+    unsigned b[5];
+    int plain = rank >= 1 && rank <= 5 && interleave == CU_TENSOR_MAP_INTERLEAVE_NONE &&
+                fill == CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE && (unsigned)type < sizeof esize / sizeof *esize &&
+                esize[type] && (unsigned)swizzle < sizeof swz / sizeof *swz;
+    for (cuuint32_t i = 0; plain && i < rank; i++) {
+        plain &= elem_strides[i] == 1;
+        d[i] = dims[i], b[i] = box[i];
+        if (i > 0)
+            st[i - 1] = strides[i - 1];
+    }
+    if (!plain) {
+        snprintf(tmap_why, sizeof tmap_why, "not modelled: rank %u, type %d, interleave %d, fill %d, element "
+                 "strides", rank, (int)type, (int)interleave, (int)fill);
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    const char *e = tmap_model((fmqa_tensor_map *)map, base, (int)rank, esize[type], swz[swizzle], d, st, b);
+    snprintf(tmap_why, sizeof tmap_why, "%s", e ? e : "");
+    return e ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+}
 
 #define MAX_SEQS 8
 
@@ -70,7 +113,7 @@ static void run_case(const scase *sc)
     snprintf(so, sizeof so, "%s/emu.so", dir);
     void *h = dlopen(so, RTLD_NOW | RTLD_NOLOAD);
     cr_assert_not_null(h, "%s", dlerror());
-    emu_tmap_fn encode = (emu_tmap_fn)fmqa_test_emu_symbol(h, "emu_tmap");
+    tmap_model = (emu_tmap_fn)fmqa_test_emu_symbol(h, "emu_tmap");
 
     const int B = p.batch, H = p.num_q_heads, Hk = p.num_kv_heads, D = p.head_dim_qk;
     const fmqa_dtype dt = p.q_dtype;
@@ -105,33 +148,29 @@ static void run_case(const scase *sc)
         }
     }
 
-    fmqa_prefill_sm90_params P;
-    memset(&P, 0, sizeof P);
-    fmqa_prefill_params *a = &P.p;
-    a->q = q, a->q_st = q_st, a->q_sh = D;
-    a->k = k, a->k_st = k_st, a->k_sh = D;
-    a->v = v, a->v_st = v_st, a->v_sh = v_sh;
-    a->cu_seqlens_q = cu;
-    a->o = o, a->o_st = (long long)H * D, a->o_sh = D;
-    a->lse = (p.flags & FMQA_FLAG_LSE) ? lse : NULL;
-    a->sm_scale = (float)(1.0 / sqrt((double)D));
-    a->sm_scale_log2 = (float)(a->sm_scale * 1.4426950408889634);
-    a->batch = B, a->num_q_heads = H, a->num_kv_heads = Hk;
-    a->q_tokens_max = p.q_tokens, a->kv_len_max = p.kv_len;
-    rt_tmap_desc d[3];
-    int64_t block_n = 0;
-    cr_assert(gen_config_get(&c, "BLOCK_N", &block_n));
-    rt_prefill_sm90_descs(a, total, D, (int)block_n, d);
-    fmqa_tensor_map *maps[3] = {&P.tm_q, &P.tm_k, &P.tm_v};
-    for (int i = 0; i < 3; i++) {
-        const char *e = encode(maps[i], d[i].base, d[i].rank, d[i].elem_bytes, d[i].swizzle, d[i].dims,
-                               d[i].strides, d[i].box);
-        cr_assert_null(e, "tensor map %d: %s", i, e);
-    }
+    /* The public arguments, turned into the kernel's by the runtime. */
+    fmqa_prefill_args a;
+    memset(&a, 0, sizeof a);
+    a.q = q, a.q_stride_token = q_st, a.q_stride_head = D;
+    a.k = k, a.k_stride_token = k_st, a.k_stride_head = D;
+    a.v = v, a.v_stride_token = v_st, a.v_stride_head = v_sh;
+    a.cu_seqlens_q = cu;
+    a.o = o, a.o_stride_token = (long long)H * D, a.o_stride_head = D;
+    a.lse = (p.flags & FMQA_FLAG_LSE) ? lse : NULL;
+    a.total_q = total;
+    rt_plan rp;
+    memset(&rp, 0, sizeof rp);
+    rp.problem = p, rp.tpl = t, rp.config = c, rp.launch = plan;
+    rt_cuda drv;
+    memset(&drv, 0, sizeof drv);
+    drv.cuTensorMapEncodeTiled = emu_encode_tiled;
+    rt_prefill_kernel_params P;
+    cr_assert_eq(rt_prefill_kernel_params_fill(&drv, &rp, &a, &P, &err), FMQA_OK, "%s (the model: %s)", err.msg,
+                 tmap_why);
     cr_assert_eq(plan.n_kernels, 1);
     const gen_kernel *kn = &plan.kernels[0];
     const unsigned grid[3] = {kn->grid[0], kn->grid[1], kn->grid[2]};
-    cr_assert_eq(launch(kn->entry, &P, grid, kn->block[0], kn->shared), 0);
+    cr_assert_eq(launch(kn->entry, &P.tma, grid, kn->block[0], kn->shared), 0);
 
     /* the reference, one sequence at a time */
     double *want = malloc((size_t)(total * H * D) * sizeof *want), *want_lse = malloc((size_t)(total * H) * sizeof *want_lse);

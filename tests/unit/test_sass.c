@@ -5,7 +5,9 @@
  * (a whole number of unrolled passes skips the remainder; an odd budget takes
  * it), the unmasked side of a mask branch, instruction classes, integer
  * instructions per copy, and dependent round trips before the first copy and
- * through a loop of guarded loads that all write the same registers.
+ * through a loop of guarded loads that all write the same registers; and the
+ * Hopper shape of prefill_sm90 (an out-of-line mbarrier retry is no loop; a
+ * path budgeted by wgmma keeps a pass's "next tile" flag one way).
  */
 #include <string.h>
 
@@ -84,6 +86,36 @@ static const char combine_like[] =
     I("0070", "@!P1 BRA 0x10")
     I("0080", "STG.E [R6.64], R4")
     I("0090", "EXIT");
+
+/* prefill_sm90's shape: an mbarrier wait whose retry loop ptxas moved out of
+ * line (0x20 enters the stub at 0x120, which returns to 0x30 by an
+ * unconditional backward branch: no loop, though its range holds the most
+ * MMAs), a peeled first GEMM, then the main loop 0x40-0x100 whose "next tile"
+ * flag P5, written once at its top, guards both the next tile's GEMM and its
+ * softmax. */
+static const char hopper_like[] =
+    "\t\tFunction : fa3\n"
+    I("0000", "MOV R0, RZ")
+    I("0010", "SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R3")
+    I("0020", "@!P0 BRA 0x120")
+    I("0030", "HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], RZ")
+    I("0040", "MOV R1, R2")
+    I("0050", "PLOP3.LUT P5, PT, PT, PT, UP0, 0x80, 0x0")
+    I("0060", "@P5 BRA 0x90")
+    I("0070", "HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], RZ")
+    I("0080", "HGMMA.64x64x16.F32.BF16 R24, gdesc[UR12], R24")
+    I("0090", "HGMMA.64x64x16.F32.BF16 R56, R88, gdesc[UR16], R56")
+    I("00a0", "HGMMA.64x64x16.F32.BF16 R56, R92, gdesc[UR20], R56")
+    I("00b0", "@P5 BRA 0xe0")
+    I("00c0", "MUFU.EX2 R5, R5")
+    I("00d0", "FFMA R6, R5, R7, R8")
+    I("00e0", "IADD3 R9, R9, 0x1, RZ")
+    I("00f0", "ISETP.GE.AND P1, PT, R9, R10, PT")
+    I("0100", "@!P1 BRA 0x40")
+    I("0110", "EXIT")
+    I("0120", "SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R3")
+    I("0130", "@!P0 BRA 0x120")
+    I("0140", "BRA 0x30");
 
 static tun_sass *parse(const char *text)
 {
@@ -173,5 +205,26 @@ Test(sass, bad_input_is_refused)
                  "no MMA: no main loop");
     cr_expect_eq(tun_sass_main_loop(s, "missing", 1, &l, &err), FMQA_ERR_NOT_FOUND);
     cr_expect(tun_sass_has_function(s, "overlapped"));
+    tun_sass_free(s);
+}
+
+/* The out-of-line wait is no loop, and the path budgeted by MMAs keeps P5 one
+ * way through the pass: the next tile's GEMM and its softmax together. */
+Test(sass, hopper_loop_past_an_out_of_line_wait)
+{
+    tun_sass *s = parse(hopper_like);
+    tun_sass_loop l;
+    fmqa_err err;
+    cr_assert_eq(tun_sass_main_loop_mma(s, "fa3", 4, &l, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(l.head, 0x40);
+    cr_expect_eq(l.tail, 0x100);
+    cr_expect(l.exact);
+    cr_expect_float_eq(l.mma, 4, 1e-9);
+    cr_expect_float_eq(l.mufu, 1, 1e-9, "the softmax of the tile whose GEMM ran: %g", l.mufu);
+    cr_expect_float_eq(l.insts, 13, 1e-9, "0x40-0x100 all but nothing: %g", l.insts);
+    /* Two MMAs: only the pass without a next tile (P5 set) issues that few. */
+    cr_assert_eq(tun_sass_main_loop_mma(s, "fa3", 2, &l, &err), FMQA_OK, "%s", err.msg);
+    cr_expect(l.exact);
+    cr_expect_float_eq(l.mufu, 0, 1e-9);
     tun_sass_free(s);
 }

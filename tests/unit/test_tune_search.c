@@ -375,10 +375,11 @@ Test(tune_harness, needs_a_device_and_says_so)
     fmqa_problem p;
     fmqa_err err;
     tun_case *tc = NULL;
-    cr_assert_eq(gen_problem_parse("op=prefill", &p, NULL), FMQA_OK);
+    cr_assert_eq(gen_problem_parse("op=decode", &p, NULL), FMQA_OK);
+    p.op = (fmqa_op)99;
     cr_expect_eq(tun_case_create(ctx, &p, 1, NULL, 0, &tc, &err), FMQA_ERR_UNSUPPORTED,
-                 "prefill has no harness");
-    cr_expect(strstr(err.msg, "prefill") != NULL, "%s", err.msg);
+                 "an unknown op has no harness");
+    cr_expect(strstr(err.msg, "no harness") != NULL, "%s", err.msg);
     tun_case_opts bad = TUN_CASE_OPTS_INIT;
     bad.copies = 9;
     cr_assert_eq(gen_problem_parse("op=decode", &p, NULL), FMQA_OK);
@@ -388,6 +389,11 @@ Test(tune_harness, needs_a_device_and_says_so)
     if (fmqa_device_query(ctx, &info) != FMQA_OK) {
         fmqa_status st = tun_case_create(ctx, &p, 1, NULL, 0, &tc, &err);
         cr_expect(st == FMQA_ERR_NO_DRIVER || st == FMQA_ERR_NO_DEVICE, "%s", err.msg);
+        cr_expect_null(tc);
+        fmqa_problem pf;
+        cr_assert_eq(gen_problem_parse("op=prefill,tq=64,kv_len=64", &pf, NULL), FMQA_OK);
+        st = tun_case_create(ctx, &pf, 1, NULL, 0, &tc, &err);
+        cr_expect(st == FMQA_ERR_NO_DRIVER || st == FMQA_ERR_NO_DEVICE, "prefill: %s", err.msg);
         cr_expect_null(tc);
         tun_timer *t = NULL;
         st = tun_timer_create(ctx, &t, &err);
