@@ -84,6 +84,22 @@ static inline int64_t fmqa_cache_slots(const fmqa_problem *p)
     return (p->flags & FMQA_FLAG_RING) ? p->sink_tokens + fmqa_ring_period(p) : p->kv_len;
 }
 
+/* Ring addressing, for every holder of (flags, sinks, period = window +
+ * draft_slots): with FMQA_FLAG_RING in flags, position j of a sequence lives
+ * in slot j while j < sinks, else in slot sinks + (j - sinks) % period, and a
+ * sequence of len positions still holds j when j < sinks or j >= len - period
+ * (the rest were overwritten); without it, slot j holds position j and every
+ * position is held.  Whether j < len is the caller's. */
+static inline int64_t fmqa_ring_slot(uint32_t flags, int64_t sinks, int64_t period, int64_t j)
+{
+    return !(flags & FMQA_FLAG_RING) || j < sinks ? j : sinks + (j - sinks) % period;
+}
+static inline int fmqa_ring_holds(uint32_t flags, int64_t sinks, int64_t period, int64_t len,
+                                  int64_t j)
+{
+    return !(flags & FMQA_FLAG_RING) || j < sinks || j >= len - period;
+}
+
 /* Elements of an append problem's K row that RoPE rotates (0 without RoPE):
  * the rope part head_dim_qk - head_dim_v with FMQA_FLAG_LATENT (last in the
  * row), else rope_dim, 0 meaning all of head_dim_qk (first in the row).  The

@@ -21,19 +21,24 @@
 
 /* Files embedded at build time (generated gen_embedded.c). */
 typedef struct gen_embedded_file {
-    const char *name;           /* bare file name, "decode.lua" */
+    const char *name;           /* name in the set, "decode.lua", "lib/combine.lua" */
     const unsigned char *data;  /* not NUL-terminated */
     size_t size;
 } gen_embedded_file;
 extern const gen_embedded_file gen_embedded_files[];
 extern const int gen_embedded_count;
 
-/* One file of a template set (Lua, CUDA source or header). */
+/* One file of a template set (Lua, CUDA source or header, or a Lua library
+ * under lib/). */
 typedef struct gen_file {
-    char *name;  /* bare file name */
+    char *name;  /* bare file name; "lib/NAME.lua" for a library */
     char *text;  /* NUL-terminated copy */
     size_t size;
 } gen_file;
+
+/* Libraries (lib/NAME.lua of the set) one template may require, in all and
+ * nested. */
+#define GEN_MAX_LIBS 8
 
 /* Template functions, with the line each is defined on (0 = absent). */
 enum { GEN_FN_SPECIALIZE, GEN_FN_VALID, GEN_FN_LAUNCH, GEN_FN_DEFAULT, GEN_FN_ARCH_SPECIFIC,
@@ -67,6 +72,8 @@ struct gen_template {
     int fn_line[GEN_FN_COUNT];
     int arch_specific;            /* boolean field (function: fn_line) */
     int ref;                      /* registry ref of the Lua table */
+    int n_libs;                   /* libraries its file required,  */
+    const gen_file *libs[GEN_MAX_LIBS]; /* in order (in the hash) */
 };
 
 struct gen_lib {
@@ -85,6 +92,9 @@ struct gen_lib {
     struct timespec deadline;     /* CPU-time end of the call      */
     int tripped;                  /* a cap was hit (gen_lua.c)     */
     char mem_msg[400];            /* message of a memory cap       */
+    gen_template *loading;        /* whose file runs: require works */
+    int req_depth;                /* libraries being run, nested   */
+    const gen_file *req_stack[GEN_MAX_LIBS];
 };
 
 /* Limits of the sandbox, per call of a template function (or chunk): memory
@@ -101,11 +111,13 @@ struct gen_lib {
 const gen_file *gen_lib_file(const gen_lib *lib, const char *name);
 
 /* Creates the sandboxed state of a lib (base, string, table, math; no load,
- * loadfile, dofile, require, collectgarbage, string.dump; silent print). */
+ * loadfile, dofile, collectgarbage, string.dump; silent print; require of
+ * the set's lib/NAME.lua only, while a template file loads). */
 fmqa_status gen_lua_open(gen_lib *lib, fmqa_err *err);
 
 /* Loads (text only, chunk name "@<t->chunk>") and runs a template's Lua file
- * with a fresh budget, leaving the value it returns on the stack. */
+ * with a fresh budget, leaving the value it returns on the stack; the
+ * libraries it requires are noted in t->libs. */
 fmqa_status gen_lua_run_chunk(gen_template *t, fmqa_err *err);
 
 /* Arguments of a template function, pushed in this order when not NULL:

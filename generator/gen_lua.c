@@ -3,7 +3,8 @@
  * turn Lua values into C records.
  *
  * The state of a lib opens base, string, table and math only, without load,
- * loadfile, dofile, require, collectgarbage and string.dump; print is silent.
+ * loadfile, dofile, collectgarbage and string.dump; print is silent; require
+ * runs the set's lib/NAME.lua (nothing else) while a template file loads.
  * Every call of a template (and every chunk) must return: memory is capped by
  * a counting allocator (GEN_LUA_MEM_CAP), VM instructions by a count hook
  * (GEN_LUA_STEP_CAP) that names the file:line it stopped at, and the calling
@@ -273,6 +274,69 @@ static int silent_print(lua_State *L)
     return 0;
 }
 
+/* A library's name: letters, digits and _, so that lib/NAME.lua can name no
+ * file outside the set's lib/. */
+static int is_lib_name(const char *s, size_t len)
+{
+    if (len == 0 || len >= GEN_NAME_CAP)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '_')
+            return 0;
+    return 1;
+}
+
+/* Notes f among the libraries of the loading template (they join its hash). */
+static void note_lib(lua_State *L, gen_template *t, const gen_file *f)
+{
+    for (int i = 0; i < t->n_libs; i++)
+        if (t->libs[i] == f)
+            return;
+    if (t->n_libs == GEN_MAX_LIBS)
+        luaL_error(L, "require: a template may use at most %d libraries", GEN_MAX_LIBS);
+    t->libs[t->n_libs++] = f;
+}
+
+/* require(name): runs lib/NAME.lua of the template set, as text, under the
+ * budget of the file that requires it, and returns its value.  Only while a
+ * template file loads (its functions are then closures over the library's),
+ * so that the libraries a template uses are known when its hash is taken.
+ * Every require runs the file afresh: templates share no library state. */
+static int sandbox_require(lua_State *L)
+{
+    gen_lib *lib = lib_of(L);
+    size_t len = 0;
+    const char *name = luaL_checklstring(L, 1, &len);
+    if (!is_lib_name(name, len))
+        return luaL_error(L, "require: '%s' is not a library name (the file is lib/NAME.lua of "
+                             "the template set, NAME of letters, digits and _)", name);
+    if (!lib->loading)
+        return luaL_error(L, "require: only while a template file loads, not in its functions");
+    char file[GEN_NAME_CAP + 8];
+    snprintf(file, sizeof file, "lib/%s.lua", name);
+    const gen_file *f = gen_lib_file(lib, file);
+    if (!f)
+        return luaL_error(L, "require: no library '%s' (%s/%s) in %s", name, lib->prefix, file,
+                          lib->origin);
+    for (int i = 0; i < lib->req_depth; i++)
+        if (lib->req_stack[i] == f)
+            return luaL_error(L, "require: library '%s' requires itself", name);
+    if (lib->req_depth == GEN_MAX_LIBS)
+        return luaL_error(L, "require: libraries nested deeper than %d", GEN_MAX_LIBS);
+    note_lib(L, lib->loading, f);
+    lua_pushfstring(L, "@%s/%s", lib->prefix, file);
+    if (luaL_loadbufferx(L, f->text, f->size, lua_tostring(L, -1), "t") != LUA_OK)
+        return lua_error(L);
+    lib->req_stack[lib->req_depth++] = f;
+    int rc = lua_pcall(L, 0, 1, 0);
+    lib->req_depth--;
+    if (rc == LUA_ERRMEM && !lib->tripped)
+        trip_memory(L, "");
+    if (rc != LUA_OK)
+        return lua_error(L);
+    return 1;
+}
+
 static int open_sandbox(lua_State *L)
 {
     static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
@@ -283,14 +347,15 @@ static int open_sandbox(lua_State *L)
         luaL_requiref(L, libs[i].name, libs[i].func, 1);
         lua_pop(L, 1);
     }
-    static const char *const removed[] = {"load", "loadfile", "dofile", "require",
-                                          "collectgarbage"};
+    static const char *const removed[] = {"load", "loadfile", "dofile", "collectgarbage"};
     for (size_t i = 0; i < sizeof removed / sizeof removed[0]; i++) {
         lua_pushnil(L);
         lua_setglobal(L, removed[i]);
     }
     lua_pushcfunction(L, silent_print);
     lua_setglobal(L, "print");
+    lua_pushcfunction(L, sandbox_require);
+    lua_setglobal(L, "require");
     lua_getglobal(L, LUA_STRLIBNAME);
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
@@ -528,10 +593,14 @@ fmqa_status gen_lua_run_chunk(gen_template *t, fmqa_err *err)
     snprintf(chunkname, sizeof chunkname, "@%s", t->chunk);
     lua_pushcfunction(L, traceback_handler);
     int rc = luaL_loadbufferx(L, t->lua->text, t->lua->size, chunkname, "t");
+    t->n_libs = 0;
+    t->lib->loading = t;
+    t->lib->req_depth = 0;
     if (rc == LUA_OK)
         rc = pcall_budgeted(L, 0, 1, base + 1);
     else if (rc == LUA_ERRMEM)
         lua_pushfstring(L, "memory limit exceeded while loading");
+    t->lib->loading = NULL;
     if (rc != LUA_OK) {
         set_lua_error(L, err, "");
         lua_settop(L, base);

@@ -1,6 +1,7 @@
 /*
  * gen_template.c -- template libraries: reading a template set (a directory or
- * the files embedded at build time), loading each NAME.lua into the sandbox,
+ * the files embedded at build time; NAME.lua, sources, headers, and the Lua
+ * libraries lib/NAME.lua), loading each NAME.lua into the sandbox,
  * checking its table field by field, and its identity hash.
  *
  * Invariants: a lib's files are sorted by name and immutable after open; its
@@ -30,16 +31,15 @@ static int cmp_file(const void *a, const void *b)
     return strcmp(((const gen_file *)a)->name, ((const gen_file *)b)->name);
 }
 
+static int has_ext(const char *name, const char *ext)
+{
+    size_t n = strlen(name), e = strlen(ext);
+    return n > e && strcmp(name + n - e, ext) == 0;
+}
+
 static int is_set_file(const char *name)
 {
-    size_t n = strlen(name);
-    static const char *const exts[] = {".lua", ".cuh", ".h"};
-    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
-        size_t e = strlen(exts[i]);
-        if (n > e && strcmp(name + n - e, exts[i]) == 0)
-            return 1;
-    }
-    return 0;
+    return has_ext(name, ".lua") || has_ext(name, ".cuh") || has_ext(name, ".h");
 }
 
 static fmqa_status add_file(gen_lib *lib, const char *name, const void *data, size_t size,
@@ -92,36 +92,52 @@ static fmqa_status read_whole(const char *path, char **data /* OUT */, size_t *s
     return FMQA_OK;
 }
 
-static fmqa_status read_dir(gen_lib *lib, const char *dir, fmqa_err *err)
+/* Reads the set files of dir/sub ("" or "lib/": then the Lua libraries only),
+ * named sub + file name; *cap is the capacity of lib->files.  A missing lib/
+ * is an empty one. */
+static fmqa_status read_dir(gen_lib *lib, const char *dir, const char *sub, int *cap,
+                            fmqa_err *err)
 {
-    DIR *dp = opendir(dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s%s%s", dir, *sub ? "/" : "", sub);
+    DIR *dp = opendir(path);
+    if (!dp && *sub && errno == ENOENT)
+        return FMQA_OK;
     if (!dp)
-        return fmqa_err_set(err, FMQA_ERR_IO, "template directory %s: %s", dir, strerror(errno));
+        return fmqa_err_set(err, FMQA_ERR_IO, "template directory %s: %s", path, strerror(errno));
     fmqa_status st = FMQA_OK;
-    int cap = 0;
     struct dirent *de;
     while (st == FMQA_OK && (de = readdir(dp)) != NULL) {
-        if (de->d_name[0] == '.' || !is_set_file(de->d_name))
+        if (de->d_name[0] == '.' || !(*sub ? has_ext(de->d_name, ".lua") : is_set_file(de->d_name)))
             continue;
-        if (lib->n_files == cap) {
-            gen_file *nf = realloc(lib->files, (size_t)(cap = cap ? 2 * cap : 16) * sizeof *nf);
+        if (lib->n_files == *cap) {
+            gen_file *nf = realloc(lib->files, (size_t)(*cap = *cap ? 2 * *cap : 16) * sizeof *nf);
             if (!nf) {
                 st = fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
                 break;
             }
             lib->files = nf;
         }
-        char path[4096];
+        char name[512];
         char *data = NULL;
         size_t size = 0;
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        snprintf(name, sizeof name, "%s%s", sub, de->d_name);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
         st = read_whole(path, &data, &size, err);
         if (st == FMQA_OK)
-            st = add_file(lib, de->d_name, data, size, err);
+            st = add_file(lib, name, data, size, err);
         free(data);
     }
     closedir(dp);
     return st;
+}
+
+/* The set in dir: its files, and the Lua libraries of dir/lib/. */
+static fmqa_status read_set(gen_lib *lib, const char *dir, fmqa_err *err)
+{
+    int cap = 0;
+    fmqa_status st = read_dir(lib, dir, "", &cap, err);
+    return st == FMQA_OK ? read_dir(lib, dir, "lib/", &cap, err) : st;
 }
 
 static fmqa_status read_embedded(gen_lib *lib, fmqa_err *err)
@@ -508,6 +524,10 @@ static void compute_hash(gen_template *t)
     fmqa_hash_str(&h, versions);
     fmqa_hash_str(&h, t->lua->name);
     fmqa_hash_str(&h, t->lua->text);
+    for (int i = 0; i < t->n_libs; i++) {
+        fmqa_hash_str(&h, t->libs[i]->name);
+        fmqa_hash_str(&h, t->libs[i]->text);
+    }
     for (int i = 0; i < n; i++) {
         fmqa_hash_str(&h, list[i]->name);
         fmqa_hash_str(&h, list[i]->text);
@@ -542,17 +562,14 @@ static void load_template(gen_template *t)
 
 static fmqa_status init_templates(gen_lib *lib, fmqa_err *err)
 {
-    int n = 0;
-    for (int i = 0; i < lib->n_files; i++)
-        n += strstr(lib->files[i].name, ".lua") != NULL;
-    lib->templates = calloc((size_t)n + 1, sizeof *lib->templates);
+    lib->templates = calloc((size_t)lib->n_files + 1, sizeof *lib->templates);
     if (!lib->templates)
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     for (int i = 0; i < lib->n_files; i++) {
         const gen_file *f = &lib->files[i];
         size_t len = strlen(f->name);
-        if (len < 5 || strcmp(f->name + len - 4, ".lua") != 0)
-            continue;
+        if (!has_ext(f->name, ".lua") || strchr(f->name, '/'))
+            continue; /* not a template: a header, a source or a library */
         gen_template *t = &lib->templates[lib->n_templates++];
         t->lib = lib;
         t->lua = f;
@@ -581,7 +598,7 @@ fmqa_status gen_lib_open(const char *dir, gen_lib **out, fmqa_err *err)
                          ? FMQA_OK
                          : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     if (st == FMQA_OK)
-        st = dir ? read_dir(lib, dir, err) : read_embedded(lib, err);
+        st = dir ? read_set(lib, dir, err) : read_embedded(lib, err);
     if (st == FMQA_OK) {
         qsort(lib->files, (size_t)lib->n_files, sizeof *lib->files, cmp_file);
         st = gen_lua_open(lib, err);

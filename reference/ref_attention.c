@@ -96,8 +96,7 @@ int64_t ref_query_pos(const ref_attn_shape *s, int64_t b, int64_t t)
 /* Rule 5: a ring of window + draft_slots slots after the sinks holds j. */
 static int ring_holds(const ref_attn_shape *s, int64_t len, int64_t j)
 {
-    return !(s->flags & FMQA_FLAG_RING) || j < s->sink_tokens ||
-           j >= len - ((int64_t)s->window + s->draft_slots);
+    return fmqa_ring_holds(s->flags, s->sink_tokens, (int64_t)s->window + s->draft_slots, len, j);
 }
 
 int ref_visible(const ref_attn_shape *s, int64_t b, int64_t t, int64_t j)

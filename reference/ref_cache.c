@@ -40,9 +40,7 @@ static fmqa_status check_view(const ref_cache_view *c, const char *what, fmqa_er
 
 int64_t ref_cache_slot(const ref_cache_view *c, int64_t j)
 {
-    if (!(c->flags & FMQA_FLAG_RING) || j < c->sink_tokens)
-        return j;
-    return c->sink_tokens + (j - c->sink_tokens) % ((int64_t)c->window + c->draft_slots);
+    return fmqa_ring_slot(c->flags, c->sink_tokens, (int64_t)c->window + c->draft_slots, j);
 }
 
 /* Element offsets of row (b, j, h) and of its scale.  OUT: *off, *soff. */
@@ -112,10 +110,8 @@ static int wanted(const ref_cache_view *c, const ref_attn_shape *s, int64_t b, i
 {
     if (s)
         return ref_readable(s, b, j);
-    if (j >= len)
-        return 0;
-    return !(c->flags & FMQA_FLAG_RING) || j < c->sink_tokens ||
-           j >= len - ((int64_t)c->window + c->draft_slots);
+    return j < len &&
+           fmqa_ring_holds(c->flags, c->sink_tokens, (int64_t)c->window + c->draft_slots, len, j);
 }
 
 /* One pass of the gather; write = 0 only checks every address (so that a bad

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses of tests/fuzz with clang, AddressSanitizer and
 # UndefinedBehaviorSanitizer (in $BUILD_DIR-fuzz) and runs each for
-# FUZZ_SECONDS (default 20) from its committed corpus and regression inputs,
-# two at a time.  New corpus entries go to a scratch directory in the build
+# FUZZ_SECONDS (default 20) from its committed corpus and regression inputs
+# (fuzz_template also from seeds the build writes from templates/ and
+# tests/fixtures/), two at a time.  New corpus entries go to a scratch directory in the build
 # directory (to keep them: fuzz_NAME -merge=1 tests/fuzz/corpus/NAME SCRATCH).
 # A crash fails the run and leaves its input in $BUILD_DIR-fuzz/crashes: commit
 # it under tests/fuzz/regress/NAME/ with the fix, where ctest replays it.
@@ -22,12 +23,14 @@ CC=clang cmake -S "$FASTMQA_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithD
 cmake --build "$dir" -j "$(nproc)" --target "${names[@]/#/fuzz_}"
 
 run_one() {
-    local name="$1" scratch="$dir/scratch/$1"
+    local name="$1" scratch="$dir/scratch/$1" seeds=()
     mkdir -p "$scratch" "$dir/crashes"
+    # seeds written at build time from today's files (tests/fuzz/seeds.cmake)
+    [ -d "$dir/tests/fuzz/seeds/$name" ] && seeds=("$dir/tests/fuzz/seeds/$name")
     if ! "$dir/tests/fuzz/fuzz_$name" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
             -artifact_prefix="$dir/crashes/$name-" "$scratch" \
             "$FASTMQA_ROOT/tests/fuzz/corpus/$name" "$FASTMQA_ROOT/tests/fuzz/regress/$name" \
-            >"$dir/fuzz_$name.log" 2>&1; then
+            "${seeds[@]}" >"$dir/fuzz_$name.log" 2>&1; then
         tail -n 40 "$dir/fuzz_$name.log" >&2
         echo "fuzz_$name failed; its input is in $dir/crashes: fix the fault and commit the" \
              "input under tests/fuzz/regress/$name/" >&2

@@ -28,7 +28,8 @@ local HEAD_DIMS = { [64] = true, [96] = true, [128] = true, [256] = true }
 local INV_MIN_TILES, INV_MAX_CHUNKS = 8, 256  -- decode.cuh's batch-invariant chunks
 local MIN_CTA_TILES = 2        -- automatic grids give each CTA >= 2 tiles
 
-local function ceil_div(a, b) return (a + b - 1) // b end
+local common, combine = require("common"), require("combine")
+local ceil_div, flag, kv_bytes = common.ceil_div, common.flag, common.kv_bytes
 
 -- Problem-level legality, shared by specialize and valid.
 local function problem_check(p)
@@ -68,15 +69,7 @@ end
 local function rows(p) return (p.num_q_heads // p.num_kv_heads) * p.q_tokens end
 local function cta_rows(c) return 16 * c.M_TILES * c.WARPS_M end
 
--- Most positions one sequence's kernel reads (see "KV order" in decode.cuh).
-local function eff_len(p)
-  if p.window <= 0 then return p.kv_len end
-  local reach = p.window + p.q_tokens - 1          -- the first query token's window onwards
-  if p.ring then reach = math.min(reach, p.window + p.draft_slots) end
-  return math.min(p.kv_len, p.sink_tokens + reach)
-end
-
-local function kv_bytes(p) return (p.kv_dtype == "int8" or p.kv_dtype == "fp8_e4m3") and 1 or 2 end
+local eff_len = common.eff_len
 
 -- decode.cuh's SMEM_BYTES: Q rows, then max(pipeline stages, merge buffer).
 local function shared_bytes(c, p)
@@ -96,7 +89,7 @@ end
 -- values) and scale columns cost about 8 more a m-tile, and ptxas spilled 8
 -- bytes at 255 registers (d=128, sm_90, with learned sinks and soft-capping in
 -- the kernel).  __launch_bounds__ caps a thread at regs_per_sm / threads,
--- hence the second check in valid().
+-- hence fits_device's second check (lib/common.lua).
 local function regs_estimate(c, p)
   local int8 = p.kv_dtype == "int8" and 8 or 0
   return c.M_TILES * (p.head_dim_qk // 2 + c.BLOCK_N // c.WARPS_N // 2 + int8) + 100
@@ -109,29 +102,6 @@ local function ctas_per_sm(c, p, d)
   local by_smem = d.smem_per_sm // (shared_bytes(c, p) + 1024)
   local by_threads = 2048 // (32 * c.WARPS_M * c.WARPS_N)
   return math.max(1, math.min(by_smem, by_threads))
-end
-
--- fmqa_combine.cuh's FMQA_C_SMEM_BYTES: one float per warp of 128 threads, a
--- float4 per thread, and per thread the landing slots of a batch of 8 pieces
--- (a float4 and a float each).
-local function combine_shared_bytes()
-  return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8
-end
-
--- Column slices of the combine (grid y): halved until the grid covers the SMs
--- and each thread's pieces fit in one batch of FMQA_C_BATCH = 8 loads (one
--- round trip; fmqa_combine.cuh), as long as the D / 4 float4 columns divide
--- evenly.  Batch-invariant: 8 columns a slice whatever the batch and device,
--- so the combine's order of sums depends on the sequence alone.
-local function combine_slices(p, d, pieces)
-  local cols, rows_out = p.head_dim_v // 4, p.batch * p.q_tokens * p.num_q_heads
-  if p.batch_invariant then return cols // 8 end
-  local n = 1
-  while (cols // n) % 2 == 0 and
-        (rows_out * n < d.sm_count or ceil_div(pieces, (128 // (cols // n)) * 8) > 1) do
-    n = n * 2
-  end
-  return n
 end
 
 -- Tiles per batch-invariant chunk of a sequence of `tiles` tiles (decode.cuh's
@@ -186,22 +156,8 @@ local function valid(c, p, d)
     return false, "WARPS_M x M_TILES = " .. c.WARPS_M .. " x " .. c.M_TILES ..
                   " leaves an m-tile with padding rows only (" .. rows(p) .. " rows)"
   end
-  local threads = 32 * c.WARPS_M * c.WARPS_N
-  if threads > d.max_threads_per_block then
-    return false, threads .. " threads exceed the device's " .. d.max_threads_per_block
-  end
-  local regs = regs_estimate(c, p)
-  if regs > 255 or regs * threads > d.regs_per_sm then
-    return false, "about " .. regs .. " registers x " .. threads .. " threads exceed the SM"
-  end
-  local smem = shared_bytes(c, p)
-  if smem > d.smem_per_block_optin then
-    return false, smem .. " bytes of shared memory exceed the device's " .. d.smem_per_block_optin
-  end
-  return true
+  return common.fits_device(32 * c.WARPS_M * c.WARPS_N, regs_estimate(c, p), shared_bytes(c, p), d)
 end
-
-local function flag(b) return b and 1 or 0 end
 
 return {
   name = "decode",
@@ -259,8 +215,8 @@ return {
       -- one CTA of 128 threads per output row and column slice (fmqa_combine.cuh);
       -- on sm_90 launched with programmatic dependent launch (pdl)
       local out_rows = p.batch * p.q_tokens * p.num_q_heads
-      kernels[2] = { entry = "fmqa_decode_combine", grid = { out_rows, combine_slices(p, d, w.pieces), 1 },
-                     block = { 128, 1, 1 }, shared = combine_shared_bytes(), pdl = d.cc >= 90 and 1 or 0 }
+      kernels[2] = { entry = "fmqa_decode_combine", grid = { out_rows, combine.slices(p, d, w.pieces, p.batch_invariant), 1 },
+                     block = { 128, 1, 1 }, shared = combine.shared_bytes(), pdl = d.cc >= 90 and 1 or 0 }
       plan.splits = w.slots
       plan.pieces = w.pieces  -- the most pieces one segment is merged from (at full length)
       plan.ws_lse_offset = w.slots * rows_blk * p.head_dim_v * 4

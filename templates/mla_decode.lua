@@ -26,7 +26,8 @@ local LATENT, ROPE = 512, 64
 local MAX_AUTO_SPLITS = 256
 local MIN_SPLIT_TILES = 4
 
-local function ceil_div(a, b) return (a + b - 1) // b end
+local common, combine = require("common"), require("combine")
+local ceil_div, flag, kv_bytes = common.ceil_div, common.flag, common.kv_bytes
 
 local function problem_check(p)
   if p.op ~= "mla_decode" then return false, "op must be mla_decode, got " .. tostring(p.op) end
@@ -60,7 +61,6 @@ local function problem_check(p)
 end
 
 local function rows(p) return p.num_q_heads * p.q_tokens end
-local function kv_bytes(p) return p.kv_dtype == "fp8_e4m3" and 1 or 2 end
 
 -- mla_decode.cuh's SMEM_BYTES: Q rows, P rows, the row exchange, the stages
 -- (one latent row per token serves as K and V; fp8 adds a scale per token).
@@ -84,22 +84,6 @@ local function ctas_per_sm(c, p, d)
   local by_smem = d.smem_per_sm // (shared_bytes(c, p) + 1024)
   local by_threads = 2048 // (32 * c.WARPS_M * c.WARPS_D)
   return math.max(1, math.min(by_smem, by_threads))
-end
-
--- fmqa_combine.cuh's FMQA_C_SMEM_BYTES and decode.lua's column slices (the Lua
--- sandbox has no require: these two repeat decode.lua's and must stay equal).
-local function combine_shared_bytes()
-  return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8
-end
-
-local function combine_slices(p, d, splits)
-  local cols, rows_out = p.head_dim_v // 4, p.batch * p.q_tokens * p.num_q_heads
-  local n = 1
-  while (cols // n) % 2 == 0 and
-        (rows_out * n < d.sm_count or ceil_div(splits, (128 // (cols // n)) * 8) > 1) do
-    n = n * 2
-  end
-  return n
 end
 
 -- (splits, split_tokens): SPLITS = 0 fills one wave of resident CTAs, at most
@@ -126,25 +110,13 @@ local function valid(c, p, d)
   if c.WARPS_M > 1 and 16 * (c.WARPS_M - 1) >= rows(p) then
     return false, "WARPS_M " .. c.WARPS_M .. " leaves a warp with padding rows only (" .. rows(p) .. " rows)"
   end
-  local threads = 32 * c.WARPS_M * c.WARPS_D
-  if threads > d.max_threads_per_block then
-    return false, threads .. " threads exceed the device's " .. d.max_threads_per_block
-  end
-  local regs = regs_estimate(c)
-  if regs > 255 or regs * threads > d.regs_per_sm then
-    return false, "about " .. regs .. " registers x " .. threads .. " threads exceed the SM"
-  end
-  local smem = shared_bytes(c, p)
-  if smem > d.smem_per_block_optin then
-    return false, smem .. " bytes of shared memory exceed the device's " .. d.smem_per_block_optin
-  end
+  ok, why = common.fits_device(32 * c.WARPS_M * c.WARPS_D, regs_estimate(c), shared_bytes(c, p), d)
+  if not ok then return false, why end
   if c.SPLITS > 1 and c.SPLITS > ceil_div(p.kv_len, c.BLOCK_N) then
     return false, "SPLITS " .. c.SPLITS .. " exceeds the " .. ceil_div(p.kv_len, c.BLOCK_N) .. " tiles of the cache"
   end
   return true
 end
-
-local function flag(b) return b and 1 or 0 end
 
 return {
   name = "mla_decode",
@@ -190,8 +162,8 @@ return {
     local out_rows = p.batch * p.q_tokens * p.num_q_heads
     local plan = { kernels = kernels, workspace = 0, splits = splits, split_tokens = tokens }
     if splits > 1 then
-      kernels[2] = { entry = "fmqa_mla_decode_combine", grid = { out_rows, combine_slices(p, d, splits), 1 },
-                     block = { 128, 1, 1 }, shared = combine_shared_bytes() }
+      kernels[2] = { entry = "fmqa_mla_decode_combine", grid = { out_rows, combine.slices(p, d, splits, false), 1 },
+                     block = { 128, 1, 1 }, shared = combine.shared_bytes() }
       -- the runtime places the partial LSEs at this scalar (rt_decode_params)
       plan.ws_lse_offset = splits * out_rows * p.head_dim_v * 4
       plan.workspace = plan.ws_lse_offset + splits * out_rows * 4

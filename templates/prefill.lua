@@ -16,7 +16,8 @@
 local KV_FMT = { f16 = 0, bf16 = 1, int8 = 2, fp8_e4m3 = 3 }
 local HEAD_DIMS = { [64] = true, [96] = true, [128] = true, [256] = true }
 
-local function ceil_div(a, b) return (a + b - 1) // b end
+local common = require("common")
+local ceil_div, flag, kv_bytes = common.ceil_div, common.flag, common.kv_bytes
 
 -- Problem-level legality, shared by specialize and valid.
 local function problem_check(p)
@@ -60,8 +61,6 @@ end
 
 local function rows(p) return (p.num_q_heads // p.num_kv_heads) * p.q_tokens end
 
-local function kv_bytes(p) return (p.kv_dtype == "int8" or p.kv_dtype == "fp8_e4m3") and 1 or 2 end
-
 -- prefill.cuh's SMEM_BYTES: Q rows, then the pipeline stages (K and V tiles,
 -- and the 8-bit scales).
 local function shared_bytes(c, p)
@@ -85,22 +84,8 @@ local function valid(c, p, d)
   if c.BLOCK_M % (16 * c.WARPS) ~= 0 or m_tiles(c) > 2 then
     return false, "BLOCK_M " .. c.BLOCK_M .. " must be 16 x WARPS (" .. c.WARPS .. ") x 1 or 2"
   end
-  local threads = 32 * c.WARPS
-  if threads > d.max_threads_per_block then
-    return false, threads .. " threads exceed the device's " .. d.max_threads_per_block
-  end
-  local regs = regs_estimate(c, p)
-  if regs > 255 or regs * threads > d.regs_per_sm then
-    return false, "about " .. regs .. " registers x " .. threads .. " threads exceed the SM"
-  end
-  local smem = shared_bytes(c, p)
-  if smem > d.smem_per_block_optin then
-    return false, smem .. " bytes of shared memory exceed the device's " .. d.smem_per_block_optin
-  end
-  return true
+  return common.fits_device(32 * c.WARPS, regs_estimate(c, p), shared_bytes(c, p), d)
 end
-
-local function flag(b) return b and 1 or 0 end
 
 return {
   name = "prefill",

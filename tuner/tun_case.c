@@ -123,19 +123,13 @@ static void make_layout(const fmqa_problem *p, layout *l)
     }
 }
 
-static int64_t slot_of(const fmqa_problem *p, int64_t j)
-{
-    if (!(p->flags & FMQA_FLAG_RING) || j < p->sink_tokens)
-        return j;
-    return p->sink_tokens + (j - p->sink_tokens) % fmqa_ring_period(p);
-}
-
 /* Row index (in rows of one head) of (b, position j, kv head h); the element
  * offset is row * d, the scale offset is row. */
 static int64_t row_at(const tun_case *c, int64_t b, int64_t j, int64_t h)
 {
     const fmqa_problem *p = &c->p;
-    int64_t slot = slot_of(p, j), outer = b, r = slot;
+    int64_t slot = fmqa_ring_slot(p->flags, p->sink_tokens, fmqa_ring_period(p), j);
+    int64_t outer = b, r = slot;
     if (p->flags & FMQA_FLAG_PAGED) {
         const int32_t *pt = c->t[T_PT].host;
         outer = pt[b * c->lay.pages_per_seq + slot / p->page_size];
@@ -147,9 +141,7 @@ static int64_t row_at(const tun_case *c, int64_t b, int64_t j, int64_t h)
 /* A position the cache of sequence b holds (ring: not yet overwritten). */
 static int held(const fmqa_problem *p, int64_t len, int64_t j)
 {
-    if (j >= len)
-        return 0;
-    return !(p->flags & FMQA_FLAG_RING) || j < p->sink_tokens || j >= len - fmqa_ring_period(p);
+    return j < len && fmqa_ring_holds(p->flags, p->sink_tokens, fmqa_ring_period(p), len, j);
 }
 
 /* ---------------------------------------------------------------- host data */

@@ -20,14 +20,6 @@
 #include "gen.h"
 #include "test_support.h"
 
-static gen_config config(const char *text)
-{
-    gen_config c;
-    fmqa_err err;
-    cr_assert_eq(gen_config_parse(text, &c, &err), FMQA_OK, "%s: %s", text, err.msg);
-    return c;
-}
-
 /* Placement and mask variants with their group sizes; class i (dtype pair i)
  * of head dim d uses entry (i + d / 32) % 6, so the pairing rotates with the
  * head dim and every variant meets 16-bit and 8-bit caches across the suite. */
@@ -103,7 +95,7 @@ Test(decode_compile, heavy_configs, .timeout = 600)
         fmqa_device_info dev = fmqa_test_device(archs[a]);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             fmqa_problem p = fmqa_test_problem(cases[i].spec);
-            gen_config c = config(cases[i].config);
+            gen_config c = fmqa_test_config(cases[i].config);
             fmqa_err err;
             cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", cases[i].config,
                          err.msg);
@@ -236,7 +228,7 @@ Test(decode_compile, schedule_by_hand)
     /* An explicit SPLITS=4: 4 CTAs whatever the device; 2 x 2 segments, 4 + 4
      * - 1 slots. */
     fmqa_problem p = fmqa_test_problem("op=decode,batch=2,heads=8,kv_heads=2,d=64,tq=1,kv_len=1000,flags=causal");
-    gen_config c = config("BLOCK_N=64,M_TILES=1,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
+    gen_config c = fmqa_test_config("BLOCK_N=64,M_TILES=1,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
     gen_plan plan = plan_of(t, &c, &p, &dev);
     cr_expect_eq(plan.splits, 7);
     cr_expect_eq(plan.kernels[0].grid[0], 4);
@@ -312,59 +304,53 @@ Test(decode_compile, space_size_by_hand)
     gen_lib_close(lib);
 }
 
-static void expect_reason(const gen_template *t, const char *spec, const char *config_text,
-                          const char *reason)
-{
-    fmqa_device_info dev = fmqa_test_device("sm_90");
-    fmqa_problem p = fmqa_test_problem(spec);
-    gen_config c = config(config_text);
-    fmqa_err err = {0};
-    cr_expect_eq(gen_check(t, &c, &p, &dev, &err), FMQA_ERR_UNSUPPORTED, "%s [%s]", spec,
-                 config_text);
-    cr_expect(strstr(err.msg, reason) != NULL, "%s [%s]: message \"%s\" lacks \"%s\"", spec,
-              config_text, err.msg, reason);
-}
-
 Test(decode_compile, illegal_problems_and_configs_say_why)
 {
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
     const char *ok_cfg = "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2";
-    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=80,tq=1,flags=causal", ok_cfg,
-                  "head_dim_qk must be 64, 96, 128 or 256, got 80");
-    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=128,dv=64,tq=1", ok_cfg,
-                  "head_dim_v must equal head_dim_qk");
-    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=128,tq=17,kv_len=100", ok_cfg,
-                  "q_tokens must be in [1, 16], got 17");
-    expect_reason(t, "op=decode,heads=256,kv_heads=1,d=64,tq=1", ok_cfg,
-                  "group size num_q_heads / num_kv_heads must be <= 128, got 256");
-    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1,kv=f32", ok_cfg,
-                  "kv_dtype must be f16, bf16, int8 or fp8_e4m3, got f32");
-    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1,page=24,flags=paged", ok_cfg,
-                  "page_size must be a power of two >= 16 when paged, got 24");
+    fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=80,tq=1,flags=causal", ok_cfg,
+                            "head_dim_qk must be 64, 96, 128 or 256, got 80");
+    fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=128,dv=64,tq=1", ok_cfg,
+                            "head_dim_v must equal head_dim_qk");
+    fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=128,tq=17,kv_len=100", ok_cfg,
+                            "q_tokens must be in [1, 16], got 17");
+    fmqa_test_expect_reason(t, "op=decode,heads=256,kv_heads=1,d=64,tq=1", ok_cfg,
+                            "group size num_q_heads / num_kv_heads must be <= 128, got 256");
+    fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1,kv=f32", ok_cfg,
+                            "kv_dtype must be f16, bf16, int8 or fp8_e4m3, got f32");
+    fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1,page=24,flags=paged", ok_cfg,
+                            "page_size must be a power of two >= 16 when paged, got 24");
     /* 8 rows fill one 16-row warp: a second would be padding only */
-    expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1",
-                  "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1", "padding rows only");
+    fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1",
+                            "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1",
+                            "padding rows only");
     /* 16 rows fill one m-tile: a warp's second would be padding only */
-    expect_reason(t, "op=decode,heads=16,kv_heads=1,d=64,tq=1",
-                  "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4", "padding rows only");
-    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=64,tq=1",
-                  "BLOCK_N=32,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4", "not a multiple of 16");
+    fmqa_test_expect_reason(t, "op=decode,heads=16,kv_heads=1,d=64,tq=1",
+                            "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4",
+                            "padding rows only");
+    fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=64,tq=1",
+                            "BLOCK_N=32,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4",
+                            "not a multiple of 16");
     /* 16*(512+16) + 4 * 2*128*(512+16) = 549120 bytes */
-    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
-                  "BLOCK_N=128,M_TILES=1,SPLITS=1,STAGES=4,WARPS_M=1,WARPS_N=8",
-                  "549120 bytes of shared memory exceed");
+    fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
+                            "BLOCK_N=128,M_TILES=1,SPLITS=1,STAGES=4,WARPS_M=1,WARPS_N=8",
+                            "549120 bytes of shared memory exceed");
     /* d/2 + 64/2 + 100 = 260 registers (ptxas spills there) */
-    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
-                  "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=1", "about 260 registers");
+    fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
+                            "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=1",
+                            "about 260 registers");
     /* int8, two m-tiles: 2 x (128/2 + 16/2 + 8) + 100 = 260 (ptxas spilled at 255) */
-    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=128,tq=1,kv=int8",
-                  "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4", "about 260 registers");
+    fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=128,tq=1,kv=int8",
+                            "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4",
+                            "about 260 registers");
     /* two m-tiles: 2 x (128/2 + 32/2) + 100 = 260 */
-    expect_reason(t, "op=decode,heads=32,kv_heads=1,d=128,tq=1",
-                  "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2", "about 260 registers");
+    fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=128,tq=1",
+                            "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2",
+                            "about 260 registers");
     /* 512 threads at 64/2 + 8 + 100 = 140 registers need 71680 > 65536 */
-    expect_reason(t, "op=decode,heads=64,kv_heads=1,d=64,tq=1",
-                  "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=4,WARPS_N=4", "140 registers x 512 threads");
+    fmqa_test_expect_reason(t, "op=decode,heads=64,kv_heads=1,d=64,tq=1",
+                            "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=4,WARPS_N=4",
+                            "140 registers x 512 threads");
     gen_lib_close(lib);
 }

@@ -22,14 +22,6 @@
 
 #define MLA "op=mla_decode,kv_heads=1,d=576,dv=512,"
 
-static gen_config config(const char *text)
-{
-    gen_config c;
-    fmqa_err err;
-    cr_assert_eq(gen_config_parse(text, &c, &err), FMQA_OK, "%s: %s", text, err.msg);
-    return c;
-}
-
 static void compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
                           const fmqa_device_info *d, const char *what)
 {
@@ -97,7 +89,7 @@ Test(mla_decode_compile, heavy_config, .timeout = 600)
     for (int a = 0; a < 2; a++) {
         fmqa_device_info dev = fmqa_test_device(archs[a]);
         fmqa_problem p = fmqa_test_problem(spec);
-        gen_config c = config("BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_D=2,WARPS_M=4");
+        gen_config c = fmqa_test_config("BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_D=2,WARPS_M=4");
         fmqa_err err;
         cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", archs[a], err.msg);
         compile_clean(t, &c, &p, &dev, spec);
@@ -184,7 +176,7 @@ Test(mla_decode_compile, refusals_name_what_is_served)
          "num_kv_heads must be 1"},
         {MLA "batch=2,heads=16,kv_len=100,window=32,flags=causal", "no window, sinks, ring or tree"},
     };
-    gen_config c = config("BLOCK_N=64,SPLITS=0,STAGES=2,WARPS_D=4,WARPS_M=1");
+    gen_config c = fmqa_test_config("BLOCK_N=64,SPLITS=0,STAGES=2,WARPS_D=4,WARPS_M=1");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fmqa_problem p = fmqa_test_problem(cases[i].spec);
         fmqa_err err;
@@ -194,7 +186,7 @@ Test(mla_decode_compile, refusals_name_what_is_served)
     }
     /* A warp of padding rows only: 16 heads x 1 token in 2 row warps. */
     fmqa_problem p = fmqa_test_problem(MLA "batch=2,heads=16,kv_len=100");
-    gen_config c2 = config("BLOCK_N=64,SPLITS=0,STAGES=2,WARPS_D=4,WARPS_M=2");
+    gen_config c2 = fmqa_test_config("BLOCK_N=64,SPLITS=0,STAGES=2,WARPS_D=4,WARPS_M=2");
     fmqa_err err;
     cr_expect_eq(gen_check(t, &c2, &p, &dev, &err), FMQA_ERR_UNSUPPORTED);
     cr_expect(strstr(err.msg, "padding rows only") != NULL, "%s", err.msg);

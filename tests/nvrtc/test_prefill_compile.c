@@ -19,14 +19,6 @@
 #include "gen.h"
 #include "test_support.h"
 
-static gen_config config(const char *text)
-{
-    gen_config c;
-    fmqa_err err;
-    cr_assert_eq(gen_config_parse(text, &c, &err), FMQA_OK, "%s: %s", text, err.msg);
-    return c;
-}
-
 /* Class i of head dim d takes group GROUPS[(i + d / 32) % 6], so group sizes
  * rotate over the classes with the head dim; an architecture compiles every
  * other class (sm_80 those with i + d / 32 even), which alternate with the
@@ -97,7 +89,7 @@ Test(prefill_compile, heavy_configs, .timeout = 600)
         fmqa_device_info dev = fmqa_test_device(archs[a]);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             fmqa_problem p = fmqa_test_problem(cases[i].spec);
-            gen_config c = config(cases[i].config);
+            gen_config c = fmqa_test_config(cases[i].config);
             fmqa_err err;
             cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", cases[i].config,
                          err.msg);
@@ -149,42 +141,32 @@ Test(prefill_compile, default_and_launch_by_hand)
     gen_lib_close(lib);
 }
 
-static void expect_reason(const gen_template *t, const char *spec, const char *config_text,
-                          const char *reason)
-{
-    fmqa_device_info dev = fmqa_test_device("sm_90");
-    fmqa_problem p = fmqa_test_problem(spec);
-    gen_config c = config(config_text);
-    fmqa_err err = {0};
-    cr_expect_eq(gen_check(t, &c, &p, &dev, &err), FMQA_ERR_UNSUPPORTED, "%s [%s]", spec,
-                 config_text);
-    cr_expect(strstr(err.msg, reason) != NULL, "%s [%s]: message \"%s\" lacks \"%s\"", spec,
-              config_text, err.msg, reason);
-}
-
 Test(prefill_compile, illegal_problems_and_configs_say_why)
 {
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "prefill", FMQA_OP_PREFILL);
     const char *ok_cfg = "BLOCK_M=64,BLOCK_N=64,STAGES=2,WARPS=4";
-    expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=80,tq=64,kv_len=64", ok_cfg,
-                  "head_dim_qk must be 64, 96, 128 or 256, got 80");
-    expect_reason(t, "op=prefill,heads=256,kv_heads=1,d=64,tq=64,kv_len=64", ok_cfg,
-                  "group size num_q_heads / num_kv_heads must be <= 128, got 256");
-    expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=64,tq=64,kv_len=64,window=8,flags=ring", ok_cfg,
-                  "neither a ring cache nor a tree mask");
-    expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=64,tq=64,kv_len=64,kv=int8", ok_cfg,
-                  "kv_dtype must be q_dtype, got int8");
-    expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=64,tq=64,kv_len=100", ok_cfg,
-                  "without kv_cache kv_len must equal q_tokens");
+    fmqa_test_expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=80,tq=64,kv_len=64", ok_cfg,
+                            "head_dim_qk must be 64, 96, 128 or 256, got 80");
+    fmqa_test_expect_reason(t, "op=prefill,heads=256,kv_heads=1,d=64,tq=64,kv_len=64", ok_cfg,
+                            "group size num_q_heads / num_kv_heads must be <= 128, got 256");
+    fmqa_test_expect_reason(t,
+                            "op=prefill,heads=8,kv_heads=1,d=64,tq=64,kv_len=64,window=8,flags=ring",
+                            ok_cfg, "neither a ring cache nor a tree mask");
+    fmqa_test_expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=64,tq=64,kv_len=64,kv=int8", ok_cfg,
+                            "kv_dtype must be q_dtype, got int8");
+    fmqa_test_expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=64,tq=64,kv_len=100", ok_cfg,
+                            "without kv_cache kv_len must equal q_tokens");
     /* BLOCK_M 64 is 16 x 8 warps x 0.5 */
-    expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=64,tq=64,kv_len=64",
-                  "BLOCK_M=64,BLOCK_N=64,STAGES=2,WARPS=8", "must be 16 x WARPS (8) x 1 or 2");
+    fmqa_test_expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=64,tq=64,kv_len=64",
+                            "BLOCK_M=64,BLOCK_N=64,STAGES=2,WARPS=8",
+                            "must be 16 x WARPS (8) x 1 or 2");
     /* 2 x (128/2 + 64/2) + 100 = 292 */
-    expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=128,tq=64,kv_len=64",
-                  "BLOCK_M=128,BLOCK_N=64,STAGES=2,WARPS=4", "about 292 registers");
+    fmqa_test_expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=128,tq=64,kv_len=64",
+                            "BLOCK_M=128,BLOCK_N=64,STAGES=2,WARPS=4", "about 292 registers");
     /* 128 x 272 + 3 x 2 x 128 x 272 = 243712 bytes */
-    expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=128,tq=64,kv_len=64",
-                  "BLOCK_M=128,BLOCK_N=128,STAGES=3,WARPS=8", "243712 bytes of shared memory exceed");
+    fmqa_test_expect_reason(t, "op=prefill,heads=8,kv_heads=1,d=128,tq=64,kv_len=64",
+                            "BLOCK_M=128,BLOCK_N=128,STAGES=3,WARPS=8",
+                            "243712 bytes of shared memory exceed");
     gen_lib_close(lib);
 }

@@ -1,8 +1,9 @@
 /*
  * templates.c -- helpers for tests that drive the shipped templates through
  * the generator: open the set, find a template (failing with its load error),
- * parse a problem spec, describe a device without a GPU, compile a config
- * clean of local memory.  Each asserts on failure, naming the input.
+ * parse a problem spec or a config, describe a device without a GPU, expect a
+ * config refused with a reason, compile a config clean of local memory.  Each
+ * asserts (or expects) on failure, naming the input.
  */
 #include <string.h>
 
@@ -40,6 +41,14 @@ fmqa_problem fmqa_test_problem(const char *spec)
     return p;
 }
 
+gen_config fmqa_test_config(const char *text)
+{
+    gen_config c;
+    fmqa_err err;
+    cr_assert_eq(gen_config_parse(text, &c, &err), FMQA_OK, "%s: %s", text, err.msg);
+    return c;
+}
+
 fmqa_device_info fmqa_test_device(const char *arch)
 {
     fmqa_device_info d;
@@ -71,4 +80,17 @@ void fmqa_test_compile_clean(const gen_template *t, const gen_config *c, const f
     }
     gen_binary_free(&bin);
     gen_source_free(&src);
+}
+
+void fmqa_test_expect_reason(const gen_template *t, const char *spec, const char *config_text,
+                             const char *reason)
+{
+    fmqa_device_info dev = fmqa_test_device("sm_90");
+    fmqa_problem p = fmqa_test_problem(spec);
+    gen_config c = fmqa_test_config(config_text);
+    fmqa_err err = {0};
+    cr_expect_eq(gen_check(t, &c, &p, &dev, &err), FMQA_ERR_UNSUPPORTED, "%s [%s]", spec,
+                 config_text);
+    cr_expect(strstr(err.msg, reason) != NULL, "%s [%s]: message \"%s\" lacks \"%s\"", spec,
+              config_text, err.msg, reason);
 }

@@ -36,11 +36,13 @@ void fmqa_test_download(fmqa_test_gpu *g, void *host, CUdeviceptr src, size_t by
 void fmqa_test_free(fmqa_test_gpu *g, CUdeviceptr p);
 
 /* The shipped templates (fmqa_test_template_dir()), one of them by name
- * (asserting it loaded and has that op), a parsed problem spec, and a device
- * preset ("sm_80", "sm_90", ...). */
+ * (asserting it loaded and has that op), a parsed problem spec, a parsed
+ * config ("BLOCK_N=64,STAGES=2"), and a device preset ("sm_80", "sm_90",
+ * ...). */
 gen_lib *fmqa_test_open_templates(void);
 const gen_template *fmqa_test_template(gen_lib *lib, const char *name, fmqa_op op);
 fmqa_problem fmqa_test_problem(const char *spec);
+gen_config fmqa_test_config(const char *text);
 fmqa_device_info fmqa_test_device(const char *arch);
 
 /* Renders one config and compiles it with NVRTC, asserting ptxas reports
@@ -49,6 +51,11 @@ fmqa_device_info fmqa_test_device(const char *arch);
  * names the case in messages. */
 void fmqa_test_compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
                              const fmqa_device_info *d, const char *what, int n_entries);
+
+/* Expects t to refuse the config (text) for the problem (spec) on sm_90 with
+ * FMQA_ERR_UNSUPPORTED and a message containing reason. */
+void fmqa_test_expect_reason(const gen_template *t, const char *spec, const char *config_text,
+                             const char *reason);
 
 /* Opens path read-write (creating it), asserting success. */
 struct db *fmqa_test_db_open_rw(const char *path);

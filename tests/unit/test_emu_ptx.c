@@ -98,7 +98,7 @@ Test(emu_ptx, hash_covers_instruction_layer)
 {
     char dir[] = "/tmp/fmqa-ptxhash-XXXXXX", cmd[512], before[2][64], after[2][64];
     cr_assert_not_null(mkdtemp(dir));
-    snprintf(cmd, sizeof cmd, "cp %s/templates/* %s/ && echo '/* changed */' >> %s/fmqa_ptx.cuh",
+    snprintf(cmd, sizeof cmd, "cp -r %s/templates/. %s/ && echo '/* changed */' >> %s/fmqa_ptx.cuh",
              FMQA_SOURCE_DIR, dir, dir);
     hashes(FMQA_SOURCE_DIR "/templates", before);
     cr_assert_eq(system(cmd), 0, "%s", cmd);

@@ -2,7 +2,9 @@
  * test_gen_sandbox.c -- the generator without NVRTC: the Lua sandbox (escapes
  * removed, memory and instruction caps), field-named errors, configs and their
  * canonical text, legality, launch plans, problem specs, and `fastmqa-gen list`
- * on a directory of broken templates.  Fixtures: tests/fixtures/templates_*.
+ * on a directory of broken templates; require of the set's lib/NAME.lua
+ * (templates_require: names only, file:line of errors in a library, the same
+ * caps).  Fixtures: tests/fixtures/templates_*.
  */
 #define _POSIX_C_SOURCE 200809L /* popen */
 #include <stdio.h>
@@ -50,14 +52,15 @@ Test(gen_sandbox, escapes_are_removed)
     fmqa_err err = {0};
     cr_assert_eq(gen_default(t, &p, &d, &c, &err), FMQA_OK, "%s", err.msg);
     cr_assert_eq(gen_render(t, &c, &p, &d, &s, &err), FMQA_OK, "%s", err.msg);
-    static const char *const absent[] = {"LOAD", "LOADFILE", "DOFILE", "REQUIRE",
-                                         "COLLECTGARBAGE", "DUMP", "IO", "OS"};
+    static const char *const absent[] = {"LOAD", "LOADFILE", "DOFILE", "COLLECTGARBAGE", "DUMP",
+                                         "IO", "OS"};
     char want[64];
     for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++) {
         snprintf(want, sizeof want, "#define HAS_%s 0\n", absent[i]);
         cr_expect_not_null(strstr(s.text, want), "missing %s", want);
     }
     cr_expect_not_null(strstr(s.text, "#define HAS_MATH 1\n"));
+    cr_expect_not_null(strstr(s.text, "#define HAS_REQUIRE 1\n")); /* of lib/ only: gen_require */
     cr_expect_not_null(strstr(s.text, "#define HAS_STRING_REP 1\n"));
     cr_expect_not_null(strstr(s.text, "#define CAUSAL 1\n#define HAS_COLLECTGARBAGE"));
     cr_expect_not_null(strstr(s.text, "#define TILE 32\n#define WARPS 2\n"));
@@ -150,6 +153,107 @@ Test(gen_sandbox, missing_directory_is_an_io_error)
     cr_assert_eq(gen_lib_open(FIX "no_such_dir", &lib, &err), FMQA_ERR_IO);
     cr_expect_null(lib);
     cr_expect_not_null(strstr(err.msg, "no_such_dir: No such file or directory"), "%s", err.msg);
+}
+
+/* The load message of the template in `file` of the set (it must have failed). */
+static const char *load_error(const gen_lib *lib, const char *file)
+{
+    for (int i = 0; i < gen_lib_count(lib); i++) {
+        const gen_template *t = gen_lib_at(lib, i);
+        if (strcmp(gen_template_file(t), file) == 0) {
+            cr_assert_neq(gen_template_status(t), FMQA_OK, "%s loaded", file);
+            return gen_template_message(t);
+        }
+    }
+    cr_assert_fail("no template %s", file);
+    return NULL;
+}
+
+static int starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+Test(gen_require, a_template_uses_libraries_that_use_libraries)
+{
+    gen_lib *lib = open_fixture(FIX "templates_require");
+    const gen_template *t = gen_lib_find(lib, "uses");
+    cr_assert_not_null(t, "%s", load_error(lib, "uses.lua"));
+    cr_expect_null(gen_lib_find(lib, "util"), "a library is not a template");
+    fmqa_problem p = problem("batch=2,heads=8,kv_heads=2,tq=2,kv_len=100");
+    fmqa_device_info d = device("sm_80");
+    gen_config c;
+    gen_source s;
+    gen_plan plan;
+    fmqa_err err = {0};
+    cr_assert_eq(gen_config_parse("TILE=16", &c, NULL), FMQA_OK);
+    cr_assert_eq(gen_render(t, &c, &p, &d, &s, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_not_null(strstr(s.text, "#define HAS_IO 0\n#define HAS_OS 0\n#define ROWS 8\n"
+                                      "#define TILES 2\n"), "%s", s.text);
+    gen_source_free(&s);
+    cr_assert_eq(gen_launch_plan(t, &c, &p, &d, &plan, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(plan.kernels[0].grid[0], 7); /* util.ceil_div(100, 16) through shapes */
+    p.kv_len = 40;
+    cr_assert_eq(gen_config_parse("TILE=64", &c, NULL), FMQA_OK);
+    cr_expect_eq(gen_check(t, &c, &p, &d, &err), FMQA_ERR_UNSUPPORTED);
+    cr_expect_str_eq(err.msg, "uses TILE=64: TILE beyond kv_len");
+    gen_lib_close(lib);
+}
+
+Test(gen_require, names_only_never_a_path)
+{
+    gen_lib *lib = open_fixture(FIX "templates_require");
+    const char *msg = load_error(lib, "escape.lua");
+    cr_expect(starts_with(msg, "templates_require/escape.lua:8: require: '../uses' is not a library "
+                               "name (the file is lib/NAME.lua of the template set"),
+              "%s", msg);
+    msg = load_error(lib, "missing.lua");
+    cr_expect(starts_with(msg, "templates_require/missing.lua:2: require: no library 'absent' "
+                               "(templates_require/lib/absent.lua) in "),
+              "%s", msg);
+    gen_lib_close(lib);
+}
+
+Test(gen_require, errors_in_a_library_name_its_file_and_line)
+{
+    gen_lib *lib = open_fixture(FIX "templates_require");
+    const char *msg = load_error(lib, "explodes.lua");
+    cr_expect(starts_with(msg, "templates_require/lib/explodes.lua:3: attempt to perform arithmetic"),
+              "%s", msg);
+    const gen_template *t = gen_lib_find(lib, "uses");
+    cr_assert_not_null(t);
+    fmqa_problem p = problem("batch=3");
+    fmqa_device_info d = device("sm_80");
+    gen_config c;
+    fmqa_err err = {0};
+    cr_assert_eq(gen_config_parse("TILE=16", &c, NULL), FMQA_OK);
+    cr_assert_eq(gen_check(t, &c, &p, &d, &err), FMQA_ERR_TEMPLATE);
+    cr_expect(starts_with(err.msg, "valid(): templates_require/lib/broken.lua:4: library failure"),
+              "%s", err.msg);
+    gen_lib_close(lib);
+}
+
+Test(gen_require, libraries_meet_the_same_limits)
+{
+    gen_lib *lib = open_fixture(FIX "templates_require");
+    const char *msg = load_error(lib, "spin.lua");
+    cr_expect(starts_with(msg, "templates_require/lib/spin.lua:2: instruction limit (20 million) "
+                               "exceeded"),
+              "%s", msg);
+    msg = load_error(lib, "cycle.lua");
+    cr_expect_not_null(strstr(msg, "require: library 'cycle_a' requires itself"), "%s", msg);
+    const gen_template *late = gen_lib_find(lib, "late");
+    cr_assert_not_null(late, "%s", load_error(lib, "late.lua"));
+    fmqa_problem p = problem("batch=1");
+    fmqa_device_info d = device("sm_80");
+    gen_config c;
+    fmqa_err err = {0};
+    gen_config_init(&c);
+    cr_assert_eq(gen_check(late, &c, &p, &d, &err), FMQA_ERR_TEMPLATE);
+    cr_expect(starts_with(err.msg, "valid(): templates_require/late.lua:7: require: only while a "
+                                   "template file loads"),
+              "%s", err.msg);
+    gen_lib_close(lib);
 }
 
 Test(gen_config, canonical_text_and_hash)

@@ -42,6 +42,33 @@ Test(ref_cache, ring_slot_map_by_hand)
     cr_expect_eq(ref_cache_slot(&c, 9), 9);
 }
 
+/* fmqa_ring_slot / fmqa_ring_holds, the ring addressing the reference, the
+ * tuner's inputs and the runtime's checks share: 2 sinks and a period of 4
+ * (window 3 + 1 draft slot) across two wraps. */
+Test(ref_cache, ring_helpers_across_a_wrap)
+{
+    const int64_t j[] = {0, 1, 2, 5, 6, 9, 10, 13, 14};
+    const int64_t slot[] = {0, 1, 2, 5, 2, 5, 2, 5, 2};
+    for (size_t i = 0; i < sizeof j / sizeof j[0]; i++) {
+        cr_expect_eq(fmqa_ring_slot(FMQA_FLAG_RING, 2, 4, j[i]), slot[i], "position %lld",
+                     (long long)j[i]);
+        cr_expect_eq(fmqa_ring_slot(FMQA_FLAG_PAGED, 2, 4, j[i]), j[i], "no ring: %lld",
+                     (long long)j[i]);
+    }
+    /* 11 positions: the sinks and the last 4 (7..10) are held, 2..6 overwritten */
+    for (int64_t p = 0; p < 11; p++) {
+        cr_expect_eq(fmqa_ring_holds(FMQA_FLAG_RING, 2, 4, 11, p), p < 2 || p >= 7, "position %lld",
+                     (long long)p);
+        cr_expect(fmqa_ring_holds(0, 2, 4, 11, p));
+    }
+    /* the slots of the held positions are distinct: nothing held was overwritten */
+    int used[6] = {0};
+    for (int64_t p = 0; p < 11; p++)
+        if (fmqa_ring_holds(FMQA_FLAG_RING, 2, 4, 11, p))
+            cr_expect_eq(used[fmqa_ring_slot(FMQA_FLAG_RING, 2, 4, p)]++, 0, "position %lld",
+                         (long long)p);
+}
+
 /* fmqa_problem + args of a one-token f16 decode over the given cache views. */
 static void decode_through(const ref_cache_view *k, const ref_cache_view *v, const uint16_t *q,
                            const int32_t *lens, int32_t kv_len, uint32_t flags, int32_t window,

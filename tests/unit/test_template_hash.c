@@ -4,7 +4,8 @@
  * file a real preprocessor (the host's cpp -M) says a template's sources
  * read must change that template's hash; on a synthetic set, every #include
  * form counts (after a blank line, after a comment, `# include`, <name>,
- * spliced lines, nested, guarded) and commented-out or quoted ones do not.
+ * spliced lines, nested, guarded) and commented-out or quoted ones do not;
+ * the Lua libraries a template requires count, others do not.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
@@ -63,7 +64,8 @@ static int hashes(char out[][FMQA_HASH_HEX], char names[][GEN_NAME_CAP], int cap
     return n;
 }
 
-/* Copies the shipped templates into dir; returns the file names (static). */
+/* Copies the shipped templates (and their lib/) into dir; returns the names
+ * of the entries of templates/ (static). */
 static int copy_shipped(char files[][256], int cap)
 {
     DIR *d = opendir(FMQA_SOURCE_DIR "/templates");
@@ -75,7 +77,7 @@ static int copy_shipped(char files[][256], int cap)
         cr_assert_lt(n, cap);
         fmqa_strlcpy(files[n], e->d_name, 256);
         char cmd[1024];
-        snprintf(cmd, sizeof cmd, "cp '%s/templates/%s' '%s/'", FMQA_SOURCE_DIR, e->d_name, dir);
+        snprintf(cmd, sizeof cmd, "cp -r '%s/templates/%s' '%s/'", FMQA_SOURCE_DIR, e->d_name, dir);
         cr_assert_eq(system(cmd), 0);
         n++;
     }
@@ -135,24 +137,30 @@ Test(template_hash, editing_any_file_the_compiler_reads_changes_the_hash)
     cr_assert_geq(checked, 4);
 }
 
-/* A template "t" whose source is t.cuh. */
-static void toy_template(void)
+/* A template "t" whose source is t.cuh (its Lua file begins with `prelude`). */
+static void toy_template_with(const char *prelude)
 {
-    write_file("t.lua",
+    char text[1024];
+    snprintf(text, sizeof text, "%s%s", prelude,
                "return { name = 't', op = 'decode', sources = { 't.cuh' }, entries = { 'k' },\n"
                "  space = { B = { 1 } },\n"
                "  launch = function(c, p, d) return { kernels = { { entry = 'k', grid = { 1, 1, 1 },"
                " block = { 32, 1, 1 }, shared = 0 } }, workspace = 0, splits = 1 } end,\n"
-               "  default = function(p, d) return { B = 1 } end }\n",
-               "w");
+               "  default = function(p, d) return { B = 1 } end }\n");
+    write_file("t.lua", text, "w");
 }
 
-/* 1 when editing `file` changes t's hash. */
+static void toy_template(void)
+{
+    toy_template_with("");
+}
+
+/* 1 when editing `file` (a comment added) changes t's hash. */
 static int edit_changes_hash(const char *file)
 {
     char a[4][FMQA_HASH_HEX], b[4][FMQA_HASH_HEX];
     hashes(a, NULL, 4);
-    write_file(file, "\n/* an edit */\n", "a");
+    write_file(file, strstr(file, ".lua") ? "\n-- an edit\n" : "\n/* an edit */\n", "a");
     hashes(b, NULL, 4);
     return strcmp(a[0], b[0]) != 0;
 }
@@ -198,4 +206,19 @@ Test(template_hash, a_computed_include_counts_every_file)
     write_file("other.h", "\n", "w");
     cr_expect(edit_changes_hash("chosen.h"));
     cr_expect(edit_changes_hash("other.h"));
+}
+
+Test(template_hash, the_libraries_a_template_requires_count)
+{
+    char lib[512];
+    snprintf(lib, sizeof lib, "%s/lib", dir);
+    cr_assert_eq(mkdir(lib, 0700), 0);
+    toy_template_with("local a = require('a')\n");
+    write_file("t.cuh", "\n", "w");
+    write_file("lib/a.lua", "local b = require('b')\nreturn { b = b }\n", "w");
+    write_file("lib/b.lua", "return {}\n", "w");
+    write_file("lib/unused.lua", "return {}\n", "w");
+    cr_expect(edit_changes_hash("lib/a.lua"));
+    cr_expect(edit_changes_hash("lib/b.lua"), "a library's library is not hashed");
+    cr_expect_not(edit_changes_hash("lib/unused.lua"), "a library nobody requires is hashed");
 }
