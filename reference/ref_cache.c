@@ -257,8 +257,12 @@ static fmqa_status check_append(const ref_append_shape *s, const double *k_new,
                    (long long)s->rope_cos_sin_len);
     if (!k_new) /* q alone */
         return FMQA_OK;
-    fmqa_status st = check_view(kc, "ref_append k cache", err);
-    return st != FMQA_OK || s->latent ? st : check_view(vc, "ref_append v cache", err);
+    /* A slot mapping replaces the page table (slot_place checks the rest). */
+    ref_cache_view k = *kc, v = vc ? *vc : *kc;
+    if (s->slot_mapping)
+        k.flags &= ~FMQA_FLAG_PAGED, v.flags &= ~FMQA_FLAG_PAGED;
+    fmqa_status st = check_view(&k, "ref_append k cache", err);
+    return st != FMQA_OK || s->latent ? st : check_view(&v, "ref_append v cache", err);
 }
 
 /* RoPE of the rotated part of a row of d elements (K: d = head_dim_k; q of a
