@@ -169,7 +169,7 @@ typedef enum fmqa_kv_scale_granularity {
 /* Paged cache whose page table is in CSR form (FlashInfer's paged_kv format):
  * sequence b owns pages page_indices[page_indptr[b] .. page_indptr[b + 1]),
  * in order, and holds (n_b - 1) * page_size + last_page_len[b] positions
- * (n_b its page count; 0 without pages).  Decode and append; needs
+ * (n_b its page count; 0 without pages).  Decode, MLA decode and append; needs
  * FMQA_FLAG_PAGED, excludes FMQA_FLAG_RING (a ring's length is not its
  * pages'); fmqa_decode_args / fmqa_append_args say which fields. */
 #define FMQA_FLAG_PAGE_CSR 0x40u
@@ -476,9 +476,10 @@ FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * where q = [q_nope W_UK (d_c) | q_pe (d_r)] is the absorbed query (the
  * caller applies W_UV to o).  Positions, kv_lens and the causal mask among
  * the query tokens are those of fmqa_decode_args; FMQA_FLAG_PAGED,
- * FMQA_FLAG_CAUSAL and FMQA_FLAG_LSE apply, a window, sinks, a ring, a tree
- * mask or a CSR page table (FMQA_FLAG_PAGE_CSR) are FMQA_ERR_UNSUPPORTED.  One
- * KV head: NHD and HND pages are the same layout.
+ * FMQA_FLAG_CAUSAL, FMQA_FLAG_LSE and FMQA_FLAG_PAGE_CSR (page_indptr,
+ * page_indices, last_page_len as in fmqa_decode_args, kv_lens NULL) apply, a
+ * window, sinks, a ring or a tree mask are FMQA_ERR_UNSUPPORTED.  One KV head:
+ * NHD and HND pages are the same layout.
  *
  * Layouts, strides in elements:
  *   q        [b, t, h, d_c + d_r]  strides q_stride_{batch,token,head}
@@ -509,6 +510,11 @@ typedef struct fmqa_mla_decode_args {
     float sm_scale;                  /* 0 = 1 / sqrt(head_dim_qk)                */
     void *workspace;                 /* fmqa_decode_workspace_size() bytes       */
     size_t workspace_size;
+    /* Appended after 0.1.0 (zero it: memset or = {0}).
+     * FMQA_FLAG_PAGE_CSR only (else NULL), device, as fmqa_decode_args: */
+    const int32_t *page_indptr;      /* [batch + 1]                              */
+    const int32_t *page_indices;     /* [page_indptr[batch]] page ids            */
+    const int32_t *last_page_len;    /* [batch], 1..page_size                    */
 } fmqa_mla_decode_args;
 
 /* Launches MLA decode on stream.  problem->op must be FMQA_OP_MLA_DECODE. */

@@ -388,6 +388,8 @@ void rt_mla_decode_args(const fmqa_problem *p, const fmqa_mla_decode_args *m,
     d->lse = m->lse;
     d->sm_scale = m->sm_scale;
     d->workspace = m->workspace, d->workspace_size = m->workspace_size;
+    d->page_indptr = m->page_indptr, d->page_indices = m->page_indices;
+    d->last_page_len = m->last_page_len;
 }
 
 /* The RoPE table: floats, rows of at least the rotated elements, read at any

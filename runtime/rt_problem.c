@@ -165,11 +165,11 @@ static fmqa_status check_pages(const fmqa_problem *p, fmqa_err *err)
         return BAD("problem.flags: FMQA_FLAG_%s with FMQA_FLAG_RING: a ring cache addresses "
                    "its slots by position through a 2-D page table",
                    csr ? "PAGE_CSR" : "SLOT_MAPPING");
-    if (csr && (p->op == FMQA_OP_MLA_DECODE || p->op == FMQA_OP_PREFILL))
+    if (csr && p->op == FMQA_OP_PREFILL)
         return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED,
-                            "problem.flags: FMQA_FLAG_PAGE_CSR with %s: only decode and append "
-                            "read CSR page tables; give this op a 2-D page table",
-                            fmqa_op_name(p->op));
+                            "problem.flags: FMQA_FLAG_PAGE_CSR with prefill: only decode, MLA "
+                            "decode and append read CSR page tables; give prefill a 2-D page "
+                            "table");
     if (paged && p->page_size >= 1 && p->page_size < 16 &&
         (p->page_size & (p->page_size - 1)) == 0)
         return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED,

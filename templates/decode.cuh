@@ -6,7 +6,7 @@
  * Problem defines: HEAD_DIM (64, 96, 128, 256; dv = d), GROUP (query heads per
  * KV head), Q_TOKENS (1..16), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1 bf16, 2 int8,
  * 3 fp8 e4m3), PAGED, PAGE_SIZE (power of two >= 16), CSR (the page table
- * in CSR form: page_of, seq_len), CAUSAL, TREE, WINDOW,
+ * in CSR form: fmqa_pages.cuh), CAUSAL, TREE, WINDOW,
  * RING, LSE, INVARIANT (batch-invariant schedule), SOFTCAP (scores capped to
  * c tanh(s / c), c = logit_softcap).  Config defines: BLOCK_N (KV tokens per
  * tile), WARPS_M (row groups per CTA), M_TILES (16-row m-tiles per warp),
@@ -70,6 +70,7 @@
 #include "fmqa_params.h"
 #include "fmqa_device.cuh"
 #include "fmqa_combine.cuh"
+#include "fmqa_pages.cuh"
 
 using namespace fmqa_dev;
 
@@ -146,21 +147,6 @@ DEV int slot_of(const fmqa_decode_params &p, const seq_view &s, int j) {
     return slot >= p.sink_tokens + p.ring_period ? slot - p.ring_period : slot;
 }
 
-/* The page holding slot of sequence b: its 2-D page table row, or with CSR
- * its run of page_indices from page_indptr[b] (fastmqa.h). */
-DEV long long page_of(const fmqa_decode_params &p, int b, int slot) {
-    if (CSR) return __ldg(p.page_indices + __ldg(p.page_indptr + b) + (unsigned)slot / PS);
-    return __ldg(p.page_table + b * p.pt_stride + (unsigned)slot / PS);
-}
-
-/* Sequence b's length: kv_lens[b], or with CSR (n_b - 1) * PS + last_page_len[b]
- * of its n_b pages (0 without pages). */
-DEV int seq_len(const fmqa_decode_params &p, int b) {
-    if (!CSR) return p.kv_lens[b];
-    const int n = __ldg(p.page_indptr + b + 1) - __ldg(p.page_indptr + b);
-    return n > 0 ? (n - 1) * PS + __ldg(p.last_page_len + b) : 0;
-}
-
 /* Element offsets of slot's 8-bit scales (K and V) in their (batch|page,
  * token) part: a page lookup when paged. */
 struct scale_offsets {
@@ -170,7 +156,7 @@ struct scale_offsets {
 DEV scale_offsets scale_offsets_of(const fmqa_decode_params &p, int b, int slot) {
     long long outer = b, in = slot;
     if (PAGED) {
-        outer = page_of(p, b, slot);
+        outer = page_of<PS>(p, b, slot);
         in = slot & (PS - 1);
     }
     return {outer * p.ks_sb + in * p.ks_st, outer * p.vs_sb + in * p.vs_st};
@@ -192,7 +178,7 @@ DEV kv_ptrs kv_base(const fmqa_decode_params &p, int b, int hk, int c16) {
 DEV kv_ptrs kv_row(const fmqa_decode_params &p, const kv_ptrs &base, int b, int slot) {
     long long k = (long long)slot * p.k_st, v = (long long)slot * p.v_st;
     if (PAGED) {
-        const long long page = page_of(p, b, slot);
+        const long long page = page_of<PS>(p, b, slot);
         const int in = slot & (PS - 1);
         k = page * p.k_sb + in * p.k_st;
         v = page * p.v_sb + in * p.v_st;
@@ -763,7 +749,7 @@ DEV void sched_mark(long long *found, int i, int len, long long incl, long long 
 
 /* Units of sequence i (0 past the batch) and its length. */
 DEV long long seq_units_at(const fmqa_decode_params &p, int i, int &len) {
-    len = i < p.batch ? seq_len(p, i) : 0;
+    len = i < p.batch ? seq_len<PS>(p, i) : 0;
     return i < p.batch ? (long long)p.num_kv_heads * ROW_BLOCKS * units_of(seq_view_of(p, len)).units : 0;
 }
 
@@ -836,7 +822,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_decode_kernel(con
         if (u >= w.hi) return;
         if (k1 == su.units && hr + 1 == hrn) {
             u_b = u;
-            len = seq_len(p, ++b);
+            len = seq_len<PS>(p, ++b);
         }
     }
 }

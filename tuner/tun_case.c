@@ -982,6 +982,8 @@ static fmqa_mla_decode_args mla_args_of(const fmqa_decode_args *d)
     m.o_stride_head = d->o_stride_head;
     m.lse = d->lse, m.sm_scale = d->sm_scale;
     m.workspace = d->workspace, m.workspace_size = d->workspace_size;
+    m.page_indptr = d->page_indptr, m.page_indices = d->page_indices;
+    m.last_page_len = d->last_page_len;
     return m;
 }
 

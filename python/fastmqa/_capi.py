@@ -265,7 +265,8 @@ class MlaDecodeArgs(Struct):
                  ("kv_lens", PTR), ("page_table", PTR), ("page_table_stride", I64),
                  ("o", PTR)] + _strides("o") +
                 [("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
-                 ("workspace_size", SIZE)])
+                 ("workspace_size", SIZE),
+                 ("page_indptr", PTR), ("page_indices", PTR), ("last_page_len", PTR)])
 
 
 class AppendArgs(Struct):

@@ -65,26 +65,6 @@ static void *poisoned(size_t bytes, size_t align)
     return fmqa_test_guarded(bytes, align, 0xff);
 }
 
-/* The 2-D page table [B, per_seq] of in as a CSR table (make_inputs). */
-static void to_csr(const fmqa_problem *p, inputs *in, const int32_t *table, int64_t per_seq)
-{
-    const int64_t B = p->batch, ps = p->page_size, base = 2;
-    int64_t total = base;
-    for (int64_t b = 0; b < B; b++)
-        total += (in->lens[b] + ps - 1) / ps;
-    int32_t *indptr = poisoned((B + 1) * sizeof *indptr, 4), *last = poisoned(B * sizeof *last, 4);
-    int32_t *indices = poisoned(total * sizeof *indices, 4);
-    indptr[0] = (int32_t)base;
-    for (int64_t b = 0; b < B; b++) {
-        const int64_t n = (in->lens[b] + ps - 1) / ps;
-        memcpy(indices + indptr[b], table + b * per_seq, n * sizeof *indices);
-        indptr[b + 1] = indptr[b] + (int32_t)n;
-        last[b] = (int32_t)(in->lens[b] - (n - 1) * ps);
-    }
-    in->a.page_indptr = indptr, in->a.page_indices = indices, in->a.last_page_len = last;
-    in->a.page_table = NULL, in->a.page_table_stride = 0, in->a.kv_lens = NULL;
-}
-
 /* Writes one random row of position j into the cache (16-bit or quantized:
  * with its own scale, written to scales[sat], or with per-head or per-tensor
  * scales with the given scales[sat], saturating). */
@@ -238,8 +218,11 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, int sinks, r
     int32_t *kv_lens = poisoned(B * sizeof *kv_lens, 4);
     memcpy(kv_lens, in->lens, B * sizeof *kv_lens);
     a->kv_lens = kv_lens;
-    if (csr)
-        to_csr(p, in, table, per_seq);
+    if (csr) {
+        const fmqa_test_csr t = fmqa_test_csr_of(B, ps, in->lens, table, per_seq);
+        a->page_indptr = t.indptr, a->page_indices = t.indices, a->last_page_len = t.last_page_len;
+        a->page_table = NULL, a->page_table_stride = 0, a->kv_lens = NULL;
+    }
     if (p->flags & FMQA_FLAG_TREE_MASK) {
         uint64_t *m = poisoned(B * Tq * sizeof *m, 8);
         for (int64_t i = 0; i < B * Tq; i++) /* random drafts; row 0 of a sequence sees none */
