@@ -499,6 +499,8 @@ static void push_problem(lua_State *L, const fmqa_problem *p)
     set_str(L, "kv_scale", fmqa_kv_scale_name(p->kv_scale_granularity));
     set_bool(L, "kv_cache", (p->flags & FMQA_FLAG_KV_CACHE) != 0);
     set_bool(L, "latent", (p->flags & FMQA_FLAG_LATENT) != 0);
+    set_bool(L, "csr", (p->flags & FMQA_FLAG_PAGE_CSR) != 0);
+    set_bool(L, "slot_mapping", (p->flags & FMQA_FLAG_SLOT_MAPPING) != 0);
     set_int(L, "rope_dim", p->rope_dim);
 }
 

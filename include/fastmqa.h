@@ -166,7 +166,19 @@ typedef enum fmqa_kv_scale_granularity {
  * row's first head_dim_v); RoPE rotates the row's last head_dim_qk - head_dim_v
  * elements; q holds only the query's rope part.  Append only, num_kv_heads 1. */
 #define FMQA_FLAG_LATENT 0x1000u
-#define FMQA_FLAG_ALL 0x113Fu
+/* Paged cache whose page table is in CSR form (FlashInfer's paged_kv format):
+ * sequence b owns pages page_indices[page_indptr[b] .. page_indptr[b + 1]),
+ * in order, and holds (n_b - 1) * page_size + last_page_len[b] positions
+ * (n_b its page count; 0 without pages).  Decode, MLA decode and append; needs
+ * FMQA_FLAG_PAGED, excludes FMQA_FLAG_RING (a ring's length is not its
+ * pages'); fmqa_decode_args / fmqa_append_args say which fields. */
+#define FMQA_FLAG_PAGE_CSR 0x40u
+/* Append writes token t of sequence b to the paged cache slot
+ * slot_mapping[b * q_tokens + t] (page slot / page_size, row slot % page_size;
+ * vLLM's reshape_and_cache), -1 = not written; no page table.  Append only;
+ * needs FMQA_FLAG_PAGED, excludes FMQA_FLAG_RING and FMQA_FLAG_PAGE_CSR. */
+#define FMQA_FLAG_SLOT_MAPPING 0x2000u
+#define FMQA_FLAG_ALL 0x317Fu
 
 /*
  * A problem: the shape and types of one attention call, independent of pointers.
@@ -189,7 +201,9 @@ typedef struct fmqa_problem {
     fmqa_dtype q_dtype;     /* f16 or bf16                                       */
     fmqa_dtype kv_dtype;    /* f16, bf16, int8 or fp8_e4m3                       */
     fmqa_dtype out_dtype;   /* f16 or bf16                                       */
-    int32_t page_size;      /* tokens per page when FMQA_FLAG_PAGED, else 0       */
+    int32_t page_size;      /* tokens per page when FMQA_FLAG_PAGED, else 0: a
+                               power of two >= 16; 1..8 are UNSUPPORTED (no
+                               kernel gathers token-granular pages yet)     */
     int32_t window;         /* sliding window in tokens, 0 = unlimited           */
     int32_t sink_tokens;    /* with a window: first positions that stay visible  */
     fmqa_rope rope;         /* append only: RoPE layout applied to new K (and Q) */
@@ -384,15 +398,27 @@ FMQA_API fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  *   contiguous cache: k [b, j, hk, d] strides k_stride_{batch,token,head}
  *   paged cache:      k [page, j % page_size, hk, d] with k_stride_batch the
  *                     stride of a page; page j / page_size of sequence b is
- *                     page_table[b * page_table_stride + j / page_size].
+ *                     page_table[b * page_table_stride + j / page_size], or
+ *                     with FMQA_FLAG_PAGE_CSR page_indices[page_indptr[b] +
+ *                     j / page_size] (then page_table is unused and kv_lens
+ *                     must be NULL: the lengths are the table's).
+ *   page layouts:     NHD [page, j, hk, d] (above) and HND [page, hk, j, d]
+ *                     are both these strides: HND is k_stride_token = d,
+ *                     k_stride_head = page_size * d (the same for V and the
+ *                     scales); K and V are separate tensors with their own
+ *                     strides (vLLM's and FlashInfer's split caches).
  *   8-bit scales:     k_scale [b|page, j, hk] floats, strides
  *                     k_scale_stride_{batch,token,head} (batch means page when
  *                     paged); value = scale * stored integer or fp8 number.
  *                     Per head or per tensor (problem->kv_scale_granularity):
  *                     k_scale[hk * k_scale_stride_head] or k_scale[0].
  * Alignment: q, o, k, v, workspace and their strides in bytes: 16; k_scale,
- * v_scale, kv_lens, page_table, lse: 4; tree_mask: 8.  Rows of o must not
- * overlap.  Otherwise FMQA_ERR_INVALID_ARGUMENT naming the field.
+ * v_scale, kv_lens, page_table, page_indptr, page_indices, last_page_len,
+ * lse: 4; tree_mask: 8.  Rows of o must not overlap.  Otherwise
+ * FMQA_ERR_INVALID_ARGUMENT naming the field.  The CSR arrays are device
+ * memory the kernel trusts like kv_lens (page_indptr non-decreasing,
+ * last_page_len[b] in 1..page_size for a sequence with pages, lengths within
+ * q_tokens..kv_len, indices of pages it reads valid); ref_decode checks them.
  */
 typedef struct fmqa_decode_args {
     const void *q;
@@ -420,6 +446,10 @@ typedef struct fmqa_decode_args {
                                         per query head (natural-log units, not
                                         scaled by sm_scale nor capped), finite;
                                         NULL = none.  4-byte aligned             */
+    /* FMQA_FLAG_PAGE_CSR only (else NULL), device: */
+    const int32_t *page_indptr;      /* [batch + 1]                              */
+    const int32_t *page_indices;     /* [page_indptr[batch]] page ids            */
+    const int32_t *last_page_len;    /* [batch], 1..page_size                    */
 } fmqa_decode_args;
 
 /* Workspace bytes a decode or an MLA decode (FMQA_OP_DECODE or
@@ -446,8 +476,10 @@ FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * where q = [q_nope W_UK (d_c) | q_pe (d_r)] is the absorbed query (the
  * caller applies W_UV to o).  Positions, kv_lens and the causal mask among
  * the query tokens are those of fmqa_decode_args; FMQA_FLAG_PAGED,
- * FMQA_FLAG_CAUSAL and FMQA_FLAG_LSE apply, a window, sinks, a ring or a tree
- * mask are FMQA_ERR_UNSUPPORTED.
+ * FMQA_FLAG_CAUSAL, FMQA_FLAG_LSE and FMQA_FLAG_PAGE_CSR (page_indptr,
+ * page_indices, last_page_len as in fmqa_decode_args, kv_lens NULL) apply, a
+ * window, sinks, a ring or a tree mask are FMQA_ERR_UNSUPPORTED.  One KV head:
+ * NHD and HND pages are the same layout.
  *
  * Layouts, strides in elements:
  *   q        [b, t, h, d_c + d_r]  strides q_stride_{batch,token,head}
@@ -478,6 +510,11 @@ typedef struct fmqa_mla_decode_args {
     float sm_scale;                  /* 0 = 1 / sqrt(head_dim_qk)                */
     void *workspace;                 /* fmqa_decode_workspace_size() bytes       */
     size_t workspace_size;
+    /* Appended after 0.1.0 (zero it: memset or = {0}).
+     * FMQA_FLAG_PAGE_CSR only (else NULL), device, as fmqa_decode_args: */
+    const int32_t *page_indptr;      /* [batch + 1]                              */
+    const int32_t *page_indices;     /* [page_indptr[batch]] page ids            */
+    const int32_t *last_page_len;    /* [batch], 1..page_size                    */
 } fmqa_mla_decode_args;
 
 /* Launches MLA decode on stream.  problem->op must be FMQA_OP_MLA_DECODE. */
@@ -499,7 +536,15 @@ FMQA_API fmqa_status fmqa_mla_decode(fmqa_ctx_t *ctx, const fmqa_problem *proble
  * positions (its dtype is problem->q_dtype).
  *   k_new, v_new [b, t, hk, d] strides {k,v}_new_stride_{batch,token,head}
  *   q            [b, t, h, d]  strides q_stride_{batch,token,head}
- * Cache layouts and strides are those of fmqa_decode_args.
+ * Cache layouts and strides are those of fmqa_decode_args (NHD or HND).
+ * FMQA_FLAG_PAGE_CSR: the page of position j of sequence b is
+ * page_indices[page_indptr[b] + j / page_size] (start_pos still gives the
+ * positions; last_page_len is not read).  FMQA_FLAG_SLOT_MAPPING: token t of
+ * sequence b goes to slot s = slot_mapping[b * q_tokens + t] of the paged
+ * cache, row s % page_size of page s / page_size, whatever its position
+ * (which still drives RoPE); s = -1 writes nothing for the token (its q rows
+ * are still rotated); page_table is then unused.  vLLM's flat token batch is
+ * batch = tokens, q_tokens = 1, start_pos = the positions.
  *
  * RoPE rotates the first problem->rope_dim elements of each K and q row (all
  * of them when 0).  MLA (FMQA_FLAG_LATENT): k_new rows are the new tokens'
@@ -548,6 +593,12 @@ typedef struct fmqa_append_args {
     int64_t rope_cos_sin_stride;     /* floats between positions, >= the
                                         rotated elements                       */
     int64_t rope_cos_sin_len;        /* positions the table holds              */
+    /* Appended after 0.1.0 (zero it: memset or = {0}). */
+    const int32_t *page_indptr;      /* FMQA_FLAG_PAGE_CSR: [batch + 1], device */
+    const int32_t *page_indices;     /* FMQA_FLAG_PAGE_CSR: page ids, device    */
+    const int32_t *slot_mapping;     /* FMQA_FLAG_SLOT_MAPPING: [batch *
+                                        q_tokens] slots or -1, device; 4-byte
+                                        aligned                                */
 } fmqa_append_args;
 
 /* Launches the append on stream.  problem->op must be FMQA_OP_APPEND, its
@@ -578,7 +629,8 @@ FMQA_API fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * FMQA_FLAG_CAUSAL: a token sees positions <= its own (otherwise all of its
  * sequence's positions); window > 0: also only the last `window` of them and
  * the first sink_tokens.  A row that sees nothing gets o = 0 (lse = -inf).
- * FMQA_FLAG_RING and FMQA_FLAG_TREE_MASK are not served (UNSUPPORTED).
+ * FMQA_FLAG_RING, FMQA_FLAG_TREE_MASK and FMQA_FLAG_PAGE_CSR are not served
+ * (UNSUPPORTED); HND pages are strides as in fmqa_decode_args.
  *
  * The problem: op FMQA_OP_PREFILL, batch = B (<= 65535), q_tokens = the
  * largest Tq_b the call may bring (the launch is sized by it), kv_len = the

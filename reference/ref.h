@@ -285,6 +285,11 @@ typedef struct ref_append_shape {
     int latent;               /* MLA latent cache: rotated part last, no V     */
     const float *rope_cos_sin;  /* [rope_cos_sin_len, stride] or NULL = theta  */
     int64_t rope_cos_sin_stride, rope_cos_sin_len;
+    const int32_t *slot_mapping; /* [B * n_new] or NULL: token (b, t) goes to
+                                    page slot / page_size (the views' page
+                                    size), row slot % page_size, whatever its
+                                    position; -1: K and V not written (q still
+                                    rotated).  Replaces the page table.     */
 } ref_append_shape;
 
 fmqa_status ref_append(const ref_append_shape *s, const double *k_new, const double *v_new,
@@ -303,6 +308,12 @@ fmqa_status ref_append(const ref_append_shape *s, const double *k_new, const dou
  * table when paged (0 = unchecked).  ref_decode reads only the positions
  * ref_readable() names (others' rows and page-table entries may be anything,
  * -1 included) and takes problem->logit_softcap, draft_slots and args->sinks.
+ * With FMQA_FLAG_PAGE_CSR the CSR table (page_indptr, page_indices and, for
+ * ref_decode, last_page_len; kv_lens NULL) is checked and read as the 2-D
+ * table ref_csr_table makes; FMQA_FLAG_SLOT_MAPPING appends by
+ * args->slot_mapping (ref_append_shape.slot_mapping; slots must lie below
+ * n_pages * page_size when n_pages > 0, and be distinct, else which write
+ * lands is unspecified).
  * ref_decode also serves FMQA_OP_MLA_DECODE: pass v = k with v's strides equal
  * to k's, and each V row is the first head_dim_v (= d_c) entries of the latent
  * K row; with an 8-bit cache the latent has one scale, so v_scale must be
@@ -313,6 +324,24 @@ fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *args, int6
                        fmqa_err *err);
 fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *args,
                             int64_t n_pages, fmqa_err *err);
+
+/*
+ * A CSR page table (FMQA_FLAG_PAGE_CSR, fastmqa.h) as the 2-D table it
+ * stands for: sequence b's n_b = indptr[b + 1] - indptr[b] pages from
+ * indices[indptr[b]] become row b of *table [batch, *stride] (*stride = the
+ * most pages a sequence has, at least 1; unused entries -1) and, when
+ * last_page_len is not NULL, its length (n_b - 1) * page_size +
+ * last_page_len[b] (0 without pages) lens[b].  Errors name the bad entry:
+ * indptr[0] < 0 or decreasing, an index < -1 or >= n_pages (when n_pages >
+ * 0; -1 marks a freed page that must then never be read), last_page_len[b]
+ * outside 1..page_size for a sequence with pages, more pages than max_pages.
+ * *table (malloc'ed, the caller frees it) is set only on success.
+ */
+fmqa_status ref_csr_table(int64_t batch, int32_t page_size, int64_t max_pages,
+                          const int32_t *indptr, const int32_t *indices,
+                          const int32_t *last_page_len, int64_t n_pages,
+                          int32_t **table /* OUT */, int64_t *stride /* OUT */,
+                          int32_t *lens /* OUT [batch], may be NULL */, fmqa_err *err);
 
 /* The reference of fmqa_prefill on host copies (as ref_decode): writes dense
  * double o [total_q, H, Dv] and lse [total_q, H] (may be NULL), total_q =

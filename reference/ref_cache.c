@@ -253,8 +253,12 @@ static fmqa_status check_append(const ref_append_shape *s, const double *k_new,
                    (long long)s->rope_cos_sin_len);
     if (!k_new) /* q alone */
         return FMQA_OK;
-    fmqa_status st = check_view(kc, "ref_append k cache", err);
-    return st != FMQA_OK || s->latent ? st : check_view(vc, "ref_append v cache", err);
+    /* A slot mapping replaces the page table (slot_place checks the rest). */
+    ref_cache_view k = *kc, v = vc ? *vc : *kc;
+    if (s->slot_mapping)
+        k.flags &= ~FMQA_FLAG_PAGED, v.flags &= ~FMQA_FLAG_PAGED;
+    fmqa_status st = check_view(&k, "ref_append k cache", err);
+    return st != FMQA_OK || s->latent ? st : check_view(&v, "ref_append v cache", err);
 }
 
 /* RoPE of the rotated part of a row of d elements (K: d = head_dim_k; q of a
@@ -269,6 +273,26 @@ static fmqa_status rope_part(const ref_append_shape *s, double *row, int64_t d, 
     return ref_rope_row(s->rope, row + at, r, (double)pos, s->rope_theta, err);
 }
 
+/* Where a slot mapping puts token tok (ref_append_shape.slot_mapping): the
+ * views as contiguous [page, row] tensors (a page is their batch stride) and
+ * the (page, row) to store at, or *skip for slot -1. */
+static fmqa_status slot_place(const ref_append_shape *s, const ref_cache_view *kc, int64_t tok,
+                              ref_cache_view *kt, ref_cache_view *vt, int64_t *page,
+                              int64_t *row, int *skip, fmqa_err *err)
+{
+    const int64_t slot = s->slot_mapping[tok], ps = kc->page_size;
+    if (!(kc->flags & FMQA_FLAG_PAGED) || ps <= 0 || (kc->flags & FMQA_FLAG_RING))
+        return BAD("ref_append: a slot mapping needs a paged cache without a ring");
+    if (slot < -1 || (s->n_pages > 0 && slot >= s->n_pages * ps))
+        return BAD("ref_append: slot_mapping[%lld] = %lld outside -1 .. n_pages * page_size "
+                   "- 1 = %lld",
+                   (long long)tok, (long long)slot, (long long)(s->n_pages * ps - 1));
+    *skip = slot < 0;
+    *page = slot < 0 ? 0 : slot / ps, *row = slot < 0 ? 0 : slot % ps;
+    kt->flags &= ~FMQA_FLAG_PAGED, vt->flags &= ~FMQA_FLAG_PAGED;
+    return FMQA_OK;
+}
+
 /* One pass of the append over every new (token, head); write = 0 only checks. */
 static fmqa_status append_pass(const ref_append_shape *s, const double *k_new,
                                const double *v_new, double *q, const ref_cache_view *kc,
@@ -281,14 +305,20 @@ static fmqa_status append_pass(const ref_append_shape *s, const double *k_new,
             int64_t pos = s->start_pos[b] + t, tok = b * s->n_new + t;
             if (s->rope_cos_sin && s->rope != FMQA_ROPE_NONE && pos >= s->rope_cos_sin_len)
                 continue; /* no angles for it: the token is not written */
-            for (int64_t h = 0; k_new && h < s->num_kv_heads && st == FMQA_OK; h++) {
+            ref_cache_view kt = *kc, vt = vc ? *vc : *kc;
+            int64_t at_b = b, at_j = pos;
+            int skip = 0;
+            if (k_new && s->slot_mapping &&
+                (st = slot_place(s, kc, tok, &kt, &vt, &at_b, &at_j, &skip, err)))
+                return st;
+            for (int64_t h = 0; k_new && !skip && h < s->num_kv_heads && st == FMQA_OK; h++) {
                 memcpy(row, k_new + (tok * s->num_kv_heads + h) * dk, (size_t)dk * sizeof *row);
                 st = rope_part(s, row, dk, pos, err);
                 if (st == FMQA_OK)
-                    st = store_row(kc, b, pos, h, row, dk, s->n_pages, write, err);
+                    st = store_row(&kt, at_b, at_j, h, row, dk, s->n_pages, write, err);
                 if (st == FMQA_OK && !s->latent)
-                    st = store_row(vc, b, pos, h, v_new + (tok * s->num_kv_heads + h) * dv, dv,
-                                   s->n_pages, write, err);
+                    st = store_row(&vt, at_b, at_j, h, v_new + (tok * s->num_kv_heads + h) * dv,
+                                   dv, s->n_pages, write, err);
             }
             for (int64_t h = 0; q && write && h < s->num_q_heads && st == FMQA_OK; h++)
                 st = rope_part(s, q + (tok * s->num_q_heads + h) * dq, dq, pos, err);
@@ -382,11 +412,90 @@ static fmqa_status check_mla_latent(const fmqa_problem *p, const fmqa_decode_arg
     return FMQA_OK;
 }
 
+fmqa_status ref_csr_table(int64_t batch, int32_t page_size, int64_t max_pages,
+                          const int32_t *indptr, const int32_t *indices,
+                          const int32_t *last_page_len, int64_t n_pages, int32_t **table,
+                          int64_t *stride, int32_t *lens, fmqa_err *err)
+{
+    if (!indptr || !indices || batch <= 0 || page_size <= 0)
+        return BAD("page_indptr or page_indices is NULL, or batch %lld / page_size %d <= 0",
+                   (long long)batch, page_size);
+    if (indptr[0] < 0)
+        return BAD("page_indptr[0] = %d < 0", indptr[0]);
+    int64_t most = 1;
+    for (int64_t b = 0; b < batch; b++) {
+        const int64_t n = (int64_t)indptr[b + 1] - indptr[b];
+        if (n < 0)
+            return BAD("page_indptr is not monotone: page_indptr[%lld] = %d < page_indptr[%lld] "
+                       "= %d", (long long)b + 1, indptr[b + 1], (long long)b, indptr[b]);
+        if (n > max_pages)
+            return BAD("page_indptr: sequence %lld has %lld pages, more than the %lld its "
+                       "capacity needs", (long long)b, (long long)n, (long long)max_pages);
+        if (last_page_len && n > 0 && (last_page_len[b] < 1 || last_page_len[b] > page_size))
+            return BAD("last_page_len[%lld] = %d outside 1..page_size = %d", (long long)b,
+                       last_page_len[b], page_size);
+        most = n > most ? n : most;
+    }
+    for (int64_t i = indptr[0]; i < indptr[batch]; i++)
+        if (indices[i] < -1 || (n_pages > 0 && indices[i] >= n_pages))
+            return BAD("page_indices[%lld] = %d outside [0, %lld) (-1: a freed page)",
+                       (long long)i, indices[i], (long long)n_pages);
+    int32_t *t = malloc((size_t)(batch * most) * sizeof *t);
+    if (!t)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_csr_table: %lld entries",
+                            (long long)(batch * most));
+    for (int64_t b = 0; b < batch; b++) {
+        const int64_t n = (int64_t)indptr[b + 1] - indptr[b];
+        for (int64_t c = 0; c < most; c++)
+            t[b * most + c] = c < n ? indices[indptr[b] + c] : -1;
+        if (lens)
+            lens[b] = n > 0 ? (int32_t)((n - 1) * page_size + last_page_len[b]) : 0;
+    }
+    *table = t, *stride = most;
+    return FMQA_OK;
+}
+
+/* Pages a sequence of the problem may own (its cache capacity in pages). */
+static int64_t max_pages_of(const fmqa_problem *p)
+{
+    return (fmqa_cache_slots(p) + p->page_size - 1) / p->page_size;
+}
+
+/* ref_decode of a CSR page table: its 2-D table and lengths instead. */
+static fmqa_status decode_csr(const fmqa_problem *p, const fmqa_decode_args *a, int64_t n_pages,
+                              double *o, double *lse, fmqa_err *err)
+{
+    if (a->kv_lens)
+        return BAD("ref_decode: kv_lens must be NULL with FMQA_FLAG_PAGE_CSR (the lengths are "
+                   "the table's)");
+    if (!a->last_page_len)
+        return BAD("ref_decode: last_page_len is NULL with FMQA_FLAG_PAGE_CSR");
+    int32_t *lens = malloc((size_t)p->batch * sizeof *lens), *table = NULL;
+    if (!lens)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_decode: lengths");
+    fmqa_problem q = *p;
+    fmqa_decode_args b = *a;
+    q.flags &= ~FMQA_FLAG_PAGE_CSR;
+    fmqa_status st = ref_csr_table(p->batch, p->page_size, max_pages_of(p), a->page_indptr,
+                                   a->page_indices, a->last_page_len, n_pages, &table,
+                                   &b.page_table_stride, lens, err);
+    if (st == FMQA_OK) {
+        b.kv_lens = lens, b.page_table = table;
+        b.page_indptr = b.page_indices = b.last_page_len = NULL;
+        st = ref_decode(&q, &b, n_pages, o, lse, err);
+    }
+    free(table);
+    free(lens);
+    return st;
+}
+
 fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *a, int64_t n_pages,
                        double *o, double *lse, fmqa_err *err)
 {
     if (!p || !a || !o)
         return BAD("ref_decode: NULL problem, args or o");
+    if (p->flags & FMQA_FLAG_PAGE_CSR)
+        return decode_csr(p, a, n_pages, o, lse, err);
     ref_attn_shape s = {p->batch, p->q_tokens, p->kv_len, p->num_q_heads, p->num_kv_heads,
                         p->head_dim_qk, p->head_dim_v, a->kv_lens, p->flags, a->tree_mask,
                         p->window, p->sink_tokens, 0, 0, a->sm_scale, a->sinks,
@@ -507,19 +616,51 @@ static fmqa_status scatter_q(const ref_cache_view *qv, const ref_append_shape *s
     return st;
 }
 
+/* ref_append_args of a CSR page table: its 2-D table instead. */
+static fmqa_status append_csr(const fmqa_problem *p, const fmqa_append_args *a, int64_t n_pages,
+                              fmqa_err *err)
+{
+    fmqa_problem q = *p;
+    fmqa_append_args b = *a;
+    int32_t *table = NULL;
+    q.flags &= ~FMQA_FLAG_PAGE_CSR;
+    fmqa_status st = ref_csr_table(p->batch, p->page_size, max_pages_of(p), a->page_indptr,
+                                   a->page_indices, NULL, n_pages, &table,
+                                   &b.page_table_stride, NULL, err);
+    for (int64_t i = 0; st == FMQA_OK && a->start_pos && i < p->batch; i++) {
+        const int64_t last = (int64_t)a->start_pos[i] + p->q_tokens - 1;
+        if (last / p->page_size >= a->page_indptr[i + 1] - a->page_indptr[i])
+            st = BAD("ref_append_args: sequence %lld's new tokens reach position %lld, past its "
+                     "%d pages in page_indptr", (long long)i, (long long)last,
+                     a->page_indptr[i + 1] - a->page_indptr[i]);
+    }
+    if (st == FMQA_OK) {
+        b.page_table = table;
+        b.page_indptr = b.page_indices = NULL;
+        st = ref_append_args(&q, &b, n_pages, err);
+    }
+    free(table);
+    return st;
+}
+
 fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, int64_t n_pages,
                             fmqa_err *err)
 {
     const int latent = p && (p->flags & FMQA_FLAG_LATENT);
     if (!p || !a || (a->k_new && !a->v_new && !latent) || (!a->k_new && !a->q))
         return BAD("ref_append_args: NULL problem, args, v_new, or k_new and q");
+    if ((p->flags & FMQA_FLAG_PAGE_CSR) && a->k_new)
+        return append_csr(p, a, n_pages, err);
+    if ((p->flags & FMQA_FLAG_SLOT_MAPPING) && a->k_new && !a->slot_mapping)
+        return BAD("ref_append_args: slot_mapping is NULL with FMQA_FLAG_SLOT_MAPPING");
     if (p->batch <= 0 || p->q_tokens <= 0 || p->num_q_heads <= 0 || p->num_kv_heads <= 0 ||
         p->head_dim_qk <= 0 || p->head_dim_v <= 0)
         return BAD("ref_append_args: problem sizes must be > 0");
     ref_append_shape s = {p->batch, p->q_tokens, p->num_q_heads, p->num_kv_heads, p->head_dim_qk,
                           p->head_dim_v, a->start_pos, p->rope, a->rope_theta, n_pages,
                           p->rope_dim, latent, a->rope_cos_sin, a->rope_cos_sin_stride,
-                          a->rope_cos_sin_len};
+                          a->rope_cos_sin_len,
+                          (p->flags & FMQA_FLAG_SLOT_MAPPING) ? a->slot_mapping : NULL};
     /* q rows: a latent cache's q is its rope part only */
     int64_t dq = latent ? fmqa_rope_extent(p) : s.head_dim_k, dvn = latent ? 0 : s.head_dim_v;
     const int q_only = !a->k_new; /* RoPE of q alone: no token is written */

@@ -110,10 +110,21 @@ static fmqa_status check_tensor(const tensor_spec *t, fmqa_err *err)
     return t->written ? check_disjoint(t, err) : FMQA_OK;
 }
 
+/* A device int32 array the kernels read when the problem has `flag`. */
+static fmqa_status check_word_array(const char *name, const int32_t *x, const char *flag,
+                                    fmqa_err *err)
+{
+    if (!x)
+        return BAD("args.%s is NULL but the problem has %s", name, flag);
+    return check_aligned(name, x, WORD_BYTES, err);
+}
+
+/* The 2-D page table, unless the pages come from a CSR table or a slot per
+ * token (checked by check_page_csr and check_append). */
 static fmqa_status check_pages(const fmqa_problem *p, const int32_t *table, int64_t stride,
                                fmqa_err *err)
 {
-    if (!(p->flags & FMQA_FLAG_PAGED))
+    if (!(p->flags & FMQA_FLAG_PAGED) || (p->flags & (FMQA_FLAG_PAGE_CSR | FMQA_FLAG_SLOT_MAPPING)))
         return FMQA_OK;
     int64_t pages = (fmqa_cache_slots(p) + p->page_size - 1) / p->page_size, last;
     if (!table)
@@ -229,10 +240,45 @@ static fmqa_status check_cache(const fmqa_problem *p, const cache_view *c, int w
     return check_pages(p, c->page_table, c->page_table_stride, err);
 }
 
+/* A CSR page table's device arrays (fastmqa.h, FMQA_FLAG_PAGE_CSR); their
+ * contents are the kernel's to trust, as kv_lens are. */
+static fmqa_status check_page_csr(const fmqa_problem *p, const int32_t *indptr,
+                                  const int32_t *indices, fmqa_err *err)
+{
+    if (!(p->flags & FMQA_FLAG_PAGE_CSR))
+        return indptr || indices ? BAD("args.page_%s is set but the problem has no "
+                                       "FMQA_FLAG_PAGE_CSR",
+                                       indptr ? "indptr" : "indices")
+                                 : FMQA_OK;
+    fmqa_status st = check_word_array("page_indptr", indptr, "FMQA_FLAG_PAGE_CSR", err);
+    return st ? st : check_word_array("page_indices", indices, "FMQA_FLAG_PAGE_CSR", err);
+}
+
 static int64_t plan_scalar(const rt_plan *plan, const char *name, int64_t dflt)
 {
     int64_t v;
     return gen_plan_scalar(&plan->launch, name, &v) ? v : dflt;
+}
+
+/* A decode's lengths: kv_lens, or with a CSR page table the table's
+ * (page_indptr and last_page_len), never both. */
+static fmqa_status check_decode_lens(const fmqa_problem *p, const fmqa_decode_args *a,
+                                     fmqa_err *err)
+{
+    fmqa_status st = check_page_csr(p, a->page_indptr, a->page_indices, err);
+    if (st != FMQA_OK)
+        return st;
+    if (!(p->flags & FMQA_FLAG_PAGE_CSR)) {
+        if (a->last_page_len)
+            return BAD("args.last_page_len is set but the problem has no FMQA_FLAG_PAGE_CSR");
+        if (!a->kv_lens)
+            return BAD("args.kv_lens is NULL");
+        return check_aligned("kv_lens", a->kv_lens, WORD_BYTES, err);
+    }
+    if (a->kv_lens)
+        return BAD("args.kv_lens is set with FMQA_FLAG_PAGE_CSR: the lengths are the CSR "
+                   "table's ((pages - 1) * page_size + last_page_len); pass NULL");
+    return check_word_array("last_page_len", a->last_page_len, "FMQA_FLAG_PAGE_CSR", err);
 }
 
 /* Everything about the arguments that the problem alone settles: checked before
@@ -254,9 +300,7 @@ static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a
     if ((st = check_tensor(&q, err)) || (st = check_tensor(&o, err)) ||
         (st = check_cache(p, &cache, 0, err)))
         return st;
-    if (!a->kv_lens)
-        return BAD("args.kv_lens is NULL");
-    if ((st = check_aligned("kv_lens", a->kv_lens, WORD_BYTES, err)))
+    if ((st = check_decode_lens(p, a, err)))
         return st;
     if ((p->flags & FMQA_FLAG_TREE_MASK) &&
         (!a->tree_mask ? (st = BAD("args.tree_mask is NULL but the problem has "
@@ -293,6 +337,8 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
     o->q_sb = a->q_stride_batch, o->q_st = a->q_stride_token, o->q_sh = a->q_stride_head;
     COPY_CACHE(o, a, p->kv_scale_granularity);
     o->kv_lens = a->kv_lens;
+    o->page_indptr = a->page_indptr, o->page_indices = a->page_indices;
+    o->last_page_len = a->last_page_len;
     o->tree_mask = (const unsigned long long *)a->tree_mask;
     o->o = a->o;
     o->o_sb = a->o_stride_batch, o->o_st = a->o_stride_token, o->o_sh = a->o_stride_head;
@@ -342,6 +388,8 @@ void rt_mla_decode_args(const fmqa_problem *p, const fmqa_mla_decode_args *m,
     d->lse = m->lse;
     d->sm_scale = m->sm_scale;
     d->workspace = m->workspace, d->workspace_size = m->workspace_size;
+    d->page_indptr = m->page_indptr, d->page_indices = m->page_indices;
+    d->last_page_len = m->last_page_len;
 }
 
 /* The RoPE table: floats, rows of at least the rotated elements, read at any
@@ -415,6 +463,15 @@ static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a
         return st;
     if ((st = check_tensor(&q, err)))
         return st;
+    if (!q_only && (st = check_page_csr(p, a->page_indptr, a->page_indices, err)))
+        return st;
+    if (p->flags & FMQA_FLAG_SLOT_MAPPING) {
+        if (!q_only && (st = check_word_array("slot_mapping", a->slot_mapping,
+                                              "FMQA_FLAG_SLOT_MAPPING", err)))
+            return st;
+    } else if (a->slot_mapping) {
+        return BAD("args.slot_mapping is set but the problem has no FMQA_FLAG_SLOT_MAPPING");
+    }
     if (!a->start_pos)
         return BAD("args.start_pos is NULL");
     if ((st = check_aligned("start_pos", a->start_pos, WORD_BYTES, err)))
@@ -446,6 +503,8 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
     o->n_new = p->q_tokens, o->window = (int)fmqa_ring_period(p), o->sink_tokens = p->sink_tokens;
     o->rope_cs = a->rope_cos_sin;
     o->rope_cs_stride = a->rope_cos_sin_stride, o->rope_cs_len = a->rope_cos_sin_len;
+    o->page_indptr = a->page_indptr, o->page_indices = a->page_indices;
+    o->slot_mapping = a->slot_mapping;
     return FMQA_OK;
 }
 

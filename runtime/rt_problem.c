@@ -145,12 +145,51 @@ static fmqa_status check_prefill(const fmqa_problem *p, fmqa_err *err)
     return FMQA_OK;
 }
 
-static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
+/* How a paged cache finds its pages: a 2-D table, a CSR table
+ * (FMQA_FLAG_PAGE_CSR) or, for an append, a slot per token
+ * (FMQA_FLAG_SLOT_MAPPING); and which page sizes a kernel gathers. */
+static fmqa_status check_pages(const fmqa_problem *p, fmqa_err *err)
 {
     int paged = (p->flags & FMQA_FLAG_PAGED) != 0;
+    int csr = (p->flags & FMQA_FLAG_PAGE_CSR) != 0, slots = (p->flags & FMQA_FLAG_SLOT_MAPPING) != 0;
+    if ((csr || slots) && !paged)
+        return BAD("problem.flags: FMQA_FLAG_%s needs FMQA_FLAG_PAGED",
+                   csr ? "PAGE_CSR" : "SLOT_MAPPING");
+    if (csr && slots)
+        return BAD("problem.flags: FMQA_FLAG_PAGE_CSR and FMQA_FLAG_SLOT_MAPPING are two ways "
+                   "to find an append's pages: choose one");
+    if (slots && p->op != FMQA_OP_APPEND)
+        return BAD("problem.flags: FMQA_FLAG_SLOT_MAPPING is an append flag, the op is %s",
+                   fmqa_op_name(p->op));
+    if ((csr || slots) && (p->flags & FMQA_FLAG_RING))
+        return BAD("problem.flags: FMQA_FLAG_%s with FMQA_FLAG_RING: a ring cache addresses "
+                   "its slots by position through a 2-D page table",
+                   csr ? "PAGE_CSR" : "SLOT_MAPPING");
+    if (csr && p->op == FMQA_OP_PREFILL)
+        return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED,
+                            "problem.flags: FMQA_FLAG_PAGE_CSR with prefill: only decode, MLA "
+                            "decode and append read CSR page tables; give prefill a 2-D page "
+                            "table");
+    if (paged && p->page_size >= 1 && p->page_size < 16 &&
+        (p->page_size & (p->page_size - 1)) == 0)
+        return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED,
+                            "problem.page_size: %d is not served: the kernels look a page up "
+                            "once per run of rows of a page, so pages of fewer than 16 tokens "
+                            "(token-granular pools such as SGLang's page size 1) would cost a "
+                            "page-table read per 16-byte copy; use a page size >= 16",
+                            p->page_size);
     if (paged && (p->page_size < 16 || (p->page_size & (p->page_size - 1)) != 0))
         return BAD("problem.page_size: %d, a paged cache needs a power of two >= 16",
                    p->page_size);
+    return FMQA_OK;
+}
+
+static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
+{
+    int paged = (p->flags & FMQA_FLAG_PAGED) != 0;
+    fmqa_status st = check_pages(p, err);
+    if (st != FMQA_OK)
+        return st;
     if (!paged && p->page_size != 0)
         return BAD("problem.page_size: %d without FMQA_FLAG_PAGED", p->page_size);
     if ((p->flags & FMQA_FLAG_RING) && p->window == 0)

@@ -6,7 +6,7 @@ wrong strides, a missing barrier, int8 zero point off by 128, fp8 mantissa
 mask, cvt operand order, fp8 subnormals, V scales addressed with K strides,
 window edges, ...) into a copy of templates/ (decode.cuh, append.cuh,
 mla_decode.cuh, prefill.cuh, the Lua files, fmqa_device.cuh, fmqa_ptx.cuh,
-fmqa_combine.cuh, prefill_sm90.cuh, fmqa_sm90.cuh), one at a time, and runs the
+fmqa_combine.cuh, fmqa_pages.cuh, prefill_sm90.cuh, fmqa_sm90.cuh), one at a time, and runs the
 emulator tests against each copy ($FASTMQA_TEMPLATE_DIR points them there).
 A mutant is caught when a test fails.  Templates are read when the tests run,
 so nothing is rebuilt per mutant: the script only builds the test
@@ -315,6 +315,17 @@ MUTANTS = [
      "s = rs.cs[half_r + i];", "s = -rs.cs[half_r + i];"),
     ("append-table-past-end", "append.cuh", "the token at the table's length is written",
      "pos >= p.rope_cs_len", "pos > p.rope_cs_len"),
+    # --- engines' page tables (fmqa_pages.cuh: decode and MLA decode; append)
+    ("csr-last-page-full", "fmqa_pages.cuh", "CSR length takes the last page as full",
+     "(n - 1) * PS + __ldg(p.last_page_len + b)", "n * PS"),
+    ("csr-indptr-next", "fmqa_pages.cuh", "CSR pages read from the next sequence's start",
+     "__ldg(p.page_indices + __ldg(p.page_indptr + b) + (unsigned)slot / PS)",
+     "__ldg(p.page_indices + __ldg(p.page_indptr + b + 1) + (unsigned)slot / PS)"),
+    ("append-csr-indptr-zero", "append.cuh", "CSR append assumes page_indptr starts at 0",
+     "p.page_indices[p.page_indptr[b] + slot / PAGE_ROWS]",
+     "p.page_indices[b * p.pt_stride + slot / PAGE_ROWS]"),
+    ("append-slot-skip", "append.cuh", "slot -1 is written, not skipped",
+     "if (slot < 0)\n            return false;\n        *blk", "*blk"),
 ]
 
 # Which test binaries can see a bug in each file, cheapest first.
@@ -324,6 +335,7 @@ TESTS = {
     "fmqa_ptx.cuh": ["unit_convert_emu", "unit_decode_emu", "unit_append_emu", "unit_prefill_emu"],
     "decode.cuh": ["unit_decode_emu"],
     "fmqa_combine.cuh": ["unit_decode_emu", "unit_mla_decode_emu"],
+    "fmqa_pages.cuh": ["unit_decode_emu", "unit_mla_decode_emu"],
     "mla_decode.cuh": ["unit_mla_decode_emu"],
     "mla_decode.lua": ["unit_mla_decode_emu"],
     "decode.lua": ["unit_decode_emu"],

@@ -66,7 +66,10 @@
  * sinks + (pos - sinks) % window; a token that a later token of the same call
  * overwrites (t + window < n_new, pos >= sinks) is not written, so the result
  * is that of writing the tokens in order.  PAGED: page_table[b * pt_stride +
- * slot / PAGE_SIZE] names the block (page), slot % PAGE_SIZE the row in it.
+ * slot / PAGE_SIZE] names the block (page), slot % PAGE_SIZE the row in it;
+ * CSR: page_indices[page_indptr[b] + slot / PAGE_SIZE] names it; SLOT_MAP:
+ * slot_mapping[b * n_new + t] is the slot of the whole cache instead
+ * (page slot / PAGE_SIZE), -1 = nothing written (vLLM's reshape_and_cache).
  * Rows with a negative position, a position at or past the table's length
  * (p.rope_cs_len, with a table), or a negative page entry, are left untouched
  * (cheap guards against corrupting memory; the kernel cannot report errors).
@@ -80,7 +83,8 @@
  * k_new, v_new and q), KV_FMT (fmqa_dtype code of the cache: 1 f16, 2 bf16,
  * 4 int8, 5 fp8 e4m3), ROPE (fmqa_rope: 0 none, 1 neox, 2 gptj), ROPE_DIM
  * (rotated elements of a K row, 0 without RoPE), LATENT (0/1), PAGED,
- * PAGE_SIZE, RING, FIXED_SCALE (0/1), and the tunables THREADS_PER_ROW,
+ * PAGE_SIZE, CSR, SLOT_MAP (0/1: how pages are found, see Placement), RING,
+ * FIXED_SCALE (0/1), and the tunables THREADS_PER_ROW,
  * ROWS_PER_CTA, VEC.
  */
 #include "fmqa_params.h"
@@ -92,7 +96,8 @@
 #if !defined(HEAD_DIM) || !defined(HEAD_DIM_V) || !defined(IN_BF16) || !defined(KV_FMT) || \
     !defined(ROPE) || !defined(PAGED) || !defined(PAGE_SIZE) || !defined(RING) ||            \
     !defined(FIXED_SCALE) || !defined(THREADS_PER_ROW) || !defined(ROWS_PER_CTA) ||            \
-    !defined(VEC) || !defined(ROPE_DIM) || !defined(LATENT)
+    !defined(VEC) || !defined(ROPE_DIM) || !defined(LATENT) || !defined(CSR) ||                \
+    !defined(SLOT_MAP)
 #error "append.cuh: a define from append.lua is missing"
 #endif
 
@@ -412,8 +417,15 @@ static __device__ __forceinline__ bool cache_place(const fmqa_append_params &p, 
             return false;
         slot = p.sink_tokens + (pos - p.sink_tokens) % p.window;
     }
-    if (PAGED) {
-        const int page = p.page_table[(long long)b * p.pt_stride + slot / PAGE_ROWS];
+    if (SLOT_MAP) {
+        slot = p.slot_mapping[(long long)b * p.n_new + t];
+        if (slot < 0)
+            return false;
+        *blk = slot / PAGE_ROWS;
+        *tok = slot % PAGE_ROWS;
+    } else if (PAGED) {
+        const int page = CSR ? p.page_indices[p.page_indptr[b] + slot / PAGE_ROWS]
+                             : p.page_table[(long long)b * p.pt_stride + slot / PAGE_ROWS];
         if (page < 0)
             return false;
         *blk = page;

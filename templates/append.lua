@@ -68,6 +68,9 @@ local function problem_check(p)
   if p.ring and p.window <= 0 then
     return false, "a ring cache needs window > 0, got " .. p.window
   end
+  if (p.csr or p.slot_mapping) and (not p.paged or p.ring or (p.csr and p.slot_mapping)) then
+    return false, "a CSR page table or a slot mapping needs a paged cache without a ring, one of them"
+  end
   local rows = p.batch * p.q_tokens * (2 * p.num_kv_heads + p.num_q_heads)
   if rows > INT32_MAX then
     return false, "batch * q_tokens * (2 * kv_heads + heads) = " .. rows .. " exceeds the 32-bit row index"
@@ -111,6 +114,8 @@ return {
       ROPE = ROPE[p.rope],
       PAGED = p.paged and 1 or 0,
       PAGE_SIZE = p.paged and p.page_size or 0,
+      CSR = p.csr and 1 or 0,
+      SLOT_MAP = p.slot_mapping and 1 or 0,
       RING = p.ring and 1 or 0,
       -- per-head or per-tensor scales: the caller's, read and never written
       FIXED_SCALE = (p.kv_scale ~= "token_head") and 1 or 0,

@@ -5,7 +5,8 @@
  *
  * Problem defines: HEAD_DIM (64, 96, 128, 256; dv = d), GROUP (query heads per
  * KV head), Q_TOKENS (1..16), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1 bf16, 2 int8,
- * 3 fp8 e4m3), PAGED, PAGE_SIZE (power of two >= 16), CAUSAL, TREE, WINDOW,
+ * 3 fp8 e4m3), PAGED, PAGE_SIZE (power of two >= 16), CSR (the page table
+ * in CSR form: fmqa_pages.cuh), CAUSAL, TREE, WINDOW,
  * RING, LSE, INVARIANT (batch-invariant schedule), SOFTCAP (scores capped to
  * c tanh(s / c), c = logit_softcap).  Config defines: BLOCK_N (KV tokens per
  * tile), WARPS_M (row groups per CTA), M_TILES (16-row m-tiles per warp),
@@ -69,6 +70,7 @@
 #include "fmqa_params.h"
 #include "fmqa_device.cuh"
 #include "fmqa_combine.cuh"
+#include "fmqa_pages.cuh"
 
 using namespace fmqa_dev;
 
@@ -154,7 +156,7 @@ struct scale_offsets {
 DEV scale_offsets scale_offsets_of(const fmqa_decode_params &p, int b, int slot) {
     long long outer = b, in = slot;
     if (PAGED) {
-        outer = __ldg(p.page_table + b * p.pt_stride + (unsigned)slot / PS);
+        outer = page_of<PS>(p, b, slot);
         in = slot & (PS - 1);
     }
     return {outer * p.ks_sb + in * p.ks_st, outer * p.vs_sb + in * p.vs_st};
@@ -176,7 +178,7 @@ DEV kv_ptrs kv_base(const fmqa_decode_params &p, int b, int hk, int c16) {
 DEV kv_ptrs kv_row(const fmqa_decode_params &p, const kv_ptrs &base, int b, int slot) {
     long long k = (long long)slot * p.k_st, v = (long long)slot * p.v_st;
     if (PAGED) {
-        const long long page = __ldg(p.page_table + b * p.pt_stride + (unsigned)slot / PS);
+        const long long page = page_of<PS>(p, b, slot);
         const int in = slot & (PS - 1);
         k = page * p.k_sb + in * p.k_st;
         v = page * p.v_sb + in * p.v_st;
@@ -747,7 +749,7 @@ DEV void sched_mark(long long *found, int i, int len, long long incl, long long 
 
 /* Units of sequence i (0 past the batch) and its length. */
 DEV long long seq_units_at(const fmqa_decode_params &p, int i, int &len) {
-    len = i < p.batch ? p.kv_lens[i] : 0;
+    len = i < p.batch ? seq_len<PS>(p, i) : 0;
     return i < p.batch ? (long long)p.num_kv_heads * ROW_BLOCKS * units_of(seq_view_of(p, len)).units : 0;
 }
 
@@ -820,7 +822,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_decode_kernel(con
         if (u >= w.hi) return;
         if (k1 == su.units && hr + 1 == hrn) {
             u_b = u;
-            len = p.kv_lens[++b];
+            len = seq_len<PS>(p, ++b);
         }
     }
 }

@@ -58,6 +58,10 @@ local function problem_check(p)
     return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
   end
   if p.ring and p.window <= 0 then return false, "a ring cache needs window > 0" end
+  if p.csr and (not p.paged or p.ring) then
+    return false, "a CSR page table needs a paged cache without a ring"
+  end
+  if p.slot_mapping then return false, "a slot mapping is for append" end
   if p.logit_softcap < 0 then return false, "logit_softcap must be >= 0" end
   if p.window < 0 or p.sink_tokens < 0 then return false, "window and sink_tokens must be >= 0" end
   if p.kv_len < p.q_tokens then
@@ -178,6 +182,7 @@ return {
       KV_FMT = KV_FMT[p.kv_dtype],
       PAGED = flag(p.paged),
       PAGE_SIZE = p.paged and p.page_size or 0,
+      CSR = flag(p.csr),
       CAUSAL = flag(p.causal),
       TREE = flag(p.tree),
       WINDOW = flag(p.window > 0),

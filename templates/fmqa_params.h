@@ -15,7 +15,7 @@
 #ifndef FMQA_PARAMS_H
 #define FMQA_PARAMS_H
 
-#define FMQA_PARAMS_VERSION 2
+#define FMQA_PARAMS_VERSION 3
 
 /* An encoded TMA tensor map: the driver's CUtensorMap (cuTensorMapEncodeTiled,
  * runtime/rt_cuda.c; 128 opaque bytes, 64-byte aligned), or the CPU
@@ -60,6 +60,9 @@ typedef struct fmqa_decode_params {
     float softcap_inv;             /* SOFTCAP: 2 / c (cap c = logit_softcap)     */
     float softcap_log2;            /* SOFTCAP: c * log2(e)                       */
     int ring_period;               /* RING: window + draft_slots                 */
+    const int *page_indptr;        /* CSR: [b + 1]; pages of b from indptr[b]   */
+    const int *page_indices;       /* CSR: page ids                             */
+    const int *last_page_len;      /* CSR: [b]; length (n_b - 1) PS + this      */
 } fmqa_decode_params;
 
 typedef struct fmqa_append_params {
@@ -93,6 +96,9 @@ typedef struct fmqa_append_params {
                                       rope_theta                                */
     long long rope_cs_stride;
     long long rope_cs_len;
+    const int *page_indptr;        /* CSR: [b + 1]; pages of b from indptr[b]   */
+    const int *page_indices;       /* CSR: page ids                             */
+    const int *slot_mapping;       /* SLOT_MAP: [b * n_new + t] slot or -1      */
 } fmqa_append_params;
 
 /* Prefill (fmqa_prefill in fastmqa.h has the semantics).  Rows are packed per

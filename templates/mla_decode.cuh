@@ -14,7 +14,8 @@
  * sits at position kv_len - Q_TOKENS + t and (CAUSAL) sees positions <= its own.
  *
  * Problem defines: HEADS, Q_TOKENS (1..16), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1
- * bf16, 3 fp8 e4m3 with one float scale per token), PAGED, PAGE_SIZE, CAUSAL,
+ * bf16, 3 fp8 e4m3 with one float scale per token), PAGED, PAGE_SIZE, CSR (a
+ * CSR page table, fmqa_pages.cuh), CAUSAL,
  * LSE.  Config defines: BLOCK_N (tokens per tile), WARPS_M (16-row groups per
  * CTA), WARPS_D (warps sharing the rows), STAGES (cp.async pipeline depth).
  *
@@ -58,6 +59,7 @@
 #include "fmqa_params.h"
 #include "fmqa_device.cuh"
 #include "fmqa_combine.cuh"
+#include "fmqa_pages.cuh"
 
 using namespace fmqa_dev;
 
@@ -102,7 +104,7 @@ DEV long long row_offset(const fmqa_decode_params &p, int b, int j, long long sb
     if (!PAGED) return (long long)b * sb + (long long)j * st;
     if ((j / PS) != pi) {
         pi = j / PS;
-        page = __ldg(p.page_table + b * p.pt_stride + pi);
+        page = page_of<PS>(p, b, j);
     }
     return page * sb + (long long)(j & (PS - 1)) * st;
 }
@@ -384,7 +386,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_mla_decode_kernel(co
     const cta_smem sm = {smem, smem + Q_BYTES, smem + Q_BYTES + P_BYTES + RED_BYTES,
                          (float *)(smem + Q_BYTES + P_BYTES)};
 
-    const int kv_len = p.kv_lens[b], first_draft = kv_len - Q_TOKENS;
+    const int kv_len = seq_len<PS>(p, b), first_draft = kv_len - Q_TOKENS;
     const int v_begin = split * p.split_tokens;
     const int v_end = split == p.num_splits - 1 ? kv_len : min(kv_len, v_begin + p.split_tokens);
     const int ntiles = v_end > v_begin ? (v_end - v_begin + BLOCK_N - 1) / BLOCK_N : 0;

@@ -50,6 +50,7 @@ local function problem_check(p)
   if p.paged and (p.page_size < 16 or p.page_size & (p.page_size - 1) ~= 0) then
     return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
   end
+  if p.csr and not p.paged then return false, "a CSR page table needs a paged cache" end
   if p.window ~= 0 or p.sink_tokens ~= 0 or p.ring or p.tree then
     return false, "MLA decode serves full-context caches with a causal mask or none " ..
       "(no window, sinks, ring or tree mask)"
@@ -136,6 +137,7 @@ return {
       KV_FMT = KV_FMT[p.kv_dtype],
       PAGED = flag(p.paged),
       PAGE_SIZE = p.paged and p.page_size or 0,
+      CSR = flag(p.csr),
       CAUSAL = flag(p.causal),
       LSE = flag(p.lse),
     }

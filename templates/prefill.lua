@@ -40,6 +40,7 @@ local function problem_check(p)
     return false, "kv_dtype must be f16, bf16, int8 or fp8_e4m3, got " .. p.kv_dtype
   end
   if p.ring or p.tree then return false, "prefill serves neither a ring cache nor a tree mask" end
+  if p.csr then return false, "prefill reads a 2-D page table, not a CSR one" end
   if not p.kv_cache then
     if p.kv_dtype ~= p.q_dtype then
       return false, "without kv_cache K/V are the new tokens: kv_dtype must be q_dtype, got " .. p.kv_dtype

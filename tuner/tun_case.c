@@ -15,6 +15,9 @@
  *  - The reference is computed once, at creation; an append's q is RoPEd in
  *    place by the kernel, so tun_case_poison() restores copy 0's original q.
  *  - Row addressing (row_at) follows fmqa_decode_args: ring slot, then page.
+ *    A CSR page table (decode: each sequence's pages up to its length;
+ *    append: all its pages) and an append's slot mapping are built from the
+ *    same shuffled 2-D table, so row_at holds for them too.
  *  - Inputs and references are built on tun_host_threads() threads and do not
  *    depend on their number: blocks of rows draw from streams keyed by (seed,
  *    tensor, block), and the reference runs per sequence (prefill: per block
@@ -44,8 +47,11 @@ typedef struct tensor {
     int shared;              /* one device copy serves every input copy       */
 } tensor;
 
+/* T_CU: prefill's cu_seqlens_q [B + 1];
+ * T_CSR: a CSR page table [indptr B + 1 | last_page_len B | indices];
+ * T_SLOTS: an append's slot mapping [B * q_tokens]. */
 enum { T_Q, T_K, T_V, T_KS, T_VS, T_KN, T_VN, T_LENS, T_PT, T_MASK, T_O, T_LSE, T_WS, T_SINKS,
-       T_CU, T_N };
+       T_CU, T_CSR, T_SLOTS, T_N };
 
 /* Physical cache layout shared by K, V and their scales. */
 typedef struct layout {
@@ -339,6 +345,49 @@ static fmqa_status draw_pages(tun_case *c, ref_rng *rng, fmqa_err *err)
     return st;
 }
 
+/* The 2-D table as the problem's other page tables (T_CSR, T_SLOTS). */
+static fmqa_status draw_page_forms(tun_case *c, fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    const int64_t B = p->batch, pps = c->lay.pages_per_seq, ps = p->page_size;
+    const int32_t *pt = c->t[T_PT].host;
+    fmqa_status st = FMQA_OK;
+    if (p->flags & FMQA_FLAG_SLOT_MAPPING) {
+        const int64_t n = B * p->q_tokens;
+        if ((st = host_alloc(&c->t[T_SLOTS], (size_t)n * 4, 0, err)))
+            return st;
+        int32_t *slots = c->t[T_SLOTS].host;
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t pos = c->lens[i / p->q_tokens] + i % p->q_tokens;
+            slots[i] = (int32_t)(pt[i / p->q_tokens * pps + pos / ps] * ps + pos % ps);
+        }
+    }
+    if (!(p->flags & FMQA_FLAG_PAGE_CSR) ||
+        (st = host_alloc(&c->t[T_CSR], (size_t)(2 * B + 1 + B * pps) * 4, 0, err)))
+        return st;
+    int32_t *indptr = c->t[T_CSR].host, *last = indptr + B + 1, *ind = last + B;
+    indptr[0] = 0;
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t n = is_decode(p) ? (c->lens[b] + ps - 1) / ps : pps;
+        memcpy(ind + indptr[b], pt + b * pps, (size_t)n * sizeof *ind);
+        indptr[b + 1] = indptr[b] + (int32_t)n;
+        last[b] = n > 0 ? (int32_t)(c->lens[b] - (n - 1) * ps) : 0;
+    }
+    return st;
+}
+
+/* The CSR table or slot mapping of copy k in the args (a decode's or an
+ * append's: the same field names), instead of the 2-D table. */
+#define FILL_PAGE_FORMS(c, a, k, host)                                                  \
+    do {                                                                                \
+        const int64_t B_ = (c)->p.batch;                                                \
+        if ((c)->t[T_CSR].bytes || (c)->t[T_SLOTS].bytes)                               \
+            (a)->page_table = NULL, (a)->page_table_stride = 0;                         \
+        if ((c)->t[T_CSR].bytes)                                                        \
+            (a)->page_indptr = PTR(c, T_CSR, k, host),                                  \
+            (a)->page_indices = (a)->page_indptr + 2 * B_ + 1;                          \
+    } while (0)
+
 /* Tree masks: each draft's parent is an earlier draft or the prefix, and it
  * sees itself and its ancestors. */
 static fmqa_status draw_mask(tun_case *c, ref_rng *rng, fmqa_err *err)
@@ -473,6 +522,9 @@ static void fill_decode_args(const tun_case *c, int k, fmqa_decode_args *a, int 
     a->q_stride_batch = p->q_tokens * H * d, a->q_stride_token = H * d, a->q_stride_head = d;
     FILL_CACHE(c, a, k, host);
     a->kv_lens = P(T_LENS);
+    FILL_PAGE_FORMS(c, a, k, host);
+    if (c->t[T_CSR].bytes) /* the lengths are the table's */
+        a->last_page_len = a->page_indptr + p->batch + 1, a->kv_lens = NULL;
     if (p->flags & FMQA_FLAG_TREE_MASK)
         a->tree_mask = P(T_MASK);
     a->o = P(T_O);
@@ -504,6 +556,9 @@ static void fill_append_args(const tun_case *c, int k, fmqa_append_args *a, int 
     if (p->flags & FMQA_FLAG_LATENT) /* MLA: no V; q rows start with their rope part */
         a->v_new = a->v = NULL, a->v_scale = NULL;
     a->start_pos = P(T_LENS);
+    FILL_PAGE_FORMS(c, a, k, host);
+    if (c->t[T_SLOTS].bytes)
+        a->slot_mapping = P(T_SLOTS);
     a->rope_theta = c->rope_theta;
 }
 
@@ -616,11 +671,15 @@ static fmqa_decode_args sequence_args(const tun_case *c, const fmqa_decode_args 
     const fmqa_problem *p = &c->p;
     fmqa_decode_args a = *all;
     a.q = (const char *)a.q + b * a.q_stride_batch * (int64_t)fmqa_dtype_size(p->q_dtype);
-    a.kv_lens += b;
+    if (a.kv_lens)
+        a.kv_lens += b;
     if (a.tree_mask)
         a.tree_mask += b * p->q_tokens;
+    if (a.page_indptr) /* CSR: indptr values point into the whole indices */
+        a.page_indptr += b, a.last_page_len += b;
     if (p->flags & FMQA_FLAG_PAGED) {
-        a.page_table += b * a.page_table_stride;
+        if (a.page_table)
+            a.page_table += b * a.page_table_stride;
         return a;
     }
     int64_t es = (int64_t)fmqa_dtype_size(p->kv_dtype);
@@ -988,7 +1047,8 @@ static fmqa_status build(tun_case *c, uint64_t seed, const tun_case_opts *o, siz
             return st;
         memcpy(c->t[T_SINKS].host, o->sinks, (size_t)p->num_q_heads * 4);
     }
-    if ((p->flags & FMQA_FLAG_PAGED) && (st = draw_pages(c, &rng, err)))
+    if ((p->flags & FMQA_FLAG_PAGED) && ((st = draw_pages(c, &rng, err)) ||
+                                         (st = draw_page_forms(c, err))))
         return st;
     if ((p->flags & FMQA_FLAG_TREE_MASK) && (st = draw_mask(c, &rng, err)))
         return st;
@@ -1051,6 +1111,7 @@ static fmqa_status create_host(const fmqa_problem *p, uint64_t seed, const tun_c
     c->rope_q = p->op == FMQA_OP_APPEND && o->rope_q;
     c->t[T_LENS].shared = c->t[T_PT].shared = c->t[T_MASK].shared = c->t[T_CU].shared = 1;
     c->t[T_O].shared = c->t[T_LSE].shared = c->t[T_WS].shared = c->t[T_SINKS].shared = 1;
+    c->t[T_CSR].shared = c->t[T_SLOTS].shared = 1;
     fmqa_status st = build(c, seed, o, workspace, threads > 0 ? threads : tun_host_threads(), err);
     if (st != FMQA_OK) {
         tun_case_destroy(c);
@@ -1215,6 +1276,8 @@ static fmqa_mla_decode_args mla_args_of(const fmqa_decode_args *d)
     m.o_stride_head = d->o_stride_head;
     m.lse = d->lse, m.sm_scale = d->sm_scale;
     m.workspace = d->workspace, m.workspace_size = d->workspace_size;
+    m.page_indptr = d->page_indptr, m.page_indices = d->page_indices;
+    m.last_page_len = d->last_page_len;
     return m;
 }
 

@@ -128,7 +128,9 @@ FLAG_RING = 0x10
 FLAG_BATCH_INVARIANT = 0x20
 FLAG_KV_CACHE = 0x100
 FLAG_LATENT = 0x1000
-FLAG_ALL = 0x113F
+FLAG_PAGE_CSR = 0x40
+FLAG_SLOT_MAPPING = 0x2000
+FLAG_ALL = 0x317F
 OPTIONS_VERSION = 1
 
 # ---------------------------------------------------------------- structs
@@ -249,7 +251,8 @@ class DecodeArgs(Struct):
                 [("kv_lens", PTR), ("page_table", PTR), ("page_table_stride", I64),
                  ("tree_mask", PTR), ("o", PTR)] + _strides("o") +
                 [("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
-                 ("workspace_size", SIZE), ("sinks", PTR)])
+                 ("workspace_size", SIZE), ("sinks", PTR),
+                 ("page_indptr", PTR), ("page_indices", PTR), ("last_page_len", PTR)])
 
 
 class MlaDecodeArgs(Struct):
@@ -262,7 +265,8 @@ class MlaDecodeArgs(Struct):
                  ("kv_lens", PTR), ("page_table", PTR), ("page_table_stride", I64),
                  ("o", PTR)] + _strides("o") +
                 [("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
-                 ("workspace_size", SIZE)])
+                 ("workspace_size", SIZE),
+                 ("page_indptr", PTR), ("page_indices", PTR), ("last_page_len", PTR)])
 
 
 class AppendArgs(Struct):
@@ -273,7 +277,8 @@ class AppendArgs(Struct):
                 _strides("v_scale") +
                 [("start_pos", PTR), ("page_table", PTR), ("page_table_stride", I64),
                  ("rope_theta", F32), ("rope_cos_sin", PTR), ("rope_cos_sin_stride", I64),
-                 ("rope_cos_sin_len", I64)])
+                 ("rope_cos_sin_len", I64),
+                 ("page_indptr", PTR), ("page_indices", PTR), ("slot_mapping", PTR)])
 
 
 class PrefillArgs(Struct):

@@ -15,12 +15,18 @@ library, which torch.compile cannot trace.
 Layouts follow include/fastmqa.h, strides are read off the tensors:
   q, out       [batch, q_tokens, heads, head_dim]
   k, v cache   [batch, slots, kv_heads, head_dim]  (paged: [pages, page_size, ...])
+               HND pages [pages, kv_heads, page_size, head_dim]: pass the view
+               k.transpose(1, 2) (the strides carry the layout; K and V may differ)
   k/v_scale    [batch | pages, slots, kv_heads] float32 (8-bit caches only)
   kv_lens      [batch] int32: each sequence's length including its query tokens
   start_pos    [batch] int32: position of each sequence's first new token
   prefill (varlen): q, out [total_q, heads, head_dim] packed by cu_seqlens_q
                [batch + 1] int32; k, v packed likewise [total_q, kv_heads,
                head_dim], or with kv_lens a cache as above
+  page tables  page_table [batch, pages_per_seq] int32, or FlashInfer's CSR form:
+               page_indptr [batch + 1], page_indices [nnz], last_page_len [batch]
+               int32 (decode: the lengths are the table's, kv_lens None); append
+               also takes vLLM's slot_mapping [batch, new_tokens] int32 (-1: skip)
 """
 import contextlib
 from typing import Optional
@@ -126,16 +132,19 @@ def _workspace_tensor(workspace):
             raise ValueError("workspace: must be contiguous and start on a 16-byte boundary")
 
 
-def _cache(k, v, k_scale, v_scale, page_table, batch, head_dim):
-    """Checks the cache tensors; returns (kv Dtype, slots per sequence, page size)."""
-    lay = ("pages", "page_size", "kv_heads", "head_dim") if page_table is not None else \
+def _cache(k, v, k_scale, v_scale, page_table, batch, head_dim, pages=False):
+    """Checks the cache tensors; returns (kv Dtype, slots per sequence, page size).
+    pages: paged by a CSR table or a slot mapping (no page_table): a sequence
+    may own every page."""
+    paged = page_table is not None or pages
+    lay = ("pages", "page_size", "kv_heads", "head_dim") if paged else \
         ("batch", "slots", "kv_heads", "head_dim")
     _tensor("k", k, lay)
     _tensor("v", v, lay)
     _size("k", k, 3, lay, head_dim, "q's head_dim")
     for axis in range(3):
         _size("v", v, axis, lay, k.shape[axis], "as in k")
-    if page_table is None:
+    if not paged:
         _size("k", k, 0, lay, batch, "q's batch")
     _dtype("k", k, tuple(_TO_FMQA), "float16, bfloat16, int8 or float8_e4m3fn")
     _dtype("v", v, (k.dtype,), f"{k.dtype} like k")
@@ -166,7 +175,40 @@ def _cache(k, v, k_scale, v_scale, page_table, batch, head_dim):
             raise ValueError("page_table: rows must be contiguous (stride 1 in dimension 1)")
         page_size = k.shape[1]
         slots = page_table.shape[1] * page_size
+    elif pages:
+        page_size, slots = k.shape[1], k.shape[0] * k.shape[1]
     return kv, slots, page_size
+
+
+def _int32s(name, t, n, what):
+    """A contiguous int32 vector of n entries (None: skipped)."""
+    if t is None:
+        return
+    _tensor(name, t, (what,))
+    if n is not None:
+        _size(name, t, 0, (what,), n, "one per sequence of q" if what == "batch" else
+              "batch + 1")
+    _dtype(name, t, (torch.int32,), "torch.int32")
+    if t.numel() > 1 and t.stride(0) != 1:
+        raise ValueError(f"{name}: must be contiguous, got stride {t.stride(0)}")
+
+
+def _csr(page_table, page_indptr, page_indices, last_page_len, batch, lengths):
+    """Checks a CSR page table (lengths: last_page_len is part of it); returns
+    FLAG_PAGE_CSR, or 0 without one."""
+    given = [x is not None for x in (page_indptr, page_indices) +
+             ((last_page_len,) if lengths else ())]
+    if not any(given):
+        return 0
+    if not all(given):
+        raise ValueError("page_indptr, page_indices" + (" and last_page_len" if lengths else "")
+                         + ": a CSR page table needs all of them")
+    if page_table is not None:
+        raise ValueError("page_table: give a 2-D page table or a CSR one, not both")
+    _int32s("page_indptr", page_indptr, batch + 1, "batch_plus_1")
+    _int32s("page_indices", page_indices, None, "pages")
+    _int32s("last_page_len", last_page_len, batch, "batch")
+    return _capi.FLAG_PAGE_CSR
 
 
 def _window(kv_len, slots, window, sink_tokens, ring, draft_slots=0):
@@ -198,7 +240,7 @@ def _window(kv_len, slots, window, sink_tokens, ring, draft_slots=0):
 def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=None,
                  tree_mask=None, lse=None, workspace=None, kv_len=None, window=0,
                  sink_tokens=0, causal=True, ring=False, draft_slots=0, sinks=None,
-                 softcap=0.0):
+                 softcap=0.0, page_indptr=None, page_indices=None, last_page_len=None):
     """Checks decode's arguments (ValueError / TypeError naming the argument);
     returns the fmqa_problem fields as a dict.  Needs no GPU and no library."""
     qlay = ("batch", "q_tokens", "heads", "head_dim")
@@ -209,12 +251,17 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
                          f"{MAX_DECODE_TOKENS} query tokens per sequence")
     _dtype("q", q, _HALF, "torch.float16 or torch.bfloat16")
     _rows("q", q)
-    kv, slots, page_size = _cache(k, v, k_scale, v_scale, page_table, batch, head_dim)
+    csr = _csr(page_table, page_indptr, page_indices, last_page_len, batch, True)
+    kv, slots, page_size = _cache(k, v, k_scale, v_scale, page_table, batch, head_dim, csr)
     kv_heads, head_dim_v = k.shape[2], v.shape[3]
     if heads % kv_heads:
         raise ValueError(f"q: heads ({heads}) must be a multiple of the cache's kv_heads "
                          f"({kv_heads})")
-    _index("kv_lens", kv_lens, batch)
+    if not csr:
+        _index("kv_lens", kv_lens, batch)
+    elif kv_lens is not None:
+        raise ValueError("kv_lens: must be None with a CSR page table (its lengths are "
+                         "(pages - 1) * page_size + last_page_len)")
     olay = ("batch", "q_tokens", "heads", "head_dim_v")
     _tensor("out", out, olay)
     for axis, n in enumerate((batch, q_tokens, heads, head_dim_v)):
@@ -251,11 +298,12 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
     if kv_len < q_tokens:
         raise ValueError(f"kv_len: {kv_len} is less than q_tokens {q_tokens} (the cache holds "
                          f"the query tokens)")
-    flags |= ring_flag | (_capi.FLAG_PAGED if page_size else 0)
+    flags |= ring_flag | csr | (_capi.FLAG_PAGED if page_size else 0)
     _devices([("q", q), ("k", k), ("v", v), ("kv_lens", kv_lens), ("out", out),
               ("k_scale", k_scale), ("v_scale", v_scale), ("page_table", page_table),
               ("tree_mask", tree_mask), ("lse", lse), ("workspace", workspace),
-              ("sinks", sinks)])
+              ("sinks", sinks), ("page_indptr", page_indptr), ("page_indices", page_indices),
+              ("last_page_len", last_page_len)])
     return dict(op=Op.DECODE, batch=batch, num_q_heads=heads, num_kv_heads=kv_heads,
                 head_dim_qk=head_dim, head_dim_v=head_dim_v, q_tokens=q_tokens, kv_len=kv_len,
                 q_dtype=_TO_FMQA[q.dtype], kv_dtype=kv, out_dtype=_TO_FMQA[out.dtype],
@@ -266,7 +314,8 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
 
 def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=None,
                  page_table=None, kv_len=None, window=0, sink_tokens=0, ring=False,
-                 rope="none", draft_slots=0):
+                 rope="none", draft_slots=0, page_indptr=None, page_indices=None,
+                 slot_mapping=None):
     """Checks append's arguments like check_decode; returns the problem fields."""
     rope = Rope.parse(rope, "rope")
     nlay = ("batch", "new_tokens", "kv_heads", "head_dim")
@@ -291,15 +340,29 @@ def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=No
         heads = q.shape[2]
         if heads % kv_heads:
             raise ValueError(f"q: heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
-    kv, slots, page_size = _cache(k, v, k_scale, v_scale, page_table, batch, head_dim)
+    pages = _csr(page_table, page_indptr, page_indices, None, batch, False)
+    if slot_mapping is not None:
+        if page_table is not None or pages:
+            raise ValueError("slot_mapping: replaces the page table; pass neither page_table "
+                             "nor page_indptr / page_indices")
+        slay = ("batch", "new_tokens")
+        _tensor("slot_mapping", slot_mapping, slay)
+        _size("slot_mapping", slot_mapping, 0, slay, batch, "k_new's batch")
+        _size("slot_mapping", slot_mapping, 1, slay, n_new, "k_new's new_tokens")
+        _dtype("slot_mapping", slot_mapping, (torch.int32,), "torch.int32")
+        if not slot_mapping.is_contiguous():
+            raise ValueError("slot_mapping: must be contiguous")
+        pages = _capi.FLAG_SLOT_MAPPING
+    kv, slots, page_size = _cache(k, v, k_scale, v_scale, page_table, batch, head_dim, pages)
     _size("k", k, 2, ("", "", "kv_heads"), kv_heads, "k_new's kv_heads")
     _size("v", v, 3, ("", "", "", "head_dim_v"), v_new.shape[3], "v_new's head_dim")
     _index("start_pos", start_pos, batch)
     kv_len, flags = _window(kv_len, slots, window, sink_tokens, ring, draft_slots)
-    flags |= _capi.FLAG_PAGED if page_size else 0
+    flags |= pages | (_capi.FLAG_PAGED if page_size else 0)
     _devices([("k_new", k_new), ("v_new", v_new), ("k", k), ("v", v),
               ("start_pos", start_pos), ("q", q), ("k_scale", k_scale), ("v_scale", v_scale),
-              ("page_table", page_table)])
+              ("page_table", page_table), ("page_indptr", page_indptr),
+              ("page_indices", page_indices), ("slot_mapping", slot_mapping)])
     return dict(op=Op.APPEND, batch=batch, num_q_heads=heads, num_kv_heads=kv_heads,
                 head_dim_qk=head_dim, head_dim_v=v_new.shape[3], q_tokens=n_new,
                 kv_len=kv_len, q_dtype=_TO_FMQA[k_new.dtype], kv_dtype=kv,
@@ -433,16 +496,19 @@ def prefill_workspace(q, k, v, cu_seqlens_q, out, max_q_tokens, **kw):
 
 @torch.library.custom_op("fastmqa::decode", mutates_args=("out", "workspace", "lse"),
                          device_types="cuda")
-def _decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens: torch.Tensor,
+def _decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               kv_lens: Optional[torch.Tensor],
                out: torch.Tensor, workspace: torch.Tensor, k_scale: Optional[torch.Tensor],
                v_scale: Optional[torch.Tensor], page_table: Optional[torch.Tensor],
                tree_mask: Optional[torch.Tensor], lse: Optional[torch.Tensor], kv_len: int,
                window: int, sink_tokens: int, causal: bool, ring: bool,
                sm_scale: float, draft_slots: int, sinks: Optional[torch.Tensor],
-               softcap: float) -> None:
+               softcap: float, page_indptr: Optional[torch.Tensor],
+               page_indices: Optional[torch.Tensor],
+               last_page_len: Optional[torch.Tensor]) -> None:
     fields = check_decode(q, k, v, kv_lens, out, k_scale, v_scale, page_table, tree_mask, lse,
                           workspace, kv_len, window, sink_tokens, causal, ring, draft_slots,
-                          sinks, softcap)
+                          sinks, softcap, page_indptr, page_indices, last_page_len)
     a = DecodeArgs()
     for name, t in (("q", q), ("k", k), ("v", v), ("o", out), ("k_scale", k_scale),
                     ("v_scale", v_scale)):
@@ -450,6 +516,8 @@ def _decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens: torch
     a.kv_lens, a.tree_mask, a.lse = _ptr(kv_lens), _ptr(tree_mask), _ptr(lse)
     if page_table is not None:
         a.page_table, a.page_table_stride = _ptr(page_table), page_table.stride(0)
+    a.page_indptr, a.page_indices = _ptr(page_indptr), _ptr(page_indices)
+    a.last_page_len = _ptr(last_page_len)
     a.sm_scale = sm_scale
     a.sinks = _ptr(sinks)
     a.workspace, a.workspace_size = _ptr(workspace), workspace.numel()
@@ -459,7 +527,8 @@ def _decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens: torch
 
 @_decode_op.register_fake
 def _(q, k, v, kv_lens, out, workspace, k_scale, v_scale, page_table, tree_mask, lse, kv_len,
-      window, sink_tokens, causal, ring, sm_scale, draft_slots, sinks, softcap):
+      window, sink_tokens, causal, ring, sm_scale, draft_slots, sinks, softcap, page_indptr,
+      page_indices, last_page_len):
     return None
 
 
@@ -469,9 +538,12 @@ def _append_op(k_new: torch.Tensor, v_new: torch.Tensor, k: torch.Tensor, v: tor
                start_pos: torch.Tensor, q: Optional[torch.Tensor],
                k_scale: Optional[torch.Tensor], v_scale: Optional[torch.Tensor],
                page_table: Optional[torch.Tensor], kv_len: int, window: int, sink_tokens: int,
-               ring: bool, rope: int, rope_theta: float, draft_slots: int) -> None:
+               ring: bool, rope: int, rope_theta: float, draft_slots: int,
+               page_indptr: Optional[torch.Tensor], page_indices: Optional[torch.Tensor],
+               slot_mapping: Optional[torch.Tensor]) -> None:
     fields = check_append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table,
-                          kv_len, window, sink_tokens, ring, rope, draft_slots)
+                          kv_len, window, sink_tokens, ring, rope, draft_slots, page_indptr,
+                          page_indices, slot_mapping)
     a = AppendArgs()
     for name, t in (("k_new", k_new), ("v_new", v_new), ("q", q), ("k", k), ("v", v),
                     ("k_scale", k_scale), ("v_scale", v_scale)):
@@ -479,6 +551,8 @@ def _append_op(k_new: torch.Tensor, v_new: torch.Tensor, k: torch.Tensor, v: tor
     a.start_pos = _ptr(start_pos)
     if page_table is not None:
         a.page_table, a.page_table_stride = _ptr(page_table), page_table.stride(0)
+    a.page_indptr, a.page_indices = _ptr(page_indptr), _ptr(page_indices)
+    a.slot_mapping = _ptr(slot_mapping)
     a.rope_theta = rope_theta
     ctx = core.default_context(k.device.index)
     ctx.append_raw(Problem(**fields), a, _stream(k.device))
@@ -486,7 +560,7 @@ def _append_op(k_new: torch.Tensor, v_new: torch.Tensor, k: torch.Tensor, v: tor
 
 @_append_op.register_fake
 def _(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table, kv_len, window,
-      sink_tokens, ring, rope, rope_theta, draft_slots):
+      sink_tokens, ring, rope, rope_theta, draft_slots, page_indptr, page_indices, slot_mapping):
     return None
 
 
@@ -526,22 +600,27 @@ def _(q, k, v, cu_seqlens_q, out, workspace, kv_lens, k_scale, v_scale, page_tab
 
 # ---------------------------------------------------------------- the public functions
 
-def _kv_len(k, page_table, kv_len):
-    """kv_len's default (the cache's slots per sequence), traceable by torch.compile."""
+def _kv_len(k, page_table, kv_len, pages=False):
+    """kv_len's default (the cache's slots per sequence; every page with a CSR
+    table or a slot mapping), traceable by torch.compile."""
     if kv_len is not None:
         return kv_len
-    return k.shape[1] * (page_table.shape[1] if page_table is not None else 1)
+    return k.shape[1] * (page_table.shape[1] if page_table is not None else
+                         k.shape[0] if pages else 1)
 
 
 def decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None, page_table=None,
            kv_len=None, window=0, sink_tokens=0, causal=True, ring=False, tree_mask=None,
            lse=None, sm_scale=0.0, workspace=None, stream=None, draft_slots=0, sinks=None,
-           softcap=0.0):
+           softcap=0.0, page_indptr=None, page_indices=None, last_page_len=None):
     """Decode attention (fmqa_decode) on CUDA tensors; returns out.
 
     q [B, Tq, H, d] f16/bf16 (Tq 1..16); k [B, T, Hkv, d], v [B, T, Hkv, dv] in f16,
     bf16, int8 or float8_e4m3fn (8-bit: k_scale, v_scale float32 [B, T, Hkv]);
-    paged: k, v [pages, page_size, Hkv, d] and page_table int32 [B, pages_per_seq];
+    paged: k, v [pages, page_size, Hkv, d] and page_table int32 [B, pages_per_seq],
+    or a CSR table (FlashInfer's paged_kv): page_indptr int32 [B + 1], page_indices
+    int32, last_page_len int32 [B], with kv_lens None (the lengths are the table's);
+    HND pages [pages, Hkv, page_size, d]: pass k.transpose(1, 2), v likewise.
     kv_lens int32 [B], each sequence's length including its Tq query tokens (the
     last Tq positions).  out [B, Tq, H, dv] (allocated in q's dtype if None).
     kv_len: the largest length the call plans for (default: the cache's slots;
@@ -562,9 +641,10 @@ def decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None, page_table
         out = q.new_empty(q.shape[:3] + v.shape[3:])
     kw = dict(k_scale=k_scale, v_scale=v_scale, page_table=page_table, tree_mask=tree_mask,
               lse=lse, kv_len=kv_len, window=window, sink_tokens=sink_tokens, causal=causal,
-              ring=ring, draft_slots=draft_slots, sinks=sinks, softcap=softcap)
+              ring=ring, draft_slots=draft_slots, sinks=sinks, softcap=softcap,
+              page_indptr=page_indptr, page_indices=page_indices, last_page_len=last_page_len)
     if torch.compiler.is_compiling():  # the op checks its tensors when it runs
-        kv_len = _kv_len(k, page_table, kv_len)
+        kv_len = _kv_len(k, page_table, kv_len, page_indptr is not None)
     else:
         kv_len = check_decode(q, k, v, kv_lens, out, workspace=workspace, **kw)["kv_len"]
     if workspace is None:
@@ -573,30 +653,37 @@ def decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None, page_table
         torch.ops.fastmqa.decode(q, k, v, kv_lens, out, workspace, k_scale, v_scale,
                                  page_table, tree_mask, lse, kv_len, window,
                                  sink_tokens, causal, ring, float(sm_scale), int(draft_slots),
-                                 sinks, float(softcap))
+                                 sinks, float(softcap), page_indptr, page_indices,
+                                 last_page_len)
     return out
 
 
 def append(k_new, v_new, k, v, start_pos, *, q=None, k_scale=None, v_scale=None,
            page_table=None, kv_len=None, window=0, sink_tokens=0, ring=False, rope="none",
-           rope_theta=0.0, stream=None, draft_slots=0):
+           rope_theta=0.0, stream=None, draft_slots=0, page_indptr=None, page_indices=None,
+           slot_mapping=None):
     """KV append (fmqa_append): writes the new tokens k_new, v_new [B, n, Hkv, d] of
     each sequence b at positions start_pos[b] .. start_pos[b] + n - 1 of the cache
     (layouts as decode()), applying RoPE ('none', 'neox', 'gptj'; base rope_theta,
     0 = 10000) to K and, when q [B, n, H, d] is given, to q in place; 8-bit caches
     are quantized per token and head with their scales written.  ring=True maps
     positions to sinks + a ring of window + draft_slots slots (kv_len then
-    required).  Same errors and stream as decode()."""
+    required).  Pages as decode() (page_table, or page_indptr and page_indices),
+    or vLLM's slot_mapping int32 [B, n]: token t of sequence b goes to cache slot
+    slot_mapping[b, t] (page slot // page_size, row slot % page_size), -1 not
+    written.  Same errors and stream as decode()."""
+    pages = page_indptr is not None or slot_mapping is not None
     if torch.compiler.is_compiling():  # the op checks its tensors when it runs
-        kv_len = _kv_len(k, page_table, kv_len)
+        kv_len = _kv_len(k, page_table, kv_len, pages)
     else:
         kv_len = check_append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale, page_table,
-                              kv_len, window, sink_tokens, ring, rope, draft_slots)["kv_len"]
+                              kv_len, window, sink_tokens, ring, rope, draft_slots,
+                              page_indptr, page_indices, slot_mapping)["kv_len"]
     with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
         torch.ops.fastmqa.append(k_new, v_new, k, v, start_pos, q, k_scale, v_scale,
                                  page_table, kv_len, window, sink_tokens, ring,
                                  int(Rope.parse(rope, "rope")), float(rope_theta),
-                                 int(draft_slots))
+                                 int(draft_slots), page_indptr, page_indices, slot_mapping)
 
 
 def prefill(q, k, v, cu_seqlens_q, *, max_q_tokens, out=None, kv_lens=None, k_scale=None,

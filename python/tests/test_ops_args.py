@@ -328,3 +328,79 @@ def test_prefill_compiles_with_fake_cuda_tensors():
         out = torch.compile(step, backend=backend, fullgraph=True)(q, k, v, cu, ws)
         assert out.shape == (100, 8, 64)
     assert len(graphs) == 1 and "torch.ops.fastmqa.prefill" in graphs[0].code
+
+
+def csr_dec(B=2, pages=10, ps=16):
+    """Decode arguments over a CSR page table (lengths from the table)."""
+    a = dec(B=B)
+    a["k"] = a["v"] = torch.zeros(pages, ps, 2, 64, dtype=F16)
+    a["kv_lens"] = None
+    a["page_indptr"] = torch.tensor([0, 3, 5], dtype=torch.int32)
+    a["page_indices"] = torch.arange(5, dtype=torch.int32)
+    a["last_page_len"] = torch.tensor([7, 16], dtype=torch.int32)
+    return a
+
+
+def test_layout_csr_page_table_is_checked(monkeypatch):
+    """FlashInfer's paged_kv arrays: all three, int32 of their sizes, kv_lens None."""
+    from fastmqa import ops
+    with pytest.raises(ValueError, match=r"q: expected a CUDA tensor"):  # shapes accepted
+        call_decode(csr_dec())
+    monkeypatch.setattr(ops, "_devices", lambda named: None)  # CPU tensors, fields only
+    fields = ops.check_decode(**{**csr_dec(), "out": torch.zeros(2, 1, 8, 64, dtype=F16)})
+    assert fields["flags"] & fastmqa._capi.FLAG_PAGE_CSR and fields["page_size"] == 16
+    assert fields["kv_len"] == 160  # every page of the cache
+    for change, exc, message in [
+        (dict(kv_lens=torch.zeros(2, dtype=torch.int32)), ValueError,
+         r"kv_lens: must be None with a CSR page table"),
+        (dict(last_page_len=None), ValueError, r"a CSR page table needs all of them"),
+        (dict(page_indptr=torch.zeros(2, dtype=torch.int32)), ValueError,
+         r"page_indptr: batch_plus_1 \(dimension 0\) is 2, expected 3"),
+        (dict(page_indices=torch.zeros(5, dtype=torch.int64)), TypeError,
+         r"page_indices: expected dtype torch.int32"),
+        (dict(page_table=torch.zeros(2, 4, dtype=torch.int32)), ValueError,
+         r"a 2-D page table or a CSR one, not both"),
+    ]:
+        with pytest.raises(exc, match=message):
+            call_decode({**csr_dec(), **change})
+
+
+def test_layout_hnd_pages_are_a_transposed_view(monkeypatch):
+    """HND pages [pages, Hkv, page_size, d] pass as k.transpose(1, 2): the
+    strides carry the layout into the args."""
+    from fastmqa import ops
+    monkeypatch.setattr(ops, "_devices", lambda named: None)  # CPU tensors, fields only
+    hnd = torch.zeros(10, 2, 16, 64, dtype=F16)
+    a = dec()
+    a["k"] = hnd.transpose(1, 2)
+    a["v"] = torch.zeros(10, 16, 2, 64, dtype=F16)  # V NHD: K and V may differ
+    a["page_table"] = torch.zeros(2, 4, dtype=torch.int32)
+    fields = ops.check_decode(**a, out=torch.zeros(2, 1, 8, 64, dtype=F16))
+    assert fields["page_size"] == 16 and fields["num_kv_heads"] == 2
+    args = fastmqa._capi.DecodeArgs()
+    ops._fill(args, "k", a["k"])
+    assert (args.k_stride_batch, args.k_stride_token, args.k_stride_head) == (2048, 64, 1024)
+
+
+def test_layout_slot_mapping_is_checked(monkeypatch):
+    """vLLM's slot mapping: [batch, new_tokens] int32, instead of a page table."""
+    from fastmqa import ops
+    a = app()
+    a["k"] = a["v"] = torch.zeros(10, 16, 2, 64, dtype=F16)
+    a["slot_mapping"] = torch.zeros(2, 3, dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"k_new: expected a CUDA tensor"):
+        call_append(a)
+    monkeypatch.setattr(ops, "_devices", lambda named: None)  # CPU tensors, fields only
+    fields = ops.check_append(**a)
+    assert fields["flags"] & fastmqa._capi.FLAG_SLOT_MAPPING
+    assert fields["flags"] & fastmqa._capi.FLAG_PAGED and fields["page_size"] == 16
+    for change, exc, message in [
+        (dict(slot_mapping=torch.zeros(2, 4, dtype=torch.int32)), ValueError,
+         r"slot_mapping: new_tokens \(dimension 1\) is 4, expected 3"),
+        (dict(slot_mapping=torch.zeros(2, 3, dtype=torch.int64)), TypeError,
+         r"slot_mapping: expected dtype torch.int32"),
+        (dict(page_table=torch.zeros(2, 4, dtype=torch.int32)), ValueError,
+         r"slot_mapping: replaces the page table"),
+    ]:
+        with pytest.raises(exc, match=message):
+            call_append({**a, **change})

@@ -55,11 +55,14 @@ static void run_case(fmqa_ctx_t *ctx, fmqa_test_gpu *g, const append_case *c, fm
         r.table ? fmqa_test_upload(g, r.table, (size_t)(c->batch * r.pages_seq) * 4) : 0;
     CUdeviceptr d_rope =
         r.rope_cs ? fmqa_test_upload(g, r.rope_cs, (size_t)(r.rope_cs_len * r.rot) * 4) : 0;
+    CUdeviceptr d_csr = r.csr ? fmqa_test_upload(g, r.csr, r.csr_bytes) : 0;
+    CUdeviceptr d_slots = r.slots ? fmqa_test_upload(g, r.slots, r.slots_bytes) : 0;
 
     const append_bufs b = {(void *)d_k_new, (void *)d_v_new, (void *)d_q, (void *)ks.data,
                            (void *)vs.data, (float *)ks.scale, (float *)vs.scale,
                            (const int32_t *)d_start, (const int32_t *)d_table,
-                           (const float *)d_rope};
+                           (const float *)d_rope, (const int32_t *)d_csr,
+                           (const int32_t *)d_slots};
     fmqa_append_args da = append_run_args(&r, &b);
     cr_assert_eq(fmqa_append(ctx, &r.p, &da, NULL), FMQA_OK, "%s: %s", r.name,
                  fmqa_ctx_errmsg(ctx));
@@ -70,6 +73,7 @@ static void run_case(fmqa_ctx_t *ctx, fmqa_test_gpu *g, const append_case *c, fm
 
     fmqa_test_free(g, d_k_new), fmqa_test_free(g, d_v_new), fmqa_test_free(g, d_q);
     fmqa_test_free(g, d_start), fmqa_test_free(g, d_table), fmqa_test_free(g, d_rope);
+    fmqa_test_free(g, d_csr), fmqa_test_free(g, d_slots);
     append_run_free(&r);
 }
 

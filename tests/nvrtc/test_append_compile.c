@@ -228,3 +228,31 @@ Test(append_compile, illegal_problems_and_configs)
     cr_expect_not_null(strstr(err.msg, "128 values"), "%s", err.msg);
     gen_lib_close(lib);
 }
+
+/* Engines' page tables (issue 16): FlashInfer's CSR table and vLLM's slot
+ * mapping compile clean, and reach the source as defines. */
+Test(append_compile, layout_csr_and_slot_mapping, .timeout = 600)
+{
+    static const char *const specs[] = {
+        "op=append,batch=3,heads=8,kv_heads=2,d=128,tq=5,kv_len=4096,q=bf16,kv=fp8_e4m3,"
+        "rope=neox,page=16,flags=paged|csr",
+        "op=append,batch=3,heads=8,kv_heads=2,d=128,tq=1,kv_len=4096,q=f16,kv=int8,rope=gptj,"
+        "page=32,flags=paged|slot_mapping",
+    };
+    static const char *const defs[] = {"#define CSR 1\n", "#define SLOT_MAP 1\n"};
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "append", FMQA_OP_APPEND);
+    fmqa_device_info dev = fmqa_test_device("sm_90");
+    for (int i = 0; i < 2; i++) {
+        fmqa_problem p = fmqa_test_problem(specs[i]);
+        gen_config c;
+        gen_source src;
+        fmqa_err err;
+        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", specs[i], err.msg);
+        cr_assert_eq(gen_render(t, &c, &p, &dev, &src, &err), FMQA_OK, "%s", err.msg);
+        cr_expect_not_null(strstr(src.text, defs[i]), "missing %s", defs[i]);
+        gen_source_free(&src);
+        fmqa_test_compile_clean(t, &c, &p, &dev, specs[i], 1);
+    }
+    gen_lib_close(lib);
+}

@@ -354,3 +354,30 @@ Test(decode_compile, illegal_problems_and_configs_say_why)
                             "140 registers x 512 threads");
     gen_lib_close(lib);
 }
+
+/* Engines' page tables (issue 16): a CSR table (page ids and lengths from
+ * page_indptr, page_indices, last_page_len) compiles clean with 16- and
+ * 8-bit caches, a window and drafts, on both architectures. */
+Test(decode_compile, layout_csr, .timeout = 600)
+{
+    static const struct {
+        const char *arch, *spec;
+    } cases[] = {
+        {"sm_80", "op=decode,batch=3,heads=32,kv_heads=4,d=128,tq=1,kv_len=4096,page=16,"
+                  "flags=causal|paged|csr|lse"},
+        {"sm_90", "op=decode,batch=3,heads=8,kv_heads=1,d=128,tq=3,kv_len=4096,kv=int8,page=64,"
+                  "window=512,sinks=4,flags=causal|paged|csr"},
+    };
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fmqa_device_info dev = fmqa_test_device(cases[i].arch);
+        fmqa_problem p = fmqa_test_problem(cases[i].spec);
+        gen_config c;
+        fmqa_err err;
+        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", cases[i].spec,
+                     err.msg);
+        fmqa_test_compile_clean(t, &c, &p, &dev, cases[i].spec, 2);
+    }
+    gen_lib_close(lib);
+}

@@ -97,6 +97,22 @@ Test(mla_decode_compile, heavy_config, .timeout = 600)
     gen_lib_close(lib);
 }
 
+/* A CSR page table (issue 16): page ids and lengths from the CSR arrays. */
+Test(mla_decode_compile, layout_csr, .timeout = 600)
+{
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "mla_decode", FMQA_OP_MLA_DECODE);
+    const char *spec = MLA "batch=4,heads=16,tq=1,kv_len=4096,q=bf16,out=bf16,kv=bf16,"
+                           "page=64,flags=causal|paged|csr|lse";
+    fmqa_device_info dev = fmqa_test_device("sm_80");
+    fmqa_problem p = fmqa_test_problem(spec);
+    gen_config c;
+    fmqa_err err;
+    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
+    compile_clean(t, &c, &p, &dev, spec);
+    gen_lib_close(lib);
+}
+
 static int64_t get(const gen_config *c, const char *name)
 {
     int64_t v = -1;

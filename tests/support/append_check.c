@@ -233,6 +233,54 @@ static void rope_as_call(const append_run *r, double *x, int64_t d, int64_t pos)
         ref_rope_row(r->rope, part, r->rot, (double)pos, 10000.0, NULL);
 }
 
+/* The 2-D table [B, pages_seq] as CSR: indptr[B + 1] (from 1: indptr[0] need
+ * not be 0), then the indices, the first unused (-1). */
+static int32_t *csr_of(const int32_t *table, int64_t B, int64_t pages_seq, size_t *bytes)
+{
+    *bytes = (size_t)(B + 2 + B * pages_seq) * sizeof(int32_t);
+    int32_t *x = malloc(*bytes), *ind = x + B + 1;
+    cr_assert(x);
+    ind[0] = -1;
+    for (int64_t b = 0; b <= B; b++)
+        x[b] = (int32_t)(1 + b * pages_seq);
+    memcpy(ind + 1, table, (size_t)(B * pages_seq) * sizeof *ind);
+    return x;
+}
+
+/* Slot of cache block blk, row tok, in a paged cache. */
+static int32_t *slots_of(const append_run *r, size_t *bytes)
+{
+    const append_case *c = r->c;
+    *bytes = (size_t)(c->batch * c->n_new) * sizeof(int32_t);
+    int32_t *x = malloc(*bytes);
+    cr_assert(x);
+    for (int64_t b = 0; b < c->batch; b++)
+        for (int64_t t = 0; t < c->n_new; t++) {
+            const int64_t pos = c->start[b] + t, i = b * c->n_new + t;
+            x[i] = i % 5 == 3 ? -1
+                              : (int32_t)(r->table[b * r->pages_seq + pos / c->page] * c->page +
+                                          pos % c->page);
+        }
+    return x;
+}
+
+/* Where token t of sequence b (slot `slot` by position) goes: block and row;
+ * 0 when a slot mapping skips it. */
+static int place_of(const append_run *r, int64_t b, int64_t t, int64_t slot, int64_t *blk,
+                    int64_t *tok)
+{
+    const append_case *c = r->c;
+    if (r->slots) {
+        const int32_t s = r->slots[b * c->n_new + t];
+        *blk = s / c->page, *tok = s % c->page;
+        return s >= 0;
+    }
+    const int paged = (c->flags & FMQA_FLAG_PAGED) != 0;
+    *blk = paged ? r->table[b * r->pages_seq + slot / c->page] : b;
+    *tok = paged ? slot % c->page : slot;
+    return 1;
+}
+
 /* 0 when the call must leave the token at pos alone (beyond the table). */
 static int written_pos(const append_run *r, int64_t pos)
 {
@@ -264,6 +312,9 @@ static void make_strides(append_run *r, int64_t kst, int64_t vst, int64_t qst)
         a->k_scale_stride_head = tensor ? IGNORED_STRIDE : 1;
         a->v_scale_stride_head = tensor ? IGNORED_STRIDE : V_SCALE_HEAD_STRIDE;
     }
+    if (c->flags & (FMQA_FLAG_PAGE_CSR | FMQA_FLAG_SLOT_MAPPING)) /* K HND */
+        a->k_stride_token = c->d, a->k_stride_head = r->blk_rows * c->d,
+        a->k_scale_stride_token = 1, a->k_scale_stride_head = r->blk_rows;
     a->page_table_stride = r->pages_seq;
     a->rope_theta = r->rope_cs ? 0.0f : 10000.0f;
     a->rope_cos_sin_stride = r->rope_cs ? r->rot : 0;
@@ -277,6 +328,18 @@ static void no_tokens(fmqa_append_args *a)
     a->k = a->v = NULL;
     a->k_scale = a->v_scale = NULL;
     a->page_table = NULL;
+}
+
+/* The CSR table or slot mapping of the run into args a (at csr, slots). */
+static void page_args(const append_run *r, fmqa_append_args *a, const int32_t *csr,
+                      const int32_t *slots)
+{
+    if (!r->csr && !r->slots)
+        return;
+    a->page_table = NULL, a->page_table_stride = 0;
+    if (r->csr)
+        a->page_indptr = csr, a->page_indices = csr + r->c->batch + 1;
+    a->slot_mapping = r->slots ? slots : NULL;
 }
 
 void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dtype kv,
@@ -317,6 +380,10 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
     r->pages_seq = paged ? (slots_seq + c->page - 1) / c->page : 0;
     r->n_blk = paged ? B * r->pages_seq + 2 : B, r->blk_rows = paged ? c->page : slots_seq;
     r->table = paged ? page_table(B * r->pages_seq, &seed) : NULL;
+    if (c->flags & FMQA_FLAG_PAGE_CSR)
+        r->csr = csr_of(r->table, B, r->pages_seq, &r->csr_bytes);
+    if (c->flags & FMQA_FLAG_SLOT_MAPPING)
+        r->slots = slots_of(r, &r->slots_bytes);
     const size_t sfl = !is_8bit(kv)       ? 0
                        : fixed_scales(r) ? (size_t)(Hk * V_SCALE_HEAD_STRIDE)
                                          : (size_t)(r->n_blk * r->blk_rows * Hk);
@@ -341,6 +408,7 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
     ha.k = r->k.ref, ha.v = c->latent ? NULL : r->v.ref;
     ha.k_scale = sfl ? r->k.sref : NULL, ha.v_scale = sfl && !c->latent ? r->v.sref : NULL;
     ha.start_pos = c->start, ha.page_table = r->table, ha.rope_cos_sin = r->rope_cs;
+    page_args(r, &ha, r->csr, r->slots);
     if (c->q_only)
         no_tokens(&ha);
     fmqa_err err;
@@ -358,6 +426,7 @@ fmqa_append_args append_run_args(const append_run *r, const append_bufs *b)
     a.v_scale = r->v.scale_bytes ? b->v_scale : NULL;
     a.start_pos = b->start_pos, a.page_table = r->table ? b->page_table : NULL;
     a.rope_cos_sin = r->rope_cs ? b->rope_cos_sin : NULL;
+    page_args(r, &a, b->csr, b->slots);
     if (r->c->q_only)
         no_tokens(&a);
     return a;
@@ -366,7 +435,7 @@ fmqa_append_args append_run_args(const append_run *r, const append_bufs *b)
 fmqa_append_args append_run_host_args(append_run *r)
 {
     const append_bufs b = {r->k_new, r->v_new, r->q_out, r->k.out, r->v.out, r->k.sout,
-                           r->v.sout, r->c->start, r->table, r->rope_cs};
+                           r->v.sout, r->c->start, r->table, r->rope_cs, r->csr, r->slots};
     return append_run_args(r, &b);
 }
 
@@ -447,12 +516,20 @@ static void check_kv_row(const append_run *r, int side_i, row_ctx *rc, int64_t b
 {
     const append_case *c = r->c;
     const append_side *s = side_i ? &r->v : &r->k;
-    const int64_t Hk = c->kv_heads, d = side_i ? c->dv : c->d;
+    const int64_t d = side_i ? c->dv : c->d;
     const int64_t ie = (int64_t)fmqa_dtype_size(r->in), ke = (int64_t)fmqa_dtype_size(r->kv);
     const int64_t st = side_i ? r->args.v_new_stride_token : r->args.k_new_stride_token;
-    const int64_t off = (blk * r->blk_rows * Hk + tok * Hk + h) * d * ke;
-    const int64_t soff = fixed_scales(r) ? fixed_scale_at(r, side_i, h)
-                                         : blk * r->blk_rows * Hk + tok * Hk + h;
+    const fmqa_append_args *a = &r->args;
+    const int64_t off = side_i ? (blk * a->v_stride_batch + tok * a->v_stride_token +
+                                  h * a->v_stride_head) * ke
+                               : (blk * a->k_stride_batch + tok * a->k_stride_token +
+                                  h * a->k_stride_head) * ke;
+    const int64_t soff =
+        fixed_scales(r) ? fixed_scale_at(r, side_i, h)
+        : side_i ? blk * a->v_scale_stride_batch + tok * a->v_scale_stride_token +
+                       h * a->v_scale_stride_head
+                 : blk * a->k_scale_stride_batch + tok * a->k_scale_stride_token +
+                       h * a->k_scale_stride_head;
     const void *src = (const uint8_t *)(side_i ? r->v_new : r->k_new) +
                       ((b * c->n_new + t) * st + h * d) * ie;
     cr_assert_eq(ref_to_double(r->in, src, d, x, NULL), FMQA_OK);
@@ -493,7 +570,7 @@ static void check_q(const append_run *r, double *x)
 void append_run_check(const append_run *r)
 {
     const append_case *c = r->c;
-    const int paged = (c->flags & FMQA_FLAG_PAGED) != 0, ring = (c->flags & FMQA_FLAG_RING) != 0;
+    const int ring = (c->flags & FMQA_FLAG_RING) != 0;
     uint8_t *mark[2], *smark[2];
     for (int i = 0; i < 2; i++) {
         const append_side *s = i ? &r->v : &r->k;
@@ -515,8 +592,9 @@ void append_run_check(const append_run *r)
                     continue; /* overwritten by token t + window */
                 slot = c->sinks + (pos - c->sinks) % c->window;
             }
-            int64_t blk = paged ? r->table[b * r->pages_seq + slot / c->page] : b;
-            int64_t tok = paged ? slot % c->page : slot;
+            int64_t blk, tok;
+            if (!place_of(r, b, t, slot, &blk, &tok))
+                continue; /* slot -1: not written */
             for (int64_t h = 0; h < c->kv_heads; h++)
                 for (int side_i = 0; side_i < (c->latent ? 1 : 2); side_i++)
                     check_kv_row(r, side_i, &rc[side_i], b, t, h, pos, blk, tok, mark[side_i],
@@ -553,5 +631,5 @@ void append_run_free(append_run *r)
 {
     side_free(&r->k), side_free(&r->v);
     free(r->k_new), free(r->v_new), free(r->q), free(r->q_ref), free(r->q_out), free(r->table);
-    free(r->rope_cs);
+    free(r->rope_cs), free(r->csr), free(r->slots);
 }

@@ -45,7 +45,10 @@
 typedef struct append_case {
     const char *name;
     int32_t batch, heads, kv_heads, d, dv, n_new, kv_len;
-    uint32_t flags; /* FMQA_FLAG_PAGED, FMQA_FLAG_RING */
+    uint32_t flags; /* FMQA_FLAG_PAGED, FMQA_FLAG_RING; FMQA_FLAG_PAGE_CSR or
+                       FMQA_FLAG_SLOT_MAPPING: the shuffled table as a CSR
+                       table (indptr from 1) or as one slot per token (every
+                       5th token -1, not written), with K and its scales HND */
     int32_t page, window, sinks;
     int32_t start[3]; /* [batch] */
     int32_t rope_dim; /* problem.rope_dim (0: the whole row)                  */
@@ -77,6 +80,9 @@ typedef struct append_run {
     size_t k_new_bytes, v_new_bytes, q_bytes;
     void *q_ref, *q_out;          /* q after the reference, after the call      */
     int32_t *table;               /* [batch * pages_seq], NULL unless paged     */
+    int32_t *csr;                 /* CSR: indptr [batch + 1], then the indices  */
+    int32_t *slots;               /* SLOT_MAPPING: [batch * n_new]              */
+    size_t csr_bytes, slots_bytes;
     float *rope_cs;               /* [rope_cs_len, rot], NULL on the theta path */
     int64_t rope_cs_len;
     int64_t rot, dq;              /* rotated elements of K; elements of a q row */
@@ -98,6 +104,7 @@ typedef struct append_bufs {
     float *k_scale, *v_scale;
     const int32_t *start_pos, *page_table;
     const float *rope_cos_sin;
+    const int32_t *csr, *slots;   /* copies of the run's csr and slots          */
 } append_bufs;
 /* r->args with these buffers, as the case calls: no V for a latent cache, no
  * tokens or caches for a q_only one, q only when r->rope_q, scales only for an

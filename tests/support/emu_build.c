@@ -105,3 +105,23 @@ void *fmqa_test_guarded(size_t bytes, size_t align, uint8_t fill)
     memset(p, fill, span);
     return p;
 }
+
+fmqa_test_csr fmqa_test_csr_of(int64_t batch, int64_t ps, const int32_t *lens,
+                               const int32_t *table, int64_t per_seq)
+{
+    const int64_t base = 2;
+    int64_t total = base;
+    for (int64_t b = 0; b < batch; b++)
+        total += (lens[b] + ps - 1) / ps;
+    int32_t *indptr = fmqa_test_guarded((size_t)(batch + 1) * sizeof *indptr, 4, 0xff);
+    int32_t *last = fmqa_test_guarded((size_t)batch * sizeof *last, 4, 0xff);
+    int32_t *indices = fmqa_test_guarded((size_t)total * sizeof *indices, 4, 0xff);
+    indptr[0] = (int32_t)base;
+    for (int64_t b = 0; b < batch; b++) {
+        const int64_t n = (lens[b] + ps - 1) / ps;
+        memcpy(indices + indptr[b], table + b * per_seq, (size_t)n * sizeof *indices);
+        indptr[b + 1] = indptr[b] + (int32_t)n;
+        last[b] = (int32_t)(lens[b] - (n - 1) * ps);
+    }
+    return (fmqa_test_csr){indptr, indices, last};
+}

@@ -110,4 +110,14 @@ void *fmqa_test_emu_symbol(void *handle, const char *sym);
  * past it faults.  Never freed (the test process ends). */
 void *fmqa_test_guarded(size_t bytes, size_t align, uint8_t fill);
 
+/* The 2-D page table [batch, per_seq] of sequences of lengths lens (pages of
+ * ps tokens) as a CSR page table (FMQA_FLAG_PAGE_CSR) in guarded buffers:
+ * each sequence's pages up to its length, indptr starting at 2 (not 0: a
+ * kernel must not assume it) and last_page_len. */
+typedef struct fmqa_test_csr {
+    const int32_t *indptr, *indices, *last_page_len;
+} fmqa_test_csr;
+fmqa_test_csr fmqa_test_csr_of(int64_t batch, int64_t ps, const int32_t *lens,
+                               const int32_t *table, int64_t per_seq);
+
 #endif

@@ -89,6 +89,21 @@ Test(append_emu, paged_ring, .timeout = 900)
     run_layouts(PAGED_RING, 5, 4);
 }
 
+/* Engines' cache layouts (fastmqa.h): FlashInfer's CSR page table and vLLM's
+ * slot mapping (every 5th token -1: not written, its q still rotated), K and
+ * its scales HND beside NHD V; tokens cross page boundaries. */
+static const append_case LAYOUTS[] = {
+    {"csr paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED | FMQA_FLAG_PAGE_CSR, 16, 0, 0,
+     {13, 59, 29}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"slots paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED | FMQA_FLAG_SLOT_MAPPING, 32, 0, 0,
+     {28, 0}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+};
+
+Test(append_emu, layout_csr_slot_mapping, .timeout = 900)
+{
+    run_layouts(LAYOUTS, 2, 9);
+}
+
 /* Per-head and per-tensor scales (the caller's, fixed): codes of x / scale
  * saturating, no scale written, the strides the granularity ignores odd
  * garbage, K's and V's per-head scales at different strides.  Variants with

@@ -96,6 +96,10 @@ static void put_row(const fmqa_problem *p, ref_rng *r, void *base, int64_t at, f
  * outer is the sequence, or the page when paged.  Per-head scales: K's heads 1
  * float apart, V's 3; per-tensor: one float each; the strides a granularity
  * ignores are odd garbage.  The fixed scales let some values saturate.
+ * With a CSR page table (FMQA_FLAG_PAGE_CSR) K and its scales are HND like V
+ * (FlashInfer's other page layout), and the 2-D table becomes page_indptr
+ * (from 2, not 0), page_indices (each sequence's pages up to its length, -1
+ * for freed ones) and last_page_len, with kv_lens and page_table NULL.
  */
 static void make_inputs(const fmqa_problem *p, const int32_t *lens, int sinks, ref_rng *r,
                         inputs *in)
@@ -117,7 +121,10 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, int sinks, r
                       : b < 8 && lens[b] ? lens[b]
                                 : (int32_t)(Tq + ref_rng_next(r) % (T - Tq + 1));
 
+    const int csr = (p->flags & FMQA_FLAG_PAGE_CSR) != 0;
     a->k_stride_head = D, a->k_stride_token = Hk * D, a->k_stride_batch = ps * Hk * D;
+    if (csr) /* HND */
+        a->k_stride_head = ps * D, a->k_stride_token = D;
     a->v_stride_head = ps * vrow, a->v_stride_token = vrow, a->v_stride_batch = Hk * ps * vrow;
     void *k = poisoned(outer * ps * Hk * D * ke, 16), *v = poisoned(outer * ps * Hk * vrow * ke, 16);
     const fmqa_kv_scale_granularity g = p->kv_scale_granularity;
@@ -126,6 +133,8 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, int sinks, r
                                                                : 1;
     float *ks = poisoned(scale_floats * 4, 4), *vs = poisoned(scale_floats * 4, 4);
     a->k_scale_stride_head = 1, a->k_scale_stride_token = Hk, a->k_scale_stride_batch = ps * Hk;
+    if (csr)
+        a->k_scale_stride_head = ps, a->k_scale_stride_token = 1;
     a->v_scale_stride_head = ps, a->v_scale_stride_token = 1, a->v_scale_stride_batch = Hk * ps;
     if (g != FMQA_KV_SCALE_TOKEN_HEAD) {
         const int64_t garbage = 1000003;
@@ -177,7 +186,9 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, int sinks, r
             for (int64_t h = 0; h < Hk; h++) {
                 const int fixed = g != FMQA_KV_SCALE_TOKEN_HEAD, hs = g == FMQA_KV_SCALE_HEAD;
                 put_row(p, r, k, o * a->k_stride_batch + t * a->k_stride_token + h * a->k_stride_head, ks,
-                        fixed ? hs * h : o * a->k_scale_stride_batch + t * a->k_scale_stride_token + h);
+                        fixed ? hs * h
+                              : o * a->k_scale_stride_batch + t * a->k_scale_stride_token +
+                                    h * a->k_scale_stride_head);
                 put_row(p, r, v, o * a->v_stride_batch + t * a->v_stride_token + h * a->v_stride_head, vs,
                         fixed ? hs * 3 * h : o * a->v_scale_stride_batch + t + h * a->v_scale_stride_head);
             }
@@ -207,6 +218,11 @@ static void make_inputs(const fmqa_problem *p, const int32_t *lens, int sinks, r
     int32_t *kv_lens = poisoned(B * sizeof *kv_lens, 4);
     memcpy(kv_lens, in->lens, B * sizeof *kv_lens);
     a->kv_lens = kv_lens;
+    if (csr) {
+        const fmqa_test_csr t = fmqa_test_csr_of(B, ps, in->lens, table, per_seq);
+        a->page_indptr = t.indptr, a->page_indices = t.indices, a->last_page_len = t.last_page_len;
+        a->page_table = NULL, a->page_table_stride = 0, a->kv_lens = NULL;
+    }
     if (p->flags & FMQA_FLAG_TREE_MASK) {
         uint64_t *m = poisoned(B * Tq * sizeof *m, 8);
         for (int64_t i = 0; i < B * Tq; i++) /* random drafts; row 0 of a sequence sees none */
@@ -635,6 +651,24 @@ Test(decode_emu, sinks_learned_logits, .timeout = 900)
 /* Logit soft-capping (Gemma 2/3): scores c tanh(s / c) before the softmax, with
  * caps small enough to bend every score, on 16- and 8-bit caches, windows,
  * split-KV and several query tokens, and together with learned sinks. */
+/* Engines' cache layouts (fastmqa.h, "page layouts"): a CSR page table
+ * (FlashInfer's paged_kv: indptr, indices, last page length, lengths from the
+ * table) over HND pages for K and V, 16- and 8-bit, with splits, a window
+ * whose freed pages are -1, a tree mask, and more sequences than a CTA has
+ * threads (the schedule's second pass reads the lengths again).  The other
+ * paged cases cover NHD K beside HND V. */
+Test(decode_emu, layout_csr_hnd, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {BASE "heads=8,d=64,kv_len=200,page=16,flags=causal|paged|csr|lse", "SPLITS=2", {192, 1, 17}, NULL, 0},
+        {BASE "heads=4,d=128,tq=3,kv_len=300,window=50,sinks=4,page=32,kv=int8,flags=causal|paged|csr|lse",
+         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 3, 64}, NULL, 0},
+        {"op=decode,batch=40,kv_heads=1,heads=4,d=64,tq=2,kv_len=70,page=16,q=bf16,kv=bf16,out=bf16,"
+         "flags=tree|paged|csr|lse", "BLOCK_N=32,WARPS_M=1,WARPS_N=1,M_TILES=1", {-17}, NULL, 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
 Test(decode_emu, softcap_scores, .timeout = 900)
 {
     static const ecase cases[] = {

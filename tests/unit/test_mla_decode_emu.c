@@ -98,6 +98,11 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, ref_rng *r,
     a->kv = kv;
     if (q8)
         a->kv_scale = ks;
+    if (p->flags & FMQA_FLAG_PAGE_CSR) { /* lengths from the table */
+        const fmqa_test_csr t = fmqa_test_csr_of(B, ps, lens, a->page_table, per_seq);
+        a->page_indptr = t.indptr, a->page_indices = t.indices, a->last_page_len = t.last_page_len;
+        a->page_table = NULL, a->page_table_stride = 0, a->kv_lens = NULL;
+    }
 
     const int64_t qh = DK + 8, nq = B * Tq * H * qh, no = B * Tq * H * DC;
     double *qd = malloc(nq * sizeof *qd);
@@ -221,6 +226,19 @@ Test(mla_decode_emu, pages_tokens_splits, .timeout = 900)
          * cross 16-token pages */
         {MLA "batch=2,heads=16,kv_len=90,page=16,flags=causal|paged", "SPLITS=1,WARPS_M=1,WARPS_D=2,BLOCK_N=32",
          {90, 37}, NULL},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* A CSR page table (FlashInfer's paged_kv, lengths from the table): split,
+ * fp8, lengths that fill their last page and that do not. */
+Test(mla_decode_emu, layout_csr, .timeout = 900)
+{
+    static const mcase cases[] = {
+        {MLA "batch=3,heads=16,tq=2,kv_len=200,page=16,flags=causal|paged|csr|lse", "SPLITS=2",
+         {200, 17, 64}, NULL},
+        {MLA "batch=2,heads=16,kv_len=170,page=64,q=bf16,kv=fp8_e4m3,out=bf16,flags=causal|paged|csr|lse",
+         "", {170, 128}, NULL},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }

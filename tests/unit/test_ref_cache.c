@@ -113,7 +113,7 @@ Test(ref_cache, ring_gather_equals_contiguous_on_kept_positions)
     krv.window = vrv.window = WIN;
     krv.sink_tokens = vrv.sink_tokens = SINK;
     const int32_t start[B] = {0, 0}, lens[B] = {L, L};
-    ref_append_shape s = {B, L, HQ, HKV, D, D, start, FMQA_ROPE_NEOX, 0, 0, 0, 0, NULL, 0, 0};
+    ref_append_shape s = {B, L, HQ, HKV, D, D, start, FMQA_ROPE_NEOX, 0, 0, 0, 0, NULL, 0, 0, NULL};
     cr_assert_eq(ref_append(&s, kn, vn, NULL, &kcv, &vcv, NULL), FMQA_OK);
     cr_assert_eq(ref_append(&s, kn, vn, NULL, &krv, &vrv, NULL), FMQA_OK);
     static double gc[B * L * HKV * D], gr[B * L * HKV * D];
@@ -157,7 +157,7 @@ Test(ref_cache, paged_int8_equals_contiguous_and_bad_page_writes_nothing)
     kpv.page_size = vpv.page_size = PS;
     /* Sequence 0 gets positions 3..9 (crossing pages), sequence 1 gets 0..6. */
     const int32_t start[B] = {3, 0}, lens[B] = {10, 7};
-    ref_append_shape s = {B, NT, HQ, HKV, D, D, start, FMQA_ROPE_GPTJ, 500.0, PAGES, 0, 0, NULL, 0, 0};
+    ref_append_shape s = {B, NT, HQ, HKV, D, D, start, FMQA_ROPE_GPTJ, 500.0, PAGES, 0, 0, NULL, 0, 0, NULL};
     for (int pass = 0; pass < 2; pass++) {   /* twice: the first pass fills 0..2 of seq 0 */
         int32_t st0[B] = {pass ? 3 : 0, 0};
         s.start_pos = pass ? start : st0;
@@ -207,7 +207,7 @@ Test(ref_cache, append_by_hand)
     const double kn[2] = {1, 0}, vn[2] = {3, 4};
     double q[2] = {0, 1};
     const int32_t start[1] = {2};
-    ref_append_shape s = {1, 1, 1, 1, 2, 2, start, FMQA_ROPE_GPTJ, 0, 0, 0, 0, NULL, 0, 0};
+    ref_append_shape s = {1, 1, 1, 1, 2, 2, start, FMQA_ROPE_GPTJ, 0, 0, 0, 0, NULL, 0, 0, NULL};
     cr_assert_eq(ref_append(&s, kn, vn, q, &kv, &vv, NULL), FMQA_OK);
     cr_expect_eq(k[4], (float)cos(2.0));
     cr_expect_eq(k[5], (float)sin(2.0));
@@ -400,4 +400,113 @@ Test(ref_cache, a_visible_unmapped_page_is_an_error)
     p.window = 40;   /* now position 24 (page 1) is in the window */
     cr_expect_eq(ref_decode(&p, &a, 2, o, NULL, &err), FMQA_ERR_INVALID_ARGUMENT);
     cr_expect(strstr(err.msg, "page_table[0][1] = -1"), "%s", err.msg);
+}
+
+/* ------------------------------------------------------------ cache layouts */
+
+enum { LD = 16, LPS = 16, LPAGES = 6 };
+
+/* Two sequences of lengths 40 and 17 on pages {3, 1, 4} and {0, 5} of an f16
+ * cache [page, 16, 1, LD] of random rows: the decode problem and args with
+ * the 2-D table. */
+static void layout_case(fmqa_problem *p, fmqa_decode_args *a, uint16_t *k, uint16_t *q)
+{
+    static const int32_t table[2 * 4] = {3, 1, 4, -1, 0, 5, -1, -1}, lens[2] = {40, 17};
+    ref_rng r;
+    ref_rng_seed(&r, 16);
+    double x[LPAGES * LPS * LD];
+    ref_rng_fill(&r, x, LPAGES * LPS * LD, 1.0, FMQA_DTYPE_F16);
+    cr_assert_eq(ref_from_double(FMQA_DTYPE_F16, x, LPAGES * LPS * LD, k, NULL), FMQA_OK);
+    ref_rng_fill(&r, x, 2 * LD, 1.0, FMQA_DTYPE_F16);
+    cr_assert_eq(ref_from_double(FMQA_DTYPE_F16, x, 2 * LD, q, NULL), FMQA_OK);
+    fmqa_problem_init(p);
+    p->batch = 2, p->num_q_heads = p->num_kv_heads = 1, p->head_dim_qk = p->head_dim_v = LD;
+    p->kv_len = 64, p->flags = FMQA_FLAG_CAUSAL | FMQA_FLAG_PAGED, p->page_size = LPS;
+    memset(a, 0, sizeof *a);
+    a->q = q, a->q_stride_batch = a->q_stride_token = a->q_stride_head = LD;
+    a->k = a->v = k, a->k_stride_token = a->v_stride_token = a->k_stride_head = LD;
+    a->v_stride_head = LD, a->k_stride_batch = a->v_stride_batch = LPS * LD;
+    a->kv_lens = lens, a->page_table = table, a->page_table_stride = 4;
+}
+
+/* FlashInfer's CSR table reads as the 2-D table it stands for, bit for bit,
+ * and each malformed array is an error naming the entry. */
+Test(ref_cache, layout_csr_reads_as_its_table)
+{
+    static uint16_t k[LPAGES * LPS * LD], q[2 * LD];
+    fmqa_problem p;
+    fmqa_decode_args a;
+    layout_case(&p, &a, k, q);
+    double o2d[2 * LD], ocsr[2 * LD], l2d[2], lcsr[2];
+    fmqa_err err = {0};
+    cr_assert_eq(ref_decode(&p, &a, LPAGES, o2d, l2d, &err), FMQA_OK, "%s", err.msg);
+    int32_t indptr[3] = {1, 4, 6}, indices[6] = {-7, 3, 1, 4, 0, 5}, last[2] = {8, 1};
+    p.flags |= FMQA_FLAG_PAGE_CSR;
+    a.kv_lens = NULL, a.page_table = NULL, a.page_table_stride = 0;
+    a.page_indptr = indptr, a.page_indices = indices, a.last_page_len = last;
+    cr_assert_eq(ref_decode(&p, &a, LPAGES, ocsr, lcsr, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(memcmp(o2d, ocsr, sizeof o2d), 0);
+    cr_expect_eq(memcmp(l2d, lcsr, sizeof l2d), 0);
+
+    const struct {
+        int32_t indptr[3], indices[6], last[2];
+        const char *msg;
+    } bad[] = {
+        {{1, 4, 3}, {-7, 3, 1, 4, 0, 5}, {8, 1}, "page_indptr is not monotone"},
+        {{-1, 4, 6}, {-7, 3, 1, 4, 0, 5}, {8, 1}, "page_indptr[0] = -1 < 0"},
+        {{1, 4, 6}, {-7, 3, 1, 6, 0, 5}, {8, 1}, "page_indices[3] = 6 outside [0, 6)"},
+        {{1, 4, 6}, {-7, 3, -2, 4, 0, 5}, {8, 1}, "page_indices[2] = -2"},
+        {{1, 4, 6}, {-7, 3, 1, 4, 0, 5}, {0, 1}, "last_page_len[0] = 0 outside 1..page_size = 16"},
+        {{1, 4, 6}, {-7, 3, 1, 4, 0, 5}, {8, 17}, "last_page_len[1] = 17 outside"},
+        {{0, 5, 6}, {3, 1, 4, 0, 5, 2}, {8, 1}, "sequence 0 has 5 pages, more than the 4"},
+        {{1, 4, 4}, {-7, 3, 1, 4, 0, 5}, {8, 1}, "kv_lens[1] = 0 outside [q_tokens = 1"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        a.page_indptr = bad[i].indptr, a.page_indices = bad[i].indices;
+        a.last_page_len = bad[i].last;
+        cr_expect_eq(ref_decode(&p, &a, LPAGES, ocsr, NULL, &err), FMQA_ERR_INVALID_ARGUMENT,
+                     "case %zu", i);
+        cr_expect(strstr(err.msg, bad[i].msg), "case %zu: %s", i, err.msg);
+    }
+    static const int32_t lens[2] = {40, 17};
+    a.page_indptr = indptr, a.page_indices = indices, a.last_page_len = last, a.kv_lens = lens;
+    cr_expect_eq(ref_decode(&p, &a, LPAGES, ocsr, NULL, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(err.msg, "kv_lens must be NULL"), "%s", err.msg);
+}
+
+/* vLLM's slot mapping: token t goes to slot_mapping[t] whatever its position,
+ * -1 writes nothing, a slot beyond the pages is an error. */
+Test(ref_cache, layout_slot_mapping_writes_where_told)
+{
+    static uint16_t k[3 * LPS * LD], v[3 * LPS * LD], kn[3 * LD];
+    for (int i = 0; i < 3 * LD; i++)
+        kn[i] = (uint16_t)(0x3c00 + i); /* f16 1.0 and up: exact through double */
+    memset(k, 0xff, sizeof k), memset(v, 0xff, sizeof v);
+    fmqa_problem p;
+    fmqa_problem_init(&p);
+    p.op = FMQA_OP_APPEND, p.batch = 1, p.num_q_heads = p.num_kv_heads = 1, p.q_tokens = 3;
+    p.head_dim_qk = p.head_dim_v = LD, p.kv_len = 48, p.page_size = LPS;
+    p.flags = FMQA_FLAG_PAGED | FMQA_FLAG_SLOT_MAPPING;
+    int32_t start = 5, slots[3] = {17, -1, 40};
+    fmqa_append_args a;
+    memset(&a, 0, sizeof a);
+    a.k_new = a.v_new = kn, a.k_new_stride_batch = a.v_new_stride_batch = 3 * LD;
+    a.k_new_stride_token = a.v_new_stride_token = a.k_new_stride_head = a.v_new_stride_head = LD;
+    a.k = k, a.v = v, a.k_stride_batch = a.v_stride_batch = LPS * LD;
+    a.k_stride_token = a.v_stride_token = a.k_stride_head = a.v_stride_head = LD;
+    a.start_pos = &start, a.slot_mapping = slots;
+    fmqa_err err = {0};
+    cr_assert_eq(ref_append_args(&p, &a, 3, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(memcmp(k + 17 * LD, kn, 2 * LD), 0);
+    cr_expect_eq(memcmp(v + 40 * LD, kn + 2 * LD, 2 * LD), 0);
+    for (int r = 0; r < 3 * LPS; r++)
+        for (int i = 0; r != 17 && r != 40 && i < LD; i++)
+            cr_expect_eq(k[r * LD + i], 0xffff, "row %d written", r);
+    slots[1] = 48;
+    cr_expect_eq(ref_append_args(&p, &a, 3, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(err.msg, "slot_mapping[1] = 48 outside -1 .. n_pages * page_size - 1 = 47"),
+              "%s", err.msg);
+    a.slot_mapping = NULL;
+    cr_expect_eq(ref_append_args(&p, &a, 3, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(err.msg, "slot_mapping is NULL"), "%s", err.msg);
 }

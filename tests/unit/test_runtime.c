@@ -318,3 +318,101 @@ Test(args, good_arguments_without_a_gpu_get_no_driver)
     cr_assert_eq(fmqa_plan(ctx, &p, &c), st);
     fmqa_ctx_destroy(ctx);
 }
+
+/* ---------------------------------------------------------------- cache layouts */
+
+/* Engines' page tables (issue 16): the flags' combinations, and page sizes
+ * below 16 refused as UNSUPPORTED with the reason, not as bad input. */
+Test(problem, layout_flags_and_small_pages)
+{
+    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_problem p = decode_problem();
+    p.flags |= FMQA_FLAG_PAGED | FMQA_FLAG_PAGE_CSR, p.page_size = 16;
+    cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    const struct {
+        fmqa_op op;
+        uint32_t flags;
+        int32_t page_size;
+        fmqa_status st;
+        const char *msg;
+    } cases[] = {
+        {FMQA_OP_DECODE, FMQA_FLAG_PAGE_CSR, 0, FMQA_ERR_INVALID_ARGUMENT, "PAGE_CSR needs FMQA_FLAG_PAGED"},
+        {FMQA_OP_APPEND, FMQA_FLAG_SLOT_MAPPING, 0, FMQA_ERR_INVALID_ARGUMENT, "SLOT_MAPPING needs"},
+        {FMQA_OP_DECODE, FMQA_FLAG_PAGED | FMQA_FLAG_SLOT_MAPPING, 16, FMQA_ERR_INVALID_ARGUMENT,
+         "is an append flag"},
+        {FMQA_OP_APPEND, FMQA_FLAG_PAGED | FMQA_FLAG_SLOT_MAPPING | FMQA_FLAG_PAGE_CSR, 16,
+         FMQA_ERR_INVALID_ARGUMENT, "choose one"},
+        {FMQA_OP_DECODE, FMQA_FLAG_PAGED | FMQA_FLAG_PAGE_CSR | FMQA_FLAG_RING, 16,
+         FMQA_ERR_INVALID_ARGUMENT, "with FMQA_FLAG_RING"},
+        {FMQA_OP_PREFILL, FMQA_FLAG_PAGED | FMQA_FLAG_PAGE_CSR | FMQA_FLAG_KV_CACHE, 16,
+         FMQA_ERR_UNSUPPORTED, "only decode, MLA decode and append read CSR"},
+        {FMQA_OP_MLA_DECODE, FMQA_FLAG_PAGED | FMQA_FLAG_PAGE_CSR, 16, FMQA_OK, ""},
+        {FMQA_OP_DECODE, FMQA_FLAG_PAGED, 1, FMQA_ERR_UNSUPPORTED, "SGLang's page size 1"},
+        {FMQA_OP_APPEND, FMQA_FLAG_PAGED, 8, FMQA_ERR_UNSUPPORTED, "page size >= 16"},
+        {FMQA_OP_DECODE, FMQA_FLAG_PAGED, 12, FMQA_ERR_INVALID_ARGUMENT, "power of two >= 16"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        p = decode_problem();
+        p.op = cases[i].op, p.flags = cases[i].flags, p.page_size = cases[i].page_size;
+        if (p.op == FMQA_OP_MLA_DECODE)
+            p.num_kv_heads = 1, p.head_dim_qk = 576, p.head_dim_v = 512;
+        cr_expect_eq(fmqa_problem_validate(ctx, &p), cases[i].st, "case %zu: %s", i,
+                     fmqa_ctx_errmsg(ctx));
+        cr_expect(strstr(fmqa_ctx_errmsg(ctx), cases[i].msg), "case %zu: '%s'", i,
+                  fmqa_ctx_errmsg(ctx));
+    }
+    fmqa_ctx_destroy(ctx);
+}
+
+/* A CSR decode takes its lengths from the table: kv_lens must be NULL and
+ * every CSR array given; an append with a slot mapping needs the mapping. */
+Test(args, layout_csr_and_slot_mapping_arguments)
+{
+    static int32_t words[4];
+    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_problem p = decode_problem();
+    p.flags |= FMQA_FLAG_PAGED | FMQA_FLAG_PAGE_CSR, p.page_size = 16;
+    fmqa_decode_args a = good_args();
+    a.page_indptr = a.page_indices = a.last_page_len = words;
+    cr_expect_eq(fmqa_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "kv_lens is set with FMQA_FLAG_PAGE_CSR"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    a.kv_lens = NULL, a.last_page_len = NULL;
+    cr_expect_eq(fmqa_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.last_page_len is NULL"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    a.last_page_len = words, a.page_indices = NULL;
+    cr_expect_eq(fmqa_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.page_indices is NULL"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    a.page_indices = (const int32_t *)((const char *)words + 2);
+    cr_expect_eq(fmqa_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "page_indices is not 4-byte aligned"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    a.page_indices = words;
+    fmqa_status st = fmqa_decode(ctx, &p, &a, NULL);
+    cr_expect(st == FMQA_ERR_NO_DRIVER || st == FMQA_ERR_NO_DEVICE || st == FMQA_OK ||
+                  st == FMQA_ERR_CUDA,
+              "%d: %s", st, fmqa_ctx_errmsg(ctx));
+    p.flags &= ~FMQA_FLAG_PAGE_CSR; /* CSR arrays without the flag are a mistake */
+    a = good_args();
+    a.page_table = words, a.page_table_stride = 256, a.page_indptr = words;
+    cr_expect_eq(fmqa_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "no FMQA_FLAG_PAGE_CSR"), "%s", fmqa_ctx_errmsg(ctx));
+
+    static _Alignas(16) char buf[64];
+    fmqa_problem ap = decode_problem();
+    ap.op = FMQA_OP_APPEND, ap.flags = FMQA_FLAG_PAGED | FMQA_FLAG_SLOT_MAPPING, ap.page_size = 16;
+    fmqa_append_args aa;
+    memset(&aa, 0, sizeof aa);
+    aa.k_new = aa.v_new = aa.k = aa.v = buf, aa.start_pos = words;
+    aa.k_new_stride_batch = aa.k_new_stride_token = aa.v_new_stride_batch = 8 * 128;
+    aa.v_new_stride_token = 8 * 128, aa.k_new_stride_head = aa.v_new_stride_head = 128;
+    aa.k_stride_batch = aa.v_stride_batch = 16 * 8 * 128;
+    aa.k_stride_token = aa.v_stride_token = 8 * 128, aa.k_stride_head = aa.v_stride_head = 128;
+    cr_expect_eq(fmqa_append(ctx, &ap, &aa, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.slot_mapping is NULL but the problem has "
+                                           "FMQA_FLAG_SLOT_MAPPING"),
+              "%s", fmqa_ctx_errmsg(ctx));
+    fmqa_ctx_destroy(ctx);
+}

@@ -198,6 +198,45 @@ Test(tune_inputs, per_sequence_reference_is_the_whole_reference)
     }
 }
 
+/* Engines' page tables (issue 16): fastmqa-tune builds CSR decodes (lengths
+ * from the table, no kv_lens) whose per-sequence reference is the whole one,
+ * and CSR / slot-mapping appends whose args carry no 2-D table. */
+Test(tune_inputs, layout_csr_and_slot_mapping_cases)
+{
+    fmqa_problem p = decode_problem(5, 150, 8, 2, 64, FMQA_DTYPE_INT8);
+    p.flags |= FMQA_FLAG_PAGED | FMQA_FLAG_PAGE_CSR | FMQA_FLAG_LSE, p.page_size = 32;
+    tun_case *c = make(&p, 7, NULL, 2);
+    fmqa_decode_args a;
+    tun_case_host_decode_args(c, &a);
+    cr_expect(a.page_indptr && a.page_indices && a.last_page_len && !a.kv_lens && !a.page_table);
+    size_t no, nl, pt_bytes;
+    const double *o = tun_case_host_image(c, TUN_HOST_REF_O, &no);
+    const double *lse = tun_case_host_image(c, TUN_HOST_REF_LSE, &nl);
+    tun_case_host_image(c, TUN_HOST_PAGE_TABLE, &pt_bytes);
+    double *wo = malloc(no), *wl = malloc(nl);
+    cr_assert(wo && wl);
+    fmqa_err err;
+    cr_assert_eq(ref_decode(&p, &a, (int64_t)(pt_bytes / 4), wo, wl, &err), FMQA_OK, "%s",
+                 err.msg);
+    cr_expect_eq(memcmp(o, wo, no), 0, "o differs");
+    cr_expect_eq(memcmp(lse, wl, nl), 0, "lse differs");
+    free(wo), free(wl);
+    tun_case_destroy(c);
+
+    const uint32_t forms[2] = {FMQA_FLAG_PAGE_CSR, FMQA_FLAG_SLOT_MAPPING};
+    for (int i = 0; i < 2; i++) {
+        fmqa_problem ap = decode_problem(3, 100, 8, 2, 64, FMQA_DTYPE_F16);
+        ap.op = FMQA_OP_APPEND, ap.q_tokens = 4, ap.rope = FMQA_ROPE_NEOX, ap.page_size = 16;
+        ap.flags = FMQA_FLAG_PAGED | forms[i];
+        tun_case *ac = make(&ap, 3, NULL, 2);
+        fmqa_append_args aa;
+        tun_case_host_append_args(ac, &aa);
+        cr_expect(!aa.page_table && (i ? aa.slot_mapping != NULL : aa.page_indptr != NULL),
+                  "form %d", i);
+        tun_case_destroy(ac);
+    }
+}
+
 /* ---------------------------------------------------------------- pool */
 
 typedef struct counts {
