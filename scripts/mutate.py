@@ -329,6 +329,8 @@ MUTANTS = [
      "min(kv_len, v_begin + p.split_tokens);", "v_begin + p.split_tokens;"),
     ("mla90-pipe1-sync", "mla_decode_sm90.cuh", "one stage: the next pair loads over one still being read",
      "if (it > 0) __syncthreads(); /* pair it - 1 read by both warpgroups */", ""),
+    ("mla90-fp8-scale", "mla_decode_sm90.cuh", "fp8: even values dequantized without the token's scale",
+     "f16_to_f32((u16)(h2 & 0xffff)) * sc,", "f16_to_f32((u16)(h2 & 0xffff)),"),
     ("mla90-lua-smem", "mla_decode_sm90.lua", "shared bytes count one block a stage",
      "2 * c.PIPE * c.BLOCK_N * (LATENT + ROPE) * 2", "c.PIPE * c.BLOCK_N * (LATENT + ROPE) * 2"),
 ]

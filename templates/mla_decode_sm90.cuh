@@ -5,7 +5,7 @@
  * written over our instruction layer.  Same problem, arguments, launch rules
  * and split-KV partials as mla_decode.cuh (see there for the problem);
  * mla_decode_sm90.lua chooses the defines and the launch, and refuses what
- * this kernel does not serve (8-bit latents, windows, sinks, ring, tree), so
+ * this kernel does not serve (windows, sinks, ring, tree, soft-capping), so
  * that mla_decode serves the rest.
  *
  * CTA = 2 warpgroups (256 threads), 64 query rows r = t * HEADS + h of one
@@ -41,9 +41,15 @@
  * TMA: a tensor map per call would need new kernel parameters, and bulk
  * copies cannot swizzle.
  *
+ * fp8 e4m3 latents (one float scale per token): the copies land raw in PIPE
+ * stages of their own; at its turn a pair is dequantized by all threads
+ * (value x scale, rounded once to the mma type) into one stage of 16-bit
+ * tiles, so the GEMMs and the softmax are those of the 16-bit latents.
+ *
  * Problem defines: HEADS, Q_TOKENS (1..4), Q_BF16, OUT_BF16, KV_FMT (0 f16,
- * 1 bf16), PAGED, PAGE_SIZE, CAUSAL, LSE.  Config: BLOCK_N (32 or 64 tokens
- * a block), PIPE (pairs in flight, 1 or 2).  Softmax in base 2; a row that
+ * 1 bf16, 3 fp8 e4m3: bf16 mma with bf16 q, else f16), PAGED, PAGE_SIZE,
+ * CAUSAL, LSE.  Config: BLOCK_N (32 or 64 tokens a block; fp8: 32), PIPE
+ * (pairs in flight, 1 or 2).  Softmax in base 2; a row that
  * sees nothing writes o = 0, lse = -inf; with num_splits > 1 each split
  * writes its O normalised by its own sum to ws_o and m + log2(l) to ws_lse,
  * [split, b, t, h, (512)], merged by fmqa_mla_decode_sm90_combine
@@ -64,22 +70,29 @@ using namespace fmqa_dev;
 namespace {
 
 constexpr int DC = 512, DK = 576;                        /* latent (= V), row       */
-constexpr int MMA_BF16 = KV_FMT == 1;
+constexpr int Q8 = KV_FMT == 3;                          /* fp8 e4m3 latent         */
+constexpr int MMA_BF16 = KV_FMT == 1 || (Q8 && Q_BF16);
 constexpr int M = HEADS * Q_TOKENS;
 constexpr int ROWS = 64;                                 /* query rows of a CTA     */
 constexpr int PIECES = DK / 8;                           /* 16-byte pieces a row    */
+constexpr int RAW_PIECES = DK / 16;                      /* of an fp8 row           */
 constexpr int CHUNK = 64;                                /* columns a swizzle chunk */
 constexpr int Q_BYTES = ROWS * DK * 2;
 constexpr int BLOCK_BYTES = BLOCK_N * DK * 2;
 constexpr int P_SPAN = BLOCK_N * 2;                      /* bytes of a P row        */
 constexpr int X_BYTES = 2 * 2 * ROWS * 4;                /* row maxima and sums     */
+/* fp8: the 16-bit tiles of one pair, fed from PIPE stages of raw pairs (the
+ * bytes, then a float scale per token). */
+constexpr int TILE_STAGES = Q8 ? 1 : PIPE;
+constexpr int RAW_BYTES = Q8 ? 2 * BLOCK_N * (DK + 4) : 0;
 /* Must equal mla_decode_sm90.lua's shared_bytes(). */
-constexpr int SMEM_BYTES = 1024 + Q_BYTES + 2 * PIPE * BLOCK_BYTES + X_BYTES;
+constexpr int SMEM_BYTES = 1024 + Q_BYTES + 2 * TILE_STAGES * BLOCK_BYTES + PIPE * RAW_BYTES + X_BYTES;
 constexpr int NTHREADS = 256;
 constexpr int PS = PAGED ? PAGE_SIZE : 1;
 constexpr int BAR_M0 = 1, BAR_P1 = 2, BAR_P0 = 3;        /* named barriers          */
 
-static_assert(KV_FMT == 0 || KV_FMT == 1, "KV_FMT: f16 or bf16 latents");
+static_assert(KV_FMT == 0 || KV_FMT == 1 || KV_FMT == 3, "KV_FMT: f16, bf16 or fp8 e4m3 latents");
+static_assert(!Q8 || BLOCK_N == 32, "fp8: 32-token blocks (shared memory)");
 static_assert(BLOCK_N == 32 || BLOCK_N == 64, "BLOCK_N 32 or 64");
 static_assert(PIPE == 1 || PIPE == 2, "PIPE 1 or 2");
 static_assert(Q_TOKENS >= 1 && Q_TOKENS <= 4, "Q_TOKENS");
@@ -92,10 +105,11 @@ static_assert(BLOCK_BYTES % 1024 == 0, "blocks keep the 1024-byte swizzle atoms 
  * stores. */
 struct layout {
     unsigned char *gen; /* the generic address of shared-window address win */
-    u32 win, q, blocks;
+    u32 win, q, blocks, raw; /* raw: fp8 stages */
     float *xm, *xl; /* [2][ROWS]: m0 / m1 of each row; the two warpgroups' sums */
     __device__ __forceinline__ u32 block(int s, int c) const { return blocks + (u32)((2 * s + c) * BLOCK_BYTES); }
     __device__ __forceinline__ u32 p_tile(int s, int c) const { return block(s, c) + (u32)(8 * BLOCK_N * 128); }
+    __device__ __forceinline__ u32 raw_stage(int s) const { return raw + (u32)(s * RAW_BYTES); }
     template <typename T> __device__ __forceinline__ T *at(u32 a) const { return (T *)(gen + (a - win)); }
 };
 
@@ -105,15 +119,16 @@ DEV u32 piece_at(u32 tile, int rows, int n, int pc) {
     return smem_swizzle(tile + (u32)((pc / 8) * rows * 128 + n * 128 + (pc % 8) * 16), 128);
 }
 
-/* Element offset of position j's latent row of sequence b (a page lookup when
- * paged, remembered in (pi, page)). */
-DEV long long row_offset(const fmqa_decode_params &p, int b, int j, int &pi, long long &page) {
-    if (!PAGED) return (long long)b * p.k_sb + (long long)j * p.k_st;
+/* Element offset of position j's latent row (or its scale: strides sb, st) of
+ * sequence b (a page lookup when paged, remembered in (pi, page)). */
+DEV long long row_offset(const fmqa_decode_params &p, int b, int j, long long sb, long long st, int &pi,
+                         long long &page) {
+    if (!PAGED) return (long long)b * sb + (long long)j * st;
     if (j / PS != pi) {
         pi = j / PS;
         page = __ldg(p.page_table + b * p.pt_stride + pi);
     }
-    return page * p.k_sb + (long long)(j & (PS - 1)) * p.k_st;
+    return page * sb + (long long)(j & (PS - 1)) * st;
 }
 
 /* This thread's cp.async copies of the two blocks of pair [v0, v0 + 2
@@ -121,17 +136,55 @@ DEV long long row_offset(const fmqa_decode_params &p, int b, int j, int &pi, lon
  * takes piece column t % 72 of rows t / 72, + 3, + 6, ... (one page lookup a
  * row; consecutive threads copy consecutive pieces of a row). */
 DEV void load_pair(const fmqa_decode_params &p, const layout &L, int s, int b, int v0, int v_end) {
-    constexpr int RPP = NTHREADS / PIECES;
-    const int t = threadIdx.x, pc = t % PIECES;
-    if (t >= RPP * PIECES) return;
+    constexpr int PR = Q8 ? RAW_PIECES : PIECES, RPP = NTHREADS / PR;
+    const int t = threadIdx.x, pc = t % PR;
     int pi = -1;
     long long page = 0;
-    for (int n = t / PIECES; n < 2 * BLOCK_N; n += RPP) {
-        const bool ok = v0 + n < v_end;
-        const char *src = (const char *)p.k;
-        if (ok) src += (row_offset(p, b, v0 + n, pi, page) + 8 * pc) * 2;
-        cp_async16(piece_at(L.block(s, n / BLOCK_N), BLOCK_N, n % BLOCK_N, pc), src, ok ? 16 : 0);
+    if (t < RPP * PR)
+        for (int n = t / PR; n < 2 * BLOCK_N; n += RPP) {
+            const bool ok = v0 + n < v_end;
+            const char *src = (const char *)p.k;
+            if (ok) src += row_offset(p, b, v0 + n, p.k_sb, p.k_st, pi, page) * (Q8 ? 1 : 2) + 16 * pc;
+            const u32 dst = Q8 ? L.raw_stage(s) + (u32)(n * DK + 16 * pc)
+                               : piece_at(L.block(s, n / BLOCK_N), BLOCK_N, n % BLOCK_N, pc);
+            cp_async16(dst, src, ok ? 16 : 0);
+        }
+    if (Q8) {
+        pi = -1;
+        for (int n = t; n < 2 * BLOCK_N; n += NTHREADS) {
+            const bool ok = v0 + n < v_end;
+            const float *src = ok ? p.k_scale + row_offset(p, b, v0 + n, p.ks_sb, p.ks_st, pi, page) : p.k_scale;
+            cp_async4(L.raw_stage(s) + (u32)(2 * BLOCK_N * DK + 4 * n), src, ok ? 4 : 0);
+        }
     }
+}
+
+/* fp8: the raw pair of stage s, times each token's scale, as the mma type
+ * into the 16-bit tiles (stage 0): 16 values a thread and step, then
+ * fence.proxy.async for wgmma.  Positions past the end hold zeros and scale 0. */
+DEV void dequantize_pair(const layout &L, int s) {
+    const float *scale = L.at<float>(L.raw_stage(s) + (u32)(2 * BLOCK_N * DK));
+    for (int i = threadIdx.x; i < 2 * BLOCK_N * RAW_PIECES; i += NTHREADS) {
+        const int n = i / RAW_PIECES, pc = i % RAW_PIECES;
+        const uint4 raw = *L.at<uint4>(L.raw_stage(s) + (u32)(n * DK + 16 * pc));
+        const float sc = scale[n];
+        const u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
+        u32 out[8];
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int hi = 0; hi < 2; ++hi) {
+                const u32 h2 = hi ? cvt_f16x2_e4m3x2<1>(w[j]) : cvt_f16x2_e4m3x2<0>(w[j]);
+                out[2 * j + hi] = pack2<MMA_BF16>(f16_to_f32((u16)(h2 & 0xffff)) * sc, f16_to_f32((u16)(h2 >> 16)) * sc);
+            }
+        const u32 blk = L.block(0, n / BLOCK_N);
+        uint4 lo, hi;
+        lo.x = out[0], lo.y = out[1], lo.z = out[2], lo.w = out[3];
+        hi.x = out[4], hi.y = out[5], hi.z = out[6], hi.w = out[7];
+        *L.at<uint4>(piece_at(blk, BLOCK_N, n % BLOCK_N, 2 * pc)) = lo;
+        *L.at<uint4>(piece_at(blk, BLOCK_N, n % BLOCK_N, 2 * pc + 1)) = hi;
+    }
+    fence_proxy_async();
 }
 
 /* Q rows [rb ROWS, +ROWS) as the mma type into the swizzled Q tile (zeros past
@@ -357,8 +410,9 @@ extern "C" __global__ void __launch_bounds__(256, 1) fmqa_mla_decode_sm90_kernel
     extern __shared__ __align__(128) unsigned char smem[];
     if (dynamic_smem_size() < (u32)SMEM_BYTES) __trap(); /* the launch disagrees with mla_decode_sm90.lua */
     const u32 win = smem_addr(smem), base = (win + 1023) & ~1023u; /* the swizzle needs 1024-byte atoms */
-    unsigned char *x = smem + (base - win) + Q_BYTES + 2 * PIPE * BLOCK_BYTES;
-    const layout L = {smem, win, base, base + Q_BYTES, (float *)x, (float *)x + 2 * ROWS};
+    const u32 raw = base + Q_BYTES + 2 * TILE_STAGES * BLOCK_BYTES;
+    unsigned char *x = smem + (raw + PIPE * RAW_BYTES - win);
+    const layout L = {smem, win, base, base + Q_BYTES, raw, (float *)x, (float *)x + 2 * ROWS};
     const int split = blockIdx.x, rb = blockIdx.y, b = blockIdx.z, c = threadIdx.x / 128;
 
     const int kv_len = p.kv_lens[b], first_draft = kv_len - Q_TOKENS;
@@ -400,7 +454,11 @@ extern "C" __global__ void __launch_bounds__(256, 1) fmqa_mla_decode_sm90_kernel
             if (nx < npairs) load_pair(p, L, nx % PIPE, b, v_begin + 2 * nx * BLOCK_N, v_end);
             cp_async_commit();
         }
-        pair(p, L, c, s, v_begin + 2 * it * BLOCK_N, v_end, first_draft, st);
+        if (Q8) {
+            dequantize_pair(L, s);
+            __syncthreads(); /* the pair's 16-bit tiles complete */
+        }
+        pair(p, L, c, Q8 ? 0 : s, v_begin + 2 * it * BLOCK_N, v_end, first_draft, st);
     }
     cp_async_wait<0>();
     store_rows(p, L, b, rb, split, c, st);

@@ -2,10 +2,11 @@
 -- (sm_90a) on wgmma, FlashMLA's design: two warpgroups share the 64 query
 -- rows, each scores one block of a pair and owns half of the 512 output
 -- columns, P crossing through shared memory.  mla_decode_sm90.cuh holds the
--- kernel and its design.  f16 and bf16 latents (contiguous or paged), 16 to
+-- kernel and its design.  f16, bf16 and fp8 e4m3 latents (per-token scales;
+-- contiguous or paged), 16 to
 -- 128 heads, 1 to 4 query tokens with an optional causal mask, split-KV with
--- the shared combine, LSE.  What it refuses (8-bit latents, windows, sinks,
--- ring, tree masks, soft-capping) mla_decode serves.
+-- the shared combine, LSE.  What it refuses (windows, sinks, ring, tree
+-- masks, soft-capping) mla_decode serves.
 --
 -- Invariants this file keeps with mla_decode_sm90.cuh:
 --  * shared_bytes() is the kernel's SMEM_BYTES (it traps on less);
@@ -17,7 +18,7 @@
 --    h, 512] then partial LSE [split, b, t, h] from the plan scalar
 --    ws_lse_offset, merged by fmqa_mla_decode_sm90_combine.
 
-local KV_FMT = { f16 = 0, bf16 = 1 }
+local KV_FMT = { f16 = 0, bf16 = 1, fp8_e4m3 = 3 }
 local LATENT, ROPE, ROWS = 512, 64, 64
 local MAX_AUTO_SPLITS = 256
 local MIN_SPLIT_PAIRS = 2
@@ -43,7 +44,7 @@ local function problem_check(p)
     if p[k] ~= "f16" and p[k] ~= "bf16" then return false, k .. " must be f16 or bf16, got " .. p[k] end
   end
   if KV_FMT[p.kv_dtype] == nil then
-    return false, "mla_decode_sm90 serves f16 and bf16 latents (mla_decode serves fp8_e4m3), got " .. p.kv_dtype
+    return false, "kv_dtype must be f16, bf16 or fp8_e4m3 for MLA, got " .. p.kv_dtype
   end
   if p.paged and (p.page_size < 16 or p.page_size & (p.page_size - 1) ~= 0) then
     return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
@@ -61,9 +62,14 @@ end
 local function rows(p) return p.num_q_heads * p.q_tokens end
 
 -- mla_decode_sm90.cuh's SMEM_BYTES: alignment slack, Q (64 x 576), PIPE
--- stages of two BLOCK_N-token blocks of 576, the row maxima and sums.
-local function shared_bytes(c)
-  return 1024 + ROWS * (LATENT + ROPE) * 2 + 2 * c.PIPE * c.BLOCK_N * (LATENT + ROPE) * 2 + 2 * 2 * ROWS * 4
+-- stages of two BLOCK_N-token blocks of 576 16-bit values (fp8: one such
+-- stage, fed by PIPE stages of the raw bytes and scales), the row maxima and
+-- sums.
+local function shared_bytes(c, p)
+  local q8, dk = p.kv_dtype == "fp8_e4m3", LATENT + ROPE
+  local tiles = 2 * (q8 and 1 or c.PIPE) * c.BLOCK_N * dk * 2
+  local raw = q8 and c.PIPE * 2 * c.BLOCK_N * (dk + 4) or 0
+  return 1024 + ROWS * dk * 2 + tiles + raw + 2 * 2 * ROWS * 4
 end
 
 -- fmqa_combine.cuh's FMQA_C_SMEM_BYTES and the column slices of the combine.
@@ -101,7 +107,10 @@ local function valid(c, p, d)
   local ok, why = problem_check(p)
   if not ok then return false, why end
   if d.cc ~= 90 then return false, "wgmma needs sm_90a (compute capability 9.0), got " .. d.cc end
-  local smem = shared_bytes(c)
+  if p.kv_dtype == "fp8_e4m3" and c.BLOCK_N ~= 32 then
+    return false, "fp8 latents take 32-token blocks (a 16-bit pair and the raw stages share the shared memory)"
+  end
+  local smem = shared_bytes(c, p)
   if smem > d.smem_per_block_optin then
     return false, smem .. " bytes of shared memory (BLOCK_N " .. c.BLOCK_N .. ", PIPE " .. c.PIPE ..
       ") exceed the device's " .. d.smem_per_block_optin
@@ -153,7 +162,7 @@ return {
       entry = "fmqa_mla_decode_sm90_kernel",
       grid = { splits, ceil_div(rows(p), ROWS), p.batch },
       block = { 256, 1, 1 },
-      shared = shared_bytes(c),
+      shared = shared_bytes(c, p),
     } }
     local out_rows = p.batch * p.q_tokens * p.num_q_heads
     local plan = { kernels = kernels, workspace = 0, splits = splits, split_tokens = tokens }

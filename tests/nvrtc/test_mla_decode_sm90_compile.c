@@ -1,7 +1,7 @@
 /*
  * test_mla_decode_sm90_compile.c -- the mla_decode_sm90 template through the
  * generator, without a GPU:
- *  - default configs (32-token blocks, two stages) of f16 and bf16 latents,
+ *  - default configs (32-token blocks, two stages) of f16, bf16 and fp8 latents,
  *    q in either type, 16 / 64 / 128 heads, 1 to 4 query tokens, contiguous
  *    and paged, causal and LSE spread over them, and the other block size
  *    (64-token blocks, one stage), compile for sm_90a with no spills and no
@@ -9,9 +9,9 @@
  *    reached the cubin: cuobjdump; skipped with a message without it);
  *  - its Lua: the launch plan by hand (grid, 256 threads, shared bytes,
  *    splits in whole block pairs, the workspace), the dispatcher's choice on
- *    sm_90a (this template over mla_decode, untuned) and on sm_80
+ *    sm_90a (this template over mla_decode, untuned, fp8 too) and on sm_80
  *    (mla_decode), and the reasons it gives for what it does not serve.
- * Five NVRTC compiles of several seconds each.
+ * Six NVRTC compiles of several seconds each.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +74,7 @@ Test(mla_decode_sm90_compile, defaults, .timeout = 900)
         {MLA "batch=8,heads=64,tq=4,kv_len=1024,page=16,q=f16,kv=bf16,out=bf16,flags=causal|paged", ""},
         {MLA "batch=64,heads=128,tq=2,kv_len=4096,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "BLOCK_N=64,PIPE=1"},
         {MLA "batch=2,heads=32,kv_len=8192,page=64,q=bf16,kv=f16,out=f16,flags=paged|lse", "BLOCK_N=64,PIPE=1"},
+        {MLA "batch=64,heads=128,tq=2,kv_len=4096,page=64,q=bf16,kv=fp8_e4m3,out=bf16,flags=causal|paged|lse", ""},
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         fmqa_problem p = fmqa_test_problem(specs[i][0]);
@@ -151,14 +152,19 @@ Test(mla_decode_sm90_compile, lua_plan_choice_and_reasons)
     cr_expect_str_eq(chosen(lib, MLA "batch=4,heads=16,kv_len=512,q=bf16,kv=bf16,out=bf16", "sm_80"),
                      "mla_decode");
     cr_expect_str_eq(chosen(lib, MLA "batch=4,heads=16,kv_len=512,q=bf16,kv=fp8_e4m3,out=bf16", "sm_90a"),
-                     "mla_decode");
+                     "mla_decode_sm90");
 
     const char *base = MLA "batch=2,kv_len=512,out=bf16,q=bf16,";
     char spec[256];
     snprintf(spec, sizeof spec, "%sheads=16,kv=bf16", base);
     expect_invalid(t, spec, "sm_80", "needs sm_90");
-    snprintf(spec, sizeof spec, "%sheads=16,kv=fp8_e4m3", base);
-    expect_invalid(t, spec, "sm_90a", "f16 and bf16 latents");
+    fmqa_problem fp8 = fmqa_test_problem(MLA "batch=2,kv_len=512,out=bf16,q=bf16,heads=16,kv=fp8_e4m3");
+    gen_config big = c;
+    fmqa_err why = {0};
+    cr_assert_eq(gen_config_set(&big, "BLOCK_N", 64, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(gen_config_set(&big, "PIPE", 1, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(gen_check(t, &big, &fp8, &dev, &why), FMQA_ERR_UNSUPPORTED, "fp8 with 64-token blocks was accepted");
+    cr_expect(strstr(why.msg, "32-token blocks") != NULL, "%s", why.msg);
     snprintf(spec, sizeof spec, "%sheads=8,kv=bf16", base);
     expect_invalid(t, spec, "sm_90a", "16 to 128 heads");
     snprintf(spec, sizeof spec, "%sheads=16,tq=8,kv=bf16", base);

@@ -6,7 +6,7 @@
  * CTAs), 1 and 2 query tokens with the causal mask among them, lengths 1, 17
  * and 1000 (an odd number of blocks: a pair's second block past the end),
  * forced splits through the shared combine, both block sizes and pipeline
- * depths, f16 and bf16 latents, q in the other type than the latent.
+ * depths, f16, bf16 and fp8 latents, q in the other type than the latent.
  * The emulator computes every wgmma in double: about 10^7 products a second.
  */
 #include <criterion/criterion.h>
@@ -42,6 +42,18 @@ Test(mla_decode_sm90_emu, pages_splits, .timeout = 900)
          "SPLITS=4", {400, 130}, "sm_90a"},
         {MLA "batch=2,heads=32,kv_len=200,page=16,flags=paged|lse", "BLOCK_N=64,PIPE=1,SPLITS=2", {200, 1},
          "sm_90a"},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* fp8 e4m3 latents with per-token scales, dequantized into 16-bit tiles:
+ * one and two raw stages, paged and contiguous, f16 and bf16 q. */
+Test(mla_decode_sm90_emu, fp8, .timeout = 900)
+{
+    static const mla_case cases[] = {
+        {MLA "batch=2,heads=16,tq=2,kv_len=300,page=64,q=bf16,kv=fp8_e4m3,out=bf16,flags=causal|paged|lse",
+         "SPLITS=2", {300, 40}, "sm_90a"},
+        {MLA "batch=1,heads=32,kv_len=150,kv=fp8_e4m3,flags=causal|lse", "PIPE=1,SPLITS=1", {150}, "sm_90a"},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
