@@ -76,7 +76,6 @@ constexpr int M = HEADS * Q_TOKENS;
 constexpr int ROWS = 64;                                 /* query rows of a CTA     */
 constexpr int PIECES = DK / 8;                           /* 16-byte pieces a row    */
 constexpr int RAW_PIECES = DK / 16;                      /* of an fp8 row           */
-constexpr int CHUNK = 64;                                /* columns a swizzle chunk */
 constexpr int Q_BYTES = ROWS * DK * 2;
 constexpr int BLOCK_BYTES = BLOCK_N * DK * 2;
 constexpr int P_SPAN = BLOCK_N * 2;                      /* bytes of a P row        */
