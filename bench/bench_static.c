@@ -18,7 +18,8 @@
  *            (instructions, HMMA, ldmatrix, copies, MUFU), for the prefill
  *            shapes (bench_prefill_select); and the tensor-core instructions
  *            of the whole kernel (HGMMA: wgmma, sm_90a's prefill_sm90; HMMA:
- *            mma.sync), counted statically.
+ *            mma.sync), counted statically.  mla rows count them too
+ *            (HGMMA: mla_decode_sm90, the dispatcher's choice on sm_90a).
  *   mla      MLA decode (a few shapes of `fastmqa-bench mla` by default): the
  *            decode figures without the SASS ones (its MMAs sit in inner
  *            loops and its copies in branches, which the path model of
@@ -205,7 +206,10 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
     const int scales = p->op == FMQA_OP_MLA_DECODE ? 4 : 8; /* per token: one or two floats */
     r->tile_bytes = (double)bn * row_values(p) * eb + (eb == 1 ? (double)scales * bn : 0);
-    r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
+    /* tiles loading while one computes: STAGES - 1, or mla_decode_sm90's
+     * PIPE - 1 pairs of blocks */
+    int64_t pipe = 0, ahead = gen_config_get(c, "PIPE", &pipe) ? 2 * (pipe - 1) : cfg(c, "STAGES") - 1;
+    r->inflight_kb = r->k.ctas_per_sm * (double)ahead * r->tile_bytes / 1024.0;
     if (p->op == FMQA_OP_MLA_DECODE) /* its MMAs sit in inner loops, its copies in branches */
         snprintf(r->sass_why, sizeof r->sass_why,
                  "the SASS path model (tun_sass.c) follows decode's loop shape, not MLA's");
@@ -335,7 +339,7 @@ static void build_row(gen_lib *lib, const char *arch, srow *r)
         prefill_figures(&d, &p, &c, &plan, &b, r);
     else if (st == FMQA_OK && !r->skip)
         r->k = kernel_stat(&d, &plan.kernels[0], &b);
-    if (st == FMQA_OK && !r->skip && prefill)
+    if (st == FMQA_OK && !r->skip && (prefill || !strcmp(r->op, "mla")))
         mma_mix(&b, r);
     r->st = st;
     if (st != FMQA_OK)
@@ -404,7 +408,7 @@ static void print_json_row(const srow *r, const char **archs)
         if (!sv)
             printf(",\"sass_note\":\"%s\"", r->sass_why);
     }
-    if (!strcmp(r->op, "prefill")) {
+    if (!strcmp(r->op, "prefill") || !strcmp(r->op, "mla")) {
         printf(",");
         json_num("hgmma_static", r->hgmma, r->hgmma >= 0, "%.0f", 1);
         json_num("hmma_static", r->hmma, r->hmma >= 0, "%.0f", 0);
@@ -472,7 +476,7 @@ static void print_table(const srow *rows, int n, const char **archs)
         printf(" %s%s", r->config, sv && !r->loop.exact ? " (loop path approximate)" : "");
         if (pre && sv)
             printf(" [tile: MMA %.0f, MUFU %.0f, FP %.0f]", r->loop.mma, r->loop.mufu, r->loop.fp);
-        if (pre && r->hgmma >= 0)
+        if ((pre || !strcmp(r->op, "mla")) && r->hgmma >= 0)
             printf(" [SASS: HGMMA %d, HMMA %d]", r->hgmma, r->hmma);
         printf("\n");
         if ((dec || pre) && !r->sass)
@@ -483,7 +487,7 @@ static void print_table(const srow *rows, int n, const char **archs)
            "bal: mean / most work units of a CTA (tiles; batch-invariant: chunks);\n"
            "addr: integer instructions per 16-byte copy; pro: dependent global loads before\n"
            "the first KV copy; cCTA, cdep: the combine's CTAs and dependent loads per thread;\n"
-           "prefill rows: causal prefill of batch x kv_len tokens, tensor-core SASS counted.\n");
+           "prefill and mla rows: tensor-core SASS counted (prefill: causal, batch x kv_len tokens).\n");
 }
 
 /* ---------------------------------------------------------------- main */

@@ -354,6 +354,8 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
         o->softcap_log2 = p->logit_softcap * 1.4426950408889634f;
     }
     o->num_splits = plan->launch.splits;
+    /* the MLA templates' static split (decode's persistent schedule has none) */
+    o->split_tokens = (int)plan_scalar(plan, "split_tokens", 0);
     if (o->num_splits > 1) {
         /* Partial outputs, partial LSEs, then the pieces of each segment, at
          * the template's offsets (decode.lua). */

@@ -46,6 +46,8 @@ def check_row(r, bad):
     need(0 < r["balance"] <= 1, "balance outside (0, 1]")
     if r["kernel"] == "mla":  # no SASS figures: bench_static.c says why
         need(r.get("sass_note"), "MLA row without the note on its SASS figures")
+        if r["cubin_arch"] == "sm_90a":  # mla_decode_sm90
+            need(r["hgmma_static"] is not None and r["hgmma_static"] > 0, "no HGMMA in the sm_90a MLA decode")
         need(r["splits"] <= 1 or (r["combine_ctas"] or 0) >= 1, "combine CTAs")
         return
     need(r.get("sass_note") is None, "SASS figures missing")
@@ -66,7 +68,8 @@ def check_row(r, bad):
 
 def main(argv):
     bench = argv[1]
-    shape = argv[2] if len(argv) > 2 else "mqa-f16-b64-t4096,mla-h16-fp8-b64-t4096,prefill-b4-t4096-hkv8-d128"
+    shape = argv[2] if len(argv) > 2 else ("mqa-f16-b64-t4096,mla-h16-fp8-b64-t4096,mla-h128-bf16-b64-t4096,"
+                                           "prefill-b4-t4096-hkv8-d128")
     cmd = [bench, "static", "--shapes", shape, "--arch", "sm_80,sm_90,sm_90a", "--json"]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
@@ -79,7 +82,7 @@ def main(argv):
     got = {(r["arch"], r["kernel"]) for r in doc["rows"]}
     for want in [("sm_80", "decode"), ("sm_90", "decode"), ("sm_80", "append"),
                  ("sm_90", "append"), ("sm_80", "prefill"), ("sm_90", "prefill"), ("sm_90a", "prefill"),
-                 ("sm_80", "mla"), ("sm_90", "mla")]:
+                 ("sm_80", "mla"), ("sm_90", "mla"), ("sm_90a", "mla")]:
         if want not in got:
             bad.append(f"no row for {want}")
     for r in doc["rows"]:

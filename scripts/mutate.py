@@ -6,7 +6,7 @@ wrong strides, a missing barrier, int8 zero point off by 128, fp8 mantissa
 mask, cvt operand order, fp8 subnormals, V scales addressed with K strides,
 window edges, ...) into a copy of templates/ (decode.cuh, append.cuh,
 mla_decode.cuh, prefill.cuh, the Lua files, fmqa_device.cuh, fmqa_ptx.cuh,
-fmqa_combine.cuh, fmqa_pages.cuh, prefill_sm90.cuh, fmqa_sm90.cuh), one at a time, and runs the
+fmqa_combine.cuh, fmqa_pages.cuh, prefill_sm90.cuh, fmqa_sm90.cuh, mla_decode_sm90.cuh), one at a time, and runs the
 emulator tests against each copy ($FASTMQA_TEMPLATE_DIR points them there).
 A mutant is caught when a test fails.  Templates are read when the tests run,
 so nothing is rebuilt per mutant: the script only builds the test
@@ -326,6 +326,23 @@ MUTANTS = [
      "p.page_indices[b * p.pt_stride + slot / PAGE_ROWS]"),
     ("append-slot-skip", "append.cuh", "slot -1 is written, not skipped",
      "if (slot < 0)\n            return false;\n        *blk", "*blk"),
+    # --- mla_decode_sm90.cuh / .lua: the seesaw
+    ("mla90-no-corr", "mla_decode_sm90.cuh", "WG0's O not brought to the pair's final maximum",
+     "for (int i = 0; i < 128; ++i) st.O[i] *= corr[(i % 4) / 2];", "(void)corr;"),
+    ("mla90-max-chain", "mla_decode_sm90.cuh", "WG1's maximum ignores WG0's block (m0 not passed on)",
+     "m_new[h] = fmaxf(L.xm[st.row[h]], mx[h]);", "m_new[h] = fmaxf(st.m[h], mx[h]);"),
+    ("mla90-causal-edge", "mla_decode_sm90.cuh", "causal mask lets a query token see the next position",
+     "(CAUSAL && col > first_draft + st.t[h])", "(CAUSAL && col > first_draft + st.t[h] + 1)"),
+    ("mla90-swizzle", "mla_decode_sm90.cuh", "latent and Q pieces stored under the 64-byte swizzle",
+     "(pc % 8) * 16), 128);", "(pc % 8) * 16), 64);"),
+    ("mla90-split-end", "mla_decode_sm90.cuh", "a split reads past a short sequence's end",
+     "min(kv_len, v_begin + p.split_tokens);", "v_begin + p.split_tokens;"),
+    ("mla90-pipe1-sync", "mla_decode_sm90.cuh", "one stage: the next pair loads over one still being read",
+     "if (it > 0) __syncthreads(); /* pair it - 1 read by both warpgroups */", ""),
+    ("mla90-fp8-scale", "mla_decode_sm90.cuh", "fp8: even values dequantized without the token's scale",
+     "f16_to_f32((u16)(h2 & 0xffff)) * sc,", "f16_to_f32((u16)(h2 & 0xffff)),"),
+    ("mla90-lua-smem", "mla_decode_sm90.lua", "shared bytes count one block a stage",
+     "2 * c.PIPE * c.BLOCK_N * (LATENT + ROPE) * 2", "c.PIPE * c.BLOCK_N * (LATENT + ROPE) * 2"),
 ]
 
 # Which test binaries can see a bug in each file, cheapest first.
@@ -344,7 +361,9 @@ TESTS = {
     "append.cuh": ["unit_append_emu", "unit_rope", "unit_mla_append"],
     "append.lua": ["unit_append_emu", "unit_rope", "unit_mla_append"],
     "prefill_sm90.cuh": ["unit_prefill_sm90_emu"],
-    "fmqa_sm90.cuh": ["unit_prefill_sm90_emu"],
+    "fmqa_sm90.cuh": ["unit_prefill_sm90_emu", "unit_mla_decode_sm90_emu"],
+    "mla_decode_sm90.cuh": ["unit_mla_decode_sm90_emu"],
+    "mla_decode_sm90.lua": ["unit_mla_decode_sm90_emu"],
 }
 
 

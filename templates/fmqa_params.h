@@ -54,7 +54,7 @@ typedef struct fmqa_decode_params {
     int window;                    /* 0 = unlimited                             */
     int sink_tokens;               /* visible despite the window                */
     int num_splits;                /* workspace slots of split pieces; 1 = none */
-    int split_tokens;              /* unused since the persistent schedule      */
+    int split_tokens;              /* positions a split (MLA); decode: unused   */
     int *ws_meta;                  /* per segment (first slot, pieces)          */
     const float *sinks;            /* [h] learned sink logits (natural log) or NULL */
     float softcap_inv;             /* SOFTCAP: 2 / c (cap c = logit_softcap)     */

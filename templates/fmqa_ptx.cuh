@@ -342,6 +342,11 @@ FMQA_PTX void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memo
  * wgmma.mma_async issued since the last commit. */
 FMQA_PTX void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 
+#define FMQA_WG_D16 "{" \
+    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15" "}"
+#define FMQA_WG_OUT16(d) \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
 #define FMQA_WG_D32 "{" \
     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31" "}"
@@ -395,10 +400,12 @@ FMQA_PTX void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" :
 /* wgmma.wait_group.sync.aligned N: waits until at most N of this warpgroup's
  * groups are pending.  d is the accumulator the caller reads next, tied to the
  * instruction so that the compiler reads it only after (N / 2 registers of an
- * m64nNk16 accumulator: 64, 128, 256). */
+ * m64nNk16 accumulator: 16, 32, 64, 128). */
 template <int N, int R> FMQA_PTX void wgmma_wait(float (&d)[R]) {
-    static_assert(R == 32 || R == 64 || R == 128, "wgmma_wait: accumulators of n64, n128, n256");
-    if constexpr (R == 32)
+    static_assert(R == 16 || R == 32 || R == 64 || R == 128, "wgmma_wait: accumulators of n32, n64, n128, n256");
+    if constexpr (R == 16)
+        asm volatile("wgmma.wait_group.sync.aligned %16;" : FMQA_WG_OUT16(d) : "n"(N) : "memory");
+    else if constexpr (R == 32)
         asm volatile("wgmma.wait_group.sync.aligned %32;" : FMQA_WG_OUT32(d) : "n"(N) : "memory");
     else if constexpr (R == 64)
         asm volatile("wgmma.wait_group.sync.aligned %64;" : FMQA_WG_OUT64(d) : "n"(N) : "memory");
@@ -419,8 +426,10 @@ template <int N, int R> FMQA_PTX void wgmma_wait(float (&d)[R]) {
                  : FMQA_WG_OUT##R(d) : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(TRANS_A), "n"(TRANS_B))
 template <int N, int BF16, int TRANS_A, int TRANS_B>
 FMQA_PTX void wgmma_ss(float (&d)[N / 2], u64 desc_a, u64 desc_b, int scale_d) {
-    static_assert(N == 64 || N == 128 || N == 256, "wgmma_ss: n64, n128, n256");
-    if constexpr (N == 64 && BF16) FMQA_WGMMA_SS(64, 32, "bf16", 32, 33, 34, 35, 36);
+    static_assert(N == 32 || N == 64 || N == 128 || N == 256, "wgmma_ss: n32, n64, n128, n256");
+    if constexpr (N == 32 && BF16) FMQA_WGMMA_SS(32, 16, "bf16", 16, 17, 18, 19, 20);
+    else if constexpr (N == 32) FMQA_WGMMA_SS(32, 16, "f16", 16, 17, 18, 19, 20);
+    else if constexpr (N == 64 && BF16) FMQA_WGMMA_SS(64, 32, "bf16", 32, 33, 34, 35, 36);
     else if constexpr (N == 64) FMQA_WGMMA_SS(64, 32, "f16", 32, 33, 34, 35, 36);
     else if constexpr (N == 128 && BF16) FMQA_WGMMA_SS(128, 64, "bf16", 64, 65, 66, 67, 68);
     else if constexpr (N == 128) FMQA_WGMMA_SS(128, 64, "f16", 64, 65, 66, 67, 68);
@@ -441,8 +450,10 @@ FMQA_PTX void wgmma_ss(float (&d)[N / 2], u64 desc_a, u64 desc_b, int scale_d) {
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(TRANS_B))
 template <int N, int BF16, int TRANS_B>
 FMQA_PTX void wgmma_rs(float (&d)[N / 2], const u32 (&a)[4], u64 desc_b, int scale_d) {
-    static_assert(N == 64 || N == 128 || N == 256, "wgmma_rs: n64, n128, n256");
-    if constexpr (N == 64 && BF16) FMQA_WGMMA_RS(64, 32, "bf16", "{%32, %33, %34, %35}", 36, 37, 38);
+    static_assert(N == 32 || N == 64 || N == 128 || N == 256, "wgmma_rs: n32, n64, n128, n256");
+    if constexpr (N == 32 && BF16) FMQA_WGMMA_RS(32, 16, "bf16", "{%16, %17, %18, %19}", 20, 21, 22);
+    else if constexpr (N == 32) FMQA_WGMMA_RS(32, 16, "f16", "{%16, %17, %18, %19}", 20, 21, 22);
+    else if constexpr (N == 64 && BF16) FMQA_WGMMA_RS(64, 32, "bf16", "{%32, %33, %34, %35}", 36, 37, 38);
     else if constexpr (N == 64) FMQA_WGMMA_RS(64, 32, "f16", "{%32, %33, %34, %35}", 36, 37, 38);
     else if constexpr (N == 128 && BF16) FMQA_WGMMA_RS(128, 64, "bf16", "{%64, %65, %66, %67}", 68, 69, 70);
     else if constexpr (N == 128) FMQA_WGMMA_RS(128, 64, "f16", "{%64, %65, %66, %67}", 68, 69, 70);
@@ -450,9 +461,11 @@ FMQA_PTX void wgmma_rs(float (&d)[N / 2], const u32 (&a)[4], u64 desc_b, int sca
     else FMQA_WGMMA_RS(256, 128, "f16", "{%128, %129, %130, %131}", 132, 133, 134);
 }
 #undef FMQA_WGMMA_RS
+#undef FMQA_WG_D16
 #undef FMQA_WG_D32
 #undef FMQA_WG_D64
 #undef FMQA_WG_D128
+#undef FMQA_WG_OUT16
 #undef FMQA_WG_OUT32
 #undef FMQA_WG_OUT64
 #undef FMQA_WG_OUT128

@@ -1,8 +1,9 @@
 /*
  * fmqa_sm90.cuh -- Hopper building blocks over the instruction layer
- * (fmqa_ptx.cuh), shared by the sm_90a templates (prefill_sm90, and the MLA
- * and decode TMA paths that reuse them): wgmma shared-memory matrix
- * descriptors and the mbarrier wait loop.  Compiled by NVRTC and by the CPU
+ * (fmqa_ptx.cuh), shared by the sm_90a templates (prefill_sm90,
+ * mla_decode_sm90, and the decode TMA paths that reuse them): wgmma
+ * shared-memory matrix descriptors, the swizzle of an address, and the
+ * mbarrier wait loop.  Compiled by NVRTC and by the CPU
  * emulator alike; needs __CUDA_ARCH__ >= 900 (descriptors: sm_90a).
  *
  * Tiles live in shared memory as TMA writes them: rows of a swizzle span W
@@ -27,6 +28,12 @@ FMQA_DEV void mbar_wait(u32 bar, u32 parity) {
     while (!mbar_try_wait(bar, parity)) {
     }
 }
+
+/* Shared address a as the hardware places it under the swizzle of span w
+ * bytes (32, 64, 128; 0: none): Swizzle<B,4,3>, bits 4.. xor bits 7.. (B =
+ * 1, 2, 3), on the address of a tile whose base is aligned to 8 w.  For the
+ * plain stores (and cp.async copies) that must meet TMA's or wgmma's view. */
+FMQA_DEV u32 smem_swizzle(u32 a, int w) { return w ? a ^ (((a >> 7) & (u32)(w / 16 - 1)) << 4) : a; }
 
 /* The descriptor's swizzle field for a span of w bytes (0: none). */
 FMQA_DEV u64 desc_swizzle_mode(int w) { return w == 128 ? 1 : w == 64 ? 2 : w == 32 ? 3 : 0; }

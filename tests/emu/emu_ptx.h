@@ -596,14 +596,14 @@ template <int N, int BF16> inline void emu_wgmma_issue(emu_wgmma o, float *d, in
 }
 template <int N, int BF16, int TRANS_A, int TRANS_B>
 inline void wgmma_ss(float (&d)[N / 2], u64 desc_a, u64 desc_b, int scale_d) {
-    static_assert(N == 64 || N == 128 || N == 256, "wgmma_ss: n64, n128, n256");
+    static_assert(N == 32 || N == 64 || N == 128 || N == 256, "wgmma_ss: n32, n64, n128, n256");
     emu_wgmma o = {};
     o.rs = 0, o.ta = TRANS_A, o.tb = TRANS_B, o.da = desc_a, o.db = desc_b;
     emu_wgmma_issue<N, BF16>(o, d, scale_d);
 }
 template <int N, int BF16, int TRANS_B>
 inline void wgmma_rs(float (&d)[N / 2], const u32 (&a)[4], u64 desc_b, int scale_d) {
-    static_assert(N == 64 || N == 128 || N == 256, "wgmma_rs: n64, n128, n256");
+    static_assert(N == 32 || N == 64 || N == 128 || N == 256, "wgmma_rs: n32, n64, n128, n256");
     emu_wgmma o = {};
     o.rs = 1, o.tb = TRANS_B, o.db = desc_b;
     memcpy(o.a, a, sizeof o.a);
@@ -707,7 +707,7 @@ inline void emu_wgmma_retire(int keep) {
     for (unsigned t = t0; t < t0 + 128; ++t) emu_wg[t].ops.erase(emu_wg[t].ops.begin(), emu_wg[t].ops.begin() + n);
 }
 template <int N, int R> inline void wgmma_wait(float (&d)[R]) {
-    static_assert(R == 32 || R == 64 || R == 128, "wgmma_wait: accumulators of n64, n128, n256");
+    static_assert(R == 16 || R == 32 || R == 64 || R == 128, "wgmma_wait: accumulators of n32, n64, n128, n256");
     emu_wg_meet(3000 + N);
     emu_wg_thread &w = emu_wg_me();
     if (threadIdx.x % 128 == 0) emu_wgmma_retire(N);

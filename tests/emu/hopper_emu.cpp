@@ -119,9 +119,10 @@ template <int N, int BF16> static void (*pick(int rs, int ta, int tb))(const hop
 static void (*gemm_fn)(const hop_gemm &);
 static void run_gemm(const void *p) { gemm_fn(*(const hop_gemm *)p); }
 
-/* n 64 (f16 and bf16), 128 (bf16), 256 (f16); -1 for another. */
+/* n 32 (bf16), 64 (f16 and bf16), 128 (bf16), 256 (f16); -1 for another. */
 extern "C" int hop_gemm_run(const hop_gemm *p) {
-    if (p->n == 64) gemm_fn = p->bf16 ? pick<64, 1>(p->rs, p->ta, p->tb) : pick<64, 0>(p->rs, p->ta, p->tb);
+    if (p->n == 32 && p->bf16) gemm_fn = pick<32, 1>(p->rs, p->ta, p->tb);
+    else if (p->n == 64) gemm_fn = p->bf16 ? pick<64, 1>(p->rs, p->ta, p->tb) : pick<64, 0>(p->rs, p->ta, p->tb);
     else if (p->n == 128 && p->bf16) gemm_fn = pick<128, 1>(p->rs, p->ta, p->tb);
     else if (p->n == 256 && !p->bf16) gemm_fn = pick<256, 0>(p->rs, p->ta, p->tb);
     else return -1;

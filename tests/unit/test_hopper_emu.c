@@ -2,7 +2,7 @@
  * test_hopper_emu.c -- the emulator's model of the Hopper instructions
  * (tests/emu/emu_ptx.h, sm_90 / sm_90a part) against what the PTX ISA defines,
  * through the kernels of tests/emu/hopper_emu.cpp:
- *  - wgmma GEMMs (m64nNk16, f16 and bf16, N 64 / 128 / 256) against a plain
+ *  - wgmma GEMMs (m64nNk16, f16 and bf16, N 32 / 64 / 128 / 256) against a plain
  *    CPU GEMM for every swizzle mode (none, 32, 64, 128 bytes), A from shared
  *    memory (K- and MN-major) and from registers, B K- and MN-major; operands
  *    by TMA (swizzled) or by plain stores in the interleaved layout; two
@@ -139,6 +139,9 @@ Test(hopper_emu, wgmma_gemm, .timeout = 600)
             const int *s = shapes[(i + w / 32) % 4];
             check_gemm(h, w, modes[m][0], modes[m][1], modes[m][2], s[0], s[1], 100u + (unsigned)i);
         }
+    /* n32 with a K-major B (mla_decode_sm90's scores of 32-token blocks) */
+    for (int w = 0; w <= 128; w = w ? 2 * w : 32)
+        check_gemm(h, w, w == 64, w == 32, 0, 32, 1, 200u + (unsigned)w);
 }
 
 /* ------------------------------------------------------------ TMA */

@@ -140,8 +140,11 @@ Test(mla_args, the_dispatcher_picks_mla_decode_and_names_what_it_serves)
     fmqa_choice choice;
     fmqa_err err;
     cr_assert_eq(rt_choose(lib, NULL, &dev, &p, &t, &c, &choice, &err), FMQA_OK, "%s", err.msg);
-    cr_expect_str_eq(choice.template_name, "mla_decode");
+    cr_expect_str_eq(choice.template_name, "mla_decode_sm90"); /* wgmma, on a Hopper */
     cr_expect_eq(choice.source, FMQA_CHOICE_DEFAULT);
+    fmqa_device_info ampere = fmqa_test_device("sm_80");
+    cr_assert_eq(rt_choose(lib, NULL, &ampere, &p, &t, &c, &choice, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_str_eq(choice.template_name, "mla_decode");
     p.head_dim_qk = 320, p.head_dim_v = 256; /* a smaller latent: valid, not served */
     cr_assert_eq(rt_problem_check(&p, &err), FMQA_OK, "%s", err.msg);
     cr_expect_eq(rt_choose(lib, NULL, &dev, &p, &t, &c, &choice, &err), FMQA_ERR_UNSUPPORTED);
