@@ -180,6 +180,15 @@ DEV scale_offsets scale_offsets_of(const fmqa_decode_params &p, int b, int slot)
     return {outer * p.ks_sb + in * p.ks_st, outer * p.vs_sb + in * p.vs_st};
 }
 
+/* Where slot's K and V scales of head hk are. */
+struct scale_ptrs {
+    const float *k, *v;
+};
+DEV scale_ptrs scale_ptrs_of(const fmqa_decode_params &p, int b, int hk, int slot) {
+    const scale_offsets o = scale_offsets_of(p, b, slot);
+    return {p.k_scale + o.k + hk * p.ks_sh, p.v_scale + o.v + hk * p.vs_sh};
+}
+
 /* A thread's K and V source for its 16-byte column c16 of head hk: the byte
  * address of that column in token 0 of the sequence's cache (contiguous) or of
  * page 0 (paged), computed once per CTA. */
@@ -281,10 +290,10 @@ DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs
             const int row = threadIdx.x + k * NTHREADS, v = v0 + row;
             if (row >= BLOCK_N) break;
             const int ok = v < v_end;
-            const scale_offsets o = scale_offsets_of(p, b, ok ? slot_of(p, s, pos_of(s, v)) : 0);
+            const scale_ptrs sp = scale_ptrs_of(p, b, hk, ok ? slot_of(p, s, pos_of(s, v)) : 0);
             const u32 sc = dst + 2 * BLOCK_N * RB + row * 4;
-            cp_async4(sc, ok ? p.k_scale + o.k + hk * p.ks_sh : p.k_scale, ok ? 4 : 0);
-            cp_async4(sc + BLOCK_N * 4, ok ? p.v_scale + o.v + hk * p.vs_sh : p.v_scale, ok ? 4 : 0);
+            cp_async4(sc, ok ? sp.k : p.k_scale, ok ? 4 : 0);
+            cp_async4(sc + BLOCK_N * 4, ok ? sp.v : p.v_scale, ok ? 4 : 0);
         }
     }
 }
@@ -361,9 +370,9 @@ DEV void produce_tile(const fmqa_decode_params &p, const seq_view &s, const kv_p
         src[k] = kv_row(p, base, b, slot);
         bytes += 2 * D * EB;
         if (EB == 1) {
-            const scale_offsets o = scale_offsets_of(p, b, slot);
-            ksc[k] = __ldg(p.k_scale + o.k + hk * p.ks_sh);
-            vsc[k] = __ldg(p.v_scale + o.v + hk * p.vs_sh);
+            const scale_ptrs sp = scale_ptrs_of(p, b, hk, slot);
+            ksc[k] = __ldg(sp.k);
+            vsc[k] = __ldg(sp.v);
         }
     }
     mbar_arrive_expect_tx(full, bytes);

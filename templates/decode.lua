@@ -192,9 +192,6 @@ local function valid(c, p, d)
   if c.BULK == 1 and d.cc < 90 then
     return false, "BULK = 1 (cp.async.bulk with mbarrier transaction counts) needs sm_90, got compute capability " .. d.cc
   end
-  if c.BULK == 1 and c.BLOCK_N % 32 ~= 0 then
-    return false, "BULK = 1 needs BLOCK_N a multiple of 32 (whole rows per producer lane), got " .. c.BLOCK_N
-  end
   local threads = cta_threads(c)
   if threads > d.max_threads_per_block then
     return false, threads .. " threads exceed the device's " .. d.max_threads_per_block
