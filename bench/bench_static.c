@@ -216,7 +216,9 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
     const int scales = p->op == FMQA_OP_MLA_DECODE ? 4 : 8; /* per token: one or two floats */
     r->tile_bytes = (double)bn * row_values(p) * eb + (eb == 1 ? (double)scales * bn : 0);
-    r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
+    /* a ring of bulk copies (BULK = 1) refills a stage as soon as it is read:
+     * all STAGES tiles in flight, not STAGES - 1 */
+    r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1 + (cfg(c, "BULK") == 1)) * r->tile_bytes / 1024.0;
     if (p->op == FMQA_OP_MLA_DECODE) /* its MMAs sit in inner loops, its copies in branches */
         snprintf(r->sass_why, sizeof r->sass_why,
                  "the SASS path model (tun_sass.c) follows decode's loop shape, not MLA's");

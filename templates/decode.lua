@@ -107,11 +107,16 @@ end
 
 -- CTAs of this config one SM holds at once, by shared memory (1 KB reserved
 -- per CTA) and threads (2048 an SM); registers are left out because the
--- estimate above is deliberately pessimistic.
+-- estimate above is deliberately pessimistic -- except with BULK, whose
+-- producer warp holds as many registers as a compute warp: ptxas gives the
+-- MQA d = 128 two-m-tile config 255 a thread, 160 threads, so one CTA an SM
+-- (fastmqa-bench static), where the estimate says 244.
 local function ctas_per_sm(c, p, d)
   local by_smem = d.smem_per_sm // (shared_bytes(c, p) + 1024)
   local by_threads = 2048 // cta_threads(c)
-  return math.max(1, math.min(by_smem, by_threads))
+  local n = math.min(by_smem, by_threads)
+  if c.BULK == 1 then n = math.min(n, d.regs_per_sm // (regs_estimate(c, p) * cta_threads(c))) end
+  return math.max(1, n)
 end
 
 -- fmqa_combine.cuh's FMQA_C_SMEM_BYTES: one float per warp of 128 threads, a
