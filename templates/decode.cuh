@@ -793,7 +793,8 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
         st[i].l[0] = st[i].l[1] = 0.0f;
         st[i].s0[0] = st[i].s0[1] = 0.0f;
     }
-    /* Warps whose rows are all padding only help load. */
+    /* Warps whose rows are all padding only help load (cp.async) or keep
+     * their place in the ring (BULK: they still wait and release). */
     const bool active = rb * ROWS + mw * MT * 16 < M;
     const u32 q_base = smem_addr(qs) + (mw * MT * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;
     /* Q in shared memory (the cp.async loop's first barrier publishes it too) */
