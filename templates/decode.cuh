@@ -301,29 +301,30 @@ DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs
 /* Load pipeline with BULK = 1 (sm_90+).  A producer warp (the CTA's last,
  * threads NTHREADS..) fills a ring of STAGES stages that the compute warps
  * (consumers) take in order.  Stage i has two mbarriers: full[i], completed by
- * 2 x 32 arrivals (an arrive.expect_tx of its copies' bytes and a plain arrive
- * from each producer lane) and the copies' transaction bytes; empty[i], by
+ * 33 arrivals (the arrive.expect_tx of the lane that issues the copies, then
+ * a plain arrive of every producer lane once its stores are done) and the
+ * copies' transaction bytes; empty[i], by
  * one arrival of each consumer thread once it has read the stage.  The
  * producer waits on empty before refilling a stage, the consumers on full:
  * no CTA-wide barrier inside a piece, and STAGES tiles in flight.  The ring
  * runs on across the CTA's pieces (kv_ring), so its barriers are initialised
  * once per kernel.
  *
- * Lane l copies rows l, l + 32, ... of each tile: one cp.async.bulk of the D *
- * EB bytes of the row's K and one of its V, into the same padded rows (RB
- * bytes apart) the compute reads with ldmatrix.  Plain bulk copies, not
+ * Each row of K and of V is one cp.async.bulk of its D * EB bytes, into the
+ * same padded rows (RB bytes apart) the compute reads with ldmatrix.  Plain bulk copies, not
  * tensor maps: they keep that layout (the 16 bytes of padding make ldmatrix
  * conflict-free; a map's swizzle would need another fragment addressing), a
  * row is the largest contiguous piece anyway when K and V rows of a KV head
  * are interleaved with the other heads' ([token][head][d]), pages, ring wraps
  * and the sink/window seam need no box arithmetic, and the runtime encodes no
- * map per call.  The row's address is computed once (kv_row: one page lookup
- * when paged) for CPR 16-byte chunks of K and as many of V.  8-bit scales (4
- * bytes a row, below a bulk copy's 16) travel through registers: loaded
- * before the copies are issued, stored after, published by the lane's second
- * arrive.  Rows past v_end are zeros (generic stores, published the same
- * way; the lane's fence.proxy.async orders them before the next bulk copy
- * into that row, which the same lane issues). */
+ * map per call.  An address is computed once a run of rows (kv_row: one page
+ * lookup when paged) for CPR 16-byte chunks of K and as many of V a row.
+ * 8-bit scales (4 bytes a row, below a bulk copy's 16) travel through
+ * registers: loaded before the copies are issued, stored after, published by
+ * the lanes' arrive.  Rows past v_end are zeros (generic stores, published
+ * the same way; the storing lane's fence.proxy.async orders them before any
+ * later bulk copy into that row, issued after the producer's next wait on
+ * that stage's empty barrier). */
 struct kv_ring {
     int n;     /* tiles through the ring so far */
     int stage; /* stage of tile n                */
@@ -336,8 +337,8 @@ DEV void ring_advance(kv_ring &r) {
 }
 
 #if BULK
-constexpr int RPL = BLOCK_N / 32; /* rows a producer lane copies per tile */
-static_assert(BLOCK_N % 32 == 0, "BULK: whole rows per producer lane");
+constexpr int RPL = BLOCK_N / 32; /* rows a producer lane takes the scales or zeros of */
+static_assert(BLOCK_N % 32 == 0, "BULK: as many rows for every producer lane");
 
 DEV u32 bar_full(unsigned char *smem, int st) { return smem_addr(smem + BAR_OFF) + 8 * st; }
 DEV u32 bar_empty(unsigned char *smem, int st) { return smem_addr(smem + BAR_OFF) + 8 * (STAGES + st); }
@@ -347,44 +348,63 @@ DEV u32 bar_empty(unsigned char *smem, int st) { return smem_addr(smem + BAR_OFF
 DEV void ring_init(unsigned char *smem) {
     if (threadIdx.x != 0) return;
     for (int i = 0; i < STAGES; ++i) {
-        mbar_init(bar_full(smem, i), 2 * 32);
+        mbar_init(bar_full(smem, i), 32 + 1);
         mbar_init(bar_empty(smem, i), NTHREADS);
     }
     fence_mbarrier_init();
 }
 
-/* One producer lane's share of tile [v0, v0 + BLOCK_N) into stage, completing
- * on the mbarrier full. */
+/* The run of positions from v (in slot `slot`) whose slots follow one another
+ * within one page, at most n long: runs end where the sinks meet the window,
+ * where a ring wraps and where a page ends. */
+DEV int run_len(const fmqa_decode_params &p, const seq_view &s, int v, int slot, int n) {
+    if (WINDOW && v < s.s0) n = min(n, s.s0 - v);
+    if (RING) n = min(n, p.sink_tokens + p.ring_period - slot);
+    if (PAGED) n = min(n, PS - (slot & (PS - 1)));
+    return n;
+}
+
+/* The producer warp's part of tile [v0, v0 + BLOCK_N) into stage, completing
+ * on the mbarrier full.  One elected lane issues the bulk copies run by run
+ * (run_len): an address a run (kv_row), then a stride added per row, values
+ * ptxas keeps in uniform registers, so that a copy is one UBLKCP (copies
+ * issued by every lane from its own registers cost a loop over the lanes,
+ * ~10 instructions a copy).  Lane l loads the 8-bit scales of rows l, l + 32,
+ * ... and stores them, or zeros for rows past v_end. */
 DEV void produce_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, int b, int hk, int v0,
                       int v_end, unsigned char *stage, u32 full) {
-    const int lane = threadIdx.x & 31;
-    kv_ptrs src[RPL];
+    const int lane = threadIdx.x & 31, n = min(BLOCK_N, v_end - v0); /* rows with data */
     float ksc[RPL], vsc[RPL];
-    u32 bytes = 0;
 #pragma unroll
     for (int k = 0; k < RPL; ++k) {
-        const int v = v0 + lane + 32 * k;
+        const int row = lane + 32 * k;
         ksc[k] = vsc[k] = 0.0f;
-        if (v >= v_end) continue;
-        const int slot = slot_of(p, s, pos_of(s, v));
-        src[k] = kv_row(p, base, b, slot);
-        bytes += 2 * D * EB;
-        if (EB == 1) {
-            const scale_ptrs sp = scale_ptrs_of(p, b, hk, slot);
+        if (EB == 1 && row < n) {
+            const scale_ptrs sp = scale_ptrs_of(p, b, hk, slot_of(p, s, pos_of(s, v0 + row)));
             ksc[k] = __ldg(sp.k);
             vsc[k] = __ldg(sp.v);
         }
     }
-    mbar_arrive_expect_tx(full, bytes);
+    if (elect_one()) {
+        mbar_arrive_expect_tx(full, 2u * D * EB * n);
+        const u32 dst = smem_addr(stage);
+        const long long kst = p.k_st * EB, vst = p.v_st * EB;
+        for (int r = 0; r < n;) {
+            const int v = v0 + r, slot = slot_of(p, s, pos_of(s, v));
+            const int end = r + run_len(p, s, v, slot, n - r);
+            kv_ptrs a = kv_row(p, base, b, slot);
+            for (; r < end; ++r, a.k += kst, a.v += vst) {
+                bulk_g2s(dst + r * RB, a.k, D * EB, full);
+                bulk_g2s(dst + (BLOCK_N + r) * RB, a.v, D * EB, full);
+            }
+        }
+    }
     bool zeroed = false;
 #pragma unroll
     for (int k = 0; k < RPL; ++k) {
         const int row = lane + 32 * k;
-        unsigned char *kr = stage + row * RB, *vr = kr + BLOCK_N * RB;
-        if (v0 + row < v_end) {
-            bulk_g2s(smem_addr(kr), src[k].k, D * EB, full);
-            bulk_g2s(smem_addr(vr), src[k].v, D * EB, full);
-        } else {
+        if (row >= n) {
+            unsigned char *kr = stage + row * RB, *vr = kr + BLOCK_N * RB;
             const uint4 z = make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
             for (int c = 0; c < CPR; ++c) ((uint4 *)kr)[c] = z, ((uint4 *)vr)[c] = z;
