@@ -201,6 +201,12 @@ DEV kv_ptrs kv_base(const fmqa_decode_params &p, int b, int hk, int c16) {
             (const char *)p.v + (outer * p.v_sb + hk * p.v_sh) * EB + c16 * 16};
 }
 
+/* Bytes from a token's K (V) row to the next one's (consecutive slots of a page). */
+struct kv_step {
+    long long k, v;
+};
+DEV kv_step kv_step_of(const fmqa_decode_params &p) { return {p.k_st * EB, p.v_st * EB}; }
+
 /* Where slot's row of the thread's column lies: one page lookup when paged. */
 DEV kv_ptrs kv_row(const fmqa_decode_params &p, const kv_ptrs &base, int b, int slot) {
     long long k = (long long)slot * p.k_st, v = (long long)slot * p.v_st;
@@ -232,7 +238,7 @@ static_assert(NTHREADS >= CPR && PER % RUN == 0, "tile copy layout");
 template <bool FULL>
 DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const kv_ptrs &at, int b,
                   int v, int v_end, u32 dst) {
-    const long long kst = p.k_st * EB, vst = p.v_st * EB;
+    const kv_step step = kv_step_of(p);
     const int first = slot_of(p, s, pos_of(s, v));
     bool linear = FULL || v < v_end;
     if (WINDOW || PAGED) {
@@ -246,7 +252,7 @@ DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs 
             const bool ok = FULL || v + k < v_end;
             cp_async16(dst + k * RB, ok ? a.k : (const char *)p.k, ok ? 16 : 0);
             cp_async16(dst + (BLOCK_N + k) * RB, ok ? a.v : (const char *)p.v, ok ? 16 : 0);
-            a.k += kst, a.v += vst;
+            a.k += step.k, a.v += step.v;
         }
     } else {
 #pragma unroll
@@ -388,12 +394,12 @@ DEV void produce_tile(const fmqa_decode_params &p, const seq_view &s, const kv_p
     if (elect_one()) {
         mbar_arrive_expect_tx(full, 2u * D * EB * n);
         const u32 dst = smem_addr(stage);
-        const long long kst = p.k_st * EB, vst = p.v_st * EB;
+        const kv_step step = kv_step_of(p);
         for (int r = 0; r < n;) {
             const int v = v0 + r, slot = slot_of(p, s, pos_of(s, v));
             const int end = r + run_len(p, s, v, slot, n - r);
             kv_ptrs a = kv_row(p, base, b, slot);
-            for (; r < end; ++r, a.k += kst, a.v += vst) {
+            for (; r < end; ++r, a.k += step.k, a.v += step.v) {
                 bulk_g2s(dst + r * RB, a.k, D * EB, full);
                 bulk_g2s(dst + (BLOCK_N + r) * RB, a.v, D * EB, full);
             }
