@@ -63,6 +63,8 @@ typedef struct srow {
     double tile_bytes, inflight_kb;
     int sass;                /* the SASS figures below are valid              */
     tun_sass_loop loop;
+    int bulk;                /* decode BULK = 1: a producer warp issues the copies */
+    tun_sass_loop producer;  /* its loop (bulk), per tile                        */
     double ib;
     int prologue_trips, combine_trips, combine_slices;
     char sass_why[160];
@@ -70,7 +72,7 @@ typedef struct srow {
 } srow;
 
 typedef struct sopts {
-    const char *shapes, *archs;
+    const char *shapes, *archs, *config;
     char *custom[32];
     int n_custom, json, threads, invariant;
 } sopts;
@@ -88,6 +90,9 @@ static void usage(FILE *f)
             "                    where a template compiles for it)\n"
             "  --threads N       NVRTC compile threads (default 2)\n"
             "  --invariant       decode problems with FMQA_FLAG_BATCH_INVARIANT\n"
+            "  --config TEXT     parameters overriding the chosen config of each row whose\n"
+            "                    template has them (e.g. BULK=1: decode's sm_90 bulk pipeline);\n"
+            "                    a row whose template refuses the result shows why\n"
             "  --json            one JSON document instead of the table\n"
             "  --help\n"
             "SASS figures need cuobjdump ($CUOBJDUMP, PATH, or pip's nvidia-cuda-cuobjdump).\n"
@@ -148,7 +153,11 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
     fmqa_err err = {0};
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
     int threads = r->k.threads ? r->k.threads : 1;
-    int copies = bn * row_values(p) * eb / 16 / threads;
+    /* BULK = 1 (decode.cuh, "Load pipeline"): the last warp copies every row
+     * of K and V, one bulk copy each; the compute warps copy nothing */
+    r->bulk = cfg(c, "BULK") == 1;
+    int compute_warps = threads / 32 - r->bulk;
+    int copies = r->bulk ? 0 : bn * row_values(p) * eb / 16 / threads;
     /* Before the first copy a thread loads its kv_lens entries for the
      * schedule's scan (decode.cuh, sched_locate): ceil(B / threads) of them,
      * twice when the batch takes more than one step; Q comes after the first
@@ -160,6 +169,8 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
         st = tun_sass_parse(text, &s, &err);
     if (st == FMQA_OK)
         st = tun_sass_main_loop(s, entry, copies, &r->loop, &err);
+    if (st == FMQA_OK && r->bulk)
+        st = tun_sass_bulk_loop(s, entry, 2 * bn, (double)bn * row_values(p) * eb, &r->producer, &err);
     if (st == FMQA_OK)
         st = tun_sass_round_trips(s, entry, TUN_SASS_TO_FIRST_COPY, q_bytes,
                                   &r->prologue_trips, &err);
@@ -176,7 +187,7 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
     }
     r->sass = st == FMQA_OK;
     if (r->sass)
-        r->ib = (threads / 32) * r->loop.insts / r->tile_bytes;
+        r->ib = (compute_warps * r->loop.insts + (r->bulk ? r->producer.insts : 0)) / r->tile_bytes;
     else
         fmqa_strlcpy(r->sass_why, err.msg, sizeof r->sass_why);
     tun_sass_free(s);
@@ -207,8 +218,10 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
     const int scales = p->op == FMQA_OP_MLA_DECODE ? 4 : 8; /* per token: one or two floats */
     r->tile_bytes = (double)bn * row_values(p) * eb + (eb == 1 ? (double)scales * bn : 0);
     /* tiles loading while one computes: STAGES - 1, or mla_decode_sm90's
-     * PIPE - 1 pairs of blocks */
-    int64_t pipe = 0, ahead = gen_config_get(c, "PIPE", &pipe) ? 2 * (pipe - 1) : cfg(c, "STAGES") - 1;
+     * PIPE - 1 pairs of blocks; a ring of bulk copies (BULK = 1) refills a
+     * stage as soon as it is read: all STAGES tiles in flight */
+    int64_t pipe = 0, ahead = gen_config_get(c, "PIPE", &pipe) ? 2 * (pipe - 1)
+                                                               : cfg(c, "STAGES") - 1 + (cfg(c, "BULK") == 1);
     r->inflight_kb = r->k.ctas_per_sm * (double)ahead * r->tile_bytes / 1024.0;
     if (p->op == FMQA_OP_MLA_DECODE) /* its MMAs sit in inner loops, its copies in branches */
         snprintf(r->sass_why, sizeof r->sass_why,
@@ -301,7 +314,20 @@ static srow prefill_row(const bench_prefill_shape *s, int arch)
 }
 
 /* Chooses, plans, renders and compiles one row; NVRTC runs on this thread. */
-static void build_row(gen_lib *lib, const char *arch, srow *r)
+/* Sets the parameters of over that template t has in c; then checks c. */
+static fmqa_status override(const gen_template *t, const gen_config *over, const fmqa_problem *p,
+                            const fmqa_device_info *d, gen_config *c, fmqa_err *err)
+{
+    for (int i = 0; i < over->n; i++) {
+        int64_t v;
+        if (gen_config_get(c, over->p[i].name, &v) &&
+            gen_config_set(c, over->p[i].name, over->p[i].value, err) != FMQA_OK)
+            return FMQA_ERR_INVALID_ARGUMENT;
+    }
+    return gen_check(t, c, p, d, err);
+}
+
+static void build_row(gen_lib *lib, const char *arch, const gen_config *over, srow *r)
 {
     fmqa_device_info d;
     fmqa_err err = {0};
@@ -320,6 +346,8 @@ static void build_row(gen_lib *lib, const char *arch, srow *r)
         r->skip = 1; /* no prefill template for this preset */
         return;
     }
+    if (st == FMQA_OK && over)
+        st = override(t, over, &p, &d, &c, &err);
     if (st == FMQA_OK)
         st = gen_launch_plan(t, &c, &p, &d, &plan, &err);
     if (st == FMQA_OK)
@@ -385,7 +413,14 @@ static void print_json_row(const srow *r, const char **archs)
         json_num("int_per_tile", r->loop.integer, sv, "%.0f", 1);
         json_num("fp_per_tile", r->loop.fp, sv, "%.0f", 1);
         json_num("conv_per_tile", r->loop.conv, sv, "%.0f", 1);
-        json_num("addr_insts_per_16b_load", r->loop.addr_per_copy, sv, "%.1f", 1);
+        json_num("addr_insts_per_16b_load", r->bulk ? r->producer.addr_per_copy : r->loop.addr_per_copy, sv,
+                 "%.1f", 1);
+        if (r->bulk) {
+            json_num("producer_insts_per_tile", r->producer.insts, sv, "%.0f", 1);
+            json_num("producer_int_per_tile", r->producer.integer, sv, "%.0f", 1);
+            json_num("producer_bulk_copies_per_tile", r->producer.copies, sv, "%.0f", 1);
+            printf("\"producer_path_exact\":%s,", sv && r->producer.exact ? "true" : "false");
+        }
         printf("\"loop_path_exact\":%s,", sv && r->loop.exact ? "true" : "false");
         json_num("dependent_loads_before_first_kv", r->prologue_trips, sv, "%.0f", 1);
         json_num("combine_ctas", r->combine.ctas, r->combine.ok, "%.0f", 1);
@@ -469,7 +504,7 @@ static void print_table(const srow *rows, int n, const char **archs)
         cell(dec || pre, " %*.0f", r->inflight_kb, 8);
         cell(sv, " %*.3f", r->ib, 6);
         cell(sv, " %*.0f", r->loop.insts, 6);
-        cell(sv, " %*.1f", r->loop.addr_per_copy, 5);
+        cell(sv, " %*.1f", r->bulk ? r->producer.addr_per_copy : r->loop.addr_per_copy, 5);
         cell(dec && sv, " %*.0f", r->prologue_trips, 4);
         cell(dec && r->combine.ok, " %*.0f", r->combine.ctas, 5);
         cell(sv && r->combine.ok, " %*.0f", r->combine_trips, 5);
@@ -481,9 +516,14 @@ static void print_table(const srow *rows, int n, const char **archs)
         printf("\n");
         if ((dec || pre) && !r->sass)
             printf("%-26s   SASS figures missing: %s\n", "", r->sass_why);
+        else if (dec && r->bulk)
+            printf("%-26s   producer warp: %.0f instructions a tile (%.0f integer, %.0f bulk copies)%s\n", "",
+                   r->producer.insts, r->producer.integer, r->producer.copies,
+                   r->producer.exact ? "" : " (path approximate)");
     }
     printf("I_B: warp-instructions per KV byte of the main loop (prefill: per K/V tile byte);\n"
-           "insts: per warp per tile;\n"
+           "insts: per warp per tile (BULK=1: per compute warp; the producer warp's line\n"
+           "follows, and I_B counts both);\n"
            "bal: mean / most work units of a CTA (tiles; batch-invariant: chunks);\n"
            "addr: integer instructions per 16-byte copy; pro: dependent global loads before\n"
            "the first KV copy; cCTA, cdep: the combine's CTAs and dependent loads per thread;\n"
@@ -506,7 +546,7 @@ static int parse(int argc, char **argv, sopts *o)
             continue;
         }
         if (!v || (strcmp(a, "--shapes") && strcmp(a, "--shape") && strcmp(a, "--arch") &&
-                   strcmp(a, "--threads")) ||
+                   strcmp(a, "--threads") && strcmp(a, "--config")) ||
             (!strcmp(a, "--shape") && o->n_custom == 32) ||
             (!strcmp(a, "--threads") && atoi(v) < 1)) {
             fprintf(stderr, "fastmqa-bench static: bad option or value: %s\n", a);
@@ -519,6 +559,8 @@ static int parse(int argc, char **argv, sopts *o)
             o->custom[o->n_custom++] = argv[i];
         else if (!strcmp(a, "--arch"))
             o->archs = v;
+        else if (!strcmp(a, "--config"))
+            o->config = v;
         else
             o->threads = atoi(v);
     }
@@ -548,6 +590,7 @@ static int split_archs(const char *text, char names[MAX_ARCHS][16], const char *
 typedef struct work {
     gen_lib *lib;
     const char **archs;
+    const gen_config *over; /* --config, or NULL */
     srow *rows;
 } work;
 
@@ -557,7 +600,7 @@ static fmqa_status build_job(void *user, int64_t i, fmqa_err *err)
     srow *r = &w->rows[i];
     (void)err;
     if (!r->skip)
-        build_row(w->lib, w->archs[r->arch], r);
+        build_row(w->lib, w->archs[r->arch], w->over, r);
     return FMQA_OK;
 }
 
@@ -588,6 +631,12 @@ int bench_static_main(int argc, char **argv)
     srow *rows = calloc((size_t)n, sizeof *rows);
     gen_lib *lib = NULL;
     fmqa_err err = {0};
+    gen_config over;
+    if (o.config && gen_config_parse(o.config, &over, &err) != FMQA_OK) {
+        fprintf(stderr, "fastmqa-bench static: --config %s: %s\n", o.config, err.msg);
+        free(rows), free(shapes), free(pshapes);
+        return 2;
+    }
     const char *dir = getenv("FASTMQA_TEMPLATE_DIR");
     fmqa_status st = rows ? gen_lib_open(dir && *dir ? dir : NULL, &lib, &err)
                           : fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
@@ -602,7 +651,7 @@ int bench_static_main(int argc, char **argv)
     }
     for (int i = 0; rows && i < np * na; i++)
         rows[ns * 2 * na + i] = prefill_row(&pshapes[i / na], i % na);
-    work w = {lib, archs, rows};
+    work w = {lib, archs, o.config ? &over : NULL, rows};
     if (st == FMQA_OK)
         st = tun_parallel(o.threads, n, build_job, &w, &err);
     if (st != FMQA_OK) {

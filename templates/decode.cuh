@@ -10,8 +10,9 @@
  * RING, LSE, INVARIANT (batch-invariant schedule), SOFTCAP (scores capped to
  * c tanh(s / c), c = logit_softcap).  Config defines: BLOCK_N (KV tokens per
  * tile), WARPS_M (row groups per CTA), M_TILES (16-row m-tiles per warp),
- * WARPS_N (warps sharing a tile along N), STAGES (cp.async pipeline
- * depth).
+ * WARPS_N (warps sharing a tile along N), STAGES (pipeline depth), BULK (how
+ * K/V tiles arrive: 0 cp.async from every warp, 1 on sm_90+ a producer warp's
+ * cp.async.bulk copies; "Load pipeline" below).
  *
  * Work split.  A persistent grid of gridDim.x CTAs shares the work evenly (see
  * "Work distribution" below); one piece of it is a range of one sequence's
@@ -71,6 +72,7 @@
 #include "fmqa_device.cuh"
 #include "fmqa_combine.cuh"
 #include "fmqa_pages.cuh"
+#include "fmqa_sm90.cuh"
 
 using namespace fmqa_dev;
 
@@ -94,8 +96,13 @@ constexpr int Q_BYTES = ROWS * QRB;
 constexpr int SCALE_BYTES = EB == 1 ? 2 * BLOCK_N * 4 : 0;
 constexpr int STAGE_BYTES = 2 * BLOCK_N * RB + SCALE_BYTES;
 constexpr int MERGE_BYTES = WARPS_M * MT * (WARPS_N - 1) * (NT_O * 4 + 4) * 32 * 4;
+/* The mbarriers of the bulk pipeline (full, then empty, one each a stage)
+ * follow the stages and the merge buffer that reuses them. */
+constexpr int BAR_OFF = Q_BYTES + (STAGES * STAGE_BYTES > MERGE_BYTES ? STAGES * STAGE_BYTES : MERGE_BYTES);
 /* Must equal decode.lua's shared_bytes(). */
-constexpr int SMEM_BYTES = Q_BYTES + (STAGES * STAGE_BYTES > MERGE_BYTES ? STAGES * STAGE_BYTES : MERGE_BYTES);
+constexpr int SMEM_BYTES = BAR_OFF + (BULK ? 16 * STAGES : 0);
+/* The CTA: the compute warps, and with BULK the producer warp after them. */
+constexpr int CTA_THREADS = NTHREADS + (BULK ? 32 : 0);
 constexpr int PS = PAGED ? PAGE_SIZE : 16;                /* page size (if paged) */
 constexpr float KV_FOLD = KV_FMT == 3 ? FP8_F16_FOLD : 1.0f;
 /* int8 K with f16 operands is read as 1152 + k (int8x4_to_f16_biased: no
@@ -108,6 +115,9 @@ static_assert(WN % 16 == 0, "each warp needs whole 16-token chunks");
 static_assert(Q_TOKENS >= 1 && Q_TOKENS <= 16, "Q_TOKENS");
 static_assert(!PAGED || (PAGE_SIZE >= 16 && (PAGE_SIZE & (PAGE_SIZE - 1)) == 0), "PAGE_SIZE");
 static_assert(STAGES >= 2, "STAGES");
+#if BULK && __CUDA_ARCH__ < 900
+#error "BULK needs sm_90 (cp.async.bulk, mbarrier transaction counts): decode.lua refuses it below"
+#endif
 
 /* Where a sequence's visible positions are and how they map to memory. */
 struct seq_view {
@@ -138,6 +148,16 @@ DEV seq_view seq_view_of(const fmqa_decode_params &p, int kv_len) {
 
 DEV int pos_of(const seq_view &s, int v) { return v < s.s0 ? v : s.lo + (v - s.s0); }
 
+/* A barrier of the compute warps (NTHREADS threads): with BULK the producer
+ * warp runs its own loop and meets them only at the start of a piece. */
+DEV void consumers_sync() {
+#if BULK
+    bar_sync(1, NTHREADS);
+#else
+    __syncthreads();
+#endif
+}
+
 /* Cache slot of position j (ref_cache_slot): the ring advances one slot per
  * position from ring_s0 and wraps once at most, since the window part spans at
  * most ring_period = window + draft_slots positions. */
@@ -162,6 +182,15 @@ DEV scale_offsets scale_offsets_of(const fmqa_decode_params &p, int b, int slot)
     return {outer * p.ks_sb + in * p.ks_st, outer * p.vs_sb + in * p.vs_st};
 }
 
+/* Where slot's K and V scales of head hk are. */
+struct scale_ptrs {
+    const float *k, *v;
+};
+DEV scale_ptrs scale_ptrs_of(const fmqa_decode_params &p, int b, int hk, int slot) {
+    const scale_offsets o = scale_offsets_of(p, b, slot);
+    return {p.k_scale + o.k + hk * p.ks_sh, p.v_scale + o.v + hk * p.vs_sh};
+}
+
 /* A thread's K and V source for its 16-byte column c16 of head hk: the byte
  * address of that column in token 0 of the sequence's cache (contiguous) or of
  * page 0 (paged), computed once per CTA. */
@@ -173,6 +202,12 @@ DEV kv_ptrs kv_base(const fmqa_decode_params &p, int b, int hk, int c16) {
     return {(const char *)p.k + (outer * p.k_sb + hk * p.k_sh) * EB + c16 * 16,
             (const char *)p.v + (outer * p.v_sb + hk * p.v_sh) * EB + c16 * 16};
 }
+
+/* Bytes from a token's K (V) row to the next one's (consecutive slots of a page). */
+struct kv_step {
+    long long k, v;
+};
+DEV kv_step kv_step_of(const fmqa_decode_params &p) { return {p.k_st * EB, p.v_st * EB}; }
 
 /* Where slot's row of the thread's column lies: one page lookup when paged. */
 DEV kv_ptrs kv_row(const fmqa_decode_params &p, const kv_ptrs &base, int b, int slot) {
@@ -205,7 +240,7 @@ static_assert(NTHREADS >= CPR && PER % RUN == 0, "tile copy layout");
 template <bool FULL>
 DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const kv_ptrs &at, int b,
                   int v, int v_end, u32 dst) {
-    const long long kst = p.k_st * EB, vst = p.v_st * EB;
+    const kv_step step = kv_step_of(p);
     const int first = slot_of(p, s, pos_of(s, v));
     bool linear = FULL || v < v_end;
     if (WINDOW || PAGED) {
@@ -219,7 +254,7 @@ DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs 
             const bool ok = FULL || v + k < v_end;
             cp_async16(dst + k * RB, ok ? a.k : (const char *)p.k, ok ? 16 : 0);
             cp_async16(dst + (BLOCK_N + k) * RB, ok ? a.v : (const char *)p.v, ok ? 16 : 0);
-            a.k += kst, a.v += vst;
+            a.k += step.k, a.v += step.v;
         }
     } else {
 #pragma unroll
@@ -263,13 +298,148 @@ DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs
             const int row = threadIdx.x + k * NTHREADS, v = v0 + row;
             if (row >= BLOCK_N) break;
             const int ok = v < v_end;
-            const scale_offsets o = scale_offsets_of(p, b, ok ? slot_of(p, s, pos_of(s, v)) : 0);
+            const scale_ptrs sp = scale_ptrs_of(p, b, hk, ok ? slot_of(p, s, pos_of(s, v)) : 0);
             const u32 sc = dst + 2 * BLOCK_N * RB + row * 4;
-            cp_async4(sc, ok ? p.k_scale + o.k + hk * p.ks_sh : p.k_scale, ok ? 4 : 0);
-            cp_async4(sc + BLOCK_N * 4, ok ? p.v_scale + o.v + hk * p.vs_sh : p.v_scale, ok ? 4 : 0);
+            cp_async4(sc, ok ? sp.k : p.k_scale, ok ? 4 : 0);
+            cp_async4(sc + BLOCK_N * 4, ok ? sp.v : p.v_scale, ok ? 4 : 0);
         }
     }
 }
+
+/* Load pipeline with BULK = 1 (sm_90+).  A producer warp (the CTA's last,
+ * threads NTHREADS..) fills a ring of STAGES stages that the compute warps
+ * (consumers) take in order.  Stage i has two mbarriers: full[i], completed by
+ * 33 arrivals (the arrive.expect_tx of the lane that issues the copies, then
+ * a plain arrive of every producer lane once its stores are done) and the
+ * copies' transaction bytes; empty[i], by
+ * one arrival of each consumer thread once it has read the stage.  The
+ * producer waits on empty before refilling a stage, the consumers on full:
+ * no CTA-wide barrier inside a piece, and STAGES tiles in flight.  The ring
+ * runs on across the CTA's pieces (kv_ring), so its barriers are initialised
+ * once per kernel.
+ *
+ * Each row of K and of V is one cp.async.bulk of its D * EB bytes, into the
+ * same padded rows (RB bytes apart) the compute reads with ldmatrix.  Plain bulk copies, not
+ * tensor maps: they keep that layout (the 16 bytes of padding make ldmatrix
+ * conflict-free; a map's swizzle would need another fragment addressing), a
+ * row is the largest contiguous piece anyway when K and V rows of a KV head
+ * are interleaved with the other heads' ([token][head][d]), pages, ring wraps
+ * and the sink/window seam need no box arithmetic, and the runtime encodes no
+ * map per call.  An address is computed once a run of rows (kv_row: one page
+ * lookup when paged) for CPR 16-byte chunks of K and as many of V a row.
+ * 8-bit scales (4 bytes a row, below a bulk copy's 16) travel through
+ * registers: loaded before the copies are issued, stored after, published by
+ * the lanes' arrive.  Rows past v_end are zeros (generic stores, published
+ * the same way; the storing lane's fence.proxy.async orders them before any
+ * later bulk copy into that row, issued after the producer's next wait on
+ * that stage's empty barrier). */
+struct kv_ring {
+    int n;     /* tiles through the ring so far */
+    int stage; /* stage of tile n                */
+    u32 phase; /* parity of that stage's use by tile n */
+};
+
+DEV void ring_advance(kv_ring &r) {
+    ++r.n;
+    if (++r.stage == STAGES) r.stage = 0, r.phase ^= 1u;
+}
+
+#if BULK
+constexpr int RPL = BLOCK_N / 32; /* rows a producer lane takes the scales or zeros of */
+static_assert(BLOCK_N % 32 == 0, "BULK: as many rows for every producer lane");
+
+DEV u32 bar_full(unsigned char *smem, int st) { return smem_addr(smem + BAR_OFF) + 8 * st; }
+DEV u32 bar_empty(unsigned char *smem, int st) { return smem_addr(smem + BAR_OFF) + 8 * (STAGES + st); }
+
+/* Thread 0, once per kernel, before a CTA barrier: the ring's mbarriers,
+ * published to the async proxy. */
+DEV void ring_init(unsigned char *smem) {
+    if (threadIdx.x != 0) return;
+    for (int i = 0; i < STAGES; ++i) {
+        mbar_init(bar_full(smem, i), 32 + 1);
+        mbar_init(bar_empty(smem, i), NTHREADS);
+    }
+    fence_mbarrier_init();
+}
+
+/* The run of positions from v (in slot `slot`) whose slots follow one another
+ * within one page, at most n long: runs end where the sinks meet the window,
+ * where a ring wraps and where a page ends. */
+DEV int run_len(const fmqa_decode_params &p, const seq_view &s, int v, int slot, int n) {
+    if (WINDOW && v < s.s0) n = min(n, s.s0 - v);
+    if (RING) n = min(n, p.sink_tokens + p.ring_period - slot);
+    if (PAGED) n = min(n, PS - (slot & (PS - 1)));
+    return n;
+}
+
+/* The producer warp's part of tile [v0, v0 + BLOCK_N) into stage, completing
+ * on the mbarrier full.  One elected lane issues the bulk copies run by run
+ * (run_len): an address a run (kv_row), then a stride added per row, values
+ * ptxas keeps in uniform registers, so that a copy is one UBLKCP (copies
+ * issued by every lane from its own registers cost a loop over the lanes,
+ * ~10 instructions a copy).  Lane l loads the 8-bit scales of rows l, l + 32,
+ * ... and stores them, or zeros for rows past v_end. */
+DEV void produce_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, int b, int hk, int v0,
+                      int v_end, unsigned char *stage, u32 full) {
+    const int lane = threadIdx.x & 31, n = min(BLOCK_N, v_end - v0); /* rows with data */
+    float ksc[RPL], vsc[RPL];
+#pragma unroll
+    for (int k = 0; k < RPL; ++k) {
+        const int row = lane + 32 * k;
+        ksc[k] = vsc[k] = 0.0f;
+        if (EB == 1 && row < n) {
+            const scale_ptrs sp = scale_ptrs_of(p, b, hk, slot_of(p, s, pos_of(s, v0 + row)));
+            ksc[k] = __ldg(sp.k);
+            vsc[k] = __ldg(sp.v);
+        }
+    }
+    if (elect_one()) {
+        mbar_arrive_expect_tx(full, 2u * D * EB * n);
+        const u32 dst = smem_addr(stage);
+        const kv_step step = kv_step_of(p);
+        for (int r = 0; r < n;) {
+            const int v = v0 + r, slot = slot_of(p, s, pos_of(s, v));
+            const int end = r + run_len(p, s, v, slot, n - r);
+            kv_ptrs a = kv_row(p, base, b, slot);
+            for (; r < end; ++r, a.k += step.k, a.v += step.v) {
+                bulk_g2s(dst + r * RB, a.k, D * EB, full);
+                bulk_g2s(dst + (BLOCK_N + r) * RB, a.v, D * EB, full);
+            }
+        }
+    }
+    bool zeroed = false;
+#pragma unroll
+    for (int k = 0; k < RPL; ++k) {
+        const int row = lane + 32 * k;
+        if (row >= n) {
+            unsigned char *kr = stage + row * RB, *vr = kr + BLOCK_N * RB;
+            const uint4 z = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+            for (int c = 0; c < CPR; ++c) ((uint4 *)kr)[c] = z, ((uint4 *)vr)[c] = z;
+            zeroed = true;
+        }
+        if (EB == 1) {
+            float *sc = (float *)(stage + 2 * BLOCK_N * RB);
+            sc[row] = ksc[k];
+            sc[BLOCK_N + row] = vsc[k];
+        }
+    }
+    if (zeroed) fence_proxy_async();
+    mbar_arrive(full);
+}
+
+/* The producer warp's part of a piece: its ntiles tiles from v_begin. */
+DEV void produce_piece(const fmqa_decode_params &p, const seq_view &s, int b, int hk, int v_begin, int v_end,
+                       int ntiles, unsigned char *smem, kv_ring &r) {
+    const kv_ptrs base = kv_base(p, b, hk, 0);
+    for (int it = 0; it < ntiles; ++it) {
+        if (r.n >= STAGES) mbar_wait(bar_empty(smem, r.stage), r.phase ^ 1u); /* its previous tile was read */
+        produce_tile(p, s, base, b, hk, v_begin + it * BLOCK_N, v_end, smem + Q_BYTES + r.stage * STAGE_BYTES,
+                     bar_full(smem, r.stage));
+        ring_advance(r);
+    }
+}
+#endif
 
 /* Q rows of this CTA into shared memory as the mma type, zero rows past M.  A
  * thread takes 16-column chunks, two 16-byte loads each, all of them issued
@@ -538,7 +708,7 @@ DEV void merge_warps(unsigned char *smem, int mt, int nw, softmax_state &st) {
         w[(NT_O * 4 + 2) * 32] = st.l[0];
         w[(NT_O * 4 + 3) * 32] = st.l[1];
     }
-    __syncthreads();
+    consumers_sync();
     if (nw > 0) return;
     for (int k = 0; k < WARPS_N - 1; ++k) {
         const float *w = buf + k * (NT_O * 4 + 4) * 32 + lane;
@@ -601,13 +771,22 @@ DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mt, 
 /* One piece of work: positions [v_begin, v_end) of sequence b (seen as s) for
  * the rows of row block rb of KV head hk, written to the output (slot < 0) or
  * as partials to workspace slot `slot`.  Starts with a barrier: the previous
- * piece's warps may still read the shared memory this one fills. */
+ * piece's warps may still read the shared memory this one fills.  ring: the
+ * bulk pipeline's position (BULK), carried from piece to piece. */
 DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_view &s, int b, int hk, int rb,
-                   int v_begin, int v_end, long long slot) {
+                   int v_begin, int v_end, long long slot, kv_ring &ring) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int mw = warp % WARPS_M, nw = warp / WARPS_M;
     unsigned char *qs = smem, *stages = smem + Q_BYTES;
     const int ntiles = v_end > v_begin ? (v_end - v_begin + BLOCK_N - 1) / BLOCK_N : 0;
+#if BULK
+    fence_proxy_async(); /* this thread's generic writes to the stages (scan, merge) before copies refill them */
+    __syncthreads();
+    if (threadIdx.x >= NTHREADS) {
+        produce_piece(p, s, b, hk, v_begin, v_end, ntiles, smem, ring);
+        return;
+    }
+#else
     __syncthreads();
 
     const kv_ptrs kvb = kv_base(p, b, hk, threadIdx.x % CPR);
@@ -622,7 +801,8 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
         if (i < ntiles) load_tile(p, s, kvb, kv_at, b, hk, v_begin + i * BLOCK_N, v_end, stages + i * STAGE_BYTES);
         cp_async_commit();
     }
-    load_q(p, b, hk, rb, qs); /* published by the loop's first barrier */
+#endif
+    load_q(p, b, hk, rb, qs);
 
     row_info ri[MT][2];
     softmax_state st[MT];
@@ -641,30 +821,42 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
         st[i].l[0] = st[i].l[1] = 0.0f;
         st[i].s0[0] = st[i].s0[1] = 0.0f;
     }
-    /* Warps whose rows are all padding only help load. */
+    /* Warps whose rows are all padding only help load (cp.async) or keep
+     * their place in the ring (BULK: they still wait and release). */
     const bool active = rb * ROWS + mw * MT * 16 < M;
     const u32 q_base = smem_addr(qs) + (mw * MT * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;
-    if (K_BIAS) {
-        __syncthreads(); /* Q in shared memory */
-        if (active) s_start(q_base, st);
-    }
-    int st_cur = 0, st_next = STAGES - 1;
+    /* Q in shared memory (the cp.async loop's first barrier publishes it too) */
+    if (BULK || K_BIAS) consumers_sync();
+    if (K_BIAS && active) s_start(q_base, st);
+#if !BULK
+    int st_next = STAGES - 1;
+    ring.stage = 0; /* the cp.async pipeline starts over in every piece */
+#endif
     for (int it = 0; it < ntiles; ++it) {
+#if BULK
+        mbar_wait(bar_full(smem, ring.stage), ring.phase); /* tile `it` has landed */
+#else
         cp_async_wait<STAGES - 2>();
         __syncthreads(); /* tile `it` visible to all; tile it-1's stage is free */
         if (it + STAGES - 1 < ntiles)
             load_tile(p, s, kvb, kv_at, b, hk, v_begin + (it + STAGES - 1) * BLOCK_N, v_end,
                       stages + st_next * STAGE_BYTES);
         cp_async_commit();
+        st_next = st_next + 1 == STAGES ? 0 : st_next + 1;
+#endif
         const int v0 = v_begin + it * BLOCK_N;
         if (active)
-            warp_tile(p, s, ri, q_base, stages + st_cur * STAGE_BYTES, v0, v_end, tile_needs_mask(p, s, v0, v_end),
-                      nw, st);
-        st_cur = st_cur + 1 == STAGES ? 0 : st_cur + 1;
-        st_next = st_next + 1 == STAGES ? 0 : st_next + 1;
+            warp_tile(p, s, ri, q_base, stages + ring.stage * STAGE_BYTES, v0, v_end,
+                      tile_needs_mask(p, s, v0, v_end), nw, st);
+#if BULK
+        mbar_arrive(bar_empty(smem, ring.stage)); /* this thread is done with the stage */
+#endif
+        ring_advance(ring);
     }
+#if !BULK
     cp_async_wait<0>();
-    __syncthreads();
+#endif
+    consumers_sync(); /* every warp is done with the stages: the merge reuses them */
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
         merge_warps(stages, mw * MT + i, nw, st[i]);
@@ -696,7 +888,7 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
  * 1 slots for S segments), a chunk its flat unit index. */
 constexpr int INV_MIN_TILES = 8;   /* decode.lua's too */
 constexpr int INV_MAX_CHUNKS = 256;
-static_assert(SMEM_BYTES - Q_BYTES >= 8 * NTHREADS + 24, "scan scratch");
+static_assert(BAR_OFF - Q_BYTES >= 8 * CTA_THREADS + 24, "scan scratch");
 
 /* Tiles per unit of a sequence of `tiles` tiles: 1, or in batch-invariant mode
  * a function of the sequence alone (never of the batch or the device). */
@@ -717,20 +909,20 @@ DEV seq_units units_of(const seq_view &s) {
     return u;
 }
 
-/* Inclusive prefix sum of x over the CTA (Hillis-Steele in buf[NTHREADS]);
+/* Inclusive prefix sum of x over the CTA (Hillis-Steele in buf[CTA_THREADS]);
  * *total gets the sum of all. */
 DEV long long block_scan(long long x, long long *buf, long long *total) {
     const int tid = threadIdx.x;
     buf[tid] = x;
     __syncthreads();
-    for (int k = 1; k < NTHREADS; k <<= 1) {
+    for (int k = 1; k < CTA_THREADS; k <<= 1) {
         const long long y = tid >= k ? buf[tid - k] : 0;
         __syncthreads();
         x += y;
         buf[tid] = x;
         __syncthreads();
     }
-    *total = buf[NTHREADS - 1];
+    *total = buf[CTA_THREADS - 1];
     __syncthreads(); /* buf is reused by the next scan */
     return x;
 }
@@ -754,13 +946,13 @@ DEV long long seq_units_at(const fmqa_decode_params &p, int i, int &len) {
 }
 
 /* This CTA's range and where it starts; the same in every thread.  scratch:
- * 8 * NTHREADS + 24 bytes of shared memory.  A batch of up to NTHREADS
+ * 8 * CTA_THREADS + 24 bytes of shared memory.  A batch of up to CTA_THREADS
  * sequences takes one kv_lens load per thread; a larger one a second pass. */
 DEV sched_range sched_locate(const fmqa_decode_params &p, unsigned char *scratch) {
-    long long *buf = (long long *)scratch, *found = buf + NTHREADS;
+    long long *buf = (long long *)scratch, *found = buf + CTA_THREADS;
     long long total = 0, incl = 0, n = 0, t;
     int len = 0;
-    for (int base = 0; base < p.batch; base += NTHREADS) {
+    for (int base = 0; base < p.batch; base += CTA_THREADS) {
         n = seq_units_at(p, base + threadIdx.x, len);
         incl = total + block_scan(n, buf, &t);
         total += t;
@@ -769,11 +961,11 @@ DEV sched_range sched_locate(const fmqa_decode_params &p, unsigned char *scratch
     r.total = total;
     r.lo = blockIdx.x * total / gridDim.x;
     r.hi = (blockIdx.x + 1) * total / gridDim.x;
-    if (p.batch <= NTHREADS) {
+    if (p.batch <= CTA_THREADS) {
         sched_mark(found, threadIdx.x, len, incl, n, r.lo);
     } else {
         long long carry = 0;
-        for (int base = 0; base < p.batch; base += NTHREADS) {
+        for (int base = 0; base < p.batch; base += CTA_THREADS) {
             n = seq_units_at(p, base + threadIdx.x, len);
             incl = carry + block_scan(n, buf, &t);
             carry += t;
@@ -788,11 +980,15 @@ DEV sched_range sched_locate(const fmqa_decode_params &p, unsigned char *scratch
 /* The CTA whose range holds unit x (the largest c with c U / P <= x). */
 DEV long long cta_of(long long x, long long total) { return ((x + 1) * gridDim.x - 1) / total; }
 
-extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_decode_kernel(const fmqa_decode_params p) {
+extern "C" __global__ void __launch_bounds__(CTA_THREADS, 1) fmqa_decode_kernel(const fmqa_decode_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
     if (dynamic_smem_size() < (u32)SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
     pdl_launch_dependents(); /* the combine may launch; it waits for this grid's end */
+#if BULK
+    ring_init(smem); /* published by the scan's barriers */
+#endif
     const sched_range w = sched_locate(p, smem + Q_BYTES);
+    kv_ring ring = {0, 0, 0u};
     const int hrn = p.num_kv_heads * ROW_BLOCKS;
     int b = w.b, len = w.len;
     long long u_b = w.u_b;
@@ -817,7 +1013,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_decode_kernel(con
                                                          : (int)(cta_of(seg + su.units - 1, w.total) - blockIdx.x + 1);
         }
         run_piece(p, smem, s, b, hr / ROW_BLOCKS, hr % ROW_BLOCKS, k0 * su.per, min(s.nvirt, k1 * su.per),
-                  slot);
+                  slot, ring);
         u = seg + k1;
         if (u >= w.hi) return;
         if (k1 == su.units && hr + 1 == hrn) {

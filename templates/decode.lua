@@ -9,7 +9,7 @@
 --    launch with less);
 --  * grid = (P, 1, 1), persistent: P = SPLITS, or with SPLITS = 0 the
 --    device's SMs x the CTAs one SM holds, at most one CTA per unit of work;
---    block = 32 * WARPS_M * WARPS_N threads; row_blocks = ceil(GROUP *
+--    block = 32 * (WARPS_M * WARPS_N + BULK) threads; row_blocks = ceil(GROUP *
 --    q_tokens / cta_rows) with cta_rows = 16 * M_TILES * WARPS_M; the kernel
 --    reads gridDim.x, so any P is correct (decode.cuh, "Work distribution");
 --  * a sequence has at most ceil(eff_len() / BLOCK_N) tiles; a segment (b, kv
@@ -72,16 +72,19 @@ end
 
 local function rows(p) return (p.num_q_heads // p.num_kv_heads) * p.q_tokens end
 local function cta_rows(c) return 16 * c.M_TILES * c.WARPS_M end
+-- decode.cuh's CTA_THREADS: the compute warps, and with BULK the producer warp
+local function cta_threads(c) return 32 * (c.WARPS_M * c.WARPS_N + c.BULK) end
 
 local eff_len = common.eff_len
 
--- decode.cuh's SMEM_BYTES: Q rows, then max(pipeline stages, merge buffer).
+-- decode.cuh's SMEM_BYTES: Q rows, then max(pipeline stages, merge buffer),
+-- then with BULK two mbarriers a stage.
 local function shared_bytes(c, p)
   local d, eb = p.head_dim_qk, kv_bytes(p)
   local q = cta_rows(c) * (2 * d + 16)
   local stage = 2 * c.BLOCK_N * (d * eb + 16) + (eb == 1 and 8 * c.BLOCK_N or 0)
   local merge = c.WARPS_M * c.M_TILES * (c.WARPS_N - 1) * (d // 2 + 4) * 32 * 4
-  return q + math.max(c.STAGES * stage, merge)
+  return q + math.max(c.STAGES * stage, merge) + 16 * c.STAGES * c.BULK
 end
 
 -- Registers per thread, conservatively: O and S accumulators (d/2 + WN/2
@@ -101,11 +104,16 @@ end
 
 -- CTAs of this config one SM holds at once, by shared memory (1 KB reserved
 -- per CTA) and threads (2048 an SM); registers are left out because the
--- estimate above is deliberately pessimistic.
+-- estimate above is deliberately pessimistic -- except with BULK, whose
+-- producer warp holds as many registers as a compute warp: ptxas gives the
+-- MQA d = 128 two-m-tile config 255 a thread, 160 threads, so one CTA an SM
+-- (fastmqa-bench static), where the estimate says 244.
 local function ctas_per_sm(c, p, d)
   local by_smem = d.smem_per_sm // (shared_bytes(c, p) + 1024)
-  local by_threads = 2048 // (32 * c.WARPS_M * c.WARPS_N)
-  return math.max(1, math.min(by_smem, by_threads))
+  local by_threads = 2048 // cta_threads(c)
+  local n = math.min(by_smem, by_threads)
+  if c.BULK == 1 then n = math.min(n, d.regs_per_sm // (regs_estimate(c, p) * cta_threads(c))) end
+  return math.max(1, n)
 end
 
 -- Tiles per batch-invariant chunk of a sequence of `tiles` tiles (decode.cuh's
@@ -160,7 +168,10 @@ local function valid(c, p, d)
     return false, "WARPS_M x M_TILES = " .. c.WARPS_M .. " x " .. c.M_TILES ..
                   " leaves an m-tile with padding rows only (" .. rows(p) .. " rows)"
   end
-  return common.fits_device(32 * c.WARPS_M * c.WARPS_N, regs_estimate(c, p), shared_bytes(c, p), d)
+  if c.BULK == 1 and d.cc < 90 then
+    return false, "BULK = 1 (cp.async.bulk with mbarrier transaction counts) needs sm_90, got compute capability " .. d.cc
+  end
+  return common.fits_device(cta_threads(c), regs_estimate(c, p), shared_bytes(c, p), d)
 end
 
 return {
@@ -201,6 +212,9 @@ return {
     STAGES = { 2, 3, 4 },
     -- CTAs of the persistent grid (0: the device's SMs x CTAs per SM)
     SPLITS = { 0, 1, 2, 4, 8, 16, 32, 64, 128 },
+    -- K/V loads: 0 cp.async from every warp; 1 (sm_90+) a producer warp's
+    -- cp.async.bulk row copies into an mbarrier ring (decode.cuh, "Load pipeline")
+    BULK = { 0, 1 },
   },
 
   valid = valid,
@@ -211,7 +225,7 @@ return {
     local kernels = { {
       entry = "fmqa_decode_kernel",
       grid = { w.ctas, 1, 1 },
-      block = { 32 * c.WARPS_M * c.WARPS_N, 1, 1 },
+      block = { cta_threads(c), 1, 1 },
       shared = shared_bytes(c, p),
     } }
     -- units: the schedule's work units at full length (for fastmqa-bench static)
@@ -251,7 +265,8 @@ return {
             if w >= 1 then
               local wn = math.max(1, 4 // w)
               while bn // wn < 16 do wn = wn // 2 end
-              local c = { BLOCK_N = bn, WARPS_M = w, M_TILES = mt, WARPS_N = wn, STAGES = s, SPLITS = 0 }
+              local c = { BLOCK_N = bn, WARPS_M = w, M_TILES = mt, WARPS_N = wn, STAGES = s, SPLITS = 0,
+                          BULK = 0 }
               if valid(c, p, d) then return c end
             end
           end
@@ -259,6 +274,6 @@ return {
         end
       end
     end
-    return { BLOCK_N = 32, WARPS_M = 1, M_TILES = 1, WARPS_N = 1, STAGES = 2, SPLITS = 0 }
+    return { BLOCK_N = 32, WARPS_M = 1, M_TILES = 1, WARPS_N = 1, STAGES = 2, SPLITS = 0, BULK = 0 }
   end,
 }

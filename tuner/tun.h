@@ -412,6 +412,15 @@ fmqa_status tun_sass_main_loop(const tun_sass *s, const char *fn, int copies_per
 fmqa_status tun_sass_main_loop_mma(const tun_sass *s, const char *fn, int mma_per_iter,
                                    tun_sass_loop *out /* OUT */, fmqa_err *err);
 
+/* The producer loop of a warp-specialized kernel in function fn: the back
+ * edge around the most bulk copies (UBLKCP), walked with copies_per_iter of
+ * them per iteration -- the loop ptxas wraps around a copy whose operands
+ * differ between lanes (one lane's copy a trip) is taken as often as that asks.
+ * copy_bytes is set to bytes_per_iter (what the copies move per iteration),
+ * addr_per_copy to the path's integer instructions per 16 of those bytes. */
+fmqa_status tun_sass_bulk_loop(const tun_sass *s, const char *fn, int copies_per_iter, double bytes_per_iter,
+                               tun_sass_loop *out /* OUT */, fmqa_err *err);
+
 typedef enum tun_sass_walk {
     TUN_SASS_TO_FIRST_COPY, /* entry to the first cp.async / TMA copy; budget =
                                global load bytes per thread on the way          */

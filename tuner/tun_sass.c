@@ -272,9 +272,10 @@ int tun_sass_has_function(const tun_sass *s, const char *name)
 /* ---------------------------------------------------------------- paths */
 
 /* What a path counts against the budget: 16-byte copies (main loop), 16-byte
- * global loads (combine), global load bytes (prologue) or MMAs (the main loop
- * of a kernel whose copies are TMA's, issued by one thread). */
-typedef enum unit_kind { U_COPY16, U_LDG16, U_LOAD16, U_LDG_BYTES, U_MMA } unit_kind;
+ * global loads (combine), global load bytes (prologue), MMAs (the main loop
+ * of a kernel whose copies are TMA's, issued by one thread) or bulk copies
+ * (UBLKCP, whatever their size: a producer loop). */
+typedef enum unit_kind { U_COPY16, U_LDG16, U_LOAD16, U_LDG_BYTES, U_MMA, U_BULK } unit_kind;
 
 static int units_of(const insn *in, unit_kind u)
 {
@@ -284,6 +285,7 @@ static int units_of(const insn *in, unit_kind u)
     case U_LOAD16: return (in->kind == K_LDG || in->kind == K_COPY) && in->width == 16;
     case U_LDG_BYTES: return in->kind == K_LDG ? in->width : 0;
     case U_MMA: return in->kind == K_MMA;
+    case U_BULK: return in->kind == K_COPY && !strncmp(in->op, "UBLKCP", 6);
     }
     return 0;
 }
@@ -770,6 +772,56 @@ fmqa_status tun_sass_main_loop_mma(const tun_sass *s, const char *fn, int mma_pe
                                    tun_sass_loop *out, fmqa_err *err)
 {
     return loop_figures(s, fn, mma_per_iter, U_MMA, out, err);
+}
+
+/* The back edge whose range holds the most bulk copies (the innermost on
+ * ties), -1 if none: a warp-specialized kernel's producer loop.  The loops
+ * ptxas wraps around one copy (BRA.U.ANY back to an ELECT: one lane's operands
+ * a trip) are inner loops of it, never it. */
+static int bulk_loop(const sfunc *f, int *head)
+{
+    int best = -1, best_n = 0;
+    for (int b = 0; b < f->n; b++) {
+        int t = f->v[b].target, n = 0;
+        if (!f->v[b].is_bra || t < 0 || t > b || strstr(f->v[b].op, ".U.ANY"))
+            continue;
+        for (int i = t; i <= b; i++)
+            n += units_of(&f->v[i], U_BULK);
+        if (n > best_n || (n == best_n && n > 0 && b - t < best - *head))
+            best = b, *head = t, best_n = n;
+    }
+    return best;
+}
+
+fmqa_status tun_sass_bulk_loop(const tun_sass *s, const char *fn, int copies_per_iter, double bytes_per_iter,
+                               tun_sass_loop *out, fmqa_err *err)
+{
+    const sfunc *f = find_fn(s, fn, err);
+    if (!f)
+        return FMQA_ERR_NOT_FOUND;
+    int head = 0, tail = bulk_loop(f, &head);
+    if (tail < 0)
+        return fmqa_err_set(err, FMQA_ERR_NOT_FOUND, "SASS %s: no loop holds a bulk copy", fn);
+    trace t = {0};
+    int u = 0;
+    fmqa_status st = walk(f, head, tail, copies_per_iter, U_BULK, END_AT_LAST, &t, &u, err);
+    if (st == FMQA_OK) {
+        tun_sass_loop o;
+        memset(&o, 0, sizeof o);
+        o.found = 1, o.exact = u == copies_per_iter;
+        o.head = f->v[head].addr, o.tail = f->v[tail].addr;
+        char *none = calloc((size_t)f->n, 1);
+        if (!none)
+            st = fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+        else
+            count(f, &t, none, &o);
+        free(none);
+        o.copy_bytes = bytes_per_iter;
+        o.addr_per_copy = bytes_per_iter >= 16 ? o.integer / (bytes_per_iter / 16) : 0;
+        *out = o;
+    }
+    free(t.v);
+    return st;
 }
 
 /* ---------------------------------------------------------------- round trips */

@@ -131,6 +131,11 @@ static inline uint2 make_uint2(unsigned x, unsigned y) {
     r.x = x, r.y = y;
     return r;
 }
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) {
+    uint4 r;
+    r.x = x, r.y = y, r.z = z, r.w = w;
+    return r;
+}
 static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 static inline float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
 static inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }

@@ -208,6 +208,29 @@ Test(decode, forced_split_kv)
     run_all(cases, N(cases));
 }
 
+/* The sm_90 bulk pipeline (BULK=1: a producer warp's cp.async.bulk copies
+ * into an mbarrier ring; decode.cuh, "Load pipeline"): contiguous, paged, an
+ * 8-bit ring with a window, forced splits.  Below sm_90 decode.lua refuses it,
+ * so the cases are skipped there. */
+Test(decode, bulk_pipeline_sm90)
+{
+    static const dcase cases[] = {
+        {"bulk mqa", 3, 32, 1, 128, 1, 4099, F16, F16, CAUSAL | FMQA_FLAG_LSE, 0, 0, 0, {4099, 1, 17}, "BULK=1"},
+        {"bulk splits 8 tq4 paged", 3, 32, 8, 128, 4, 4099, F16, F16, CAUSAL | FMQA_FLAG_PAGED, 64, 0, 0, {0},
+         "BULK=1,SPLITS=8"},
+        {"bulk tq4 window ring int8", 3, 32, 1, 128, 4, 4099, F16, I8, CAUSAL | FMQA_FLAG_RING, 0, 128, 4,
+         {4099, 600, 4}, "BULK=1"},
+        {"bulk fp8 bf16 d64", 3, 16, 2, 64, 1, 4099, BF16, FP8, CAUSAL | FMQA_FLAG_LSE, 0, 0, 0, {0}, "BULK=1,SPLITS=4"},
+    };
+    fmqa_ctx_t *ctx = gpu_ctx();
+    fmqa_device_info dev;
+    cr_assert_eq(fmqa_device_query(ctx, &dev), FMQA_OK);
+    fmqa_ctx_destroy(ctx);
+    if (dev.cc_major < 9)
+        cr_skip_test("BULK=1 needs sm_90 (compute capability %d.%d here)", dev.cc_major, dev.cc_minor);
+    run_all(cases, N(cases));
+}
+
 /* Learned sink logits (one per query head, some outweighing every score) with
  * and without split-KV, windows and query tokens; logit soft-capping with a cap
  * that bends the scores, on 16- and 8-bit caches, alone and with sinks. */

@@ -77,16 +77,16 @@ Test(decode_compile, heavy_configs, .timeout = 600)
     } cases[] = {
         {"op=decode,batch=3,heads=256,kv_heads=2,d=256,dv=256,tq=16,kv_len=4096,q=bf16,"
          "kv=fp8_e4m3,out=bf16,flags=tree|lse",
-         "BLOCK_N=64,M_TILES=1,SPLITS=2,STAGES=2,WARPS_M=2,WARPS_N=2"},
+         "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=2,STAGES=2,WARPS_M=2,WARPS_N=2"},
         {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=16,kv_len=4096,kv=int8,"
          "page=16,flags=causal|paged|tree",
-         "BLOCK_N=128,M_TILES=1,SPLITS=4,STAGES=4,WARPS_M=2,WARPS_N=1"},
+         "BLOCK_N=128,BULK=0,M_TILES=1,SPLITS=4,STAGES=4,WARPS_M=2,WARPS_N=1"},
         {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=16,kv_len=4096,q=bf16,"
          "kv=fp8_e4m3,out=bf16,page=16,flags=tree|paged|lse",
-         "BLOCK_N=64,M_TILES=2,SPLITS=2,STAGES=4,WARPS_M=1,WARPS_N=4"},
+         "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=2,STAGES=4,WARPS_M=1,WARPS_N=4"},
         {"op=decode,batch=3,heads=64,kv_heads=2,d=96,dv=96,tq=1,kv_len=4096,kv=int8,"
          "window=100,sinks=4,flags=causal|ring|lse",
-         "BLOCK_N=64,M_TILES=2,SPLITS=2,STAGES=4,WARPS_M=1,WARPS_N=4"},
+         "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=2,STAGES=4,WARPS_M=1,WARPS_N=4"},
     };
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
@@ -228,7 +228,7 @@ Test(decode_compile, schedule_by_hand)
     /* An explicit SPLITS=4: 4 CTAs whatever the device; 2 x 2 segments, 4 + 4
      * - 1 slots. */
     fmqa_problem p = fmqa_test_problem("op=decode,batch=2,heads=8,kv_heads=2,d=64,tq=1,kv_len=1000,flags=causal");
-    gen_config c = fmqa_test_config("BLOCK_N=64,M_TILES=1,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
+    gen_config c = fmqa_test_config("BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
     gen_plan plan = plan_of(t, &c, &p, &dev);
     cr_expect_eq(plan.splits, 7);
     cr_expect_eq(plan.kernels[0].grid[0], 4);
@@ -285,7 +285,7 @@ Test(decode_compile, default_row_warps_in_space)
  * STAGES; x all 9 SPLITS (persistent CTAs: any count is legal).  (2 + 3 + 4) *
  * 3 * 9 = 243;
  * all fit in shared memory (largest: 2304 + 4*2*128*144 = 149760 bytes) on
- * both presets. */
+ * both presets.  sm_90 doubles them: BULK 0 and 1 (sm_80 refuses BULK = 1). */
 Test(decode_compile, space_size_by_hand)
 {
     gen_lib *lib = fmqa_test_open_templates();
@@ -298,8 +298,45 @@ Test(decode_compile, space_size_by_hand)
         size_t n = 0;
         fmqa_err err;
         cr_assert_eq(gen_space(t, &p, &dev, &cs, &n, &err), FMQA_OK, "%s", err.msg);
-        cr_expect_eq(n, 243, "%s: %zu legal configs", archs[a], n);
+        cr_expect_eq(n, a == 0 ? 243u : 486u, "%s: %zu legal configs", archs[a], n);
         free(cs);
+    }
+    gen_lib_close(lib);
+}
+
+/* BULK = 1 (decode.cuh, "Load pipeline": the producer warp's cp.async.bulk
+ * copies, mbarriers, the consumers' named barrier) compiled for sm_90 without
+ * spills or a stack frame over both cache widths, every head dim, paged,
+ * window + ring + sinks, tree masks and 128-token tiles (4 rows a producer
+ * lane); refused on sm_80 with the reason. */
+Test(decode_compile, bulk_sm90, .timeout = 600)
+{
+    static const struct {
+        const char *spec, *config;
+    } cases[] = {
+        {"op=decode,batch=64,heads=32,kv_heads=1,d=128,dv=128,tq=1,kv_len=4096,flags=causal", "BULK=1"},
+        {"op=decode,batch=3,heads=16,kv_heads=2,d=64,dv=64,tq=4,kv_len=4096,kv=int8,page=16,"
+         "window=512,sinks=4,flags=causal|paged|ring|lse", "BULK=1"},
+        {"op=decode,batch=3,heads=12,kv_heads=2,d=96,dv=96,tq=2,kv_len=4096,q=bf16,kv=fp8_e4m3,out=bf16,"
+         "flags=tree|lse", "BULK=1,BLOCK_N=128"},
+        {"op=decode,batch=3,heads=8,kv_heads=2,d=256,dv=256,tq=1,kv_len=4096,q=bf16,kv=bf16,out=bf16,"
+         "page=32,flags=causal|paged", "BULK=1"},
+    };
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
+    fmqa_device_info h100 = fmqa_test_device("sm_90"), a100 = fmqa_test_device("sm_80");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fmqa_problem p = fmqa_test_problem(cases[i].spec);
+        gen_config c, over = fmqa_test_config(cases[i].config);
+        fmqa_err err;
+        cr_assert_eq(gen_default(t, &p, &h100, &c, &err), FMQA_OK, "%s", err.msg);
+        for (int j = 0; j < over.n; j++)
+            cr_assert_eq(gen_config_set(&c, over.p[j].name, over.p[j].value, &err), FMQA_OK, "%s", err.msg);
+        cr_assert_eq(gen_check(t, &c, &p, &h100, &err), FMQA_OK, "%s [%s]: %s", cases[i].spec, cases[i].config,
+                     err.msg);
+        fmqa_test_compile_clean(t, &c, &p, &h100, cases[i].spec, 2);
+        cr_expect_eq(gen_check(t, &c, &p, &a100, &err), FMQA_ERR_UNSUPPORTED);
+        cr_expect(strstr(err.msg, "needs sm_90") != NULL, "sm_80: %s", err.msg);
     }
     gen_lib_close(lib);
 }
@@ -308,7 +345,7 @@ Test(decode_compile, illegal_problems_and_configs_say_why)
 {
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
-    const char *ok_cfg = "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2";
+    const char *ok_cfg = "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2";
     fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=80,tq=1,flags=causal", ok_cfg,
                             "head_dim_qk must be 64, 96, 128 or 256, got 80");
     fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=128,dv=64,tq=1", ok_cfg,
@@ -323,34 +360,34 @@ Test(decode_compile, illegal_problems_and_configs_say_why)
                             "page_size must be a power of two >= 16 when paged, got 24");
     /* 8 rows fill one 16-row warp: a second would be padding only */
     fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1",
-                            "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1",
+                            "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1",
                             "padding rows only");
     /* 16 rows fill one m-tile: a warp's second would be padding only */
     fmqa_test_expect_reason(t, "op=decode,heads=16,kv_heads=1,d=64,tq=1",
-                            "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4",
+                            "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4",
                             "padding rows only");
     fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=64,tq=1",
-                            "BLOCK_N=32,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4",
+                            "BLOCK_N=32,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4",
                             "not a multiple of 16");
     /* 16*(512+16) + 4 * 2*128*(512+16) = 549120 bytes */
     fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
-                            "BLOCK_N=128,M_TILES=1,SPLITS=1,STAGES=4,WARPS_M=1,WARPS_N=8",
+                            "BLOCK_N=128,BULK=0,M_TILES=1,SPLITS=1,STAGES=4,WARPS_M=1,WARPS_N=8",
                             "549120 bytes of shared memory exceed");
     /* d/2 + 64/2 + 100 = 260 registers (ptxas spills there) */
     fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
-                            "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=1",
+                            "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=1",
                             "about 260 registers");
     /* int8, two m-tiles: 2 x (128/2 + 16/2 + 8) + 100 = 260 (ptxas spilled at 255) */
     fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=128,tq=1,kv=int8",
-                            "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4",
+                            "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4",
                             "about 260 registers");
     /* two m-tiles: 2 x (128/2 + 32/2) + 100 = 260 */
     fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=128,tq=1",
-                            "BLOCK_N=64,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2",
+                            "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2",
                             "about 260 registers");
     /* 512 threads at 64/2 + 8 + 100 = 140 registers need 71680 > 65536 */
     fmqa_test_expect_reason(t, "op=decode,heads=64,kv_heads=1,d=64,tq=1",
-                            "BLOCK_N=64,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=4,WARPS_N=4",
+                            "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=4,WARPS_N=4",
                             "140 registers x 512 threads");
     gen_lib_close(lib);
 }

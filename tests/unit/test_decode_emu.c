@@ -699,3 +699,59 @@ Test(decode_emu, spec_ring_draft_slots, .timeout = 900)
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
+
+/* The sm_90 bulk pipeline (BULK=1, decode.cuh "Load pipeline"): a producer
+ * warp's cp.async.bulk row copies into an mbarrier ring, the compute warps
+ * releasing stages without CTA barriers.  The emulator poisons a copy's rows
+ * until a consumer waits on its mbarrier, so a missing wait or a wrong
+ * transaction count fails here.  Contiguous and paged (shuffled table, rows
+ * looked up one by one), a ring with draft slots, int8 and fp8 with their
+ * scales, windows with sinks, 1 to 4 query tokens, forced splits (pieces that
+ * start and end inside tiles: partial tiles zero-filled), two m-tiles a warp,
+ * 128-token tiles (4 rows a producer lane), and the ring carried across many
+ * pieces of one CTA (2 to 4 stages). */
+Test(decode_emu, bulk_pipeline, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {BASE "heads=8,d=64,kv_len=200,flags=causal", "BULK=1", {200, 1, 0}, NULL, 0},
+        {BASE "heads=4,d=128,kv_len=300,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "BULK=1,SPLITS=4",
+         {300, 70, 0}, NULL, 0},
+        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "BULK=1,SPLITS=2", {180, 5, 0}, NULL, 0},
+        {BASE "heads=8,d=64,kv_len=130,q=bf16,out=bf16,kv=fp8_e4m3,flags=causal|lse",
+         "BULK=1,SPLITS=2,STAGES=2", {0}, NULL, 0},
+        {BASE "heads=4,d=64,tq=3,kv_len=300,window=50,sinks=4,flags=causal|lse",
+         "BULK=1,SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 3, 53}, NULL, 0},
+        {BASE "heads=4,d=64,tq=3,kv_len=300,window=40,sinks=5,page=16,kv=int8,flags=causal|paged|ring|lse",
+         "BULK=1,SPLITS=2,BLOCK_N=32,WARPS_N=2", {300, 44, 3}, NULL, 0},
+        {BASE "heads=4,d=64,tq=2,kv_len=300,page=16,window=200,sinks=3,flags=causal|paged|lse",
+         "BULK=1,BLOCK_N=128,WARPS_M=1,WARPS_N=1,SPLITS=2,M_TILES=1", {300, 130, 2}, NULL, 0},
+        {WIN "tq=4,sinks=5,draft_slots=3,flags=causal|ring|lse", "BULK=1,BLOCK_N=32,WARPS_N=2,SPLITS=2",
+         {-16}, NULL, 0},
+        {WIN "tq=1,sinks=32,kv=fp8_e4m3,flags=causal|lse", "BULK=1,BLOCK_N=32,WARPS_N=1,SPLITS=1,STAGES=4",
+         {-16}, NULL, 0},
+        {"op=decode,batch=16,kv_heads=1,heads=8,d=64,kv_len=120,window=40,tq=4,sinks=30,kv=int8,"
+         "flags=tree|lse", "BULK=1,BLOCK_N=32,WARPS_M=1,M_TILES=2,WARPS_N=2,SPLITS=1", {-16}, NULL, 0},
+        {BASE "heads=2,d=256,kv_len=100,flags=causal", "BULK=1", {0}, NULL, 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* The bulk pipeline under the persistent schedule: a ragged batch on 3 SMs
+ * (a CTA's ring runs on through many short sequences and a piece of a long
+ * one), more sequences than the CTA's threads (the scan's second pass over
+ * the producer warp too), and learned sinks with splits. */
+Test(decode_sched, bulk_ragged, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {"op=decode,batch=7,kv_heads=1,heads=2,d=64,kv_len=4096,flags=causal|lse",
+         "BULK=1,BLOCK_N=64,WARPS_N=2,STAGES=3", {1, 4096, 2, 127, 129, 1000, 64}, "sm_90@3", 0},
+        {"op=decode,batch=200,kv_heads=1,heads=4,d=64,kv_len=100,kv=int8,flags=causal|lse",
+         "BULK=1,BLOCK_N=64,WARPS_N=4", {0}, "sm_90@2", 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+    static const ecase with_sinks[] = {
+        {BASE "heads=8,d=64,kv_len=300,flags=causal|lse", "BULK=1,SPLITS=4,BLOCK_N=32,WARPS_N=2", {300, 61, 0},
+         NULL, 0},
+    };
+    run_all_sinks(with_sinks, 1, 1);
+}

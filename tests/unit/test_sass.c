@@ -4,10 +4,11 @@
  * backward branch around the MMAs), the steady path chosen by the copy budget
  * (a whole number of unrolled passes skips the remainder; an odd budget takes
  * it), the unmasked side of a mask branch, instruction classes, integer
- * instructions per copy, and dependent round trips before the first copy and
- * through a loop of guarded loads that all write the same registers; and the
- * Hopper shape of prefill_sm90 (an out-of-line mbarrier retry is no loop; a
- * path budgeted by wgmma keeps a pass's "next tile" flag one way).
+ * instructions per copy, dependent round trips before the first copy and
+ * through a loop of guarded loads that all write the same registers, a
+ * producer warp's loop of bulk copies, and the Hopper shape of prefill_sm90
+ * (an out-of-line mbarrier retry is no loop; a path budgeted by wgmma keeps a
+ * pass's "next tile" flag one way).
  */
 #include <string.h>
 
@@ -188,6 +189,55 @@ Test(sass, loads_into_the_same_registers_serialize)
                  FMQA_OK);
     cr_expect_eq(trips, 3, "3 passes of 2 loads in flight together, got %d", trips);
     tun_sass_free(s);
+}
+
+/* A producer loop (decode BULK = 1): wait for a free stage, one address, an
+ * arrive, then the loop ptxas wraps around a bulk copy whose operands differ
+ * between lanes (ELECT one lane, its operands into uniform registers, the
+ * copy, again while lanes are left), the back edge.  With 32 copies a tile the
+ * inner loop runs 32 times: 4 + 32 x 6 + 3 = 199 instructions, of them
+ * integer IMAD and PLOP3, 32 x (2 R2UR + PLOP3), IADD3 and ISETP = 100, per 16
+ * of the 32 x 256 bytes copied 100 / 512. */
+static const char producer[] =
+    "\t\tFunction : producer\n"
+    I("0000", "SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [R8+URZ], R9")
+    I("0010", "IMAD.WIDE R6, R4, 0x100, R2")
+    I("0020", "SYNCS.ARRIVE.TRANS64 RZ, [R8+URZ], R10")
+    I("0030", "PLOP3.LUT P0, PT, PT, PT, PT, 0x80, 0x0")
+    I("0040", "@P0 ELECT P1, URZ, PT")
+    I("0050", "@P1 R2UR UR6, R6")
+    I("0060", "@P1 R2UR UR7, R7")
+    I("0070", "@P1 PLOP3.LUT P0, PT, P1, PT, PT, 0x8, 0x0")
+    I("0080", "UBLKCP.S.G [UR12], [UR6], UR4")
+    I("0090", "@P0 BRA.U.ANY 0x40")
+    I("00a0", "IADD3 R4, R4, 0x1, RZ")
+    I("00b0", "ISETP.GE.AND P2, PT, R4, R5, PT")
+    I("00c0", "@!P2 BRA 0x0")
+    I("00d0", "EXIT")
+    I("00e0", "BRA 0xe0");
+
+Test(sass, a_producer_loop_takes_a_trip_per_lane)
+{
+    tun_sass *s = NULL;
+    fmqa_err err;
+    cr_assert_eq(tun_sass_parse(producer, &s, &err), FMQA_OK, "%s", err.msg);
+    tun_sass_loop l;
+    cr_assert_eq(tun_sass_bulk_loop(s, "producer", 32, 32 * 256, &l, &err), FMQA_OK, "%s", err.msg);
+    cr_expect(l.exact);
+    cr_expect_eq(l.head, 0x0u);
+    cr_expect_eq(l.tail, 0xc0u);
+    cr_expect_eq(l.insts, 199);
+    cr_expect_eq(l.copies, 32);
+    cr_expect_eq(l.integer, 100);
+    cr_expect_float_eq(l.addr_per_copy, 100.0 / 512, 1e-9);
+    tun_sass_loop m;
+    cr_expect_eq(tun_sass_main_loop(s, "producer", 0, &m, &err), FMQA_ERR_NOT_FOUND, "no MMA loop");
+    tun_sass_free(s);
+    tun_sass *none = NULL;
+    cr_assert_eq(tun_sass_parse(decode_like, &none, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(tun_sass_bulk_loop(none, "kern", 2, 32, &l, &err), FMQA_ERR_NOT_FOUND);
+    cr_expect(strstr(err.msg, "no loop holds a bulk copy") != NULL, "%s", err.msg);
+    tun_sass_free(none);
 }
 
 Test(sass, bad_input_is_refused)
