@@ -10,7 +10,11 @@ fmqa_combine.cuh, fmqa_pages.cuh, prefill_sm90.cuh, fmqa_sm90.cuh, mla_decode_sm
 emulator tests against each copy ($FASTMQA_TEMPLATE_DIR points them there).
 A mutant is caught when a test fails.  Templates are read when the tests run,
 so nothing is rebuilt per mutant: the script only builds the test
-binaries once (cmake --build --target ...).  Prints one line per mutant and
+binaries once (cmake --build --target ...).  Mutants of library sources
+(a file given with its directory, e.g. runtime/rt_tmap.c: the runtime's
+tensor maps, which unit_prefill_sm90_emu fills through the runtime) are
+planted in the source tree itself, their test binaries rebuilt, and the file
+restored (also on an interrupt) and rebuilt after.  Prints one line per mutant and
 `caught N / M`; --markdown prints the table docs/PERFORMANCE.md carries.
 
 A mutant whose text no longer occurs in its file (the code moved on) is
@@ -373,6 +377,17 @@ MUTANTS = [
      "f16_to_f32((u16)(h2 & 0xffff)) * sc,", "f16_to_f32((u16)(h2 & 0xffff)),"),
     ("mla90-lua-smem", "mla_decode_sm90.lua", "shared bytes count one block a stage",
      "2 * c.PIPE * c.BLOCK_N * (LATENT + ROPE) * 2", "c.PIPE * c.BLOCK_N * (LATENT + ROPE) * 2"),
+    # --- runtime: prefill_sm90's tensor maps (planted in the source tree)
+    ("tmap-v-head-stride", "runtime/rt_tmap.c", "V's tensor map with K's head stride",
+     "const long long sh[3] = {p->q_sh, p->k_sh, p->v_sh}",
+     "const long long sh[3] = {p->q_sh, p->k_sh, p->k_sh}"),
+    ("tmap-q-box", "runtime/rt_tmap.c", "Q's box as tall as a K/V tile",
+     "d->box[2] = i == 0 ? 128u : (unsigned)block_n;", "d->box[2] = (unsigned)block_n;"),
+    ("tmap-encode-strides", "runtime/rt_tmap.c", "rt_tmap_encode passes the first stride for every dimension",
+     "strides[i - 1] = d->strides[i - 1];", "strides[i - 1] = d->strides[0];"),
+    ("tmap-rows", "runtime/rt_args.c", "prefill maps span batch x q_tokens rows, not total_q",
+     "const long long rows = a->total_q ? a->total_q : (long long)p->batch * p->q_tokens;",
+     "const long long rows = (long long)p->batch * p->q_tokens;"),
 ]
 
 # Which test binaries can see a bug in each file, cheapest first.
@@ -394,7 +409,33 @@ TESTS = {
     "fmqa_sm90.cuh": ["unit_prefill_sm90_emu", "unit_mla_decode_sm90_emu"],
     "mla_decode_sm90.cuh": ["unit_mla_decode_sm90_emu"],
     "mla_decode_sm90.lua": ["unit_mla_decode_sm90_emu"],
+    "runtime/rt_tmap.c": ["unit_prefill_sm90_emu"],
+    "runtime/rt_args.c": ["unit_prefill_sm90_emu"],
 }
+
+
+def in_tree(fname):
+    """A library source, mutated in the source tree (not a template)."""
+    return "/" in fname
+
+
+def run_in_tree(build, fname, old, new, timeout):
+    """Plants old -> new in the source file, rebuilds its tests, runs them and
+    restores the file (whatever happens); the caller rebuilds at the end."""
+    path, bins = os.path.join(ROOT, fname), TESTS[fname]
+    with open(path) as f:
+        text = f.read()
+    try:
+        with open(path, "w") as f:
+            f.write(text.replace(old, new))
+        r = subprocess.run(["cmake", "--build", build, "--target"] + bins,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if r.returncode != 0:
+            return "uncompiled", "cmake --build"
+        return run_tests(build, os.path.join(ROOT, "templates"), bins, timeout)
+    finally:
+        with open(path, "w") as f:
+            f.write(text)
 
 
 def run_tests(build, tdir, binaries, timeout):
@@ -439,24 +480,30 @@ def main():
         shutil.copytree(src, tdir)
         for mid, fname, what, old, new in mutants:
             path = os.path.join(tdir, fname)
-            with open(os.path.join(src, fname)) as f:
+            with open(os.path.join(ROOT if in_tree(fname) else src, fname)) as f:
                 text = f.read()
             n = text.count(old)
             if n != 1:
                 rows.append((mid, fname, what, f"stale ({n} matches)", ""))
                 print(f"{mid:28} stale: its text occurs {n} times in {fname}", flush=True)
                 continue
-            with open(path, "w") as f:
-                f.write(text.replace(old, new))
             t0 = time.time()
-            verdict, by = run_tests(a.build_dir, tdir, TESTS[fname], a.timeout)
-            with open(path, "w") as f:
-                f.write(text)
+            if in_tree(fname):
+                verdict, by = run_in_tree(a.build_dir, fname, old, new, a.timeout)
+            else:
+                with open(path, "w") as f:
+                    f.write(text.replace(old, new))
+                verdict, by = run_tests(a.build_dir, tdir, TESTS[fname], a.timeout)
+                with open(path, "w") as f:
+                    f.write(text)
             if verdict != "uncompiled":
                 counted += 1
                 caught += verdict == "caught"
             rows.append((mid, fname, what, verdict, by or ""))
             print(f"{mid:28} {verdict:10} {by or '':24} {time.time() - t0:6.0f} s  {what}", flush=True)
+    if any(in_tree(m[1]) for m in mutants):  # the restored sources' binaries
+        subprocess.run(["cmake", "--build", a.build_dir, "--target"] + bins, check=True,
+                       stdout=subprocess.DEVNULL)
     print(f"caught {caught} / {counted}")
     survivors = [r for r in rows if r[3] == "survived"]
     for r in survivors:

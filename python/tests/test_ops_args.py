@@ -183,9 +183,10 @@ def test_bad_append_arguments(change, exc, message):
 
 # ---------------------------------------------------------------- torch.compile, no GPU
 
-def test_decode_and_append_compile_into_one_graph_with_fake_cuda_tensors(monkeypatch):
-    """torch.compile(fullgraph=True) traces both ops (their register_fake) with no
-    graph break; fake CUDA tensors need no GPU, and nothing reaches the library."""
+def test_ops_compile_into_one_graph_with_fake_cuda_tensors(monkeypatch):
+    """torch.compile(fullgraph=True) traces append, decode and prefill (their
+    register_fake) with no graph break; fake CUDA tensors need no GPU, and nothing
+    reaches the library."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     graphs = []
 
@@ -193,9 +194,11 @@ def test_decode_and_append_compile_into_one_graph_with_fake_cuda_tensors(monkeyp
         graphs.append(gm)
         return gm.forward
 
-    def step(q, k, v, kn, vn, start, lens, ws):
+    def step(q, k, v, kn, vn, start, lens, ws, cu):
         fastmqa.append(kn, vn, k, v, start, q=q, rope="neox", rope_theta=1e4)
-        return fastmqa.decode(q, k, v, lens, workspace=ws) * 2
+        pre = fastmqa.prefill(q.view(2, 8, 64), k.view(256, 2, 64)[:2], v.view(256, 2, 64)[:2],
+                              cu, max_q_tokens=1, workspace=ws)
+        return fastmqa.decode(q, k, v, lens, workspace=ws) * 2 + pre.view(2, 1, 8, 64)
 
     with FakeTensorMode():
         c = dict(device="cuda", dtype=F16)
@@ -205,12 +208,14 @@ def test_decode_and_append_compile_into_one_graph_with_fake_cuda_tensors(monkeyp
         ints = dict(device="cuda", dtype=torch.int32)
         start, lens = torch.empty(2, **ints), torch.empty(2, **ints)
         ws = torch.empty(64, device="cuda", dtype=torch.uint8)
+        cu = torch.empty(3, **ints)
         out = torch.compile(step, backend=backend, fullgraph=True)(q, k, v, kn, vn, start,
-                                                                    lens, ws)
+                                                                    lens, ws, cu)
         assert out.shape == (2, 1, 8, 64) and out.device.type == "cuda"
     code = graphs[0].code
     assert len(graphs) == 1
     assert "torch.ops.fastmqa.append" in code and "torch.ops.fastmqa.decode" in code
+    assert "torch.ops.fastmqa.prefill" in code
 
 
 def test_ops_are_registered_with_their_schemas():
@@ -307,27 +312,6 @@ def test_prefill_problem_fields(monkeypatch):
     f = check_prefill(a["q"], a["k"], a["v"], a["cu_seqlens_q"], torch.zeros(143, 8, 64, dtype=F16),
                       50, lse=torch.zeros(143, 8), causal=False)
     assert (f["kv_len"], f["flags"], f["num_kv_heads"]) == (50, fastmqa.FLAG_LSE, 2)
-
-
-def test_prefill_compiles_with_fake_cuda_tensors():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    graphs = []
-
-    def backend(gm, inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    def step(q, k, v, cu, ws):
-        return fastmqa.prefill(q, k, v, cu, max_q_tokens=64, workspace=ws) + 1
-
-    with FakeTensorMode():
-        c = dict(device="cuda", dtype=F16)
-        q, k, v = torch.empty(100, 8, 64, **c), torch.empty(100, 2, 64, **c), torch.empty(100, 2, 64, **c)
-        cu = torch.empty(3, device="cuda", dtype=torch.int32)
-        ws = torch.empty(64, device="cuda", dtype=torch.uint8)
-        out = torch.compile(step, backend=backend, fullgraph=True)(q, k, v, cu, ws)
-        assert out.shape == (100, 8, 64)
-    assert len(graphs) == 1 and "torch.ops.fastmqa.prefill" in graphs[0].code
 
 
 def csr_dec(B=2, pages=10, ps=16):
