@@ -219,7 +219,7 @@ MUTANTS = [
     ("lua-row-blocks", "decode.lua", "row blocks rounded down",
      "local segs = p.batch * p.num_kv_heads * ceil_div(rows(p), cta_rows(c))",
      "local segs = p.batch * p.num_kv_heads * (rows(p) // cta_rows(c))"),
-    ("lua-combine-smem", "decode.lua", "combine shared bytes half the column groups",
+    ("lua-combine-smem", "lib/combine.lua", "combine shared bytes half the column groups",
      "return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8", "return 4 * 4 + 16 * 128 * 8 + 4 * 128 * 8"),
     # --- mla_decode.cuh / mla_decode.lua
     ("mla-missing-max-barrier", "mla_decode.cuh", "no barrier between the slices' maxima and their use",
@@ -401,6 +401,7 @@ TESTS = {
     "mla_decode.cuh": ["unit_mla_decode_emu"],
     "mla_decode.lua": ["unit_mla_decode_emu"],
     "decode.lua": ["unit_decode_emu"],
+    "lib/combine.lua": ["unit_decode_emu", "unit_mla_decode_emu"],
     "prefill.cuh": ["unit_prefill_emu"],
     "prefill.lua": ["unit_prefill_emu"],
     "append.cuh": ["unit_append_emu", "unit_rope", "unit_mla_append"],

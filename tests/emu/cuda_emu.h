@@ -105,14 +105,14 @@ template <class T> static inline T __ldg(const T *p) { return *p; }
 /* CUDA's built-in vector types, as far as the templates use them.  A GPU
  * faults on a vector access that is not aligned to its size; x86 does not, so
  * copies of the 8- and 16-byte integer vectors check both addresses. */
-static void emu_check_align(const void *p, unsigned n) {
+static inline void emu_check_align(const void *p, unsigned n) {
     if ((uintptr_t)p % n) emu_fail("misaligned vector access");
 }
 template <class T, unsigned N> struct emu_checked_vec {
     emu_checked_vec &operator=(const emu_checked_vec &o) {
         emu_check_align(this, N);
         emu_check_align(&o, N);
-        memcpy(static_cast<T *>(this), static_cast<const T *>(&o), N);
+        memcpy(static_cast<void *>(static_cast<T *>(this)), static_cast<const void *>(&o), N);
         return *this;
     }
 };
@@ -297,7 +297,7 @@ static bool emu_run_warp(unsigned w) {
 /* One CTA: warps forward (even CTA index) or backward (odd), see the top. */
 static void emu_run_cta(unsigned threads, size_t stack, std::vector<char> &stacks, unsigned cta) {
     memset(smem, 0xff, sizeof smem);
-    if (__start_emu_shared != __stop_emu_shared)
+    if (&__start_emu_shared[0] != &__stop_emu_shared[0]) /* arrays compared as addresses */
         memset(__start_emu_shared, 0xff, __stop_emu_shared - __start_emu_shared);
     emu_thr.assign(threads, emu_thread());
     emu_cta_bar = emu_barrier();
@@ -332,7 +332,7 @@ static void emu_run_cta(unsigned threads, size_t stack, std::vector<char> &stack
  * from the last to the first (so a kernel that counts on CTAs running in
  * index order, e.g. two CTAs writing one place, shows it), with shared memory
  * (dynamic and static) filled with 0xFF first. */
-static void emu_grid(void (*body)(const void *), const void *params, const unsigned grid[3],
+static inline void emu_grid(void (*body)(const void *), const void *params, const unsigned grid[3],
                      unsigned threads, unsigned dyn_smem) {
     static std::vector<char> stacks;
     const size_t stack = 256 * 1024;

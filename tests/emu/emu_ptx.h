@@ -640,7 +640,7 @@ template <int BF16> inline double emu_desc_elem(u64 desc, int mn, int k, int mn_
  * newest: one thread computes every thread's results (A 64 x 16 from shared
  * memory or the 128 threads' fragments, B 16 x N), in issue order, each
  * product summed in double and rounded once. */
-template <int BF16> inline void emu_wgmma_compute(const emu_wgmma *const *ops, unsigned wg) {
+template <int BF16> inline void emu_wgmma_compute(const emu_wgmma *const *ops) {
     const emu_wgmma &o = *ops[0];
     static double A[64][16], B[16][256];
     for (int m = 0; m < 64; ++m)
@@ -689,8 +689,8 @@ inline void emu_wgmma_retire(int keep) {
             if (u.chained) emu_fail("internal: chained wgmma without its predecessor");
             ops[t] = &u;
         }
-        if (lead.ops[i].bf16) emu_wgmma_compute<1>(ops, wg);
-        else emu_wgmma_compute<0>(ops, wg);
+        if (lead.ops[i].bf16) emu_wgmma_compute<1>(ops);
+        else emu_wgmma_compute<0>(ops);
         /* the result goes to the accumulator, or to the next pending op on it */
         for (unsigned t = t0; t < t0 + 128; ++t) {
             std::vector<emu_wgmma> &v = emu_wg[t].ops;

@@ -22,31 +22,6 @@
 
 #define MLA "op=mla_decode,kv_heads=1,d=576,dv=512,"
 
-static void compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
-                          const fmqa_device_info *d, const char *what)
-{
-    fmqa_err err;
-    gen_source src;
-    gen_binary bin;
-    char text[GEN_CONFIG_TEXT_CAP];
-    gen_config_text(c, text, sizeof text);
-    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
-    cr_assert_eq(gen_compile(&src, &bin, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
-    cr_assert_eq(bin.n_resources, 2, "%s [%s]: ptxas reported %d entries:\n%s", what, text,
-                 bin.n_resources, bin.log ? bin.log : "");
-    for (int i = 0; i < bin.n_resources; i++) {
-        const gen_resource *r = &bin.resources[i];
-        cr_expect(r->spill_stores == 0 && r->spill_loads == 0 && r->stack_bytes == 0,
-                  "%s %s [%s] %s: spills %d/%d bytes, stack %d bytes, %d registers", what,
-                  src.arch, text, r->entry, r->spill_stores, r->spill_loads, r->stack_bytes,
-                  r->registers);
-        cr_expect(r->registers > 0 && r->registers <= 255, "%s %s: %d registers", what, r->entry,
-                  r->registers);
-    }
-    gen_binary_free(&bin);
-    gen_source_free(&src);
-}
-
 /* (q/out dtype, latent dtype) classes; class i gets heads HEADS[i % 4],
  * i % 4 + 1 query tokens and placement/flags PLACES[i % 3]. */
 static const char *const CLASSES[][2] = {
@@ -71,7 +46,7 @@ static void compile_classes(const char *arch)
         gen_config c;
         fmqa_err err;
         cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
-        compile_clean(t, &c, &p, &dev, spec);
+        fmqa_test_compile_clean(t, &c, &p, &dev, spec, 2);
     }
     gen_lib_close(lib);
 }
@@ -92,7 +67,7 @@ Test(mla_decode_compile, heavy_config, .timeout = 600)
         gen_config c = fmqa_test_config("BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_D=2,WARPS_M=4");
         fmqa_err err;
         cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", archs[a], err.msg);
-        compile_clean(t, &c, &p, &dev, spec);
+        fmqa_test_compile_clean(t, &c, &p, &dev, spec, 2);
     }
     gen_lib_close(lib);
 }

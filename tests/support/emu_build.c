@@ -52,9 +52,12 @@ static void *compile_and_load(const char *driver, const char *include_dir, const
     if (system(cmd) != 0)
         cr_skip_test("no C++ compiler (%s) to build the emulator", cxx);
     /* -I include_dir first (the rendered fmqa_params.h, the templates); then
-     * tests/emu, whose cuda_emu.h stands for the GPU. */
+     * tests/emu, whose cuda_emu.h stands for the GPU.  Warnings are errors,
+     * but for CUDA's #pragma unroll and append.cuh's division by ROPE_DIM in
+     * a branch dead when it is 0. */
     snprintf(cmd, sizeof cmd,
-             "%s -std=c++17 -O1 -fno-strict-aliasing -shared -fPIC -w -Wno-psabi -D__CUDA_ARCH__=%d %s -I%s "
+             "%s -std=c++17 -O1 -fno-strict-aliasing -shared -fPIC -Wall -Wextra -Werror "
+             "-Wno-unknown-pragmas -Wno-div-by-zero -Wno-psabi -D__CUDA_ARCH__=%d %s -I%s "
              "-I%s/tests/emu -DEMU_SOURCE='\"kernel.cu\"' %s/tests/emu/%s -o %s/emu.so",
              cxx, num * 10, suffix == 'a' ? "-D__CUDA_ARCH_FEAT_SM90_ALL" : "", include_dir,
              FMQA_TEST_SOURCE_DIR, FMQA_TEST_SOURCE_DIR, driver, dir);

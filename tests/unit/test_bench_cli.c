@@ -10,22 +10,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include <criterion/criterion.h>
+
+#include "test_support.h"
 
 #define BENCH FMQA_BINARY_DIR "/bench/fastmqa-bench"
 
 static int run(const char *args, char *out, size_t cap)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", BENCH, args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    snprintf(cmd, sizeof cmd, "%s %s", BENCH, args);
+    return fmqa_test_run(cmd, out, cap);
 }
 
 static void expect_usage_error(const char *args, const char *says)

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -25,14 +24,9 @@
 static int run(const char *args, char *out, size_t cap)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "FASTMQA_TEMPLATE_DIR=%s/templates %s %s 2>&1",
-             FMQA_SOURCE_DIR, TUNE, args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    snprintf(cmd, sizeof cmd, "FASTMQA_TEMPLATE_DIR=%s/templates %s %s", FMQA_SOURCE_DIR, TUNE,
+             args);
+    return fmqa_test_run(cmd, out, cap);
 }
 
 static void temp_db(char *path)
