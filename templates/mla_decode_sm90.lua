@@ -23,7 +23,8 @@ local LATENT, ROPE, ROWS = 512, 64, 64
 local MAX_AUTO_SPLITS = 256
 local MIN_SPLIT_PAIRS = 2
 
-local function ceil_div(a, b) return (a + b - 1) // b end
+local combine = require("combine")
+local ceil_div = require("common").ceil_div
 
 local function problem_check(p)
   if p.op ~= "mla_decode" then return false, "op must be mla_decode, got " .. tostring(p.op) end
@@ -70,23 +71,6 @@ local function shared_bytes(c, p)
   local tiles = 2 * (q8 and 1 or c.PIPE) * c.BLOCK_N * dk * 2
   local raw = q8 and c.PIPE * 2 * c.BLOCK_N * (dk + 4) or 0
   return 1024 + ROWS * dk * 2 + tiles + raw + 2 * 2 * ROWS * 4
-end
-
--- fmqa_combine.cuh's FMQA_C_SMEM_BYTES and the column slices of the combine.
--- shared with mla_decode.lua (the Lua sandbox has no require)
-local function combine_shared_bytes()
-  return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8
-end
-
--- shared with mla_decode.lua
-local function combine_slices(p, d, splits)
-  local cols, rows_out = p.head_dim_v // 4, p.batch * p.q_tokens * p.num_q_heads
-  local n = 1
-  while (cols // n) % 2 == 0 and
-        (rows_out * n < d.sm_count or ceil_div(splits, (128 // (cols // n)) * 8) > 1) do
-    n = n * 2
-  end
-  return n
 end
 
 -- (splits, split_tokens): SPLITS = 0 fills one wave (one CTA an SM: the
@@ -167,8 +151,8 @@ return {
     local out_rows = p.batch * p.q_tokens * p.num_q_heads
     local plan = { kernels = kernels, workspace = 0, splits = splits, split_tokens = tokens }
     if splits > 1 then
-      kernels[2] = { entry = "fmqa_mla_decode_sm90_combine", grid = { out_rows, combine_slices(p, d, splits), 1 },
-                     block = { 128, 1, 1 }, shared = combine_shared_bytes() }
+      kernels[2] = { entry = "fmqa_mla_decode_sm90_combine", grid = { out_rows, combine.slices(p, d, splits, false), 1 },
+                     block = { 128, 1, 1 }, shared = combine.shared_bytes() }
       -- the runtime places the partial LSEs at this scalar (rt_decode_params)
       plan.ws_lse_offset = splits * out_rows * p.head_dim_v * 4
       plan.workspace = plan.ws_lse_offset + splits * out_rows * 4
