@@ -804,7 +804,7 @@ fmqa_status tun_sass_bulk_loop(const tun_sass *s, const char *fn, int copies_per
         return fmqa_err_set(err, FMQA_ERR_NOT_FOUND, "SASS %s: no loop holds a bulk copy", fn);
     trace t = {0};
     int u = 0;
-    fmqa_status st = walk(f, head, tail, copies_per_iter, U_BULK, END_AT_LAST, &t, &u, err);
+    fmqa_status st = walk(f, head, tail, copies_per_iter, U_BULK, END_AT_LAST, NULL, &t, &u, err);
     if (st == FMQA_OK) {
         tun_sass_loop o;
         memset(&o, 0, sizeof o);

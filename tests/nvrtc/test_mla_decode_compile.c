@@ -84,7 +84,7 @@ Test(mla_decode_compile, layout_csr, .timeout = 600)
     gen_config c;
     fmqa_err err;
     cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
-    compile_clean(t, &c, &p, &dev, spec);
+    fmqa_test_compile_clean(t, &c, &p, &dev, spec, 2);
     gen_lib_close(lib);
 }
 
