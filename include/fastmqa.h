@@ -444,10 +444,12 @@ FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * all heads; for sequence b, query token t and head h
  *   o[b,t,h,:] = softmax_j(sm_scale * q[b,t,h,:] . kv[b,j,:]) kv[b,j,:d_c]
  * where q = [q_nope W_UK (d_c) | q_pe (d_r)] is the absorbed query (the
- * caller applies W_UV to o).  Positions, kv_lens and the causal mask among
- * the query tokens are those of fmqa_decode_args; FMQA_FLAG_PAGED,
- * FMQA_FLAG_CAUSAL and FMQA_FLAG_LSE apply, a window, sinks, a ring or a tree
- * mask are FMQA_ERR_UNSUPPORTED.
+ * caller applies W_UV to o).  Positions, kv_lens, the causal mask among the
+ * query tokens, the sliding window with sink_tokens, the ring cache
+ * (FMQA_FLAG_RING, draft_slots: slot rules and which rows are read) and the
+ * learned sinks are those of fmqa_decode / fmqa_decode_args, with the latent
+ * row as the cached token; FMQA_FLAG_PAGED, FMQA_FLAG_CAUSAL and
+ * FMQA_FLAG_LSE apply; a tree mask is FMQA_ERR_UNSUPPORTED.
  *
  * Layouts, strides in elements:
  *   q        [b, t, h, d_c + d_r]  strides q_stride_{batch,token,head}
@@ -458,7 +460,7 @@ FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  *   o        [b, t, h, d_c]        strides o_stride_{batch,token,head}
  *   lse      [b, t, h]             float, natural log (FMQA_FLAG_LSE)
  * Alignment: q, kv, o, workspace and their strides in bytes: 16; kv_scale,
- * kv_lens, page_table, lse: 4.  Rows of o must not overlap.  Otherwise
+ * kv_lens, page_table, lse, sinks: 4.  Rows of o must not overlap.  Otherwise
  * FMQA_ERR_INVALID_ARGUMENT naming the field.  The workspace is
  * fmqa_decode_workspace_size() bytes.
  */
@@ -478,6 +480,10 @@ typedef struct fmqa_mla_decode_args {
     float sm_scale;                  /* 0 = 1 / sqrt(head_dim_qk)                */
     void *workspace;                 /* fmqa_decode_workspace_size() bytes       */
     size_t workspace_size;
+    /* Appended after 0.1.0 (zero it: memset or = {0}). */
+    const float *sinks;              /* [num_q_heads], device: learned sink logit
+                                        per query head, as fmqa_decode_args.sinks;
+                                        NULL = none.  4-byte aligned             */
 } fmqa_mla_decode_args;
 
 /* Launches MLA decode on stream.  problem->op must be FMQA_OP_MLA_DECODE. */

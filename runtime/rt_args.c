@@ -336,6 +336,7 @@ void rt_mla_decode_args(const fmqa_problem *p, const fmqa_mla_decode_args *m,
     d->k_scale_stride_token = d->v_scale_stride_token = m->kv_scale_stride_token;
     d->kv_lens = m->kv_lens;
     d->page_table = m->page_table, d->page_table_stride = m->page_table_stride;
+    d->sinks = m->sinks;
     d->o = m->o;
     d->o_stride_batch = m->o_stride_batch, d->o_stride_token = m->o_stride_token;
     d->o_stride_head = m->o_stride_head;

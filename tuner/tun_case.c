@@ -921,6 +921,7 @@ static fmqa_mla_decode_args mla_args_of(const fmqa_decode_args *d)
     m.o_stride_head = d->o_stride_head;
     m.lse = d->lse, m.sm_scale = d->sm_scale;
     m.workspace = d->workspace, m.workspace_size = d->workspace_size;
+    m.sinks = d->sinks;
     return m;
 }
 

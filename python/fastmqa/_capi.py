@@ -262,7 +262,7 @@ class MlaDecodeArgs(Struct):
                  ("kv_lens", PTR), ("page_table", PTR), ("page_table_stride", I64),
                  ("o", PTR)] + _strides("o") +
                 [("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
-                 ("workspace_size", SIZE)])
+                 ("workspace_size", SIZE), ("sinks", PTR)])
 
 
 class AppendArgs(Struct):
