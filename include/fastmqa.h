@@ -513,7 +513,11 @@ FMQA_API fmqa_status fmqa_mla_decode(fmqa_ctx_t *ctx, const fmqa_problem *proble
  * goes to the k cache (8-bit: one scale per token for the whole row) with the
  * rope part rotated; v_new, v and v_scale must be NULL; q is q_pe only,
  * [b, t, h, rope part] (for a query stored as [.., latent + rope] pass the
- * address of its rope part with the same strides).
+ * address of its rope part with the same strides).  An engine that holds the
+ * latent (kv_c) and the rope part (k_pe) as two tensors passes k_pe_new: then
+ * k_new rows are the latent alone and k_pe_new [b, t, rope part] (strides
+ * k_pe_new_stride_{batch,token}, dtype q_dtype, 16-byte aligned like k_new)
+ * the rope part; the cache row is the same as from one concatenated row.
  *
  * RoPE of q alone ("separately": q_pe of an MLA query, or any q whose K was
  * appended before): k_new NULL, and then k, v, v_new and the scales NULL too;
@@ -554,6 +558,11 @@ typedef struct fmqa_append_args {
     int64_t rope_cos_sin_stride;     /* floats between positions, >= the
                                         rotated elements                       */
     int64_t rope_cos_sin_len;        /* positions the table holds              */
+    /* Appended after 0.1.0 (zero it: memset or = {0}). */
+    const void *k_pe_new;            /* FMQA_FLAG_LATENT only: the new tokens'
+                                        rope part apart from their latent (see
+                                        above); NULL = in the k_new rows       */
+    int64_t k_pe_new_stride_batch, k_pe_new_stride_token;
 } fmqa_append_args;
 
 /* Launches the append on stream.  problem->op must be FMQA_OP_APPEND, its

@@ -15,7 +15,7 @@
 #ifndef FMQA_PARAMS_H
 #define FMQA_PARAMS_H
 
-#define FMQA_PARAMS_VERSION 2
+#define FMQA_PARAMS_VERSION 3
 
 /* An encoded TMA tensor map: the driver's CUtensorMap (cuTensorMapEncodeTiled,
  * runtime/rt_cuda.c; 128 opaque bytes, 64-byte aligned), or the CPU
@@ -93,6 +93,9 @@ typedef struct fmqa_append_params {
                                       rope_theta                                */
     long long rope_cs_stride;
     long long rope_cs_len;
+    const void *k_pe_new;          /* LATENT: [b, t, rope part] apart from the
+                                      latent in k_new rows, or NULL            */
+    long long kpn_sb, kpn_st;
 } fmqa_append_params;
 
 /* Prefill (fmqa_prefill in fastmqa.h has the semantics).  Rows are packed per

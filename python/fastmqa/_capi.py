@@ -273,7 +273,8 @@ class AppendArgs(Struct):
                 _strides("v_scale") +
                 [("start_pos", PTR), ("page_table", PTR), ("page_table_stride", I64),
                  ("rope_theta", F32), ("rope_cos_sin", PTR), ("rope_cos_sin_stride", I64),
-                 ("rope_cos_sin_len", I64)])
+                 ("rope_cos_sin_len", I64), ("k_pe_new", PTR), ("k_pe_new_stride_batch", I64),
+                 ("k_pe_new_stride_token", I64)])
 
 
 class PrefillArgs(Struct):
