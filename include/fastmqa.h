@@ -474,12 +474,14 @@ FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * all heads; for sequence b, query token t and head h
  *   o[b,t,h,:] = softmax_j(sm_scale * q[b,t,h,:] . kv[b,j,:]) kv[b,j,:d_c]
  * where q = [q_nope W_UK (d_c) | q_pe (d_r)] is the absorbed query (the
- * caller applies W_UV to o).  Positions, kv_lens and the causal mask among
- * the query tokens are those of fmqa_decode_args; FMQA_FLAG_PAGED,
- * FMQA_FLAG_CAUSAL, FMQA_FLAG_LSE and FMQA_FLAG_PAGE_CSR (page_indptr,
- * page_indices, last_page_len as in fmqa_decode_args, kv_lens NULL) apply, a
- * window, sinks, a ring or a tree mask are FMQA_ERR_UNSUPPORTED.  One KV head:
- * NHD and HND pages are the same layout.
+ * caller applies W_UV to o).  Positions, kv_lens, the causal mask among the
+ * query tokens, the sliding window with sink_tokens, the ring cache
+ * (FMQA_FLAG_RING, draft_slots: slot rules and which rows are read) and the
+ * learned sinks are those of fmqa_decode / fmqa_decode_args, with the latent
+ * row as the cached token; FMQA_FLAG_PAGED, FMQA_FLAG_CAUSAL, FMQA_FLAG_LSE
+ * and FMQA_FLAG_PAGE_CSR (page_indptr, page_indices, last_page_len as in
+ * fmqa_decode_args, kv_lens NULL) apply; a tree mask is FMQA_ERR_UNSUPPORTED.
+ * One KV head: NHD and HND pages are the same layout.
  *
  * Layouts, strides in elements:
  *   q        [b, t, h, d_c + d_r]  strides q_stride_{batch,token,head}
@@ -490,7 +492,7 @@ FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  *   o        [b, t, h, d_c]        strides o_stride_{batch,token,head}
  *   lse      [b, t, h]             float, natural log (FMQA_FLAG_LSE)
  * Alignment: q, kv, o, workspace and their strides in bytes: 16; kv_scale,
- * kv_lens, page_table, lse: 4.  Rows of o must not overlap.  Otherwise
+ * kv_lens, page_table, lse, sinks: 4.  Rows of o must not overlap.  Otherwise
  * FMQA_ERR_INVALID_ARGUMENT naming the field.  The workspace is
  * fmqa_decode_workspace_size() bytes.
  */
@@ -515,6 +517,9 @@ typedef struct fmqa_mla_decode_args {
     const int32_t *page_indptr;      /* [batch + 1]                              */
     const int32_t *page_indices;     /* [page_indptr[batch]] page ids            */
     const int32_t *last_page_len;    /* [batch], 1..page_size                    */
+    const float *sinks;              /* [num_q_heads], device: learned sink logit
+                                        per query head, as fmqa_decode_args.sinks;
+                                        NULL = none.  4-byte aligned             */
 } fmqa_mla_decode_args;
 
 /* Launches MLA decode on stream.  problem->op must be FMQA_OP_MLA_DECODE. */
@@ -552,7 +557,11 @@ FMQA_API fmqa_status fmqa_mla_decode(fmqa_ctx_t *ctx, const fmqa_problem *proble
  * goes to the k cache (8-bit: one scale per token for the whole row) with the
  * rope part rotated; v_new, v and v_scale must be NULL; q is q_pe only,
  * [b, t, h, rope part] (for a query stored as [.., latent + rope] pass the
- * address of its rope part with the same strides).
+ * address of its rope part with the same strides).  An engine that holds the
+ * latent (kv_c) and the rope part (k_pe) as two tensors passes k_pe_new: then
+ * k_new rows are the latent alone and k_pe_new [b, t, rope part] (strides
+ * k_pe_new_stride_{batch,token}, dtype q_dtype, 16-byte aligned like k_new)
+ * the rope part; the cache row is the same as from one concatenated row.
  *
  * RoPE of q alone ("separately": q_pe of an MLA query, or any q whose K was
  * appended before): k_new NULL, and then k, v, v_new and the scales NULL too;
@@ -599,6 +608,10 @@ typedef struct fmqa_append_args {
     const int32_t *slot_mapping;     /* FMQA_FLAG_SLOT_MAPPING: [batch *
                                         q_tokens] slots or -1, device; 4-byte
                                         aligned                                */
+    const void *k_pe_new;            /* FMQA_FLAG_LATENT only: the new tokens'
+                                        rope part apart from their latent (see
+                                        above); NULL = in the k_new rows       */
+    int64_t k_pe_new_stride_batch, k_pe_new_stride_token;
 } fmqa_append_args;
 
 /* Launches the append on stream.  problem->op must be FMQA_OP_APPEND, its

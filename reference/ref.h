@@ -304,7 +304,8 @@ fmqa_status ref_append(const ref_append_shape *s, const double *k_new, const dou
  * scales, kv_lens, page table, tree mask).  ref_decode writes dense double
  * o [B, Tq, H, Dv] and lse [B, Tq, H] (lse may be NULL) and ignores args->o,
  * lse and workspace.  ref_append_args writes the host caches in args and
- * RoPEs args->q in place (rounded back to q_dtype).  n_pages bounds the page
+ * RoPEs args->q in place (rounded back to q_dtype); a latent append's rope
+ * part comes from args->k_pe_new when it is set (k_new rows: the latent).  n_pages bounds the page
  * table when paged (0 = unchecked).  ref_decode reads only the positions
  * ref_readable() names (others' rows and page-table entries may be anything,
  * -1 included) and takes problem->logit_softcap, draft_slots and args->sinks.

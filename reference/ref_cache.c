@@ -643,6 +643,32 @@ static fmqa_status append_csr(const fmqa_problem *p, const fmqa_append_args *a, 
     return st;
 }
 
+/* The new K rows [latent | rope part] of a latent append whose rope part is
+ * held apart (k_pe_new): the latent from the k_new rows, the rope part from
+ * the k_pe_new rows, into kn [B, n_new, head_dim_k]. */
+static fmqa_status gather_latent_pe(const fmqa_problem *p, const fmqa_append_args *a,
+                                    const ref_append_shape *s, double *kn, fmqa_err *err)
+{
+    const int64_t rows = s->batch * s->n_new, dl = s->head_dim_v, dr = s->head_dim_k - dl;
+    double *lat = malloc((size_t)(rows * s->head_dim_k) * sizeof *lat), *pe = lat + rows * dl;
+    if (!lat)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_append_args: %lld rows",
+                            (long long)rows);
+    ref_cache_view lv = plain_view(p->q_dtype, a->k_new, a->k_new_stride_batch,
+                                   a->k_new_stride_token, a->k_new_stride_head);
+    ref_cache_view pv = plain_view(p->q_dtype, a->k_pe_new, a->k_pe_new_stride_batch,
+                                   a->k_pe_new_stride_token, 0);
+    fmqa_status st = ref_cache_gather(&lv, s->batch, s->n_new, 1, dl, NULL, 0, lat, err);
+    if (st == FMQA_OK)
+        st = ref_cache_gather(&pv, s->batch, s->n_new, 1, dr, NULL, 0, pe, err);
+    for (int64_t i = 0; st == FMQA_OK && i < rows; i++) {
+        memcpy(kn + i * s->head_dim_k, lat + i * dl, (size_t)dl * sizeof *kn);
+        memcpy(kn + i * s->head_dim_k + dl, pe + i * dr, (size_t)dr * sizeof *kn);
+    }
+    free(lat);
+    return st;
+}
+
 fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, int64_t n_pages,
                             fmqa_err *err)
 {
@@ -653,6 +679,8 @@ fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, in
         return append_csr(p, a, n_pages, err);
     if ((p->flags & FMQA_FLAG_SLOT_MAPPING) && a->k_new && !a->slot_mapping)
         return BAD("ref_append_args: slot_mapping is NULL with FMQA_FLAG_SLOT_MAPPING");
+    if (a->k_pe_new && (!latent || !a->k_new))
+        return BAD("ref_append_args: k_pe_new without FMQA_FLAG_LATENT or without k_new");
     if (p->batch <= 0 || p->q_tokens <= 0 || p->num_q_heads <= 0 || p->num_kv_heads <= 0 ||
         p->head_dim_qk <= 0 || p->head_dim_v <= 0)
         return BAD("ref_append_args: problem sizes must be > 0");
@@ -679,9 +707,10 @@ fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, in
     ref_cache_view qv = plain_view(p->q_dtype, a->q, a->q_stride_batch, a->q_stride_token,
                                    a->q_stride_head);
     ref_cache_view kc = ARGS_CACHE_VIEW(p, a, k), vc = ARGS_CACHE_VIEW(p, a, v);
-    fmqa_status st = q_only ? FMQA_OK
-                            : ref_cache_gather(&knv, s.batch, s.n_new, s.num_kv_heads,
-                                               s.head_dim_k, NULL, 0, kn, err);
+    fmqa_status st = q_only      ? FMQA_OK
+                     : a->k_pe_new ? gather_latent_pe(p, a, &s, kn, err)
+                                   : ref_cache_gather(&knv, s.batch, s.n_new, s.num_kv_heads,
+                                                      s.head_dim_k, NULL, 0, kn, err);
     if (st == FMQA_OK && !latent && !q_only)
         st = ref_cache_gather(&vnv, s.batch, s.n_new, s.num_kv_heads, s.head_dim_v, NULL, 0, vn, err);
     if (st == FMQA_OK && q && dq > 0)

@@ -384,6 +384,7 @@ void rt_mla_decode_args(const fmqa_problem *p, const fmqa_mla_decode_args *m,
     d->k_scale_stride_token = d->v_scale_stride_token = m->kv_scale_stride_token;
     d->kv_lens = m->kv_lens;
     d->page_table = m->page_table, d->page_table_stride = m->page_table_stride;
+    d->sinks = m->sinks;
     d->o = m->o;
     d->o_stride_batch = m->o_stride_batch, d->o_stride_token = m->o_stride_token;
     d->o_stride_head = m->o_stride_head;
@@ -423,9 +424,9 @@ static fmqa_status check_rope_table(const fmqa_problem *p, const fmqa_append_arg
 static fmqa_status check_q_only(const fmqa_problem *p, const fmqa_append_args *a,
                                 fmqa_err *err)
 {
-    const void *const other[] = {a->v_new, a->k, a->v, a->k_scale, a->v_scale};
-    static const char *const names[] = {"v_new", "k", "v", "k_scale", "v_scale"};
-    for (int i = 0; i < 5; i++)
+    const void *const other[] = {a->v_new, a->k, a->v, a->k_scale, a->v_scale, a->k_pe_new};
+    static const char *const names[] = {"v_new", "k", "v", "k_scale", "v_scale", "k_pe_new"};
+    for (int i = 0; i < 6; i++)
         if (other[i])
             return BAD("args.%s is set but args.k_new is NULL: without new tokens the call "
                        "only rotates q, and writes no cache",
@@ -448,20 +449,28 @@ static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a
     if (latent && a->v_new)
         return BAD("args.v_new must be NULL with FMQA_FLAG_LATENT: k_new rows hold the latent "
                    "and the rope part, and V is the latent");
+    if (!latent && a->k_pe_new)
+        return BAD("args.k_pe_new is set without FMQA_FLAG_LATENT: only an MLA latent row has a "
+                   "rope part apart");
+    /* With k_pe_new the k_new rows are the latent alone. */
+    const int pe_apart = a->k_pe_new != NULL;
     const int64_t kn[3] = {a->k_new_stride_batch, a->k_new_stride_token, a->k_new_stride_head};
+    const int64_t kpn[3] = {a->k_pe_new_stride_batch, a->k_pe_new_stride_token, 0};
     const int64_t vn[3] = {a->v_new_stride_batch, a->v_new_stride_token, a->v_new_stride_head};
     const int64_t qs[3] = {a->q_stride_batch, a->q_stride_token, a->q_stride_head};
     size_t ie = fmqa_dtype_size(p->q_dtype);
     const tensor_spec k_new = {"k_new", a->k_new, kn, {p->batch, p->q_tokens, p->num_kv_heads},
-                               p->head_dim_qk, ie, VEC_BYTES, 1, 0};
+                               pe_apart ? p->head_dim_v : p->head_dim_qk, ie, VEC_BYTES, 1, 0};
+    const tensor_spec k_pe_new = {"k_pe_new", a->k_pe_new, kpn, {p->batch, p->q_tokens, 1},
+                                  p->head_dim_qk - p->head_dim_v, ie, VEC_BYTES, pe_apart, 0};
     const tensor_spec v_new = {"v_new", a->v_new, vn, {p->batch, p->q_tokens, p->num_kv_heads},
                                p->head_dim_v, ie, VEC_BYTES, !latent, 0};
     /* a latent cache's q is its rope part only */
     const tensor_spec q = {"q", a->q, qs, {p->batch, p->q_tokens, p->num_q_heads},
                            latent ? fmqa_rope_extent(p) : p->head_dim_qk, ie, VEC_BYTES, 0, 1};
     const cache_view cache = CACHE_VIEW(a);
-    if (!q_only && ((st = check_tensor(&k_new, err)) || (st = check_tensor(&v_new, err)) ||
-                    (st = check_cache(p, &cache, 1, err))))
+    if (!q_only && ((st = check_tensor(&k_new, err)) || (st = check_tensor(&k_pe_new, err)) ||
+                    (st = check_tensor(&v_new, err)) || (st = check_cache(p, &cache, 1, err))))
         return st;
     if ((st = check_tensor(&q, err)))
         return st;
@@ -507,6 +516,8 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
     o->rope_cs_stride = a->rope_cos_sin_stride, o->rope_cs_len = a->rope_cos_sin_len;
     o->page_indptr = a->page_indptr, o->page_indices = a->page_indices;
     o->slot_mapping = a->slot_mapping;
+    o->k_pe_new = a->k_pe_new;
+    o->kpn_sb = a->k_pe_new_stride_batch, o->kpn_st = a->k_pe_new_stride_token;
     return FMQA_OK;
 }
 

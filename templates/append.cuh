@@ -5,7 +5,9 @@
  * round-to-nearest-even, int8/fp8 e4m3 by per-(token, head) quantization.
  * RoPE rotates ROPE_DIM elements of a row (partial rotary): the first ones, or
  * with LATENT (an MLA latent cache: one K row of latent + rope part per token,
- * no V rows, q rows holding only the rope part) the last ones.
+ * no V rows, q rows holding only the rope part) the last ones; a latent row's
+ * rope part may come from its own tensor (p.k_pe_new, k_new rows then hold
+ * the latent alone).
  * It computes fmqa_append of include/fastmqa.h; ref_append in reference/ref.h is
  * its float64 definition.
  *
@@ -115,8 +117,9 @@ static_assert(THREADS_PER_ROW >= 1 && THREADS_PER_ROW <= 32 &&
 static_assert((ROPE == 0) == (ROPE_DIM == 0) && ROPE_DIM % 4 == 0 && ROPE_DIM <= HEAD_DIM,
               "ROPE_DIM: the rotated elements of a K row, 0 exactly without RoPE");
 static_assert((HEAD_DIM - ROPE_DIM) % VEC == 0 && (ROPE_DIM / 2) % VEC == 0 &&
-              (LATENT || HEAD_DIM_V % VEC == 0),
-              "VEC must divide the plain part and half the rotated part of every row");
+              (LATENT ? ((HEAD_DIM - HEAD_DIM_V) / 2) % VEC == 0 : HEAD_DIM_V % VEC == 0),
+              "VEC must divide the plain part and half the rotated part of every row (a latent "
+              "row's rope part is its second part even without RoPE)");
 static_assert(!LATENT || ROPE_DIM == 0 || ROPE_DIM == HEAD_DIM - HEAD_DIM_V,
               "a latent row rotates its rope part, the elements after the latent");
 static_assert(KV_FMT == FMT_F16 || KV_FMT == FMT_BF16 || KV_FMT == FMT_INT8 || KV_FMT == FMT_FP8,
@@ -234,8 +237,11 @@ static __device__ __forceinline__ void load_chunk(const unsigned short *src, boo
         x[e] = valid ? decode16(raw[e]) : 0.0f;
 }
 
+/* The plain elements come from the row at src, the R rotated ones from rot
+ * (src + ROT_AT, or a latent row's rope part held apart: p.k_pe_new). */
 template <int D, int R, int ROT_AT>
-static __device__ __forceinline__ void load_row(const unsigned short *src, int lane,
+static __device__ __forceinline__ void load_row(const unsigned short *src,
+                                                const unsigned short *rot, int lane,
                                                 row_regs<D, R, ROT_AT> &w)
 {
     typedef row_regs<D, R, ROT_AT> W;
@@ -249,7 +255,7 @@ static __device__ __forceinline__ void load_row(const unsigned short *src, int l
         const int c = lane + it * THREADS_PER_ROW;
 #pragma unroll
         for (int half = 0; half < 2; ++half)
-            load_chunk(src + ROT_AT + half * (R / 2) + c * VEC, chunk_valid<R / 2>(lane, it),
+            load_chunk(rot + half * (R / 2) + c * VEC, chunk_valid<R / 2>(lane, it),
                        w.rot[it][half]);
     }
 }
@@ -390,15 +396,17 @@ static __device__ __forceinline__ void store_row(typename fmt_traits<FMT>::stora
     }
 }
 
-/* Loads a D row from src, RoPEs its R elements at ROT_AT with ROPE, stores it
- * as FMT (R = 0: a plain row, never rotated). */
+/* Loads a D row from src (its R elements at ROT_AT from rot), RoPEs those
+ * with ROPE, stores the row as FMT at dst (R = 0: a plain row, never
+ * rotated). */
 template <int D, int R, int ROT_AT, int FMT>
 static __device__ __forceinline__ void process_row(const unsigned short *src,
+                                                   const unsigned short *rot,
                                                    typename fmt_traits<FMT>::storage *dst,
                                                    float *scale, int lane, const rope_src &rs)
 {
     row_regs<D, R, ROT_AT> w;
-    load_row(src, lane, w);
+    load_row(src, rot, lane, w);
     if constexpr (R != 0)
         rope_row<ROPE>(lane, rs, w);
     store_row<FMT>(dst, scale, lane, w);
@@ -439,8 +447,11 @@ static __device__ __forceinline__ bool cache_place(const fmqa_append_params &p, 
 
 /* ------------------------------------------------------------ kernel */
 
-/* K rows: the rotated part first, or last (the rope part of a latent row). */
-#define K_ROT_AT (LATENT ? HEAD_DIM - ROPE_DIM : 0)
+/* K rows: the rotated part first, or a latent row's rope part last, which is
+ * its own segment even without RoPE (copied then), so that it may come from
+ * p.k_pe_new. */
+#define K_ROT_DIM (LATENT ? HEAD_DIM - HEAD_DIM_V : ROPE_DIM)
+#define K_ROT_AT (LATENT ? HEAD_DIM_V : 0)
 /* Q rows: a latent cache's q is its rope part only. */
 #define Q_DIM (LATENT ? ROPE_DIM : HEAD_DIM)
 
@@ -484,7 +495,7 @@ fmqa_append_kernel(const fmqa_append_params p)
 
     if (region == 2) {
         unsigned short *q = static_cast<unsigned short *>(p.q) + b * p.q_sb + t * p.q_st + h * p.q_sh;
-        process_row<Q_DIM, ROPE_DIM, 0, IN_FMT>(q, q, nullptr, lane, rs);
+        process_row<Q_DIM, ROPE_DIM, 0, IN_FMT>(q, q, q, nullptr, lane, rs);
         return;
     }
     long long blk, tok;
@@ -495,14 +506,17 @@ fmqa_append_kernel(const fmqa_append_params p)
     if (region == 0) {
         const unsigned short *src =
             static_cast<const unsigned short *>(p.k_new) + b * p.kn_sb + t * p.kn_st + h * p.kn_sh;
+        const unsigned short *rot = LATENT && p.k_pe_new != nullptr
+            ? static_cast<const unsigned short *>(p.k_pe_new) + b * p.kpn_sb + t * p.kpn_st
+            : src + K_ROT_AT;
         cache_t *dst = static_cast<cache_t *>(p.k) + blk * p.k_sb + tok * p.k_st + h * p.k_sh;
         float *scale = q8 ? p.k_scale + (blk * p.ks_sb + tok * p.ks_st + h * p.ks_sh) : nullptr;
-        process_row<HEAD_DIM, ROPE_DIM, K_ROT_AT, KV_FMT>(src, dst, scale, lane, rs);
+        process_row<HEAD_DIM, K_ROT_DIM, K_ROT_AT, KV_FMT>(src, rot, dst, scale, lane, rs);
     } else {
         const unsigned short *src =
             static_cast<const unsigned short *>(p.v_new) + b * p.vn_sb + t * p.vn_st + h * p.vn_sh;
         cache_t *dst = static_cast<cache_t *>(p.v) + blk * p.v_sb + tok * p.v_st + h * p.v_sh;
         float *scale = q8 ? p.v_scale + (blk * p.vs_sb + tok * p.vs_st + h * p.vs_sh) : nullptr;
-        process_row<HEAD_DIM_V, 0, 0, KV_FMT>(src, dst, scale, lane, rs);
+        process_row<HEAD_DIM_V, 0, 0, KV_FMT>(src, src, dst, scale, lane, rs);
     }
 }

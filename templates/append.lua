@@ -29,10 +29,11 @@ end
 
 -- The rows a lane group processes, as (elements, rotated elements): K, V
 -- (not for a latent cache) and, with RoPE, Q (a latent cache's q is its rope
--- part only).
+-- part only).  A latent K row's rope part is its second part even without
+-- RoPE (append.cuh: it may come from k_pe_new), so it counts as rotated.
 local function row_kinds(p)
   local r = rot_dim(p)
-  local kinds = { { p.head_dim_qk, r } }
+  local kinds = { { p.head_dim_qk, p.latent and p.head_dim_qk - p.head_dim_v or r } }
   if not p.latent then kinds[#kinds + 1] = { p.head_dim_v, 0 } end
   if r > 0 then kinds[#kinds + 1] = { p.latent and r or p.head_dim_qk, r } end
   return kinds

@@ -29,11 +29,9 @@
  * MQA group of 32 rows) every K/V byte is read from shared memory and
  * converted once per CTA.
  *
- * KV order.  A sequence's visible positions are read in "virtual" order v:
- * first the sinks [0, s0), then the window [lo, kv_len) (no window: s0 = 0,
- * lo = 0).  A piece takes a range of v, in tiles from its start (the last may
- * be partial).  Positions outside these ranges are invisible to every query
- * token by the rules of fastmqa.h / ref.h, and are never read.
+ * KV order.  A sequence's visible positions are read in the virtual order
+ * of fmqa_seq.cuh (sinks, then the window; ring slots); a piece takes a range
+ * of it, in tiles from its start (the last may be partial).
  *
  * Fragments (m16n8k16, see mma16816 in fmqa_ptx.cuh).  Tiles sit in shared
  * memory row per token, RB bytes a row (16 bytes of padding make ldmatrix
@@ -73,6 +71,7 @@
 #include "fmqa_combine.cuh"
 #include "fmqa_pages.cuh"
 #include "fmqa_sm90.cuh"
+#include "fmqa_seq.cuh"
 
 using namespace fmqa_dev;
 
@@ -119,35 +118,6 @@ static_assert(STAGES >= 2, "STAGES");
 #error "BULK needs sm_90 (cp.async.bulk, mbarrier transaction counts): decode.lua refuses it below"
 #endif
 
-/* Where a sequence's visible positions are and how they map to memory. */
-struct seq_view {
-    int kv_len, first_draft; /* query token t sits at first_draft + t          */
-    int s0, lo, nvirt;       /* sinks [0, s0), window [lo, kv_len); v count    */
-    int ring_j0, ring_s0;    /* RING: position ring_j0 lives in slot ring_s0   */
-};
-
-DEV seq_view seq_view_of(const fmqa_decode_params &p, int kv_len) {
-    seq_view s;
-    s.kv_len = kv_len;
-    s.first_draft = s.kv_len - Q_TOKENS;
-    s.lo = 0;
-    s.s0 = 0;
-    if (WINDOW) {
-        /* The first query token sees j > first_draft - window; a ring also lost
-         * everything before kv_len - (window + draft_slots) (ref.h rule 5). */
-        s.lo = s.first_draft - p.window + 1;
-        if (RING) s.lo = max(s.lo, s.kv_len - p.ring_period);
-        s.lo = max(s.lo, 0);
-        s.s0 = min(p.sink_tokens, s.lo);
-    }
-    s.nvirt = s.s0 + max(s.kv_len - s.lo, 0);
-    s.ring_j0 = max(s.lo, p.sink_tokens);
-    s.ring_s0 = RING ? p.sink_tokens + (s.ring_j0 - p.sink_tokens) % max(p.ring_period, 1) : 0;
-    return s;
-}
-
-DEV int pos_of(const seq_view &s, int v) { return v < s.s0 ? v : s.lo + (v - s.s0); }
-
 /* A barrier of the compute warps (NTHREADS threads): with BULK the producer
  * warp runs its own loop and meets them only at the start of a piece. */
 DEV void consumers_sync() {
@@ -156,15 +126,6 @@ DEV void consumers_sync() {
 #else
     __syncthreads();
 #endif
-}
-
-/* Cache slot of position j (ref_cache_slot): the ring advances one slot per
- * position from ring_s0 and wraps once at most, since the window part spans at
- * most ring_period = window + draft_slots positions. */
-DEV int slot_of(const fmqa_decode_params &p, const seq_view &s, int j) {
-    if (!RING || j < s.ring_j0) return j;
-    int slot = s.ring_s0 + (j - s.ring_j0);
-    return slot >= p.sink_tokens + p.ring_period ? slot - p.ring_period : slot;
 }
 
 /* Element offsets of slot's 8-bit scales (K and V) in their (batch|page,
@@ -242,12 +203,7 @@ DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs 
                   int v, int v_end, u32 dst) {
     const kv_step step = kv_step_of(p);
     const int first = slot_of(p, s, pos_of(s, v));
-    bool linear = FULL || v < v_end;
-    if (WINDOW || PAGED) {
-        const int last = slot_of(p, s, pos_of(s, v + RUN - 1));
-        linear = linear && last - first == RUN - 1 && (!PAGED || (first & -PS) == (last & -PS));
-    }
-    if (linear) {
+    if ((FULL || v < v_end) && run_linear(p, s, v, RUN, first)) {
         kv_ptrs a = WINDOW || PAGED ? kv_row(p, base, b, first) : at;
 #pragma unroll
         for (int k = 0; k < RUN; ++k) {
@@ -471,33 +427,6 @@ DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned cha
         dst[0] = lo;
         dst[1] = hi;
     }
-}
-
-/* What one thread knows about each of its two rows (g and g+8 of its m-tile). */
-struct row_info {
-    int qpos;                /* position of the row's query token */
-    unsigned long long tree; /* its tree mask                     */
-};
-
-DEV bool visible(const fmqa_decode_params &p, const seq_view &s, const row_info &ri, int j) {
-    bool ok = true;
-    if (CAUSAL) ok = ok && j <= ri.qpos;
-    if (WINDOW) ok = ok && (j > ri.qpos - p.window || j < p.sink_tokens);
-    if (TREE && j >= s.first_draft) ok = ok && ((ri.tree >> (j - s.first_draft)) & 1ull);
-    return ok;
-}
-
-/* True when some row of the CTA may not see some position of the tile: only
- * such tiles pay for the per-element mask. */
-DEV bool tile_needs_mask(const fmqa_decode_params &p, const seq_view &s, int v0, int v_end) {
-    if (v0 + BLOCK_N > v_end) return true;
-    const int v_last = v0 + BLOCK_N - 1;
-    if ((CAUSAL || TREE) && pos_of(s, v_last) >= s.first_draft + (TREE ? 0 : 1)) return true;
-    if (WINDOW) {
-        const int vf = max(v0, s.s0); /* first window-part column, if any */
-        if (vf <= v_last && pos_of(s, vf) <= s.kv_len - 1 - p.window) return true;
-    }
-    return false;
 }
 
 /* Per-warp online-softmax state of one m-tile: O accumulator (d-tile

@@ -15,7 +15,7 @@
 #ifndef FMQA_PARAMS_H
 #define FMQA_PARAMS_H
 
-#define FMQA_PARAMS_VERSION 3
+#define FMQA_PARAMS_VERSION 4
 
 /* An encoded TMA tensor map: the driver's CUtensorMap (cuTensorMapEncodeTiled,
  * runtime/rt_cuda.c; 128 opaque bytes, 64-byte aligned), or the CPU
@@ -99,6 +99,9 @@ typedef struct fmqa_append_params {
     const int *page_indptr;        /* CSR: [b + 1]; pages of b from indptr[b]   */
     const int *page_indices;       /* CSR: page ids                             */
     const int *slot_mapping;       /* SLOT_MAP: [b * n_new + t] slot or -1      */
+    const void *k_pe_new;          /* LATENT: [b, t, rope part] apart from the
+                                      latent in k_new rows, or NULL            */
+    long long kpn_sb, kpn_st;
 } fmqa_append_params;
 
 /* Prefill (fmqa_prefill in fastmqa.h has the semantics).  Rows are packed per

@@ -11,12 +11,18 @@
  * is the first 512 values of the same row.  So this is MQA with a group of
  * HEADS and head dims 576 / 512, where one shared-memory tile serves as K and
  * as V.  Q rows: r = t * HEADS + h, M = HEADS * Q_TOKENS of them; query token t
- * sits at position kv_len - Q_TOKENS + t and (CAUSAL) sees positions <= its own.
+ * sits at position kv_len - Q_TOKENS + t and (CAUSAL) sees positions <= its own,
+ * (WINDOW) only the last `window` of them and the first sink_tokens.  Which
+ * positions are read, in which order, and where a ring cache (RING) keeps them
+ * are decode's rules, shared through fmqa_seq.cuh: a split takes a range of the
+ * virtual order (sinks, then the window), so positions no query sees are never
+ * read.  A learned sink logit per head (p.sinks) joins the softmax denominator
+ * once: in store_rows without splits, else in the combine (softmax_finish).
  *
  * Problem defines: HEADS, Q_TOKENS (1..16), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1
  * bf16, 3 fp8 e4m3 with one float scale per token), PAGED, PAGE_SIZE, CSR (a
- * CSR page table, fmqa_pages.cuh), CAUSAL,
- * LSE.  Config defines: BLOCK_N (tokens per tile), WARPS_M (16-row groups per
+ * CSR page table, fmqa_pages.cuh), CAUSAL, WINDOW, RING, TREE (always 0:
+ * fmqa_seq.cuh reads it), LSE.  Config defines: BLOCK_N (tokens per tile), WARPS_M (16-row groups per
  * CTA), WARPS_D (warps sharing the rows), STAGES (cp.async pipeline depth).
  *
  * Work split.  Grid (splits, ROW_BLOCKS, batch); a CTA owns ROWS = 16 WARPS_M
@@ -51,7 +57,8 @@
  * log2(e) * scale[token], P's columns by scale[token] before P V (l sums the
  * unscaled P); FP8_F16_FOLD is multiplied back there too.
  *
- * Softmax in base 2; a row that sees nothing writes o = 0, lse = -inf.  With
+ * Softmax in base 2; a row that sees nothing writes o = 0, lse = -inf (the
+ * sink's logit with a learned sink).  With
  * num_splits > 1 each split writes its O normalised by its own sum to ws_o and
  * m + log2(l) to ws_lse, [split, b, t, h, (512)], which
  * fmqa_mla_decode_combine merges.
@@ -60,6 +67,7 @@
 #include "fmqa_device.cuh"
 #include "fmqa_combine.cuh"
 #include "fmqa_pages.cuh"
+#include "fmqa_seq.cuh"
 
 using namespace fmqa_dev;
 
@@ -97,7 +105,7 @@ static_assert(!PAGED || (PAGE_SIZE >= 16 && (PAGE_SIZE & (PAGE_SIZE - 1)) == 0),
 static_assert(STAGES >= 2, "STAGES");
 static_assert(KV_FMT == 0 || KV_FMT == 1 || KV_FMT == 3, "KV_FMT");
 
-/* Element offset of position j's row (and its scale) of sequence b: a page
+/* Element offset of cache slot j's row (and its scale) of sequence b: a page
  * lookup when paged, remembered in (pi, page) for the next row. */
 DEV long long row_offset(const fmqa_decode_params &p, int b, int j, long long sb, long long st, int &pi,
                          long long &page) {
@@ -109,11 +117,13 @@ DEV long long row_offset(const fmqa_decode_params &p, int b, int j, long long sb
     return page * sb + (long long)(j & (PS - 1)) * st;
 }
 
-/* Who copies what.  The tile is BLOCK_N rows of CPR 16-byte chunks.  Thread q
- * < LG * CPR copies chunk c = q % CPR of the PER consecutive rows from (q /
- * CPR) * PER, as runs of RUN rows that share a page: one address computation
- * (and page lookup) per run, then a 64-bit add per row.  With fewer threads
- * than chunks a row (64 threads, 72 chunks) a thread takes CP columns. */
+/* Who copies what.  The tile is BLOCK_N rows (virtual positions, fmqa_seq.cuh)
+ * of CPR 16-byte chunks.  Thread q < LG * CPR copies chunk c = q % CPR of the
+ * PER consecutive rows from (q / CPR) * PER, as runs of RUN rows: one address
+ * computation (and page lookup) per run, then a 64-bit add per row, when the
+ * run's slots are consecutive within a page (run_linear: always without a
+ * window), else a lookup per row.  With fewer threads than chunks a row (64
+ * threads, 72 chunks) a thread takes CP columns. */
 constexpr int pow2_floor(int x) { return x >= 2 ? 2 * pow2_floor(x / 2) : 1; }
 constexpr int LG = NTHREADS >= CPR ? pow2_floor(NTHREADS / CPR < BLOCK_N ? NTHREADS / CPR : BLOCK_N) : 1;
 constexpr int CP = (CPR + NTHREADS - 1) / NTHREADS;
@@ -121,45 +131,58 @@ constexpr int PER = BLOCK_N / LG;
 constexpr int RUN = PAGED && PS < PER ? PS : PER;
 static_assert(PER % RUN == 0 && LG * PER == BLOCK_N, "tile copy layout");
 
-/* Rows [g PER, +PER) of chunk c of tile [v0, v0 + BLOCK_N); zeros at
- * positions >= v_end (FULL: none is). */
-template <bool FULL> DEV void load_rows(const fmqa_decode_params &p, int b, int v0, int v_end, int g, int c, u32 dst) {
+/* Rows [g PER, +PER) of chunk c of tile [v0, v0 + BLOCK_N) of sequence b
+ * (seen as s); zeros at virtual positions >= v_end (FULL: none is). */
+template <bool FULL>
+DEV void load_rows(const fmqa_decode_params &p, const seq_view &s, int b, int v0, int v_end, int g, int c, u32 dst) {
     const long long step = p.k_st * EB;
     int pi = -1;
     long long page = 0;
 #pragma unroll
     for (int j = 0; j < PER / RUN; ++j) {
-        const int row = g * PER + j * RUN;
-        const char *a = (const char *)p.k;
-        if (FULL || v0 + row < v_end) a += row_offset(p, b, v0 + row, p.k_sb, p.k_st, pi, page) * EB + c * 16;
+        const int row = g * PER + j * RUN, v = v0 + row;
+        const int first = slot_of(p, s, pos_of(s, v));
+        if ((FULL || v < v_end) && run_linear(p, s, v, RUN, first)) {
+            const char *a = (const char *)p.k + row_offset(p, b, first, p.k_sb, p.k_st, pi, page) * EB + c * 16;
 #pragma unroll
-        for (int k = 0; k < RUN; ++k) {
-            const bool ok = FULL || v0 + row + k < v_end;
-            cp_async16(dst + (row + k) * RB + c * 16, ok ? a : (const char *)p.k, ok ? 16 : 0);
-            a += step;
+            for (int k = 0; k < RUN; ++k) {
+                const bool ok = FULL || v + k < v_end;
+                cp_async16(dst + (row + k) * RB + c * 16, ok ? a : (const char *)p.k, ok ? 16 : 0);
+                a += step;
+            }
+        } else { /* a seam, a ring wrap or a page boundary: rare, kept rolled (registers) */
+#pragma unroll 1
+            for (int k = 0; k < RUN; ++k) {
+                const bool ok = FULL || v + k < v_end;
+                const char *a = (const char *)p.k;
+                if (ok) a += row_offset(p, b, slot_of(p, s, pos_of(s, v + k)), p.k_sb, p.k_st, pi, page) * EB + c * 16;
+                cp_async16(dst + (row + k) * RB + c * 16, a, ok ? 16 : 0);
+            }
         }
     }
 }
 
 /* Issues the cp.async copies of tile [v0, v0 + BLOCK_N) of sequence b (zeros
- * at positions >= v_end) and, for fp8, its scales. */
-DEV void load_tile(const fmqa_decode_params &p, int b, int v0, int v_end, unsigned char *stage) {
+ * at virtual positions >= v_end) and, for fp8, its scales. */
+DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, int b, int v0, int v_end, unsigned char *stage) {
     const u32 dst = smem_addr(stage);
 #pragma unroll
     for (int pass = 0; pass < CP; ++pass) {
         const int q = threadIdx.x + pass * NTHREADS, g = q / CPR;
         if (q >= LG * CPR) break;
         if (v0 + BLOCK_N <= v_end)
-            load_rows<true>(p, b, v0, v_end, g, q - g * CPR, dst);
+            load_rows<true>(p, s, b, v0, v_end, g, q - g * CPR, dst);
         else
-            load_rows<false>(p, b, v0, v_end, g, q - g * CPR, dst);
+            load_rows<false>(p, s, b, v0, v_end, g, q - g * CPR, dst);
     }
     if (Q8) {
         int pi = -1;
         long long page = 0;
         for (int row = threadIdx.x; row < BLOCK_N; row += NTHREADS) {
             const bool ok = v0 + row < v_end;
-            const float *src = ok ? p.k_scale + row_offset(p, b, v0 + row, p.ks_sb, p.ks_st, pi, page) : p.k_scale;
+            const float *src =
+                ok ? p.k_scale + row_offset(p, b, slot_of(p, s, pos_of(s, v0 + row)), p.ks_sb, p.ks_st, pi, page)
+                   : p.k_scale;
             cp_async4(dst + BLOCK_N * RB + row * 4, src, ok ? 4 : 0);
         }
     }
@@ -267,13 +290,13 @@ struct cta_smem {
 /* Steps 1-3 for one warp and tile: scores, masked and scaled to base 2; the
  * row maxima through red (one barrier for the whole CTA, which every thread
  * passes); rescale; P into shared memory. */
-DEV void softmax_tile(const fmqa_decode_params &p, const cta_smem &sm, const unsigned char *stage, int v0, int v_end,
-                      int first_draft, int rb, int mw, int dw, bool active, softmax_state &st) {
+DEV void softmax_tile(const fmqa_decode_params &p, const cta_smem &sm, const unsigned char *stage, const seq_view &s,
+                      const row_info (&ri)[2], int v0, int v_end, int mw, int dw, bool active, softmax_state &st) {
     const int lane = threadIdx.x & 31, cq = lane & 3, g = lane >> 2;
     const int lrow = ((lane >> 3) & 1) * 8 + (lane & 7), lcol = (lane >> 4) * 16;
     const float *scale = (const float *)(stage + BLOCK_N * RB);
     float sacc[NT_S][4], mx[2] = {neg_inf(), neg_inf()};
-    const bool masked = v0 + BLOCK_N > v_end || (CAUSAL && v0 + BLOCK_N - 1 > first_draft);
+    const bool masked = tile_needs_mask(p, s, v0, v_end);
     if (active) {
         scores(smem_addr(sm.q) + (mw * 16 + lrow) * QRB, smem_addr(stage) + (dw * WN + lrow) * RB, lcol, sacc);
 #pragma unroll
@@ -284,10 +307,8 @@ DEV void softmax_tile(const fmqa_decode_params &p, const cta_smem &sm, const uns
                 const float sc = Q8 ? p.sm_scale_log2 * KV_FOLD * scale[col] : p.sm_scale_log2;
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
-                    /* padding rows borrow the last query token */
-                    const int t = min((rb * ROWS + mw * 16 + g + 8 * h) / HEADS, Q_TOKENS - 1);
                     float x = sacc[nt][2 * h + e] * sc;
-                    if (masked && (v0 + col >= v_end || (CAUSAL && v0 + col > first_draft + t))) x = neg_inf();
+                    if (masked && (v0 + col >= v_end || !visible(p, s, ri[h], pos_of(s, v0 + col)))) x = neg_inf();
                     sacc[nt][2 * h + e] = x;
                     mx[h] = fmaxf(mx[h], x);
                 }
@@ -355,8 +376,10 @@ DEV void store_rows(const fmqa_decode_params &p, const cta_smem &sm, int b, int 
         float l = 0.0f;
         for (int k = 0; k < WARPS_D; ++k) l += sm.red[(mw * 16 + g + 8 * h) * WARPS_D + k];
         const int t = r / HEADS, head = r % HEADS;
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        const float lse2 = l > 0.0f ? st.m[h] + __log2f(l) : neg_inf();
+        /* A learned sink joins the denominator once: here, or in the combine. */
+        const float s2 = p.sinks && p.num_splits == 1 ? p.sinks[head] * LOG2E : neg_inf();
+        float inv, lse2;
+        softmax_finish(st.m[h], l, s2, inv, lse2);
         const long long row = ((long long)b * Q_TOKENS + t) * HEADS + head;
         if (p.num_splits > 1) {
             const long long srow = (long long)split * p.batch * M + row;
@@ -377,7 +400,10 @@ DEV void store_rows(const fmqa_decode_params &p, const cta_smem &sm, int b, int 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_mla_decode_kernel(const fmqa_decode_params p) {
+/* One CTA an SM, as decode's: the shared memory of the default configs holds
+ * no second one anyway, and with a window ptxas otherwise kept 256-thread
+ * CTAs at 128 registers and spilled (4 bytes) rather than take 130. */
+extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_mla_decode_kernel(const fmqa_decode_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
     if (dynamic_smem_size() < (u32)SMEM_BYTES) __trap(); /* the launch disagrees with mla_decode.lua */
     const int split = blockIdx.x, rb = blockIdx.y, b = blockIdx.z;
@@ -386,14 +412,14 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_mla_decode_kernel(co
     const cta_smem sm = {smem, smem + Q_BYTES, smem + Q_BYTES + P_BYTES + RED_BYTES,
                          (float *)(smem + Q_BYTES + P_BYTES)};
 
-    const int kv_len = seq_len<PS>(p, b), first_draft = kv_len - Q_TOKENS;
+    const seq_view s = seq_view_of(p, seq_len<PS>(p, b));
     const int v_begin = split * p.split_tokens;
-    const int v_end = split == p.num_splits - 1 ? kv_len : min(kv_len, v_begin + p.split_tokens);
+    const int v_end = split == p.num_splits - 1 ? s.nvirt : min(s.nvirt, v_begin + p.split_tokens);
     const int ntiles = v_end > v_begin ? (v_end - v_begin + BLOCK_N - 1) / BLOCK_N : 0;
     /* The first latent tiles go out before Q is read. */
 #pragma unroll
     for (int i = 0; i < STAGES - 1; ++i) {
-        if (i < ntiles) load_tile(p, b, v_begin + i * BLOCK_N, v_end, sm.stages + i * STAGE_BYTES);
+        if (i < ntiles) load_tile(p, s, b, v_begin + i * BLOCK_N, v_end, sm.stages + i * STAGE_BYTES);
         cp_async_commit();
     }
     load_q(p, b, rb, sm.q); /* published by the loop's first barrier */
@@ -404,16 +430,22 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) fmqa_mla_decode_kernel(co
     st.m[0] = st.m[1] = neg_inf();
     st.l[0] = st.l[1] = 0.0f;
     const bool active = rb * ROWS + mw * 16 < M; /* a warp of padding rows only loads */
+    row_info ri[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) { /* padding rows borrow the last query token */
+        ri[h].qpos = s.first_draft + min((rb * ROWS + mw * 16 + (lane >> 2) + 8 * h) / HEADS, Q_TOKENS - 1);
+        ri[h].tree = 0ull;
+    }
     const int lrow = ((lane >> 3) & 1) * 8 + (lane & 7), lcol = (lane >> 4) * 16;
     int st_cur = 0, st_next = STAGES - 1;
     for (int it = 0; it < ntiles; ++it) {
         cp_async_wait<STAGES - 2>();
         __syncthreads(); /* tile `it` visible; P, red and tile it-1's stage free */
         if (it + STAGES - 1 < ntiles)
-            load_tile(p, b, v_begin + (it + STAGES - 1) * BLOCK_N, v_end, sm.stages + st_next * STAGE_BYTES);
+            load_tile(p, s, b, v_begin + (it + STAGES - 1) * BLOCK_N, v_end, sm.stages + st_next * STAGE_BYTES);
         cp_async_commit();
         const unsigned char *stage = sm.stages + st_cur * STAGE_BYTES;
-        softmax_tile(p, sm, stage, v_begin + it * BLOCK_N, v_end, first_draft, rb, mw, dw, active, st);
+        softmax_tile(p, sm, stage, s, ri, v_begin + it * BLOCK_N, v_end, mw, dw, active, st);
         __syncthreads(); /* P complete */
         if (active)
             pv(smem_addr(sm.p) + (mw * 16 + lrow) * PRB, smem_addr(stage) + lrow * RB + dw * CW * EB, lcol, st);
@@ -434,7 +466,8 @@ extern "C" __global__ void __launch_bounds__(FMQA_C_THREADS) fmqa_mla_decode_com
     const int rows = p.batch * M, row = blockIdx.x; /* < 2^31: fastmqa checks */
     const int b = row / M, t = row / HEADS % Q_TOKENS, h = row % HEADS;
     u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh;
+    const float sink2 = p.sinks ? p.sinks[h] * LOG2E : neg_inf(); /* joins the denominator here */
     const float lse2 = combine_row<DC, OUT_BF16>(p.ws_o + (long long)row * DC, (long long)rows * DC, p.ws_lse + row,
-                                                 rows, p.num_splits, neg_inf(), o, smem);
+                                                 rows, p.num_splits, sink2, o, smem);
     if (LSE && threadIdx.x == 0 && blockIdx.y == 0) p.lse[row] = lse2 * 0.69314718055994531f;
 }

@@ -1,17 +1,19 @@
 -- mla_decode.lua -- Multi-head Latent Attention decode (DeepSeek style,
 -- absorbed weights): H query heads against one latent row of 512 + 64 values
--- per token (f16, bf16, or fp8 e4m3 with a float scale per token; contiguous
--- or paged), 1 to 16 query tokens with an optional causal mask among them,
--- mma.sync tensor cores (sm_80+), split-KV with the shared combine
--- (fmqa_combine.cuh).  mla_decode.cuh holds the kernel and its design.
+-- per token (f16, bf16, or fp8 e4m3 with a float scale per token; contiguous,
+-- paged or ring), 1 to 16 query tokens with an optional causal mask among
+-- them, sliding window with sink tokens and learned sinks as decode's
+-- (fmqa_seq.cuh), mma.sync tensor cores (sm_80+), split-KV with the shared
+-- combine (fmqa_combine.cuh).  mla_decode.cuh holds the kernel and its design.
 --
 -- Invariants this file keeps with mla_decode.cuh:
 --  * shared_bytes() is the kernel's SMEM_BYTES (it traps on less);
 --  * grid = (splits, row_blocks, batch), block = 32 * WARPS_M * WARPS_D,
 --    row_blocks = ceil(H * q_tokens / (16 * WARPS_M));
---  * split rule as decode.lua: split_tokens = ceil(kv_len / splits) rounded up
---    to BLOCK_N, splits = ceil(kv_len / split_tokens); the last split takes
---    whatever lies beyond;
+--  * split rule: split_tokens = ceil(eff_len / splits) rounded up to BLOCK_N,
+--    splits = ceil(eff_len / split_tokens), eff_len the most positions one
+--    sequence's kernel reads (sinks + window); the last split takes whatever
+--    lies beyond;
 --  * with splits > 1 the workspace is splits * B * Tq * H * (512 + 1) * 4
 --    bytes: partial O [split, b, t, h, 512] then partial LSE [split, b, t,
 --    h] from the plan scalar ws_lse_offset (the runtime reads it, as
@@ -51,10 +53,11 @@ local function problem_check(p)
     return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
   end
   if p.csr and not p.paged then return false, "a CSR page table needs a paged cache" end
-  if p.window ~= 0 or p.sink_tokens ~= 0 or p.ring or p.tree then
-    return false, "MLA decode serves full-context caches with a causal mask or none " ..
-      "(no window, sinks, ring or tree mask)"
+  if p.tree then
+    return false, "MLA decode serves a causal mask among the query tokens or none, not a tree mask"
   end
+  if p.ring and p.window <= 0 then return false, "a ring cache needs window > 0" end
+  if p.window < 0 or p.sink_tokens < 0 then return false, "window and sink_tokens must be >= 0" end
   if p.kv_len < p.q_tokens then
     return false, "kv_len " .. p.kv_len .. " is smaller than q_tokens " .. p.q_tokens
   end
@@ -62,6 +65,8 @@ local function problem_check(p)
 end
 
 local function rows(p) return p.num_q_heads * p.q_tokens end
+
+local eff_len = common.eff_len
 
 -- mla_decode.cuh's SMEM_BYTES: Q rows, P rows, the row exchange, the stages
 -- (one latent row per token serves as K and V; fp8 adds a scale per token).
@@ -90,7 +95,7 @@ end
 -- (splits, split_tokens): SPLITS = 0 fills one wave of resident CTAs, at most
 -- 256 splits of at least MIN_SPLIT_TILES tiles each.
 local function split_plan(c, p, d)
-  local len = math.max(p.kv_len, 1)
+  local len = math.max(eff_len(p), 1)
   local n = c.SPLITS
   if n == 0 then
     local ctas = p.batch * ceil_div(rows(p), 16 * c.WARPS_M)
@@ -113,8 +118,9 @@ local function valid(c, p, d)
   end
   ok, why = common.fits_device(32 * c.WARPS_M * c.WARPS_D, regs_estimate(c), shared_bytes(c, p), d)
   if not ok then return false, why end
-  if c.SPLITS > 1 and c.SPLITS > ceil_div(p.kv_len, c.BLOCK_N) then
-    return false, "SPLITS " .. c.SPLITS .. " exceeds the " .. ceil_div(p.kv_len, c.BLOCK_N) .. " tiles of the cache"
+  local tiles = ceil_div(eff_len(p), c.BLOCK_N)
+  if c.SPLITS > 1 and c.SPLITS > tiles then
+    return false, "SPLITS " .. c.SPLITS .. " exceeds the " .. tiles .. " tiles a sequence reads"
   end
   return true
 end
@@ -139,6 +145,9 @@ return {
       PAGE_SIZE = p.paged and p.page_size or 0,
       CSR = flag(p.csr),
       CAUSAL = flag(p.causal),
+      TREE = 0,
+      WINDOW = flag(p.window > 0),
+      RING = flag(p.ring),
       LSE = flag(p.lse),
     }
   end,

@@ -1278,6 +1278,7 @@ static fmqa_mla_decode_args mla_args_of(const fmqa_decode_args *d)
     m.workspace = d->workspace, m.workspace_size = d->workspace_size;
     m.page_indptr = d->page_indptr, m.page_indices = d->page_indices;
     m.last_page_len = d->last_page_len;
+    m.sinks = d->sinks;
     return m;
 }
 

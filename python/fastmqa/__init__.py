@@ -31,12 +31,14 @@ __all__ = ["AppendArgs", "Choice", "ChoiceSource", "Context", "DecodeArgs", "Dev
            "append", "decode",
            "decode_workspace", "prefill", "prefill_workspace", "default_context", "default_db_path", "device_info",
            "level_policy", "level_problem", "library_path", "load", "memory_report",
+           "mla_decode", "mla_decode_workspace",
            "model_config", "nn", "ops", "plan", "torch_dtype", "tune", "tune_executable",
            "validate", "version"]
 
 # Names that need torch: imported from .ops / .nn on first use.
 _LAZY = {"decode": "ops", "append": "ops", "decode_workspace": "ops", "torch_dtype": "ops",
          "prefill": "ops", "prefill_workspace": "ops",
+         "mla_decode": "ops", "mla_decode_workspace": "ops",
          "nn": None, "ops": None}
 
 

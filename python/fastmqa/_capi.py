@@ -266,7 +266,7 @@ class MlaDecodeArgs(Struct):
                  ("o", PTR)] + _strides("o") +
                 [("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
                  ("workspace_size", SIZE),
-                 ("page_indptr", PTR), ("page_indices", PTR), ("last_page_len", PTR)])
+                 ("page_indptr", PTR), ("page_indices", PTR), ("last_page_len", PTR), ("sinks", PTR)])
 
 
 class AppendArgs(Struct):
@@ -278,7 +278,8 @@ class AppendArgs(Struct):
                 [("start_pos", PTR), ("page_table", PTR), ("page_table_stride", I64),
                  ("rope_theta", F32), ("rope_cos_sin", PTR), ("rope_cos_sin_stride", I64),
                  ("rope_cos_sin_len", I64),
-                 ("page_indptr", PTR), ("page_indices", PTR), ("slot_mapping", PTR)])
+                 ("page_indptr", PTR), ("page_indices", PTR), ("slot_mapping", PTR),
+                 ("k_pe_new", PTR), ("k_pe_new_stride_batch", I64), ("k_pe_new_stride_token", I64)])
 
 
 class PrefillArgs(Struct):

@@ -194,6 +194,12 @@ class Context:
         self.check(self._lib.fmqa_decode(self._ctx, ctypes.byref(problem), ctypes.byref(args),
                                          ctypes.c_void_p(stream)), "fmqa_decode")
 
+    def mla_decode_raw(self, problem, args, stream):
+        """fmqa_mla_decode with a filled MlaDecodeArgs; stream: a CUstream as an int."""
+        self.check(self._lib.fmqa_mla_decode(self._ctx, ctypes.byref(problem),
+                                             ctypes.byref(args), ctypes.c_void_p(stream)),
+                   "fmqa_mla_decode")
+
     def prefill_raw(self, problem, args, stream):
         """fmqa_prefill with a filled PrefillArgs; stream: a CUstream as an int."""
         self.check(self._lib.fmqa_prefill(self._ctx, ctypes.byref(problem), ctypes.byref(args),

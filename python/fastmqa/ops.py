@@ -1,9 +1,9 @@
-"""ops.py -- decode, append and prefill on torch tensors, as torch custom ops.
+"""ops.py -- decode, MLA decode, append and prefill on torch tensors, as torch custom ops.
 
-decode(), append() and prefill() check their tensors in Python (type, rank, shape, dtype,
-head-dim contiguity, 16-byte strides, device: in that order, so the first fault
-found is named with the argument and what was expected) and then call the custom
-ops torch.ops.fastmqa.decode / append / prefill.  The ops launch on the
+decode(), mla_decode(), append() and prefill() check their tensors in Python (type,
+rank, shape, dtype, head-dim contiguity, 16-byte strides, device: in that order, so
+the first fault found is named with the argument and what was expected) and then
+call the custom ops torch.ops.fastmqa.decode / mla_decode / append / prefill.  The ops launch on the
 current torch stream of the tensors' device through default_context(device), do
 no host synchronisation and allocate nothing, so they can be captured in a CUDA
 graph once a first eager call has built the launch plan (plans compile kernels,
@@ -27,6 +27,10 @@ Layouts follow include/fastmqa.h, strides are read off the tensors:
                page_indptr [batch + 1], page_indices [nnz], last_page_len [batch]
                int32 (decode: the lengths are the table's, kv_lens None); append
                also takes vLLM's slot_mapping [batch, new_tokens] int32 (-1: skip)
+  MLA: q_nope [batch, q_tokens, heads, latent] (absorbed: q_nope W_UK), q_pe
+  [batch, q_tokens, heads, rope], latent cache kv [batch, slots, latent + rope]
+  (paged: [pages, page_size, latent + rope]), kv_scale [batch | pages, slots]
+  float32 (fp8 caches only), out [batch, q_tokens, heads, latent]
 """
 import contextlib
 from typing import Optional
@@ -34,7 +38,7 @@ from typing import Optional
 import torch
 
 from . import _capi, core
-from ._capi import AppendArgs, DecodeArgs, Dtype, Op, PrefillArgs, Problem, Rope
+from ._capi import AppendArgs, DecodeArgs, Dtype, MlaDecodeArgs, Op, PrefillArgs, Problem, Rope
 
 _TO_FMQA = {torch.float16: Dtype.F16, torch.bfloat16: Dtype.BF16, torch.int8: Dtype.INT8}
 if hasattr(torch, "float8_e4m3fn"):
@@ -165,19 +169,22 @@ def _cache(k, v, k_scale, v_scale, page_table, batch, head_dim, pages=False):
         for axis in range(3):
             _size(name, s, axis, slay, k.shape[axis], "as in k")
         _dtype(name, s, (torch.float32,), "torch.float32")
-    page_size = 0
-    slots = k.shape[1]
-    if page_table is not None:
-        _tensor("page_table", page_table, ("batch", "pages_per_seq"))
-        _size("page_table", page_table, 0, ("batch", "pages_per_seq"), batch, "q's batch")
-        _dtype("page_table", page_table, (torch.int32,), "torch.int32")
-        if page_table.stride(1) != 1:
-            raise ValueError("page_table: rows must be contiguous (stride 1 in dimension 1)")
-        page_size = k.shape[1]
-        slots = page_table.shape[1] * page_size
-    elif pages:
-        page_size, slots = k.shape[1], k.shape[0] * k.shape[1]
-    return kv, slots, page_size
+    if pages and page_table is None:  # a CSR table or a slot mapping: any page
+        return kv, k.shape[0] * k.shape[1], k.shape[1]
+    return (kv,) + _pages(page_table, batch, k.shape[1])
+
+
+def _pages(page_table, batch, rows):
+    """(slots per sequence, page size) of a cache whose dimension 1 has `rows` rows:
+    a page's with a page table (checked), else a sequence's."""
+    if page_table is None:
+        return rows, 0
+    _tensor("page_table", page_table, ("batch", "pages_per_seq"))
+    _size("page_table", page_table, 0, ("batch", "pages_per_seq"), batch, "q's batch")
+    _dtype("page_table", page_table, (torch.int32,), "torch.int32")
+    if page_table.stride(1) != 1:
+        raise ValueError("page_table: rows must be contiguous (stride 1 in dimension 1)")
+    return page_table.shape[1] * rows, rows
 
 
 def _int32s(name, t, n, what):
@@ -211,8 +218,9 @@ def _csr(page_table, page_indptr, page_indices, last_page_len, batch, lengths):
     return _capi.FLAG_PAGE_CSR
 
 
-def _window(kv_len, slots, window, sink_tokens, ring, draft_slots=0):
-    """Checks the window arguments; returns (kv_len, flags)."""
+def _window(kv_len, slots, window, sink_tokens, ring, draft_slots=0, cache="k"):
+    """Checks the window arguments (cache: what messages call the cache tensor);
+    returns (kv_len, flags)."""
     if window < 0 or sink_tokens < 0 or draft_slots < 0:
         raise ValueError(f"window ({window}), sink_tokens ({sink_tokens}) and draft_slots "
                          f"({draft_slots}) must not be negative")
@@ -224,7 +232,7 @@ def _window(kv_len, slots, window, sink_tokens, ring, draft_slots=0):
             raise ValueError("ring: a ring cache needs window > 0")
         need = sink_tokens + window + draft_slots
         if need > slots:
-            raise ValueError(f"k: a ring of {sink_tokens} sinks + {window} window + "
+            raise ValueError(f"{cache}: a ring of {sink_tokens} sinks + {window} window + "
                              f"{draft_slots} draft slots needs {need} slots, the cache has "
                              f"{slots}")
         if kv_len is None:
@@ -310,6 +318,98 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
                 page_size=page_size, window=window, sink_tokens=sink_tokens,
                 rope=Rope.NONE, flags=flags, logit_softcap=float(softcap),
                 draft_slots=draft_slots)
+
+
+_MLA_KV = tuple(t for t in _TO_FMQA if t != torch.int8)  # the MLA kernels' latent types
+
+
+def _latent(kv, kv_scale, page_table, batch, row):
+    """Checks the latent cache (rows of `row` values); returns (kv Dtype, slots per
+    sequence, page size)."""
+    lay = ("pages", "page_size", "latent_rope") if page_table is not None else \
+        ("batch", "slots", "latent_rope")
+    _tensor("kv", kv, lay)
+    _size("kv", kv, 2, lay, row, "q_nope's latent + q_pe's rope")
+    if page_table is None:
+        _size("kv", kv, 0, lay, batch, "q_nope's batch")
+    _dtype("kv", kv, _MLA_KV, "float16, bfloat16 or float8_e4m3fn")
+    _rows("kv", kv)
+    kvt = _TO_FMQA[kv.dtype]
+    slay = lay[:2]
+    if kvt != Dtype.FP8_E4M3:
+        if kv_scale is not None:
+            raise ValueError(f"kv_scale: only an fp8 latent cache has scales; kv is {kv.dtype}")
+    elif kv_scale is None:
+        raise ValueError(f"kv_scale: required for an fp8 latent cache: float32 "
+                         f"{_shape_text(slay)}")
+    else:
+        _tensor("kv_scale", kv_scale, slay)
+        for axis in range(2):
+            _size("kv_scale", kv_scale, axis, slay, kv.shape[axis], "as in kv")
+        _dtype("kv_scale", kv_scale, (torch.float32,), "torch.float32")
+    return (kvt,) + _pages(page_table, batch, kv.shape[1])
+
+
+def check_mla_decode(q_nope, q_pe, kv, kv_lens, out, kv_scale=None, page_table=None, lse=None,
+                     workspace=None, kv_len=None, window=0, sink_tokens=0, causal=True,
+                     ring=False, draft_slots=0, sinks=None):
+    """Checks mla_decode's arguments (ValueError / TypeError naming the argument);
+    returns the fmqa_problem fields as a dict.  Needs no GPU and no library."""
+    qlay = ("batch", "q_tokens", "heads", "latent")
+    play = ("batch", "q_tokens", "heads", "rope")
+    _tensor("q_nope", q_nope, qlay)
+    _tensor("q_pe", q_pe, play)
+    batch, q_tokens, heads, latent = q_nope.shape
+    for axis in range(3):
+        _size("q_pe", q_pe, axis, play, q_nope.shape[axis], "as in q_nope")
+    if not 1 <= q_tokens <= MAX_DECODE_TOKENS:
+        raise ValueError(f"q_nope: q_tokens (dimension 1) is {q_tokens}, decode serves 1.."
+                         f"{MAX_DECODE_TOKENS} query tokens per sequence")
+    _dtype("q_nope", q_nope, _HALF, "torch.float16 or torch.bfloat16")
+    _dtype("q_pe", q_pe, (q_nope.dtype,), f"{q_nope.dtype} like q_nope")
+    _rows("q_nope", q_nope)
+    _rows("q_pe", q_pe)
+    kvt, slots, page_size = _latent(kv, kv_scale, page_table, batch, latent + q_pe.shape[3])
+    _index("kv_lens", kv_lens, batch)
+    olay = ("batch", "q_tokens", "heads", "latent")
+    _tensor("out", out, olay)
+    for axis, n in enumerate((batch, q_tokens, heads, latent)):
+        _size("out", out, axis, olay, n, "q_nope's shape")
+    _dtype("out", out, _HALF, "torch.float16 or torch.bfloat16")
+    _rows("out", out)
+    flags = _capi.FLAG_CAUSAL if causal else 0
+    if lse is not None:
+        _tensor("lse", lse, olay[:3])
+        for axis, n in enumerate((batch, q_tokens, heads)):
+            _size("lse", lse, axis, olay, n, "q_nope's batch, q_tokens and heads")
+        _dtype("lse", lse, (torch.float32,), "torch.float32")
+        if not lse.is_contiguous():
+            raise ValueError("lse: must be contiguous")
+        flags |= _capi.FLAG_LSE
+    if workspace is not None:
+        _tensor("workspace", workspace, ("bytes",))
+        _dtype("workspace", workspace, (torch.uint8,), "torch.uint8")
+        if workspace.stride(0) != 1 or workspace.storage_offset() % 16:
+            raise ValueError("workspace: must be contiguous and start on a 16-byte boundary")
+    if sinks is not None:
+        _tensor("sinks", sinks, ("heads",))
+        _size("sinks", sinks, 0, ("heads",), heads, "q_nope's heads")
+        _dtype("sinks", sinks, (torch.float32,), "torch.float32")
+        if not sinks.is_contiguous():
+            raise ValueError("sinks: must be contiguous")
+    kv_len, ring_flag = _window(kv_len, slots, window, sink_tokens, ring, draft_slots, "kv")
+    if kv_len < q_tokens:
+        raise ValueError(f"kv_len: {kv_len} is less than q_tokens {q_tokens} (the cache holds "
+                         f"the query tokens)")
+    flags |= ring_flag | (_capi.FLAG_PAGED if page_size else 0)
+    _devices([("q_nope", q_nope), ("q_pe", q_pe), ("kv", kv), ("kv_lens", kv_lens),
+              ("out", out), ("kv_scale", kv_scale), ("page_table", page_table), ("lse", lse),
+              ("workspace", workspace), ("sinks", sinks)])
+    return dict(op=Op.MLA_DECODE, batch=batch, num_q_heads=heads, num_kv_heads=1,
+                head_dim_qk=latent + q_pe.shape[3], head_dim_v=latent, q_tokens=q_tokens,
+                kv_len=kv_len, q_dtype=_TO_FMQA[q_nope.dtype], kv_dtype=kvt,
+                out_dtype=_TO_FMQA[out.dtype], page_size=page_size, window=window,
+                sink_tokens=sink_tokens, rope=Rope.NONE, flags=flags, draft_slots=draft_slots)
 
 
 def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=None,
@@ -494,6 +594,58 @@ def prefill_workspace(q, k, v, cu_seqlens_q, out, max_q_tokens, **kw):
     return _workspace(check_prefill(q, k, v, cu_seqlens_q, out, max_q_tokens, **kw), q.device)
 
 
+def mla_decode_workspace(q_nope, q_pe, kv, kv_lens, out, **kw):
+    """A uint8 workspace tensor large enough for this MLA decode (as
+    decode_workspace()).  Same arguments as mla_decode()."""
+    return _workspace(check_mla_decode(q_nope, q_pe, kv, kv_lens, out, **kw), q_nope.device)
+
+
+def _joined_q(q_nope, q_pe):
+    """The query [B, Tq, H, latent + rope] the library reads: a view when q_pe's
+    rows continue q_nope's in memory (two parts of one tensor), else one copy."""
+    d = q_nope.shape[3]
+    if (q_pe.stride() == q_nope.stride() and q_pe.storage_offset() == q_nope.storage_offset() + d
+            and q_pe.untyped_storage().data_ptr() == q_nope.untyped_storage().data_ptr()):
+        return q_nope.as_strided(q_nope.shape[:3] + (d + q_pe.shape[3],), q_nope.stride())
+    return torch.cat((q_nope, q_pe), dim=-1)
+
+
+@torch.library.custom_op("fastmqa::mla_decode", mutates_args=("out", "workspace", "lse"),
+                         device_types="cuda")
+def _mla_decode_op(q_nope: torch.Tensor, q_pe: torch.Tensor, kv: torch.Tensor,
+                   kv_lens: torch.Tensor, out: torch.Tensor, workspace: torch.Tensor,
+                   kv_scale: Optional[torch.Tensor], page_table: Optional[torch.Tensor],
+                   lse: Optional[torch.Tensor], kv_len: int, window: int, sink_tokens: int,
+                   causal: bool, ring: bool, sm_scale: float, draft_slots: int,
+                   sinks: Optional[torch.Tensor]) -> None:
+    fields = check_mla_decode(q_nope, q_pe, kv, kv_lens, out, kv_scale, page_table, lse,
+                              workspace, kv_len, window, sink_tokens, causal, ring, draft_slots,
+                              sinks)
+    q = _joined_q(q_nope, q_pe)
+    a = MlaDecodeArgs()
+    a.q = q.data_ptr()
+    a.q_stride_batch, a.q_stride_token, a.q_stride_head = q.stride()[:3]
+    a.kv, (a.kv_stride_batch, a.kv_stride_token) = kv.data_ptr(), kv.stride()[:2]
+    if kv_scale is not None:
+        a.kv_scale = kv_scale.data_ptr()
+        a.kv_scale_stride_batch, a.kv_scale_stride_token = kv_scale.stride()
+    a.kv_lens, a.lse, a.sinks = _ptr(kv_lens), _ptr(lse), _ptr(sinks)
+    if page_table is not None:
+        a.page_table, a.page_table_stride = _ptr(page_table), page_table.stride(0)
+    a.o = out.data_ptr()
+    a.o_stride_batch, a.o_stride_token, a.o_stride_head = out.stride()[:3]
+    a.sm_scale = sm_scale
+    a.workspace, a.workspace_size = _ptr(workspace), workspace.numel()
+    ctx = core.default_context(q.device.index)
+    ctx.mla_decode_raw(Problem(**fields), a, _stream(q.device))
+
+
+@_mla_decode_op.register_fake
+def _(q_nope, q_pe, kv, kv_lens, out, workspace, kv_scale, page_table, lse, kv_len, window,
+      sink_tokens, causal, ring, sm_scale, draft_slots, sinks):
+    return None
+
+
 @torch.library.custom_op("fastmqa::decode", mutates_args=("out", "workspace", "lse"),
                          device_types="cuda")
 def _decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -655,6 +807,49 @@ def decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None, page_table
                                  sink_tokens, causal, ring, float(sm_scale), int(draft_slots),
                                  sinks, float(softcap), page_indptr, page_indices,
                                  last_page_len)
+    return out
+
+
+def _latent_len(kv, page_table, kv_len):
+    """kv_len's default for a latent cache, traceable by torch.compile."""
+    if kv_len is not None:
+        return kv_len
+    return kv.shape[1] * (page_table.shape[1] if page_table is not None else 1)
+
+
+def mla_decode(q_nope, q_pe, kv, kv_lens, *, out=None, kv_scale=None, page_table=None,
+               kv_len=None, window=0, sink_tokens=0, causal=True, ring=False, lse=None,
+               sm_scale=0.0, workspace=None, stream=None, draft_slots=0, sinks=None):
+    """Multi-head Latent Attention decode (fmqa_mla_decode) on CUDA tensors; returns out.
+
+    q_nope [B, Tq, H, d_c] (absorbed: q_nope W_UK) and q_pe [B, Tq, H, d_r], f16/bf16
+    (Tq 1..16); the latent cache kv [B, T, d_c + d_r] in f16, bf16 or float8_e4m3fn
+    (fp8: kv_scale float32 [B, T], one scale per token); paged: kv [pages,
+    page_size, d_c + d_r], kv_scale [pages, page_size] and page_table int32 [B,
+    pages_per_seq]; kv_lens int32 [B] as decode().  V is each row's first d_c
+    values; out [B, Tq, H, d_c] (allocated in q_nope's dtype if None) holds o before
+    W_UV.  The kernels serve d_c = 512, d_r = 64 (others: fastmqa.Error,
+    UNSUPPORTED).  When q_pe's rows continue q_nope's in memory (the two parts of one
+    [.., d_c + d_r] tensor) the library reads them in place, else the op joins them
+    (one copy).  kv_len, window, sink_tokens, causal, ring, draft_slots, lse,
+    sinks, sm_scale (0 = 1/sqrt(d_c + d_r)), workspace (mla_decode_workspace()),
+    stream and the errors are decode()'s."""
+    if out is None and isinstance(q_nope, torch.Tensor) and q_nope.dim() == 4:
+        out = q_nope.new_empty(q_nope.shape)
+    kw = dict(kv_scale=kv_scale, page_table=page_table, lse=lse, kv_len=kv_len, window=window,
+              sink_tokens=sink_tokens, causal=causal, ring=ring, draft_slots=draft_slots,
+              sinks=sinks)
+    if torch.compiler.is_compiling():  # the op checks its tensors when it runs
+        kv_len = _latent_len(kv, page_table, kv_len)
+    else:
+        kv_len = check_mla_decode(q_nope, q_pe, kv, kv_lens, out, workspace=workspace,
+                                  **kw)["kv_len"]
+    if workspace is None:
+        workspace = mla_decode_workspace(q_nope, q_pe, kv, kv_lens, out, **kw)
+    with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+        torch.ops.fastmqa.mla_decode(q_nope, q_pe, kv, kv_lens, out, workspace, kv_scale,
+                                     page_table, lse, kv_len, window, sink_tokens, causal, ring,
+                                     float(sm_scale), int(draft_slots), sinks)
     return out
 
 

@@ -1,4 +1,4 @@
-"""On a GPU: fastmqa.plan, decode, append and prefill against float64 references
+"""On a GPU: fastmqa.plan, decode, mla_decode, append and prefill against float64 references
 computed with torch (SDPA for attention) on the same inputs, nn.Attention.forward against
 float64 SDPA attention, a decode step captured in a CUDA graph and replayed on new
 inputs, and decode under torch.compile.  Without a GPU every test skips with the
@@ -107,6 +107,28 @@ def test_prefill_matches_float64_sdpa(kv, window):
     for (kb, vb, n), a, t in zip(seqs, (0, 70, 71), tq):
         ref = decode64(q[a:a + t][None], kb, vb, [n], window, sinks)[0]
         assert rel_err(out[a:a + t], ref) < TOL[torch.float16]
+
+
+@pytest.mark.parametrize("B,Tq,H,kv,window,split_q", [
+    (2, 1, 16, torch.bfloat16, 0, False),
+    (2, 2, 32, torch.float8_e4m3fn, 64, True),
+])
+def test_mla_decode_matches_float64_sdpa(B, Tq, H, kv, window, split_q):
+    """MLA as the MQA of a latent row: K = the row, V = its first 512 values."""
+    gen = torch.Generator(device=DEV).manual_seed(9)
+    T, dc = 300, 512
+    q = torch.randn(B, Tq, H, dc + 64, generator=gen, device=DEV).bfloat16()
+    lat, ks = _quantize(torch.randn(B, T, 1, dc + 64, generator=gen, device=DEV), kv)
+    lat64 = lat.double() * (ks.double()[..., None] if ks is not None else 1)
+    lens = torch.tensor([T - 37 * b for b in range(B)], dtype=torch.int32, device=DEV)
+    q_nope, q_pe = (q[..., :dc].clone(), q[..., dc:].clone()) if split_q else \
+        (q[..., :dc], q[..., dc:])
+    out = torch.full((B, Tq, H, dc), float("nan"), dtype=q.dtype, device=DEV)
+    fastmqa.mla_decode(q_nope, q_pe, lat[:, :, 0], lens, out=out,
+                       kv_scale=ks[:, :, 0] if ks is not None else None, window=window,
+                       sink_tokens=4 if window else 0)
+    ref = decode64(q, lat64, lat64[..., :dc], lens.tolist(), window, 4 if window else 0)
+    assert rel_err(out, ref) < TOL[torch.bfloat16]
 
 
 @pytest.mark.parametrize("kv", [torch.float16, torch.int8])

@@ -1,4 +1,4 @@
-"""Bad tensors given to fastmqa.decode / fastmqa.append / fastmqa.prefill: a ValueError or TypeError
+"""Bad tensors given to fastmqa.decode / mla_decode / append / prefill: a ValueError or TypeError
 that names the argument and what was expected, before anything reaches the
 library or the GPU (the library's context is replaced by one that fails the test
 if it is asked for).  The checks run in the order type, rank, shape, dtype,
@@ -388,3 +388,115 @@ def test_layout_slot_mapping_is_checked(monkeypatch):
     ]:
         with pytest.raises(exc, match=message):
             call_append({**a, **change})
+
+
+# ---------------------------------------------------------------- MLA decode
+
+def mla(B=2, T=64, H=16, Tq=1, kv=F16, d_c=512, d_r=64):
+    """Well-formed MLA decode arguments on the CPU: q_nope and q_pe the two parts
+    of one query tensor, a latent cache [B, T, d_c + d_r]."""
+    q = torch.zeros(B, Tq, H, d_c + d_r, dtype=F16)
+    a = dict(q_nope=q[..., :d_c], q_pe=q[..., d_c:], kv=torch.zeros(B, T, d_c + d_r, dtype=kv),
+             kv_lens=torch.full((B,), T, dtype=torch.int32))
+    if kv == torch.float8_e4m3fn:
+        a["kv_scale"] = torch.zeros(B, T)
+    return a
+
+
+def call_mla(a):
+    a = dict(a)
+    return fastmqa.mla_decode(a.pop("q_nope"), a.pop("q_pe"), a.pop("kv"), a.pop("kv_lens"), **a)
+
+
+@pytest.mark.parametrize("change,exc,message", [
+    (dict(q_nope=[1.0]), TypeError,
+     r"q_nope: expected a torch.Tensor \[batch, q_tokens, heads, latent\]"),
+    (dict(q_pe=torch.zeros(2, 1, 8, 64, dtype=F16)), ValueError,
+     r"q_pe: heads \(dimension 2\) is 8, expected 16 \(as in q_nope\)"),
+    (dict(q_pe=torch.zeros(2, 1, 16, 64, dtype=torch.bfloat16)), TypeError,
+     r"q_pe: expected dtype torch.float16 like q_nope"),
+    (dict(q_nope=torch.zeros(2, 17, 16, 512, dtype=F16),
+          q_pe=torch.zeros(2, 17, 16, 64, dtype=F16)), ValueError,
+     r"q_nope: q_tokens \(dimension 1\) is 17, decode serves 1..16"),
+    (dict(q_pe=torch.zeros(2, 1, 16, 68, dtype=F16)[..., :64]), ValueError,
+     r"q_pe: strides \(1088, 1088, 68, 1\)"),
+    (dict(kv=torch.zeros(2, 64, 512, dtype=F16)), ValueError,
+     r"kv: latent_rope \(dimension 2\) is 512, expected 576 \(q_nope's latent \+ q_pe's rope\)"),
+    (dict(kv=torch.zeros(3, 64, 576, dtype=F16)), ValueError,
+     r"kv: batch \(dimension 0\) is 3, expected 2 \(q_nope's batch\)"),
+    (dict(kv=torch.zeros(2, 64, 576, dtype=torch.int8)), TypeError,
+     r"kv: expected dtype float16, bfloat16 or float8_e4m3fn, got torch.int8"),
+    (dict(kv_scale=torch.zeros(2, 64)), ValueError,
+     r"kv_scale: only an fp8 latent cache has scales; kv is torch.float16"),
+    (dict(out=torch.zeros(2, 1, 16, 576, dtype=F16)), ValueError,
+     r"out: latent \(dimension 3\) is 576, expected 512 \(q_nope's shape\)"),
+    (dict(lse=torch.zeros(2, 1, 8)), ValueError, r"lse: heads \(dimension 2\) is 8, expected 16"),
+    (dict(sinks=torch.zeros(16, dtype=F16)), TypeError, r"sinks: expected dtype torch.float32"),
+    (dict(ring=True, window=32, sink_tokens=4, kv_len=4096, draft_slots=29), ValueError,
+     r"kv: a ring of 4 sinks \+ 32 window \+ 29 draft slots needs 65 slots, the cache has 64"),
+    (dict(page_table=torch.zeros(2, 4, dtype=torch.int64)), TypeError,
+     r"page_table: expected dtype torch.int32"),
+    ({}, ValueError, r"q_nope: expected a CUDA tensor, got device cpu"),
+])
+def test_bad_mla_decode_arguments(change, exc, message):
+    a = mla()
+    a.update(change)
+    with pytest.raises(exc, match=message):
+        call_mla(a)
+
+
+def test_fp8_latent_needs_float32_scales_of_its_shape():
+    a = mla(kv=torch.float8_e4m3fn)
+    del a["kv_scale"]
+    with pytest.raises(ValueError, match=r"kv_scale: required for an fp8 latent cache"):
+        call_mla(a)
+    a = mla(kv=torch.float8_e4m3fn)
+    a["kv_scale"] = torch.zeros(2, 32)
+    with pytest.raises(ValueError, match=r"kv_scale: slots \(dimension 1\) is 32, expected 64"):
+        call_mla(a)
+
+
+def test_paged_latent_cache_shapes_are_checked():
+    a = mla()
+    a["kv"] = torch.zeros(10, 16, 576, dtype=F16)  # pages of 16 tokens
+    a["page_table"] = torch.zeros(3, 4, dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"page_table: batch \(dimension 0\) is 3, expected 2"):
+        call_mla(a)
+    a["page_table"] = torch.zeros(2, 4, dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"q_nope: expected a CUDA tensor"):  # shapes accepted
+        call_mla(a)
+
+
+def test_mla_query_parts_are_read_in_place_when_adjacent():
+    from fastmqa.ops import _joined_q
+    q = torch.randn(2, 1, 16, 576).half()
+    joined = _joined_q(q[..., :512], q[..., 512:])
+    assert joined.data_ptr() == q.data_ptr() and torch.equal(joined, q)
+    apart = (q[..., :512].clone(), q[..., 512:].clone())  # two tensors: one copy
+    joined = _joined_q(*apart)
+    assert joined.data_ptr() != q.data_ptr() and torch.equal(joined, q)
+
+
+def test_mla_decode_op_is_registered_and_compiles_with_fake_cuda_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    schema = str(torch.ops.fastmqa.mla_decode.default._schema)
+    assert "Tensor(a4!) out" in schema and "Tensor? sinks" in schema
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def step(q_nope, q_pe, kv, lens, ws):
+        return fastmqa.mla_decode(q_nope, q_pe, kv, lens, workspace=ws) + 1
+
+    with FakeTensorMode():
+        c = dict(device="cuda", dtype=torch.bfloat16)
+        q = torch.empty(2, 1, 16, 576, **c)
+        kv = torch.empty(2, 128, 576, **c)
+        lens = torch.empty(2, device="cuda", dtype=torch.int32)
+        ws = torch.empty(64, device="cuda", dtype=torch.uint8)
+        out = torch.compile(step, backend=backend, fullgraph=True)(q[..., :512], q[..., 512:],
+                                                                    kv, lens, ws)
+        assert out.shape == (2, 1, 16, 512)
+    assert len(graphs) == 1 and "torch.ops.fastmqa.mla_decode" in graphs[0].code

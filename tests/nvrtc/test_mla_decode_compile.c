@@ -3,14 +3,17 @@
  * without a GPU.  Its specialization classes (query/output f16 or bf16 x
  * latent f16, bf16 or fp8 e4m3), each with its default config, are rendered
  * and compiled by NVRTC for sm_80 and sm_90, with the head counts 16, 32, 64
- * and 128, 1 to 4 query tokens, contiguous and paged (16, 64) caches and the
- * causal and LSE flags spread over them; so is the register-heaviest config
- * valid() admits (2 warps over the 512 columns: 128 accumulator floats a
- * thread, 64-token tiles, fp8 conversion).  ptxas must report no spills and no
- * stack frame for both entries.  The Lua side is checked with a launch
- * computed by hand and with the reasons it gives for what it does not serve.
- * Each compile takes several seconds (the kernel unrolls 36 k-chunks of S
- * and 16-32 column chunks of P V): 14 in all.
+ * and 128, 1 to 4 query tokens, contiguous, paged (16, 64) and ring caches,
+ * windows with and without sink tokens, and the causal and LSE flags spread
+ * over them; so is the register-heaviest config valid() admits (2 warps over
+ * the 512 columns: 128 accumulator floats a thread, 64-token tiles, fp8
+ * conversion), plain and with a paged ring and a window.  ptxas must report
+ * no spills and no stack frame for both entries.  The template is not
+ * arch-specific: on an sm_90a device it renders for sm_90, so the sm_90
+ * compiles are the sm_90a ones (checked without compiling).  The Lua side is
+ * checked with a launch computed by hand and with the reasons it gives for
+ * what it does not serve.  Each compile takes several seconds (the kernel
+ * unrolls 36 k-chunks of S and 16-32 column chunks of P V): 16 in all.
  */
 #include <stdio.h>
 #include <string.h>
@@ -23,14 +26,20 @@
 #define MLA "op=mla_decode,kv_heads=1,d=576,dv=512,"
 
 /* (q/out dtype, latent dtype) classes; class i gets heads HEADS[i % 4],
- * i % 4 + 1 query tokens and placement/flags PLACES[i % 3]. */
+ * i % 4 + 1 query tokens and cache layout and flags PLACES[i]. */
 static const char *const CLASSES[][2] = {
     {"f16", "f16"}, {"bf16", "bf16"}, {"f16", "fp8_e4m3"},
     {"bf16", "fp8_e4m3"}, {"bf16", "f16"}, {"f16", "bf16"},
 };
 static const int HEADS[] = {16, 32, 64, 128};
-static const char *const PLACES[] = {"page=0,flags=causal|lse", "page=64,flags=causal|paged",
-                                     "page=16,flags=paged|lse"};
+static const char *const PLACES[] = {
+    "page=0,flags=causal|lse",
+    "page=64,flags=causal|paged",
+    "page=16,flags=paged|lse",
+    "page=0,window=1024,sinks=4,flags=causal|lse",
+    "page=64,window=1024,sinks=4,draft_slots=3,flags=causal|paged|ring|lse",
+    "page=0,window=256,flags=causal|ring",
+};
 
 static void compile_classes(const char *arch)
 {
@@ -41,7 +50,7 @@ static void compile_classes(const char *arch)
         char spec[GEN_PROBLEM_TEXT_CAP];
         snprintf(spec, sizeof spec, MLA "batch=4,heads=%d,tq=%d,kv_len=4096,q=%s,out=%s,kv=%s,%s",
                  HEADS[i % 4], i % 4 + 1, CLASSES[i][0], CLASSES[i][0], CLASSES[i][1],
-                 PLACES[i % 3]);
+                 PLACES[i]);
         fmqa_problem p = fmqa_test_problem(spec);
         gen_config c;
         fmqa_err err;
@@ -59,14 +68,19 @@ Test(mla_decode_compile, heavy_config, .timeout = 600)
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "mla_decode", FMQA_OP_MLA_DECODE);
     const char *const archs[] = {"sm_80", "sm_90"};
-    const char *spec = MLA "batch=4,heads=128,tq=2,kv_len=4096,q=bf16,out=bf16,kv=fp8_e4m3,"
-                           "page=64,flags=causal|paged|lse";
-    for (int a = 0; a < 2; a++) {
-        fmqa_device_info dev = fmqa_test_device(archs[a]);
+    const char *const specs[] = {
+        MLA "batch=4,heads=128,tq=2,kv_len=4096,q=bf16,out=bf16,kv=fp8_e4m3,page=64,"
+            "flags=causal|paged|lse",
+        MLA "batch=4,heads=128,tq=2,kv_len=4096,q=bf16,out=bf16,kv=fp8_e4m3,page=16,window=1024,"
+            "sinks=4,draft_slots=1,flags=causal|paged|ring|lse",
+    };
+    for (int i = 0; i < 4; i++) {
+        const char *spec = specs[i % 2];
+        fmqa_device_info dev = fmqa_test_device(archs[i / 2]);
         fmqa_problem p = fmqa_test_problem(spec);
         gen_config c = fmqa_test_config("BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_D=2,WARPS_M=4");
         fmqa_err err;
-        cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", archs[a], err.msg);
+        cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", archs[i / 2], err.msg);
         fmqa_test_compile_clean(t, &c, &p, &dev, spec, 2);
     }
     gen_lib_close(lib);
@@ -165,7 +179,8 @@ Test(mla_decode_compile, refusals_name_what_is_served)
         {MLA "batch=2,heads=16,kv_len=100,kv=int8", "kv_dtype must be f16, bf16 or fp8_e4m3"},
         {"op=mla_decode,kv_heads=2,d=576,dv=512,batch=2,heads=16,kv_len=100",
          "num_kv_heads must be 1"},
-        {MLA "batch=2,heads=16,kv_len=100,window=32,flags=causal", "no window, sinks, ring or tree"},
+        {MLA "batch=2,heads=16,tq=2,kv_len=100,flags=tree", "causal mask among the query tokens or none, "
+                                                         "not a tree mask"},
     };
     gen_config c = fmqa_test_config("BLOCK_N=64,SPLITS=0,STAGES=2,WARPS_D=4,WARPS_M=1");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -181,5 +196,24 @@ Test(mla_decode_compile, refusals_name_what_is_served)
     fmqa_err err;
     cr_expect_eq(gen_check(t, &c2, &p, &dev, &err), FMQA_ERR_UNSUPPORTED);
     cr_expect(strstr(err.msg, "padding rows only") != NULL, "%s", err.msg);
+    gen_lib_close(lib);
+}
+
+/* mma.sync needs nothing of sm_90a: an sm_90a device gets the sm_90 build
+ * (the same source and cubin as classes_sm90 compiles). */
+Test(mla_decode_compile, sm90a_builds_sm90)
+{
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "mla_decode", FMQA_OP_MLA_DECODE);
+    fmqa_device_info dev = fmqa_test_device("sm_90a");
+    fmqa_problem p = fmqa_test_problem(MLA "batch=4,heads=128,kv_len=4096,q=bf16,out=bf16,kv=bf16,"
+                                           "window=1024,sinks=4,flags=causal|ring");
+    gen_config c;
+    gen_source src;
+    fmqa_err err;
+    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(gen_render(t, &c, &p, &dev, &src, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_str_eq(src.arch, "sm_90");
+    gen_source_free(&src);
     gen_lib_close(lib);
 }

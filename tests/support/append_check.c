@@ -321,10 +321,30 @@ static void make_strides(append_run *r, int64_t kst, int64_t vst, int64_t qst)
     a->rope_cos_sin_len = r->rope_cs ? r->rope_cs_len : 0;
 }
 
+/* The rope part of every k_new row (n rows of stride kst) copied to r->k_pe
+ * (rows of stride pst) and poisoned in r->k_lat, a copy of k_new: the latent
+ * the call gets in k_new rows. */
+static void split_rope_part(append_run *r, fmqa_dtype in, int64_t kst, int64_t pst)
+{
+    const append_case *c = r->c;
+    const int64_t n = c->batch * c->n_new, dr = c->d - c->dv;
+    const size_t ie = fmqa_dtype_size(in);
+    r->k_lat = copy_of(r->k_new, r->k_new_bytes);
+    r->k_pe = malloc((size_t)(n * pst) * ie);
+    cr_assert(r->k_pe);
+    memset(r->k_pe, 0xff, (size_t)(n * pst) * ie);
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t *lat = (uint8_t *)r->k_lat + (size_t)(i * kst + c->dv) * ie;
+        memcpy((uint8_t *)r->k_pe + (size_t)(i * pst) * ie, lat, (size_t)dr * ie);
+        memset(lat, 0xff, (size_t)dr * ie);
+    }
+}
+
 /* A call that rotates q alone passes no tokens and no caches. */
 static void no_tokens(fmqa_append_args *a)
 {
     a->k_new = a->v_new = NULL;
+    a->k_pe_new = NULL;
     a->k = a->v = NULL;
     a->k_scale = a->v_scale = NULL;
     a->page_table = NULL;
@@ -373,6 +393,9 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
             plant_ties(in, kv, r->v_new, B * N, Hk, c->dv, vst);
     }
     r->k_new_bytes = (size_t)(B * N * kst) * ie, r->v_new_bytes = (size_t)(B * N * vst) * ie;
+    const int64_t pst = c->d - c->dv + 24; /* rope part apart: padded rows */
+    if (c->latent == 2)
+        split_rope_part(r, in, kst, pst);
     r->q_bytes = (size_t)(B * N * qst) * ie;
     r->q_ref = copy_of(r->q, r->q_bytes), r->q_out = copy_of(r->q, r->q_bytes);
 
@@ -392,6 +415,8 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
     side_init(&r->v, c->latent ? 0 : (size_t)(r->n_blk * r->blk_rows * Hk * c->dv) * ke,
               c->latent ? 0 : sfl);
     make_strides(r, kst, vst, qst);
+    if (c->latent == 2)
+        r->args.k_pe_new_stride_batch = N * pst, r->args.k_pe_new_stride_token = pst;
     if (is_8bit(kv) && fixed_scales(r)) /* the caller's scales: some values saturate */
         for (int side_i = 0; side_i < 2; side_i++)
             for (int64_t h = 0; h < Hk; h++) {
@@ -409,6 +434,8 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
     ha.k_scale = sfl ? r->k.sref : NULL, ha.v_scale = sfl && !c->latent ? r->v.sref : NULL;
     ha.start_pos = c->start, ha.page_table = r->table, ha.rope_cos_sin = r->rope_cs;
     page_args(r, &ha, r->csr, r->slots);
+    if (c->latent == 2)
+        ha.k_new = r->k_lat, ha.k_pe_new = r->k_pe;
     if (c->q_only)
         no_tokens(&ha);
     fmqa_err err;
@@ -434,9 +461,13 @@ fmqa_append_args append_run_args(const append_run *r, const append_bufs *b)
 
 fmqa_append_args append_run_host_args(append_run *r)
 {
-    const append_bufs b = {r->k_new, r->v_new, r->q_out, r->k.out, r->v.out, r->k.sout,
-                           r->v.sout, r->c->start, r->table, r->rope_cs, r->csr, r->slots};
-    return append_run_args(r, &b);
+    const append_bufs b = {r->c->latent == 2 ? r->k_lat : r->k_new, r->v_new, r->q_out, r->k.out,
+                           r->v.out, r->k.sout, r->v.sout, r->c->start, r->table, r->rope_cs,
+                           r->csr, r->slots};
+    fmqa_append_args a = append_run_args(r, &b);
+    if (r->c->latent == 2 && !r->c->q_only)
+        a.k_pe_new = r->k_pe;
+    return a;
 }
 
 /* ------------------------------------------------------------ comparison */
@@ -631,5 +662,6 @@ void append_run_free(append_run *r)
 {
     side_free(&r->k), side_free(&r->v);
     free(r->k_new), free(r->v_new), free(r->q), free(r->q_ref), free(r->q_out), free(r->table);
+    free(r->k_lat), free(r->k_pe);
     free(r->rope_cs), free(r->csr), free(r->slots);
 }

@@ -25,7 +25,8 @@
  *  - q is rotated like K when passed with RoPE, unchanged otherwise.
  * A case may rotate part of the row (rope_dim), be an MLA latent append
  * (latent: one K row of d = latent dv + rope part, no V, q rows of the rope
- * part), and take its angles from a cos/sin table (rope_table): Llama-3's
+ * part; latent 2: the call gets the rope part from its own tensor, k_pe_new,
+ * and k_new rows whose rope part is NaN, so reading it there fails), and take its angles from a cos/sin table (rope_table): Llama-3's
  * scaling of theta 10000 (pairs below a quarter of the rotated elements keep
  * their frequency, the rest divided by 8), computed in double, stored as
  * floats; with 2 the table is one position short of the furthest token, which
@@ -52,7 +53,8 @@ typedef struct append_case {
     int32_t page, window, sinks;
     int32_t start[3]; /* [batch] */
     int32_t rope_dim; /* problem.rope_dim (0: the whole row)                  */
-    int latent;       /* FMQA_FLAG_LATENT                                     */
+    int latent;       /* FMQA_FLAG_LATENT; 2: the call passes the rope part
+                         apart (k_pe_new), host buffers only                  */
     int rope_table;   /* 0 theta; 1 a cos/sin table; 2 one position short      */
     int q_only;       /* k_new NULL: the call rotates q alone, writes no cache  */
     fmqa_kv_scale_granularity scale; /* 8-bit caches: per head or per tensor
@@ -83,6 +85,8 @@ typedef struct append_run {
     int32_t *csr;                 /* CSR: indptr [batch + 1], then the indices  */
     int32_t *slots;               /* SLOT_MAPPING: [batch * n_new]              */
     size_t csr_bytes, slots_bytes;
+    void *k_lat, *k_pe;           /* latent 2: k_new rows with their rope part
+                                     poisoned (NaN), and that part apart      */
     float *rope_cs;               /* [rope_cs_len, rot], NULL on the theta path */
     int64_t rope_cs_len;
     int64_t rot, dq;              /* rotated elements of K; elements of a q row */
@@ -108,7 +112,8 @@ typedef struct append_bufs {
 } append_bufs;
 /* r->args with these buffers, as the case calls: no V for a latent cache, no
  * tokens or caches for a q_only one, q only when r->rope_q, scales only for an
- * 8-bit cache, the tables only when the case has them. */
+ * 8-bit cache, the tables only when the case has them.  A latent 2 case's
+ * rope part apart is set by append_run_host_args only. */
 fmqa_append_args append_run_args(const append_run *r, const append_bufs *b);
 /* append_run_args with host pointers to the inputs and to the `out` buffers. */
 fmqa_append_args append_run_host_args(append_run *r);

@@ -10,9 +10,13 @@
  * bf16 and fp8 e4m3 latent caches (one scale per token over the whole row),
  * contiguous and paged with shuffled page tables across page boundaries, NeoX
  * and GPT-J layouts, without RoPE, DeepSeek-V3's 128 heads with angles from
- * a cos/sin table, and q_pe rotated alone (a call without new tokens).  Then the reference end to end (a latent row appended
- * is what ref_decode reads as MLA: V the latent) and the validation of latent
- * problems and arguments, which rejects bad input before any GPU work.
+ * a cos/sin table, q_pe rotated alone (a call without new tokens), and the
+ * rope part passed apart (k_pe_new, the k_new rows then the latent alone,
+ * their old rope part NaN), with and without RoPE.  Then the reference end to
+ * end (a latent row appended is what ref_decode reads as MLA: V the latent;
+ * the rope part apart writes the same cache as one concatenated row) and the
+ * validation of latent problems and arguments, which rejects bad input before
+ * any GPU work.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -42,6 +46,9 @@ static const append_case MLA[] = {
     {"mla paged64 h128 table", 2, 128, 1, 576, 512, 2, 256, PAGED, 64, 0, 0, {63, 190}, 0, 1,
      1, 0, FMQA_KV_SCALE_TOKEN_HEAD},
     {"mla q_pe alone", 2, 32, 1, 576, 512, 2, 64, 0, 0, 0, 0, {5, 40}, 0, 1, 0, 1, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"mla k_pe apart", 2, 16, 1, 576, 512, 3, 64, 0, 0, 0, 0, {0, 61}, 0, 2, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"mla k_pe apart paged16", 3, 16, 1, 576, 512, 4, 96, PAGED, 16, 0, 0, {13, 0, 62}, 0, 2, 0, 0,
+     FMQA_KV_SCALE_TOKEN_HEAD},
 };
 
 Test(mla_append_emu, contiguous, .timeout = 900)
@@ -56,6 +63,16 @@ Test(mla_append_emu, paged, .timeout = 900)
     append_emu_case(&MLA[1], F16, F16, NEOX, "THREADS_PER_ROW=16,VEC=8,ROWS_PER_CTA=4");
     append_emu_case(&MLA[1], BF16, FP8, FMQA_ROPE_NONE, "");
     append_emu_case(&MLA[2], BF16, FP8, GPTJ, "");
+}
+
+/* The rope part apart (k_pe_new): rotated (NeoX, GPT-J) or copied (no RoPE)
+ * into the row after the latent, 16-bit and fp8 caches (one scale over the
+ * whole row: the rope part's values count). */
+Test(mla_append_emu, rope_part_apart, .timeout = 900)
+{
+    append_emu_case(&MLA[4], BF16, BF16, GPTJ, "");
+    append_emu_case(&MLA[4], F16, F16, FMQA_ROPE_NONE, "");
+    append_emu_case(&MLA[5], BF16, FP8, NEOX, "");
 }
 
 /* q_pe rotated separately: a call without new tokens (k_new NULL). */
@@ -212,8 +229,10 @@ Test(mla_append_args, bad_latent_arguments_are_named_before_any_gpu_work)
         "args.v_scale must be NULL with FMQA_FLAG_LATENT",
         "args.k_scale is NULL but the cache is 8-bit",
         "args.q is not 16-byte aligned",
+        "args.k_pe_new is not 16-byte aligned",
+        "args.k_pe_new stride 1 (4 elements) is negative or not a multiple of 16 bytes",
     };
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 7; i++) {
         fmqa_append_args a = good_latent_args();
         if (i == 0)
             a.v_new = buf;
@@ -223,8 +242,10 @@ Test(mla_append_args, bad_latent_arguments_are_named_before_any_gpu_work)
             a.v_scale = scales;
         else if (i == 3)
             a.k_scale = NULL;
-        else
+        else if (i == 4)
             a.q = buf + LAT + 4;
+        else /* the rope part apart: misaligned, then a stride of 8 bytes */
+            a.k_pe_new = buf + LAT + (i == 5 ? 4 : 0), a.k_pe_new_stride_token = i == 5 ? 64 : 4;
         cr_expect_eq(fmqa_append(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT, "%s", msgs[i]);
         cr_expect(strstr(fmqa_ctx_errmsg(ctx), msgs[i]), "%s: '%s'", msgs[i],
                   fmqa_ctx_errmsg(ctx));
@@ -238,4 +259,75 @@ Test(mla_append_args, bad_latent_arguments_are_named_before_any_gpu_work)
                   fmqa_ctx_errmsg(ctx));
     }
     fmqa_ctx_destroy(ctx);
+}
+
+/* The rope part apart is refused where it has no meaning: without
+ * FMQA_FLAG_LATENT, and in a call that only rotates q. */
+Test(mla_append_args, rope_part_apart_only_for_latent_tokens)
+{
+    fmqa_ctx_t *ctx = NULL;
+    cr_assert_eq(fmqa_ctx_create(NULL, &ctx), FMQA_OK);
+    fmqa_problem p = latent_problem(FMQA_OP_APPEND, 2);
+    p.flags = 0, p.head_dim_v = ROW; /* a plain MQA append of 576-wide rows */
+    fmqa_append_args a = good_latent_args();
+    a.k_scale = NULL, a.q = NULL, a.v_new = a.v = buf;
+    a.v_new_stride_batch = 2 * ROW, a.v_new_stride_token = a.v_new_stride_head = ROW;
+    a.v_stride_batch = T * ROW, a.v_stride_token = a.v_stride_head = ROW;
+    a.k_pe_new = buf + LAT, a.k_pe_new_stride_token = ROW;
+    cr_expect_eq(fmqa_append(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.k_pe_new is set without FMQA_FLAG_LATENT"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    p = latent_problem(FMQA_OP_APPEND, 2);
+    a = good_latent_args();
+    a.k_new = NULL, a.k = NULL, a.k_scale = NULL;
+    a.k_pe_new = buf + LAT, a.k_pe_new_stride_token = ROW;
+    cr_expect_eq(fmqa_append(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.k_pe_new is set but args.k_new is NULL"), "%s",
+              fmqa_ctx_errmsg(ctx));
+    fmqa_ctx_destroy(ctx);
+}
+
+/* A latent row given as k_new [latent] + k_pe_new [rope part] (two tensors
+ * with their own strides) lands in the cache exactly as the concatenated
+ * row, rotated or not, 16-bit or fp8. */
+Test(mla_append_ref, rope_part_apart_is_the_concatenated_row)
+{
+    enum { N = 3 };
+    ref_rng rng;
+    ref_rng_seed(&rng, fmqa_test_seed("mla_append_ref apart"));
+    double kn[N * ROW];
+    static uint16_t k_new[N * ROW], lat[N * (LAT + 8)], pe[N * (ROPE_D + 24)];
+    static uint8_t whole[T * ROW * 2], apart[T * ROW * 2];
+    float s_whole[T], s_apart[T];
+    ref_rng_fill(&rng, kn, N * ROW, 1.0, F16);
+    ref_from_double(F16, kn, N * ROW, k_new, NULL);
+    for (int j = 0; j < N; j++) {
+        memcpy(lat + j * (LAT + 8), k_new + j * ROW, LAT * 2);
+        memcpy(pe + j * (ROPE_D + 24), k_new + j * ROW + LAT, ROPE_D * 2);
+    }
+    const int32_t start = 1;
+    for (int k = 0; k < 4; k++) {
+        fmqa_problem p = latent_problem(FMQA_OP_APPEND, N);
+        p.rope = k % 2 ? FMQA_ROPE_NONE : GPTJ;
+        p.kv_dtype = k < 2 ? F16 : FP8;
+        fmqa_append_args a;
+        memset(&a, 0, sizeof a);
+        a.k_new = k_new, a.k_new_stride_batch = N * ROW, a.k_new_stride_token = ROW;
+        a.k = whole, a.k_stride_batch = T * ROW, a.k_stride_token = ROW;
+        a.k_scale = p.kv_dtype == FP8 ? s_whole : NULL, a.k_scale_stride_batch = T;
+        a.k_scale_stride_token = 1;
+        a.start_pos = &start;
+        memset(whole, 0x5a, sizeof whole), memset(apart, 0x5a, sizeof apart);
+        fmqa_err err;
+        cr_assert_eq(ref_append_args(&p, &a, 0, &err), FMQA_OK, "%s", err.msg);
+        a.k_new = lat, a.k_new_stride_batch = N * (LAT + 8), a.k_new_stride_token = LAT + 8;
+        a.k_pe_new = pe, a.k_pe_new_stride_batch = N * (ROPE_D + 24);
+        a.k_pe_new_stride_token = ROPE_D + 24;
+        a.k = apart, a.k_scale = p.kv_dtype == FP8 ? s_apart : NULL;
+        cr_assert_eq(ref_append_args(&p, &a, 0, &err), FMQA_OK, "%s", err.msg);
+        cr_expect(memcmp(whole, apart, sizeof whole) == 0, "case %d: caches differ", k);
+        if (p.kv_dtype == FP8)
+            cr_expect(memcmp(s_whole + start, s_apart + start, N * sizeof(float)) == 0,
+                      "case %d: scales differ", k);
+    }
 }

@@ -5,7 +5,8 @@
  * device (NO_DRIVER / NO_DEVICE here); the problem is validated as a decode;
  * the dispatcher (rt_choose, no GPU: a device preset) picks the mla_decode
  * template's default and refuses latent sizes it does not serve with
- * FMQA_ERR_UNSUPPORTED naming what it serves.
+ * FMQA_ERR_UNSUPPORTED naming what it serves; every MLA level's problem
+ * (windows, sinks, a ring, the fp8 latent, 4 query tokens) is served.
  */
 #include <stdint.h>
 #include <string.h>
@@ -105,6 +106,14 @@ Test(mla_args, bad_arguments_are_named_before_any_gpu_work)
     cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
 
     p = mla_problem();
+    a = good_args();
+    a.sinks = (const float *)((const char *)buf + 2); /* learned sinks: 4-byte aligned */
+    cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(fmqa_ctx_errmsg(ctx), "args.sinks is not 4-byte aligned"), "%s",
+              fmqa_ctx_errmsg(ctx));
+
+    p = mla_problem();
+    a = good_args();
     p.op = FMQA_OP_DECODE;
     cr_assert_eq(fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_INVALID_ARGUMENT);
     cr_expect(strstr(fmqa_ctx_errmsg(ctx), "this call needs mla_decode"), "%s",
@@ -149,5 +158,35 @@ Test(mla_args, the_dispatcher_picks_mla_decode_and_names_what_it_serves)
     cr_assert_eq(rt_problem_check(&p, &err), FMQA_OK, "%s", err.msg);
     cr_expect_eq(rt_choose(lib, NULL, &dev, &p, &t, &c, &choice, &err), FMQA_ERR_UNSUPPORTED);
     cr_expect(strstr(err.msg, "latent 512 + rope 64 only") != NULL, "%s", err.msg);
+    gen_lib_close(lib);
+}
+
+/* The MLA levels (DeepSeek-V3's attention, 4096 tokens): conservative's full
+ * context, balanced's ring of window and sinks, aggressive's fp8 latent with
+ * 4 query tokens on that ring all reach the mla_decode template on sm_80 and
+ * sm_90 (they were FMQA_ERR_UNSUPPORTED before the template served windows). */
+Test(mla_args, every_mla_level_problem_is_served)
+{
+    gen_lib *lib = fmqa_test_open_templates();
+    const fmqa_model_config m = {.hidden_size = 7168, .num_q_heads = 128, .num_kv_heads = 128,
+                                 .head_dim = 128, .mla_latent_dim = 512, .mla_rope_dim = 64,
+                                 .max_seq_len = 4096, .dtype = FMQA_DTYPE_BF16};
+    static const char *const archs[] = {"sm_80", "sm_90"};
+    for (int l = FMQA_LEVEL_CONSERVATIVE; l <= FMQA_LEVEL_AGGRESSIVE; l++)
+        for (int a = 0; a < 2; a++) {
+            fmqa_level_policy pol;
+            fmqa_problem p;
+            cr_assert_eq(fmqa_level_policy_preset(NULL, (fmqa_level)l, &m, &pol), FMQA_OK);
+            cr_assert_eq(fmqa_level_problem(NULL, &m, &pol, 8, &p), FMQA_OK);
+            cr_assert_eq(p.window > 0, l > FMQA_LEVEL_CONSERVATIVE);
+            fmqa_device_info dev = fmqa_test_device(archs[a]);
+            const gen_template *t = NULL;
+            gen_config c;
+            fmqa_choice choice;
+            fmqa_err err;
+            cr_expect_eq(rt_choose(lib, NULL, &dev, &p, &t, &c, &choice, &err), FMQA_OK,
+                         "level %d on %s: %s", l, archs[a], err.msg);
+            cr_expect_str_eq(choice.template_name, "mla_decode");
+        }
     gen_lib_close(lib);
 }

@@ -8,8 +8,10 @@
  * parameters from public fmqa_mla_decode_args; each kernel of the plan runs
  * over its grid in the emulator.  The latent cache, its scales and the
  * queries have padded strides (a wrong stride reads another row), pages are
- * shuffled, every row no position holds is NaN (0xFF) and so are the outputs
- * and the workspace, so a stray read or a missing write fails.  o and lse are
+ * shuffled, every row no readable position holds is NaN (0xFF: behind every
+ * window, overwritten in a ring, or beyond the length), pages holding none
+ * are unmapped (-1), and the outputs and the workspace are NaN too, so a
+ * stray read or a missing write fails.  o and lse are
  * compared with ref_decode of the same arguments (V = the latent's first 512).
  * The emulator is slow (about 10^7 emulated MMA lanes a second): cases keep
  * heads x tokens small where the point allows; the long (4099) and wide
@@ -33,13 +35,15 @@ typedef int (*emu_launch_fn)(const char *entry, const fmqa_decode_params *p,
                              const unsigned grid[3], unsigned threads, unsigned dyn_smem);
 
 /* One case: problem spec, config overrides ("" = default), the sequences'
- * lengths (0 = drawn in [q_tokens, kv_len]) and the device preset (NULL:
- * sm_90). */
+ * lengths (0 = drawn in [q_tokens, kv_len]), the device preset (NULL: sm_90)
+ * and learned sinks (1: one logit per head drawn from [-4, 8), those near 8
+ * outweighing every score). */
 typedef struct mcase {
     const char *spec;
     const char *config;
     int32_t lens[4];
     const char *arch;
+    int sinks;
 } mcase;
 
 #define DK 576
@@ -49,13 +53,15 @@ static void *poisoned(size_t bytes, size_t align) { return fmqa_test_guarded(byt
 
 /* Public MLA arguments over guarded host buffers (never freed: the process
  * ends).  Rows are padded: kv by 16 bytes, scales by one float, q heads by
- * 8 elements. */
-static void make_inputs(const fmqa_problem *p, const int32_t *given, ref_rng *r,
+ * 8 elements.  Positions live in their cache slots (ref_cache_slot: a ring
+ * wraps). */
+static void make_inputs(const fmqa_problem *p, const int32_t *given, int sinks, ref_rng *r,
                         fmqa_mla_decode_args *a, int64_t *n_pages)
 {
     const int64_t B = p->batch, T = p->kv_len, H = p->num_q_heads, Tq = p->q_tokens;
     const int paged = (p->flags & FMQA_FLAG_PAGED) != 0;
-    const int64_t ps = paged ? p->page_size : T, per_seq = (T + ps - 1) / ps;
+    const int64_t slots = fmqa_cache_slots(p);
+    const int64_t ps = paged ? p->page_size : slots, per_seq = (slots + ps - 1) / ps;
     const int64_t outer = paged ? B * per_seq + 2 : B; /* two pages never used */
     const size_t ke = fmqa_dtype_size(p->kv_dtype);
     const int q8 = p->kv_dtype == FMQA_DTYPE_FP8_E4M3;
@@ -81,10 +87,32 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, ref_rng *r,
         }
         a->page_table = table, a->page_table_stride = per_seq;
     }
+    const ref_cache_view view = {.dtype = p->kv_dtype,
+                                 .flags = p->flags & (FMQA_FLAG_RING | FMQA_FLAG_PAGED),
+                                 .window = p->window, .sink_tokens = p->sink_tokens,
+                                 .draft_slots = p->draft_slots};
+    const ref_attn_shape rs = {B, Tq, T, H, 1, DK, DC, lens, p->flags, NULL, p->window,
+                               p->sink_tokens, 0, 0, 0.0, NULL, 0.0, p->draft_slots};
+    if (paged) { /* pages holding no readable position are unmapped */
+        int32_t *table = (int32_t *)a->page_table;
+        unsigned char *mapped = calloc((size_t)(B * per_seq), 1);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t j = 0; j < lens[b]; j++)
+                if (ref_readable(&rs, b, j))
+                    mapped[b * per_seq + ref_cache_slot(&view, j) / ps] = 1;
+        for (int64_t i = 0; i < B * per_seq; i++)
+            if (!mapped[i])
+                table[i] = -1;
+        free(mapped);
+    }
     fmqa_err err;
     for (int64_t b = 0; b < B; b++)
         for (int64_t j = 0; j < lens[b]; j++) {
-            int64_t o = paged ? a->page_table[b * per_seq + j / ps] : b, t = paged ? j % ps : j;
+            if (!ref_readable(&rs, b, j))
+                continue; /* behind every window, or overwritten by a later position */
+            const int64_t slot = ref_cache_slot(&view, j);
+            int64_t o = paged ? a->page_table[b * per_seq + slot / ps] : b;
+            int64_t t = paged ? slot % ps : slot;
             int64_t at = o * a->kv_stride_batch + t * a->kv_stride_token;
             double x[DK];
             ref_rng_fill(r, x, DK, 1.0, 0);
@@ -116,6 +144,12 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, ref_rng *r,
     a->o_stride_head = DC, a->o_stride_token = H * DC, a->o_stride_batch = Tq * H * DC;
     a->lse = poisoned(B * Tq * H * 4, 4);
     a->sm_scale = 0.0f; /* 1/sqrt(576) */
+    if (sinks) {
+        float *s = poisoned(H * sizeof *s, 4);
+        for (int64_t h = 0; h < H; h++)
+            s[h] = (float)((double)(ref_rng_next(r) % 1536) / 128.0 - 4.0);
+        a->sinks = s;
+    }
 }
 
 static void run_case(const mcase *mc)
@@ -154,7 +188,7 @@ static void run_case(const mcase *mc)
     ref_rng_seed(&r, seed);
     fmqa_mla_decode_args m;
     int64_t n_pages;
-    make_inputs(&p, mc->lens, &r, &m, &n_pages);
+    make_inputs(&p, mc->lens, mc->sinks, &r, &m, &n_pages);
     m.workspace = poisoned(plan.launch.workspace, 16);
     m.workspace_size = plan.launch.workspace;
     fmqa_decode_args a;
@@ -177,9 +211,9 @@ static void run_case(const mcase *mc)
                                p.q_dtype == FMQA_DTYPE_BF16 ? 8e-3 : 1e-3;
     char cfg[GEN_CONFIG_TEXT_CAP];
     gen_config_text(&c, cfg, sizeof cfg);
-    fprintf(stderr, "%s [%s] %s splits %d: o rel_l2 %.2e max %.2e bad %lld (seed %llu)\n",
-            mc->spec, cfg, arch, plan.launch.splits, cmp.rel_l2, cmp.max_abs, (long long)cmp.bad,
-            (unsigned long long)seed);
+    fprintf(stderr, "%s%s [%s] %s splits %d: o rel_l2 %.2e max %.2e bad %lld (seed %llu)\n",
+            mc->spec, mc->sinks ? " +sinks" : "", cfg, arch, plan.launch.splits, cmp.rel_l2,
+            cmp.max_abs, (long long)cmp.bad, (unsigned long long)seed);
     cr_expect(ref_cmp_ok(&cmp, tol, -1), "%s [%s]: o rel_l2 %g, max %g at %lld, %lld bad",
               mc->spec, cfg, cmp.rel_l2, cmp.max_abs, (long long)cmp.worst, (long long)cmp.bad);
     if (p.flags & FMQA_FLAG_LSE) {
@@ -207,8 +241,8 @@ static void run_all(const mcase *cases, size_t n)
 Test(mla_decode_emu, lengths, .timeout = 900)
 {
     static const mcase cases[] = {
-        {MLA "batch=3,heads=16,kv_len=1000,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "", {1, 17, 1000}, NULL},
-        {MLA "batch=2,heads=16,tq=2,kv_len=130,flags=causal|lse", "SPLITS=1,WARPS_D=2,BLOCK_N=32", {130, 2}, NULL},
+        {MLA "batch=3,heads=16,kv_len=1000,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "", {1, 17, 1000}, NULL, 0},
+        {MLA "batch=2,heads=16,tq=2,kv_len=130,flags=causal|lse", "SPLITS=1,WARPS_D=2,BLOCK_N=32", {130, 2}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -219,13 +253,13 @@ Test(mla_decode_emu, pages_tokens_splits, .timeout = 900)
 {
     static const mcase cases[] = {
         {MLA "batch=2,heads=32,tq=2,kv_len=200,page=16,q=bf16,kv=bf16,out=bf16,flags=causal|paged|lse",
-         "SPLITS=4,BLOCK_N=32,WARPS_D=2", {200, 17}, NULL},
-        {MLA "batch=2,heads=16,tq=3,kv_len=300,page=64,flags=causal|paged|lse", "SPLITS=2", {300, 3}, NULL},
-        {MLA "batch=1,heads=16,tq=4,kv_len=150,page=16,flags=paged|lse", "", {150}, NULL},
+         "SPLITS=4,BLOCK_N=32,WARPS_D=2", {200, 17}, NULL, 0},
+        {MLA "batch=2,heads=16,tq=3,kv_len=300,page=64,flags=causal|paged|lse", "SPLITS=2", {300, 3}, NULL, 0},
+        {MLA "batch=1,heads=16,tq=4,kv_len=150,page=16,flags=paged|lse", "", {150}, NULL, 0},
         /* 64 threads for 72 chunks a row: two column passes; 32-row runs
          * cross 16-token pages */
         {MLA "batch=2,heads=16,kv_len=90,page=16,flags=causal|paged", "SPLITS=1,WARPS_M=1,WARPS_D=2,BLOCK_N=32",
-         {90, 37}, NULL},
+         {90, 37}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -249,8 +283,8 @@ Test(mla_decode_emu, fp8, .timeout = 900)
 {
     static const mcase cases[] = {
         {MLA "batch=2,heads=16,tq=2,kv_len=170,page=64,q=bf16,kv=fp8_e4m3,out=bf16,flags=causal|paged|lse",
-         "SPLITS=2", {170, 40}, NULL},
-        {MLA "batch=1,heads=16,kv_len=100,kv=fp8_e4m3,flags=causal|lse", "WARPS_D=2,BLOCK_N=32", {100}, "sm_80"},
+         "SPLITS=2", {170, 40}, NULL, 0},
+        {MLA "batch=1,heads=16,kv_len=100,kv=fp8_e4m3,flags=causal|lse", "WARPS_D=2,BLOCK_N=32", {100}, "sm_80", 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -261,9 +295,35 @@ Test(mla_decode_emu, long_and_wide, .timeout = 900)
 {
     static const mcase cases[] = {
         {MLA "batch=1,heads=16,kv_len=4099,page=64,kv=fp8_e4m3,q=bf16,out=bf16,flags=causal|paged|lse",
-         "SPLITS=8", {4099}, NULL},
+         "SPLITS=8", {4099}, NULL, 0},
         {MLA "batch=1,heads=128,kv_len=40,q=bf16,kv=bf16,out=bf16,flags=causal|lse",
-         "WARPS_M=4,WARPS_D=2,BLOCK_N=32,SPLITS=1", {40}, NULL},
+         "WARPS_M=4,WARPS_D=2,BLOCK_N=32,SPLITS=1", {40}, NULL, 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Sliding windows with sink tokens and ring caches (decode's rules through
+ * fmqa_seq.cuh), 1 to 4 query tokens, learned sinks with and without splits
+ * (joined in the kernel or in the combine).  A short sequence that the window
+ * does not cut sits beside a long one; the ring cases wrap (kv_len several
+ * times the ring) and their 32- and 64-row copy runs cross the sink/window
+ * seam, the wrap and 16-token pages; 8 heads put two query tokens in one
+ * 16-row tile. */
+Test(mla_decode_emu, windows_sinks_ring, .timeout = 900)
+{
+    static const mcase cases[] = {
+        {MLA "batch=2,heads=16,kv_len=200,window=48,sinks=4,flags=causal|lse", "SPLITS=2,BLOCK_N=32,WARPS_D=2",
+         {200, 30}, NULL, 1},
+        {MLA "batch=2,heads=16,tq=2,kv_len=300,window=100,sinks=5,draft_slots=1,page=16,"
+             "flags=causal|paged|ring|lse", "SPLITS=4,BLOCK_N=32,WARPS_D=2", {300, 45}, NULL, 0},
+        {MLA "batch=1,heads=16,tq=3,kv_len=257,window=33,sinks=2,draft_slots=2,kv=fp8_e4m3,"
+             "flags=causal|ring|lse", "SPLITS=1,BLOCK_N=64", {257}, "sm_80", 1},
+        {MLA "batch=2,heads=16,tq=4,kv_len=400,window=100,sinks=3,page=64,q=bf16,kv=bf16,out=bf16,"
+             "flags=causal|paged|lse", "SPLITS=4,BLOCK_N=32,WARPS_D=2", {400, 4}, NULL, 1},
+        /* 8 heads: rows g and g + 8 of a 16-row tile belong to different
+         * query tokens, whose windows differ */
+        {MLA "batch=1,heads=8,tq=3,kv_len=100,window=20,sinks=2,flags=causal|lse", "BLOCK_N=32,WARPS_D=2",
+         {100}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
