@@ -270,9 +270,9 @@ Test(mla_decode_emu, layout_csr, .timeout = 900)
 {
     static const mcase cases[] = {
         {MLA "batch=3,heads=16,tq=2,kv_len=200,page=16,flags=causal|paged|csr|lse", "SPLITS=2",
-         {200, 17, 64}, NULL},
+         {200, 17, 64}, NULL, 0},
         {MLA "batch=2,heads=16,kv_len=170,page=64,q=bf16,kv=fp8_e4m3,out=bf16,flags=causal|paged|csr|lse",
-         "", {170, 128}, NULL},
+         "", {170, 128}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
