@@ -103,12 +103,18 @@ local function regs_estimate(c, p)
 end
 
 -- CTAs of this config one SM holds at once, by shared memory (1 KB reserved
--- per CTA) and threads (2048 an SM); registers are left out because the
--- estimate above is deliberately pessimistic.
+-- per CTA), threads (2048 an SM) and registers (the estimate above, allocated
+-- per warp in units of 256).  The persistent grid is this many CTAs an SM: one
+-- more than fit would run as a second partial wave (d = 64 MQA on sm_90: 3 by
+-- shared memory, but ptxas's 172 registers let 2 fit, and 396 CTAs ran as
+-- 1.5 waves); the estimate errs high, so a config may get fewer CTAs than fit,
+-- never more.
 local function ctas_per_sm(c, p, d)
+  local threads = 32 * c.WARPS_M * c.WARPS_N
   local by_smem = d.smem_per_sm // (shared_bytes(c, p) + 1024)
-  local by_threads = 2048 // (32 * c.WARPS_M * c.WARPS_N)
-  return math.max(1, math.min(by_smem, by_threads))
+  local by_threads = 2048 // threads
+  local by_regs = d.regs_per_sm // (ceil_div(regs_estimate(c, p) * 32, 256) * 256 * (threads // 32))
+  return math.max(1, math.min(by_smem, by_threads, by_regs))
 end
 
 -- fmqa_combine.cuh's FMQA_C_SMEM_BYTES: one float per warp of 128 threads, a

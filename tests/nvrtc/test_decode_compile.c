@@ -197,7 +197,9 @@ Test(decode_compile, mqa_default_and_launch_by_hand)
  * positions (17 tiles), 64 segments: 327 slots.  d = 64, 8 heads, B = 1: 3
  * CTAs an SM would be 396, but 4096 positions are only 64 tiles: 32 CTAs of
  * two tiles each (MIN_CTA_TILES); 8 rows x 16 slices of one float4 column (d
- * = 64 has no more). */
+ * = 64 has no more).  d = 64 MQA, B = 64, T = 1024: shared memory would let 3
+ * CTAs share an SM, the registers (~180 a thread, ptxas 172) only 2: 264
+ * CTAs, not 396 (1.5 waves), 264 + 63 slots. */
 Test(decode_compile, schedule_by_hand)
 {
     gen_lib *lib = fmqa_test_open_templates();
@@ -218,6 +220,8 @@ Test(decode_compile, schedule_by_hand)
          264, 327, 2, 327LL * 32 * 129 * 4 + 64 * 8, 1},
         {"op=decode,batch=1,heads=8,kv_heads=1,d=64,tq=1,kv_len=4096,flags=causal", 32, 32,
          2, 32LL * 16 * 65 * 4 + 8, 16},
+        {"op=decode,batch=64,heads=32,kv_heads=1,d=64,tq=1,kv_len=1024,flags=causal", 264, 327,
+         2, 327LL * 32 * 65 * 4 + 64 * 8, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fmqa_problem p = fmqa_test_problem(cases[i].spec);
