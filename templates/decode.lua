@@ -92,13 +92,13 @@ end
 -- (sm_80 and sm_90, CUDA 13) fits d=256 with 32 tokens a warp (144 + 100) in
 -- 255 without spills but spills at 64 tokens a warp (160 + 100); d=128 with
 -- 128 (128 + 100) fits, and so do two m-tiles of d=128 with 16 tokens a warp
--- (2 x 72 + 100), but not with an int8 cache: its K bias (the rows' start
--- values) and scale columns cost about 8 more a m-tile, and ptxas spilled 8
--- bytes at 255 registers (d=128, sm_90, with learned sinks and soft-capping in
--- the kernel).  __launch_bounds__ caps a thread at regs_per_sm / threads,
--- hence the second check in valid().
+-- (2 x 72 + 100), and with an int8 cache (its K bias, the rows' start
+-- values, and scale columns: about 4 more a m-tile) in 255 without spills
+-- since smem_addr is the compiler's builtin (fmqa_ptx.cuh; with the inline
+-- asm ptxas spilled 8 bytes there).  __launch_bounds__ caps a thread at
+-- regs_per_sm / threads, hence the second check in valid().
 local function regs_estimate(c, p)
-  local int8 = p.kv_dtype == "int8" and 8 or 0
+  local int8 = p.kv_dtype == "int8" and 4 or 0
   return c.M_TILES * (p.head_dim_qk // 2 + c.BLOCK_N // c.WARPS_N // 2 + int8) + 100
 end
 
