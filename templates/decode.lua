@@ -107,8 +107,10 @@ end
 -- per warp in units of 256).  The persistent grid is this many CTAs an SM: one
 -- more than fit would run as a second partial wave (d = 64 MQA on sm_90: 3 by
 -- shared memory, but ptxas's 172 registers let 2 fit, and 396 CTAs ran as
--- 1.5 waves); the estimate errs high, so a config may get fewer CTAs than fit,
--- never more.
+-- 1.5 waves).  The estimate is within about 10 of ptxas's count either way
+-- (two f16 m-tiles at d = 128: 244 against 254), so a config near a boundary
+-- may still get one CTA an SM more or fewer than fit; fastmqa-bench static
+-- shows both (CTA/SM from ptxas's count, CTAs from this plan).
 local function ctas_per_sm(c, p, d)
   local threads = 32 * c.WARPS_M * c.WARPS_N
   local by_smem = d.smem_per_sm // (shared_bytes(c, p) + 1024)
