@@ -189,13 +189,13 @@ typedef enum fmqa_kv_scale_granularity {
  */
 typedef struct fmqa_problem {
     fmqa_op op;
-    int32_t batch;          /* sequences (decode <= 65535: the grid's z axis)    */
+    int32_t batch;          /* sequences (MLA decode, prefill <= 65535: grid z)  */
     int32_t num_q_heads;    /* H                                                 */
     int32_t num_kv_heads;   /* Hkv; H % Hkv == 0; 1 = MQA, H = MHA                */
     int32_t head_dim_qk;    /* d of Q and K (MLA: latent + rope)                 */
     int32_t head_dim_v;     /* d of V and the output (MLA: latent)               */
-    int32_t q_tokens;       /* query tokens per sequence (decode 1..16; decode:
-                               num_q_heads * q_tokens <= 65535). Every limit:
+    int32_t q_tokens;       /* query tokens per sequence (decode 1..16; MLA
+                               decode: num_q_heads * q_tokens <= 65535). Every limit:
                                docs/reference.md, "Limits the library enforces" */
     int32_t kv_len;         /* largest KV length (see above)                     */
     fmqa_dtype q_dtype;     /* f16 or bf16                                       */

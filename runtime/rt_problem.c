@@ -242,27 +242,51 @@ static fmqa_status check_rope(const fmqa_problem *p, fmqa_err *err)
     return FMQA_OK;
 }
 
-/* The decode kernel's grid is (splits, num_kv_heads x row blocks, batch), with
- * at most one row block per (query head, token): batch and num_q_heads x
- * q_tokens bound the y and z axes (templates/decode.lua). */
+/* Limits of the launch geometry.  Prefill's grid is (row blocks, num_kv_heads,
+ * batch) and MLA decode's (splits, row blocks, batch), with at most one row
+ * block per (query head, token): CUDA's y and z limits bound them
+ * (templates/prefill.lua, mla_decode.lua).  Decode's grid is persistent, (P,
+ * 1, 1), and its combine's (batch x q_tokens x num_q_heads, slices, 1), which
+ * check_overflow keeps below 2^31: what bounds a decode instead is the
+ * workspace's segment table (templates/decode.cuh, "Work distribution"),
+ * whose first-slot entries are int.  There are at most S = batch x
+ * num_kv_heads x ceil(group x q_tokens / 16) segments (row blocks of >= 16
+ * rows); the free schedule numbers slots up to P + S - 1, with P CTAs (the
+ * device's SMs x the few one SM holds, or SPLITS <= 128) and S <= 2^25 once
+ * check_overflow holds, so it always fits; in
+ * batch-invariant mode a slot is a chunk's flat index, up to S x chunks, a
+ * sequence having at most min(256, ceil(kv_len / 256)) chunks (>= 8 tiles of
+ * >= 32 positions each; decode.lua's INV_MAX_CHUNKS, INV_MIN_TILES). */
 static fmqa_status check_grid(const fmqa_problem *p, fmqa_err *err)
 {
-    /* Prefill: grid (row blocks, num_kv_heads, batch), templates/prefill.lua. */
     if (p->op == FMQA_OP_PREFILL && (p->batch > MAX_GRID_YZ || p->num_kv_heads > MAX_GRID_YZ))
         return BAD("problem: batch %d / num_kv_heads %d, prefill launches one grid z index per "
                    "sequence and one y index per KV head, and CUDA allows at most %d",
                    p->batch, p->num_kv_heads, MAX_GRID_YZ);
-    if (!is_decode(p->op))
+    if (p->op == FMQA_OP_MLA_DECODE) {
+        if (p->batch > MAX_GRID_YZ)
+            return BAD("problem.batch: %d, MLA decode launches one grid z index per sequence "
+                       "and CUDA allows at most %d",
+                       p->batch, MAX_GRID_YZ);
+        int64_t rows = (int64_t)p->num_q_heads * p->q_tokens;
+        if (rows > MAX_GRID_YZ)
+            return BAD("problem: num_q_heads %d x q_tokens %d = %lld query rows, MLA decode "
+                       "launches up to one grid y index per row and CUDA allows at most %d",
+                       p->num_q_heads, p->q_tokens, (long long)rows, MAX_GRID_YZ);
+    }
+    if (p->op != FMQA_OP_DECODE || !(p->flags & FMQA_FLAG_BATCH_INVARIANT))
         return FMQA_OK;
-    if (p->batch > MAX_GRID_YZ)
-        return BAD("problem.batch: %d, decode launches one grid z index per sequence and CUDA "
-                   "allows at most %d",
-                   p->batch, MAX_GRID_YZ);
-    int64_t rows = (int64_t)p->num_q_heads * p->q_tokens;
-    if (rows > MAX_GRID_YZ)
-        return BAD("problem: num_q_heads %d x q_tokens %d = %lld query rows, decode launches up "
-                   "to one grid y index per row and CUDA allows at most %d",
-                   p->num_q_heads, p->q_tokens, (long long)rows, MAX_GRID_YZ);
+    int64_t group = p->num_q_heads / p->num_kv_heads, chunks = ((int64_t)p->kv_len + 255) / 256;
+    int64_t segs, slots;
+    if (chunks > 256)
+        chunks = 256;
+    if (fmqa_prod64((int64_t[]){p->batch, p->num_kv_heads, (group * p->q_tokens + 15) / 16},
+                    3, &segs) ||
+        fmqa_prod64((int64_t[]){segs, chunks}, 2, &slots) || slots > INT32_MAX)
+        return BAD("problem: batch %d x num_kv_heads %d x row blocks x up to %lld chunks a "
+                   "sequence exceed the 2^31-1 workspace slots a batch-invariant decode numbers "
+                   "in int (FMQA_FLAG_BATCH_INVARIANT)",
+                   p->batch, p->num_kv_heads, (long long)chunks);
     return FMQA_OK;
 }
 

@@ -397,36 +397,14 @@ DEV void produce_piece(const fmqa_decode_params &p, const seq_view &s, int b, in
 }
 #endif
 
-/* Q rows of this CTA into shared memory as the mma type, zero rows past M.  A
- * thread takes 16-column chunks, two 16-byte loads each, all of them issued
- * before any is used.  For 8-bit caches the chunk's columns are permuted
- * (q_chunk_to_mma; see "Fragments" above). */
+/* Q rows of this CTA into shared memory as the mma type, zero rows past M
+ * (load_q_rows, fmqa_device.cuh).  For 8-bit caches the chunk's columns are
+ * permuted (q_chunk_to_mma; see "Fragments" above). */
 DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned char *qs) {
-    constexpr int CH = D / 16, CHUNKS = ROWS * CH, QPER = (CHUNKS + NTHREADS - 1) / NTHREADS;
-    u32 w[QPER][2][4];
-#pragma unroll
-    for (int k = 0; k < QPER; ++k) {
-        const int i = threadIdx.x + k * NTHREADS, row = i / CH, r = rb * ROWS + row;
-        if (i < CHUNKS && r < M) {
-            const int t = r / GROUP, h = hk * GROUP + r % GROUP;
-            const u16 *q = (const u16 *)p.q + b * p.q_sb + t * p.q_st + h * p.q_sh + 16 * (i % CH);
-            ld_nc_v4(w[k][0], q);
-            ld_nc_v4(w[k][1], q + 8);
-        } else {
-#pragma unroll
-            for (int j = 0; j < 8; ++j) w[k][j / 4][j % 4] = 0u;
-        }
-    }
-#pragma unroll
-    for (int k = 0; k < QPER; ++k) {
-        const int i = threadIdx.x + k * NTHREADS;
-        if (i >= CHUNKS) break;
-        uint4 lo, hi;
-        q_chunk_to_mma<Q_BF16, MMA_BF16, EB == 1>(w[k], lo, hi);
-        uint4 *dst = (uint4 *)(qs + (i / CH) * QRB + (i % CH) * 32);
-        dst[0] = lo;
-        dst[1] = hi;
-    }
+    load_q_rows<Q_BF16, MMA_BF16, EB == 1, D, ROWS, NTHREADS, QRB>(qs, [&](int row) -> const u16 * {
+        const int r = rb * ROWS + row, t = r / GROUP, h = hk * GROUP + r % GROUP;
+        return r < M ? (const u16 *)p.q + b * p.q_sb + t * p.q_st + h * p.q_sh : nullptr;
+    });
 }
 
 /* Per-warp online-softmax state of one m-tile: O accumulator (d-tile

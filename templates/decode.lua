@@ -92,28 +92,53 @@ end
 -- (sm_80 and sm_90, CUDA 13) fits d=256 with 32 tokens a warp (144 + 100) in
 -- 255 without spills but spills at 64 tokens a warp (160 + 100); d=128 with
 -- 128 (128 + 100) fits, and so do two m-tiles of d=128 with 16 tokens a warp
--- (2 x 72 + 100), but not with an int8 cache: its K bias (the rows' start
--- values) and scale columns cost about 8 more a m-tile, and ptxas spilled 8
--- bytes at 255 registers (d=128, sm_90, with learned sinks and soft-capping in
--- the kernel).  __launch_bounds__ caps a thread at regs_per_sm / threads,
--- hence fits_device's second check (lib/common.lua).
+-- (2 x 72 + 100), and with an int8 cache (its K bias, the rows' start
+-- values, and scale columns: about 4 more a m-tile) in 255 without spills
+-- since smem_addr is the compiler's builtin (fmqa_ptx.cuh; with the inline
+-- asm ptxas spilled 8 bytes there).  __launch_bounds__ caps a thread at
+-- regs_per_sm / threads, hence fits_device's second check (lib/common.lua).
 local function regs_estimate(c, p)
-  local int8 = p.kv_dtype == "int8" and 8 or 0
+  local int8 = p.kv_dtype == "int8" and 4 or 0
   return c.M_TILES * (p.head_dim_qk // 2 + c.BLOCK_N // c.WARPS_N // 2 + int8) + 100
 end
 
 -- CTAs of this config one SM holds at once, by shared memory (1 KB reserved
--- per CTA) and threads (2048 an SM); registers are left out because the
--- estimate above is deliberately pessimistic -- except with BULK, whose
--- producer warp holds as many registers as a compute warp: ptxas gives the
--- MQA d = 128 two-m-tile config 255 a thread, 160 threads, so one CTA an SM
--- (fastmqa-bench static), where the estimate says 244.
+-- per CTA), threads (2048 an SM) and registers (the estimate above, allocated
+-- per warp in units of 256).  The persistent grid is this many CTAs an SM: one
+-- more than fit would run as a second partial wave (d = 64 MQA on sm_90: 3 by
+-- shared memory, but ptxas's 172 registers let 2 fit, and 396 CTAs ran as
+-- 1.5 waves).  The estimate is within about 10 of ptxas's count either way
+-- (two f16 m-tiles at d = 128: 244 against 254), so a config near a boundary
+-- may still get one CTA an SM more or fewer than fit; fastmqa-bench static
+-- shows both (CTA/SM from ptxas's count, CTAs from this plan).  With BULK the
+-- producer warp holds as many registers as a compute warp (cta_threads).
 local function ctas_per_sm(c, p, d)
+  local threads = cta_threads(c)
   local by_smem = d.smem_per_sm // (shared_bytes(c, p) + 1024)
-  local by_threads = 2048 // cta_threads(c)
-  local n = math.min(by_smem, by_threads)
-  if c.BULK == 1 then n = math.min(n, d.regs_per_sm // (regs_estimate(c, p) * cta_threads(c))) end
-  return math.max(1, n)
+  local by_threads = 2048 // threads
+  local by_regs = d.regs_per_sm // (ceil_div(regs_estimate(c, p) * 32, 256) * 256 * (threads // 32))
+  return math.max(1, math.min(by_smem, by_threads, by_regs))
+end
+
+-- fmqa_combine.cuh's FMQA_C_SMEM_BYTES: one float per warp of 128 threads, a
+-- float4 per thread, and per thread the landing slots of a batch of 8 pieces
+-- (a float4 and a float each).
+local function combine_shared_bytes()
+  return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8
+end
+
+-- Column slices of the combine (grid y): halved until the grid covers the SMs
+-- and each thread's pieces fit in one batch of FMQA_C_BATCH = 8 loads (one
+-- round trip; fmqa_combine.cuh), as long as the D / 4 float4 columns divide
+-- evenly.  Batch-invariant: 8 columns a slice whatever the batch and device,
+-- so the combine's order of sums depends on the sequence alone.
+local function combine_slices(p, d, pieces)
+  local cols, rows_out = p.head_dim_v // 4, p.batch * p.q_tokens * p.num_q_heads
+  if p.batch_invariant then return cols // 8 end
+  local n = 1
+  while (cols // n) % 2 == 0 and
+        (rows_out * n < d.sm_count or ceil_div(pieces, (128 // (cols // n)) * 8) > 1) do
+    n = n * 2
 end
 
 -- Tiles per batch-invariant chunk of a sequence of `tiles` tiles (decode.cuh's

@@ -2,7 +2,8 @@
  * fmqa_device.cuh -- device helpers shared by the kernel templates, built on
  * the instruction layer fmqa_ptx.cuh: 16-bit float conversions, 8-bit KV (int8,
  * fp8 e4m3) -> f16/bf16 pairs, f32 -> fp8 e4m3 encoding, the Q and O fragment
- * permutations that go with 8-bit pairs, and quad reductions.
+ * permutations that go with 8-bit pairs, staging Q rows in shared memory
+ * (load_q_rows), and quad reductions.
  *
  * Nothing here is inline asm: NVRTC and the CPU emulator (tests/emu) compile
  * this file from the same source, the emulator replacing only fmqa_ptx.cuh by
@@ -155,6 +156,41 @@ FMQA_DEV void q_chunk_to_mma(const u32 (&w)[2][4], uint4 &lo, uint4 &hi) {
         lo.z = prmt(x[4], x[5], 0x5410u), lo.w = prmt(x[6], x[7], 0x5410u);
         hi.x = prmt(x[0], x[1], 0x7632u), hi.y = prmt(x[2], x[3], 0x7632u);
         hi.z = prmt(x[4], x[5], 0x7632u), hi.w = prmt(x[6], x[7], 0x7632u);
+    }
+}
+
+/* The Q rows of a CTA into shared memory as the mma type, for every template
+ * that stages Q (decode, mla_decode, prefill).  ROWS rows of D columns, QRB
+ * bytes a shared row; q_row(r) gives row r's first element in global memory
+ * (r in [0, ROWS)), or nullptr for a padding row (stored as zeros).  The
+ * NTHREADS threads take 16-column chunks, two 16-byte non-coherent loads
+ * each, all of a thread's loads issued before any is used (one round trip);
+ * q_chunk_to_mma converts and, K8, permutes each chunk. */
+template <int QB, int MB, int K8, int D, int ROWS, int NTHREADS, int QRB, class QRow>
+FMQA_DEV void load_q_rows(unsigned char *qs, QRow q_row) {
+    constexpr int CH = D / 16, CHUNKS = ROWS * CH, QPER = (CHUNKS + NTHREADS - 1) / NTHREADS;
+    u32 w[QPER][2][4];
+#pragma unroll
+    for (int k = 0; k < QPER; ++k) {
+        const int i = threadIdx.x + k * NTHREADS;
+        const u16 *q = i < CHUNKS ? q_row(i / CH) : nullptr;
+        if (q) {
+            ld_nc_v4(w[k][0], q + 16 * (i % CH));
+            ld_nc_v4(w[k][1], q + 16 * (i % CH) + 8);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) w[k][j / 4][j % 4] = 0u;
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < QPER; ++k) {
+        const int i = threadIdx.x + k * NTHREADS;
+        if (i >= CHUNKS) break;
+        uint4 lo, hi;
+        q_chunk_to_mma<QB, MB, K8>(w[k], lo, hi);
+        uint4 *dst = (uint4 *)(qs + (i / CH) * QRB + (i % CH) * 32);
+        dst[0] = lo;
+        dst[1] = hi;
     }
 }
 

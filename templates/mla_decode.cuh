@@ -188,33 +188,13 @@ DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, int b, int v0
     }
 }
 
-/* Q rows of this CTA into shared memory as the mma type (zero rows past M),
- * 16-column chunks, both 16-byte loads of every chunk issued before any use. */
+/* Q rows of this CTA into shared memory as the mma type (zero rows past M;
+ * load_q_rows, fmqa_device.cuh). */
 DEV void load_q(const fmqa_decode_params &p, int b, int rb, unsigned char *qs) {
-    constexpr int CH = DK / 16, CHUNKS = ROWS * CH, QPER = (CHUNKS + NTHREADS - 1) / NTHREADS;
-    u32 w[QPER][2][4];
-#pragma unroll
-    for (int k = 0; k < QPER; ++k) {
-        const int i = threadIdx.x + k * NTHREADS, r = rb * ROWS + i / CH;
-        if (i < CHUNKS && r < M) {
-            const u16 *q = (const u16 *)p.q + b * p.q_sb + (r / HEADS) * p.q_st + (r % HEADS) * p.q_sh + 16 * (i % CH);
-            ld_nc_v4(w[k][0], q);
-            ld_nc_v4(w[k][1], q + 8);
-        } else {
-#pragma unroll
-            for (int j = 0; j < 8; ++j) w[k][j / 4][j % 4] = 0u;
-        }
-    }
-#pragma unroll
-    for (int k = 0; k < QPER; ++k) {
-        const int i = threadIdx.x + k * NTHREADS;
-        if (i >= CHUNKS) break;
-        uint4 lo, hi;
-        q_chunk_to_mma<Q_BF16, MMA_BF16, Q8>(w[k], lo, hi);
-        uint4 *dst = (uint4 *)(qs + (i / CH) * QRB + (i % CH) * 32);
-        dst[0] = lo;
-        dst[1] = hi;
-    }
+    load_q_rows<Q_BF16, MMA_BF16, Q8, DK, ROWS, NTHREADS, QRB>(qs, [&](int row) -> const u16 * {
+        const int r = rb * ROWS + row;
+        return r < M ? (const u16 *)p.q + b * p.q_sb + (r / HEADS) * p.q_st + (r % HEADS) * p.q_sh : nullptr;
+    });
 }
 
 /* A warp's online-softmax state: its O columns (n-tile fragments), the running

@@ -168,35 +168,14 @@ DEV void load_tile(const fmqa_prefill_params &p, const seq_info &s, int b, int h
     }
 }
 
-/* The CTA's Q rows into shared memory as the mma type (zeros past M), in
- * 16-column chunks of two 16-byte loads, all issued before any is used. */
+/* The CTA's Q rows into shared memory as the mma type (zeros past M;
+ * load_q_rows, fmqa_device.cuh). */
 DEV void load_q(const fmqa_prefill_params &p, const seq_info &s, int hk, int r0, unsigned char *qs) {
-    constexpr int CH = D / 16, CHUNKS = BLOCK_M * CH, QPER = (CHUNKS + NTHREADS - 1) / NTHREADS;
     const int m = s.tq * GROUP;
-    u32 w[QPER][2][4];
-#pragma unroll
-    for (int k = 0; k < QPER; ++k) {
-        const int i = threadIdx.x + k * NTHREADS, r = r0 + i / CH;
-        if (i < CHUNKS && r < m) {
-            const int t = r / GROUP, h = hk * GROUP + r % GROUP;
-            const u16 *q = (const u16 *)p.q + (long long)(s.q0 + t) * p.q_st + h * p.q_sh + 16 * (i % CH);
-            ld_nc_v4(w[k][0], q);
-            ld_nc_v4(w[k][1], q + 8);
-        } else {
-#pragma unroll
-            for (int j = 0; j < 8; ++j) w[k][j / 4][j % 4] = 0u;
-        }
-    }
-#pragma unroll
-    for (int k = 0; k < QPER; ++k) {
-        const int i = threadIdx.x + k * NTHREADS;
-        if (i >= CHUNKS) break;
-        uint4 lo, hi;
-        q_chunk_to_mma<Q_BF16, MMA_BF16, EB == 1>(w[k], lo, hi);
-        uint4 *dst = (uint4 *)(qs + (i / CH) * QRB + (i % CH) * 32);
-        dst[0] = lo;
-        dst[1] = hi;
-    }
+    load_q_rows<Q_BF16, MMA_BF16, EB == 1, D, BLOCK_M, NTHREADS, QRB>(qs, [&](int row) -> const u16 * {
+        const int r = r0 + row, t = r / GROUP, h = hk * GROUP + r % GROUP;
+        return r < m ? (const u16 *)p.q + (long long)(s.q0 + t) * p.q_st + h * p.q_sh : nullptr;
+    });
 }
 
 /* Per-warp online-softmax state of its MT m-tiles: O accumulators, running

@@ -9,9 +9,11 @@
  * loop (a backward branch inside the region) is one node taken k >= 1 times
  * along the same path, exits leave no path.  Among the paths that end where
  * the region ends, the one whose budget units (e.g. 16-byte copies per thread
- * per tile) come closest to the budget wins, then the one with the fewest
- * instructions: the unmasked tile, the full load loop, no remainder where the
- * budget is a whole number of unrolled passes.  The chosen path is expanded
+ * per tile) come closest to the budget wins, then (main loop) the one with the
+ * most MMAs, then the one with the fewest instructions: the unmasked tile of
+ * a warp that computes (not one that skips its tile because its rows are all
+ * padding), the full load loop, no remainder where the budget is a whole
+ * number of unrolled passes.  The chosen path is expanded
  * into a dynamic trace that the figures are counted on.  Round trips are
  * counted on a trace by a scoreboard model: an instruction that reads or
  * writes a register a global load (LDG) has not yet delivered waits for it,
@@ -312,7 +314,7 @@ typedef struct loop {
 } loop;
 
 typedef struct cell {
-    int cost;            /* instructions to get here, INF = unreachable      */
+    int cost;            /* step_cost sum to get here, INF = unreachable     */
     int from, from_u;    /* previous index and units                          */
     int loop, k;         /* >= 0: arrived through loop `loop` taken k times   */
 } cell;
@@ -382,6 +384,14 @@ static int fixed_way(const pfix *fix, const insn *in)
         if (!strcmp(in->guard + neg, fix->name[k]))
             return neg ? !fix->val[k] : fix->val[k];
     return -1;
+/* What an instruction adds to a path's cost: 1, but an MMA on the main loop's
+ * walk (copy budget) MMA_PREF less, so that among paths with the same copies
+ * the one that computes the tile wins over one that skips it (a guard such as
+ * decode's `if (active)` is a forward branch the walk may take either way). */
+#define MMA_PREF 4096
+static int step_cost(const region *r, const insn *in)
+{
+    return r->unit == U_COPY16 && in->kind == K_MMA ? 1 - MMA_PREF : 1;
 }
 
 /* The moves out of instruction i with units u: to the end, along a forward
@@ -390,13 +400,13 @@ static int fixed_way(const pfix *fix, const insn *in)
 static void step(region *r, int i, int u)
 {
     const insn *in = &r->f->v[i];
-    int c = at(r, i, u)->cost + 1, v = u + units_of(in, r->unit);
+    int sc = step_cost(r, in), c = at(r, i, u)->cost + sc, v = u + units_of(in, r->unit);
     if (i == r->e && r->mode == END_AT_LAST) {
         relax(r, r->e + 1, v, c, i, u, -1, 0);
         return;
     }
     if (i == r->e && r->mode == END_BEFORE_LAST) {
-        relax(r, r->e + 1, u, c - 1, i, u, -1, 0);
+        relax(r, r->e + 1, u, c - sc, i, u, -1, 0);
         return;
     }
     if (in->is_exit && !in->pred) {
@@ -477,8 +487,8 @@ static region *region_new(const sfunc *f, int s, int e, int budget, unit_kind un
     return r;
 }
 
-/* The units the chosen path ends with: closest to the budget, then fewest
- * instructions; -1 when no path ends. */
+/* The units the chosen path ends with: closest to the budget, then the
+ * lowest cost (step_cost); -1 when no path ends. */
 static int best_end(region *r, int want)
 {
     int best = -1;
@@ -591,8 +601,19 @@ static int stub_return(const sfunc *f, int b)
     return entry->is_bra && entry->pred && entry->target > t && entry->target <= b;
 }
 
-/* The back edge whose range holds the most MMAs (the innermost on ties);
- * stub returns do not count. */
+static int mma_in(const sfunc *f, int t, int b)
+{
+    int mma = 0;
+    for (int i = t; i <= b; i++)
+        mma += f->v[i].kind == K_MMA;
+    return mma;
+}
+
+/* The back edge whose range holds the most MMAs, or a loop nested in it that
+ * holds at least half of them (the innermost such): an outer loop over pieces
+ * of work holds the tile loop's MMAs plus a few of its own (decode's int8
+ * S start values, once per piece), and the tile loop is the steady state.
+ * Stub returns (stub_return) are no loops. */
 static int main_loop(const sfunc *f, int *head)
 {
     int best = -1, best_mma = 0;
@@ -600,12 +621,23 @@ static int main_loop(const sfunc *f, int *head)
         int t = f->v[b].target;
         if (!f->v[b].is_bra || t < 0 || t > b || stub_return(f, b))
             continue;
-        int mma = 0;
-        for (int i = t; i <= b; i++)
-            mma += f->v[i].kind == K_MMA;
-        if (mma > best_mma || (mma == best_mma && mma > 0 && b - t < best - *head)) {
+        int mma = mma_in(f, t, b);
+        if (mma > best_mma || (mma == best_mma && mma > 0 && b - t < best - *head))
             best = b, *head = t, best_mma = mma;
+    }
+    for (int inner = best; inner >= 0;) {
+        int lo = *head, hi = best, in_mma = 0;
+        inner = -1;
+        for (int b = lo; b <= hi; b++) {
+            int t = f->v[b].target;
+            if (!f->v[b].is_bra || t < lo || t > b || (t == lo && b == hi) || stub_return(f, b))
+                continue;
+            int mma = mma_in(f, t, b);
+            if (2 * mma >= best_mma && mma > in_mma)
+                inner = b, in_mma = mma;
         }
+        if (inner >= 0)
+            best = inner, *head = f->v[inner].target, best_mma = in_mma;
     }
     return best;
 }

@@ -4,7 +4,8 @@
  * backward branch around the MMAs), the steady path chosen by the copy budget
  * (a whole number of unrolled passes skips the remainder; an odd budget takes
  * it), the unmasked side of a mask branch, instruction classes, integer
- * instructions per copy, dependent round trips before the first copy and
+ * instructions per copy, the side of a guard that computes the tile (not the
+ * cheaper one that skips it), dependent round trips before the first copy and
  * through a loop of guarded loads that all write the same registers, a
  * producer warp's loop of bulk copies, and the Hopper shape of prefill_sm90
  * (an out-of-line mbarrier retry is no loop; a path budgeted by wgmma keeps a
@@ -161,6 +162,44 @@ Test(sass, an_odd_budget_takes_the_remainder)
     cr_assert_eq(tun_sass_main_loop(s, "kern", 1, &l, NULL), FMQA_OK);
     cr_expect(!l.exact);
     cr_expect_float_eq(l.copies, 0, 1e-9, "%g", l.copies);
+    tun_sass_free(s);
+}
+
+/* A tile loop whose compute part sits behind a guard, as decode's `if
+ * (active)` (warps whose rows are all padding only load): copy, barrier, the
+ * guard, four HMMAs and their FMULs, the back edge; inside a loop over pieces
+ * whose own HMMA (decode's int8 S start values) puts more MMAs in its range. */
+static const char guarded_tile[] =
+    "\t\tFunction : guarded\n"
+    I("0000", "HMMA.16816.F32 R40, R24, R28, RZ")
+    I("0010", "LDGSTS.E.BYPASS.128 [R5], desc[UR8][R12.64]")
+    I("0020", "BAR.SYNC.DEFER_BLOCKING 0x0")
+    I("0030", "@!P0 BRA 0xa0")
+    I("0040", "HMMA.16816.F32 R20, R24, R28, R20")
+    I("0050", "HMMA.16816.F32 R20, R24, R30, R20")
+    I("0060", "HMMA.16816.F32 R20, R26, R28, R20")
+    I("0070", "HMMA.16816.F32 R20, R26, R30, R20")
+    I("0080", "FMUL R20, R20, R2")
+    I("0090", "FMUL R21, R21, R2")
+    I("00a0", "IADD3 R9, R9, 0x1, RZ")
+    I("00b0", "ISETP.GE.AND P6, PT, R9, R6, PT")
+    I("00c0", "@!P6 BRA 0x10")
+    I("00d0", "ISETP.GE.AND P1, PT, R7, R6, PT")
+    I("00e0", "@!P1 BRA 0x0")
+    I("00f0", "EXIT");
+
+Test(sass, the_path_that_computes_the_tile)
+{
+    tun_sass *s = parse(guarded_tile);
+    tun_sass_loop l;
+    fmqa_err err;
+    cr_assert_eq(tun_sass_main_loop(s, "guarded", 1, &l, &err), FMQA_OK, "%s", err.msg);
+    cr_expect(l.exact);
+    cr_expect_eq(l.head, 0x10, "the tile loop, not the loop over pieces: head 0x%x", l.head);
+    cr_expect_eq(l.tail, 0xc0);
+    cr_expect_float_eq(l.mma, 4, 1e-9, "the guard's skip side was taken: %g MMAs", l.mma);
+    cr_expect_float_eq(l.fp, 2, 1e-9);
+    cr_expect_float_eq(l.insts, 12, 1e-9, "insts %g", l.insts);
     tun_sass_free(s);
 }
 
