@@ -384,6 +384,8 @@ static int fixed_way(const pfix *fix, const insn *in)
         if (!strcmp(in->guard + neg, fix->name[k]))
             return neg ? !fix->val[k] : fix->val[k];
     return -1;
+}
+
 /* What an instruction adds to a path's cost: 1, but an MMA on the main loop's
  * walk (copy budget) MMA_PREF less, so that among paths with the same copies
  * the one that computes the tile wins over one that skips it (a guard such as
