@@ -120,27 +120,6 @@ local function ctas_per_sm(c, p, d)
   return math.max(1, math.min(by_smem, by_threads, by_regs))
 end
 
--- fmqa_combine.cuh's FMQA_C_SMEM_BYTES: one float per warp of 128 threads, a
--- float4 per thread, and per thread the landing slots of a batch of 8 pieces
--- (a float4 and a float each).
-local function combine_shared_bytes()
-  return 4 * 4 + 16 * 128 * 9 + 4 * 128 * 8
-end
-
--- Column slices of the combine (grid y): halved until the grid covers the SMs
--- and each thread's pieces fit in one batch of FMQA_C_BATCH = 8 loads (one
--- round trip; fmqa_combine.cuh), as long as the D / 4 float4 columns divide
--- evenly.  Batch-invariant: 8 columns a slice whatever the batch and device,
--- so the combine's order of sums depends on the sequence alone.
-local function combine_slices(p, d, pieces)
-  local cols, rows_out = p.head_dim_v // 4, p.batch * p.q_tokens * p.num_q_heads
-  if p.batch_invariant then return cols // 8 end
-  local n = 1
-  while (cols // n) % 2 == 0 and
-        (rows_out * n < d.sm_count or ceil_div(pieces, (128 // (cols // n)) * 8) > 1) do
-    n = n * 2
-end
-
 -- Tiles per batch-invariant chunk of a sequence of `tiles` tiles (decode.cuh's
 -- chunk_tiles): a function of the sequence alone.
 local function chunk_tiles(tiles)
