@@ -427,6 +427,7 @@ static void push_problem(lua_State *L, const fmqa_problem *p)
     set_bool(L, "tree", (p->flags & FMQA_FLAG_TREE_MASK) != 0);
     set_bool(L, "lse", (p->flags & FMQA_FLAG_LSE) != 0);
     set_bool(L, "ring", (p->flags & FMQA_FLAG_RING) != 0);
+    set_bool(L, "scores", (p->flags & FMQA_FLAG_SCORES) != 0);
 }
 
 static void push_device(lua_State *L, const fmqa_device_info *d)

@@ -129,7 +129,9 @@ typedef enum fmqa_rope {
 #define FMQA_FLAG_TREE_MASK 0x4u /* query tokens carry a bitmask over the drafts */
 #define FMQA_FLAG_LSE 0x8u       /* also write log-sum-exp per (token, head)     */
 #define FMQA_FLAG_RING 0x10u     /* cache keeps sinks + a ring of `window` slots */
-#define FMQA_FLAG_ALL 0x1Fu
+#define FMQA_FLAG_SCORES 0x80u   /* decode: add each cached position's attention
+                                    mass into args.scores (fmqa_decode_args)  */
+#define FMQA_FLAG_ALL 0x9Fu
 
 /*
  * A problem: the shape and types of one attention call, independent of pointers.
@@ -306,8 +308,26 @@ FMQA_API fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  *                     k_scale_stride_{batch,token,head} (batch means page when
  *                     paged); value = scale * stored integer or fp8 number.
  * Alignment: q, o, k, v, workspace and their strides in bytes: 16; k_scale,
- * v_scale, kv_lens, page_table, lse: 4; tree_mask: 8.  Rows of o must not
- * overlap.  Otherwise FMQA_ERR_INVALID_ARGUMENT naming the field.
+ * v_scale, kv_lens, page_table, lse, scores: 4; tree_mask: 8.  Rows of o must
+ * not overlap.  Otherwise FMQA_ERR_INVALID_ARGUMENT naming the field.
+ *
+ * Heavy-hitter scores (FMQA_FLAG_SCORES).  The call ADDS, for every sequence
+ * b, KV head hk and cache slot i (the position itself, or its ring slot with
+ * FMQA_FLAG_RING; a paged cache's logical index, before the page table), the
+ * attention mass the slot's position j received in this call:
+ *   scores[b * scores_stride_batch + hk * scores_stride_head + i] +=
+ *       sum over query tokens t and the G query heads h of KV head hk of
+ *       exp(s[b,t,h,j] - lse[b,t,h])
+ * with s and lse the natural-log logits and log-sum-exp of the call (the
+ * final lse over all positions, whatever the KV split).  Positions no query
+ * token sees add nothing; slots >= kv_lens[b] are not touched.  So each
+ * element gains at most Tq * G per call, and a buffer the caller keeps across
+ * decode steps accumulates the steps (H2O); zero it to start afresh.  scores
+ * [b, hk, i] has room for kv_len slots (sink_tokens + window with a ring);
+ * its rows must not overlap.  The masses the kernel adds are those it
+ * applied: its softmax probabilities rounded to f16 (relative error ~5e-4,
+ * masses below ~6e-8 of their tile's maximum flush to 0).  The cost and how it
+ * is kept small: docs/kernels.md, "Scores".
  */
 typedef struct fmqa_decode_args {
     const void *q;
@@ -330,6 +350,8 @@ typedef struct fmqa_decode_args {
     float sm_scale;                  /* 0 = 1 / sqrt(head_dim_qk)                */
     void *workspace;                 /* fmqa_decode_workspace_size() bytes       */
     size_t workspace_size;
+    float *scores;                   /* FMQA_FLAG_SCORES only: [b, hk, slot], added to */
+    int64_t scores_stride_batch, scores_stride_head;
 } fmqa_decode_args;
 
 /* Workspace bytes a decode of this problem needs (split-KV partials); may be 0.

@@ -148,6 +148,17 @@ fmqa_status ref_attention(const ref_attn_shape *s, const double *q, const double
                           double *lse /* OUT [B,Tq,H], may be NULL */, fmqa_err *err);
 
 /*
+ * Heavy-hitter scores (H2O): for every sequence b, KV head hk and position j,
+ *   scores[b, hk, j] += sum over query tokens t and the G heads h of hk of
+ *                       exp(s[b,t,h,j] - lse[b,t,h])   (j visible to (b, t))
+ * the attention mass j received, each row normalised by its own log-sum-exp.
+ * scores [B, Hkv, T] is added to (IN/OUT); invisible positions are untouched.
+ * k positions that are not visible are never read.
+ */
+fmqa_status ref_attention_scores(const ref_attn_shape *s, const double *q, const double *k,
+                                 double *scores /* IN/OUT [B, Hkv, T] */, fmqa_err *err);
+
+/*
  * Split-KV combine: n_splits partial results over disjoint position ranges,
  *   o_parts [n_splits, rows, dv], lse_parts [n_splits, rows]
  * become lse = ln(sum_i exp(lse_i)) and o = sum_i exp(lse_i - lse) o_i.  A part
@@ -253,6 +264,11 @@ fmqa_status ref_append(const ref_append_shape *s, const double *k_new, const dou
 fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *args, int64_t n_pages,
                        double *o /* OUT */, double *lse /* OUT, may be NULL */,
                        fmqa_err *err);
+/* The reference of FMQA_FLAG_SCORES: adds ref_attention_scores of the call to
+ * scores [B, Hkv, slots] (dense, slots = kv_len, or sink_tokens + window with
+ * FMQA_FLAG_RING: each position's mass lands on its slot). */
+fmqa_status ref_decode_scores(const fmqa_problem *p, const fmqa_decode_args *args, int64_t n_pages,
+                              double *scores /* IN/OUT */, fmqa_err *err);
 fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *args,
                             int64_t n_pages, fmqa_err *err);
 

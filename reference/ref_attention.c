@@ -222,6 +222,45 @@ fmqa_status ref_attention(const ref_attn_shape *s, const double *q, const double
     return FMQA_OK;
 }
 
+fmqa_status ref_attention_scores(const ref_attn_shape *s, const double *q, const double *k,
+                                 double *scores, fmqa_err *err)
+{
+    fmqa_status st = ref_attn_shape_check(s, err);
+    if (st != FMQA_OK)
+        return st;
+    if (!q || !k || !scores)
+        return BAD("ref_attention_scores: NULL q, k or scores");
+    int64_t G = s->num_q_heads / s->num_kv_heads, d = s->head_dim_qk;
+    double *sc = malloc((size_t)s->kv_len * sizeof *sc), scale = effective_scale(s);
+    if (!sc)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_attention_scores: %lld scores",
+                            (long long)s->kv_len);
+    for (int64_t b = 0; b < s->batch; b++)
+        for (int64_t t = 0; t < s->q_tokens; t++)
+            for (int64_t h = 0; h < s->num_q_heads; h++) {
+                const double *qr = q + ((b * s->q_tokens + t) * s->num_q_heads + h) * d;
+                int64_t hk = h / G;
+                double m = -INFINITY, sum = 0.0;
+                for (int64_t j = 0; j < s->kv_len; j++) {
+                    sc[j] = ref_visible(s, b, t, j)
+                                ? scale * dot(qr, k + ((b * s->kv_len + j) * s->num_kv_heads + hk) * d, d)
+                                : -INFINITY;
+                    m = max_nan(m, sc[j]);
+                }
+                if (m == -INFINITY)   /* sees nothing: adds nothing */
+                    continue;
+                for (int64_t j = 0; j < s->kv_len; j++)
+                    sum += exp(sc[j] - m);
+                double lse = m + log(sum);
+                double *out = scores + (b * s->num_kv_heads + hk) * s->kv_len;
+                for (int64_t j = 0; j < s->kv_len; j++)
+                    if (sc[j] != -INFINITY)
+                        out[j] += exp(sc[j] - lse);
+            }
+    free(sc);
+    return FMQA_OK;
+}
+
 fmqa_status ref_combine(int64_t n_splits, int64_t rows, int64_t dv, const double *o_parts,
                         const double *lse_parts, double *o, double *lse, fmqa_err *err)
 {

@@ -285,36 +285,80 @@ static ref_cache_view cache_view(const fmqa_problem *p, const void *data, const 
                                   (a)->x##_scale_stride_head},                               \
                (a)->page_table, (a)->page_table_stride)
 
+/* The dense q, k (and v when v_too) of a decode call's host arguments, in one
+ * allocation at *q that the caller frees (also on error). */
+static fmqa_status gather_decode(const fmqa_problem *p, const fmqa_decode_args *a,
+                                 const ref_attn_shape *s, int64_t n_pages, int v_too, double **q,
+                                 double **k, double **v, fmqa_err *err)
+{
+    int64_t nq = s->batch * s->q_tokens * s->num_q_heads * s->head_dim_qk;
+    int64_t nk = s->batch * s->kv_len * s->num_kv_heads;
+    *q = malloc((size_t)(nq + nk * (s->head_dim_qk + (v_too ? s->head_dim_v : 0))) * sizeof **q);
+    if (!*q)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_decode: %lld KV rows", (long long)nk);
+    *k = *q + nq, *v = *k + nk * s->head_dim_qk;
+    ref_cache_view qv = plain_view(p->q_dtype, a->q, a->q_stride_batch, a->q_stride_token,
+                                   a->q_stride_head);
+    ref_cache_view kv = ARGS_CACHE_VIEW(p, a, k), vv = ARGS_CACHE_VIEW(p, a, v);
+    fmqa_status st = ref_cache_gather(&qv, s->batch, s->q_tokens, s->num_q_heads, s->head_dim_qk,
+                                      NULL, 0, *q, err);
+    if (st == FMQA_OK)
+        st = ref_cache_gather(&kv, s->batch, s->kv_len, s->num_kv_heads, s->head_dim_qk,
+                              a->kv_lens, n_pages, *k, err);
+    if (st == FMQA_OK && v_too)
+        st = ref_cache_gather(&vv, s->batch, s->kv_len, s->num_kv_heads, s->head_dim_v,
+                              a->kv_lens, n_pages, *v, err);
+    return st;
+}
+
+static ref_attn_shape decode_shape(const fmqa_problem *p, const fmqa_decode_args *a)
+{
+    ref_attn_shape s = {p->batch, p->q_tokens, p->kv_len, p->num_q_heads, p->num_kv_heads,
+                        p->head_dim_qk, p->head_dim_v, a->kv_lens, p->flags, a->tree_mask,
+                        p->window, p->sink_tokens, 0, 0, a->sm_scale};
+    return s;
+}
+
 fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *a, int64_t n_pages,
                        double *o, double *lse, fmqa_err *err)
 {
     if (!p || !a || !o)
         return BAD("ref_decode: NULL problem, args or o");
-    ref_attn_shape s = {p->batch, p->q_tokens, p->kv_len, p->num_q_heads, p->num_kv_heads,
-                        p->head_dim_qk, p->head_dim_v, a->kv_lens, p->flags, a->tree_mask,
-                        p->window, p->sink_tokens, 0, 0, a->sm_scale};
+    ref_attn_shape s = decode_shape(p, a);
     fmqa_status st = ref_attn_shape_check(&s, err);
     if (st != FMQA_OK)
         return st;
-    int64_t nq = s.batch * s.q_tokens * s.num_q_heads * s.head_dim_qk;
-    int64_t nk = s.batch * s.kv_len * s.num_kv_heads;
-    double *q = malloc((size_t)(nq + nk * (s.head_dim_qk + s.head_dim_v)) * sizeof *q);
-    if (!q)
-        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_decode: %lld KV rows", (long long)nk);
-    double *k = q + nq, *v = k + nk * s.head_dim_qk;
-    ref_cache_view qv = plain_view(p->q_dtype, a->q, a->q_stride_batch, a->q_stride_token,
-                                   a->q_stride_head);
-    ref_cache_view kv = ARGS_CACHE_VIEW(p, a, k), vv = ARGS_CACHE_VIEW(p, a, v);
-    st = ref_cache_gather(&qv, s.batch, s.q_tokens, s.num_q_heads, s.head_dim_qk, NULL, 0, q, err);
-    if (st == FMQA_OK)
-        st = ref_cache_gather(&kv, s.batch, s.kv_len, s.num_kv_heads, s.head_dim_qk, a->kv_lens,
-                              n_pages, k, err);
-    if (st == FMQA_OK)
-        st = ref_cache_gather(&vv, s.batch, s.kv_len, s.num_kv_heads, s.head_dim_v, a->kv_lens,
-                              n_pages, v, err);
+    double *q, *k, *v;
+    st = gather_decode(p, a, &s, n_pages, 1, &q, &k, &v, err);
     if (st == FMQA_OK)
         st = ref_attention(&s, q, k, v, o, lse, err);
     free(q);
+    return st;
+}
+
+fmqa_status ref_decode_scores(const fmqa_problem *p, const fmqa_decode_args *a, int64_t n_pages,
+                              double *scores, fmqa_err *err)
+{
+    if (!p || !a || !scores)
+        return BAD("ref_decode_scores: NULL problem, args or scores");
+    ref_attn_shape s = decode_shape(p, a);
+    fmqa_status st = ref_attn_shape_check(&s, err);
+    if (st != FMQA_OK)
+        return st;
+    ref_cache_view view = ARGS_CACHE_VIEW(p, a, k);
+    int64_t slots = (p->flags & FMQA_FLAG_RING) ? (int64_t)p->sink_tokens + p->window : p->kv_len;
+    int64_t rows = s.batch * s.num_kv_heads;
+    double *q, *k, *v, *dense = calloc((size_t)(rows * s.kv_len), sizeof *dense);
+    st = dense ? gather_decode(p, a, &s, n_pages, 0, &q, &k, &v, err)
+               : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_decode_scores");
+    if (st == FMQA_OK)
+        st = ref_attention_scores(&s, q, k, dense, err);
+    for (int64_t r = 0; st == FMQA_OK && r < rows; r++)
+        for (int64_t j = 0; j < s.kv_len; j++)
+            scores[r * slots + ref_cache_slot(&view, j)] += dense[r * s.kv_len + j];
+    if (dense)
+        free(q);
+    free(dense);
     return st;
 }
 

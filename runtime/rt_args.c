@@ -205,6 +205,19 @@ static int64_t plan_scalar(const rt_plan *plan, const char *name, int64_t dflt)
     return gen_plan_scalar(&plan->launch, name, &v) ? v : dflt;
 }
 
+/* FMQA_FLAG_SCORES: the caller's buffer [b, hk, slot], written (added to). */
+static fmqa_status check_scores(const fmqa_problem *p, const fmqa_decode_args *a, fmqa_err *err)
+{
+    if (!(p->flags & FMQA_FLAG_SCORES))
+        return FMQA_OK;
+    if (!a->scores)
+        return BAD("args.scores is NULL but the problem has FMQA_FLAG_SCORES");
+    const int64_t ss[3] = {a->scores_stride_batch, a->scores_stride_head, 1};
+    const tensor_spec sc = {"scores", a->scores, ss, {p->batch, p->num_kv_heads, 1},
+                            cache_slots(p), sizeof(float), WORD_BYTES, 1, 1};
+    return check_tensor(&sc, err);
+}
+
 /* Everything about the arguments that the problem alone settles: checked before
  * a plan is resolved, so bad input is reported even without a GPU. */
 static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a, fmqa_err *err)
@@ -239,7 +252,7 @@ static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a
         return BAD("args.sm_scale %g is negative or not finite", a->sm_scale);
     if (a->workspace && (st = check_aligned("workspace", a->workspace, VEC_BYTES, err)))
         return st;
-    return FMQA_OK;
+    return check_scores(p, a, err);
 }
 
 fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
@@ -270,11 +283,23 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
     o->num_splits = plan->launch.splits;
     o->split_tokens = (int)plan_scalar(plan, "split_tokens",
                                        (p->kv_len + o->num_splits - 1) / o->num_splits);
-    if (o->num_splits > 1) {
-        /* Partial outputs first, then partial LSEs: [split, b, t, h, (dv)] fp32. */
-        size_t rows = (size_t)o->num_splits * p->batch * p->q_tokens * p->num_q_heads;
-        o->ws_o = a->workspace;
-        o->ws_lse = o->ws_o + rows * p->head_dim_v;
+    /* Partial outputs, partial LSEs [split, b, t, h, (dv)] fp32, then the
+     * scores' probabilities and bases (decode.lua, decode_scores.cuh). */
+    const int scores = (p->flags & FMQA_FLAG_SCORES) != 0;
+    size_t rows = (size_t)o->num_splits * p->batch * p->q_tokens * p->num_q_heads;
+    float *ws = a->workspace;
+    if (o->num_splits > 1)
+        o->ws_o = ws, ws += rows * p->head_dim_v;
+    if (o->num_splits > 1 || scores)
+        o->ws_lse = ws, ws += rows;
+    if (scores) {
+        size_t m = (size_t)p->batch * p->num_kv_heads * (p->num_q_heads / p->num_kv_heads) *
+                   p->q_tokens;
+        o->sc_nv = (int)plan_scalar(plan, "score_nv", (p->kv_len + 15) / 16 * 16);
+        o->ws_p = (unsigned short *)ws;
+        o->ws_pm = (float *)(o->ws_p + m * o->sc_nv);
+        o->scores = a->scores;
+        o->sc_sb = a->scores_stride_batch, o->sc_sh = a->scores_stride_head;
     }
     return FMQA_OK;
 }

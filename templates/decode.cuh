@@ -8,7 +8,7 @@
  * 3 fp8 e4m3), PAGED, PAGE_SIZE (power of two >= 16), CAUSAL, TREE, WINDOW,
  * RING, LSE.  Config defines: BLOCK_N (KV tokens per tile), WARPS_M (16-row
  * groups per CTA), WARPS_N (warps sharing a tile along N), STAGES (cp.async
- * pipeline depth).
+ * pipeline depth).  SCORES: heavy-hitter scores (decode_scores.cuh).
  *
  * Work split.  Grid (splits, num_kv_heads * ROW_BLOCKS, batch).  The rows of a
  * KV head are r = t * GROUP + g (query token t, head hk * GROUP + g), M = GROUP *
@@ -336,6 +336,8 @@ struct softmax_state {
     float m[2], l[2];
 };
 
+#include "decode_scores.cuh"
+
 /* One tile for one warp: S = Q K^T, mask, online softmax, O += P V. */
 DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_info (&ri)[2], u32 q_base,
                    const unsigned char *stage, int v0, int v_end, bool masked, int nw, softmax_state &st) {
@@ -435,6 +437,9 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
                 const float p0 = ex2(sacc[nt][2 * h] - base[h]), p1 = ex2(sacc[nt][2 * h + 1] - base[h]);
                 st.l[h] += p0 + p1;
                 a[2 * half + h] = pack2<MMA_BF16>(p0 * vs0, p1 * vs1);
+                if (SCORES)
+                    scores_keep(p, v0 + col, v_end, col, h, EB == 2 && !MMA_BF16 ? a[2 * half + h] : pack2<0>(p0, p1),
+                                st.m[h]);
             }
         }
         const u32 addr = v_base + pp * 16 * RB;
@@ -525,6 +530,7 @@ DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mw, 
                 for (int e = 0; e < 2; ++e)
                     o[o_col(nt, 2 * (lane & 3) + e)] = f32_to_h<OUT_BF16>(st.o[nt][2 * h + e] * inv);
             if (LSE && (lane & 3) == 0) p.lse[row] = lse2 * 0.69314718055994531f;
+            if (SCORES && (lane & 3) == 0) p.ws_lse[row] = lse2; /* decode_scores.cuh */
         }
     }
 }

@@ -17,6 +17,11 @@
 --    slightly wrong stays correct.
 --  * with splits > 1 the workspace is splits * B * Tq * H * (dv + 1) * 4 bytes:
 --    fp32 partial O [split, b, t, h, dv], then partial LSE [split, b, t, h].
+--  * with scores (decode_scores.cuh) the LSE part is there even unsplit, and
+--    after it come f16 probabilities [b, hk, r, NV] and floats [b, hk, r,
+--    NV / 16], NV = score_nv() (a plan scalar, score_nv); the third kernel,
+--    fmqa_decode_scores, has grid (NV / 128, num_kv_heads, batch) and M floats
+--    of shared memory.
 
 local KV_FMT = { f16 = 0, bf16 = 1, int8 = 2, fp8_e4m3 = 3 }
 local HEAD_DIMS = { [64] = true, [96] = true, [128] = true, [256] = true }
@@ -67,6 +72,9 @@ local function eff_len(p)
   if p.ring then return math.min(p.kv_len, p.sink_tokens + p.window) end
   return math.min(p.kv_len, p.sink_tokens + p.window + p.q_tokens - 1)
 end
+
+-- Positions per row the scores workspace holds: eff_len rounded up to 16.
+local function score_nv(p) return ceil_div(eff_len(p), 16) * 16 end
 
 local function kv_bytes(p) return (p.kv_dtype == "int8" or p.kv_dtype == "fp8_e4m3") and 1 or 2 end
 
@@ -168,7 +176,7 @@ return {
   name = "decode",
   op = "decode",
   sources = { "decode.cuh" },
-  entries = { "fmqa_decode_kernel", "fmqa_decode_combine" },
+  entries = { "fmqa_decode_kernel", "fmqa_decode_combine", "fmqa_decode_scores" },
   arch_min = 80,
 
   specialize = function(p)
@@ -188,6 +196,7 @@ return {
       WINDOW = flag(p.window > 0),
       RING = flag(p.ring),
       LSE = flag(p.lse),
+      SCORES = flag(p.scores),
     }
   end,
 
@@ -218,7 +227,16 @@ return {
                      block = { 128, 1, 1 }, shared = combine_shared_bytes() }
       workspace = splits * out_rows * (p.head_dim_v + 1) * 4
     end
-    return { kernels = kernels, workspace = workspace, splits = splits, split_tokens = tokens }
+    local plan = { kernels = kernels, workspace = workspace, splits = splits, split_tokens = tokens }
+    if p.scores then
+      local nv, r = score_nv(p), p.batch * p.num_kv_heads * rows(p)
+      if splits == 1 then plan.workspace = out_rows * 4 end
+      plan.workspace = plan.workspace + r * nv * 2 + r * (nv // 16) * 4
+      plan.score_nv = nv
+      kernels[#kernels + 1] = { entry = "fmqa_decode_scores", grid = { ceil_div(nv, 128), p.num_kv_heads, p.batch },
+                                block = { 128, 1, 1 }, shared = rows(p) * 4 }
+    end
+    return plan
   end,
 
   -- H100-class choice: 4 warps (fewer 16-row groups when the group is small),

@@ -15,7 +15,7 @@
 #ifndef FMQA_PARAMS_H
 #define FMQA_PARAMS_H
 
-#define FMQA_PARAMS_VERSION 1
+#define FMQA_PARAMS_VERSION 2
 
 typedef struct fmqa_decode_params {
     const void *q;                 /* [b, t, h, d]                              */
@@ -47,6 +47,14 @@ typedef struct fmqa_decode_params {
     int sink_tokens;               /* visible despite the window                */
     int num_splits;                /* KV splits; 1 = no combine pass            */
     int split_tokens;              /* KV tokens per split (multiple of tile)    */
+    /* SCORES (decode.cuh, "Scores"): the caller's buffer and the workspace
+     * the kernel leaves its probabilities in for fmqa_decode_scores. */
+    float *scores;                 /* [b, hk, slot], added to                   */
+    long long sc_sb, sc_sh;
+    unsigned short *ws_p;          /* [b, hk, row, sc_nv] f16 probabilities     */
+    float *ws_pm;                  /* [b, hk, row, sc_nv / 16] their tile bases */
+    int sc_nv;                     /* kv_len_max rounded up to 16               */
+    int sc_pad;                    /* keeps the struct's size a multiple of 8   */
 } fmqa_decode_params;
 
 typedef struct fmqa_append_params {

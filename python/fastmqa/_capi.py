@@ -118,7 +118,8 @@ FLAG_PAGED = 0x2
 FLAG_TREE_MASK = 0x4
 FLAG_LSE = 0x8
 FLAG_RING = 0x10
-FLAG_ALL = 0x1F
+FLAG_SCORES = 0x80
+FLAG_ALL = 0x9F
 OPTIONS_VERSION = 1
 
 # ---------------------------------------------------------------- structs
@@ -238,7 +239,8 @@ class DecodeArgs(Struct):
                 [("kv_lens", PTR), ("page_table", PTR), ("page_table_stride", I64),
                  ("tree_mask", PTR), ("o", PTR)] + _strides("o") +
                 [("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
-                 ("workspace_size", SIZE)])
+                 ("workspace_size", SIZE), ("scores", PTR), ("scores_stride_batch", I64),
+                 ("scores_stride_head", I64)])
 
 
 class AppendArgs(Struct):

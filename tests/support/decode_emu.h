@@ -1,0 +1,42 @@
+/*
+ * decode_emu.h -- the decode template run on the CPU emulator: random inputs
+ * in deliberately different K and V layouts with poisoned padding, and one
+ * call of the rendered kernels, exactly as fmqa_decode would launch them.
+ * Shared by the emulator tests of decode (test_decode_emu.c), its scores
+ * (test_scores_emu.c) and compaction (test_compress_emu.c).
+ */
+#ifndef FMQA_TEST_DECODE_EMU_H
+#define FMQA_TEST_DECODE_EMU_H
+
+#include <stdint.h>
+
+#include "fastmqa.h"
+#include "ref.h"
+
+/* Host buffers of one case (never freed: the process ends).  Every buffer the
+ * kernels see ends at an inaccessible page, and every byte no position holds
+ * is 0xff (NaN in f16 / bf16 / f32). */
+typedef struct fmqa_emu_inputs {
+    fmqa_decode_args a;
+    int32_t lens[64];    /* batch <= 64                                   */
+    int64_t n_pages;     /* pages the cache has when paged (the table's bound) */
+    int64_t per_seq;     /* page-table entries per sequence when paged        */
+} fmqa_emu_inputs;
+
+/* Fresh random inputs for p.  lens: per-sequence lengths (0 = drawn; lens[0]
+ * = -n: sequence b has length kv_len - (batch - 1 - b) % n). */
+void fmqa_emu_inputs_make(const fmqa_problem *p, const int32_t *lens, ref_rng *r,
+                          fmqa_emu_inputs *in /* OUT */);
+
+/* A guarded host buffer filled with 0xff (see fmqa_test_guarded). */
+void *fmqa_emu_poisoned(size_t bytes, size_t align);
+
+/* One decode through the emulator: config overrides the template default
+ * ("" = none), arch a device preset (NULL = sm_90), combine_slices the
+ * combine's grid y (0 = the plan's).  Allocates the workspace in in->a (kept
+ * poisoned) and returns the plan's number of splits; the config text goes to
+ * cfg (GEN_CONFIG_TEXT_CAP bytes) when not NULL. */
+int fmqa_emu_decode(const fmqa_problem *p, const char *config, const char *arch,
+                    unsigned combine_slices, fmqa_emu_inputs *in, char *cfg);
+
+#endif
