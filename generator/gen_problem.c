@@ -109,13 +109,13 @@ static fmqa_status apply(fmqa_problem *p, const char *key, const char *val, int 
                                 key, val);
         }
     if (strcmp(key, "op") == 0) {
-        for (int op = FMQA_OP_DECODE; op <= FMQA_OP_APPEND; op++)
+        for (int op = FMQA_OP_DECODE; op <= FMQA_OP_COMPRESS; op++)
             if (strcmp(val, fmqa_op_name((fmqa_op)op)) == 0) {
                 p->op = (fmqa_op)op;
                 return FMQA_OK;
             }
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
-                            "problem: 'op=%s': expected decode, prefill, mla_decode or append",
+                            "problem: 'op=%s': expected decode, prefill, mla_decode, append or compress",
                             val);
     }
     if (strcmp(key, "rope") == 0) {

@@ -112,7 +112,8 @@ typedef enum fmqa_op {
     FMQA_OP_DECODE = 1,     /* few query tokens per sequence against a KV cache */
     FMQA_OP_PREFILL = 2,    /* many query tokens, causal, online softmax        */
     FMQA_OP_MLA_DECODE = 3, /* latent attention decode (absorbed weights)       */
-    FMQA_OP_APPEND = 4      /* write new tokens into the cache (RoPE, quantize) */
+    FMQA_OP_APPEND = 4,     /* write new tokens into the cache (RoPE, quantize) */
+    FMQA_OP_COMPRESS = 5    /* keep chosen cache positions, compact them     */
 } fmqa_op;
 
 FMQA_API const char *fmqa_op_name(fmqa_op op);
@@ -402,6 +403,98 @@ typedef struct fmqa_append_args {
  * dtypes those of k_new (q_dtype) and of the cache (kv_dtype). */
 FMQA_API fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                         const fmqa_append_args *args, fmqa_stream_t stream);
+
+/* ---------------------------------------------------------------- compress */
+
+/*
+ * KV-cache compression (H2O, SnapKV and StreamingLLM style): keep a sequence's
+ * first sink_tokens slots, its last `recent` slots and, between them, the
+ * `heavy` slots with the highest (pooled) scores, and move the kept rows to
+ * the front of the sequence's cache in their original order.
+ *
+ * For sequence b with n = kv_lens[b] slots and budget = sink_tokens + recent
+ * + heavy: if n <= budget every slot is kept and nothing moves; otherwise the
+ * candidates are the slots [sink_tokens, n - recent), each scored
+ *   raw(j)  = scores[b, hk, j]  (per_sequence: summed over the KV heads, in
+ *             float, head 0 first)
+ *   key(j)  = pooling NONE: raw(j); MAX: the largest raw(i), |i - j| <= pool,
+ *             0 <= i < n; AVG: their float sum (ascending i) / (2 pool + 1)
+ * (SnapKV's pooling of the observation window's scores, kernel 2 pool + 1),
+ * and the `heavy` candidates with the largest keys are kept; equal keys keep
+ * the smaller slot (the older token).  With per_sequence = 0 each KV head
+ * chooses for itself (so heads keep different positions); with 1 all heads of
+ * a sequence keep the same slots.  Every head keeps the same number,
+ * new_lens[b] = min(n, budget).
+ *
+ * Kept row i (i < new_lens[b]) of head hk came from slot kept[b, hk, i]
+ * (strictly increasing in i): the caller keeps the original position of
+ * every slot (e.g. an int32 [b, hk, slot] it compacts with kept) so that RoPE
+ * stays right -- new tokens are appended at slot new_lens[b] with their true
+ * position (fmqa_append_args.rope_pos) and decode reads the compacted cache as
+ * it is.  The scores move with their rows (an H2O buffer keeps accumulating);
+ * K, V and 8-bit scales move in place, through the page table when paged (the
+ * pages past the new length are the caller's to reuse).  Slots from
+ * new_lens[b] on keep stale rows.
+ *
+ * The problem: op FMQA_OP_COMPRESS, batch, num_kv_heads (num_q_heads is
+ * ignored: set it to num_kv_heads), head_dim_qk = head_dim_v, kv_len (the
+ * cache capacity per sequence), kv_dtype, page_size and FMQA_FLAG_PAGED as in
+ * decode; FMQA_FLAG_RING is not served (UNSUPPORTED).
+ */
+typedef enum fmqa_pooling {
+    FMQA_POOL_NONE = 0,
+    FMQA_POOL_MAX = 1,
+    FMQA_POOL_AVG = 2
+} fmqa_pooling;
+
+typedef struct fmqa_compress_policy {
+    int32_t sink_tokens;   /* first slots, always kept (StreamingLLM)           */
+    int32_t recent;        /* last slots, always kept                           */
+    int32_t heavy;         /* heavy hitters kept between them (H2O)             */
+    fmqa_pooling pooling;  /* of the scores before choosing (SnapKV)            */
+    int32_t pool;          /* pooling radius: kernel 2 pool + 1                 */
+    int32_t per_sequence;  /* 1: one choice for all KV heads of a sequence      */
+} fmqa_compress_policy;
+
+/*
+ * Arguments of fmqa_compress.  Cache fields as fmqa_decode_args (written).
+ *   scores [b, hk, slot] float, IN/OUT (compacted); may be NULL when heavy = 0
+ *   kept   [b, hk, slot] int32, OUT; may be NULL
+ * kv_lens and new_lens must not overlap.  Alignment: k, v and their strides
+ * 16 bytes; everything else 4.  Scores must not be NaN.
+ */
+typedef struct fmqa_compress_args {
+    void *k;
+    void *v;
+    int64_t k_stride_batch, k_stride_token, k_stride_head;
+    int64_t v_stride_batch, v_stride_token, v_stride_head;
+    float *k_scale;                  /* 8-bit caches only, else NULL */
+    float *v_scale;
+    int64_t k_scale_stride_batch, k_scale_stride_token, k_scale_stride_head;
+    int64_t v_scale_stride_batch, v_scale_stride_token, v_scale_stride_head;
+    const int32_t *page_table;       /* [batch, page_table_stride], paged only   */
+    int64_t page_table_stride;
+    const int32_t *kv_lens;          /* [batch], device, IN                      */
+    int32_t *new_lens;               /* [batch], device, OUT                     */
+    float *scores;
+    int64_t scores_stride_batch, scores_stride_head;
+    int32_t *kept;
+    int64_t kept_stride_batch, kept_stride_head;
+    fmqa_compress_policy policy;
+    void *workspace;                 /* fmqa_compress_workspace_size() bytes     */
+    size_t workspace_size;
+} fmqa_compress_args;
+
+/* Workspace bytes fmqa_compress needs for this problem (8 per slot and KV
+ * head of the batch).  Resolves the launch plan, so it needs the device. */
+FMQA_API fmqa_status fmqa_compress_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                                         size_t *bytes /* OUT */);
+
+/* Checks the policy and arguments (no GPU needed for that) and launches the
+ * compaction on stream.  Bad policy values (negative, a budget of 0, heavy >
+ * 0 without scores, pool > 0 without pooling) are FMQA_ERR_INVALID_ARGUMENT. */
+FMQA_API fmqa_status fmqa_compress(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                          const fmqa_compress_args *args, fmqa_stream_t stream);
 
 /* ---------------------------------------------------------------- levels */
 

@@ -215,6 +215,23 @@ fmqa_status ref_cache_gather(const ref_cache_view *c, int64_t batch, int64_t tok
                              int64_t heads, int64_t head_dim, const int32_t *kv_lens,
                              int64_t n_pages, double *out /* OUT */, fmqa_err *err);
 
+/* ------------------------------------------------------------ compression */
+
+/*
+ * The slots fmqa_compress keeps for one sequence and KV head hk (fastmqa.h,
+ * "compress"): n slots, scores of every head of the sequence at scores + h *
+ * head_stride (floats, as the caller's buffer holds them; may be NULL when
+ * policy->heavy == 0).  Keys are computed in float in the kernel's order
+ * (per-sequence sums head 0 first, AVG sums ascending, then one division), so
+ * the choice is exact: the heavy candidates with the largest keys, equal keys
+ * by smaller slot.  Writes kept[0 .. *n_kept) ascending, *n_kept = min(n,
+ * budget).  The policy is checked as fmqa_compress checks it.
+ */
+fmqa_status ref_compress_select(const fmqa_compress_policy *policy, int64_t n,
+                                int64_t num_kv_heads, int64_t hk, const float *scores,
+                                int64_t head_stride, int32_t *kept /* OUT [min(n, budget)] */,
+                                int64_t *n_kept /* OUT */, fmqa_err *err);
+
 /* ------------------------------------------------------------ RoPE */
 
 /*

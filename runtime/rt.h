@@ -174,6 +174,14 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
                              struct fmqa_decode_params *out /* OUT */, fmqa_err *err);
 fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
                              struct fmqa_append_params *out /* OUT */, fmqa_err *err);
+struct fmqa_compress_params;
+fmqa_status rt_compress_params(const rt_plan *plan, const fmqa_compress_args *a,
+                               struct fmqa_compress_params *out /* OUT */, fmqa_err *err);
+/* The policy of fmqa_compress alone (ranges, budget, pooling): FMQA_OK or
+ * FMQA_ERR_INVALID_ARGUMENT naming the field.  has_scores: the call passes a
+ * scores buffer. */
+fmqa_status rt_compress_policy_check(const fmqa_compress_policy *policy, int has_scores,
+                                     fmqa_err *err);
 
 /* Every tool's --version (rt_version.c): when an argument is "--version",
  * prints "TOOL VERSION" and the versions of libfastmqa, NVRTC, the CUDA driver

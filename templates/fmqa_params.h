@@ -84,4 +84,31 @@ typedef struct fmqa_append_params {
     int sink_tokens;
 } fmqa_append_params;
 
+/* fmqa_compress (compress.cuh): policy fields as fmqa_compress_policy. */
+typedef struct fmqa_compress_params {
+    void *k;                       /* cache, layouts as decode                  */
+    void *v;
+    long long k_sb, k_st, k_sh;
+    long long v_sb, v_st, v_sh;
+    float *k_scale;
+    float *v_scale;
+    long long ks_sb, ks_st, ks_sh;
+    long long vs_sb, vs_st, vs_sh;
+    const int *page_table;
+    long long pt_stride;
+    const int *kv_lens;            /* [b]                                       */
+    int *new_lens;                 /* [b]                                       */
+    float *scores;                 /* [b, hk, slot] or NULL                     */
+    long long sc_sb, sc_sh;
+    int *kept;                     /* [b, hk, slot] or NULL                     */
+    long long kept_sb, kept_sh;
+    unsigned *ws_key;              /* [b, hk, kv_len] ordered keys              */
+    int *ws_sel;                   /* [b, hk, kv_len] kept slots                */
+    int batch;
+    int num_kv_heads;
+    int kv_len_max;
+    int sink_tokens, recent, heavy, pooling, pool, per_sequence;
+    int pad;
+} fmqa_compress_params;
+
 #endif /* FMQA_PARAMS_H */

@@ -12,20 +12,22 @@ works without torch; decode, append, nn and ops import torch on first use.
 """
 import importlib
 
-from ._capi import (FLAG_CAUSAL, FLAG_LSE, FLAG_PAGED, FLAG_RING, FLAG_TREE_MASK, AppendArgs,
-                    Choice, ChoiceSource, DecodeArgs, DeviceInfo, Dtype, Level, LevelPolicy,
-                    LogLevel, MemoryReport, ModelConfig, Op, Options, Problem, Rope, Status,
-                    VERSION_STRING, library_path, load)
+from ._capi import (FLAG_CAUSAL, FLAG_LSE, FLAG_PAGED, FLAG_RING, FLAG_SCORES, FLAG_TREE_MASK,
+                    AppendArgs, Choice, ChoiceSource, CompressArgs, CompressPolicy, DecodeArgs,
+                    DeviceInfo, Dtype, Level, LevelPolicy, LogLevel, MemoryReport, ModelConfig,
+                    Op, Options, Pooling, Problem, Rope, Status, VERSION_STRING, library_path,
+                    load)
 from .core import (Context, Error, Plan, default_context, default_db_path, device_info,
                    level_policy, level_problem, memory_report, model_config, plan, tune,
                    tune_executable, validate, version)
 
 __version__ = VERSION_STRING
 
-__all__ = ["AppendArgs", "Choice", "ChoiceSource", "Context", "DecodeArgs", "DeviceInfo",
-           "Dtype", "Error", "FLAG_CAUSAL", "FLAG_LSE", "FLAG_PAGED", "FLAG_RING",
-           "FLAG_TREE_MASK", "Level", "LevelPolicy", "LogLevel", "MemoryReport", "ModelConfig",
-           "Op", "Options", "Plan", "Problem", "Rope", "Status", "append", "decode",
+__all__ = ["AppendArgs", "Choice", "ChoiceSource", "CompressArgs", "CompressPolicy", "Context",
+           "DecodeArgs", "DeviceInfo", "Dtype", "Error", "FLAG_CAUSAL", "FLAG_LSE", "FLAG_PAGED",
+           "FLAG_RING", "FLAG_SCORES", "FLAG_TREE_MASK", "Level", "LevelPolicy", "LogLevel",
+           "MemoryReport", "ModelConfig", "Op", "Options", "Plan", "Pooling", "Problem", "Rope",
+           "Status", "append", "decode",
            "decode_workspace", "default_context", "default_db_path", "device_info",
            "level_policy", "level_problem", "library_path", "load", "memory_report",
            "model_config", "nn", "ops", "plan", "torch_dtype", "tune", "tune_executable",

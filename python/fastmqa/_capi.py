@@ -84,12 +84,19 @@ class Op(_NamedEnum):
     PREFILL = 2
     MLA_DECODE = 3
     APPEND = 4
+    COMPRESS = 5
 
 
 class Rope(_NamedEnum):
     NONE = 0
     NEOX = 1
     GPTJ = 2
+
+
+class Pooling(_NamedEnum):
+    NONE = 0
+    MAX = 1
+    AVG = 2
 
 
 class LogLevel(_NamedEnum):
@@ -253,6 +260,25 @@ class AppendArgs(Struct):
                  ("rope_theta", F32)])
 
 
+class CompressPolicy(Struct):
+    """fmqa_compress_policy: which cache slots fmqa_compress keeps."""
+    _fields_ = [("sink_tokens", I32), ("recent", I32), ("heavy", I32), ("pooling", ENUM),
+                ("pool", I32), ("per_sequence", I32)]
+    _enums_ = {"pooling": Pooling}
+
+
+class CompressArgs(Struct):
+    """fmqa_compress_args: device pointers (ints) and strides in elements."""
+    _fields_ = ([("k", PTR), ("v", PTR)] + _strides("k") + _strides("v") +
+                [("k_scale", PTR), ("v_scale", PTR)] + _strides("k_scale") +
+                _strides("v_scale") +
+                [("page_table", PTR), ("page_table_stride", I64), ("kv_lens", PTR),
+                 ("new_lens", PTR), ("scores", PTR), ("scores_stride_batch", I64),
+                 ("scores_stride_head", I64), ("kept", PTR), ("kept_stride_batch", I64),
+                 ("kept_stride_head", I64), ("policy", CompressPolicy), ("workspace", PTR),
+                 ("workspace_size", SIZE)])
+
+
 class ModelConfig(Struct):
     """fmqa_model_config: a model's attention shape.  num_kv_heads defaults to
     num_q_heads (MHA) and dtype to f16 when not given."""
@@ -285,6 +311,7 @@ class MemoryReport(Struct):
 STRUCTS = {"fmqa_problem": Problem, "fmqa_options": Options, "fmqa_device_info": DeviceInfo,
            "fmqa_choice": Choice, "fmqa_decode_args": DecodeArgs,
            "fmqa_append_args": AppendArgs, "fmqa_model_config": ModelConfig,
+           "fmqa_compress_policy": CompressPolicy, "fmqa_compress_args": CompressArgs,
            "fmqa_level_policy": LevelPolicy, "fmqa_memory_report": MemoryReport}
 
 # ---------------------------------------------------------------- functions
@@ -308,6 +335,8 @@ SIGNATURES = {
     "fmqa_decode_workspace_size": (_ST, [PTR, _P(Problem), _P(SIZE)]),
     "fmqa_decode": (_ST, [PTR, _P(Problem), _P(DecodeArgs), PTR]),
     "fmqa_append": (_ST, [PTR, _P(Problem), _P(AppendArgs), PTR]),
+    "fmqa_compress_workspace_size": (_ST, [PTR, _P(Problem), _P(SIZE)]),
+    "fmqa_compress": (_ST, [PTR, _P(Problem), _P(CompressArgs), PTR]),
     "fmqa_level_name": (_STR, [ENUM]),
     "fmqa_level_from_name": (_ST, [PTR, _STR, _P(ENUM)]),
     "fmqa_level_policy_preset": (_ST, [PTR, ENUM, _P(ModelConfig), _P(LevelPolicy)]),

@@ -19,8 +19,9 @@
 #include "rt.h"
 #include "test_support.h"
 
-typedef int (*emu_launch_fn)(const char *entry, const fmqa_decode_params *p,
-                             const unsigned grid[3], unsigned threads, unsigned dyn_smem);
+/* Every driver's emu_launch takes its template's params struct by pointer. */
+typedef int (*emu_launch_fn)(const char *entry, const void *params, const unsigned grid[3],
+                             unsigned threads, unsigned dyn_smem);
 
 void *fmqa_emu_poisoned(size_t bytes, size_t align)
 {
@@ -67,6 +68,8 @@ void fmqa_emu_inputs_make(const fmqa_problem *p, const int32_t *lens, ref_rng *r
     memset(a, 0, sizeof *a);
     in->n_pages = paged ? outer : 0;
     in->per_seq = per_seq;
+    in->k_bytes = outer * ps * Hk * D * ke, in->v_bytes = outer * ps * Hk * vrow * ke;
+    in->scale_bytes = outer * ps * Hk * 4;
     for (int64_t b = 0; b < B; b++)
         in->lens[b] = lens[0] < 0 ? (int32_t)(T - (B - 1 - b) % -lens[0])
                       : lens[b] ? lens[b]
@@ -132,15 +135,16 @@ void fmqa_emu_inputs_make(const fmqa_problem *p, const int32_t *lens, ref_rng *r
     }
 }
 
-int fmqa_emu_decode(const fmqa_problem *p, const char *config, const char *arch,
-                    unsigned combine_slices, fmqa_emu_inputs *in, char *cfg)
+int fmqa_emu_run(const char *tpl, const fmqa_problem *p, const char *config, const char *arch,
+                 const char *driver, fmqa_emu_fill_fn fill, const void *args, void **workspace,
+                 size_t *workspace_size, unsigned combine_slices, char *cfg)
 {
     gen_lib *lib = NULL;
     fmqa_err err;
     cr_assert_eq(gen_lib_open(fmqa_test_template_dir(), &lib, &err), FMQA_OK, "%s: %s",
                  fmqa_test_template_dir(), err.msg);
-    const gen_template *t = gen_lib_find(lib, "decode");
-    cr_assert_not_null(t);
+    const gen_template *t = gen_lib_find(lib, tpl);
+    cr_assert_not_null(t, "no template %s", tpl);
     fmqa_device_info dev;
     cr_assert_eq(gen_device_preset(arch ? arch : "sm_90", &dev, &err), FMQA_OK, "%s", err.msg);
     gen_config c, over;
@@ -161,22 +165,34 @@ int fmqa_emu_decode(const fmqa_problem *p, const char *config, const char *arch,
     plan.problem = *p;
     cr_assert_eq(gen_launch_plan(t, &c, p, &dev, &plan.launch, &err), FMQA_OK, "%s", err.msg);
     char dir[] = "/tmp/fmqa-emu-XXXXXX";
-    emu_launch_fn launch = (emu_launch_fn)fmqa_test_emu_build(t, &c, p, &dev, "decode_emu.cpp", dir);
-    in->a.workspace = fmqa_emu_poisoned(plan.launch.workspace, 16);
-    in->a.workspace_size = plan.launch.workspace;
-    fmqa_decode_params prm;
-    cr_assert_eq(rt_decode_params(&plan, &in->a, &prm, &err), FMQA_OK, "%s", err.msg);
+    emu_launch_fn launch = (emu_launch_fn)fmqa_test_emu_build(t, &c, p, &dev, driver, dir);
+    *workspace = fmqa_emu_poisoned(plan.launch.workspace, 16);
+    *workspace_size = plan.launch.workspace;
+    _Alignas(16) unsigned char prm[1024];
+    cr_assert_eq(fill(&plan, args, prm, &err), FMQA_OK, "%s", err.msg);
     for (int i = 0; i < plan.launch.n_kernels; i++) {
         const gen_kernel *k = &plan.launch.kernels[i];
         cr_assert_eq(k->block[1] * k->block[2], 1);
         unsigned grid[3] = {k->grid[0], k->grid[1], k->grid[2]};
         if (combine_slices && !strcmp(k->entry, "fmqa_decode_combine"))
             grid[1] = combine_slices;
-        cr_assert_eq(launch(k->entry, &prm, grid, k->block[0], k->shared), 0, "%s", k->entry);
+        cr_assert_eq(launch(k->entry, prm, grid, k->block[0], k->shared), 0, "%s", k->entry);
     }
     char rm[1100];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     (void)system(rm);
     gen_lib_close(lib);
     return plan.launch.splits;
+}
+
+static fmqa_status decode_fill(const rt_plan *plan, const void *args, void *prm, fmqa_err *err)
+{
+    return rt_decode_params(plan, args, prm, err);
+}
+
+int fmqa_emu_decode(const fmqa_problem *p, const char *config, const char *arch,
+                    unsigned combine_slices, fmqa_emu_inputs *in, char *cfg)
+{
+    return fmqa_emu_run("decode", p, config, arch, "decode_emu.cpp", decode_fill, &in->a,
+                        &in->a.workspace, &in->a.workspace_size, combine_slices, cfg);
 }

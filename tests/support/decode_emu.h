@@ -21,6 +21,7 @@ typedef struct fmqa_emu_inputs {
     int32_t lens[64];    /* batch <= 64                                   */
     int64_t n_pages;     /* pages the cache has when paged (the table's bound) */
     int64_t per_seq;     /* page-table entries per sequence when paged        */
+    size_t k_bytes, v_bytes, scale_bytes; /* of k, v and each scale buffer   */
 } fmqa_emu_inputs;
 
 /* Fresh random inputs for p.  lens: per-sequence lengths (0 = drawn; lens[0]
@@ -30,6 +31,20 @@ void fmqa_emu_inputs_make(const fmqa_problem *p, const int32_t *lens, ref_rng *r
 
 /* A guarded host buffer filled with 0xff (see fmqa_test_guarded). */
 void *fmqa_emu_poisoned(size_t bytes, size_t align);
+
+/* Fills a template's kernel parameters from its public arguments (as
+ * rt_decode_params does), given the plan. */
+struct rt_plan;
+typedef fmqa_status (*fmqa_emu_fill_fn)(const struct rt_plan *plan, const void *args,
+                                        void *params /* OUT */, fmqa_err *err);
+
+/* One call of template tpl through the emulator (driver tests/emu/<driver>):
+ * default config with config's overrides, arch (NULL = sm_90); *workspace
+ * gets a poisoned buffer of the plan's size (and *workspace_size its size)
+ * before fill runs on args.  Returns the plan's splits; cfg as below. */
+int fmqa_emu_run(const char *tpl, const fmqa_problem *p, const char *config, const char *arch,
+                 const char *driver, fmqa_emu_fill_fn fill, const void *args, void **workspace,
+                 size_t *workspace_size, unsigned combine_slices, char *cfg);
 
 /* One decode through the emulator: config overrides the template default
  * ("" = none), arch a device preset (NULL = sm_90), combine_slices the
