@@ -373,7 +373,10 @@ FMQA_API fmqa_status fmqa_decode(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * quantizing per token and head (scale = max|x| / 127 for int8, / 448 for fp8)
  * and writing the scale.  With FMQA_FLAG_RING positions map to slots as in
  * fmqa_decode_args (sinks, then a ring of `window` slots).  If q is not NULL, RoPE is applied to
- * q in place at the same positions (its dtype is problem->q_dtype).
+ * q in place at the same positions (its dtype is problem->q_dtype).  With
+ * rope_pos (a cache compacted by fmqa_compress, whose slots no longer equal
+ * positions), token t is still written at slot start_pos[b] + t but rotated
+ * (K and q) at position rope_pos[b] + t.
  *   k_new, v_new [b, t, hk, d] strides {k,v}_new_stride_{batch,token,head}
  *   q            [b, t, h, d]  strides q_stride_{batch,token,head}
  * Cache layouts and strides are those of fmqa_decode_args.
@@ -397,6 +400,7 @@ typedef struct fmqa_append_args {
     const int32_t *page_table;
     int64_t page_table_stride;
     float rope_theta;                /* 0 = 10000                              */
+    const int32_t *rope_pos;         /* [batch], device, or NULL = start_pos   */
 } fmqa_append_args;
 
 /* Launches the append on stream.  problem->op must be FMQA_OP_APPEND, its

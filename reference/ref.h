@@ -259,6 +259,7 @@ typedef struct ref_append_shape {
     fmqa_rope rope;
     double rope_theta;        /* 0 = 10000                                     */
     int64_t n_pages;          /* > 0: page table entries are checked < n_pages */
+    const int32_t *rope_pos;  /* [B] RoPE at rope_pos[b] + t; NULL = start_pos */
 } ref_append_shape;
 
 fmqa_status ref_append(const ref_append_shape *s, const double *k_new, const double *v_new,

@@ -205,9 +205,10 @@ static fmqa_status append_pass(const ref_append_shape *s, const double *k_new,
     for (int64_t b = 0; b < s->batch; b++)
         for (int64_t t = 0; t < s->n_new; t++) {
             int64_t pos = s->start_pos[b] + t, tok = b * s->n_new + t;
+            double rpos = (double)(s->rope_pos ? s->rope_pos[b] + t : pos);
             for (int64_t h = 0; h < s->num_kv_heads && st == FMQA_OK; h++) {
                 memcpy(row, k_new + (tok * s->num_kv_heads + h) * dk, (size_t)dk * sizeof *row);
-                st = ref_rope_row(s->rope, row, dk, (double)pos, s->rope_theta, err);
+                st = ref_rope_row(s->rope, row, dk, rpos, s->rope_theta, err);
                 if (st == FMQA_OK)
                     st = store_row(kc, b, pos, h, row, dk, s->n_pages, write, err);
                 if (st == FMQA_OK)
@@ -215,7 +216,7 @@ static fmqa_status append_pass(const ref_append_shape *s, const double *k_new,
                                    s->n_pages, write, err);
             }
             for (int64_t h = 0; q && write && h < s->num_q_heads && st == FMQA_OK; h++)
-                st = ref_rope_row(s->rope, q + (tok * s->num_q_heads + h) * dk, dk, (double)pos,
+                st = ref_rope_row(s->rope, q + (tok * s->num_q_heads + h) * dk, dk, rpos,
                                   s->rope_theta, err);
             if (st != FMQA_OK)
                 return st;
@@ -384,7 +385,8 @@ fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, in
         p->head_dim_qk <= 0 || p->head_dim_v <= 0)
         return BAD("ref_append_args: problem sizes must be > 0");
     ref_append_shape s = {p->batch, p->q_tokens, p->num_q_heads, p->num_kv_heads, p->head_dim_qk,
-                          p->head_dim_v, a->start_pos, p->rope, a->rope_theta, n_pages};
+                          p->head_dim_v, a->start_pos, p->rope, a->rope_theta, n_pages,
+                          a->rope_pos};
     int64_t nt = s.batch * s.n_new, nq = a->q ? nt * s.num_q_heads * s.head_dim_k : 0;
     double *kn = malloc((size_t)(nt * s.num_kv_heads * (s.head_dim_k + s.head_dim_v) + nq) *
                         sizeof *kn);

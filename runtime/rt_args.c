@@ -327,6 +327,8 @@ static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a
         return BAD("args.start_pos is NULL");
     if ((st = check_aligned("start_pos", a->start_pos, WORD_BYTES, err)))
         return st;
+    if (a->rope_pos && (st = check_aligned("rope_pos", a->rope_pos, WORD_BYTES, err)))
+        return st;
     if (a->rope_theta < 0 || !isfinite(a->rope_theta))
         return BAD("args.rope_theta %g is negative or not finite", a->rope_theta);
     return FMQA_OK;
@@ -352,6 +354,7 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
     o->rope_theta = a->rope_theta > 0 ? a->rope_theta : 10000.0f;
     o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;
     o->n_new = p->q_tokens, o->window = p->window, o->sink_tokens = p->sink_tokens;
+    o->rope_pos = a->rope_pos;
     return FMQA_OK;
 }
 

@@ -47,7 +47,7 @@
  *    from the reference only through x (codes at ties of the reference's x /
  *    scale, scale by the rotation error).  Rows holding NaN/inf: unspecified.
  *
- * Placement.  pos = start_pos[b] + t.  RING: slot = pos if pos < sinks, else
+ * Placement.  pos = start_pos[b] + t (RoPE at rope_pos[b] + t when given).  RING: slot = pos if pos < sinks, else
  * sinks + (pos - sinks) % window; a token that a later token of the same call
  * overwrites (t + window < n_new, pos >= sinks) is not written, so the result
  * is that of writing the tokens in order.  PAGED: page_table[b * pt_stride +
@@ -364,10 +364,11 @@ fmqa_append_kernel(const fmqa_append_params p)
     const int pos = p.start_pos[b] + t;
     if (pos < 0)
         return;
+    const int rpos = p.rope_pos ? p.rope_pos[b] + t : pos; /* a compacted cache */
 
     if (region == 2) {
         unsigned short *q = static_cast<unsigned short *>(p.q) + b * p.q_sb + t * p.q_st + h * p.q_sh;
-        process_row<HEAD_DIM, ROPE, IN_FMT>(q, q, nullptr, lane, pos, freq);
+        process_row<HEAD_DIM, ROPE, IN_FMT>(q, q, nullptr, lane, rpos, freq);
         return;
     }
     long long blk, tok;
@@ -380,7 +381,7 @@ fmqa_append_kernel(const fmqa_append_params p)
             static_cast<const unsigned short *>(p.k_new) + b * p.kn_sb + t * p.kn_st + h * p.kn_sh;
         cache_t *dst = static_cast<cache_t *>(p.k) + blk * p.k_sb + tok * p.k_st + h * p.k_sh;
         float *scale = q8 ? p.k_scale + (blk * p.ks_sb + tok * p.ks_st + h * p.ks_sh) : nullptr;
-        process_row<HEAD_DIM, ROPE, KV_FMT>(src, dst, scale, lane, pos, freq);
+        process_row<HEAD_DIM, ROPE, KV_FMT>(src, dst, scale, lane, rpos, freq);
     } else {
         const unsigned short *src =
             static_cast<const unsigned short *>(p.v_new) + b * p.vn_sb + t * p.vn_st + h * p.vn_sh;

@@ -82,6 +82,8 @@ typedef struct fmqa_append_params {
     int n_new;                     /* new tokens per sequence                   */
     int window;                    /* ring slots after the sinks when RING      */
     int sink_tokens;
+    int pad;
+    const int *rope_pos;           /* [b] RoPE positions, or NULL = start_pos   */
 } fmqa_append_params;
 
 /* fmqa_compress (compress.cuh): policy fields as fmqa_compress_policy. */

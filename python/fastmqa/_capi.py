@@ -257,7 +257,7 @@ class AppendArgs(Struct):
                 _strides("v") + [("k_scale", PTR), ("v_scale", PTR)] + _strides("k_scale") +
                 _strides("v_scale") +
                 [("start_pos", PTR), ("page_table", PTR), ("page_table_stride", I64),
-                 ("rope_theta", F32)])
+                 ("rope_theta", F32), ("rope_pos", PTR)])
 
 
 class CompressPolicy(Struct):

@@ -195,13 +195,26 @@ static void make_strides(append_run *r, int64_t kst, int64_t vst, int64_t qst)
     a->rope_theta = 10000.0f;
 }
 
+/* The position token t of sequence b is rotated at. */
+static int64_t rope_at(const append_run *r, int64_t b, int64_t t)
+{
+    return (r->rope_pos ? r->rope_pos[b] : r->c->start[b]) + t;
+}
+
 void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dtype kv,
                      fmqa_rope rope, int rope_q)
 {
+    append_run_init_at(r, c, in, kv, rope, rope_q, NULL);
+}
+
+void append_run_init_at(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dtype kv,
+                        fmqa_rope rope, int rope_q, const int32_t *rope_pos)
+{
     memset(r, 0, sizeof *r);
-    r->c = c, r->in = in, r->kv = kv, r->rope = rope, r->rope_q = rope_q;
-    snprintf(r->name, sizeof r->name, "%s in=%s kv=%s rope=%d q=%d", c->name, fmqa_dtype_name(in),
-             fmqa_dtype_name(kv), (int)rope, rope_q);
+    r->c = c, r->in = in, r->kv = kv, r->rope = rope, r->rope_q = rope_q, r->rope_pos = rope_pos;
+    snprintf(r->name, sizeof r->name, "%s in=%s kv=%s rope=%d q=%d%s", c->name,
+             fmqa_dtype_name(in), fmqa_dtype_name(kv), (int)rope, rope_q,
+             rope_pos ? " rope_pos" : "");
     uint64_t seed = fmqa_test_seed(r->name) | 1;
     const int paged = (c->flags & FMQA_FLAG_PAGED) != 0, ring = (c->flags & FMQA_FLAG_RING) != 0;
     const int64_t B = c->batch, N = c->n_new, Hk = c->kv_heads, H = c->heads;
@@ -233,7 +246,7 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
     ha.k_new = r->k_new, ha.v_new = r->v_new, ha.q = rope_q ? r->q_ref : NULL;
     ha.k = r->k.ref, ha.v = r->v.ref;
     ha.k_scale = sfl ? r->k.sref : NULL, ha.v_scale = sfl ? r->v.sref : NULL;
-    ha.start_pos = c->start, ha.page_table = r->table;
+    ha.start_pos = c->start, ha.page_table = r->table, ha.rope_pos = rope_pos;
     fmqa_err err;
     cr_assert_eq(ref_append_args(&r->p, &ha, paged ? r->n_blk : 0, &err), FMQA_OK, "%s: %s",
                  r->name, err.msg);
@@ -246,7 +259,7 @@ fmqa_append_args append_run_host_args(append_run *r)
     a.k = r->k.out, a.v = r->v.out;
     a.k_scale = r->k.scale_bytes ? r->k.sout : NULL;
     a.v_scale = r->v.scale_bytes ? r->v.sout : NULL;
-    a.start_pos = r->c->start, a.page_table = r->table;
+    a.start_pos = r->c->start, a.page_table = r->table, a.rope_pos = r->rope_pos;
     return a;
 }
 
@@ -336,9 +349,11 @@ static void check_kv_row(const append_run *r, int side_i, row_ctx *rc, int64_t b
                       ((b * c->n_new + t) * st + h * d) * ie;
     cr_assert_eq(ref_to_double(r->in, src, d, x, NULL), FMQA_OK);
     const double amax_in = row_amax(x, d);
+    const double rpos = (double)rope_at(r, b, t);
+    (void)pos;
     if (!side_i)
-        ref_rope_row(r->rope, x, d, (double)pos, 10000.0, NULL);
-    rc->err = !side_i && r->rope != FMQA_ROPE_NONE ? rope_err((double)pos) : 0.0;
+        ref_rope_row(r->rope, x, d, rpos, 10000.0, NULL);
+    rc->err = !side_i && r->rope != FMQA_ROPE_NONE ? rope_err(rpos) : 0.0;
     char what[200];
     snprintf(what, sizeof what, "%s %c b%lld t%lld h%lld", r->name, side_i ? 'V' : 'K',
              (long long)b, (long long)t, (long long)h);
@@ -359,7 +374,7 @@ static void check_q(const append_run *r, double *x)
         const uint8_t *q0 = (const uint8_t *)r->q + i * rb;
         const uint8_t *out = (const uint8_t *)r->q_out + i * rb;
         if (r->rope_q && r->rope != FMQA_ROPE_NONE)
-            check_q_row(r->name, r->in, i, c->start[i / (N * H)] + i / H % N, c->d, q0, out,
+            check_q_row(r->name, r->in, i, rope_at(r, i / (N * H), i / H % N), c->d, q0, out,
                         (const uint8_t *)r->q_ref + i * rb, x);
         else
             cr_assert_eq(memcmp(out, q0, (size_t)rb), 0, "%s: q row %lld changed", r->name,

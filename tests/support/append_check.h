@@ -57,6 +57,7 @@ typedef struct append_run {
     fmqa_dtype in, kv;
     fmqa_rope rope;
     int rope_q;                   /* q passed to the call (else NULL)           */
+    const int32_t *rope_pos;      /* [batch] RoPE positions, NULL = start       */
     void *k_new, *v_new, *q;      /* inputs; q before the call                  */
     size_t k_new_bytes, v_new_bytes, q_bytes;
     void *q_ref, *q_out;          /* q after the reference, after the call      */
@@ -72,6 +73,10 @@ void append_case_problem(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmq
                          fmqa_problem *p /* OUT */);
 void append_run_init(append_run *r /* OUT */, const append_case *c, fmqa_dtype in, fmqa_dtype kv,
                      fmqa_rope rope, int rope_q);
+/* The same with fmqa_append_args.rope_pos (a compacted cache): rows rotated at
+ * rope_pos[b] + t, written at start[b] + t. */
+void append_run_init_at(append_run *r /* OUT */, const append_case *c, fmqa_dtype in,
+                        fmqa_dtype kv, fmqa_rope rope, int rope_q, const int32_t *rope_pos);
 /* r->args with host pointers to the inputs and to the `out` buffers. */
 fmqa_append_args append_run_host_args(append_run *r);
 void append_run_check(const append_run *r);

@@ -71,10 +71,11 @@ static void make_config(const gen_template *t, const fmqa_problem *p, const fmqa
 
 /* One run on the CPU: fresh inputs, rt_append_params, the plan's kernels. */
 static void run_once(emu_launch_fn launch, const rt_plan *plan, const append_case *ac,
-                     fmqa_dtype in, fmqa_dtype kv, fmqa_rope rope, int rope_q, const char *cfg)
+                     fmqa_dtype in, fmqa_dtype kv, fmqa_rope rope, int rope_q,
+                     const int32_t *rope_pos, const char *cfg)
 {
     append_run r;
-    append_run_init(&r, ac, in, kv, rope, rope_q);
+    append_run_init_at(&r, ac, in, kv, rope, rope_q, rope_pos);
     const fmqa_append_args a = append_run_host_args(&r);
     fmqa_append_params prm;
     fmqa_err err;
@@ -117,8 +118,12 @@ static void run_variant(const append_case *ac, int k, int shift)
         (emu_launch_fn)fmqa_test_emu_build(t, &plan.config, &plan.problem, &dev, "append_emu.cpp", dir);
     char cfg[GEN_CONFIG_TEXT_CAP];
     gen_config_text(&plan.config, cfg, sizeof cfg);
-    run_once(launch, &plan, ac, in, kv, rope, 1, cfg);
-    run_once(launch, &plan, ac, in, kv, rope, 0, cfg);
+    run_once(launch, &plan, ac, in, kv, rope, 1, NULL, cfg);
+    run_once(launch, &plan, ac, in, kv, rope, 0, NULL, cfg);
+    /* A cache compacted by fmqa_compress: written at start, rotated later on. */
+    const int32_t rope_pos[3] = {ac->start[0] + 1000, ac->start[1] + 77, ac->start[2] + 3};
+    if (rope != FMQA_ROPE_NONE && !(ac->flags & FMQA_FLAG_RING))
+        run_once(launch, &plan, ac, in, kv, rope, 1, rope_pos, cfg);
 
     char rm[1100];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
