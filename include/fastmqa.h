@@ -516,7 +516,8 @@ typedef struct fmqa_model_config {
 
 typedef enum fmqa_level {
     FMQA_LEVEL_CONSERVATIVE = 1, /* exact attention, 16-bit cache, full context */
-    FMQA_LEVEL_BALANCED = 2,     /* + sinks and sliding window, fused RoPE      */
+    FMQA_LEVEL_BALANCED = 2,     /* + sinks, recent window and heavy hitters
+                                    (MLA: sinks and sliding window), fused RoPE */
     FMQA_LEVEL_AGGRESSIVE = 3    /* + 8-bit cache, speculative verification     */
 } fmqa_level;
 
@@ -534,7 +535,19 @@ typedef struct fmqa_level_policy {
     int32_t spec_tokens;        /* query tokens per verification step (1 = off) */
     int32_t page_size;          /* 0 = contiguous cache                        */
     fmqa_rope rope;             /* RoPE fused into the append                  */
+    /* Heavy hitters (fmqa_compress; not MLA): > 0 makes the cache a compressed
+     * one of sink_tokens + window + heavy slots plus FMQA_LEVEL_COMPRESS_EVERY
+     * for the tokens appended between compactions: decode adds scores
+     * (FMQA_FLAG_SCORES), fmqa_compress keeps the sinks, the last `window`
+     * slots and the `heavy` best-scored others.  0 = plain sliding window. */
+    int32_t heavy;
+    fmqa_pooling pooling;       /* of the scores before choosing (SnapKV)      */
+    int32_t pool;               /* pooling radius                              */
 } fmqa_level_policy;
+
+/* Decode steps between two compactions of a compressed level cache: the
+ * cache holds this many slots beyond the kept ones. */
+#define FMQA_LEVEL_COMPRESS_EVERY 16
 
 FMQA_API fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
                                      const fmqa_model_config *model,
@@ -563,7 +576,8 @@ FMQA_API fmqa_status fmqa_level_policy_tune(fmqa_ctx_t *ctx, const fmqa_model_co
                                    int *changed /* OUT */);
 
 typedef struct fmqa_memory_report {
-    int64_t bytes_per_token;           /* per layer, K + V + scales             */
+    int64_t bytes_per_token;           /* per layer, K + V + scales (+ the 4-byte
+                                          score per KV head of a compressed cache) */
     int64_t bytes_per_seq;             /* per layer, at max_seq_len, incl. page
                                           table                                  */
     int64_t tokens_kept;               /* cache slots per sequence              */

@@ -126,6 +126,7 @@ FLAG_TREE_MASK = 0x4
 FLAG_LSE = 0x8
 FLAG_RING = 0x10
 FLAG_SCORES = 0x80
+LEVEL_COMPRESS_EVERY = 16
 FLAG_ALL = 0x9F
 OPTIONS_VERSION = 1
 
@@ -296,8 +297,9 @@ class ModelConfig(Struct):
 class LevelPolicy(Struct):
     """fmqa_level_policy: the concrete choices behind a level."""
     _fields_ = [("level", ENUM), ("kv_dtype", ENUM), ("sink_tokens", I32), ("window", I32),
-                ("spec_tokens", I32), ("page_size", I32), ("rope", ENUM)]
-    _enums_ = {"level": Level, "kv_dtype": Dtype, "rope": Rope}
+                ("spec_tokens", I32), ("page_size", I32), ("rope", ENUM), ("heavy", I32),
+                ("pooling", ENUM), ("pool", I32)]
+    _enums_ = {"level": Level, "kv_dtype": Dtype, "rope": Rope, "pooling": Pooling}
 
 
 class MemoryReport(Struct):

@@ -30,6 +30,7 @@ C_ENUM_OF = {_capi.Status: "fmqa_status", _capi.Dtype: "fmqa_dtype", _capi.Op: "
 FLAGS = {f"FMQA_FLAG_{n}": getattr(_capi, f"FLAG_{n}")
          for n in ("CAUSAL", "PAGED", "TREE_MASK", "LSE", "RING", "SCORES", "ALL")}
 FLAGS["FMQA_OPTIONS_VERSION"] = _capi.OPTIONS_VERSION
+FLAGS["FMQA_LEVEL_COMPRESS_EVERY"] = _capi.LEVEL_COMPRESS_EVERY
 
 
 def header_text():
