@@ -12,7 +12,12 @@
  *            instructions per tile / tile bytes; integer instructions per
  *            16-byte copy), dependent global round trips before the first KV
  *            copy, and the combine's CTAs, registers and round trips per thread;
- *   append   registers, spills, shared memory, CTAs per SM, waves (RoPE on).
+ *   append   registers, spills, shared memory, CTAs per SM, waves (RoPE on);
+ *   scores   (--scores) decode with FMQA_FLAG_SCORES: the decode figures of
+ *            that variant (its main loop carries the probability stores), the
+ *            epilogue's CTAs and the bytes the scores add per KV byte read,
+ *            (4.5 M + 8) / (2 d EB [+ 8]) with M = group x query tokens
+ *            (templates/decode_scores.cuh).
  *
  * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
  * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
@@ -51,12 +56,14 @@ typedef struct srow {
     double ib;
     int prologue_trips, combine_trips, combine_slices;
     char sass_why[160];
+    double score_bytes;      /* scores rows: added bytes per KV byte          */
+    kstat scores;            /* scores rows: the epilogue kernel              */
 } srow;
 
 typedef struct sopts {
     const char *shapes, *archs;
     char *custom[32];
-    int n_custom, json, threads;
+    int n_custom, json, threads, scores;
 } sopts;
 
 static void usage(FILE *f)
@@ -70,6 +77,7 @@ static void usage(FILE *f)
             "  --arch A,...      presets (default sm_80,sm_90,sm_90a; sm_90a rows appear only\n"
             "                    where a template compiles for it)\n"
             "  --threads N       NVRTC compile threads (default 2)\n"
+            "  --scores          also decode with FMQA_FLAG_SCORES (heavy-hitter scores)\n"
             "  --json            one JSON document instead of the table\n"
             "  --help\n"
             "SASS figures need cuobjdump ($CUOBJDUMP, PATH, or pip's nvidia-cuda-cuobjdump).\n"
@@ -168,6 +176,11 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
     }
     r->splits = plan->splits;
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
+    if (p->flags & FMQA_FLAG_SCORES) {
+        double m = (double)p->num_q_heads / p->num_kv_heads * p->q_tokens;
+        r->score_bytes = (4.5 * m + 8) / (2.0 * p->head_dim_qk * eb + (eb == 1 ? 8 : 0));
+        r->scores = kernel_stat(d, &plan->kernels[plan->n_kernels - 1], b);
+    }
     r->tile_bytes = (double)bn * (p->head_dim_qk + p->head_dim_v) * eb + (eb == 1 ? 8.0 * bn : 0);
     r->inflight_kb = r->k.ctas_per_sm * (cfg(c, "STAGES") - 1) * r->tile_bytes / 1024.0;
     if (bn > 0 && r->k.ok)
@@ -191,6 +204,8 @@ static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, srow
     fmqa_device_info d;
     fmqa_err err = {0};
     fmqa_problem p = strcmp(r->op, "append") ? bench_shape_problem(s) : append_problem(s);
+    if (!strcmp(r->op, "scores"))
+        p.flags |= FMQA_FLAG_SCORES;
     const gen_template *t = NULL;
     gen_config c;
     fmqa_choice ch;
@@ -213,7 +228,7 @@ static void build_row(gen_lib *lib, const bench_shape *s, const char *arch, srow
         else
             r->skip = 1;
     }
-    if (st == FMQA_OK && !r->skip && !strcmp(r->op, "decode"))
+    if (st == FMQA_OK && !r->skip && strcmp(r->op, "append"))
         decode_figures(&d, &p, &c, &plan, &b, r);
     else if (st == FMQA_OK && !r->skip)
         r->k = kernel_stat(&d, &plan.kernels[0], &b);
@@ -251,7 +266,10 @@ static void print_json_row(const bench_shape *shapes, const srow *r, const char 
            "\"smem_bytes\":%d,\"threads\":%d,\"ctas\":%d,\"ctas_per_sm\":%d,\"waves\":%.3f",
            r->config, r->cubin_arch, r->k.regs, r->k.spill, r->k.smem, r->k.threads, r->k.ctas,
            r->k.ctas_per_sm, r->k.waves);
-    if (!strcmp(r->op, "decode")) {
+    if (!strcmp(r->op, "scores"))
+        printf(",\"score_bytes_per_kv_byte\":%.4f,\"score_epilogue_ctas\":%d,"
+               "\"score_epilogue_registers\":%d", r->score_bytes, r->scores.ctas, r->scores.regs);
+    if (strcmp(r->op, "append")) {
         int sv = r->sass;
         printf(",\"splits\":%d,\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,", r->splits,
                r->tile_bytes, r->inflight_kb);
@@ -320,7 +338,7 @@ static void print_table(const bench_shape *shapes, const srow *rows, int n, cons
             printf("error: %s\n", r->why);
             continue;
         }
-        int dec = !strcmp(r->op, "decode"), sv = dec && r->sass;
+        int dec = strcmp(r->op, "append") != 0, sv = dec && r->sass;
         printf("%4d %5d %6d %5d %5d %6.2f ", r->k.regs, r->k.spill, r->k.smem, r->k.ctas_per_sm,
                r->k.ctas, r->k.waves);
         cell(dec, "%*.0f", r->inflight_kb, 8);
@@ -333,6 +351,9 @@ static void print_table(const bench_shape *shapes, const srow *rows, int n, cons
         printf(" %s%s\n", r->config, sv && !r->loop.exact ? " (loop path approximate)" : "");
         if (dec && !r->sass)
             printf("%-22s   SASS figures missing: %s\n", "", r->sass_why);
+        if (!strcmp(r->op, "scores"))
+            printf("%-22s   scores: +%.1f%% bytes per KV byte read; epilogue %d CTAs, %d "
+                   "registers\n", "", 100 * r->score_bytes, r->scores.ctas, r->scores.regs);
     }
     printf("I_B: warp-instructions per KV byte of the main loop; insts: per warp per tile;\n"
            "addr: integer instructions per 16-byte copy; pro: dependent global loads before\n"
@@ -352,6 +373,10 @@ static int parse(int argc, char **argv, sopts *o)
             return usage(stdout), 1;
         if (!strcmp(a, "--json")) {
             o->json = 1;
+            continue;
+        }
+        if (!strcmp(a, "--scores")) {
+            o->scores = 1;
             continue;
         }
         if (!v || (strcmp(a, "--shapes") && strcmp(a, "--shape") && strcmp(a, "--arch") &&
@@ -425,7 +450,8 @@ int bench_static_main(int argc, char **argv)
                     : -1;
     if (ns < 0)
         return 2;
-    int n = ns * na * 2, failed = 0;
+    const char *ops[] = {"decode", "append", "scores"};
+    int nops = o.scores ? 3 : 2, n = ns * na * nops, failed = 0;
     srow *rows = calloc((size_t)n, sizeof *rows);
     gen_lib *lib = NULL;
     fmqa_err err = {0};
@@ -433,7 +459,7 @@ int bench_static_main(int argc, char **argv)
     fmqa_status st = rows ? gen_lib_open(dir && *dir ? dir : NULL, &lib, &err)
                           : fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     for (int i = 0; rows && i < n; i++)
-        rows[i] = (srow){.shape = i / (2 * na), .arch = i / 2 % na, .op = i % 2 ? "append" : "decode"};
+        rows[i] = (srow){.shape = i / (nops * na), .arch = i / nops % na, .op = ops[i % nops]};
     work w = {lib, shapes, archs, rows};
     if (st == FMQA_OK)
         st = tun_parallel(o.threads, n, build_job, &w, &err);
