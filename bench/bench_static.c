@@ -170,7 +170,7 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
                            const gen_plan *plan, const gen_binary *b, srow *r)
 {
     r->k = kernel_stat(d, &plan->kernels[0], b);
-    if (plan->n_kernels > 1) {
+    if (plan->n_kernels > 1 && !strcmp(plan->kernels[1].entry, "fmqa_decode_combine")) {
         r->combine = kernel_stat(d, &plan->kernels[1], b);
         r->combine_slices = (int)plan->kernels[1].grid[1];
     }
