@@ -435,6 +435,7 @@ static void push_problem(lua_State *L, const fmqa_problem *p)
     set_bool(L, "kv_cache", (p->flags & FMQA_FLAG_KV_CACHE) != 0);
     set_bool(L, "latent", (p->flags & FMQA_FLAG_LATENT) != 0);
     set_int(L, "rope_dim", p->rope_dim);
+    set_bool(L, "scores", (p->flags & FMQA_FLAG_SCORES) != 0);
 }
 
 static void push_device(lua_State *L, const fmqa_device_info *d)

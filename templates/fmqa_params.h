@@ -15,7 +15,7 @@
 #ifndef FMQA_PARAMS_H
 #define FMQA_PARAMS_H
 
-#define FMQA_PARAMS_VERSION 2
+#define FMQA_PARAMS_VERSION 3
 
 /* An encoded TMA tensor map: the driver's CUtensorMap (cuTensorMapEncodeTiled,
  * runtime/rt_cuda.c; 128 opaque bytes, 64-byte aligned), or the CPU
@@ -60,6 +60,13 @@ typedef struct fmqa_decode_params {
     float softcap_inv;             /* SOFTCAP: 2 / c (cap c = logit_softcap)     */
     float softcap_log2;            /* SOFTCAP: c * log2(e)                       */
     int ring_period;               /* RING: window + draft_slots                 */
+    /* SCORES (decode_scores.cuh): the caller's buffer and the workspace the
+     * kernels leave the logits and final LSEs in for fmqa_decode_scores. */
+    int sc_nv;                     /* positions per row of ws_x                 */
+    float *scores;                 /* [b, hk, slot], added to                   */
+    long long sc_sb, sc_sh;
+    float *ws_x;                   /* [b, hk, row, sc_nv] base-2 logits         */
+    float *ws_sl;                  /* [b, t, h] final base-2 LSE (with sink)    */
 } fmqa_decode_params;
 
 typedef struct fmqa_append_params {
@@ -93,6 +100,7 @@ typedef struct fmqa_append_params {
                                       rope_theta                                */
     long long rope_cs_stride;
     long long rope_cs_len;
+    const int *rope_pos;           /* [b] RoPE positions, or NULL = start_pos   */
 } fmqa_append_params;
 
 /* Prefill (fmqa_prefill in fastmqa.h has the semantics).  Rows are packed per
@@ -141,5 +149,32 @@ typedef struct fmqa_prefill_sm90_params {
     fmqa_tensor_map tm_q, tm_k, tm_v;
     fmqa_prefill_params p;
 } fmqa_prefill_sm90_params;
+
+/* fmqa_compress (compress.cuh): policy fields as fmqa_compress_policy. */
+typedef struct fmqa_compress_params {
+    void *k;                       /* cache, layouts as decode                  */
+    void *v;
+    long long k_sb, k_st, k_sh;
+    long long v_sb, v_st, v_sh;
+    float *k_scale;
+    float *v_scale;
+    long long ks_sb, ks_st, ks_sh;
+    long long vs_sb, vs_st, vs_sh;
+    const int *page_table;
+    long long pt_stride;
+    const int *kv_lens;            /* [b]                                       */
+    int *new_lens;                 /* [b]                                       */
+    float *scores;                 /* [b, hk, slot] or NULL                     */
+    long long sc_sb, sc_sh;
+    int *kept;                     /* [b, hk, slot] or NULL                     */
+    long long kept_sb, kept_sh;
+    unsigned *ws_key;              /* [b, hk, kv_len] ordered keys              */
+    int *ws_sel;                   /* [b, hk, kv_len] kept slots                */
+    int batch;
+    int num_kv_heads;
+    int kv_len_max;
+    int sink_tokens, recent, heavy, pooling, pool, per_sequence;
+    int pad;
+} fmqa_compress_params;
 
 #endif /* FMQA_PARAMS_H */
