@@ -693,9 +693,12 @@ FMQA_API fmqa_status fmqa_prefill(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * stays right -- new tokens are appended at slot new_lens[b] with their true
  * position (fmqa_append_args.rope_pos) and decode reads the compacted cache as
  * it is.  The scores move with their rows (an H2O buffer keeps accumulating);
- * K, V and 8-bit scales move in place, through the page table when paged (the
- * pages past the new length are the caller's to reuse).  Slots from
- * new_lens[b] on keep stale rows.
+ * K, V and 8-bit scales move in place, through the page table when paged:
+ * the kept rows fill the lowest slots, so the pages of the table columns
+ * ceil(new_lens[b] / page_size) .. ceil(kv_lens[b] / page_size) - 1 hold no
+ * kept row any more; free_pages lists them for the caller to reuse (the table
+ * itself is the caller's and is not written).  Slots from new_lens[b] on keep
+ * stale rows.
  *
  * The problem: op FMQA_OP_COMPRESS, batch, num_kv_heads (num_q_heads is
  * ignored: set it to num_kv_heads), head_dim_qk = head_dim_v, kv_len (the
@@ -721,7 +724,12 @@ typedef struct fmqa_compress_policy {
  * Arguments of fmqa_compress.  Cache fields as fmqa_decode_args (written).
  *   scores [b, hk, slot] float, IN/OUT (compacted); may be NULL when heavy = 0
  *   kept   [b, hk, slot] int32, OUT; may be NULL
- * kv_lens and new_lens must not overlap.  Alignment: k, v and their strides
+ *   free_pages [b, page_table_stride] int32, OUT, paged only, may be NULL:
+ *          row b lists the page ids sequence b no longer uses (its table
+ *          entries from column ceil(new_lens[b] / page_size) to column
+ *          ceil(kv_lens[b] / page_size) - 1, in column order), then -1 to the
+ *          end of the row
+ * kv_lens and new_lens must not overlap, nor free_pages and page_table.  Alignment: k, v and their strides
  * 16 bytes; everything else 4.  Scores must not be NaN.
  */
 typedef struct fmqa_compress_args {
@@ -744,6 +752,7 @@ typedef struct fmqa_compress_args {
     fmqa_compress_policy policy;
     void *workspace;                 /* fmqa_compress_workspace_size() bytes     */
     size_t workspace_size;
+    int32_t *free_pages;             /* [batch, page_table_stride], paged only   */
 } fmqa_compress_args;
 
 /* Workspace bytes fmqa_compress needs for this problem (8 per slot and KV

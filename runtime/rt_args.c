@@ -503,6 +503,26 @@ fmqa_status rt_compress_policy_check(const fmqa_compress_policy *c, int has_scor
     return FMQA_OK;
 }
 
+/* free_pages: paged only, [batch, page_table_stride], apart from the table
+ * the moves read while it is written. */
+static fmqa_status check_free_pages(const fmqa_problem *p, const fmqa_compress_args *a,
+                                    fmqa_err *err)
+{
+    if (!a->free_pages)
+        return FMQA_OK;
+    if (!(p->flags & FMQA_FLAG_PAGED))
+        return BAD("args.free_pages is given for a contiguous cache (it lists pages)");
+    fmqa_status st = check_aligned("free_pages", a->free_pages, WORD_BYTES, err);
+    if (st)
+        return st;
+    const int64_t n = (int64_t)p->batch * a->page_table_stride;
+    const int32_t *f = a->free_pages, *t = a->page_table;
+    if (f < t + n && t < f + n)
+        return BAD("args.free_pages overlaps args.page_table: the moves read the table while "
+                   "the released pages are written");
+    return FMQA_OK;
+}
+
 static fmqa_status check_compress(const fmqa_problem *p, const fmqa_compress_args *a,
                                   fmqa_err *err)
 {
@@ -532,6 +552,8 @@ static fmqa_status check_compress(const fmqa_problem *p, const fmqa_compress_arg
     if (out < in + p->batch && in < out + p->batch)
         return BAD("args.new_lens overlaps args.kv_lens: every KV head reads the old lengths "
                    "while the first writes the new ones");
+    if ((st = check_free_pages(p, a, err)))
+        return st;
     if (a->workspace && (st = check_aligned("workspace", a->workspace, VEC_BYTES, err)))
         return st;
     return FMQA_OK;
@@ -553,6 +575,7 @@ fmqa_status rt_compress_params(const rt_plan *plan, const fmqa_compress_args *a,
     o->kv_lens = a->kv_lens, o->new_lens = a->new_lens;
     o->scores = a->scores, o->sc_sb = a->scores_stride_batch, o->sc_sh = a->scores_stride_head;
     o->kept = a->kept, o->kept_sb = a->kept_stride_batch, o->kept_sh = a->kept_stride_head;
+    o->free_pages = a->free_pages;
     size_t slots = (size_t)p->batch * p->num_kv_heads * p->kv_len;
     o->ws_key = a->workspace;
     o->ws_sel = (int *)(o->ws_key + slots);

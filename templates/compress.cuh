@@ -24,6 +24,8 @@
  *    a barrier and stored after it, never overwrite a source still to be
  *    read: a later chunk's sources lie at or after its destinations, beyond
  *    this chunk's.  Rows that stay where they are (sinks) are not touched.
+ *    Paged, the kept rows fill the sequence's lowest table columns; the CTA
+ *    of head 0 lists the pages of the columns after them (free_pages).
  * No atomics: every count is a shared-memory reduction, so the result is the
  * same on every run.
  */
@@ -170,6 +172,15 @@ DEV void move_rows(const fmqa_compress_params &p, int b, int hk, const int *sel,
     }
 }
 
+/* Row b of free_pages: the pages of table columns [ceil(keep / PS), ceil(n /
+ * PS)), which hold no kept row after the moves, then -1 (paged only). */
+DEV void release_pages(const fmqa_compress_params &p, int b, int keep, int n) {
+    if (!PAGED || !p.free_pages) return;
+    const int first = (keep + PS - 1) / PS, freed = (n + PS - 1) / PS - first;
+    for (int i = threadIdx.x; i < p.pt_stride; i += NT)
+        p.free_pages[b * p.pt_stride + i] = i < freed ? p.page_table[b * p.pt_stride + first + i] : -1;
+}
+
 extern "C" __global__ void __launch_bounds__(NT) fmqa_compress_move(const fmqa_compress_params p) {
     __shared__ int red[NT];
     const int b = blockIdx.z, hk = blockIdx.y;
@@ -179,6 +190,7 @@ extern "C" __global__ void __launch_bounds__(NT) fmqa_compress_move(const fmqa_c
     const unsigned *key = p.ws_key + at;
     const int keep = min(n, budget);
     if (hk == 0 && threadIdx.x == 0) p.new_lens[b] = keep;
+    if (hk == 0) release_pages(p, b, keep, n);
     if (n <= budget) { /* everything stays */
         for (int i = threadIdx.x; p.kept && i < n; i += NT) p.kept[b * p.kept_sb + hk * p.kept_sh + i] = i;
         return;

@@ -175,6 +175,7 @@ typedef struct fmqa_compress_params {
     int kv_len_max;
     int sink_tokens, recent, heavy, pooling, pool, per_sequence;
     int pad;
+    int *free_pages;               /* [b, pt_stride] released pages, or NULL    */
 } fmqa_compress_params;
 
 #endif /* FMQA_PARAMS_H */

@@ -315,7 +315,7 @@ class CompressArgs(Struct):
                  ("new_lens", PTR), ("scores", PTR), ("scores_stride_batch", I64),
                  ("scores_stride_head", I64), ("kept", PTR), ("kept_stride_batch", I64),
                  ("kept_stride_head", I64), ("policy", CompressPolicy), ("workspace", PTR),
-                 ("workspace_size", SIZE)])
+                 ("workspace_size", SIZE), ("free_pages", PTR)])
 
 
 class ModelConfig(Struct):

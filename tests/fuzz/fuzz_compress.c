@@ -85,6 +85,7 @@ static void args(fuzz_bytes *in, const fmqa_problem *p, const fmqa_compress_poli
     a.scores_stride_batch = fuzz_i64(in), a.scores_stride_head = fuzz_i64(in);
     a.kept_stride_batch = fuzz_i64(in), a.kept_stride_head = fuzz_i64(in);
     a.workspace_size = (size_t)fuzz_i64(in);
+    a.free_pages = ptr(in);
     a.policy = *pol;
     rt_plan plan;
     memset(&plan, 0, sizeof plan);

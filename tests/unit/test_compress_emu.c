@@ -84,6 +84,42 @@ static int same_row(const fmqa_emu_inputs *in, const fmqa_problem *p, int64_t b,
     return ok;
 }
 
+/* Checks free_pages (the pages of the table columns past the kept rows, in
+ * column order, then -1) and then reuses those pages as an engine would: their
+ * K, V and scale bytes become NaN and their table entries -1, so the decode
+ * that follows fails if it still reads one. */
+static void release_freed_pages(fmqa_emu_inputs *in, const fmqa_problem *p, const int32_t *free_pages,
+                                const int32_t *new_lens, const char *spec)
+{
+    const fmqa_decode_args *a = &in->a;
+    int32_t *table = (int32_t *)(uintptr_t)a->page_table;
+    const int64_t ps = p->page_size, per = in->per_seq;
+    const size_t e = fmqa_dtype_size(p->kv_dtype);
+    int64_t released = 0;
+    for (int64_t b = 0; b < p->batch; b++) {
+        const int64_t first = (new_lens[b] + ps - 1) / ps, last = (in->lens[b] + ps - 1) / ps;
+        for (int64_t i = 0; i < per; i++) {
+            const int32_t want = i < last - first ? table[b * per + first + i] : -1;
+            cr_expect_eq(free_pages[b * per + i], want, "%s: b %lld: free_pages[%lld] = %d, want %d",
+                         spec, (long long)b, (long long)i, free_pages[b * per + i], want);
+        }
+        for (int64_t c = first; c < last; c++) {
+            const int64_t pg = table[b * per + c];
+            memset((char *)(uintptr_t)a->k + pg * a->k_stride_batch * e, 0xff, a->k_stride_batch * e);
+            memset((char *)(uintptr_t)a->v + pg * a->v_stride_batch * e, 0xff, a->v_stride_batch * e);
+            if (a->k_scale) {
+                memset((float *)(uintptr_t)a->k_scale + pg * a->k_scale_stride_batch, 0xff,
+                       a->k_scale_stride_batch * 4);
+                memset((float *)(uintptr_t)a->v_scale + pg * a->v_scale_stride_batch, 0xff,
+                       a->v_scale_stride_batch * 4);
+            }
+            table[b * per + c] = -1;
+            released++;
+        }
+    }
+    cr_expect_gt(released, 0, "%s: no page released", spec);
+}
+
 static void run_case(const ccase *cc)
 {
     fmqa_err err;
@@ -128,6 +164,8 @@ static void run_case(const ccase *cc)
     }
     ca.kept = fmqa_emu_poisoned(B * Hk * row * 4, 16);
     ca.kept_stride_head = row, ca.kept_stride_batch = Hk * row;
+    if (p.flags & FMQA_FLAG_PAGED)
+        ca.free_pages = fmqa_emu_poisoned(B * in.per_seq * 4, 4);
 
     void *k0 = snapshot(a->k, in.k_bytes), *v0 = snapshot(a->v, in.v_bytes);
     float *ks0 = a->k_scale ? snapshot(a->k_scale, in.scale_bytes) : NULL;
@@ -171,6 +209,9 @@ static void run_case(const ccase *cc)
             (unsigned long long)seed);
     cr_expect_eq(wrong, 0, "%s: %lld rows wrong after compaction", cc->spec, (long long)wrong);
     cr_expect_gt(moved, 0, "%s: the case moves nothing", cc->spec);
+
+    if (ca.free_pages)
+        release_freed_pages(&in, &p, ca.free_pages, ca.new_lens, cc->spec);
 
     /* Decode of the compacted cache: the query token is the last kept slot. */
     int32_t *lens = fmqa_emu_poisoned(B * 4, 4);
@@ -216,4 +257,38 @@ Test(compress_emu, paged_8bit, .timeout = 900)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i]);
+}
+
+/* free_pages, the argument checks (no launch): paged only, and apart from
+ * the page table the moves read while it is written. */
+Test(compress_args, free_pages)
+{
+    fmqa_err err;
+    rt_plan plan;
+    memset(&plan, 0, sizeof plan);
+    cr_assert_eq(gen_problem_parse("op=compress,batch=2,kv_heads=2,heads=2,d=64,kv_len=64,page=16,"
+                                   "flags=paged", &plan.problem, &err), FMQA_OK, "%s", err.msg);
+    plan.launch.splits = 1, plan.launch.workspace = 8 * 2 * 2 * 64;
+    static _Alignas(16) char cache[8 * 64 * 2 * 64 * 2], ws[8 * 2 * 2 * 64];
+    static int32_t table[2 * 4 + 4], lens[2], new_lens[2];
+    fmqa_compress_args a;
+    memset(&a, 0, sizeof a);
+    a.k = a.v = cache;
+    a.k_stride_batch = a.v_stride_batch = 64 * 2 * 64, a.k_stride_token = a.v_stride_token = 2 * 64;
+    a.k_stride_head = a.v_stride_head = 64;
+    a.page_table = table, a.page_table_stride = 4, a.kv_lens = lens, a.new_lens = new_lens;
+    a.policy.sink_tokens = 4, a.policy.recent = 8;
+    a.workspace = ws, a.workspace_size = sizeof ws;
+    fmqa_compress_params o;
+    a.free_pages = table + 4; /* overlaps the table's second row */
+    cr_expect_eq(rt_compress_params(&plan, &a, &o, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(err.msg, "free_pages overlaps"), "%s", err.msg);
+    static int32_t freed[2 * 4];
+    a.free_pages = freed;
+    cr_expect_eq(rt_compress_params(&plan, &a, &o, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_eq(o.free_pages, freed);
+    plan.problem.flags = 0, plan.problem.page_size = 0;
+    a.page_table = NULL, a.page_table_stride = 0;
+    cr_expect_eq(rt_compress_params(&plan, &a, &o, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(err.msg, "free_pages"), "%s", err.msg);
 }
