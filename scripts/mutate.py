@@ -4,8 +4,8 @@
 Plants one-line bugs of the kinds kernel engineers make (off-by-one bounds,
 wrong strides, a missing barrier, int8 zero point off by 128, fp8 mantissa
 mask, cvt operand order, fp8 subnormals, V scales addressed with K strides,
-window edges, ...) into a copy of templates/ (decode.cuh, append.cuh,
-mla_decode.cuh, prefill.cuh, the Lua files, fmqa_device.cuh, fmqa_ptx.cuh,
+window edges, ...) into a copy of templates/ (decode.cuh, decode_scores.cuh,
+compress.cuh, append.cuh, mla_decode.cuh, prefill.cuh, the Lua files, fmqa_device.cuh, fmqa_ptx.cuh,
 fmqa_combine.cuh, prefill_sm90.cuh, fmqa_sm90.cuh), one at a time, and runs the
 emulator tests against each copy ($FASTMQA_TEMPLATE_DIR points them there).
 A mutant is caught when a test fails.  Templates are read when the tests run,
@@ -314,7 +314,33 @@ MUTANTS = [
     ("append-table-sin-sign", "append.cuh", "table angles' sin read with the wrong sign",
      "s = rs.cs[half_r + i];", "s = -rs.cs[half_r + i];"),
     ("append-table-past-end", "append.cuh", "the token at the table's length is written",
-     "pos >= p.rope_cs_len", "pos > p.rope_cs_len"),
+     "rpos >= p.rope_cs_len", "rpos > p.rope_cs_len"),
+    ("append-rope-pos", "append.cuh", "a compacted cache's token rotated at its slot, not rope_pos",
+     "const int rpos = p.rope_pos ? p.rope_pos[b] + t : pos;", "const int rpos = pos;"),
+    # --- decode scores (decode_scores.cuh, decode.cuh's hooks)
+    ("scores-lse-head", "decode_scores.cuh", "epilogue reads the LSE of head r % G of KV head 0",
+     "p.num_q_heads + hk * GROUP + r % GROUP];", "p.num_q_heads + r % GROUP];"),
+    ("scores-past-piece", "decode_scores.cuh", "a piece keeps logits past its end (the next piece's)",
+     "if (v < v_end) x[v] = sacc[i][nt][2 * h + e];", "x[v] = sacc[i][nt][2 * h + e];"),
+    ("scores-padding-rows", "decode_scores.cuh", "padding rows keep logits (into the next head's rows)",
+     "if (sr.r0 + dr >= M) continue;", "(void)dr;"),
+    ("scores-ring-slot", "decode_scores.cuh", "a ring position's mass lands on its position, not its slot",
+     "hk * p.sc_sh + slot_of(p, s, pos_of(s, v))] += acc;", "hk * p.sc_sh + pos_of(s, v)] += acc;"),
+    ("scores-combine-lse", "decode.cuh", "the combine leaves a split row's final LSE out of ws_sl",
+     "if (SCORES && threadIdx.x == 0 && blockIdx.y == 0) p.ws_sl[row] = lse2;", ""),
+    ("scores-overwrite", "decode_scores.cuh", "the epilogue overwrites the caller's scores",
+     "pos_of(s, v))] += acc;", "pos_of(s, v))] = acc;"),
+    # --- compress.cuh
+    ("compress-tie-count", "compress.cuh", "one tie too many kept",
+     "(tie && tie_rank < ties)", "(tie && tie_rank <= ties)"),
+    ("compress-move-barrier", "compress.cuh", "barrier between a chunk's loads and stores deleted",
+     "__syncthreads(); /* every source of this chunk is read */", ""),
+    ("compress-scales-stay", "compress.cuh", "8-bit scales not moved with their rows",
+     "if (EB == 1 && src != d) {", "if (false) {"),
+    ("compress-free-floor", "compress.cuh", "released pages start at floor(keep / PS): a kept page listed",
+     "const int first = (keep + PS - 1) / PS,", "const int first = keep / PS,"),
+    ("compress-pool-radius", "compress.cuh", "pooling window one slot short on the right",
+     "hi = min(j + p.pool, n - 1);", "hi = min(j + p.pool - 1, n - 1);"),
 ]
 
 # Which test binaries can see a bug in each file, cheapest first.
@@ -322,7 +348,9 @@ TESTS = {
     "fmqa_device.cuh": ["unit_convert_emu", "unit_decode_emu", "unit_append_emu", "unit_mla_decode_emu",
                         "unit_prefill_emu"],
     "fmqa_ptx.cuh": ["unit_convert_emu", "unit_decode_emu", "unit_append_emu", "unit_prefill_emu"],
-    "decode.cuh": ["unit_decode_emu"],
+    "decode.cuh": ["unit_decode_emu", "unit_scores_emu"],
+    "decode_scores.cuh": ["unit_scores_emu"],
+    "compress.cuh": ["unit_compress_emu"],
     "fmqa_combine.cuh": ["unit_decode_emu", "unit_mla_decode_emu"],
     "mla_decode.cuh": ["unit_mla_decode_emu"],
     "mla_decode.lua": ["unit_mla_decode_emu"],
