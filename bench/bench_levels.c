@@ -20,7 +20,18 @@
  *               q = c_g + 0.5 N(0, I_d); k_j = 0.5 N(0, I_d) + b_j sqrt(d)
  *               c_g / |c_g|^2, so that score_j ~ b_j + N(0, ~0.5^2) with
  *               b_j = 8 for the 4 first positions (sinks) and
- *               b_j = 6 exp(-(T-1-j)/32) elsewhere (a recent neighbourhood).
+ *               b_j = 6 exp(-(T-1-j)/32) elsewhere (a recent neighbourhood);
+ *   heavy       sink+local plus recurring heavy hitters: per KV head, T / 32
+ *               positions drawn uniformly from [4, T - 128) (far from every
+ *               query) get b_j = 5 + 2 U(0, 1).  It imitates what H2O (Zhang et
+ *               al., 2023, Fig. 2: a small set of tokens keeps receiving most of
+ *               the attention, throughout the sequence) and SnapKV (Li et al.,
+ *               2024, Sec. 3: the positions a prompt's last window attends to
+ *               stay the ones later queries attend to) observe in real models.
+ * A compressed level (heavy > 0) chooses what it keeps from the scores of an
+ * observation window (SnapKV): query tokens 8..15 of the same data, which
+ * the evaluated tokens 0..3 never are, over the whole cache; the choice is
+ * ref_compress_select's (fmqa_compress's exact reference), per KV head.
  *
  * Beside the seed model it assesses an MLA model, DeepSeek-V3's attention (128
  * heads, head dim 128, latent 512 + rope 64) at the same length and dtype: the
@@ -55,8 +66,9 @@
 #define LV_SEED 20240601u
 #define LV_CACHE_DTYPE_ANY 0
 
-enum { LV_RANDOM, LV_STRUCTURED, LV_NDATA };
-static const char *const data_names[LV_NDATA] = {"random", "sink+local"};
+enum { LV_RANDOM, LV_STRUCTURED, LV_HEAVY, LV_NDATA };
+static const char *const data_names[LV_NDATA] = {"random", "sink+local", "heavy"};
+#define LV_OBS_FIRST 8          /* observation window: query tokens 8..15      */
 
 /* Relative L2 budget per level, indexed by fmqa_level: conservative is fp16
  * rounding (DESIGN.md: ~1e-3), the others add a stated approximation. */
@@ -202,9 +214,9 @@ static int data_alloc(lv_data *x, int64_t tq, int64_t t, int64_t h, int64_t hkv,
     return -1;
 }
 
-/* The sink+local construction of the file comment, on top of q, k, v already
- * filled with N(0, 1). */
-static int make_structured(lv_data *x, ref_rng *rng)
+/* The sink+local (and, heavy > 0, heavy-hitter) construction of the file
+ * comment, on top of q, k, v already filled with N(0, 1). */
+static int make_structured(lv_data *x, ref_rng *rng, int heavy)
 {
     int64_t d = x->d, g_size = x->h / x->hkv;
     double *c = malloc(sizeof(double) * (size_t)(x->hkv * d));
@@ -216,9 +228,22 @@ static int make_structured(lv_data *x, ref_rng *rng)
         for (int64_t e = 0; e < d; e++)
             x->q[i * d + e] = cg[e] + 0.5 * x->q[i * d + e];
     }
+    double *bias = malloc(sizeof(double) * (size_t)(x->t * x->hkv));
+    if (!bias) {
+        free(c);
+        return -1;
+    }
+    for (int64_t j = 0; j < x->t; j++)
+        for (int64_t g = 0; g < x->hkv; g++)
+            bias[j * x->hkv + g] = j < LV_SINKS ? 8.0 : 6.0 * exp(-(double)(x->t - 1 - j) / 32.0);
+    for (int64_t g = 0; heavy && x->t > LV_SINKS + 128 && g < x->hkv; g++)
+        for (int64_t i = 0; i < x->t / 32; i++) {
+            int64_t j = LV_SINKS + (int64_t)(ref_rng_uniform(rng) * (double)(x->t - 128 - LV_SINKS));
+            bias[j * x->hkv + g] = 5.0 + 2.0 * ref_rng_uniform(rng);
+        }
     for (int64_t j = 0; j < x->t; j++) {
-        double b = j < LV_SINKS ? 8.0 : 6.0 * exp(-(double)(x->t - 1 - j) / 32.0);
         for (int64_t g = 0; g < x->hkv; g++) {
+            double b = bias[j * x->hkv + g];
             const double *cg = c + g * d;
             double n2 = 0;
             for (int64_t e = 0; e < d; e++)
@@ -228,6 +253,7 @@ static int make_structured(lv_data *x, ref_rng *rng)
                 k[e] = 0.5 * k[e] + b * sqrt((double)d) * cg[e] / n2;
         }
     }
+    free(bias);
     free(c);
     return 0;
 }
@@ -254,7 +280,7 @@ static int data_make(lv_data *x, int kind, const fmqa_model_config *m, int64_t h
     ref_rng_fill(&rng, x->q, x->tq * x->h * d, 1.0, 0);
     ref_rng_fill(&rng, x->k, x->t * x->hkv * d, 1.0, 0);
     ref_rng_fill(&rng, x->v, x->t * x->hkv * dv, 1.0, 0);
-    if (kind == LV_STRUCTURED && make_structured(x, &rng)) {
+    if (kind != LV_RANDOM && make_structured(x, &rng, kind == LV_HEAVY)) {
         data_free(x);
         return -1;
     }
@@ -291,7 +317,7 @@ static ref_attn_shape shape_of(const lv_data *x, int64_t tq, const fmqa_level_po
     ref_attn_shape s = {.batch = 1, .q_tokens = tq, .kv_len = x->t, .num_q_heads = x->h,
                         .num_kv_heads = x->hkv, .head_dim_qk = x->d, .head_dim_v = x->dv,
                         .flags = FMQA_FLAG_CAUSAL};
-    if (p && p->window > 0) {
+    if (p && p->window > 0 && p->heavy == 0) {
         s.window = p->window;
         s.sink_tokens = p->sink_tokens;
         s.draft_slots = p->spec_tokens - 1;   /* as fmqa_level_problem sets it */
@@ -324,8 +350,45 @@ static fmqa_status store_as(fmqa_dtype dt, double *x, int64_t n, int64_t d, fmqa
 }
 
 /*
+ * A compressed level's cache: the slots ref_compress_select keeps of x's T
+ * (per KV head, from the observation window's scores), gathered in order
+ * into k and v [nk, hkv, d] (which hold x's cache on entry).  *nk the count.
+ */
+static fmqa_status compress_cache(const lv_data *x, const fmqa_level_policy *p, double *k,
+                                  double *v, int64_t *nk, fmqa_err *err)
+{
+    ref_attn_shape s = {.batch = 1, .q_tokens = x->tq - LV_OBS_FIRST, .kv_len = x->t,
+                        .num_q_heads = x->h, .num_kv_heads = x->hkv, .head_dim_qk = x->d,
+                        .head_dim_v = x->d};
+    const fmqa_compress_policy cp = {p->sink_tokens, p->window, p->heavy, p->pooling, p->pool, 0};
+    double *sd = calloc((size_t)(x->hkv * x->t), sizeof *sd);
+    float *sf = malloc(sizeof(float) * (size_t)(x->hkv * x->t));
+    int32_t *kept = malloc(sizeof(int32_t) * (size_t)x->t);
+    fmqa_status st = sd && sf && kept ? FMQA_OK
+                                      : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "compress_cache");
+    if (st == FMQA_OK)
+        st = ref_attention_scores(&s, x->q + LV_OBS_FIRST * x->h * x->d, x->k, sd, err);
+    for (int64_t i = 0; st == FMQA_OK && i < x->hkv * x->t; i++)
+        sf[i] = (float)sd[i]; /* as the decode kernel leaves them */
+    for (int64_t g = 0; st == FMQA_OK && g < x->hkv; g++) {
+        st = ref_compress_select(&cp, x->t, x->hkv, g, sf, x->t, kept, nk, err);
+        for (int64_t i = 0; st == FMQA_OK && i < *nk; i++) { /* kept[i] >= i: in place */
+            memmove(k + (i * x->hkv + g) * x->d, k + (kept[i] * x->hkv + g) * x->d,
+                    sizeof(double) * (size_t)x->d);
+            memmove(v + (i * x->hkv + g) * x->d, v + (kept[i] * x->hkv + g) * x->d,
+                    sizeof(double) * (size_t)x->d);
+        }
+    }
+    free(sd);
+    free(sf);
+    free(kept);
+    return st;
+}
+
+/*
  * Error of policy p on data x against `exact` (o of the first tq tokens):
- * q in act dtype, cache in p->kv_dtype, p's window, output in act dtype.
+ * q in act dtype, cache in p->kv_dtype, p's window (or, heavy > 0, its
+ * compressed cache), output in act dtype.
  */
 static fmqa_status level_error(const lv_data *x, int64_t tq, const fmqa_level_policy *p,
                                fmqa_dtype act, const double *exact, lv_err *out,
@@ -343,7 +406,16 @@ static fmqa_status level_error(const lv_data *x, int64_t tq, const fmqa_level_po
         memcpy(v, x->v, sizeof(double) * (size_t)nv);
         ref_attn_shape s = shape_of(x, tq, p);
         ref_cmp c;
-        st = store_as(act, q, nq, x->d, err);
+        st = FMQA_OK;
+        if (p && p->heavy > 0) { /* not MLA: dv = d */
+            int64_t kept = 0;
+            st = compress_cache(x, p, k, v, &kept, err);
+            s = shape_of(x, tq, NULL);
+            s.kv_len = kept;
+            nk = kept * x->hkv * x->d, nv = kept * x->hkv * x->dv;
+        }
+        if (st == FMQA_OK)
+            st = store_as(act, q, nq, x->d, err);
         if (st == FMQA_OK)
             st = store_as(p->kv_dtype, k, nk, x->d, err);
         if (st == FMQA_OK && x->latent) /* V is read from the stored latent row */
@@ -536,7 +608,7 @@ static int claim_policy(fmqa_ctx_t *ctx, const fmqa_model_config *mqa, double mu
 {
     fmqa_level_policy_preset(ctx, FMQA_LEVEL_AGGRESSIVE, mqa, p);
     p->spec_tokens = 1;
-    p->window = p->sink_tokens = 0;
+    p->window = p->sink_tokens = p->heavy = 0; /* claims: window + int8 only */
     fmqa_memory_report_compute(ctx, mqa, p, 1, 0, mem);
     int64_t tokens = (int64_t)floor((double)mem->baseline_bytes_per_seq /
                                     (mult * (double)mem->bytes_per_token));
@@ -622,10 +694,16 @@ static void print_failures(const lv_row *rows, int n, int32_t seq)
 {
     for (int i = 0; i < n; i++) {
         const lv_row *r = &rows[i];
-        char cause[160];
+        char cause[200];
         if (r->pass)
             continue;
-        if (r->policy.window > 0 && r->policy.sink_tokens + r->policy.window < seq)
+        if (r->policy.heavy > 0 && r->mem.tokens_kept < seq)
+            snprintf(cause, sizeof cause,
+                     "it keeps %d sink, %d recent and the %d best-scored of %d tokens, and "
+                     "this data spreads its attention over the tokens it drops%s",
+                     r->policy.sink_tokens, r->policy.window, r->policy.heavy, seq,
+                     strcmp(r->data, "random") ? "" : " (random data cannot be compressed)");
+        else if (r->policy.window > 0 && r->policy.sink_tokens + r->policy.window < seq)
             snprintf(cause, sizeof cause,
                      "it keeps %d sink and %d recent tokens of %d, and this data attends to "
                      "tokens it drops",

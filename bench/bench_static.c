@@ -24,6 +24,11 @@
  *            decode figures without the SASS ones (its MMAs sit in inner
  *            loops and its copies in branches, which the path model of
  *            tun_sass.c does not follow), its tile one latent row per token.
+ *   scores   (--scores) decode with FMQA_FLAG_SCORES: the decode figures of
+ *            that variant (its main loop keeps the logits), the
+ *            epilogue's CTAs and the bytes the scores add per KV byte read,
+ *            (8 M + 8) / (2 d EB [+ 8]) with M = group x query tokens
+ *            (templates/decode_scores.cuh).
  *
  * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
  * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
@@ -69,12 +74,14 @@ typedef struct srow {
     int prologue_trips, combine_trips, combine_slices;
     char sass_why[160];
     int hgmma, hmma;         /* prefill: static counts; -1 without cuobjdump   */
+    double score_bytes;      /* scores rows: added bytes per KV byte          */
+    kstat scores;            /* scores rows: the epilogue kernel              */
 } srow;
 
 typedef struct sopts {
     const char *shapes, *archs, *config;
     char *custom[32];
-    int n_custom, json, threads, invariant;
+    int n_custom, json, threads, invariant, scores;
 } sopts;
 
 static void usage(FILE *f)
@@ -93,6 +100,7 @@ static void usage(FILE *f)
             "  --config TEXT     parameters overriding the chosen config of each row whose\n"
             "                    template has them (e.g. BULK=1: decode's sm_90 bulk pipeline);\n"
             "                    a row whose template refuses the result shows why\n"
+            "  --scores          also decode with FMQA_FLAG_SCORES (heavy-hitter scores)\n"
             "  --json            one JSON document instead of the table\n"
             "  --help\n"
             "SASS figures need cuobjdump ($CUOBJDUMP, PATH, or pip's nvidia-cuda-cuobjdump).\n"
@@ -198,7 +206,8 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
                            const gen_plan *plan, const gen_binary *b, srow *r)
 {
     r->k = kernel_stat(d, &plan->kernels[0], b);
-    if (plan->n_kernels > 1) {
+    /* kernel 1 is the combine when there is one (not the scores epilogue) */
+    if (plan->n_kernels > 1 && strstr(plan->kernels[1].entry, "_combine")) {
         r->combine = kernel_stat(d, &plan->kernels[1], b);
         r->combine_slices = (int)plan->kernels[1].grid[1];
     }
@@ -217,6 +226,11 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
     int eb = fmqa_dtype_size(p->kv_dtype), bn = (int)cfg(c, "BLOCK_N");
     const int scales = p->op == FMQA_OP_MLA_DECODE ? 4 : 8; /* per token: one or two floats */
     r->tile_bytes = (double)bn * row_values(p) * eb + (eb == 1 ? (double)scales * bn : 0);
+    if (p->flags & FMQA_FLAG_SCORES) { /* decode_scores.cuh: 4 M written, 4 M read, 8 */
+        double m = (double)p->num_q_heads / p->num_kv_heads * p->q_tokens;
+        r->score_bytes = (8 * m + 8) / (r->tile_bytes / bn);
+        r->scores = kernel_stat(d, &plan->kernels[plan->n_kernels - 1], b);
+    }
     /* tiles loading while one computes: STAGES - 1, or mla_decode_sm90's
      * PIPE - 1 pairs of blocks; a ring of bulk copies (BULK = 1) refills a
      * stage as soon as it is read: all STAGES tiles in flight */
@@ -228,7 +242,7 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
                  "the SASS path model (tun_sass.c) follows decode's loop shape, not MLA's");
     else if (bn > 0 && r->k.ok)
         decode_sass(b, p, c, plan->kernels[0].entry,
-                    plan->n_kernels > 1 ? plan->kernels[1].entry : "", r);
+                    r->combine.ok ? plan->kernels[1].entry : "", r);
     else
         snprintf(r->sass_why, sizeof r->sass_why, "no BLOCK_N in the config");
 }
@@ -361,7 +375,8 @@ static void build_row(gen_lib *lib, const char *arch, const gen_config *over, sr
         else
             r->skip = 1;
     }
-    if (st == FMQA_OK && !r->skip && (!strcmp(r->op, "decode") || !strcmp(r->op, "mla")))
+    if (st == FMQA_OK && !r->skip && (!strcmp(r->op, "decode") || !strcmp(r->op, "mla") ||
+                                      !strcmp(r->op, "scores")))
         decode_figures(&d, &p, &c, &plan, &b, r);
     else if (st == FMQA_OK && !r->skip && prefill)
         prefill_figures(&d, &p, &c, &plan, &b, r);
@@ -401,7 +416,10 @@ static void print_json_row(const srow *r, const char **archs)
            "\"smem_bytes\":%d,\"threads\":%d,\"ctas\":%d,\"ctas_per_sm\":%d,\"waves\":%.3f",
            r->config, r->cubin_arch, r->k.regs, r->k.spill, r->k.smem, r->k.threads, r->k.ctas,
            r->k.ctas_per_sm, r->k.waves);
-    if (!strcmp(r->op, "decode") || !strcmp(r->op, "mla")) {
+    if (!strcmp(r->op, "scores"))
+        printf(",\"score_bytes_per_kv_byte\":%.4f,\"score_epilogue_ctas\":%d,"
+               "\"score_epilogue_registers\":%d", r->score_bytes, r->scores.ctas, r->scores.regs);
+    if (!strcmp(r->op, "decode") || !strcmp(r->op, "mla") || !strcmp(r->op, "scores")) {
         int sv = r->sass;
         printf(",\"splits\":%d,\"balance\":%.3f,\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,",
                r->splits, r->balance, r->tile_bytes, r->inflight_kb);
@@ -496,7 +514,8 @@ static void print_table(const srow *rows, int n, const char **archs)
             printf("error: %s\n", r->why);
             continue;
         }
-        int dec = !strcmp(r->op, "decode") || !strcmp(r->op, "mla"), pre = !strcmp(r->op, "prefill");
+        int dec = !strcmp(r->op, "decode") || !strcmp(r->op, "mla") || !strcmp(r->op, "scores");
+        int pre = !strcmp(r->op, "prefill");
         int sv = (dec || pre) && r->sass;
         printf("%4d %5d %6d %5d %5d %6.2f ", r->k.regs, r->k.spill, r->k.smem, r->k.ctas_per_sm,
                r->k.ctas, r->k.waves);
@@ -520,6 +539,9 @@ static void print_table(const srow *rows, int n, const char **archs)
             printf("%-26s   producer warp: %.0f instructions a tile (%.0f integer, %.0f bulk copies)%s\n", "",
                    r->producer.insts, r->producer.integer, r->producer.copies,
                    r->producer.exact ? "" : " (path approximate)");
+        if (!strcmp(r->op, "scores"))
+            printf("%-26s   scores: +%.1f%% bytes per KV byte read; epilogue %d CTAs, %d "
+                   "registers\n", "", 100 * r->score_bytes, r->scores.ctas, r->scores.regs);
     }
     printf("I_B: warp-instructions per KV byte of the main loop (prefill: per K/V tile byte);\n"
            "insts: per warp per tile (BULK=1: per compute warp; the producer warp's line\n"
@@ -543,6 +565,10 @@ static int parse(int argc, char **argv, sopts *o)
             return usage(stdout), 1;
         if (!strcmp(a, "--json") || !strcmp(a, "--invariant")) {
             *(a[2] == 'j' ? &o->json : &o->invariant) = 1;
+            continue;
+        }
+        if (!strcmp(a, "--scores")) {
+            o->scores = 1;
             continue;
         }
         if (!v || (strcmp(a, "--shapes") && strcmp(a, "--shape") && strcmp(a, "--arch") &&
@@ -627,7 +653,8 @@ int bench_static_main(int argc, char **argv)
         free(pshapes);
         return 2;
     }
-    int n = (ns * 2 + np) * na, failed = 0;
+    const int per = o.scores ? 3 : 2; /* rows a shape and arch: decode (mla), append, scores */
+    int n = (ns * per + np) * na, failed = 0;
     srow *rows = calloc((size_t)n, sizeof *rows);
     gen_lib *lib = NULL;
     fmqa_err err = {0};
@@ -640,17 +667,22 @@ int bench_static_main(int argc, char **argv)
     const char *dir = getenv("FASTMQA_TEMPLATE_DIR");
     fmqa_status st = rows ? gen_lib_open(dir && *dir ? dir : NULL, &lib, &err)
                           : fmqa_err_set(&err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
-    /* two rows a shape and arch: decode (mla for an MLA shape, which has no
-     * append row) and append; then the prefill shapes */
-    for (int i = 0; rows && i < ns * 2 * na; i++) {
-        const bench_shape *s = &shapes[i / (2 * na)];
-        rows[i] = shape_row(s, i / 2 % na, i % 2 ? "append" : s->mla ? "mla" : "decode");
-        rows[i].skip = s->mla && i % 2;
+    /* per rows a shape and arch: decode (mla for an MLA shape, which has no
+     * append or scores row), append and, with --scores, decode with
+     * FMQA_FLAG_SCORES; then the prefill shapes */
+    static const char *const ops[] = {"decode", "append", "scores"};
+    for (int i = 0; rows && i < ns * per * na; i++) {
+        const bench_shape *s = &shapes[i / (per * na)];
+        const int k = i % per;
+        rows[i] = shape_row(s, i / per % na, k == 0 && s->mla ? "mla" : ops[k]);
+        rows[i].skip = s->mla && k > 0;
         if (!strcmp(rows[i].op, "decode") && o.invariant)
             rows[i].p.flags |= FMQA_FLAG_BATCH_INVARIANT;
+        if (k == 2)
+            rows[i].p.flags |= FMQA_FLAG_SCORES;
     }
     for (int i = 0; rows && i < np * na; i++)
-        rows[ns * 2 * na + i] = prefill_row(&pshapes[i / na], i % na);
+        rows[ns * per * na + i] = prefill_row(&pshapes[i / na], i % na);
     work w = {lib, archs, o.config ? &over : NULL, rows};
     if (st == FMQA_OK)
         st = tun_parallel(o.threads, n, build_job, &w, &err);

@@ -204,6 +204,7 @@ const char *fmqa_op_name(fmqa_op op)
     case FMQA_OP_PREFILL: return "prefill";
     case FMQA_OP_MLA_DECODE: return "mla_decode";
     case FMQA_OP_APPEND: return "append";
+    case FMQA_OP_COMPRESS: return "compress";
     }
     return NULL;
 }

@@ -502,6 +502,7 @@ static void push_problem(lua_State *L, const fmqa_problem *p)
     set_bool(L, "csr", (p->flags & FMQA_FLAG_PAGE_CSR) != 0);
     set_bool(L, "slot_mapping", (p->flags & FMQA_FLAG_SLOT_MAPPING) != 0);
     set_int(L, "rope_dim", p->rope_dim);
+    set_bool(L, "scores", (p->flags & FMQA_FLAG_SCORES) != 0);
 }
 
 static void push_device(lua_State *L, const fmqa_device_info *d)

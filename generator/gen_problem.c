@@ -59,7 +59,7 @@ static const struct {
     {"causal", FMQA_FLAG_CAUSAL}, {"paged", FMQA_FLAG_PAGED}, {"tree", FMQA_FLAG_TREE_MASK},
     {"lse", FMQA_FLAG_LSE},       {"ring", FMQA_FLAG_RING},   {"invariant", FMQA_FLAG_BATCH_INVARIANT},
     {"kv_cache", FMQA_FLAG_KV_CACHE}, {"latent", FMQA_FLAG_LATENT},
-    {"csr", FMQA_FLAG_PAGE_CSR},  {"slot_mapping", FMQA_FLAG_SLOT_MAPPING},
+    {"csr", FMQA_FLAG_PAGE_CSR},  {"slot_mapping", FMQA_FLAG_SLOT_MAPPING}, {"scores", FMQA_FLAG_SCORES},
 };
 
 static int parse_flags(const char *v, uint32_t *flags)
@@ -119,13 +119,13 @@ static fmqa_status apply(fmqa_problem *p, const char *key, const char *val, int 
                                 key, val);
         }
     if (strcmp(key, "op") == 0) {
-        for (int op = FMQA_OP_DECODE; op <= FMQA_OP_APPEND; op++)
+        for (int op = FMQA_OP_DECODE; op <= FMQA_OP_COMPRESS; op++)
             if (strcmp(val, fmqa_op_name((fmqa_op)op)) == 0) {
                 p->op = (fmqa_op)op;
                 return FMQA_OK;
             }
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
-                            "problem: 'op=%s': expected decode, prefill, mla_decode or append",
+                            "problem: 'op=%s': expected decode, prefill, mla_decode, append or compress",
                             val);
     }
     if (strcmp(key, "kv_scale") == 0) {
@@ -161,7 +161,7 @@ static fmqa_status apply(fmqa_problem *p, const char *key, const char *val, int 
             return FMQA_OK;
         return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
                             "problem: 'flags=%s': expected '|'-separated causal, paged, tree, "
-                            "lse, ring, invariant, kv_cache, latent, csr, slot_mapping or none",
+                            "lse, ring, invariant, kv_cache, latent, csr, slot_mapping, scores or none",
                             val);
     }
     return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "problem: '%s=%s': unknown key '%s'", key,
@@ -209,7 +209,7 @@ fmqa_status gen_problem_parse(const char *spec, fmqa_problem *out, fmqa_err *err
 
 int gen_problem_format(const fmqa_problem *p, char *buf, size_t cap)
 {
-    char flags[128] = "";
+    char flags[160] = "";
     for (size_t i = 0; i < sizeof flag_names / sizeof flag_names[0]; i++)
         if (p->flags & flag_names[i].bit)
             snprintf(flags + strlen(flags), sizeof flags - strlen(flags), "%s%s",

@@ -357,7 +357,7 @@ static void read_functions(lua_State *L, gen_reader *r)
 
 static fmqa_op op_from_name(const char *s)
 {
-    for (int op = FMQA_OP_DECODE; op <= FMQA_OP_APPEND; op++)
+    for (int op = FMQA_OP_DECODE; op <= FMQA_OP_COMPRESS; op++)
         if (strcmp(s, fmqa_op_name((fmqa_op)op)) == 0)
             return (fmqa_op)op;
     return (fmqa_op)0;

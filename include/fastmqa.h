@@ -112,7 +112,8 @@ typedef enum fmqa_op {
     FMQA_OP_DECODE = 1,     /* few query tokens per sequence against a KV cache */
     FMQA_OP_PREFILL = 2,    /* many query tokens, causal, online softmax        */
     FMQA_OP_MLA_DECODE = 3, /* latent attention decode (absorbed weights)       */
-    FMQA_OP_APPEND = 4      /* write new tokens into the cache (RoPE, quantize) */
+    FMQA_OP_APPEND = 4,     /* write new tokens into the cache (RoPE, quantize) */
+    FMQA_OP_COMPRESS = 5    /* keep chosen cache positions, compact them     */
 } fmqa_op;
 
 FMQA_API const char *fmqa_op_name(fmqa_op op);
@@ -159,6 +160,8 @@ typedef enum fmqa_kv_scale_granularity {
  * template's default config (a tuned choice may differ by batch).  Costs
  * balance: see docs/PERFORMANCE.md. */
 #define FMQA_FLAG_BATCH_INVARIANT 0x20u
+#define FMQA_FLAG_SCORES 0x80u   /* decode: add each cached position's attention
+                                    mass into args.scores (fmqa_decode_args)  */
 #define FMQA_FLAG_KV_CACHE 0x100u /* prefill: K and V come from the cache, which
                                      already holds the new tokens (fmqa_prefill) */
 /* Append into an MLA latent cache (fmqa_append_args): one K row per token of
@@ -178,7 +181,7 @@ typedef enum fmqa_kv_scale_granularity {
  * vLLM's reshape_and_cache), -1 = not written; no page table.  Append only;
  * needs FMQA_FLAG_PAGED, excludes FMQA_FLAG_RING and FMQA_FLAG_PAGE_CSR. */
 #define FMQA_FLAG_SLOT_MAPPING 0x2000u
-#define FMQA_FLAG_ALL 0x317Fu
+#define FMQA_FLAG_ALL 0x31FFu
 
 /*
  * A problem: the shape and types of one attention call, independent of pointers.
@@ -414,11 +417,30 @@ FMQA_API fmqa_status fmqa_plan(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  *                     k_scale[hk * k_scale_stride_head] or k_scale[0].
  * Alignment: q, o, k, v, workspace and their strides in bytes: 16; k_scale,
  * v_scale, kv_lens, page_table, page_indptr, page_indices, last_page_len,
- * lse: 4; tree_mask: 8.  Rows of o must not overlap.  Otherwise
+ * lse, scores: 4; tree_mask: 8.  Rows of o must not overlap.  Otherwise
  * FMQA_ERR_INVALID_ARGUMENT naming the field.  The CSR arrays are device
  * memory the kernel trusts like kv_lens (page_indptr non-decreasing,
  * last_page_len[b] in 1..page_size for a sequence with pages, lengths within
  * q_tokens..kv_len, indices of pages it reads valid); ref_decode checks them.
+ *
+ * Heavy-hitter scores (FMQA_FLAG_SCORES).  The call ADDS, for every sequence
+ * b, KV head hk and cache slot i (the position itself, or its ring slot with
+ * FMQA_FLAG_RING; a paged cache's logical index, before the page table), the
+ * attention mass the slot's position j received in this call:
+ *   scores[b * scores_stride_batch + hk * scores_stride_head + i] +=
+ *       sum over query tokens t and the G query heads h of KV head hk of
+ *       exp(s[b,t,h,j] - lse[b,t,h])
+ * with s and lse the natural-log logits (soft-capped where logit_softcap
+ * is set) and log-sum-exp of the call (the final lse over all positions and
+ * the learned sink, whatever the KV split).  Positions no query
+ * token sees add nothing; slots >= kv_lens[b] are not touched.  So each
+ * element gains at most Tq * G per call, and a buffer the caller keeps across
+ * decode steps accumulates the steps (H2O); zero it to start afresh.  scores
+ * [b, hk, i] has room for kv_len slots (sink_tokens + window + draft_slots
+ * with a ring); its rows must not overlap.  The masses the kernel adds are those it
+ * applied: its softmax probabilities rounded to f16 (relative error ~5e-4,
+ * masses below ~6e-8 of their tile's maximum flush to 0).  The cost and how it
+ * is kept small: docs/kernels.md, "Scores".
  */
 typedef struct fmqa_decode_args {
     const void *q;
@@ -450,6 +472,8 @@ typedef struct fmqa_decode_args {
     const int32_t *page_indptr;      /* [batch + 1]                              */
     const int32_t *page_indices;     /* [page_indptr[batch]] page ids            */
     const int32_t *last_page_len;    /* [batch], 1..page_size                    */
+    float *scores;                   /* FMQA_FLAG_SCORES only: [b, hk, slot], added to */
+    int64_t scores_stride_batch, scores_stride_head;
 } fmqa_decode_args;
 
 /* Workspace bytes a decode or an MLA decode (FMQA_OP_DECODE or
@@ -538,7 +562,10 @@ FMQA_API fmqa_status fmqa_mla_decode(fmqa_ctx_t *ctx, const fmqa_problem *proble
  * scales (saturating) and writing none.  With FMQA_FLAG_RING positions map to
  * slots as in fmqa_decode_args (sinks, then a ring of window + draft_slots
  * slots).  If q is not NULL, RoPE is applied to q in place at the same
- * positions (its dtype is problem->q_dtype).
+ * positions (its dtype is problem->q_dtype).  With rope_pos (a cache
+ * compacted by fmqa_compress, whose slots no longer equal positions), token t
+ * is still written at slot start_pos[b] + t but rotated (K and q) at position
+ * rope_pos[b] + t.
  *   k_new, v_new [b, t, hk, d] strides {k,v}_new_stride_{batch,token,head}
  *   q            [b, t, h, d]  strides q_stride_{batch,token,head}
  * Cache layouts and strides are those of fmqa_decode_args (NHD or HND).
@@ -612,6 +639,7 @@ typedef struct fmqa_append_args {
                                         rope part apart from their latent (see
                                         above); NULL = in the k_new rows       */
     int64_t k_pe_new_stride_batch, k_pe_new_stride_token;
+    const int32_t *rope_pos;         /* [batch], device, or NULL = start_pos   */
 } fmqa_append_args;
 
 /* Launches the append on stream.  problem->op must be FMQA_OP_APPEND, its
@@ -702,6 +730,106 @@ FMQA_API fmqa_status fmqa_prefill_workspace_size(fmqa_ctx_t *ctx, const fmqa_pro
 /* Launches prefill attention on stream.  problem->op must be FMQA_OP_PREFILL. */
 FMQA_API fmqa_status fmqa_prefill(fmqa_ctx_t *ctx, const fmqa_problem *problem,
                          const fmqa_prefill_args *args, fmqa_stream_t stream);
+/* ---------------------------------------------------------------- compress */
+
+/*
+ * KV-cache compression (H2O, SnapKV and StreamingLLM style): keep a sequence's
+ * first sink_tokens slots, its last `recent` slots and, between them, the
+ * `heavy` slots with the highest (pooled) scores, and move the kept rows to
+ * the front of the sequence's cache in their original order.
+ *
+ * For sequence b with n = kv_lens[b] slots and budget = sink_tokens + recent
+ * + heavy: if n <= budget every slot is kept and nothing moves; otherwise the
+ * candidates are the slots [sink_tokens, n - recent), each scored
+ *   raw(j)  = scores[b, hk, j]  (per_sequence: summed over the KV heads, in
+ *             float, head 0 first)
+ *   key(j)  = pooling NONE: raw(j); MAX: the largest raw(i), |i - j| <= pool,
+ *             0 <= i < n; AVG: their float sum (ascending i) / (2 pool + 1)
+ * (SnapKV's pooling of the observation window's scores, kernel 2 pool + 1),
+ * and the `heavy` candidates with the largest keys are kept; equal keys keep
+ * the smaller slot (the older token).  With per_sequence = 0 each KV head
+ * chooses for itself (so heads keep different positions); with 1 all heads of
+ * a sequence keep the same slots.  Every head keeps the same number,
+ * new_lens[b] = min(n, budget).
+ *
+ * Kept row i (i < new_lens[b]) of head hk came from slot kept[b, hk, i]
+ * (strictly increasing in i): the caller keeps the original position of
+ * every slot (e.g. an int32 [b, hk, slot] it compacts with kept) so that RoPE
+ * stays right -- new tokens are appended at slot new_lens[b] with their true
+ * position (fmqa_append_args.rope_pos) and decode reads the compacted cache as
+ * it is.  The scores move with their rows (an H2O buffer keeps accumulating);
+ * K, V and 8-bit scales move in place, through the page table when paged:
+ * the kept rows fill the lowest slots, so the pages of the table columns
+ * ceil(new_lens[b] / page_size) .. ceil(kv_lens[b] / page_size) - 1 hold no
+ * kept row any more; free_pages lists them for the caller to reuse (the table
+ * itself is the caller's and is not written).  Slots from new_lens[b] on keep
+ * stale rows.
+ *
+ * The problem: op FMQA_OP_COMPRESS, batch, num_kv_heads (num_q_heads is
+ * ignored: set it to num_kv_heads), head_dim_qk = head_dim_v, kv_len (the
+ * cache capacity per sequence), kv_dtype, page_size and FMQA_FLAG_PAGED as in
+ * decode; FMQA_FLAG_RING is not served (UNSUPPORTED).
+ */
+typedef enum fmqa_pooling {
+    FMQA_POOL_NONE = 0,
+    FMQA_POOL_MAX = 1,
+    FMQA_POOL_AVG = 2
+} fmqa_pooling;
+
+typedef struct fmqa_compress_policy {
+    int32_t sink_tokens;   /* first slots, always kept (StreamingLLM)           */
+    int32_t recent;        /* last slots, always kept                           */
+    int32_t heavy;         /* heavy hitters kept between them (H2O)             */
+    fmqa_pooling pooling;  /* of the scores before choosing (SnapKV)            */
+    int32_t pool;          /* pooling radius: kernel 2 pool + 1                 */
+    int32_t per_sequence;  /* 1: one choice for all KV heads of a sequence      */
+} fmqa_compress_policy;
+
+/*
+ * Arguments of fmqa_compress.  Cache fields as fmqa_decode_args (written).
+ *   scores [b, hk, slot] float, IN/OUT (compacted); may be NULL when heavy = 0
+ *   kept   [b, hk, slot] int32, OUT; may be NULL
+ *   free_pages [b, page_table_stride] int32, OUT, paged only, may be NULL:
+ *          row b lists the page ids sequence b no longer uses (its table
+ *          entries from column ceil(new_lens[b] / page_size) to column
+ *          ceil(kv_lens[b] / page_size) - 1, in column order), then -1 to the
+ *          end of the row
+ * kv_lens and new_lens must not overlap, nor free_pages and page_table.  Alignment: k, v and their strides
+ * 16 bytes; everything else 4.  Scores must not be NaN.
+ */
+typedef struct fmqa_compress_args {
+    void *k;
+    void *v;
+    int64_t k_stride_batch, k_stride_token, k_stride_head;
+    int64_t v_stride_batch, v_stride_token, v_stride_head;
+    float *k_scale;                  /* 8-bit caches only, else NULL */
+    float *v_scale;
+    int64_t k_scale_stride_batch, k_scale_stride_token, k_scale_stride_head;
+    int64_t v_scale_stride_batch, v_scale_stride_token, v_scale_stride_head;
+    const int32_t *page_table;       /* [batch, page_table_stride], paged only   */
+    int64_t page_table_stride;
+    const int32_t *kv_lens;          /* [batch], device, IN                      */
+    int32_t *new_lens;               /* [batch], device, OUT                     */
+    float *scores;
+    int64_t scores_stride_batch, scores_stride_head;
+    int32_t *kept;
+    int64_t kept_stride_batch, kept_stride_head;
+    fmqa_compress_policy policy;
+    void *workspace;                 /* fmqa_compress_workspace_size() bytes     */
+    size_t workspace_size;
+    int32_t *free_pages;             /* [batch, page_table_stride], paged only   */
+} fmqa_compress_args;
+
+/* Workspace bytes fmqa_compress needs for this problem (8 per slot and KV
+ * head of the batch).  Resolves the launch plan, so it needs the device. */
+FMQA_API fmqa_status fmqa_compress_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                                         size_t *bytes /* OUT */);
+
+/* Checks the policy and arguments (no GPU needed for that) and launches the
+ * compaction on stream.  Bad policy values (negative, a budget of 0, heavy >
+ * 0 without scores, pool > 0 without pooling) are FMQA_ERR_INVALID_ARGUMENT. */
+FMQA_API fmqa_status fmqa_compress(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                          const fmqa_compress_args *args, fmqa_stream_t stream);
 
 /* ---------------------------------------------------------------- levels */
 
@@ -720,7 +848,8 @@ typedef struct fmqa_model_config {
 
 typedef enum fmqa_level {
     FMQA_LEVEL_CONSERVATIVE = 1, /* exact attention, 16-bit cache, full context */
-    FMQA_LEVEL_BALANCED = 2,     /* + sinks and sliding window, fused RoPE      */
+    FMQA_LEVEL_BALANCED = 2,     /* + sinks, recent window and heavy hitters
+                                    (MLA: sinks and sliding window), fused RoPE */
     FMQA_LEVEL_AGGRESSIVE = 3    /* + 8-bit cache, speculative verification     */
 } fmqa_level;
 /* For an MLA model (mla_latent_dim > 0) the cache is the latent row at every
@@ -743,7 +872,19 @@ typedef struct fmqa_level_policy {
     fmqa_rope rope;             /* RoPE fused into the append                  */
     fmqa_kv_scale_granularity kv_scale_granularity; /* 8-bit caches: scales per
                                    token and head (0), per head or per tensor   */
+    /* Heavy hitters (fmqa_compress; not MLA): > 0 makes the cache a compressed
+     * one of sink_tokens + window + heavy slots plus FMQA_LEVEL_COMPRESS_EVERY
+     * for the tokens appended between compactions: decode adds scores
+     * (FMQA_FLAG_SCORES), fmqa_compress keeps the sinks, the last `window`
+     * slots and the `heavy` best-scored others.  0 = plain sliding window. */
+    int32_t heavy;
+    fmqa_pooling pooling;       /* of the scores before choosing (SnapKV)      */
+    int32_t pool;               /* pooling radius                              */
 } fmqa_level_policy;
+
+/* Decode steps between two compactions of a compressed level cache: the
+ * cache holds this many slots beyond the kept ones. */
+#define FMQA_LEVEL_COMPRESS_EVERY 16
 
 FMQA_API fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
                                      const fmqa_model_config *model,
@@ -772,7 +913,8 @@ FMQA_API fmqa_status fmqa_level_policy_tune(fmqa_ctx_t *ctx, const fmqa_model_co
                                    int *changed /* OUT */);
 
 typedef struct fmqa_memory_report {
-    int64_t bytes_per_token;           /* per layer, K + V + scales             */
+    int64_t bytes_per_token;           /* per layer, K + V + scales (+ the 4-byte
+                                          score per KV head of a compressed cache) */
     int64_t bytes_per_seq;             /* per layer, at max_seq_len, incl. page
                                           table                                  */
     int64_t tokens_kept;               /* cache slots per sequence              */

@@ -176,6 +176,17 @@ fmqa_status ref_attention(const ref_attn_shape *s, const double *q, const double
                           double *lse /* OUT [B,Tq,H], may be NULL */, fmqa_err *err);
 
 /*
+ * Heavy-hitter scores (H2O): for every sequence b, KV head hk and position j,
+ *   scores[b, hk, j] += sum over query tokens t and the G heads h of hk of
+ *                       exp(s[b,t,h,j] - lse[b,t,h])   (j visible to (b, t))
+ * the attention mass j received, each row normalised by its own log-sum-exp.
+ * scores [B, Hkv, T] is added to (IN/OUT); invisible positions are untouched.
+ * k positions that are not visible are never read.
+ */
+fmqa_status ref_attention_scores(const ref_attn_shape *s, const double *q, const double *k,
+                                 double *scores /* IN/OUT [B, Hkv, T] */, fmqa_err *err);
+
+/*
  * Split-KV combine: n_splits partial results over disjoint position ranges,
  *   o_parts [n_splits, rows, dv], lse_parts [n_splits, rows]
  * become lse = ln(sum_i exp(lse_i)) and o = sum_i exp(lse_i - lse) o_i.  A part
@@ -238,6 +249,23 @@ fmqa_status ref_cache_gather(const ref_cache_view *c, int64_t batch, int64_t tok
                              int64_t heads, int64_t head_dim, const int32_t *kv_lens,
                              int64_t n_pages, double *out /* OUT */, fmqa_err *err);
 
+/* ------------------------------------------------------------ compression */
+
+/*
+ * The slots fmqa_compress keeps for one sequence and KV head hk (fastmqa.h,
+ * "compress"): n slots, scores of every head of the sequence at scores + h *
+ * head_stride (floats, as the caller's buffer holds them; may be NULL when
+ * policy->heavy == 0).  Keys are computed in float in the kernel's order
+ * (per-sequence sums head 0 first, AVG sums ascending, then one division), so
+ * the choice is exact: the heavy candidates with the largest keys, equal keys
+ * by smaller slot.  Writes kept[0 .. *n_kept) ascending, *n_kept = min(n,
+ * budget).  The policy is checked as fmqa_compress checks it.
+ */
+fmqa_status ref_compress_select(const fmqa_compress_policy *policy, int64_t n,
+                                int64_t num_kv_heads, int64_t hk, const float *scores,
+                                int64_t head_stride, int32_t *kept /* OUT [min(n, budget)] */,
+                                int64_t *n_kept /* OUT */, fmqa_err *err);
+
 /* ------------------------------------------------------------ RoPE */
 
 /*
@@ -290,6 +318,7 @@ typedef struct ref_append_shape {
                                     size), row slot % page_size, whatever its
                                     position; -1: K and V not written (q still
                                     rotated).  Replaces the page table.     */
+    const int32_t *rope_pos;  /* [B] RoPE at rope_pos[b] + t; NULL = start_pos */
 } ref_append_shape;
 
 fmqa_status ref_append(const ref_append_shape *s, const double *k_new, const double *v_new,
@@ -323,6 +352,12 @@ fmqa_status ref_append(const ref_append_shape *s, const double *k_new, const dou
 fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *args, int64_t n_pages,
                        double *o /* OUT */, double *lse /* OUT, may be NULL */,
                        fmqa_err *err);
+/* The reference of FMQA_FLAG_SCORES: adds ref_attention_scores of the call to
+ * scores [B, Hkv, slots] (dense, slots = kv_len, or sink_tokens + window +
+ * draft_slots with
+ * FMQA_FLAG_RING: each position's mass lands on its slot). */
+fmqa_status ref_decode_scores(const fmqa_problem *p, const fmqa_decode_args *args, int64_t n_pages,
+                              double *scores /* IN/OUT */, fmqa_err *err);
 fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *args,
                             int64_t n_pages, fmqa_err *err);
 

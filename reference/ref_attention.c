@@ -167,21 +167,19 @@ typedef struct scratch {
     double *sc, *m, *sum, *lse;
 } scratch;
 
-/* The G query heads of KV head hk for query token (b, t): each K and V row is
- * read once for the whole group, and each head's arithmetic (scores, maximum,
- * sums, all in position order) is what it would be alone.  o is the group's
- * G rows of dv; the lse of head g goes to w->lse[g]. */
-static void attend_group(const ref_attn_shape *s, int64_t b, int64_t t, int64_t hk,
-                         const double *q, const double *k, const double *v, scratch *w,
-                         double *o)
+/* The logits of the G query heads of KV head hk for query token (b, t) at the
+ * positions it sees (w->vis): w->sc [j, g] (soft-capped), the heads' maxima
+ * w->m with the learned sink joined, and w->sum = the sink's exp (or 0).  Each
+ * K row is read once for the whole group.  Returns how many positions it sees. */
+static int64_t group_logits(const ref_attn_shape *s, int64_t b, int64_t t, int64_t hk,
+                            const double *q, const double *k, scratch *w)
 {
-    int64_t G = s->num_q_heads / s->num_kv_heads, dqk = s->head_dim_qk, dv = s->head_dim_v;
+    int64_t G = s->num_q_heads / s->num_kv_heads, dqk = s->head_dim_qk;
     const double *qg = q + ((b * s->q_tokens + t) * s->num_q_heads + hk * G) * dqk;
     double scale = effective_scale(s);
     int64_t seen = 0;
     for (int64_t g = 0; g < G; g++)
         w->m[g] = -INFINITY, w->sum[g] = 0.0, w->lse[g] = -INFINITY;
-    memset(o, 0, (size_t)(G * dv) * sizeof *o);
     for (int64_t j = 0; j < s->kv_len; j++) {
         if (!w->vis[j])
             continue;
@@ -197,36 +195,51 @@ static void attend_group(const ref_attn_shape *s, int64_t b, int64_t t, int64_t 
         w->m[g] = max_nan(w->m[g], (double)s->sinks[hk * G + g]);
     for (int64_t g = 0; s->sinks && g < G; g++)   /* and the sum, with no value */
         w->sum[g] = exp((double)s->sinks[hk * G + g] - w->m[g]);
-    if (!seen) {   /* sees nothing: o = 0, lse = the sink's logit (or -inf) */
+    if (!seen)   /* sees nothing: lse = the sink's logit (or -inf) */
         for (int64_t g = 0; s->sinks && g < G; g++)
             w->lse[g] = (double)s->sinks[hk * G + g];
-        return;
-    }
+    return seen;
+}
+
+/* The G query heads of KV head hk for query token (b, t): each K and V row is
+ * read once for the whole group, and each head's arithmetic (scores, maximum,
+ * sums, all in position order) is what it would be alone.  o is the group's
+ * G rows of dv; the lse of head g goes to w->lse[g]; scores (or NULL) [kv_len]
+ * gains each seen position's mass summed over the group, exp(sc - lse). */
+static void attend_group(const ref_attn_shape *s, int64_t b, int64_t t, int64_t hk,
+                         const double *q, const double *k, const double *v, scratch *w,
+                         double *o, double *scores)
+{
+    int64_t G = s->num_q_heads / s->num_kv_heads, dv = s->head_dim_v;
+    if (o)
+        memset(o, 0, (size_t)(G * dv) * sizeof *o);
+    if (!group_logits(s, b, t, hk, q, k, w))
+        return;   /* o = 0 */
     for (int64_t j = 0; j < s->kv_len; j++) {
         if (!w->vis[j])
             continue;
-        const double *vrow = v + ((b * s->kv_len + j) * s->num_kv_heads + hk) * dv;
+        const double *vrow = v ? v + ((b * s->kv_len + j) * s->num_kv_heads + hk) * dv : NULL;
         for (int64_t g = 0; g < G; g++) {
             double e = exp(w->sc[j * G + g] - w->m[g]);
-            axpy(o + g * dv, e, vrow, dv);
+            if (o)
+                axpy(o + g * dv, e, vrow, dv);
             w->sum[g] += e;
         }
     }
     for (int64_t g = 0; g < G; g++) {
-        for (int64_t i = 0; i < dv; i++)
+        for (int64_t i = 0; o && i < dv; i++)
             o[g * dv + i] /= w->sum[g];
         w->lse[g] = w->m[g] + log(w->sum[g]);
     }
+    for (int64_t j = 0; scores && j < s->kv_len; j++)
+        for (int64_t g = 0; w->vis[j] && g < G; g++)
+            scores[j] += exp(w->sc[j * G + g] - w->lse[g]);
 }
 
-fmqa_status ref_attention(const ref_attn_shape *s, const double *q, const double *k,
-                          const double *v, double *o, double *lse, fmqa_err *err)
+/* ref_attention and ref_attention_scores: o and lse, or scores. */
+static fmqa_status attend(const ref_attn_shape *s, const double *q, const double *k,
+                          const double *v, double *o, double *lse, double *scores, fmqa_err *err)
 {
-    fmqa_status st = ref_attn_shape_check(s, err);
-    if (st != FMQA_OK)
-        return st;
-    if (!q || !k || !v || !o)
-        return BAD("ref_attention: NULL q, k, v or o");
     int64_t G = s->num_q_heads / s->num_kv_heads;
     scratch w;
     w.sc = malloc((size_t)((s->kv_len + 3) * G) * sizeof *w.sc);
@@ -243,7 +256,8 @@ fmqa_status ref_attention(const ref_attn_shape *s, const double *q, const double
                 w.vis[j] = (unsigned char)ref_visible(s, b, t, j);
             for (int64_t hk = 0; hk < s->num_kv_heads; hk++) {
                 int64_t row = (b * s->q_tokens + t) * s->num_q_heads + hk * G;
-                attend_group(s, b, t, hk, q, k, v, &w, o + row * s->head_dim_v);
+                attend_group(s, b, t, hk, q, k, v, &w, o ? o + row * s->head_dim_v : NULL,
+                             scores ? scores + (b * s->num_kv_heads + hk) * s->kv_len : NULL);
                 for (int64_t g = 0; lse && g < G; g++)
                     lse[row + g] = w.lse[g];
             }
@@ -251,6 +265,28 @@ fmqa_status ref_attention(const ref_attn_shape *s, const double *q, const double
     free(w.sc);
     free(w.vis);
     return FMQA_OK;
+}
+
+fmqa_status ref_attention(const ref_attn_shape *s, const double *q, const double *k,
+                          const double *v, double *o, double *lse, fmqa_err *err)
+{
+    fmqa_status st = ref_attn_shape_check(s, err);
+    if (st != FMQA_OK)
+        return st;
+    if (!q || !k || !v || !o)
+        return BAD("ref_attention: NULL q, k, v or o");
+    return attend(s, q, k, v, o, lse, NULL, err);
+}
+
+fmqa_status ref_attention_scores(const ref_attn_shape *s, const double *q, const double *k,
+                                 double *scores, fmqa_err *err)
+{
+    fmqa_status st = ref_attn_shape_check(s, err);
+    if (st != FMQA_OK)
+        return st;
+    if (!q || !k || !scores)
+        return BAD("ref_attention_scores: NULL q, k or scores");
+    return attend(s, q, k, NULL, NULL, NULL, scores, err);
 }
 
 fmqa_status ref_combine(int64_t n_splits, int64_t rows, int64_t dv, const double *o_parts,

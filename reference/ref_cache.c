@@ -303,7 +303,9 @@ static fmqa_status append_pass(const ref_append_shape *s, const double *k_new,
     for (int64_t b = 0; b < s->batch; b++)
         for (int64_t t = 0; t < s->n_new; t++) {
             int64_t pos = s->start_pos[b] + t, tok = b * s->n_new + t;
-            if (s->rope_cos_sin && s->rope != FMQA_ROPE_NONE && pos >= s->rope_cos_sin_len)
+            int64_t rpos = s->rope_pos ? s->rope_pos[b] + t : pos; /* a compacted cache */
+            if (s->rope_cos_sin && s->rope != FMQA_ROPE_NONE &&
+                (rpos < 0 || rpos >= s->rope_cos_sin_len))
                 continue; /* no angles for it: the token is not written */
             ref_cache_view kt = *kc, vt = vc ? *vc : *kc;
             int64_t at_b = b, at_j = pos;
@@ -313,7 +315,7 @@ static fmqa_status append_pass(const ref_append_shape *s, const double *k_new,
                 return st;
             for (int64_t h = 0; k_new && !skip && h < s->num_kv_heads && st == FMQA_OK; h++) {
                 memcpy(row, k_new + (tok * s->num_kv_heads + h) * dk, (size_t)dk * sizeof *row);
-                st = rope_part(s, row, dk, pos, err);
+                st = rope_part(s, row, dk, rpos, err);
                 if (st == FMQA_OK)
                     st = store_row(&kt, at_b, at_j, h, row, dk, s->n_pages, write, err);
                 if (st == FMQA_OK && !s->latent)
@@ -321,7 +323,7 @@ static fmqa_status append_pass(const ref_append_shape *s, const double *k_new,
                                    dv, s->n_pages, write, err);
             }
             for (int64_t h = 0; q && write && h < s->num_q_heads && st == FMQA_OK; h++)
-                st = rope_part(s, q + (tok * s->num_q_heads + h) * dq, dq, pos, err);
+                st = rope_part(s, q + (tok * s->num_q_heads + h) * dq, dq, rpos, err);
             if (st != FMQA_OK)
                 return st;
         }
@@ -489,6 +491,41 @@ static fmqa_status decode_csr(const fmqa_problem *p, const fmqa_decode_args *a, 
     return st;
 }
 
+/* The dense q, k (and v when v_too) of a decode call's host arguments, in one
+ * allocation at *q that the caller frees (also on error). */
+static fmqa_status gather_decode(const fmqa_problem *p, const fmqa_decode_args *a,
+                                 const ref_attn_shape *s, int64_t n_pages, int v_too, double **q,
+                                 double **k, double **v, fmqa_err *err)
+{
+    int64_t nq = s->batch * s->q_tokens * s->num_q_heads * s->head_dim_qk;
+    int64_t nk = s->batch * s->kv_len * s->num_kv_heads;
+    *q = malloc((size_t)(nq + nk * (s->head_dim_qk + (v_too ? s->head_dim_v : 0))) * sizeof **q);
+    if (!*q)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_decode: %lld KV rows", (long long)nk);
+    *k = *q + nq, *v = *k + nk * s->head_dim_qk;
+    ref_cache_view qv = plain_view(p->q_dtype, a->q, a->q_stride_batch, a->q_stride_token,
+                                   a->q_stride_head);
+    ref_cache_view kv = ARGS_CACHE_VIEW(p, a, k), vv = ARGS_CACHE_VIEW(p, a, v);
+    fmqa_status st = ref_cache_gather(&qv, s->batch, s->q_tokens, s->num_q_heads, s->head_dim_qk,
+                                      NULL, 0, *q, err);
+    if (st == FMQA_OK)
+        st = gather(&kv, s, s->batch, s->kv_len, s->num_kv_heads, s->head_dim_qk, a->kv_lens,
+                    n_pages, *k, err);
+    if (st == FMQA_OK && v_too)
+        st = gather(&vv, s, s->batch, s->kv_len, s->num_kv_heads, s->head_dim_v, a->kv_lens,
+                    n_pages, *v, err);
+    return st;
+}
+
+static ref_attn_shape decode_shape(const fmqa_problem *p, const fmqa_decode_args *a)
+{
+    ref_attn_shape s = {p->batch, p->q_tokens, p->kv_len, p->num_q_heads, p->num_kv_heads,
+                        p->head_dim_qk, p->head_dim_v, a->kv_lens, p->flags, a->tree_mask,
+                        p->window, p->sink_tokens, 0, 0, a->sm_scale, a->sinks,
+                        p->logit_softcap, p->draft_slots};
+    return s;
+}
+
 fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *a, int64_t n_pages,
                        double *o, double *lse, fmqa_err *err)
 {
@@ -496,31 +533,14 @@ fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *a, int64_t
         return BAD("ref_decode: NULL problem, args or o");
     if (p->flags & FMQA_FLAG_PAGE_CSR)
         return decode_csr(p, a, n_pages, o, lse, err);
-    ref_attn_shape s = {p->batch, p->q_tokens, p->kv_len, p->num_q_heads, p->num_kv_heads,
-                        p->head_dim_qk, p->head_dim_v, a->kv_lens, p->flags, a->tree_mask,
-                        p->window, p->sink_tokens, 0, 0, a->sm_scale, a->sinks,
-                        p->logit_softcap, p->draft_slots};
+    ref_attn_shape s = decode_shape(p, a);
     fmqa_status st = ref_attn_shape_check(&s, err);
     if (st == FMQA_OK && p->op == FMQA_OP_MLA_DECODE)
         st = check_mla_latent(p, a, err);
     if (st != FMQA_OK)
         return st;
-    int64_t nq = s.batch * s.q_tokens * s.num_q_heads * s.head_dim_qk;
-    int64_t nk = s.batch * s.kv_len * s.num_kv_heads;
-    double *q = malloc((size_t)(nq + nk * (s.head_dim_qk + s.head_dim_v)) * sizeof *q);
-    if (!q)
-        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_decode: %lld KV rows", (long long)nk);
-    double *k = q + nq, *v = k + nk * s.head_dim_qk;
-    ref_cache_view qv = plain_view(p->q_dtype, a->q, a->q_stride_batch, a->q_stride_token,
-                                   a->q_stride_head);
-    ref_cache_view kv = ARGS_CACHE_VIEW(p, a, k), vv = ARGS_CACHE_VIEW(p, a, v);
-    st = ref_cache_gather(&qv, s.batch, s.q_tokens, s.num_q_heads, s.head_dim_qk, NULL, 0, q, err);
-    if (st == FMQA_OK)
-        st = gather(&kv, &s, s.batch, s.kv_len, s.num_kv_heads, s.head_dim_qk, a->kv_lens,
-                    n_pages, k, err);
-    if (st == FMQA_OK)
-        st = gather(&vv, &s, s.batch, s.kv_len, s.num_kv_heads, s.head_dim_v, a->kv_lens,
-                    n_pages, v, err);
+    double *q, *k, *v;
+    st = gather_decode(p, a, &s, n_pages, 1, &q, &k, &v, err);
     if (st == FMQA_OK)
         st = ref_attention(&s, q, k, v, o, lse, err);
     free(q);
@@ -601,6 +621,32 @@ fmqa_status ref_prefill(const fmqa_problem *p, const fmqa_prefill_args *a, int64
         if (tq > 0)
             st = prefill_seq(p, a, b, q0, tq, kv, n_pages, o, lse, err);
     }
+    return st;
+}
+
+fmqa_status ref_decode_scores(const fmqa_problem *p, const fmqa_decode_args *a, int64_t n_pages,
+                              double *scores, fmqa_err *err)
+{
+    if (!p || !a || !scores)
+        return BAD("ref_decode_scores: NULL problem, args or scores");
+    ref_attn_shape s = decode_shape(p, a);
+    fmqa_status st = ref_attn_shape_check(&s, err);
+    if (st != FMQA_OK)
+        return st;
+    ref_cache_view view = ARGS_CACHE_VIEW(p, a, k);
+    int64_t slots = fmqa_cache_slots(p);
+    int64_t rows = s.batch * s.num_kv_heads;
+    double *q, *k, *v, *dense = calloc((size_t)(rows * s.kv_len), sizeof *dense);
+    st = dense ? gather_decode(p, a, &s, n_pages, 0, &q, &k, &v, err)
+               : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_decode_scores");
+    if (st == FMQA_OK)
+        st = ref_attention_scores(&s, q, k, dense, err);
+    for (int64_t r = 0; st == FMQA_OK && r < rows; r++)
+        for (int64_t j = 0; j < s.kv_len; j++)
+            scores[r * slots + ref_cache_slot(&view, j)] += dense[r * s.kv_len + j];
+    if (dense)
+        free(q);
+    free(dense);
     return st;
 }
 
@@ -688,7 +734,8 @@ fmqa_status ref_append_args(const fmqa_problem *p, const fmqa_append_args *a, in
                           p->head_dim_v, a->start_pos, p->rope, a->rope_theta, n_pages,
                           p->rope_dim, latent, a->rope_cos_sin, a->rope_cos_sin_stride,
                           a->rope_cos_sin_len,
-                          (p->flags & FMQA_FLAG_SLOT_MAPPING) ? a->slot_mapping : NULL};
+                          (p->flags & FMQA_FLAG_SLOT_MAPPING) ? a->slot_mapping : NULL,
+                          a->rope_pos};
     /* q rows: a latent cache's q is its rope part only */
     int64_t dq = latent ? fmqa_rope_extent(p) : s.head_dim_k, dvn = latent ? 0 : s.head_dim_v;
     const int q_only = !a->k_new; /* RoPE of q alone: no token is written */

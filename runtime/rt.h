@@ -199,6 +199,14 @@ typedef union rt_prefill_kernel_params {
 fmqa_status rt_prefill_kernel_params_fill(const rt_cuda *cu, const rt_plan *plan,
                                           const fmqa_prefill_args *a,
                                           rt_prefill_kernel_params *out /* OUT */, fmqa_err *err);
+struct fmqa_compress_params;
+fmqa_status rt_compress_params(const rt_plan *plan, const fmqa_compress_args *a,
+                               struct fmqa_compress_params *out /* OUT */, fmqa_err *err);
+/* The policy of fmqa_compress alone (ranges, budget, pooling): FMQA_OK or
+ * FMQA_ERR_INVALID_ARGUMENT naming the field.  has_scores: the call passes a
+ * scores buffer. */
+fmqa_status rt_compress_policy_check(const fmqa_compress_policy *policy, int has_scores,
+                                     fmqa_err *err);
 
 /* Every tool's --version (rt_version.c): when an argument is "--version",
  * prints "TOOL VERSION" and the versions of libfastmqa, NVRTC, the CUDA driver

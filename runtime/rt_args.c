@@ -1,9 +1,10 @@
 /*
  * rt_args.c -- the public launching entry points (fmqa_decode, fmqa_mla_decode,
- * fmqa_append, fmqa_prefill and the workspace queries) and the translation of
- * their argument structs into the kernels' parameter structs.  An MLA decode
- * is a decode whose K and V are the one latent cache (rt_mla_decode_args), so
- * it shares every check and the kernel parameter struct with decode.
+ * fmqa_append, fmqa_prefill, fmqa_compress and the workspace queries) and the
+ * translation of their argument structs into the kernels' parameter structs.
+ * An MLA decode is a decode whose K and V are the one latent cache
+ * (rt_mla_decode_args), so it shares every check and the kernel parameter
+ * struct with decode.
  *
  * Everything a kernel assumes about its arguments is checked here, before
  * anything is launched: required pointers present; every pointer and stride
@@ -281,6 +282,19 @@ static fmqa_status check_decode_lens(const fmqa_problem *p, const fmqa_decode_ar
     return check_word_array("last_page_len", a->last_page_len, "FMQA_FLAG_PAGE_CSR", err);
 }
 
+/* FMQA_FLAG_SCORES: the caller's buffer [b, hk, slot], written (added to). */
+static fmqa_status check_scores(const fmqa_problem *p, const fmqa_decode_args *a, fmqa_err *err)
+{
+    if (!(p->flags & FMQA_FLAG_SCORES))
+        return FMQA_OK;
+    if (!a->scores)
+        return BAD("args.scores is NULL but the problem has FMQA_FLAG_SCORES");
+    const int64_t ss[3] = {a->scores_stride_batch, a->scores_stride_head, 1};
+    const tensor_spec sc = {"scores", a->scores, ss, {p->batch, p->num_kv_heads, 1},
+                            fmqa_cache_slots(p), sizeof(float), WORD_BYTES, 1, 1};
+    return check_tensor(&sc, err);
+}
+
 /* Everything about the arguments that the problem alone settles: checked before
  * a plan is resolved, so bad input is reported even without a GPU. */
 static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a, fmqa_err *err)
@@ -317,7 +331,7 @@ static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a
         return st;
     if (a->workspace && (st = check_aligned("workspace", a->workspace, VEC_BYTES, err)))
         return st;
-    return FMQA_OK;
+    return check_scores(p, a, err);
 }
 
 fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
@@ -363,6 +377,15 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
         o->ws_o = a->workspace;
         o->ws_lse = (float *)(ws + plan_scalar(plan, "ws_lse_offset", 0));
         o->ws_meta = (int *)(ws + plan_scalar(plan, "ws_meta_offset", 0));
+    }
+    if (p->flags & FMQA_FLAG_SCORES) {
+        /* The rows' final LSEs and logits for fmqa_decode_scores (decode.lua). */
+        char *ws = a->workspace;
+        o->scores = a->scores;
+        o->sc_sb = a->scores_stride_batch, o->sc_sh = a->scores_stride_head;
+        o->sc_nv = (int)plan_scalar(plan, "score_nv", 0);
+        o->ws_sl = (float *)(ws + plan_scalar(plan, "ws_sl_offset", 0));
+        o->ws_x = (float *)(ws + plan_scalar(plan, "ws_x_offset", 0));
     }
     return FMQA_OK;
 }
@@ -487,6 +510,8 @@ static fmqa_status check_append(const fmqa_problem *p, const fmqa_append_args *a
         return BAD("args.start_pos is NULL");
     if ((st = check_aligned("start_pos", a->start_pos, WORD_BYTES, err)))
         return st;
+    if (a->rope_pos && (st = check_aligned("rope_pos", a->rope_pos, WORD_BYTES, err)))
+        return st;
     if (a->rope_theta < 0 || !isfinite(a->rope_theta))
         return BAD("args.rope_theta %g is negative or not finite", a->rope_theta);
     return check_rope_table(p, a, err);
@@ -518,6 +543,118 @@ fmqa_status rt_append_params(const rt_plan *plan, const fmqa_append_args *a,
     o->slot_mapping = a->slot_mapping;
     o->k_pe_new = a->k_pe_new;
     o->kpn_sb = a->k_pe_new_stride_batch, o->kpn_st = a->k_pe_new_stride_token;
+    o->rope_pos = a->rope_pos;
+    return FMQA_OK;
+}
+
+/* The largest pooling radius: a slot's key reads 2 pool + 1 scores. */
+#define MAX_POOL 4096
+
+fmqa_status rt_compress_policy_check(const fmqa_compress_policy *c, int has_scores, fmqa_err *err)
+{
+    if (c->sink_tokens < 0 || c->recent < 0 || c->heavy < 0 || c->pool < 0)
+        return BAD("args.policy: sink_tokens %d, recent %d, heavy %d, pool %d: none may be "
+                   "negative",
+                   c->sink_tokens, c->recent, c->heavy, c->pool);
+    int64_t budget = (int64_t)c->sink_tokens + c->recent + c->heavy;
+    if (budget == 0 || budget > INT32_MAX)
+        return BAD("args.policy: sink_tokens + recent + heavy = %lld slots kept, must be in "
+                   "[1, 2^31-1]",
+                   (long long)budget);
+    if (c->pooling != FMQA_POOL_NONE && c->pooling != FMQA_POOL_MAX && c->pooling != FMQA_POOL_AVG)
+        return BAD("args.policy.pooling: %d is not an fmqa_pooling", (int)c->pooling);
+    if (c->pool > 0 && c->pooling == FMQA_POOL_NONE)
+        return BAD("args.policy.pool %d without pooling (FMQA_POOL_MAX or FMQA_POOL_AVG)", c->pool);
+    if (c->pool > MAX_POOL)
+        return BAD("args.policy.pool %d: at most %d", c->pool, MAX_POOL);
+    if (c->per_sequence != 0 && c->per_sequence != 1)
+        return BAD("args.policy.per_sequence: %d, must be 0 or 1", c->per_sequence);
+    if (c->heavy > 0 && !has_scores)
+        return BAD("args.scores is NULL but policy.heavy = %d heavy hitters are chosen by score",
+                   c->heavy);
+    return FMQA_OK;
+}
+
+/* free_pages: paged only, [batch, page_table_stride], apart from the table
+ * the moves read while it is written. */
+static fmqa_status check_free_pages(const fmqa_problem *p, const fmqa_compress_args *a,
+                                    fmqa_err *err)
+{
+    if (!a->free_pages)
+        return FMQA_OK;
+    if (!(p->flags & FMQA_FLAG_PAGED))
+        return BAD("args.free_pages is given for a contiguous cache (it lists pages)");
+    fmqa_status st = check_aligned("free_pages", a->free_pages, WORD_BYTES, err);
+    if (st)
+        return st;
+    const int64_t n = (int64_t)p->batch * a->page_table_stride;
+    const int32_t *f = a->free_pages, *t = a->page_table;
+    if (f < t + n && t < f + n)
+        return BAD("args.free_pages overlaps args.page_table: the moves read the table while "
+                   "the released pages are written");
+    return FMQA_OK;
+}
+
+static fmqa_status check_compress(const fmqa_problem *p, const fmqa_compress_args *a,
+                                  fmqa_err *err)
+{
+    if (!a)
+        return BAD("args is NULL");
+    if (p->flags & FMQA_FLAG_RING)
+        return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED,
+                            "problem.flags: a ring cache is not compressed (its slots are "
+                            "positions modulo the window)");
+    fmqa_status st = rt_compress_policy_check(&a->policy, a->scores != NULL, err);
+    const cache_view cache = CACHE_VIEW(a);
+    const int64_t ss[3] = {a->scores_stride_batch, a->scores_stride_head, 1};
+    const int64_t ks[3] = {a->kept_stride_batch, a->kept_stride_head, 1};
+    const tensor_spec sc = {"scores", a->scores, ss, {p->batch, p->num_kv_heads, 1}, p->kv_len,
+                            sizeof(float), WORD_BYTES, 0, 1};
+    const tensor_spec kept = {"kept", a->kept, ks, {p->batch, p->num_kv_heads, 1}, p->kv_len,
+                              sizeof(int32_t), WORD_BYTES, 0, 1};
+    if (st || (st = check_cache(p, &cache, 1, err)) || (st = check_tensor(&sc, err)) ||
+        (st = check_tensor(&kept, err)))
+        return st;
+    if (!a->kv_lens || !a->new_lens)
+        return BAD("args.%s is NULL", a->kv_lens ? "new_lens" : "kv_lens");
+    if ((st = check_aligned("kv_lens", a->kv_lens, WORD_BYTES, err)) ||
+        (st = check_aligned("new_lens", a->new_lens, WORD_BYTES, err)))
+        return st;
+    const int32_t *in = a->kv_lens, *out = a->new_lens;
+    if (out < in + p->batch && in < out + p->batch)
+        return BAD("args.new_lens overlaps args.kv_lens: every KV head reads the old lengths "
+                   "while the first writes the new ones");
+    if ((st = check_free_pages(p, a, err)))
+        return st;
+    if (a->workspace && (st = check_aligned("workspace", a->workspace, VEC_BYTES, err)))
+        return st;
+    return FMQA_OK;
+}
+
+fmqa_status rt_compress_params(const rt_plan *plan, const fmqa_compress_args *a,
+                               fmqa_compress_params *o, fmqa_err *err)
+{
+    const fmqa_problem *p = &plan->problem;
+    fmqa_status st = check_compress(p, a, err);
+    if (st != FMQA_OK)
+        return st;
+    if (!a->workspace || a->workspace_size < (size_t)plan->launch.workspace)
+        return BAD("args.workspace: %zu bytes given, %lld needed "
+                   "(fmqa_compress_workspace_size)",
+                   a->workspace ? a->workspace_size : 0, (long long)plan->launch.workspace);
+    memset(o, 0, sizeof *o);
+    COPY_CACHE(o, a, p->kv_scale_granularity);
+    o->kv_lens = a->kv_lens, o->new_lens = a->new_lens;
+    o->scores = a->scores, o->sc_sb = a->scores_stride_batch, o->sc_sh = a->scores_stride_head;
+    o->kept = a->kept, o->kept_sb = a->kept_stride_batch, o->kept_sh = a->kept_stride_head;
+    o->free_pages = a->free_pages;
+    size_t slots = (size_t)p->batch * p->num_kv_heads * p->kv_len;
+    o->ws_key = a->workspace;
+    o->ws_sel = (int *)(o->ws_key + slots);
+    o->batch = p->batch, o->num_kv_heads = p->num_kv_heads, o->kv_len_max = p->kv_len;
+    const fmqa_compress_policy *c = &a->policy;
+    o->sink_tokens = c->sink_tokens, o->recent = c->recent, o->heavy = c->heavy;
+    o->pooling = (int)c->pooling, o->pool = c->pool, o->per_sequence = c->per_sequence;
     return FMQA_OK;
 }
 
@@ -667,6 +804,12 @@ fmqa_status fmqa_prefill_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *pro
     return workspace_size(ctx, problem, FMQA_OP_PREFILL, bytes);
 }
 
+fmqa_status fmqa_compress_workspace_size(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                                         size_t *bytes)
+{
+    return workspace_size(ctx, problem, FMQA_OP_COMPRESS, bytes);
+}
+
 /* How an op's public arguments become its kernel parameters. */
 typedef struct op_kind {
     fmqa_op op;
@@ -747,8 +890,21 @@ static fmqa_status prefill_fill(const rt_cuda *cu, const rt_plan *plan, const vo
     return rt_prefill_kernel_params_fill(cu, plan, a, o, err);
 }
 
+static fmqa_status compress_check(const fmqa_problem *p, const void *a, fmqa_err *err)
+{
+    return check_compress(p, a, err);
+}
+
+static fmqa_status compress_fill(const rt_cuda *cu, const rt_plan *plan, const void *a, void *o,
+                                 fmqa_err *err)
+{
+    (void)cu; /* no tensor maps */
+    return rt_compress_params(plan, a, o, err);
+}
+
 static const op_kind DECODE = {FMQA_OP_DECODE, decode_check, decode_fill};
 static const op_kind MLA_DECODE = {FMQA_OP_MLA_DECODE, mla_check, mla_fill};
+static const op_kind COMPRESS = {FMQA_OP_COMPRESS, compress_check, compress_fill};
 static const op_kind APPEND = {FMQA_OP_APPEND, append_check, append_fill};
 static const op_kind PREFILL = {FMQA_OP_PREFILL, prefill_check, prefill_fill};
 
@@ -778,4 +934,11 @@ fmqa_status fmqa_prefill(fmqa_ctx_t *ctx, const fmqa_problem *problem,
 {
     rt_prefill_kernel_params params;
     return launch_op(ctx, problem, &PREFILL, args, &params, stream);
+}
+
+fmqa_status fmqa_compress(fmqa_ctx_t *ctx, const fmqa_problem *problem,
+                          const fmqa_compress_args *args, fmqa_stream_t stream)
+{
+    fmqa_compress_params params;
+    return launch_op(ctx, problem, &COMPRESS, args, &params, stream);
 }

@@ -2,7 +2,9 @@
  * rt_levels.c -- optimization levels and the KV-cache memory report.
  *
  * A level is a named preset over the cache policy (fmqa_level_policy): element
- * type, sinks + sliding window, speculative query tokens, paging, fused RoPE.
+ * type, sinks + sliding window or (GQA/MQA/MHA models) sinks + recent window +
+ * heavy hitters kept by fmqa_compress, speculative query tokens, paging, fused
+ * RoPE.
  * fmqa_level_policy_preset() fills the policy from the model; the caller may edit
  * any field afterwards, so fmqa_memory_report_compute() validates the policy it is
  * given rather than trusting the preset.  docs/levels.md states every default and
@@ -16,7 +18,10 @@
  *                        MLA: one float per token for the latent row.  Per-head
  *                        (per-tensor) scales: none per token, 2 * Hkv (2)
  *                        floats per layer, fixed_scale_bytes
- *   tokens kept          max_seq_len, or sinks + window (RING cache) capped at it
+ *   tokens kept          max_seq_len, or sinks + window + draft slots (RING cache)
+ *                        capped at it, or sinks + window + heavy +
+ *                        FMQA_LEVEL_COMPRESS_EVERY (compressed cache) capped at it
+ *   scores               compressed cache: one float per slot per KV head
  *   paged                whole pages are allocated, plus one int32 per page
  *   baseline             fp16 MHA: 2 * H * d * 2 bytes per token, max_seq_len tokens;
  *                        MLA: the same model run as MHA caches per head K = [k_nope
@@ -46,6 +51,15 @@
 #define LEVEL_8BIT FMQA_DTYPE_INT8
 #define LEVEL_8BIT_MLA FMQA_DTYPE_FP8_E4M3 /* the MLA kernels' 8-bit latent          */
 #define LEVEL_ROPE_MLA FMQA_ROPE_GPTJ      /* DeepSeek's rope part is interleaved    */
+/* Compressed levels (GQA/MQA/MHA): a recent window of max_seq_len / 8 and
+ * max_seq_len / 4 heavy hitters, unpooled: the smallest of the budgets tried
+ * (docs/levels.md) with which balanced and aggressive meet their accuracy
+ * budgets on the structured data sets of `fastmqa-bench levels`.  Max pooling
+ * (SnapKV's kernel 7) spent the heavy budget on the neighbours of isolated
+ * heavy hitters there; it stays a policy option for clustered attention. */
+#define LEVEL_RECENT_DIV 8
+#define LEVEL_HEAVY_DIV 4
+#define LEVEL_MAX_POOL 4096    /* fmqa_compress's limit                         */
 
 static const char *const level_names[] = {
     [FMQA_LEVEL_CONSERVATIVE] = "conservative",
@@ -140,8 +154,8 @@ static fmqa_status model_check(fmqa_ctx_t *ctx, const fmqa_model_config *m)
 
 /* ------------------------------------------------------------ presets */
 
-/* The balanced window: a quarter of the context plus 4 sinks, or none when it
- * would keep every position anyway. */
+/* The MLA balanced window: a quarter of the context plus 4 sinks, or none when
+ * it would keep every position anyway. */
 static void level_window(const fmqa_model_config *m, fmqa_level_policy *p)
 {
     int32_t window = m->max_seq_len / LEVEL_WINDOW_DIV;
@@ -151,7 +165,24 @@ static void level_window(const fmqa_model_config *m, fmqa_level_policy *p)
     }
 }
 
-/* MHA / GQA / MQA: the model's K and V heads, int8 at the aggressive level. */
+/* The compressed cache of balanced and aggressive (MHA / GQA / MQA): sinks, a
+ * recent window and heavy hitters (fmqa_compress), or none when it would keep
+ * every position anyway or leave fewer recent slots than the drafts need. */
+static void level_compressed(const fmqa_model_config *m, fmqa_level_policy *p)
+{
+    int32_t recent = m->max_seq_len / LEVEL_RECENT_DIV;
+    int32_t heavy = m->max_seq_len / LEVEL_HEAVY_DIV;
+    int64_t slots = (int64_t)LEVEL_SINKS + recent + heavy + FMQA_LEVEL_COMPRESS_EVERY;
+    if (recent >= LEVEL_MAX_SPEC && heavy > 0 && slots < m->max_seq_len) {
+        p->window = recent;
+        p->sink_tokens = LEVEL_SINKS;
+        p->heavy = heavy;
+        p->pooling = FMQA_POOL_NONE;
+    }
+}
+
+/* MHA / GQA / MQA: the model's K and V heads, compressed from balanced on,
+ * int8 at the aggressive level. */
 static fmqa_level_policy kv_policy(fmqa_level level, const fmqa_model_config *model)
 {
     fmqa_level_policy p = {
@@ -159,7 +190,7 @@ static fmqa_level_policy kv_policy(fmqa_level level, const fmqa_model_config *mo
         .spec_tokens = 1, .page_size = 0, .rope = FMQA_ROPE_NONE,
     };
     if (level >= FMQA_LEVEL_BALANCED) {
-        level_window(model, &p);
+        level_compressed(model, &p);
         p.rope = FMQA_ROPE_NEOX;
     }
     if (level >= FMQA_LEVEL_AGGRESSIVE) {
@@ -213,6 +244,42 @@ static int dtype_is_8bit(fmqa_dtype t)
     return t == FMQA_DTYPE_INT8 || t == FMQA_DTYPE_FP8_E4M3;
 }
 
+/* The heavy-hitter fields: a compressed cache keeps the last `window` slots
+ * (at least the spec_tokens query tokens) and is not served for MLA. */
+static fmqa_status heavy_check(fmqa_ctx_t *ctx, const fmqa_model_config *m,
+                               const fmqa_level_policy *p)
+{
+    if (p->heavy < 0 || p->pool < 0 || p->pool > LEVEL_MAX_POOL)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy: heavy (%d) must not be negative, pool (%d) in [0, %d]",
+                        p->heavy, p->pool, LEVEL_MAX_POOL);
+    if (p->pooling != FMQA_POOL_NONE && p->pooling != FMQA_POOL_MAX &&
+        p->pooling != FMQA_POOL_AVG)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "policy.pooling: unknown pooling %d",
+                        (int)p->pooling);
+    if (p->heavy == 0)
+        return FMQA_OK;
+    if (model_is_mla(m))
+        return rt_error(ctx, FMQA_ERR_UNSUPPORTED,
+                        "policy.heavy %d: MLA decode emits no scores; use a sliding window",
+                        p->heavy);
+    if (p->window < p->spec_tokens)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy.window %d: a compressed cache keeps at least the %d query "
+                        "tokens as recent slots", p->window, p->spec_tokens);
+    if ((int64_t)p->sink_tokens + p->window + p->heavy > INT32_MAX - FMQA_LEVEL_COMPRESS_EVERY)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy: sink_tokens + window + heavy exceed 2^31 slots");
+    return FMQA_OK;
+}
+
+/* Slots per sequence of a compressed cache (heavy > 0), capped at max_seq_len. */
+static int64_t compressed_slots(const fmqa_model_config *m, const fmqa_level_policy *p)
+{
+    int64_t s = (int64_t)p->sink_tokens + p->window + p->heavy + FMQA_LEVEL_COMPRESS_EVERY;
+    return s < m->max_seq_len ? s : m->max_seq_len;
+}
+
 /* Checks a (possibly caller-edited) policy against the model. */
 static fmqa_status policy_check(fmqa_ctx_t *ctx, const fmqa_model_config *m,
                                 const fmqa_level_policy *p)
@@ -262,7 +329,7 @@ static fmqa_status policy_check(fmqa_ctx_t *ctx, const fmqa_model_config *m,
                         "policy.kv_scale_granularity %s: per-head and per-tensor scales need "
                         "an 8-bit cache of an MHA/GQA/MQA model",
                         fmqa_kv_scale_name(p->kv_scale_granularity));
-    return FMQA_OK;
+    return heavy_check(ctx, m, p);
 }
 
 fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
@@ -304,6 +371,11 @@ fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
     /* The speculative protocol (fastmqa.h): a ring keeps spare slots so that
      * spec_tokens drafts never overwrite a position a query still sees. */
     p.draft_slots = policy->window ? policy->spec_tokens - 1 : 0;
+    if (policy->heavy > 0) { /* compressed: the cache holds only kept slots */
+        p.kv_len = (int32_t)compressed_slots(model, policy);
+        p.window = p.sink_tokens = p.draft_slots = 0;
+        p.flags = (p.flags & ~FMQA_FLAG_RING) | FMQA_FLAG_SCORES;
+    }
     /* Valid by construction: a model or policy the kernels cannot serve (head
      * dimension, query tokens, grid, 32-bit indexing) is refused here. */
     fmqa_err err;
@@ -333,11 +405,15 @@ static fmqa_status memory_fill(fmqa_ctx_t *ctx, const fmqa_model_config *m,
                               : fmqa_prod64((int64_t[]){2, m->num_kv_heads, d}, 3, &elems);
     bad = bad || fmqa_mul64(elems, (int64_t)fmqa_dtype_size(p->kv_dtype), &elem_bytes);
     scale_bytes = dtype_is_8bit(p->kv_dtype) ? scale_rows * (int64_t)sizeof(float) : 0;
+    if (p->heavy > 0) /* the H2O buffer: one float per slot per KV head */
+        scale_bytes += (int64_t)m->num_kv_heads * (int64_t)sizeof(float);
     bad = bad || fmqa_add64(elem_bytes, scale_bytes, &r->bytes_per_token);
 
     /* A ring: sinks + window + the draft slots of fmqa_level_problem. */
     int64_t kept = m->max_seq_len, ring = (int64_t)p->sink_tokens + p->window + p->spec_tokens - 1;
-    if (p->window > 0 && ring < kept)
+    if (p->heavy > 0)
+        kept = compressed_slots(m, p);
+    else if (p->window > 0 && ring < kept)
         kept = ring;
     r->tokens_kept = kept;
 

@@ -7,7 +7,7 @@
 # directory (to keep them: fuzz_NAME -merge=1 tests/fuzz/corpus/NAME SCRATCH).
 # A crash fails the run and leaves its input in $BUILD_DIR-fuzz/crashes: commit
 # it under tests/fuzz/regress/NAME/ with the fix, where ctest replays it.
-# Usage: scripts/fuzz.sh [NAME...]   (problem, template, import, spec; default all)
+# Usage: scripts/fuzz.sh [NAME...]   (problem, template, import, spec, compress; default all)
 source "$(dirname "$0")/common.sh"
 fmqa_install_deps
 fmqa_find_cuda
@@ -15,7 +15,7 @@ BUILD_DIR="${BUILD_DIR:-$FASTMQA_ROOT/build}"
 dir="$BUILD_DIR-fuzz"
 secs="${FUZZ_SECONDS:-20}"
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(problem template import spec)
+[ ${#names[@]} -eq 0 ] && names=(problem template import spec compress)
 
 fmqa_say "fuzz build ($dir, clang)"
 CC=clang cmake -S "$FASTMQA_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -64,7 +64,7 @@
  * Without new tokens (p.k_new NULL) the K and V rows exit at once and the
  * call only rotates q.
  *
- * Placement.  pos = start_pos[b] + t.  RING: slot = pos if pos < sinks, else
+ * Placement.  pos = start_pos[b] + t (RoPE at rope_pos[b] + t when given).  RING: slot = pos if pos < sinks, else
  * sinks + (pos - sinks) % window; a token that a later token of the same call
  * overwrites (t + window < n_new, pos >= sinks) is not written, so the result
  * is that of writing the tokens in order.  PAGED: page_table[b * pt_stride +
@@ -488,10 +488,11 @@ fmqa_append_kernel(const fmqa_append_params p)
     const int b = row / heads / p.n_new;
     const int t = row / heads % p.n_new;
     const int pos = p.start_pos[b] + t;
-    if (pos < 0 || (ROPE && p.rope_cs != nullptr && pos >= p.rope_cs_len))
+    const int rpos = p.rope_pos ? p.rope_pos[b] + t : pos; /* a compacted cache */
+    if (pos < 0 || (ROPE && p.rope_cs != nullptr && (rpos < 0 || rpos >= p.rope_cs_len)))
         return;
-    const rope_src rs = {ROPE && p.rope_cs ? p.rope_cs + pos * p.rope_cs_stride : nullptr, freq,
-                         (double)pos};
+    const rope_src rs = {ROPE && p.rope_cs ? p.rope_cs + rpos * p.rope_cs_stride : nullptr, freq,
+                         (double)rpos};
 
     if (region == 2) {
         unsigned short *q = static_cast<unsigned short *>(p.q) + b * p.q_sb + t * p.q_st + h * p.q_sh;

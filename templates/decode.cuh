@@ -8,10 +8,11 @@
  * 3 fp8 e4m3), PAGED, PAGE_SIZE (power of two >= 16), CSR (the page table
  * in CSR form: fmqa_pages.cuh), CAUSAL, TREE, WINDOW,
  * RING, LSE, INVARIANT (batch-invariant schedule), SOFTCAP (scores capped to
- * c tanh(s / c), c = logit_softcap).  Config defines: BLOCK_N (KV tokens per
- * tile), WARPS_M (row groups per CTA), M_TILES (16-row m-tiles per warp),
- * WARPS_N (warps sharing a tile along N), STAGES (pipeline depth), BULK (how
- * K/V tiles arrive: 0 cp.async from every warp, 1 on sm_90+ a producer warp's
+ * c tanh(s / c), c = logit_softcap), SCORES (heavy-hitter scores,
+ * decode_scores.cuh).  Config defines: BLOCK_N (KV tokens per tile), WARPS_M
+ * (row groups per CTA), M_TILES (16-row m-tiles per warp), WARPS_N (warps
+ * sharing a tile along N), STAGES (pipeline depth), BULK (how K/V tiles
+ * arrive: 0 cp.async from every warp, 1 on sm_90+ a producer warp's
  * cp.async.bulk copies; "Load pipeline" below).
  *
  * Work split.  A persistent grid of gridDim.x CTAs shares the work evenly (see
@@ -434,11 +435,14 @@ DEV void s_start(u32 q_base, softmax_state (&st)[MT]) {
     }
 }
 
+#include "decode_scores.cuh"
+
 /* One tile for one warp and its MT m-tiles: S = Q K^T, mask, online softmax,
  * O += P V.  Each K/V fragment is read (and, 8-bit, converted) once and used
- * by the mma of every m-tile. */
+ * by the mma of every m-tile.  sr: where the warp's logits go (SCORES). */
 DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_info (&ri)[MT][2], u32 q_base,
-                   const unsigned char *stage, int v0, int v_end, bool masked, int nw, softmax_state (&st)[MT]) {
+                   const unsigned char *stage, int v0, int v_end, bool masked, int nw, softmax_state (&st)[MT],
+                   const score_rows &sr) {
     const int lane = threadIdx.x & 31;
     const int lrow = ((lane >> 3) & 1) * 8 + (lane & 7), lcol = (lane >> 4) * 16;
     const int cq = lane & 3;
@@ -520,6 +524,7 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
                         if (v >= v_end || !visible(p, s, ri[i][h], pos_of(s, v))) sacc[i][nt][2 * h + e] = neg_inf();
             }
     }
+    if (SCORES) scores_keep(p, sr, v0 + nw * WN, v_end, sacc);
     /* New running maxima.  O and l are rescaled only when some row's maximum
      * moved (a warp vote: the usual case after the first tiles is that none
      * did, and then alpha would be exactly 1). */
@@ -671,6 +676,7 @@ DEV void store_rows(const fmqa_decode_params &p, int b, int hk, int rb, int mt, 
                 for (int e = 0; e < 2; ++e)
                     o[o_col<EB == 1>(nt, 2 * (lane & 3) + e)] = f32_to_h<OUT_BF16>(st.o[nt][2 * h + e] * inv);
             if (LSE && (lane & 3) == 0) p.lse[row] = lse2 * 0.69314718055994531f;
+            if (SCORES && (lane & 3) == 0) p.ws_sl[row] = lse2; /* decode_scores.cuh */
         }
     }
 }
@@ -731,6 +737,7 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
     /* Warps whose rows are all padding only help load (cp.async) or keep
      * their place in the ring (BULK: they still wait and release). */
     const bool active = rb * ROWS + mw * MT * 16 < M;
+    const score_rows sr = score_rows_of(b, hk, rb * ROWS + mw * MT * 16, p);
     const u32 q_base = smem_addr(qs) + (mw * MT * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;
     /* Q in shared memory (the cp.async loop's first barrier publishes it too) */
     if (BULK || K_BIAS) consumers_sync();
@@ -754,7 +761,7 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
         const int v0 = v_begin + it * BLOCK_N;
         if (active)
             warp_tile(p, s, ri, q_base, stages + ring.stage * STAGE_BYTES, v0, v_end,
-                      tile_needs_mask(p, s, v0, v_end), nw, st);
+                      tile_needs_mask(p, s, v0, v_end), nw, st, sr);
 #if BULK
         mbar_arrive(bar_empty(smem, ring.stage)); /* this thread is done with the stage */
 #endif
@@ -953,4 +960,5 @@ extern "C" __global__ void __launch_bounds__(FMQA_C_THREADS) fmqa_decode_combine
     const float lse2 = combine_row<D, OUT_BF16>(p.ws_o + at * D, (long long)ROWS * D, p.ws_lse + at, ROWS, n, sink2, o,
                                                 smem);
     if (LSE && threadIdx.x == 0 && blockIdx.y == 0) p.lse[row] = lse2 * 0.69314718055994531f;
+    if (SCORES && threadIdx.x == 0 && blockIdx.y == 0) p.ws_sl[row] = lse2; /* decode_scores.cuh */
 }

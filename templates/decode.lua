@@ -21,7 +21,13 @@
 --    ws_lse_offset), then int (first slot, pieces) per segment [b, kv head,
 --    row block] (from ws_meta_offset); slots = P + segments - 1 (piece of CTA
 --    c in segment j: slot c + j), or segments x the most chunks a sequence
---    has in batch-invariant mode.
+--    has in batch-invariant mode;
+--  * with scores (decode_scores.cuh) the workspace goes on (16-byte aligned,
+--    at plan scalars ws_sl_offset and ws_x_offset) with the rows' final
+--    base-2 LSE [b, t, h] floats and their base-2 logits [b, kv head, row,
+--    score_nv] floats, score_nv = eff_len() rounded up to 4 (a plan scalar);
+--    the last kernel, fmqa_decode_scores, has grid (ceil(score_nv / 128),
+--    num_kv_heads, batch) and GROUP * q_tokens floats of shared memory.
 
 local KV_FMT = { f16 = 0, bf16 = 1, int8 = 2, fp8_e4m3 = 3 }
 local HEAD_DIMS = { [64] = true, [96] = true, [128] = true, [256] = true }
@@ -76,6 +82,10 @@ local function cta_rows(c) return 16 * c.M_TILES * c.WARPS_M end
 local function cta_threads(c) return 32 * (c.WARPS_M * c.WARPS_N + c.BULK) end
 
 local eff_len = common.eff_len
+
+-- Positions per row the scores workspace holds: eff_len rounded up to 4 (so
+-- that every row starts 16-byte aligned).
+local function score_nv(p) return ceil_div(eff_len(p), 4) * 4 end
 
 -- decode.cuh's SMEM_BYTES: Q rows, then max(pipeline stages, merge buffer),
 -- then with BULK two mbarriers a stage.
@@ -182,7 +192,7 @@ return {
   name = "decode",
   op = "decode",
   sources = { "decode.cuh" },
-  entries = { "fmqa_decode_kernel", "fmqa_decode_combine" },
+  entries = { "fmqa_decode_kernel", "fmqa_decode_combine", "fmqa_decode_scores" },
   arch_min = 80,
 
   specialize = function(p)
@@ -205,6 +215,7 @@ return {
       LSE = flag(p.lse),
       INVARIANT = flag(p.batch_invariant),
       SOFTCAP = flag(p.logit_softcap > 0),
+      SCORES = flag(p.scores),
     }
   end,
 
@@ -245,6 +256,15 @@ return {
       plan.ws_lse_offset = w.slots * rows_blk * p.head_dim_v * 4
       plan.ws_meta_offset = plan.ws_lse_offset + w.slots * rows_blk * 4
       plan.workspace = plan.ws_meta_offset + w.segs * 2 * 4
+    end
+    if p.scores then
+      local nv, out_rows = score_nv(p), p.batch * p.q_tokens * p.num_q_heads
+      plan.score_nv = nv
+      plan.ws_sl_offset = ceil_div(plan.workspace, 16) * 16
+      plan.ws_x_offset = plan.ws_sl_offset + ceil_div(out_rows * 4, 16) * 16
+      plan.workspace = plan.ws_x_offset + p.batch * p.num_kv_heads * rows(p) * nv * 4
+      kernels[#kernels + 1] = { entry = "fmqa_decode_scores", grid = { ceil_div(nv, 128), p.num_kv_heads, p.batch },
+                                block = { 128, 1, 1 }, shared = rows(p) * 4 }
     end
     return plan
   end,

@@ -15,7 +15,7 @@
 #ifndef FMQA_PARAMS_H
 #define FMQA_PARAMS_H
 
-#define FMQA_PARAMS_VERSION 4
+#define FMQA_PARAMS_VERSION 5
 
 /* An encoded TMA tensor map: the driver's CUtensorMap (cuTensorMapEncodeTiled,
  * runtime/rt_cuda.c; 128 opaque bytes, 64-byte aligned), or the CPU
@@ -63,6 +63,13 @@ typedef struct fmqa_decode_params {
     const int *page_indptr;        /* CSR: [b + 1]; pages of b from indptr[b]   */
     const int *page_indices;       /* CSR: page ids                             */
     const int *last_page_len;      /* CSR: [b]; length (n_b - 1) PS + this      */
+    /* SCORES (decode_scores.cuh): the caller's buffer and the workspace the
+     * kernels leave the logits and final LSEs in for fmqa_decode_scores. */
+    int sc_nv;                     /* positions per row of ws_x                 */
+    float *scores;                 /* [b, hk, slot], added to                   */
+    long long sc_sb, sc_sh;
+    float *ws_x;                   /* [b, hk, row, sc_nv] base-2 logits         */
+    float *ws_sl;                  /* [b, t, h] final base-2 LSE (with sink)    */
 } fmqa_decode_params;
 
 typedef struct fmqa_append_params {
@@ -102,6 +109,7 @@ typedef struct fmqa_append_params {
     const void *k_pe_new;          /* LATENT: [b, t, rope part] apart from the
                                       latent in k_new rows, or NULL            */
     long long kpn_sb, kpn_st;
+    const int *rope_pos;           /* [b] RoPE positions, or NULL = start_pos   */
 } fmqa_append_params;
 
 /* Prefill (fmqa_prefill in fastmqa.h has the semantics).  Rows are packed per
@@ -150,5 +158,33 @@ typedef struct fmqa_prefill_sm90_params {
     fmqa_tensor_map tm_q, tm_k, tm_v;
     fmqa_prefill_params p;
 } fmqa_prefill_sm90_params;
+
+/* fmqa_compress (compress.cuh): policy fields as fmqa_compress_policy. */
+typedef struct fmqa_compress_params {
+    void *k;                       /* cache, layouts as decode                  */
+    void *v;
+    long long k_sb, k_st, k_sh;
+    long long v_sb, v_st, v_sh;
+    float *k_scale;
+    float *v_scale;
+    long long ks_sb, ks_st, ks_sh;
+    long long vs_sb, vs_st, vs_sh;
+    const int *page_table;
+    long long pt_stride;
+    const int *kv_lens;            /* [b]                                       */
+    int *new_lens;                 /* [b]                                       */
+    float *scores;                 /* [b, hk, slot] or NULL                     */
+    long long sc_sb, sc_sh;
+    int *kept;                     /* [b, hk, slot] or NULL                     */
+    long long kept_sb, kept_sh;
+    unsigned *ws_key;              /* [b, hk, kv_len] ordered keys              */
+    int *ws_sel;                   /* [b, hk, kv_len] kept slots                */
+    int batch;
+    int num_kv_heads;
+    int kv_len_max;
+    int sink_tokens, recent, heavy, pooling, pool, per_sequence;
+    int pad;
+    int *free_pages;               /* [b, pt_stride] released pages, or NULL    */
+} fmqa_compress_params;
 
 #endif /* FMQA_PARAMS_H */

@@ -49,9 +49,10 @@ typedef struct tensor {
 
 /* T_CU: prefill's cu_seqlens_q [B + 1];
  * T_CSR: a CSR page table [indptr B + 1 | last_page_len B | indices];
- * T_SLOTS: an append's slot mapping [B * q_tokens]. */
+ * T_SLOTS: an append's slot mapping [B * q_tokens];
+ * T_SC: decode scores [B, Hkv, slots] (FMQA_FLAG_SCORES). */
 enum { T_Q, T_K, T_V, T_KS, T_VS, T_KN, T_VN, T_LENS, T_PT, T_MASK, T_O, T_LSE, T_WS, T_SINKS,
-       T_CU, T_CSR, T_SLOTS, T_N };
+       T_CU, T_CSR, T_SLOTS, T_SC, T_N };
 
 /* Physical cache layout shared by K, V and their scales. */
 typedef struct layout {
@@ -534,6 +535,9 @@ static void fill_decode_args(const tun_case *c, int k, fmqa_decode_args *a, int 
     a->sm_scale = c->sm_scale;
     if (c->t[T_SINKS].bytes)
         a->sinks = P(T_SINKS);
+    if (p->flags & FMQA_FLAG_SCORES) /* [b, hk, slot], the decode adds into it */
+        a->scores = P(T_SC), a->scores_stride_head = c->lay.slots,
+        a->scores_stride_batch = p->num_kv_heads * c->lay.slots;
     if (!host && c->t[T_WS].bytes)
         a->workspace = P(T_WS), a->workspace_size = c->t[T_WS].bytes;
 }
@@ -1082,7 +1086,13 @@ static fmqa_status build(tun_case *c, uint64_t seed, const tun_case_opts *o, siz
                           fmqa_dtype_size(p->out_dtype);
         c->t[T_LSE].bytes = (p->flags & FMQA_FLAG_LSE) ? (size_t)(bt * p->num_q_heads) * 4 : 0;
         c->t[T_WS].bytes = ws;
-        st = decode_reference(c, fk, fv, threads, err);
+        /* Heavy-hitter scores: zeros, added to by every call (timed or not);
+         * the output and LSE are what is verified. */
+        if (p->flags & FMQA_FLAG_SCORES)
+            st = host_alloc(&c->t[T_SC],
+                            (size_t)(p->batch * p->num_kv_heads * c->lay.slots) * 4, 0, err);
+        if (st == FMQA_OK)
+            st = decode_reference(c, fk, fv, threads, err);
     }
     free(fk);
     return st;

@@ -13,21 +13,22 @@ works without torch; decode, append, prefill, nn and ops import torch on first u
 import importlib
 
 from ._capi import (FLAG_BATCH_INVARIANT, FLAG_CAUSAL, FLAG_KV_CACHE, FLAG_LSE, FLAG_PAGED,
-                    FLAG_RING, FLAG_TREE_MASK, AppendArgs, Choice, ChoiceSource, DecodeArgs,
-                    DeviceInfo, Dtype, KvScale, Level, LevelPolicy, LogLevel, MemoryReport,
-                    ModelConfig, Op, Options, PrefillArgs, Problem, Rope, Status, VERSION_STRING,
-                    library_path, load)
+                    FLAG_RING, FLAG_SCORES, FLAG_TREE_MASK, AppendArgs, Choice, ChoiceSource,
+                    CompressArgs, CompressPolicy, DecodeArgs, DeviceInfo, Dtype, KvScale, Level,
+                    LevelPolicy, LogLevel, MemoryReport, ModelConfig, Op, Options, Pooling,
+                    PrefillArgs, Problem, Rope, Status, VERSION_STRING, library_path, load)
 from .core import (Context, Error, Plan, default_context, default_db_path, device_info,
                    level_policy, level_problem, memory_report, model_config, plan, tune,
                    tune_executable, validate, version)
 
 __version__ = VERSION_STRING
 
-__all__ = ["AppendArgs", "Choice", "ChoiceSource", "Context", "DecodeArgs", "DeviceInfo",
-           "Dtype", "Error", "FLAG_BATCH_INVARIANT", "FLAG_CAUSAL", "FLAG_KV_CACHE", "FLAG_LSE",
-           "FLAG_PAGED", "FLAG_RING", "FLAG_TREE_MASK", "KvScale", "Level", "LevelPolicy",
-           "LogLevel", "MemoryReport", "ModelConfig", "Op", "Options", "Plan", "PrefillArgs",
-           "Problem", "Rope", "Status",
+__all__ = ["AppendArgs", "Choice", "ChoiceSource", "CompressArgs", "CompressPolicy", "Context",
+           "DecodeArgs", "DeviceInfo", "Dtype", "Error", "FLAG_BATCH_INVARIANT", "FLAG_CAUSAL",
+           "FLAG_KV_CACHE", "FLAG_LSE", "FLAG_PAGED", "FLAG_RING", "FLAG_SCORES",
+           "FLAG_TREE_MASK", "KvScale", "Level", "LevelPolicy", "LogLevel", "MemoryReport",
+           "ModelConfig", "Op", "Options", "Plan", "Pooling", "PrefillArgs", "Problem", "Rope",
+           "Status",
            "append", "decode",
            "decode_workspace", "prefill", "prefill_workspace", "default_context", "default_db_path", "device_info",
            "level_policy", "level_problem", "library_path", "load", "memory_report",

@@ -84,6 +84,7 @@ class Op(_NamedEnum):
     PREFILL = 2
     MLA_DECODE = 3
     APPEND = 4
+    COMPRESS = 5
 
 
 class Rope(_NamedEnum):
@@ -97,6 +98,12 @@ class KvScale(_NamedEnum):
     TOKEN_HEAD = 0
     HEAD = 1
     TENSOR = 2
+
+
+class Pooling(_NamedEnum):
+    NONE = 0
+    MAX = 1
+    AVG = 2
 
 
 class LogLevel(_NamedEnum):
@@ -126,11 +133,13 @@ FLAG_TREE_MASK = 0x4
 FLAG_LSE = 0x8
 FLAG_RING = 0x10
 FLAG_BATCH_INVARIANT = 0x20
+FLAG_SCORES = 0x80
 FLAG_KV_CACHE = 0x100
 FLAG_LATENT = 0x1000
 FLAG_PAGE_CSR = 0x40
 FLAG_SLOT_MAPPING = 0x2000
-FLAG_ALL = 0x317F
+FLAG_ALL = 0x31FF
+LEVEL_COMPRESS_EVERY = 16
 OPTIONS_VERSION = 1
 
 # ---------------------------------------------------------------- structs
@@ -252,7 +261,8 @@ class DecodeArgs(Struct):
                  ("tree_mask", PTR), ("o", PTR)] + _strides("o") +
                 [("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
                  ("workspace_size", SIZE), ("sinks", PTR),
-                 ("page_indptr", PTR), ("page_indices", PTR), ("last_page_len", PTR)])
+                 ("page_indptr", PTR), ("page_indices", PTR), ("last_page_len", PTR),
+                 ("scores", PTR), ("scores_stride_batch", I64), ("scores_stride_head", I64)])
 
 
 class MlaDecodeArgs(Struct):
@@ -279,7 +289,7 @@ class AppendArgs(Struct):
                  ("rope_theta", F32), ("rope_cos_sin", PTR), ("rope_cos_sin_stride", I64),
                  ("rope_cos_sin_len", I64),
                  ("page_indptr", PTR), ("page_indices", PTR), ("slot_mapping", PTR),
-                 ("k_pe_new", PTR), ("k_pe_new_stride_batch", I64), ("k_pe_new_stride_token", I64)])
+                 ("k_pe_new", PTR), ("k_pe_new_stride_batch", I64), ("k_pe_new_stride_token", I64), ("rope_pos", PTR)])
 
 
 class PrefillArgs(Struct):
@@ -293,6 +303,25 @@ class PrefillArgs(Struct):
                  ("page_table_stride", I64), ("o", PTR), ("o_stride_token", I64),
                  ("o_stride_head", I64), ("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
                  ("workspace_size", SIZE), ("total_q", I64)])
+
+
+class CompressPolicy(Struct):
+    """fmqa_compress_policy: which cache slots fmqa_compress keeps."""
+    _fields_ = [("sink_tokens", I32), ("recent", I32), ("heavy", I32), ("pooling", ENUM),
+                ("pool", I32), ("per_sequence", I32)]
+    _enums_ = {"pooling": Pooling}
+
+
+class CompressArgs(Struct):
+    """fmqa_compress_args: device pointers (ints) and strides in elements."""
+    _fields_ = ([("k", PTR), ("v", PTR)] + _strides("k") + _strides("v") +
+                [("k_scale", PTR), ("v_scale", PTR)] + _strides("k_scale") +
+                _strides("v_scale") +
+                [("page_table", PTR), ("page_table_stride", I64), ("kv_lens", PTR),
+                 ("new_lens", PTR), ("scores", PTR), ("scores_stride_batch", I64),
+                 ("scores_stride_head", I64), ("kept", PTR), ("kept_stride_batch", I64),
+                 ("kept_stride_head", I64), ("policy", CompressPolicy), ("workspace", PTR),
+                 ("workspace_size", SIZE), ("free_pages", PTR)])
 
 
 class ModelConfig(Struct):
@@ -313,8 +342,9 @@ class LevelPolicy(Struct):
     """fmqa_level_policy: the concrete choices behind a level."""
     _fields_ = [("level", ENUM), ("kv_dtype", ENUM), ("sink_tokens", I32), ("window", I32),
                 ("spec_tokens", I32), ("page_size", I32), ("rope", ENUM),
-                ("kv_scale_granularity", ENUM)]
-    _enums_ = {"level": Level, "kv_dtype": Dtype, "rope": Rope, "kv_scale_granularity": KvScale}
+                ("kv_scale_granularity", ENUM), ("heavy", I32), ("pooling", ENUM), ("pool", I32)]
+    _enums_ = {"level": Level, "kv_dtype": Dtype, "rope": Rope, "kv_scale_granularity": KvScale,
+               "pooling": Pooling}
 
 
 class MemoryReport(Struct):
@@ -330,6 +360,7 @@ STRUCTS = {"fmqa_problem": Problem, "fmqa_options": Options, "fmqa_device_info":
            "fmqa_choice": Choice, "fmqa_decode_args": DecodeArgs,
            "fmqa_mla_decode_args": MlaDecodeArgs,
            "fmqa_append_args": AppendArgs, "fmqa_prefill_args": PrefillArgs,
+           "fmqa_compress_policy": CompressPolicy, "fmqa_compress_args": CompressArgs,
            "fmqa_model_config": ModelConfig,
            "fmqa_level_policy": LevelPolicy, "fmqa_memory_report": MemoryReport}
 
@@ -357,6 +388,8 @@ SIGNATURES = {
     "fmqa_append": (_ST, [PTR, _P(Problem), _P(AppendArgs), PTR]),
     "fmqa_prefill_workspace_size": (_ST, [PTR, _P(Problem), _P(SIZE)]),
     "fmqa_prefill": (_ST, [PTR, _P(Problem), _P(PrefillArgs), PTR]),
+    "fmqa_compress_workspace_size": (_ST, [PTR, _P(Problem), _P(SIZE)]),
+    "fmqa_compress": (_ST, [PTR, _P(Problem), _P(CompressArgs), PTR]),
     "fmqa_level_name": (_STR, [ENUM]),
     "fmqa_level_from_name": (_ST, [PTR, _STR, _P(ENUM)]),
     "fmqa_level_policy_preset": (_ST, [PTR, ENUM, _P(ModelConfig), _P(LevelPolicy)]),

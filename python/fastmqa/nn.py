@@ -6,7 +6,9 @@ RoPE; NeoX half-split pairs unless the policy says GPT-J) and a KV cache in the
 format of its optimization level: the policy fmqa_level_policy_preset() gives
 (conservative: 16-bit, full context; balanced: 4 sinks + a ring of
 max_seq_len / 4 recent tokens, RoPE fused into the append; aggressive: the same
-ring in int8 with per-token scales).
+ring in int8 with per-token scales).  The presets' heavy-hitter compression
+(fmqa_compress, docs/levels.md) is not run by this layer yet: a compressed
+policy is served in that ring form.
 
 forward(x, positions, use_cache=True) on CUDA with at most 16 new tokens per
 sequence (a step): fastmqa.append writes the new K/V into the cache (applying
@@ -83,6 +85,14 @@ class Attention(torch.nn.Module):
         if policy.page_size:
             raise ValueError("policy.page_size: nn.Attention keeps a contiguous cache "
                              "(page_size 0)")
+        if policy.heavy:
+            # The layer does not run fmqa_compress yet: a compressed level's
+            # cache becomes its ring form, 4 sinks + max_seq_len / 4 recent.
+            policy = LevelPolicy.from_buffer_copy(policy)
+            policy.heavy, policy.pooling, policy.pool = 0, 0, 0
+            policy.window = self.model.max_seq_len // 4
+            if policy.window + policy.sink_tokens >= self.model.max_seq_len:
+                policy.window = policy.sink_tokens = 0
         self.policy = policy
         # RoPE's pair layout: the policy's fused one, else NeoX (applied in torch).
         self.rope_layout = Rope(policy.rope) if policy.rope != Rope.NONE else Rope.NEOX

@@ -26,8 +26,11 @@ def test_memory_report_follows_the_documented_arithmetic(level, kv_heads, seq):
                                max_seq_len=seq, level=level)
     eight = pol.kv_dtype in (Dtype.INT8, Dtype.FP8_E4M3)
     per_token = 2 * kv_heads * d * (1 if eight else 2) + (2 * kv_heads * 4 if eight else 0)
-    # a ring: sinks + window + the spec_tokens - 1 draft slots
-    kept = min(seq, pol.sink_tokens + pol.window + pol.spec_tokens - 1) if pol.window else seq
+    if pol.heavy:  # compressed: kept slots + 16 between compactions, a float score per head
+        per_token += 4 * kv_heads
+        kept = min(seq, pol.sink_tokens + pol.window + pol.heavy + 16)
+    else:  # a ring: sinks + window + the spec_tokens - 1 draft slots
+        kept = min(seq, pol.sink_tokens + pol.window + pol.spec_tokens - 1) if pol.window else seq
     baseline = 2 * heads * d * 2 * seq
     assert (rep.bytes_per_token, rep.tokens_kept) == (per_token, kept)
     assert rep.bytes_per_seq == per_token * kept
@@ -44,19 +47,20 @@ def test_level_presets_are_the_documented_ones():
     bal = fastmqa.level_policy(model, "Balanced")
     agg = fastmqa.level_policy(model, Level.AGGRESSIVE)
     assert (cons.kv_dtype, cons.window, cons.rope) == (Dtype.BF16, 0, fastmqa.Rope.NONE)
-    assert (bal.kv_dtype, bal.window, bal.sink_tokens, bal.rope) == \
-        (Dtype.BF16, 2048, 4, fastmqa.Rope.NEOX)
+    assert (bal.kv_dtype, bal.window, bal.heavy, bal.sink_tokens, bal.rope) == \
+        (Dtype.BF16, 1024, 2048, 4, fastmqa.Rope.NEOX)
     assert (agg.kv_dtype, agg.spec_tokens) == (Dtype.INT8, 4)
 
 
-def test_level_problem_is_the_ring_decode_of_the_policy():
+def test_level_problem_is_the_compressed_decode_of_the_policy():
     p = fastmqa.level_problem(hidden_size=2048, num_q_heads=32, num_kv_heads=1,
                               max_seq_len=4096, level="aggressive", batch=8)
     assert (p.op, p.batch, p.num_q_heads, p.num_kv_heads, p.head_dim_qk) == \
         (fastmqa.Op.DECODE, 8, 32, 1, 64)
+    # 4 sinks + 512 recent + 1024 heavy hitters + 16 slots between compactions
     assert (p.q_tokens, p.kv_len, p.kv_dtype, p.window, p.sink_tokens) == \
-        (4, 4096, Dtype.INT8, 1024, 4)
-    assert p.flags == fastmqa.FLAG_CAUSAL | fastmqa.FLAG_RING
+        (4, 1556, Dtype.INT8, 0, 0)
+    assert p.flags == fastmqa.FLAG_CAUSAL | fastmqa.FLAG_SCORES
     fastmqa.validate(p)  # the library accepts what it produced
 
 
@@ -65,7 +69,7 @@ def test_policy_override_changes_the_report():
                                 max_seq_len=4096)
     pol = fastmqa.level_policy(model, "aggressive")
     pol.kv_dtype = Dtype.FP8_E4M3
-    pol.window, pol.sink_tokens = 0, 0
+    pol.window, pol.sink_tokens, pol.heavy = 0, 0, 0
     rep = fastmqa.memory_report(model, policy=pol)
     assert (rep.tokens_kept, rep.bytes_per_token) == (4096, 2 * 64 + 8)
 

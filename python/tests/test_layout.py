@@ -22,14 +22,15 @@ from fastmqa import _capi
 ENUMS = {_capi.Status: "FMQA_", _capi.Dtype: "FMQA_DTYPE_", _capi.Op: "FMQA_OP_",
          _capi.Rope: "FMQA_ROPE_", _capi.LogLevel: "FMQA_LOG_",
          _capi.ChoiceSource: "FMQA_CHOICE_", _capi.Level: "FMQA_LEVEL_",
-         _capi.KvScale: "FMQA_KV_SCALE_"}
+         _capi.KvScale: "FMQA_KV_SCALE_", _capi.Pooling: "FMQA_POOL_"}
 C_ENUM_OF = {_capi.Status: "fmqa_status", _capi.Dtype: "fmqa_dtype", _capi.Op: "fmqa_op",
              _capi.Rope: "fmqa_rope", _capi.LogLevel: "fmqa_log_level",
              _capi.ChoiceSource: "fmqa_choice_source", _capi.Level: "fmqa_level",
-             _capi.KvScale: "fmqa_kv_scale_granularity"}
+             _capi.KvScale: "fmqa_kv_scale_granularity", _capi.Pooling: "fmqa_pooling"}
 FLAGS = {f"FMQA_FLAG_{n}": getattr(_capi, f"FLAG_{n}")
-         for n in ("CAUSAL", "PAGED", "TREE_MASK", "LSE", "RING", "ALL")}
+         for n in ("CAUSAL", "PAGED", "TREE_MASK", "LSE", "RING", "SCORES", "ALL")}
 FLAGS["FMQA_OPTIONS_VERSION"] = _capi.OPTIONS_VERSION
+FLAGS["FMQA_LEVEL_COMPRESS_EVERY"] = _capi.LEVEL_COMPRESS_EVERY
 
 
 def header_text():

@@ -22,22 +22,30 @@ def layer(level="balanced", hidden=128, heads=8, kv_heads=2, seq=32, **kw):
 
 
 def test_each_level_sets_the_cache_format():
-    c, b, a = (layer(lv, max_batch=3) for lv in ("conservative", "balanced", "aggressive"))
-    assert c.k_cache.shape == (3, 32, 2, 16) and c.k_cache.dtype == torch.float16
+    # 128 tokens: the compressed presets, run in their ring form (nn.py)
+    c, b, a = (layer(lv, max_batch=3, seq=128) for lv in ("conservative", "balanced",
+                                                          "aggressive"))
+    assert c.k_cache.shape == (3, 128, 2, 16) and c.k_cache.dtype == torch.float16
     assert c.k_scale is None
-    assert b.k_cache.shape == (3, 8 + 4, 2, 16) and b.v_cache.dtype == torch.float16
-    # sinks 4 + window 8 + spec_tokens - 1 = 3 draft slots
-    assert a.k_cache.dtype == torch.int8 and a.v_scale.shape == (3, 15, 2)
+    assert b.k_cache.shape == (3, 32 + 4, 2, 16) and b.v_cache.dtype == torch.float16
+    # sinks 4 + window 32 + spec_tokens - 1 = 3 draft slots
+    assert a.k_cache.dtype == torch.int8 and a.v_scale.shape == (3, 39, 2)
     assert a.v_scale.dtype == torch.float32
-    assert (b.policy.window, b.policy.sink_tokens) == (8, 4)
+    assert (b.policy.window, b.policy.sink_tokens, b.policy.heavy) == (32, 4, 0)
     bf = layer("balanced", dtype=torch.bfloat16)
     assert bf.k_cache.dtype == torch.bfloat16 and bf.q_proj.weight.dtype == torch.bfloat16
 
 
+def own_report(m):
+    """The library's memory report of the policy the layer runs (a compressed
+    level runs in its ring form: nn.py)."""
+    return fastmqa.core.default_context().memory_report(m.model, m.policy, n_seqs=1)
+
+
 def test_memory_figures_are_the_librarys():
     m = layer("aggressive", seq=4096)
-    rep = fastmqa.memory_report(hidden_size=128, num_q_heads=8, num_kv_heads=2,
-                                max_seq_len=4096, level="aggressive")
+    rep = own_report(m)
+    assert m.policy.heavy == 0 and m.policy.window == 1024  # the ring form
     assert m.memory_reduction == rep.reduction
     assert m.cache_multiplier == rep.cache_multiplier
     assert m.level == "aggressive"
@@ -52,6 +60,8 @@ def test_report_is_the_memory_table_of_fastmqa_bench_levels():
     for ln in body:
         level, kv, window, sinks, spec, per_token, red, mult = ln[2:].split()
         r = rows[level]
+        if ln.startswith("*"):  # the layer's own policy: the ring form of the level
+            continue
         assert (kv, int(window), int(sinks), int(spec), int(per_token)) == \
             (r["kv_dtype"], r["window"], r["sink_tokens"], r["spec_tokens"],
              r["bytes_per_token"])
@@ -63,8 +73,7 @@ def test_final_optimized_fastmqa_is_the_original_interface():
     torch.manual_seed(0)
     model = FinalOptimizedFastMQA(hidden_dim=2048, num_heads=32, optimization_level="balanced")
     assert model.num_kv_heads == 1 and model.head_dim == 64
-    rep = fastmqa.memory_report(hidden_size=2048, num_q_heads=32, num_kv_heads=1,
-                                max_seq_len=4096, level="balanced")
+    rep = own_report(model)
     assert (model.memory_reduction, model.cache_multiplier) == (rep.reduction,
                                                                 rep.cache_multiplier)
     x = torch.randn(1, 5, 2048, dtype=torch.float16)

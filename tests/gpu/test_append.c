@@ -57,12 +57,15 @@ static void run_case(fmqa_ctx_t *ctx, fmqa_test_gpu *g, const append_case *c, fm
         r.rope_cs ? fmqa_test_upload(g, r.rope_cs, (size_t)(r.rope_cs_len * r.rot) * 4) : 0;
     CUdeviceptr d_csr = r.csr ? fmqa_test_upload(g, r.csr, r.csr_bytes) : 0;
     CUdeviceptr d_slots = r.slots ? fmqa_test_upload(g, r.slots, r.slots_bytes) : 0;
+    CUdeviceptr d_rope_pos =
+        c->rope_pos ? fmqa_test_upload(g, c->rope_pos, (size_t)c->batch * sizeof(int32_t)) : 0;
 
     const append_bufs b = {(void *)d_k_new, (void *)d_v_new, (void *)d_q, (void *)ks.data,
                            (void *)vs.data, (float *)ks.scale, (float *)vs.scale,
                            (const int32_t *)d_start, (const int32_t *)d_table,
                            (const float *)d_rope, (const int32_t *)d_csr,
-                           (const int32_t *)d_slots};
+                           (const int32_t *)d_slots,
+                           (const int32_t *)d_rope_pos};
     fmqa_append_args da = append_run_args(&r, &b);
     cr_assert_eq(fmqa_append(ctx, &r.p, &da, NULL), FMQA_OK, "%s: %s", r.name,
                  fmqa_ctx_errmsg(ctx));
@@ -74,6 +77,7 @@ static void run_case(fmqa_ctx_t *ctx, fmqa_test_gpu *g, const append_case *c, fm
     fmqa_test_free(g, d_k_new), fmqa_test_free(g, d_v_new), fmqa_test_free(g, d_q);
     fmqa_test_free(g, d_start), fmqa_test_free(g, d_table), fmqa_test_free(g, d_rope);
     fmqa_test_free(g, d_csr), fmqa_test_free(g, d_slots);
+    fmqa_test_free(g, d_rope_pos);
     append_run_free(&r);
 }
 
@@ -142,11 +146,11 @@ static void run_one(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmqa_rop
 Test(append, mla_latent)
 {
     const append_case contig = {"mla contig", 2, 16, 1, 576, 512, 3, 64, 0, 0, 0, 0, {0, 61},
-                                0, 1, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD};
+                                0, 1, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL};
     const append_case paged = {"mla paged64 h128 table", 2, 128, 1, 576, 512, 2, 256, PAGED,
-                               64, 0, 0, {63, 190}, 0, 1, 1, 0, FMQA_KV_SCALE_TOKEN_HEAD};
+                               64, 0, 0, {63, 190}, 0, 1, 1, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL};
     const append_case q_pe = {"mla q_pe alone", 2, 32, 1, 576, 512, 2, 64, 0, 0, 0, 0, {5, 40},
-                              0, 1, 0, 1, FMQA_KV_SCALE_TOKEN_HEAD};
+                              0, 1, 0, 1, FMQA_KV_SCALE_TOKEN_HEAD, NULL};
     run_one(&contig, BF16, BF16, FMQA_ROPE_GPTJ);
     run_one(&contig, FMQA_DTYPE_F16, FP8, FMQA_ROPE_NEOX);
     run_one(&paged, BF16, FP8, FMQA_ROPE_GPTJ);
@@ -158,11 +162,11 @@ Test(append, mla_latent)
 Test(append, rope_partial_and_table)
 {
     const append_case partial = {"rope partial d80 r20 ring", 2, 4, 1, 80, 80, 5, 4096, RING,
-                                 0, 16, 4, {0, 300}, 20, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD};
+                                 0, 16, 4, {0, 300}, 20, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL};
     const append_case table = {"rope table d128 paged", 2, 8, 2, 128, 128, 4, 64, PAGED, 16,
-                               0, 0, {5, 40}, 0, 0, 1, 0, FMQA_KV_SCALE_TOKEN_HEAD};
+                               0, 0, {5, 40}, 0, 0, 1, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL};
     const append_case shorter = {"rope table short r32", 2, 4, 1, 64, 64, 4, 64, 0, 0, 0, 0,
-                                 {10, 30}, 32, 0, 2, 0, FMQA_KV_SCALE_TOKEN_HEAD};
+                                 {10, 30}, 32, 0, 2, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL};
     run_one(&partial, BF16, FP8, FMQA_ROPE_GPTJ);
     run_one(&table, BF16, FMQA_DTYPE_INT8, FMQA_ROPE_NEOX);
     run_one(&shorter, FMQA_DTYPE_F16, FMQA_DTYPE_F16, FMQA_ROPE_NEOX);

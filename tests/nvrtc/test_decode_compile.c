@@ -29,7 +29,7 @@ static const char *const VARIANTS[] = {
     "tq=4,page=0,window=1000,sinks=4,softcap=50,flags=causal|lse",
     "tq=2,page=32,window=512,sinks=0,draft_slots=1,flags=causal|paged|ring",
     "tq=16,page=0,window=0,sinks=0,flags=causal|lse",
-    "tq=16,page=64,window=0,sinks=0,flags=tree|paged",
+    "tq=16,page=64,window=0,sinks=0,flags=tree|paged|scores",
 };
 static const int GROUPS[] = {32, 8, 6, 4, 1, 128};
 
@@ -51,7 +51,7 @@ static void compile_classes(const char *arch, int d)
         gen_config c;
         fmqa_err err;
         cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
-        fmqa_test_compile_clean(t, &c, &p, &dev, spec, 2);
+        fmqa_test_compile_clean(t, &c, &p, &dev, spec, 3);
     }
     gen_lib_close(lib);
 }
@@ -100,7 +100,7 @@ Test(decode_compile, heavy_configs, .timeout = 600)
             fmqa_err err;
             cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", cases[i].config,
                          err.msg);
-            fmqa_test_compile_clean(t, &c, &p, &dev, cases[i].spec, 2);
+            fmqa_test_compile_clean(t, &c, &p, &dev, cases[i].spec, 3);
         }
     }
     gen_lib_close(lib);

@@ -281,10 +281,18 @@ static int place_of(const append_run *r, int64_t b, int64_t t, int64_t slot, int
     return 1;
 }
 
-/* 0 when the call must leave the token at pos alone (beyond the table). */
-static int written_pos(const append_run *r, int64_t pos)
+/* 0 when the call must leave the token rotated at rpos alone (beyond the
+ * table). */
+static int written_pos(const append_run *r, int64_t rpos)
 {
-    return !r->rope_cs || pos < r->rope_cs_len;
+    return !r->rope_cs || rpos < r->rope_cs_len;
+}
+
+/* The position token t of sequence b is rotated at: start, or the case's
+ * rope_pos (a compacted cache). */
+static int64_t rope_at(const append_run *r, int64_t b, int64_t t)
+{
+    return (r->c->rope_pos ? r->c->rope_pos[b] : r->c->start[b]) + t;
 }
 
 /* Strides: inputs with the token stride padded by 16 elements, caches of
@@ -367,10 +375,11 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
 {
     memset(r, 0, sizeof *r);
     r->c = c, r->in = in, r->kv = kv, r->rope = rope, r->rope_q = rope_q;
-    snprintf(r->name, sizeof r->name, "%s in=%s kv=%s rope=%d q=%d%s%s", c->name,
+    snprintf(r->name, sizeof r->name, "%s in=%s kv=%s rope=%d q=%d%s%s%s", c->name,
              fmqa_dtype_name(in), fmqa_dtype_name(kv), (int)rope, rope_q,
              is_8bit(kv) && c->scale ? " scale=" : "",
-             is_8bit(kv) && c->scale ? fmqa_kv_scale_name(c->scale) : "");
+             is_8bit(kv) && c->scale ? fmqa_kv_scale_name(c->scale) : "",
+             c->rope_pos ? " rope_pos" : "");
     uint64_t seed = fmqa_test_seed(r->name) | 1;
     const int paged = (c->flags & FMQA_FLAG_PAGED) != 0, ring = (c->flags & FMQA_FLAG_RING) != 0;
     const int64_t B = c->batch, N = c->n_new, Hk = c->kv_heads, H = c->heads;
@@ -436,6 +445,7 @@ void append_run_init(append_run *r, const append_case *c, fmqa_dtype in, fmqa_dt
     page_args(r, &ha, r->csr, r->slots);
     if (c->latent == 2)
         ha.k_new = r->k_lat, ha.k_pe_new = r->k_pe;
+    ha.rope_pos = c->rope_pos;
     if (c->q_only)
         no_tokens(&ha);
     fmqa_err err;
@@ -454,6 +464,7 @@ fmqa_append_args append_run_args(const append_run *r, const append_bufs *b)
     a.start_pos = b->start_pos, a.page_table = r->table ? b->page_table : NULL;
     a.rope_cos_sin = r->rope_cs ? b->rope_cos_sin : NULL;
     page_args(r, &a, b->csr, b->slots);
+    a.rope_pos = r->c->rope_pos ? b->rope_pos : NULL;
     if (r->c->q_only)
         no_tokens(&a);
     return a;
@@ -463,7 +474,7 @@ fmqa_append_args append_run_host_args(append_run *r)
 {
     const append_bufs b = {r->c->latent == 2 ? r->k_lat : r->k_new, r->v_new, r->q_out, r->k.out,
                            r->v.out, r->k.sout, r->v.sout, r->c->start, r->table, r->rope_cs,
-                           r->csr, r->slots};
+                           r->csr, r->slots, r->c->rope_pos};
     fmqa_append_args a = append_run_args(r, &b);
     if (r->c->latent == 2 && !r->c->q_only)
         a.k_pe_new = r->k_pe;
@@ -565,10 +576,12 @@ static void check_kv_row(const append_run *r, int side_i, row_ctx *rc, int64_t b
                       ((b * c->n_new + t) * st + h * d) * ie;
     cr_assert_eq(ref_to_double(r->in, src, d, x, NULL), FMQA_OK);
     const double amax_in = row_amax(x, d);
+    const int64_t rpos = rope_at(r, b, t);
+    (void)pos;
     if (!side_i)
-        rope_as_call(r, x, d, pos);
+        rope_as_call(r, x, d, rpos);
     /* a table's angles are the call's own: only the fp32 rotation errs */
-    rc->err = !side_i && r->rot > 0 ? rope_err(r->rope_cs ? 0.0 : (double)pos) : 0.0;
+    rc->err = !side_i && r->rot > 0 ? rope_err(r->rope_cs ? 0.0 : (double)rpos) : 0.0;
     char what[200];
     snprintf(what, sizeof what, "%s %c b%lld t%lld h%lld", r->name, side_i ? 'V' : 'K',
              (long long)b, (long long)t, (long long)h);
@@ -588,9 +601,9 @@ static void check_q(const append_run *r, double *x)
     for (int64_t i = 0; i < rows; i++) {
         const uint8_t *q0 = (const uint8_t *)r->q + i * rb;
         const uint8_t *out = (const uint8_t *)r->q_out + i * rb;
-        const int64_t pos = c->start[i / (N * H)] + i / H % N;
-        if (r->rope_q && r->rope != FMQA_ROPE_NONE && written_pos(r, pos))
-            check_q_row(r->name, r->in, i, pos, r->dq, q0, out,
+        const int64_t rpos = rope_at(r, i / (N * H), i / H % N);
+        if (r->rope_q && r->rope != FMQA_ROPE_NONE && written_pos(r, rpos))
+            check_q_row(r->name, r->in, i, rpos, r->dq, q0, out,
                         (const uint8_t *)r->q_ref + i * rb, x);
         else
             cr_assert_eq(memcmp(out, q0, (size_t)rb), 0, "%s: q row %lld changed", r->name,
@@ -616,7 +629,7 @@ void append_run_check(const append_run *r)
     for (int64_t b = 0; b < c->batch; b++)
         for (int64_t t = 0; t < c->n_new; t++) {
             int64_t pos = c->start[b] + t, slot = pos;
-            if (!written_pos(r, pos) || c->q_only)
+            if (!written_pos(r, rope_at(r, b, t)) || c->q_only)
                 continue; /* no angles for it in the table, or no token */
             if (ring && pos >= c->sinks) {
                 if (t + c->window < c->n_new)

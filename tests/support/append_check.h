@@ -32,6 +32,8 @@
  * floats; with 2 the table is one position short of the furthest token, which
  * must then not be written.  A q_only case passes no new tokens (k_new and
  * the caches NULL): q is rotated and every cache byte keeps its poison.
+ * A case with rope_pos writes token t at start[b] + t and rotates it (and q)
+ * at rope_pos[b] + t, as after a compaction.
  * Failures cr_assert (cr_expect for the counts of one-ulp differences).
  */
 #ifndef FMQA_APPEND_CHECK_H
@@ -61,6 +63,9 @@ typedef struct append_case {
                                         (fixed, the test's: K's heads 1 float
                                         apart, V's 3; the ignored strides odd
                                         garbage), default per token and head */
+    const int32_t *rope_pos; /* [batch] RoPE positions (fmqa_append_args.rope_pos:
+                                a cache compacted by fmqa_compress), NULL =
+                                start                                       */
 } append_case;
 
 /* One cache (K or V): its bytes and scales before the call (init), after the
@@ -102,13 +107,14 @@ void append_case_problem(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmq
 void append_run_init(append_run *r /* OUT */, const append_case *c, fmqa_dtype in, fmqa_dtype kv,
                      fmqa_rope rope, int rope_q);
 /* The buffers of a call (host, or device copies of the run's): inputs, the
- * caches and scales, start positions, page table, RoPE table. */
+ * caches and scales, start positions, page table, RoPE table, RoPE positions. */
 typedef struct append_bufs {
     void *k_new, *v_new, *q, *k, *v;
     float *k_scale, *v_scale;
     const int32_t *start_pos, *page_table;
     const float *rope_cos_sin;
     const int32_t *csr, *slots;   /* copies of the run's csr and slots          */
+    const int32_t *rope_pos;
 } append_bufs;
 /* r->args with these buffers, as the case calls: no V for a latent cache, no
  * tokens or caches for a q_only one, q only when r->rope_q, scales only for an

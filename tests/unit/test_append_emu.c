@@ -63,20 +63,20 @@ static void run_layouts(const append_case *cases, int n, int first)
 /* The GPU test's layouts.  Starts: position 0, the last slots of the
  * capacity, an odd middle. */
 static const append_case CONTIGUOUS[] = {
-    {"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"contig d128", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
+    {"contig d64 dv128 mqa", 2, 8, 1, 64, 128, 3, 40, 0, 0, 0, 0, {37, 1}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
+    {"contig d96", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
+    {"contig d256", 1, 4, 2, 256, 256, 7, 16, 0, 0, 0, 0, {9}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
 };
 /* Tokens cross page boundaries (15 -> 16, 31 -> 32); ring sinks and the
  * wrap; 24 tokens into 16 ring slots; far positions. */
 static const append_case PAGED_RING[] = {
-    {"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED, 16, 0, 0, {13, 59, 29}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
+    {"paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED, 32, 0, 0, {28, 0}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
+    {"ring w16 s4", 3, 8, 2, 128, 128, 5, 4096, RING, 0, 16, 4, {0, 2, 1000}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
+    {"ring n24>w16", 2, 4, 1, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
     {"ring paged pos 1e5, 2^30", 2, 8, 2, 128, 128, 3, 1 << 30, RING | PAGED, 16, 32, 4,
-     {100000, (1 << 30) - 8}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+     {100000, (1 << 30) - 8}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
 };
 
 Test(append_emu, contiguous, .timeout = 900)
@@ -111,13 +111,13 @@ Test(append_emu, layout_csr_slot_mapping, .timeout = 900)
  * unrotated from bf16 (k = 2, 7, 14, 15). */
 static const append_case SCALES[] = {
     {"contig d128 head scales", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17},
-     0, 0, 0, 0, FMQA_KV_SCALE_HEAD},
+     0, 0, 0, 0, FMQA_KV_SCALE_HEAD, NULL},
     {"paged16 d64 tensor scale", 2, 4, 2, 64, 64, 9, 96, PAGED, 16, 0, 0, {13, 0},
-     0, 0, 0, 0, FMQA_KV_SCALE_TENSOR},
+     0, 0, 0, 0, FMQA_KV_SCALE_TENSOR, NULL},
     {"ring w16 s4 head scales", 2, 8, 2, 128, 128, 24, 4096, RING, 0, 16, 4, {3, 100},
-     0, 0, 0, 0, FMQA_KV_SCALE_HEAD},
+     0, 0, 0, 0, FMQA_KV_SCALE_HEAD, NULL},
     {"contig d96 tensor scale", 2, 4, 4, 96, 96, 2, 40, 0, 0, 0, 0, {38, 0},
-     0, 0, 0, 0, FMQA_KV_SCALE_TENSOR},
+     0, 0, 0, 0, FMQA_KV_SCALE_TENSOR, NULL},
 };
 
 Test(append_emu, fixed_scales, .timeout = 900)
@@ -125,4 +125,23 @@ Test(append_emu, fixed_scales, .timeout = 900)
     static const int variants[] = {2, 7, 14, 15};
     for (int i = 0; i < 4; i++)
         run_variant(&SCALES[i], variants[i], i);
+}
+
+/* A cache compacted by fmqa_compress: tokens written at start[b] + t, K and q
+ * rotated at rope_pos[b] + t (their true positions, far past their slots).
+ * Variants: f16 NEOX, int8 GPTJ, fp8 NEOX from bf16, bf16 GPTJ from bf16
+ * (k = 4, 2, 19, 17). */
+static const int32_t COMPACT_POS3[3] = {1000, 136, 20}, COMPACT_POS2[2] = {4093, 77};
+static const append_case COMPACTED[] = {
+    {"contig d128 rope_pos", 3, 8, 2, 128, 128, 5, 64, 0, 0, 0, 0, {0, 59, 17},
+     0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, COMPACT_POS3},
+    {"paged16 d64 rope_pos", 2, 4, 2, 64, 64, 9, 96, PAGED, 16, 0, 0, {13, 0},
+     0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, COMPACT_POS2},
+};
+
+Test(append_emu, compacted_rope_pos, .timeout = 900)
+{
+    static const int variants[] = {4, 2, 19, 17};
+    for (int i = 0; i < 4; i++)
+        run_variant(&COMPACTED[i % 2], variants[i], i);
 }

@@ -101,15 +101,30 @@ Test(levels, conservative_preset_is_lossless)
     cr_assert_eq(p.rope, FMQA_ROPE_NONE);
 }
 
-Test(levels, balanced_preset_adds_window_sinks_and_rope)
+Test(levels, balanced_preset_adds_compression_sinks_and_rope)
 {
     fmqa_model_config m = model(1);
     fmqa_level_policy p = preset(FMQA_LEVEL_BALANCED, &m);
     cr_assert_eq(p.kv_dtype, FMQA_DTYPE_F16);
-    cr_assert_eq(p.window, 256); /* 1024 / 4 */
+    cr_assert_eq(p.window, 128); /* recent: 1024 / 8 */
+    cr_assert_eq(p.heavy, 256);  /* heavy hitters: 1024 / 4 */
+    cr_assert_eq(p.pooling, FMQA_POOL_NONE);
     cr_assert_eq(p.sink_tokens, 4);
     cr_assert_eq(p.spec_tokens, 1);
     cr_assert_eq(p.rope, FMQA_ROPE_NEOX);
+    fmqa_problem q;
+    cr_assert_eq(fmqa_level_problem(ctx, &m, &p, 2, &q), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    cr_assert_eq(q.kv_len, 404); /* 4 + 128 + 256 + FMQA_LEVEL_COMPRESS_EVERY */
+    cr_assert_eq(q.window, 0);
+    cr_assert_eq(q.flags, FMQA_FLAG_CAUSAL | FMQA_FLAG_SCORES);
+
+    m.mla_latent_dim = 512, m.mla_rope_dim = 64; /* MLA: sinks + sliding window */
+    p = preset(FMQA_LEVEL_BALANCED, &m);
+    cr_assert_eq(p.window, 256);
+    cr_assert_eq(p.heavy, 0);
+    p.heavy = 8;
+    fmqa_memory_report r;
+    cr_assert_eq(fmqa_memory_report_compute(ctx, &m, &p, 1, 0, &r), FMQA_ERR_UNSUPPORTED);
 }
 
 Test(levels, aggressive_preset_adds_8bit_and_speculation)
@@ -117,7 +132,8 @@ Test(levels, aggressive_preset_adds_8bit_and_speculation)
     fmqa_model_config m = model(1);
     fmqa_level_policy p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
     cr_assert_eq(p.kv_dtype, FMQA_DTYPE_INT8);
-    cr_assert_eq(p.window, 256);
+    cr_assert_eq(p.window, 128);
+    cr_assert_eq(p.heavy, 256);
     cr_assert_eq(p.sink_tokens, 4);
     cr_assert_eq(p.spec_tokens, 4);
     cr_assert_eq(p.rope, FMQA_ROPE_NEOX);
@@ -125,12 +141,22 @@ Test(levels, aggressive_preset_adds_8bit_and_speculation)
 
 Test(levels, short_context_keeps_full_context)
 {
-    /* max_seq_len 5: window 1 + 4 sinks = 5 keeps every position, so no window. */
+    /* A recent window shorter than 16 query tokens: no compression. */
     fmqa_model_config m = model(1);
-    m.max_seq_len = 5;
+    m.max_seq_len = 127; /* recent 15 */
     fmqa_level_policy p = preset(FMQA_LEVEL_BALANCED, &m);
     cr_assert_eq(p.window, 0);
+    cr_assert_eq(p.heavy, 0);
     cr_assert_eq(p.sink_tokens, 0);
+    m.max_seq_len = 128; /* 4 + 16 + 32 + 16 = 68 slots < 128 */
+    p = preset(FMQA_LEVEL_BALANCED, &m);
+    cr_assert_eq(p.window, 16);
+    cr_assert_eq(p.heavy, 32);
+    cr_assert_eq(p.sink_tokens, 4);
+    /* MLA: max_seq_len 5: window 1 + 4 sinks = 5 keeps every position. */
+    m.mla_latent_dim = 512, m.mla_rope_dim = 64, m.max_seq_len = 5;
+    p = preset(FMQA_LEVEL_BALANCED, &m);
+    cr_assert_eq(p.window, 0);
     m.max_seq_len = 8; /* window 2 + 4 sinks = 6 < 8 */
     p = preset(FMQA_LEVEL_BALANCED, &m);
     cr_assert_eq(p.window, 2);
@@ -235,6 +261,7 @@ Test(levels, window_keeps_sinks_plus_recent)
 {
     fmqa_model_config m = model(1);
     fmqa_level_policy p = preset(FMQA_LEVEL_BALANCED, &m);
+    p.heavy = 0, p.window = 256; /* a ring of sinks and a sliding window */
     fmqa_memory_report r = report(&m, &p, 2, 0);
     cr_assert_eq(r.tokens_kept, 260);        /* 4 sinks + 256 window */
     cr_assert_eq(r.bytes_per_seq, 66560);    /* 256 * 260 */
@@ -246,17 +273,31 @@ Test(levels, window_keeps_sinks_plus_recent)
     cr_assert_eq(r.tokens_kept, 1024);
 }
 
+Test(levels, compressed_cache_counts_kept_slots_and_scores)
+{
+    fmqa_model_config m = model(8);
+    fmqa_level_policy p = preset(FMQA_LEVEL_BALANCED, &m);
+    fmqa_memory_report r = report(&m, &p, 1, 0);
+    cr_assert_eq(r.tokens_kept, 404);        /* 4 + 128 + 256 + 16 between compactions */
+    cr_assert_eq(r.bytes_per_token, 2080);   /* 2 * 8 * 64 * 2 + 8 heads * 4 (scores) */
+    cr_assert_eq(r.bytes_per_seq, 2080 * 404);
+    p.window = 0, p.sink_tokens = 0; /* fewer recent slots than query tokens */
+    cr_assert_eq(fmqa_memory_report_compute(ctx, &m, &p, 1, 0, &r), FMQA_ERR_INVALID_ARGUMENT);
+    cr_assert_str_eq(fmqa_ctx_errmsg(ctx), "policy.window 0: a compressed cache keeps at least "
+                                           "the 1 query tokens as recent slots");
+}
+
 Test(levels, eight_bit_counts_scales)
 {
     fmqa_model_config m = model(1);
     fmqa_level_policy p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
     fmqa_memory_report r = report(&m, &p, 1, 0);
-    cr_assert_eq(r.bytes_per_token, 136);    /* 2 * 64 * 1 + 2 * 4 (K and V scale) */
-    cr_assert_eq(r.bytes_per_seq, 35768);    /* 136 * (260 + 3 draft slots) */
+    cr_assert_eq(r.bytes_per_token, 140);    /* 2 * 64 * 1 + 2 * 4 (K and V scale) + 4 (score) */
+    cr_assert_eq(r.bytes_per_seq, 56560);    /* 140 * 404 */
 
     m = model(32);
     p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
-    p.window = p.sink_tokens = 0;
+    p.window = p.sink_tokens = p.heavy = 0;
     r = report(&m, &p, 1, 0);
     cr_assert_eq(r.bytes_per_token, 4352);   /* 2 * 32 * 64 + 2 * 32 * 4 */
     cr_assert_float_eq(r.reduction, 1.0 - 4352.0 / 8192.0, 1e-12);
@@ -269,7 +310,7 @@ Test(levels, fixed_scale_granularity_counts_scales_once)
 {
     fmqa_model_config m = model(8);
     fmqa_level_policy p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
-    p.window = p.sink_tokens = 0;
+    p.window = p.sink_tokens = p.heavy = 0; /* full context */
     p.kv_scale_granularity = FMQA_KV_SCALE_HEAD;
     fmqa_memory_report r = report(&m, &p, 3, 0);
     cr_assert_eq(r.bytes_per_token, 1024);        /* 2 * 8 * 64, no scales */
@@ -306,7 +347,7 @@ Test(levels, paged_cache_rounds_to_pages_and_counts_the_table)
     p = preset(FMQA_LEVEL_BALANCED, &m);
     p.page_size = 16;
     r = report(&m, &p, 1, 0);
-    cr_assert_eq(r.bytes_per_seq, 69700);    /* 260 tokens -> 17 pages: 272 * 256 + 17 * 4 */
+    cr_assert_eq(r.bytes_per_seq, 108264);   /* 404 slots -> 26 pages: 416 * 260 + 26 * 4 */
 }
 
 /* ------------------------------------------------------------ bad input */
@@ -377,11 +418,11 @@ Test(levels, bad_policies_are_named)
                                "with a sliding window)");
     p = base;
     p.page_size = -16;
-    expect_policy_error(&p, 0, "policy: sink_tokens (4), window (256) and page_size (-16) "
+    expect_policy_error(&p, 0, "policy: sink_tokens (4), window (128) and page_size (-16) "
                                "must not be negative");
-    /* 66560 bytes per sequence (see window_keeps_sinks_plus_recent) */
-    expect_policy_error(&base, 66559, "budget_bytes 66559 is too small for one sequence "
-                                      "(66560 bytes per layer)");
+    /* 105040 bytes per sequence: 404 slots of 260 bytes */
+    expect_policy_error(&base, 105039, "budget_bytes 105039 is too small for one sequence "
+                                       "(105040 bytes per layer)");
     expect_policy_error(&base, -1, "n_seqs (1) and budget_bytes (-1) must not be negative");
 }
 
@@ -468,9 +509,21 @@ Test(levels, bench_accuracy_is_ordered_and_conservative_is_rounding_only)
         cr_assert(aggr > cons, "%s: aggressive %g <= conservative %g", data[i], aggr, cons);
     }
     /* memory of GQA 8, 256 tokens: 2 * 8 * 64 * 2 = 2048 B/token; aggressive int8:
-       1024 + 2 * 8 * 4 = 1088 B/token over 4 sinks + 64 window + 3 draft slots */
+       1024 + 2 * 8 * 4 = 1088 B/token of K, V and scales */
     cr_assert_eq(json_field(out, "conservative", "random", "bytes_per_token"), 2048);
-    cr_assert_eq(json_field(out, "aggressive", "random", "bytes_per_seq"), 1088 * 71);
+    /* ... plus a 4-byte score per KV head over 4 sinks + 32 recent + 64 heavy
+       + 16 slots between compactions */
+    cr_assert_eq(json_field(out, "aggressive", "random", "bytes_per_seq"), 1120 * 116);
+    /* balanced and aggressive meet their budgets on the structured data sets */
+    const char *levels[] = {"balanced", "aggressive"}, *structured[] = {"sink+local", "heavy"};
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < 2; i++) {
+            double rel = json_field(out, levels[l], structured[i], "rel_l2_error");
+            double budget = json_field(out, levels[l], structured[i], "rel_l2_budget");
+            cr_assert(rel <= budget, "%s on %s: rel_l2 %g > budget %g", levels[l], structured[i],
+                      rel, budget);
+            cr_assert(json_field(out, levels[l], structured[i], "max_abs_error") < 0.1);
+        }
     free(out);
 }
 

@@ -41,14 +41,14 @@
  * with 16- and 64-token pages (tokens cross 15 -> 16 and 63 -> 64), and
  * DeepSeek-V3's 128 heads with its angles from a table. */
 static const append_case MLA[] = {
-    {"mla contig", 2, 16, 1, 576, 512, 3, 64, 0, 0, 0, 0, {0, 61}, 0, 1, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"mla paged16", 3, 16, 1, 576, 512, 4, 96, PAGED, 16, 0, 0, {13, 0, 62}, 0, 1, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"mla contig", 2, 16, 1, 576, 512, 3, 64, 0, 0, 0, 0, {0, 61}, 0, 1, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
+    {"mla paged16", 3, 16, 1, 576, 512, 4, 96, PAGED, 16, 0, 0, {13, 0, 62}, 0, 1, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
     {"mla paged64 h128 table", 2, 128, 1, 576, 512, 2, 256, PAGED, 64, 0, 0, {63, 190}, 0, 1,
-     1, 0, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"mla q_pe alone", 2, 32, 1, 576, 512, 2, 64, 0, 0, 0, 0, {5, 40}, 0, 1, 0, 1, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"mla k_pe apart", 2, 16, 1, 576, 512, 3, 64, 0, 0, 0, 0, {0, 61}, 0, 2, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+     1, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
+    {"mla q_pe alone", 2, 32, 1, 576, 512, 2, 64, 0, 0, 0, 0, {5, 40}, 0, 1, 0, 1, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
+    {"mla k_pe apart", 2, 16, 1, 576, 512, 3, 64, 0, 0, 0, 0, {0, 61}, 0, 2, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
     {"mla k_pe apart paged16", 3, 16, 1, 576, 512, 4, 96, PAGED, 16, 0, 0, {13, 0, 62}, 0, 2, 0, 0,
-     FMQA_KV_SCALE_TOKEN_HEAD},
+     FMQA_KV_SCALE_TOKEN_HEAD, NULL},
 };
 
 Test(mla_append_emu, contiguous, .timeout = 900)

@@ -149,13 +149,13 @@ Test(rope_ref, a_token_past_the_table_is_not_written)
  * covering every token; one a position short, whose last token must stay
  * unwritten, K, V and q). */
 static const append_case CASES[] = {
-    {"rope partial d128 r64", 2, 8, 2, 128, 128, 3, 64, 0, 0, 0, 0, {0, 50}, 64, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+    {"rope partial d128 r64", 2, 8, 2, 128, 128, 3, 64, 0, 0, 0, 0, {0, 50}, 64, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
     {"rope partial d80 r20 ring", 2, 4, 1, 80, 80, 5, 4096, FMQA_FLAG_RING, 0, 16, 4,
-     {0, 300}, 20, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+     {0, 300}, 20, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
     {"rope table d128 paged", 2, 8, 2, 128, 128, 4, 64, FMQA_FLAG_PAGED, 16, 0, 0, {5, 40}, 0,
-     0, 1, 0, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"rope table short r32", 2, 4, 1, 64, 64, 4, 64, 0, 0, 0, 0, {10, 30}, 32, 0, 2, 0, FMQA_KV_SCALE_TOKEN_HEAD},
-    {"rope q alone r64 table", 2, 8, 2, 128, 128, 3, 64, 0, 0, 0, 0, {0, 33}, 64, 0, 1, 1, FMQA_KV_SCALE_TOKEN_HEAD},
+     0, 1, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
+    {"rope table short r32", 2, 4, 1, 64, 64, 4, 64, 0, 0, 0, 0, {10, 30}, 32, 0, 2, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
+    {"rope q alone r64 table", 2, 8, 2, 128, 128, 3, 64, 0, 0, 0, 0, {0, 33}, 64, 0, 1, 1, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
 };
 
 Test(rope_emu, partial, .timeout = 900)

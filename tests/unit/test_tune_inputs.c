@@ -317,3 +317,41 @@ Test(tune_inputs, sinks_join_the_reference)
     }
     tun_case_destroy(a), tun_case_destroy(b);
 }
+
+/* A problem with FMQA_FLAG_SCORES gets a score buffer [b, hk, slot] (slots of
+ * the cache: a ring's sinks + window + draft slots), so that fastmqa-tune can
+ * time and verify it: fmqa_decode's argument checks, which run before any
+ * device is needed, accept the case's arguments and refuse them without the
+ * buffer. */
+Test(tune_inputs, scores_problem_gets_a_score_buffer)
+{
+    fmqa_ctx_t *ctx = NULL;
+    cr_assert_eq(fmqa_ctx_create(NULL, &ctx), FMQA_OK);
+    fmqa_problem plain = decode_problem(2, 70, 4, 2, 32, FMQA_DTYPE_F16), ring = plain;
+    plain.flags |= FMQA_FLAG_SCORES;
+    ring.flags |= FMQA_FLAG_SCORES | FMQA_FLAG_RING;
+    ring.window = 20, ring.sink_tokens = 4, ring.draft_slots = 1;
+    const fmqa_problem *ps[2] = {&plain, &ring};
+    const int64_t slots[2] = {70, 4 + 20 + 1};
+    for (int i = 0; i < 2; i++) {
+        tun_case_opts o = TUN_CASE_OPTS_INIT;
+        tun_case *c = make(ps[i], 3, &o, 1);
+        fmqa_decode_args a;
+        tun_case_host_decode_args(c, &a);
+        cr_assert_not_null(a.scores, "case %d", i);
+        cr_expect_eq(a.scores_stride_head, slots[i], "case %d", i);
+        cr_expect_eq(a.scores_stride_batch, 2 * slots[i], "case %d", i);
+        for (int64_t j = 0; j < 2 * 2 * slots[i]; j++)
+            cr_expect_eq(a.scores[j], 0.0f, "case %d: scores start at zero", i);
+        void *out = aligned_alloc(16, 2 * 4 * 32 * 2); /* outputs have no host image */
+        a.o = out;
+        fmqa_status st = fmqa_decode(ctx, ps[i], &a, NULL);
+        cr_expect_neq(st, FMQA_ERR_INVALID_ARGUMENT, "case %d: %s", i, fmqa_ctx_errmsg(ctx));
+        a.scores = NULL;
+        cr_expect_eq(fmqa_decode(ctx, ps[i], &a, NULL), FMQA_ERR_INVALID_ARGUMENT, "case %d", i);
+        cr_expect(strstr(fmqa_ctx_errmsg(ctx), "scores"), "%s", fmqa_ctx_errmsg(ctx));
+        free(out);
+        tun_case_destroy(c);
+    }
+    fmqa_ctx_destroy(ctx);
+}
