@@ -94,9 +94,9 @@ Test(append_emu, paged_ring, .timeout = 900)
  * its scales HND beside NHD V; tokens cross page boundaries. */
 static const append_case LAYOUTS[] = {
     {"csr paged16 d128", 3, 8, 2, 128, 128, 5, 64, PAGED | FMQA_FLAG_PAGE_CSR, 16, 0, 0,
-     {13, 59, 29}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+     {13, 59, 29}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
     {"slots paged32 d64", 2, 4, 2, 64, 64, 9, 96, PAGED | FMQA_FLAG_SLOT_MAPPING, 32, 0, 0,
-     {28, 0}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD},
+     {28, 0}, 0, 0, 0, 0, FMQA_KV_SCALE_TOKEN_HEAD, NULL},
 };
 
 Test(append_emu, layout_csr_slot_mapping, .timeout = 900)

@@ -113,7 +113,7 @@ Test(ref_cache, ring_gather_equals_contiguous_on_kept_positions)
     krv.window = vrv.window = WIN;
     krv.sink_tokens = vrv.sink_tokens = SINK;
     const int32_t start[B] = {0, 0}, lens[B] = {L, L};
-    ref_append_shape s = {B, L, HQ, HKV, D, D, start, FMQA_ROPE_NEOX, 0, 0, 0, 0, NULL, 0, 0, NULL};
+    ref_append_shape s = {B, L, HQ, HKV, D, D, start, FMQA_ROPE_NEOX, 0, 0, 0, 0, NULL, 0, 0, NULL, NULL};
     cr_assert_eq(ref_append(&s, kn, vn, NULL, &kcv, &vcv, NULL), FMQA_OK);
     cr_assert_eq(ref_append(&s, kn, vn, NULL, &krv, &vrv, NULL), FMQA_OK);
     static double gc[B * L * HKV * D], gr[B * L * HKV * D];
@@ -157,7 +157,7 @@ Test(ref_cache, paged_int8_equals_contiguous_and_bad_page_writes_nothing)
     kpv.page_size = vpv.page_size = PS;
     /* Sequence 0 gets positions 3..9 (crossing pages), sequence 1 gets 0..6. */
     const int32_t start[B] = {3, 0}, lens[B] = {10, 7};
-    ref_append_shape s = {B, NT, HQ, HKV, D, D, start, FMQA_ROPE_GPTJ, 500.0, PAGES, 0, 0, NULL, 0, 0, NULL};
+    ref_append_shape s = {B, NT, HQ, HKV, D, D, start, FMQA_ROPE_GPTJ, 500.0, PAGES, 0, 0, NULL, 0, 0, NULL, NULL};
     for (int pass = 0; pass < 2; pass++) {   /* twice: the first pass fills 0..2 of seq 0 */
         int32_t st0[B] = {pass ? 3 : 0, 0};
         s.start_pos = pass ? start : st0;
@@ -207,7 +207,7 @@ Test(ref_cache, append_by_hand)
     const double kn[2] = {1, 0}, vn[2] = {3, 4};
     double q[2] = {0, 1};
     const int32_t start[1] = {2};
-    ref_append_shape s = {1, 1, 1, 1, 2, 2, start, FMQA_ROPE_GPTJ, 0, 0, 0, 0, NULL, 0, 0, NULL};
+    ref_append_shape s = {1, 1, 1, 1, 2, 2, start, FMQA_ROPE_GPTJ, 0, 0, 0, 0, NULL, 0, 0, NULL, NULL};
     cr_assert_eq(ref_append(&s, kn, vn, q, &kv, &vv, NULL), FMQA_OK);
     cr_expect_eq(k[4], (float)cos(2.0));
     cr_expect_eq(k[5], (float)sin(2.0));

@@ -44,7 +44,7 @@ static void append_f32(fmqa_rope mode, int64_t rope_dim, const float *table, int
 {
     static const int32_t start[1] = {7};
     ref_append_shape s = {1, N, HQ, HK, D, D, start, mode, table ? 0 : 10000.0, 0,
-                          rope_dim, 0, table, rope_dim ? rope_dim : D, table_len, NULL};
+                          rope_dim, 0, table, rope_dim ? rope_dim : D, table_len, NULL, NULL};
     ref_cache_view kc = {.dtype = FMQA_DTYPE_F32, .data = k, .stride_batch = 16 * HK * D,
                          .stride_token = HK * D, .stride_head = D};
     ref_cache_view vc = kc;
