@@ -1,10 +1,12 @@
 """fastmqa -- FastMQA from Python: the libfastmqa C API through ctypes, its decode,
-append and prefill as torch custom ops, and an attention layer (fastmqa.nn.Attention).
+MLA decode, append and prefill as torch custom ops, and an attention layer
+(fastmqa.nn.Attention).
 
 Needs no compiler: libfastmqa is loaded at first use from $FASTMQA_LIB, a copy
 bundled in the wheel, or an installed prefix (_capi.load).  Everything that needs
 no tensors (memory_report, level_policy, level_problem, validate, plan, tune)
-works without torch; decode, append, prefill, nn and ops import torch on first use.
+works without torch; decode, mla_decode, append, prefill, nn and ops import torch on
+first use.
 
     import fastmqa
     print(fastmqa.memory_report(hidden_size=2048, num_q_heads=32, num_kv_heads=1,
@@ -12,8 +14,9 @@ works without torch; decode, append, prefill, nn and ops import torch on first u
 """
 import importlib
 
-from ._capi import (FLAG_BATCH_INVARIANT, FLAG_CAUSAL, FLAG_KV_CACHE, FLAG_LSE, FLAG_PAGED,
-                    FLAG_RING, FLAG_TREE_MASK, AppendArgs, Choice, ChoiceSource, DecodeArgs,
+from ._capi import (FLAG_ALL, FLAG_BATCH_INVARIANT, FLAG_CAUSAL, FLAG_KV_CACHE, FLAG_LATENT,
+                    FLAG_LSE, FLAG_PAGE_CSR, FLAG_PAGED, FLAG_RING, FLAG_SLOT_MAPPING,
+                    FLAG_TREE_MASK, AppendArgs, Choice, ChoiceSource, DecodeArgs,
                     DeviceInfo, Dtype, KvScale, Level, LevelPolicy, LogLevel, MemoryReport,
                     ModelConfig, Op, Options, PrefillArgs, Problem, Rope, Status, VERSION_STRING,
                     library_path, load)
@@ -24,8 +27,9 @@ from .core import (Context, Error, Plan, default_context, default_db_path, devic
 __version__ = VERSION_STRING
 
 __all__ = ["AppendArgs", "Choice", "ChoiceSource", "Context", "DecodeArgs", "DeviceInfo",
-           "Dtype", "Error", "FLAG_BATCH_INVARIANT", "FLAG_CAUSAL", "FLAG_KV_CACHE", "FLAG_LSE",
-           "FLAG_PAGED", "FLAG_RING", "FLAG_TREE_MASK", "KvScale", "Level", "LevelPolicy",
+           "Dtype", "Error", "FLAG_ALL", "FLAG_BATCH_INVARIANT", "FLAG_CAUSAL", "FLAG_KV_CACHE",
+           "FLAG_LATENT", "FLAG_LSE", "FLAG_PAGE_CSR", "FLAG_PAGED", "FLAG_RING",
+           "FLAG_SLOT_MAPPING", "FLAG_TREE_MASK", "KvScale", "Level", "LevelPolicy",
            "LogLevel", "MemoryReport", "ModelConfig", "Op", "Options", "Plan", "PrefillArgs",
            "Problem", "Rope", "Status",
            "append", "decode",

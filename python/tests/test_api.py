@@ -37,6 +37,16 @@ def test_memory_report_follows_the_documented_arithmetic(level, kv_heads, seq):
     assert rep.reduction == pytest.approx(1 - rep.bytes_per_seq / baseline)
 
 
+def test_every_problem_flag_is_exported_by_the_package():
+    """Each FMQA_FLAG_* the ctypes layer mirrors is fastmqa.FLAG_*, in __all__."""
+    from fastmqa import _capi
+    flags = {n for n in dir(_capi) if n.startswith("FLAG_")}
+    assert {"FLAG_LATENT", "FLAG_PAGE_CSR", "FLAG_SLOT_MAPPING", "FLAG_ALL"} <= flags
+    for name in flags:
+        assert getattr(fastmqa, name) == getattr(_capi, name), name
+        assert name in fastmqa.__all__, name
+
+
 def test_level_presets_are_the_documented_ones():
     model = fastmqa.ModelConfig(hidden_size=4096, num_q_heads=32, num_kv_heads=1,
                                 max_seq_len=8192, dtype="bf16")
