@@ -48,18 +48,30 @@ foreach(pc fastmqa fastmqa_static)
   install(FILES ${PROJECT_BINARY_DIR}/${pc}.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 endforeach()
 
-# Docs, and each tool's --help as text (share/doc/fastmqa/help/TOOL.txt).
+# Docs, and each tool's --help as text (share/doc/fastmqa/help/TOOL.txt), and
+# each command's (TOOL-COMMAND.txt: their options are only there).
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${FASTMQA_DOCDIR})
 file(GLOB FASTMQA_DOCS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/docs/*.md)
 install(FILES ${FASTMQA_DOCS} DESTINATION ${FASTMQA_DOCDIR})
+set(FASTMQA_COMMANDS_fastmqa-tune "")
+set(FASTMQA_COMMANDS_fastmqa-db devices problems trials best show export import merge prune
+    compiles stats plot check vacuum)
+set(FASTMQA_COMMANDS_fastmqa-gen list space source compile)
+set(FASTMQA_COMMANDS_fastmqa-bench levels decode prefill static bw mla)
 set(FASTMQA_HELP "")
 foreach(tool fastmqa-tune fastmqa-db fastmqa-gen fastmqa-bench)
-  set(out ${PROJECT_BINARY_DIR}/help/${tool}.txt)
-  add_custom_command(OUTPUT ${out}
-    COMMAND ${CMAKE_COMMAND} -E make_directory ${PROJECT_BINARY_DIR}/help
-    COMMAND $<TARGET_FILE:${tool}> --help > ${out}
-    DEPENDS ${tool} VERBATIM)
-  list(APPEND FASTMQA_HELP ${out})
+  foreach(cmd "" ${FASTMQA_COMMANDS_${tool}})
+    if(cmd STREQUAL "")
+      set(out ${PROJECT_BINARY_DIR}/help/${tool}.txt)
+    else()
+      set(out ${PROJECT_BINARY_DIR}/help/${tool}-${cmd}.txt)
+    endif()
+    add_custom_command(OUTPUT ${out}
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${PROJECT_BINARY_DIR}/help
+      COMMAND $<TARGET_FILE:${tool}> ${cmd} --help > ${out}
+      DEPENDS ${tool} VERBATIM)
+    list(APPEND FASTMQA_HELP ${out})
+  endforeach()
 endforeach()
 add_custom_target(fastmqa_help ALL DEPENDS ${FASTMQA_HELP})
 install(FILES ${FASTMQA_HELP} DESTINATION ${FASTMQA_DOCDIR}/help)

@@ -423,7 +423,8 @@ static fmqa_status configure(db_t *db, bool check, fmqa_err *err)
         if (version < DB_SCHEMA_VERSION)
             return fmqa_err_set(err, FMQA_ERR_DATABASE,
                                 "%s: schema version %d is older than this library's (%d) "
-                                "or the file is empty; open it read-write once to upgrade",
+                                "or the file is empty; open it read-write once to upgrade "
+                                "(e.g. fastmqa-db import /dev/null --db FILE)",
                                 db->path, version, DB_SCHEMA_VERSION);
         return db_exec(db, "PRAGMA query_only = ON", "configure", err);
     }

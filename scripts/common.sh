@@ -70,10 +70,11 @@ fmqa_find_cuobjdump() {
     export CUOBJDUMP="$c"
 }
 
-# fmqa_build DIR [cmake args...]
+# fmqa_build DIR [cmake args...]; $CMAKE_ARGS (split on spaces) go before them.
 fmqa_build() {
     local dir="$1"; shift
-    cmake -S "$FASTMQA_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+    # shellcheck disable=SC2086 # CMAKE_ARGS is a list of arguments
+    cmake -S "$FASTMQA_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo ${CMAKE_ARGS:-} "$@" >/dev/null
     cmake --build "$dir" -j "$(nproc)"
 }
 

@@ -103,7 +103,8 @@ static void usage(FILE *f)
             "  --resume             continue the last unfinished session of this GPU (refused\n"
             "                       while the process that runs it is alive)\n"
             "  --threads N          compiler threads (default: online CPUs)\n"
-            "  --db PATH            tuning database (default: fmqa_default_db_path)\n"
+            "  --db PATH            tuning database (default: $XDG_CACHE_HOME/fastmqa/tune.db,\n"
+            "                       else $HOME/.cache/fastmqa/tune.db)\n"
             "  --dry-run            no GPU needed: compile variants for --arch and report\n"
             "                       counts, registers, spills and compile time (stored:\n"
             "                       fastmqa-db compiles); quick by default: each space's\n"
@@ -866,7 +867,8 @@ static int run_gpu(const opts *o)
     fmqa_status st = fmqa_ctx_create(&fo, &T.ctx);
     if (st == FMQA_OK && (st = fmqa_device_query(T.ctx, &T.dev)) != FMQA_OK) {
         fprintf(stderr, "fastmqa-tune: no GPU found (%s).  Tuning needs a CUDA GPU; "
-                        "--dry-run compiles every variant without one.\n",
+                        "--dry-run compiles a sample of each variant space without one "
+                        "(--dry-run --all: every variant).\n",
                 fmqa_ctx_errmsg(T.ctx));
         fmqa_ctx_destroy(T.ctx);
         return 1;

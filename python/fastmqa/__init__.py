@@ -1,10 +1,12 @@
 """fastmqa -- FastMQA from Python: the libfastmqa C API through ctypes, its decode,
-append and prefill as torch custom ops, and an attention layer (fastmqa.nn.Attention).
+MLA decode, append and prefill as torch custom ops, and an attention layer
+(fastmqa.nn.Attention).
 
 Needs no compiler: libfastmqa is loaded at first use from $FASTMQA_LIB, a copy
 bundled in the wheel, or an installed prefix (_capi.load).  Everything that needs
 no tensors (memory_report, level_policy, level_problem, validate, plan, tune)
-works without torch; decode, append, prefill, nn and ops import torch on first use.
+works without torch; decode, mla_decode, append, prefill, nn and ops import torch on
+first use.
 
     import fastmqa
     print(fastmqa.memory_report(hidden_size=2048, num_q_heads=32, num_kv_heads=1,
@@ -12,11 +14,12 @@ works without torch; decode, append, prefill, nn and ops import torch on first u
 """
 import importlib
 
-from ._capi import (FLAG_BATCH_INVARIANT, FLAG_CAUSAL, FLAG_KV_CACHE, FLAG_LSE, FLAG_PAGED,
-                    FLAG_RING, FLAG_SCORES, FLAG_TREE_MASK, AppendArgs, Choice, ChoiceSource,
-                    CompressArgs, CompressPolicy, DecodeArgs, DeviceInfo, Dtype, KvScale, Level,
-                    LevelPolicy, LogLevel, MemoryReport, ModelConfig, Op, Options, Pooling,
-                    PrefillArgs, Problem, Rope, Status, VERSION_STRING, library_path, load)
+from ._capi import (FLAG_ALL, FLAG_BATCH_INVARIANT, FLAG_CAUSAL, FLAG_KV_CACHE, FLAG_LATENT,
+                    FLAG_LSE, FLAG_PAGE_CSR, FLAG_PAGED, FLAG_RING, FLAG_SCORES, FLAG_SLOT_MAPPING,
+                    FLAG_TREE_MASK, AppendArgs, Choice, ChoiceSource, CompressArgs, CompressPolicy,
+                    DecodeArgs, DeviceInfo, Dtype, KvScale, Level, LevelPolicy, LogLevel,
+                    MemoryReport, ModelConfig, Op, Options, Pooling, PrefillArgs, Problem, Rope,
+                    Status, VERSION_STRING, library_path, load)
 from .core import (Context, Error, Plan, default_context, default_db_path, device_info,
                    level_policy, level_problem, memory_report, model_config, plan, tune,
                    tune_executable, validate, version)
@@ -24,11 +27,11 @@ from .core import (Context, Error, Plan, default_context, default_db_path, devic
 __version__ = VERSION_STRING
 
 __all__ = ["AppendArgs", "Choice", "ChoiceSource", "CompressArgs", "CompressPolicy", "Context",
-           "DecodeArgs", "DeviceInfo", "Dtype", "Error", "FLAG_BATCH_INVARIANT", "FLAG_CAUSAL",
-           "FLAG_KV_CACHE", "FLAG_LSE", "FLAG_PAGED", "FLAG_RING", "FLAG_SCORES",
-           "FLAG_TREE_MASK", "KvScale", "Level", "LevelPolicy", "LogLevel", "MemoryReport",
-           "ModelConfig", "Op", "Options", "Plan", "Pooling", "PrefillArgs", "Problem", "Rope",
-           "Status",
+           "DecodeArgs", "DeviceInfo", "Dtype", "Error", "FLAG_ALL", "FLAG_BATCH_INVARIANT",
+           "FLAG_CAUSAL", "FLAG_KV_CACHE", "FLAG_LATENT", "FLAG_LSE", "FLAG_PAGE_CSR", "FLAG_PAGED",
+           "FLAG_RING", "FLAG_SCORES", "FLAG_SLOT_MAPPING", "FLAG_TREE_MASK", "KvScale", "Level",
+           "LevelPolicy", "LogLevel", "MemoryReport", "ModelConfig", "Op", "Options", "Plan",
+           "Pooling", "PrefillArgs", "Problem", "Rope", "Status",
            "append", "decode",
            "decode_workspace", "prefill", "prefill_workspace", "default_context", "default_db_path", "device_info",
            "level_policy", "level_problem", "library_path", "load", "memory_report",

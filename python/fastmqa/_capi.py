@@ -15,6 +15,7 @@ is load()'s docstring.
 import ctypes
 import ctypes.util
 import enum
+import operator
 import os
 import sys
 import threading
@@ -148,6 +149,23 @@ I32, U32, I64, F32, F64 = ctypes.c_int32, ctypes.c_uint32, ctypes.c_int64, ctype
     ctypes.c_double
 PTR, SIZE = ctypes.c_void_p, ctypes.c_size_t
 ENUM = ctypes.c_int32  # C enums of small non-negative values: 4 bytes on every ABI we build for
+_INT_CODES = tuple("bBhHiIlLqQ")  # ctypes' _type_ of the integer types (c_size_t too)
+
+
+def _int_field(name, ctype, value):
+    """value for an integer field (anything with __index__: int, numpy and torch
+    integers) when it fits ctype; ctypes alone wraps an out-of-range int silently
+    (2**32 becomes 0) and rejects a str as "bytes"."""
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}") from None
+    bits, signed = 8 * ctypes.sizeof(ctype), ctype._type_.islower()
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: {value} does not fit its C type ({bits}-bit "
+                         f"{'signed' if signed else 'unsigned'}: {lo}..{hi})")
+    return value
 
 
 class Struct(ctypes.Structure):
@@ -162,11 +180,14 @@ class Struct(ctypes.Structure):
             self._set(name, value)
 
     def _set(self, name, value):
-        if not any(f[0] == name for f in self._fields_):
+        ctype = next((f[1] for f in self._fields_ if f[0] == name), None)
+        if ctype is None:
             raise TypeError(f"{type(self).__name__} has no field {name!r}")
         enum_cls = self._enums_.get(name)
         if enum_cls is not None:
             value = enum_cls.parse(value, f"{type(self).__name__}.{name}")
+        elif getattr(ctype, "_type_", None) in _INT_CODES:
+            value = _int_field(f"{type(self).__name__}.{name}", ctype, value)
         elif isinstance(value, str):
             value = value.encode()
         setattr(self, name, value)

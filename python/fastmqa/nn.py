@@ -176,6 +176,10 @@ class Attention(torch.nn.Module):
         if x.shape[2] != self.model.hidden_size:
             raise ValueError(f"x: hidden_dim (dimension 2) is {x.shape[2]}, expected "
                              f"{self.model.hidden_size}")
+        w = self.q_proj.weight
+        if x.dtype != w.dtype or x.device != w.device:
+            raise TypeError(f"x: expected a {w.dtype} tensor on {w.device} like the layer's "
+                            f"weights, got {x.dtype} on {x.device}")
         batch, n = x.shape[:2]
         start = self._starts(positions, batch, use_cache)
         q, k, v = self._project(x)

@@ -136,20 +136,21 @@ def _workspace_tensor(workspace):
             raise ValueError("workspace: must be contiguous and start on a 16-byte boundary")
 
 
-def _cache(k, v, k_scale, v_scale, page_table, batch, head_dim, pages=False):
+def _cache(k, v, k_scale, v_scale, page_table, batch, head_dim, pages=False, src="q"):
     """Checks the cache tensors; returns (kv Dtype, slots per sequence, page size).
     pages: paged by a CSR table or a slot mapping (no page_table): a sequence
-    may own every page."""
+    may own every page.  src: the argument head_dim and batch come from, which
+    the messages name."""
     paged = page_table is not None or pages
     lay = ("pages", "page_size", "kv_heads", "head_dim") if paged else \
         ("batch", "slots", "kv_heads", "head_dim")
     _tensor("k", k, lay)
     _tensor("v", v, lay)
-    _size("k", k, 3, lay, head_dim, "q's head_dim")
+    _size("k", k, 3, lay, head_dim, f"{src}'s head_dim")
     for axis in range(3):
         _size("v", v, axis, lay, k.shape[axis], "as in k")
     if not paged:
-        _size("k", k, 0, lay, batch, "q's batch")
+        _size("k", k, 0, lay, batch, f"{src}'s batch")
     _dtype("k", k, tuple(_TO_FMQA), "float16, bfloat16, int8 or float8_e4m3fn")
     _dtype("v", v, (k.dtype,), f"{k.dtype} like k")
     _rows("k", k)
@@ -453,7 +454,8 @@ def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=No
         if not slot_mapping.is_contiguous():
             raise ValueError("slot_mapping: must be contiguous")
         pages = _capi.FLAG_SLOT_MAPPING
-    kv, slots, page_size = _cache(k, v, k_scale, v_scale, page_table, batch, head_dim, pages)
+    kv, slots, page_size = _cache(k, v, k_scale, v_scale, page_table, batch, head_dim, pages,
+                                  "k_new")
     _size("k", k, 2, ("", "", "kv_heads"), kv_heads, "k_new's kv_heads")
     _size("v", v, 3, ("", "", "", "head_dim_v"), v_new.shape[3], "v_new's head_dim")
     _index("start_pos", start_pos, batch)

@@ -40,6 +40,31 @@ def test_memory_report_follows_the_documented_arithmetic(level, kv_heads, seq):
     assert rep.reduction == pytest.approx(1 - rep.bytes_per_seq / baseline)
 
 
+def test_every_problem_flag_is_exported_by_the_package():
+    """Each FMQA_FLAG_* the ctypes layer mirrors is fastmqa.FLAG_*, in __all__."""
+    from fastmqa import _capi
+    flags = {n for n in dir(_capi) if n.startswith("FLAG_")}
+    assert {"FLAG_LATENT", "FLAG_PAGE_CSR", "FLAG_SLOT_MAPPING", "FLAG_ALL"} <= flags
+    for name in flags:
+        assert getattr(fastmqa, name) == getattr(_capi, name), name
+        assert name in fastmqa.__all__, name
+
+
+@pytest.mark.parametrize("value,exc,message", [
+    (2 ** 40, ValueError, r"ModelConfig.hidden_size: 1099511627776 does not fit its C type"),
+    ("2048", TypeError, r"ModelConfig.hidden_size: expected an int, got str"),
+    (2048.0, TypeError, r"ModelConfig.hidden_size: expected an int, got float"),
+])
+def test_struct_int_fields_refuse_what_ctypes_would_wrap(value, exc, message):
+    """ctypes alone stores 2**40 as 0 in an int32 (the error then blamed
+    hidden_size 0) and calls a str "bytes"."""
+    with pytest.raises(exc, match=message):
+        fastmqa.memory_report(hidden_size=value, num_q_heads=32, num_kv_heads=1, max_seq_len=10)
+    with pytest.raises(ValueError, match=r"Problem.flags: -1 does not fit"):
+        fastmqa.Problem(flags=-1)
+    assert fastmqa.Problem(batch=True).batch == 1  # anything with __index__ still works
+
+
 def test_level_presets_are_the_documented_ones():
     model = fastmqa.ModelConfig(hidden_size=4096, num_q_heads=32, num_kv_heads=1,
                                 max_seq_len=8192, dtype="bf16")

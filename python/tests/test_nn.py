@@ -82,6 +82,16 @@ def test_final_optimized_fastmqa_is_the_original_interface():
     assert model.lengths.tolist() == [5]
 
 
+def test_forward_names_a_dtype_that_is_not_the_weights():
+    """A float32 x into the float16 layer failed in torch's matmul ("expected m1
+    and m2 to have the same dtype"), naming neither x nor the layer."""
+    model = layer()
+    with pytest.raises(TypeError, match=r"x: expected a torch.float16 tensor on cpu like the "
+                                        r"layer's weights, got torch.float32 on cpu"):
+        model(torch.randn(1, 3, 128))
+    assert model.lengths.tolist()[0] == 0  # nothing was cached
+
+
 CALLS = (20, 1, 1, 4, 1)  # a prompt (torch prefill), then decode steps
 
 

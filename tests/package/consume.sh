@@ -26,6 +26,11 @@ done
 for tool in fastmqa-tune fastmqa-db fastmqa-gen fastmqa-bench; do
     [ -x "$prefix/bin/$tool" ] || fail "not installed: bin/$tool"
     grep -q "usage" "$prefix/share/doc/fastmqa/help/$tool.txt" || fail "no --help text for $tool"
+    # Each command its --help lists has its own text (the options are only there).
+    for cmd in $(sed -n 's/^  \([a-z][a-z]*\)  .*/\1/p' "$prefix/share/doc/fastmqa/help/$tool.txt"); do
+        grep -q "usage" "$prefix/share/doc/fastmqa/help/$tool-$cmd.txt" ||
+            fail "no --help text for $tool $cmd"
+    done
     "$prefix/bin/$tool" --version | grep -q "^$tool [0-9]" || fail "$tool --version"
 done
 

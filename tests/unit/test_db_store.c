@@ -185,6 +185,7 @@ Test(db_store, empty_v0_file_is_migrated)
     /* Read-only cannot upgrade it and says so. */
     cr_assert_eq(db_open(path, DB_READ_ONLY, 0, &db, &err), FMQA_ERR_DATABASE);
     cr_assert(strstr(err.msg, "open it read-write once to upgrade"), "%s", err.msg);
+    cr_assert(strstr(err.msg, "fastmqa-db import /dev/null"), "says how: %s", err.msg);
     cr_assert_null(db);
     db = fmqa_test_db_open_rw(path);
     db_close(db);

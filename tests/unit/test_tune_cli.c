@@ -114,6 +114,8 @@ Test(tune_cli, plain_run_without_gpu_fails_clearly)
     cr_expect_eq(rc, 1, "exit %d: %s", rc, out);
     cr_expect(strstr(out, "no GPU found") != NULL, "%s", out);
     cr_expect(strstr(out, "--dry-run") != NULL, "the message points at the dry run: %s", out);
+    cr_expect(strstr(out, "--dry-run --all") != NULL,
+              "the dry run compiles every variant only with --all: %s", out);
     remove_db(path);
 }
 
@@ -128,6 +130,7 @@ Test(tune_cli, usage_errors_exit_2)
     cr_expect_eq(run("--resume --problem op=decode", out, sizeof out), 2);
     cr_expect_eq(run("--help", out, sizeof out), 0);
     cr_expect(strstr(out, "--resume") != NULL && strstr(out, "--dry-run") != NULL);
+    cr_expect(strstr(out, ".cache/fastmqa/tune.db") != NULL, "--db names its default: %s", out);
 }
 
 Test(tune_cli, bad_problem_file_names_the_line)
