@@ -266,13 +266,8 @@ static void run_case_into(const ecase *ec, int sinks, const inputs *donor, int d
                  fmqa_test_template_dir(), err.msg);
     const gen_template *t = gen_lib_find(lib, "decode");
     cr_assert_not_null(t);
-    fmqa_device_info dev;
     const char *arch = ec->arch ? ec->arch : "sm_90";
-    char preset[16];
-    snprintf(preset, sizeof preset, "%.*s", (int)strcspn(arch, "@"), arch);
-    cr_assert_eq(gen_device_preset(preset, &dev, &err), FMQA_OK, "%s: %s", arch, err.msg);
-    if (arch[strlen(preset)] == '@')
-        dev.sm_count = atoi(arch + strlen(preset) + 1);
+    fmqa_device_info dev = fmqa_test_device(arch);
     fmqa_problem p;
     cr_assert_eq(gen_problem_parse(ec->spec, &p, &err), FMQA_OK, "%s: %s", ec->spec, err.msg);
     gen_config c, over;
