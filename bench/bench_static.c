@@ -211,11 +211,11 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
         r->combine = kernel_stat(d, &plan->kernels[1], b);
         r->combine_slices = (int)plan->kernels[1].grid[1];
     }
-    /* The most pieces a segment is merged from (decode.lua's scalar), else
+    /* The most pieces a segment is merged from (lib/sched.lua's scalar), else
      * the workspace slots. */
     int64_t pieces;
     r->splits = gen_plan_scalar(plan, "pieces", &pieces) ? (int)pieces : plan->splits;
-    /* Units of the persistent schedule (decode.lua) at full lengths, in
+    /* Units of the persistent schedule (lib/sched.lua) at full lengths, in
      * ranges of ceil(U / CTAs): how busy the average CTA is against the
      * busiest; 1 without the scalar (one unit a CTA). */
     int64_t units;

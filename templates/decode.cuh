@@ -15,8 +15,8 @@
  * arrive: 0 cp.async from every warp, 1 on sm_90+ a producer warp's
  * cp.async.bulk copies; "Load pipeline" below).
  *
- * Work split.  A persistent grid of gridDim.x CTAs shares the work evenly (see
- * "Work distribution" below); one piece of it is a range of one sequence's
+ * Work split.  A persistent grid of gridDim.x CTAs shares the work evenly
+ * (fmqa_sched.cuh, "Work distribution" below); one piece of it is a range of one sequence's
  * positions for one row block of one KV head (a segment).  The rows of a
  * KV head are r = t * GROUP + g (query token t, head hk * GROUP + g), M = GROUP *
  * Q_TOKENS of them; a CTA owns ROWS = 16 * M_TILES * WARPS_M consecutive rows,
@@ -73,6 +73,7 @@
 #include "fmqa_pages.cuh"
 #include "fmqa_sm90.cuh"
 #include "fmqa_seq.cuh"
+#include "fmqa_sched.cuh"
 
 using namespace fmqa_dev;
 
@@ -778,121 +779,11 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
     }
 }
 
-/* Work distribution.  The grid is persistent: gridDim.x CTAs (decode.lua: the
- * device's SMs x the CTAs one SM holds) share the flat list of work units
- * (b, kv head x row block, unit) in that order, where a sequence's units are
- * its positions (UNIT of them: 1, or a copy run when paged, so that runs stay
- * within pages), at least one, so that every segment -- one (b, hk, rb) -- has
- * an owner that writes its output; in batch-invariant mode its chunks
- * (chunk_tiles).  CTA c of P takes units [c U / P, (c + 1) U / P) of U: every
- * CTA gets the same number of KV bytes to within one unit, at any batch size
- * and mix of lengths (a piece may start and end inside a tile: the tiles of a
- * piece run from its start, the last one masked).  The lengths live on the device, so every CTA builds the
- * list itself (one kv_lens load per thread and a scan in shared memory): no
- * schedule kernel, and graph replays with new lengths stay right.
- *
- * A CTA walks its range as pieces: maximal runs of one segment's units (in
- * batch-invariant mode single chunks).  A segment whose units all fall in one
- * piece writes its output; otherwise each piece writes its partial o and lse
- * to a workspace slot ([slot][ROWS] rows), and the CTA that holds the
- * segment's first unit records (first slot, pieces) in ws_meta for
- * fmqa_decode_combine ((0, 1) for a segment it covers whole: nothing to
- * merge).  A segment's slots are consecutive: piece (CTA c, segment j) takes
- * slot c + j (one-to-one, since c and j never both step back; at most P + S -
- * 1 slots for S segments), a chunk its flat unit index. */
-constexpr int INV_MIN_TILES = 8;   /* decode.lua's too */
-constexpr int INV_MAX_CHUNKS = 256;
-static_assert(BAR_OFF - Q_BYTES >= 8 * CTA_THREADS + 24, "scan scratch");
-
-/* Tiles per unit of a sequence of `tiles` tiles: 1, or in batch-invariant mode
- * a function of the sequence alone (never of the batch or the device). */
-DEV int chunk_tiles(int tiles) {
-    return INVARIANT ? max(INV_MIN_TILES, (tiles + INV_MAX_CHUNKS - 1) / INV_MAX_CHUNKS) : 1;
-}
-
-constexpr int UNIT = PAGED ? RUN : 1; /* positions per unit outside batch-invariant mode */
-
-struct seq_units {
-    int per, units; /* positions per unit, units (>= 1) */
-};
-
-DEV seq_units units_of(const seq_view &s) {
-    seq_units u;
-    u.per = INVARIANT ? chunk_tiles(max(1, (s.nvirt + BLOCK_N - 1) / BLOCK_N)) * BLOCK_N : UNIT;
-    u.units = max(1, (s.nvirt + u.per - 1) / u.per);
-    return u;
-}
-
-/* Inclusive prefix sum of x over the CTA (Hillis-Steele in buf[CTA_THREADS]);
- * *total gets the sum of all. */
-DEV long long block_scan(long long x, long long *buf, long long *total) {
-    const int tid = threadIdx.x;
-    buf[tid] = x;
-    __syncthreads();
-    for (int k = 1; k < CTA_THREADS; k <<= 1) {
-        const long long y = tid >= k ? buf[tid - k] : 0;
-        __syncthreads();
-        x += y;
-        buf[tid] = x;
-        __syncthreads();
-    }
-    *total = buf[CTA_THREADS - 1];
-    __syncthreads(); /* buf is reused by the next scan */
-    return x;
-}
-
-struct sched_range {
-    long long lo, hi, total; /* this CTA's units [lo, hi) of `total`            */
-    long long u_b;           /* flat index of sequence b's first unit            */
-    int b, len;              /* the sequence that holds unit lo, its kv_lens[b]  */
-};
-
-/* Sequence i (length len) holds flat units [incl - n, incl): if lo is among
- * them, it is where the CTA starts. */
-DEV void sched_mark(long long *found, int i, int len, long long incl, long long n, long long lo) {
-    if (n > 0 && incl - n <= lo && lo < incl) found[0] = i, found[1] = len, found[2] = incl - n;
-}
-
-/* Units of sequence i (0 past the batch) and its length. */
-DEV long long seq_units_at(const fmqa_decode_params &p, int i, int &len) {
-    len = i < p.batch ? seq_len<PS>(p, i) : 0;
-    return i < p.batch ? (long long)p.num_kv_heads * ROW_BLOCKS * units_of(seq_view_of(p, len)).units : 0;
-}
-
-/* This CTA's range and where it starts; the same in every thread.  scratch:
- * 8 * CTA_THREADS + 24 bytes of shared memory.  A batch of up to CTA_THREADS
- * sequences takes one kv_lens load per thread; a larger one a second pass. */
-DEV sched_range sched_locate(const fmqa_decode_params &p, unsigned char *scratch) {
-    long long *buf = (long long *)scratch, *found = buf + CTA_THREADS;
-    long long total = 0, incl = 0, n = 0, t;
-    int len = 0;
-    for (int base = 0; base < p.batch; base += CTA_THREADS) {
-        n = seq_units_at(p, base + threadIdx.x, len);
-        incl = total + block_scan(n, buf, &t);
-        total += t;
-    }
-    sched_range r;
-    r.total = total;
-    r.lo = blockIdx.x * total / gridDim.x;
-    r.hi = (blockIdx.x + 1) * total / gridDim.x;
-    if (p.batch <= CTA_THREADS) {
-        sched_mark(found, threadIdx.x, len, incl, n, r.lo);
-    } else {
-        long long carry = 0;
-        for (int base = 0; base < p.batch; base += CTA_THREADS) {
-            n = seq_units_at(p, base + threadIdx.x, len);
-            incl = carry + block_scan(n, buf, &t);
-            carry += t;
-            sched_mark(found, base + threadIdx.x, len, incl, n, r.lo);
-        }
-    }
-    __syncthreads();
-    r.b = (int)found[0], r.len = (int)found[1], r.u_b = found[2];
-    return r; /* run_piece's barrier comes before scratch is reused */
-}
-
-/* The CTA whose range holds unit x (the largest c with c U / P <= x). */
-DEV long long cta_of(long long x, long long total) { return ((x + 1) * gridDim.x - 1) / total; }
+/* Work distribution: fmqa_sched.cuh's persistent schedule, units of UNIT
+ * positions (PAGED: a copy run, so that runs stay within pages). */
+constexpr int UNIT = PAGED ? RUN : 1;
+using sched = sched_cfg<CTA_THREADS, UNIT, ROW_BLOCKS, ROWS, PS>;
+static_assert(BAR_OFF - Q_BYTES >= sched_scratch_bytes<sched>(), "scan scratch");
 
 extern "C" __global__ void __launch_bounds__(CTA_THREADS, 1) fmqa_decode_kernel(const fmqa_decode_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
@@ -901,40 +792,11 @@ extern "C" __global__ void __launch_bounds__(CTA_THREADS, 1) fmqa_decode_kernel(
 #if BULK
     ring_init(smem); /* published by the scan's barriers */
 #endif
-    const sched_range w = sched_locate(p, smem + Q_BYTES);
     kv_ring ring = {0, 0, 0u};
-    const int hrn = p.num_kv_heads * ROW_BLOCKS;
-    int b = w.b, len = w.len;
-    long long u_b = w.u_b;
-    /* An empty range (U < P) inside a segment still owes it a piece: an empty
-     * one (o = 0, lse = -inf), since the combine reads the slots of every CTA
-     * from the segment's first to its last. */
-    if (w.lo == w.hi && INVARIANT) return;
-    for (long long u = w.lo;;) {
-        const seq_view s = seq_view_of(p, len);
-        const seq_units su = units_of(s);
-        const int hr = (int)((u - u_b) / su.units);
-        const long long seg = u_b + (long long)hr * su.units; /* the segment's first unit */
-        const int k0 = (int)(u - seg);
-        const int k1 = INVARIANT ? k0 + 1 : (int)(min(w.hi, seg + su.units) - seg);
-        if (k1 == k0 && k0 == 0) return; /* empty, at a segment's start: owes nothing */
-        const bool whole = k0 == 0 && k1 == su.units;
-        const long long j = (long long)b * hrn + hr;
-        const long long slot = whole ? -1 : INVARIANT ? u : blockIdx.x + j;
-        if (k0 == 0 && threadIdx.x == 0 && p.num_splits > 1) {
-            p.ws_meta[2 * j] = whole ? 0 : (int)slot;
-            p.ws_meta[2 * j + 1] = whole ? 1 : INVARIANT ? su.units
-                                                         : (int)(cta_of(seg + su.units - 1, w.total) - blockIdx.x + 1);
-        }
-        run_piece(p, smem, s, b, hr / ROW_BLOCKS, hr % ROW_BLOCKS, k0 * su.per, min(s.nvirt, k1 * su.per),
-                  slot, ring);
-        u = seg + k1;
-        if (u >= w.hi) return;
-        if (k1 == su.units && hr + 1 == hrn) {
-            u_b = u;
-            len = seq_len<PS>(p, ++b);
-        }
-    }
+    sched_run<sched>(p, smem + Q_BYTES,
+                     [&](const seq_view &s, int b, int hk, int rb, int v_begin, int v_end, long long slot) {
+                         run_piece(p, smem, s, b, hk, rb, v_begin, v_end, slot, ring);
+                     });
 }
 
 /* Merges the pieces of split segments (fmqa_combine.cuh): grid (rows, slices),
@@ -945,20 +807,8 @@ extern "C" __global__ void __launch_bounds__(CTA_THREADS, 1) fmqa_decode_kernel(
 extern "C" __global__ void __launch_bounds__(FMQA_C_THREADS) fmqa_decode_combine(const fmqa_decode_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
     if (dynamic_smem_size() < (u32)FMQA_C_SMEM_BYTES) __trap(); /* the launch disagrees with decode.lua */
-    const int row = blockIdx.x;
-    const int h = row % p.num_q_heads, t = row / p.num_q_heads % Q_TOKENS;
-    const int b = row / (p.num_q_heads * Q_TOKENS);
-    const int r = t * GROUP + h % GROUP, rloc = r % ROWS;
-    const long long j = ((long long)b * p.num_kv_heads + h / GROUP) * ROW_BLOCKS + r / ROWS;
     pdl_wait(); /* the kernel's grid has ended and its writes are visible */
-    const uint2 m = *(const uint2 *)(p.ws_meta + 2 * j); /* one load: (first slot, pieces) */
-    const int first = (int)m.x, n = (int)m.y;
-    if (n <= 1) return;
-    u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh;
-    const long long at = (long long)first * ROWS + rloc;
-    const float sink2 = p.sinks ? p.sinks[h] * LOG2E : neg_inf(); /* joins the denominator here */
-    const float lse2 = combine_row<D, OUT_BF16>(p.ws_o + at * D, (long long)ROWS * D, p.ws_lse + at, ROWS, n, sink2, o,
-                                                smem);
-    if (LSE && threadIdx.x == 0 && blockIdx.y == 0) p.lse[row] = lse2 * 0.69314718055994531f;
-    if (SCORES && threadIdx.x == 0 && blockIdx.y == 0) p.ws_sl[row] = lse2; /* decode_scores.cuh */
+    sched_combine<sched, D, GROUP>(p, smem, [&](int row, float lse2) {
+        if (SCORES) p.ws_sl[row] = lse2; /* decode_scores.cuh */
+    });
 }

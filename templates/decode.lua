@@ -11,17 +11,9 @@
 --    device's SMs x the CTAs one SM holds, at most one CTA per unit of work;
 --    block = 32 * (WARPS_M * WARPS_N + BULK) threads; row_blocks = ceil(GROUP *
 --    q_tokens / cta_rows) with cta_rows = 16 * M_TILES * WARPS_M; the kernel
---    reads gridDim.x, so any P is correct (decode.cuh, "Work distribution");
---  * a sequence has at most ceil(eff_len() / BLOCK_N) tiles; a segment (b, kv
---    head, row block) is split into at most P pieces (one per CTA), in
---    batch-invariant mode into chunks of chunk_tiles() tiles (INV_* equal
---    decode.cuh's);
---  * with slots > 0 (some segment may split) the workspace is, in bytes:
---    fp32 partial O [slot, ROWS, dv], partial LSE [slot, ROWS] (from scalar
---    ws_lse_offset), then int (first slot, pieces) per segment [b, kv head,
---    row block] (from ws_meta_offset); slots = P + segments - 1 (piece of CTA
---    c in segment j: slot c + j), or segments x the most chunks a sequence
---    has in batch-invariant mode;
+--    reads gridDim.x, so any P is correct (fmqa_sched.cuh);
+--  * a sequence has at most ceil(eff_len() / BLOCK_N) tiles; the schedule,
+--    its pieces and workspace are lib/sched.lua's (fmqa_sched.cuh);
 --  * with scores (decode_scores.cuh) the workspace goes on (16-byte aligned,
 --    at plan scalars ws_sl_offset and ws_x_offset) with the rows' final
 --    base-2 LSE [b, t, h] floats and their base-2 logits [b, kv head, row,
@@ -31,11 +23,10 @@
 
 local KV_FMT = { f16 = 0, bf16 = 1, int8 = 2, fp8_e4m3 = 3 }
 local HEAD_DIMS = { [64] = true, [96] = true, [128] = true, [256] = true }
-local INV_MIN_TILES, INV_MAX_CHUNKS = 8, 256  -- decode.cuh's batch-invariant chunks
 local MIN_CTA_TILES = 2        -- automatic grids give each CTA >= 2 tiles
 
-local common, combine = require("common"), require("combine")
-local ceil_div, flag, kv_bytes = common.ceil_div, common.flag, common.kv_bytes
+local common, sched = require("common"), require("sched")
+local flag, kv_bytes = common.flag, common.kv_bytes
 
 -- Problem-level legality, shared by specialize and valid.
 local function problem_check(p)
@@ -81,7 +72,6 @@ local function cta_rows(c) return 16 * c.M_TILES * c.WARPS_M end
 -- decode.cuh's CTA_THREADS: the compute warps, and with BULK the producer warp
 local function cta_threads(c) return 32 * (c.WARPS_M * c.WARPS_N + c.BULK) end
 
-local eff_len = common.eff_len
 
 -- Positions per row the scores workspace holds: eff_len rounded up to 4 (so
 -- that every row starts 16-byte aligned).
@@ -130,12 +120,6 @@ local function ctas_per_sm(c, p, d)
   return math.max(1, math.min(by_smem, by_threads, by_regs))
 end
 
--- Tiles per batch-invariant chunk of a sequence of `tiles` tiles (decode.cuh's
--- chunk_tiles): a function of the sequence alone.
-local function chunk_tiles(tiles)
-  return math.max(INV_MIN_TILES, ceil_div(tiles, INV_MAX_CHUNKS))
-end
-
 -- Positions per work unit outside batch-invariant mode (decode.cuh's UNIT): 1,
 -- or when paged the run of rows a thread copies within one page (RUN).
 local function unit_tokens(c, p)
@@ -146,29 +130,11 @@ local function unit_tokens(c, p)
   return math.min(p.page_size, c.BLOCK_N // lg)
 end
 
--- The persistent schedule for the longest sequences: CTAs, segments, the most
--- units and pieces of one segment, workspace slots (0: no segment splits).
--- CTAs: SPLITS, or the device's slots, but no more than give each CTA
--- MIN_CTA_TILES tiles of the longest sequences (a piece has a fixed cost:
--- pipeline fill, Q, merge, partial store).
-local function work_plan(c, p, d)
-  local len = math.max(eff_len(p), 1)
-  local tiles = ceil_div(len, c.BLOCK_N)
-  local segs = p.batch * p.num_kv_heads * ceil_div(rows(p), cta_rows(c))
-  local units = p.batch_invariant and ceil_div(tiles, chunk_tiles(tiles)) or ceil_div(len, unit_tokens(c, p))
-  local ctas = c.SPLITS > 0 and c.SPLITS or
-               math.min(d.sm_count * ctas_per_sm(c, p, d), ceil_div(segs * tiles, MIN_CTA_TILES))
-  ctas = math.min(ctas, segs * units)
-  local w = { ctas = ctas, segs = segs, units = units }
-  if p.batch_invariant then
-    -- a shorter sequence may have more chunks (smaller ones), never more than this
-    w.pieces = math.min(INV_MAX_CHUNKS, ceil_div(tiles, INV_MIN_TILES))
-    w.slots = w.pieces > 1 and segs * w.pieces or 0
-  else
-    w.pieces = math.min(ctas, ceil_div(ctas, segs) + 1)
-    w.slots = (ctas > 1 and units > 1) and ctas + segs - 1 or 0
-  end
-  return w
+-- The persistent schedule (lib/sched.lua).  Automatic grids give each CTA
+-- MIN_CTA_TILES tiles of the longest sequences.
+local function sched_of(c, p, d)
+  return { rows_cta = cta_rows(c), block_n = c.BLOCK_N, unit = unit_tokens(c, p),
+           ctas_per_sm = ctas_per_sm(c, p, d), splits = c.SPLITS, min_tiles = MIN_CTA_TILES }
 end
 
 local function valid(c, p, d)
@@ -235,35 +201,16 @@ return {
   valid = valid,
 
   launch = function(c, p, d)
-    local w = work_plan(c, p, d)
-    local rows_blk = cta_rows(c)
-    local kernels = { {
-      entry = "fmqa_decode_kernel",
-      grid = { w.ctas, 1, 1 },
-      block = { cta_threads(c), 1, 1 },
-      shared = shared_bytes(c, p),
-    } }
-    -- units: the schedule's work units at full length (for fastmqa-bench static)
-    local plan = { kernels = kernels, workspace = 0, splits = 1, units = w.segs * w.units }
-    if w.slots > 0 then
-      -- one CTA of 128 threads per output row and column slice (fmqa_combine.cuh);
-      -- on sm_90 launched with programmatic dependent launch (pdl)
-      local out_rows = p.batch * p.q_tokens * p.num_q_heads
-      kernels[2] = { entry = "fmqa_decode_combine", grid = { out_rows, combine.slices(p, d, w.pieces, p.batch_invariant), 1 },
-                     block = { 128, 1, 1 }, shared = combine.shared_bytes(), pdl = d.cc >= 90 and 1 or 0 }
-      plan.splits = w.slots
-      plan.pieces = w.pieces  -- the most pieces one segment is merged from (at full length)
-      plan.ws_lse_offset = w.slots * rows_blk * p.head_dim_v * 4
-      plan.ws_meta_offset = plan.ws_lse_offset + w.slots * rows_blk * 4
-      plan.workspace = plan.ws_meta_offset + w.segs * 2 * 4
-    end
+    local plan = sched.plan(p, d, sched_of(c, p, d),
+                            { entry = "fmqa_decode_kernel", block = { cta_threads(c), 1, 1 }, shared = shared_bytes(c, p) },
+                            "fmqa_decode_combine")
     if p.scores then
       local nv, out_rows = score_nv(p), p.batch * p.q_tokens * p.num_q_heads
       plan.score_nv = nv
       plan.ws_sl_offset = ceil_div(plan.workspace, 16) * 16
       plan.ws_x_offset = plan.ws_sl_offset + ceil_div(out_rows * 4, 16) * 16
       plan.workspace = plan.ws_x_offset + p.batch * p.num_kv_heads * rows(p) * nv * 4
-      kernels[#kernels + 1] = { entry = "fmqa_decode_scores", grid = { ceil_div(nv, 128), p.num_kv_heads, p.batch },
+      plan.kernels[#plan.kernels + 1] = { entry = "fmqa_decode_scores", grid = { ceil_div(nv, 128), p.num_kv_heads, p.batch },
                                 block = { 128, 1, 1 }, shared = rows(p) * 4 }
     end
     return plan

@@ -14,23 +14,28 @@
  * sits at position kv_len - Q_TOKENS + t and (CAUSAL) sees positions <= its own,
  * (WINDOW) only the last `window` of them and the first sink_tokens.  Which
  * positions are read, in which order, and where a ring cache (RING) keeps them
- * are decode's rules, shared through fmqa_seq.cuh: a split takes a range of the
+ * are decode's rules, shared through fmqa_seq.cuh: a piece takes a range of the
  * virtual order (sinks, then the window), so positions no query sees are never
  * read.  A learned sink logit per head (p.sinks) joins the softmax denominator
- * once: in store_rows without splits, else in the combine (softmax_finish).
+ * once: in store_rows for a segment read whole, else in the combine
+ * (softmax_finish).
  *
  * Problem defines: HEADS, Q_TOKENS (1..16), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1
  * bf16, 3 fp8 e4m3 with one float scale per token), PAGED, PAGE_SIZE, CSR (a
  * CSR page table, fmqa_pages.cuh), CAUSAL, WINDOW, RING, TREE (always 0:
- * fmqa_seq.cuh reads it), LSE.  Config defines: BLOCK_N (tokens per tile), WARPS_M (16-row groups per
+ * fmqa_seq.cuh reads it), LSE, INVARIANT (batch-invariant schedule,
+ * fmqa_sched.cuh).  Config defines: BLOCK_N (tokens per tile), WARPS_M (16-row groups per
  * CTA), WARPS_D (warps sharing the rows), STAGES (cp.async pipeline depth).
  *
- * Work split.  Grid (splits, ROW_BLOCKS, batch); a CTA owns ROWS = 16 WARPS_M
- * rows, so every latent byte it loads serves all of them (at H = 128 two row
- * blocks read the cache twice, the second time mostly from L2).  The 512-wide
+ * Work split.  decode's persistent schedule (fmqa_sched.cuh): gridDim.x CTAs
+ * share the batch's (sequence, row block) segments and their positions
+ * evenly, a CTA walking its range as pieces (run_piece), each with its own
+ * online softmax.  A piece owns ROWS = 16 WARPS_M rows, so every latent byte
+ * it loads serves all of them (at H = 128 two row blocks read the cache
+ * twice, the second time mostly from L2).  The 512-wide
  * O accumulator does not fit one warp's registers, so warp (mw, dw) = (w %
  * WARPS_M, w / WARPS_M) owns the 16 rows of mw and the value columns [dw CW,
- * +CW), CW = 512 / WARPS_D, for the whole sequence.  Per tile:
+ * +CW), CW = 512 / WARPS_D, for the whole piece.  Per tile:
  *   1. S: warp (mw, dw) computes the scores of its rows against the tokens
  *      [dw WN, +WN), WN = BLOCK_N / WARPS_D, over all 576 dims (no redundant
  *      MMA: the WARPS_D warps of a row group split the tile's tokens);
@@ -58,16 +63,17 @@
  * unscaled P); FP8_F16_FOLD is multiplied back there too.
  *
  * Softmax in base 2; a row that sees nothing writes o = 0, lse = -inf (the
- * sink's logit with a learned sink).  With
- * num_splits > 1 each split writes its O normalised by its own sum to ws_o and
- * m + log2(l) to ws_lse, [split, b, t, h, (512)], which
- * fmqa_mla_decode_combine merges.
+ * sink's logit with a learned sink).  A piece
+ * of a split segment writes its O normalised by its own sum to ws_o and m +
+ * log2(l) to ws_lse, [slot, ROWS, (512)], which fmqa_mla_decode_combine merges
+ * by the segment's ws_meta.
  */
 #include "fmqa_params.h"
 #include "fmqa_device.cuh"
 #include "fmqa_combine.cuh"
 #include "fmqa_pages.cuh"
 #include "fmqa_seq.cuh"
+#include "fmqa_sched.cuh"
 
 using namespace fmqa_dev;
 
@@ -335,10 +341,11 @@ DEV void softmax_tile(const fmqa_decode_params &p, const cta_smem &sm, const uns
     }
 }
 
-/* The WARPS_D partial sums of each row add up through red; then o (and lse),
- * or this split's partials.  Needs the pipeline drained and a barrier since
+/* The WARPS_D partial sums of each row add up through red; then o (and lse)
+ * for a whole segment (slot < 0), or the piece's partials in workspace slot
+ * `slot` ([slot][ROWS] rows).  Needs the pipeline drained and a barrier since
  * red was last read. */
-DEV void store_rows(const fmqa_decode_params &p, const cta_smem &sm, int b, int rb, int mw, int dw, int split,
+DEV void store_rows(const fmqa_decode_params &p, const cta_smem &sm, int b, int rb, int mw, int dw, long long slot,
                     bool active, softmax_state &st) {
     const int lane = threadIdx.x & 31, g = lane >> 2, cq = lane & 3;
     if (active)
@@ -351,18 +358,17 @@ DEV void store_rows(const fmqa_decode_params &p, const cta_smem &sm, int b, int 
     if (!active) return;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-        const int r = rb * ROWS + mw * 16 + g + 8 * h;
+        const int rloc = mw * 16 + g + 8 * h, r = rb * ROWS + rloc;
         if (r >= M) continue;
         float l = 0.0f;
-        for (int k = 0; k < WARPS_D; ++k) l += sm.red[(mw * 16 + g + 8 * h) * WARPS_D + k];
+        for (int k = 0; k < WARPS_D; ++k) l += sm.red[rloc * WARPS_D + k];
         const int t = r / HEADS, head = r % HEADS;
         /* A learned sink joins the denominator once: here, or in the combine. */
-        const float s2 = p.sinks && p.num_splits == 1 ? p.sinks[head] * LOG2E : neg_inf();
+        const float s2 = p.sinks && slot < 0 ? p.sinks[head] * LOG2E : neg_inf();
         float inv, lse2;
         softmax_finish(st.m[h], l, s2, inv, lse2);
-        const long long row = ((long long)b * Q_TOKENS + t) * HEADS + head;
-        if (p.num_splits > 1) {
-            const long long srow = (long long)split * p.batch * M + row;
+        if (slot >= 0) {
+            const long long srow = slot * ROWS + rloc;
             float *wo = p.ws_o + srow * DC + dw * CW;
 #pragma unroll
             for (int nt = 0; nt < NT_O; ++nt)
@@ -375,27 +381,22 @@ DEV void store_rows(const fmqa_decode_params &p, const cta_smem &sm, int b, int 
             for (int nt = 0; nt < NT_O; ++nt)
 #pragma unroll
                 for (int e = 0; e < 2; ++e) o[o_col<Q8>(nt, 2 * cq + e)] = f32_to_h<OUT_BF16>(st.o[nt][2 * h + e] * inv);
-            if (LSE && cq == 0 && dw == 0) p.lse[row] = lse2 * 0.69314718055994531f;
+            if (LSE && cq == 0 && dw == 0)
+                p.lse[((long long)b * Q_TOKENS + t) * HEADS + head] = lse2 * 0.69314718055994531f;
         }
     }
 }
 
-/* One CTA an SM, as decode's: the shared memory of the default configs holds
- * no second one anyway, and with a window ptxas otherwise kept 256-thread
- * CTAs at 128 registers and spilled (4 bytes) rather than take 130. */
-extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_mla_decode_kernel(const fmqa_decode_params p) {
-    extern __shared__ __align__(128) unsigned char smem[];
-    if (dynamic_smem_size() < (u32)SMEM_BYTES) __trap(); /* the launch disagrees with mla_decode.lua */
-    const int split = blockIdx.x, rb = blockIdx.y, b = blockIdx.z;
+/* One piece of work (fmqa_sched.cuh): positions [v_begin, v_end) of sequence
+ * b (seen as s) for the rows of row block rb, to the output (slot < 0) or to
+ * workspace slot `slot`.  Starts with a barrier: the previous piece's warps
+ * (or the schedule's scan) may still read the shared memory this one fills. */
+DEV void run_piece(const fmqa_decode_params &p, const cta_smem &sm, const seq_view &s, int b, int rb, int v_begin,
+                   int v_end, long long slot) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int mw = warp % WARPS_M, dw = warp / WARPS_M;
-    const cta_smem sm = {smem, smem + Q_BYTES, smem + Q_BYTES + P_BYTES + RED_BYTES,
-                         (float *)(smem + Q_BYTES + P_BYTES)};
-
-    const seq_view s = seq_view_of(p, seq_len<PS>(p, b));
-    const int v_begin = split * p.split_tokens;
-    const int v_end = split == p.num_splits - 1 ? s.nvirt : min(s.nvirt, v_begin + p.split_tokens);
     const int ntiles = v_end > v_begin ? (v_end - v_begin + BLOCK_N - 1) / BLOCK_N : 0;
+    __syncthreads();
     /* The first latent tiles go out before Q is read. */
 #pragma unroll
     for (int i = 0; i < STAGES - 1; ++i) {
@@ -404,7 +405,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_mla_decode_kernel
     }
     load_q(p, b, rb, sm.q); /* published by the loop's first barrier */
 
-    softmax_state st;
+    softmax_state st; /* every piece starts its own online softmax */
 #pragma unroll
     for (int nt = 0; nt < NT_O; ++nt) st.o[nt][0] = st.o[nt][1] = st.o[nt][2] = st.o[nt][3] = 0.0f;
     st.m[0] = st.m[1] = neg_inf();
@@ -434,20 +435,38 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_mla_decode_kernel
     }
     cp_async_wait<0>();
     __syncthreads();
-    store_rows(p, sm, b, rb, mw, dw, split, active, st);
+    store_rows(p, sm, b, rb, mw, dw, slot, active, st);
 }
 
-/* Merges split partials (fmqa_combine.cuh's combine_row): grid (rows,
- * slices), a CTA of FMQA_C_THREADS threads per (b, t, h) row and column slice
- * of its 512 values (mla_decode.lua picks the slices as decode.lua does). */
+/* Work distribution: fmqa_sched.cuh's persistent schedule, as decode's: units
+ * of UNIT positions (PAGED: a copy run, so that runs stay within pages), one
+ * KV head, ROW_BLOCKS row blocks a sequence. */
+constexpr int UNIT = PAGED ? RUN : 1;
+using sched = sched_cfg<NTHREADS, UNIT, ROW_BLOCKS, ROWS, PS>;
+static_assert(SMEM_BYTES - Q_BYTES >= sched_scratch_bytes<sched>(), "scan scratch");
+
+/* One CTA an SM, as decode's: the shared memory of the default configs holds
+ * no second one anyway, and with a window ptxas otherwise kept 256-thread
+ * CTAs at 128 registers and spilled (4 bytes) rather than take 130. */
+extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_mla_decode_kernel(const fmqa_decode_params p) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    if (dynamic_smem_size() < (u32)SMEM_BYTES) __trap(); /* the launch disagrees with mla_decode.lua */
+    pdl_launch_dependents(); /* the combine may launch; it waits for this grid's end */
+    const cta_smem sm = {smem, smem + Q_BYTES, smem + Q_BYTES + P_BYTES + RED_BYTES,
+                         (float *)(smem + Q_BYTES + P_BYTES)};
+    sched_run<sched>(p, smem + Q_BYTES,
+                     [&](const seq_view &s, int b, int, int rb, int v_begin, int v_end, long long slot) {
+                         run_piece(p, sm, s, b, rb, v_begin, v_end, slot);
+                     });
+}
+
+/* Merges the pieces of split segments (fmqa_sched.cuh's sched_combine over
+ * fmqa_combine.cuh's combine_row): grid (rows, slices), a CTA of
+ * FMQA_C_THREADS threads per (b, t, h) row and column slice of its 512
+ * values (mla_decode.lua picks the slices as decode.lua does). */
 extern "C" __global__ void __launch_bounds__(FMQA_C_THREADS) fmqa_mla_decode_combine(const fmqa_decode_params p) {
     extern __shared__ __align__(128) unsigned char smem[];
     if (dynamic_smem_size() < (u32)FMQA_C_SMEM_BYTES) __trap(); /* the launch disagrees with mla_decode.lua */
-    const int rows = p.batch * M, row = blockIdx.x; /* < 2^31: fastmqa checks */
-    const int b = row / M, t = row / HEADS % Q_TOKENS, h = row % HEADS;
-    u16 *o = (u16 *)p.o + b * p.o_sb + t * p.o_st + h * p.o_sh;
-    const float sink2 = p.sinks ? p.sinks[h] * LOG2E : neg_inf(); /* joins the denominator here */
-    const float lse2 = combine_row<DC, OUT_BF16>(p.ws_o + (long long)row * DC, (long long)rows * DC, p.ws_lse + row,
-                                                 rows, p.num_splits, sink2, o, smem);
-    if (LSE && threadIdx.x == 0 && blockIdx.y == 0) p.lse[row] = lse2 * 0.69314718055994531f;
+    pdl_wait(); /* the kernel's grid has ended and its writes are visible */
+    sched_combine<sched, DC, HEADS>(p, smem, [](int, float) {});
 }

@@ -8,28 +8,23 @@
 --
 -- Invariants this file keeps with mla_decode.cuh:
 --  * shared_bytes() is the kernel's SMEM_BYTES (it traps on less);
---  * grid = (splits, row_blocks, batch), block = 32 * WARPS_M * WARPS_D,
---    row_blocks = ceil(H * q_tokens / (16 * WARPS_M));
---  * split rule: split_tokens = ceil(eff_len / splits) rounded up to BLOCK_N,
---    splits = ceil(eff_len / split_tokens), eff_len the most positions one
---    sequence's kernel reads (sinks + window); the last split takes whatever
---    lies beyond;
---  * with splits > 1 the workspace is splits * B * Tq * H * (512 + 1) * 4
---    bytes: partial O [split, b, t, h, 512] then partial LSE [split, b, t,
---    h] from the plan scalar ws_lse_offset (the runtime reads it, as
---    decode's), merged by fmqa_mla_decode_combine (fmqa_combine.cuh's
---    combine_row).
+--  * grid = (P, 1, 1), persistent, and block = 32 * WARPS_M * WARPS_D: decode's
+--    schedule (lib/sched.lua, fmqa_sched.cuh) over segments (b, row block),
+--    row_blocks = ceil(H * q_tokens / (16 * WARPS_M)), units of unit_tokens()
+--    virtual positions (eff_len, the most one sequence's kernel reads: sinks
+--    + window), or batch-invariant chunks; its workspace and plan scalars
+--    (pieces, ws_lse_offset, ws_meta_offset) are lib/sched.lua's, merged by
+--    fmqa_mla_decode_combine (fmqa_combine.cuh's combine_row).
 -- A wgmma (sm_90a) variant would be a second template of op mla_decode with
 -- the same launch rules and its own source; the dispatcher and the tuner pick
 -- between templates of an op.
 
 local KV_FMT = { f16 = 0, bf16 = 1, fp8_e4m3 = 3 }
 local LATENT, ROPE = 512, 64
-local MAX_AUTO_SPLITS = 256
-local MIN_SPLIT_TILES = 4
+local MIN_CTA_TILES = 4  -- automatic grids give each CTA >= 4 tiles
 
-local common, combine = require("common"), require("combine")
-local ceil_div, flag, kv_bytes = common.ceil_div, common.flag, common.kv_bytes
+local common, sched = require("common"), require("sched")
+local flag, kv_bytes = common.flag, common.kv_bytes
 
 local function problem_check(p)
   if p.op ~= "mla_decode" then return false, "op must be mla_decode, got " .. tostring(p.op) end
@@ -66,7 +61,6 @@ end
 
 local function rows(p) return p.num_q_heads * p.q_tokens end
 
-local eff_len = common.eff_len
 
 -- mla_decode.cuh's SMEM_BYTES: Q rows, P rows, the row exchange, the stages
 -- (one latent row per token serves as K and V; fp8 adds a scale per token).
@@ -92,18 +86,16 @@ local function ctas_per_sm(c, p, d)
   return math.max(1, math.min(by_smem, by_threads))
 end
 
--- (splits, split_tokens): SPLITS = 0 fills one wave of resident CTAs, at most
--- 256 splits of at least MIN_SPLIT_TILES tiles each.
-local function split_plan(c, p, d)
-  local len = math.max(eff_len(p), 1)
-  local n = c.SPLITS
-  if n == 0 then
-    local ctas = p.batch * ceil_div(rows(p), 16 * c.WARPS_M)
-    local slots = d.sm_count * ctas_per_sm(c, p, d)
-    n = math.max(1, math.min(slots // ctas, MAX_AUTO_SPLITS, len // (MIN_SPLIT_TILES * c.BLOCK_N)))
-  end
-  local tokens = ceil_div(ceil_div(len, n), c.BLOCK_N) * c.BLOCK_N
-  return ceil_div(len, tokens), tokens
+-- Positions per work unit outside batch-invariant mode (mla_decode.cuh's
+-- UNIT): 1, or when paged the run of rows a thread copies within one page
+-- (RUN: the page, or BLOCK_N / LG, LG the largest power of two <= the
+-- threads per 16-byte chunk of a row, at most BLOCK_N).
+local function unit_tokens(c, p)
+  if not p.paged then return 1 end
+  local cpr = (LATENT + ROPE) * kv_bytes(p) // 16
+  local lg = 1
+  while lg * 2 <= math.min(32 * c.WARPS_M * c.WARPS_D // cpr, c.BLOCK_N) do lg = lg * 2 end
+  return math.min(p.page_size, c.BLOCK_N // lg)
 end
 
 local function valid(c, p, d)
@@ -116,13 +108,7 @@ local function valid(c, p, d)
   if c.WARPS_M > 1 and 16 * (c.WARPS_M - 1) >= rows(p) then
     return false, "WARPS_M " .. c.WARPS_M .. " leaves a warp with padding rows only (" .. rows(p) .. " rows)"
   end
-  ok, why = common.fits_device(32 * c.WARPS_M * c.WARPS_D, regs_estimate(c), shared_bytes(c, p), d)
-  if not ok then return false, why end
-  local tiles = ceil_div(eff_len(p), c.BLOCK_N)
-  if c.SPLITS > 1 and c.SPLITS > tiles then
-    return false, "SPLITS " .. c.SPLITS .. " exceeds the " .. tiles .. " tiles a sequence reads"
-  end
-  return true
+  return common.fits_device(32 * c.WARPS_M * c.WARPS_D, regs_estimate(c), shared_bytes(c, p), d)
 end
 
 return {
@@ -149,6 +135,7 @@ return {
       WINDOW = flag(p.window > 0),
       RING = flag(p.ring),
       LSE = flag(p.lse),
+      INVARIANT = flag(p.batch_invariant),
     }
   end,
 
@@ -157,29 +144,18 @@ return {
     WARPS_M = { 1, 2, 4 },
     WARPS_D = { 2, 4 },
     STAGES = { 2, 3, 4 },
+    -- CTAs of the persistent grid (0: the device's SMs x CTAs per SM)
     SPLITS = { 0, 1, 2, 4, 8, 16, 32, 64, 128 },
   },
 
   valid = valid,
 
   launch = function(c, p, d)
-    local splits, tokens = split_plan(c, p, d)
-    local kernels = { {
-      entry = "fmqa_mla_decode_kernel",
-      grid = { splits, ceil_div(rows(p), 16 * c.WARPS_M), p.batch },
-      block = { 32 * c.WARPS_M * c.WARPS_D, 1, 1 },
-      shared = shared_bytes(c, p),
-    } }
-    local out_rows = p.batch * p.q_tokens * p.num_q_heads
-    local plan = { kernels = kernels, workspace = 0, splits = splits, split_tokens = tokens }
-    if splits > 1 then
-      kernels[2] = { entry = "fmqa_mla_decode_combine", grid = { out_rows, combine.slices(p, d, splits, false), 1 },
-                     block = { 128, 1, 1 }, shared = combine.shared_bytes() }
-      -- the runtime places the partial LSEs at this scalar (rt_decode_params)
-      plan.ws_lse_offset = splits * out_rows * p.head_dim_v * 4
-      plan.workspace = plan.ws_lse_offset + splits * out_rows * 4
-    end
-    return plan
+    local s = { rows_cta = 16 * c.WARPS_M, block_n = c.BLOCK_N, unit = unit_tokens(c, p),
+                ctas_per_sm = ctas_per_sm(c, p, d), splits = c.SPLITS, min_tiles = MIN_CTA_TILES }
+    local kernel = { entry = "fmqa_mla_decode_kernel", block = { 32 * c.WARPS_M * c.WARPS_D, 1, 1 },
+                     shared = shared_bytes(c, p) }
+    return sched.plan(p, d, s, kernel, "fmqa_mla_decode_combine")
   end,
 
   -- The rows of up to 4 warps (64 heads x tokens) share each tile, 4 warps

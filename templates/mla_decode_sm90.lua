@@ -11,10 +11,11 @@
 -- Invariants this file keeps with mla_decode_sm90.cuh:
 --  * shared_bytes() is the kernel's SMEM_BYTES (it traps on less);
 --  * grid = (splits, ceil(H * Tq / 64), batch), block = 256;
---  * split rule as mla_decode.lua's, in whole pairs of blocks: split_tokens
+--  * uniform splits, in whole pairs of blocks (not yet mla_decode's
+--    persistent schedule, lib/sched.lua): split_tokens
 --    = ceil(kv_len / splits) rounded up to 2 BLOCK_N, splits = ceil(kv_len /
 --    split_tokens); the last split takes whatever lies beyond;
---  * with splits > 1 the workspace is mla_decode's: partial O [split, b, t,
+--  * with splits > 1 the workspace is partial O [split, b, t,
 --    h, 512] then partial LSE [split, b, t, h] from the plan scalar
 --    ws_lse_offset, merged by fmqa_mla_decode_sm90_combine.
 

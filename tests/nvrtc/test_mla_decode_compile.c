@@ -113,13 +113,17 @@ static int64_t get(const gen_config *c, const char *name)
  * DeepSeek-V3 shape, bf16, B = 64, H = 128: 4 x 64-row warps need Q 64 * 1168
  * = 74752 + P 64 * 144 = 9216 + exchange 64 * 4 * 4 = 1024 + 2 stages of 64 *
  * 1168 = 149504: 234496 bytes, too many; 2 row warps: 37376 + 4608 + 512 +
- * 149504 = 192000.  4 row blocks x 64 sequences = 256 CTAs > 132 slots: one
- * split, no combine.
+ * 149504 = 192000.  The persistent schedule (lib/sched.lua): one CTA an SM,
+ * 132 CTAs share 4 row blocks x 64 sequences = 256 segments of 4096
+ * positions, so a segment spans at most 2 pieces; slots 132 + 256 - 1 = 387
+ * of 32 rows: partial O 387 x 32 x 512 x 4 bytes, partial LSE 387 x 32 x 4,
+ * then (first slot, pieces) for each of the 256 segments; the combine (on
+ * sm_90 with programmatic dependent launch) has 8192 rows, one slice.
  * B = 1, H = 16, fp8, 16384 positions: 1 row warp, 4 stages of 64 * 592 +
- * 256 = 38144: 18688 + 2304 + 256 + 152576 = 173824.  One CTA: splits min(132
- * slots, 256, 16384 / 256) = 64 of 256 tokens; workspace 64 x 16 rows x 513
- * x 4; the combine halves its 128 float4 columns until 16 rows x slices
- * cover the SMs: 16 slices. */
+ * 256 = 38144: 18688 + 2304 + 256 + 152576 = 173824.  CTAs min(132 slots,
+ * 256 tiles / 4) = 64, each a piece of the one segment: 64 slots of 16 rows,
+ * workspace 64 x 16 x 513 x 4 + 8; the combine halves its 128 float4 columns
+ * until 16 rows x slices cover the SMs: 16 slices. */
 Test(mla_decode_compile, defaults_and_launch_by_hand)
 {
     gen_lib *lib = fmqa_test_open_templates();
@@ -136,14 +140,22 @@ Test(mla_decode_compile, defaults_and_launch_by_hand)
     cr_expect_eq(get(&c, "WARPS_D"), 4);
     cr_expect_eq(get(&c, "STAGES"), 2);
     cr_assert_eq(gen_launch_plan(t, &c, &p, &dev, &plan, &err), FMQA_OK, "%s", err.msg);
-    cr_assert_eq(plan.n_kernels, 1);
+    cr_assert_eq(plan.n_kernels, 2);
     cr_expect_str_eq(plan.kernels[0].entry, "fmqa_mla_decode_kernel");
-    cr_expect_eq(plan.kernels[0].grid[0], 1);
-    cr_expect_eq(plan.kernels[0].grid[1], 4);
-    cr_expect_eq(plan.kernels[0].grid[2], 64);
+    cr_expect_eq(plan.kernels[0].grid[0], 132);
+    cr_expect_eq(plan.kernels[0].grid[1], 1);
+    cr_expect_eq(plan.kernels[0].grid[2], 1);
     cr_expect_eq(plan.kernels[0].block[0], 256);
     cr_expect_eq(plan.kernels[0].shared, 192000);
-    cr_expect_eq(plan.workspace, 0);
+    cr_expect_eq(plan.splits, 387);
+    int64_t v = 0;
+    cr_expect(gen_plan_scalar(&plan, "pieces", &v) && v == 2);
+    cr_expect(gen_plan_scalar(&plan, "ws_lse_offset", &v) && v == 387LL * 32 * 512 * 4);
+    cr_expect(gen_plan_scalar(&plan, "ws_meta_offset", &v) && v == 387LL * 32 * 513 * 4);
+    cr_expect_eq(plan.workspace, 387LL * 32 * 513 * 4 + 256 * 8);
+    cr_expect_eq(plan.kernels[1].grid[0], 8192);
+    cr_expect_eq(plan.kernels[1].grid[1], 1);
+    cr_expect_eq(plan.kernels[1].pdl, 1);
 
     p = fmqa_test_problem(MLA "batch=1,heads=16,tq=1,kv_len=16384,kv=fp8_e4m3,flags=causal|lse");
     cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
@@ -155,13 +167,12 @@ Test(mla_decode_compile, defaults_and_launch_by_hand)
     cr_expect_eq(plan.kernels[0].grid[0], 64);
     cr_expect_eq(plan.kernels[0].block[0], 128);
     cr_expect_eq(plan.splits, 64);
-    cr_expect_eq(plan.workspace, 64LL * 16 * 513 * 4);
+    cr_expect_eq(plan.workspace, 64LL * 16 * 513 * 4 + 8);
     cr_expect_str_eq(plan.kernels[1].entry, "fmqa_mla_decode_combine");
     cr_expect_eq(plan.kernels[1].grid[0], 16);
     cr_expect_eq(plan.kernels[1].grid[1], 16);
-    int64_t tokens = 0;
-    cr_expect(gen_plan_scalar(&plan, "split_tokens", &tokens));
-    cr_expect_eq(tokens, 256);
+    cr_expect(gen_plan_scalar(&plan, "pieces", &v) && v == 64);
+    cr_expect(!gen_plan_scalar(&plan, "split_tokens", &v), "split_tokens is the uniform splits' scalar");
     gen_lib_close(lib);
 }
 

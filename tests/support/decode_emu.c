@@ -208,14 +208,7 @@ int fmqa_emu_run(const char *tpl, const fmqa_problem *p, const char *config, con
     const gen_template *t = gen_lib_find(lib, tpl);
     cr_assert_not_null(t, "no template %s", tpl);
     /* "sm_90@3": the sm_90 preset with 3 SMs (they size decode's persistent grid) */
-    fmqa_device_info dev;
-    if (!arch)
-        arch = "sm_90";
-    char preset[16];
-    snprintf(preset, sizeof preset, "%.*s", (int)strcspn(arch, "@"), arch);
-    cr_assert_eq(gen_device_preset(preset, &dev, &err), FMQA_OK, "%s: %s", arch, err.msg);
-    if (arch[strlen(preset)] == '@')
-        dev.sm_count = atoi(arch + strlen(preset) + 1);
+    fmqa_device_info dev = fmqa_test_device(arch ? arch : "sm_90");
     gen_config c, over;
     cr_assert_eq(gen_default(t, p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
     if (config && config[0]) {

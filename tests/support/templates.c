@@ -5,6 +5,8 @@
  * config refused with a reason, compile a config clean of local memory.  Each
  * asserts (or expects) on failure, naming the input.
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
@@ -53,7 +55,11 @@ fmqa_device_info fmqa_test_device(const char *arch)
 {
     fmqa_device_info d;
     fmqa_err err;
-    cr_assert_eq(gen_device_preset(arch, &d, &err), FMQA_OK, "%s", err.msg);
+    char preset[16];
+    snprintf(preset, sizeof preset, "%.*s", (int)strcspn(arch, "@"), arch);
+    cr_assert_eq(gen_device_preset(preset, &d, &err), FMQA_OK, "%s: %s", arch, err.msg);
+    if (arch[strlen(preset)] == '@')
+        d.sm_count = atoi(arch + strlen(preset) + 1);
     return d;
 }
 

@@ -38,7 +38,7 @@ void fmqa_test_free(fmqa_test_gpu *g, CUdeviceptr p);
 /* The shipped templates (fmqa_test_template_dir()), one of them by name
  * (asserting it loaded and has that op), a parsed problem spec, a parsed
  * config ("BLOCK_N=64,STAGES=2"), and a device preset ("sm_80", "sm_90",
- * ...). */
+ * ...; "sm_90@7": the preset with 7 SMs). */
 gen_lib *fmqa_test_open_templates(void);
 const gen_template *fmqa_test_template(gen_lib *lib, const char *name, fmqa_op op);
 fmqa_problem fmqa_test_problem(const char *spec);

@@ -34,14 +34,17 @@
 typedef int (*emu_launch_fn)(const char *entry, const fmqa_decode_params *p,
                              const unsigned grid[3], unsigned threads, unsigned dyn_smem);
 
-/* One case: problem spec, config overrides ("" = default), the sequences'
- * lengths (0 = drawn in [q_tokens, kv_len]), the device preset (NULL: sm_90)
+/* One case: problem spec, config overrides ("" = default), the first
+ * MAX_LENS sequences' lengths (0, and every later one: drawn in [q_tokens,
+ * kv_len]), the device preset (NULL: sm_90; "sm_90@2": with 2 SMs)
  * and learned sinks (1: one logit per head drawn from [-4, 8), those near 8
  * outweighing every score). */
+#define MAX_LENS 8
+
 typedef struct mcase {
     const char *spec;
     const char *config;
-    int32_t lens[4];
+    int32_t lens[MAX_LENS];
     const char *arch;
     int sinks;
 } mcase;
@@ -70,7 +73,7 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, int sinks, 
     *n_pages = paged ? outer : 0;
     int32_t *lens = poisoned(B * sizeof *lens, 4);
     for (int64_t b = 0; b < B; b++)
-        lens[b] = given[b] ? given[b] : (int32_t)(Tq + ref_rng_next(r) % (T - Tq + 1));
+        lens[b] = b < MAX_LENS && given[b] ? given[b] : (int32_t)(Tq + ref_rng_next(r) % (T - Tq + 1));
     a->kv_lens = lens;
     a->kv_stride_token = row, a->kv_stride_batch = ps * row;
     void *kv = poisoned(outer * ps * row * ke, 16);
@@ -152,16 +155,17 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, int sinks, 
     }
 }
 
-static void run_case(const mcase *mc)
+/* Runs one case against the reference, on inputs drawn from `seed` (0: a
+ * fresh one); *out (if given) gets its arguments, outputs included. */
+static void run_case_into(const mcase *mc, uint64_t seed, fmqa_mla_decode_args *out)
 {
     gen_lib *lib = NULL;
     fmqa_err err;
     cr_assert_eq(gen_lib_open(fmqa_test_template_dir(), &lib, &err), FMQA_OK, "%s", err.msg);
     const gen_template *t = gen_lib_find(lib, "mla_decode");
     cr_assert_not_null(t, "no mla_decode template");
-    fmqa_device_info dev;
     const char *arch = mc->arch ? mc->arch : "sm_90";
-    cr_assert_eq(gen_device_preset(arch, &dev, &err), FMQA_OK, "%s: %s", arch, err.msg);
+    fmqa_device_info dev = fmqa_test_device(arch);
     fmqa_problem p;
     cr_assert_eq(gen_problem_parse(mc->spec, &p, &err), FMQA_OK, "%s: %s", mc->spec, err.msg);
     gen_config c, over;
@@ -184,7 +188,8 @@ static void run_case(const mcase *mc)
         (emu_launch_fn)fmqa_test_emu_build(t, &c, &p, &dev, "mla_decode_emu.cpp", dir);
 
     ref_rng r;
-    uint64_t seed = fmqa_test_seed(mc->spec);
+    if (!seed)
+        seed = fmqa_test_seed(mc->spec);
     ref_rng_seed(&r, seed);
     fmqa_mla_decode_args m;
     int64_t n_pages;
@@ -223,6 +228,8 @@ static void run_case(const mcase *mc)
     }
     free(o);
     free(lse);
+    if (out)
+        *out = m;
     char rm[1100];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     (void)system(rm);
@@ -232,7 +239,7 @@ static void run_case(const mcase *mc)
 static void run_all(const mcase *cases, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        run_case(&cases[i]);
+        run_case_into(&cases[i], 0, NULL);
 }
 
 #define MLA "op=mla_decode,kv_heads=1,d=576,dv=512,"
@@ -326,4 +333,47 @@ Test(mla_decode_emu, windows_sinks_ring, .timeout = 900)
          {100}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* The persistent schedule (fmqa_sched.cuh, decode's): lengths 1 and 4099
+ * (1000) in one batch of more sequences than the device's 2 (3) SMs, so
+ * pieces cross sequences and the long one splits across every CTA;
+ * contiguous bf16 and paged fp8 (64-token pages: copy runs as units). */
+Test(mla_decode_emu, sched_ragged, .timeout = 900)
+{
+    static const mcase cases[] = {
+        {MLA "batch=5,heads=16,kv_len=4099,q=bf16,kv=bf16,out=bf16,flags=causal|lse", "",
+         {1, 4099, 1, 1, 17}, "sm_90@2", 0},
+        {MLA "batch=6,heads=32,kv_len=1000,page=64,kv=fp8_e4m3,flags=causal|paged|lse", "",
+         {1, 1, 1000, 1, 2, 1}, "sm_90@3", 0},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* FMQA_FLAG_BATCH_INVARIANT: the same batch (lengths 600, 1 and 300, the
+ * same inputs; 600 is two 8-tile chunks) on 132 and on 3 SMs gives the same
+ * o and lse bits (each run also checked against the reference); without the
+ * flag the two runs differ, or the test would prove nothing. */
+Test(mla_decode_emu, batch_invariant, .timeout = 900)
+{
+#define INV_SPEC(f) MLA "batch=3,heads=16,kv_len=600,flags=causal|lse" f
+    static const mcase runs[] = {
+        {INV_SPEC("|invariant"), "", {600, 1, 300}, "sm_90", 0},
+        {INV_SPEC("|invariant"), "", {600, 1, 300}, "sm_90@3", 0},
+        {INV_SPEC(""), "", {600, 1, 300}, "sm_90", 0},
+        {INV_SPEC(""), "", {600, 1, 300}, "sm_90@3", 0},
+    };
+    fmqa_mla_decode_args m[4];
+    const uint64_t seed = fmqa_test_seed("mla_decode_emu::batch_invariant") | 1;
+    for (int i = 0; i < 4; i++)
+        run_case_into(&runs[i], seed, &m[i]);
+    const size_t rows = 3 * 16;
+    for (int i = 0; i < 4; i += 2) {
+        const int same = !memcmp(m[i].o, m[i + 1].o, rows * DC * 2) && !memcmp(m[i].lse, m[i + 1].lse, rows * 4);
+        if (i == 0)
+            cr_expect(same, "batch-invariant: o or lse differ between 132 and 3 SMs");
+        else
+            cr_expect(!same, "the free schedule gave the same bits on 132 and 3 SMs: the test shows nothing");
+    }
+#undef INV_SPEC
 }
