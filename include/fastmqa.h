@@ -720,6 +720,11 @@ typedef struct fmqa_prefill_args {
                                         q_tokens; 0 = batch * q_tokens.  The
                                         sm_90a kernel's tensor maps span this many
                                         rows (TMA reads whole tiles, zero past it) */
+    const float *sinks;              /* [num_q_heads], device: learned sink logit
+                                        per query head, as fmqa_decode_args.sinks
+                                        (joins every row's denominator and lse,
+                                        carries no value); NULL = none.  4-byte
+                                        aligned                                  */
 } fmqa_prefill_args;
 
 /* Workspace bytes a prefill of this problem needs; may be 0.  Resolves the
