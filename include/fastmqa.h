@@ -214,7 +214,7 @@ typedef struct fmqa_problem {
     fmqa_kv_scale_granularity kv_scale_granularity; /* 8-bit caches: which scales
                                (above); 0 = per token and head                  */
     /* Fields appended after 0.1.0 (fmqa_problem_init zeroes them: off). */
-    float logit_softcap;    /* decode: > 0 caps every score s (sm_scale
+    float logit_softcap;    /* decode, prefill: > 0 caps every score s (sm_scale
                                included) to softcap * tanh(s / softcap) before
                                the softmax (Gemma 2/3); 0 = off; finite        */
     int32_t draft_slots;    /* FMQA_FLAG_RING: ring slots beyond the window, so
@@ -669,7 +669,9 @@ FMQA_API fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  *
  * FMQA_FLAG_CAUSAL: a token sees positions <= its own (otherwise all of its
  * sequence's positions); window > 0: also only the last `window` of them and
- * the first sink_tokens.  A row that sees nothing gets o = 0 (lse = -inf).
+ * the first sink_tokens.  Scores are soft-capped (problem->logit_softcap) and
+ * learned sinks (args->sinks) join the denominator and lse as in fmqa_decode.
+ * A row that sees nothing gets o = 0 (lse = -inf, or sinks[h] with sinks).
  * FMQA_FLAG_RING, FMQA_FLAG_TREE_MASK and FMQA_FLAG_PAGE_CSR are not served
  * (UNSUPPORTED); HND pages are strides as in fmqa_decode_args.
  *
@@ -720,6 +722,11 @@ typedef struct fmqa_prefill_args {
                                         q_tokens; 0 = batch * q_tokens.  The
                                         sm_90a kernel's tensor maps span this many
                                         rows (TMA reads whole tiles, zero past it) */
+    const float *sinks;              /* [num_q_heads], device: learned sink logit
+                                        per query head, as fmqa_decode_args.sinks
+                                        (joins every row's denominator and lse,
+                                        carries no value); NULL = none.  4-byte
+                                        aligned                                  */
 } fmqa_prefill_args;
 
 /* Workspace bytes a prefill of this problem needs; may be 0.  Resolves the

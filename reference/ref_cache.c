@@ -574,8 +574,8 @@ static fmqa_status prefill_seq(const fmqa_problem *p, const fmqa_prefill_args *a
     int kv_cache = (p->flags & FMQA_FLAG_KV_CACHE) != 0;
     ref_attn_shape s = {1, tq, kv, p->num_q_heads, p->num_kv_heads, p->head_dim_qk,
                         p->head_dim_v, &kv, p->flags & FMQA_FLAG_CAUSAL, NULL, p->window,
-                        p->sink_tokens, 0, 0, a->sm_scale, NULL, 0.0, 0}; /* no learned sinks,
-                                                                             cap or drafts */
+                        p->sink_tokens, 0, 0, a->sm_scale, a->sinks, p->logit_softcap, 0}; /* no
+                                                                          drafts */
     int64_t nq = (int64_t)tq * s.num_q_heads * s.head_dim_qk, nk = (int64_t)kv * s.num_kv_heads;
     double *q = malloc((size_t)(nq + nk * (s.head_dim_qk + s.head_dim_v)) * sizeof *q);
     if (!q)

@@ -334,6 +334,16 @@ static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a
     return check_scores(p, a, err);
 }
 
+/* The kernels' soft-capping constants (tanh_from_ex2 in fmqa_device.cuh takes
+ * base-2 logits); left 0 without a cap. */
+static void softcap_fill(const fmqa_problem *p, float *inv, float *log2c)
+{
+    if (p->logit_softcap > 0) {
+        *inv = 2.0f / p->logit_softcap;
+        *log2c = p->logit_softcap * 1.4426950408889634f;
+    }
+}
+
 fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
                              fmqa_decode_params *o, fmqa_err *err)
 {
@@ -363,10 +373,7 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
     o->kv_len_max = p->kv_len, o->window = p->window, o->sink_tokens = p->sink_tokens;
     o->ring_period = (int)fmqa_ring_period(p);
     o->sinks = a->sinks;
-    if (p->logit_softcap > 0) {
-        o->softcap_inv = 2.0f / p->logit_softcap;
-        o->softcap_log2 = p->logit_softcap * 1.4426950408889634f;
-    }
+    softcap_fill(p, &o->softcap_inv, &o->softcap_log2);
     o->num_splits = plan->launch.splits;
     /* the MLA templates' static split (decode's persistent schedule has none) */
     o->split_tokens = (int)plan_scalar(plan, "split_tokens", 0);
@@ -713,6 +720,8 @@ static fmqa_status check_prefill(const fmqa_problem *p, const fmqa_prefill_args 
         return st;
     if (a->sm_scale < 0 || !isfinite(a->sm_scale))
         return BAD("args.sm_scale %g is negative or not finite", a->sm_scale);
+    if (a->sinks && (st = check_aligned("sinks", a->sinks, WORD_BYTES, err)))
+        return st;
     if (a->workspace && (st = check_aligned("workspace", a->workspace, VEC_BYTES, err)))
         return st;
     return FMQA_OK;
@@ -745,6 +754,8 @@ fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
     o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;
     o->q_tokens_max = p->q_tokens, o->kv_len_max = p->kv_len;
     o->window = p->window, o->sink_tokens = p->sink_tokens;
+    softcap_fill(p, &o->softcap_inv, &o->softcap_log2);
+    o->sinks = a->sinks;
     return FMQA_OK;
 }
 

@@ -200,8 +200,9 @@ static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
     if (!(p->flags & FMQA_FLAG_RING) && p->draft_slots != 0)
         return BAD("problem.draft_slots %d without FMQA_FLAG_RING: only a ring cache has "
                    "draft slots", p->draft_slots);
-    if (p->logit_softcap != 0.0f && p->op != FMQA_OP_DECODE)
-        return BAD("problem.logit_softcap %g: only decode caps scores", (double)p->logit_softcap);
+    if (p->logit_softcap != 0.0f && p->op != FMQA_OP_DECODE && p->op != FMQA_OP_PREFILL)
+        return BAD("problem.logit_softcap %g: only decode and prefill cap scores",
+                   (double)p->logit_softcap);
     if ((p->flags & FMQA_FLAG_TREE_MASK) && p->q_tokens > 64)
         return BAD("problem.q_tokens: %d, a tree mask covers at most 64 tokens", p->q_tokens);
     if (is_decode(p->op) && p->q_tokens > p->kv_len)

@@ -15,7 +15,7 @@
 #ifndef FMQA_PARAMS_H
 #define FMQA_PARAMS_H
 
-#define FMQA_PARAMS_VERSION 5
+#define FMQA_PARAMS_VERSION 6
 
 /* An encoded TMA tensor map: the driver's CUtensorMap (cuTensorMapEncodeTiled,
  * runtime/rt_cuda.c; 128 opaque bytes, 64-byte aligned), or the CPU
@@ -146,6 +146,9 @@ typedef struct fmqa_prefill_params {
     int kv_len_max;                /* problem kv_len: bound on kv_lens[b]       */
     int window;                    /* 0 = unlimited                             */
     int sink_tokens;               /* visible despite the window                */
+    float softcap_inv;             /* SOFTCAP: 2 / c (cap c = logit_softcap)     */
+    float softcap_log2;            /* SOFTCAP: c * log2(e)                       */
+    const float *sinks;            /* [h] learned sink logits (natural log) or NULL */
 } fmqa_prefill_params;
 
 /* prefill_sm90's argument (templates/prefill_sm90.cuh): the prefill params,

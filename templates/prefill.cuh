@@ -8,7 +8,8 @@
  * Problem defines: HEAD_DIM (64, 96, 128, 256; dv = d), GROUP (query heads per
  * KV head, 1..128), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1 bf16, 2 int8, 3 fp8
  * e4m3), KV_CACHE (K/V from a cache holding the new tokens; else K/V packed
- * like q), PAGED, PAGE_SIZE, CAUSAL, WINDOW, LSE.  Config defines: BLOCK_M
+ * like q), PAGED, PAGE_SIZE, CAUSAL, WINDOW, LSE, SOFTCAP (scores capped to
+ * c tanh(s / c), c = logit_softcap, as decode.cuh).  Config defines: BLOCK_M
  * (query rows per CTA), BLOCK_N (KV positions per tile), WARPS, STAGES
  * (cp.async pipeline depth); BLOCK_M = 16 * WARPS * MT, MT m-tiles a warp.
  *
@@ -35,7 +36,9 @@
  * and P's columns before P V (v_scale); fp8 values arrive divided by
  * FP8_F16_FOLD, which the scales multiply back.
  *
- * Softmax is in base 2.  A row that sees nothing writes o = 0, lse = -inf.
+ * Softmax is in base 2.  A learned sink logit (p.sinks) joins each row's
+ * denominator at the end (softmax_finish).  A row that sees nothing writes
+ * o = 0, lse = -inf (the sink's logit with sinks).
  */
 #include "fmqa_params.h"
 #include "fmqa_device.cuh"
@@ -245,6 +248,7 @@ DEV void warp_tile(const fmqa_prefill_params &p, const seq_info &s, const int (&
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
                     float x = sacc[mt][nt][2 * h + e] * sc;
+                    if (SOFTCAP) x = p.softcap_log2 * tanh_from_ex2(x * p.softcap_inv);
                     if (masked) {
                         bool ok = CAUSAL ? j <= qpos[mt][h] : j < s.kv_len;
                         if (WINDOW) ok = ok && (j > qpos[mt][h] - p.window || j < p.sink_tokens);
@@ -322,7 +326,8 @@ DEV void store_rows(const fmqa_prefill_params &p, const seq_info &s, int hk, int
             const int r = wr0 + mt * 16 + (lane >> 2) + 8 * h;
             if (r >= m) continue;
             const int t = r / GROUP, head = hk * GROUP + r % GROUP;
-            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            float inv, lse2;
+            softmax_finish(st.m[mt][h], l, p.sinks ? p.sinks[head] * LOG2E : neg_inf(), inv, lse2);
             u16 *o = (u16 *)p.o + (long long)(s.q0 + t) * p.o_st + head * p.o_sh;
 #pragma unroll
             for (int nt = 0; nt < NT_O; ++nt) {
@@ -336,8 +341,7 @@ DEV void store_rows(const fmqa_prefill_params &p, const seq_info &s, int hk, int
                 }
             }
             if (LSE && (lane & 3) == 0)
-                p.lse[(long long)(s.q0 + t) * p.num_q_heads + head] =
-                    l > 0.0f ? (st.m[mt][h] + __log2f(l)) * 0.69314718055994531f : neg_inf();
+                p.lse[(long long)(s.q0 + t) * p.num_q_heads + head] = lse2 * 0.69314718055994531f;
         }
 }
 

@@ -54,6 +54,7 @@ local function problem_check(p)
     return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
   end
   if p.window < 0 or p.sink_tokens < 0 then return false, "window and sink_tokens must be >= 0" end
+  if p.logit_softcap < 0 then return false, "logit_softcap must be >= 0" end
   if p.kv_len < p.q_tokens then
     return false, "kv_len " .. p.kv_len .. " is smaller than q_tokens " .. p.q_tokens
   end
@@ -110,6 +111,7 @@ return {
       CAUSAL = flag(p.causal),
       WINDOW = flag(p.window > 0),
       LSE = flag(p.lse),
+      SOFTCAP = flag(p.logit_softcap > 0),
     }
   end,
 

@@ -156,7 +156,8 @@ DEV void store(const fmqa_prefill_params &p, const float (&O)[HEAD_DIM / 2], row
         const int row = row0 + 8 * h;
         if (row >= w.len) continue;
         const long long t = w.start + row;
-        const float inv = 1.0f / l;
+        float inv, lse2; /* a learned sink joins the denominator here */
+        softmax_finish(r.m[h] * p.sm_scale_log2, l, p.sinks ? p.sinks[w.h] * LOG2E : neg_inf(), inv, lse2);
         u16 *o = (u16 *)p.o + t * p.o_st + w.h * p.o_sh;
 #pragma unroll
         for (int i = 0; i < HEAD_DIM / 2; i += 4) {
@@ -164,7 +165,7 @@ DEV void store(const fmqa_prefill_params &p, const float (&O)[HEAD_DIM / 2], row
             *(u32 *)(o + 8 * (i / 4) + 2 * q) = v;
         }
         if (LSE && p.lse && q == 0)
-            p.lse[t * p.num_q_heads + w.h] = (r.m[h] * p.sm_scale_log2 + __log2f(l)) * 0.69314718055994531f;
+            p.lse[t * p.num_q_heads + w.h] = lse2 * 0.69314718055994531f;
     }
 }
 

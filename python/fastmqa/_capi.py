@@ -323,7 +323,7 @@ class PrefillArgs(Struct):
                 [("cu_seqlens_q", PTR), ("kv_lens", PTR), ("page_table", PTR),
                  ("page_table_stride", I64), ("o", PTR), ("o_stride_token", I64),
                  ("o_stride_head", I64), ("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
-                 ("workspace_size", SIZE), ("total_q", I64)])
+                 ("workspace_size", SIZE), ("total_q", I64), ("sinks", PTR)])
 
 
 class CompressPolicy(Struct):

@@ -64,6 +64,27 @@ Test(prefill_compile, classes_sm90_d96, .timeout = 600) { compile_classes("sm_90
 Test(prefill_compile, classes_sm90_d128, .timeout = 600) { compile_classes("sm_90", 128); }
 Test(prefill_compile, classes_sm90_d256, .timeout = 600) { compile_classes("sm_90", 256); }
 
+/* Soft-capped scores and learned sinks together (the SOFTCAP define and the
+ * sinks' finish), on both architectures, without spills. */
+Test(prefill_compile, softcap_and_sinks, .timeout = 600)
+{
+    static const char spec[] = "op=prefill,batch=4,heads=16,kv_heads=2,d=128,q=bf16,kv=bf16,out=bf16,"
+                               "tq=512,kv_len=4096,window=1024,sinks=4,softcap=30,page=16,"
+                               "flags=causal|paged|lse|kv_cache";
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "prefill", FMQA_OP_PREFILL);
+    static const char *const arch[] = {"sm_80", "sm_90"};
+    for (int i = 0; i < 2; i++) {
+        fmqa_device_info dev = fmqa_test_device(arch[i]);
+        fmqa_problem p = fmqa_test_problem(spec);
+        gen_config c;
+        fmqa_err err;
+        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
+        fmqa_test_compile_clean(t, &c, &p, &dev, spec, 1);
+    }
+    gen_lib_close(lib);
+}
+
 /* The register-heaviest corners valid() admits (about 228 to 244 by its
  * estimate): two m-tiles a warp at d = 64 with 64-position tiles, d = 128
  * with 128-position tiles, d = 256 with 32; 8-bit conversion and windows. */

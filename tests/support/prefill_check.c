@@ -145,6 +145,13 @@ void prefill_inputs_make(const fmqa_problem *p, const int32_t *tq, const int32_t
     BUF(in, lse, in->total * H * 4, 4);
 }
 
+void prefill_inputs_sinks(const fmqa_problem *p, ref_rng *r, prefill_inputs *in)
+{
+    float *s = BUF(in, sinks, p->num_q_heads * sizeof *s, 4);
+    for (int h = 0; h < p->num_q_heads; h++)
+        s[h] = (float)((double)(ref_rng_next(r) % 1536) / 128.0 - 4.0);
+}
+
 void prefill_inputs_check(const fmqa_problem *p, const prefill_inputs *in, const void *o,
                           const float *lse, const char *what)
 {

@@ -44,6 +44,10 @@ typedef struct prefill_inputs {
 void prefill_inputs_make(const fmqa_problem *p, const int32_t *tq, const int32_t *cached,
                          ref_rng *r, prefill_inputs *in /* OUT */);
 
+/* Gives in learned sink logits, one per query head, drawn from [-4, 8) as
+ * decode's emulator inputs. */
+void prefill_inputs_sinks(const fmqa_problem *p, ref_rng *r, prefill_inputs *in);
+
 /* o (out_dtype storage [total, H, dv]) and lse ([total, H] floats, read with
  * FMQA_FLAG_LSE) against ref_prefill on in's host inputs: relative L2 within
  * 1e-3 (f16) or 8e-3 (bf16 anywhere), LSE within 1e-4.  what names the case. */

@@ -180,6 +180,9 @@ Test(dispatch_default, the_device_architectures_own_template_first)
     cr_assert_str_eq(default_template("sm_80", prefill), "prefill");
     cr_assert_str_eq(default_template("sm_90a", "op=prefill,batch=1,heads=32,kv_heads=8,d=128,tq=512,kv_len=512,"
                                                  "q=bf16,kv=bf16,out=bf16,window=64,flags=causal"), "prefill");
+    /* prefill_sm90 does not soft-cap: the sm_80 template serves a capped problem */
+    cr_assert_str_eq(default_template("sm_90a", "op=prefill,batch=1,heads=32,kv_heads=8,d=128,tq=512,kv_len=512,"
+                                                 "q=bf16,kv=bf16,out=bf16,softcap=30,flags=causal"), "prefill");
     cr_assert_str_eq(default_template("sm_90a", "op=decode,batch=8,kv_len=4096"), "decode");
     cr_assert_str_eq(default_template("sm_80", "op=decode,batch=8,kv_len=4096"), "decode");
 }

@@ -70,7 +70,7 @@ Test(limits, softcap_and_draft_slots)
     cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_ERR_INVALID_ARGUMENT);
     p.logit_softcap = NAN;
     cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_ERR_INVALID_ARGUMENT);
-    expect_invalid(ctx, "op=append,kv_len=4096,softcap=30", "only decode caps scores");
+    expect_invalid(ctx, "op=append,kv_len=4096,softcap=30", "only decode and prefill cap scores");
     expect_invalid(ctx, "op=decode,kv_len=4096,window=64,draft_slots=3,flags=causal",
                    "draft_slots 3 without FMQA_FLAG_RING");
     p = parse("op=decode,tq=4,kv_len=4096,window=64,draft_slots=3,flags=causal|ring");

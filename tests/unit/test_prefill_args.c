@@ -131,6 +131,7 @@ Test(prefill_args, bad_arguments_are_reported_before_any_gpu_work)
         {"no page table", cache_problem(), good_args(), "page_table is NULL"},
         {"more rows than batch * q_tokens", prefill_problem(), good_args(), "args.total_q"},
         {"a negative row count", prefill_problem(), good_args(), "args.total_q -1"},
+        {"misaligned learned sinks", prefill_problem(), good_args(), "sinks is not 4-byte"},
     };
     cases[0].a.cu_seqlens_q = NULL;
     cases[1].a.cu_seqlens_q = (const int32_t *)((const char *)odd + 2);
@@ -147,6 +148,7 @@ Test(prefill_args, bad_arguments_are_reported_before_any_gpu_work)
     cases[9].a.k_scale = cases[9].a.v_scale = scales;
     cases[10].a.total_q = (int64_t)cases[10].p.batch * cases[10].p.q_tokens + 1;
     cases[11].a.total_q = -1;
+    cases[12].a.sinks = (const float *)((const char *)odd + 2);
     fmqa_ctx_t *ctx = make_ctx();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cr_expect_eq(fmqa_prefill(ctx, &cases[i].p, &cases[i].a, NULL), FMQA_ERR_INVALID_ARGUMENT,

@@ -39,13 +39,15 @@ typedef int (*emu_launch_fn)(const char *entry, const fmqa_prefill_params *p,
 /* One case: a problem spec (batch, tq = the largest new-token count, kv_len =
  * the largest cache length), parameters overriding the default config ("" =
  * default), the new tokens of each sequence, with FMQA_FLAG_KV_CACHE the
- * cached positions before them, and the device preset (NULL: sm_90). */
+ * cached positions before them, the device preset (NULL: sm_90), and
+ * whether learned sink logits (args.sinks) join the softmax. */
 typedef struct pcase {
     const char *spec;
     const char *config;
     int32_t tq[PREFILL_MAX_SEQS];
     int32_t cached[PREFILL_MAX_SEQS];
     const char *arch;
+    int learned_sinks;
 } pcase;
 
 static void run_case(const pcase *pc)
@@ -84,6 +86,8 @@ static void run_case(const pcase *pc)
     ref_rng_seed(&r, seed);
     prefill_inputs in;
     prefill_inputs_make(&p, pc->tq, pc->cached, &r, &in);
+    if (pc->learned_sinks)
+        prefill_inputs_sinks(&p, &r, &in);
     fmqa_prefill_params prm;
     cr_assert_eq(rt_prefill_params(&plan, &in.a, &prm, &err), FMQA_OK, "%s", err.msg);
     cr_assert_eq(plan.launch.n_kernels, 1);
@@ -179,6 +183,38 @@ Test(prefill_emu, long_sequence, .timeout = 900)
 {
     static const pcase cases[] = {
         {"op=prefill,batch=1,heads=2,kv_heads=1,d=64,tq=1000,kv_len=1000,flags=causal|lse", "", {1000}, {0}, NULL},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Soft-capped scores (Gemma 2/3: s -> c tanh(s / c)): a cap small enough to
+ * bind on most scores (sm_scale 1/8 puts them within a few units), causal,
+ * with a window and sinks, chunked on a paged cache, GQA, f16 and bf16. */
+Test(prefill_emu, softcap_scores, .timeout = 900)
+{
+    static const pcase cases[] = {
+        {"op=prefill,batch=2,heads=8,kv_heads=2,d=64,tq=70,kv_len=70,softcap=0.75,flags=causal|lse", "BLOCK_N=32",
+         {70, 23}, {0}, NULL},
+        {"op=prefill,batch=2,heads=6,kv_heads=1,d=128,tq=33,kv_len=150,page=16,window=40,sinks=5,softcap=1.5,"
+         "q=bf16,kv=bf16,out=bf16,flags=causal|lse|paged|kv_cache", "", {33, 20}, {117, 3}, NULL},
+    };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Learned sink logits (gpt-oss): one per query head in the denominator and
+ * the LSE, no value.  Causal and not, a window with sink tokens (rows that
+ * see only the sinks' logit besides a few), chunked on a paged int8 cache,
+ * GQA, f16 and bf16, soft-capped as well, and on the sm_80 preset. */
+Test(prefill_emu, sinks_learned_logits, .timeout = 900)
+{
+    static const pcase cases[] = {
+        {"op=prefill,batch=2,heads=8,kv_heads=2,d=64,tq=40,kv_len=40,flags=causal|lse", "BLOCK_N=32",
+         {40, 3}, {0}, NULL, 1},
+        {"op=prefill,batch=2,heads=4,kv_heads=1,d=64,tq=50,kv_len=220,window=70,sinks=33,page=16,"
+         "q=bf16,kv=bf16,out=bf16,flags=causal|lse|paged|kv_cache", "BLOCK_N=32,BLOCK_M=64,WARPS=4",
+         {50, 8}, {170, 90}, NULL, 1},
+        {"op=prefill,batch=1,heads=2,kv_heads=1,d=64,tq=30,kv_len=100,window=16,sinks=2,kv=int8,softcap=2,"
+         "flags=lse|kv_cache", "BLOCK_N=32", {30}, {70}, "sm_80", 1},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }

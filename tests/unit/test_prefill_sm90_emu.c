@@ -88,6 +88,7 @@ static CUresult emu_encode_tiled(CUtensorMap *map, CUtensorMapDataType type, cuu
 typedef struct scase {
     const char *spec; /* batch, heads, d, dtypes, flags; tq = kv_len = the longest */
     int lens[MAX_SEQS];
+    int learned_sinks; /* args.sinks: one learned logit per query head */
 } scase;
 
 static void *poisoned(size_t bytes) { return fmqa_test_guarded(bytes, 16, 0xff); }
@@ -158,6 +159,10 @@ static void run_case(const scase *sc)
     a.o = o, a.o_stride_token = (long long)H * D, a.o_stride_head = D;
     a.lse = (p.flags & FMQA_FLAG_LSE) ? lse : NULL;
     a.total_q = total;
+    float *sinks = sc->learned_sinks ? poisoned((size_t)H * sizeof *sinks) : NULL;
+    for (int hh = 0; sinks && hh < H; hh++)
+        sinks[hh] = (float)((double)(ref_rng_next(&r) % 1536) / 128.0 - 4.0);
+    a.sinks = sinks;
     rt_plan rp;
     memset(&rp, 0, sizeof rp);
     rp.problem = p, rp.tpl = t, rp.config = c, rp.launch = plan;
@@ -181,7 +186,7 @@ static void run_case(const scase *sc)
         ref_attn_shape s;
         memset(&s, 0, sizeof s);
         s.batch = 1, s.q_tokens = L, s.kv_len = L, s.num_q_heads = H, s.num_kv_heads = Hk;
-        s.head_dim_qk = D, s.head_dim_v = D, s.flags = p.flags & FMQA_FLAG_CAUSAL;
+        s.head_dim_qk = D, s.head_dim_v = D, s.flags = p.flags & FMQA_FLAG_CAUSAL, s.sinks = sinks;
         cr_assert_eq(ref_attention(&s, qd + s0 * H * D, kd + s0 * Hk * D, vd + s0 * Hk * D, want + s0 * H * D,
                                    want_lse + s0 * H, &err),
                      FMQA_OK, "%s", err.msg);
@@ -204,12 +209,13 @@ static void run_case(const scase *sc)
     gen_lib_close(lib);
 }
 
-/* Lengths 1, 17, 128 and 300 in one ragged batch; MQA-style group 8; d 64; f16; causal, LSE. */
-Test(prefill_sm90_emu, ragged_group8_d64, .timeout = 1200)
+/* Lengths 1, 17, 128 and 300 in one ragged batch; MQA-style group 8; d 64; f16; causal, LSE;
+ * learned sink logits in the denominator and the LSE. */
+Test(prefill_sm90_emu, ragged_group8_d64_sinks, .timeout = 1200)
 {
     const scase sc = {"op=prefill,batch=4,heads=8,kv_heads=1,d=64,tq=300,kv_len=300,q=f16,kv=f16,out=f16,"
                       "flags=causal|lse",
-                      {1, 17, 128, 300}};
+                      {1, 17, 128, 300}, 1};
     run_case(&sc);
 }
 
