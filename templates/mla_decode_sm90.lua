@@ -55,6 +55,12 @@ local function problem_check(p)
     return false, "mla_decode_sm90 serves full-context caches with a causal mask or none " ..
       "(no window, sinks, ring, tree mask or soft-capping: mla_decode serves those)"
   end
+  -- Its uniform splits are not decode's schedule (fmqa_sched.cuh): no
+  -- batch-invariant order, and its kernel reads kv_lens and a 2-D page table.
+  if p.batch_invariant or p.csr then
+    return false, "mla_decode_sm90 serves neither batch-invariant mode nor a CSR page table " ..
+      "(mla_decode serves both)"
+  end
   if p.kv_len < p.q_tokens then
     return false, "kv_len " .. p.kv_len .. " is smaller than q_tokens " .. p.q_tokens
   end

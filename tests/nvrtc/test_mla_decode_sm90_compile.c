@@ -171,5 +171,12 @@ Test(mla_decode_sm90_compile, lua_plan_choice_and_reasons)
     expect_invalid(t, spec, "sm_90a", "1 to 4 query tokens");
     snprintf(spec, sizeof spec, "%sheads=16,kv=bf16,window=128", base);
     expect_invalid(t, spec, "sm_90a", "no window");
+    /* its own uniform splits and 2-D page lookups: mla_decode serves these */
+    snprintf(spec, sizeof spec, "%sheads=16,kv=bf16,flags=invariant", base);
+    expect_invalid(t, spec, "sm_90a", "batch-invariant");
+    snprintf(spec, sizeof spec, "%sheads=16,kv=bf16,page=64,flags=paged|csr", base);
+    expect_invalid(t, spec, "sm_90a", "CSR page table");
+    cr_expect_str_eq(chosen(lib, MLA "batch=4,heads=16,kv_len=512,q=bf16,kv=bf16,out=bf16,flags=invariant", "sm_90a"),
+                     "mla_decode");
     gen_lib_close(lib);
 }

@@ -115,11 +115,11 @@ static void run_all(const pcase *cases, size_t n)
 Test(prefill_emu, ragged_lengths, .timeout = 900)
 {
     static const pcase cases[] = {
-        {"op=prefill,batch=1,heads=8,kv_heads=1,d=64,tq=1,kv_len=1,flags=causal|lse", "", {1}, {0}, NULL},
-        {"op=prefill,batch=1,heads=6,kv_heads=1,d=128,tq=17,kv_len=17,flags=causal|lse", "", {17}, {0}, NULL},
+        {"op=prefill,batch=1,heads=8,kv_heads=1,d=64,tq=1,kv_len=1,flags=causal|lse", "", {1}, {0}, NULL, 0},
+        {"op=prefill,batch=1,heads=6,kv_heads=1,d=128,tq=17,kv_len=17,flags=causal|lse", "", {17}, {0}, NULL, 0},
         {"op=prefill,batch=1,heads=2,kv_heads=2,d=64,tq=128,kv_len=128,q=bf16,kv=bf16,out=bf16,flags=causal|lse",
-         "", {128}, {0}, NULL},
-        {"op=prefill,batch=4,heads=8,kv_heads=1,d=64,tq=128,kv_len=128,flags=causal|lse", "", {17, 1, 128, 0}, {0}, NULL},
+         "", {128}, {0}, NULL, 0},
+        {"op=prefill,batch=4,heads=8,kv_heads=1,d=64,tq=128,kv_len=128,flags=causal|lse", "", {17, 1, 128, 0}, {0}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -130,15 +130,15 @@ Test(prefill_emu, chunked_cache, .timeout = 900)
 {
     static const pcase cases[] = {
         {"op=prefill,batch=3,heads=8,kv_heads=2,d=64,tq=40,kv_len=200,flags=causal|lse|kv_cache", "",
-         {40, 1, 17}, {160, 0, 70}, NULL},
+         {40, 1, 17}, {160, 0, 70}, NULL, 0},
         {"op=prefill,batch=2,heads=6,kv_heads=1,d=128,tq=33,kv_len=150,page=16,q=bf16,kv=bf16,out=bf16,"
-         "flags=causal|lse|paged|kv_cache", "", {33, 20}, {117, 3}, NULL},
+         "flags=causal|lse|paged|kv_cache", "", {33, 20}, {117, 3}, NULL, 0},
         {"op=prefill,batch=2,heads=8,kv_heads=1,d=64,tq=30,kv_len=130,page=32,kv=int8,flags=causal|lse|paged|kv_cache",
-         "BLOCK_N=32", {30, 9}, {100, 64}, NULL},
+         "BLOCK_N=32", {30, 9}, {100, 64}, NULL, 0},
         {"op=prefill,batch=2,heads=4,kv_heads=2,d=96,tq=24,kv_len=100,page=16,kv=fp8_e4m3,flags=causal|paged|kv_cache",
-         "", {24, 5}, {76, 31}, "sm_80"},
+         "", {24, 5}, {76, 31}, "sm_80", 0},
         {"op=prefill,batch=1,heads=4,kv_heads=1,d=64,tq=20,kv_len=90,q=bf16,out=bf16,kv=fp8_e4m3,flags=causal|lse|kv_cache",
-         "BLOCK_N=32,STAGES=3", {20}, {70}, NULL},
+         "BLOCK_N=32,STAGES=3", {20}, {70}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -148,12 +148,12 @@ Test(prefill_emu, chunked_cache, .timeout = 900)
 Test(prefill_emu, groups_and_head_dims, .timeout = 900)
 {
     static const pcase cases[] = {
-        {"op=prefill,batch=2,heads=3,kv_heads=3,d=256,tq=50,kv_len=50,flags=causal|lse", "", {50, 13}, {0}, NULL},
-        {"op=prefill,batch=1,heads=32,kv_heads=1,d=64,tq=9,kv_len=9,flags=causal|lse", "BLOCK_M=64,WARPS=2", {9}, {0}, NULL},
+        {"op=prefill,batch=2,heads=3,kv_heads=3,d=256,tq=50,kv_len=50,flags=causal|lse", "", {50, 13}, {0}, NULL, 0},
+        {"op=prefill,batch=1,heads=32,kv_heads=1,d=64,tq=9,kv_len=9,flags=causal|lse", "BLOCK_M=64,WARPS=2", {9}, {0}, NULL, 0},
         {"op=prefill,batch=1,heads=16,kv_heads=2,d=96,tq=24,kv_len=24,q=bf16,kv=bf16,out=f16,flags=causal|lse",
-         "BLOCK_M=128,WARPS=8,BLOCK_N=128", {24}, {0}, NULL},
+         "BLOCK_M=128,WARPS=8,BLOCK_N=128", {24}, {0}, NULL, 0},
         {"op=prefill,batch=2,heads=12,kv_heads=2,d=128,tq=30,kv_len=30,flags=causal",
-         "BLOCK_M=64,WARPS=4,BLOCK_N=32,STAGES=3", {30, 29}, {0}, NULL},
+         "BLOCK_M=64,WARPS=4,BLOCK_N=32,STAGES=3", {30, 29}, {0}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -164,16 +164,16 @@ Test(prefill_emu, windows_and_sinks, .timeout = 900)
 {
     static const pcase cases[] = {
         {"op=prefill,batch=2,heads=2,kv_heads=1,d=64,tq=150,kv_len=150,window=40,sinks=4,flags=causal|lse",
-         "BLOCK_N=32", {150, 77}, {0}, NULL},
+         "BLOCK_N=32", {150, 77}, {0}, NULL, 0},
         {"op=prefill,batch=2,heads=4,kv_heads=1,d=64,tq=50,kv_len=220,window=70,sinks=33,page=16,"
-         "flags=causal|lse|paged|kv_cache", "BLOCK_N=32,BLOCK_M=64,WARPS=4", {50, 8}, {170, 90}, NULL},
-        {"op=prefill,batch=2,heads=2,kv_heads=2,d=64,tq=40,kv_len=40,flags=lse", "", {40, 7}, {0}, NULL},
+         "flags=causal|lse|paged|kv_cache", "BLOCK_N=32,BLOCK_M=64,WARPS=4", {50, 8}, {170, 90}, NULL, 0},
+        {"op=prefill,batch=2,heads=2,kv_heads=2,d=64,tq=40,kv_len=40,flags=lse", "", {40, 7}, {0}, NULL, 0},
         {"op=prefill,batch=1,heads=2,kv_heads=1,d=64,tq=30,kv_len=100,window=16,sinks=2,kv=int8,flags=lse|kv_cache",
-         "BLOCK_N=32", {30}, {70}, NULL},
+         "BLOCK_N=32", {30}, {70}, NULL, 0},
         /* 8 consecutive prefixes put the first row's window start (prefix -
          * 39) at every offset 61..68 of a 32-position tile, 63 its last. */
         {"op=prefill,batch=8,heads=2,kv_heads=2,d=64,tq=5,kv_len=112,window=40,sinks=3,flags=causal|lse|kv_cache",
-         "BLOCK_N=32", {5, 5, 5, 5, 5, 5, 5, 5}, {100, 101, 102, 103, 104, 105, 106, 107}, NULL},
+         "BLOCK_N=32", {5, 5, 5, 5, 5, 5, 5, 5}, {100, 101, 102, 103, 104, 105, 106, 107}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -182,7 +182,7 @@ Test(prefill_emu, windows_and_sinks, .timeout = 900)
 Test(prefill_emu, long_sequence, .timeout = 900)
 {
     static const pcase cases[] = {
-        {"op=prefill,batch=1,heads=2,kv_heads=1,d=64,tq=1000,kv_len=1000,flags=causal|lse", "", {1000}, {0}, NULL},
+        {"op=prefill,batch=1,heads=2,kv_heads=1,d=64,tq=1000,kv_len=1000,flags=causal|lse", "", {1000}, {0}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
@@ -194,9 +194,9 @@ Test(prefill_emu, softcap_scores, .timeout = 900)
 {
     static const pcase cases[] = {
         {"op=prefill,batch=2,heads=8,kv_heads=2,d=64,tq=70,kv_len=70,softcap=0.75,flags=causal|lse", "BLOCK_N=32",
-         {70, 23}, {0}, NULL},
+         {70, 23}, {0}, NULL, 0},
         {"op=prefill,batch=2,heads=6,kv_heads=1,d=128,tq=33,kv_len=150,page=16,window=40,sinks=5,softcap=1.5,"
-         "q=bf16,kv=bf16,out=bf16,flags=causal|lse|paged|kv_cache", "", {33, 20}, {117, 3}, NULL},
+         "q=bf16,kv=bf16,out=bf16,flags=causal|lse|paged|kv_cache", "", {33, 20}, {117, 3}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
