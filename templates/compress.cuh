@@ -126,7 +126,7 @@ DEV long long row_at(const fmqa_compress_params &p, int b, int hk, int slot, lon
 DEV void move_rows(const fmqa_compress_params &p, int b, int hk, const int *sel, int first, int n) {
     for (int d0 = first; d0 < n; d0 += MOVE_ROWS) {
         uint4 x[MOVE_ITEMS];
-        float sc[3];
+        float sc[3] = {0.0f, 0.0f, 0.0f}; /* set below where used; zeroed so no path reads garbage */
         int src = 0;
 #pragma unroll
         for (int k = 0; k < MOVE_ITEMS; ++k) {

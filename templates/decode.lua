@@ -26,7 +26,7 @@ local HEAD_DIMS = { [64] = true, [96] = true, [128] = true, [256] = true }
 local MIN_CTA_TILES = 2        -- automatic grids give each CTA >= 2 tiles
 
 local common, sched = require("common"), require("sched")
-local flag, kv_bytes = common.flag, common.kv_bytes
+local ceil_div, flag, kv_bytes = common.ceil_div, common.flag, common.kv_bytes
 
 -- Problem-level legality, shared by specialize and valid.
 local function problem_check(p)

@@ -339,7 +339,7 @@ Test(decode_compile, bulk_sm90, .timeout = 600)
             cr_assert_eq(gen_config_set(&c, over.p[j].name, over.p[j].value, &err), FMQA_OK, "%s", err.msg);
         cr_assert_eq(gen_check(t, &c, &p, &h100, &err), FMQA_OK, "%s [%s]: %s", cases[i].spec, cases[i].config,
                      err.msg);
-        fmqa_test_compile_clean(t, &c, &p, &h100, cases[i].spec, 2);
+        fmqa_test_compile_clean(t, &c, &p, &h100, cases[i].spec, 3);
         cr_expect_eq(gen_check(t, &c, &p, &a100, &err), FMQA_ERR_UNSUPPORTED);
         cr_expect(strstr(err.msg, "needs sm_90") != NULL, "sm_80: %s", err.msg);
     }
@@ -419,7 +419,7 @@ Test(decode_compile, layout_csr, .timeout = 600)
         fmqa_err err;
         cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", cases[i].spec,
                      err.msg);
-        fmqa_test_compile_clean(t, &c, &p, &dev, cases[i].spec, 2);
+        fmqa_test_compile_clean(t, &c, &p, &dev, cases[i].spec, 3);
     }
     gen_lib_close(lib);
 }
