@@ -72,10 +72,9 @@ local function cta_rows(c) return 16 * c.M_TILES * c.WARPS_M end
 -- decode.cuh's CTA_THREADS: the compute warps, and with BULK the producer warp
 local function cta_threads(c) return 32 * (c.WARPS_M * c.WARPS_N + c.BULK) end
 
-
 -- Positions per row the scores workspace holds: eff_len rounded up to 4 (so
 -- that every row starts 16-byte aligned).
-local function score_nv(p) return ceil_div(eff_len(p), 4) * 4 end
+local function score_nv(p) return ceil_div(common.eff_len(p), 4) * 4 end
 
 -- decode.cuh's SMEM_BYTES: Q rows, then max(pipeline stages, merge buffer),
 -- then with BULK two mbarriers a stage.
