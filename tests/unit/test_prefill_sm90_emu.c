@@ -224,13 +224,13 @@ Test(prefill_sm90_emu, mha_d128_bf16, .timeout = 1200)
 {
     const scase sc = {"op=prefill,batch=2,heads=2,kv_heads=2,d=128,tq=300,kv_len=300,q=bf16,kv=bf16,out=bf16,"
                       "flags=causal|lse",
-                      {300, 17}};
+                      {300, 17}, 0};
     run_case(&sc);
 }
 
 /* Not causal, d 256 (BLOCK_N 64, P V as m64n256k16), group 2, a tile's tail. */
 Test(prefill_sm90_emu, full_d256, .timeout = 1200)
 {
-    const scase sc = {"op=prefill,batch=1,heads=2,kv_heads=1,d=256,tq=130,kv_len=130,q=bf16,kv=bf16,out=bf16", {130}};
+    const scase sc = {"op=prefill,batch=1,heads=2,kv_heads=1,d=256,tq=130,kv_len=130,q=bf16,kv=bf16,out=bf16", {130}, 0};
     run_case(&sc);
 }
