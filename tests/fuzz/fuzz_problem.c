@@ -39,10 +39,12 @@ static void check_bounds(const fmqa_problem *p)
     FUZZ_ASSERT(p->logit_softcap == 0.0f || (p->logit_softcap > 0.0f && p->logit_softcap < INFINITY));
     FUZZ_ASSERT(slots * p->num_kv_heads * d <= INT32_MAX);
     FUZZ_ASSERT((__int128)p->batch * p->q_tokens * p->num_q_heads * d <= INT32_MAX);
-    if (p->op == FMQA_OP_DECODE || p->op == FMQA_OP_MLA_DECODE) {
+    if (p->op == FMQA_OP_DECODE || p->op == FMQA_OP_MLA_DECODE)
         FUZZ_ASSERT(p->q_tokens >= 1 && p->q_tokens <= 16);
+    /* decode's persistent grid has only an x axis (rt_problem.c check_grid);
+     * MLA decode and prefill still launch sequences on grid z */
+    if (p->op == FMQA_OP_MLA_DECODE)
         FUZZ_ASSERT(p->batch <= 65535 && (int64_t)p->num_q_heads * p->q_tokens <= 65535);
-    }
 }
 
 static void decode_args(fuzz_bytes *in, const fmqa_problem *p)
