@@ -327,20 +327,23 @@ static srow prefill_row(const bench_prefill_shape *s, int arch)
     return r;
 }
 
-/* Chooses, plans, renders and compiles one row; NVRTC runs on this thread. */
 /* Sets the parameters of over that template t has in c; then checks c. */
 static fmqa_status override(const gen_template *t, const gen_config *over, const fmqa_problem *p,
                             const fmqa_device_info *d, gen_config *c, fmqa_err *err)
 {
     for (int i = 0; i < over->n; i++) {
         int64_t v;
-        if (gen_config_get(c, over->p[i].name, &v) &&
-            gen_config_set(c, over->p[i].name, over->p[i].value, err) != FMQA_OK)
-            return FMQA_ERR_INVALID_ARGUMENT;
+        fmqa_status st = gen_config_get(c, over->p[i].name, &v)
+                             ? gen_config_set(c, over->p[i].name, over->p[i].value, err)
+                             : FMQA_OK;
+        if (st != FMQA_OK)
+            return st;
     }
     return gen_check(t, c, p, d, err);
 }
 
+/* Chooses (then overrides with over, unless NULL), plans, renders and
+ * compiles one row; NVRTC runs on this thread. */
 static void build_row(gen_lib *lib, const char *arch, const gen_config *over, srow *r)
 {
     fmqa_device_info d;

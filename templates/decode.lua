@@ -218,8 +218,11 @@ return {
   -- H100-class choice: 4 warps (fewer 16-row m-tiles when the group is
   -- small), two m-tiles a warp where the registers allow (each K/V fragment
   -- then read and converted once for 32 rows), 64-token tiles (32 for d =
-  -- 256), 3 stages (4 for the half-size 8-bit tiles), automatic splits; falls
-  -- back through fewer m-tiles, smaller tiles and stages.
+  -- 256), 3 stages (4 for the half-size 8-bit tiles), automatic splits,
+  -- cp.async loads also on sm_90 (BULK = 0: the bulk pipeline's producer warp
+  -- costs more instructions than it saves, docs/PERFORMANCE.md step 7; the
+  -- tuner measures both); falls back through fewer m-tiles, smaller tiles and
+  -- stages.
   default = function(p, d)
     -- The m-tiles of a CTA: the smallest power of two that covers the rows,
     -- halved while valid() refuses every layout of them (e.g. padding only).

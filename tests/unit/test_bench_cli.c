@@ -40,7 +40,7 @@ Test(bench_cli, help_lists_commands_and_options)
     cr_expect(strstr(out, "--flush") && strstr(out, "--copies") && strstr(out, "--shape "),
               "%s", out);
     cr_expect_eq(run("static --help", out, sizeof out), 0);
-    cr_expect(strstr(out, "--arch") && strstr(out, "cuobjdump"), "%s", out);
+    cr_expect(strstr(out, "--arch") && strstr(out, "cuobjdump") && strstr(out, "--config"), "%s", out);
     cr_expect_eq(run("bw --help", out, sizeof out), 0);
     cr_expect_eq(run("mla --help", out, sizeof out), 0);
     cr_expect(strstr(out, "FlashMLA") && strstr(out, "--shapes") && strstr(out, "GEMM"), "%s",
@@ -82,6 +82,8 @@ Test(bench_cli, bad_values_are_usage_errors)
     expect_usage_error("static --arch sm_70", "unknown --arch");
     expect_usage_error("static --shapes 'zzz'", "matches no shape");
     expect_usage_error("static --threads 0", "--threads");
+    expect_usage_error("static --config BULK", "--config BULK");
+    expect_usage_error("static --config", "--config");
     expect_usage_error("bw --bytes 1x", "--bytes");
     expect_usage_error("bw --flush none,nope", "--flush");
     expect_usage_error("mla --shapes 'mqa-*'", "matches no shape");
