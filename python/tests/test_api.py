@@ -203,6 +203,12 @@ def test_a_missing_library_names_what_was_tried(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert "libfastmqa not found" in out and "nope.so (no such file)" in out
+    # without FASTMQA_LIB: each place searched once, its file names together
+    env.pop("FASTMQA_LIB")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert "libfastmqa not found" in out and out.count("/usr/lib/{") == 1, out
+    assert "{libfastmqa.so,libfastmqa.so.0," in out and len(out) < 2000, out
 
 
 def test_tune_runs_fastmqa_tune(monkeypatch):
