@@ -560,3 +560,56 @@ def test_mla_decode_op_is_registered_and_compiles_with_fake_cuda_tensors():
                                                                     kv, lens, ws)
         assert out.shape == (2, 1, 16, 512)
     assert len(graphs) == 1 and "torch.ops.fastmqa.mla_decode" in graphs[0].code
+
+
+# ---------------------------------------------------------------- every argument named
+
+def _well_formed(op, dev):
+    """Keyword arguments of ops.check_<op> that pass every check, on `dev` (fake
+    tensors: any device without one), with every optional tensor given."""
+    i32 = dict(dtype=torch.int32, device=dev)
+    f16, f32 = dict(dtype=F16, device=dev), dict(device=dev)
+    if op == "decode":
+        return dict(q=torch.empty(2, 2, 8, 64, **f16), k=torch.empty(2, 64, 2, 64, device=dev,
+                    dtype=torch.int8), v=torch.empty(2, 64, 2, 64, device=dev, dtype=torch.int8),
+                    kv_lens=torch.empty(2, **i32), out=torch.empty(2, 2, 8, 64, **f16),
+                    k_scale=torch.empty(2, 64, 2, **f32), v_scale=torch.empty(2, 64, 2, **f32),
+                    tree_mask=torch.empty(2, 2, dtype=torch.int64, device=dev),
+                    lse=torch.empty(2, 2, 8, **f32), workspace=torch.empty(64, dtype=torch.uint8,
+                                                                           device=dev),
+                    sinks=torch.empty(8, **f32))
+    if op == "mla_decode":
+        return dict(q_nope=torch.empty(2, 1, 16, 512, **f16), q_pe=torch.empty(2, 1, 16, 64, **f16),
+                    kv=torch.empty(2, 64, 576, dtype=torch.float8_e4m3fn, device=dev),
+                    kv_lens=torch.empty(2, **i32), out=torch.empty(2, 1, 16, 512, **f16),
+                    kv_scale=torch.empty(2, 64, **f32), lse=torch.empty(2, 1, 16, **f32),
+                    sinks=torch.empty(16, **f32))
+    if op == "append":
+        return dict(k_new=torch.empty(2, 3, 2, 64, **f16), v_new=torch.empty(2, 3, 2, 64, **f16),
+                    k=torch.empty(2, 64, 2, 64, **f16), v=torch.empty(2, 64, 2, 64, **f16),
+                    start_pos=torch.empty(2, **i32), q=torch.empty(2, 3, 8, 64, **f16))
+    return dict(q=torch.empty(40, 8, 64, **f16), k=torch.empty(2, 64, 2, 64, **f16),
+                v=torch.empty(2, 64, 2, 64, **f16), cu_seqlens_q=torch.empty(3, **i32),
+                out=torch.empty(40, 8, 64, **f16), max_q_tokens=20, kv_lens=torch.empty(2, **i32),
+                page_table=None, lse=torch.empty(40, 8, **f32), sinks=torch.empty(8, **f32))
+
+
+@pytest.mark.parametrize("op", ["decode", "mla_decode", "append", "prefill"])
+def test_every_tensor_argument_is_named_for_its_shape_dtype_and_device(op):
+    """For each tensor argument of each op: one more dimension, a float64 dtype,
+    or the CPU instead of the others' CUDA device is reported as that argument's
+    fault (the message starts with its name), not another's."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from fastmqa import ops
+    check = getattr(ops, f"check_{op}")
+    with FakeTensorMode(allow_non_fake_inputs=False):
+        good = _well_formed(op, "cuda")
+        check(**good)  # well-formed: no error
+        for name, t in good.items():
+            if not isinstance(t, torch.Tensor):
+                continue
+            for how, bad in (("rank", t.unsqueeze(0)), ("dtype", t.to(torch.float64)),
+                             ("device", torch.empty(t.shape, dtype=t.dtype, device="cpu"))):
+                with pytest.raises((ValueError, TypeError)) as e:
+                    check(**dict(good, **{name: bad}))
+                assert str(e.value).startswith(f"{name}:"), (op, name, how, str(e.value))
