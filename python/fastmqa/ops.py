@@ -168,15 +168,19 @@ def _outputs(out, lse, layout, sizes, whys):
     return _capi.FLAG_LSE
 
 
-def _sinks_softcap(sinks, softcap, heads, src):
-    """sinks: float32 [heads] learned sink logits or None; softcap: 0 (off) or
-    a finite cap >= 2^-100.  src names the argument heads comes from."""
+def _sinks(sinks, heads, src):
+    """sinks: None or float32 [heads] learned sink logits, contiguous; src names
+    the argument heads comes from."""
     if sinks is not None:
         _tensor("sinks", sinks, ("heads",))
         _size("sinks", sinks, 0, ("heads",), heads, f"{src}'s heads")
         _dtype("sinks", sinks, (torch.float32,), "torch.float32")
         if not sinks.is_contiguous():
             raise ValueError("sinks: must be contiguous")
+
+
+def _softcap(softcap):
+    """softcap: 0 (off) or a finite cap >= 2^-100 (fmqa_problem.logit_softcap)."""
     if not (softcap == 0.0 or 2.0 ** -100 <= softcap < float("inf")):
         raise ValueError(f"softcap: {softcap}, must be 0 (off) or finite and >= 2^-100")
 
@@ -323,7 +327,8 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
             raise ValueError("tree_mask: must be contiguous")
         flags |= _capi.FLAG_TREE_MASK
     _workspace_tensor(workspace)
-    _sinks_softcap(sinks, softcap, heads, "q")
+    _sinks(sinks, heads, "q")
+    _softcap(softcap)
     kv_len, ring_flag = _window(kv_len, slots, window, sink_tokens, ring, draft_slots)
     if kv_len < q_tokens:
         raise ValueError(f"kv_len: {kv_len} is less than q_tokens {q_tokens} (the cache holds "
@@ -403,7 +408,7 @@ def check_mla_decode(q_nope, q_pe, kv, kv_lens, out, kv_scale=None, page_table=N
                      tuple(f"q_nope's {n}" for n in MLA_Q_LAYOUT))
     flags |= _capi.FLAG_CAUSAL if causal else 0
     _workspace_tensor(workspace)
-    _sinks_softcap(sinks, 0.0, heads, "q_nope")
+    _sinks(sinks, heads, "q_nope")
     kv_len, ring_flag = _window(kv_len, slots, window, sink_tokens, ring, draft_slots, "kv")
     if kv_len < q_tokens:
         raise ValueError(f"kv_len: {kv_len} is less than q_tokens {q_tokens} (the cache holds "
@@ -533,7 +538,8 @@ def check_prefill(q, k, v, cu_seqlens_q, out, max_q_tokens, kv_lens=None, k_scal
     flags |= _outputs(out, lse, ("total_q", "heads", "head_dim_v"), (total_q, heads, head_dim_v),
                       ("q's total_q", "q's heads", "v's head_dim"))
     _workspace_tensor(workspace)
-    _sinks_softcap(sinks, softcap, heads, "q")
+    _sinks(sinks, heads, "q")
+    _softcap(softcap)
     _devices([("q", q), ("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("out", out),
               ("kv_lens", kv_lens), ("k_scale", k_scale), ("v_scale", v_scale),
               ("page_table", page_table), ("lse", lse), ("workspace", workspace),
