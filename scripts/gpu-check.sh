@@ -9,11 +9,15 @@
 #
 # Every step runs under its own time cap (timeout), so one hang cannot eat the rest;
 # the caps add up to the budget (issue 17: 8 minutes), and a step whose cap exceeds
-# what is left of the budget is skipped, said so.  Each step writes DIR/<step>.log
-# (JSON where it makes one) and one line "step: rc, seconds" to DIR/steps.txt.
+# what is left of the budget is skipped, said so.  Each step writes <step>.log (and
+# its JSON) into a scratch directory; at the end, however the run ends, DIR gets
+# two files (the device tool brings back at most 8): summary.txt (one line per
+# step: rc or timeout, seconds; the short tables) and gpu-check.tar.gz (every log
+# and JSON file).
 #
 # Usage: scripts/gpu-check.sh [--dry-run] [--budget SECONDS] DIR
-#   DIR        where the logs and JSON go (created); on the device tool: "$OUT"
+#   DIR        where summary.txt and gpu-check.tar.gz go (created); the device
+#              tool's "$OUT"
 #   --dry-run  print the steps and their time caps, run nothing (no GPU needed)
 #   --budget   total seconds (default 480); steps that no longer fit are skipped
 # On the device machine (../shared/device/prepare carries Lua, SQLite and Criterion):
@@ -22,19 +26,21 @@
 # skipped, 2 bad usage.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-dry=0 budget=480 out=
+dry=0 budget=480 dest=
 while [ $# -gt 0 ]; do
   case $1 in
     --dry-run) dry=1; shift ;;
     --budget) budget=${2:-}; shift 2 || true ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "gpu-check.sh: unknown option $1 (--help)" >&2; exit 2 ;;
-    *) out=$1; shift ;;
+    *) dest=$1; shift ;;
   esac
 done
 case $budget in ''|*[!0-9]*) echo "gpu-check.sh: --budget expects seconds" >&2; exit 2 ;; esac
-[ -n "$out" ] || { echo "gpu-check.sh: name the output directory (DIR; --help)" >&2; exit 2; }
+[ -n "$dest" ] || { echo "gpu-check.sh: name the output directory (DIR; --help)" >&2; exit 2; }
 build=/tmp/fastmqa-build
+out=/tmp/fastmqa-gpu-check  # the steps' logs and JSON, packed into DIR at the end
+export PATH=$PATH:/usr/local/cuda/bin  # compute-sanitizer, nvcc's toolkit
 bench=$build/bench/fastmqa-bench
 export XDG_CACHE_HOME=/tmp/fastmqa-cache  # the tuning database and cubin cache of this run
 export PYTHONUNBUFFERED=1
@@ -125,13 +131,20 @@ total=0
 while read -r name cap what; do total=$((total + cap)); done <<<"$STEPS"
 if [ "$dry" = 1 ]; then
   printf "gpu-check.sh: %s steps, caps %d s in all, budget %d s, output into %s\n" \
-    "$(wc -l <<<"$STEPS")" "$total" "$budget" "$out"
+    "$(wc -l <<<"$STEPS")" "$total" "$budget" "$dest"
   while read -r name cap what; do printf "  %-14s %4d s  %s\n" "$name" "$cap" "$what"; done <<<"$STEPS"
   [ "$total" -le "$budget" ] || echo "gpu-check.sh: the caps exceed the budget: later steps will be skipped"
   exit 0
 fi
 
-mkdir -p "$out" || exit 2
+mkdir -p "$dest" || exit 2
+rm -rf "$out" && mkdir -p "$out" || exit 2
+# Whatever ends the run, DIR gets the summary and every log so far.
+pack() {
+  { cat "$out/steps.txt"; echo; cat "$out/tables.txt" 2>/dev/null; } >"$dest/summary.txt"
+  tar -czf "$dest/gpu-check.tar.gz" -C "$out" .
+}
+trap pack EXIT
 start=$SECONDS status=0
 : >"$out/steps.txt"
 while read -r name cap what; do
@@ -152,11 +165,14 @@ while read -r name cap what; do
   echo "== $name: $why, $((SECONDS - t0)) s ($what)" | tee -a "$out/steps.txt"
   [ "$name" = build ] && [ $rc != 0 ] && { tail -30 "$out/build.log"; break; }
 done <<<"$STEPS"
-echo "== total $((SECONDS - start)) s of $budget; logs in $out"
+echo "== total $((SECONDS - start)) s of $budget; summary.txt and gpu-check.tar.gz in $dest" |
+  tee -a "$out/steps.txt"
 # The short tables last (the device tool returns the end of the output).
-for f in first_call levels; do grep -E "process: first|FAIL " "$out/$f.log" 2>/dev/null | tail -8; done
-grep -hE "tests passed|tests failed|ERROR SUMMARY" "$out"/gpu_tests.log "$out"/*check.log 2>/dev/null
-sed -n '/^summary:/,$p' "$out/peers_decode.log" 2>/dev/null
-sed -n '/^prefill summary:/,$p' "$out/peers_prefill.log" 2>/dev/null
-cat "$out/table.log" 2>/dev/null
+{
+  for f in first_call levels; do grep -E "process: first|FAIL " "$out/$f.log" 2>/dev/null | tail -8; done
+  grep -hE "tests passed|tests failed|ERROR SUMMARY" "$out"/gpu_tests.log "$out"/*check.log 2>/dev/null
+  sed -n '/^summary:/,$p' "$out/peers_decode.log" 2>/dev/null
+  sed -n '/^prefill summary:/,$p' "$out/peers_prefill.log" 2>/dev/null
+  cat "$out/table.log" 2>/dev/null
+} | tee "$out/tables.txt"
 exit $status
