@@ -57,6 +57,14 @@ fmqa_problem bench_shape_problem(const bench_shape *s);
 int bench_shapes_select(unsigned sets, const char *patterns, char **custom, int n_custom,
                         bench_shape **out /* OUT */, const char *who);
 
+/* Bytes of cache one launch of the shape reads, every sequence at kv_len: K
+ * and V rows (8-bit: plus a float scale each per token and KV head); MLA: the
+ * latent row (fp8: plus its float scale). */
+double bench_shape_kv_bytes(const bench_shape *s);
+/* `--list` of decode, mla and static: one line per shape, its id and the KV
+ * bytes one launch reads ("mqa-f16-b64-t4096   0.134 GB KV"). */
+void bench_shapes_print(const bench_shape *s, int n);
+
 /* 1 when the id of a shape of `sets` matches one of the patterns. */
 int bench_shapes_any(unsigned sets, const char *patterns);
 
@@ -71,6 +79,8 @@ void bench_prefill_shape_id(const bench_prefill_shape *s, char *buf /* OUT */, s
 fmqa_problem bench_prefill_problem(const bench_prefill_shape *s);
 /* 4 B H T^2 d / 2: the flops of causal attention (QK^T and PV, half the square). */
 double bench_prefill_flops(const bench_prefill_shape *s);
+/* `--list` of prefill and static: one line per shape, its id and its flops. */
+void bench_prefill_shapes_print(const bench_prefill_shape *s, int n);
 /* The prefill shapes whose id matches a pattern (NULL: all of them unless
  * n_custom decode shapes were asked for instead).  Returns the count, 0
  * included, and *out (malloc'ed, free() it), or -1 out of memory. */

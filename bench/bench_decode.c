@@ -49,7 +49,7 @@ typedef struct row {
 typedef struct bopts {
     const char *db_path, *config, *shapes, *svg;
     char *custom[32];
-    int n_custom, json, copies, graph, n_modes;
+    int n_custom, json, list, copies, graph, n_modes;
     mode modes[MAX_MODES];
 } bopts;
 
@@ -73,6 +73,7 @@ static void usage(FILE *f)
             "  --graph N         launches per sample where a mode gives no :N\n"
             "  --copies C        input copies rotated over (1..%d; default: enough to\n"
             "                    exceed twice the L2)\n"
+            "  --list            print the shape ids and their KV bytes, then exit (no GPU)\n"
             "  --json            one JSON document instead of the table\n"
             "  --svg FILE        also draw GB/s per shape and mode against the read\n"
             "                    bandwidth (SVG)\n"
@@ -379,8 +380,8 @@ static int parse(int argc, char **argv, bopts *o)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 1;
-        } else if (!strcmp(a, "--json")) {
-            o->json = 1;
+        } else if (!strcmp(a, "--json") || !strcmp(a, "--list")) {
+            *(a[2] == 'j' ? &o->json : &o->list) = 1;
             continue;
         } else if (!v) {
             fprintf(stderr, "fastmqa-bench decode: unknown option or missing value: %s\n", a);
@@ -450,6 +451,11 @@ int bench_decode_main(int argc, char **argv)
                                 "fastmqa-bench decode");
     if (n < 0)
         return 2;
+    if (o.list) {
+        bench_shapes_print(shapes, n);
+        free(shapes);
+        return 0;
+    }
     fmqa_ctx_t *ctx = NULL;
     fmqa_device_info dev;
     fmqa_err err;

@@ -21,7 +21,7 @@
 
 typedef struct mopts {
     const char *db_path, *config, *shapes;
-    int json;
+    int json, list;
 } mopts;
 
 typedef struct mrow {
@@ -46,6 +46,7 @@ static void usage(FILE *f)
             "  --shapes P,...    shapes whose id matches a pattern (fnmatch), e.g.\n"
             "                    'mla-h128-bf16-b64-*,mla-h16-fp8-*'; ids like\n"
             "                    mla-h64-bf16-b128-t8192-q2\n"
+            "  --list            print the shape ids and their KV bytes, then exit (no GPU)\n"
             "  --json            one JSON document instead of the table\n"
             "  --help\n"
             "Needs a GPU; exits 1 without one or when a shape fails verification.\n"
@@ -60,8 +61,8 @@ static int parse(int argc, char **argv, mopts *o)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return usage(stdout), 1;
-        if (!strcmp(a, "--json")) {
-            o->json = 1;
+        if (!strcmp(a, "--json") || !strcmp(a, "--list")) {
+            *(a[2] == 'j' ? &o->json : &o->list) = 1;
             continue;
         }
         if (!v || (strcmp(a, "--db") && strcmp(a, "--config") && strcmp(a, "--shapes"))) {
@@ -163,6 +164,11 @@ int bench_mla_main(int argc, char **argv)
     int n = bench_shapes_select(BENCH_SET_MLA, o.shapes, NULL, 0, &shapes, "fastmqa-bench mla");
     if (n < 0)
         return 2;
+    if (o.list) {
+        bench_shapes_print(shapes, n);
+        free(shapes);
+        return 0;
+    }
     fmqa_options fo = FMQA_OPTIONS_INIT;
     fmqa_ctx_t *ctx = NULL;
     fmqa_device_info dev;

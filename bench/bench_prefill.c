@@ -213,15 +213,6 @@ static fmqa_status measure(fmqa_ctx_t *ctx, tun_timer *timer, const bench_prefil
     return st;
 }
 
-static void print_list(const bench_prefill_shape *s, int n)
-{
-    char id[96];
-    for (int i = 0; i < n; i++) {
-        bench_prefill_shape_id(&s[i], id, sizeof id);
-        printf("%-28s %10.3f TFLOP\n", id, bench_prefill_flops(&s[i]) / 1e12);
-    }
-}
-
 /* A fraction of the GEMM rate: fmt's figure of x / gemm * scale, or `none`
  * when the rate was not measured. */
 static const char *gemm_fraction(char *buf, size_t cap, const char *fmt, double x, double gemm,
@@ -292,7 +283,7 @@ int bench_prefill_main(int argc, char **argv)
         return 2;
     }
     if (list) {
-        print_list(shapes, n);
+        bench_prefill_shapes_print(shapes, n);
         free(shapes);
         return 0;
     }

@@ -97,6 +97,22 @@ fmqa_problem bench_shape_problem(const bench_shape *s)
     return p;
 }
 
+double bench_shape_kv_bytes(const bench_shape *s)
+{
+    const double esz = (double)fmqa_dtype_size(s->kv), eight = esz == 1;
+    const double row = s->mla ? s->d * esz + 4 * eight : s->kv_heads * (2 * s->d * esz + 8 * eight);
+    return (double)s->batch * s->kv_len * row;
+}
+
+void bench_shapes_print(const bench_shape *s, int n)
+{
+    char id[96];
+    for (int i = 0; i < n; i++) {
+        bench_shape_id(&s[i], id, sizeof id);
+        printf("%-30s %10.3f GB KV\n", id, bench_shape_kv_bytes(&s[i]) / 1e9);
+    }
+}
+
 /* One custom shape "B,T,Hkv,KV[,d]" (32 query heads). */
 static int parse_custom(const char *text, bench_shape *out)
 {
@@ -209,6 +225,15 @@ fmqa_problem bench_prefill_problem(const bench_prefill_shape *s)
     p.q_dtype = p.kv_dtype = p.out_dtype = FMQA_DTYPE_BF16;
     p.flags = FMQA_FLAG_CAUSAL;
     return p;
+}
+
+void bench_prefill_shapes_print(const bench_prefill_shape *s, int n)
+{
+    char id[96];
+    for (int i = 0; i < n; i++) {
+        bench_prefill_shape_id(&s[i], id, sizeof id);
+        printf("%-28s %10.3f TFLOP\n", id, bench_prefill_flops(&s[i]) / 1e12);
+    }
 }
 
 double bench_prefill_flops(const bench_prefill_shape *s)

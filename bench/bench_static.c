@@ -81,7 +81,7 @@ typedef struct srow {
 typedef struct sopts {
     const char *shapes, *archs, *config;
     char *custom[32];
-    int n_custom, json, threads, invariant, scores;
+    int n_custom, json, list, threads, invariant, scores;
 } sopts;
 
 static void usage(FILE *f)
@@ -101,6 +101,7 @@ static void usage(FILE *f)
             "                    template has them (e.g. BULK=1: decode's sm_90 bulk pipeline);\n"
             "                    a row whose template refuses the result shows why\n"
             "  --scores          also decode with FMQA_FLAG_SCORES (heavy-hitter scores)\n"
+            "  --list            print the shape ids (KV bytes, prefill flops), then exit\n"
             "  --json            one JSON document instead of the table\n"
             "  --help\n"
             "SASS figures need cuobjdump ($CUOBJDUMP, PATH, or pip's nvidia-cuda-cuobjdump).\n"
@@ -570,8 +571,8 @@ static int parse(int argc, char **argv, sopts *o)
             *(a[2] == 'j' ? &o->json : &o->invariant) = 1;
             continue;
         }
-        if (!strcmp(a, "--scores")) {
-            o->scores = 1;
+        if (!strcmp(a, "--scores") || !strcmp(a, "--list")) {
+            *(a[2] == 's' ? &o->scores : &o->list) = 1;
             continue;
         }
         if (!v || (strcmp(a, "--shapes") && strcmp(a, "--shape") && strcmp(a, "--arch") &&
@@ -655,6 +656,13 @@ int bench_static_main(int argc, char **argv)
     if (ns < 0 || np < 0) {
         free(pshapes);
         return 2;
+    }
+    if (o.list) {
+        bench_shapes_print(shapes, ns);
+        bench_prefill_shapes_print(pshapes, np);
+        free(shapes);
+        free(pshapes);
+        return 0;
     }
     const int per = o.scores ? 3 : 2; /* rows a shape and arch: decode (mla), append, scores */
     int n = (ns * per + np) * na, failed = 0;

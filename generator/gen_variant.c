@@ -82,27 +82,56 @@ static const gen_param *find_param(const gen_template *t, const char *name)
     return NULL;
 }
 
+/* The legal values of a parameter, "1, 2, 4", into buf (cut short at cap). */
+static const char *values_text(const gen_param *prm, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int j = 0; j < prm->n && used < cap; j++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%lld", j ? ", " : "",
+                                 (long long)prm->values[j]);
+    return buf;
+}
+
+/* The template's parameter names, "BLOCK_N, STAGES", into buf. */
+static const char *names_text(const gen_template *t, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < t->n_params && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s", i ? ", " : "",
+                                 t->params[i].name);
+    return buf;
+}
+
+/* Every parameter of c is one of the template's, at one of its values, and
+ * every parameter is given; the message lists what is legal. */
 static fmqa_status check_structure(const gen_template *t, const gen_config *c, fmqa_err *err)
 {
+    char legal[512];
     for (int i = 0; i < c->n; i++) {
         const gen_param *prm = find_param(t, c->p[i].name);
         if (!prm)
             return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
-                                "config: %s: template %s has no parameter %s", c->p[i].name,
-                                t->name, c->p[i].name);
+                                "config: %s: template %s has no parameter %s (its parameters: "
+                                "%s)",
+                                c->p[i].name, t->name, c->p[i].name,
+                                names_text(t, legal, sizeof legal));
         int found = 0;
         for (int j = 0; j < prm->n; j++)
             found |= prm->values[j] == c->p[i].value;
         if (!found)
             return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
-                                "config: %s=%lld is not in the space of template %s",
-                                c->p[i].name, (long long)c->p[i].value, t->name);
+                                "config: %s=%lld is not in the space of template %s (%s: %s)",
+                                c->p[i].name, (long long)c->p[i].value, t->name, c->p[i].name,
+                                values_text(prm, legal, sizeof legal));
     }
     for (int i = 0; i < t->n_params; i++) {
         int64_t v;
         if (!gen_config_get(c, t->params[i].name, &v))
-            return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "config: %s is missing",
-                                t->params[i].name);
+            return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "config: %s is missing (%s: %s)",
+                                t->params[i].name, t->params[i].name,
+                                values_text(&t->params[i], legal, sizeof legal));
     }
     return FMQA_OK;
 }

@@ -192,7 +192,7 @@ typedef enum fmqa_kv_scale_granularity {
  */
 typedef struct fmqa_problem {
     fmqa_op op;
-    int32_t batch;          /* sequences (MLA decode, prefill <= 65535: grid z)  */
+    int32_t batch;          /* sequences (prefill <= 65535: grid z)              */
     int32_t num_q_heads;    /* H                                                 */
     int32_t num_kv_heads;   /* Hkv; H % Hkv == 0; 1 = MQA, H = MHA                */
     int32_t head_dim_qk;    /* d of Q and K (MLA: latent + rope)                 */

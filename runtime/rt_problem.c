@@ -247,9 +247,10 @@ static fmqa_status check_rope(const fmqa_problem *p, fmqa_err *err)
 }
 
 /* Limits of the launch geometry.  Prefill's grid is (row blocks, num_kv_heads,
- * batch) and MLA decode's (splits, row blocks, batch), with at most one row
- * block per (query head, token): CUDA's y and z limits bound them
- * (templates/prefill.lua, mla_decode.lua).  Decode's grid is persistent, (P,
+ * batch): CUDA's y and z limits bound it (templates/prefill.lua).  MLA
+ * decode's is persistent like decode's; only mla_decode_sm90's (splits, row
+ * blocks, batch) meets the z limit, which its valid() enforces so that the
+ * dispatcher falls back to mla_decode.  Decode's grid is persistent, (P,
  * 1, 1), and its combine's (batch x q_tokens x num_q_heads, slices, 1), which
  * check_overflow keeps below 2^31: what bounds a decode instead is the
  * workspace's segment table (templates/decode.cuh, "Work distribution"),
@@ -267,17 +268,6 @@ static fmqa_status check_grid(const fmqa_problem *p, fmqa_err *err)
         return BAD("problem: batch %d / num_kv_heads %d, prefill launches one grid z index per "
                    "sequence and one y index per KV head, and CUDA allows at most %d",
                    p->batch, p->num_kv_heads, MAX_GRID_YZ);
-    if (p->op == FMQA_OP_MLA_DECODE) {
-        if (p->batch > MAX_GRID_YZ)
-            return BAD("problem.batch: %d, MLA decode launches one grid z index per sequence "
-                       "and CUDA allows at most %d",
-                       p->batch, MAX_GRID_YZ);
-        int64_t rows = (int64_t)p->num_q_heads * p->q_tokens;
-        if (rows > MAX_GRID_YZ)
-            return BAD("problem: num_q_heads %d x q_tokens %d = %lld query rows, MLA decode "
-                       "launches up to one grid y index per row and CUDA allows at most %d",
-                       p->num_q_heads, p->q_tokens, (long long)rows, MAX_GRID_YZ);
-    }
     if (p->op != FMQA_OP_DECODE || !(p->flags & FMQA_FLAG_BATCH_INVARIANT))
         return FMQA_OK;
     int64_t group = p->num_q_heads / p->num_kv_heads, chunks = ((int64_t)p->kv_len + 255) / 256;

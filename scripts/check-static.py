@@ -67,6 +67,9 @@ def check_row(r, bad):
 
 
 def main(argv):
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if len(argv) > 1 else 2
     bench = argv[1]
     shape = argv[2] if len(argv) > 2 else ("mqa-f16-b64-t4096,mla-h16-fp8-b64-t4096,mla-h128-bf16-b64-t4096,"
                                            "prefill-b4-t4096-hkv8-d128")

@@ -8,6 +8,15 @@
 # A crash fails the run and leaves its input in $BUILD_DIR-fuzz/crashes: commit
 # it under tests/fuzz/regress/NAME/ with the fix, where ctest replays it.
 # Usage: scripts/fuzz.sh [NAME...]   (problem, template, import, spec, compress; default all)
+all=(problem template import spec compress)
+for a in "$@"; do
+  case " ${all[*]} " in
+    *" $a "*) ;;
+    *) sed -n '2,/^# Usage/p' "$0" | sed 's/^# \{0,1\}//'
+       [ "$a" = -h ] || [ "$a" = --help ] && exit 0
+       echo "fuzz.sh: unknown harness '$a'" >&2; exit 2 ;;
+  esac
+done
 source "$(dirname "$0")/common.sh"
 fmqa_install_deps
 fmqa_find_cuda
@@ -15,7 +24,7 @@ BUILD_DIR="${BUILD_DIR:-$FASTMQA_ROOT/build}"
 dir="$BUILD_DIR-fuzz"
 secs="${FUZZ_SECONDS:-20}"
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(problem template import spec compress)
+[ ${#names[@]} -eq 0 ] && names=("${all[@]}")
 
 fmqa_say "fuzz build ($dir, clang)"
 CC=clang cmake -S "$FASTMQA_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

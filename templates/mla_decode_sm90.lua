@@ -23,6 +23,7 @@ local KV_FMT = { f16 = 0, bf16 = 1, fp8_e4m3 = 3 }
 local LATENT, ROPE, ROWS = 512, 64, 64
 local MAX_AUTO_SPLITS = 256
 local MIN_SPLIT_PAIRS = 2
+local MAX_GRID_Z = 65535  -- CUDA's gridDim.z limit: the grid's z axis is the batch
 
 local combine = require("combine")
 local ceil_div = require("common").ceil_div
@@ -63,6 +64,10 @@ local function problem_check(p)
   end
   if p.kv_len < p.q_tokens then
     return false, "kv_len " .. p.kv_len .. " is smaller than q_tokens " .. p.q_tokens
+  end
+  if p.batch > MAX_GRID_Z then
+    return false, "mla_decode_sm90 launches one grid z index per sequence and CUDA allows at most " ..
+      MAX_GRID_Z .. ", got batch " .. p.batch .. " (mla_decode's persistent grid serves it)"
   end
   return true
 end

@@ -110,7 +110,10 @@ static void usage(FILE *f)
             "                       fastmqa-db compiles); quick by default: each space's\n"
             "                       default and %d evenly spaced configs (--budget N: N)\n"
             "  --all                with --dry-run: every legal variant\n"
-            "  --arch ARCH          dry run target: sm_80, sm_86, sm_89, sm_90 (default), sm_90a\n"
+            "  --arch ARCH          dry run device preset: sm_80, sm_86, sm_89, sm_90 (default),\n"
+            "                       sm_90a; on sm_90 the templates that use sm_90a features\n"
+            "                       (prefill_sm90, mla_decode_sm90) compile for sm_90a, and\n"
+            "                       each line says which target it compiled for\n"
             "  --version            versions of the library, NVRTC, driver and database schema\n"
             "  --help               this text\n"
             "Exit status: 0 done, 1 failure (no GPU, database; results the database could not\n"
@@ -958,7 +961,20 @@ typedef struct dry_totals {
     size_t compiled, cached, failed, spilling;
     int reg_min, reg_max;
     double compile_ms;
+    char archs[48];              /* the targets compiled for, "sm_90a, sm_90" */
 } dry_totals;
+
+/* Adds arch to the comma-separated set (a template with sm_90a features
+ * compiles for sm_90a on an sm_90 preset: the set says what was built). */
+static void add_arch(char *set, size_t cap, const char *arch)
+{
+    size_t n = strlen(arch);
+    for (const char *p = set; (p = strstr(p, arch)); p += n)
+        if ((p == set || p[-1] == ' ') && (p[n] == ',' || p[n] == '\0'))
+            return;
+    size_t used = strlen(set);
+    snprintf(set + used, cap - used, "%s%s", used ? ", " : "", arch);
+}
 
 /* The configs to compile: all of them when k is 0 or covers the space, else
  * the default (if legal) and evenly spaced picks, k in all. */
@@ -1041,6 +1057,7 @@ static void dry_account(dry_totals *d, const gen_binary *b, char *line, size_t c
     }
     d->compiled++;
     d->cached += b->cached != 0;
+    add_arch(d->archs, sizeof d->archs, b->arch);
     d->spilling += spill > 0;
     d->compile_ms += b->compile_ms;
     if (regs && (!d->reg_min || regs < d->reg_min))
@@ -1121,7 +1138,7 @@ static int run_dry(const opts *o)
     if (st == FMQA_OK)
         st = dry_plan(o, lib, ps, n, &dev, &tasks, &n_tasks, &total, &legal, &err);
     if (st == FMQA_OK) {
-        printf("dry run for %s: %zu problem(s), %zu template space(s), %zu of %zu legal "
+        printf("dry run for the %s preset: %zu problem(s), %zu template space(s), %zu of %zu legal "
                "variants to compile on %d thread(s) (%s), cubins and compile reports into %s\n",
                dev.arch, n, n_tasks, total, legal, o->threads,
                o->all ? "--all: every variant"
@@ -1137,6 +1154,7 @@ static int run_dry(const opts *o)
     tun_progress prog;
     tun_progress_start(&prog, stderr, isatty(STDERR_FILENO), "dry run", total);
     size_t done = 0, compiled = 0, failed = 0;
+    char archs[sizeof ((dry_totals *)0)->archs] = "";
     for (size_t i = 0; i < n_tasks && st == FMQA_OK && !interrupted; i++) {
         const dry_task *task = &tasks[i];
         dry_totals d = {0};
@@ -1148,11 +1166,15 @@ static int run_dry(const opts *o)
             gen_problem_format(&ps[task->problem], spec, sizeof spec);
             printf("problem %zu: %s\n", task->problem + 1, spec);
         }
-        printf("  %-12s %zu legal, %zu compiled (%zu from the cubin cache), %zu failed, "
+        printf("  %-12s %zu legal, %zu compiled for %s (%zu from the cubin cache), %zu failed, "
                "registers %d..%d, %zu spilling, compile %.0f ms cpu / %.0f ms wall\n",
-               gen_template_name(task->t), task->n_space, d.compiled, d.cached, d.failed,
-               d.reg_min, d.reg_max, d.spilling, d.compile_ms, fmqa_now_ms() - t0);
+               gen_template_name(task->t), task->n_space, d.compiled,
+               d.archs[0] ? d.archs : "-", d.cached, d.failed, d.reg_min, d.reg_max, d.spilling,
+               d.compile_ms, fmqa_now_ms() - t0);
         compiled += d.compiled, failed += d.failed;
+        char *save = NULL;
+        for (char *a = strtok_r(d.archs, ", ", &save); a; a = strtok_r(NULL, ", ", &save))
+            add_arch(archs, sizeof archs, a);
     }
     for (size_t i = 0; i < n && st == FMQA_OK; i++)
         if (!gen_lib_next(lib, ps[i].op, NULL)) {
@@ -1164,8 +1186,9 @@ static int run_dry(const opts *o)
         fprintf(stderr, "fastmqa-tune: %s\n", err.msg);
         rc = 1;
     } else {
-        printf("dry run for %s: %zu variants compiled, %zu failed%s\n", dev.arch, compiled,
-               failed, interrupted ? " (interrupted)" : "");
+        printf("dry run for the %s preset: %zu variants compiled, %zu failed%s; cubins for %s\n",
+               dev.arch, compiled, failed, interrupted ? " (interrupted)" : "",
+               archs[0] ? archs : "-");
         rc = interrupted ? 130 : rc || failed ? 1 : 0;
     }
     dry_tasks_free(tasks, n_tasks);

@@ -473,10 +473,10 @@ def load(path=None):
                 raise OSError(f"libfastmqa is already loaded from {_lib_path}; "
                               f"cannot also load {path}")
             return _lib
-        tried = []
+        tried, missing = [], {}  # missing: directory -> the file names not there
         for cand in ([path] if path else candidates()):
             if os.path.sep in cand and not os.path.exists(cand):
-                tried.append(f"{cand} (no such file)")
+                missing.setdefault(os.path.dirname(cand), []).append(os.path.basename(cand))
                 continue
             try:
                 dll = ctypes.CDLL(cand)
@@ -486,6 +486,8 @@ def load(path=None):
             _declare(dll)
             _lib, _lib_path = dll, cand
             return dll
+        tried += [os.path.join(d, n[0] if len(n) == 1 else "{" + ",".join(n) + "}") +
+                  " (no such file)" for d, n in missing.items()]
         raise OSError("libfastmqa not found: set FASTMQA_LIB to the library file "
                       "(e.g. build/libfastmqa.so) or install it; tried: " + "; ".join(tried))
 

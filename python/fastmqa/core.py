@@ -153,11 +153,15 @@ class Context:
         return info
 
     def plan(self, problem):
-        """fmqa_plan (+ the decode workspace size): resolves and compiles the
-        problem's kernel without launching it.  Returns a Plan."""
+        """fmqa_plan (+ the decode workspace size): resolves, compiles and loads the
+        problem's kernel without launching it.  Returns a Plan.  Needs the CUDA
+        device: without one, Error with ERR_NO_DRIVER / ERR_NO_DEVICE and a
+        message that says what works without a GPU."""
         ch = Choice()
-        self.check(self._lib.fmqa_plan(self._ctx, ctypes.byref(problem), ctypes.byref(ch)),
-                   "fmqa_plan")
+        status = self._lib.fmqa_plan(self._ctx, ctypes.byref(problem), ctypes.byref(ch))
+        if status in (_capi.Status.ERR_NO_DRIVER, _capi.Status.ERR_NO_DEVICE):
+            raise Error(status, f"{self.errmsg()}; {NO_GPU_PLAN}", "fmqa_plan")
+        self.check(status, "fmqa_plan")
         ws = (self.decode_workspace_size(problem) if problem.op == _capi.Op.DECODE else
               self.prefill_workspace_size(problem) if problem.op == _capi.Op.PREFILL else 0)
         return Plan(source=str(_capi.ChoiceSource(ch.source)),
@@ -278,9 +282,19 @@ def validate(problem, *, ctx=None):
     (ctx or default_context()).validate(problem)
 
 
+# What fastmqa.plan's error says without a GPU: the C API plans for the device it
+# runs on (fmqa_plan loads the kernel), it has no device preset.
+NO_GPU_PLAN = ("fastmqa.plan needs a CUDA device (it compiles and loads the kernel for the "
+               "device it runs on); without a GPU, fastmqa-tune --dry-run --arch sm_90 "
+               "--problem SPEC compiles a problem's variants for a described device and "
+               "fastmqa.validate(problem) checks it")
+
+
 def plan(problem, *, device=0, ctx=None):
     """Which kernel variant `problem` gets on `device` (a Plan): tuned, nearest or
-    default.  Compiles the kernel if needed; needs the device."""
+    default, with the reason.  Compiles and loads the kernel if needed, so it needs
+    the CUDA device: without one it raises Error (status ERR_NO_DRIVER or
+    ERR_NO_DEVICE) whose message says what works without a GPU."""
     return (ctx or default_context(device)).plan(problem)
 
 

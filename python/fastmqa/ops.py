@@ -79,8 +79,9 @@ def _shape_text(layout):
 
 def _size(name, t, axis, layout, expected, why):
     if t.shape[axis] != expected:
+        want = tuple(t.shape[:axis]) + (expected,) + tuple(t.shape[axis + 1:])
         raise ValueError(f"{name}: {layout[axis]} (dimension {axis}) is {t.shape[axis]}, "
-                         f"expected {expected} ({why}); shape {tuple(t.shape)}")
+                         f"expected {expected} ({why}); shape {tuple(t.shape)}, expected {want}")
 
 
 def _dtype(name, t, allowed, what):
@@ -134,6 +135,54 @@ def _workspace_tensor(workspace):
         _dtype("workspace", workspace, (torch.uint8,), "torch.uint8")
         if workspace.stride(0) != 1 or workspace.storage_offset() % 16:
             raise ValueError("workspace: must be contiguous and start on a 16-byte boundary")
+
+
+def _query(name, q, layout, decode=False):
+    """A query tensor of `layout`: float16/bfloat16 rows the kernels read with
+    vector loads; decode: 1..MAX_DECODE_TOKENS tokens in dimension 1."""
+    _tensor(name, q, layout)
+    if decode and not 1 <= q.shape[1] <= MAX_DECODE_TOKENS:
+        raise ValueError(f"{name}: q_tokens (dimension 1) is {q.shape[1]}, decode serves 1.."
+                         f"{MAX_DECODE_TOKENS} query tokens per sequence")
+    _dtype(name, q, _HALF, "torch.float16 or torch.bfloat16")
+    _rows(name, q)
+
+
+def _outputs(out, lse, layout, sizes, whys):
+    """out of `layout` and `sizes` (whys: where each size comes from), float16 or
+    bfloat16 rows; lse, when given, float32 and contiguous over every axis but
+    the last.  Returns FLAG_LSE with lse, else 0."""
+    _tensor("out", out, layout)
+    for axis, (n, why) in enumerate(zip(sizes, whys)):
+        _size("out", out, axis, layout, n, why)
+    _dtype("out", out, _HALF, "torch.float16 or torch.bfloat16")
+    _rows("out", out)
+    if lse is None:
+        return 0
+    _tensor("lse", lse, layout[:-1])
+    for axis, (n, why) in enumerate(zip(sizes[:-1], whys)):
+        _size("lse", lse, axis, layout, n, why)
+    _dtype("lse", lse, (torch.float32,), "torch.float32")
+    if not lse.is_contiguous():
+        raise ValueError("lse: must be contiguous")
+    return _capi.FLAG_LSE
+
+
+def _sinks(sinks, heads, src):
+    """sinks: None or float32 [heads] learned sink logits, contiguous; src names
+    the argument heads comes from."""
+    if sinks is not None:
+        _tensor("sinks", sinks, ("heads",))
+        _size("sinks", sinks, 0, ("heads",), heads, f"{src}'s heads")
+        _dtype("sinks", sinks, (torch.float32,), "torch.float32")
+        if not sinks.is_contiguous():
+            raise ValueError("sinks: must be contiguous")
+
+
+def _softcap(softcap):
+    """softcap: 0 (off) or a finite cap >= 2^-100 (fmqa_problem.logit_softcap)."""
+    if not (softcap == 0.0 or 2.0 ** -100 <= softcap < float("inf")):
+        raise ValueError(f"softcap: {softcap}, must be 0 (off) or finite and >= 2^-100")
 
 
 def _cache(k, v, k_scale, v_scale, page_table, batch, head_dim, pages=False, src="q"):
@@ -252,14 +301,8 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
                  softcap=0.0, page_indptr=None, page_indices=None, last_page_len=None):
     """Checks decode's arguments (ValueError / TypeError naming the argument);
     returns the fmqa_problem fields as a dict.  Needs no GPU and no library."""
-    qlay = ("batch", "q_tokens", "heads", "head_dim")
-    _tensor("q", q, qlay)
+    _query("q", q, ("batch", "q_tokens", "heads", "head_dim"), decode=True)
     batch, q_tokens, heads, head_dim = q.shape
-    if not 1 <= q_tokens <= MAX_DECODE_TOKENS:
-        raise ValueError(f"q: q_tokens (dimension 1) is {q_tokens}, decode serves 1.."
-                         f"{MAX_DECODE_TOKENS} query tokens per sequence")
-    _dtype("q", q, _HALF, "torch.float16 or torch.bfloat16")
-    _rows("q", q)
     csr = _csr(page_table, page_indptr, page_indices, last_page_len, batch, True)
     kv, slots, page_size = _cache(k, v, k_scale, v_scale, page_table, batch, head_dim, csr)
     kv_heads, head_dim_v = k.shape[2], v.shape[3]
@@ -271,21 +314,10 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
     elif kv_lens is not None:
         raise ValueError("kv_lens: must be None with a CSR page table (its lengths are "
                          "(pages - 1) * page_size + last_page_len)")
-    olay = ("batch", "q_tokens", "heads", "head_dim_v")
-    _tensor("out", out, olay)
-    for axis, n in enumerate((batch, q_tokens, heads, head_dim_v)):
-        _size("out", out, axis, olay, n, "q's batch, q_tokens, heads and v's head_dim")
-    _dtype("out", out, _HALF, "torch.float16 or torch.bfloat16")
-    _rows("out", out)
-    flags = _capi.FLAG_CAUSAL if causal else 0
-    if lse is not None:
-        _tensor("lse", lse, olay[:3])
-        for axis, n in enumerate((batch, q_tokens, heads)):
-            _size("lse", lse, axis, olay, n, "q's batch, q_tokens and heads")
-        _dtype("lse", lse, (torch.float32,), "torch.float32")
-        if not lse.is_contiguous():
-            raise ValueError("lse: must be contiguous")
-        flags |= _capi.FLAG_LSE
+    flags = _outputs(out, lse, ("batch", "q_tokens", "heads", "head_dim_v"),
+                     (batch, q_tokens, heads, head_dim_v),
+                     ("q's batch", "q's q_tokens", "q's heads", "v's head_dim"))
+    flags |= _capi.FLAG_CAUSAL if causal else 0
     if tree_mask is not None:
         _tensor("tree_mask", tree_mask, ("batch", "q_tokens"))
         _size("tree_mask", tree_mask, 0, ("batch", "q_tokens"), batch, "q's batch")
@@ -295,14 +327,8 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
             raise ValueError("tree_mask: must be contiguous")
         flags |= _capi.FLAG_TREE_MASK
     _workspace_tensor(workspace)
-    if sinks is not None:
-        _tensor("sinks", sinks, ("heads",))
-        _size("sinks", sinks, 0, ("heads",), heads, "q's heads")
-        _dtype("sinks", sinks, (torch.float32,), "torch.float32")
-        if not sinks.is_contiguous():
-            raise ValueError("sinks: must be contiguous")
-    if not (softcap == 0.0 or 2.0 ** -100 <= softcap < float("inf")):
-        raise ValueError(f"softcap: {softcap}, must be 0 (off) or finite and >= 2^-100")
+    _sinks(sinks, heads, "q")
+    _softcap(softcap)
     kv_len, ring_flag = _window(kv_len, slots, window, sink_tokens, ring, draft_slots)
     if kv_len < q_tokens:
         raise ValueError(f"kv_len: {kv_len} is less than q_tokens {q_tokens} (the cache holds "
@@ -322,15 +348,27 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
 
 
 _MLA_KV = tuple(t for t in _TO_FMQA if t != torch.int8)  # the MLA kernels' latent types
+# The sizes the MLA kernels serve (templates/mla_decode*.lua, LATENT and ROPE):
+# they tell which of q_nope, q_pe and kv is wrong when the three disagree.
+MLA_LATENT, MLA_ROPE = 512, 64
+MLA_Q_LAYOUT = ("batch", "q_tokens", "heads", "latent")
 
 
-def _latent(kv, kv_scale, page_table, batch, row):
-    """Checks the latent cache (rows of `row` values); returns (kv Dtype, slots per
-    sequence, page size)."""
+def _latent(kv, kv_scale, page_table, q_nope, q_pe):
+    """Checks the latent cache against the query's parts; returns (kv Dtype,
+    slots per sequence, page size)."""
     lay = ("pages", "page_size", "latent_rope") if page_table is not None else \
         ("batch", "slots", "latent_rope")
+    batch, latent, rope = q_nope.shape[0], q_nope.shape[3], q_pe.shape[3]
     _tensor("kv", kv, lay)
-    _size("kv", kv, 2, lay, row, "q_nope's latent + q_pe's rope")
+    row = kv.shape[2]
+    if row != latent + rope and row == MLA_LATENT + MLA_ROPE:  # the cache fits the kernels
+        if latent != MLA_LATENT:
+            _size("q_nope", q_nope, 3, MLA_Q_LAYOUT, row - rope,
+                  f"kv's latent_rope {row} - q_pe's rope {rope}")
+        _size("q_pe", q_pe, 3, MLA_Q_LAYOUT[:3] + ("rope",), row - latent,
+              f"kv's latent_rope {row} - q_nope's latent {latent}")
+    _size("kv", kv, 2, lay, latent + rope, "q_nope's latent + q_pe's rope")
     if page_table is None:
         _size("kv", kv, 0, lay, batch, "q_nope's batch")
     _dtype("kv", kv, _MLA_KV, "float16, bfloat16 or float8_e4m3fn")
@@ -356,48 +394,21 @@ def check_mla_decode(q_nope, q_pe, kv, kv_lens, out, kv_scale=None, page_table=N
                      ring=False, draft_slots=0, sinks=None):
     """Checks mla_decode's arguments (ValueError / TypeError naming the argument);
     returns the fmqa_problem fields as a dict.  Needs no GPU and no library."""
-    qlay = ("batch", "q_tokens", "heads", "latent")
-    play = ("batch", "q_tokens", "heads", "rope")
-    _tensor("q_nope", q_nope, qlay)
+    play = MLA_Q_LAYOUT[:3] + ("rope",)
+    _query("q_nope", q_nope, MLA_Q_LAYOUT, decode=True)
     _tensor("q_pe", q_pe, play)
     batch, q_tokens, heads, latent = q_nope.shape
     for axis in range(3):
         _size("q_pe", q_pe, axis, play, q_nope.shape[axis], "as in q_nope")
-    if not 1 <= q_tokens <= MAX_DECODE_TOKENS:
-        raise ValueError(f"q_nope: q_tokens (dimension 1) is {q_tokens}, decode serves 1.."
-                         f"{MAX_DECODE_TOKENS} query tokens per sequence")
-    _dtype("q_nope", q_nope, _HALF, "torch.float16 or torch.bfloat16")
     _dtype("q_pe", q_pe, (q_nope.dtype,), f"{q_nope.dtype} like q_nope")
-    _rows("q_nope", q_nope)
     _rows("q_pe", q_pe)
-    kvt, slots, page_size = _latent(kv, kv_scale, page_table, batch, latent + q_pe.shape[3])
+    kvt, slots, page_size = _latent(kv, kv_scale, page_table, q_nope, q_pe)
     _index("kv_lens", kv_lens, batch)
-    olay = ("batch", "q_tokens", "heads", "latent")
-    _tensor("out", out, olay)
-    for axis, n in enumerate((batch, q_tokens, heads, latent)):
-        _size("out", out, axis, olay, n, "q_nope's shape")
-    _dtype("out", out, _HALF, "torch.float16 or torch.bfloat16")
-    _rows("out", out)
-    flags = _capi.FLAG_CAUSAL if causal else 0
-    if lse is not None:
-        _tensor("lse", lse, olay[:3])
-        for axis, n in enumerate((batch, q_tokens, heads)):
-            _size("lse", lse, axis, olay, n, "q_nope's batch, q_tokens and heads")
-        _dtype("lse", lse, (torch.float32,), "torch.float32")
-        if not lse.is_contiguous():
-            raise ValueError("lse: must be contiguous")
-        flags |= _capi.FLAG_LSE
-    if workspace is not None:
-        _tensor("workspace", workspace, ("bytes",))
-        _dtype("workspace", workspace, (torch.uint8,), "torch.uint8")
-        if workspace.stride(0) != 1 or workspace.storage_offset() % 16:
-            raise ValueError("workspace: must be contiguous and start on a 16-byte boundary")
-    if sinks is not None:
-        _tensor("sinks", sinks, ("heads",))
-        _size("sinks", sinks, 0, ("heads",), heads, "q_nope's heads")
-        _dtype("sinks", sinks, (torch.float32,), "torch.float32")
-        if not sinks.is_contiguous():
-            raise ValueError("sinks: must be contiguous")
+    flags = _outputs(out, lse, MLA_Q_LAYOUT, q_nope.shape,
+                     tuple(f"q_nope's {n}" for n in MLA_Q_LAYOUT))
+    flags |= _capi.FLAG_CAUSAL if causal else 0
+    _workspace_tensor(workspace)
+    _sinks(sinks, heads, "q_nope")
     kv_len, ring_flag = _window(kv_len, slots, window, sink_tokens, ring, draft_slots, "kv")
     if kv_len < q_tokens:
         raise ValueError(f"kv_len: {kv_len} is less than q_tokens {q_tokens} (the cache holds "
@@ -474,13 +485,11 @@ def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=No
 
 def check_prefill(q, k, v, cu_seqlens_q, out, max_q_tokens, kv_lens=None, k_scale=None,
                   v_scale=None, page_table=None, lse=None, workspace=None, kv_len=None,
-                  window=0, sink_tokens=0, causal=True):
+                  window=0, sink_tokens=0, causal=True, sinks=None, softcap=0.0):
     """Checks prefill's arguments like check_decode; returns the problem fields."""
     qlay = ("total_q", "heads", "head_dim")
-    _tensor("q", q, qlay)
+    _query("q", q, qlay)
     total_q, heads, head_dim = q.shape
-    _dtype("q", q, _HALF, "torch.float16 or torch.bfloat16")
-    _rows("q", q)
     _tensor("cu_seqlens_q", cu_seqlens_q, ("batch + 1",))
     _dtype("cu_seqlens_q", cu_seqlens_q, (torch.int32,), "torch.int32")
     if cu_seqlens_q.shape[0] < 2 or cu_seqlens_q.stride(0) != 1:
@@ -526,29 +535,21 @@ def check_prefill(q, k, v, cu_seqlens_q, out, max_q_tokens, kv_lens=None, k_scal
         flags |= _capi.FLAG_KV_CACHE | (_capi.FLAG_PAGED if page_size else 0)
     if heads % kv_heads:
         raise ValueError(f"q: heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
-    olay = ("total_q", "heads", "head_dim_v")
-    _tensor("out", out, olay)
-    for axis, n in enumerate((total_q, heads, head_dim_v)):
-        _size("out", out, axis, olay, n, "q's total_q, heads and v's head_dim")
-    _dtype("out", out, _HALF, "torch.float16 or torch.bfloat16")
-    _rows("out", out)
-    if lse is not None:
-        _tensor("lse", lse, olay[:2])
-        for axis, n in enumerate((total_q, heads)):
-            _size("lse", lse, axis, olay, n, "q's total_q and heads")
-        _dtype("lse", lse, (torch.float32,), "torch.float32")
-        if not lse.is_contiguous():
-            raise ValueError("lse: must be contiguous")
-        flags |= _capi.FLAG_LSE
+    flags |= _outputs(out, lse, ("total_q", "heads", "head_dim_v"), (total_q, heads, head_dim_v),
+                      ("q's total_q", "q's heads", "v's head_dim"))
     _workspace_tensor(workspace)
+    _sinks(sinks, heads, "q")
+    _softcap(softcap)
     _devices([("q", q), ("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("out", out),
               ("kv_lens", kv_lens), ("k_scale", k_scale), ("v_scale", v_scale),
-              ("page_table", page_table), ("lse", lse), ("workspace", workspace)])
+              ("page_table", page_table), ("lse", lse), ("workspace", workspace),
+              ("sinks", sinks)])
     return dict(op=Op.PREFILL, batch=batch, num_q_heads=heads, num_kv_heads=kv_heads,
                 head_dim_qk=head_dim, head_dim_v=head_dim_v, q_tokens=max_q_tokens,
                 kv_len=kv_len, q_dtype=_TO_FMQA[q.dtype], kv_dtype=kv,
                 out_dtype=_TO_FMQA[out.dtype], page_size=page_size, window=window,
-                sink_tokens=sink_tokens, rope=Rope.NONE, flags=flags)
+                sink_tokens=sink_tokens, rope=Rope.NONE, flags=flags,
+                logit_softcap=float(softcap))
 
 
 # ---------------------------------------------------------------- filling the C structs
@@ -725,9 +726,10 @@ def _prefill_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q:
                 k_scale: Optional[torch.Tensor], v_scale: Optional[torch.Tensor],
                 page_table: Optional[torch.Tensor], lse: Optional[torch.Tensor],
                 max_q_tokens: int, kv_len: int, window: int, sink_tokens: int, causal: bool,
-                sm_scale: float) -> None:
+                sm_scale: float, sinks: Optional[torch.Tensor], softcap: float) -> None:
     fields = check_prefill(q, k, v, cu_seqlens_q, out, max_q_tokens, kv_lens, k_scale, v_scale,
-                           page_table, lse, workspace, kv_len, window, sink_tokens, causal)
+                           page_table, lse, workspace, kv_len, window, sink_tokens, causal,
+                           sinks, softcap)
     a = PrefillArgs()
     for name, t in (("q", q), ("o", out)) + ((("k", k), ("v", v)) if kv_lens is None else ()):
         setattr(a, name, t.data_ptr())
@@ -740,6 +742,7 @@ def _prefill_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q:
     if page_table is not None:
         a.page_table, a.page_table_stride = _ptr(page_table), page_table.stride(0)
     a.cu_seqlens_q, a.lse, a.sm_scale = _ptr(cu_seqlens_q), _ptr(lse), sm_scale
+    a.sinks = _ptr(sinks)
     a.workspace, a.workspace_size = _ptr(workspace), workspace.numel()
     a.total_q = q.shape[0]
     ctx = core.default_context(q.device.index)
@@ -748,7 +751,7 @@ def _prefill_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q:
 
 @_prefill_op.register_fake
 def _(q, k, v, cu_seqlens_q, out, workspace, kv_lens, k_scale, v_scale, page_table, lse,
-      max_q_tokens, kv_len, window, sink_tokens, causal, sm_scale):
+      max_q_tokens, kv_len, window, sink_tokens, causal, sm_scale, sinks, softcap):
     return None
 
 
@@ -885,7 +888,7 @@ def append(k_new, v_new, k, v, start_pos, *, q=None, k_scale=None, v_scale=None,
 
 def prefill(q, k, v, cu_seqlens_q, *, max_q_tokens, out=None, kv_lens=None, k_scale=None,
             v_scale=None, page_table=None, kv_len=None, window=0, sink_tokens=0, causal=True,
-            lse=None, sm_scale=0.0, workspace=None, stream=None):
+            lse=None, sm_scale=0.0, workspace=None, stream=None, sinks=None, softcap=0.0):
     """Prefill attention over a ragged batch (fmqa_prefill) on CUDA tensors; returns out.
 
     q [total_q, H, d] f16/bf16: sequence b's new tokens are rows cu_seqlens_q[b] ..
@@ -902,14 +905,17 @@ def prefill(q, k, v, cu_seqlens_q, *, max_q_tokens, out=None, kv_lens=None, k_sc
     kv_lens[b] (default: the cache's slots).  causal: a token sees positions up to
     its own; window/sink_tokens: only the last `window` positions and the first
     sink_tokens.  out [total_q, H, dv] (allocated in q's dtype if None); lse float32
-    [total_q, H]; sm_scale 0 = 1/sqrt(d); workspace (prefill_workspace()) allocated
+    [total_q, H] (of the whole denominator, sinks included); sinks float32 [H]:
+    learned sink logits (gpt-oss); softcap > 0: scores capped to softcap *
+    tanh(s / softcap) (Gemma 2/3), both as decode(); sm_scale 0 = 1/sqrt(d); workspace (prefill_workspace()) allocated
     when None; `stream` as decode().  Raises ValueError/TypeError for bad tensors
     before anything reaches the GPU, fastmqa.Error when the library fails."""
     if out is None and isinstance(q, torch.Tensor) and isinstance(v, torch.Tensor) \
             and q.dim() == 3 and v.dim() >= 3:
         out = q.new_empty(q.shape[:2] + v.shape[-1:])
     kw = dict(kv_lens=kv_lens, k_scale=k_scale, v_scale=v_scale, page_table=page_table,
-              lse=lse, kv_len=kv_len, window=window, sink_tokens=sink_tokens, causal=causal)
+              lse=lse, kv_len=kv_len, window=window, sink_tokens=sink_tokens, causal=causal,
+              sinks=sinks, softcap=softcap)
     if torch.compiler.is_compiling():  # the op checks its tensors when it runs
         kv_len = max_q_tokens if kv_lens is None else _kv_len(k, page_table, kv_len)
     else:
@@ -920,5 +926,5 @@ def prefill(q, k, v, cu_seqlens_q, *, max_q_tokens, out=None, kv_lens=None, k_sc
     with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
         torch.ops.fastmqa.prefill(q, k, v, cu_seqlens_q, out, workspace, kv_lens, k_scale,
                                   v_scale, page_table, lse, int(max_q_tokens), kv_len, window,
-                                  sink_tokens, causal, float(sm_scale))
+                                  sink_tokens, causal, float(sm_scale), sinks, float(softcap))
     return out

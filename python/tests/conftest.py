@@ -44,11 +44,13 @@ def build_tool(name, subdir):
 
 
 def bench_levels(hidden, heads, kv_heads, seq):
-    """The level rows (data set random) of `fastmqa-bench levels --json`."""
+    """The level rows (data set random) of `fastmqa-bench levels --json`; with
+    --allow-fail, since the memory figures are what is compared and random data
+    fails every level that drops tokens by design (exit 1 otherwise)."""
     exe = build_tool("fastmqa-bench", "bench")
     if exe is None:
         pytest.skip("fastmqa-bench not built beside the library")
-    out = subprocess.run([exe, "levels", "--json", "--hidden", str(hidden), "--heads",
+    out = subprocess.run([exe, "levels", "--json", "--allow-fail", "--hidden", str(hidden), "--heads",
                           str(heads), "--kv-heads", str(kv_heads), "--seq", str(seq)],
                          check=True, capture_output=True, text=True).stdout
     return [r for r in json.loads(out)["levels"] if r["data"] == "random"]

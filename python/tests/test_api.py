@@ -1,7 +1,8 @@
 """The C API through the package, without a GPU: memory reports (checked against
 the arithmetic of docs/levels.md and against fastmqa-bench levels, the C tool),
-level presets and problems, errors carrying the status and fmqa_ctx_errmsg, plan
-without a device, tune's command line, library loading."""
+level presets and problems, errors carrying the status and fmqa_ctx_errmsg, the
+error fastmqa.plan raises without a GPU (it needs one: test_gpu.py plans on one),
+tune's command line, library loading."""
 import os
 import subprocess
 import sys
@@ -162,6 +163,10 @@ def test_plan_without_a_gpu_raises_no_driver_or_no_device():
         fastmqa.plan(p)
     assert e.value.status in (Status.ERR_NO_DRIVER, Status.ERR_NO_DEVICE)
     assert e.value.function == "fmqa_plan" and e.value.message
+    # what the library said, then what works without a GPU
+    assert "fastmqa.plan needs a CUDA device" in str(e.value)
+    assert "fastmqa-tune --dry-run --arch" in e.value.message
+    fastmqa.validate(p)  # the check it points to needs no GPU
 
 
 def test_context_options_reach_the_library(tmp_path):
@@ -198,6 +203,12 @@ def test_a_missing_library_names_what_was_tried(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert "libfastmqa not found" in out and "nope.so (no such file)" in out
+    # without FASTMQA_LIB: each place searched once, its file names together
+    env.pop("FASTMQA_LIB")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert "libfastmqa not found" in out and out.count("/usr/lib/{") == 1, out
+    assert "{libfastmqa.so,libfastmqa.so.0," in out and len(out) < 2000, out
 
 
 def test_tune_runs_fastmqa_tune(monkeypatch):

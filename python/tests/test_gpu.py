@@ -109,6 +109,29 @@ def test_prefill_matches_float64_sdpa(kv, window):
         assert rel_err(out[a:a + t], ref) < TOL[torch.float16]
 
 
+def test_prefill_with_learned_sinks_and_softcap_matches_float64():
+    """gpt-oss sinks (a logit in each head's denominator) and Gemma soft-capping
+    (s = c tanh(s / c)) through fastmqa.prefill, against float64 per sequence."""
+    gen = torch.Generator(device=DEV).manual_seed(13)
+    H, Hkv, d, cap, tq = 8, 2, 64, 20.0, [40, 9]
+    cu = torch.tensor([0, 40, 49], dtype=torch.int32, device=DEV)
+    q, k, v = (torch.randn(49, h, d, generator=gen, device=DEV).half() * 2
+               for h in (H, Hkv, Hkv))
+    sinks = torch.randn(H, generator=gen, device=DEV)
+    lse = torch.empty(49, H, device=DEV)
+    out = fastmqa.prefill(q, k, v, cu, max_q_tokens=40, sinks=sinks, softcap=cap, lse=lse)
+    for a, n in zip((0, 40), tq):
+        qb, kb, vb = (t[a:a + n].double().transpose(0, 1) for t in (q, k, v))
+        kb, vb = kb.repeat_interleave(H // Hkv, 0), vb.repeat_interleave(H // Hkv, 0)
+        s = cap * torch.tanh(qb @ kb.transpose(1, 2) / d ** 0.5 / cap)
+        s = s.masked_fill(~torch.ones(n, n, dtype=torch.bool, device=DEV).tril(), float("-inf"))
+        s = torch.cat((s, sinks.double()[:, None, None].expand(H, n, 1)), dim=2)
+        ref_lse = torch.logsumexp(s, dim=2)
+        ref = (torch.exp(s[..., :n] - ref_lse[..., None]) @ vb).transpose(0, 1)
+        assert rel_err(out[a:a + n], ref) < TOL[torch.float16]
+        assert torch.allclose(lse[a:a + n].double(), ref_lse.transpose(0, 1), atol=1e-3)
+
+
 @pytest.mark.parametrize("B,Tq,H,kv,window,split_q", [
     (2, 1, 16, torch.bfloat16, 0, False),
     (2, 2, 32, torch.float8_e4m3fn, 64, True),

@@ -198,10 +198,10 @@ def test_ops_compile_into_one_graph_with_fake_cuda_tensors(monkeypatch):
         graphs.append(gm)
         return gm.forward
 
-    def step(q, k, v, kn, vn, start, lens, ws, cu):
+    def step(q, k, v, kn, vn, start, lens, ws, cu, sinks):
         fastmqa.append(kn, vn, k, v, start, q=q, rope="neox", rope_theta=1e4)
         pre = fastmqa.prefill(q.view(2, 8, 64), k.view(256, 2, 64)[:2], v.view(256, 2, 64)[:2],
-                              cu, max_q_tokens=1, workspace=ws)
+                              cu, max_q_tokens=1, workspace=ws, sinks=sinks, softcap=30.0)
         return fastmqa.decode(q, k, v, lens, workspace=ws) * 2 + pre.view(2, 1, 8, 64)
 
     with FakeTensorMode():
@@ -213,8 +213,9 @@ def test_ops_compile_into_one_graph_with_fake_cuda_tensors(monkeypatch):
         start, lens = torch.empty(2, **ints), torch.empty(2, **ints)
         ws = torch.empty(64, device="cuda", dtype=torch.uint8)
         cu = torch.empty(3, **ints)
+        sinks = torch.empty(8, device="cuda")
         out = torch.compile(step, backend=backend, fullgraph=True)(q, k, v, kn, vn, start,
-                                                                    lens, ws, cu)
+                                                                    lens, ws, cu, sinks)
         assert out.shape == (2, 1, 8, 64) and out.device.type == "cuda"
     code = graphs[0].code
     assert len(graphs) == 1
@@ -228,6 +229,7 @@ def test_ops_are_registered_with_their_schemas():
     assert "Tensor(a2!) k" in schema and "Tensor(a5!)? q" in schema
     schema = str(torch.ops.fastmqa.prefill.default._schema)
     assert "Tensor(a4!) out" in schema and "Tensor(a10!)? lse" in schema, schema
+    assert "Tensor? sinks, float softcap" in schema, schema
 
 
 # ---------------------------------------------------------------- prefill
@@ -295,6 +297,14 @@ def call_prefill(a):
     (1, dict(kv_len=257), ValueError, r"kv_len: 257 exceeds the cache's 256 slots"),
     (0, {}, ValueError, r"q: expected a CUDA tensor, got device cpu"),
     (1, {}, ValueError, r"q: expected a CUDA tensor, got device cpu"),
+    (0, dict(sinks=torch.zeros(4)), ValueError,
+     r"sinks: heads \(dimension 0\) is 4, expected 8 \(q's heads\)"),
+    (0, dict(sinks=torch.zeros(8, dtype=F16)), TypeError, r"sinks: expected dtype torch.float32"),
+    (1, dict(sinks=torch.zeros(8, 2)[:, 0]), ValueError, r"sinks: must be contiguous"),
+    (0, dict(softcap=-1.0), ValueError, r"softcap: -1.0, must be 0 \(off\) or finite"),
+    (1, dict(softcap=float("inf")), ValueError, r"softcap: inf, must be 0 \(off\) or finite"),
+    (0, dict(sinks=torch.zeros(8), softcap=30.0), ValueError,
+     r"q: expected a CUDA tensor, got device cpu"),
 ])
 def test_bad_prefill_arguments(cache, change, exc, message):
     a = pre(cache=bool(cache))
@@ -316,6 +326,36 @@ def test_prefill_problem_fields(monkeypatch):
     f = check_prefill(a["q"], a["k"], a["v"], a["cu_seqlens_q"], torch.zeros(143, 8, 64, dtype=F16),
                       50, lse=torch.zeros(143, 8), causal=False)
     assert (f["kv_len"], f["flags"], f["num_kv_heads"]) == (50, fastmqa.FLAG_LSE, 2)
+    assert f["logit_softcap"] == 0.0
+    f = check_prefill(a["q"], a["k"], a["v"], a["cu_seqlens_q"], torch.zeros(143, 8, 64, dtype=F16),
+                      50, sinks=torch.zeros(8), softcap=30.0)
+    assert f["logit_softcap"] == 30.0
+
+
+def test_prefill_passes_sinks_and_softcap_to_the_library(monkeypatch):
+    """The op fills fmqa_prefill_args.sinks and problem.logit_softcap (what the C
+    API takes); the library call is intercepted, CPU tensors stand in for the
+    op's function (_init_fn: what the CUDA kernel registration runs)."""
+    from fastmqa import ops
+    seen = {}
+
+    class Ctx:
+        def prefill_raw(self, problem, args, stream):
+            seen.update(softcap=problem.logit_softcap, sinks=args.sinks)
+
+    monkeypatch.setattr(ops, "_devices", lambda named: None)
+    monkeypatch.setattr(core, "default_context", lambda device: Ctx())
+    monkeypatch.setattr(ops, "_stream", lambda device: 0)
+    a = pre()
+    sinks = torch.zeros(8)
+    ops._prefill_op._init_fn(a["q"], a["k"], a["v"], a["cu_seqlens_q"], torch.zeros(143, 8, 64, dtype=F16),
+                    torch.zeros(64, dtype=torch.uint8), None, None, None, None, None, 50, 50, 0,
+                    0, True, 0.0, sinks, 30.0)
+    assert seen == dict(softcap=30.0, sinks=sinks.data_ptr())
+    ops._prefill_op._init_fn(a["q"], a["k"], a["v"], a["cu_seqlens_q"], torch.zeros(143, 8, 64, dtype=F16),
+                    torch.zeros(64, dtype=torch.uint8), None, None, None, None, None, 50, 50, 0,
+                    0, True, 0.0, None, 0.0)
+    assert seen == dict(softcap=0.0, sinks=None)
 
 
 def csr_dec(B=2, pages=10, ps=16):
@@ -433,7 +473,23 @@ def call_mla(a):
     (dict(kv_scale=torch.zeros(2, 64)), ValueError,
      r"kv_scale: only an fp8 latent cache has scales; kv is torch.float16"),
     (dict(out=torch.zeros(2, 1, 16, 576, dtype=F16)), ValueError,
-     r"out: latent \(dimension 3\) is 576, expected 512 \(q_nope's shape\)"),
+     r"out: latent \(dimension 3\) is 576, expected 512 \(q_nope's latent\); shape "
+     r"\(2, 1, 16, 576\), expected \(2, 1, 16, 512\)"),
+    # The query's parts and the cache disagree: the part off the sizes the kernels
+    # serve (latent 512 + rope 64) is named, with the shape it should have.
+    (dict(q_nope=torch.zeros(2, 1, 16, 256, dtype=F16)), ValueError,
+     r"q_nope: latent \(dimension 3\) is 256, expected 512 \(kv's latent_rope 576 - q_pe's "
+     r"rope 64\); shape \(2, 1, 16, 256\), expected \(2, 1, 16, 512\)"),
+    (dict(q_pe=torch.zeros(2, 1, 16, 32, dtype=F16)), ValueError,
+     r"q_pe: rope \(dimension 3\) is 32, expected 64 \(kv's latent_rope 576 - q_nope's latent "
+     r"512\); shape \(2, 1, 16, 32\), expected \(2, 1, 16, 64\)"),
+    (dict(out=torch.zeros(2, 1, 16, 512)), TypeError,
+     r"out: expected dtype torch.float16 or torch.bfloat16, got torch.float32"),
+    (dict(lse=torch.zeros(2, 1, 16, dtype=F16)), TypeError, r"lse: expected dtype torch.float32"),
+    (dict(lse=torch.zeros(2, 1, 32)[..., ::2]), ValueError, r"lse: must be contiguous"),
+    (dict(workspace=torch.zeros(64)), TypeError, r"workspace: expected dtype torch.uint8"),
+    (dict(kv_lens=torch.zeros(2, dtype=torch.int64)), TypeError,
+     r"kv_lens: expected dtype torch.int32"),
     (dict(lse=torch.zeros(2, 1, 8)), ValueError, r"lse: heads \(dimension 2\) is 8, expected 16"),
     (dict(sinks=torch.zeros(16, dtype=F16)), TypeError, r"sinks: expected dtype torch.float32"),
     (dict(ring=True, window=32, sink_tokens=4, kv_len=4096, draft_slots=29), ValueError,
@@ -504,3 +560,56 @@ def test_mla_decode_op_is_registered_and_compiles_with_fake_cuda_tensors():
                                                                     kv, lens, ws)
         assert out.shape == (2, 1, 16, 512)
     assert len(graphs) == 1 and "torch.ops.fastmqa.mla_decode" in graphs[0].code
+
+
+# ---------------------------------------------------------------- every argument named
+
+def _well_formed(op, dev):
+    """Keyword arguments of ops.check_<op> that pass every check, on `dev` (fake
+    tensors: any device without one), with every optional tensor given."""
+    i32 = dict(dtype=torch.int32, device=dev)
+    f16, f32 = dict(dtype=F16, device=dev), dict(device=dev)
+    if op == "decode":
+        return dict(q=torch.empty(2, 2, 8, 64, **f16), k=torch.empty(2, 64, 2, 64, device=dev,
+                    dtype=torch.int8), v=torch.empty(2, 64, 2, 64, device=dev, dtype=torch.int8),
+                    kv_lens=torch.empty(2, **i32), out=torch.empty(2, 2, 8, 64, **f16),
+                    k_scale=torch.empty(2, 64, 2, **f32), v_scale=torch.empty(2, 64, 2, **f32),
+                    tree_mask=torch.empty(2, 2, dtype=torch.int64, device=dev),
+                    lse=torch.empty(2, 2, 8, **f32), workspace=torch.empty(64, dtype=torch.uint8,
+                                                                           device=dev),
+                    sinks=torch.empty(8, **f32))
+    if op == "mla_decode":
+        return dict(q_nope=torch.empty(2, 1, 16, 512, **f16), q_pe=torch.empty(2, 1, 16, 64, **f16),
+                    kv=torch.empty(2, 64, 576, dtype=torch.float8_e4m3fn, device=dev),
+                    kv_lens=torch.empty(2, **i32), out=torch.empty(2, 1, 16, 512, **f16),
+                    kv_scale=torch.empty(2, 64, **f32), lse=torch.empty(2, 1, 16, **f32),
+                    sinks=torch.empty(16, **f32))
+    if op == "append":
+        return dict(k_new=torch.empty(2, 3, 2, 64, **f16), v_new=torch.empty(2, 3, 2, 64, **f16),
+                    k=torch.empty(2, 64, 2, 64, **f16), v=torch.empty(2, 64, 2, 64, **f16),
+                    start_pos=torch.empty(2, **i32), q=torch.empty(2, 3, 8, 64, **f16))
+    return dict(q=torch.empty(40, 8, 64, **f16), k=torch.empty(2, 64, 2, 64, **f16),
+                v=torch.empty(2, 64, 2, 64, **f16), cu_seqlens_q=torch.empty(3, **i32),
+                out=torch.empty(40, 8, 64, **f16), max_q_tokens=20, kv_lens=torch.empty(2, **i32),
+                page_table=None, lse=torch.empty(40, 8, **f32), sinks=torch.empty(8, **f32))
+
+
+@pytest.mark.parametrize("op", ["decode", "mla_decode", "append", "prefill"])
+def test_every_tensor_argument_is_named_for_its_shape_dtype_and_device(op):
+    """For each tensor argument of each op: one more dimension, a float64 dtype,
+    or the CPU instead of the others' CUDA device is reported as that argument's
+    fault (the message starts with its name), not another's."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from fastmqa import ops
+    check = getattr(ops, f"check_{op}")
+    with FakeTensorMode(allow_non_fake_inputs=False):
+        good = _well_formed(op, "cuda")
+        check(**good)  # well-formed: no error
+        for name, t in good.items():
+            if not isinstance(t, torch.Tensor):
+                continue
+            for how, bad in (("rank", t.unsqueeze(0)), ("dtype", t.to(torch.float64)),
+                             ("device", torch.empty(t.shape, dtype=t.dtype, device="cpu"))):
+                with pytest.raises((ValueError, TypeError)) as e:
+                    check(**dict(good, **{name: bad}))
+                assert str(e.value).startswith(f"{name}:"), (op, name, how, str(e.value))

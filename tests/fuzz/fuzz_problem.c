@@ -41,10 +41,11 @@ static void check_bounds(const fmqa_problem *p)
     FUZZ_ASSERT((__int128)p->batch * p->q_tokens * p->num_q_heads * d <= INT32_MAX);
     if (p->op == FMQA_OP_DECODE || p->op == FMQA_OP_MLA_DECODE)
         FUZZ_ASSERT(p->q_tokens >= 1 && p->q_tokens <= 16);
-    /* decode's persistent grid has only an x axis (rt_problem.c check_grid);
-     * MLA decode and prefill still launch sequences on grid z */
-    if (p->op == FMQA_OP_MLA_DECODE)
-        FUZZ_ASSERT(p->batch <= 65535 && (int64_t)p->num_q_heads * p->q_tokens <= 65535);
+    /* decode's and MLA decode's persistent grids have only an x axis
+     * (rt_problem.c check_grid; mla_decode_sm90 refuses what its grid z cannot
+     * hold); prefill still launches sequences on grid z and KV heads on y */
+    if (p->op == FMQA_OP_PREFILL)
+        FUZZ_ASSERT(p->batch <= 65535 && p->num_kv_heads <= 65535);
 }
 
 static void decode_args(fuzz_bytes *in, const fmqa_problem *p)

@@ -111,3 +111,31 @@ Test(bench_cli, valid_options_reach_the_gpu_check)
         cr_expect(strstr(out, "no GPU") != NULL, "%s: %s", ok[i], out);
     }
 }
+
+/* decode, mla and static list their shapes as prefill does, without a GPU:
+ * the id and what one launch reads (B x T x Hkv x 2 x d x 2 bytes for f16;
+ * 8-bit: d bytes and a float scale per row; MLA: one 576-row, fp8 plus its
+ * scale), and --shapes filters the list. */
+Test(bench_cli, decode_mla_and_static_list_their_shapes_without_a_gpu)
+{
+    static char out[16384];
+    cr_assert_eq(run("decode --list", out, sizeof out), 0, "%s", out);
+    /* 64 x 4096 x 1 x 2 x 128 x 2 = 0.134 GB; int8: 64 x 4096 x (256 + 8) = 0.069 GB */
+    cr_expect(strstr(out, "mqa-f16-b64-t4096                   0.134 GB KV\n"), "%s", out);
+    cr_expect(strstr(out, "mqa-int8-b64-t4096                  0.069 GB KV\n"), "%s", out);
+    cr_assert_eq(run("decode --list --shapes 'gqa8-*'", out, sizeof out), 0, "%s", out);
+    cr_expect_str_eq(out, "gqa8-f16-b64-t4096                  1.074 GB KV\n");
+    /* 64 x 4096 x 576 x 2 = 0.302 GB; fp8: 64 x 4096 x (576 + 4) = 0.152 GB */
+    cr_assert_eq(run("mla --list --shapes 'mla-h16-*-b64-t4096'", out, sizeof out), 0, "%s", out);
+    cr_expect_str_eq(out, "mla-h16-bf16-b64-t4096              0.302 GB KV\n"
+                          "mla-h16-fp8-b64-t4096               0.152 GB KV\n");
+    cr_assert_eq(run("static --list --shapes 'h2048-*,prefill-b4-*'", out, sizeof out), 0,
+                 "%s", out);
+    cr_expect(strstr(out, "h2048-mqa-f16-b64-t1024") && strstr(out, "h2048-mha-f16-b64-t1024") &&
+                  strstr(out, "prefill-b4-t4096-hkv8-d128        0.550 TFLOP"),
+              "%s", out);
+    cr_expect_eq(run("mla --help", out, sizeof out), 0);
+    cr_expect(strstr(out, "--list"), "%s", out);
+    cr_expect_eq(run("decode --help", out, sizeof out), 0);
+    cr_expect(strstr(out, "--list"), "%s", out);
+}

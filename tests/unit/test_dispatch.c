@@ -251,3 +251,40 @@ Test(dispatch, prefill_templates_compete_on_their_tuned_times)
     cr_assert_eq(c.source, FMQA_CHOICE_TUNED);
     gen_lib_close(real);
 }
+
+/* MLA decode of more sequences than CUDA's grid z holds (65535): validation
+ * lets it through (MLA decode's persistent grid has only an x axis),
+ * mla_decode_sm90, whose grid z is the batch, refuses it, and the dispatcher
+ * falls back to mla_decode, whose launch plan fits CUDA's limits. */
+Test(dispatch_default, mla_decode_beyond_grid_z_falls_back_to_the_persistent_grid)
+{
+    const char *small = "op=mla_decode,batch=64,heads=16,kv_heads=1,d=576,dv=512,kv_len=4096,"
+                        "q=bf16,kv=bf16,out=bf16,flags=causal";
+    const char *big = "op=mla_decode,batch=70000,heads=16,kv_heads=1,d=576,dv=512,kv_len=4096,"
+                      "q=bf16,kv=bf16,out=bf16,flags=causal";
+    cr_assert_str_eq(default_template("sm_90a", small), "mla_decode_sm90");
+    cr_assert_str_eq(default_template("sm_90a", big), "mla_decode");
+    gen_lib *real;
+    fmqa_device_info d;
+    fmqa_problem p;
+    fmqa_err err;
+    gen_config c;
+    gen_plan plan;
+    cr_assert_eq(gen_lib_open(FMQA_SOURCE_DIR "/templates", &real, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(gen_device_preset("sm_90a", &d, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(gen_problem_parse(big, &p, &err), FMQA_OK, "%s", err.msg);
+    const gen_template *sm90 = gen_lib_find(real, "mla_decode_sm90");
+    fmqa_status st = gen_default(sm90, &p, &d, &c, &err);
+    if (st == FMQA_OK)
+        st = gen_check(sm90, &c, &p, &d, &err);
+    cr_expect_eq(st, FMQA_ERR_UNSUPPORTED);
+    cr_expect(strstr(err.msg, "one grid z index per sequence"), "%s", err.msg);
+    const gen_template *t = gen_lib_find(real, "mla_decode");
+    cr_assert_eq(gen_default(t, &p, &d, &c, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(gen_launch_plan(t, &c, &p, &d, &plan, &err), FMQA_OK, "%s", err.msg);
+    for (int k = 0; k < plan.n_kernels; k++)
+        cr_expect(plan.kernels[k].grid[1] <= 65535 && plan.kernels[k].grid[2] <= 65535,
+                  "kernel %d grid (%u, %u, %u)", k, plan.kernels[k].grid[0],
+                  plan.kernels[k].grid[1], plan.kernels[k].grid[2]);
+    gen_lib_close(real);
+}

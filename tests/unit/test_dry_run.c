@@ -88,7 +88,7 @@ Test(dry_run, quick_by_default_with_progress_lines_then_all)
     rc = dry_run("--all", out, sizeof out);
     cr_assert_eq(rc, 0, "exit %d:\n%s", rc, out);
     cr_expect(strstr(out, "20 of 20 legal variants"), "%s", out);
-    cr_expect(strstr(out, "20 compiled (8 from the cubin cache)"), "%s", out);
+    cr_expect(strstr(out, "20 compiled for sm_90 (8 from the cubin cache)"), "%s", out);
     cr_expect_eq(compile_reports(), 20);
 }
 
@@ -98,4 +98,23 @@ Test(dry_run, all_goes_with_dry_run_only)
     snprintf(cmd, sizeof cmd, "%s --all --db %s/t.db", TUNE, dir);
     cr_expect_eq(fmqa_test_run(cmd, out, sizeof out), 2, "%s", out);
     cr_expect(strstr(out, "--all goes with --dry-run"), "%s", out);
+}
+
+/* The dry run says what it compiled for: on the sm_90 preset a template that
+ * asks for sm_90a features (tests/fixtures/dryrun/wide_sm90a.lua, like
+ * prefill_sm90) is built for sm_90a, the others for sm_90. */
+Test(dry_run, names_the_target_each_template_compiled_for)
+{
+    static char out[65536];
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "FASTMQA_TEMPLATE_DIR=%s/tests/fixtures/dryrun %s --dry-run --threads 2 --arch sm_90 "
+             "--db %s/t.db --problem op=prefill,batch=1,heads=8,kv_heads=8,d=64,tq=16,kv_len=16 "
+             "--problem " PROBLEM,
+             FMQA_SOURCE_DIR, TUNE, dir);
+    int rc = fmqa_test_run(cmd, out, sizeof out);
+    cr_assert_eq(rc, 0, "exit %d:\n%s", rc, out);
+    cr_expect(strstr(out, "wide_sm90a   2 legal, 2 compiled for sm_90a "), "%s", out);
+    cr_expect(strstr(out, "wide         20 legal, 8 compiled for sm_90 "), "%s", out);
+    cr_expect(strstr(out, "10 variants compiled, 0 failed; cubins for sm_90a, sm_90\n"), "%s", out);
 }

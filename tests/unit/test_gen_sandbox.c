@@ -325,13 +325,15 @@ Test(gen_variant, space_check_and_plan)
     cr_expect_str_eq(err.msg, "probe TILE=16,WARPS=4: TILE must be at least 16*WARPS");
     gen_config_parse("TILE=32,WARPS=2,COLOR=1", &c, NULL);
     cr_expect_eq(gen_check(t, &c, &p, &d, &err), FMQA_ERR_INVALID_ARGUMENT);
-    cr_expect_str_eq(err.msg, "config: COLOR: template probe has no parameter COLOR");
+    cr_expect_str_eq(err.msg, "config: COLOR: template probe has no parameter COLOR (its "
+                                "parameters: TILE, WARPS)");
     gen_config_parse("TILE=48,WARPS=2", &c, NULL);
     cr_expect_eq(gen_check(t, &c, &p, &d, &err), FMQA_ERR_INVALID_ARGUMENT);
-    cr_expect_str_eq(err.msg, "config: TILE=48 is not in the space of template probe");
+    cr_expect_str_eq(err.msg, "config: TILE=48 is not in the space of template probe (TILE: "
+                                "16, 32, 64)");
     gen_config_parse("TILE=32", &c, NULL);
     cr_expect_eq(gen_check(t, &c, &p, &d, &err), FMQA_ERR_INVALID_ARGUMENT);
-    cr_expect_str_eq(err.msg, "config: WARPS is missing");
+    cr_expect_str_eq(err.msg, "config: WARPS is missing (WARPS: 1, 2, 4)");
 
     gen_plan plan;
     gen_config_parse("TILE=64,WARPS=4", &c, NULL);

@@ -449,11 +449,15 @@ Test(levels, null_context_is_accepted)
 
 /* ------------------------------------------------------------ fastmqa-bench levels */
 
-/* Output of `fastmqa-bench levels ARGS` (malloc'ed); asserts exit status 0. */
+/* Output of `fastmqa-bench levels ARGS` (malloc'ed); asserts exit status 0.
+ * --allow-fail: these tests read the figures, and the random data set fails
+ * every level that drops tokens by design (test_tool_messages.c checks the
+ * exit status without it). */
 static char *run_bench(const char *args)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s/bench/fastmqa-bench' levels %s", FMQA_BINARY_DIR, args);
+    snprintf(cmd, sizeof cmd, "'%s/bench/fastmqa-bench' levels --allow-fail %s", FMQA_BINARY_DIR,
+             args);
     FILE *f = popen(cmd, "r");
     cr_assert_not_null(f, "popen %s", cmd);
     size_t cap = 1 << 16, len = 0, got;

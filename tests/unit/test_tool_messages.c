@@ -41,7 +41,9 @@ Test(tool_messages, bench_levels_names_models_and_explains_failures)
     static char out[16384];
     int rc = fmqa_test_run(BENCH " levels --hidden 256 --heads 4 --kv-heads 2 --seq 512", out,
                            sizeof out);
-    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+    /* FAIL rows make the exit status 1, after the tables, unless --allow-fail */
+    cr_assert_eq(rc, 1, "exit %d: %s", rc, out);
+    cr_expect(strstr(out, "row(s) failed (exit 1; --allow-fail when they are expected)"), "%s", out);
     cr_expect(strstr(out, "levels of the GQA-2 model"), "%s", out);
     cr_expect(strstr(out, "claims on the GQA-2 model's layer made MQA"), "%s", out);
     /* Every FAIL row has its own explanation line, and nothing else does. */
@@ -55,4 +57,8 @@ Test(tool_messages, bench_levels_names_models_and_explains_failures)
     }
     cr_expect_gt(rows, 0, "this model was expected to fail a level:\n%s", out);
     cr_expect_eq(lines, rows, "%zu FAIL rows, %zu explanations:\n%s", rows, lines, out);
+    rc = fmqa_test_run(BENCH " levels --hidden 256 --heads 4 --kv-heads 2 --seq 512 --allow-fail "
+                             "--no-mla", out, sizeof out);
+    cr_expect_eq(rc, 0, "exit %d: %s", rc, out);
+    cr_expect(strstr(out, " FAIL ") && !strstr(out, "levels of the MLA model"), "%s", out);
 }

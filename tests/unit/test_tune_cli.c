@@ -72,8 +72,8 @@ Test(tune_cli, dry_run_compiles_variants_and_caches_cubins, .timeout = 600)
     /* A second process finds every cubin in the database and compiles nothing. */
     rc = run(args, out, sizeof out);
     cr_expect_eq(rc, 0, "exit %d:\n%s", rc, out);
-    const char *hit = strstr(out, "2 compiled (2 from the cubin cache)");
-    cr_expect(hit && strstr(hit + 1, "2 compiled (2 from the cubin cache)"),
+    const char *hit = strstr(out, "2 compiled for sm_90 (2 from the cubin cache)");
+    cr_expect(hit && strstr(hit + 1, "2 compiled for sm_90 (2 from the cubin cache)"),
               "both templates served from the cache:\n%s", out);
     cr_expect(strstr(out, "compile 0 ms cpu") != NULL, "%s", out);
     cr_expect(strstr(out, "cubin cache: 0 stored, 0 not kept by the database, 0 damaged dropped"),
