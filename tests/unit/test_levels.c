@@ -114,7 +114,11 @@ Test(levels, balanced_preset_adds_compression_sinks_and_rope)
     cr_assert_eq(p.rope, FMQA_ROPE_NEOX);
     fmqa_problem q;
     cr_assert_eq(fmqa_level_problem(ctx, &m, &p, 2, &q), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    cr_assert_eq(q.kv_len, 404); /* 4 + 128 + 256 + FMQA_LEVEL_COMPRESS_EVERY */
+    /* MQA, f16: scores cost 264 / 256 bytes per call, so one score step every
+       35 (ceil(103.1% / 3%), test_score_schedule.c) */
+    cr_assert_eq(p.compress_every, 35);
+    cr_assert_eq(p.score_steps, 1);
+    cr_assert_eq(q.kv_len, 423); /* 4 + 128 + 256 + 35 slots between compactions */
     cr_assert_eq(q.window, 0);
     cr_assert_eq(q.flags, FMQA_FLAG_CAUSAL | FMQA_FLAG_SCORES);
 
@@ -129,7 +133,7 @@ Test(levels, balanced_preset_adds_compression_sinks_and_rope)
 
 Test(levels, aggressive_preset_adds_8bit_and_speculation)
 {
-    fmqa_model_config m = model(1);
+    fmqa_model_config m = model(32);
     fmqa_level_policy p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
     cr_assert_eq(p.kv_dtype, FMQA_DTYPE_INT8);
     cr_assert_eq(p.window, 128);
@@ -137,6 +141,15 @@ Test(levels, aggressive_preset_adds_8bit_and_speculation)
     cr_assert_eq(p.sink_tokens, 4);
     cr_assert_eq(p.spec_tokens, 4);
     cr_assert_eq(p.rope, FMQA_ROPE_NEOX);
+    /* 4 rows: 40 / 136 bytes per call, one score step of 16 (1.8%) */
+    cr_assert_eq(p.compress_every, 16);
+    cr_assert_eq(p.score_steps, 1);
+    /* MQA: 128 rows cost 1032 / 136 per call: 253 steps of up to 4 tokens
+       between compactions do not fit in 1024 tokens: full context */
+    m = model(1);
+    p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
+    cr_assert_eq(p.kv_dtype, FMQA_DTYPE_INT8);
+    cr_assert_eq(p.heavy + p.window + p.sink_tokens, 0);
 }
 
 Test(levels, short_context_keeps_full_context)
@@ -290,10 +303,11 @@ Test(levels, compressed_cache_counts_kept_slots_and_scores)
 Test(levels, eight_bit_counts_scales)
 {
     fmqa_model_config m = model(1);
+    m.max_seq_len = 4096;
     fmqa_level_policy p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
     fmqa_memory_report r = report(&m, &p, 1, 0);
     cr_assert_eq(r.bytes_per_token, 140);    /* 2 * 64 * 1 + 2 * 4 (K and V scale) + 4 (score) */
-    cr_assert_eq(r.bytes_per_seq, 56560);    /* 140 * 404 */
+    cr_assert_eq(r.bytes_per_seq, 357280);   /* 140 * (4 + 512 + 1024 + 253 steps * 4) */
 
     m = model(32);
     p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
@@ -347,7 +361,7 @@ Test(levels, paged_cache_rounds_to_pages_and_counts_the_table)
     p = preset(FMQA_LEVEL_BALANCED, &m);
     p.page_size = 16;
     r = report(&m, &p, 1, 0);
-    cr_assert_eq(r.bytes_per_seq, 108264);   /* 404 slots -> 26 pages: 416 * 260 + 26 * 4 */
+    cr_assert_eq(r.bytes_per_seq, 112428);   /* 423 slots -> 27 pages: 432 * 260 + 27 * 4 */
 }
 
 /* ------------------------------------------------------------ bad input */
@@ -420,9 +434,9 @@ Test(levels, bad_policies_are_named)
     p.page_size = -16;
     expect_policy_error(&p, 0, "policy: sink_tokens (4), window (128) and page_size (-16) "
                                "must not be negative");
-    /* 105040 bytes per sequence: 404 slots of 260 bytes */
-    expect_policy_error(&base, 105039, "budget_bytes 105039 is too small for one sequence "
-                                       "(105040 bytes per layer)");
+    /* 109980 bytes per sequence: 423 slots of 260 bytes */
+    expect_policy_error(&base, 109979, "budget_bytes 109979 is too small for one sequence "
+                                       "(109980 bytes per layer)");
     expect_policy_error(&base, -1, "n_seqs (1) and budget_bytes (-1) must not be negative");
 }
 
@@ -512,8 +526,9 @@ Test(levels, bench_accuracy_is_ordered_and_conservative_is_rounding_only)
        1024 + 2 * 8 * 4 = 1088 B/token of K, V and scales */
     cr_assert_eq(json_field(out, "conservative", "random", "bytes_per_token"), 2048);
     /* ... plus a 4-byte score per KV head over 4 sinks + 32 recent + 64 heavy
-       + 16 slots between compactions */
-    cr_assert_eq(json_field(out, "aggressive", "random", "bytes_per_seq"), 1120 * 116);
+       + 34 steps of 4 tokens between compactions (16 rows: scores cost as much
+       as K and V, 100%, so one score step every ceil(100 / 3)) */
+    cr_assert_eq(json_field(out, "aggressive", "random", "bytes_per_seq"), 1120 * 236);
     /* balanced and aggressive meet their budgets on the structured data sets */
     const char *levels[] = {"balanced", "aggressive"}, *structured[] = {"sink+local", "heavy"};
     for (int l = 0; l < 2; l++)
