@@ -132,6 +132,28 @@ static inline void fmqa_score_cost_bytes(const fmqa_problem *p, int64_t *added, 
     *read = ((int64_t)p->head_dim_qk + p->head_dim_v) * eb + (per_token_scales ? 8 : 0);
 }
 
+/* The presets' score schedule for decode problem p (fmqa_level_policy_preset;
+ * `fastmqa-bench static --scores` prints it): FMQA_LEVEL_COMPRESS_EVERY steps
+ * between compactions and the most score steps whose amortised cost stays
+ * within FMQA_LEVEL_SCORE_COST_PCT percent, else one score step every
+ * ceil(c / 3%) steps.  Integer arithmetic, so the bound holds exactly:
+ * added * steps * 100 <= 3 * read * every.  *every < 2^43 for any valid
+ * problem (added < 2^39, read >= 2). */
+static inline void fmqa_score_schedule(const fmqa_problem *p, int64_t *every, int64_t *steps)
+{
+    int64_t added, read;
+    fmqa_score_cost_bytes(p, &added, &read);
+    const int64_t allowed = FMQA_LEVEL_SCORE_COST_PCT * read; /* of 100 * added */
+    int64_t s = allowed * FMQA_LEVEL_COMPRESS_EVERY / (100 * added);
+    if (s >= 1) {
+        *every = FMQA_LEVEL_COMPRESS_EVERY;
+        *steps = s < FMQA_LEVEL_COMPRESS_EVERY ? s : FMQA_LEVEL_COMPRESS_EVERY;
+    } else {
+        *every = (100 * added + allowed - 1) / allowed;
+        *steps = 1;
+    }
+}
+
 /* Monotonic wall clock in milliseconds. */
 double fmqa_now_ms(void);
 

@@ -30,7 +30,7 @@
  * the byte model `fastmqa-bench static --scores` prints), the amortised cost
  * c * score_steps / compress_every stays <= 3% in the presets: 16 steps and
  * as many score steps as fit, or, where even one of 16 costs more, one score
- * step every ceil(c / 3%) steps (score_schedule).
+ * step every ceil(c / 3%) steps (fmqa_score_schedule).
  *   paged                whole pages are allocated, plus one int32 per page
  *   baseline             fp16 MHA: 2 * H * d * 2 bytes per token, max_seq_len tokens;
  *                        MLA: the same model run as MHA caches per head K = [k_nope
@@ -224,26 +224,6 @@ static fmqa_problem problem_of(const fmqa_model_config *model, const fmqa_level_
     return p;
 }
 
-/* The presets' score schedule for decode problem p (the file comment): 16
- * steps between compactions and the most score steps whose amortised cost
- * stays within FMQA_LEVEL_SCORE_COST_PCT, else one score step every
- * ceil(c / 3%) steps.  Integer arithmetic, so the bound holds exactly:
- * added * steps * 100 <= 3 * read * every. */
-static void score_schedule(const fmqa_problem *p, int64_t *every, int64_t *steps)
-{
-    int64_t added, read;
-    fmqa_score_cost_bytes(p, &added, &read);
-    const int64_t allowed = FMQA_LEVEL_SCORE_COST_PCT * read; /* of 100 * added */
-    int64_t s = allowed * FMQA_LEVEL_COMPRESS_EVERY / (100 * added);
-    if (s >= 1) {
-        *every = FMQA_LEVEL_COMPRESS_EVERY;
-        *steps = s < FMQA_LEVEL_COMPRESS_EVERY ? s : FMQA_LEVEL_COMPRESS_EVERY;
-    } else {
-        *every = (100 * added + allowed - 1) / allowed;
-        *steps = 1;
-    }
-}
-
 /* The compressed cache of balanced and aggressive (MHA / GQA / MQA) for a
  * policy whose dtype and spec_tokens are set: sinks, a recent window and heavy
  * hitters (fmqa_compress) on the score schedule, or none when it would keep
@@ -254,7 +234,7 @@ static void level_compressed(const fmqa_model_config *m, fmqa_level_policy *p)
     int32_t heavy = m->max_seq_len / LEVEL_HEAVY_DIV;
     fmqa_problem pr = problem_of(m, p, 1);
     int64_t every, steps;
-    score_schedule(&pr, &every, &steps);
+    fmqa_score_schedule(&pr, &every, &steps);
     /* every < 2^43 (added < 2^39, read >= 2): no overflow below */
     int64_t slots = (int64_t)LEVEL_SINKS + recent + heavy + every * p->spec_tokens;
     if (recent >= LEVEL_MAX_SPEC && heavy > 0 && slots < m->max_seq_len) {
