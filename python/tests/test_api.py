@@ -74,7 +74,7 @@ def test_level_presets_are_the_documented_ones():
     agg = fastmqa.level_policy(model, Level.AGGRESSIVE)
     assert (cons.kv_dtype, cons.window, cons.rope) == (Dtype.BF16, 0, fastmqa.Rope.NONE)
     assert (bal.kv_dtype, bal.window, bal.heavy, bal.sink_tokens, bal.rope) == \
-        (Dtype.BF16, 1024, 2048, 4, fastmqa.Rope.NEOX)
+        (Dtype.BF16, 1024, 3072, 4, fastmqa.Rope.NEOX)
     assert (agg.kv_dtype, agg.spec_tokens) == (Dtype.INT8, 4)
 
 
@@ -83,10 +83,10 @@ def test_level_problem_is_the_compressed_decode_of_the_policy():
                               max_seq_len=4096, level="aggressive", batch=8)
     assert (p.op, p.batch, p.num_q_heads, p.num_kv_heads, p.head_dim_qk) == \
         (fastmqa.Op.DECODE, 8, 32, 1, 64)
-    # 4 sinks + 512 recent + 1024 heavy hitters + 253 steps of 4 tokens between
+    # 4 sinks + 512 recent + 1536 heavy hitters + 253 steps of 4 tokens between
     # compactions (128 rows: scores cost 1032 / 136 bytes per call, one step in 253)
     assert (p.q_tokens, p.kv_len, p.kv_dtype, p.window, p.sink_tokens) == \
-        (4, 2552, Dtype.INT8, 0, 0)
+        (4, 3064, Dtype.INT8, 0, 0)
     assert p.flags == fastmqa.FLAG_CAUSAL | fastmqa.FLAG_SCORES
     fastmqa.validate(p)  # the library accepts what it produced
 

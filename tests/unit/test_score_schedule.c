@@ -128,7 +128,7 @@ Test(score_schedule, preset_score_steps_by_hand)
 Test(score_schedule, preset_without_room_for_the_score_schedule_keeps_full_context)
 {
     fmqa_model_config m = model(1, 64);
-    m.max_seq_len = 1024; /* aggressive MQA: 4 + 128 + 256 + 253 x 4 slots > 1024 */
+    m.max_seq_len = 1024; /* aggressive MQA: 4 + 128 + 384 + 253 x 4 slots > 1024 */
     fmqa_level_policy p;
     cr_assert_eq(fmqa_level_policy_preset(ctx, FMQA_LEVEL_AGGRESSIVE, &m, &p), FMQA_OK);
     cr_assert_eq(p.heavy, 0);
@@ -246,7 +246,7 @@ Test(score_schedule, step_and_compress_fields_are_validated)
     p = base;
     p.compress_every = 100, p.spec_tokens = 3;
     cr_assert_eq(fmqa_memory_report_compute(ctx, &m, &p, 1, 0, &r), FMQA_OK);
-    cr_assert_eq(r.tokens_kept, 4 + 4096 + 8192 + 300); /* 32768 / 8, / 4, 100 steps x 3 */
+    cr_assert_eq(r.tokens_kept, 4 + 4096 + 12288 + 300); /* 32768 / 8, 3 / 8, 100 steps x 3 */
     cr_assert_eq(fmqa_level_problem(ctx, &m, &p, 1, &pr), FMQA_OK);
     cr_assert_eq(pr.kv_len, r.tokens_kept);
     /* heavy 0: the schedule is not used, only negative values are refused */
