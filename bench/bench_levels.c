@@ -34,8 +34,9 @@
  * over SnapKV's observation window), here query tokens 8 .. 8 + score_steps x
  * spec_tokens - 1 of the same data, which the evaluated tokens 0..3 never
  * are, over the whole cache; the choice is ref_compress_select's
- * (fmqa_compress's exact reference), per KV head.  Queries come from their
- * own random stream, so K and V do not depend on how many there are.  The
+ * (fmqa_compress's exact reference), per KV head.  Queries beyond the first
+ * 16 come from a random stream of their own, so the rest of the data does not
+ * depend on how many there are.  The
  * table prints each level's amortised score cost (fmqa_score_cost_bytes x
  * score_steps / compress_every).
  *
@@ -284,12 +285,15 @@ static int data_make(lv_data *x, int kind, const fmqa_model_config *m, int64_t h
     if (data_alloc(x, tq, m->max_seq_len, m->num_q_heads, mla ? 1 : hkv, d, dv))
         return -1;
     x->latent = mla;
-    ref_rng rng, qrng; /* queries apart: K and V do not depend on tq */
+    /* queries beyond the first 16 from a stream of their own: the data does
+       not depend on tq */
+    ref_rng rng, qrng;
     ref_rng_seed(&rng, LV_SEED + (uint64_t)kind);
     ref_rng_seed(&qrng, LV_SEED + LV_NDATA + (uint64_t)kind);
-    ref_rng_fill(&qrng, x->q, x->tq * x->h * d, 1.0, 0);
+    ref_rng_fill(&rng, x->q, LV_QUERIES * x->h * d, 1.0, 0);
     ref_rng_fill(&rng, x->k, x->t * x->hkv * d, 1.0, 0);
     ref_rng_fill(&rng, x->v, x->t * x->hkv * dv, 1.0, 0);
+    ref_rng_fill(&qrng, x->q + LV_QUERIES * x->h * d, (x->tq - LV_QUERIES) * x->h * d, 1.0, 0);
     if (kind != LV_RANDOM && make_structured(x, &rng, kind == LV_HEAVY)) {
         data_free(x);
         return -1;
