@@ -23,6 +23,10 @@
  *                        compress_every * spec_tokens (compressed cache: the
  *                        tokens appended between two compactions) capped at it
  *   scores               compressed cache: one float per slot per KV head
+ *   paged                whole pages are allocated, plus one int32 per page
+ *   baseline             fp16 MHA: 2 * H * d * 2 bytes per token, max_seq_len tokens;
+ *                        MLA: the same model run as MHA caches per head K = [k_nope
+ *                        (d) | k_rope (d_r)] and V (d): H * (2 d + d_r) * 2 bytes
  *
  * Score schedule of a compressed cache (fmqa_level_step): decode adds scores
  * only on the score_steps steps before each compaction, compress_every steps
@@ -31,10 +35,6 @@
  * c * score_steps / compress_every stays <= 3% in the presets: 16 steps and
  * as many score steps as fit, or, where even one of 16 costs more, one score
  * step every ceil(c / 3%) steps (fmqa_score_schedule).
- *   paged                whole pages are allocated, plus one int32 per page
- *   baseline             fp16 MHA: 2 * H * d * 2 bytes per token, max_seq_len tokens;
- *                        MLA: the same model run as MHA caches per head K = [k_nope
- *                        (d) | k_rope (d_r)] and V (d): H * (2 d + d_r) * 2 bytes
  *
  * MLA models get their own presets (mla_policy): the latent row replaces K and V,
  * the 8-bit level stores it in fp8 e4m3 (the format the MLA kernels and FlashMLA
