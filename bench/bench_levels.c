@@ -28,10 +28,17 @@
  *               the attention, throughout the sequence) and SnapKV (Li et al.,
  *               2024, Sec. 3: the positions a prompt's last window attends to
  *               stay the ones later queries attend to) observe in real models.
- * A compressed level (heavy > 0) chooses what it keeps from the scores of an
- * observation window (SnapKV): query tokens 8..15 of the same data, which
- * the evaluated tokens 0..3 never are, over the whole cache; the choice is
- * ref_compress_select's (fmqa_compress's exact reference), per KV head.
+ * A compressed level (heavy > 0) chooses what it keeps from exactly the scores
+ * its policy collects before a compaction (fmqa_level_step): score_steps
+ * decode steps of spec_tokens query tokens each, summed (H2O's accumulation
+ * over SnapKV's observation window), here query tokens 8 .. 8 + score_steps x
+ * spec_tokens - 1 of the same data, which the evaluated tokens 0..3 never
+ * are, over the whole cache; the choice is ref_compress_select's
+ * (fmqa_compress's exact reference), per KV head.  Queries beyond the first
+ * 16 come from a random stream of their own, so the rest of the data does not
+ * depend on how many there are.  The
+ * table prints each level's amortised score cost (fmqa_score_cost_bytes x
+ * score_steps / compress_every).
  *
  * Beside the seed model it assesses an MLA model, DeepSeek-V3's attention (128
  * heads, head dim 128, latent 512 + rope 64) at the same length and dtype: the
@@ -68,7 +75,8 @@
 
 enum { LV_RANDOM, LV_STRUCTURED, LV_HEAVY, LV_NDATA };
 static const char *const data_names[LV_NDATA] = {"random", "sink+local", "heavy"};
-#define LV_OBS_FIRST 8          /* observation window: query tokens 8..15      */
+#define LV_OBS_FIRST 8          /* observation window: query tokens 8, 9, ...  */
+#define LV_QUERIES 16           /* query tokens of a data set at least         */
 
 /* Relative L2 budget per level, indexed by fmqa_level: conservative is fp16
  * rounding (DESIGN.md: ~1e-3), the others add a stated approximation. */
@@ -89,7 +97,8 @@ typedef struct lv_err {
     double max_abs, rel_l2;
 } lv_err;
 
-/* Inputs of one data set: q for 16 query tokens (levels use a prefix) and
+/* Inputs of one data set: q for tq >= 16 query tokens (levels evaluate a
+ * prefix and observe from token LV_OBS_FIRST on) and
  * k, v for `kv_heads` heads.  latent: MLA's absorbed form, v is the first dv
  * elements of each k row (and is stored as k is).  Owns its arrays. */
 typedef struct lv_data {
@@ -269,21 +278,26 @@ static void latent_v(const lv_data *x, const double *k, double *v)
         memcpy(v + r * x->dv, k + r * x->d, sizeof(double) * (size_t)x->dv);
 }
 
-/* Data of model m with hkv KV heads; an MLA model's is its absorbed form (one
- * latent K row of latent + rope per token, V its first latent elements). */
-static int data_make(lv_data *x, int kind, const fmqa_model_config *m, int64_t hkv)
+/* Data of model m with hkv KV heads and tq query tokens; an MLA model's is its
+ * absorbed form (one latent K row of latent + rope per token, V its first
+ * latent elements). */
+static int data_make(lv_data *x, int kind, const fmqa_model_config *m, int64_t hkv, int64_t tq)
 {
     int mla = m->mla_latent_dim > 0;
     int64_t d = mla ? m->mla_latent_dim + m->mla_rope_dim : m->hidden_size / m->num_q_heads;
     int64_t dv = mla ? m->mla_latent_dim : d;
-    if (data_alloc(x, 16, m->max_seq_len, m->num_q_heads, mla ? 1 : hkv, d, dv))
+    if (data_alloc(x, tq, m->max_seq_len, m->num_q_heads, mla ? 1 : hkv, d, dv))
         return -1;
     x->latent = mla;
-    ref_rng rng;
+    /* queries beyond the first 16 from a stream of their own: the data does
+       not depend on tq */
+    ref_rng rng, qrng;
     ref_rng_seed(&rng, LV_SEED + (uint64_t)kind);
-    ref_rng_fill(&rng, x->q, x->tq * x->h * d, 1.0, 0);
+    ref_rng_seed(&qrng, LV_SEED + LV_NDATA + (uint64_t)kind);
+    ref_rng_fill(&rng, x->q, LV_QUERIES * x->h * d, 1.0, 0);
     ref_rng_fill(&rng, x->k, x->t * x->hkv * d, 1.0, 0);
     ref_rng_fill(&rng, x->v, x->t * x->hkv * dv, 1.0, 0);
+    ref_rng_fill(&qrng, x->q + LV_QUERIES * x->h * d, (x->tq - LV_QUERIES) * x->h * d, 1.0, 0);
     if (kind != LV_RANDOM && make_structured(x, &rng, kind == LV_HEAVY)) {
         data_free(x);
         return -1;
@@ -355,13 +369,16 @@ static fmqa_status store_as(fmqa_dtype dt, double *x, int64_t n, int64_t d, fmqa
 
 /*
  * A compressed level's cache: the slots ref_compress_select keeps of x's T
- * (per KV head, from the observation window's scores), gathered in order
- * into k and v [nk, hkv, d] (which hold x's cache on entry).  *nk the count.
+ * (per KV head, from the scores of the policy's observation window: its
+ * score_steps x spec_tokens query tokens from LV_OBS_FIRST on, which x
+ * holds), gathered in order into k and v [nk, hkv, d] (which hold x's cache
+ * on entry).  *nk the count.
  */
 static fmqa_status compress_cache(const lv_data *x, const fmqa_level_policy *p, double *k,
                                   double *v, int64_t *nk, fmqa_err *err)
 {
-    ref_attn_shape s = {.batch = 1, .q_tokens = x->tq - LV_OBS_FIRST, .kv_len = x->t,
+    ref_attn_shape s = {.batch = 1, .q_tokens = (int64_t)p->score_steps * p->spec_tokens,
+                        .kv_len = x->t,
                         .num_q_heads = x->h, .num_kv_heads = x->hkv, .head_dim_qk = x->d,
                         .head_dim_v = x->d};
     const fmqa_compress_policy cp = {p->sink_tokens, p->window, p->heavy, p->pooling, p->pool, 0};
@@ -484,6 +501,7 @@ typedef struct lv_row {
     fmqa_memory_report mem;
     lv_err err, err_own;        /* err_own: claims only, vs the MQA layer     */
     double budget;
+    double score_cost;          /* amortised per KV byte; < 0: no scores      */
     int pass;
     char decode[48];            /* "12.3" or "n/a (why)"                      */
 } lv_row;
@@ -519,20 +537,24 @@ static void decode_cell(fmqa_ctx_t *ctx, int have_gpu, const fmqa_model_config *
 static void print_table(const lv_row *rows, int n, int claims_table)
 {
     if (!claims_table)
-        printf("%-13s %-11s %11s %9s %10s %11s %10s %7s %4s  %s\n", "level", "data",
+        printf("%-13s %-11s %11s %9s %10s %11s %10s %7s %4s %-13s %s\n", "level", "data",
                "bytes/token", "reduction", "multiplier", "max_abs_err", "rel_l2_err",
-               "budget", "pass", "decode_us/step");
+               "budget", "pass", " scores", "decode_us/step");
     else
         printf("%-13s %-11s %8s %6s %6s %11s %9s %10s %11s %10s %11s %10s\n", "claim",
                "data", "kv_heads", "window", "dtype", "bytes/token", "reduction",
                "multiplier", "max_vs_mha", "rel_vs_mha", "max_vs_mqa", "rel_vs_mqa");
     for (int i = 0; i < n; i++) {
         const lv_row *r = &rows[i];
+        char sc[32] = " -";
+        if (r->score_cost >= 0)
+            snprintf(sc, sizeof sc, " %.2f%% %d/%d", 100 * r->score_cost, r->policy.score_steps,
+                     r->policy.compress_every);
         if (!claims_table)
-            printf("%-13s %-11s %11" PRId64 " %8.1f%% %9.1fx %11.2e %10.2e %7.0e %4s  %s\n",
+            printf("%-13s %-11s %11" PRId64 " %8.1f%% %9.1fx %11.2e %10.2e %7.0e %4s %-13s %s\n",
                    r->label, r->data, r->mem.bytes_per_token, 100 * r->mem.reduction,
                    r->mem.cache_multiplier, r->err.max_abs, r->err.rel_l2, r->budget,
-                   r->pass ? "PASS" : "FAIL", r->decode);
+                   r->pass ? "PASS" : "FAIL", sc, r->decode);
         else
             printf("%-13s %-11s %8d %6d %6s %11" PRId64 " %8.1f%% %9.1fx %11.2e %10.2e "
                    "%11.2e %10.2e\n",
@@ -558,12 +580,44 @@ static void print_json_row(const lv_row *r, const char *key, int last)
         printf(",\"max_abs_error_vs_mqa\":%.6e,\"rel_l2_error_vs_mqa\":%.6e}",
                r->err_own.max_abs, r->err_own.rel_l2);
     else
-        printf(",\"rel_l2_budget\":%g,\"pass\":%s,\"decode_us_per_step\":\"%s\"}",
-               r->budget, r->pass ? "true" : "false", r->decode);
+        printf(",\"heavy\":%d,\"compress_every\":%d,\"score_steps\":%d,"
+               "\"score_cost_amortised\":%.6f,\"rel_l2_budget\":%g,\"pass\":%s,"
+               "\"decode_us_per_step\":\"%s\"}",
+               r->policy.heavy, r->policy.compress_every, r->policy.score_steps,
+               r->score_cost >= 0 ? r->score_cost : 0.0, r->budget, r->pass ? "true" : "false",
+               r->decode);
     printf("%s\n", last ? "" : ",");
 }
 
 /* ------------------------------------------------------------ assessment */
+
+/* The level's policy (kv8: the aggressive level's 8-bit type, 0 = the
+ * preset's), its memory and amortised score cost into r; 0 or -1 (message
+ * printed). */
+static int level_row(fmqa_ctx_t *ctx, const fmqa_model_config *m, fmqa_level l, fmqa_dtype kv8,
+                     lv_row *r)
+{
+    *r = (lv_row){.label = fmqa_level_name(l), .budget = rel_budget[l], .score_cost = -1};
+    fmqa_problem pr;
+    fmqa_status st = fmqa_level_policy_preset(ctx, l, m, &r->policy);
+    if (st == FMQA_OK && l == FMQA_LEVEL_AGGRESSIVE && kv8)
+        r->policy.kv_dtype = kv8;
+    if (st == FMQA_OK)
+        st = fmqa_memory_report_compute(ctx, m, &r->policy, 1, 0, &r->mem);
+    if (st == FMQA_OK)
+        st = fmqa_level_problem(ctx, m, &r->policy, 1, &pr);
+    if (st != FMQA_OK) {
+        fprintf(stderr, "fastmqa-bench levels: %s\n", fmqa_ctx_errmsg(ctx));
+        return -1;
+    }
+    if (r->policy.heavy > 0) {
+        int64_t added, read;
+        fmqa_score_cost_bytes(&pr, &added, &read);
+        r->score_cost = (double)added * r->policy.score_steps /
+                        ((double)read * r->policy.compress_every);
+    }
+    return 0;
+}
 
 /* Fills one row per (level, data set) of model m; kv8 (0: the preset's) is the
  * aggressive level's 8-bit type.  Returns 0 or prints why not. */
@@ -571,26 +625,25 @@ static int assess_levels(fmqa_ctx_t *ctx, const fmqa_model_config *m, fmqa_dtype
                          int have_gpu, lv_row rows[3 * LV_NDATA])
 {
     fmqa_err err = {0};
+    lv_row proto[3];
+    int64_t tq = LV_QUERIES; /* and the longest observation window after token 8 */
+    for (int l = FMQA_LEVEL_CONSERVATIVE; l <= FMQA_LEVEL_AGGRESSIVE; l++) {
+        if (level_row(ctx, m, (fmqa_level)l, kv8, &proto[l - 1]))
+            return -1;
+        const fmqa_level_policy *p = &proto[l - 1].policy;
+        int64_t obs = LV_OBS_FIRST + (int64_t)p->score_steps * p->spec_tokens;
+        tq = p->heavy > 0 && obs > tq ? obs : tq;
+    }
     for (int kind = 0; kind < LV_NDATA; kind++) {
         lv_data x;
-        if (data_make(&x, kind, m, m->num_kv_heads)) {
+        if (data_make(&x, kind, m, m->num_kv_heads, tq)) {
             fprintf(stderr, "fastmqa-bench levels: out of memory\n");
             return -1;
         }
         for (int l = FMQA_LEVEL_CONSERVATIVE; l <= FMQA_LEVEL_AGGRESSIVE; l++) {
             lv_row *r = &rows[(l - 1) * LV_NDATA + kind];
-            *r = (lv_row){.label = fmqa_level_name((fmqa_level)l), .data = data_names[kind],
-                          .budget = rel_budget[l]};
-            fmqa_status st = fmqa_level_policy_preset(ctx, (fmqa_level)l, m, &r->policy);
-            if (st == FMQA_OK && l == FMQA_LEVEL_AGGRESSIVE && kv8)
-                r->policy.kv_dtype = kv8;
-            if (st == FMQA_OK)
-                st = fmqa_memory_report_compute(ctx, m, &r->policy, 1, 0, &r->mem);
-            if (st != FMQA_OK) {
-                fprintf(stderr, "fastmqa-bench levels: %s\n", fmqa_ctx_errmsg(ctx));
-                data_free(&x);
-                return -1;
-            }
+            *r = proto[l - 1];
+            r->data = data_names[kind];
             if (error_against(&x, &x, &r->policy, m->dtype, &r->err, &err) != FMQA_OK) {
                 fprintf(stderr, "fastmqa-bench levels: %s\n", err.msg);
                 data_free(&x);
@@ -630,7 +683,7 @@ static int claim_policy(fmqa_ctx_t *ctx, const fmqa_model_config *mqa, double mu
 static int claim_data(int kind, const fmqa_model_config *m, lv_data *x, lv_data *pooled,
                       int64_t pool)
 {
-    if (data_make(x, kind, m, m->num_kv_heads) == 0 &&
+    if (data_make(x, kind, m, m->num_kv_heads, LV_QUERIES) == 0 &&
         (pool == 0 || data_pool(x, pool, pooled) == 0))
         return 0;
     data_free(x);
@@ -660,7 +713,7 @@ static int assess_claims(fmqa_ctx_t *ctx, const lv_args *a, lv_row rows[3 * LV_N
         }
         fmqa_status st = FMQA_OK;
         for (int c = 0; c < 3 && st == FMQA_OK; c++) {
-            lv_row r = {.label = claim_label[c], .data = data_names[kind]};
+            lv_row r = {.label = claim_label[c], .data = data_names[kind], .score_cost = -1};
             if (claim_policy(ctx, &mqa, claims[c], &r.policy, &r.mem))
                 continue; /* unreachable for this shape: the docs say so */
             st = error_against(&x, &pooled, &r.policy, mqa.dtype, &r.err, &err);
@@ -779,7 +832,10 @@ static void print_all(const lv_args *a, const lv_row *lv, const lv_row *ml, cons
            m->hidden_size, m->num_q_heads, m->num_kv_heads, m->hidden_size / m->num_q_heads,
            m->max_seq_len, fmqa_dtype_name(m->dtype));
     printf("errors: decode output vs exact float64 attention (full context, full precision); "
-           "pass = max_abs_err < %g and rel_l2_err <= budget\n\n", LV_MAX_ABS);
+           "pass = max_abs_err < %g and rel_l2_err <= budget\n", LV_MAX_ABS);
+    printf("scores: a compressed level's amortised score cost, bytes per KV byte decode reads "
+           "(byte model, docs/kernels.md), and the decode steps that score / steps between "
+           "compactions; it chooses from those steps' scores\n\n");
     printf("levels of the %s model (its own %d KV heads):\n", kind, m->num_kv_heads);
     print_table(lv, 3 * LV_NDATA, 0);
     print_failures(lv, 3 * LV_NDATA, m->max_seq_len);

@@ -28,13 +28,17 @@
  *            that variant (its main loop keeps the logits), the
  *            epilogue's CTAs and the bytes the scores add per KV byte read,
  *            (8 M + 8) / (2 d EB [+ 8]) with M = group x query tokens
- *            (templates/decode_scores.cuh).
+ *            (templates/decode_scores.cuh; fmqa_score_cost_bytes), per call
+ *            and amortised over the level presets' score schedule for the
+ *            shape (fmqa_score_schedule: score_steps of compress_every
+ *            decode steps score).
  *
  * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
  * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
  * path model and its limits.  The decode figures read BLOCK_N, STAGES, WARPS_M
  * and M_TILES from the config; a template without BLOCK_N gets no tile figures.
  */
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +78,8 @@ typedef struct srow {
     int prologue_trips, combine_trips, combine_slices;
     char sass_why[160];
     int hgmma, hmma;         /* prefill: static counts; -1 without cuobjdump   */
-    double score_bytes;      /* scores rows: added bytes per KV byte          */
+    double score_bytes;      /* scores rows: added bytes per KV byte, per call */
+    int64_t score_every, score_steps; /* the presets' schedule for the shape  */
     kstat scores;            /* scores rows: the epilogue kernel              */
 } srow;
 
@@ -228,8 +233,10 @@ static void decode_figures(const fmqa_device_info *d, const fmqa_problem *p, con
     const int scales = p->op == FMQA_OP_MLA_DECODE ? 4 : 8; /* per token: one or two floats */
     r->tile_bytes = (double)bn * row_values(p) * eb + (eb == 1 ? (double)scales * bn : 0);
     if (p->flags & FMQA_FLAG_SCORES) { /* decode_scores.cuh: 4 M written, 4 M read, 8 */
-        double m = (double)p->num_q_heads / p->num_kv_heads * p->q_tokens;
-        r->score_bytes = (8 * m + 8) / (r->tile_bytes / bn);
+        int64_t added, read;
+        fmqa_score_cost_bytes(p, &added, &read);
+        r->score_bytes = (double)added / (double)read;
+        fmqa_score_schedule(p, &r->score_every, &r->score_steps);
         r->scores = kernel_stat(d, &plan->kernels[plan->n_kernels - 1], b);
     }
     /* tiles loading while one computes: STAGES - 1, or mla_decode_sm90's
@@ -421,8 +428,12 @@ static void print_json_row(const srow *r, const char **archs)
            r->config, r->cubin_arch, r->k.regs, r->k.spill, r->k.smem, r->k.threads, r->k.ctas,
            r->k.ctas_per_sm, r->k.waves);
     if (!strcmp(r->op, "scores"))
-        printf(",\"score_bytes_per_kv_byte\":%.4f,\"score_epilogue_ctas\":%d,"
-               "\"score_epilogue_registers\":%d", r->score_bytes, r->scores.ctas, r->scores.regs);
+        printf(",\"score_bytes_per_kv_byte\":%.4f,\"score_compress_every\":%" PRId64
+               ",\"score_steps\":%" PRId64 ",\"score_amortised_per_kv_byte\":%.4f,"
+               "\"score_epilogue_ctas\":%d,\"score_epilogue_registers\":%d",
+               r->score_bytes, r->score_every, r->score_steps,
+               r->score_bytes * (double)r->score_steps / (double)r->score_every, r->scores.ctas,
+               r->scores.regs);
     if (!strcmp(r->op, "decode") || !strcmp(r->op, "mla") || !strcmp(r->op, "scores")) {
         int sv = r->sass;
         printf(",\"splits\":%d,\"balance\":%.3f,\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,",
@@ -544,8 +555,11 @@ static void print_table(const srow *rows, int n, const char **archs)
                    r->producer.insts, r->producer.integer, r->producer.copies,
                    r->producer.exact ? "" : " (path approximate)");
         if (!strcmp(r->op, "scores"))
-            printf("%-26s   scores: +%.1f%% bytes per KV byte read; epilogue %d CTAs, %d "
-                   "registers\n", "", 100 * r->score_bytes, r->scores.ctas, r->scores.regs);
+            printf("%-26s   scores: +%.1f%% bytes per KV byte read per call, +%.2f%% amortised "
+                   "(%" PRId64 " of %" PRId64 " steps score); epilogue %d CTAs, %d registers\n",
+                   "", 100 * r->score_bytes,
+                   100 * r->score_bytes * (double)r->score_steps / (double)r->score_every,
+                   r->score_steps, r->score_every, r->scores.ctas, r->scores.regs);
     }
     printf("I_B: warp-instructions per KV byte of the main loop (prefill: per K/V tile byte);\n"
            "insts: per warp per tile (BULK=1: per compute warp; the producer warp's line\n"
@@ -554,6 +568,15 @@ static void print_table(const srow *rows, int n, const char **archs)
            "addr: integer instructions per 16-byte copy; pro: dependent global loads before\n"
            "the first KV copy; cCTA, cdep: the combine's CTAs and dependent loads per thread;\n"
            "prefill and mla rows: tensor-core SASS counted (prefill: causal, batch x kv_len tokens).\n");
+    for (int i = 0; i < n; i++)
+        if (!strcmp(rows[i].op, "scores") && rows[i].st == FMQA_OK && !rows[i].skip) {
+            printf("scores: bytes the option adds per KV byte decode reads (docs/kernels.md,\n"
+                   "\"Scores\"); amortised: the level presets decode with scores on S of every\n"
+                   "E steps, the last before each compaction (fmqa_level_step), E = %d and the\n"
+                   "most S within %d%%, or S = 1 and E = ceil(per call / %d%%).  A byte model.\n",
+                   FMQA_LEVEL_COMPRESS_EVERY, FMQA_LEVEL_SCORE_COST_PCT, FMQA_LEVEL_SCORE_COST_PCT);
+            break;
+        }
 }
 
 /* ---------------------------------------------------------------- main */

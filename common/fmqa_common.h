@@ -113,6 +113,47 @@ static inline int32_t fmqa_rope_extent(const fmqa_problem *p)
     return p->rope_dim > 0 ? p->rope_dim : p->head_dim_qk;
 }
 
+/*
+ * The byte model of decode's FMQA_FLAG_SCORES (docs/kernels.md, "Scores"), per
+ * cached position and KV head: *added = 8 M + 8 bytes the option adds (4 M of
+ * logits written by the main loop and read by the epilogue, the 4-byte score
+ * read and written) against *read = (head_dim_qk + head_dim_v) EB bytes of K
+ * and V decode reads (+ 8 for the two per-token floats of an 8-bit cache with
+ * per-token scales); M = num_q_heads / num_kv_heads * q_tokens rows.  The
+ * per-call cost is added / read; `fastmqa-bench static --scores` prints it and
+ * fmqa_level_policy_preset amortises it.  A decode problem's fields only.
+ */
+static inline void fmqa_score_cost_bytes(const fmqa_problem *p, int64_t *added, int64_t *read)
+{
+    int64_t eb = fmqa_dtype_size(p->kv_dtype);
+    int64_t m = (int64_t)(p->num_q_heads / p->num_kv_heads) * p->q_tokens;
+    int per_token_scales = eb == 1 && p->kv_scale_granularity == FMQA_KV_SCALE_TOKEN_HEAD;
+    *added = 8 * m + 8;
+    *read = ((int64_t)p->head_dim_qk + p->head_dim_v) * eb + (per_token_scales ? 8 : 0);
+}
+
+/* The presets' score schedule for decode problem p (fmqa_level_policy_preset;
+ * `fastmqa-bench static --scores` prints it): FMQA_LEVEL_COMPRESS_EVERY steps
+ * between compactions and the most score steps whose amortised cost stays
+ * within FMQA_LEVEL_SCORE_COST_PCT percent, else one score step every
+ * ceil(c / 3%) steps.  Integer arithmetic, so the bound holds exactly:
+ * added * steps * 100 <= 3 * read * every.  *every < 2^43 for any valid
+ * problem (added < 2^39, read >= 2). */
+static inline void fmqa_score_schedule(const fmqa_problem *p, int64_t *every, int64_t *steps)
+{
+    int64_t added, read;
+    fmqa_score_cost_bytes(p, &added, &read);
+    const int64_t allowed = FMQA_LEVEL_SCORE_COST_PCT * read; /* of 100 * added */
+    int64_t s = allowed * FMQA_LEVEL_COMPRESS_EVERY / (100 * added);
+    if (s >= 1) {
+        *every = FMQA_LEVEL_COMPRESS_EVERY;
+        *steps = s < FMQA_LEVEL_COMPRESS_EVERY ? s : FMQA_LEVEL_COMPRESS_EVERY;
+    } else {
+        *every = (100 * added + allowed - 1) / allowed;
+        *steps = 1;
+    }
+}
+
 /* Monotonic wall clock in milliseconds. */
 double fmqa_now_ms(void);
 

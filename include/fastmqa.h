@@ -880,27 +880,78 @@ typedef struct fmqa_level_policy {
     fmqa_kv_scale_granularity kv_scale_granularity; /* 8-bit caches: scales per
                                    token and head (0), per head or per tensor   */
     /* Heavy hitters (fmqa_compress; not MLA): > 0 makes the cache a compressed
-     * one of sink_tokens + window + heavy slots plus FMQA_LEVEL_COMPRESS_EVERY
-     * for the tokens appended between compactions: decode adds scores
-     * (FMQA_FLAG_SCORES), fmqa_compress keeps the sinks, the last `window`
-     * slots and the `heavy` best-scored others.  0 = plain sliding window. */
+     * one of sink_tokens + window + heavy slots plus compress_every *
+     * spec_tokens for the tokens appended between compactions: decode adds
+     * scores (FMQA_FLAG_SCORES) on the score_steps steps before each
+     * compaction, fmqa_compress keeps the sinks, the last `window` slots and
+     * the `heavy` best-scored others (fmqa_level_step says which step does
+     * what).  0 = plain sliding window. */
     int32_t heavy;
     fmqa_pooling pooling;       /* of the scores before choosing (SnapKV)      */
     int32_t pool;               /* pooling radius                              */
+    /* Appended (issue 15).  With heavy > 0: */
+    int32_t compress_every;     /* decode steps between two compactions, >= 1  */
+    int32_t score_steps;        /* the last steps before each compaction that
+                                   decode with FMQA_FLAG_SCORES,
+                                   1..compress_every                           */
 } fmqa_level_policy;
 
-/* Decode steps between two compactions of a compressed level cache: the
- * cache holds this many slots beyond the kept ones. */
+/*
+ * The presets' decode steps between two compactions where the score cost
+ * allows it (policy.compress_every; fmqa_level_policy_preset).  The score
+ * option costs, per call, c = (8 M + 8) / (2 d EB [+ 8]) of the bytes decode
+ * reads (M = group size x spec_tokens query rows, d head dim, EB cache bytes
+ * per element, + 8 for per-token 8-bit scales; docs/kernels.md, "Scores",
+ * the figure `fastmqa-bench static --scores` prints).  Scoring only
+ * score_steps of every compress_every steps costs c * score_steps /
+ * compress_every amortised; the presets keep that <= 3%: compress_every = 16
+ * and score_steps = min(16, floor(0.03 * 16 / c)) when that is >= 1, else
+ * score_steps = 1 and compress_every = ceil(c / 0.03).  A compressed cache
+ * holds compress_every * spec_tokens slots beyond the kept ones (the memory
+ * report counts them).  docs/levels.md.
+ */
 #define FMQA_LEVEL_COMPRESS_EVERY 16
+/* The amortised score cost the presets stay within, in percent. */
+#define FMQA_LEVEL_SCORE_COST_PCT 3
 
 FMQA_API fmqa_status fmqa_level_policy_preset(fmqa_ctx_t *ctx, fmqa_level level,
                                      const fmqa_model_config *model,
                                      fmqa_level_policy *policy /* OUT */);
 
+/*
+ * What decode step `step` of a compressed level cache (policy->heavy > 0) does,
+ * so that engines need not re-derive the rule.  Steps count from 0, the first
+ * decode after the prompt (which the engine compacts once, from the prompt's
+ * own scores, if it exceeds the kept slots); with E = compress_every, S =
+ * score_steps and phase = step % E:
+ *   zero_scores  phase == E - S: clear the score buffer before this decode, so
+ *                that the next compaction chooses from this observation window
+ *                alone (SnapKV, Li et al. 2024: the attention of the last few
+ *                queries predicts what later queries attend to);
+ *   score        phase >= E - S: decode with FMQA_FLAG_SCORES, which adds the
+ *                step's attention mass to the buffer (H2O, Zhang et al. 2023:
+ *                accumulated attention finds the heavy hitters);
+ *   compress     phase == E - 1: after this decode, fmqa_compress with the
+ *                policy's sinks, window, heavy and pooling.
+ * With heavy == 0 every flag is 0.  Bad input (NULL, step < 0, compress_every <
+ * 1 or score_steps outside 1..compress_every with heavy > 0) is
+ * FMQA_ERR_INVALID_ARGUMENT.  Needs no GPU; ctx may be NULL.
+ */
+typedef struct fmqa_level_step_actions {
+    int32_t zero_scores;
+    int32_t score;
+    int32_t compress;
+} fmqa_level_step_actions;
+
+FMQA_API fmqa_status fmqa_level_step(fmqa_ctx_t *ctx, const fmqa_level_policy *policy,
+                                     int64_t step, fmqa_level_step_actions *actions /* OUT */);
+
 /* The decode problem a policy implies for a model: the policy's cache dtype,
  * window and sinks (a ring cache of sinks + window slots), spec_tokens query
  * tokens with a causal mask, page size; kv_len = max_seq_len, Q and output in
- * the model's dtype.  Needs no GPU. */
+ * the model's dtype.  A compressed policy (heavy > 0): no ring, kv_len = its
+ * slots, FMQA_FLAG_SCORES set (clear it on the steps fmqa_level_step does not
+ * score).  Needs no GPU. */
 FMQA_API fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
                                const fmqa_level_policy *policy, int32_t batch,
                                fmqa_problem *problem /* OUT */);

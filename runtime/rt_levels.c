@@ -20,12 +20,21 @@
  *                        floats per layer, fixed_scale_bytes
  *   tokens kept          max_seq_len, or sinks + window + draft slots (RING cache)
  *                        capped at it, or sinks + window + heavy +
- *                        FMQA_LEVEL_COMPRESS_EVERY (compressed cache) capped at it
+ *                        compress_every * spec_tokens (compressed cache: the
+ *                        tokens appended between two compactions) capped at it
  *   scores               compressed cache: one float per slot per KV head
  *   paged                whole pages are allocated, plus one int32 per page
  *   baseline             fp16 MHA: 2 * H * d * 2 bytes per token, max_seq_len tokens;
  *                        MLA: the same model run as MHA caches per head K = [k_nope
  *                        (d) | k_rope (d_r)] and V (d): H * (2 d + d_r) * 2 bytes
+ *
+ * Score schedule of a compressed cache (fmqa_level_step): decode adds scores
+ * only on the score_steps steps before each compaction, compress_every steps
+ * apart.  With c the per-call cost of FMQA_FLAG_SCORES (fmqa_score_cost_bytes,
+ * the byte model `fastmqa-bench static --scores` prints), the amortised cost
+ * c * score_steps / compress_every stays <= 3% in the presets: 16 steps and
+ * as many score steps as fit, or, where even one of 16 costs more, one score
+ * step every ceil(c / 3%) steps (fmqa_score_schedule).
  *
  * MLA models get their own presets (mla_policy): the latent row replaces K and V,
  * the 8-bit level stores it in fp8 e4m3 (the format the MLA kernels and FlashMLA
@@ -52,13 +61,16 @@
 #define LEVEL_8BIT_MLA FMQA_DTYPE_FP8_E4M3 /* the MLA kernels' 8-bit latent          */
 #define LEVEL_ROPE_MLA FMQA_ROPE_GPTJ      /* DeepSeek's rope part is interleaved    */
 /* Compressed levels (GQA/MQA/MHA): a recent window of max_seq_len / 8 and
- * max_seq_len / 4 heavy hitters, unpooled: the smallest of the budgets tried
+ * 3 max_seq_len / 8 heavy hitters, unpooled: the smallest of the budgets tried
  * (docs/levels.md) with which balanced and aggressive meet their accuracy
- * budgets on the structured data sets of `fastmqa-bench levels`.  Max pooling
- * (SnapKV's kernel 7) spent the heavy budget on the neighbours of isolated
- * heavy hitters there; it stays a policy option for clustered attention. */
+ * budgets on the structured data sets of `fastmqa-bench levels` when they
+ * choose from their score schedule's observation window, at the table's seed
+ * and three others.  Max pooling (SnapKV's kernel 7) spent the heavy budget on
+ * the neighbours of isolated heavy hitters there; it stays a policy option for
+ * clustered attention. */
 #define LEVEL_RECENT_DIV 8
-#define LEVEL_HEAVY_DIV 4
+#define LEVEL_HEAVY_NUM 3
+#define LEVEL_HEAVY_DIV 8
 #define LEVEL_MAX_POOL 4096    /* fmqa_compress's limit                         */
 
 static const char *const level_names[] = {
@@ -165,19 +177,76 @@ static void level_window(const fmqa_model_config *m, fmqa_level_policy *p)
     }
 }
 
-/* The compressed cache of balanced and aggressive (MHA / GQA / MQA): sinks, a
- * recent window and heavy hitters (fmqa_compress), or none when it would keep
+/* Slots per sequence of a compressed cache (heavy > 0), capped at max_seq_len:
+ * the kept ones and the (at most spec_tokens) tokens each of compress_every
+ * steps appends before the next compaction. */
+static int64_t compressed_slots(const fmqa_model_config *m, const fmqa_level_policy *p)
+{
+    int64_t s = (int64_t)p->sink_tokens + p->window + p->heavy +
+                (int64_t)p->compress_every * p->spec_tokens;
+    return s < m->max_seq_len ? s : m->max_seq_len;
+}
+
+/* The decode problem of fmqa_level_problem, unchecked (the presets use it for
+ * the score cost before the policy is complete). */
+static fmqa_problem problem_of(const fmqa_model_config *model, const fmqa_level_policy *policy,
+                               int32_t batch)
+{
+    fmqa_problem p;
+    fmqa_problem_init(&p);
+    p.batch = batch;
+    p.num_q_heads = model->num_q_heads;
+    if (model_is_mla(model)) { /* one latent shared by all heads; V is its first d_c */
+        p.op = FMQA_OP_MLA_DECODE;
+        p.num_kv_heads = 1;
+        p.head_dim_qk = model->mla_latent_dim + model->mla_rope_dim;
+        p.head_dim_v = model->mla_latent_dim;
+    } else {
+        p.op = FMQA_OP_DECODE;
+        p.num_kv_heads = model->num_kv_heads;
+        p.head_dim_qk = p.head_dim_v = model_head_dim(model);
+    }
+    p.q_tokens = policy->spec_tokens;
+    p.kv_len = model->max_seq_len;
+    p.q_dtype = p.out_dtype = model->dtype;
+    p.kv_dtype = policy->kv_dtype;
+    p.page_size = policy->page_size;
+    p.window = policy->window;
+    p.sink_tokens = policy->sink_tokens;
+    p.kv_scale_granularity = policy->kv_scale_granularity;
+    p.flags = FMQA_FLAG_CAUSAL | (policy->page_size ? FMQA_FLAG_PAGED : 0) |
+              (policy->window ? FMQA_FLAG_RING : 0);
+    /* The speculative protocol (fastmqa.h): a ring keeps spare slots so that
+     * spec_tokens drafts never overwrite a position a query still sees. */
+    p.draft_slots = policy->window ? policy->spec_tokens - 1 : 0;
+    if (policy->heavy > 0) { /* compressed: the cache holds only kept slots */
+        p.kv_len = (int32_t)compressed_slots(model, policy);
+        p.window = p.sink_tokens = p.draft_slots = 0;
+        p.flags = (p.flags & ~FMQA_FLAG_RING) | FMQA_FLAG_SCORES;
+    }
+    return p;
+}
+
+/* The compressed cache of balanced and aggressive (MHA / GQA / MQA) for a
+ * policy whose dtype and spec_tokens are set: sinks, a recent window and heavy
+ * hitters (fmqa_compress) on the score schedule, or none when it would keep
  * every position anyway or leave fewer recent slots than the drafts need. */
 static void level_compressed(const fmqa_model_config *m, fmqa_level_policy *p)
 {
     int32_t recent = m->max_seq_len / LEVEL_RECENT_DIV;
-    int32_t heavy = m->max_seq_len / LEVEL_HEAVY_DIV;
-    int64_t slots = (int64_t)LEVEL_SINKS + recent + heavy + FMQA_LEVEL_COMPRESS_EVERY;
+    int32_t heavy = (int32_t)((int64_t)m->max_seq_len * LEVEL_HEAVY_NUM / LEVEL_HEAVY_DIV);
+    fmqa_problem pr = problem_of(m, p, 1);
+    int64_t every, steps;
+    fmqa_score_schedule(&pr, &every, &steps);
+    /* every < 2^43 (added < 2^39, read >= 2): no overflow below */
+    int64_t slots = (int64_t)LEVEL_SINKS + recent + heavy + every * p->spec_tokens;
     if (recent >= LEVEL_MAX_SPEC && heavy > 0 && slots < m->max_seq_len) {
         p->window = recent;
         p->sink_tokens = LEVEL_SINKS;
         p->heavy = heavy;
         p->pooling = FMQA_POOL_NONE;
+        p->compress_every = (int32_t)every;
+        p->score_steps = (int32_t)steps;
     }
 }
 
@@ -189,13 +258,13 @@ static fmqa_level_policy kv_policy(fmqa_level level, const fmqa_model_config *mo
         .level = level, .kv_dtype = model->dtype, .sink_tokens = 0, .window = 0,
         .spec_tokens = 1, .page_size = 0, .rope = FMQA_ROPE_NONE,
     };
-    if (level >= FMQA_LEVEL_BALANCED) {
-        level_compressed(model, &p);
-        p.rope = FMQA_ROPE_NEOX;
-    }
     if (level >= FMQA_LEVEL_AGGRESSIVE) {
         p.kv_dtype = LEVEL_8BIT;
         p.spec_tokens = LEVEL_SPEC_TOKENS;
+    }
+    if (level >= FMQA_LEVEL_BALANCED) {
+        level_compressed(model, &p);
+        p.rope = FMQA_ROPE_NEOX;
     }
     return p;
 }
@@ -244,40 +313,85 @@ static int dtype_is_8bit(fmqa_dtype t)
     return t == FMQA_DTYPE_INT8 || t == FMQA_DTYPE_FP8_E4M3;
 }
 
+/* The score schedule fields (fmqa_level_step): never negative; with heavy > 0
+ * a compaction every compress_every >= 1 steps after 1..compress_every score
+ * steps. */
+static fmqa_status schedule_check(fmqa_ctx_t *ctx, const fmqa_level_policy *p)
+{
+    if (p->heavy < 0 || p->compress_every < 0 || p->score_steps < 0)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy: heavy (%d), compress_every (%d) and score_steps (%d) must "
+                        "not be negative", p->heavy, p->compress_every, p->score_steps);
+    if (p->heavy == 0)
+        return FMQA_OK;
+    if (p->compress_every < 1)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy.compress_every %d: a compressed cache (heavy %d) needs a "
+                        "compaction every 1 or more decode steps (the presets set it)",
+                        p->compress_every, p->heavy);
+    if (p->score_steps < 1 || p->score_steps > p->compress_every)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "policy.score_steps %d: expected 1..compress_every (%d), the steps "
+                        "before each compaction that decode with scores",
+                        p->score_steps, p->compress_every);
+    return FMQA_OK;
+}
+
 /* The heavy-hitter fields: a compressed cache keeps the last `window` slots
  * (at least the spec_tokens query tokens) and is not served for MLA. */
 static fmqa_status heavy_check(fmqa_ctx_t *ctx, const fmqa_model_config *m,
                                const fmqa_level_policy *p)
 {
-    if (p->heavy < 0 || p->pool < 0 || p->pool > LEVEL_MAX_POOL)
+    if (p->heavy > 0 && model_is_mla(m))
+        return rt_error(ctx, FMQA_ERR_UNSUPPORTED,
+                        "policy.heavy %d: MLA decode emits no scores; use a sliding window",
+                        p->heavy);
+    fmqa_status st = schedule_check(ctx, p);
+    if (st != FMQA_OK)
+        return st;
+    if (p->pool < 0 || p->pool > LEVEL_MAX_POOL)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
-                        "policy: heavy (%d) must not be negative, pool (%d) in [0, %d]",
-                        p->heavy, p->pool, LEVEL_MAX_POOL);
+                        "policy.pool %d: expected 0..%d", p->pool, LEVEL_MAX_POOL);
     if (p->pooling != FMQA_POOL_NONE && p->pooling != FMQA_POOL_MAX &&
         p->pooling != FMQA_POOL_AVG)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "policy.pooling: unknown pooling %d",
                         (int)p->pooling);
     if (p->heavy == 0)
         return FMQA_OK;
-    if (model_is_mla(m))
-        return rt_error(ctx, FMQA_ERR_UNSUPPORTED,
-                        "policy.heavy %d: MLA decode emits no scores; use a sliding window",
-                        p->heavy);
     if (p->window < p->spec_tokens)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
                         "policy.window %d: a compressed cache keeps at least the %d query "
                         "tokens as recent slots", p->window, p->spec_tokens);
-    if ((int64_t)p->sink_tokens + p->window + p->heavy > INT32_MAX - FMQA_LEVEL_COMPRESS_EVERY)
+    if ((int64_t)p->sink_tokens + p->window + p->heavy +
+            (int64_t)p->compress_every * p->spec_tokens > INT32_MAX)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
-                        "policy: sink_tokens + window + heavy exceed 2^31 slots");
+                        "policy: sink_tokens + window + heavy + compress_every * spec_tokens "
+                        "exceed 2^31 - 1 slots");
     return FMQA_OK;
 }
 
-/* Slots per sequence of a compressed cache (heavy > 0), capped at max_seq_len. */
-static int64_t compressed_slots(const fmqa_model_config *m, const fmqa_level_policy *p)
+fmqa_status fmqa_level_step(fmqa_ctx_t *ctx, const fmqa_level_policy *policy, int64_t step,
+                            fmqa_level_step_actions *actions)
 {
-    int64_t s = (int64_t)p->sink_tokens + p->window + p->heavy + FMQA_LEVEL_COMPRESS_EVERY;
-    return s < m->max_seq_len ? s : m->max_seq_len;
+    if (!policy || !actions)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "fmqa_level_step: %s is NULL",
+                        policy ? "actions" : "policy");
+    if (step < 0)
+        return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT,
+                        "fmqa_level_step: step %lld must not be negative", (long long)step);
+    fmqa_status st = schedule_check(ctx, policy);
+    if (st != FMQA_OK)
+        return st;
+    fmqa_level_step_actions a = {0};
+    if (policy->heavy > 0) {
+        int64_t every = policy->compress_every, phase = step % every;
+        int64_t first = every - policy->score_steps; /* first phase of the window */
+        a.zero_scores = phase == first;
+        a.score = phase >= first;
+        a.compress = phase == every - 1;
+    }
+    *actions = a;
+    return rt_clear(ctx);
 }
 
 /* Checks a (possibly caller-edited) policy against the model. */
@@ -344,38 +458,7 @@ fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
     if (batch <= 0 || !problem)
         return rt_error(ctx, FMQA_ERR_INVALID_ARGUMENT, "level problem: batch %d or NULL problem",
                         batch);
-    fmqa_problem p;
-    fmqa_problem_init(&p);
-    p.batch = batch;
-    p.num_q_heads = model->num_q_heads;
-    if (model_is_mla(model)) { /* one latent shared by all heads; V is its first d_c */
-        p.op = FMQA_OP_MLA_DECODE;
-        p.num_kv_heads = 1;
-        p.head_dim_qk = model->mla_latent_dim + model->mla_rope_dim;
-        p.head_dim_v = model->mla_latent_dim;
-    } else {
-        p.op = FMQA_OP_DECODE;
-        p.num_kv_heads = model->num_kv_heads;
-        p.head_dim_qk = p.head_dim_v = model_head_dim(model);
-    }
-    p.q_tokens = policy->spec_tokens;
-    p.kv_len = model->max_seq_len;
-    p.q_dtype = p.out_dtype = model->dtype;
-    p.kv_dtype = policy->kv_dtype;
-    p.page_size = policy->page_size;
-    p.window = policy->window;
-    p.sink_tokens = policy->sink_tokens;
-    p.kv_scale_granularity = policy->kv_scale_granularity;
-    p.flags = FMQA_FLAG_CAUSAL | (policy->page_size ? FMQA_FLAG_PAGED : 0) |
-              (policy->window ? FMQA_FLAG_RING : 0);
-    /* The speculative protocol (fastmqa.h): a ring keeps spare slots so that
-     * spec_tokens drafts never overwrite a position a query still sees. */
-    p.draft_slots = policy->window ? policy->spec_tokens - 1 : 0;
-    if (policy->heavy > 0) { /* compressed: the cache holds only kept slots */
-        p.kv_len = (int32_t)compressed_slots(model, policy);
-        p.window = p.sink_tokens = p.draft_slots = 0;
-        p.flags = (p.flags & ~FMQA_FLAG_RING) | FMQA_FLAG_SCORES;
-    }
+    fmqa_problem p = problem_of(model, policy, batch);
     /* Valid by construction: a model or policy the kernels cannot serve (head
      * dimension, query tokens, grid, 32-bit indexing) is refused here. */
     fmqa_err err;
@@ -386,6 +469,7 @@ fmqa_status fmqa_level_problem(fmqa_ctx_t *ctx, const fmqa_model_config *model,
     *problem = p;
     return rt_clear(ctx);
 }
+
 
 /* Fills the per-sequence figures; every product is checked. */
 static fmqa_status memory_fill(fmqa_ctx_t *ctx, const fmqa_model_config *m,

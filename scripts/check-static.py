@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """check-static.py -- runs `fastmqa-bench static --json` on one shape and checks
-that the document parses and every figure is sane (decode, append and MLA
-decode rows), so the static analysis cannot
+that the document parses and every figure is sane (decode, append, MLA
+decode and --scores rows: the amortised score cost within the level presets'
+3%), so the static analysis cannot
 rot unnoticed (ctest nvrtc_bench_static).  Usage: check-static.py FASTMQA_BENCH
 [SHAPE].  Exit 0 when every check passes, 1 otherwise (each failure printed)."""
 import json
@@ -39,6 +40,14 @@ def check_row(r, bad):
              "no MMAs, ldmatrix or copies in the main loop")
         need(r["loop_path_exact"] is True, "main-loop path does not issue the tile's copies")
         return
+    if r["kernel"] == "scores":  # fmqa_score_schedule: within 3%, S as large / E as short as fits
+        every, steps = r["score_compress_every"], r["score_steps"]
+        per_call, amortised = r["score_bytes_per_kv_byte"], r["score_amortised_per_kv_byte"]
+        need(per_call > 0 and 1 <= steps <= every, "score schedule")
+        need(abs(amortised - per_call * steps / every) < 1e-3, "amortised != per call x S / E")
+        need(amortised <= 0.03 + 5e-5, "amortised score cost above 3%")
+        need(every == 16 or (steps == 1 and per_call / (every - 1) > 0.03 - 5e-4),
+             "compress_every longer than the bound needs")
     if r["kernel"] not in ("decode", "mla"):
         return
     need(r["smem_bytes"] > 0 and r["tile_bytes"] > 0 and r["inflight_kb_per_sm"] > 0,
@@ -73,7 +82,7 @@ def main(argv):
     bench = argv[1]
     shape = argv[2] if len(argv) > 2 else ("mqa-f16-b64-t4096,mla-h16-fp8-b64-t4096,mla-h128-bf16-b64-t4096,"
                                            "prefill-b4-t4096-hkv8-d128")
-    cmd = [bench, "static", "--shapes", shape, "--arch", "sm_80,sm_90,sm_90a", "--json"]
+    cmd = [bench, "static", "--shapes", shape, "--arch", "sm_80,sm_90,sm_90a", "--scores", "--json"]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         print(f"{' '.join(cmd)}: exit {run.returncode}\n{run.stderr}{run.stdout}")
@@ -83,7 +92,7 @@ def main(argv):
     if doc.get("static") is not True or not doc.get("date"):
         bad.append("header: static/date missing")
     got = {(r["arch"], r["kernel"]) for r in doc["rows"]}
-    for want in [("sm_80", "decode"), ("sm_90", "decode"), ("sm_80", "append"),
+    for want in [("sm_80", "decode"), ("sm_90", "decode"), ("sm_80", "scores"), ("sm_80", "append"),
                  ("sm_90", "append"), ("sm_80", "prefill"), ("sm_90", "prefill"), ("sm_90a", "prefill"),
                  ("sm_80", "mla"), ("sm_90", "mla"), ("sm_90a", "mla")]:
         if want not in got:

@@ -443,6 +443,16 @@ MUTANTS = [
     ("tmap-rows", "runtime/rt_args.c", "prefill maps span batch x q_tokens rows, not total_q",
      "const long long rows = a->total_q ? a->total_q : (long long)p->batch * p->q_tokens;",
      "const long long rows = (long long)p->batch * p->q_tokens;"),
+    # --- runtime: the compressed levels' score schedule (planted in the source tree)
+    ("level-step-zero", "runtime/rt_levels.c", "the score buffer zeroed one step into the window",
+     "a.zero_scores = phase == first;", "a.zero_scores = phase == first + 1;"),
+    ("score-schedule-floor", "runtime/rt_levels.c", "compress_every rounded down: above 3%",
+     "int64_t slots = (int64_t)LEVEL_SINKS + recent + heavy + every * p->spec_tokens;",
+     "every = every > FMQA_LEVEL_COMPRESS_EVERY ? every - 1 : every;\n"
+     "    int64_t slots = (int64_t)LEVEL_SINKS + recent + heavy + every * p->spec_tokens;"),
+    ("level-slots-spec", "runtime/rt_levels.c", "a compressed cache without room for the drafts",
+     "                (int64_t)p->compress_every * p->spec_tokens;\n    return s",
+     "                (int64_t)p->compress_every;\n    return s"),
 ]
 
 # Which test binaries can see a bug in each file, cheapest first.
@@ -472,6 +482,7 @@ TESTS = {
     "mla_decode_sm90.lua": ["unit_mla_decode_sm90_emu"],
     "runtime/rt_tmap.c": ["unit_prefill_sm90_emu"],
     "runtime/rt_args.c": ["unit_prefill_sm90_emu"],
+    "runtime/rt_levels.c": ["unit_score_schedule"],
 }
 
 

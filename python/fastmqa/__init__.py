@@ -17,9 +17,9 @@ import importlib
 from ._capi import (FLAG_ALL, FLAG_BATCH_INVARIANT, FLAG_CAUSAL, FLAG_KV_CACHE, FLAG_LATENT,
                     FLAG_LSE, FLAG_PAGE_CSR, FLAG_PAGED, FLAG_RING, FLAG_SCORES, FLAG_SLOT_MAPPING,
                     FLAG_TREE_MASK, AppendArgs, Choice, ChoiceSource, CompressArgs, CompressPolicy,
-                    DecodeArgs, DeviceInfo, Dtype, KvScale, Level, LevelPolicy, LogLevel,
-                    MemoryReport, ModelConfig, Op, Options, Pooling, PrefillArgs, Problem, Rope,
-                    Status, VERSION_STRING, library_path, load)
+                    DecodeArgs, DeviceInfo, Dtype, KvScale, Level, LevelPolicy,
+                    LevelStepActions, LogLevel, MemoryReport, ModelConfig, Op, Options, Pooling,
+                    PrefillArgs, Problem, Rope, Status, VERSION_STRING, library_path, load)
 from .core import (Context, Error, Plan, default_context, default_db_path, device_info,
                    level_policy, level_problem, memory_report, model_config, plan, tune,
                    tune_executable, validate, version)
@@ -30,7 +30,7 @@ __all__ = ["AppendArgs", "Choice", "ChoiceSource", "CompressArgs", "CompressPoli
            "DecodeArgs", "DeviceInfo", "Dtype", "Error", "FLAG_ALL", "FLAG_BATCH_INVARIANT",
            "FLAG_CAUSAL", "FLAG_KV_CACHE", "FLAG_LATENT", "FLAG_LSE", "FLAG_PAGE_CSR", "FLAG_PAGED",
            "FLAG_RING", "FLAG_SCORES", "FLAG_SLOT_MAPPING", "FLAG_TREE_MASK", "KvScale", "Level",
-           "LevelPolicy", "LogLevel", "MemoryReport", "ModelConfig", "Op", "Options", "Plan",
+           "LevelPolicy", "LevelStepActions", "LogLevel", "MemoryReport", "ModelConfig", "Op", "Options", "Plan",
            "Pooling", "PrefillArgs", "Problem", "Rope", "Status",
            "append", "decode",
            "decode_workspace", "prefill", "prefill_workspace", "default_context", "default_db_path", "device_info",

@@ -141,6 +141,7 @@ FLAG_PAGE_CSR = 0x40
 FLAG_SLOT_MAPPING = 0x2000
 FLAG_ALL = 0x31FF
 LEVEL_COMPRESS_EVERY = 16
+LEVEL_SCORE_COST_PCT = 3
 OPTIONS_VERSION = 1
 
 # ---------------------------------------------------------------- structs
@@ -363,9 +364,15 @@ class LevelPolicy(Struct):
     """fmqa_level_policy: the concrete choices behind a level."""
     _fields_ = [("level", ENUM), ("kv_dtype", ENUM), ("sink_tokens", I32), ("window", I32),
                 ("spec_tokens", I32), ("page_size", I32), ("rope", ENUM),
-                ("kv_scale_granularity", ENUM), ("heavy", I32), ("pooling", ENUM), ("pool", I32)]
+                ("kv_scale_granularity", ENUM), ("heavy", I32), ("pooling", ENUM), ("pool", I32),
+                ("compress_every", I32), ("score_steps", I32)]
     _enums_ = {"level": Level, "kv_dtype": Dtype, "rope": Rope, "kv_scale_granularity": KvScale,
                "pooling": Pooling}
+
+
+class LevelStepActions(Struct):
+    """fmqa_level_step_actions: what one decode step of a compressed level does."""
+    _fields_ = [("zero_scores", I32), ("score", I32), ("compress", I32)]
 
 
 class MemoryReport(Struct):
@@ -383,7 +390,8 @@ STRUCTS = {"fmqa_problem": Problem, "fmqa_options": Options, "fmqa_device_info":
            "fmqa_append_args": AppendArgs, "fmqa_prefill_args": PrefillArgs,
            "fmqa_compress_policy": CompressPolicy, "fmqa_compress_args": CompressArgs,
            "fmqa_model_config": ModelConfig,
-           "fmqa_level_policy": LevelPolicy, "fmqa_memory_report": MemoryReport}
+           "fmqa_level_policy": LevelPolicy, "fmqa_level_step_actions": LevelStepActions,
+           "fmqa_memory_report": MemoryReport}
 
 # ---------------------------------------------------------------- functions
 
@@ -414,6 +422,7 @@ SIGNATURES = {
     "fmqa_level_name": (_STR, [ENUM]),
     "fmqa_level_from_name": (_ST, [PTR, _STR, _P(ENUM)]),
     "fmqa_level_policy_preset": (_ST, [PTR, ENUM, _P(ModelConfig), _P(LevelPolicy)]),
+    "fmqa_level_step": (_ST, [PTR, _P(LevelPolicy), I64, _P(LevelStepActions)]),
     "fmqa_level_problem": (_ST, [PTR, _P(ModelConfig), _P(LevelPolicy), I32, _P(Problem)]),
     "fmqa_level_policy_tune": (_ST, [PTR, _P(ModelConfig), I32, _P(LevelPolicy),
                                      _P(ctypes.c_int)]),

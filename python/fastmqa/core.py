@@ -15,7 +15,7 @@ import subprocess
 import threading
 
 from . import _capi
-from ._capi import (Choice, DeviceInfo, Level, LevelPolicy, MemoryReport,
+from ._capi import (Choice, DeviceInfo, Level, LevelPolicy, LevelStepActions, MemoryReport,
                     ModelConfig, Options, Problem, Status)
 
 
@@ -134,6 +134,14 @@ class Context:
                                                 ctypes.byref(policy), int(batch),
                                                 ctypes.byref(prob)), "fmqa_level_problem")
         return prob
+
+    def level_step(self, policy, step):
+        """fmqa_level_step: what decode step `step` (0 = the first after the prompt)
+        of a compressed level does (LevelStepActions: zero_scores, score, compress)."""
+        act = LevelStepActions()
+        self.check(self._lib.fmqa_level_step(self._ctx, ctypes.byref(policy), int(step),
+                                             ctypes.byref(act)), "fmqa_level_step")
+        return act
 
     def memory_report(self, model, policy, n_seqs=1, budget_bytes=0):
         """fmqa_memory_report_compute: one layer's cache memory (MemoryReport)."""

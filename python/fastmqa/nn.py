@@ -6,8 +6,10 @@ RoPE; NeoX half-split pairs unless the policy says GPT-J) and a KV cache in the
 format of its optimization level: the policy fmqa_level_policy_preset() gives
 (conservative: 16-bit, full context; balanced: 4 sinks + a ring of
 max_seq_len / 4 recent tokens, RoPE fused into the append; aggressive: the same
-ring in int8 with per-token scales).  The presets' heavy-hitter compression
-(fmqa_compress, docs/levels.md) is not run by this layer yet: a compressed
+ring in int8 with per-token scales, or full context where the preset's score
+schedule leaves no room to compress).  The presets' heavy-hitter compression
+(fmqa_compress on the steps fmqa_level_step names, from the scores of the
+steps before them, docs/levels.md) is not run by this layer yet: a compressed
 policy is served in that ring form.
 
 forward(x, positions, use_cache=True) on CUDA with at most 16 new tokens per

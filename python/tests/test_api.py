@@ -27,9 +27,10 @@ def test_memory_report_follows_the_documented_arithmetic(level, kv_heads, seq):
                                max_seq_len=seq, level=level)
     eight = pol.kv_dtype in (Dtype.INT8, Dtype.FP8_E4M3)
     per_token = 2 * kv_heads * d * (1 if eight else 2) + (2 * kv_heads * 4 if eight else 0)
-    if pol.heavy:  # compressed: kept slots + 16 between compactions, a float score per head
-        per_token += 4 * kv_heads
-        kept = min(seq, pol.sink_tokens + pol.window + pol.heavy + 16)
+    if pol.heavy:  # compressed: kept slots + the tokens of compress_every steps between
+        per_token += 4 * kv_heads  # compactions, a float score per head
+        kept = min(seq, pol.sink_tokens + pol.window + pol.heavy +
+                   pol.compress_every * pol.spec_tokens)
     else:  # a ring: sinks + window + the spec_tokens - 1 draft slots
         kept = min(seq, pol.sink_tokens + pol.window + pol.spec_tokens - 1) if pol.window else seq
     baseline = 2 * heads * d * 2 * seq
@@ -74,7 +75,7 @@ def test_level_presets_are_the_documented_ones():
     agg = fastmqa.level_policy(model, Level.AGGRESSIVE)
     assert (cons.kv_dtype, cons.window, cons.rope) == (Dtype.BF16, 0, fastmqa.Rope.NONE)
     assert (bal.kv_dtype, bal.window, bal.heavy, bal.sink_tokens, bal.rope) == \
-        (Dtype.BF16, 1024, 2048, 4, fastmqa.Rope.NEOX)
+        (Dtype.BF16, 1024, 3072, 4, fastmqa.Rope.NEOX)
     assert (agg.kv_dtype, agg.spec_tokens) == (Dtype.INT8, 4)
 
 
@@ -83,11 +84,29 @@ def test_level_problem_is_the_compressed_decode_of_the_policy():
                               max_seq_len=4096, level="aggressive", batch=8)
     assert (p.op, p.batch, p.num_q_heads, p.num_kv_heads, p.head_dim_qk) == \
         (fastmqa.Op.DECODE, 8, 32, 1, 64)
-    # 4 sinks + 512 recent + 1024 heavy hitters + 16 slots between compactions
+    # 4 sinks + 512 recent + 1536 heavy hitters + 253 steps of 4 tokens between
+    # compactions (128 rows: scores cost 1032 / 136 bytes per call, one step in 253)
     assert (p.q_tokens, p.kv_len, p.kv_dtype, p.window, p.sink_tokens) == \
-        (4, 1556, Dtype.INT8, 0, 0)
+        (4, 3064, Dtype.INT8, 0, 0)
     assert p.flags == fastmqa.FLAG_CAUSAL | fastmqa.FLAG_SCORES
     fastmqa.validate(p)  # the library accepts what it produced
+
+
+def test_level_step_scores_before_each_compress():
+    """fmqa_level_step through ctypes: the preset's score steps end each period."""
+    model = fastmqa.ModelConfig(hidden_size=2048, num_q_heads=32, num_kv_heads=8,
+                                max_seq_len=4096)
+    ctx = fastmqa.default_context()
+    pol = ctx.level_policy(model, "balanced")
+    every, steps = pol.compress_every, pol.score_steps
+    assert (every, steps) == (16, 3)  # 4 rows: 40 / 256 bytes per call, 3 of 16: 2.9%
+    acts = [ctx.level_step(pol, s) for s in range(2 * every)]
+    assert [a.score for a in acts] == 2 * ([0] * (every - steps) + [1] * steps)
+    assert [a.zero_scores for a in acts] == 2 * ([0] * (every - steps) + [1] + [0] * (steps - 1))
+    assert [a.compress for a in acts] == 2 * ([0] * (every - 1) + [1])
+    pol.score_steps = every + 1
+    with pytest.raises(fastmqa.Error, match=r"policy.score_steps 17: expected 1..compress_every"):
+        ctx.level_step(pol, 0)
 
 
 def test_policy_override_changes_the_report():

@@ -31,6 +31,7 @@ FLAGS = {f"FMQA_FLAG_{n}": getattr(_capi, f"FLAG_{n}")
          for n in ("CAUSAL", "PAGED", "TREE_MASK", "LSE", "RING", "SCORES", "ALL")}
 FLAGS["FMQA_OPTIONS_VERSION"] = _capi.OPTIONS_VERSION
 FLAGS["FMQA_LEVEL_COMPRESS_EVERY"] = _capi.LEVEL_COMPRESS_EVERY
+FLAGS["FMQA_LEVEL_SCORE_COST_PCT"] = _capi.LEVEL_SCORE_COST_PCT
 
 
 def header_text():

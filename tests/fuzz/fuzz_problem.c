@@ -3,8 +3,9 @@
  * memory arithmetic, on sizes, strides, pointers and policies taken from the
  * fuzzer's bytes.  Properties checked beyond "no crash, no undefined
  * behaviour": an accepted problem keeps the bounds validation promises
- * (recomputed in 128-bit arithmetic), and fmqa_level_problem returns only
- * problems that validate.  Nothing is launched: the argument checks run
+ * (recomputed in 128-bit arithmetic), fmqa_level_problem returns only
+ * problems that validate, fmqa_level_step's actions follow the schedule and a
+ * preset's schedule keeps the amortised score cost within 3%.  Nothing is launched: the argument checks run
  * through rt_decode_params / rt_append_params on a plan built here.
  */
 #include <math.h>
@@ -114,7 +115,19 @@ static void levels(fuzz_bytes *in)
     fmqa_memory_report r;
     fmqa_memory_report_compute(NULL, &m, &pol, fuzz_i64(in), fuzz_i64(in), &r);
     fmqa_level_policy preset;
-    fmqa_level_policy_preset(NULL, pol.level, &m, &preset);
+    int64_t step = fuzz_i64(in);
+    fmqa_level_step_actions a;
+    if (fmqa_level_step(NULL, &pol, step, &a) == FMQA_OK && pol.heavy > 0) {
+        FUZZ_ASSERT(!a.zero_scores || a.score);
+        FUZZ_ASSERT(a.compress == (step % pol.compress_every == pol.compress_every - 1));
+    }
+    /* a preset's score schedule keeps the amortised cost within 3% */
+    if (fmqa_level_policy_preset(NULL, pol.level, &m, &preset) == FMQA_OK && preset.heavy > 0 &&
+        fmqa_level_problem(NULL, &m, &preset, 1, &q) == FMQA_OK) {
+        int64_t added, read;
+        fmqa_score_cost_bytes(&q, &added, &read);
+        FUZZ_ASSERT(added * preset.score_steps * 100 <= 3 * read * preset.compress_every);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

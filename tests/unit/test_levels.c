@@ -107,14 +107,18 @@ Test(levels, balanced_preset_adds_compression_sinks_and_rope)
     fmqa_level_policy p = preset(FMQA_LEVEL_BALANCED, &m);
     cr_assert_eq(p.kv_dtype, FMQA_DTYPE_F16);
     cr_assert_eq(p.window, 128); /* recent: 1024 / 8 */
-    cr_assert_eq(p.heavy, 256);  /* heavy hitters: 1024 / 4 */
+    cr_assert_eq(p.heavy, 384);  /* heavy hitters: 3 * 1024 / 8 */
     cr_assert_eq(p.pooling, FMQA_POOL_NONE);
     cr_assert_eq(p.sink_tokens, 4);
     cr_assert_eq(p.spec_tokens, 1);
     cr_assert_eq(p.rope, FMQA_ROPE_NEOX);
     fmqa_problem q;
     cr_assert_eq(fmqa_level_problem(ctx, &m, &p, 2, &q), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    cr_assert_eq(q.kv_len, 404); /* 4 + 128 + 256 + FMQA_LEVEL_COMPRESS_EVERY */
+    /* MQA, f16: scores cost 264 / 256 bytes per call, so one score step every
+       35 (ceil(103.1% / 3%), test_score_schedule.c) */
+    cr_assert_eq(p.compress_every, 35);
+    cr_assert_eq(p.score_steps, 1);
+    cr_assert_eq(q.kv_len, 551); /* 4 + 128 + 384 + 35 slots between compactions */
     cr_assert_eq(q.window, 0);
     cr_assert_eq(q.flags, FMQA_FLAG_CAUSAL | FMQA_FLAG_SCORES);
 
@@ -129,14 +133,23 @@ Test(levels, balanced_preset_adds_compression_sinks_and_rope)
 
 Test(levels, aggressive_preset_adds_8bit_and_speculation)
 {
-    fmqa_model_config m = model(1);
+    fmqa_model_config m = model(32);
     fmqa_level_policy p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
     cr_assert_eq(p.kv_dtype, FMQA_DTYPE_INT8);
     cr_assert_eq(p.window, 128);
-    cr_assert_eq(p.heavy, 256);
+    cr_assert_eq(p.heavy, 384);
     cr_assert_eq(p.sink_tokens, 4);
     cr_assert_eq(p.spec_tokens, 4);
     cr_assert_eq(p.rope, FMQA_ROPE_NEOX);
+    /* 4 rows: 40 / 136 bytes per call, one score step of 16 (1.8%) */
+    cr_assert_eq(p.compress_every, 16);
+    cr_assert_eq(p.score_steps, 1);
+    /* MQA: 128 rows cost 1032 / 136 per call: 253 steps of up to 4 tokens
+       between compactions do not fit in 1024 tokens: full context */
+    m = model(1);
+    p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
+    cr_assert_eq(p.kv_dtype, FMQA_DTYPE_INT8);
+    cr_assert_eq(p.heavy + p.window + p.sink_tokens, 0);
 }
 
 Test(levels, short_context_keeps_full_context)
@@ -148,10 +161,10 @@ Test(levels, short_context_keeps_full_context)
     cr_assert_eq(p.window, 0);
     cr_assert_eq(p.heavy, 0);
     cr_assert_eq(p.sink_tokens, 0);
-    m.max_seq_len = 128; /* 4 + 16 + 32 + 16 = 68 slots < 128 */
+    m.max_seq_len = 128; /* 4 + 16 + 48 + 35 (MQA's score schedule) = 103 slots < 128 */
     p = preset(FMQA_LEVEL_BALANCED, &m);
     cr_assert_eq(p.window, 16);
-    cr_assert_eq(p.heavy, 32);
+    cr_assert_eq(p.heavy, 48);
     cr_assert_eq(p.sink_tokens, 4);
     /* MLA: max_seq_len 5: window 1 + 4 sinks = 5 keeps every position. */
     m.mla_latent_dim = 512, m.mla_rope_dim = 64, m.max_seq_len = 5;
@@ -278,9 +291,9 @@ Test(levels, compressed_cache_counts_kept_slots_and_scores)
     fmqa_model_config m = model(8);
     fmqa_level_policy p = preset(FMQA_LEVEL_BALANCED, &m);
     fmqa_memory_report r = report(&m, &p, 1, 0);
-    cr_assert_eq(r.tokens_kept, 404);        /* 4 + 128 + 256 + 16 between compactions */
+    cr_assert_eq(r.tokens_kept, 532);        /* 4 + 128 + 384 + 16 between compactions */
     cr_assert_eq(r.bytes_per_token, 2080);   /* 2 * 8 * 64 * 2 + 8 heads * 4 (scores) */
-    cr_assert_eq(r.bytes_per_seq, 2080 * 404);
+    cr_assert_eq(r.bytes_per_seq, 2080 * 532);
     p.window = 0, p.sink_tokens = 0; /* fewer recent slots than query tokens */
     cr_assert_eq(fmqa_memory_report_compute(ctx, &m, &p, 1, 0, &r), FMQA_ERR_INVALID_ARGUMENT);
     cr_assert_str_eq(fmqa_ctx_errmsg(ctx), "policy.window 0: a compressed cache keeps at least "
@@ -290,10 +303,11 @@ Test(levels, compressed_cache_counts_kept_slots_and_scores)
 Test(levels, eight_bit_counts_scales)
 {
     fmqa_model_config m = model(1);
+    m.max_seq_len = 4096;
     fmqa_level_policy p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
     fmqa_memory_report r = report(&m, &p, 1, 0);
     cr_assert_eq(r.bytes_per_token, 140);    /* 2 * 64 * 1 + 2 * 4 (K and V scale) + 4 (score) */
-    cr_assert_eq(r.bytes_per_seq, 56560);    /* 140 * 404 */
+    cr_assert_eq(r.bytes_per_seq, 428960);   /* 140 * (4 + 512 + 1536 + 253 steps * 4) */
 
     m = model(32);
     p = preset(FMQA_LEVEL_AGGRESSIVE, &m);
@@ -347,7 +361,7 @@ Test(levels, paged_cache_rounds_to_pages_and_counts_the_table)
     p = preset(FMQA_LEVEL_BALANCED, &m);
     p.page_size = 16;
     r = report(&m, &p, 1, 0);
-    cr_assert_eq(r.bytes_per_seq, 108264);   /* 404 slots -> 26 pages: 416 * 260 + 26 * 4 */
+    cr_assert_eq(r.bytes_per_seq, 145740);   /* 551 slots -> 35 pages: 560 * 260 + 35 * 4 */
 }
 
 /* ------------------------------------------------------------ bad input */
@@ -420,9 +434,9 @@ Test(levels, bad_policies_are_named)
     p.page_size = -16;
     expect_policy_error(&p, 0, "policy: sink_tokens (4), window (128) and page_size (-16) "
                                "must not be negative");
-    /* 105040 bytes per sequence: 404 slots of 260 bytes */
-    expect_policy_error(&base, 105039, "budget_bytes 105039 is too small for one sequence "
-                                       "(105040 bytes per layer)");
+    /* 143260 bytes per sequence: 551 slots of 260 bytes */
+    expect_policy_error(&base, 143259, "budget_bytes 143259 is too small for one sequence "
+                                       "(143260 bytes per layer)");
     expect_policy_error(&base, -1, "n_seqs (1) and budget_bytes (-1) must not be negative");
 }
 
@@ -496,7 +510,8 @@ Test(levels, bench_prints_the_table_header)
     cr_assert(strstr(out, "FastMQA levels: hidden 2048, 32 query heads, 8 KV heads, head dim "
                           "64, 256 tokens, f16; one layer, one sequence\n"), "%s", out);
     cr_assert(strstr(out, "level         data        bytes/token reduction multiplier "
-                          "max_abs_err rel_l2_err  budget pass  decode_us/step\n"), "%s", out);
+                          "max_abs_err rel_l2_err  budget pass  scores       "
+                          "decode_us/step\n"), "%s", out);
     free(out);
 }
 
@@ -515,9 +530,17 @@ Test(levels, bench_accuracy_is_ordered_and_conservative_is_rounding_only)
     /* memory of GQA 8, 256 tokens: 2 * 8 * 64 * 2 = 2048 B/token; aggressive int8:
        1024 + 2 * 8 * 4 = 1088 B/token of K, V and scales */
     cr_assert_eq(json_field(out, "conservative", "random", "bytes_per_token"), 2048);
-    /* ... plus a 4-byte score per KV head over 4 sinks + 32 recent + 64 heavy
-       + 16 slots between compactions */
-    cr_assert_eq(json_field(out, "aggressive", "random", "bytes_per_seq"), 1120 * 116);
+    /* ... over 256 tokens: 16 rows make scores cost as much as K and V (100% per
+       call), so one score step every ceil(100 / 3) = 34 steps of up to 4 tokens,
+       and 4 sinks + 32 recent + 96 heavy + 136 > 256 slots: full context.
+       Balanced (4 rows, 40 / 256 per call: 3 of 16 steps score) compresses to
+       4 + 32 + 96 + 16 slots of 2048 + 8 * 4 (scores) bytes. */
+    cr_assert_eq(json_field(out, "aggressive", "random", "bytes_per_seq"), 1088 * 256);
+    cr_assert_eq(json_field(out, "balanced", "random", "bytes_per_seq"), 2080 * 148);
+    cr_assert_eq(json_field(out, "balanced", "random", "score_steps"), 3);
+    cr_assert_eq(json_field(out, "balanced", "random", "compress_every"), 16);
+    cr_assert_float_eq(json_field(out, "balanced", "random", "score_cost_amortised"),
+                       40.0 / 256.0 * 3.0 / 16.0, 1e-6);
     /* balanced and aggressive meet their budgets on the structured data sets */
     const char *levels[] = {"balanced", "aggressive"}, *structured[] = {"sink+local", "heavy"};
     for (int l = 0; l < 2; l++)
