@@ -18,9 +18,10 @@
  * rows spread over several row blocks of the main kernel and several chunks
  * of the scores kernel; two runs must agree bit for bit.
  *
- * Cost: about 90 s on the 2-core build machine (--jobs=2), mostly the host
- * compiler building each case's emulator (2-3 s, 13 builds); the argument,
- * plan and tuner checks (ctest unit_prefill_scores_args) take under a second.
+ * Cost: about 65 s on the 2-core build machine (--jobs=2, under load), mostly
+ * the host compiler building each case's emulator (2-3 s, 13 builds); the
+ * argument, plan and tuner checks (ctest unit_prefill_scores_args) take under
+ * a second.
  */
 #define _POSIX_C_SOURCE 200809L
 
