@@ -32,6 +32,14 @@
  *            and amortised over the level presets' score schedule for the
  *            shape (fmqa_score_schedule: score_steps of compress_every
  *            decode steps score).
+ *   pscores  (--scores) each prefill shape with FMQA_FLAG_SCORES and a
+ *            PSCORES_WINDOW-token observation window: the prefill figures of
+ *            that variant, the scores kernel's registers, spills and CTAs,
+ *            and what it adds to the prefill of the shape (full lengths) in
+ *            bytes (K once, the scores read and written, the window rows'
+ *            LSEs written and read) and in warp-instructions (its chunk
+ *            loop's SASS x tiles x chunks), against the prefill's K/V tile
+ *            bytes and main-loop instructions (templates/prefill_scores.cuh).
  *
  * The SASS figures need cuobjdump (tun_sass_disassemble); without it they are
  * null in JSON and "-" in the table, with a note.  tun_sass.c describes the
@@ -78,10 +86,17 @@ typedef struct srow {
     int prologue_trips, combine_trips, combine_slices;
     char sass_why[160];
     int hgmma, hmma;         /* prefill: static counts; -1 without cuobjdump   */
-    double score_bytes;      /* scores rows: added bytes per KV byte, per call */
+    double score_bytes;      /* scores rows: added bytes per KV byte, per call;
+                                pscores rows: added bytes / the prefill's K/V bytes */
     int64_t score_every, score_steps; /* the presets' schedule for the shape  */
-    kstat scores;            /* scores rows: the epilogue kernel              */
+    kstat scores;            /* scores rows: the epilogue kernel; pscores: the
+                                scores kernel                                  */
+    tun_sass_loop sloop;     /* pscores: the scores kernel's chunk loop       */
+    double score_insts;      /* pscores: added / the prefill's warp-instructions */
 } srow;
+
+/* The observation window of pscores rows: SnapKV's default (Li et al. 2024). */
+#define PSCORES_WINDOW 32
 
 typedef struct sopts {
     const char *shapes, *archs, *config;
@@ -106,6 +121,7 @@ static void usage(FILE *f)
             "                    template has them (e.g. BULK=1: decode's sm_90 bulk pipeline);\n"
             "                    a row whose template refuses the result shows why\n"
             "  --scores          also decode with FMQA_FLAG_SCORES (heavy-hitter scores)\n"
+            "                    and prefill with it (a 32-token observation window)\n"
             "  --list            print the shape ids (KV bytes, prefill flops), then exit\n"
             "  --json            one JSON document instead of the table\n"
             "  --help\n"
@@ -310,6 +326,45 @@ static void prefill_figures(const fmqa_device_info *d, const fmqa_problem *p, co
     free(text);
 }
 
+/* A pscores row: the scores kernel (plan kernel 1) and its share of one
+ * (sequence, KV head) of the shape at full length: tiles the prefill's row
+ * blocks read (causal: up to each block's last position), tiles and
+ * BLOCK_M-row chunks of the window the scores kernel computes. */
+static void pscores_figures(const fmqa_device_info *d, const fmqa_problem *p, const gen_config *c,
+                            const gen_plan *plan, const gen_binary *b, srow *r)
+{
+    r->scores = kernel_stat(d, &plan->kernels[1], b);
+    const int64_t g = p->num_q_heads / p->num_kv_heads, bm = cfg(c, "BLOCK_M"), bn = cfg(c, "BLOCK_N");
+    const int64_t tq = p->q_tokens, kv = p->kv_len, first = kv - tq, rows = tq * g;
+    const int64_t w = tq < PSCORES_WINDOW ? tq : PSCORES_WINDOW, eb = fmqa_dtype_size(p->kv_dtype);
+    if (bm <= 0 || bn <= 0)
+        return;
+    double tiles = 0;
+    for (int64_t r0 = 0; r0 < rows; r0 += bm) {
+        const int64_t t_hi = (r0 + bm - 1) / g < tq - 1 ? (r0 + bm - 1) / g : tq - 1;
+        tiles += (double)(((p->flags & FMQA_FLAG_CAUSAL) ? first + t_hi + 1 : kv) + bn - 1) / bn;
+    }
+    const double s_tiles = (double)((kv + bn - 1) / bn), chunks = (double)((w * g + bm - 1) / bm);
+    const double k_bytes = s_tiles * (bn * p->head_dim_qk * eb + (eb == 1 ? 4 * bn : 0));
+    r->score_bytes = (k_bytes + 8.0 * kv + 8.0 * w * g) / (tiles * r->tile_bytes);
+    const int64_t mt = bm / (16 * (r->scores.threads / 32 ? r->scores.threads / 32 : 1));
+    char *text = NULL;
+    tun_sass *s = NULL;
+    fmqa_err err = {0};
+    fmqa_status st = tun_sass_disassemble(b->cubin, b->size, &text, &err);
+    if (st == FMQA_OK)
+        st = tun_sass_parse(text, &s, &err);
+    if (st == FMQA_OK) /* a warp's chunk: MT m-tiles x d / 16 x BLOCK_N / 8 HMMA for S */
+        st = tun_sass_main_loop_mma(s, plan->kernels[1].entry,
+                                    (int)(mt * p->head_dim_qk / 16 * bn / 8), &r->sloop, &err);
+    if (st == FMQA_OK && r->sass && r->loop.insts > 0)
+        r->score_insts = r->sloop.insts * s_tiles * chunks / (r->loop.insts * tiles);
+    else if (st != FMQA_OK)
+        fmqa_strlcpy(r->sass_why, err.msg, sizeof r->sass_why), r->sass = 0;
+    tun_sass_free(s);
+    free(text);
+}
+
 static fmqa_problem append_problem(const bench_shape *s)
 {
     fmqa_problem p = bench_shape_problem(s);
@@ -328,9 +383,13 @@ static srow shape_row(const bench_shape *s, int arch, const char *op)
     return r;
 }
 
-static srow prefill_row(const bench_prefill_shape *s, int arch)
+/* A row of prefill shape s (op "prefill", or "pscores": with
+ * FMQA_FLAG_SCORES). */
+static srow prefill_row(const bench_prefill_shape *s, int arch, const char *op)
 {
-    srow r = {.arch = arch, .op = "prefill", .p = bench_prefill_problem(s)};
+    srow r = {.arch = arch, .op = op, .p = bench_prefill_problem(s)};
+    if (!strcmp(op, "pscores"))
+        r.p.flags |= FMQA_FLAG_SCORES;
     bench_prefill_shape_id(s, r.id, sizeof r.id);
     return r;
 }
@@ -357,7 +416,7 @@ static void build_row(gen_lib *lib, const char *arch, const gen_config *over, sr
     fmqa_device_info d;
     fmqa_err err = {0};
     fmqa_problem p = r->p;
-    const int prefill = !strcmp(r->op, "prefill");
+    const int prefill = !strcmp(r->op, "prefill") || !strcmp(r->op, "pscores");
     const gen_template *t = NULL;
     gen_config c;
     fmqa_choice ch;
@@ -391,6 +450,8 @@ static void build_row(gen_lib *lib, const char *arch, const gen_config *over, sr
         decode_figures(&d, &p, &c, &plan, &b, r);
     else if (st == FMQA_OK && !r->skip && prefill)
         prefill_figures(&d, &p, &c, &plan, &b, r);
+    if (st == FMQA_OK && !r->skip && !strcmp(r->op, "pscores"))
+        pscores_figures(&d, &p, &c, &plan, &b, r);
     else if (st == FMQA_OK && !r->skip)
         r->k = kernel_stat(&d, &plan.kernels[0], &b);
     if (st == FMQA_OK && !r->skip && (prefill || !strcmp(r->op, "mla")))
@@ -462,8 +523,16 @@ static void print_json_row(const srow *r, const char **archs)
                  "%.0f", 0);
         if (!sv)
             printf(",\"sass_note\":\"%s\"", r->sass_why);
-    } else if (!strcmp(r->op, "prefill")) {
+    } else if (!strcmp(r->op, "prefill") || !strcmp(r->op, "pscores")) {
         int sv = r->sass;
+        if (!strcmp(r->op, "pscores")) {
+            printf("\"score_window\":%d,\"score_bytes_per_prefill_byte\":%.5f,"
+                   "\"score_kernel_ctas\":%d,\"score_kernel_registers\":%d,"
+                   "\"score_kernel_spill_bytes\":%d,",
+                   PSCORES_WINDOW, r->score_bytes, r->scores.ctas, r->scores.regs, r->scores.spill);
+            json_num("score_insts_per_prefill_inst", r->score_insts, sv, "%.5f", 1);
+            json_num("score_insts_per_chunk_tile", r->sloop.insts, sv, "%.0f", 1);
+        }
         printf(",\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,", r->tile_bytes,
                r->inflight_kb);
         json_num("insts_per_tile", r->loop.insts, sv, "%.0f", 1);
@@ -476,7 +545,7 @@ static void print_json_row(const srow *r, const char **archs)
         if (!sv)
             printf(",\"sass_note\":\"%s\"", r->sass_why);
     }
-    if (!strcmp(r->op, "prefill") || !strcmp(r->op, "mla")) {
+    if (!strcmp(r->op, "prefill") || !strcmp(r->op, "pscores") || !strcmp(r->op, "mla")) {
         printf(",");
         json_num("hgmma_static", r->hgmma, r->hgmma >= 0, "%.0f", 1);
         json_num("hmma_static", r->hmma, r->hmma >= 0, "%.0f", 0);
@@ -522,7 +591,8 @@ static void print_table(const srow *rows, int n, const char **archs)
             continue;
         /* decode ids leave d out; the table shows it when it is not 128 */
         snprintf(id, sizeof id, "%s", r->id);
-        if (strcmp(r->op, "prefill") && strcmp(r->op, "mla") && r->p.head_dim_qk != 128)
+        if (strcmp(r->op, "prefill") && strcmp(r->op, "pscores") && strcmp(r->op, "mla") &&
+            r->p.head_dim_qk != 128)
             snprintf(id + strlen(id), sizeof id - strlen(id), "-d%d", r->p.head_dim_qk);
         printf("%-26s %-6s %-7s ", id, archs[r->arch], r->op);
         if (r->st != FMQA_OK) {
@@ -530,7 +600,7 @@ static void print_table(const srow *rows, int n, const char **archs)
             continue;
         }
         int dec = !strcmp(r->op, "decode") || !strcmp(r->op, "mla") || !strcmp(r->op, "scores");
-        int pre = !strcmp(r->op, "prefill");
+        int pre = !strcmp(r->op, "prefill") || !strcmp(r->op, "pscores");
         int sv = (dec || pre) && r->sass;
         printf("%4d %5d %6d %5d %5d %6.2f ", r->k.regs, r->k.spill, r->k.smem, r->k.ctas_per_sm,
                r->k.ctas, r->k.waves);
@@ -560,6 +630,17 @@ static void print_table(const srow *rows, int n, const char **archs)
                    "", 100 * r->score_bytes,
                    100 * r->score_bytes * (double)r->score_steps / (double)r->score_every,
                    r->score_steps, r->score_every, r->scores.ctas, r->scores.regs);
+        if (!strcmp(r->op, "pscores")) {
+            printf("%-26s   scores of a %d-token window: +%.2f%% bytes, ", "", PSCORES_WINDOW,
+                   100 * r->score_bytes);
+            if (sv)
+                printf("+%.2f%% warp-instructions (%.0f a chunk and tile)", 100 * r->score_insts,
+                       r->sloop.insts);
+            else
+                printf("instructions -");
+            printf(" of the prefill's; kernel %d CTAs, %d registers, %d spill bytes\n",
+                   r->scores.ctas, r->scores.regs, r->scores.spill);
+        }
     }
     printf("I_B: warp-instructions per KV byte of the main loop (prefill: per K/V tile byte);\n"
            "insts: per warp per tile (BULK=1: per compute warp; the producer warp's line\n"
@@ -688,7 +769,8 @@ int bench_static_main(int argc, char **argv)
         return 0;
     }
     const int per = o.scores ? 3 : 2; /* rows a shape and arch: decode (mla), append, scores */
-    int n = (ns * per + np) * na, failed = 0;
+    const int pper = o.scores ? 2 : 1; /* prefill rows: prefill, pscores */
+    int n = (ns * per + np * pper) * na, failed = 0;
     srow *rows = calloc((size_t)n, sizeof *rows);
     gen_lib *lib = NULL;
     fmqa_err err = {0};
@@ -715,8 +797,9 @@ int bench_static_main(int argc, char **argv)
         if (k == 2)
             rows[i].p.flags |= FMQA_FLAG_SCORES;
     }
-    for (int i = 0; rows && i < np * na; i++)
-        rows[ns * per * na + i] = prefill_row(&pshapes[i / na], i % na);
+    for (int i = 0; rows && i < np * pper * na; i++)
+        rows[ns * per * na + i] =
+            prefill_row(&pshapes[i / (pper * na)], i / pper % na, i % pper ? "pscores" : "prefill");
     work w = {lib, archs, o.config ? &over : NULL, rows};
     if (st == FMQA_OK)
         st = tun_parallel(o.threads, n, build_job, &w, &err);

@@ -160,8 +160,10 @@ typedef enum fmqa_kv_scale_granularity {
  * template's default config (a tuned choice may differ by batch).  Costs
  * balance: see docs/PERFORMANCE.md. */
 #define FMQA_FLAG_BATCH_INVARIANT 0x20u
-#define FMQA_FLAG_SCORES 0x80u   /* decode: add each cached position's attention
-                                    mass into args.scores (fmqa_decode_args)  */
+#define FMQA_FLAG_SCORES 0x80u   /* decode, prefill: add each cached position's
+                                    attention mass into args.scores
+                                    (fmqa_decode_args; fmqa_prefill_args: from
+                                    the last scores_window tokens, SnapKV)   */
 #define FMQA_FLAG_KV_CACHE 0x100u /* prefill: K and V come from the cache, which
                                      already holds the new tokens (fmqa_prefill) */
 /* Append into an MLA latent cache (fmqa_append_args): one K row per token of
@@ -695,6 +697,25 @@ FMQA_API fmqa_status fmqa_append(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * tiles up to that row (allocate that many; rows past total_q finite).
  * Alignment as fmqa_decode_args; cu_seqlens_q, kv_lens: 4.  Otherwise
  * FMQA_ERR_INVALID_ARGUMENT naming the field.
+ *
+ * Observation-window scores (FMQA_FLAG_SCORES; SnapKV, Li et al. 2024): the
+ * call ADDS, for every sequence b, KV head hk and position j < kv_len_b, the
+ * attention mass j received from the sequence's observation window, its last
+ * w_b = min(scores_window, Tq_b) new tokens:
+ *   scores[b * scores_stride_batch + hk * scores_stride_head + j] +=
+ *       sum over the window's tokens t and the G query heads h of hk of
+ *       exp(s[b,t,h,j] - lse[b,t,h])
+ * with s and lse as fmqa_decode_args states for its scores (soft-capped
+ * logits; lse the row's final one, learned sink included).  The slot is the
+ * position j itself: the cache slot with FMQA_FLAG_KV_CACHE (a paged cache's
+ * logical index, before the page table), else the new token's index.
+ * Positions no window token sees add nothing; slots >= kv_len_b are not
+ * touched, so scores [b, hk, slot] needs room for kv_len slots, rows not
+ * overlapping.  A chunked prefill scores the last tokens of each call: give
+ * the flag to the prompt's last chunk for SnapKV's selection (fmqa_compress,
+ * pooling FMQA_POOL_*).  The workspace grows by 4 bytes per (row of q, head)
+ * for the rows' LSEs; the sm_90a kernel emits no scores, so the dispatcher
+ * picks the sm_80 one.  Cost: docs/kernels.md, "Prefill scores".
  */
 typedef struct fmqa_prefill_args {
     const void *q;
@@ -727,6 +748,13 @@ typedef struct fmqa_prefill_args {
                                         (joins every row's denominator and lse,
                                         carries no value); NULL = none.  4-byte
                                         aligned                                  */
+    /* FMQA_FLAG_SCORES only (else NULL and 0): observation-window scores
+     * (SnapKV), see "Observation-window scores" above. */
+    float *scores;                   /* [b, hk, slot], added to; 4-byte aligned  */
+    int64_t scores_stride_batch, scores_stride_head;
+    int32_t scores_window;           /* >= 1: the last scores_window new tokens
+                                        of each sequence score (all of them
+                                        when it has fewer)                       */
 } fmqa_prefill_args;
 
 /* Workspace bytes a prefill of this problem needs; may be 0.  Resolves the

@@ -388,6 +388,13 @@ fmqa_status ref_csr_table(int64_t batch, int32_t page_size, int64_t max_pages,
 fmqa_status ref_prefill(const fmqa_problem *p, const fmqa_prefill_args *args, int64_t n_pages,
                         double *o /* OUT */, double *lse /* OUT, may be NULL */,
                         fmqa_err *err);
+/* The reference of a prefill's FMQA_FLAG_SCORES (fastmqa.h, "Observation-
+ * window scores"): adds ref_attention_scores of each sequence's last
+ * min(args->scores_window, Tq_b) new tokens (the observation window; all of
+ * them when fewer) to scores [B, Hkv, kv_len] (dense, slot = position).  Its
+ * args->scores and strides are ignored; scores_window must be >= 1. */
+fmqa_status ref_prefill_scores(const fmqa_problem *p, const fmqa_prefill_args *args,
+                               int64_t n_pages, double *scores /* IN/OUT */, fmqa_err *err);
 
 /* ------------------------------------------------------------ MLA */
 

@@ -566,10 +566,29 @@ static ref_cache_view seq_view(ref_cache_view v, int kv_cache, int64_t b, int64_
     return v;
 }
 
-/* One sequence of ref_prefill: rows [q0, q0 + tq) against kv positions. */
+/* ref_attention_scores of one sequence (s: batch 1) added into scores [Hkv,
+ * slots] (its rows slots apart). */
+static fmqa_status add_scores(const ref_attn_shape *s, const double *q, const double *k,
+                              int64_t slots, double *scores, fmqa_err *err)
+{
+    double *dense = calloc((size_t)(s->num_kv_heads * s->kv_len), sizeof *dense);
+    if (!dense)
+        return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_prefill_scores");
+    fmqa_status st = ref_attention_scores(s, q, k, dense, err);
+    for (int64_t hk = 0; st == FMQA_OK && hk < s->num_kv_heads; hk++)
+        for (int64_t j = 0; j < s->kv_len; j++)
+            scores[hk * slots + j] += dense[hk * s->kv_len + j];
+    free(dense);
+    return st;
+}
+
+/* One sequence of ref_prefill: its last tq of tq_all new tokens (rows [q0 +
+ * tq_all - tq, q0 + tq_all)) against kv positions; o and lse (of the rows from
+ * q0), or with scores (IN/OUT [Hkv, p->kv_len]) the masses they give. */
 static fmqa_status prefill_seq(const fmqa_problem *p, const fmqa_prefill_args *a, int64_t b,
-                               int64_t q0, int32_t tq, int32_t kv, int64_t n_pages, double *o,
-                               double *lse, fmqa_err *err)
+                               int64_t q0, int32_t tq_all, int32_t tq, int32_t kv,
+                               int64_t n_pages, double *o, double *lse, double *scores,
+                               fmqa_err *err)
 {
     int kv_cache = (p->flags & FMQA_FLAG_KV_CACHE) != 0;
     ref_attn_shape s = {1, tq, kv, p->num_q_heads, p->num_kv_heads, p->head_dim_qk,
@@ -582,7 +601,7 @@ static fmqa_status prefill_seq(const fmqa_problem *p, const fmqa_prefill_args *a
         return fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "ref_prefill: %lld KV rows", (long long)nk);
     double *k = q + nq, *v = k + nk * s.head_dim_qk;
     ref_cache_view qv = seq_view(plain_view(p->q_dtype, a->q, 0, a->q_stride_token,
-                                            a->q_stride_head), 0, b, q0);
+                                            a->q_stride_head), 0, b, q0 + tq_all - tq);
     ref_cache_view kc = ARGS_CACHE_VIEW(p, a, k), vc = ARGS_CACHE_VIEW(p, a, v);
     if (!kv_cache)
         kc.flags = vc.flags = 0, kc.stride_batch = vc.stride_batch = 0;
@@ -590,20 +609,22 @@ static fmqa_status prefill_seq(const fmqa_problem *p, const fmqa_prefill_args *a
     fmqa_status st = ref_cache_gather(&qv, 1, tq, s.num_q_heads, s.head_dim_qk, NULL, 0, q, err);
     if (st == FMQA_OK)
         st = ref_cache_gather(&kc, 1, kv, s.num_kv_heads, s.head_dim_qk, NULL, n_pages, k, err);
-    if (st == FMQA_OK)
+    if (st == FMQA_OK && !scores)
         st = ref_cache_gather(&vc, 1, kv, s.num_kv_heads, s.head_dim_v, NULL, n_pages, v, err);
-    if (st == FMQA_OK)
+    if (st == FMQA_OK && scores)
+        st = add_scores(&s, q, k, p->kv_len, scores, err);
+    else if (st == FMQA_OK)
         st = ref_attention(&s, q, k, v, o + q0 * s.num_q_heads * s.head_dim_v,
                            lse ? lse + q0 * s.num_q_heads : NULL, err);
     free(q);
     return st;
 }
 
-fmqa_status ref_prefill(const fmqa_problem *p, const fmqa_prefill_args *a, int64_t n_pages,
-                        double *o, double *lse, fmqa_err *err)
+/* ref_prefill and ref_prefill_scores: o and lse, or the window's masses into
+ * scores [B, Hkv, kv_len] (window w >= 1). */
+static fmqa_status prefill(const fmqa_problem *p, const fmqa_prefill_args *a, int64_t n_pages,
+                           double *o, double *lse, double *scores, int32_t w, fmqa_err *err)
 {
-    if (!p || !a || !o || !a->cu_seqlens_q)
-        return BAD("ref_prefill: NULL problem, args, o or cu_seqlens_q");
     int kv_cache = (p->flags & FMQA_FLAG_KV_CACHE) != 0;
     if (kv_cache && !a->kv_lens)
         return BAD("ref_prefill: kv_lens is NULL with FMQA_FLAG_KV_CACHE");
@@ -618,10 +639,30 @@ fmqa_status ref_prefill(const fmqa_problem *p, const fmqa_prefill_args *a, int64
             return BAD("ref_prefill: sequence %lld has %d new tokens (at most q_tokens %d) and "
                        "%d positions (from that to kv_len %d)",
                        (long long)b, tq, p->q_tokens, kv, p->kv_len);
+        int32_t rows = scores && w < tq ? w : tq;
+        double *sc = scores ? scores + b * p->num_kv_heads * (int64_t)p->kv_len : NULL;
         if (tq > 0)
-            st = prefill_seq(p, a, b, q0, tq, kv, n_pages, o, lse, err);
+            st = prefill_seq(p, a, b, q0, tq, rows, kv, n_pages, o, lse, sc, err);
     }
     return st;
+}
+
+fmqa_status ref_prefill(const fmqa_problem *p, const fmqa_prefill_args *a, int64_t n_pages,
+                        double *o, double *lse, fmqa_err *err)
+{
+    if (!p || !a || !o || !a->cu_seqlens_q)
+        return BAD("ref_prefill: NULL problem, args, o or cu_seqlens_q");
+    return prefill(p, a, n_pages, o, lse, NULL, 0, err);
+}
+
+fmqa_status ref_prefill_scores(const fmqa_problem *p, const fmqa_prefill_args *a,
+                               int64_t n_pages, double *scores, fmqa_err *err)
+{
+    if (!p || !a || !scores || !a->cu_seqlens_q)
+        return BAD("ref_prefill_scores: NULL problem, args, scores or cu_seqlens_q");
+    if (a->scores_window < 1)
+        return BAD("ref_prefill_scores: scores_window %d, need >= 1", a->scores_window);
+    return prefill(p, a, n_pages, NULL, NULL, scores, a->scores_window, err);
 }
 
 fmqa_status ref_decode_scores(const fmqa_problem *p, const fmqa_decode_args *a, int64_t n_pages,

@@ -675,6 +675,28 @@ static tensor_spec packed(const char *name, const void *ptr, const int64_t s[3],
     return x;
 }
 
+/* FMQA_FLAG_SCORES of a prefill: the buffer [b, hk, slot] (added to) and the
+ * observation window; both absent without the flag. */
+static fmqa_status check_prefill_scores(const fmqa_problem *p, const fmqa_prefill_args *a,
+                                        fmqa_err *err)
+{
+    if (!(p->flags & FMQA_FLAG_SCORES)) {
+        if (a->scores || a->scores_window)
+            return BAD("args.scores / scores_window are set but the problem has no "
+                       "FMQA_FLAG_SCORES");
+        return FMQA_OK;
+    }
+    if (!a->scores)
+        return BAD("args.scores is NULL but the problem has FMQA_FLAG_SCORES");
+    if (a->scores_window < 1)
+        return BAD("args.scores_window %d: the observation window needs at least 1 token",
+                   a->scores_window);
+    const int64_t ss[3] = {a->scores_stride_batch, a->scores_stride_head, 1};
+    const tensor_spec sc = {"scores", a->scores, ss, {p->batch, p->num_kv_heads, 1}, p->kv_len,
+                            sizeof(float), WORD_BYTES, 1, 1};
+    return check_tensor(&sc, err);
+}
+
 static fmqa_status check_prefill(const fmqa_problem *p, const fmqa_prefill_args *a,
                                  fmqa_err *err)
 {
@@ -724,7 +746,7 @@ static fmqa_status check_prefill(const fmqa_problem *p, const fmqa_prefill_args 
         return st;
     if (a->workspace && (st = check_aligned("workspace", a->workspace, VEC_BYTES, err)))
         return st;
-    return FMQA_OK;
+    return check_prefill_scores(p, a, err);
 }
 
 fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
@@ -756,6 +778,12 @@ fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
     o->window = p->window, o->sink_tokens = p->sink_tokens;
     softcap_fill(p, &o->softcap_inv, &o->softcap_log2);
     o->sinks = a->sinks;
+    if (p->flags & FMQA_FLAG_SCORES) { /* the LSEs fill the workspace (prefill.lua) */
+        o->scores = a->scores;
+        o->sc_sb = a->scores_stride_batch, o->sc_sh = a->scores_stride_head;
+        o->sc_window = a->scores_window;
+        o->ws_sl = a->workspace;
+    }
     return FMQA_OK;
 }
 

@@ -118,8 +118,8 @@ static fmqa_status check_types(const fmqa_problem *p, fmqa_err *err)
     if ((p->flags & FMQA_FLAG_KV_CACHE) && p->op != FMQA_OP_PREFILL)
         return BAD("problem.flags: FMQA_FLAG_KV_CACHE is a prefill flag, the op is %s",
                    fmqa_op_name(p->op));
-    if ((p->flags & FMQA_FLAG_SCORES) && p->op != FMQA_OP_DECODE)
-        return BAD("problem.flags: FMQA_FLAG_SCORES is a decode flag, the op is %s",
+    if ((p->flags & FMQA_FLAG_SCORES) && p->op != FMQA_OP_DECODE && p->op != FMQA_OP_PREFILL)
+        return BAD("problem.flags: FMQA_FLAG_SCORES is a decode and prefill flag, the op is %s",
                    fmqa_op_name(p->op));
     return FMQA_OK;
 }

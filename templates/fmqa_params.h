@@ -15,7 +15,7 @@
 #ifndef FMQA_PARAMS_H
 #define FMQA_PARAMS_H
 
-#define FMQA_PARAMS_VERSION 6
+#define FMQA_PARAMS_VERSION 7
 
 /* An encoded TMA tensor map: the driver's CUtensorMap (cuTensorMapEncodeTiled,
  * runtime/rt_cuda.c; 128 opaque bytes, 64-byte aligned), or the CPU
@@ -149,6 +149,12 @@ typedef struct fmqa_prefill_params {
     float softcap_inv;             /* SOFTCAP: 2 / c (cap c = logit_softcap)     */
     float softcap_log2;            /* SOFTCAP: c * log2(e)                       */
     const float *sinks;            /* [h] learned sink logits (natural log) or NULL */
+    /* SCORES (prefill_scores.cuh): the caller's buffer, the observation
+     * window and the workspace the window rows' final LSEs go to. */
+    float *scores;                 /* [b, hk, slot], added to                   */
+    long long sc_sb, sc_sh;
+    int sc_window;                 /* last new tokens of a sequence that score  */
+    float *ws_sl;                  /* [total_q, h] final base-2 LSE (with sink) */
 } fmqa_prefill_params;
 
 /* prefill_sm90's argument (templates/prefill_sm90.cuh): the prefill params,

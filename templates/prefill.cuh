@@ -9,7 +9,8 @@
  * KV head, 1..128), Q_BF16, OUT_BF16, KV_FMT (0 f16, 1 bf16, 2 int8, 3 fp8
  * e4m3), KV_CACHE (K/V from a cache holding the new tokens; else K/V packed
  * like q), PAGED, PAGE_SIZE, CAUSAL, WINDOW, LSE, SOFTCAP (scores capped to
- * c tanh(s / c), c = logit_softcap, as decode.cuh).  Config defines: BLOCK_M
+ * c tanh(s / c), c = logit_softcap, as decode.cuh), SCORES (observation-
+ * window scores, prefill_scores.cuh).  Config defines: BLOCK_M
  * (query rows per CTA), BLOCK_N (KV positions per tile), WARPS, STAGES
  * (cp.async pipeline depth); BLOCK_M = 16 * WARPS * MT, MT m-tiles a warp.
  *
@@ -91,7 +92,7 @@ DEV seq_info seq_info_make(const fmqa_prefill_params &p, int b) {
     return s;
 }
 
-/* The KV tiles of one CTA (see "KV tiles" above). */
+/* The KV tiles rows [r0, r1) of a sequence read (see "KV tiles" above). */
 struct tile_range {
     int p_lo, p_hi;   /* positions of the CTA's first and last real token */
     int end;          /* no position >= end is read                       */
@@ -99,10 +100,10 @@ struct tile_range {
     int ntiles;
 };
 
-DEV tile_range tile_range_make(const fmqa_prefill_params &p, const seq_info &s, int r0) {
+DEV tile_range tile_range_make(const fmqa_prefill_params &p, const seq_info &s, int r0, int r1) {
     tile_range t;
     t.p_lo = s.first + r0 / GROUP;
-    t.p_hi = s.first + min((r0 + BLOCK_M - 1) / GROUP, s.tq - 1);
+    t.p_hi = s.first + min((r1 - 1) / GROUP, s.tq - 1);
     t.end = CAUSAL ? t.p_hi + 1 : s.kv_len;
     int lo = 0, s0 = 0;
     if (WINDOW) {
@@ -135,9 +136,11 @@ DEV long long row_offset(const fmqa_prefill_params &p, const seq_info &s, int b,
 }
 
 /* Issues the cp.async copies of the tile at positions [j0, j0 + BLOCK_N) of
- * KV head hk: K rows, then V rows, then (8-bit) the K and V scales; rows at
- * or past `end` are zero-filled without a read.  A thread copies 16-byte
- * column i % CPR of rows i / CPR, + NTHREADS / CPR, ... */
+ * KV head hk: K rows, then V rows, then (8-bit) the K and V scales (V_TOO =
+ * false: K and its scales only, for the scores); rows at or past `end` are
+ * zero-filled without a read.  A thread copies 16-byte column i % CPR of rows
+ * i / CPR, + NTHREADS / CPR, ... */
+template <bool V_TOO = true>
 DEV void load_tile(const fmqa_prefill_params &p, const seq_info &s, int b, int hk, int j0, int end,
                    unsigned char *stage) {
     constexpr int RPP = NTHREADS / CPR; /* rows per pass */
@@ -152,8 +155,9 @@ DEV void load_tile(const fmqa_prefill_params &p, const seq_info &s, int b, int h
         const bool ok = j < end;
         const u32 at = dst + row * RB + c16 * 16;
         cp_async16(at, ok ? kb + row_offset(p, s, b, j, p.k_sb, p.k_st) * EB : (const char *)p.k, ok ? 16 : 0);
-        cp_async16(at + BLOCK_N * RB, ok ? vb + row_offset(p, s, b, j, p.v_sb, p.v_st) * EB : (const char *)p.v,
-                   ok ? 16 : 0);
+        if (V_TOO)
+            cp_async16(at + BLOCK_N * RB, ok ? vb + row_offset(p, s, b, j, p.v_sb, p.v_st) * EB : (const char *)p.v,
+                       ok ? 16 : 0);
     }
     if (EB == 1) {
 #pragma unroll
@@ -164,9 +168,10 @@ DEV void load_tile(const fmqa_prefill_params &p, const seq_info &s, int b, int h
             const u32 sc = dst + 2 * BLOCK_N * RB + row * 4;
             cp_async4(sc, ok ? p.k_scale + row_offset(p, s, b, j, p.ks_sb, p.ks_st) + hk * p.ks_sh : p.k_scale,
                       ok ? 4 : 0);
-            cp_async4(sc + BLOCK_N * 4,
-                      ok ? p.v_scale + row_offset(p, s, b, j, p.vs_sb, p.vs_st) + hk * p.vs_sh : p.v_scale,
-                      ok ? 4 : 0);
+            if (V_TOO)
+                cp_async4(sc + BLOCK_N * 4,
+                          ok ? p.v_scale + row_offset(p, s, b, j, p.vs_sb, p.vs_st) + hk * p.vs_sh : p.v_scale,
+                          ok ? 4 : 0);
         }
     }
 }
@@ -189,19 +194,19 @@ struct softmax_state {
     float m[MT][2], l[MT][2];
 };
 
-/* One tile for one warp: S = Q K^T, mask, online softmax, O += P V.  K and V
- * fragments are loaded once and used for all MT m-tiles. */
-DEV void warp_tile(const fmqa_prefill_params &p, const seq_info &s, const int (&qpos)[MT][2], u32 q_base,
-                   const unsigned char *stage, int j0, bool masked, softmax_state &st) {
+/* The warp's logits of one tile: S = Q K^T for its MT m-tiles (K fragments
+ * loaded once for all), scaled to base 2 (and by the 8-bit K scales),
+ * soft-capped, and with `masked` -inf where a row may not see a column; rows
+ * at positions qpos.  sacc as m16n8k16 accumulators: element 2 h + e of
+ * [mt][nt] is row mt * 16 + lane / 4 + 8 h, column nt * 8 + 2 (lane % 4) + e. */
+DEV void tile_logits(const fmqa_prefill_params &p, const seq_info &s, const int (&qpos)[MT][2], u32 q_base,
+                     const unsigned char *stage, int j0, bool masked, float (&sacc)[MT][NT_S][4]) {
     const int lane = threadIdx.x & 31;
     const int lrow = ((lane >> 3) & 1) * 8 + (lane & 7), lcol = (lane >> 4) * 16;
     const int cq = lane & 3;
     const u32 k_base = smem_addr(stage) + lrow * RB;
-    const u32 v_base = k_base + BLOCK_N * RB;
     const float *kscale = (const float *)(stage + 2 * BLOCK_N * RB);
-    const float *vscale = kscale + BLOCK_N;
 
-    float sacc[MT][NT_S][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -234,13 +239,11 @@ DEV void warp_tile(const fmqa_prefill_params &p, const seq_info &s, const int (&
         }
     }
 
-    /* Scale to base-2 logits, mask, new running max, rescale O and l. */
-    float base[MT][2];
+    /* Scale to base-2 logits, mask. */
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-        float mx[2] = {neg_inf(), neg_inf()};
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < NT_S; ++nt) {
+        for (int nt = 0; nt < NT_S; ++nt)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 const int col = nt * 8 + 2 * cq + e, j = j0 + col;
@@ -255,10 +258,32 @@ DEV void warp_tile(const fmqa_prefill_params &p, const seq_info &s, const int (&
                         if (!ok) x = neg_inf();
                     }
                     sacc[mt][nt][2 * h + e] = x;
-                    mx[h] = fmaxf(mx[h], x);
                 }
             }
-        }
+}
+
+/* One tile for one warp: its logits (tile_logits), online softmax, O += P V.
+ * V fragments are loaded once and used for all MT m-tiles. */
+DEV void warp_tile(const fmqa_prefill_params &p, const seq_info &s, const int (&qpos)[MT][2], u32 q_base,
+                   const unsigned char *stage, int j0, bool masked, softmax_state &st) {
+    const int lane = threadIdx.x & 31;
+    const int lrow = ((lane >> 3) & 1) * 8 + (lane & 7), lcol = (lane >> 4) * 16;
+    const int cq = lane & 3;
+    const u32 v_base = smem_addr(stage) + lrow * RB + BLOCK_N * RB;
+    const float *vscale = (const float *)(stage + 2 * BLOCK_N * RB) + BLOCK_N;
+
+    float sacc[MT][NT_S][4];
+    tile_logits(p, s, qpos, q_base, stage, j0, masked, sacc);
+
+    /* New running max, rescale O and l. */
+    float base[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        float mx[2] = {neg_inf(), neg_inf()};
+#pragma unroll
+        for (int nt = 0; nt < NT_S; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], sacc[mt][nt][e]);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const float m_new = fmaxf(st.m[mt][h], quad_max(mx[h]));
@@ -342,7 +367,25 @@ DEV void store_rows(const fmqa_prefill_params &p, const seq_info &s, int hk, int
             }
             if (LSE && (lane & 3) == 0)
                 p.lse[(long long)(s.q0 + t) * p.num_q_heads + head] = lse2 * 0.69314718055994531f;
+            if (SCORES && (lane & 3) == 0 && t >= s.tq - p.sc_window) /* prefill_scores.cuh */
+                p.ws_sl[(long long)(s.q0 + t) * p.num_q_heads + head] = lse2;
         }
+}
+
+/* Positions of the warp's rows (from row wr0): row mt * 16 + lane / 4 + 8 h
+ * is token r / GROUP; padding rows borrow the last real token. */
+DEV void row_positions(const seq_info &s, int wr0, int (&qpos)[MT][2]) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) qpos[mt][h] = s.first + min((wr0 + mt * 16 + (lane >> 2) + 8 * h) / GROUP, s.tq - 1);
+}
+
+/* The ldmatrix address of this lane's Q row in the warp's first m-tile. */
+DEV u32 warp_q_base(const unsigned char *qs) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    return smem_addr(qs) + (warp * 16 * MT + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;
 }
 
 /* At least one CTA an SM: without it ptxas caps d = 96 at 128 registers (two
@@ -354,9 +397,9 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_prefill_kernel(co
     const seq_info s = seq_info_make(p, b);
     const int r0 = rb * BLOCK_M;
     if (r0 >= s.tq * GROUP) return; /* the whole CTA: no barrier was reached */
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
     unsigned char *qs = smem, *stages = smem + Q_BYTES;
-    const tile_range tr = tile_range_make(p, s, r0);
+    const tile_range tr = tile_range_make(p, s, r0, r0 + BLOCK_M);
 
     /* The first KV copies go out before Q is read. */
 #pragma unroll
@@ -368,11 +411,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_prefill_kernel(co
 
     const int wr0 = r0 + warp * 16 * MT; /* the warp's first row */
     int qpos[MT][2];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) /* padding rows borrow the last real token */
-            qpos[mt][h] = s.first + min((wr0 + mt * 16 + (lane >> 2) + 8 * h) / GROUP, s.tq - 1);
+    row_positions(s, wr0, qpos);
     softmax_state st;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
@@ -381,7 +420,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_prefill_kernel(co
         st.m[mt][0] = st.m[mt][1] = neg_inf();
         st.l[mt][0] = st.l[mt][1] = 0.0f;
     }
-    const u32 q_base = smem_addr(qs) + (warp * 16 * MT + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;
+    const u32 q_base = warp_q_base(qs);
     int st_cur = 0, st_next = STAGES - 1;
     for (int it = 0; it < tr.ntiles; ++it) {
         cp_async_wait<STAGES - 2>();
@@ -398,3 +437,5 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) fmqa_prefill_kernel(co
     }
     store_rows(p, s, hk, wr0, st);
 }
+
+#include "prefill_scores.cuh"

@@ -11,7 +11,11 @@
 --  * grid = (row_blocks, num_kv_heads, batch), block = 32 * WARPS threads,
 --    row_blocks = ceil(GROUP * q_tokens / BLOCK_M), BLOCK_M = 16 * WARPS * MT
 --    with MT (m-tiles a warp) 1 or 2;
---  * no workspace.
+--  * without scores no workspace; with scores (prefill_scores.cuh) the
+--    workspace holds the rows' final base-2 LSE [batch * q_tokens, h]
+--    floats (only the observation window's are written), and a second
+--    kernel, fmqa_prefill_scores, has grid (ceil(kv_len / BLOCK_N),
+--    num_kv_heads, batch), the same block and scores_shared_bytes().
 
 local KV_FMT = { f16 = 0, bf16 = 1, int8 = 2, fp8_e4m3 = 3 }
 local HEAD_DIMS = { [64] = true, [96] = true, [128] = true, [256] = true }
@@ -63,12 +67,21 @@ end
 
 local function rows(p) return (p.num_q_heads // p.num_kv_heads) * p.q_tokens end
 
--- prefill.cuh's SMEM_BYTES: Q rows, then the pipeline stages (K and V tiles,
--- and the 8-bit scales).
-local function shared_bytes(c, p)
-  local d, eb = p.head_dim_qk, kv_bytes(p)
-  local stage = 2 * c.BLOCK_N * (d * eb + 16) + (eb == 1 and 8 * c.BLOCK_N or 0)
-  return c.BLOCK_M * (2 * d + 16) + c.STAGES * stage
+-- prefill.cuh's Q_BYTES and STAGE_BYTES: Q rows; one pipeline stage (K and
+-- V tiles, and the 8-bit scales).
+local function q_bytes(c, p) return c.BLOCK_M * (2 * p.head_dim_qk + 16) end
+local function stage_bytes(c, p)
+  local eb = kv_bytes(p)
+  return 2 * c.BLOCK_N * (p.head_dim_qk * eb + 16) + (eb == 1 and 8 * c.BLOCK_N or 0)
+end
+
+-- prefill.cuh's SMEM_BYTES: Q rows, then the pipeline stages.
+local function shared_bytes(c, p) return q_bytes(c, p) + c.STAGES * stage_bytes(c, p) end
+
+-- prefill_scores.cuh's SC_SMEM_BYTES: Q rows, one stage, the rows' LSEs and
+-- the column sums of each warp and of the CTA.
+local function scores_shared_bytes(c, p)
+  return q_bytes(c, p) + stage_bytes(c, p) + (c.BLOCK_M + (c.WARPS + 1) * c.BLOCK_N) * 4
 end
 
 local function m_tiles(c) return c.BLOCK_M // (16 * c.WARPS) end
@@ -93,7 +106,7 @@ return {
   name = "prefill",
   op = "prefill",
   sources = { "prefill.cuh" },
-  entries = { "fmqa_prefill_kernel" },
+  entries = { "fmqa_prefill_kernel", "fmqa_prefill_scores" },
   arch_min = 80,
 
   specialize = function(p)
@@ -112,6 +125,7 @@ return {
       WINDOW = flag(p.window > 0),
       LSE = flag(p.lse),
       SOFTCAP = flag(p.logit_softcap > 0),
+      SCORES = flag(p.scores),
     }
   end,
 
@@ -125,15 +139,22 @@ return {
   valid = valid,
 
   launch = function(c, p, d)
-    return {
+    local block = { 32 * c.WARPS, 1, 1 }
+    local plan = {
       kernels = { {
         entry = "fmqa_prefill_kernel",
         grid = { ceil_div(rows(p), c.BLOCK_M), p.num_kv_heads, p.batch },
-        block = { 32 * c.WARPS, 1, 1 },
+        block = block,
         shared = shared_bytes(c, p),
       } },
       workspace = 0,
     }
+    if p.scores then
+      plan.workspace = p.batch * p.q_tokens * p.num_q_heads * 4
+      plan.kernels[2] = { entry = "fmqa_prefill_scores", grid = { ceil_div(p.kv_len, c.BLOCK_N), p.num_kv_heads, p.batch },
+                          block = block, shared = scores_shared_bytes(c, p) }
+    end
+    return plan
   end,
 
   -- FlashAttention-2's shapes: 128 rows a CTA (64 when the rows of a

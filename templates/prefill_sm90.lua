@@ -41,6 +41,9 @@ local function problem_check(p)
   end
   if p.window ~= 0 or p.sink_tokens ~= 0 then return false, "prefill_sm90 has no sliding window" end
   if p.logit_softcap ~= 0 then return false, "prefill_sm90 does not soft-cap scores (prefill does)" end
+  if p.scores then
+    return false, "prefill_sm90 emits no observation-window scores (FMQA_FLAG_SCORES; prefill does)"
+  end
   if p.kv_len ~= p.q_tokens then
     return false, "without a cache kv_len must equal q_tokens, got " .. p.kv_len .. " and " .. p.q_tokens
   end

@@ -99,6 +99,13 @@ typedef struct tun_case_opts {
  * finite. */
 #define TUN_PREFILL_REF_MACS 4294967296.0
 #define TUN_PREFILL_CHECK_ROWS 128
+/* Prefill with FMQA_FLAG_SCORES: the observation window the case's arguments
+ * carry (SnapKV's default).  The scores [B, Hkv, kv_len] start at zero for
+ * the verified call (tun_case_poison) and are compared with
+ * ref_prefill_scores for the leading sequences whose reference (window x H
+ * x positions x d multiply-adds each) fits TUN_PREFILL_REF_MACS (sequence 0
+ * always); the others must be finite. */
+#define TUN_SCORES_WINDOW 32
 
 typedef struct tun_case tun_case;
 
@@ -157,7 +164,9 @@ fmqa_status tun_case_create_host(const fmqa_problem *p, uint64_t seed,
 typedef enum tun_host_image {
     TUN_HOST_Q, TUN_HOST_K, TUN_HOST_V, TUN_HOST_K_SCALE, TUN_HOST_V_SCALE,
     TUN_HOST_K_NEW, TUN_HOST_V_NEW, TUN_HOST_LENS, TUN_HOST_PAGE_TABLE, TUN_HOST_TREE_MASK,
-    TUN_HOST_REF_O, TUN_HOST_REF_LSE, TUN_HOST_FULL_O, TUN_HOST_CU_SEQLENS, TUN_HOST_N
+    TUN_HOST_REF_O, TUN_HOST_REF_LSE, TUN_HOST_FULL_O, TUN_HOST_CU_SEQLENS,
+    TUN_HOST_REF_SCORES, /* prefill scores [sequences covered, Hkv, kv_len] doubles */
+    TUN_HOST_N
 } tun_host_image;
 /* Image `which` and its size in *bytes; NULL (and 0) when the case has none. */
 const void *tun_case_host_image(const tun_case *c, tun_host_image which, size_t *bytes);
@@ -214,6 +223,9 @@ typedef struct tun_report {
      * quantization error); informative, not part of pass.  n = 0 otherwise. */
     ref_cmp full;
     ref_cmp lse;          /* FMQA_FLAG_LSE, else n = 0                          */
+    ref_cmp scores;       /* prefill with FMQA_FLAG_SCORES (TUN_SCORES_WINDOW),
+                             else n = 0; bad also counts NaN / inf outside the
+                             covered sequences                                   */
     int64_t poisoned;     /* output elements never written                      */
     int64_t stray;        /* append: elements (scales: bytes) changed outside the
                              written rows                                        */
@@ -228,10 +240,12 @@ typedef struct tun_report {
 fmqa_status tun_case_verify(tun_case *c, CUstream stream, tun_report *report /* OUT */,
                             fmqa_err *err);
 /* The comparison of tun_case_verify for a prefill case on host outputs: o
- * (out_dtype, [total_q, H, dv] dense) and lse ([total_q, H] floats; NULL
- * without FMQA_FLAG_LSE), as downloaded.  Needs no device. */
+ * (out_dtype, [total_q, H, dv] dense), lse ([total_q, H] floats; NULL
+ * without FMQA_FLAG_LSE) and scores ([B, Hkv, kv_len] floats from zero; NULL
+ * without FMQA_FLAG_SCORES), as downloaded.  Needs no device. */
 fmqa_status tun_case_check_prefill(const tun_case *c, const void *o, const float *lse,
-                                   tun_report *report /* OUT */, fmqa_err *err);
+                                   const float *scores, tun_report *report /* OUT */,
+                                   fmqa_err *err);
 
 /* ---------------------------------------------------------------- timing */
 

@@ -50,7 +50,8 @@ typedef struct tensor {
 /* T_CU: prefill's cu_seqlens_q [B + 1];
  * T_CSR: a CSR page table [indptr B + 1 | last_page_len B | indices];
  * T_SLOTS: an append's slot mapping [B * q_tokens];
- * T_SC: decode scores [B, Hkv, slots] (FMQA_FLAG_SCORES). */
+ * T_SC: decode scores [B, Hkv, slots], prefill scores [B, Hkv, kv_len]
+ * (FMQA_FLAG_SCORES). */
 enum { T_Q, T_K, T_V, T_KS, T_VS, T_KN, T_VN, T_LENS, T_PT, T_MASK, T_O, T_LSE, T_WS, T_SINKS,
        T_CU, T_CSR, T_SLOTS, T_SC, T_N };
 
@@ -79,6 +80,8 @@ struct tun_case {
     double *ref_o, *ref_lse, *full_o;    /* decode references; prefill: of the
                                             checked rows                      */
     int64_t *checked, n_checked;         /* prefill: checked rows, ascending  */
+    double *ref_sc;                      /* prefill scores of the first n_sc  */
+    int64_t n_sc;                        /* floats of T_SC (whole sequences)  */
     uint8_t *written[4];                 /* append: K, V, KS, VS byte masks   */
 };
 
@@ -590,6 +593,9 @@ static void fill_prefill_args(const tun_case *c, int k, fmqa_prefill_args *a, in
     if (!host && c->t[T_WS].bytes)
         a->workspace = P(T_WS), a->workspace_size = c->t[T_WS].bytes;
     a->total_q = c->total_q;
+    if (p->flags & FMQA_FLAG_SCORES) /* [b, hk, position], the prefill adds into it */
+        a->scores = P(T_SC), a->scores_stride_head = p->kv_len,
+        a->scores_stride_batch = hk * p->kv_len, a->scores_window = TUN_SCORES_WINDOW;
 #undef P
 }
 
@@ -642,6 +648,7 @@ void tun_case_destroy(tun_case *c)
     free(c->ref_o);
     free(c->ref_lse);
     free(c->full_o);
+    free(c->ref_sc);
     free(c);
 }
 
@@ -781,6 +788,8 @@ const void *tun_case_host_image(const tun_case *c, tun_host_image which, size_t 
         data = which == TUN_HOST_REF_O ? c->ref_o : c->full_o, n = rows * p->head_dim_v * 8;
     else if (which == TUN_HOST_REF_LSE)
         data = c->ref_lse, n = rows * 8;
+    else if (which == TUN_HOST_REF_SCORES)
+        data = c->ref_sc, n = (size_t)c->n_sc * 8;
     *bytes = data ? n : 0;
     return n ? data : NULL;
 }
@@ -981,6 +990,33 @@ static fmqa_status prefill_reference(tun_case *c, uint64_t seed, double budget, 
     return st;
 }
 
+/* Prefill scores (tun.h, TUN_SCORES_WINDOW): the zeroed buffer and
+ * ref_prefill_scores of the leading sequences the budget affords. */
+static fmqa_status scores_reference(tun_case *c, double budget, fmqa_err *err)
+{
+    const fmqa_problem *p = &c->p;
+    const int64_t row = (int64_t)p->num_kv_heads * p->kv_len;
+    fmqa_status st = host_alloc(&c->t[T_SC], (size_t)(p->batch * row) * 4, 0, err);
+    int nb = 0;
+    for (double used = 0; st == FMQA_OK && nb < p->batch; nb++) {
+        const int32_t w = c->q_lens[nb] < TUN_SCORES_WINDOW ? c->q_lens[nb] : TUN_SCORES_WINDOW;
+        used += (double)w * p->num_q_heads * c->lens[nb] * p->head_dim_qk;
+        if (nb > 0 && used > budget)
+            break;
+    }
+    c->ref_sc = st == FMQA_OK ? calloc((size_t)(nb * row + 1), sizeof *c->ref_sc) : NULL;
+    if (st == FMQA_OK && !c->ref_sc)
+        st = fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory (scores reference)");
+    if (st != FMQA_OK)
+        return st;
+    fmqa_problem lead = *p;
+    lead.batch = nb;
+    fmqa_prefill_args a;
+    fill_prefill_args(c, 0, &a, 1);
+    c->n_sc = nb * row;
+    return ref_prefill_scores(&lead, &a, c->lay.n_pages, c->ref_sc, err);
+}
+
 /* Prefill inputs: cu_seqlens_q, q, K and V packed or the cache (drawn by
  * draw_caches), and the reference. */
 static fmqa_status build_prefill(tun_case *c, uint64_t seed, const tun_case_opts *o, int threads,
@@ -1007,7 +1043,10 @@ static fmqa_status build_prefill(tun_case *c, uint64_t seed, const tun_case_opts
         return st;
     c->t[T_O].bytes = (size_t)(n * p->num_q_heads * p->head_dim_v) * fmqa_dtype_size(p->out_dtype);
     c->t[T_LSE].bytes = (p->flags & FMQA_FLAG_LSE) ? (size_t)(n * p->num_q_heads) * 4 : 0;
-    return prefill_reference(c, seed, o->ref_macs, threads, err);
+    st = prefill_reference(c, seed, o->ref_macs, threads, err);
+    if (st == FMQA_OK && (p->flags & FMQA_FLAG_SCORES))
+        st = scores_reference(c, o->ref_macs > 0 ? o->ref_macs : TUN_PREFILL_REF_MACS, err);
+    return st;
 }
 
 /* ---------------------------------------------------------------- create */
@@ -1225,6 +1264,11 @@ fmqa_status tun_case_poison(tun_case *c, CUstream stream, fmqa_err *err)
         CUresult r = cu->cuMemsetD8Async(t->dev[0], POISON, t->bytes, stream);
         if (r != CUDA_SUCCESS)
             st = rt_cuda_error(err, r, "cuMemsetD8Async (poison)");
+    }
+    if (st == FMQA_OK && is_prefill(&c->p) && c->t[T_SC].bytes) { /* added to: from zero */
+        CUresult r = cu->cuMemsetD8Async(c->t[T_SC].dev[0], 0, c->t[T_SC].bytes, stream);
+        if (r != CUDA_SUCCESS)
+            st = rt_cuda_error(err, r, "cuMemsetD8Async (scores)");
     }
     if (st == FMQA_OK && c->q_orig) {
         CUresult r = cu->cuMemcpyHtoDAsync(c->t[T_Q].dev[0], c->q_orig, c->t[T_Q].bytes, stream);
@@ -1452,7 +1496,7 @@ static int64_t nonfinite(fmqa_dtype dtype, const void *data, int64_t n)
 /* Prefill: the checked rows of o (and lse) gathered and compared with the
  * reference; the others only scanned for NaN; poison counted everywhere. */
 static fmqa_status compare_prefill(const tun_case *c, const void *o, const float *lse,
-                                   tun_report *r, fmqa_err *err)
+                                   const float *scores, tun_report *r, fmqa_err *err)
 {
     const fmqa_problem *p = &c->p;
     const int64_t H = p->num_q_heads, hd = H * p->head_dim_v, m = c->n_checked;
@@ -1483,6 +1527,11 @@ static fmqa_status compare_prefill(const tun_case *c, const void *o, const float
     r->out.bad += o_bad, r->lse.bad += lse_bad;
     r->poisoned = ref_poison_count(o, es, c->total_q * hd, REF_POISON_32) +
                   (with_lse ? ref_poison_count(lse, 4, c->total_q * H, REF_POISON_32) : 0);
+    if (st == FMQA_OK && c->n_sc) {
+        st = ref_compare(FMQA_DTYPE_F32, scores, c->ref_sc, c->n_sc, &r->scores, err);
+        r->scores.bad += nonfinite(FMQA_DTYPE_F32, scores + c->n_sc,
+                                   (int64_t)(c->t[T_SC].bytes / 4) - c->n_sc);
+    }
     free(got), free(got_lse);
     return st;
 }
@@ -1490,17 +1539,20 @@ static fmqa_status compare_prefill(const tun_case *c, const void *o, const float
 static fmqa_status verify_prefill(tun_case *c, tun_report *r, fmqa_err *err)
 {
     void *o = malloc(c->t[T_O].bytes + 1);
-    float *lse = malloc(c->t[T_LSE].bytes + 4);
-    fmqa_status st = o && lse ? FMQA_OK
-                              : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
+    float *lse = malloc(c->t[T_LSE].bytes + 4), *sc = malloc(c->t[T_SC].bytes + 4);
+    fmqa_status st = o && lse && sc ? FMQA_OK
+                                    : fmqa_err_set(err, FMQA_ERR_OUT_OF_MEMORY, "out of memory");
     if (st == FMQA_OK)
         st = download(c, T_O, o, err);
     if (st == FMQA_OK && c->t[T_LSE].bytes)
         st = download(c, T_LSE, lse, err);
+    if (st == FMQA_OK && c->t[T_SC].bytes)
+        st = download(c, T_SC, sc, err);
     if (st == FMQA_OK)
-        st = compare_prefill(c, o, lse, r, err);
+        st = compare_prefill(c, o, lse, sc, r, err);
     free(o);
     free(lse);
+    free(sc);
     return st;
 }
 
@@ -1510,7 +1562,8 @@ static void finish_report(tun_report *r)
     tun_report rep = *r;
     rep.pass = rep.out.bad == 0 && rep.poisoned == 0 && rep.stray == 0 &&
                rep.out.rel_l2 <= rep.rel_tol &&
-               (rep.lse.n == 0 || (rep.lse.bad == 0 && rep.lse.rel_l2 <= rep.rel_tol));
+               (rep.lse.n == 0 || (rep.lse.bad == 0 && rep.lse.rel_l2 <= rep.rel_tol)) &&
+               rep.scores.bad == 0 && (rep.scores.n == 0 || rep.scores.rel_l2 <= rep.rel_tol);
     int len = snprintf(rep.summary, sizeof rep.summary,
                        "rel_l2 %.2e max_abs %.2e nan %lld poisoned %lld", rep.out.rel_l2,
                        rep.out.max_abs, (long long)rep.out.bad, (long long)rep.poisoned);
@@ -1520,6 +1573,10 @@ static void finish_report(tun_report *r)
     if (rep.lse.n && len > 0 && (size_t)len < sizeof rep.summary)
         len += snprintf(rep.summary + len, sizeof rep.summary - (size_t)len,
                         " | lse rel_l2 %.2e", rep.lse.rel_l2);
+    if (rep.scores.n && len > 0 && (size_t)len < sizeof rep.summary)
+        len += snprintf(rep.summary + len, sizeof rep.summary - (size_t)len,
+                        " | scores rel_l2 %.2e nan %lld", rep.scores.rel_l2,
+                        (long long)rep.scores.bad);
     if (rep.stray && len > 0 && (size_t)len < sizeof rep.summary)
         snprintf(rep.summary + len, sizeof rep.summary - (size_t)len, " | %lld stray bytes",
                  (long long)rep.stray);
@@ -1527,15 +1584,16 @@ static void finish_report(tun_report *r)
 }
 
 fmqa_status tun_case_check_prefill(const tun_case *c, const void *o, const float *lse,
-                                   tun_report *r, fmqa_err *err)
+                                   const float *scores, tun_report *r, fmqa_err *err)
 {
     tun_report rep;
     memset(&rep, 0, sizeof rep);
     rep.rel_tol = tun_rel_tol(c->p.out_dtype);
-    if (!is_prefill(&c->p) || !o || ((c->p.flags & FMQA_FLAG_LSE) && !lse))
-        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT,
-                            "tun_case_check_prefill: not a prefill case, or o / lse is NULL");
-    fmqa_status st = compare_prefill(c, o, lse, &rep, err);
+    if (!is_prefill(&c->p) || !o || ((c->p.flags & FMQA_FLAG_LSE) && !lse) ||
+        ((c->p.flags & FMQA_FLAG_SCORES) && !scores))
+        return fmqa_err_set(err, FMQA_ERR_INVALID_ARGUMENT, "tun_case_check_prefill: not a "
+                            "prefill case, or o / lse / scores is NULL");
+    fmqa_status st = compare_prefill(c, o, lse, scores, &rep, err);
     if (st != FMQA_OK)
         return st;
     finish_report(&rep);

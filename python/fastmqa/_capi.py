@@ -324,7 +324,9 @@ class PrefillArgs(Struct):
                 [("cu_seqlens_q", PTR), ("kv_lens", PTR), ("page_table", PTR),
                  ("page_table_stride", I64), ("o", PTR), ("o_stride_token", I64),
                  ("o_stride_head", I64), ("lse", PTR), ("sm_scale", F32), ("workspace", PTR),
-                 ("workspace_size", SIZE), ("total_q", I64), ("sinks", PTR)])
+                 ("workspace_size", SIZE), ("total_q", I64), ("sinks", PTR),
+                 ("scores", PTR), ("scores_stride_batch", I64), ("scores_stride_head", I64),
+                 ("scores_window", I32)])
 
 
 class CompressPolicy(Struct):

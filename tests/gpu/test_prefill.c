@@ -9,7 +9,8 @@
  * are, and compares o and lse with ref_prefill exactly as the emulator test
  * does.  The cases cover the template's specializations: ragged batches of
  * new tokens, chunked prefill over contiguous and paged 16- and 8-bit caches,
- * group sizes, head dims, windows with sinks, no causal mask.  One line per
+ * group sizes, head dims, windows with sinks, no causal mask, observation-
+ * window scores (FMQA_FLAG_SCORES, against ref_prefill_scores).  One line per
  * case (the chosen config with it).  And the tuner's harness (tun_case, what
  * fastmqa-tune verifies every prefill variant with) on the GPU: a correct
  * launch passes it, with its row blocks under a budget that checks only part
@@ -33,13 +34,16 @@ typedef struct gcase {
     int32_t cached[PREFILL_MAX_SEQS];
 } gcase;
 
-static void run_case(fmqa_ctx_t *ctx, fmqa_test_gpu *g, const gcase *c)
+/* window: the observation window of a problem with FMQA_FLAG_SCORES. */
+static void run_case(fmqa_ctx_t *ctx, fmqa_test_gpu *g, const gcase *c, int32_t window)
 {
     fmqa_problem p = fmqa_test_problem(c->spec);
     ref_rng r;
     ref_rng_seed(&r, fmqa_test_seed(c->spec));
     prefill_inputs in;
     prefill_inputs_make(&p, c->tq, c->cached, &r, &in);
+    if (p.flags & FMQA_FLAG_SCORES)
+        prefill_inputs_scores(&p, window, &r, &in);
     /* The same bytes on the device, o and lse still NaN. */
     fmqa_prefill_args da = in.a;
     CUdeviceptr dev[PREFILL_MAX_BUFS];
@@ -66,13 +70,19 @@ static void run_case(fmqa_ctx_t *ctx, fmqa_test_gpu *g, const gcase *c)
     char what[512];
     snprintf(what, sizeof what, "prefill %s [%s]", c->spec, choice.config);
     prefill_inputs_check(&p, &in, in.a.o, in.a.lse, what);
+    if (p.flags & FMQA_FLAG_SCORES) {
+        fmqa_test_download(g, in.a.scores, (CUdeviceptr)(uintptr_t)da.scores,
+                           (size_t)p.batch * p.num_kv_heads * (p.kv_len + 8) * 4);
+        prefill_inputs_check_scores(&p, &in, in.a.scores, what);
+    }
     for (int i = 0; i < in.n_bufs; i++)
         fmqa_test_free(g, dev[i]);
     if (d_ws)
         fmqa_test_free(g, d_ws);
 }
 
-static void run_all(const gcase *cases, size_t n)
+/* The cases, with windows[i] for a scores case (windows NULL: none). */
+static void run_windows(const gcase *cases, const int32_t *windows, size_t n)
 {
     fmqa_options o = FMQA_OPTIONS_INIT;
     o.db_path = "";
@@ -81,10 +91,12 @@ static void run_all(const gcase *cases, size_t n)
     fmqa_test_gpu g;
     fmqa_test_gpu_open(&g);
     for (size_t i = 0; i < n; i++)
-        run_case(ctx, &g, &cases[i]);
+        run_case(ctx, &g, &cases[i], windows ? windows[i] : 0);
     fmqa_test_gpu_close(&g);
     fmqa_ctx_destroy(ctx);
 }
+
+static void run_all(const gcase *cases, size_t n) { run_windows(cases, NULL, n); }
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -115,6 +127,22 @@ Test(prefill, chunked_caches)
          "flags=causal|lse|kv_cache", {200, 50}, {1300, 100}},
     };
     run_all(cases, N(cases));
+}
+
+/* SnapKV's observation-window scores: both kernels, windows shorter and
+ * longer than a sequence, GQA over several row blocks, a paged 8-bit cache
+ * with a sliding window and sinks (whose scores problem runs on the sm_80
+ * template on a Hopper too). */
+Test(prefill, observation_window_scores)
+{
+    static const gcase cases[] = {
+        {"op=prefill,batch=3,heads=32,kv_heads=8,d=128,tq=2000,kv_len=2000,q=bf16,kv=bf16,out=bf16,"
+         "flags=causal|lse|scores", {2000, 17, 300}, {0}},
+        {"op=prefill,batch=2,heads=16,kv_heads=2,d=128,tq=256,kv_len=3000,page=16,kv=int8,window=1024,"
+         "sinks=4,flags=causal|lse|paged|kv_cache|scores", {256, 40}, {2744, 7}},
+    };
+    static const int32_t windows[] = {32, 64};
+    run_windows(cases, windows, N(cases));
 }
 
 /* One tun_case: poisoned, launched (plan NULL: fmqa_prefill), verified. */

@@ -4,6 +4,7 @@
  */
 #include "prefill_check.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,4 +177,54 @@ void prefill_inputs_check(const fmqa_problem *p, const prefill_inputs *in, const
     }
     free(ro);
     free(rl);
+}
+
+void prefill_inputs_scores(const fmqa_problem *p, int32_t window, ref_rng *r, prefill_inputs *in)
+{
+    const int64_t slots = p->kv_len, row = slots + 8, n = (int64_t)p->batch * p->num_kv_heads * row;
+    float *sc = BUF(in, scores, n * sizeof *sc, 16);
+    for (int64_t i = 0; i < n; i++)
+        if (i % row < slots)
+            sc[i] = (float)ref_rng_uniform(r);
+    in->scores_start = malloc(n * sizeof *sc);
+    cr_assert_not_null(in->scores_start);
+    memcpy(in->scores_start, sc, n * sizeof *sc);
+    in->a.scores_stride_head = row, in->a.scores_stride_batch = p->num_kv_heads * row;
+    in->a.scores_window = window;
+}
+
+void prefill_inputs_check_scores(const fmqa_problem *p, const prefill_inputs *in,
+                                 const float *scores, const char *what)
+{
+    const int64_t slots = p->kv_len, row = slots + 8, n = (int64_t)p->batch * p->num_kv_heads * row;
+    const float *start = in->scores_start;
+    double *dense = calloc(n, sizeof *dense);
+    cr_assert_not_null(dense);
+    fmqa_err err;
+    cr_assert_eq(ref_prefill_scores(p, &in->a, in->n_pages, dense, &err), FMQA_OK, "%s", err.msg);
+    const int32_t *cu = in->a.cu_seqlens_q;
+    int64_t bad = 0, worst = -1;
+    double max_rel = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t j = i % row, b = i / row / p->num_kv_heads;
+        const int32_t len = in->a.kv_lens ? in->a.kv_lens[b] : cu[b + 1] - cu[b];
+        if (j >= len) { /* padding and slots past the sequence: untouched */
+            bad += memcmp(&scores[i], &start[i], sizeof *scores) != 0;
+            continue;
+        }
+        const double w = start[i] + dense[i / row * slots + j];
+        const double e = fabs(scores[i] - w) / fmax(w, 1e-3);
+        if (isnan(e))
+            bad++, worst = i;
+        else if (e > max_rel)
+            max_rel = e, worst = i;
+    }
+    /* 2^(x - L) of f32 logits and LSEs from f16 / bf16 operands, summed over
+     * <= w G rows: observed ~2e-7 relative on the emulator. */
+    fprintf(stderr, "%s: scores max rel %.2e at %lld, %lld NaN or untouchable slots written\n",
+            what, max_rel, (long long)worst, (long long)bad);
+    cr_expect(bad == 0 && max_rel <= 2e-3, "%s: scores max rel %g at %lld (%g, start %g), %lld NaN "
+              "or untouchable slots written", what, max_rel, (long long)worst,
+              worst >= 0 ? scores[worst] : 0.0, worst >= 0 ? start[worst] : 0.0, (long long)bad);
+    free(dense);
 }

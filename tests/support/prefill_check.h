@@ -28,7 +28,7 @@
 #include "ref.h"
 
 #define PREFILL_MAX_SEQS 8
-#define PREFILL_MAX_BUFS 12
+#define PREFILL_MAX_BUFS 16
 
 typedef struct prefill_inputs {
     fmqa_prefill_args a;  /* host pointers                                 */
@@ -37,6 +37,7 @@ typedef struct prefill_inputs {
     int n_bufs;           /* the buffers a's pointer fields point at       */
     size_t field[PREFILL_MAX_BUFS]; /* offsetof the field in fmqa_prefill_args */
     size_t bytes[PREFILL_MAX_BUFS];
+    float *scores_start;  /* prefill_inputs_scores: the buffer as it started */
 } prefill_inputs;
 
 /* tq[b] new tokens per sequence; with FMQA_FLAG_KV_CACHE cached[b] positions
@@ -47,6 +48,18 @@ void prefill_inputs_make(const fmqa_problem *p, const int32_t *tq, const int32_t
 /* Gives in learned sink logits, one per query head, drawn from [-4, 8) as
  * decode's emulator inputs. */
 void prefill_inputs_sinks(const fmqa_problem *p, ref_rng *r, prefill_inputs *in);
+
+/* FMQA_FLAG_SCORES: gives in a scores buffer [B, Hkv, kv_len + 8] (listed for
+ * upload) holding random earlier scores in every slot and NaN in the 8
+ * floats of padding after each row, and the observation window. */
+void prefill_inputs_scores(const fmqa_problem *p, int32_t window, ref_rng *r, prefill_inputs *in);
+
+/* scores (as in->a.scores is laid out, after the call) against the start
+ * plus ref_prefill_scores: within 2e-3 relative (floor 1e-3) in each
+ * sequence's slots, bitwise the start past them and in the padding.  what
+ * names the case. */
+void prefill_inputs_check_scores(const fmqa_problem *p, const prefill_inputs *in,
+                                 const float *scores, const char *what);
 
 /* o (out_dtype storage [total, H, dv]) and lse ([total, H] floats, read with
  * FMQA_FLAG_LSE) against ref_prefill on in's host inputs: relative L2 within

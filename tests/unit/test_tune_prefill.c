@@ -201,7 +201,7 @@ static tun_report check(const tun_case *c, const void *o, const float *lse)
 {
     tun_report r;
     fmqa_err err;
-    cr_assert_eq(tun_case_check_prefill(c, o, lse, &r, &err), FMQA_OK, "%s", err.msg);
+    cr_assert_eq(tun_case_check_prefill(c, o, lse, NULL, &r, &err), FMQA_OK, "%s", err.msg);
     return r;
 }
 
