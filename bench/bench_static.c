@@ -514,12 +514,12 @@ static void print_json_row(const srow *r, const char **archs)
     } else if (!strcmp(r->op, "prefill") || !strcmp(r->op, "pscores")) {
         int sv = r->sass;
         if (!strcmp(r->op, "pscores")) {
-            printf("\"score_window\":%d,\"score_bytes_per_prefill_byte\":%.5f,"
+            printf(",\"score_window\":%d,\"score_bytes_per_prefill_byte\":%.5f,"
                    "\"score_kernel_ctas\":%d,\"score_kernel_registers\":%d,"
                    "\"score_kernel_spill_bytes\":%d,",
                    PSCORES_WINDOW, r->score_bytes, r->scores.ctas, r->scores.regs, r->scores.spill);
             json_num("score_insts_per_prefill_inst", r->score_insts, sv, "%.5f", 1);
-            json_num("score_insts_per_chunk_tile", r->sloop.insts, sv, "%.0f", 1);
+            json_num("score_insts_per_chunk_tile", r->sloop.insts, sv, "%.0f", 0);
         }
         printf(",\"tile_bytes\":%.0f,\"inflight_kb_per_sm\":%.1f,", r->tile_bytes,
                r->inflight_kb);
