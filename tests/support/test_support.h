@@ -45,10 +45,24 @@ fmqa_problem fmqa_test_problem(const char *spec);
 gen_config fmqa_test_config(const char *text);
 fmqa_device_info fmqa_test_device(const char *arch);
 
+/* What fmqa_test_compile_checked asks of a compiled config. */
+typedef struct fmqa_test_compile_want {
+    const char *arch;  /* the architecture it must render for ("sm_90a"); NULL: any */
+    int n_entries;     /* kernels ptxas must report */
+    int max_registers; /* per thread; 0: 255 */
+    int hgmma;         /* 1: the SASS must hold HGMMA (skipped with a message without cuobjdump) */
+} fmqa_test_compile_want;
+
 /* Renders one config and compiles it with NVRTC, asserting ptxas reports
- * n_entries kernels, each without spills or a stack frame (no local memory:
- * register arrays indexed by constants only) in at most 255 registers; what
- * names the case in messages. */
+ * want->n_entries kernels, each without spills or a stack frame (no local
+ * memory: register arrays indexed by constants only) in at most
+ * want->max_registers registers, and what else want asks; prints each entry's
+ * registers to stderr; what names the case in messages. */
+void fmqa_test_compile_checked(const gen_template *t, const gen_config *c, const fmqa_problem *p,
+                               const fmqa_device_info *d, const char *what,
+                               const fmqa_test_compile_want *want);
+
+/* fmqa_test_compile_checked asking only for n_entries clean kernels. */
 void fmqa_test_compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
                              const fmqa_device_info *d, const char *what, int n_entries);
 
@@ -56,6 +70,11 @@ void fmqa_test_compile_clean(const gen_template *t, const gen_config *c, const f
  * FMQA_ERR_UNSUPPORTED and a message containing reason. */
 void fmqa_test_expect_reason(const gen_template *t, const char *spec, const char *config_text,
                              const char *reason);
+
+/* Expects t to have no default config for the problem (spec) on arch (as
+ * fmqa_test_device), with a message containing why. */
+void fmqa_test_expect_no_default(const gen_template *t, const char *spec, const char *arch,
+                                 const char *why);
 
 /* Opens path read-write (creating it), asserting success. */
 struct db *fmqa_test_db_open_rw(const char *path);
