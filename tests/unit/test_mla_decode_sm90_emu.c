@@ -2,8 +2,8 @@
  * test_mla_decode_sm90_emu.c -- the mla_decode_sm90 template's real source
  * (wgmma, sm_90a) run on the CPU emulator against the float64 reference,
  * no GPU needed (tests/support/mla_check.c: padded strides, shuffled pages,
- * pages past a sequence's end unmapped, NaN-poisoned outputs and workspace).  Heads 16, 32 and 128 (two 64-row
- * CTAs), 1 and 2 query tokens with the causal mask among them, lengths 1, 17
+ * pages past a sequence's end unmapped, NaN-poisoned outputs and
+ * workspace).  Heads 16, 32 and 128 (two 64-row CTAs), 1 and 2 query tokens with the causal mask among them, lengths 1, 17
  * and 1000 (an odd number of blocks: a pair's second block past the end),
  * forced splits through the shared combine, both block sizes and pipeline
  * depths, f16, bf16 and fp8 latents, q in the other type than the latent.
