@@ -3,11 +3,12 @@
  * (wgmma, sm_90a) run on the CPU emulator against the float64 reference,
  * no GPU needed (tests/support/mla_check.c: padded strides, shuffled pages,
  * pages past a sequence's end unmapped, NaN-poisoned outputs and
- * workspace).  Heads 16, 32 and 128 (two 64-row CTAs), 1 and 2 query tokens with the causal mask among them, lengths 1, 17
- * and 1000 (an odd number of blocks: a pair's second block past the end),
- * forced splits through the shared combine, both block sizes and pipeline
- * depths, f16, bf16 and fp8 latents, q in the other type than the latent.
- * The emulator computes every wgmma in double: about 10^7 products a second.
+ * workspace).  Heads 16, 32 and 128 (two 64-row CTAs), 1 and 2 query tokens
+ * with the causal mask among them, lengths 1, 17 and 1000 (an odd number of
+ * blocks: a pair's second block past the end), forced splits through the
+ * shared combine, both block sizes and pipeline depths, f16, bf16 and fp8
+ * latents, q in the other type than the latent.  The emulator computes every
+ * wgmma in double: about 10^7 products a second.
  */
 #include <criterion/criterion.h>
 
