@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 
 #include "fastmqa.h"
+#include "rt.h"
 #include "test_support.h"
 
 static fmqa_ctx_t *make_ctx(void)
@@ -183,4 +184,28 @@ Test(prefill_args, good_arguments_without_a_gpu_get_no_driver)
     fmqa_choice c;
     cr_assert_eq(fmqa_plan(ctx, &p, &c), st);
     fmqa_ctx_destroy(ctx);
+}
+
+/* A plan's workspace larger than the one given is refused, naming both sizes
+ * and the query that tells it (known only with a plan: rt_prefill_params). */
+Test(prefill_args, a_short_workspace_names_both_sizes)
+{
+    fmqa_problem p = prefill_problem();
+    fmqa_prefill_args a = good_args();
+    static _Alignas(16) char ws[256];
+    a.workspace = ws, a.workspace_size = sizeof ws;
+    a.sm_scale = 0.5f;
+    rt_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.problem = p;
+    plan.launch.workspace = 4096;
+    fmqa_prefill_params prm;
+    fmqa_err err = {0};
+    cr_assert_eq(rt_prefill_params(&plan, &a, &prm, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect_str_eq(err.msg, "args.workspace: 256 bytes given, 4096 needed "
+                              "(fmqa_prefill_workspace_size)");
+    plan.launch.workspace = 0;
+    cr_expect_eq(rt_prefill_params(&plan, &a, &prm, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_null(prm.workspace);
+    cr_expect_float_eq(prm.sm_scale_log2, 0.5f * 1.4426950408889634f, 1e-7f);
 }
