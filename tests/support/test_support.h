@@ -21,6 +21,10 @@ int fmqa_test_gpu_available(char *why, size_t cap);
  * Printed to stderr with the test's name so a failure can be replayed. */
 uint64_t fmqa_test_seed(const char *test_name);
 
+/* A context with default options and no database (tests must not touch
+ * ~/.cache), asserting it was created; the caller destroys it. */
+fmqa_ctx_t *fmqa_test_ctx(void);
+
 /* Device memory for gpu tests; the test's context must be current. */
 typedef struct fmqa_test_gpu {
     const rt_cuda *cu;

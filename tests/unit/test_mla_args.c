@@ -18,15 +18,6 @@
 #include "rt.h"
 #include "test_support.h"
 
-static fmqa_ctx_t *make_ctx(void)
-{
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    return ctx;
-}
-
 /* DeepSeek-V3 attention on one tensor-parallel shard: 16 heads, 512 + 64. */
 static fmqa_problem mla_problem(void)
 {
@@ -58,7 +49,7 @@ static fmqa_mla_decode_args good_args(void)
 
 Test(mla_args, bad_arguments_are_named_before_any_gpu_work)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = mla_problem();
     fmqa_mla_decode_args a = good_args();
     cr_assert_eq(fmqa_mla_decode(ctx, &p, NULL, NULL), FMQA_ERR_INVALID_ARGUMENT);
@@ -126,7 +117,7 @@ Test(mla_args, good_arguments_without_a_gpu_get_no_driver)
     char why[256];
     if (fmqa_test_gpu_available(why, sizeof why))
         cr_skip_test("a GPU is present");
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = mla_problem();
     fmqa_mla_decode_args a = good_args();
     fmqa_status st = fmqa_mla_decode(ctx, &p, &a, NULL);

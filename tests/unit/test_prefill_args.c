@@ -15,15 +15,6 @@
 #include "rt.h"
 #include "test_support.h"
 
-static fmqa_ctx_t *make_ctx(void)
-{
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = ""; /* no database: tests must not touch ~/.cache */
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    return ctx;
-}
-
 /* 2 sequences of up to 512 new tokens, 32 heads over 8 KV heads, d = 128. */
 static fmqa_problem prefill_problem(void)
 {
@@ -50,7 +41,7 @@ static fmqa_problem cache_problem(void)
 
 Test(prefill_problem, good_problems_pass)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = prefill_problem();
     cr_assert_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
     p = cache_problem();
@@ -84,7 +75,7 @@ Test(prefill_problem, each_bad_field_is_named)
     cases[4].p.op = FMQA_OP_DECODE, cases[4].p.q_tokens = 1, cases[4].p.flags |= FMQA_FLAG_KV_CACHE;
     cases[5].p.batch = 70000;
     cases[6].p.q_tokens = cases[6].p.kv_len = 1 << 20;
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cr_expect_eq(fmqa_problem_validate(ctx, &cases[i].p), FMQA_ERR_INVALID_ARGUMENT, "%s",
                      cases[i].what);
@@ -150,7 +141,7 @@ Test(prefill_args, bad_arguments_are_reported_before_any_gpu_work)
     cases[10].a.total_q = (int64_t)cases[10].p.batch * cases[10].p.q_tokens + 1;
     cases[11].a.total_q = -1;
     cases[12].a.sinks = (const float *)((const char *)odd + 2);
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cr_expect_eq(fmqa_prefill(ctx, &cases[i].p, &cases[i].a, NULL), FMQA_ERR_INVALID_ARGUMENT,
                      "%s", cases[i].what);
@@ -172,7 +163,7 @@ Test(prefill_args, good_arguments_without_a_gpu_get_no_driver)
     char why[256];
     if (fmqa_test_gpu_available(why, sizeof why))
         cr_skip_test("a GPU is present");
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = prefill_problem();
     fmqa_prefill_args a = good_args();
     fmqa_status st = fmqa_prefill(ctx, &p, &a, NULL);
