@@ -42,17 +42,7 @@ Test(mla_decode_sm90_compile, defaults, .timeout = 900)
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         fmqa_problem p = fmqa_test_problem(specs[i][0]);
-        gen_config c;
-        fmqa_err err;
-        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", specs[i][0], err.msg);
-        if (specs[i][1][0]) {
-            gen_config over;
-            int64_t v;
-            cr_assert_eq(gen_config_parse(specs[i][1], &over, &err), FMQA_OK, "%s", err.msg);
-            for (const char *k = "BLOCK_N"; k; k = strcmp(k, "BLOCK_N") ? NULL : "PIPE")
-                if (gen_config_get(&over, k, &v))
-                    cr_assert_eq(gen_config_set(&c, k, v, &err), FMQA_OK, "%s", err.msg);
-        }
+        gen_config c = fmqa_test_default_with(t, &p, &dev, specs[i][1]);
         fmqa_test_compile_checked(t, &c, &p, &dev, specs[i][0], &want);
     }
     gen_lib_close(lib);

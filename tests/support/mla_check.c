@@ -53,13 +53,7 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, int sinks, 
     a->kv_scale_stride_token = 1, a->kv_scale_stride_batch = srow;
     if (paged) { /* a shuffled page order */
         int32_t *table = poisoned(B * per_seq * sizeof *table, 4);
-        for (int64_t i = 0; i < B * per_seq; i++)
-            table[i] = (int32_t)i;
-        for (int64_t i = B * per_seq - 1; i > 0; i--) {
-            int64_t j = ref_rng_next(r) % (i + 1);
-            int32_t t = table[i];
-            table[i] = table[j], table[j] = t;
-        }
+        fmqa_test_shuffle_pages(table, B * per_seq, r);
         a->page_table = table, a->page_table_stride = per_seq;
     }
     const ref_cache_view view = {.dtype = p->kv_dtype,
@@ -68,18 +62,8 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, int sinks, 
                                  .draft_slots = p->draft_slots};
     const ref_attn_shape rs = {B, Tq, T, H, 1, DK, DC, lens, p->flags, NULL, p->window,
                                p->sink_tokens, 0, 0, 0.0, NULL, 0.0, p->draft_slots};
-    if (paged) { /* pages holding no readable position are unmapped */
-        int32_t *table = (int32_t *)a->page_table;
-        unsigned char *mapped = calloc((size_t)(B * per_seq), 1);
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t j = 0; j < lens[b]; j++)
-                if (ref_readable(&rs, b, j))
-                    mapped[b * per_seq + ref_cache_slot(&view, j) / ps] = 1;
-        for (int64_t i = 0; i < B * per_seq; i++)
-            if (!mapped[i])
-                table[i] = -1;
-        free(mapped);
-    }
+    if (paged) /* pages holding no readable position are unmapped */
+        fmqa_test_unmap_unread((int32_t *)a->page_table, per_seq, ps, &rs, &view);
     fmqa_err err;
     for (int64_t b = 0; b < B; b++)
         for (int64_t j = 0; j < lens[b]; j++) {
@@ -135,19 +119,8 @@ void mla_check_run_into(const char *name, const char *driver, const mla_case *mc
     fmqa_err err;
     const char *arch = mc->arch ? mc->arch : "sm_90";
     fmqa_device_info dev = fmqa_test_device(arch);
-    fmqa_problem p;
-    cr_assert_eq(gen_problem_parse(mc->spec, &p, &err), FMQA_OK, "%s: %s", mc->spec, err.msg);
-    gen_config c, over;
-    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
-    if (mc->config[0]) {
-        cr_assert_eq(gen_config_parse(mc->config, &over, &err), FMQA_OK, "%s", err.msg);
-        for (int i = 0; i < gen_template_param_count(t); i++) {
-            int64_t v;
-            if (gen_config_get(&over, gen_template_param_name(t, i), &v))
-                cr_assert_eq(gen_config_set(&c, gen_template_param_name(t, i), v, &err), FMQA_OK,
-                             "%s", err.msg);
-        }
-    }
+    fmqa_problem p = fmqa_test_problem(mc->spec);
+    gen_config c = fmqa_test_default_with(t, &p, &dev, mc->config);
     rt_plan plan;
     memset(&plan, 0, sizeof plan);
     plan.problem = p;

@@ -65,6 +65,21 @@ fmqa_device_info fmqa_test_device(const char *arch)
     return d;
 }
 
+gen_config fmqa_test_default_with(const gen_template *t, const fmqa_problem *p,
+                                  const fmqa_device_info *d, const char *over)
+{
+    gen_config c, o = fmqa_test_config(over);
+    fmqa_err err;
+    char spec[GEN_PROBLEM_TEXT_CAP];
+    gen_problem_format(p, spec, sizeof spec);
+    cr_assert_eq(gen_default(t, p, d, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
+    for (int i = 0; i < o.n; i++)
+        cr_assert_eq(gen_config_set(&c, o.p[i].name, o.p[i].value, &err), FMQA_OK, "%s", err.msg);
+    if (o.n)
+        cr_assert_eq(gen_check(t, &c, p, d, &err), FMQA_OK, "%s [%s]: %s", spec, over, err.msg);
+    return c;
+}
+
 /* Expects HGMMA in the cubin's SASS (wgmma reached the machine code); says so
  * on stderr instead when cuobjdump is missing. */
 static void expect_hgmma(const gen_binary *bin, const char *what, const char *text)

@@ -12,6 +12,7 @@
 #include "fastmqa.h"
 #include "db.h"
 #include "gen.h"
+#include "ref.h"
 #include "rt_cuda.h"
 
 /* 1 when a CUDA driver and at least one GPU are usable; else 0 and why. */
@@ -48,6 +49,12 @@ const gen_template *fmqa_test_template(gen_lib *lib, const char *name, fmqa_op o
 fmqa_problem fmqa_test_problem(const char *spec);
 gen_config fmqa_test_config(const char *text);
 fmqa_device_info fmqa_test_device(const char *arch);
+
+/* t's default config for the problem p on d with the parameters the config
+ * text `over` names set ("BLOCK_N=64,SPLITS=2"; "" for none), asserting the
+ * default exists and the result is legal (gen_check). */
+gen_config fmqa_test_default_with(const gen_template *t, const fmqa_problem *p,
+                                  const fmqa_device_info *d, const char *over);
 
 /* What fmqa_test_compile_checked asks of a compiled config. */
 typedef struct fmqa_test_compile_want {
@@ -132,6 +139,17 @@ void *fmqa_test_emu_symbol(void *handle, const char *sym);
  * a power of two it is aligned to) touches an inaccessible page, so a read
  * past it faults.  Never freed (the test process ends). */
 void *fmqa_test_guarded(size_t bytes, size_t align, uint8_t fill);
+
+/* Fills table[0, n) with a permutation of 0 .. n - 1 drawn from r: a
+ * shuffled page order (a kernel must not assume pages in sequence order). */
+void fmqa_test_shuffle_pages(int32_t *table, int64_t n, ref_rng *r);
+
+/* Sets to -1 the entries of the page table [s->batch, per_seq] (pages of ps
+ * cache slots, view's slot mapping) whose page holds no position a decode of
+ * shape s reads (ref_readable: behind every window, overwritten in a ring, or
+ * past the length), as an engine that frees such pages leaves them. */
+void fmqa_test_unmap_unread(int32_t *table, int64_t per_seq, int64_t ps, const ref_attn_shape *s,
+                            const ref_cache_view *view);
 
 /* The 2-D page table [batch, per_seq] of sequences of lengths lens (pages of
  * ps tokens) as a CSR page table (FMQA_FLAG_PAGE_CSR) in guarded buffers:
