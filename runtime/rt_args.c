@@ -295,6 +295,45 @@ static fmqa_status check_scores(const fmqa_problem *p, const fmqa_decode_args *a
     return check_tensor(&sc, err);
 }
 
+/* What decode and prefill take alike after their tensors: lse (with
+ * FMQA_FLAG_LSE), sm_scale, learned sinks and the workspace's alignment (its
+ * size needs the plan: check_workspace_size). */
+static fmqa_status check_scale_lse_sinks(const fmqa_problem *p, const float *lse, float sm_scale,
+                                         const float *sinks, const void *workspace, fmqa_err *err)
+{
+    fmqa_status st;
+    if ((p->flags & FMQA_FLAG_LSE) &&
+        (!lse ? (st = BAD("args.lse is NULL but the problem has FMQA_FLAG_LSE"))
+              : (st = check_aligned("lse", lse, WORD_BYTES, err))))
+        return st;
+    if (sm_scale < 0 || !isfinite(sm_scale))
+        return BAD("args.sm_scale %g is negative or not finite", sm_scale);
+    if (sinks && (st = check_aligned("sinks", sinks, WORD_BYTES, err)))
+        return st;
+    if (workspace && (st = check_aligned("workspace", workspace, VEC_BYTES, err)))
+        return st;
+    return FMQA_OK;
+}
+
+/* The plan's workspace against what the caller gave; `query` names the call
+ * that tells its size. */
+static fmqa_status check_workspace_size(const rt_plan *plan, const void *workspace, size_t size,
+                                        const char *query, fmqa_err *err)
+{
+    if (plan->launch.workspace > 0 && (!workspace || size < (size_t)plan->launch.workspace))
+        return BAD("args.workspace: %zu bytes given, %lld needed (%s)", workspace ? size : 0,
+                   (long long)plan->launch.workspace, query);
+    return FMQA_OK;
+}
+
+/* The kernels' score scale: sm_scale, 0 for 1/sqrt(head_dim_qk), and it in
+ * base 2 (the kernels exponentiate with ex2). */
+static void scale_fill(const fmqa_problem *p, float sm_scale, float *scale, float *scale_log2)
+{
+    *scale = sm_scale > 0 ? sm_scale : 1.0f / sqrtf((float)p->head_dim_qk);
+    *scale_log2 = *scale * 1.4426950408889634f;
+}
+
 /* Everything about the arguments that the problem alone settles: checked before
  * a plan is resolved, so bad input is reported even without a GPU. */
 static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a, fmqa_err *err)
@@ -321,15 +360,7 @@ static fmqa_status check_decode(const fmqa_problem *p, const fmqa_decode_args *a
                                    "FMQA_FLAG_TREE_MASK"))
                        : (st = check_aligned("tree_mask", a->tree_mask, MASK_BYTES, err))))
         return st;
-    if ((p->flags & FMQA_FLAG_LSE) &&
-        (!a->lse ? (st = BAD("args.lse is NULL but the problem has FMQA_FLAG_LSE"))
-                 : (st = check_aligned("lse", a->lse, WORD_BYTES, err))))
-        return st;
-    if (a->sm_scale < 0 || !isfinite(a->sm_scale))
-        return BAD("args.sm_scale %g is negative or not finite", a->sm_scale);
-    if (a->sinks && (st = check_aligned("sinks", a->sinks, WORD_BYTES, err)))
-        return st;
-    if (a->workspace && (st = check_aligned("workspace", a->workspace, VEC_BYTES, err)))
+    if ((st = check_scale_lse_sinks(p, a->lse, a->sm_scale, a->sinks, a->workspace, err)))
         return st;
     return check_scores(p, a, err);
 }
@@ -351,11 +382,9 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
     fmqa_status st = check_decode(p, a, err);
     if (st != FMQA_OK)
         return st;
-    if (plan->launch.workspace > 0 &&
-        (!a->workspace || a->workspace_size < (size_t)plan->launch.workspace))
-        return BAD("args.workspace: %zu bytes given, %lld needed "
-                   "(fmqa_decode_workspace_size)",
-                   a->workspace ? a->workspace_size : 0, (long long)plan->launch.workspace);
+    if ((st = check_workspace_size(plan, a->workspace, a->workspace_size,
+                                   "fmqa_decode_workspace_size", err)))
+        return st;
     memset(o, 0, sizeof *o);
     o->q = a->q;
     o->q_sb = a->q_stride_batch, o->q_st = a->q_stride_token, o->q_sh = a->q_stride_head;
@@ -367,8 +396,7 @@ fmqa_status rt_decode_params(const rt_plan *plan, const fmqa_decode_args *a,
     o->o = a->o;
     o->o_sb = a->o_stride_batch, o->o_st = a->o_stride_token, o->o_sh = a->o_stride_head;
     o->lse = a->lse;
-    o->sm_scale = a->sm_scale > 0 ? a->sm_scale : 1.0f / sqrtf((float)p->head_dim_qk);
-    o->sm_scale_log2 = o->sm_scale * 1.4426950408889634f;
+    scale_fill(p, a->sm_scale, &o->sm_scale, &o->sm_scale_log2);
     o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;
     o->kv_len_max = p->kv_len, o->window = p->window, o->sink_tokens = p->sink_tokens;
     o->ring_period = (int)fmqa_ring_period(p);
@@ -645,10 +673,9 @@ fmqa_status rt_compress_params(const rt_plan *plan, const fmqa_compress_args *a,
     fmqa_status st = check_compress(p, a, err);
     if (st != FMQA_OK)
         return st;
-    if (!a->workspace || a->workspace_size < (size_t)plan->launch.workspace)
-        return BAD("args.workspace: %zu bytes given, %lld needed "
-                   "(fmqa_compress_workspace_size)",
-                   a->workspace ? a->workspace_size : 0, (long long)plan->launch.workspace);
+    if ((st = check_workspace_size(plan, a->workspace, a->workspace_size,
+                                   "fmqa_compress_workspace_size", err)))
+        return st;
     memset(o, 0, sizeof *o);
     COPY_CACHE(o, a, p->kv_scale_granularity);
     o->kv_lens = a->kv_lens, o->new_lens = a->new_lens;
@@ -736,15 +763,7 @@ static fmqa_status check_prefill(const fmqa_problem *p, const fmqa_prefill_args 
         return BAD("args.cu_seqlens_q is NULL");
     if ((st = check_aligned("cu_seqlens_q", a->cu_seqlens_q, WORD_BYTES, err)))
         return st;
-    if ((p->flags & FMQA_FLAG_LSE) &&
-        (!a->lse ? (st = BAD("args.lse is NULL but the problem has FMQA_FLAG_LSE"))
-                 : (st = check_aligned("lse", a->lse, WORD_BYTES, err))))
-        return st;
-    if (a->sm_scale < 0 || !isfinite(a->sm_scale))
-        return BAD("args.sm_scale %g is negative or not finite", a->sm_scale);
-    if (a->sinks && (st = check_aligned("sinks", a->sinks, WORD_BYTES, err)))
-        return st;
-    if (a->workspace && (st = check_aligned("workspace", a->workspace, VEC_BYTES, err)))
+    if ((st = check_scale_lse_sinks(p, a->lse, a->sm_scale, a->sinks, a->workspace, err)))
         return st;
     return check_prefill_scores(p, a, err);
 }
@@ -756,11 +775,9 @@ fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
     fmqa_status st = check_prefill(p, a, err);
     if (st != FMQA_OK)
         return st;
-    if (plan->launch.workspace > 0 &&
-        (!a->workspace || a->workspace_size < (size_t)plan->launch.workspace))
-        return BAD("args.workspace: %zu bytes given, %lld needed "
-                   "(fmqa_prefill_workspace_size)",
-                   a->workspace ? a->workspace_size : 0, (long long)plan->launch.workspace);
+    if ((st = check_workspace_size(plan, a->workspace, a->workspace_size,
+                                   "fmqa_prefill_workspace_size", err)))
+        return st;
     memset(o, 0, sizeof *o);
     o->q = a->q;
     o->q_st = a->q_stride_token, o->q_sh = a->q_stride_head;
@@ -771,8 +788,7 @@ fmqa_status rt_prefill_params(const rt_plan *plan, const fmqa_prefill_args *a,
     o->o_st = a->o_stride_token, o->o_sh = a->o_stride_head;
     o->lse = (p->flags & FMQA_FLAG_LSE) ? a->lse : NULL;
     o->workspace = plan->launch.workspace > 0 ? a->workspace : NULL;
-    o->sm_scale = a->sm_scale > 0 ? a->sm_scale : 1.0f / sqrtf((float)p->head_dim_qk);
-    o->sm_scale_log2 = o->sm_scale * 1.4426950408889634f;
+    scale_fill(p, a->sm_scale, &o->sm_scale, &o->sm_scale_log2);
     o->batch = p->batch, o->num_q_heads = p->num_q_heads, o->num_kv_heads = p->num_kv_heads;
     o->q_tokens_max = p->q_tokens, o->kv_len_max = p->kv_len;
     o->window = p->window, o->sink_tokens = p->sink_tokens;

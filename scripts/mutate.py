@@ -17,13 +17,16 @@ planted in the source tree itself, their test binaries rebuilt, and the file
 restored (also on an interrupt) and rebuilt after.  Prints one line per mutant and
 `caught N / M`; --markdown prints the table docs/PERFORMANCE.md carries.
 
-A mutant whose text no longer occurs in its file (the code moved on) is
-reported as stale and not counted: update its `old` text.  One that the
-emulator cannot compile is reported as such and not counted either (a bug
-the compiler finds needs no test).
+Each selected mutant's `old` text must occur exactly once in its file: one
+that occurs nowhere (the code moved on) or more than once (it would plant
+several bugs, or the wrong one) stops the script before anything runs, naming
+it and its count (exit status 2): refresh its `old` text.  --check does only
+that, for every selected mutant, in a second.  A mutant that the emulator
+cannot compile is reported as such and not counted (a bug the compiler finds
+needs no test).
 
 Usage: scripts/mutate.py [--build-dir build] [--only SUBSTRING[,...]] [--list]
-                         [--markdown] [--timeout SECONDS]
+                         [--check] [--markdown] [--timeout SECONDS]
 Slow on purpose (each survivor runs every relevant test: minutes); CI does
 not run it.  Run it under `nice` on a shared machine.
 """
@@ -133,8 +136,9 @@ MUTANTS = [
      "if (RING) s.lo = max(s.lo, s.kv_len - p.window);"),
     ("sink-in-partials", "decode.cuh", "learned sink added to every split's partial too",
      "p.sinks && slot < 0 ? p.sinks[head] * LOG2E", "p.sinks ? p.sinks[head] * LOG2E"),
-    ("sink-not-combined", "decode.cuh", "combine leaves the learned sink out",
-     "const float sink2 = p.sinks ? p.sinks[h] * LOG2E : neg_inf();", "const float sink2 = neg_inf();"),
+    ("sink-not-combined", "decode.cuh", "a segment not split leaves the learned sink out",
+     "const float s2 = p.sinks && slot < 0 ? p.sinks[head] * LOG2E : neg_inf();",
+     "const float s2 = neg_inf();"),
     ("sinks-overlap", "fmqa_seq.cuh", "sinks not clipped to the window start",
      "s.s0 = min(p.sink_tokens, s.lo);", "s.s0 = p.sink_tokens;"),
     ("tile-end-bound", "decode.cuh", "masked tile keeps the column at v_end",
@@ -320,7 +324,7 @@ MUTANTS = [
     ("prefill-missing-l-rescale", "prefill.cuh", "running sum not rescaled when the max grows",
      "            st.l[mt][h] *= alpha;\n", ""),
     ("prefill-lse-base", "prefill.cuh", "LSE written in base 2",
-     "(st.m[mt][h] + __log2f(l)) * 0.69314718055994531f", "(st.m[mt][h] + __log2f(l))"),
+     "+ head] = lse2 * 0.69314718055994531f;", "+ head] = lse2;"),
     # --- prefill.lua
     ("prefill-lua-scale-smem", "prefill.lua", "shared_bytes forgets the V scales",
      "(eb == 1 and 8 * c.BLOCK_N or 0)", "(eb == 1 and 4 * c.BLOCK_N or 0)"),
@@ -390,7 +394,8 @@ MUTANTS = [
     ("scores-ring-slot", "decode_scores.cuh", "a ring position's mass lands on its position, not its slot",
      "hk * p.sc_sh + slot_of(p, s, pos_of(s, v))] += acc;", "hk * p.sc_sh + pos_of(s, v)] += acc;"),
     ("scores-combine-lse", "decode.cuh", "the combine leaves a split row's final LSE out of ws_sl",
-     "if (SCORES && threadIdx.x == 0 && blockIdx.y == 0) p.ws_sl[row] = lse2;", ""),
+     "        if (SCORES) p.ws_sl[row] = lse2; /* decode_scores.cuh */",
+     "        (void)row, (void)lse2;"),
     ("scores-overwrite", "decode_scores.cuh", "the epilogue overwrites the caller's scores",
      "pos_of(s, v))] += acc;", "pos_of(s, v))] = acc;"),
     # --- prefill scores (prefill_scores.cuh, prefill.cuh's hooks, prefill.lua)
@@ -451,7 +456,8 @@ MUTANTS = [
     ("mla90-fp8-scale", "mla_decode_sm90.cuh", "fp8: even values dequantized without the token's scale",
      "f16_to_f32((u16)(h2 & 0xffff)) * sc,", "f16_to_f32((u16)(h2 & 0xffff)),"),
     ("mla90-lua-smem", "mla_decode_sm90.lua", "shared bytes count one block a stage",
-     "2 * c.PIPE * c.BLOCK_N * (LATENT + ROPE) * 2", "c.PIPE * c.BLOCK_N * (LATENT + ROPE) * 2"),
+     "local tiles = 2 * (q8 and 1 or c.PIPE) * c.BLOCK_N * dk * 2",
+     "local tiles = (q8 and 1 or c.PIPE) * c.BLOCK_N * dk * 2"),
     # --- runtime: prefill_sm90's tensor maps (planted in the source tree)
     ("tmap-v-head-stride", "runtime/rt_tmap.c", "V's tensor map with K's head stride",
      "const long long sh[3] = {p->q_sh, p->k_sh, p->v_sh}",
@@ -508,8 +514,21 @@ TESTS = {
 
 
 def in_tree(fname):
-    """A library source, mutated in the source tree (not a template)."""
-    return "/" in fname
+    """A library source (runtime/rt_args.c), mutated in the source tree, not a
+    template (decode.cuh, lib/sched.lua: under templates/)."""
+    return not os.path.exists(os.path.join(ROOT, "templates", fname))
+
+
+def source_text(fname):
+    with open(os.path.join(ROOT, fname) if in_tree(fname) else
+              os.path.join(ROOT, "templates", fname)) as f:
+        return f.read()
+
+
+def stale(mutants):
+    """(id, file, count) of each mutant whose old text does not occur exactly once."""
+    counts = ((m[0], m[1], source_text(m[1]).count(m[3])) for m in mutants)
+    return [c for c in counts if c[2] != 1]
 
 
 def run_in_tree(build, fname, old, new, timeout):
@@ -555,6 +574,8 @@ def main():
     ap.add_argument("--only", default="",
                     help="run the mutants whose id contains this (comma-separated: any of these)")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--check", action="store_true",
+                    help="only check that each mutant's text occurs exactly once, and exit")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table at the end")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per test binary")
     a = ap.parse_args()
@@ -562,6 +583,15 @@ def main():
     if a.list:
         for m in mutants:
             print(f"{m[0]:28} {m[1]:16} {m[2]}")
+        return 0
+    bad = stale(mutants)
+    for mid, fname, n in bad:
+        print(f"mutate.py: mutant {mid}: its text occurs {n} times in {fname}, not once: "
+              "refresh its old text", file=sys.stderr)
+    if bad:
+        return 2
+    if a.check:
+        print(f"{len(mutants)} mutants, each text found once")
         return 0
     bins = sorted({b for m in mutants for b in TESTS[m[1]]})
     subprocess.run(["cmake", "--build", a.build_dir, "--target"] + bins, check=True,
@@ -573,13 +603,7 @@ def main():
         shutil.copytree(src, tdir)
         for mid, fname, what, old, new in mutants:
             path = os.path.join(tdir, fname)
-            with open(os.path.join(ROOT if in_tree(fname) else src, fname)) as f:
-                text = f.read()
-            n = text.count(old)
-            if n != 1:
-                rows.append((mid, fname, what, f"stale ({n} matches)", ""))
-                print(f"{mid:28} stale: its text occurs {n} times in {fname}", flush=True)
-                continue
+            text = source_text(fname)
             t0 = time.time()
             if in_tree(fname):
                 verdict, by = run_in_tree(a.build_dir, fname, old, new, a.timeout)

@@ -12,26 +12,27 @@
 
 local KV_FMT = { f16 = 0, bf16 = 1, int8 = 2, fp8_e4m3 = 3 }
 
-local function ceil_div(a, b) return (a + b - 1) // b end
+local common = require("common")
+local ceil_div = common.ceil_div
 
-local function problem_check(p)
-  if p.op ~= "compress" then return false, "op must be compress, got " .. tostring(p.op) end
-  if KV_FMT[p.kv_dtype] == nil then
-    return false, "kv_dtype must be f16, bf16, int8 or fp8_e4m3, got " .. p.kv_dtype
-  end
-  if p.head_dim_v ~= p.head_dim_qk then
-    return false, "head_dim_v must equal head_dim_qk, got " .. p.head_dim_v .. " and " .. p.head_dim_qk
-  end
-  local eb = KV_FMT[p.kv_dtype] >= 2 and 1 or 2
-  if (p.head_dim_qk * eb) % 16 ~= 0 or p.head_dim_qk > 512 then
-    return false, "head_dim_qk must be at most 512 with rows of whole 16-byte chunks, got " .. p.head_dim_qk
-  end
-  if p.paged and (p.page_size < 16 or p.page_size & (p.page_size - 1) ~= 0) then
-    return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
-  end
-  if p.ring then return false, "a ring cache is not compressed (its slots are positions modulo the window)" end
-  return true
-end
+local PROBLEM_CHECKS = {
+  common.op_is("compress"),
+  common.kv_dtype_in(KV_FMT, "f16, bf16, int8 or fp8_e4m3"),
+  function(p)
+    if p.head_dim_v ~= p.head_dim_qk then
+      return "head_dim_v must equal head_dim_qk, got " .. p.head_dim_v .. " and " .. p.head_dim_qk
+    end
+    local eb = common.kv_bytes(p)
+    if (p.head_dim_qk * eb) % 16 ~= 0 or p.head_dim_qk > 512 then
+      return "head_dim_qk must be at most 512 with rows of whole 16-byte chunks, got " .. p.head_dim_qk
+    end
+  end,
+  common.page_size_pow2,
+  function(p)
+    if p.ring then return "a ring cache is not compressed (its slots are positions modulo the window)" end
+  end,
+}
+local function problem_check(p) return common.first_failure(p, PROBLEM_CHECKS) end
 
 return {
   name = "compress",
@@ -56,7 +57,7 @@ return {
   valid = function(c, p, d)
     local ok, why = problem_check(p)
     if not ok then return false, why end
-    local eb = KV_FMT[p.kv_dtype] >= 2 and 1 or 2
+    local eb = common.kv_bytes(p)
     if c.NT * 4 < 2 * (p.head_dim_qk * eb // 16) then
       return false, "NT=" .. c.NT .. " threads cannot move one row per round"
     end

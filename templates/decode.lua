@@ -29,43 +29,23 @@ local common, sched = require("common"), require("sched")
 local ceil_div, flag, kv_bytes = common.ceil_div, common.flag, common.kv_bytes
 
 -- Problem-level legality, shared by specialize and valid.
-local function problem_check(p)
-  if p.op ~= "decode" then return false, "op must be decode, got " .. tostring(p.op) end
-  if not HEAD_DIMS[p.head_dim_qk] then
-    return false, "head_dim_qk must be 64, 96, 128 or 256, got " .. p.head_dim_qk
-  end
-  if p.head_dim_v ~= p.head_dim_qk then
-    return false, "head_dim_v must equal head_dim_qk, got " .. p.head_dim_v .. " and " .. p.head_dim_qk
-  end
-  if p.num_kv_heads < 1 or p.num_q_heads % p.num_kv_heads ~= 0 then
-    return false, "num_q_heads " .. p.num_q_heads .. " is not a multiple of num_kv_heads " .. p.num_kv_heads
-  end
-  local g = p.num_q_heads // p.num_kv_heads
-  if g > 128 then return false, "group size num_q_heads / num_kv_heads must be <= 128, got " .. g end
-  if p.q_tokens < 1 or p.q_tokens > 16 then
-    return false, "q_tokens must be in [1, 16], got " .. p.q_tokens
-  end
-  for _, k in ipairs({ "q_dtype", "out_dtype" }) do
-    if p[k] ~= "f16" and p[k] ~= "bf16" then return false, k .. " must be f16 or bf16, got " .. p[k] end
-  end
-  if KV_FMT[p.kv_dtype] == nil then
-    return false, "kv_dtype must be f16, bf16, int8 or fp8_e4m3, got " .. p.kv_dtype
-  end
-  if p.paged and (p.page_size < 16 or p.page_size & (p.page_size - 1) ~= 0) then
-    return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
-  end
-  if p.ring and p.window <= 0 then return false, "a ring cache needs window > 0" end
-  if p.csr and (not p.paged or p.ring) then
-    return false, "a CSR page table needs a paged cache without a ring"
-  end
-  if p.slot_mapping then return false, "a slot mapping is for append" end
-  if p.logit_softcap < 0 then return false, "logit_softcap must be >= 0" end
-  if p.window < 0 or p.sink_tokens < 0 then return false, "window and sink_tokens must be >= 0" end
-  if p.kv_len < p.q_tokens then
-    return false, "kv_len " .. p.kv_len .. " is smaller than q_tokens " .. p.q_tokens
-  end
-  return true
-end
+local PROBLEM_CHECKS = {
+  common.op_is("decode"),
+  common.head_dims(HEAD_DIMS, "64, 96, 128 or 256", 128),
+  common.q_tokens_at_most(16),
+  common.q_out_16bit,
+  common.kv_dtype_in(KV_FMT, "f16, bf16, int8 or fp8_e4m3"),
+  common.page_size_pow2,
+  common.ring_has_window,
+  function(p)
+    if p.csr and (not p.paged or p.ring) then return "a CSR page table needs a paged cache without a ring" end
+    if p.slot_mapping then return "a slot mapping is for append" end
+  end,
+  common.softcap_nonneg,
+  common.window_nonneg,
+  common.kv_covers_q,
+}
+local function problem_check(p) return common.first_failure(p, PROBLEM_CHECKS) end
 
 local function rows(p) return (p.num_q_heads // p.num_kv_heads) * p.q_tokens end
 local function cta_rows(c) return 16 * c.M_TILES * c.WARPS_M end

@@ -26,38 +26,24 @@ local MIN_CTA_TILES = 4  -- automatic grids give each CTA >= 4 tiles
 local common, sched = require("common"), require("sched")
 local flag, kv_bytes = common.flag, common.kv_bytes
 
-local function problem_check(p)
-  if p.op ~= "mla_decode" then return false, "op must be mla_decode, got " .. tostring(p.op) end
-  if p.head_dim_qk ~= LATENT + ROPE or p.head_dim_v ~= LATENT then
-    return false, "MLA serves latent 512 + rope 64 only (head_dim_qk 576, head_dim_v 512), got " ..
-      p.head_dim_qk .. " / " .. p.head_dim_v
-  end
-  if p.num_kv_heads ~= 1 then
-    return false, "MLA has one latent row per token: num_kv_heads must be 1, got " .. p.num_kv_heads
-  end
-  if p.q_tokens < 1 or p.q_tokens > 16 then
-    return false, "q_tokens must be in [1, 16], got " .. p.q_tokens
-  end
-  for _, k in ipairs({ "q_dtype", "out_dtype" }) do
-    if p[k] ~= "f16" and p[k] ~= "bf16" then return false, k .. " must be f16 or bf16, got " .. p[k] end
-  end
-  if KV_FMT[p.kv_dtype] == nil then
-    return false, "kv_dtype must be f16, bf16 or fp8_e4m3 for MLA, got " .. p.kv_dtype
-  end
-  if p.paged and (p.page_size < 16 or p.page_size & (p.page_size - 1) ~= 0) then
-    return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
-  end
-  if p.csr and not p.paged then return false, "a CSR page table needs a paged cache" end
-  if p.tree then
-    return false, "MLA decode serves a causal mask among the query tokens or none, not a tree mask"
-  end
-  if p.ring and p.window <= 0 then return false, "a ring cache needs window > 0" end
-  if p.window < 0 or p.sink_tokens < 0 then return false, "window and sink_tokens must be >= 0" end
-  if p.kv_len < p.q_tokens then
-    return false, "kv_len " .. p.kv_len .. " is smaller than q_tokens " .. p.q_tokens
-  end
-  return true
-end
+local PROBLEM_CHECKS = {
+  common.op_is("mla_decode"),
+  common.mla_latent(LATENT, ROPE),
+  common.q_tokens_at_most(16),
+  common.q_out_16bit,
+  common.kv_dtype_in(KV_FMT, "f16, bf16 or fp8_e4m3 for MLA"),
+  common.page_size_pow2,
+  function(p)
+    if p.csr and not p.paged then return "a CSR page table needs a paged cache" end
+    if p.tree then
+      return "MLA decode serves a causal mask among the query tokens or none, not a tree mask"
+    end
+  end,
+  common.ring_has_window,
+  common.window_nonneg,
+  common.kv_covers_q,
+}
+local function problem_check(p) return common.first_failure(p, PROBLEM_CHECKS) end
 
 local function rows(p) return p.num_q_heads * p.q_tokens end
 

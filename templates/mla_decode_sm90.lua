@@ -26,51 +26,44 @@ local MIN_SPLIT_PAIRS = 2
 local MAX_GRID_Z = 65535  -- CUDA's gridDim.z limit: the grid's z axis is the batch
 
 local combine = require("combine")
-local ceil_div = require("common").ceil_div
+local common = require("common")
+local ceil_div, flag = common.ceil_div, common.flag
 
-local function problem_check(p)
-  if p.op ~= "mla_decode" then return false, "op must be mla_decode, got " .. tostring(p.op) end
-  if p.head_dim_qk ~= LATENT + ROPE or p.head_dim_v ~= LATENT then
-    return false, "MLA serves latent 512 + rope 64 only (head_dim_qk 576, head_dim_v 512), got " ..
-      p.head_dim_qk .. " / " .. p.head_dim_v
-  end
-  if p.num_kv_heads ~= 1 then
-    return false, "MLA has one latent row per token: num_kv_heads must be 1, got " .. p.num_kv_heads
-  end
-  if p.num_q_heads < 16 or p.num_q_heads > 128 then
-    return false, "mla_decode_sm90 serves 16 to 128 heads (64-row wgmma tiles), got " .. p.num_q_heads
-  end
-  if p.q_tokens < 1 or p.q_tokens > 4 then
-    return false, "mla_decode_sm90 serves 1 to 4 query tokens, got " .. p.q_tokens
-  end
-  for _, k in ipairs({ "q_dtype", "out_dtype" }) do
-    if p[k] ~= "f16" and p[k] ~= "bf16" then return false, k .. " must be f16 or bf16, got " .. p[k] end
-  end
-  if KV_FMT[p.kv_dtype] == nil then
-    return false, "kv_dtype must be f16, bf16 or fp8_e4m3 for MLA, got " .. p.kv_dtype
-  end
-  if p.paged and (p.page_size < 16 or p.page_size & (p.page_size - 1) ~= 0) then
-    return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
-  end
-  if p.window ~= 0 or p.sink_tokens ~= 0 or p.ring or p.tree or (p.logit_softcap or 0) ~= 0 then
-    return false, "mla_decode_sm90 serves full-context caches with a causal mask or none " ..
-      "(no window, sinks, ring, tree mask or soft-capping: mla_decode serves those)"
-  end
-  -- Its uniform splits are not decode's schedule (fmqa_sched.cuh): no
-  -- batch-invariant order, and its kernel reads kv_lens and a 2-D page table.
-  if p.batch_invariant or p.csr then
-    return false, "mla_decode_sm90 serves neither batch-invariant mode nor a CSR page table " ..
-      "(mla_decode serves both)"
-  end
-  if p.kv_len < p.q_tokens then
-    return false, "kv_len " .. p.kv_len .. " is smaller than q_tokens " .. p.q_tokens
-  end
-  if p.batch > MAX_GRID_Z then
-    return false, "mla_decode_sm90 launches one grid z index per sequence and CUDA allows at most " ..
-      MAX_GRID_Z .. ", got batch " .. p.batch .. " (mla_decode's persistent grid serves it)"
-  end
-  return true
-end
+local PROBLEM_CHECKS = {
+  common.op_is("mla_decode"),
+  common.mla_latent(LATENT, ROPE),
+  function(p)
+    if p.num_q_heads < 16 or p.num_q_heads > 128 then
+      return "mla_decode_sm90 serves 16 to 128 heads (64-row wgmma tiles), got " .. p.num_q_heads
+    end
+    if p.q_tokens < 1 or p.q_tokens > 4 then
+      return "mla_decode_sm90 serves 1 to 4 query tokens, got " .. p.q_tokens
+    end
+  end,
+  common.q_out_16bit,
+  common.kv_dtype_in(KV_FMT, "f16, bf16 or fp8_e4m3 for MLA"),
+  common.page_size_pow2,
+  function(p)
+    if p.window ~= 0 or p.sink_tokens ~= 0 or p.ring or p.tree or (p.logit_softcap or 0) ~= 0 then
+      return "mla_decode_sm90 serves full-context caches with a causal mask or none " ..
+        "(no window, sinks, ring, tree mask or soft-capping: mla_decode serves those)"
+    end
+    -- Its uniform splits are not decode's schedule (fmqa_sched.cuh): no
+    -- batch-invariant order, and its kernel reads kv_lens and a 2-D page table.
+    if p.batch_invariant or p.csr then
+      return "mla_decode_sm90 serves neither batch-invariant mode nor a CSR page table " ..
+        "(mla_decode serves both)"
+    end
+  end,
+  common.kv_covers_q,
+  function(p)
+    if p.batch > MAX_GRID_Z then
+      return "mla_decode_sm90 launches one grid z index per sequence and CUDA allows at most " ..
+        MAX_GRID_Z .. ", got batch " .. p.batch .. " (mla_decode's persistent grid serves it)"
+    end
+  end,
+}
+local function problem_check(p) return common.first_failure(p, PROBLEM_CHECKS) end
 
 local function rows(p) return p.num_q_heads * p.q_tokens end
 
@@ -117,8 +110,6 @@ local function valid(c, p, d)
   end
   return true
 end
-
-local function flag(b) return b and 1 or 0 end
 
 return {
   name = "mla_decode_sm90",

@@ -24,46 +24,29 @@ local common = require("common")
 local ceil_div, flag, kv_bytes = common.ceil_div, common.flag, common.kv_bytes
 
 -- Problem-level legality, shared by specialize and valid.
-local function problem_check(p)
-  if p.op ~= "prefill" then return false, "op must be prefill, got " .. tostring(p.op) end
-  if not HEAD_DIMS[p.head_dim_qk] then
-    return false, "head_dim_qk must be 64, 96, 128 or 256, got " .. p.head_dim_qk
-  end
-  if p.head_dim_v ~= p.head_dim_qk then
-    return false, "head_dim_v must equal head_dim_qk, got " .. p.head_dim_v .. " and " .. p.head_dim_qk
-  end
-  if p.num_kv_heads < 1 or p.num_q_heads % p.num_kv_heads ~= 0 then
-    return false, "num_q_heads " .. p.num_q_heads .. " is not a multiple of num_kv_heads " .. p.num_kv_heads
-  end
-  local g = p.num_q_heads // p.num_kv_heads
-  if g > 128 then return false, "group size num_q_heads / num_kv_heads must be <= 128, got " .. g end
-  for _, k in ipairs({ "q_dtype", "out_dtype" }) do
-    if p[k] ~= "f16" and p[k] ~= "bf16" then return false, k .. " must be f16 or bf16, got " .. p[k] end
-  end
-  if KV_FMT[p.kv_dtype] == nil then
-    return false, "kv_dtype must be f16, bf16, int8 or fp8_e4m3, got " .. p.kv_dtype
-  end
-  if p.ring or p.tree then return false, "prefill serves neither a ring cache nor a tree mask" end
-  if p.csr then return false, "prefill reads a 2-D page table, not a CSR one" end
-  if not p.kv_cache then
+local PROBLEM_CHECKS = {
+  common.op_is("prefill"),
+  common.head_dims(HEAD_DIMS, "64, 96, 128 or 256", 128),
+  common.q_out_16bit,
+  common.kv_dtype_in(KV_FMT, "f16, bf16, int8 or fp8_e4m3"),
+  function(p)
+    if p.ring or p.tree then return "prefill serves neither a ring cache nor a tree mask" end
+    if p.csr then return "prefill reads a 2-D page table, not a CSR one" end
+    if p.kv_cache then return nil end
     if p.kv_dtype ~= p.q_dtype then
-      return false, "without kv_cache K/V are the new tokens: kv_dtype must be q_dtype, got " .. p.kv_dtype
+      return "without kv_cache K/V are the new tokens: kv_dtype must be q_dtype, got " .. p.kv_dtype
     end
-    if p.paged then return false, "a paged layout needs kv_cache" end
+    if p.paged then return "a paged layout needs kv_cache" end
     if p.kv_len ~= p.q_tokens then
-      return false, "without kv_cache kv_len must equal q_tokens, got " .. p.kv_len .. " and " .. p.q_tokens
+      return "without kv_cache kv_len must equal q_tokens, got " .. p.kv_len .. " and " .. p.q_tokens
     end
-  end
-  if p.paged and (p.page_size < 16 or p.page_size & (p.page_size - 1) ~= 0) then
-    return false, "page_size must be a power of two >= 16 when paged, got " .. p.page_size
-  end
-  if p.window < 0 or p.sink_tokens < 0 then return false, "window and sink_tokens must be >= 0" end
-  if p.logit_softcap < 0 then return false, "logit_softcap must be >= 0" end
-  if p.kv_len < p.q_tokens then
-    return false, "kv_len " .. p.kv_len .. " is smaller than q_tokens " .. p.q_tokens
-  end
-  return true
-end
+  end,
+  common.page_size_pow2,
+  common.window_nonneg,
+  common.softcap_nonneg,
+  common.kv_covers_q,
+}
+local function problem_check(p) return common.first_failure(p, PROBLEM_CHECKS) end
 
 local function rows(p) return (p.num_q_heads // p.num_kv_heads) * p.q_tokens end
 

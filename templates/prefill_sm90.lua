@@ -16,39 +16,34 @@
 local HEAD_DIMS = { [64] = true, [128] = true, [256] = true }
 local BLOCK_M = 128
 
-local function ceil_div(a, b) return (a + b - 1) // b end
+local common = require("common")
+local ceil_div, flag = common.ceil_div, common.flag
 
-local function problem_check(p)
-  if p.op ~= "prefill" then return false, "op must be prefill, got " .. tostring(p.op) end
-  if not HEAD_DIMS[p.head_dim_qk] then
-    return false, "head_dim_qk must be 64, 128 or 256, got " .. p.head_dim_qk
-  end
-  if p.head_dim_v ~= p.head_dim_qk then
-    return false, "head_dim_v must equal head_dim_qk, got " .. p.head_dim_v .. " and " .. p.head_dim_qk
-  end
-  if p.num_kv_heads < 1 or p.num_q_heads % p.num_kv_heads ~= 0 then
-    return false, "num_q_heads " .. p.num_q_heads .. " is not a multiple of num_kv_heads " .. p.num_kv_heads
-  end
-  if p.q_dtype ~= "f16" and p.q_dtype ~= "bf16" then
-    return false, "q_dtype must be f16 or bf16, got " .. p.q_dtype
-  end
-  if p.kv_dtype ~= p.q_dtype or p.out_dtype ~= p.q_dtype then
-    return false, "kv_dtype and out_dtype must be q_dtype (" .. p.q_dtype .. "), got " .. p.kv_dtype ..
+local PROBLEM_CHECKS = {
+  common.op_is("prefill"),
+  common.head_dims(HEAD_DIMS, "64, 128 or 256"),
+  function(p)
+    if p.q_dtype ~= "f16" and p.q_dtype ~= "bf16" then
+      return "q_dtype must be f16 or bf16, got " .. p.q_dtype
+    end
+    if p.kv_dtype ~= p.q_dtype or p.out_dtype ~= p.q_dtype then
+      return "kv_dtype and out_dtype must be q_dtype (" .. p.q_dtype .. "), got " .. p.kv_dtype ..
         " and " .. p.out_dtype
-  end
-  if p.kv_cache or p.paged or p.ring or p.tree then
-    return false, "prefill_sm90 takes the new tokens' K/V only: no cache, pages, ring or tree mask"
-  end
-  if p.window ~= 0 or p.sink_tokens ~= 0 then return false, "prefill_sm90 has no sliding window" end
-  if p.logit_softcap ~= 0 then return false, "prefill_sm90 does not soft-cap scores (prefill does)" end
-  if p.scores then
-    return false, "prefill_sm90 emits no observation-window scores (FMQA_FLAG_SCORES; prefill does)"
-  end
-  if p.kv_len ~= p.q_tokens then
-    return false, "without a cache kv_len must equal q_tokens, got " .. p.kv_len .. " and " .. p.q_tokens
-  end
-  return true
-end
+    end
+    if p.kv_cache or p.paged or p.ring or p.tree then
+      return "prefill_sm90 takes the new tokens' K/V only: no cache, pages, ring or tree mask"
+    end
+    if p.window ~= 0 or p.sink_tokens ~= 0 then return "prefill_sm90 has no sliding window" end
+    if p.logit_softcap ~= 0 then return "prefill_sm90 does not soft-cap scores (prefill does)" end
+    if p.scores then
+      return "prefill_sm90 emits no observation-window scores (FMQA_FLAG_SCORES; prefill does)"
+    end
+    if p.kv_len ~= p.q_tokens then
+      return "without a cache kv_len must equal q_tokens, got " .. p.kv_len .. " and " .. p.q_tokens
+    end
+  end,
+}
+local function problem_check(p) return common.first_failure(p, PROBLEM_CHECKS) end
 
 -- prefill_sm90.cuh's SMEM_BYTES: alignment slack, Q, the K and V stages, barriers.
 local function shared_bytes(c, p)
@@ -72,8 +67,6 @@ local function valid(c, p, d)
   end
   return true
 end
-
-local function flag(b) return b and 1 or 0 end
 
 return {
   name = "prefill_sm90",

@@ -468,7 +468,62 @@ def device_bandwidth(l2_bytes, samples, env):
 TOL_F16 = 1e-3  # DESIGN.md section 5: relative L2 error of an f16 output
 
 
-class ShapeRun:
+class Run:
+    """What decode's and prefill's runs of one shape share: FastMQA's first launch
+    (its output poisoned first), the peers of each backend and mode (a refused
+    enable_gqa retried with K and V expanded, unless that mode runs anyway), and
+    each contender's check against the reference, then its timing.  A subclass
+    sets lib, s, opts, env, res (with its "contenders" list) and tol, and gives
+    make_peer(bname, mode), check(out) -> (rel_l2, max_abs) and rates(e), which
+    adds the throughput of a timed entry."""
+
+    def first_ours(self, c, o):
+        """Launches FastMQA's contender c once (o, its output, poisoned first)."""
+        self.res["variant"] = c.note
+        o.fill_(float("nan"))  # poison: an element never written shows as NaN
+        out, why = first_launch(c)
+        if why:
+            raise RuntimeError(f"fastmqa failed: {why}")
+        self.ours_out = out
+        return out
+
+    def run_peers(self, modes):
+        for bname in self.opts.backends:
+            for mode in modes:
+                self.run_peer(bname, mode, modes)
+
+    def run_peer(self, bname, mode, modes):
+        c = self.make_peer(bname, mode)
+        out, why = first_launch(c)
+        if why and mode == "gqa" and "repeat" not in modes:
+            # enable_gqa refused: the cache expanded to H heads, built here, not timed.
+            c = self.make_peer(bname, "repeat")
+            c.note = f"enable_gqa refused: {why}"
+            out, why = first_launch(c)
+        if not why:
+            try:
+                self.evaluate(c, out)
+            except Exception as e:  # e.g. runs eagerly but not inside a graph capture
+                why = " ".join(f"failed while timed: {type(e).__name__}: {e}".split())[:240]
+        if why:
+            self.res["contenders"].append({"name": c.name, "skipped": why, "note": c.note})
+        del c, out
+        torch.cuda.empty_cache()
+
+    def evaluate(self, c, out):
+        """Checks copy 0's output against the reference, then times the contender."""
+        rel, mabs = self.check(out)
+        e = {"name": c.name, "bytes": c.nbytes, "copies": c.copies, "rel_l2": rel,
+             "max_abs": mabs, "ok": rel <= self.tol, "note": c.note}
+        if c.name != "fastmqa":
+            e["max_diff_vs_fastmqa"] = max_diff(out, self.ours_out)
+        if not self.opts.check_only:
+            e.update(time_contender(c, self.opts.samples, self.env))
+            self.rates(e)
+        self.res["contenders"].append(e)
+
+
+class ShapeRun(Run):
     """Inputs, reference and results of one shape; contenders are added one by one."""
 
     def __init__(self, lib, s, opts, env):
@@ -485,25 +540,19 @@ class ShapeRun:
         self.ref = reference(c0.q, dequant64(c0.k, c0.k_scale), dequant64(c0.v, c0.v_scale))
         self.ours_out = None
 
+    tol = TOL_F16
+
     def run(self):
         self.run_ours()
         for c in self.copies[:self.n_peer]:
             c.dequantize_for_peers()
-        modes = ["mha"] if self.s.heads == self.s.kv_heads else self.opts.modes
-        for bname in self.opts.backends:
-            for mode in modes:
-                self.run_peer(bname, mode)
+        self.run_peers(["mha"] if self.s.heads == self.s.kv_heads else self.opts.modes)
         summarize(self.res)
         return self.res
 
     def run_ours(self):
         c, o = ours(self.lib, self.s, self.copies[:self.n_ours])
-        self.res["variant"] = c.note
-        o.fill_(float("nan"))  # poison: an element never written shows as NaN
-        out, why = first_launch(c)
-        if why:
-            raise RuntimeError(f"fastmqa failed: {why}")
-        self.ours_out = out
+        out = self.first_ours(c, o)
         c0 = self.copies[0]
         if c0.full:  # 8-bit: the quantization error, against the unquantized cache
             full = reference(c0.q, c0.full[0].double(), c0.full[1].double())
@@ -511,36 +560,14 @@ class ShapeRun:
             c0.full = None
         self.evaluate(c, out)
 
-    def run_peer(self, bname, mode):
-        l2 = self.env["l2_bytes"]
-        c = peer(self.s, bname, mode, self.copies, l2)
-        out, why = first_launch(c)
-        if why and mode == "gqa" and "repeat" not in self.opts.modes:
-            # enable_gqa refused: the cache expanded to H heads, built here, not timed.
-            c = peer(self.s, bname, "repeat", self.copies, l2)
-            c.note = f"enable_gqa refused: {why}"
-            out, why = first_launch(c)
-        if not why:
-            try:
-                self.evaluate(c, out)
-            except Exception as e:  # e.g. runs eagerly but not inside a graph capture
-                why = " ".join(f"failed while timed: {type(e).__name__}: {e}".split())[:240]
-        if why:
-            self.res["contenders"].append({"name": c.name, "skipped": why, "note": c.note})
-        del c, out
-        torch.cuda.empty_cache()
+    def make_peer(self, bname, mode):
+        return peer(self.s, bname, mode, self.copies, self.env["l2_bytes"])
 
-    def evaluate(self, c, out):
-        """Checks copy 0's output against the reference, then times the contender."""
-        rel, mabs = compare(out, self.ref)
-        e = {"name": c.name, "bytes": c.nbytes, "copies": c.copies, "rel_l2": rel,
-             "max_abs": mabs, "ok": rel <= TOL_F16, "note": c.note}
-        if c.name != "fastmqa":
-            e["max_diff_vs_fastmqa"] = max_diff(out, self.ours_out)
-        if not self.opts.check_only:
-            e.update(time_contender(c, self.opts.samples, self.env))
-            e["gbps"] = c.nbytes / (e["median_us"] * 1e3)
-        self.res["contenders"].append(e)
+    def check(self, out):
+        return compare(out, self.ref)
+
+    def rates(self, e):
+        e["gbps"] = e["bytes"] / (e["median_us"] * 1e3)
 
 
 def summarize(res):
@@ -677,7 +704,7 @@ def gemm_rate(samples, env):
     return 2.0 * n ** 3 / (t["median_us"] * 1e6)
 
 
-class PrefillRun:
+class PrefillRun(Run):
     """Inputs, reference and results of one prefill shape (as ShapeRun for decode)."""
 
     def __init__(self, lib, s, opts, env):
@@ -692,51 +719,25 @@ class PrefillRun:
         self.ref = prefill_reference(c0.q, c0.k, c0.v, s.batch, s.tokens, self.rows)
         self.ours_out = None
 
+    tol = TOL_BF16
+
     def run(self):
         c, o = prefill_ours(self.lib, self.s, self.copies)
-        self.res["variant"] = c.note
-        o.fill_(float("nan"))  # poison: an element never written shows as NaN
-        out, why = first_launch(c)
-        if why:
-            raise RuntimeError(f"fastmqa failed: {why}")
-        self.ours_out = out
-        self.evaluate(c, out)
-        modes = ["mha"] if self.s.kv_heads == PREFILL_HEADS else ["gqa"]
-        for bname in self.opts.backends:
-            for mode in modes:
-                self.run_peer(bname, mode)
+        self.evaluate(c, self.first_ours(c, o))
+        self.run_peers(["mha"] if self.s.kv_heads == PREFILL_HEADS else ["gqa"])
         summarize(self.res)
         return self.res
 
-    def run_peer(self, bname, mode):
-        c = prefill_peer(self.s, bname, mode, self.copies)
-        out, why = first_launch(c)
-        if why and mode == "gqa":  # enable_gqa refused: K and V expanded, not timed
-            c = prefill_peer(self.s, bname, "repeat", self.copies)
-            c.note = f"enable_gqa refused: {why}"
-            out, why = first_launch(c)
-        if not why:
-            try:
-                self.evaluate(c, out)
-            except Exception as e:  # e.g. runs eagerly but not inside a graph capture
-                why = " ".join(f"failed while timed: {type(e).__name__}: {e}".split())[:240]
-        if why:
-            self.res["contenders"].append({"name": c.name, "skipped": why, "note": c.note})
-        del c, out
-        torch.cuda.empty_cache()
+    def make_peer(self, bname, mode):
+        return prefill_peer(self.s, bname, mode, self.copies)
 
-    def evaluate(self, c, out):
-        rel, mabs = prefill_compare(out, self.ref, self.rows)
-        e = {"name": c.name, "bytes": c.nbytes, "copies": c.copies, "rel_l2": rel,
-             "max_abs": mabs, "ok": rel <= TOL_BF16, "note": c.note}
-        if c.name != "fastmqa":
-            e["max_diff_vs_fastmqa"] = max_diff(out, self.ours_out)
-        if not self.opts.check_only:
-            e.update(time_contender(c, self.opts.samples, self.env))
-            e["tflops"] = self.res["flops"] / (e["median_us"] * 1e6)
-            gemm = self.env.get("gemm_tflops")
-            e["gemm_fraction"] = e["tflops"] / gemm if gemm else None
-        self.res["contenders"].append(e)
+    def check(self, out):
+        return prefill_compare(out, self.ref, self.rows)
+
+    def rates(self, e):
+        e["tflops"] = self.res["flops"] / (e["median_us"] * 1e6)
+        gemm = self.env.get("gemm_tflops")
+        e["gemm_fraction"] = e["tflops"] / gemm if gemm else None
 
 
 # ---------------------------------------------------------------- output

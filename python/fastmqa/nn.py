@@ -38,6 +38,14 @@ _8BIT = (Dtype.INT8, Dtype.FP8_E4M3)
 _QMAX = {Dtype.INT8: 127.0, Dtype.FP8_E4M3: 448.0}
 
 
+def _ring_slots(pos, sink_tokens, period):
+    """The cache slot of each position of pos (an integer tensor) in a ring cache,
+    as fmqa_append writes it: the sinks at their positions, then a ring of
+    `period` slots (window + draft slots) holding position p at sink_tokens +
+    (p - sink_tokens) % period."""
+    return torch.where(pos < sink_tokens, pos, sink_tokens + (pos - sink_tokens) % period)
+
+
 def _positive(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
@@ -297,10 +305,7 @@ class Attention(torch.nn.Module):
 
     def _slots(self, pos):
         """Cache slot of each position (sinks, then a ring of window + draft slots)."""
-        if not self._ring():
-            return pos
-        s, w = self.policy.sink_tokens, self._period()
-        return torch.where(pos < s, pos, s + (pos - s) % w)
+        return _ring_slots(pos, self.policy.sink_tokens, self._period()) if self._ring() else pos
 
     def _prefix(self, start):
         """Dequantized K, V of the cached positions [0, max(start)) in float32, their

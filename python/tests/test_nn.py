@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 import fastmqa  # noqa: E402
 from conftest import bench_levels  # noqa: E402
 from fastmqa import ops  # noqa: E402
-from fastmqa.nn import Attention, FinalOptimizedFastMQA  # noqa: E402
+from fastmqa.nn import Attention, FinalOptimizedFastMQA, _ring_slots  # noqa: E402
 from reference import attention64, rel_err, ring_steps, rope64, run_calls  # noqa: E402
 
 
@@ -219,7 +219,9 @@ def test_bad_forward_arguments():
 # ---------------------------------------------------------------- the kernel path, on the CPU
 
 def slot_of(pos, sinks, period, ring):
-    return pos if not ring or pos < sinks else sinks + (pos - sinks) % period
+    """The cache slot of position(s) pos: the module's ring map (nn._ring_slots)."""
+    pos = torch.as_tensor(pos, dtype=torch.long)
+    return _ring_slots(pos, sinks, period) if ring else pos
 
 
 def reference_append(k_new, v_new, k, v, start_pos, *, q=None, k_scale=None, v_scale=None,
@@ -268,7 +270,7 @@ def reference_decode(q, k, v, kv_lens, *, out=None, k_scale=None, v_scale=None,
             seen = [j for j in range(n) if j <= p and (not window or j > p - window or
                                                          j < sink_tokens)
                     and (not ring or j < sink_tokens or j >= n - period)]
-            slots = [slot_of(j, sink_tokens, period, ring) for j in seen]
+            slots = slot_of(seen, sink_tokens, period, ring)
             kk, vv = k[b, slots].double(), v[b, slots].double()
             if k_scale is not None:
                 kk = kk * k_scale[b, slots].double()[..., None]

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -79,3 +80,51 @@ def test_prefill_flops_and_bytes(cpu_peers):
     s = peers.PrefillShape(4, 4096, 8, 128)
     assert peers.prefill_flops(s) == 4 * 4 * 32 * 4096 * 4096 * 128 / 2
     assert peers.prefill_bytes(s) == 4 * 4096 * 128 * 2 * (2 * 32 + 2 * 8)
+
+
+def test_runs_retry_a_refused_gqa_peer_and_poison_ours(cpu_peers, monkeypatch):
+    """Run, the part decode's and prefill's runs share, on the CPU with fake
+    contenders (check only, nothing timed): FastMQA's output is poisoned before its
+    first launch, a peer refusing enable_gqa is retried with K and V expanded (named
+    in its note) unless the repeat mode runs anyway, and each entry is checked."""
+    peers, torch = cpu_peers
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    ref = torch.arange(4.0)
+
+    class Fake(peers.Run):
+        tol = 1e-3
+
+        def __init__(self):
+            self.opts = types.SimpleNamespace(backends=["math"], check_only=True)
+            self.res, self.env = {"contenders": []}, {}
+
+        def make_peer(self, bname, mode):
+            def launch(i):
+                if mode == "gqa":
+                    raise RuntimeError("no enable_gqa here")
+                return ref.clone()
+            return peers.Contender(f"{bname}/{mode}", 64, 1, launch)
+
+        def check(self, out):
+            return float((out - ref).norm() / ref.norm()), float((out - ref).abs().max())
+
+    run, o = Fake(), torch.zeros(4)
+
+    def half(i):  # writes only the first half of o
+        o[:2] = ref[:2]
+        return o
+
+    ours = peers.Contender("fastmqa", 64, 1, half, note="v")
+    run.evaluate(ours, run.first_ours(ours, o))
+    assert run.res["variant"] == "v"
+    assert not run.res["contenders"][0]["ok"]  # o[2:] never written: NaN
+    run.res["contenders"].clear()
+    run.run_peers(["gqa"])
+    (e,) = run.res["contenders"]
+    assert e["name"] == "math/repeat" and e["ok"] and "no enable_gqa here" in e["note"]
+    run.res["contenders"].clear()
+    run.run_peers(["gqa", "repeat"])
+    skipped, repeat = run.res["contenders"]
+    assert skipped["name"] == "math/gqa" and "no enable_gqa here" in skipped["skipped"]
+    assert repeat["name"] == "math/repeat" and repeat["ok"] and not repeat["note"]

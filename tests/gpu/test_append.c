@@ -89,10 +89,7 @@ static void run_matrix(const append_case *c)
     static const fmqa_dtype kv[] = {FMQA_DTYPE_F16, FMQA_DTYPE_BF16, FMQA_DTYPE_INT8,
                                     FMQA_DTYPE_FP8_E4M3};
     static const fmqa_rope rope[] = {FMQA_ROPE_NONE, FMQA_ROPE_NEOX, FMQA_ROPE_GPTJ};
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_test_gpu g;
     fmqa_test_gpu_open(&g);
     for (int a = 0; a < 2; a++)
@@ -125,10 +122,7 @@ Test(append, ring_paged_far_positions) { run_matrix(&(append_case){"ring paged p
  * case passes no tokens). */
 static void run_one(const append_case *c, fmqa_dtype in, fmqa_dtype kv, fmqa_rope rope)
 {
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_test_gpu g;
     fmqa_test_gpu_open(&g);
     run_case(ctx, &g, c, in, kv, rope, 1);

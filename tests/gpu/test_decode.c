@@ -27,15 +27,6 @@ typedef struct dcase {
     const char *config; /* NULL: the dispatcher's choice */
 } dcase;
 
-static fmqa_ctx_t *gpu_ctx(void)
-{
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    return ctx;
-}
-
 static fmqa_problem to_problem(const dcase *c)
 {
     fmqa_problem p;
@@ -129,7 +120,7 @@ static void run_case(fmqa_ctx_t *ctx, const dcase *c)
 
 static void run_all(const dcase *cases, size_t n)
 {
-    fmqa_ctx_t *ctx = gpu_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     for (size_t i = 0; i < n; i++)
         run_case(ctx, &cases[i]);
     fmqa_ctx_destroy(ctx);
@@ -222,7 +213,7 @@ Test(decode, bulk_pipeline_sm90)
          {4099, 600, 4}, "BULK=1"},
         {"bulk fp8 bf16 d64", 3, 16, 2, 64, 1, 4099, BF16, FP8, CAUSAL | FMQA_FLAG_LSE, 0, 0, 0, {0}, "BULK=1,SPLITS=4"},
     };
-    fmqa_ctx_t *ctx = gpu_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_device_info dev;
     cr_assert_eq(fmqa_device_query(ctx, &dev), FMQA_OK);
     fmqa_ctx_destroy(ctx);
@@ -247,7 +238,7 @@ Test(decode, sinks_and_softcap)
     float sinks[32];
     for (int h = 0; h < 32; h++)
         sinks[h] = (float)((h * 37) % 12) - 4.0f; /* -4 .. 7 */
-    fmqa_ctx_t *ctx = gpu_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     for (size_t i = 0; i < N(cases); i++) {
         fmqa_problem p = to_problem(&cases[i]);
         if (strstr(cases[i].name, "softcap"))
@@ -265,7 +256,7 @@ Test(decode, ring_draft_slots)
         {"ring drafts tq4", 3, 32, 1, 128, 4, 4099, F16, I8, CAUSAL | FMQA_FLAG_RING | FMQA_FLAG_LSE, 0, 128, 4, {4099, 600, 4}, NULL},
         {"ring drafts tq1 paged", 3, 32, 1, 128, 1, 4099, F16, F16, CAUSAL | FMQA_FLAG_RING | FMQA_FLAG_PAGED, 16, 128, 4, {4099, 600, 5}, NULL},
     };
-    fmqa_ctx_t *ctx = gpu_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     for (size_t i = 0; i < N(cases); i++) {
         fmqa_problem p = to_problem(&cases[i]);
         p.draft_slots = 3;

@@ -102,10 +102,7 @@ static void run_case(fmqa_ctx_t *ctx, const mcase *c)
 
 static void run_all(const mcase *cases, size_t n)
 {
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     for (size_t i = 0; i < n; i++)
         run_case(ctx, &cases[i]);
     fmqa_ctx_destroy(ctx);

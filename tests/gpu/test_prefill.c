@@ -84,10 +84,7 @@ static void run_case(fmqa_ctx_t *ctx, fmqa_test_gpu *g, const gcase *c, int32_t 
 /* The cases, with windows[i] for a scores case (windows NULL: none). */
 static void run_windows(const gcase *cases, const int32_t *windows, size_t n)
 {
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_test_gpu g;
     fmqa_test_gpu_open(&g);
     for (size_t i = 0; i < n; i++)
@@ -171,10 +168,7 @@ static void tune_case(fmqa_ctx_t *ctx, const fmqa_problem *p, const rt_plan *pla
 
 Test(prefill, tuner_harness)
 {
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     static const char *const specs[] = {
         "op=prefill,batch=3,heads=32,kv_heads=8,d=128,tq=1500,kv_len=1500,q=bf16,kv=bf16,out=bf16,"
         "flags=causal|lse",

@@ -140,10 +140,7 @@ static void run_case(fmqa_ctx_t *ctx, const gcase *gc)
 
 Test(prefill_sm90, against_reference, .timeout = 900)
 {
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     static const gcase cases[] = {
         {"op=prefill,batch=4,heads=8,kv_heads=1,d=64,tq=1000,kv_len=1000,q=f16,kv=f16,out=f16,flags=causal|lse",
          {1, 17, 1000, 300}},

@@ -48,9 +48,7 @@ static void compile_classes(const char *arch, int d)
                  "out=%s,%s",
                  2 * g, d, d, q[i / 4], kv[i % 4], q[i / 4], VARIANTS[(i + d / 32) % 6]);
         fmqa_problem p = fmqa_test_problem(spec);
-        gen_config c;
-        fmqa_err err;
-        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
+        gen_config c = fmqa_test_default_with(t, &p, &dev, "");
         fmqa_test_compile_clean(t, &c, &p, &dev, spec, 3);
     }
     gen_lib_close(lib);
@@ -96,10 +94,7 @@ Test(decode_compile, heavy_configs, .timeout = 600)
         fmqa_device_info dev = fmqa_test_device(archs[a]);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             fmqa_problem p = fmqa_test_problem(cases[i].spec);
-            gen_config c = fmqa_test_config(cases[i].config);
-            fmqa_err err;
-            cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", cases[i].config,
-                         err.msg);
+            gen_config c = fmqa_test_default_with(t, &p, &dev, cases[i].config);
             fmqa_test_compile_clean(t, &c, &p, &dev, cases[i].spec, 3);
         }
     }
@@ -332,13 +327,8 @@ Test(decode_compile, bulk_sm90, .timeout = 600)
     fmqa_device_info h100 = fmqa_test_device("sm_90"), a100 = fmqa_test_device("sm_80");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fmqa_problem p = fmqa_test_problem(cases[i].spec);
-        gen_config c, over = fmqa_test_config(cases[i].config);
+        gen_config c = fmqa_test_default_with(t, &p, &h100, cases[i].config);
         fmqa_err err;
-        cr_assert_eq(gen_default(t, &p, &h100, &c, &err), FMQA_OK, "%s", err.msg);
-        for (int j = 0; j < over.n; j++)
-            cr_assert_eq(gen_config_set(&c, over.p[j].name, over.p[j].value, &err), FMQA_OK, "%s", err.msg);
-        cr_assert_eq(gen_check(t, &c, &p, &h100, &err), FMQA_OK, "%s [%s]: %s", cases[i].spec, cases[i].config,
-                     err.msg);
         fmqa_test_compile_clean(t, &c, &p, &h100, cases[i].spec, 3);
         cr_expect_eq(gen_check(t, &c, &p, &a100, &err), FMQA_ERR_UNSUPPORTED);
         cr_expect(strstr(err.msg, "needs sm_90") != NULL, "sm_80: %s", err.msg);
@@ -415,10 +405,7 @@ Test(decode_compile, layout_csr, .timeout = 600)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fmqa_device_info dev = fmqa_test_device(cases[i].arch);
         fmqa_problem p = fmqa_test_problem(cases[i].spec);
-        gen_config c;
-        fmqa_err err;
-        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", cases[i].spec,
-                     err.msg);
+        gen_config c = fmqa_test_default_with(t, &p, &dev, "");
         fmqa_test_compile_clean(t, &c, &p, &dev, cases[i].spec, 3);
     }
     gen_lib_close(lib);

@@ -52,9 +52,7 @@ static void compile_classes(const char *arch)
                  HEADS[i % 4], i % 4 + 1, CLASSES[i][0], CLASSES[i][0], CLASSES[i][1],
                  PLACES[i]);
         fmqa_problem p = fmqa_test_problem(spec);
-        gen_config c;
-        fmqa_err err;
-        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
+        gen_config c = fmqa_test_default_with(t, &p, &dev, "");
         fmqa_test_compile_clean(t, &c, &p, &dev, spec, 2);
     }
     gen_lib_close(lib);
@@ -78,9 +76,8 @@ Test(mla_decode_compile, heavy_config, .timeout = 600)
         const char *spec = specs[i % 2];
         fmqa_device_info dev = fmqa_test_device(archs[i / 2]);
         fmqa_problem p = fmqa_test_problem(spec);
-        gen_config c = fmqa_test_config("BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_D=2,WARPS_M=4");
-        fmqa_err err;
-        cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", archs[i / 2], err.msg);
+        gen_config c =
+            fmqa_test_default_with(t, &p, &dev, "BLOCK_N=64,SPLITS=4,STAGES=2,WARPS_D=2,WARPS_M=4");
         fmqa_test_compile_clean(t, &c, &p, &dev, spec, 2);
     }
     gen_lib_close(lib);
@@ -95,9 +92,7 @@ Test(mla_decode_compile, layout_csr, .timeout = 600)
                            "page=64,flags=causal|paged|csr|lse";
     fmqa_device_info dev = fmqa_test_device("sm_80");
     fmqa_problem p = fmqa_test_problem(spec);
-    gen_config c;
-    fmqa_err err;
-    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
+    gen_config c = fmqa_test_default_with(t, &p, &dev, "");
     fmqa_test_compile_clean(t, &c, &p, &dev, spec, 2);
     gen_lib_close(lib);
 }

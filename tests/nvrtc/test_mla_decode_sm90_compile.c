@@ -22,49 +22,13 @@
 #include "gen.h"
 #include "rt.h"
 #include "test_support.h"
-#include "tun.h"
 
 #define MLA "op=mla_decode,kv_heads=1,d=576,dv=512,"
 
-/* Compiles; no spills or stack in either entry; HGMMA in the SASS. */
-static void compile_wgmma(const gen_template *t, const gen_config *c, const fmqa_problem *p,
-                          const fmqa_device_info *d, const char *what)
-{
-    fmqa_err err;
-    gen_source src;
-    gen_binary bin;
-    char text[GEN_CONFIG_TEXT_CAP];
-    gen_config_text(c, text, sizeof text);
-    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
-    cr_assert_str_eq(src.arch, "sm_90a", "%s renders for %s", what, src.arch);
-    cr_assert_eq(gen_compile(&src, &bin, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
-    cr_assert_eq(bin.n_resources, 2, "%s [%s]: ptxas reported %d entries", what, text, bin.n_resources);
-    for (int i = 0; i < bin.n_resources; i++) {
-        const gen_resource *r = &bin.resources[i];
-        fprintf(stderr, "%s [%s] %s: %d registers, spills %d/%d, stack %d\n", what, text, r->entry,
-                r->registers, r->spill_stores, r->spill_loads, r->stack_bytes);
-        cr_expect(r->spill_stores == 0 && r->spill_loads == 0 && r->stack_bytes == 0,
-                  "%s [%s] %s: spills %d/%d bytes, stack %d bytes, %d registers", what, text, r->entry,
-                  r->spill_stores, r->spill_loads, r->stack_bytes, r->registers);
-    }
-    char *sass = NULL;
-    fmqa_status st = tun_sass_disassemble(bin.cubin, bin.size, &sass, &err);
-    if (st == FMQA_ERR_NOT_FOUND) {
-        fprintf(stderr, "%s: HGMMA not checked: %s\n", what, err.msg);
-    } else {
-        cr_assert_eq(st, FMQA_OK, "%s: %s", what, err.msg);
-        int n = 0;
-        for (const char *s = sass; (s = strstr(s, "HGMMA")) != NULL; s += 5)
-            n++;
-        cr_expect_gt(n, 0, "%s [%s]: no HGMMA in the SASS", what, text);
-        free(sass);
-    }
-    gen_binary_free(&bin);
-    gen_source_free(&src);
-}
-
 Test(mla_decode_sm90_compile, defaults, .timeout = 900)
 {
+    /* no spills or stack in either entry; HGMMA in the SASS */
+    static const fmqa_test_compile_want want = {.arch = "sm_90a", .n_entries = 2, .hgmma = 1};
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "mla_decode_sm90", FMQA_OP_MLA_DECODE);
     fmqa_device_info dev = fmqa_test_device("sm_90a");
@@ -78,30 +42,10 @@ Test(mla_decode_sm90_compile, defaults, .timeout = 900)
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         fmqa_problem p = fmqa_test_problem(specs[i][0]);
-        gen_config c;
-        fmqa_err err;
-        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", specs[i][0], err.msg);
-        if (specs[i][1][0]) {
-            gen_config over;
-            int64_t v;
-            cr_assert_eq(gen_config_parse(specs[i][1], &over, &err), FMQA_OK, "%s", err.msg);
-            for (const char *k = "BLOCK_N"; k; k = strcmp(k, "BLOCK_N") ? NULL : "PIPE")
-                if (gen_config_get(&over, k, &v))
-                    cr_assert_eq(gen_config_set(&c, k, v, &err), FMQA_OK, "%s", err.msg);
-        }
-        compile_wgmma(t, &c, &p, &dev, specs[i][0]);
+        gen_config c = fmqa_test_default_with(t, &p, &dev, specs[i][1]);
+        fmqa_test_compile_checked(t, &c, &p, &dev, specs[i][0], &want);
     }
     gen_lib_close(lib);
-}
-
-static void expect_invalid(const gen_template *t, const char *spec, const char *arch, const char *why)
-{
-    fmqa_device_info dev = fmqa_test_device(arch);
-    fmqa_problem p = fmqa_test_problem(spec);
-    gen_config c;
-    fmqa_err err = {0};
-    cr_expect_neq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s on %s was accepted", spec, arch);
-    cr_expect(strstr(err.msg, why) != NULL, "%s on %s: '%s' lacks '%s'", spec, arch, err.msg, why);
 }
 
 /* The template the dispatcher takes, untuned, for p on arch. */
@@ -157,7 +101,7 @@ Test(mla_decode_sm90_compile, lua_plan_choice_and_reasons)
     const char *base = MLA "batch=2,kv_len=512,out=bf16,q=bf16,";
     char spec[256];
     snprintf(spec, sizeof spec, "%sheads=16,kv=bf16", base);
-    expect_invalid(t, spec, "sm_80", "needs sm_90");
+    fmqa_test_expect_no_default(t, spec, "sm_80", "needs sm_90");
     fmqa_problem fp8 = fmqa_test_problem(MLA "batch=2,kv_len=512,out=bf16,q=bf16,heads=16,kv=fp8_e4m3");
     gen_config big = c;
     fmqa_err why = {0};
@@ -166,16 +110,16 @@ Test(mla_decode_sm90_compile, lua_plan_choice_and_reasons)
     cr_expect_eq(gen_check(t, &big, &fp8, &dev, &why), FMQA_ERR_UNSUPPORTED, "fp8 with 64-token blocks was accepted");
     cr_expect(strstr(why.msg, "32-token blocks") != NULL, "%s", why.msg);
     snprintf(spec, sizeof spec, "%sheads=8,kv=bf16", base);
-    expect_invalid(t, spec, "sm_90a", "16 to 128 heads");
+    fmqa_test_expect_no_default(t, spec, "sm_90a", "16 to 128 heads");
     snprintf(spec, sizeof spec, "%sheads=16,tq=8,kv=bf16", base);
-    expect_invalid(t, spec, "sm_90a", "1 to 4 query tokens");
+    fmqa_test_expect_no_default(t, spec, "sm_90a", "1 to 4 query tokens");
     snprintf(spec, sizeof spec, "%sheads=16,kv=bf16,window=128", base);
-    expect_invalid(t, spec, "sm_90a", "no window");
+    fmqa_test_expect_no_default(t, spec, "sm_90a", "no window");
     /* its own uniform splits and 2-D page lookups: mla_decode serves these */
     snprintf(spec, sizeof spec, "%sheads=16,kv=bf16,flags=invariant", base);
-    expect_invalid(t, spec, "sm_90a", "batch-invariant");
+    fmqa_test_expect_no_default(t, spec, "sm_90a", "batch-invariant");
     snprintf(spec, sizeof spec, "%sheads=16,kv=bf16,page=64,flags=paged|csr", base);
-    expect_invalid(t, spec, "sm_90a", "CSR page table");
+    fmqa_test_expect_no_default(t, spec, "sm_90a", "CSR page table");
     cr_expect_str_eq(chosen(lib, MLA "batch=4,heads=16,kv_len=512,q=bf16,kv=bf16,out=bf16,flags=invariant", "sm_90a"),
                      "mla_decode");
     gen_lib_close(lib);

@@ -48,9 +48,7 @@ static void compile_classes(const char *arch, int d)
         snprintf(spec, sizeof spec, "op=prefill,batch=4,heads=%d,kv_heads=2,d=%d,%s", 2 * g, d,
                  CLASSES[i]);
         fmqa_problem p = fmqa_test_problem(spec);
-        gen_config c;
-        fmqa_err err;
-        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
+        gen_config c = fmqa_test_default_with(t, &p, &dev, "");
         fmqa_test_compile_clean(t, &c, &p, &dev, spec, 2);
     }
     gen_lib_close(lib);
@@ -78,9 +76,7 @@ Test(prefill_compile, softcap_and_sinks, .timeout = 600)
     for (int i = 0; i < 2; i++) {
         fmqa_device_info dev = fmqa_test_device(arch[i]);
         fmqa_problem p = fmqa_test_problem(spec);
-        gen_config c;
-        fmqa_err err;
-        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", spec, err.msg);
+        gen_config c = fmqa_test_default_with(t, &p, &dev, "");
         fmqa_test_compile_clean(t, &c, &p, &dev, spec, 2);
     }
     gen_lib_close(lib);
@@ -111,10 +107,7 @@ Test(prefill_compile, heavy_configs, .timeout = 600)
         fmqa_device_info dev = fmqa_test_device(archs[a]);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             fmqa_problem p = fmqa_test_problem(cases[i].spec);
-            gen_config c = fmqa_test_config(cases[i].config);
-            fmqa_err err;
-            cr_assert_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s: %s", cases[i].config,
-                         err.msg);
+            gen_config c = fmqa_test_default_with(t, &p, &dev, cases[i].config);
             fmqa_test_compile_clean(t, &c, &p, &dev, cases[i].spec, 2);
         }
     }

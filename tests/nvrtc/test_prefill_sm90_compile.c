@@ -24,30 +24,10 @@
 #include "gen_internal.h"
 #include "test_support.h"
 
-static void compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
-                          const fmqa_device_info *d, const char *what)
-{
-    fmqa_err err;
-    gen_source src;
-    gen_binary bin;
-    char text[GEN_CONFIG_TEXT_CAP];
-    gen_config_text(c, text, sizeof text);
-    cr_assert_eq(gen_render(t, c, p, d, &src, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
-    cr_assert_str_eq(src.arch, "sm_90a", "%s renders for %s", what, src.arch);
-    cr_assert_eq(gen_compile(&src, &bin, &err), FMQA_OK, "%s [%s]: %s", what, text, err.msg);
-    cr_assert_eq(bin.n_resources, 1, "%s [%s]: ptxas reported %d entries", what, text, bin.n_resources);
-    const gen_resource *r = &bin.resources[0];
-    cr_expect(r->spill_stores == 0 && r->spill_loads == 0 && r->stack_bytes == 0,
-              "%s [%s]: spills %d/%d bytes, stack %d bytes, %d registers", what, text, r->spill_stores,
-              r->spill_loads, r->stack_bytes, r->registers);
-    cr_expect(r->registers > 0 && r->registers <= 168, "%s: %d registers (384 threads allow 168)", what,
-              r->registers);
-    gen_binary_free(&bin);
-    gen_source_free(&src);
-}
-
 Test(prefill_sm90_compile, defaults, .timeout = 900)
 {
+    /* 384 threads allow 168 registers each */
+    static const fmqa_test_compile_want want = {.arch = "sm_90a", .n_entries = 1, .max_registers = 168};
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "prefill_sm90", FMQA_OP_PREFILL);
     fmqa_device_info dev = fmqa_test_device("sm_90a");
@@ -62,19 +42,9 @@ Test(prefill_sm90_compile, defaults, .timeout = 900)
         gen_config c;
         fmqa_err err;
         cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", specs[i], err.msg);
-        compile_clean(t, &c, &p, &dev, specs[i]);
+        fmqa_test_compile_checked(t, &c, &p, &dev, specs[i], &want);
     }
     gen_lib_close(lib);
-}
-
-static void expect_invalid(const gen_template *t, const char *spec, const char *arch, const char *why)
-{
-    fmqa_device_info dev = fmqa_test_device(arch);
-    fmqa_problem p = fmqa_test_problem(spec);
-    gen_config c;
-    fmqa_err err = {0};
-    cr_expect_neq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s on %s was accepted", spec, arch);
-    cr_expect(strstr(err.msg, why) != NULL, "%s on %s: '%s' lacks '%s'", spec, arch, err.msg, why);
 }
 
 Test(prefill_sm90_compile, lua_plan_and_reasons)
@@ -108,14 +78,14 @@ Test(prefill_sm90_compile, lua_plan_and_reasons)
     const char *base = "op=prefill,batch=2,heads=8,kv_heads=1,d=128,tq=512,kv_len=512,out=f16,";
     char spec[256];
     snprintf(spec, sizeof spec, "%sq=f16,kv=f16,flags=causal", base);
-    expect_invalid(t, spec, "sm_80", "needs sm_90");
+    fmqa_test_expect_no_default(t, spec, "sm_80", "needs sm_90");
     snprintf(spec, sizeof spec, "%sq=f16,kv=int8,flags=causal", base);
-    expect_invalid(t, spec, "sm_90a", "kv_dtype");
+    fmqa_test_expect_no_default(t, spec, "sm_90a", "kv_dtype");
     snprintf(spec, sizeof spec, "%sq=f16,kv=f16,window=128,flags=causal", base);
-    expect_invalid(t, spec, "sm_90a", "window");
-    expect_invalid(t, "op=prefill,batch=2,heads=8,kv_heads=1,d=128,tq=512,kv_len=1024,q=f16,kv=f16,out=f16",
+    fmqa_test_expect_no_default(t, spec, "sm_90a", "window");
+    fmqa_test_expect_no_default(t, "op=prefill,batch=2,heads=8,kv_heads=1,d=128,tq=512,kv_len=1024,q=f16,kv=f16,out=f16",
                    "sm_90a", "kv_len must equal q_tokens");
-    expect_invalid(t, "op=prefill,batch=2,heads=8,kv_heads=1,d=96,tq=512,kv_len=512,q=f16,kv=f16,out=f16",
+    fmqa_test_expect_no_default(t, "op=prefill,batch=2,heads=8,kv_heads=1,d=96,tq=512,kv_len=512,q=f16,kv=f16,out=f16",
                    "sm_90a", "head_dim_qk must be 64, 128 or 256");
     gen_lib_close(lib);
 }

@@ -117,13 +117,7 @@ void fmqa_emu_inputs_make(const fmqa_problem *p, const int32_t *lens, int sinks,
     int32_t *table = NULL;
     if (paged) { /* a shuffled page order */
         table = fmqa_emu_poisoned(B * per_seq * sizeof *table, 4);
-        for (int64_t i = 0; i < B * per_seq; i++)
-            table[i] = (int32_t)i;
-        for (int64_t i = B * per_seq - 1; i > 0; i--) {
-            int64_t j = ref_rng_next(r) % (i + 1);
-            int32_t t = table[i];
-            table[i] = table[j], table[j] = t;
-        }
+        fmqa_test_shuffle_pages(table, B * per_seq, r);
         a->page_table = table, a->page_table_stride = per_seq;
     }
     ref_cache_view view = {.dtype = p->kv_dtype, .flags = p->flags & (FMQA_FLAG_RING | FMQA_FLAG_PAGED),
@@ -134,15 +128,8 @@ void fmqa_emu_inputs_make(const fmqa_problem *p, const int32_t *lens, int sinks,
      * an engine that frees what fell behind the window leaves them. */
     const ref_attn_shape rs = {B, Tq, T, H, Hk, D, D, in->lens, p->flags, NULL, p->window,
                                p->sink_tokens, 0, 0, 0.0, NULL, 0.0, p->draft_slots};
-    unsigned char *mapped = calloc((size_t)(B * per_seq), 1);
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t j = 0; j < in->lens[b]; j++)
-            if (ref_readable(&rs, b, j))
-                mapped[b * per_seq + ref_cache_slot(&view, j) / ps] = 1;
-    for (int64_t i = 0; paged && i < B * per_seq; i++)
-        if (!mapped[i])
-            table[i] = -1;
-    free(mapped);
+    if (paged)
+        fmqa_test_unmap_unread(table, per_seq, ps, &rs, &view);
     for (int64_t b = 0; b < B; b++)
         for (int64_t j = 0; j < in->lens[b]; j++) {
             if (!ref_readable(&rs, b, j))

@@ -5,7 +5,8 @@
  * fresh directory, the host C++ compiler builds it with a driver from
  * tests/emu into a shared object for the emulated architecture, and a symbol
  * of it is returned.  Also the guarded host buffers those tests hand to the
- * emulated kernels.
+ * emulated kernels and the page tables they build (shuffled, unmapped where
+ * nothing is read, as CSR).
  */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE
@@ -107,6 +108,32 @@ void *fmqa_test_guarded(size_t bytes, size_t align, uint8_t fill)
     unsigned char *p = m + body - span;
     memset(p, fill, span);
     return p;
+}
+
+void fmqa_test_shuffle_pages(int32_t *table, int64_t n, ref_rng *r)
+{
+    for (int64_t i = 0; i < n; i++)
+        table[i] = (int32_t)i;
+    for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+        int64_t j = ref_rng_next(r) % (i + 1);
+        int32_t t = table[i];
+        table[i] = table[j], table[j] = t;
+    }
+}
+
+void fmqa_test_unmap_unread(int32_t *table, int64_t per_seq, int64_t ps, const ref_attn_shape *s,
+                            const ref_cache_view *view)
+{
+    unsigned char *mapped = calloc((size_t)(s->batch * per_seq), 1);
+    cr_assert_not_null(mapped);
+    for (int64_t b = 0; b < s->batch; b++)
+        for (int64_t j = 0; j < s->kv_lens[b]; j++)
+            if (ref_readable(s, b, j))
+                mapped[b * per_seq + ref_cache_slot(view, j) / ps] = 1;
+    for (int64_t i = 0; i < s->batch * per_seq; i++)
+        if (!mapped[i])
+            table[i] = -1;
+    free(mapped);
 }
 
 fmqa_test_csr fmqa_test_csr_of(int64_t batch, int64_t ps, const int32_t *lens,

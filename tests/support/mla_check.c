@@ -28,13 +28,15 @@ static void *poisoned(size_t bytes, size_t align) { return fmqa_test_guarded(byt
 
 /* Public MLA arguments over guarded host buffers (never freed: the process
  * ends).  Rows are padded: kv by 16 bytes, scales by one float, q heads by
- * 8 elements. */
-static void make_inputs(const fmqa_problem *p, const int32_t *given, ref_rng *r,
+ * 8 elements.  Positions live in their cache slots (ref_cache_slot: a ring
+ * wraps). */
+static void make_inputs(const fmqa_problem *p, const int32_t *given, int sinks, ref_rng *r,
                         fmqa_mla_decode_args *a, int64_t *n_pages)
 {
     const int64_t B = p->batch, T = p->kv_len, H = p->num_q_heads, Tq = p->q_tokens;
     const int paged = (p->flags & FMQA_FLAG_PAGED) != 0;
-    const int64_t ps = paged ? p->page_size : T, per_seq = (T + ps - 1) / ps;
+    const int64_t slots = fmqa_cache_slots(p);
+    const int64_t ps = paged ? p->page_size : slots, per_seq = (slots + ps - 1) / ps;
     const int64_t outer = paged ? B * per_seq + 2 : B; /* two pages never used */
     const size_t ke = fmqa_dtype_size(p->kv_dtype);
     const int q8 = p->kv_dtype == FMQA_DTYPE_FP8_E4M3;
@@ -43,7 +45,7 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, ref_rng *r,
     *n_pages = paged ? outer : 0;
     int32_t *lens = poisoned(B * sizeof *lens, 4);
     for (int64_t b = 0; b < B; b++)
-        lens[b] = given[b] ? given[b] : (int32_t)(Tq + ref_rng_next(r) % (T - Tq + 1));
+        lens[b] = b < MLA_MAX_LENS && given[b] ? given[b] : (int32_t)(Tq + ref_rng_next(r) % (T - Tq + 1));
     a->kv_lens = lens;
     a->kv_stride_token = row, a->kv_stride_batch = ps * row;
     void *kv = poisoned(outer * ps * row * ke, 16);
@@ -51,19 +53,25 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, ref_rng *r,
     a->kv_scale_stride_token = 1, a->kv_scale_stride_batch = srow;
     if (paged) { /* a shuffled page order */
         int32_t *table = poisoned(B * per_seq * sizeof *table, 4);
-        for (int64_t i = 0; i < B * per_seq; i++)
-            table[i] = (int32_t)i;
-        for (int64_t i = B * per_seq - 1; i > 0; i--) {
-            int64_t j = ref_rng_next(r) % (i + 1);
-            int32_t t = table[i];
-            table[i] = table[j], table[j] = t;
-        }
+        fmqa_test_shuffle_pages(table, B * per_seq, r);
         a->page_table = table, a->page_table_stride = per_seq;
     }
+    const ref_cache_view view = {.dtype = p->kv_dtype,
+                                 .flags = p->flags & (FMQA_FLAG_RING | FMQA_FLAG_PAGED),
+                                 .window = p->window, .sink_tokens = p->sink_tokens,
+                                 .draft_slots = p->draft_slots};
+    const ref_attn_shape rs = {B, Tq, T, H, 1, DK, DC, lens, p->flags, NULL, p->window,
+                               p->sink_tokens, 0, 0, 0.0, NULL, 0.0, p->draft_slots};
+    if (paged) /* pages holding no readable position are unmapped */
+        fmqa_test_unmap_unread((int32_t *)a->page_table, per_seq, ps, &rs, &view);
     fmqa_err err;
     for (int64_t b = 0; b < B; b++)
         for (int64_t j = 0; j < lens[b]; j++) {
-            int64_t o = paged ? a->page_table[b * per_seq + j / ps] : b, t = paged ? j % ps : j;
+            if (!ref_readable(&rs, b, j))
+                continue; /* behind every window, or overwritten by a later position */
+            const int64_t slot = ref_cache_slot(&view, j);
+            int64_t o = paged ? a->page_table[b * per_seq + slot / ps] : b;
+            int64_t t = paged ? slot % ps : slot;
             int64_t at = o * a->kv_stride_batch + t * a->kv_stride_token;
             double x[DK];
             ref_rng_fill(r, x, DK, 1.0, 0);
@@ -77,6 +85,11 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, ref_rng *r,
     a->kv = kv;
     if (q8)
         a->kv_scale = ks;
+    if (p->flags & FMQA_FLAG_PAGE_CSR) { /* lengths from the table */
+        const fmqa_test_csr t = fmqa_test_csr_of(B, ps, lens, a->page_table, per_seq);
+        a->page_indptr = t.indptr, a->page_indices = t.indices, a->last_page_len = t.last_page_len;
+        a->page_table = NULL, a->page_table_stride = 0, a->kv_lens = NULL;
+    }
 
     const int64_t qh = DK + 8, nq = B * Tq * H * qh, no = B * Tq * H * DC;
     double *qd = malloc(nq * sizeof *qd);
@@ -90,31 +103,24 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, ref_rng *r,
     a->o_stride_head = DC, a->o_stride_token = H * DC, a->o_stride_batch = Tq * H * DC;
     a->lse = poisoned(B * Tq * H * 4, 4);
     a->sm_scale = 0.0f; /* 1/sqrt(576) */
+    if (sinks) {
+        float *s = poisoned(H * sizeof *s, 4);
+        for (int64_t h = 0; h < H; h++)
+            s[h] = (float)((double)(ref_rng_next(r) % 1536) / 128.0 - 4.0);
+        a->sinks = s;
+    }
 }
 
-void mla_check_run(const char *name, const char *driver, const mla_case *mc)
+void mla_check_run_into(const char *name, const char *driver, const mla_case *mc, uint64_t seed,
+                        fmqa_mla_decode_args *out)
 {
-    gen_lib *lib = NULL;
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, name, FMQA_OP_MLA_DECODE);
     fmqa_err err;
-    cr_assert_eq(gen_lib_open(fmqa_test_template_dir(), &lib, &err), FMQA_OK, "%s", err.msg);
-    const gen_template *t = gen_lib_find(lib, name);
-    cr_assert_not_null(t, "no %s template", name);
-    fmqa_device_info dev;
     const char *arch = mc->arch ? mc->arch : "sm_90";
-    cr_assert_eq(gen_device_preset(arch, &dev, &err), FMQA_OK, "%s: %s", arch, err.msg);
-    fmqa_problem p;
-    cr_assert_eq(gen_problem_parse(mc->spec, &p, &err), FMQA_OK, "%s: %s", mc->spec, err.msg);
-    gen_config c, over;
-    cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s", err.msg);
-    if (mc->config[0]) {
-        cr_assert_eq(gen_config_parse(mc->config, &over, &err), FMQA_OK, "%s", err.msg);
-        for (int i = 0; i < gen_template_param_count(t); i++) {
-            int64_t v;
-            if (gen_config_get(&over, gen_template_param_name(t, i), &v))
-                cr_assert_eq(gen_config_set(&c, gen_template_param_name(t, i), v, &err), FMQA_OK,
-                             "%s", err.msg);
-        }
-    }
+    fmqa_device_info dev = fmqa_test_device(arch);
+    fmqa_problem p = fmqa_test_problem(mc->spec);
+    gen_config c = fmqa_test_default_with(t, &p, &dev, mc->config);
     rt_plan plan;
     memset(&plan, 0, sizeof plan);
     plan.problem = p;
@@ -124,11 +130,12 @@ void mla_check_run(const char *name, const char *driver, const mla_case *mc)
         (emu_launch_fn)fmqa_test_emu_build(t, &c, &p, &dev, driver, dir);
 
     ref_rng r;
-    uint64_t seed = fmqa_test_seed(mc->spec);
+    if (!seed)
+        seed = fmqa_test_seed(mc->spec);
     ref_rng_seed(&r, seed);
     fmqa_mla_decode_args m;
     int64_t n_pages;
-    make_inputs(&p, mc->lens, &r, &m, &n_pages);
+    make_inputs(&p, mc->lens, mc->sinks, &r, &m, &n_pages);
     m.workspace = poisoned(plan.launch.workspace, 16);
     m.workspace_size = plan.launch.workspace;
     fmqa_decode_args a;
@@ -151,9 +158,9 @@ void mla_check_run(const char *name, const char *driver, const mla_case *mc)
                                p.q_dtype == FMQA_DTYPE_BF16 ? 8e-3 : 1e-3;
     char cfg[GEN_CONFIG_TEXT_CAP];
     gen_config_text(&c, cfg, sizeof cfg);
-    fprintf(stderr, "%s %s [%s] %s splits %d: o rel_l2 %.2e max %.2e bad %lld (seed %llu)\n",
-            name, mc->spec, cfg, arch, plan.launch.splits, cmp.rel_l2, cmp.max_abs, (long long)cmp.bad,
-            (unsigned long long)seed);
+    fprintf(stderr, "%s %s%s [%s] %s splits %d: o rel_l2 %.2e max %.2e bad %lld (seed %llu)\n",
+            name, mc->spec, mc->sinks ? " +sinks" : "", cfg, arch, plan.launch.splits, cmp.rel_l2,
+            cmp.max_abs, (long long)cmp.bad, (unsigned long long)seed);
     cr_expect(ref_cmp_ok(&cmp, tol, -1), "%s [%s]: o rel_l2 %g, max %g at %lld, %lld bad",
               mc->spec, cfg, cmp.rel_l2, cmp.max_abs, (long long)cmp.worst, (long long)cmp.bad);
     if (p.flags & FMQA_FLAG_LSE) {
@@ -163,9 +170,15 @@ void mla_check_run(const char *name, const char *driver, const mla_case *mc)
     }
     free(o);
     free(lse);
+    if (out)
+        *out = m;
     char rm[1100];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     (void)system(rm);
     gen_lib_close(lib);
 }
 
+void mla_check_run(const char *name, const char *driver, const mla_case *c)
+{
+    mla_check_run_into(name, driver, c, 0, NULL);
+}

@@ -48,13 +48,7 @@ static void put_row(fmqa_dtype t, int64_t d, ref_rng *r, void *base, int64_t at,
 static int32_t *page_table(prefill_inputs *in, int64_t n, ref_rng *r)
 {
     int32_t *table = BUF(in, page_table, n * sizeof *table, 4);
-    for (int64_t i = 0; i < n; i++)
-        table[i] = (int32_t)i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = ref_rng_next(r) % (i + 1);
-        int32_t t = table[i];
-        table[i] = table[j], table[j] = t;
-    }
+    fmqa_test_shuffle_pages(table, n, r);
     in->n_pages = n + 3;
     return table;
 }

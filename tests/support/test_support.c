@@ -35,6 +35,15 @@ uint64_t fmqa_test_seed(const char *test_name)
     return seed;
 }
 
+fmqa_ctx_t *fmqa_test_ctx(void)
+{
+    fmqa_options o = FMQA_OPTIONS_INIT;
+    o.db_path = ""; /* no database: tests must not touch ~/.cache */
+    fmqa_ctx_t *ctx = NULL;
+    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
+    return ctx;
+}
+
 #define CU_OK(call) cr_assert_eq((call), CUDA_SUCCESS, "%s failed", #call)
 
 void fmqa_test_gpu_open(fmqa_test_gpu *g)

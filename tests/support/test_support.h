@@ -12,6 +12,7 @@
 #include "fastmqa.h"
 #include "db.h"
 #include "gen.h"
+#include "ref.h"
 #include "rt_cuda.h"
 
 /* 1 when a CUDA driver and at least one GPU are usable; else 0 and why. */
@@ -20,6 +21,10 @@ int fmqa_test_gpu_available(char *why, size_t cap);
 /* A seed for fresh random inputs: $FASTMQA_TEST_SEED if set, else time-based.
  * Printed to stderr with the test's name so a failure can be replayed. */
 uint64_t fmqa_test_seed(const char *test_name);
+
+/* A context with default options and no database (tests must not touch
+ * ~/.cache), asserting it was created; the caller destroys it. */
+fmqa_ctx_t *fmqa_test_ctx(void);
 
 /* Device memory for gpu tests; the test's context must be current. */
 typedef struct fmqa_test_gpu {
@@ -45,10 +50,30 @@ fmqa_problem fmqa_test_problem(const char *spec);
 gen_config fmqa_test_config(const char *text);
 fmqa_device_info fmqa_test_device(const char *arch);
 
+/* t's default config for the problem p on d with the parameters the config
+ * text `over` names set ("BLOCK_N=64,SPLITS=2"; "" for none), asserting the
+ * default exists and the result is legal (gen_check). */
+gen_config fmqa_test_default_with(const gen_template *t, const fmqa_problem *p,
+                                  const fmqa_device_info *d, const char *over);
+
+/* What fmqa_test_compile_checked asks of a compiled config. */
+typedef struct fmqa_test_compile_want {
+    const char *arch;  /* the architecture it must render for ("sm_90a"); NULL: any */
+    int n_entries;     /* kernels ptxas must report */
+    int max_registers; /* per thread; 0: 255 */
+    int hgmma;         /* 1: the SASS must hold HGMMA (skipped with a message without cuobjdump) */
+} fmqa_test_compile_want;
+
 /* Renders one config and compiles it with NVRTC, asserting ptxas reports
- * n_entries kernels, each without spills or a stack frame (no local memory:
- * register arrays indexed by constants only) in at most 255 registers; what
- * names the case in messages. */
+ * want->n_entries kernels, each without spills or a stack frame (no local
+ * memory: register arrays indexed by constants only) in at most
+ * want->max_registers registers, and what else want asks; prints each entry's
+ * registers to stderr; what names the case in messages. */
+void fmqa_test_compile_checked(const gen_template *t, const gen_config *c, const fmqa_problem *p,
+                               const fmqa_device_info *d, const char *what,
+                               const fmqa_test_compile_want *want);
+
+/* fmqa_test_compile_checked asking only for n_entries clean kernels. */
 void fmqa_test_compile_clean(const gen_template *t, const gen_config *c, const fmqa_problem *p,
                              const fmqa_device_info *d, const char *what, int n_entries);
 
@@ -56,6 +81,11 @@ void fmqa_test_compile_clean(const gen_template *t, const gen_config *c, const f
  * FMQA_ERR_UNSUPPORTED and a message containing reason. */
 void fmqa_test_expect_reason(const gen_template *t, const char *spec, const char *config_text,
                              const char *reason);
+
+/* Expects t to have no default config for the problem (spec) on arch (as
+ * fmqa_test_device), with a message containing why. */
+void fmqa_test_expect_no_default(const gen_template *t, const char *spec, const char *arch,
+                                 const char *why);
 
 /* Opens path read-write (creating it), asserting success. */
 struct db *fmqa_test_db_open_rw(const char *path);
@@ -109,6 +139,17 @@ void *fmqa_test_emu_symbol(void *handle, const char *sym);
  * a power of two it is aligned to) touches an inaccessible page, so a read
  * past it faults.  Never freed (the test process ends). */
 void *fmqa_test_guarded(size_t bytes, size_t align, uint8_t fill);
+
+/* Fills table[0, n) with a permutation of 0 .. n - 1 drawn from r: a
+ * shuffled page order (a kernel must not assume pages in sequence order). */
+void fmqa_test_shuffle_pages(int32_t *table, int64_t n, ref_rng *r);
+
+/* Sets to -1 the entries of the page table [s->batch, per_seq] (pages of ps
+ * cache slots, view's slot mapping) whose page holds no position a decode of
+ * shape s reads (ref_readable: behind every window, overwritten in a ring, or
+ * past the length), as an engine that frees such pages leaves them. */
+void fmqa_test_unmap_unread(int32_t *table, int64_t per_seq, int64_t ps, const ref_attn_shape *s,
+                            const ref_cache_view *view);
 
 /* The 2-D page table [batch, per_seq] of sequences of lengths lens (pages of
  * ps tokens) as a CSR page table (FMQA_FLAG_PAGE_CSR) in guarded buffers:

@@ -17,15 +17,7 @@
 #include <criterion/criterion.h>
 
 #include "fastmqa.h"
-
-static fmqa_ctx_t *make_ctx(void)
-{
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    return ctx;
-}
+#include "test_support.h"
 
 Test(ctx_resources, thousands_of_live_contexts)
 {
@@ -34,7 +26,7 @@ Test(ctx_resources, thousands_of_live_contexts)
     fmqa_problem p;
     fmqa_problem_init(&p);
     for (int i = 0; i < N; i++) {
-        ctx[i] = make_ctx();
+        ctx[i] = fmqa_test_ctx();
         p.batch = -i - 1; /* each context keeps its own message */
         cr_assert_eq(fmqa_problem_validate(ctx[i], &p), FMQA_ERR_INVALID_ARGUMENT);
     }
@@ -74,7 +66,7 @@ static void round_of_threads(void)
     pthread_barrier_t set, destroyed;
     pthread_barrier_init(&set, NULL, T + 1);
     pthread_barrier_init(&destroyed, NULL, T + 1);
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     worker w[T];
     pthread_t th[T];
     for (int i = 0; i < T; i++) {

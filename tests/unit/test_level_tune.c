@@ -129,10 +129,7 @@ Test(level_tune, a_16_bit_policy_is_left_alone)
 Test(level_tune, the_public_call_checks_its_input_and_needs_the_device)
 {
     char why[256];
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK);
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_level_policy pol = aggressive(FMQA_DTYPE_INT8);
     cr_expect_eq(fmqa_level_policy_tune(ctx, &model, 0, &pol, NULL), FMQA_ERR_INVALID_ARGUMENT);
     cr_expect(strstr(fmqa_ctx_errmsg(ctx), "batch 0"), "%s", fmqa_ctx_errmsg(ctx));

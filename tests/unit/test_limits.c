@@ -18,15 +18,6 @@
 #include "rt.h"
 #include "test_support.h"
 
-static fmqa_ctx_t *make_ctx(void)
-{
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    return ctx;
-}
-
 static fmqa_problem parse(const char *spec)
 {
     fmqa_problem p;
@@ -45,7 +36,7 @@ static void expect_invalid(fmqa_ctx_t *ctx, const char *spec, const char *msg)
 
 Test(limits, decode_query_tokens_are_1_to_16)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     expect_invalid(ctx, "op=decode,tq=17,kv_len=4096", "q_tokens: 17, decode serves 1 to 16");
     expect_invalid(ctx, "op=decode,tq=64,kv_len=4096", "q_tokens: 64, decode serves 1 to 16");
     expect_invalid(ctx, "op=decode,tq=4000,kv_len=4096", "q_tokens: 4000, decode serves 1 to 16");
@@ -59,7 +50,7 @@ Test(limits, decode_query_tokens_are_1_to_16)
 /* Soft-capping and draft slots: what each needs, named in the message. */
 Test(limits, softcap_and_draft_slots)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = parse("op=decode,kv_len=4096,softcap=30");
     cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
     p.logit_softcap = -1.0f;
@@ -94,7 +85,7 @@ Test(limits, softcap_and_draft_slots)
  * table, reachable in batch-invariant mode only (one slot per chunk). */
 Test(limits, decode_grid_axes_fit_cuda)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = parse("op=decode,batch=65536,heads=1,kv_heads=1,d=64,kv_len=16");
     cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
     p = parse("op=decode,batch=1000000,heads=32,kv_heads=1,d=64,kv_len=16");
@@ -154,7 +145,7 @@ Test(limits, validation_is_overflow_proof)
 {
     static const int32_t edge[] = {1, 16, 65535, 65536, 1 << 24, INT32_MAX};
     const size_t n = sizeof edge / sizeof edge[0];
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     long accepted = 0;
     for (int op = FMQA_OP_DECODE; op <= FMQA_OP_APPEND; op++)
         for (size_t a = 0; a < n; a++)
@@ -236,7 +227,7 @@ static void expect_rejected(fmqa_ctx_t *ctx, const fmqa_decode_args *a, const ch
 
 Test(limits, every_pointer_is_aligned_for_its_kernel_access)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_decode_args a = aligned_args();
     a.k_scale = OFFSET(const float *, a.k_scale, 2);
     expect_rejected(ctx, &a, "args.k_scale is not 4-byte aligned");
@@ -278,7 +269,7 @@ Test(limits, every_pointer_is_aligned_for_its_kernel_access)
 
 Test(limits, output_rows_must_not_overlap)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_decode_args a = aligned_args();
     a.o_stride_batch = a.o_stride_token = a.o_stride_head = 0;
     expect_rejected(ctx, &a, "args.o stride 0 (0 elements) is smaller than the 64 elements");
@@ -293,7 +284,7 @@ Test(limits, output_rows_must_not_overlap)
 
 Test(limits, strides_that_overflow_int64_are_rejected)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_decode_args a = aligned_args();
     a.q_stride_batch = (int64_t)1 << 62; /* x 2 bytes per element overflows */
     expect_rejected(ctx, &a, "args.q stride 0");
@@ -317,7 +308,7 @@ Test(limits, memory_reports_need_power_of_two_pages)
     fmqa_level_policy pol;
     cr_assert_eq(fmqa_level_policy_preset(NULL, FMQA_LEVEL_BALANCED, &m, &pol), FMQA_OK);
     fmqa_memory_report r;
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     pol.page_size = 24;
     cr_expect_eq(fmqa_memory_report_compute(ctx, &m, &pol, 1, 0, &r), FMQA_ERR_INVALID_ARGUMENT);
     cr_expect(strstr(fmqa_ctx_errmsg(ctx), "policy.page_size 24: expected 0 (contiguous) or a "
@@ -346,7 +337,7 @@ Test(limits, level_problems_validate_by_construction)
     static const int32_t batches[] = {1, 64, 65535, 65536, INT32_MAX};
     static const int32_t spec[] = {1, 4, 16};
     static const int32_t pages[] = {0, 16, 64};
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     long returned = 0, refused = 0;
     for (size_t h = 0; h < sizeof heads / sizeof heads[0]; h++)
         for (size_t dd = 0; dd < sizeof dims / sizeof dims[0]; dd++)
@@ -396,7 +387,7 @@ Test(limits, level_problems_validate_by_construction)
  * matter: floats), and the pointers must still be there. */
 Test(limits, kv_scale_granularity_is_checked)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     expect_invalid(ctx, "op=decode,kv_len=64,kv_scale=head",
                    "problem.kv_scale_granularity: head scales need an 8-bit cache, kv_dtype is f16");
     expect_invalid(ctx, "op=append,kv=bf16,kv_len=64,kv_scale=tensor",

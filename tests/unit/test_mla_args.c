@@ -18,15 +18,6 @@
 #include "rt.h"
 #include "test_support.h"
 
-static fmqa_ctx_t *make_ctx(void)
-{
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    return ctx;
-}
-
 /* DeepSeek-V3 attention on one tensor-parallel shard: 16 heads, 512 + 64. */
 static fmqa_problem mla_problem(void)
 {
@@ -58,7 +49,7 @@ static fmqa_mla_decode_args good_args(void)
 
 Test(mla_args, bad_arguments_are_named_before_any_gpu_work)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = mla_problem();
     fmqa_mla_decode_args a = good_args();
     cr_assert_eq(fmqa_mla_decode(ctx, &p, NULL, NULL), FMQA_ERR_INVALID_ARGUMENT);
@@ -126,7 +117,7 @@ Test(mla_args, good_arguments_without_a_gpu_get_no_driver)
     char why[256];
     if (fmqa_test_gpu_available(why, sizeof why))
         cr_skip_test("a GPU is present");
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = mla_problem();
     fmqa_mla_decode_args a = good_args();
     fmqa_status st = fmqa_mla_decode(ctx, &p, &a, NULL);
@@ -193,4 +184,34 @@ Test(mla_args, every_mla_level_problem_is_served)
                              "level %d on %s", l, archs[a]);
         }
     gen_lib_close(lib);
+}
+
+/* A plan's workspace (known only with a plan: past fmqa_mla_decode's checks on
+ * a machine without a GPU) larger than the one given is refused, naming both
+ * sizes and the query that tells it. */
+Test(mla_args, a_short_workspace_names_both_sizes)
+{
+    fmqa_problem p = mla_problem();
+    fmqa_mla_decode_args m = good_args();
+    static _Alignas(16) char ws[256];
+    m.workspace = ws, m.workspace_size = sizeof ws;
+    rt_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.problem = p;
+    plan.launch.workspace = 4096;
+    fmqa_decode_args a;
+    rt_mla_decode_args(&p, &m, &a);
+    fmqa_decode_params prm;
+    fmqa_err err = {0};
+    cr_assert_eq(rt_decode_params(&plan, &a, &prm, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect_str_eq(err.msg, "args.workspace: 256 bytes given, 4096 needed "
+                              "(fmqa_decode_workspace_size)");
+    a.workspace = NULL;
+    cr_assert_eq(rt_decode_params(&plan, &a, &prm, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect_str_eq(err.msg, "args.workspace: 0 bytes given, 4096 needed "
+                              "(fmqa_decode_workspace_size)");
+    plan.launch.workspace = 256;
+    a.workspace = ws;
+    cr_expect_eq(rt_decode_params(&plan, &a, &prm, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_float_eq(prm.sm_scale, 1.0f / 24.0f, 1e-7f, "default scale 1/sqrt(576)");
 }

@@ -12,16 +12,8 @@
 #include <criterion/criterion.h>
 
 #include "fastmqa.h"
+#include "rt.h"
 #include "test_support.h"
-
-static fmqa_ctx_t *make_ctx(void)
-{
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = ""; /* no database: tests must not touch ~/.cache */
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    return ctx;
-}
 
 /* 2 sequences of up to 512 new tokens, 32 heads over 8 KV heads, d = 128. */
 static fmqa_problem prefill_problem(void)
@@ -49,7 +41,7 @@ static fmqa_problem cache_problem(void)
 
 Test(prefill_problem, good_problems_pass)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = prefill_problem();
     cr_assert_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
     p = cache_problem();
@@ -83,7 +75,7 @@ Test(prefill_problem, each_bad_field_is_named)
     cases[4].p.op = FMQA_OP_DECODE, cases[4].p.q_tokens = 1, cases[4].p.flags |= FMQA_FLAG_KV_CACHE;
     cases[5].p.batch = 70000;
     cases[6].p.q_tokens = cases[6].p.kv_len = 1 << 20;
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cr_expect_eq(fmqa_problem_validate(ctx, &cases[i].p), FMQA_ERR_INVALID_ARGUMENT, "%s",
                      cases[i].what);
@@ -149,7 +141,7 @@ Test(prefill_args, bad_arguments_are_reported_before_any_gpu_work)
     cases[10].a.total_q = (int64_t)cases[10].p.batch * cases[10].p.q_tokens + 1;
     cases[11].a.total_q = -1;
     cases[12].a.sinks = (const float *)((const char *)odd + 2);
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cr_expect_eq(fmqa_prefill(ctx, &cases[i].p, &cases[i].a, NULL), FMQA_ERR_INVALID_ARGUMENT,
                      "%s", cases[i].what);
@@ -171,7 +163,7 @@ Test(prefill_args, good_arguments_without_a_gpu_get_no_driver)
     char why[256];
     if (fmqa_test_gpu_available(why, sizeof why))
         cr_skip_test("a GPU is present");
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = prefill_problem();
     fmqa_prefill_args a = good_args();
     fmqa_status st = fmqa_prefill(ctx, &p, &a, NULL);
@@ -183,4 +175,28 @@ Test(prefill_args, good_arguments_without_a_gpu_get_no_driver)
     fmqa_choice c;
     cr_assert_eq(fmqa_plan(ctx, &p, &c), st);
     fmqa_ctx_destroy(ctx);
+}
+
+/* A plan's workspace larger than the one given is refused, naming both sizes
+ * and the query that tells it (known only with a plan: rt_prefill_params). */
+Test(prefill_args, a_short_workspace_names_both_sizes)
+{
+    fmqa_problem p = prefill_problem();
+    fmqa_prefill_args a = good_args();
+    static _Alignas(16) char ws[256];
+    a.workspace = ws, a.workspace_size = sizeof ws;
+    a.sm_scale = 0.5f;
+    rt_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.problem = p;
+    plan.launch.workspace = 4096;
+    fmqa_prefill_params prm;
+    fmqa_err err = {0};
+    cr_assert_eq(rt_prefill_params(&plan, &a, &prm, &err), FMQA_ERR_INVALID_ARGUMENT);
+    cr_expect_str_eq(err.msg, "args.workspace: 256 bytes given, 4096 needed "
+                              "(fmqa_prefill_workspace_size)");
+    plan.launch.workspace = 0;
+    cr_expect_eq(rt_prefill_params(&plan, &a, &prm, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_null(prm.workspace);
+    cr_expect_float_eq(prm.sm_scale_log2, 0.5f * 1.4426950408889634f, 1e-7f);
 }

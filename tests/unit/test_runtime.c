@@ -14,15 +14,6 @@
 #include "fastmqa.h"
 #include "test_support.h"
 
-static fmqa_ctx_t *make_ctx(void)
-{
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = ""; /* no database: tests must not touch ~/.cache */
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    return ctx;
-}
-
 static fmqa_problem decode_problem(void)
 {
     fmqa_problem p;
@@ -120,7 +111,7 @@ Test(ctx, default_db_path_follows_xdg_then_home)
 Test(device, without_a_gpu_the_answer_is_clear)
 {
     char why[256];
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_device_info info;
     fmqa_status st = fmqa_device_query(ctx, &info);
     if (fmqa_test_gpu_available(why, sizeof why)) {
@@ -147,7 +138,7 @@ Test(device, nvrtc_version_needs_no_gpu)
 
 Test(problem, a_good_problem_passes)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = decode_problem();
     cr_assert_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
     p.flags |= FMQA_FLAG_PAGED;
@@ -206,7 +197,7 @@ Test(problem, each_bad_field_is_named)
         {"32-bit overflow of the queries", e_overflow_q, "exceed the kernels' 32-bit index"},
         {"32-bit overflow of a ring", e_overflow_ring, "4194304 cache slots"},
     };
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fmqa_problem p = decode_problem();
         cases[i].edit(&p);
@@ -221,7 +212,7 @@ Test(problem, each_bad_field_is_named)
 
 Test(problem, a_ring_cache_is_sized_by_its_slots_not_the_logical_length)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = decode_problem();
     p.flags |= FMQA_FLAG_RING;
     p.window = 4096;
@@ -233,7 +224,7 @@ Test(problem, a_ring_cache_is_sized_by_its_slots_not_the_logical_length)
 
 Test(problem, messages_are_per_thread_and_cleared_on_success)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = decode_problem();
     p.batch = -1;
     cr_assert_eq(fmqa_problem_validate(ctx, &p), FMQA_ERR_INVALID_ARGUMENT);
@@ -263,7 +254,7 @@ static fmqa_decode_args good_args(void)
 
 Test(args, bad_arguments_are_reported_before_any_gpu_work)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = decode_problem();
     fmqa_decode_args a = good_args();
     cr_assert_eq(fmqa_decode(ctx, &p, NULL, NULL), FMQA_ERR_INVALID_ARGUMENT);
@@ -306,7 +297,7 @@ Test(args, good_arguments_without_a_gpu_get_no_driver)
     char why[256];
     if (fmqa_test_gpu_available(why, sizeof why))
         cr_skip_test("a GPU is present");
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = decode_problem();
     fmqa_decode_args a = good_args();
     fmqa_status st = fmqa_decode(ctx, &p, &a, NULL);
@@ -325,7 +316,7 @@ Test(args, good_arguments_without_a_gpu_get_no_driver)
  * below 16 refused as UNSUPPORTED with the reason, not as bad input. */
 Test(problem, layout_flags_and_small_pages)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = decode_problem();
     p.flags |= FMQA_FLAG_PAGED | FMQA_FLAG_PAGE_CSR, p.page_size = 16;
     cr_expect_eq(fmqa_problem_validate(ctx, &p), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
@@ -369,7 +360,7 @@ Test(problem, layout_flags_and_small_pages)
 Test(args, layout_csr_and_slot_mapping_arguments)
 {
     static int32_t words[4];
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = decode_problem();
     p.flags |= FMQA_FLAG_PAGED | FMQA_FLAG_PAGE_CSR, p.page_size = 16;
     fmqa_decode_args a = good_args();

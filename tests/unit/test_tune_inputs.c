@@ -15,6 +15,7 @@
 #include <criterion/criterion.h>
 
 #include "fmqa_params.h"
+#include "host_case.h"
 #include "rt.h"
 #include "tun.h"
 
@@ -51,39 +52,15 @@ static fmqa_problem mla_problem(void)
     return p;
 }
 
-static tun_case *make(const fmqa_problem *p, uint64_t seed, const tun_case_opts *o, int threads)
-{
-    tun_case *c = NULL;
-    fmqa_err err;
-    fmqa_err_clear(&err);
-    cr_assert_eq(tun_case_create_host(p, seed, o, threads, &c, &err), FMQA_OK, "%s", err.msg);
-    return c;
-}
-
-/* 1 when every host image of a and b is present in both or neither and
- * byte-identical; *images counts the present ones. */
-static int same_images(const tun_case *a, const tun_case *b, int *images)
-{
-    *images = 0;
-    for (int i = 0; i < TUN_HOST_N; i++) {
-        size_t na, nb;
-        const void *x = tun_case_host_image(a, (tun_host_image)i, &na);
-        const void *y = tun_case_host_image(b, (tun_host_image)i, &nb);
-        if (na != nb || !x != !y || (x && memcmp(x, y, na)))
-            return 0;
-        *images += x != NULL;
-    }
-    return 1;
-}
-
 static void expect_thread_independent(const fmqa_problem *p, const tun_case_opts *o,
                                       int want_images)
 {
-    tun_case *one = make(p, 1234, o, 1);
+    tun_case *one = fmqa_test_host_case(p, 1234, o, 1);
     for (int threads = 2; threads <= 3; threads++) {
-        tun_case *many = make(p, 1234, o, threads);
+        tun_case *many = fmqa_test_host_case(p, 1234, o, threads);
         int images;
-        cr_expect(same_images(one, many, &images), "1 thread and %d threads differ", threads);
+        cr_expect(fmqa_test_same_images(one, many, &images), "1 thread and %d threads differ",
+                  threads);
         cr_expect_eq(images, want_images);
         tun_case_destroy(many);
     }
@@ -112,7 +89,7 @@ Test(tune_inputs, mla_same_on_any_thread_count)
     tun_case_opts o = TUN_CASE_OPTS_INIT;
     /* q k k_scale lens pages ref_o ref_lse full_o: no V and no V scales */
     expect_thread_independent(&p, &o, 8);
-    tun_case *c = make(&p, 5, &o, 2);
+    tun_case *c = fmqa_test_host_case(&p, 5, &o, 2);
     fmqa_decode_args a;
     tun_case_host_decode_args(c, &a);
     cr_expect(a.v == a.k && a.v_scale == a.k_scale, "MLA's V must be its latent");
@@ -140,7 +117,7 @@ Test(tune_inputs, mla_latent_append_same_on_any_thread_count)
     o.rope_q = 1;
     expect_thread_independent(&p, &o, 8);   /* q k v scales k_new v_new lens */
     /* its arguments pass the checks of fmqa_append */
-    tun_case *c = make(&p, 5, &o, 1);
+    tun_case *c = fmqa_test_host_case(&p, 5, &o, 1);
     fmqa_append_args a;
     tun_case_host_append_args(c, &a);
     rt_plan plan;
@@ -155,9 +132,9 @@ Test(tune_inputs, mla_latent_append_same_on_any_thread_count)
 Test(tune_inputs, seed_replays_and_another_differs)
 {
     fmqa_problem p = decode_problem(2, 64, 2, 1, 32, FMQA_DTYPE_BF16);
-    tun_case *a = make(&p, 7, NULL, 2), *b = make(&p, 7, NULL, 1), *c = make(&p, 8, NULL, 2);
+    tun_case *a = fmqa_test_host_case(&p, 7, NULL, 2), *b = fmqa_test_host_case(&p, 7, NULL, 1), *c = fmqa_test_host_case(&p, 8, NULL, 2);
     int images;
-    cr_expect(same_images(a, b, &images));
+    cr_expect(fmqa_test_same_images(a, b, &images));
     size_t na, nc;
     const void *ka = tun_case_host_image(a, TUN_HOST_K, &na);
     const void *kc = tun_case_host_image(c, TUN_HOST_K, &nc);
@@ -174,7 +151,7 @@ Test(tune_inputs, per_sequence_reference_is_the_whole_reference)
                                   odd_problem(), mla_problem()};
     for (size_t i = 0; i < sizeof probs / sizeof probs[0]; i++) {
         const fmqa_problem *p = &probs[i];
-        tun_case *c = make(p, 99, NULL, 2);
+        tun_case *c = fmqa_test_host_case(p, 99, NULL, 2);
         fmqa_decode_args a;
         tun_case_host_decode_args(c, &a);
         size_t no, nl;
@@ -205,7 +182,7 @@ Test(tune_inputs, layout_csr_and_slot_mapping_cases)
 {
     fmqa_problem p = decode_problem(5, 150, 8, 2, 64, FMQA_DTYPE_INT8);
     p.flags |= FMQA_FLAG_PAGED | FMQA_FLAG_PAGE_CSR | FMQA_FLAG_LSE, p.page_size = 32;
-    tun_case *c = make(&p, 7, NULL, 2);
+    tun_case *c = fmqa_test_host_case(&p, 7, NULL, 2);
     fmqa_decode_args a;
     tun_case_host_decode_args(c, &a);
     cr_expect(a.page_indptr && a.page_indices && a.last_page_len && !a.kv_lens && !a.page_table);
@@ -228,7 +205,7 @@ Test(tune_inputs, layout_csr_and_slot_mapping_cases)
         fmqa_problem ap = decode_problem(3, 100, 8, 2, 64, FMQA_DTYPE_F16);
         ap.op = FMQA_OP_APPEND, ap.q_tokens = 4, ap.rope = FMQA_ROPE_NEOX, ap.page_size = 16;
         ap.flags = FMQA_FLAG_PAGED | forms[i];
-        tun_case *ac = make(&ap, 3, NULL, 2);
+        tun_case *ac = fmqa_test_host_case(&ap, 3, NULL, 2);
         fmqa_append_args aa;
         tun_case_host_append_args(ac, &aa);
         cr_expect(!aa.page_table && (i ? aa.slot_mapping != NULL : aa.page_indptr != NULL),
@@ -300,9 +277,9 @@ Test(tune_inputs, sinks_join_the_reference)
     p.flags |= FMQA_FLAG_LSE;
     const float sinks[4] = {-3.0f, 0.5f, 4.0f, 9.0f};
     tun_case_opts o = TUN_CASE_OPTS_INIT;
-    tun_case *a = make(&p, 11, &o, 1);
+    tun_case *a = fmqa_test_host_case(&p, 11, &o, 1);
     o.sinks = sinks;
-    tun_case *b = make(&p, 11, &o, 1);
+    tun_case *b = fmqa_test_host_case(&p, 11, &o, 1);
     size_t n, m;
     const double *la = tun_case_host_image(a, TUN_HOST_REF_LSE, &n);
     const double *lb = tun_case_host_image(b, TUN_HOST_REF_LSE, &m);
@@ -335,7 +312,7 @@ Test(tune_inputs, scores_problem_gets_a_score_buffer)
     const int64_t slots[2] = {70, 4 + 20 + 1};
     for (int i = 0; i < 2; i++) {
         tun_case_opts o = TUN_CASE_OPTS_INIT;
-        tun_case *c = make(ps[i], 3, &o, 1);
+        tun_case *c = fmqa_test_host_case(ps[i], 3, &o, 1);
         fmqa_decode_args a;
         tun_case_host_decode_args(c, &a);
         cr_assert_not_null(a.scores, "case %d", i);

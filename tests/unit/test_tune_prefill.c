@@ -16,6 +16,7 @@
 #include <criterion/criterion.h>
 
 #include "fmqa_params.h"
+#include "host_case.h"
 #include "rt.h"
 #include "tun.h"
 
@@ -33,27 +34,6 @@ static fmqa_problem prefill_problem(const char *spec)
 /* Chunked prefill on a paged int8 cache with a window and sinks. */
 #define CACHE_SPEC "op=prefill,batch=3,heads=4,kv_heads=1,d=64,tq=150,kv_len=400,q=f16," \
                    "kv=int8,out=f16,page=16,window=100,sinks=4,flags=causal|lse|paged|kv_cache"
-
-static tun_case *make(const fmqa_problem *p, uint64_t seed, const tun_case_opts *o, int threads)
-{
-    tun_case *c = NULL;
-    fmqa_err err;
-    fmqa_err_clear(&err);
-    cr_assert_eq(tun_case_create_host(p, seed, o, threads, &c, &err), FMQA_OK, "%s", err.msg);
-    return c;
-}
-
-static int same_images(const tun_case *a, const tun_case *b)
-{
-    for (int i = 0; i < TUN_HOST_N; i++) {
-        size_t na, nb;
-        const void *x = tun_case_host_image(a, (tun_host_image)i, &na);
-        const void *y = tun_case_host_image(b, (tun_host_image)i, &nb);
-        if (na != nb || !x != !y || (x && memcmp(x, y, na)))
-            return 0;
-    }
-    return 1;
-}
 
 /* The whole batch's ref_prefill ([total_q, H, dv] and [total_q, H]). */
 static void whole_reference(const tun_case *c, double **o, double **lse, int64_t *total)
@@ -77,10 +57,10 @@ Test(tune_prefill, inputs_are_prefill_args_and_thread_independent)
     const char *specs[] = {PACKED_SPEC, CACHE_SPEC};
     for (int i = 0; i < 2; i++) {
         fmqa_problem p = prefill_problem(specs[i]);
-        tun_case *one = make(&p, 21, NULL, 1);
+        tun_case *one = fmqa_test_host_case(&p, 21, NULL, 1);
         for (int threads = 2; threads <= 3; threads++) {
-            tun_case *many = make(&p, 21, NULL, threads);
-            cr_expect(same_images(one, many), "%s: 1 and %d threads differ", specs[i], threads);
+            tun_case *many = fmqa_test_host_case(&p, 21, NULL, threads);
+            cr_expect(fmqa_test_same_images(one, many, NULL), "%s: 1 and %d threads differ", specs[i], threads);
             tun_case_destroy(many);
         }
         /* the arguments pass fmqa_prefill's checks (the outputs have no host
@@ -117,7 +97,7 @@ Test(tune_prefill, block_reference_is_the_whole_reference)
     const char *specs[] = {PACKED_SPEC, CACHE_SPEC};
     for (int i = 0; i < 2; i++) {
         fmqa_problem p = prefill_problem(specs[i]);
-        tun_case *c = make(&p, 5, NULL, 2);
+        tun_case *c = fmqa_test_host_case(&p, 5, NULL, 2);
         double *wo, *wl;
         int64_t total, n;
         whole_reference(c, &wo, &wl, &total);
@@ -149,7 +129,7 @@ Test(tune_prefill, budget_picks_the_last_block_first)
     /* sequence 0's last block: rows 256..299 against up to 300 keys */
     const double last0 = 44.0 * 300 * 4 * 128;
     o.ref_macs = last0 * 1.5;
-    tun_case *c = make(&p, 9, &o, 2);
+    tun_case *c = fmqa_test_host_case(&p, 9, &o, 2);
     int64_t n, total;
     const int64_t *rows = tun_case_checked_rows(c, &n);
     double *wo, *wl;
@@ -210,7 +190,7 @@ Test(tune_prefill, check_fails_wrong_nan_and_unwritten_outputs)
     fmqa_problem p = prefill_problem(PACKED_SPEC);
     tun_case_opts o = TUN_CASE_OPTS_INIT;
     o.ref_macs = 1; /* sequence 0's last block only */
-    tun_case *c = make(&p, 3, &o, 2);
+    tun_case *c = fmqa_test_host_case(&p, 3, &o, 2);
     void *out;
     float *lse;
     int64_t total, n;

@@ -13,6 +13,7 @@
 
 #include <criterion/criterion.h>
 
+#include "test_support.h"
 #include "tun.h"
 
 /* ---------------------------------------------------------------- stats */
@@ -369,10 +370,7 @@ Test(tune_problems, level_presets_map_to_decode_problems)
 
 Test(tune_harness, needs_a_device_and_says_so)
 {
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK);
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p;
     fmqa_err err;
     tun_case *tc = NULL;
