@@ -775,7 +775,8 @@ FMQA_API fmqa_status fmqa_prefill(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * The problem: op FMQA_OP_COMPRESS, batch, num_kv_heads (num_q_heads is
  * ignored: set it to num_kv_heads), head_dim_qk = head_dim_v, kv_len (the
  * cache capacity per sequence), kv_dtype, page_size and FMQA_FLAG_PAGED as in
- * decode; FMQA_FLAG_RING is not served (UNSUPPORTED).
+ * decode; FMQA_FLAG_RING and FMQA_FLAG_PAGE_CSR are not served (UNSUPPORTED:
+ * the kernel reads a 2-D page table).
  */
 typedef enum fmqa_pooling {
     FMQA_POOL_NONE = 0,
