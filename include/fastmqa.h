@@ -257,7 +257,9 @@ typedef struct fmqa_options {
     const char *template_dir;   /* NULL = $FASTMQA_TEMPLATE_DIR, else the
                                    templates embedded in the library               */
     fmqa_log_level log_level;   /* messages to stderr at or above this level;
-                                   $FASTMQA_LOG overrides when set                  */
+                                   $FASTMQA_LOG overrides when set to quiet,
+                                   error, warn, info, debug or 0 to 4 (another
+                                   value is ignored with a warning)                */
 } fmqa_options;
 
 #define FMQA_OPTIONS_VERSION 1u

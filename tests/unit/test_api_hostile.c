@@ -8,11 +8,15 @@
  * message that names the culprit, never crash or reach the device
  * (NO_DRIVER / NO_DEVICE here would mean the checks let it through).
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 
 #include "fastmqa.h"
 
@@ -266,4 +270,20 @@ Test(api_hostile, mla_decode_tree_mask_is_unsupported_not_a_missing_field)
     a.kv_stride_token = 576, a.kv_stride_batch = 256 * 576;
     EXPECT_REFUSED(ctx, fmqa_mla_decode(ctx, &p, &a, NULL), FMQA_ERR_UNSUPPORTED, "tree mask");
     fmqa_ctx_destroy(ctx);
+}
+
+/* A FASTMQA_LOG that names no level is ignored with a warning (a typo used to
+ * leave the level at the options' without a word). */
+Test(api_hostile, junk_log_level_in_the_environment_is_named, .init = cr_redirect_stderr)
+{
+    setenv("FASTMQA_LOG", "verbose", 1);
+    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_destroy(ctx);
+    unsetenv("FASTMQA_LOG");
+    fflush(stderr);
+    char text[512] = "";
+    size_t n = fread(text, 1, sizeof text - 1, cr_get_redirected_stderr());
+    text[n] = '\0';
+    cr_expect(strstr(text, "FASTMQA_LOG='verbose' is not quiet, error, warn, info, debug") != NULL,
+              "stderr: '%s'", text);
 }
