@@ -10,7 +10,7 @@
  * the masses twice.  Cases force split-KV (the final LSE spans splits), cover
  * groups and several query tokens (the mass sums over heads and tokens),
  * windows with sinks (masses only on visible positions), rings (masses on
- * slots), paged and 8-bit caches, warps sharing a tile, learned sinks and
+ * slots), paged (2-D and CSR tables) and 8-bit caches, warps sharing a tile, learned sinks and
  * soft-capping (the LSE the masses are normalised by), and the persistent
  * schedule cutting segments into pieces that start and end inside tiles
  * (few SMs, odd CTA counts, batch-invariant chunks).
@@ -130,6 +130,9 @@ Test(scores_emu, windows_sinks_rings_pages, .timeout = 900)
          "kv=fp8_e4m3,flags=causal|paged|ring|scores", "SPLITS=2,BLOCK_N=32,WARPS_N=1", {300, 44}, NULL, 0},
         {"op=decode,batch=2,kv_heads=2,heads=16,d=128,kv_len=180,page=32,flags=causal|paged|scores",
          "SPLITS=4,WARPS_M=1,BLOCK_N=32,WARPS_N=2", {180, 97}, NULL, 0},
+        /* a CSR page table: the lengths are the table's (kv_lens is NULL) */
+        {"op=decode,batch=3,kv_heads=2,heads=8,d=64,kv_len=160,page=16,flags=causal|paged|csr|scores",
+         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {160, 37, 16}, NULL, 0},
     };
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
