@@ -37,6 +37,11 @@ typedef struct scase {
     int sinks;          /* learned sink logits (fmqa_emu_inputs_make)        */
 } scase;
 
+/* Added to sequence 0's kv_lens for the kernels only (not the reference): a
+ * length past kv_len, which they clamp to it (length_past_kv_len_is_clamped;
+ * each test runs in a process of its own). */
+static int32_t over_kv_len;
+
 /* Scores buffer [b, hk, slot] with 8 NaN floats of padding after each row. */
 static void run_case(const scase *sc)
 {
@@ -64,8 +69,11 @@ static void run_case(const scase *sc)
     in.a.scores_stride_head = row, in.a.scores_stride_batch = p.num_kv_heads * row;
     char cfg[GEN_CONFIG_TEXT_CAP];
     int splits = 0;
+    int32_t *lens = (int32_t *)in.a.kv_lens;
     for (int step = 0; step < 2; step++) {
+        lens[0] += over_kv_len;
         splits = fmqa_emu_decode(&p, sc->config, sc->arch, 0, &in, cfg);
+        lens[0] -= over_kv_len;
         /* the reference adds into the dense [b, hk, slot] part of want */
         double *dense = calloc((size_t)p.batch * p.num_kv_heads * slots, sizeof *dense);
         cr_assert_eq(ref_decode_scores(&p, &in.a, in.n_pages, dense, &err), FMQA_OK, "%s", err.msg);
@@ -134,6 +142,19 @@ Test(scores_emu, windows_sinks_rings_pages, .timeout = 900)
         {"op=decode,batch=3,kv_heads=2,heads=8,d=64,kv_len=160,page=16,flags=causal|paged|csr|scores",
          "SPLITS=2,BLOCK_N=32,WARPS_N=2", {160, 37, 16}, NULL, 0},
     };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* kv_lens is device data the host cannot check: a length past kv_len (here by
+ * 1000, into the next sequence's rows and past the buffer) must neither read
+ * nor add scores past the sequence's cache; the kernels clamp it to kv_len. */
+Test(scores_emu, length_past_kv_len_is_clamped, .timeout = 900)
+{
+    static const scase cases[] = {
+        {"op=decode,batch=2,kv_heads=2,heads=8,d=64,kv_len=160,flags=causal|scores",
+         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {160, 160}, NULL, 0},
+    };
+    over_kv_len = 1000;
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
 
