@@ -352,8 +352,10 @@ static int parse_modes(const char *text, bopts *o)
         mode m = {TUN_FLUSH_AUTO, 0};
         if ((colon = strchr(item, ':')) != NULL) {
             *colon = 0;
-            if ((m.launches = atoi(colon + 1)) < 1)
+            int64_t launches;
+            if (fmqa_parse_i64(colon + 1, 1, INT32_MAX, &launches))
                 return -1;
+            m.launches = (int)launches;
         }
         if (o->n_modes == MAX_MODES || tun_flush_parse(item, &m.flush, NULL) != FMQA_OK)
             return -1;
@@ -402,12 +404,11 @@ static int parse(int argc, char **argv, bopts *o)
         else if (!strcmp(a, "--flush")) {
             if (parse_modes(v, o))
                 return bad_value(a, v);
-        } else if (!strcmp(a, "--graph")) {
-            if ((o->graph = atoi(v)) < 1)
+        } else if (!strcmp(a, "--graph") || !strcmp(a, "--copies")) {
+            int64_t n, most = a[2] == 'g' ? INT32_MAX : TUN_MAX_COPIES;
+            if (fmqa_parse_i64(v, 1, most, &n))
                 return bad_value(a, v);
-        } else if (!strcmp(a, "--copies")) {
-            if ((o->copies = atoi(v)) < 1 || o->copies > TUN_MAX_COPIES)
-                return bad_value(a, v);
+            *(a[2] == 'g' ? &o->graph : &o->copies) = (int)n;
         } else {
             fprintf(stderr, "fastmqa-bench decode: unknown option: %s\n", a);
             usage(stderr);
@@ -519,18 +520,27 @@ static void bw_usage(FILE *f)
                "reader).  Needs a GPU.\n");
 }
 
+/* N[k|M|G] bytes, at most 1 TB; 0 when malformed. */
 static size_t parse_bytes(const char *v)
 {
-    char *end;
-    double x = strtod(v, &end);
-    double mul = *end == 'k' ? 1e3 : *end == 'M' ? 1e6 : *end == 'G' ? 1e9 : 1;
-    return x > 0 && (!*end || !end[1]) ? (size_t)(x * mul) : 0;
+    char num[64];
+    size_t n = strlen(v);
+    const char unit = n ? v[n - 1] : 0;
+    const double mul = unit == 'k' ? 1e3 : unit == 'M' ? 1e6 : unit == 'G' ? 1e9 : 1;
+    double x;
+    if (n >= sizeof num)
+        return 0;
+    memcpy(num, v, n + 1);
+    if (mul > 1)
+        num[n - 1] = '\0';
+    return fmqa_parse_f64(num, 1, 1e12 / mul, &x) ? 0 : (size_t)(x * mul);
 }
 
 int bench_bw_main(int argc, char **argv)
 {
     bopts o;
     size_t bytes = 0;
+    int64_t n;
     memset(&o, 0, sizeof o);
     o.n_modes = 1;
     for (int i = 1; i < argc; i++) {
@@ -541,8 +551,8 @@ int bench_bw_main(int argc, char **argv)
             i++;
         else if (!strcmp(a, "--flush") && !parse_modes(v, &o))
             i++;
-        else if (!strcmp(a, "--copies") && (o.copies = atoi(v)) >= 1 && o.copies <= TUN_MAX_COPIES)
-            i++;
+        else if (!strcmp(a, "--copies") && !fmqa_parse_i64(v, 1, TUN_MAX_COPIES, &n))
+            o.copies = (int)n, i++;
         else
             return fprintf(stderr, "fastmqa-bench bw: bad option or value: %s %s\n", a, v),
                    bw_usage(stderr), 2;

@@ -133,10 +133,8 @@ static void usage(FILE *f)
 /* Parses a positive int32 option value; prints why not. */
 static int parse_pos(const char *opt, const char *s, int32_t *out)
 {
-    char *end;
-    errno = 0;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || errno || *end || v <= 0 || v > INT32_MAX) {
+    int64_t v;
+    if (fmqa_parse_i64(s, 1, INT32_MAX, &v)) {
         fprintf(stderr, "fastmqa-bench levels: %s expects a positive integer, got '%s'\n",
                 opt, s ? s : "(nothing)");
         return -1;

@@ -664,6 +664,7 @@ static void print_table(const srow *rows, int n, const char **archs)
 
 static int parse(int argc, char **argv, sopts *o)
 {
+    int64_t threads = 2;
     memset(o, 0, sizeof *o);
     o->archs = "sm_80,sm_90,sm_90a";
     o->threads = 2;
@@ -682,7 +683,7 @@ static int parse(int argc, char **argv, sopts *o)
         if (!v || (strcmp(a, "--shapes") && strcmp(a, "--shape") && strcmp(a, "--arch") &&
                    strcmp(a, "--threads") && strcmp(a, "--config")) ||
             (!strcmp(a, "--shape") && o->n_custom == 32) ||
-            (!strcmp(a, "--threads") && atoi(v) < 1)) {
+            (!strcmp(a, "--threads") && fmqa_parse_i64(v, 1, INT32_MAX, &threads))) {
             fprintf(stderr, "fastmqa-bench static: bad option or value: %s\n", a);
             return usage(stderr), 2;
         }
@@ -696,7 +697,7 @@ static int parse(int argc, char **argv, sopts *o)
         else if (!strcmp(a, "--config"))
             o->config = v;
         else
-            o->threads = atoi(v);
+            o->threads = (int)threads;
     }
     return 0;
 }

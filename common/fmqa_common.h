@@ -1,7 +1,8 @@
 /*
  * fmqa_common.h -- internal helpers shared by every layer of libfastmqa: the
  * error record that internal functions fill (status plus a message that names
- * file, line and field where it can), identity hashing, and small string tools.
+ * file, line and field where it can), identity hashing, small string tools and
+ * the strict parsing of numbers given on command lines.
  *
  * Internal functions report failure as fmqa_status and, when given a non-NULL
  * fmqa_err, a message.  The public layer (runtime/) copies that message into the
@@ -51,6 +52,14 @@ void fmqa_hash_hex(const void *data, size_t len, char out[FMQA_HASH_HEX]);
 char *fmqa_strdup(const char *s);
 /* snprintf into a fixed buffer; returns 0 if it fit, -1 if truncated. */
 int fmqa_strlcpy(char *dst, const char *src, size_t cap);
+
+/* Numbers given on command lines and in environment variables: all of s, a
+ * decimal integer (fmqa_parse_i64) or a finite number (fmqa_parse_f64, as
+ * strtod reads it, no NaN or infinity), within [lo, hi].  0 on success; -1 for
+ * NULL, empty, leading blanks, trailing junk ("5x"), overflow or a value
+ * outside the range, leaving *out unchanged. */
+int fmqa_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
+int fmqa_parse_f64(const char *s, double lo, double hi, double *out);
 
 /* Static name of a KV scale granularity ("token_head", "head", "tensor"), as
  * problem specs spell it, or NULL if unknown. */

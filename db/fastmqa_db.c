@@ -167,15 +167,11 @@ static void print_rows(const db_rows *r, enum format f, int vertical)
 
 static int parse_i64(const char *s, const char *what, int64_t *out)
 {
-    char *end;
-    errno = 0;
-    long long v = s ? strtoll(s, &end, 10) : 0;
-    if (!s || !*s || *end || errno || v < 0) {
+    if (fmqa_parse_i64(s, 0, INT64_MAX, out)) {
         fprintf(stderr, "fastmqa-db: %s: expected a non-negative integer, got '%s'\n", what,
                 s ? s : "");
         return -1;
     }
-    *out = v;
     return 0;
 }
 

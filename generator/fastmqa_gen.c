@@ -119,16 +119,14 @@ static int parse_args(int argc, char **argv, opts *o)
             val = &o->config;
         else if (!strcmp(a, "--arch"))
             val = &o->arch;
-        else if (!strcmp(a, "--limit")) {
-            if (++i == argc || (o->limit = atoi(argv[i])) < 1) {
-                fprintf(stderr, "fastmqa-gen: --limit needs a positive number\n");
+        else if (!strcmp(a, "--limit") || !strcmp(a, "--threads")) {
+            int64_t n;
+            if (++i == argc || fmqa_parse_i64(argv[i], 1, INT32_MAX, &n)) {
+                fprintf(stderr, "fastmqa-gen: %s needs a positive integer, got '%s'\n", a,
+                        i < argc ? argv[i] : "");
                 return -1;
             }
-        } else if (!strcmp(a, "--threads")) {
-            if (++i == argc || (o->threads = atoi(argv[i])) < 1) {
-                fprintf(stderr, "fastmqa-gen: --threads needs a positive number\n");
-                return -1;
-            }
+            *(a[2] == 'l' ? &o->limit : &o->threads) = (int)n;
         } else if (a[0] == '-') {
             fprintf(stderr, "fastmqa-gen: unknown option %s\n", a);
             return -1;

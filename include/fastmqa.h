@@ -259,7 +259,9 @@ typedef struct fmqa_options {
     const char *template_dir;   /* NULL = $FASTMQA_TEMPLATE_DIR, else the
                                    templates embedded in the library               */
     fmqa_log_level log_level;   /* messages to stderr at or above this level;
-                                   $FASTMQA_LOG overrides when set                  */
+                                   $FASTMQA_LOG overrides when set to quiet,
+                                   error, warn, info, debug or 0 to 4 (another
+                                   value is ignored with a warning)                */
 } fmqa_options;
 
 #define FMQA_OPTIONS_VERSION 1u
@@ -803,7 +805,8 @@ FMQA_API fmqa_status fmqa_prefill(fmqa_ctx_t *ctx, const fmqa_problem *problem,
  * The problem: op FMQA_OP_COMPRESS, batch, num_kv_heads (num_q_heads is
  * ignored: set it to num_kv_heads), head_dim_qk = head_dim_v, kv_len (the
  * cache capacity per sequence), kv_dtype, page_size and FMQA_FLAG_PAGED as in
- * decode; FMQA_FLAG_RING is not served (UNSUPPORTED).
+ * decode; FMQA_FLAG_RING and FMQA_FLAG_PAGE_CSR are not served (UNSUPPORTED:
+ * the kernel reads a 2-D page table).
  */
 typedef enum fmqa_pooling {
     FMQA_POOL_NONE = 0,

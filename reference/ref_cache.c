@@ -463,9 +463,10 @@ static int64_t max_pages_of(const fmqa_problem *p)
     return (fmqa_cache_slots(p) + p->page_size - 1) / p->page_size;
 }
 
-/* ref_decode of a CSR page table: its 2-D table and lengths instead. */
+/* ref_decode (o not NULL) or ref_decode_scores (into scores) of a CSR page
+ * table: its 2-D table and lengths instead. */
 static fmqa_status decode_csr(const fmqa_problem *p, const fmqa_decode_args *a, int64_t n_pages,
-                              double *o, double *lse, fmqa_err *err)
+                              double *o, double *lse, double *scores, fmqa_err *err)
 {
     if (a->kv_lens)
         return BAD("ref_decode: kv_lens must be NULL with FMQA_FLAG_PAGE_CSR (the lengths are "
@@ -484,7 +485,8 @@ static fmqa_status decode_csr(const fmqa_problem *p, const fmqa_decode_args *a, 
     if (st == FMQA_OK) {
         b.kv_lens = lens, b.page_table = table;
         b.page_indptr = b.page_indices = b.last_page_len = NULL;
-        st = ref_decode(&q, &b, n_pages, o, lse, err);
+        st = o ? ref_decode(&q, &b, n_pages, o, lse, err)
+               : ref_decode_scores(&q, &b, n_pages, scores, err);
     }
     free(table);
     free(lens);
@@ -532,7 +534,7 @@ fmqa_status ref_decode(const fmqa_problem *p, const fmqa_decode_args *a, int64_t
     if (!p || !a || !o)
         return BAD("ref_decode: NULL problem, args or o");
     if (p->flags & FMQA_FLAG_PAGE_CSR)
-        return decode_csr(p, a, n_pages, o, lse, err);
+        return decode_csr(p, a, n_pages, o, lse, NULL, err);
     ref_attn_shape s = decode_shape(p, a);
     fmqa_status st = ref_attn_shape_check(&s, err);
     if (st == FMQA_OK && p->op == FMQA_OP_MLA_DECODE)
@@ -670,6 +672,8 @@ fmqa_status ref_decode_scores(const fmqa_problem *p, const fmqa_decode_args *a, 
 {
     if (!p || !a || !scores)
         return BAD("ref_decode_scores: NULL problem, args or scores");
+    if (p->flags & FMQA_FLAG_PAGE_CSR)
+        return decode_csr(p, a, n_pages, NULL, NULL, scores, err);
     ref_attn_shape s = decode_shape(p, a);
     fmqa_status st = ref_attn_shape_check(&s, err);
     if (st != FMQA_OK)

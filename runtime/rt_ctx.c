@@ -141,16 +141,17 @@ fmqa_status fmqa_default_db_path(char *buf, size_t cap)
     return (n < 0 || (size_t)n >= cap) ? FMQA_ERR_INVALID_ARGUMENT : FMQA_OK;
 }
 
-static fmqa_log_level env_log_level(fmqa_log_level dflt)
+/* $FASTMQA_LOG as a level: -1 when unset or empty, -2 when it names none. */
+static int env_log_level(void)
 {
     static const char *names[] = {"quiet", "error", "warn", "info", "debug"};
     const char *v = getenv("FASTMQA_LOG");
     if (!v || !*v)
-        return dflt;
+        return -1;
     for (int i = 0; i <= FMQA_LOG_DEBUG; i++)
         if (strcasecmp(v, names[i]) == 0 || (v[0] - '0' == i && !v[1]))
-            return (fmqa_log_level)i;
-    return dflt;
+            return i;
+    return -2;
 }
 
 /* Copies the fields the caller's struct has; the rest keep their defaults. */
@@ -213,7 +214,12 @@ fmqa_status fmqa_ctx_create(const fmqa_options *opts, fmqa_ctx_t **out)
     fmqa_status st = read_options(opts, &ctx->opts, &ctx->create_err);
     if (st == FMQA_OK)
         st = resolve_paths(ctx, &ctx->create_err);
-    ctx->log_level = env_log_level(ctx->opts.log_level);
+    const int env_level = env_log_level();
+    ctx->log_level = env_level >= 0 ? (fmqa_log_level)env_level : ctx->opts.log_level;
+    if (env_level == -2) /* a typo would otherwise silence or flood without a word */
+        rt_log(ctx, FMQA_LOG_WARN,
+               "FASTMQA_LOG='%.64s' is not quiet, error, warn, info, debug or 0 to 4: ignored",
+               getenv("FASTMQA_LOG"));
     /* The copied strings belong to the caller: only our duplicates are kept. */
     ctx->opts.db_path = ctx->db_path;
     ctx->opts.template_dir = ctx->template_dir;

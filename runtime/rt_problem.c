@@ -168,11 +168,14 @@ static fmqa_status check_pages(const fmqa_problem *p, fmqa_err *err)
         return BAD("problem.flags: FMQA_FLAG_%s with FMQA_FLAG_RING: a ring cache addresses "
                    "its slots by position through a 2-D page table",
                    csr ? "PAGE_CSR" : "SLOT_MAPPING");
-    if (csr && p->op == FMQA_OP_PREFILL)
+    /* Prefill and compress look pages up in a 2-D table only: a CSR problem
+     * would pass their page_table unchecked to a kernel that reads it. */
+    if (csr && p->op != FMQA_OP_DECODE && p->op != FMQA_OP_MLA_DECODE && p->op != FMQA_OP_APPEND)
         return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED,
-                            "problem.flags: FMQA_FLAG_PAGE_CSR with prefill: only decode, MLA "
-                            "decode and append read CSR page tables; give prefill a 2-D page "
-                            "table");
+                            "problem.flags: FMQA_FLAG_PAGE_CSR with %s: only decode, MLA "
+                            "decode and append read CSR page tables; give %s a 2-D page "
+                            "table",
+                            fmqa_op_name(p->op), fmqa_op_name(p->op));
     if (paged && p->page_size >= 1 && p->page_size < 16 &&
         (p->page_size & (p->page_size - 1)) == 0)
         return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED,
@@ -203,6 +206,13 @@ static fmqa_status check_layout(const fmqa_problem *p, fmqa_err *err)
     if (p->logit_softcap != 0.0f && p->op != FMQA_OP_DECODE && p->op != FMQA_OP_PREFILL)
         return BAD("problem.logit_softcap %g: only decode and prefill cap scores",
                    (double)p->logit_softcap);
+    /* Only decode's arguments carry a tree mask (MLA decode's have none). */
+    if ((p->flags & FMQA_FLAG_TREE_MASK) &&
+        (p->op == FMQA_OP_MLA_DECODE || p->op == FMQA_OP_PREFILL))
+        return fmqa_err_set(err, FMQA_ERR_UNSUPPORTED,
+                            "problem.flags: FMQA_FLAG_TREE_MASK with %s: only decode serves a "
+                            "tree mask over draft tokens (%s: causal or none)",
+                            fmqa_op_name(p->op), fmqa_op_name(p->op));
     if ((p->flags & FMQA_FLAG_TREE_MASK) && p->q_tokens > 64)
         return BAD("problem.q_tokens: %d, a tree mask covers at most 64 tokens", p->q_tokens);
     if (is_decode(p->op) && p->q_tokens > p->kv_len)

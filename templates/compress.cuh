@@ -58,9 +58,15 @@ DEV float raw_score(const fmqa_compress_params &p, int b, int hk, int j) {
     return s;
 }
 
+/* Sequence b's length, clamped into 0..kv_len_max: kv_lens is the caller's
+ * device data, and one out of range must not move rows past the cache. */
+DEV int seq_len(const fmqa_compress_params &p, int b) {
+    return min(max(p.kv_lens[b], 0), p.kv_len_max);
+}
+
 extern "C" __global__ void __launch_bounds__(NT) fmqa_compress_keys(const fmqa_compress_params p) {
     const int b = blockIdx.z, hk = blockIdx.y, j = blockIdx.x * NT + threadIdx.x;
-    const int n = p.kv_lens[b];
+    const int n = seq_len(p, b);
     if (j >= n || p.heavy == 0 || n <= p.sink_tokens + p.recent + p.heavy) return;
     float x;
     if (p.pooling == 0) {
@@ -184,7 +190,7 @@ DEV void release_pages(const fmqa_compress_params &p, int b, int keep, int n) {
 extern "C" __global__ void __launch_bounds__(NT) fmqa_compress_move(const fmqa_compress_params p) {
     __shared__ int red[NT];
     const int b = blockIdx.z, hk = blockIdx.y;
-    const int n = p.kv_lens[b], budget = p.sink_tokens + p.recent + p.heavy;
+    const int n = seq_len(p, b), budget = p.sink_tokens + p.recent + p.heavy;
     const long long at = ((long long)b * p.num_kv_heads + hk) * p.kv_len_max;
     int *sel = p.ws_sel + at;
     const unsigned *key = p.ws_key + at;

@@ -72,7 +72,7 @@ extern "C" __global__ void __launch_bounds__(SC_THREADS) fmqa_decode_scores(cons
     for (int r = threadIdx.x; r < M; r += SC_THREADS)
         L[r] = p.ws_sl[(b * Q_TOKENS + r / GROUP) * p.num_q_heads + hk * GROUP + r % GROUP];
     __syncthreads();
-    const seq_view s = seq_view_of(p, p.kv_lens[b]);
+    const seq_view s = seq_view_of(p, seq_len<PS>(p, b)); /* kv_lens is NULL with CSR */
     const int v = blockIdx.x * SC_THREADS + threadIdx.x;
     if (v >= s.nvirt) return;
     const long long first = ((long long)b * p.num_kv_heads + hk) * M;

@@ -24,12 +24,19 @@ static __device__ __forceinline__ long long page_of(const fmqa_decode_params &p,
     return __ldg(p.page_table + b * p.pt_stride + (unsigned)slot / PS);
 }
 
-/* Sequence b's length. */
+/* Sequence b's length, clamped into 0..kv_len_max (a CSR last page into
+ * 1..PS): the lengths are the caller's device data, which the host cannot
+ * check, and one out of range must not make a kernel read rows, or add
+ * scores, past the sequence's cache (docs/reference.md, "Device data the
+ * library does not read"). */
 template <int PS>
 static __device__ __forceinline__ int seq_len(const fmqa_decode_params &p, int b) {
-    if (!CSR) return p.kv_lens[b];
-    const int n = __ldg(p.page_indptr + b + 1) - __ldg(p.page_indptr + b);
-    return n > 0 ? (n - 1) * PS + __ldg(p.last_page_len + b) : 0;
+    long long len = CSR ? 0 : p.kv_lens[b];
+    if (CSR) {
+        const int n = __ldg(p.page_indptr + b + 1) - __ldg(p.page_indptr + b);
+        len = n > 0 ? (long long)(n - 1) * PS + min(max(__ldg(p.last_page_len + b), 1), PS) : 0;
+    }
+    return (int)min(max(len, 0ll), (long long)p.kv_len_max);
 }
 
 #endif

@@ -414,7 +414,8 @@ extern "C" __global__ void __launch_bounds__(256, 1) fmqa_mla_decode_sm90_kernel
     const layout L = {smem, win, base, base + Q_BYTES, raw, (float *)x, (float *)x + 2 * ROWS};
     const int split = blockIdx.x, rb = blockIdx.y, b = blockIdx.z, c = threadIdx.x / 128;
 
-    const int kv_len = p.kv_lens[b], first_draft = kv_len - Q_TOKENS;
+    /* kv_lens is the caller's device data: one past the cache reads no row past it */
+    const int kv_len = min(max(p.kv_lens[b], 0), p.kv_len_max), first_draft = kv_len - Q_TOKENS;
     const int v_begin = split * p.split_tokens;
     const int v_end = split == p.num_splits - 1 ? kv_len : min(kv_len, v_begin + p.split_tokens);
     const int npairs = v_end > v_begin ? (v_end - v_begin + 2 * BLOCK_N - 1) / (2 * BLOCK_N) : 0;

@@ -24,6 +24,7 @@
  * interrupted (exit 130).
  */
 #define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -122,29 +123,31 @@ static void usage(FILE *f)
             TUN_DEFAULT_BATCH, DRY_QUICK_SAMPLE, TUN_RECORD_WAIT_S);
 }
 
-static int parse_budget(const char *s, opts *o)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v <= 0)
-        return -1;
-    if (!*end) {
-        o->budget = (int64_t)v;
-        return v == (double)o->budget ? 0 : -1;
-    }
-    if (!strcmp(end, "s") || !strcmp(end, "m")) {
-        o->budget_s = *end == 'm' ? 60 * v : v;
-        return 0;
-    }
-    return -1;
-}
-
+/* A positive finite number of at most a year (seconds, factors, budgets). */
 static int parse_double(const char *s, double *out)
 {
-    char *end;
-    errno = 0;
-    *out = strtod(s, &end);
-    return end == s || *end || errno || *out <= 0 ? -1 : 0;
+    return fmqa_parse_f64(s, 0, 365 * 86400.0, out) || *out <= 0 ? -1 : 0;
+}
+
+/* N configs, or Ns / Nm of time. */
+static int parse_budget(const char *s, opts *o)
+{
+    char num[64];
+    size_t n = strlen(s);
+    double v;
+    int64_t k;
+    if (n > 1 && n < sizeof num && (s[n - 1] == 's' || s[n - 1] == 'm')) {
+        memcpy(num, s, n - 1);
+        num[n - 1] = '\0';
+        if (parse_double(num, &v))
+            return -1;
+        o->budget_s = s[n - 1] == 'm' ? 60 * v : v;
+        return 0;
+    }
+    if (fmqa_parse_i64(s, 1, INT64_MAX, &k))
+        return -1;
+    o->budget = k;
+    return 0;
 }
 
 /* 0 ok, 1 exit 0 (help), 2 usage error (printed). */
@@ -183,8 +186,9 @@ static int parse_args(int argc, char **argv, opts *o)
             }
         } else if (!strcmp(a, "--seed")) {
             char *end;
+            errno = 0;
             o->seed = strtoull(v, &end, 0), o->seed_given = 1;
-            bad = end == v || *end;
+            bad = !isdigit((unsigned char)v[0]) || *end || errno; /* "-1" would wrap */
         } else if (!strcmp(a, "--budget")) {
             bad = parse_budget(v, o) != 0;
         } else if (!strcmp(a, "--prune-factor")) {
@@ -192,8 +196,9 @@ static int parse_args(int argc, char **argv, opts *o)
         } else if (!strcmp(a, "--timeout")) {
             bad = parse_double(v, &o->timeout_s);
         } else if (!strcmp(a, "--threads")) {
-            o->threads = atoi(v);
-            bad = o->threads < 1;
+            int64_t n;
+            bad = fmqa_parse_i64(v, 1, INT32_MAX, &n) != 0;
+            o->threads = bad ? o->threads : (int)n;
         } else if (!strcmp(a, "--db")) {
             o->db_path = v;
         } else if (!strcmp(a, "--arch")) {

@@ -306,7 +306,7 @@ def check_decode(q, k, v, kv_lens, out, k_scale=None, v_scale=None, page_table=N
     csr = _csr(page_table, page_indptr, page_indices, last_page_len, batch, True)
     kv, slots, page_size = _cache(k, v, k_scale, v_scale, page_table, batch, head_dim, csr)
     kv_heads, head_dim_v = k.shape[2], v.shape[3]
-    if heads % kv_heads:
+    if kv_heads < 1 or heads % kv_heads:
         raise ValueError(f"q: heads ({heads}) must be a multiple of the cache's kv_heads "
                          f"({kv_heads})")
     if not csr:
@@ -450,7 +450,7 @@ def check_append(k_new, v_new, k, v, start_pos, q=None, k_scale=None, v_scale=No
         _dtype("q", q, (k_new.dtype,), f"{k_new.dtype} like k_new")
         _rows("q", q)
         heads = q.shape[2]
-        if heads % kv_heads:
+        if kv_heads < 1 or heads % kv_heads:
             raise ValueError(f"q: heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
     pages = _csr(page_table, page_indptr, page_indices, None, batch, False)
     if slot_mapping is not None:
@@ -533,7 +533,7 @@ def check_prefill(q, k, v, cu_seqlens_q, out, max_q_tokens, kv_lens=None, k_scal
             raise ValueError(f"max_q_tokens: {max_q_tokens} exceeds kv_len {kv_len} (the "
                              f"cache holds the new tokens)")
         flags |= _capi.FLAG_KV_CACHE | (_capi.FLAG_PAGED if page_size else 0)
-    if heads % kv_heads:
+    if kv_heads < 1 or heads % kv_heads:
         raise ValueError(f"q: heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
     flags |= _outputs(out, lse, ("total_q", "heads", "head_dim_v"), (total_q, heads, head_dim_v),
                       ("q's total_q", "q's heads", "v's head_dim"))

@@ -5,8 +5,10 @@
  * behaviour": an accepted problem keeps the bounds validation promises
  * (recomputed in 128-bit arithmetic), fmqa_level_problem returns only
  * problems that validate, fmqa_level_step's actions follow the schedule and a
- * preset's schedule keeps the amortised score cost within 3%.  Nothing is launched: the argument checks run
- * through rt_decode_params / rt_append_params on a plan built here.
+ * preset's schedule keeps the amortised score cost within 3%.  Nothing is
+ * launched: the argument checks of decode, MLA decode, append and prefill run
+ * through rt_decode_params / rt_append_params / rt_prefill_params on a plan
+ * built here.
  */
 #include <math.h>
 #include <stdio.h>
@@ -22,6 +24,13 @@ static void *ptr(fuzz_bytes *in)
 {
     uint8_t b = fuzz_u8(in);
     return b == 0xff ? NULL : arena + (b & 0x7f) * 8 + ((b >> 7) ? 2 : 0);
+}
+
+/* ptr(), or NULL once the bytes run out: the fields taken after the first
+ * ones stay NULL for inputs written before they were taken. */
+static void *opt_ptr(fuzz_bytes *in)
+{
+    return in->n ? ptr(in) : NULL;
 }
 
 static void fill_strides(fuzz_bytes *in, int64_t *s, int n)
@@ -67,10 +76,16 @@ static void decode_args(fuzz_bytes *in, const fmqa_problem *p)
     memset(&plan, 0, sizeof plan);
     plan.problem = *p;
     plan.launch.splits = 1 + fuzz_u8(in) % 8;
+    /* fields appended after 0.1.0: CSR tables, scores */
+    a.page_indptr = opt_ptr(in), a.page_indices = opt_ptr(in), a.last_page_len = opt_ptr(in);
+    a.scores = opt_ptr(in);
+    fill_strides(in, &a.scores_stride_batch, 2);
     int64_t rows = (int64_t)p->batch * p->q_tokens * p->num_q_heads; /* validated */
     plan.launch.workspace = plan.launch.splits > 1
                                 ? plan.launch.splits * rows * (p->head_dim_v + 1) * 4
                                 : 0;
+    if (p->flags & FMQA_FLAG_SCORES) /* decode.lua: the rows' LSEs and logits */
+        plan.launch.workspace += rows * 4 + 16;
     fmqa_decode_params o;
     fmqa_err err = {0};
     if (rt_decode_params(&plan, &a, &o, &err) != FMQA_OK)
@@ -91,6 +106,10 @@ static void append_args(fuzz_bytes *in, const fmqa_problem *p)
     fuzz_take(in, &a.rope_theta, sizeof a.rope_theta);
     a.rope_cos_sin = ptr(in);
     a.rope_cos_sin_stride = fuzz_i64(in), a.rope_cos_sin_len = fuzz_i64(in);
+    /* fields appended after 0.1.0: CSR tables, slot mapping, k_pe_new, rope_pos */
+    a.page_indptr = opt_ptr(in), a.page_indices = opt_ptr(in), a.slot_mapping = opt_ptr(in);
+    a.k_pe_new = opt_ptr(in), a.rope_pos = opt_ptr(in);
+    fill_strides(in, &a.k_pe_new_stride_batch, 2);
     rt_plan plan;
     memset(&plan, 0, sizeof plan);
     plan.problem = *p;
@@ -98,6 +117,60 @@ static void append_args(fuzz_bytes *in, const fmqa_problem *p)
     fmqa_append_params o;
     fmqa_err err = {0};
     if (rt_append_params(&plan, &a, &o, &err) != FMQA_OK)
+        FUZZ_ASSERT(err.msg[0] != '\0');
+}
+
+/* MLA decode's arguments, checked as the decode they become. */
+static void mla_args(fuzz_bytes *in, const fmqa_problem *p)
+{
+    fmqa_mla_decode_args a;
+    memset(&a, 0, sizeof a);
+    a.q = ptr(in), a.kv = ptr(in), a.o = ptr(in), a.kv_scale = ptr(in), a.kv_lens = ptr(in);
+    a.page_table = ptr(in), a.lse = ptr(in), a.workspace = ptr(in), a.sinks = ptr(in);
+    a.page_indptr = ptr(in), a.page_indices = ptr(in), a.last_page_len = ptr(in);
+    fill_strides(in, &a.q_stride_batch, 3);
+    fill_strides(in, &a.kv_stride_batch, 2);
+    fill_strides(in, &a.kv_scale_stride_batch, 2);
+    fill_strides(in, &a.o_stride_batch, 3);
+    a.page_table_stride = fuzz_i64(in);
+    a.workspace_size = (size_t)fuzz_i64(in);
+    fuzz_take(in, &a.sm_scale, sizeof a.sm_scale);
+    fmqa_decode_args d;
+    rt_mla_decode_args(p, &a, &d);
+    rt_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.problem = *p;
+    plan.launch.splits = 1;
+    fmqa_decode_params o;
+    fmqa_err err = {0};
+    if (rt_decode_params(&plan, &d, &o, &err) != FMQA_OK)
+        FUZZ_ASSERT(err.msg[0] != '\0');
+}
+
+/* Prefill's packed rows, total_q, the cache of a chunked prefill and sinks;
+ * the sm_90a tensor maps are left out (they need the driver). */
+static void prefill_args(fuzz_bytes *in, const fmqa_problem *p)
+{
+    fmqa_prefill_args a;
+    memset(&a, 0, sizeof a);
+    a.q = ptr(in), a.k = ptr(in), a.v = ptr(in), a.o = ptr(in), a.k_scale = ptr(in);
+    a.v_scale = ptr(in), a.cu_seqlens_q = ptr(in), a.kv_lens = ptr(in), a.page_table = ptr(in);
+    a.lse = ptr(in), a.workspace = ptr(in), a.sinks = ptr(in);
+    fill_strides(in, &a.q_stride_token, 2);
+    fill_strides(in, &a.k_stride_batch, 6);
+    fill_strides(in, &a.k_scale_stride_batch, 6);
+    fill_strides(in, &a.o_stride_token, 2);
+    a.page_table_stride = fuzz_i64(in);
+    a.workspace_size = (size_t)fuzz_i64(in);
+    a.total_q = fuzz_i64(in);
+    fuzz_take(in, &a.sm_scale, sizeof a.sm_scale);
+    rt_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.problem = *p;
+    plan.launch.splits = 1;
+    fmqa_prefill_params o;
+    fmqa_err err = {0};
+    if (rt_prefill_params(&plan, &a, &o, &err) != FMQA_OK)
         FUZZ_ASSERT(err.msg[0] != '\0');
 }
 
@@ -142,6 +215,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             decode_args(&in, &p);
         else if (p.op == FMQA_OP_APPEND)
             append_args(&in, &p);
+        else if (p.op == FMQA_OP_MLA_DECODE)
+            mla_args(&in, &p);
+        else if (p.op == FMQA_OP_PREFILL)
+            prefill_args(&in, &p);
     } else {
         FUZZ_ASSERT(err.msg[0] != '\0');
     }

@@ -10,7 +10,7 @@
  * the masses twice.  Cases force split-KV (the final LSE spans splits), cover
  * groups and several query tokens (the mass sums over heads and tokens),
  * windows with sinks (masses only on visible positions), rings (masses on
- * slots), paged and 8-bit caches, warps sharing a tile, learned sinks and
+ * slots), paged (2-D and CSR tables) and 8-bit caches, warps sharing a tile, learned sinks and
  * soft-capping (the LSE the masses are normalised by), and the persistent
  * schedule cutting segments into pieces that start and end inside tiles
  * (few SMs, odd CTA counts, batch-invariant chunks).
@@ -36,6 +36,11 @@ typedef struct scase {
     const char *arch;   /* NULL: sm_90; "sm_90@3": 3 SMs (fmqa_emu_run)     */
     int sinks;          /* learned sink logits (fmqa_emu_inputs_make)        */
 } scase;
+
+/* Added to sequence 0's kv_lens for the kernels only (not the reference): a
+ * length past kv_len, which they clamp to it (length_past_kv_len_is_clamped;
+ * each test runs in a process of its own). */
+static int32_t over_kv_len;
 
 /* Scores buffer [b, hk, slot] with 8 NaN floats of padding after each row. */
 static void run_case(const scase *sc)
@@ -64,8 +69,11 @@ static void run_case(const scase *sc)
     in.a.scores_stride_head = row, in.a.scores_stride_batch = p.num_kv_heads * row;
     char cfg[GEN_CONFIG_TEXT_CAP];
     int splits = 0;
+    int32_t *lens = (int32_t *)in.a.kv_lens;
     for (int step = 0; step < 2; step++) {
+        lens[0] += over_kv_len;
         splits = fmqa_emu_decode(&p, sc->config, sc->arch, 0, &in, cfg);
+        lens[0] -= over_kv_len;
         /* the reference adds into the dense [b, hk, slot] part of want */
         double *dense = calloc((size_t)p.batch * p.num_kv_heads * slots, sizeof *dense);
         cr_assert_eq(ref_decode_scores(&p, &in.a, in.n_pages, dense, &err), FMQA_OK, "%s", err.msg);
@@ -130,7 +138,23 @@ Test(scores_emu, windows_sinks_rings_pages, .timeout = 900)
          "kv=fp8_e4m3,flags=causal|paged|ring|scores", "SPLITS=2,BLOCK_N=32,WARPS_N=1", {300, 44}, NULL, 0},
         {"op=decode,batch=2,kv_heads=2,heads=16,d=128,kv_len=180,page=32,flags=causal|paged|scores",
          "SPLITS=4,WARPS_M=1,BLOCK_N=32,WARPS_N=2", {180, 97}, NULL, 0},
+        /* a CSR page table: the lengths are the table's (kv_lens is NULL) */
+        {"op=decode,batch=3,kv_heads=2,heads=8,d=64,kv_len=160,page=16,flags=causal|paged|csr|scores",
+         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {160, 37, 16}, NULL, 0},
     };
+    run_all(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* kv_lens is device data the host cannot check: a length past kv_len (here by
+ * 1000, into the next sequence's rows and past the buffer) must neither read
+ * nor add scores past the sequence's cache; the kernels clamp it to kv_len. */
+Test(scores_emu, length_past_kv_len_is_clamped, .timeout = 900)
+{
+    static const scase cases[] = {
+        {"op=decode,batch=2,kv_heads=2,heads=8,d=64,kv_len=160,flags=causal|scores",
+         "SPLITS=2,BLOCK_N=32,WARPS_N=2", {160, 160}, NULL, 0},
+    };
+    over_kv_len = 1000;
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
 

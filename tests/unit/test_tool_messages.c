@@ -2,7 +2,9 @@
  * test_tool_messages.c -- the tools say what they found: an invalid problem
  * is an error with its reason and a non-zero exit (fastmqa-gen space,
  * fastmqa-tune), a space with no legal config too; fastmqa-bench levels names
- * the model of each table and explains every FAIL row in one line.
+ * the model of each table and explains every FAIL row in one line; every
+ * numeric option of every tool takes a whole number in range, never a prefix
+ * of junk ("5x" as 5, "1e3" as 1) nor an overflowed or non-finite value.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -10,6 +12,7 @@
 
 #include <criterion/criterion.h>
 
+#include "fmqa_common.h"
 #include "test_support.h"
 
 #define GEN FMQA_BINARY_DIR "/generator/fastmqa-gen"
@@ -61,4 +64,55 @@ Test(tool_messages, bench_levels_names_models_and_explains_failures)
                              "--no-mla", out, sizeof out);
     cr_expect_eq(rc, 0, "exit %d: %s", rc, out);
     cr_expect(strstr(out, " FAIL ") && !strstr(out, "levels of the MLA model"), "%s", out);
+}
+
+Test(tool_messages, number_parsing_takes_the_whole_value_in_range)
+{
+    int64_t i = 7;
+    double d = 7;
+    cr_expect_eq(fmqa_parse_i64("42", 1, 100, &i), 0);
+    cr_expect_eq(i, 42);
+    static const char *const bad_i[] = {"", " 5", "5x", "1e3", "-1", "101", "0x10",
+                                        "99999999999999999999", "5 ", "nan", NULL};
+    for (int k = 0; k < 11; k++)
+        cr_expect_eq(fmqa_parse_i64(bad_i[k], 1, 100, &i), -1, "'%s'", bad_i[k] ? bad_i[k] : "NULL");
+    cr_expect_eq(i, 42, "a refused value leaves the output alone");
+    cr_expect_eq(fmqa_parse_f64("2.5", 0, 10, &d), 0);
+    cr_expect_eq(d, 2.5);
+    static const char *const bad_f[] = {"", "nan", "inf", "-inf", "1e400", "2.5s", "11", " 1",
+                                        NULL};
+    for (int k = 0; k < 9; k++)
+        cr_expect_eq(fmqa_parse_f64(bad_f[k], 0, 10, &d), -1, "'%s'", bad_f[k] ? bad_f[k] : "NULL");
+}
+
+Test(tool_messages, numeric_options_refuse_junk_overflow_and_non_finite_values)
+{
+    static const struct { const char *cmd, *says; } cases[] = {
+        {GEN " list --threads 2x", "--threads"},
+        {GEN " list --threads 99999999999", "--threads"},
+        {GEN " compile decode --problem op=decode --all --limit 1e3", "--limit"},
+        {TUNE " --dry-run --problem op=decode --threads 2x", "--threads"},
+        {TUNE " --dry-run --problem op=decode --threads 99999999999", "--threads"},
+        {TUNE " --dry-run --problem op=decode --seed -1", "--seed"},
+        {TUNE " --dry-run --problem op=decode --seed 99999999999999999999999", "--seed"},
+        {TUNE " --dry-run --problem op=decode --budget 1e300", "--budget"},
+        {TUNE " --dry-run --problem op=decode --budget 2x", "--budget"},
+        {TUNE " --dry-run --problem op=decode --budget nanm", "--budget"},
+        {TUNE " --dry-run --problem op=decode --timeout nan", "--timeout"},
+        {TUNE " --dry-run --problem op=decode --prune-factor inf", "--prune-factor"},
+        {BENCH " decode --copies 4x", "--copies"},
+        {BENCH " decode --graph 99999999999", "--graph"},
+        {BENCH " decode --flush read:2x", "--flush"},
+        {BENCH " bw --copies 2x", "--copies"},
+        {BENCH " bw --bytes inf", "--bytes"},
+        {BENCH " bw --bytes 1e300G", "--bytes"},
+        {BENCH " static --threads 2x", "--threads"},
+    };
+    char out[8192];
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int rc = fmqa_test_run(cases[k].cmd, out, sizeof out);
+        cr_expect_eq(rc, 2, "%s: exit %d: %s", cases[k].cmd, rc, out);
+        cr_expect(strstr(out, cases[k].says) != NULL, "%s: expected '%s' in:\n%s", cases[k].cmd,
+                  cases[k].says, out);
+    }
 }
