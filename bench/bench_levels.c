@@ -880,8 +880,10 @@ int bench_levels_main(int argc, char **argv)
     int failed = rc ? 0
                     : count_failed(lv, 3 * LV_NDATA) +
                           (a.no_mla ? 0 : count_failed(ml, 3 * LV_NDATA)) + count_failed(cl, ncl);
-    if (!rc && failed && !a.allow_fail)
+    if (!rc && failed && !a.allow_fail) {
+        fflush(stdout); /* the tables first: a pipe buffers stdout, not stderr */
         fprintf(stderr, "fastmqa-bench levels: %d row(s) failed (exit 1; --allow-fail when they "
                         "are expected)\n", failed);
+    }
     return rc || (failed && !a.allow_fail) ? 1 : 0;
 }
