@@ -19,15 +19,7 @@
 #include <criterion/redirect.h>
 
 #include "fastmqa.h"
-
-static fmqa_ctx_t *make_ctx(void)
-{
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = "";
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    return ctx;
-}
+#include "test_support.h"
 
 /* The call failed before any device work, with status `want` and a message
  * that contains `needle`. */
@@ -89,7 +81,7 @@ Test(api_hostile, null_context_problem_args_and_outputs)
     cr_expect_null(fmqa_level_name((fmqa_level)0));
 
     /* a context, NULL everything else: the message names what is missing */
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     EXPECT_REFUSED(ctx, fmqa_problem_validate(ctx, NULL), FMQA_ERR_INVALID_ARGUMENT,
                    "problem is NULL");
     EXPECT_REFUSED(ctx, fmqa_plan(ctx, NULL, NULL), FMQA_ERR_INVALID_ARGUMENT, "problem");
@@ -182,7 +174,7 @@ Test(api_hostile, every_enum_and_size_out_of_range)
         {"draft_slots", set_draft_slots, {-1, 8}, 2, "draft_slots"},
         {"rope_dim", set_rope_dim, {-4, 64, 3}, 3, "rope_dim"},
     };
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         for (int j = 0; j < fields[i].nvalues; j++) {
             fmqa_problem p = decode_problem();
@@ -229,7 +221,7 @@ Test(api_hostile, every_enum_and_size_out_of_range)
  * pass a NULL page_table check and the kernel would dereference it. */
 Test(api_hostile, compress_refuses_a_csr_page_table)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = decode_problem();
     p.op = FMQA_OP_COMPRESS, p.num_q_heads = p.num_kv_heads;
     p.flags = FMQA_FLAG_PAGED | FMQA_FLAG_PAGE_CSR, p.page_size = 16;
@@ -254,7 +246,7 @@ Test(api_hostile, compress_refuses_a_csr_page_table)
  * UNSUPPORTED (fastmqa.h), not a missing args.tree_mask. */
 Test(api_hostile, mla_decode_tree_mask_is_unsupported_not_a_missing_field)
 {
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_problem p = decode_problem();
     p.op = FMQA_OP_MLA_DECODE, p.num_kv_heads = 1, p.head_dim_qk = 576, p.head_dim_v = 512;
     p.q_tokens = 4, p.flags = FMQA_FLAG_TREE_MASK;
@@ -277,7 +269,7 @@ Test(api_hostile, mla_decode_tree_mask_is_unsupported_not_a_missing_field)
 Test(api_hostile, junk_log_level_in_the_environment_is_named, .init = cr_redirect_stderr)
 {
     setenv("FASTMQA_LOG", "verbose", 1);
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     fmqa_ctx_destroy(ctx);
     unsetenv("FASTMQA_LOG");
     fflush(stderr);
