@@ -154,6 +154,12 @@ DEV scale_ptrs scale_ptrs_of(const fmqa_decode_params &p, int b, int hk, int slo
     return {p.k_scale + o.k + hk * p.ks_sh, p.v_scale + o.v + hk * p.vs_sh};
 }
 
+/* Where slot's scale of head hk lies in tensor t (0 K, 1 V). */
+DEV const float *scale_of(const fmqa_decode_params &p, int b, int hk, int slot, int t) {
+    const scale_ptrs sp = scale_ptrs_of(p, b, hk, slot);
+    return t ? sp.v : sp.k;
+}
+
 /* A thread's K and V source for its 16-byte column c16 of head hk: the byte
  * address of that column in token 0 of the sequence's cache (contiguous) or of
  * page 0 (paged), computed once per CTA. */
@@ -194,19 +200,79 @@ constexpr int LG = pow2_floor(NTHREADS / CPR < BLOCK_N ? NTHREADS / CPR : BLOCK_
 constexpr int PER = BLOCK_N / LG;
 constexpr int RUN = PAGED && PS < PER ? PS : PER;
 static_assert(NTHREADS >= CPR && PER % RUN == 0, "tile copy layout");
+/* 8-bit caches: the 2 * RUN scales of a run (K's, then V's; 4 bytes each) are
+ * copied by the CPR threads that copy its rows, entries c16, c16 + CPR, ...,
+ * so that every thread of the CTA does the same work (the default MQA configs
+ * give each thread one 4-byte copy a tile), not a few warps all of it. */
+constexpr int SPT = EB == 1 ? (2 * RUN + CPR - 1) / CPR : 0; /* scale entries a thread takes a run */
+
+/* Scale entry k of this thread in a run: which tensor (0 K, 1 V) and row of
+ * the run; false when the thread has no k-th entry. */
+DEV bool scale_entry(int k, int &t, int &row) {
+    const int e = threadIdx.x % CPR + k * CPR;
+    t = e >= RUN;
+    row = e - t * RUN;
+    return e < 2 * RUN;
+}
+
+/* Where this thread's copies of a tile come from in the steady state without
+ * window or paging (linear addresses): its first K and V row, and each of its
+ * scale entries (tile_at_of); load_tile moves them on a tile. */
+struct tile_at {
+    kv_ptrs kv;
+    const float *s[SPT > 0 ? SPT : 1];
+};
+
+/* tile_at for the thread's rows from position v (= its slot: no window, no
+ * paging). */
+DEV tile_at tile_at_of(const fmqa_decode_params &p, const kv_ptrs &base, int b, int hk, int v) {
+    tile_at a;
+    a.kv = kv_row(p, base, b, v);
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) {
+        int t, row;
+        a.s[k] = scale_entry(k, t, row) ? scale_of(p, b, hk, v + row, t) : p.k_scale;
+    }
+    return a;
+}
+
+/* The scale copies of a run of rows [v, v + RUN) (zeros past v_end; FULL:
+ * none is) into the stage's scale rows at shared address dsc; linear: the
+ * rows sit in consecutive slots of one page from `first`, so an entry's
+ * address is at's (no window, no paging) or `first`'s plus a stride, else
+ * every row is looked up. */
+template <bool FULL>
+DEV void load_run_scales(const fmqa_decode_params &p, const seq_view &s, const tile_at &at, int b, int hk, int v,
+                         int v_end, int first, bool linear, u32 dsc) {
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) {
+        int t, row;
+        if (!scale_entry(k, t, row)) break;
+        const bool ok = FULL || v + row < v_end;
+        const float *src = p.k_scale;
+        if (ok && linear)
+            src = WINDOW || PAGED ? scale_of(p, b, hk, first, t) + row * (t ? p.vs_st : p.ks_st) : at.s[k];
+        else if (ok)
+            src = scale_of(p, b, hk, slot_of(p, s, pos_of(s, v + row)), t);
+        cp_async4(dsc + t * BLOCK_N * 4 + row * 4, src, ok ? 4 : 0);
+    }
+}
 
 /* Copies rows [v, v + RUN) of a tile (zeros past v_end; FULL: none is) to
- * their K row chunk at shared address dst and V chunk BLOCK_N rows later.
+ * their K row chunk at shared address dst and V chunk BLOCK_N rows later,
+ * and (8-bit) this thread's share of their scales to the scale rows at dsc.
  * When the run's positions sit in consecutive slots of one page (always,
  * without window or paging), addresses advance by the token strides; across
  * a sink/window seam, a ring wrap or a page boundary every row is looked up. */
 template <bool FULL>
-DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const kv_ptrs &at, int b,
-                  int v, int v_end, u32 dst) {
+DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const tile_at &at, int b,
+                  int hk, int v, int v_end, u32 dst, u32 dsc) {
     const kv_step step = kv_step_of(p);
     const int first = slot_of(p, s, pos_of(s, v));
-    if ((FULL || v < v_end) && run_linear(p, s, v, RUN, first)) {
-        kv_ptrs a = WINDOW || PAGED ? kv_row(p, base, b, first) : at;
+    const bool linear = (FULL || v < v_end) && run_linear(p, s, v, RUN, first);
+    if (EB == 1) load_run_scales<FULL>(p, s, at, b, hk, v, v_end, first, linear, dsc);
+    if (linear) {
+        kv_ptrs a = WINDOW || PAGED ? kv_row(p, base, b, first) : at.kv;
 #pragma unroll
         for (int k = 0; k < RUN; ++k) {
             const bool ok = FULL || v + k < v_end;
@@ -226,14 +292,15 @@ DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs 
 }
 
 template <bool FULL>
-DEV void load_kv(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const kv_ptrs &at, int b,
-                 int v0, int v_end, u32 dst) {
+DEV void load_kv(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const tile_at &at, int b,
+                 int hk, int v0, int v_end, u32 dst) {
     const int i = threadIdx.x, g = i / CPR;
     if (LG * CPR < NTHREADS && i >= LG * CPR) return;
 #pragma unroll
     for (int j = 0; j < PER / RUN; ++j) {
         const int row = g * PER + j * RUN;
-        load_run<FULL>(p, s, base, at, b, v0 + row, v_end, dst + row * RB + (i - g * CPR) * 16);
+        load_run<FULL>(p, s, base, at, b, hk, v0 + row, v_end, dst + row * RB + (i - g * CPR) * 16,
+                       dst + 2 * BLOCK_N * RB + row * 4);
     }
 }
 
@@ -241,26 +308,19 @@ DEV void load_kv(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &
  * base is kv_base() of this thread; without window or paging, at is where the
  * thread's first row of this tile lies (kv_row of v0 + its first row), moved
  * on to the next tile's here: the steady state then adds a stride per row. */
-DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, kv_ptrs &at, int b,
+DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, tile_at &at, int b,
                    int hk, int v0, int v_end, unsigned char *stage) {
     const u32 dst = smem_addr(stage);
     if (v0 + BLOCK_N <= v_end)
-        load_kv<true>(p, s, base, at, b, v0, v_end, dst);
+        load_kv<true>(p, s, base, at, b, hk, v0, v_end, dst);
     else
-        load_kv<false>(p, s, base, at, b, v0, v_end, dst);
-    at.k += (long long)BLOCK_N * p.k_st * EB;
-    at.v += (long long)BLOCK_N * p.v_st * EB;
-    if (EB == 1) {
+        load_kv<false>(p, s, base, at, b, hk, v0, v_end, dst);
+    at.kv.k += (long long)BLOCK_N * p.k_st * EB;
+    at.kv.v += (long long)BLOCK_N * p.v_st * EB;
 #pragma unroll
-        for (int k = 0; k < (BLOCK_N + NTHREADS - 1) / NTHREADS; ++k) {
-            const int row = threadIdx.x + k * NTHREADS, v = v0 + row;
-            if (row >= BLOCK_N) break;
-            const int ok = v < v_end;
-            const scale_ptrs sp = scale_ptrs_of(p, b, hk, ok ? slot_of(p, s, pos_of(s, v)) : 0);
-            const u32 sc = dst + 2 * BLOCK_N * RB + row * 4;
-            cp_async4(sc, ok ? sp.k : p.k_scale, ok ? 4 : 0);
-            cp_async4(sc + BLOCK_N * 4, ok ? sp.v : p.v_scale, ok ? 4 : 0);
-        }
+    for (int k = 0; k < SPT; ++k) {
+        int t, row;
+        if (scale_entry(k, t, row)) at.s[k] += BLOCK_N * (t ? p.vs_st : p.ks_st);
     }
 }
 
@@ -706,8 +766,8 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
     const kv_ptrs kvb = kv_base(p, b, hk, threadIdx.x % CPR);
     /* Without window or paging: where this thread's first row of the first
      * tile lies (pointer arithmetic only; a page table is never read here). */
-    kv_ptrs kv_at = kvb;
-    if (!WINDOW && !PAGED) kv_at = kv_row(p, kvb, b, v_begin + threadIdx.x / CPR * PER);
+    tile_at kv_at = {kvb, {}};
+    if (!WINDOW && !PAGED) kv_at = tile_at_of(p, kvb, b, hk, v_begin + threadIdx.x / CPR * PER);
     /* The first KV copies go out right after kv_lens (one round trip; a page
      * table adds its own), before Q and the tree masks are read. */
 #pragma unroll
