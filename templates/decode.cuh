@@ -110,6 +110,13 @@ constexpr float KV_FOLD = KV_FMT == 3 ? FP8_F16_FOLD : 1.0f;
  * subtraction); S then starts from -1152 * (sum of the row's Q) instead of 0
  * (softmax_state::s0, set once per CTA by s_start). */
 constexpr int K_BIAS = KV_FMT == 2 && !MMA_BF16;
+/* So is V: O accumulates sum_j a_j (1152 + v_j), a_j = p_j * v_scale_j the
+ * f16 A operands of P V, and softmax_state::vc accumulates 1152 * sum_j a_j
+ * from the same operands by one more mma an m-tile and 16 tokens (B = the
+ * constant pair 1152, no loads), rescaled with O and subtracted from it at the
+ * end of the piece (v_unbias).  The same f16 products feed both, so the
+ * offset cancels up to fp32 accumulation error. */
+constexpr int V_BIAS = K_BIAS;
 
 static_assert(D == 64 || D == 96 || D == 128 || D == 256, "HEAD_DIM");
 static_assert(WN % 16 == 0, "each warp needs whole 16-token chunks");
@@ -471,12 +478,33 @@ DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned cha
 
 /* Per-warp online-softmax state of one m-tile: O accumulator (d-tile
  * fragments), running max and this thread's partial sum of its two rows
- * (summed over the quad at the end); s0, where S of each row starts (K_BIAS). */
+ * (summed over the quad at the end); s0, where S of each row starts (K_BIAS);
+ * vc, the C fragment of V's offset in O (V_BIAS: vc[0] for row g, vc[2] for
+ * row g + 8; every column holds the same value). */
 struct softmax_state {
     float o[NT_O][4];
     float m[2], l[2];
     float s0[2];
+    float vc[4];
 };
+
+/* V_BIAS: O without V's offset, at the end of a piece (before the warps
+ * merge). */
+DEV void v_unbias(softmax_state &st) {
+#pragma unroll
+    for (int nt = 0; nt < NT_O; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st.o[nt][e] -= st.vc[e & 2];
+}
+
+/* 8-bit K or V bytes to B fragment pairs: biased (1152 + x, int8 with f16
+ * operands) where the caller folds the offset out, else exact. */
+template <int BIASED> DEV void kv8x4_to_pairs(u32 r, u32 &p02, u32 &p13) {
+    if (BIASED)
+        int8x4_to_f16_biased(r, p02, p13);
+    else
+        q8x4_to_pairs<KV_FMT, MMA_BF16>(r, p02, p13);
+}
 
 /* K_BIAS: s0 = -1152 * (sum of the row's Q) for the thread's two rows of each
  * m-tile, by the mma that computes S (Q rows in shared memory, published). */
@@ -521,6 +549,7 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
             sacc[i][nt][2] = sacc[i][nt][3] = K_BIAS ? st[i].s0[1] : 0.0f;
         }
 
+    u32 k8[NT_S / 2][4]; /* 8-bit K: chunks kc, kc + 1 (even kc) of one x4 load */
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
         u32 a[MT][4];
@@ -535,15 +564,10 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
                 ldsm_x4(r, addr + kc * 32 + lcol);
                 bf[0] = r[0], bf[1] = r[2], bf[2] = r[1], bf[3] = r[3];
             } else {
-                u32 r[2];
-                ldsm_x2(r, addr + kc * 16);
+                if (kc % 2 == 0) ldsm_x4(k8[pp], addr + kc * 16 + lcol);
 #pragma unroll
-                for (int j = 0; j < 2; ++j) {
-                    if (K_BIAS)
-                        int8x4_to_f16_biased(r[j], bf[2 * j], bf[2 * j + 1]);
-                    else
-                        q8x4_to_pairs<KV_FMT, MMA_BF16>(r[j], bf[2 * j], bf[2 * j + 1]);
-                }
+                for (int j = 0; j < 2; ++j)
+                    kv8x4_to_pairs<K_BIAS>(k8[pp][2 * (kc % 2) + j], bf[2 * j], bf[2 * j + 1]);
             }
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
@@ -613,6 +637,7 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
             for (int h = 0; h < 2; ++h) {
                 const float alpha = ex2(m_old[i][h] - base[i][h]);
                 st[i].l[h] *= alpha;
+                if (V_BIAS) st[i].vc[2 * h] *= alpha;
 #pragma unroll
                 for (int nt = 0; nt < NT_O; ++nt) {
                     st[i].o[nt][2 * h] *= alpha;
@@ -641,7 +666,12 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
                     a[i][2 * half + h] = pack2<MMA_BF16>(p0 * vs0, p1 * vs1);
                 }
         }
+        if (V_BIAS) {
+#pragma unroll
+            for (int i = 0; i < MT; ++i) mma16816<0>(st[i].vc, a[i], INT8_F16_BIAS, INT8_F16_BIAS);
+        }
         const u32 addr = v_base + pp * 16 * RB;
+        u32 v8[4]; /* 8-bit V: d columns 16 j.. and 16 (j + 1).. (even j) of one x4 load */
 #pragma unroll
         for (int j = 0; j < D / 16; ++j) {
             u32 bf[4]; /* B fragments: d-tile 2 j = (bf[0], bf[1]), 2 j + 1 = (bf[2], bf[3]) */
@@ -650,10 +680,9 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
                 ldsm_x4_t(r, addr + j * 32 + lcol);
                 bf[0] = r[0], bf[1] = r[1], bf[2] = r[2], bf[3] = r[3];
             } else {
-                u32 r[2];
-                ldsm_x2_t(r, addr + j * 16);
-                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[0], bf[0], bf[2]);
-                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[1], bf[1], bf[3]);
+                if (j % 2 == 0) ldsm_x4_t(v8, addr + j * 16 + lcol);
+                kv8x4_to_pairs<V_BIAS>(v8[2 * (j % 2)], bf[0], bf[2]);
+                kv8x4_to_pairs<V_BIAS>(v8[2 * (j % 2) + 1], bf[1], bf[3]);
             }
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
@@ -794,6 +823,7 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
         st[i].m[0] = st[i].m[1] = neg_inf();
         st[i].l[0] = st[i].l[1] = 0.0f;
         st[i].s0[0] = st[i].s0[1] = 0.0f;
+        st[i].vc[0] = st[i].vc[1] = st[i].vc[2] = st[i].vc[3] = 0.0f;
     }
     /* Warps whose rows are all padding only help load (cp.async) or keep
      * their place in the ring (BULK: they still wait and release). */
@@ -834,6 +864,7 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
     consumers_sync(); /* every warp is done with the stages: the merge reuses them */
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
+        if (V_BIAS) v_unbias(st[i]);
         merge_warps(stages, mw * MT + i, nw, st[i]);
         if (nw == 0 && active) store_rows(p, b, hk, rb, mw * MT + i, slot, st[i]);
     }
