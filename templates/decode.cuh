@@ -43,14 +43,15 @@
  *    n-tile 1 = {r1, r3};
  *  - V, 16-bit (x4.trans): (tokens 0-7|8-15) x (d 0-7|8-15): d-tile 0 =
  *    {r0, r1}, d-tile 1 = {r2, r3}; O column u of d-tile nt is d = 8 nt + u.
- * 8-bit caches are read as 16-bit pairs (x2, lanes 0-15: tokens 0-7|8-15 by 16
- * bytes), so a register holds four bytes b0..b3 and converts to the pairs
- * (b0,b2), (b1,b3) (q8x4_to_pairs):
+ * 8-bit caches are read as 16-bit pairs (x4: two 16-byte chunks, tokens
+ * 0-7|8-15 of each), so a register holds four bytes b0..b3 and converts to
+ * two pairs (q8x4_to_pairs):
  *  - K: a register is k 4c..4c+3 of token g (c = lane%4, 16-k chunk); b0 =
- *    (b0,b2) and b1 = (b1,b3) make logical k (2c, 2c+1, 2c+8, 2c+9) read
- *    physical k (4c, 4c+2, 4c+1, 4c+3).  Q is stored in shared memory with the
- *    same permutation (q_chunk_to_mma, fmqa_device.cuh), so q . k is unchanged;
- *  - V (x2.trans): a register is (V[2c][2u], V[2c][2u+1], V[2c+1][2u],
+ *    (b0,b1) and b1 = (b2,b3) (adjacent pairs: native fp8 converts them in
+ *    place) make logical k (2c, 2c+1, 2c+8, 2c+9) read physical k (4c, 4c+1,
+ *    4c+2, 4c+3).  Q is stored in shared memory with the same permutation
+ *    (q_chunk_to_mma K8 = 2, fmqa_device.cuh), so q . k is unchanged;
+ *  - V (x4.trans): a register is (V[2c][2u], V[2c][2u+1], V[2c+1][2u],
  *    V[2c+1][2u+1]) with u = lane/4 over 16 d: (b0,b2) is the B fragment of
  *    d = 2u, (b1,b3) of d = 2u+1.  So O d-tile nt holds d = 16 (nt/2) + 2u +
  *    (nt%2) (o_col, fmqa_device.cuh), undone when O is stored.
@@ -59,7 +60,7 @@
  * fp8 values arrive divided by FP8_F16_FOLD (2^8 on sm_80/86, 1 on sm_89+),
  * which the scales multiply back.
  *
- * Softmax is in base 2 (exp2).  A row that sees nothing keeps m = -inf, l = 0
+ * Softmax is in base 2 (exp2).  A row that sees nothing keeps m = -FLT_MAX, l = 0
  * and writes o = 0, lse = -inf.  A piece of a split segment writes O
  * normalised by its own sum to ws_o and m + log2(l) (base 2!) to ws_lse;
  * fmqa_decode_combine merges them.  An empty piece writes 0 and -inf.
@@ -228,6 +229,7 @@ DEV bool scale_entry(int k, int &t, int &row) {
 struct tile_at {
     kv_ptrs kv;
     const float *s[SPT > 0 ? SPT : 1];
+    long long ss[SPT > 0 ? SPT : 1]; /* what s moves by a tile */
 };
 
 /* tile_at for the thread's rows from position v (= its slot: no window, no
@@ -239,6 +241,7 @@ DEV tile_at tile_at_of(const fmqa_decode_params &p, const kv_ptrs &base, int b, 
     for (int k = 0; k < SPT; ++k) {
         int t, row;
         a.s[k] = scale_entry(k, t, row) ? scale_of(p, b, hk, v + row, t) : p.k_scale;
+        a.ss[k] = BLOCK_N * (t ? p.vs_st : p.ks_st);
     }
     return a;
 }
@@ -325,10 +328,7 @@ DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs
     at.kv.k += (long long)BLOCK_N * p.k_st * EB;
     at.kv.v += (long long)BLOCK_N * p.v_st * EB;
 #pragma unroll
-    for (int k = 0; k < SPT; ++k) {
-        int t, row;
-        if (scale_entry(k, t, row)) at.s[k] += BLOCK_N * (t ? p.vs_st : p.ks_st);
-    }
+    for (int k = 0; k < SPT; ++k) at.s[k] += at.ss[k];
 }
 
 /* Load pipeline with BULK = 1 (sm_90+).  A producer warp (the CTA's last,
@@ -470,21 +470,24 @@ DEV void produce_piece(const fmqa_decode_params &p, const seq_view &s, int b, in
  * (load_q_rows, fmqa_device.cuh).  For 8-bit caches the chunk's columns are
  * permuted (q_chunk_to_mma; see "Fragments" above). */
 DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned char *qs) {
-    load_q_rows<Q_BF16, MMA_BF16, EB == 1, D, ROWS, NTHREADS, QRB>(qs, [&](int row) -> const u16 * {
+    load_q_rows<Q_BF16, MMA_BF16, EB == 1 ? 2 : 0, D, ROWS, NTHREADS, QRB>(qs, [&](int row) -> const u16 * {
         const int r = rb * ROWS + row, t = r / GROUP, h = hk * GROUP + r % GROUP;
         return r < M ? (const u16 *)p.q + b * p.q_sb + t * p.q_st + h * p.q_sh : nullptr;
     });
 }
 
 /* Per-warp online-softmax state of one m-tile: O accumulator (d-tile
- * fragments), running max and this thread's partial sum of its two rows
- * (summed over the quad at the end); s0, where S of each row starts (K_BIAS);
+ * fragments), running max (from -FLT_MAX, not -inf: a row that sees nothing
+ * yet keeps a finite softmax base, so masked scores give ex2(-inf) = 0, not
+ * ex2(-inf - -inf) = NaN, without a compare per tile) and this thread's partial sum of its two rows
+ * (summed over the quad at the end); s0, the C fragment S starts from (K_BIAS:
+ * every column of a row holds the same value, so each tile's mma reads it as is);
  * vc, the C fragment of V's offset in O (V_BIAS: vc[0] for row g, vc[2] for
  * row g + 8; every column holds the same value). */
 struct softmax_state {
     float o[NT_O][4];
     float m[2], l[2];
-    float s0[2];
+    float s0[4];
     float vc[4];
 };
 
@@ -498,16 +501,18 @@ DEV void v_unbias(softmax_state &st) {
 }
 
 /* 8-bit K or V bytes to B fragment pairs: biased (1152 + x, int8 with f16
- * operands) where the caller folds the offset out, else exact. */
-template <int BIASED> DEV void kv8x4_to_pairs(u32 r, u32 &p02, u32 &p13) {
+ * operands) where the caller folds the offset out, else exact; ADJ: adjacent
+ * pairs (K; "Fragments" above). */
+template <int BIASED, int ADJ> DEV void kv8x4_to_pairs(u32 r, u32 &p02, u32 &p13) {
     if (BIASED)
-        int8x4_to_f16_biased(r, p02, p13);
+        int8x4_to_f16_biased<ADJ>(r, p02, p13);
     else
-        q8x4_to_pairs<KV_FMT, MMA_BF16>(r, p02, p13);
+        q8x4_to_pairs<KV_FMT, MMA_BF16, ADJ>(r, p02, p13);
 }
 
 /* K_BIAS: s0 = -1152 * (sum of the row's Q) for the thread's two rows of each
- * m-tile, by the mma that computes S (Q rows in shared memory, published). */
+ * m-tile, by the mma that computes S (Q rows in shared memory, published),
+ * with B = the pair (-1152, -1152). */
 DEV void s_start(u32 q_base, softmax_state (&st)[MT]) {
     const int lcol = ((threadIdx.x & 31) >> 4) * 16;
 #pragma unroll
@@ -517,10 +522,10 @@ DEV void s_start(u32 q_base, softmax_state (&st)[MT]) {
         for (int kc = 0; kc < D / 16; ++kc) {
             u32 a[4];
             ldsm_x4(a, q_base + i * 16 * QRB + kc * 32 + lcol);
-            mma16816<0>(acc, a, INT8_F16_BIAS, INT8_F16_BIAS);
+            mma16816<0>(acc, a, INT8_F16_BIAS ^ 0x80008000u, INT8_F16_BIAS ^ 0x80008000u);
         }
-        st[i].s0[0] = -acc[0];
-        st[i].s0[1] = -acc[2];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st[i].s0[e] = acc[e];
     }
 }
 
@@ -545,8 +550,8 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
     for (int i = 0; i < MT; ++i)
 #pragma unroll
         for (int nt = 0; nt < NT_S; ++nt) {
-            sacc[i][nt][0] = sacc[i][nt][1] = K_BIAS ? st[i].s0[0] : 0.0f;
-            sacc[i][nt][2] = sacc[i][nt][3] = K_BIAS ? st[i].s0[1] : 0.0f;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) sacc[i][nt][e] = K_BIAS ? st[i].s0[e] : 0.0f;
         }
 
     u32 k8[NT_S / 2][4]; /* 8-bit K: chunks kc, kc + 1 (even kc) of one x4 load */
@@ -567,7 +572,7 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
                 if (kc % 2 == 0) ldsm_x4(k8[pp], addr + kc * 16 + lcol);
 #pragma unroll
                 for (int j = 0; j < 2; ++j)
-                    kv8x4_to_pairs<K_BIAS>(k8[pp][2 * (kc % 2) + j], bf[2 * j], bf[2 * j + 1]);
+                    kv8x4_to_pairs<K_BIAS, 1>(k8[pp][2 * (kc % 2) + j], bf[2 * j], bf[2 * j + 1]);
             }
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
@@ -623,9 +628,7 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
 #pragma unroll
             for (int nt = 1; nt < NT_S; ++nt) mx = fmaxf(mx, fmaxf(sacc[i][nt][2 * h], sacc[i][nt][2 * h + 1]));
             const float m_new = fmaxf(st[i].m[h], quad_max(mx));
-            /* A finite base keeps -inf - -inf out of a row that sees nothing
-             * yet (one FMNMX, not a compare and select). */
-            base[i][h] = fmaxf(m_new, -3.402823466e38f);
+            base[i][h] = m_new; /* finite: m starts at -FLT_MAX (softmax_state) */
             m_old[i][h] = st[i].m[h];
             moved = moved || m_new != m_old[i][h];
             st[i].m[h] = m_new;
@@ -681,8 +684,8 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
                 bf[0] = r[0], bf[1] = r[1], bf[2] = r[2], bf[3] = r[3];
             } else {
                 if (j % 2 == 0) ldsm_x4_t(v8, addr + j * 16 + lcol);
-                kv8x4_to_pairs<V_BIAS>(v8[2 * (j % 2)], bf[0], bf[2]);
-                kv8x4_to_pairs<V_BIAS>(v8[2 * (j % 2) + 1], bf[1], bf[3]);
+                kv8x4_to_pairs<V_BIAS, 0>(v8[2 * (j % 2)], bf[0], bf[2]);
+                kv8x4_to_pairs<V_BIAS, 0>(v8[2 * (j % 2) + 1], bf[1], bf[3]);
             }
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
@@ -795,7 +798,7 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
     const kv_ptrs kvb = kv_base(p, b, hk, threadIdx.x % CPR);
     /* Without window or paging: where this thread's first row of the first
      * tile lies (pointer arithmetic only; a page table is never read here). */
-    tile_at kv_at = {kvb, {}};
+    tile_at kv_at = {kvb, {}, {}};
     if (!WINDOW && !PAGED) kv_at = tile_at_of(p, kvb, b, hk, v_begin + threadIdx.x / CPR * PER);
     /* The first KV copies go out right after kv_lens (one round trip; a page
      * table adds its own), before Q and the tree masks are read. */
@@ -820,9 +823,9 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
         }
 #pragma unroll
         for (int nt = 0; nt < NT_O; ++nt) st[i].o[nt][0] = st[i].o[nt][1] = st[i].o[nt][2] = st[i].o[nt][3] = 0.0f;
-        st[i].m[0] = st[i].m[1] = neg_inf();
+        st[i].m[0] = st[i].m[1] = -3.402823466e38f;
         st[i].l[0] = st[i].l[1] = 0.0f;
-        st[i].s0[0] = st[i].s0[1] = 0.0f;
+        st[i].s0[0] = st[i].s0[1] = st[i].s0[2] = st[i].s0[3] = 0.0f;
         st[i].vc[0] = st[i].vc[1] = st[i].vc[2] = st[i].vc[3] = 0.0f;
     }
     /* Warps whose rows are all padding only help load (cp.async) or keep
@@ -837,6 +840,7 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
     int st_next = STAGES - 1;
     ring.stage = 0; /* the cp.async pipeline starts over in every piece */
 #endif
+    const int n_clean = clean_tiles(s, v_begin, v_end);
     for (int it = 0; it < ntiles; ++it) {
 #if BULK
         mbar_wait(bar_full(smem, ring.stage), ring.phase); /* tile `it` has landed */
@@ -852,7 +856,7 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
         const int v0 = v_begin + it * BLOCK_N;
         if (active)
             warp_tile(p, s, ri, q_base, stages + ring.stage * STAGE_BYTES, v0, v_end,
-                      tile_needs_mask(p, s, v0, v_end), nw, st, sr);
+                      WINDOW ? tile_needs_mask(p, s, v0, v_end) : it >= n_clean, nw, st, sr);
 #if BULK
         mbar_arrive(bar_empty(smem, ring.stage)); /* this thread is done with the stage */
 #endif
