@@ -364,9 +364,16 @@ struct kv_ring {
     u32 phase; /* parity of that stage's use by tile n */
 };
 
+/* The stage after st (a mask when STAGES is a power of two: one
+ * instruction less a tile). */
+DEV int stage_after(int st) {
+    return STAGES & (STAGES - 1) ? (st + 1 == STAGES ? 0 : st + 1) : (st + 1) & (STAGES - 1);
+}
+
 DEV void ring_advance(kv_ring &r) {
     ++r.n;
-    if (++r.stage == STAGES) r.stage = 0, r.phase ^= 1u;
+    r.stage = stage_after(r.stage);
+    if (r.stage == 0) r.phase ^= 1u;
 }
 
 #if BULK
@@ -510,18 +517,30 @@ template <int BIASED, int ADJ> DEV void kv8x4_to_pairs(u32 r, u32 &p02, u32 &p13
         q8x4_to_pairs<KV_FMT, MMA_BF16, ADJ>(r, p02, p13);
 }
 
+/* This lane's ldmatrix addresses ("Fragments" above: row lrow, byte lcol):
+ * in Q (shared address of its first m-tile) and in a stage (offset of its
+ * first K row; V's is BLOCK_N rows on), computed once a piece and kept
+ * (without, ptxas recomputes them from the thread index every tile: ~11
+ * instructions a tile in the 8-bit loops). */
+struct lane_addr {
+    u32 q, kv;
+};
+DEV lane_addr lane_addr_of(unsigned char *qs, int mw, int nw) {
+    const int lane = threadIdx.x & 31, lrow = ((lane >> 3) & 1) * 8 + (lane & 7), lcol = (lane >> 4) * 16;
+    return {kept(smem_addr(qs) + (mw * MT * 16 + lrow) * QRB + lcol), kept((nw * WN + lrow) * RB + lcol)};
+}
+
 /* K_BIAS: s0 = -1152 * (sum of the row's Q) for the thread's two rows of each
  * m-tile, by the mma that computes S (Q rows in shared memory, published),
  * with B = the pair (-1152, -1152). */
 DEV void s_start(u32 q_base, softmax_state (&st)[MT]) {
-    const int lcol = ((threadIdx.x & 31) >> 4) * 16;
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc) {
             u32 a[4];
-            ldsm_x4(a, q_base + i * 16 * QRB + kc * 32 + lcol);
+            ldsm_x4(a, q_base + i * 16 * QRB + kc * 32);
             mma16816<0>(acc, a, INT8_F16_BIAS ^ 0x80008000u, INT8_F16_BIAS ^ 0x80008000u);
         }
 #pragma unroll
@@ -534,13 +553,12 @@ DEV void s_start(u32 q_base, softmax_state (&st)[MT]) {
 /* One tile for one warp and its MT m-tiles: S = Q K^T, mask, online softmax,
  * O += P V.  Each K/V fragment is read (and, 8-bit, converted) once and used
  * by the mma of every m-tile.  sr: where the warp's logits go (SCORES). */
-DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_info (&ri)[MT][2], u32 q_base,
+DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_info (&ri)[MT][2], const lane_addr &la,
                    const unsigned char *stage, int v0, int v_end, bool masked, int nw, softmax_state (&st)[MT],
                    const score_rows &sr) {
     const int lane = threadIdx.x & 31;
-    const int lrow = ((lane >> 3) & 1) * 8 + (lane & 7), lcol = (lane >> 4) * 16;
     const int cq = lane & 3;
-    const u32 k_base = smem_addr(stage) + (nw * WN + lrow) * RB;
+    const u32 q_base = la.q, k_base = smem_addr(stage) + la.kv;
     const u32 v_base = k_base + BLOCK_N * RB;
     const float *kscale = (const float *)(stage + 2 * BLOCK_N * RB);
     const float *vscale = kscale + BLOCK_N;
@@ -559,17 +577,17 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
     for (int kc = 0; kc < D / 16; ++kc) {
         u32 a[MT][4];
 #pragma unroll
-        for (int i = 0; i < MT; ++i) ldsm_x4(a[i], q_base + i * 16 * QRB + kc * 32 + lcol);
+        for (int i = 0; i < MT; ++i) ldsm_x4(a[i], q_base + i * 16 * QRB + kc * 32);
 #pragma unroll
         for (int pp = 0; pp < NT_S / 2; ++pp) {
             const u32 addr = k_base + pp * 16 * RB;
             u32 bf[4]; /* B fragments: n-tile 2 pp = (bf[0], bf[1]), 2 pp + 1 = (bf[2], bf[3]) */
             if (EB == 2) {
                 u32 r[4];
-                ldsm_x4(r, addr + kc * 32 + lcol);
+                ldsm_x4(r, addr + kc * 32);
                 bf[0] = r[0], bf[1] = r[2], bf[2] = r[1], bf[3] = r[3];
             } else {
-                if (kc % 2 == 0) ldsm_x4(k8[pp], addr + kc * 16 + lcol);
+                if (kc % 2 == 0) ldsm_x4(k8[pp], addr + kc * 16);
 #pragma unroll
                 for (int j = 0; j < 2; ++j)
                     kv8x4_to_pairs<K_BIAS, 1>(k8[pp][2 * (kc % 2) + j], bf[2 * j], bf[2 * j + 1]);
@@ -680,10 +698,10 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
             u32 bf[4]; /* B fragments: d-tile 2 j = (bf[0], bf[1]), 2 j + 1 = (bf[2], bf[3]) */
             if (EB == 2) {
                 u32 r[4];
-                ldsm_x4_t(r, addr + j * 32 + lcol);
+                ldsm_x4_t(r, addr + j * 32);
                 bf[0] = r[0], bf[1] = r[1], bf[2] = r[2], bf[3] = r[3];
             } else {
-                if (j % 2 == 0) ldsm_x4_t(v8, addr + j * 16 + lcol);
+                if (j % 2 == 0) ldsm_x4_t(v8, addr + j * 16);
                 kv8x4_to_pairs<V_BIAS, 0>(v8[2 * (j % 2)], bf[0], bf[2]);
                 kv8x4_to_pairs<V_BIAS, 0>(v8[2 * (j % 2) + 1], bf[1], bf[3]);
             }
@@ -832,10 +850,10 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
      * their place in the ring (BULK: they still wait and release). */
     const bool active = rb * ROWS + mw * MT * 16 < M;
     const score_rows sr = score_rows_of(b, hk, rb * ROWS + mw * MT * 16, p);
-    const u32 q_base = smem_addr(qs) + (mw * MT * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;
+    const lane_addr la = lane_addr_of(qs, mw, nw);
     /* Q in shared memory (the cp.async loop's first barrier publishes it too) */
     if (BULK || K_BIAS) consumers_sync();
-    if (K_BIAS && active) s_start(q_base, st);
+    if (K_BIAS && active) s_start(la.q, st);
 #if !BULK
     int st_next = STAGES - 1;
     ring.stage = 0; /* the cp.async pipeline starts over in every piece */
@@ -851,11 +869,11 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
             load_tile(p, s, kvb, kv_at, b, hk, v_begin + (it + STAGES - 1) * BLOCK_N, v_end,
                       stages + st_next * STAGE_BYTES);
         cp_async_commit();
-        st_next = st_next + 1 == STAGES ? 0 : st_next + 1;
+        st_next = stage_after(st_next);
 #endif
         const int v0 = v_begin + it * BLOCK_N;
         if (active)
-            warp_tile(p, s, ri, q_base, stages + ring.stage * STAGE_BYTES, v0, v_end,
+            warp_tile(p, s, ri, la, stages + ring.stage * STAGE_BYTES, v0, v_end,
                       WINDOW ? tile_needs_mask(p, s, v0, v_end) : it >= n_clean, nw, st, sr);
 #if BULK
         mbar_arrive(bar_empty(smem, ring.stage)); /* this thread is done with the stage */

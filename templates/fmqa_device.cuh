@@ -220,6 +220,12 @@ FMQA_DEV float quad_sum(float x) {
     return x + shfl_xor(x, 2);
 }
 
+/* x, as a value ptxas cannot recompute (a shuffle from the lane itself): it
+ * stays in a register.  For per-thread constants of a loop (addresses from
+ * the thread index) that ptxas, short of registers, would otherwise rebuild
+ * every iteration at a cost of several instructions; one SHFL at setup. */
+FMQA_DEV u32 kept(u32 x) { return __float_as_uint(shfl_xor(__uint_as_float(x), 0)); }
+
 /* ---------------------------------------------------------------- softmax transforms */
 
 constexpr float LOG2E = 1.4426950408889634f;
