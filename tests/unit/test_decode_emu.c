@@ -314,7 +314,7 @@ static void steer_scales(const fmqa_problem *p, fmqa_emu_inputs *in)
 Test(decode_emu, biased_v_correction, .timeout = 900)
 {
     static const ecase cases[] = {
-        {"op=decode,batch=2,kv_heads=1,heads=32,d=128,kv_len=520,kv=int8,flags=causal|lse", "SPLITS=3",
+        {"op=decode,batch=2,kv_heads=1,heads=32,d=128,kv_len=520,kv=int8,flags=causal|lse", "SPLITS=4",
          {520, 203}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=8,d=128,tq=4,kv_len=300,kv=int8,flags=causal|lse", "SPLITS=2",
          {300, 131}, NULL, 0},
