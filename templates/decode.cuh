@@ -572,7 +572,11 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
             for (int e = 0; e < 4; ++e) sacc[i][nt][e] = K_BIAS ? st[i].s0[e] : 0.0f;
         }
 
-    u32 k8[NT_S / 2][4]; /* 8-bit K: chunks kc, kc + 1 (even kc) of one x4 load */
+    /* 8-bit K: chunks kc, kc + 1 (even kc) of one x4 load; with more than 16
+     * tokens a warp one x2 a chunk (x4 would hold 4 more registers a 16
+     * tokens across two chunks: the heavy configs spilled) */
+    constexpr bool K_X4 = NT_S == 2;
+    u32 k8[NT_S / 2][4];
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
         u32 a[MT][4];
@@ -587,10 +591,16 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
                 ldsm_x4(r, addr + kc * 32);
                 bf[0] = r[0], bf[1] = r[2], bf[2] = r[1], bf[3] = r[3];
             } else {
-                if (kc % 2 == 0) ldsm_x4(k8[pp], addr + kc * 16);
+                if (!K_X4) {
+                    u32 r[2];
+                    ldsm_x2(r, addr + kc * 16);
+                    k8[pp][0] = r[0], k8[pp][1] = r[1];
+                } else if (kc % 2 == 0) {
+                    ldsm_x4(k8[pp], addr + kc * 16);
+                }
+                const int h = K_X4 ? 2 * (kc % 2) : 0;
 #pragma unroll
-                for (int j = 0; j < 2; ++j)
-                    kv8x4_to_pairs<K_BIAS, 1>(k8[pp][2 * (kc % 2) + j], bf[2 * j], bf[2 * j + 1]);
+                for (int j = 0; j < 2; ++j) kv8x4_to_pairs<K_BIAS, 1>(k8[pp][h + j], bf[2 * j], bf[2 * j + 1]);
             }
 #pragma unroll
             for (int i = 0; i < MT; ++i) {

@@ -309,8 +309,8 @@ static void steer_scales(const fmqa_problem *p, fmqa_emu_inputs *in)
 /* The int8 V offset (f16 queries: V read as 1152 + v, O corrected by an mma
  * of the same A operands, decode.cuh V_BIAS) under steer_scales: the MQA
  * default (two m-tiles a warp) with splits, 1 to 4 query tokens, a 16-row
- * warp layout, d = 64, and bf16 queries (no offset: the exact conversion)
- * and fp8 beside it. */
+ * warp layout, d = 64, bf16 queries (no offset: the exact conversion), fp8
+ * beside it, and tiles ending at every offset from the first draft. */
 Test(decode_emu, biased_v_correction, .timeout = 900)
 {
     static const ecase cases[] = {
@@ -324,6 +324,10 @@ Test(decode_emu, biased_v_correction, .timeout = 900)
          "SPLITS=2", {300, 90}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=32,d=128,kv_len=300,kv=fp8_e4m3,flags=causal|lse", "",
          {300, 150}, NULL, 0},
+        /* 16 consecutive lengths: a tile ends at every offset from the first
+         * draft (clean_tiles: no window, so the unmasked tiles are counted) */
+        {"op=decode,batch=16,kv_heads=1,heads=4,d=64,tq=3,kv_len=150,kv=int8,flags=causal|lse",
+         "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, NULL, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case_into(&cases[i], 0, steer_scales, NULL, 0, NULL);
