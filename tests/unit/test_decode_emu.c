@@ -324,9 +324,10 @@ Test(decode_emu, biased_v_correction, .timeout = 900)
          "SPLITS=2", {300, 90}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=32,d=128,kv_len=300,kv=fp8_e4m3,flags=causal|lse", "",
          {300, 150}, NULL, 0},
-        /* 16 consecutive lengths: a tile ends at every offset from the first
-         * draft (clean_tiles: no window, so the unmasked tiles are counted) */
-        {"op=decode,batch=16,kv_heads=1,heads=4,d=64,tq=3,kv_len=150,kv=int8,flags=causal|lse",
+        /* 16 consecutive lengths (149 .. 164): full 32-token tiles ending at
+         * the first draft, one past it (first draft 158) and around
+         * (clean_tiles: no window, so the unmasked tiles are counted) */
+        {"op=decode,batch=16,kv_heads=1,heads=4,d=64,tq=3,kv_len=164,kv=int8,flags=causal|lse",
          "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, NULL, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
