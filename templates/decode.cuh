@@ -486,8 +486,8 @@ DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned cha
 /* Per-warp online-softmax state of one m-tile: O accumulator (d-tile
  * fragments), running max (from -FLT_MAX, not -inf: a row that sees nothing
  * yet keeps a finite softmax base, so masked scores give ex2(-inf) = 0, not
- * ex2(-inf - -inf) = NaN, without a compare per tile) and this thread's partial sum of its two rows
- * (summed over the quad at the end); s0, the C fragment S starts from (K_BIAS:
+ * ex2(-inf - -inf) = NaN, without a compare per tile) and this thread's
+ * partial sum of its two rows (summed over the quad at the end); s0, the C fragment S starts from (K_BIAS:
  * every column of a row holds the same value, so each tile's mma reads it as is);
  * vc, the C fragment of V's offset in O (V_BIAS: vc[0] for row g, vc[2] for
  * row g + 8; every column holds the same value). */
