@@ -13,7 +13,8 @@
  * (row groups per CTA), M_TILES (16-row m-tiles per warp), WARPS_N (warps
  * sharing a tile along N), STAGES (pipeline depth), BULK (how K/V tiles
  * arrive: 0 cp.async from every warp, 1 on sm_90+ a producer warp's
- * cp.async.bulk copies; "Load pipeline" below).
+ * cp.async.bulk copies; "Load pipeline" below), VBIAS (int8 V read biased,
+ * V_BIAS below).
  *
  * Work split.  A persistent grid of gridDim.x CTAs shares the work evenly
  * (fmqa_sched.cuh, "Work distribution" below); one piece of it is a range of one sequence's
@@ -116,8 +117,10 @@ constexpr int K_BIAS = KV_FMT == 2 && !MMA_BF16;
  * from the same operands by one more mma an m-tile and 16 tokens (B = the
  * constant pair 1152, no loads), rescaled with O and subtracted from it at the
  * end of the piece (v_unbias).  The same f16 products feed both, so the
- * offset cancels up to fp32 accumulation error. */
-constexpr int V_BIAS = K_BIAS;
+ * offset cancels up to fp32 accumulation error, which grows with the piece
+ * where the tensor cores truncate: hence only with VBIAS, which decode.lua
+ * allows where a warp accumulates at most 256 tokens in one piece. */
+constexpr int V_BIAS = K_BIAS && VBIAS;
 
 static_assert(D == 64 || D == 96 || D == 128 || D == 256, "HEAD_DIM");
 static_assert(WN % 16 == 0, "each warp needs whole 16-token chunks");

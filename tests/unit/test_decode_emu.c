@@ -151,7 +151,9 @@ Test(decode_emu, dense_16bit, .timeout = 900)
 Test(decode_emu, eight_bit, .timeout = 900)
 {
     static const ecase cases[] = {
-        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2", {180, 5, 0}, NULL, 0},
+        /* int8 with f16 queries: V read biased (VBIAS = 1, the default of short pieces) and not */
+        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2,VBIAS=1", {180, 5, 0}, NULL, 0},
+        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2,VBIAS=0", {180, 5, 0}, NULL, 0},
         {BASE "heads=16,d=128,kv_len=180,kv=fp8_e4m3,flags=causal", "", {0}, NULL, 0},
         {BASE "heads=8,d=96,kv_len=130,q=bf16,out=bf16,kv=int8,flags=causal", "", {0}, NULL, 0},
         {BASE "heads=8,d=64,kv_len=130,q=bf16,out=bf16,kv=fp8_e4m3,flags=causal|lse", "SPLITS=2", {0}, NULL, 0},
@@ -306,20 +308,20 @@ static void steer_scales(const fmqa_problem *p, fmqa_emu_inputs *in)
             }
 }
 
-/* The int8 V offset (f16 queries: V read as 1152 + v, O corrected by an mma
- * of the same A operands, decode.cuh V_BIAS) under steer_scales: the MQA
+/* The int8 V offset (f16 queries, VBIAS = 1: V read as 1152 + v, O corrected
+ * by an mma of the same A operands, decode.cuh V_BIAS) under steer_scales: the MQA
  * default (two m-tiles a warp) with splits, 1 to 4 query tokens, a 16-row
  * warp layout, d = 64, bf16 queries (no offset: the exact conversion), fp8
  * beside it, and tiles ending at every offset from the first draft. */
 Test(decode_emu, biased_v_correction, .timeout = 900)
 {
     static const ecase cases[] = {
-        {"op=decode,batch=2,kv_heads=1,heads=32,d=128,kv_len=520,kv=int8,flags=causal|lse", "SPLITS=4",
+        {"op=decode,batch=2,kv_heads=1,heads=32,d=128,kv_len=520,kv=int8,flags=causal|lse", "SPLITS=4,VBIAS=1",
          {520, 203}, NULL, 0},
-        {"op=decode,batch=2,kv_heads=1,heads=8,d=128,tq=4,kv_len=300,kv=int8,flags=causal|lse", "SPLITS=2",
+        {"op=decode,batch=2,kv_heads=1,heads=8,d=128,tq=4,kv_len=300,kv=int8,flags=causal|lse", "SPLITS=2,VBIAS=1",
          {300, 131}, NULL, 0},
         {"op=decode,batch=2,kv_heads=2,heads=6,d=64,tq=2,kv_len=400,kv=int8,flags=causal",
-         "WARPS_M=1,M_TILES=1,WARPS_N=4,BLOCK_N=64,SPLITS=1", {400, 77}, NULL, 0},
+         "WARPS_M=1,M_TILES=1,WARPS_N=4,BLOCK_N=64,SPLITS=1,VBIAS=1", {400, 77}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=8,d=128,tq=3,kv_len=300,q=bf16,out=bf16,kv=int8,flags=causal|lse",
          "SPLITS=2", {300, 90}, NULL, 0},
         {"op=decode,batch=2,kv_heads=1,heads=32,d=128,kv_len=300,kv=fp8_e4m3,flags=causal|lse", "",
@@ -328,7 +330,7 @@ Test(decode_emu, biased_v_correction, .timeout = 900)
          * the first draft, one past it (first draft 158) and around
          * (clean_tiles: no window, so the unmasked tiles are counted) */
         {"op=decode,batch=16,kv_heads=1,heads=4,d=64,tq=3,kv_len=164,kv=int8,flags=causal|lse",
-         "BLOCK_N=32,WARPS_N=1,SPLITS=1", {-16}, NULL, 0},
+         "BLOCK_N=32,WARPS_N=1,SPLITS=1,VBIAS=1", {-16}, NULL, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case_into(&cases[i], 0, steer_scales, NULL, 0, NULL);
