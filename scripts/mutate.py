@@ -256,6 +256,8 @@ MUTANTS = [
      "local q = cta_rows(c) * (2 * d + 16)", "local q = 16 * c.WARPS_M * (2 * d + 16)"),
     ("lua-scale-smem", "decode.lua", "shared_bytes forgets the V scales",
      "(eb == 1 and 8 * c.BLOCK_N or 0)", "(eb == 1 and 4 * c.BLOCK_N or 0)"),
+    ("lua-vbias-bound", "decode.lua", "VBIAS = 1 allowed up to 4096 tokens a warp-piece, not 256",
+     "local VBIAS_MAX_TOKENS = 256 ", "local VBIAS_MAX_TOKENS = 4096"),
     ("lua-workspace", "lib/sched.lua", "workspace without the LSE column",
      "plan.ws_meta_offset = plan.ws_lse_offset + w.slots * s.rows_cta * 4",
      "plan.ws_meta_offset = plan.ws_lse_offset"),
@@ -485,7 +487,7 @@ TESTS = {
     "fmqa_seq.cuh": ["unit_decode_emu", "unit_mla_decode_emu"],
     "mla_decode.cuh": ["unit_mla_decode_emu"],
     "mla_decode.lua": ["unit_mla_decode_emu"],
-    "decode.lua": ["unit_decode_emu"],
+    "decode.lua": ["nvrtc_decode_compile", "unit_decode_emu"],  # the former: vbias_bound
     "lib/combine.lua": ["unit_decode_emu", "unit_mla_decode_emu"],
     "fmqa_sched.cuh": ["unit_decode_emu", "unit_mla_decode_emu"],
     "lib/sched.lua": ["unit_decode_emu", "unit_mla_decode_emu"],
