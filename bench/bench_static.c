@@ -187,7 +187,10 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
      * of K and V, one bulk copy each; the compute warps copy nothing */
     r->bulk = cfg(c, "BULK") == 1;
     int compute_warps = threads / 32 - r->bulk;
-    int copies = r->bulk ? 0 : bn * row_values(p) * eb / 16 / threads;
+    /* A thread's share of the tile's copies in 4-byte words: K and V, and
+     * for 8-bit caches their two fp32 scales a token (decode.cuh spreads
+     * those over all threads; a path that skips them is not the mean) */
+    int words = r->bulk ? 0 : (bn * row_values(p) * eb + (eb == 1 ? 8 * bn : 0)) / 4 / threads;
     /* Before the first copy a thread loads its kv_lens entries for the
      * schedule's scan (decode.cuh, sched_locate): ceil(B / threads) of them,
      * twice when the batch takes more than one step; Q comes after the first
@@ -198,7 +201,7 @@ static void decode_sass(const gen_binary *b, const fmqa_problem *p, const gen_co
     if (st == FMQA_OK)
         st = tun_sass_parse(text, &s, &err);
     if (st == FMQA_OK)
-        st = tun_sass_main_loop(s, entry, copies, &r->loop, &err);
+        st = tun_sass_main_loop_words(s, entry, words, &r->loop, &err);
     if (st == FMQA_OK && r->bulk)
         st = tun_sass_bulk_loop(s, entry, 2 * bn, (double)bn * row_values(p) * eb, &r->producer, &err);
     if (st == FMQA_OK)

@@ -13,7 +13,8 @@
  * (row groups per CTA), M_TILES (16-row m-tiles per warp), WARPS_N (warps
  * sharing a tile along N), STAGES (pipeline depth), BULK (how K/V tiles
  * arrive: 0 cp.async from every warp, 1 on sm_90+ a producer warp's
- * cp.async.bulk copies; "Load pipeline" below).
+ * cp.async.bulk copies; "Load pipeline" below), VBIAS (int8 V read biased,
+ * V_BIAS below).
  *
  * Work split.  A persistent grid of gridDim.x CTAs shares the work evenly
  * (fmqa_sched.cuh, "Work distribution" below); one piece of it is a range of one sequence's
@@ -43,14 +44,15 @@
  *    n-tile 1 = {r1, r3};
  *  - V, 16-bit (x4.trans): (tokens 0-7|8-15) x (d 0-7|8-15): d-tile 0 =
  *    {r0, r1}, d-tile 1 = {r2, r3}; O column u of d-tile nt is d = 8 nt + u.
- * 8-bit caches are read as 16-bit pairs (x2, lanes 0-15: tokens 0-7|8-15 by 16
- * bytes), so a register holds four bytes b0..b3 and converts to the pairs
- * (b0,b2), (b1,b3) (q8x4_to_pairs):
+ * 8-bit caches are read as 16-bit pairs (x4: two 16-byte chunks, tokens
+ * 0-7|8-15 of each), so a register holds four bytes b0..b3 and converts to
+ * two pairs (q8x4_to_pairs):
  *  - K: a register is k 4c..4c+3 of token g (c = lane%4, 16-k chunk); b0 =
- *    (b0,b2) and b1 = (b1,b3) make logical k (2c, 2c+1, 2c+8, 2c+9) read
- *    physical k (4c, 4c+2, 4c+1, 4c+3).  Q is stored in shared memory with the
- *    same permutation (q_chunk_to_mma, fmqa_device.cuh), so q . k is unchanged;
- *  - V (x2.trans): a register is (V[2c][2u], V[2c][2u+1], V[2c+1][2u],
+ *    (b0,b1) and b1 = (b2,b3) (adjacent pairs: native fp8 converts them in
+ *    place) make logical k (2c, 2c+1, 2c+8, 2c+9) read physical k (4c, 4c+1,
+ *    4c+2, 4c+3).  Q is stored in shared memory with the same permutation
+ *    (q_chunk_to_mma K8 = 2, fmqa_device.cuh), so q . k is unchanged;
+ *  - V (x4.trans): a register is (V[2c][2u], V[2c][2u+1], V[2c+1][2u],
  *    V[2c+1][2u+1]) with u = lane/4 over 16 d: (b0,b2) is the B fragment of
  *    d = 2u, (b1,b3) of d = 2u+1.  So O d-tile nt holds d = 16 (nt/2) + 2u +
  *    (nt%2) (o_col, fmqa_device.cuh), undone when O is stored.
@@ -59,7 +61,7 @@
  * fp8 values arrive divided by FP8_F16_FOLD (2^8 on sm_80/86, 1 on sm_89+),
  * which the scales multiply back.
  *
- * Softmax is in base 2 (exp2).  A row that sees nothing keeps m = -inf, l = 0
+ * Softmax is in base 2 (exp2).  A row that sees nothing keeps m = -FLT_MAX, l = 0
  * and writes o = 0, lse = -inf.  A piece of a split segment writes O
  * normalised by its own sum to ws_o and m + log2(l) (base 2!) to ws_lse;
  * fmqa_decode_combine merges them.  An empty piece writes 0 and -inf.
@@ -110,6 +112,15 @@ constexpr float KV_FOLD = KV_FMT == 3 ? FP8_F16_FOLD : 1.0f;
  * subtraction); S then starts from -1152 * (sum of the row's Q) instead of 0
  * (softmax_state::s0, set once per CTA by s_start). */
 constexpr int K_BIAS = KV_FMT == 2 && !MMA_BF16;
+/* So is V: O accumulates sum_j a_j (1152 + v_j), a_j = p_j * v_scale_j the
+ * f16 A operands of P V, and softmax_state::vc accumulates 1152 * sum_j a_j
+ * from the same operands by one more mma an m-tile and 16 tokens (B = the
+ * constant pair 1152, no loads), rescaled with O and subtracted from it at the
+ * end of the piece (v_unbias).  The same f16 products feed both, so the
+ * offset cancels up to fp32 accumulation error, which grows with the piece
+ * where the tensor cores truncate: hence only with VBIAS, which decode.lua
+ * allows where a warp accumulates at most 256 tokens in one piece. */
+constexpr int V_BIAS = K_BIAS && VBIAS;
 
 static_assert(D == 64 || D == 96 || D == 128 || D == 256, "HEAD_DIM");
 static_assert(WN % 16 == 0, "each warp needs whole 16-token chunks");
@@ -154,6 +165,12 @@ DEV scale_ptrs scale_ptrs_of(const fmqa_decode_params &p, int b, int hk, int slo
     return {p.k_scale + o.k + hk * p.ks_sh, p.v_scale + o.v + hk * p.vs_sh};
 }
 
+/* Where slot's scale of head hk lies in tensor t (0 K, 1 V). */
+DEV const float *scale_of(const fmqa_decode_params &p, int b, int hk, int slot, int t) {
+    const scale_ptrs sp = scale_ptrs_of(p, b, hk, slot);
+    return t ? sp.v : sp.k;
+}
+
 /* A thread's K and V source for its 16-byte column c16 of head hk: the byte
  * address of that column in token 0 of the sequence's cache (contiguous) or of
  * page 0 (paged), computed once per CTA. */
@@ -194,19 +211,81 @@ constexpr int LG = pow2_floor(NTHREADS / CPR < BLOCK_N ? NTHREADS / CPR : BLOCK_
 constexpr int PER = BLOCK_N / LG;
 constexpr int RUN = PAGED && PS < PER ? PS : PER;
 static_assert(NTHREADS >= CPR && PER % RUN == 0, "tile copy layout");
+/* 8-bit caches: the 2 * RUN scales of a run (K's, then V's; 4 bytes each) are
+ * copied by the CPR threads that copy its rows, entries c16, c16 + CPR, ...,
+ * so that every thread of the CTA does the same work (the default MQA configs
+ * give each thread one 4-byte copy a tile), not a few warps all of it. */
+constexpr int SPT = EB == 1 ? (2 * RUN + CPR - 1) / CPR : 0; /* scale entries a thread takes a run */
+
+/* Scale entry k of this thread in a run: which tensor (0 K, 1 V) and row of
+ * the run; false when the thread has no k-th entry. */
+DEV bool scale_entry(int k, int &t, int &row) {
+    const int e = threadIdx.x % CPR + k * CPR;
+    t = e >= RUN;
+    row = e - t * RUN;
+    return e < 2 * RUN;
+}
+
+/* Where this thread's copies of a tile come from in the steady state without
+ * window or paging (linear addresses): its first K and V row, and each of its
+ * scale entries (tile_at_of); load_tile moves them on a tile. */
+struct tile_at {
+    kv_ptrs kv;
+    const float *s[SPT > 0 ? SPT : 1];
+    long long ss[SPT > 0 ? SPT : 1]; /* what s moves by a tile */
+};
+
+/* tile_at for the thread's rows from position v (= its slot: no window, no
+ * paging). */
+DEV tile_at tile_at_of(const fmqa_decode_params &p, const kv_ptrs &base, int b, int hk, int v) {
+    tile_at a;
+    a.kv = kv_row(p, base, b, v);
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) {
+        int t, row;
+        a.s[k] = scale_entry(k, t, row) ? scale_of(p, b, hk, v + row, t) : p.k_scale;
+        a.ss[k] = BLOCK_N * (t ? p.vs_st : p.ks_st);
+    }
+    return a;
+}
+
+/* The scale copies of a run of rows [v, v + RUN) (zeros past v_end; FULL:
+ * none is) into the stage's scale rows at shared address dsc; linear: the
+ * rows sit in consecutive slots of one page from `first`, so an entry's
+ * address is at's (no window, no paging) or `first`'s plus a stride, else
+ * every row is looked up. */
+template <bool FULL>
+DEV void load_run_scales(const fmqa_decode_params &p, const seq_view &s, const tile_at &at, int b, int hk, int v,
+                         int v_end, int first, bool linear, u32 dsc) {
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) {
+        int t, row;
+        if (!scale_entry(k, t, row)) break;
+        const bool ok = FULL || v + row < v_end;
+        const float *src = p.k_scale;
+        if (ok && linear)
+            src = WINDOW || PAGED ? scale_of(p, b, hk, first, t) + row * (t ? p.vs_st : p.ks_st) : at.s[k];
+        else if (ok)
+            src = scale_of(p, b, hk, slot_of(p, s, pos_of(s, v + row)), t);
+        cp_async4(dsc + t * BLOCK_N * 4 + row * 4, src, ok ? 4 : 0);
+    }
+}
 
 /* Copies rows [v, v + RUN) of a tile (zeros past v_end; FULL: none is) to
- * their K row chunk at shared address dst and V chunk BLOCK_N rows later.
+ * their K row chunk at shared address dst and V chunk BLOCK_N rows later,
+ * and (8-bit) this thread's share of their scales to the scale rows at dsc.
  * When the run's positions sit in consecutive slots of one page (always,
  * without window or paging), addresses advance by the token strides; across
  * a sink/window seam, a ring wrap or a page boundary every row is looked up. */
 template <bool FULL>
-DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const kv_ptrs &at, int b,
-                  int v, int v_end, u32 dst) {
+DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const tile_at &at, int b,
+                  int hk, int v, int v_end, u32 dst, u32 dsc) {
     const kv_step step = kv_step_of(p);
     const int first = slot_of(p, s, pos_of(s, v));
-    if ((FULL || v < v_end) && run_linear(p, s, v, RUN, first)) {
-        kv_ptrs a = WINDOW || PAGED ? kv_row(p, base, b, first) : at;
+    const bool linear = (FULL || v < v_end) && run_linear(p, s, v, RUN, first);
+    if (EB == 1) load_run_scales<FULL>(p, s, at, b, hk, v, v_end, first, linear, dsc);
+    if (linear) {
+        kv_ptrs a = WINDOW || PAGED ? kv_row(p, base, b, first) : at.kv;
 #pragma unroll
         for (int k = 0; k < RUN; ++k) {
             const bool ok = FULL || v + k < v_end;
@@ -226,14 +305,15 @@ DEV void load_run(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs 
 }
 
 template <bool FULL>
-DEV void load_kv(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const kv_ptrs &at, int b,
-                 int v0, int v_end, u32 dst) {
+DEV void load_kv(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, const tile_at &at, int b,
+                 int hk, int v0, int v_end, u32 dst) {
     const int i = threadIdx.x, g = i / CPR;
     if (LG * CPR < NTHREADS && i >= LG * CPR) return;
 #pragma unroll
     for (int j = 0; j < PER / RUN; ++j) {
         const int row = g * PER + j * RUN;
-        load_run<FULL>(p, s, base, at, b, v0 + row, v_end, dst + row * RB + (i - g * CPR) * 16);
+        load_run<FULL>(p, s, base, at, b, hk, v0 + row, v_end, dst + row * RB + (i - g * CPR) * 16,
+                       dst + 2 * BLOCK_N * RB + row * 4);
     }
 }
 
@@ -241,27 +321,17 @@ DEV void load_kv(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &
  * base is kv_base() of this thread; without window or paging, at is where the
  * thread's first row of this tile lies (kv_row of v0 + its first row), moved
  * on to the next tile's here: the steady state then adds a stride per row. */
-DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, kv_ptrs &at, int b,
+DEV void load_tile(const fmqa_decode_params &p, const seq_view &s, const kv_ptrs &base, tile_at &at, int b,
                    int hk, int v0, int v_end, unsigned char *stage) {
     const u32 dst = smem_addr(stage);
     if (v0 + BLOCK_N <= v_end)
-        load_kv<true>(p, s, base, at, b, v0, v_end, dst);
+        load_kv<true>(p, s, base, at, b, hk, v0, v_end, dst);
     else
-        load_kv<false>(p, s, base, at, b, v0, v_end, dst);
-    at.k += (long long)BLOCK_N * p.k_st * EB;
-    at.v += (long long)BLOCK_N * p.v_st * EB;
-    if (EB == 1) {
+        load_kv<false>(p, s, base, at, b, hk, v0, v_end, dst);
+    at.kv.k += (long long)BLOCK_N * p.k_st * EB;
+    at.kv.v += (long long)BLOCK_N * p.v_st * EB;
 #pragma unroll
-        for (int k = 0; k < (BLOCK_N + NTHREADS - 1) / NTHREADS; ++k) {
-            const int row = threadIdx.x + k * NTHREADS, v = v0 + row;
-            if (row >= BLOCK_N) break;
-            const int ok = v < v_end;
-            const scale_ptrs sp = scale_ptrs_of(p, b, hk, ok ? slot_of(p, s, pos_of(s, v)) : 0);
-            const u32 sc = dst + 2 * BLOCK_N * RB + row * 4;
-            cp_async4(sc, ok ? sp.k : p.k_scale, ok ? 4 : 0);
-            cp_async4(sc + BLOCK_N * 4, ok ? sp.v : p.v_scale, ok ? 4 : 0);
-        }
-    }
+    for (int k = 0; k < SPT; ++k) at.s[k] += at.ss[k];
 }
 
 /* Load pipeline with BULK = 1 (sm_90+).  A producer warp (the CTA's last,
@@ -297,9 +367,16 @@ struct kv_ring {
     u32 phase; /* parity of that stage's use by tile n */
 };
 
+/* The stage after st (a mask when STAGES is a power of two: one
+ * instruction less a tile). */
+DEV int stage_after(int st) {
+    return STAGES & (STAGES - 1) ? (st + 1 == STAGES ? 0 : st + 1) : (st + 1) & (STAGES - 1);
+}
+
 DEV void ring_advance(kv_ring &r) {
     ++r.n;
-    if (++r.stage == STAGES) r.stage = 0, r.phase ^= 1u;
+    r.stage = stage_after(r.stage);
+    if (r.stage == 0) r.phase ^= 1u;
 }
 
 #if BULK
@@ -403,36 +480,74 @@ DEV void produce_piece(const fmqa_decode_params &p, const seq_view &s, int b, in
  * (load_q_rows, fmqa_device.cuh).  For 8-bit caches the chunk's columns are
  * permuted (q_chunk_to_mma; see "Fragments" above). */
 DEV void load_q(const fmqa_decode_params &p, int b, int hk, int rb, unsigned char *qs) {
-    load_q_rows<Q_BF16, MMA_BF16, EB == 1, D, ROWS, NTHREADS, QRB>(qs, [&](int row) -> const u16 * {
+    load_q_rows<Q_BF16, MMA_BF16, EB == 1 ? 2 : 0, D, ROWS, NTHREADS, QRB>(qs, [&](int row) -> const u16 * {
         const int r = rb * ROWS + row, t = r / GROUP, h = hk * GROUP + r % GROUP;
         return r < M ? (const u16 *)p.q + b * p.q_sb + t * p.q_st + h * p.q_sh : nullptr;
     });
 }
 
 /* Per-warp online-softmax state of one m-tile: O accumulator (d-tile
- * fragments), running max and this thread's partial sum of its two rows
- * (summed over the quad at the end); s0, where S of each row starts (K_BIAS). */
+ * fragments), running max (from -FLT_MAX, not -inf: a row that sees nothing
+ * yet keeps a finite softmax base, so masked scores give ex2(-inf) = 0, not
+ * ex2(-inf - -inf) = NaN, without a compare per tile) and this thread's
+ * partial sum of its two rows (summed over the quad at the end); s0, the C fragment S starts from (K_BIAS:
+ * every column of a row holds the same value, so each tile's mma reads it as is);
+ * vc, the C fragment of V's offset in O (V_BIAS: vc[0] for row g, vc[2] for
+ * row g + 8; every column holds the same value). */
 struct softmax_state {
     float o[NT_O][4];
     float m[2], l[2];
-    float s0[2];
+    float s0[4];
+    float vc[4];
 };
 
+/* V_BIAS: O without V's offset, at the end of a piece (before the warps
+ * merge). */
+DEV void v_unbias(softmax_state &st) {
+#pragma unroll
+    for (int nt = 0; nt < NT_O; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st.o[nt][e] -= st.vc[e & 2];
+}
+
+/* 8-bit K or V bytes to B fragment pairs: biased (1152 + x, int8 with f16
+ * operands) where the caller folds the offset out, else exact; ADJ: adjacent
+ * pairs (K; "Fragments" above). */
+template <int BIASED, int ADJ> DEV void kv8x4_to_pairs(u32 r, u32 &p02, u32 &p13) {
+    if (BIASED)
+        int8x4_to_f16_biased<ADJ>(r, p02, p13);
+    else
+        q8x4_to_pairs<KV_FMT, MMA_BF16, ADJ>(r, p02, p13);
+}
+
+/* This lane's ldmatrix addresses ("Fragments" above: row lrow, byte lcol):
+ * in Q (shared address of its first m-tile) and in a stage (offset of its
+ * first K row; V's is BLOCK_N rows on), computed once a piece and kept
+ * (without, ptxas recomputes them from the thread index every tile: ~11
+ * instructions a tile in the 8-bit loops). */
+struct lane_addr {
+    u32 q, kv;
+};
+DEV lane_addr lane_addr_of(unsigned char *qs, int mw, int nw) {
+    const int lane = threadIdx.x & 31, lrow = ((lane >> 3) & 1) * 8 + (lane & 7), lcol = (lane >> 4) * 16;
+    return {kept(smem_addr(qs) + (mw * MT * 16 + lrow) * QRB + lcol), kept((nw * WN + lrow) * RB + lcol)};
+}
+
 /* K_BIAS: s0 = -1152 * (sum of the row's Q) for the thread's two rows of each
- * m-tile, by the mma that computes S (Q rows in shared memory, published). */
+ * m-tile, by the mma that computes S (Q rows in shared memory, published),
+ * with B = the pair (-1152, -1152). */
 DEV void s_start(u32 q_base, softmax_state (&st)[MT]) {
-    const int lcol = ((threadIdx.x & 31) >> 4) * 16;
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc) {
             u32 a[4];
-            ldsm_x4(a, q_base + i * 16 * QRB + kc * 32 + lcol);
-            mma16816<0>(acc, a, INT8_F16_BIAS, INT8_F16_BIAS);
+            ldsm_x4(a, q_base + i * 16 * QRB + kc * 32);
+            mma16816<0>(acc, a, INT8_F16_BIAS ^ 0x80008000u, INT8_F16_BIAS ^ 0x80008000u);
         }
-        st[i].s0[0] = -acc[0];
-        st[i].s0[1] = -acc[2];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st[i].s0[e] = acc[e];
     }
 }
 
@@ -441,13 +556,12 @@ DEV void s_start(u32 q_base, softmax_state (&st)[MT]) {
 /* One tile for one warp and its MT m-tiles: S = Q K^T, mask, online softmax,
  * O += P V.  Each K/V fragment is read (and, 8-bit, converted) once and used
  * by the mma of every m-tile.  sr: where the warp's logits go (SCORES). */
-DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_info (&ri)[MT][2], u32 q_base,
+DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_info (&ri)[MT][2], const lane_addr &la,
                    const unsigned char *stage, int v0, int v_end, bool masked, int nw, softmax_state (&st)[MT],
                    const score_rows &sr) {
     const int lane = threadIdx.x & 31;
-    const int lrow = ((lane >> 3) & 1) * 8 + (lane & 7), lcol = (lane >> 4) * 16;
     const int cq = lane & 3;
-    const u32 k_base = smem_addr(stage) + (nw * WN + lrow) * RB;
+    const u32 q_base = la.q, k_base = smem_addr(stage) + la.kv;
     const u32 v_base = k_base + BLOCK_N * RB;
     const float *kscale = (const float *)(stage + 2 * BLOCK_N * RB);
     const float *vscale = kscale + BLOCK_N;
@@ -457,33 +571,39 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
     for (int i = 0; i < MT; ++i)
 #pragma unroll
         for (int nt = 0; nt < NT_S; ++nt) {
-            sacc[i][nt][0] = sacc[i][nt][1] = K_BIAS ? st[i].s0[0] : 0.0f;
-            sacc[i][nt][2] = sacc[i][nt][3] = K_BIAS ? st[i].s0[1] : 0.0f;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) sacc[i][nt][e] = K_BIAS ? st[i].s0[e] : 0.0f;
         }
 
+    /* 8-bit K: chunks kc, kc + 1 (even kc) of one x4 load; with more than 16
+     * tokens a warp one x2 a chunk (x4 would hold 4 more registers a 16
+     * tokens across two chunks: the heavy configs spilled) */
+    constexpr bool K_X4 = NT_S == 2;
+    u32 k8[NT_S / 2][4];
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
         u32 a[MT][4];
 #pragma unroll
-        for (int i = 0; i < MT; ++i) ldsm_x4(a[i], q_base + i * 16 * QRB + kc * 32 + lcol);
+        for (int i = 0; i < MT; ++i) ldsm_x4(a[i], q_base + i * 16 * QRB + kc * 32);
 #pragma unroll
         for (int pp = 0; pp < NT_S / 2; ++pp) {
             const u32 addr = k_base + pp * 16 * RB;
             u32 bf[4]; /* B fragments: n-tile 2 pp = (bf[0], bf[1]), 2 pp + 1 = (bf[2], bf[3]) */
             if (EB == 2) {
                 u32 r[4];
-                ldsm_x4(r, addr + kc * 32 + lcol);
+                ldsm_x4(r, addr + kc * 32);
                 bf[0] = r[0], bf[1] = r[2], bf[2] = r[1], bf[3] = r[3];
             } else {
-                u32 r[2];
-                ldsm_x2(r, addr + kc * 16);
-#pragma unroll
-                for (int j = 0; j < 2; ++j) {
-                    if (K_BIAS)
-                        int8x4_to_f16_biased(r[j], bf[2 * j], bf[2 * j + 1]);
-                    else
-                        q8x4_to_pairs<KV_FMT, MMA_BF16>(r[j], bf[2 * j], bf[2 * j + 1]);
+                if (!K_X4) {
+                    u32 r[2];
+                    ldsm_x2(r, addr + kc * 16);
+                    k8[pp][0] = r[0], k8[pp][1] = r[1];
+                } else if (kc % 2 == 0) {
+                    ldsm_x4(k8[pp], addr + kc * 16);
                 }
+                const int h = K_X4 ? 2 * (kc % 2) : 0;
+#pragma unroll
+                for (int j = 0; j < 2; ++j) kv8x4_to_pairs<K_BIAS, 1>(k8[pp][h + j], bf[2 * j], bf[2 * j + 1]);
             }
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
@@ -539,9 +659,7 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
 #pragma unroll
             for (int nt = 1; nt < NT_S; ++nt) mx = fmaxf(mx, fmaxf(sacc[i][nt][2 * h], sacc[i][nt][2 * h + 1]));
             const float m_new = fmaxf(st[i].m[h], quad_max(mx));
-            /* A finite base keeps -inf - -inf out of a row that sees nothing
-             * yet (one FMNMX, not a compare and select). */
-            base[i][h] = fmaxf(m_new, -3.402823466e38f);
+            base[i][h] = m_new; /* finite: m starts at -FLT_MAX (softmax_state) */
             m_old[i][h] = st[i].m[h];
             moved = moved || m_new != m_old[i][h];
             st[i].m[h] = m_new;
@@ -553,6 +671,7 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
             for (int h = 0; h < 2; ++h) {
                 const float alpha = ex2(m_old[i][h] - base[i][h]);
                 st[i].l[h] *= alpha;
+                if (V_BIAS) st[i].vc[2 * h] *= alpha;
 #pragma unroll
                 for (int nt = 0; nt < NT_O; ++nt) {
                     st[i].o[nt][2 * h] *= alpha;
@@ -581,19 +700,23 @@ DEV void warp_tile(const fmqa_decode_params &p, const seq_view &s, const row_inf
                     a[i][2 * half + h] = pack2<MMA_BF16>(p0 * vs0, p1 * vs1);
                 }
         }
+        if (V_BIAS) {
+#pragma unroll
+            for (int i = 0; i < MT; ++i) mma16816<0>(st[i].vc, a[i], INT8_F16_BIAS, INT8_F16_BIAS);
+        }
         const u32 addr = v_base + pp * 16 * RB;
+        u32 v8[4]; /* 8-bit V: d columns 16 j.. and 16 (j + 1).. (even j) of one x4 load */
 #pragma unroll
         for (int j = 0; j < D / 16; ++j) {
             u32 bf[4]; /* B fragments: d-tile 2 j = (bf[0], bf[1]), 2 j + 1 = (bf[2], bf[3]) */
             if (EB == 2) {
                 u32 r[4];
-                ldsm_x4_t(r, addr + j * 32 + lcol);
+                ldsm_x4_t(r, addr + j * 32);
                 bf[0] = r[0], bf[1] = r[1], bf[2] = r[2], bf[3] = r[3];
             } else {
-                u32 r[2];
-                ldsm_x2_t(r, addr + j * 16);
-                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[0], bf[0], bf[2]);
-                q8x4_to_pairs<KV_FMT, MMA_BF16>(r[1], bf[1], bf[3]);
+                if (j % 2 == 0) ldsm_x4_t(v8, addr + j * 16);
+                kv8x4_to_pairs<V_BIAS, 0>(v8[2 * (j % 2)], bf[0], bf[2]);
+                kv8x4_to_pairs<V_BIAS, 0>(v8[2 * (j % 2) + 1], bf[1], bf[3]);
             }
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
@@ -706,8 +829,8 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
     const kv_ptrs kvb = kv_base(p, b, hk, threadIdx.x % CPR);
     /* Without window or paging: where this thread's first row of the first
      * tile lies (pointer arithmetic only; a page table is never read here). */
-    kv_ptrs kv_at = kvb;
-    if (!WINDOW && !PAGED) kv_at = kv_row(p, kvb, b, v_begin + threadIdx.x / CPR * PER);
+    tile_at kv_at = {kvb, {}, {}};
+    if (!WINDOW && !PAGED) kv_at = tile_at_of(p, kvb, b, hk, v_begin + threadIdx.x / CPR * PER);
     /* The first KV copies go out right after kv_lens (one round trip; a page
      * table adds its own), before Q and the tree masks are read. */
 #pragma unroll
@@ -731,22 +854,24 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
         }
 #pragma unroll
         for (int nt = 0; nt < NT_O; ++nt) st[i].o[nt][0] = st[i].o[nt][1] = st[i].o[nt][2] = st[i].o[nt][3] = 0.0f;
-        st[i].m[0] = st[i].m[1] = neg_inf();
+        st[i].m[0] = st[i].m[1] = -3.402823466e38f;
         st[i].l[0] = st[i].l[1] = 0.0f;
-        st[i].s0[0] = st[i].s0[1] = 0.0f;
+        st[i].s0[0] = st[i].s0[1] = st[i].s0[2] = st[i].s0[3] = 0.0f;
+        st[i].vc[0] = st[i].vc[1] = st[i].vc[2] = st[i].vc[3] = 0.0f;
     }
     /* Warps whose rows are all padding only help load (cp.async) or keep
      * their place in the ring (BULK: they still wait and release). */
     const bool active = rb * ROWS + mw * MT * 16 < M;
     const score_rows sr = score_rows_of(b, hk, rb * ROWS + mw * MT * 16, p);
-    const u32 q_base = smem_addr(qs) + (mw * MT * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * QRB;
+    const lane_addr la = lane_addr_of(qs, mw, nw);
     /* Q in shared memory (the cp.async loop's first barrier publishes it too) */
     if (BULK || K_BIAS) consumers_sync();
-    if (K_BIAS && active) s_start(q_base, st);
+    if (K_BIAS && active) s_start(la.q, st);
 #if !BULK
     int st_next = STAGES - 1;
     ring.stage = 0; /* the cp.async pipeline starts over in every piece */
 #endif
+    const int n_clean = clean_tiles(s, v_begin, v_end);
     for (int it = 0; it < ntiles; ++it) {
 #if BULK
         mbar_wait(bar_full(smem, ring.stage), ring.phase); /* tile `it` has landed */
@@ -757,12 +882,12 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
             load_tile(p, s, kvb, kv_at, b, hk, v_begin + (it + STAGES - 1) * BLOCK_N, v_end,
                       stages + st_next * STAGE_BYTES);
         cp_async_commit();
-        st_next = st_next + 1 == STAGES ? 0 : st_next + 1;
+        st_next = stage_after(st_next);
 #endif
         const int v0 = v_begin + it * BLOCK_N;
         if (active)
-            warp_tile(p, s, ri, q_base, stages + ring.stage * STAGE_BYTES, v0, v_end,
-                      tile_needs_mask(p, s, v0, v_end), nw, st, sr);
+            warp_tile(p, s, ri, la, stages + ring.stage * STAGE_BYTES, v0, v_end,
+                      WINDOW ? tile_needs_mask(p, s, v0, v_end) : it >= n_clean, nw, st, sr);
 #if BULK
         mbar_arrive(bar_empty(smem, ring.stage)); /* this thread is done with the stage */
 #endif
@@ -774,6 +899,7 @@ DEV void run_piece(const fmqa_decode_params &p, unsigned char *smem, const seq_v
     consumers_sync(); /* every warp is done with the stages: the merge reuses them */
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
+        if (V_BIAS) v_unbias(st[i]);
         merge_warps(stages, mw * MT + i, nw, st[i]);
         if (nw == 0 && active) store_rows(p, b, hk, rb, mw * MT + i, slot, st[i]);
     }

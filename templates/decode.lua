@@ -24,6 +24,7 @@
 local KV_FMT = { f16 = 0, bf16 = 1, int8 = 2, fp8_e4m3 = 3 }
 local HEAD_DIMS = { [64] = true, [96] = true, [128] = true, [256] = true }
 local MIN_CTA_TILES = 2        -- automatic grids give each CTA >= 2 tiles
+local VBIAS_MAX_TOKENS = 256   -- VBIAS = 1: the most tokens a warp accumulates in a piece
 
 local common, sched = require("common"), require("sched")
 local ceil_div, flag, kv_bytes = common.ceil_div, common.flag, common.kv_bytes
@@ -116,6 +117,39 @@ local function sched_of(c, p, d)
            ctas_per_sm = ctas_per_sm(c, p, d), splits = c.SPLITS, min_tiles = MIN_CTA_TILES }
 end
 
+-- decode.cuh's K_BIAS: int8 K read as 1152 + k (int8 cache, f16 mma operands)
+local function k_bias(p) return p.kv_dtype == "int8" and p.q_dtype == "f16" end
+
+-- The most tokens one warp accumulates into O within one piece: a piece of n
+-- consecutive positions lies within ceil(n / BLOCK_N) windows of BLOCK_N,
+-- each holding BLOCK_N / WARPS_N of a warp's (decode.cuh's WN a tile).
+local function warp_piece_tokens(c, p, d)
+  local n = sched.work_plan(p, d, sched_of(c, p, d)).piece_len
+  return ceil_div(n, c.BLOCK_N) * (c.BLOCK_N // c.WARPS_N)
+end
+
+-- VBIAS = 1 (V read as 1152 + v, the offset removed at the end of a piece;
+-- decode.cuh's V_BIAS): O then holds 1152 x sum_j a_j besides the value, and
+-- tensor cores whose fp32 accumulation truncates (aligned to the largest term,
+-- rounded toward zero: measured on V100, T4, A100) lose part of it at every
+-- add, so O's error grows with the tokens of one piece: a model (flat
+-- attention, int8 units) gives 5.8e-4 at 256 tokens a warp (under the f16
+-- rounding of P), 2e-3 at 1024, 2.8e-2 (6% of |O|) at 16384.
+local function vbias_check(c, p, d)
+  if c.VBIAS == 0 then return true end
+  if not k_bias(p) then
+    return false, "VBIAS = 1 needs an int8 cache with f16 queries (V read as 1152 + v in f16), got " ..
+                  p.kv_dtype .. " with " .. p.q_dtype .. " queries"
+  end
+  local n = warp_piece_tokens(c, p, d)
+  if n > VBIAS_MAX_TOKENS then
+    return false, "VBIAS = 1: a warp may accumulate up to " .. n .. " tokens in one piece, over " ..
+                  VBIAS_MAX_TOKENS .. ": truncating fp32 mma accumulation (V100, T4, A100) loses V's" ..
+                  " 1152 offset's low bits at every add, an O error of 2e-3 at 1024 tokens and 6% of |O| at 16384"
+  end
+  return true
+end
+
 local function valid(c, p, d)
   local ok, why = problem_check(p)
   if not ok then return false, why end
@@ -130,6 +164,8 @@ local function valid(c, p, d)
   if c.BULK == 1 and d.cc < 90 then
     return false, "BULK = 1 (cp.async.bulk with mbarrier transaction counts) needs sm_90, got compute capability " .. d.cc
   end
+  ok, why = vbias_check(c, p, d)
+  if not ok then return false, why end
   return common.fits_device(cta_threads(c), regs_estimate(c, p), shared_bytes(c, p), d)
 end
 
@@ -175,6 +211,9 @@ return {
     -- K/V loads: 0 cp.async from every warp; 1 (sm_90+) a producer warp's
     -- cp.async.bulk row copies into an mbarrier ring (decode.cuh, "Load pipeline")
     BULK = { 0, 1 },
+    -- int8 V read as 1152 + v (decode.cuh's V_BIAS): valid() allows it only
+    -- with the K bias and at most 256 tokens a warp in one piece
+    VBIAS = { 0, 1 },
   },
 
   valid = valid,
@@ -201,8 +240,9 @@ return {
   -- 256), 3 stages (4 for the half-size 8-bit tiles), automatic splits,
   -- cp.async loads also on sm_90 (BULK = 0: the bulk pipeline's producer warp
   -- costs more instructions than it saves, docs/PERFORMANCE.md step 7; the
-  -- tuner measures both); falls back through fewer m-tiles, smaller tiles and
-  -- stages.
+  -- tuner measures both), V read biased where valid() allows it (VBIAS = 1,
+  -- fewer instructions; short pieces only); falls back through fewer
+  -- m-tiles, smaller tiles and stages.
   default = function(p, d)
     -- The m-tiles of a CTA: the smallest power of two that covers the rows,
     -- halved while valid() refuses every layout of them (e.g. padding only).
@@ -218,15 +258,17 @@ return {
             if w >= 1 then
               local wn = math.max(1, 4 // w)
               while bn // wn < 16 do wn = wn // 2 end
-              local c = { BLOCK_N = bn, WARPS_M = w, M_TILES = mt, WARPS_N = wn, STAGES = s, SPLITS = 0,
-                          BULK = 0 }
-              if valid(c, p, d) then return c end
+              for _, vb in ipairs({ 1, 0 }) do
+                local c = { BLOCK_N = bn, WARPS_M = w, M_TILES = mt, WARPS_N = wn, STAGES = s, SPLITS = 0,
+                            BULK = 0, VBIAS = vb }
+                if valid(c, p, d) then return c end
+              end
             end
           end
           t = t // 2
         end
       end
     end
-    return { BLOCK_N = 32, WARPS_M = 1, M_TILES = 1, WARPS_N = 1, STAGES = 2, SPLITS = 0, BULK = 0 }
+    return { BLOCK_N = 32, WARPS_M = 1, M_TILES = 1, WARPS_N = 1, STAGES = 2, SPLITS = 0, BULK = 0, VBIAS = 0 }
   end,
 }

@@ -14,8 +14,10 @@
  * in the low half, as mma fragments want).
  *
  * 8-bit conversion is exact and works on four stored bytes b0..b3 of a 32-bit
- * register at once, giving the pairs (b0, b2) and (b1, b3): that is the pairing
- * decode.cuh needs (see the fragment notes there).  fp8 uses the native
+ * register at once, giving the pairs (b0, b2) and (b1, b3) (the pairing a V
+ * fragment needs: see the fragment notes in decode.cuh), or with ADJ = 1 the
+ * adjacent pairs (b0, b1) and (b2, b3) (a K fragment may take either, its Q
+ * permuted to match: q_chunk_to_mma; native fp8 then needs no byte move).  fp8 uses the native
  * cvt.rn.f16x2.e4m3x2 on sm_89+ (exact values); sm_80/86 move its bits into an
  * f16 (exponent bias 7 -> 15), which yields value * 2^-8 exactly, subnormals
  * included.  Callers fold FP8_F16_FOLD (256 on sm_80/86, 1 on sm_89+) into
@@ -61,26 +63,28 @@ FMQA_DEV u32 f16x2_to_bf16x2(u32 x) {
 constexpr u32 INT8_F16_BIAS = 0x64806480u;
 
 /* int8 bytes -> f16 pairs of 1152 + x, exact: 0x6400 | (x ^ 0x80) is the f16
- * 1024 + x + 128.  A caller that can fold the offset elsewhere (decode's S =
- * Q K^T: Q . 1152 per row) saves the subtraction. */
-FMQA_DEV void int8x4_to_f16_biased(u32 r, u32 &p02, u32 &p13) {
+ * 1024 + x + 128 (the byte 0x64 taken from INT8_F16_BIAS, a register a caller
+ * that also multiplies by 1152 keeps anyway).  A caller that can fold the offset elsewhere (decode's S =
+ * Q K^T: Q . 1152 per row; O: the A operands times 1152) saves the
+ * subtraction.  ADJ: pairs (b0, b1), (b2, b3). */
+template <int ADJ = 0> FMQA_DEV void int8x4_to_f16_biased(u32 r, u32 &p02, u32 &p13) {
     const u32 u = r ^ 0x80808080u;
-    p02 = prmt(u, 0x64646464u, 0x4240u);
-    p13 = prmt(u, 0x64646464u, 0x4341u);
+    p02 = prmt(u, INT8_F16_BIAS, ADJ ? 0x5150u : 0x5250u);
+    p13 = prmt(u, INT8_F16_BIAS, ADJ ? 0x5352u : 0x5351u);
 }
 
 /* int8 bytes -> f16 pairs, exact: the biased pairs minus 1152. */
-FMQA_DEV void int8x4_to_f16(u32 r, u32 &p02, u32 &p13) {
-    int8x4_to_f16_biased(r, p02, p13);
+template <int ADJ = 0> FMQA_DEV void int8x4_to_f16(u32 r, u32 &p02, u32 &p13) {
+    int8x4_to_f16_biased<ADJ>(r, p02, p13);
     p02 = sub_f16x2(p02, INT8_F16_BIAS);
     p13 = sub_f16x2(p13, INT8_F16_BIAS);
 }
 
 #if FMQA_FP8_NATIVE
 /* fp8 e4m3 bytes -> f16 pairs, exact: (b0, b2) and (b1, b3) gathered into the
- * two halves of one register, one cvt each. */
-FMQA_DEV void fp8x4_to_f16(u32 r, u32 &p02, u32 &p13) {
-    const u32 s = prmt(r, 0u, 0x3120u); /* bytes b0 b2 b1 b3 */
+ * two halves of one register, one cvt each; ADJ: the halves as they are. */
+template <int ADJ = 0> FMQA_DEV void fp8x4_to_f16(u32 r, u32 &p02, u32 &p13) {
+    const u32 s = ADJ ? r : prmt(r, 0u, 0x3120u); /* bytes b0 b2 b1 b3 */
     p02 = cvt_f16x2_e4m3x2<0>(s);
     p13 = cvt_f16x2_e4m3x2<1>(s);
 }
@@ -90,19 +94,20 @@ FMQA_DEV void fp8x4_to_f16(u32 r, u32 &p02, u32 &p13) {
 FMQA_DEV u32 fp8_pair_bits(u32 hi_bytes /* x << 8 in each half */) {
     return (hi_bytes & 0x80008000u) | ((hi_bytes >> 1) & 0x3f803f80u);
 }
-FMQA_DEV void fp8x4_to_f16(u32 r, u32 &p02, u32 &p13) {
-    p02 = fp8_pair_bits(prmt(r, 0u, 0x2404u));
-    p13 = fp8_pair_bits(prmt(r, 0u, 0x3414u));
+template <int ADJ = 0> FMQA_DEV void fp8x4_to_f16(u32 r, u32 &p02, u32 &p13) {
+    p02 = fp8_pair_bits(prmt(r, 0u, ADJ ? 0x1404u : 0x2404u));
+    p13 = fp8_pair_bits(prmt(r, 0u, ADJ ? 0x3424u : 0x3414u));
 }
 #endif
 
-/* Four stored bytes -> the pairs (b0, b2) and (b1, b3) as 16-bit floats of the
- * mma type.  FMT: 2 int8, 3 fp8 e4m3 (times 2^-8 / FP8_F16_FOLD). */
-template <int FMT, int BF16> FMQA_DEV void q8x4_to_pairs(u32 r, u32 &p02, u32 &p13) {
+/* Four stored bytes -> the pairs (b0, b2) and (b1, b3) (ADJ: (b0, b1) and
+ * (b2, b3)) as 16-bit floats of the mma type.  FMT: 2 int8, 3 fp8 e4m3 (times
+ * 2^-8 / FP8_F16_FOLD). */
+template <int FMT, int BF16, int ADJ = 0> FMQA_DEV void q8x4_to_pairs(u32 r, u32 &p02, u32 &p13) {
     if (FMT == 2)
-        int8x4_to_f16(r, p02, p13);
+        int8x4_to_f16<ADJ>(r, p02, p13);
     else
-        fp8x4_to_f16(r, p02, p13);
+        fp8x4_to_f16<ADJ>(r, p02, p13);
     if (BF16) {
         p02 = f16x2_to_bf16x2(p02);
         p13 = f16x2_to_bf16x2(p13);
@@ -135,10 +140,12 @@ FMQA_DEV unsigned char f32_to_e4m3(float x) {
 
 /* Two 16-byte loads of Q (16 elements, pairs low first) of type QB (1 bf16)
  * as the mma type MB, into the two 16-byte halves a shared-memory Q row chunk
- * holds.  K8: the chunk faces an 8-bit K read as byte pairs (q8x4_to_pairs),
- * so logical column l holds physical column 2l (l < 8) or 2(l - 8) + 1: the
- * even and the odd halves of the pairs, gathered with prmt (decode.cuh,
- * "Fragments"). */
+ * holds.  K8 = 1: the chunk faces an 8-bit K read as byte pairs (b0, b2),
+ * (b1, b3) (q8x4_to_pairs), so logical column l holds physical column 2l (l <
+ * 8) or 2(l - 8) + 1: the even and the odd halves of the pairs, gathered with
+ * prmt (decode.cuh, "Fragments").  K8 = 2: K read as adjacent pairs (ADJ), so
+ * logical pair j holds physical pair 2j (j < 4) or 2(j - 4) + 1: whole
+ * registers moved. */
 template <int QB, int MB, int K8>
 FMQA_DEV void q_chunk_to_mma(const u32 (&w)[2][4], uint4 &lo, uint4 &hi) {
     u32 x[8];
@@ -151,6 +158,9 @@ FMQA_DEV void q_chunk_to_mma(const u32 (&w)[2][4], uint4 &lo, uint4 &hi) {
     if (!K8) {
         lo.x = x[0], lo.y = x[1], lo.z = x[2], lo.w = x[3];
         hi.x = x[4], hi.y = x[5], hi.z = x[6], hi.w = x[7];
+    } else if (K8 == 2) {
+        lo.x = x[0], lo.y = x[2], lo.z = x[4], lo.w = x[6];
+        hi.x = x[1], hi.y = x[3], hi.z = x[5], hi.w = x[7];
     } else {
         lo.x = prmt(x[0], x[1], 0x5410u), lo.y = prmt(x[2], x[3], 0x5410u);
         lo.z = prmt(x[4], x[5], 0x5410u), lo.w = prmt(x[6], x[7], 0x5410u);
@@ -209,6 +219,12 @@ FMQA_DEV float quad_sum(float x) {
     x += shfl_xor(x, 1);
     return x + shfl_xor(x, 2);
 }
+
+/* x, as a value ptxas cannot recompute (a shuffle from the lane itself): it
+ * stays in a register.  For per-thread constants of a loop (addresses from
+ * the thread index) that ptxas, short of registers, would otherwise rebuild
+ * every iteration at a cost of several instructions; one SHFL at setup. */
+FMQA_DEV u32 kept(u32 x) { return __float_as_uint(shfl_xor(__uint_as_float(x), 0)); }
 
 /* ---------------------------------------------------------------- softmax transforms */
 

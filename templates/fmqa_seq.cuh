@@ -99,6 +99,18 @@ FMQA_DEV bool tile_needs_mask(const fmqa_decode_params &p, const seq_view &s, in
     return false;
 }
 
+/* How many tiles of a piece from v_begin need no mask, when those are a
+ * prefix of it: without a window pos_of(v) = v and tile_needs_mask grows
+ * with v0, so a loop compares its tile index with this count instead of
+ * asking per tile.  -1 with a window (the sink/window seam may need a mask in
+ * mid-piece): ask tile_needs_mask. */
+FMQA_DEV int clean_tiles(const seq_view &s, int v_begin, int v_end) {
+    if (WINDOW) return -1;
+    int lim = v_end;
+    if (CAUSAL || TREE) lim = min(lim, s.first_draft + (TREE ? 0 : 1));
+    return max(lim - v_begin, 0) / BLOCK_N;
+}
+
 #undef FMQA_DEV
 
 } /* namespace fmqa_dev */

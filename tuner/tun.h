@@ -418,6 +418,12 @@ typedef struct tun_sass_loop {
  * budget asks. */
 fmqa_status tun_sass_main_loop(const tun_sass *s, const char *fn, int copies_per_iter,
                                tun_sass_loop *out /* OUT */, fmqa_err *err);
+/* The same walk budgeted in 4-byte words of cp.async copies (of any size) per
+ * thread per iteration, for a tile that also holds copies smaller than 16
+ * bytes (decode's 8-bit scales): the path that issues a thread's share of all
+ * of the tile's bytes, not one that skips the small copies. */
+fmqa_status tun_sass_main_loop_words(const tun_sass *s, const char *fn, int words_per_iter,
+                                     tun_sass_loop *out /* OUT */, fmqa_err *err);
 /* The same walk budgeted in MMA instructions per warp per iteration, for a
  * kernel whose copies are TMA's (one thread issues them, so a thread's copies
  * say nothing): the steady path is the one that issues the tile's MMAs

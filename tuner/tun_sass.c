@@ -21,9 +21,10 @@
  * cp.async copies (cp.async.wait_group) is one round trip for them.
  *
  * Limits (stated with the figures): every warp is assumed to take the same
- * path (warps that skip a guarded, unbudgeted part such as 8-bit scale loads
- * count as the fewest-instruction path); CALLed subroutines count as one
- * instruction.
+ * path, so a part only some warps run counts only if the budget asks for it
+ * (decode's budget is in words of all its copies, 8-bit scales included, and
+ * decode.cuh gives every thread the same share of them); CALLed subroutines
+ * count as one instruction.
  */
 #define _POSIX_C_SOURCE 200809L /* popen, mkstemp, fdopen */
 
@@ -273,16 +274,19 @@ int tun_sass_has_function(const tun_sass *s, const char *name)
 
 /* ---------------------------------------------------------------- paths */
 
-/* What a path counts against the budget: 16-byte copies (main loop), 16-byte
- * global loads (combine), global load bytes (prologue), MMAs (the main loop
- * of a kernel whose copies are TMA's, issued by one thread) or bulk copies
- * (UBLKCP, whatever their size: a producer loop). */
-typedef enum unit_kind { U_COPY16, U_LDG16, U_LOAD16, U_LDG_BYTES, U_MMA, U_BULK } unit_kind;
+/* What a path counts against the budget: 16-byte copies (main loop), the
+ * bytes of all cp.async copies in 4-byte words (a main loop whose tile also
+ * holds smaller copies: decode's 8-bit scales), 16-byte global loads
+ * (combine), global load bytes (prologue), MMAs (the main loop of a kernel
+ * whose copies are TMA's, issued by one thread) or bulk copies (UBLKCP,
+ * whatever their size: a producer loop). */
+typedef enum unit_kind { U_COPY16, U_COPY_WORDS, U_LDG16, U_LOAD16, U_LDG_BYTES, U_MMA, U_BULK } unit_kind;
 
 static int units_of(const insn *in, unit_kind u)
 {
     switch (u) {
     case U_COPY16: return in->kind == K_COPY && in->width == 16;
+    case U_COPY_WORDS: return in->kind == K_COPY && strncmp(in->op, "UBLKCP", 6) ? in->width / 4 : 0;
     case U_LDG16: return in->kind == K_LDG && in->width == 16;
     case U_LOAD16: return (in->kind == K_LDG || in->kind == K_COPY) && in->width == 16;
     case U_LDG_BYTES: return in->kind == K_LDG ? in->width : 0;
@@ -800,6 +804,12 @@ fmqa_status tun_sass_main_loop(const tun_sass *s, const char *fn, int copies_per
                                tun_sass_loop *out, fmqa_err *err)
 {
     return loop_figures(s, fn, copies_per_iter, U_COPY16, out, err);
+}
+
+fmqa_status tun_sass_main_loop_words(const tun_sass *s, const char *fn, int words_per_iter,
+                                     tun_sass_loop *out, fmqa_err *err)
+{
+    return loop_figures(s, fn, words_per_iter, U_COPY_WORDS, out, err);
 }
 
 fmqa_status tun_sass_main_loop_mma(const tun_sass *s, const char *fn, int mma_per_iter,

@@ -33,7 +33,11 @@ local function chunk_tiles(tiles)
 end
 
 -- The schedule for the longest sequences: CTAs, segments, the most units and
--- pieces of one segment, workspace slots (0: no segment splits).
+-- pieces of one segment, workspace slots (0: no segment splits), and
+-- piece_len, the most positions one piece can hold at any lengths up to
+-- these (a CTA's range of units [c U / P, (c + 1) U / P) within one
+-- sequence, or in batch-invariant mode one chunk; shorter sequences have
+-- fewer units and chunks no longer).
 function M.work_plan(p, d, s)
   local len = math.max(common.eff_len(p), 1)
   local tiles = ceil_div(len, s.block_n)
@@ -44,6 +48,8 @@ function M.work_plan(p, d, s)
                math.min(d.sm_count * s.ctas_per_sm, ceil_div(segs * tiles, s.min_tiles))
   ctas = math.min(ctas, segs * units)
   local w = { ctas = ctas, segs = segs, units = units }
+  w.piece_len = math.min(len, p.batch_invariant and chunk_tiles(tiles) * s.block_n
+                              or ceil_div(segs * units, ctas) * s.unit)
   if p.batch_invariant then
     -- a shorter sequence may have more chunks (smaller ones), never more than this
     w.pieces = math.min(INV_MAX_CHUNKS, ceil_div(tiles, INV_MIN_TILES))

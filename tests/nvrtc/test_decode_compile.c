@@ -76,16 +76,16 @@ Test(decode_compile, heavy_configs, .timeout = 600)
     } cases[] = {
         {"op=decode,batch=3,heads=256,kv_heads=2,d=256,dv=256,tq=16,kv_len=4096,q=bf16,"
          "kv=fp8_e4m3,out=bf16,flags=tree|lse",
-         "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=2,STAGES=2,WARPS_M=2,WARPS_N=2"},
+         "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=2,STAGES=2,VBIAS=0,WARPS_M=2,WARPS_N=2"},
         {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=16,kv_len=4096,kv=int8,"
          "page=16,flags=causal|paged|tree",
-         "BLOCK_N=128,BULK=0,M_TILES=1,SPLITS=4,STAGES=4,WARPS_M=2,WARPS_N=1"},
+         "BLOCK_N=128,BULK=0,M_TILES=1,SPLITS=4,STAGES=4,VBIAS=0,WARPS_M=2,WARPS_N=1"},
         {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=16,kv_len=4096,q=bf16,"
          "kv=fp8_e4m3,out=bf16,page=16,flags=tree|paged|lse",
-         "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=2,STAGES=4,WARPS_M=1,WARPS_N=4"},
+         "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=2,STAGES=4,VBIAS=0,WARPS_M=1,WARPS_N=4"},
         {"op=decode,batch=3,heads=64,kv_heads=2,d=128,dv=128,tq=1,kv_len=4096,kv=int8,"
          "window=100,sinks=4,softcap=30,flags=causal|ring|lse",
-         "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=2,STAGES=4,WARPS_M=1,WARPS_N=4"},
+         "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=2,STAGES=4,VBIAS=0,WARPS_M=1,WARPS_N=4"},
     };
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
@@ -228,7 +228,7 @@ Test(decode_compile, schedule_by_hand)
     /* An explicit SPLITS=4: 4 CTAs whatever the device; 2 x 2 segments, 4 + 4
      * - 1 slots. */
     fmqa_problem p = fmqa_test_problem("op=decode,batch=2,heads=8,kv_heads=2,d=64,tq=1,kv_len=1000,flags=causal");
-    gen_config c = fmqa_test_config("BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=4,STAGES=2,WARPS_M=1,WARPS_N=2");
+    gen_config c = fmqa_test_config("BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=4,STAGES=2,VBIAS=0,WARPS_M=1,WARPS_N=2");
     gen_plan plan = plan_of(t, &c, &p, &dev);
     cr_expect_eq(plan.splits, 7);
     cr_expect_eq(plan.kernels[0].grid[0], 4);
@@ -340,7 +340,7 @@ Test(decode_compile, illegal_problems_and_configs_say_why)
 {
     gen_lib *lib = fmqa_test_open_templates();
     const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
-    const char *ok_cfg = "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2";
+    const char *ok_cfg = "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,VBIAS=0,WARPS_M=1,WARPS_N=2";
     fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=80,tq=1,flags=causal", ok_cfg,
                             "head_dim_qk must be 64, 96, 128 or 256, got 80");
     fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=128,dv=64,tq=1", ok_cfg,
@@ -355,35 +355,77 @@ Test(decode_compile, illegal_problems_and_configs_say_why)
                             "page_size must be a power of two >= 16 when paged, got 24");
     /* 8 rows fill one 16-row warp: a second would be padding only */
     fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1",
-                            "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=2,WARPS_N=1",
+                            "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,VBIAS=0,WARPS_M=2,WARPS_N=1",
                             "padding rows only");
     /* 16 rows fill one m-tile: a warp's second would be padding only */
     fmqa_test_expect_reason(t, "op=decode,heads=16,kv_heads=1,d=64,tq=1",
-                            "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4",
+                            "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=1,STAGES=2,VBIAS=0,WARPS_M=1,WARPS_N=4",
                             "padding rows only");
     fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=64,tq=1",
-                            "BLOCK_N=32,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=4",
+                            "BLOCK_N=32,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,VBIAS=0,WARPS_M=1,WARPS_N=4",
                             "not a multiple of 16");
     /* 16*(512+16) + 4 * 2*128*(512+16) = 549120 bytes */
     fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
-                            "BLOCK_N=128,BULK=0,M_TILES=1,SPLITS=1,STAGES=4,WARPS_M=1,WARPS_N=8",
+                            "BLOCK_N=128,BULK=0,M_TILES=1,SPLITS=1,STAGES=4,VBIAS=0,WARPS_M=1,WARPS_N=8",
                             "549120 bytes of shared memory exceed");
     /* d/2 + 64/2 + 100 = 260 registers (ptxas spills there) */
     fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=256,tq=1",
-                            "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=1",
+                            "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,VBIAS=0,WARPS_M=1,WARPS_N=1",
                             "about 260 registers");
     /* int8, two m-tiles of 32 tokens a warp: 2 x (128/2 + 32/2 + 4) + 100 = 268 */
     fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=128,tq=1,kv=int8",
-                            "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2",
+                            "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=1,STAGES=2,VBIAS=0,WARPS_M=1,WARPS_N=2",
                             "about 268 registers");
     /* two m-tiles: 2 x (128/2 + 32/2) + 100 = 260 */
     fmqa_test_expect_reason(t, "op=decode,heads=32,kv_heads=1,d=128,tq=1",
-                            "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=1,STAGES=2,WARPS_M=1,WARPS_N=2",
+                            "BLOCK_N=64,BULK=0,M_TILES=2,SPLITS=1,STAGES=2,VBIAS=0,WARPS_M=1,WARPS_N=2",
                             "about 260 registers");
     /* 512 threads at 64/2 + 8 + 100 = 140 registers need 71680 > 65536 */
     fmqa_test_expect_reason(t, "op=decode,heads=64,kv_heads=1,d=64,tq=1",
-                            "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,WARPS_M=4,WARPS_N=4",
+                            "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,VBIAS=0,WARPS_M=4,WARPS_N=4",
                             "140 registers x 512 threads");
+    gen_lib_close(lib);
+}
+
+/* VBIAS = 1 (int8 V read as 1152 + v) only where a warp accumulates at most
+ * 256 tokens in one piece (decode.lua, vbias_check): one CTA, one warp of
+ * 64-token tiles takes a whole sequence, so kv_len 256 is the last length
+ * allowed; a serving shape (GQA 8 KV heads, batch 64, 32K context) gets
+ * VBIAS = 0 by default, a short one VBIAS = 1; bf16 queries never. */
+Test(decode_compile, vbias_bound)
+{
+    gen_lib *lib = fmqa_test_open_templates();
+    const gen_template *t = fmqa_test_template(lib, "decode", FMQA_OP_DECODE);
+    const char *one_warp = "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=1,STAGES=2,VBIAS=1,WARPS_M=1,WARPS_N=1";
+    const fmqa_device_info dev = fmqa_test_device("sm_90");
+    fmqa_problem p = fmqa_test_problem("op=decode,heads=8,kv_heads=1,d=64,tq=1,kv_len=256,kv=int8");
+    gen_config c = fmqa_test_config(one_warp);
+    fmqa_err err;
+    cr_expect_eq(gen_check(t, &c, &p, &dev, &err), FMQA_OK, "%s", err.msg);
+    fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1,kv_len=257,kv=int8", one_warp,
+                            "up to 320 tokens in one piece, over 256");
+    fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1,kv_len=256,q=bf16,out=bf16,kv=int8",
+                            one_warp, "VBIAS = 1 needs an int8 cache with f16 queries");
+    fmqa_test_expect_reason(t, "op=decode,heads=8,kv_heads=1,d=64,tq=1,kv_len=256,kv=fp8_e4m3", one_warp,
+                            "VBIAS = 1 needs an int8 cache with f16 queries");
+    static const struct {
+        const char *spec;
+        int64_t vbias;
+    } defaults[] = {
+        {"op=decode,batch=64,heads=64,kv_heads=8,d=128,tq=1,kv_len=32768,kv=int8,flags=causal", 0},
+        {"op=decode,batch=1,heads=32,kv_heads=1,d=128,tq=1,kv_len=1024,kv=int8,flags=causal", 1},
+        {"op=decode,batch=1,heads=32,kv_heads=1,d=128,tq=1,kv_len=1024,flags=causal", 0},
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+        p = fmqa_test_problem(defaults[i].spec);
+        cr_assert_eq(gen_default(t, &p, &dev, &c, &err), FMQA_OK, "%s: %s", defaults[i].spec, err.msg);
+        int64_t v = -1;
+        cr_expect(gen_config_get(&c, "VBIAS", &v) && v == defaults[i].vbias, "%s: VBIAS = %lld", defaults[i].spec,
+                  (long long)v);
+    }
+    fmqa_test_expect_reason(t, defaults[0].spec,
+                            "BLOCK_N=64,BULK=0,M_TILES=1,SPLITS=0,STAGES=4,VBIAS=1,WARPS_M=1,WARPS_N=4",
+                            "truncating fp32 mma accumulation");
     gen_lib_close(lib);
 }
 

@@ -49,6 +49,9 @@ typedef struct ecase {
     unsigned combine_slices;
 } ecase;
 
+/* Reshapes a case's drawn inputs before the run (the reference sees the same). */
+typedef void (*steer_fn)(const fmqa_problem *p, fmqa_emu_inputs *in);
+
 /* Sequence 0 of `from` (same problem but the batch) copied into sequence b of
  * `to`: its length, cache rows (contiguous caches: the same per-sequence
  * layout) and queries. */
@@ -72,10 +75,10 @@ static void transplant(const fmqa_problem *p, const fmqa_emu_inputs *from, fmqa_
 }
 
 /* One case: plan, emulated run and comparison with the reference (sinks:
- * learned sink logits or none).  With
+ * learned sink logits or none; steer: NULL or how the inputs are reshaped).  With
  * `donor`, sequence 0 of that earlier run's inputs replaces sequence
  * donor_b of this one's.  The inputs stay in *in for the caller. */
-static void run_case_into(const ecase *ec, int sinks, const fmqa_emu_inputs *donor, int donor_b,
+static void run_case_into(const ecase *ec, int sinks, steer_fn steer, const fmqa_emu_inputs *donor, int donor_b,
                           fmqa_emu_inputs *in_out)
 {
     fmqa_err err;
@@ -89,6 +92,8 @@ static void run_case_into(const ecase *ec, int sinks, const fmqa_emu_inputs *don
     fmqa_emu_inputs_make(&p, ec->lens, sinks, &r, in);
     if (donor)
         transplant(&p, donor, in, donor_b);
+    if (steer)
+        steer(&p, in);
     char cfg[GEN_CONFIG_TEXT_CAP];
     const char *arch = ec->arch ? ec->arch : "sm_90";
     const int splits = fmqa_emu_decode(&p, ec->config, arch, ec->combine_slices, in, cfg);
@@ -119,7 +124,7 @@ static void run_case_into(const ecase *ec, int sinks, const fmqa_emu_inputs *don
 
 static void run_case(const ecase *ec, int sinks)
 {
-    run_case_into(ec, sinks, NULL, 0, NULL);
+    run_case_into(ec, sinks, NULL, NULL, 0, NULL);
 }
 
 static void run_all_sinks(const ecase *cases, size_t n, int sinks)
@@ -146,7 +151,9 @@ Test(decode_emu, dense_16bit, .timeout = 900)
 Test(decode_emu, eight_bit, .timeout = 900)
 {
     static const ecase cases[] = {
-        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2", {180, 5, 0}, NULL, 0},
+        /* int8 with f16 queries: V read biased (VBIAS = 1, the default of short pieces) and not */
+        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2,VBIAS=1", {180, 5, 0}, NULL, 0},
+        {BASE "heads=16,d=64,kv_len=180,kv=int8,flags=causal|lse", "SPLITS=2,VBIAS=0", {180, 5, 0}, NULL, 0},
         {BASE "heads=16,d=128,kv_len=180,kv=fp8_e4m3,flags=causal", "", {0}, NULL, 0},
         {BASE "heads=8,d=96,kv_len=130,q=bf16,out=bf16,kv=int8,flags=causal", "", {0}, NULL, 0},
         {BASE "heads=8,d=64,kv_len=130,q=bf16,out=bf16,kv=fp8_e4m3,flags=causal|lse", "SPLITS=2", {0}, NULL, 0},
@@ -279,6 +286,56 @@ Test(decode_emu, scale_granularity, .timeout = 900)
     run_all(cases, sizeof cases / sizeof cases[0]);
 }
 
+/* Scales of a contiguous per-token 8-bit cache (TOKEN_HEAD) reshaped for the
+ * int8 V offset's correction (decode.cuh, V_BIAS): K scales grow along each
+ * sequence, from 1x to 6x, so a row's running maximum moves in most tiles and
+ * the correction is rescaled with O many times; V scales jump between
+ * neighbouring tokens (x1000 every third token, x0.001 every fifth), so a
+ * correction built from other operands than P V's, or one rescaled with the
+ * wrong factor, is far off. */
+static void steer_scales(const fmqa_problem *p, fmqa_emu_inputs *in)
+{
+    const fmqa_decode_args *a = &in->a;
+    float *ks = (float *)(uintptr_t)a->k_scale, *vs = (float *)(uintptr_t)a->v_scale;
+    cr_assert(!(p->flags & FMQA_FLAG_PAGED) && p->kv_scale_granularity == FMQA_KV_SCALE_TOKEN_HEAD);
+    for (int b = 0; b < p->batch; b++)
+        for (int j = 0; j < in->lens[b]; j++)
+            for (int hk = 0; hk < p->num_kv_heads; hk++) {
+                ks[b * a->k_scale_stride_batch + j * a->k_scale_stride_token + hk * a->k_scale_stride_head] *=
+                    1.0f + 5.0f * (float)j / (float)in->lens[b];
+                vs[b * a->v_scale_stride_batch + j * a->v_scale_stride_token + hk * a->v_scale_stride_head] *=
+                    j % 3 == 0 ? 1000.0f : j % 5 == 0 ? 0.001f : 1.0f;
+            }
+}
+
+/* The int8 V offset (f16 queries, VBIAS = 1: V read as 1152 + v, O corrected
+ * by an mma of the same A operands, decode.cuh V_BIAS) under steer_scales: the MQA
+ * default (two m-tiles a warp) with splits, 1 to 4 query tokens, a 16-row
+ * warp layout, d = 64, bf16 queries (no offset: the exact conversion), fp8
+ * beside it, and tiles ending at every offset from the first draft. */
+Test(decode_emu, biased_v_correction, .timeout = 900)
+{
+    static const ecase cases[] = {
+        {"op=decode,batch=2,kv_heads=1,heads=32,d=128,kv_len=520,kv=int8,flags=causal|lse", "SPLITS=4,VBIAS=1",
+         {520, 203}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=1,heads=8,d=128,tq=4,kv_len=300,kv=int8,flags=causal|lse", "SPLITS=2,VBIAS=1",
+         {300, 131}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=2,heads=6,d=64,tq=2,kv_len=400,kv=int8,flags=causal",
+         "WARPS_M=1,M_TILES=1,WARPS_N=4,BLOCK_N=64,SPLITS=1,VBIAS=1", {400, 77}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=1,heads=8,d=128,tq=3,kv_len=300,q=bf16,out=bf16,kv=int8,flags=causal|lse",
+         "SPLITS=2", {300, 90}, NULL, 0},
+        {"op=decode,batch=2,kv_heads=1,heads=32,d=128,kv_len=300,kv=fp8_e4m3,flags=causal|lse", "",
+         {300, 150}, NULL, 0},
+        /* 16 consecutive lengths (149 .. 164): full 32-token tiles ending at
+         * the first draft, one past it (first draft 158) and around
+         * (clean_tiles: no window, so the unmasked tiles are counted) */
+        {"op=decode,batch=16,kv_heads=1,heads=4,d=64,tq=3,kv_len=164,kv=int8,flags=causal|lse",
+         "BLOCK_N=32,WARPS_N=1,SPLITS=1,VBIAS=1", {-16}, NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_case_into(&cases[i], 0, steer_scales, NULL, 0, NULL);
+}
+
 /* The combine at many splits: decode.lua's slicing (B = 1: 8 rows x 16 slices
  * of one float4 column, 128 split groups), and one slice of 32 columns, where
  * each of 4 split groups walks 64 splits in 2 batches of 8 (the running
@@ -387,16 +444,16 @@ Test(decode_sched, batch_invariant, .timeout = 900)
     fmqa_err err;
     cr_assert_eq(gen_problem_parse(solo.spec, &p, &err), FMQA_OK, "%s", err.msg);
     static fmqa_emu_inputs base, run;
-    run_case_into(&solo, 0, NULL, 0, &base);
+    run_case_into(&solo, 0, NULL, NULL, 0, &base);
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-        run_case_into(&runs[i], 0, &base, at[i], &run);
+        run_case_into(&runs[i], 0, NULL, &base, at[i], &run);
         cr_expect(same_bits(&p, &base, 0, &run, at[i]), "%s (%s): sequence %d differs from its run alone",
                   runs[i].spec, runs[i].arch ? runs[i].arch : "sm_90", at[i]);
     }
     static const ecase free_solo = {INV_SPEC(1, ""), "", {3000}, NULL, 0};
     static const ecase free_batch = {INV_SPEC(64, ""), "", {0}, "sm_90@7", 0};
-    run_case_into(&free_solo, 0, NULL, 0, &base);
-    run_case_into(&free_batch, 0, &base, 37, &run);
+    run_case_into(&free_solo, 0, NULL, NULL, 0, &base);
+    run_case_into(&free_batch, 0, NULL, &base, 37, &run);
     cr_expect(!same_bits(&p, &base, 0, &run, 37), "the free schedule gave the same bits: the test shows nothing");
 #undef INV_SPEC
 }

@@ -20,7 +20,7 @@
 
 /* A persistent grid of 4 CTAs: as many as the default gives batch 2 at kv_len
  * 256 (two tiles a CTA), a handful at kv_len 131072. */
-#define TUNED "BLOCK_N=32,BULK=0,M_TILES=1,SPLITS=4,STAGES=2,WARPS_M=2,WARPS_N=1"
+#define TUNED "BLOCK_N=32,BULK=0,M_TILES=1,SPLITS=4,STAGES=2,VBIAS=0,WARPS_M=2,WARPS_N=1"
 
 static gen_lib *lib;
 static const gen_template *tpl;

@@ -7,7 +7,8 @@
  * instructions per copy, the side of a guard that computes the tile (not the
  * cheaper one that skips it), dependent round trips before the first copy and
  * through a loop of guarded loads that all write the same registers, a
- * producer warp's loop of bulk copies, and the Hopper shape of prefill_sm90
+ * producer warp's loop of bulk copies, a budget in words that takes 4-byte
+ * copies behind a guard, and the Hopper shape of prefill_sm90
  * (an out-of-line mbarrier retry is no loop; a path budgeted by wgmma keeps a
  * pass's "next tile" flag one way).
  */
@@ -200,6 +201,40 @@ Test(sass, the_path_that_computes_the_tile)
     cr_expect_float_eq(l.mma, 4, 1e-9, "the guard's skip side was taken: %g MMAs", l.mma);
     cr_expect_float_eq(l.fp, 2, 1e-9);
     cr_expect_float_eq(l.insts, 12, 1e-9, "insts %g", l.insts);
+    tun_sass_free(s);
+}
+
+/* A tile loop whose 4-byte copies (decode's 8-bit scales) sit behind a guard
+ * that only some threads pass: a budget of 16-byte copies cannot tell the
+ * two sides apart and takes the cheaper one, a budget of the tile's words
+ * (two 16-byte copies and one 4-byte copy a thread: 9) takes the copies. */
+static const char scale_copies[] =
+    "\t\tFunction : scales\n"
+    I("0000", "LDGSTS.E.BYPASS.128 [R5], desc[UR8][R12.64]")
+    I("0010", "LDGSTS.E.BYPASS.128 [R5+0x10], desc[UR8][R14.64]")
+    I("0020", "@P1 BRA 0x60")
+    I("0030", "IMAD.WIDE R16, R3, 0x4, R16")
+    I("0040", "IADD3 R7, R7, 0x4, RZ")
+    I("0050", "LDGSTS.E [R7], desc[UR8][R16.64]")
+    I("0060", "BAR.SYNC.DEFER_BLOCKING 0x0")
+    I("0070", "HMMA.16816.F32 R20, R24, R28, R20")
+    I("0080", "IADD3 R9, R9, 0x1, RZ")
+    I("0090", "ISETP.GE.AND P6, PT, R9, R6, PT")
+    I("00a0", "@!P6 BRA 0x0")
+    I("00b0", "EXIT");
+
+Test(sass, a_words_budget_takes_the_small_copies)
+{
+    tun_sass *s = parse(scale_copies);
+    tun_sass_loop l;
+    fmqa_err err;
+    cr_assert_eq(tun_sass_main_loop(s, "scales", 2, &l, &err), FMQA_OK, "%s", err.msg);
+    cr_expect_float_eq(l.insts, 8, 1e-9, "16-byte budget: the guard's skip side (%g)", l.insts);
+    cr_assert_eq(tun_sass_main_loop_words(s, "scales", 9, &l, &err), FMQA_OK, "%s", err.msg);
+    cr_expect(l.exact);
+    cr_expect_float_eq(l.copies, 3, 1e-9, "copies %g", l.copies);
+    cr_expect_float_eq(l.copy_bytes, 36, 1e-9, "copy bytes %g", l.copy_bytes);
+    cr_expect_float_eq(l.insts, 11, 1e-9, "insts %g", l.insts);
     tun_sass_free(s);
 }
 
