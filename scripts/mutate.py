@@ -331,7 +331,7 @@ MUTANTS = [
     ("prefill-end-causal", "prefill.cuh", "the last row's own position is never loaded",
      "t.end = CAUSAL ? t.p_hi + 1 : s.kv_len;", "t.end = CAUSAL ? t.p_hi : s.kv_len;"),
     ("prefill-p-hi", "prefill.cuh", "the CTA's last token taken one too early",
-     "min((r0 + BLOCK_M - 1) / GROUP, s.tq - 1)", "min((r0 + BLOCK_M - 1) / GROUP, s.tq - 2)"),
+     "min((r1 - 1) / GROUP, s.tq - 1)", "min((r1 - 1) / GROUP, s.tq - 2)"),
     ("prefill-sink-tiles", "prefill.cuh", "sink tiles rounded down",
      "t.n_sink = (s0 + BLOCK_N - 1) / BLOCK_N;", "t.n_sink = s0 / BLOCK_N;"),
     ("prefill-window-lo", "prefill.cuh", "window start one position late",
@@ -460,7 +460,7 @@ MUTANTS = [
      "hi = min(j + p.pool, n - 1);", "hi = min(j + p.pool - 1, n - 1);"),
     # --- engines' page tables (fmqa_pages.cuh: decode and MLA decode; append)
     ("csr-last-page-full", "fmqa_pages.cuh", "CSR length takes the last page as full",
-     "(n - 1) * PS + __ldg(p.last_page_len + b)", "n * PS"),
+     "(n - 1) * PS + min(max(__ldg(p.last_page_len + b), 1), PS)", "n * PS"),
     ("csr-indptr-next", "fmqa_pages.cuh", "CSR pages read from the next sequence's start",
      "__ldg(p.page_indices + __ldg(p.page_indptr + b) + (unsigned)slot / PS)",
      "__ldg(p.page_indices + __ldg(p.page_indptr + b + 1) + (unsigned)slot / PS)"),
