@@ -161,4 +161,26 @@ typedef struct fmqa_test_csr {
 fmqa_test_csr fmqa_test_csr_of(int64_t batch, int64_t ps, const int32_t *lens,
                                const int32_t *table, int64_t per_seq);
 
+/* Points compress arguments ca (fmqa_compress_args) at the cache that the
+ * decode or prefill arguments a (fmqa_decode_args or fmqa_prefill_args: the
+ * same field names) read: K, V, their 8-bit scales, strides, page table and
+ * lengths.  A macro because the two argument structs are different types. */
+#define FMQA_TEST_COMPRESS_CACHE_OF(ca, a)                                                      \
+    do {                                                                                        \
+        (ca).k = (void *)(a)->k, (ca).v = (void *)(a)->v;                                       \
+        (ca).k_stride_batch = (a)->k_stride_batch, (ca).k_stride_token = (a)->k_stride_token;   \
+        (ca).k_stride_head = (a)->k_stride_head;                                                \
+        (ca).v_stride_batch = (a)->v_stride_batch, (ca).v_stride_token = (a)->v_stride_token;   \
+        (ca).v_stride_head = (a)->v_stride_head;                                                \
+        (ca).k_scale = (float *)(a)->k_scale, (ca).v_scale = (float *)(a)->v_scale;             \
+        (ca).k_scale_stride_batch = (a)->k_scale_stride_batch;                                  \
+        (ca).k_scale_stride_token = (a)->k_scale_stride_token;                                  \
+        (ca).k_scale_stride_head = (a)->k_scale_stride_head;                                    \
+        (ca).v_scale_stride_batch = (a)->v_scale_stride_batch;                                  \
+        (ca).v_scale_stride_token = (a)->v_scale_stride_token;                                  \
+        (ca).v_scale_stride_head = (a)->v_scale_stride_head;                                    \
+        (ca).page_table = (a)->page_table, (ca).page_table_stride = (a)->page_table_stride;     \
+        (ca).kv_lens = (a)->kv_lens;                                                            \
+    } while (0)
+
 #endif

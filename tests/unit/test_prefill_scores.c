@@ -43,15 +43,6 @@
 
 /* ---------------------------------------------------------------- arguments */
 
-static fmqa_ctx_t *make_ctx(void)
-{
-    fmqa_options o = FMQA_OPTIONS_INIT;
-    o.db_path = ""; /* no database: tests must not touch ~/.cache */
-    fmqa_ctx_t *ctx = NULL;
-    cr_assert_eq(fmqa_ctx_create(&o, &ctx), FMQA_OK, "%s", fmqa_ctx_errmsg(ctx));
-    return ctx;
-}
-
 /* 2 sequences of up to 512 new tokens, 32 heads over 8 KV heads, d = 128,
  * with scores into a buffer [2, 8, 512 + 4]. */
 static fmqa_problem scores_problem(void)
@@ -106,7 +97,7 @@ Test(prefill_scores_args, bad_arguments_are_named_before_any_gpu_work)
     cases[3].a.scores_stride_head = 511;
     cases[4].a.scores = (float *)((char *)cases[4].a.scores + 2);
     cases[6].a.scores = NULL;
-    fmqa_ctx_t *ctx = make_ctx();
+    fmqa_ctx_t *ctx = fmqa_test_ctx();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fmqa_problem p = scores_problem();
         p.flags &= ~cases[i].drop;
@@ -389,18 +380,7 @@ static void snapkv_case(const char *spec, const int32_t *tq, int32_t window,
     cp.flags &= FMQA_FLAG_PAGED;
     fmqa_compress_args ca;
     memset(&ca, 0, sizeof ca);
-    ca.k = (void *)a->k, ca.v = (void *)a->v;
-    ca.k_stride_batch = a->k_stride_batch, ca.k_stride_token = a->k_stride_token;
-    ca.k_stride_head = a->k_stride_head;
-    ca.v_stride_batch = a->v_stride_batch, ca.v_stride_token = a->v_stride_token;
-    ca.v_stride_head = a->v_stride_head;
-    ca.k_scale = (float *)a->k_scale, ca.v_scale = (float *)a->v_scale;
-    ca.k_scale_stride_batch = a->k_scale_stride_batch, ca.k_scale_stride_token = a->k_scale_stride_token;
-    ca.k_scale_stride_head = a->k_scale_stride_head;
-    ca.v_scale_stride_batch = a->v_scale_stride_batch, ca.v_scale_stride_token = a->v_scale_stride_token;
-    ca.v_scale_stride_head = a->v_scale_stride_head;
-    ca.page_table = a->page_table, ca.page_table_stride = a->page_table_stride;
-    ca.kv_lens = a->kv_lens;
+    FMQA_TEST_COMPRESS_CACHE_OF(ca, a);
     ca.new_lens = fmqa_emu_poisoned(B * 4, 4);
     ca.policy = pol;
     ca.scores = sc, ca.scores_stride_head = row, ca.scores_stride_batch = Hk * row;
