@@ -34,7 +34,7 @@ trap 'rm -rf "$out"' EXIT
 # NAME PROBLEM CONFIG: problems in fastmqa-gen's SPEC syntax (batch 1, kv_len
 # 4096 unless said), configs complete (decode.lua's space).
 p="op=decode,batch=1,kv_len=4096"
-c="M_TILES=1,BULK=0,SPLITS=0"
+c="M_TILES=1,BULK=0,SPLITS=0,VBIAS=0"
 table="mqa_f16_d128_g32      $p,heads=32,kv_heads=1,d=128                                BLOCK_N=64,WARPS_M=2,WARPS_N=2,STAGES=3,$c
 gqa_f16_d128_g4       $p,heads=32,kv_heads=8,d=128                                BLOCK_N=64,WARPS_M=1,WARPS_N=4,STAGES=3,$c
 mha_bf16_d64_g1       $p,heads=8,kv_heads=8,d=64,q=bf16,kv=bf16,out=bf16          BLOCK_N=64,WARPS_M=1,WARPS_N=4,STAGES=3,$c

@@ -87,8 +87,11 @@ Test(level_tune, the_faster_tuned_format_wins)
     cr_expect(changed);
     cr_expect_eq(pick(FMQA_DTYPE_FP8_E4M3, 8, &changed), FMQA_DTYPE_FP8_E4M3);
     cr_expect(!changed);
-    /* A nearby batch uses the nearest tuned bucket, as the dispatcher would. */
-    cr_expect_eq(pick(FMQA_DTYPE_INT8, 16, &changed), FMQA_DTYPE_FP8_E4M3);
+    /* A nearby batch uses the nearest tuned bucket, as the dispatcher would.
+     * A smaller one: the int8 entry's VBIAS = 1 is legal only while a warp's
+     * piece stays short (decode.lua), which a larger batch may break, and then
+     * the dispatcher, and this choice, rightly ignore the entry. */
+    cr_expect_eq(pick(FMQA_DTYPE_INT8, 4, &changed), FMQA_DTYPE_FP8_E4M3);
 }
 
 Test(level_tune, int8_stays_when_it_is_faster)
