@@ -151,12 +151,8 @@ void fmqa_emu_inputs_make(const fmqa_problem *p, const int32_t *lens, int sinks,
         a->k_scale = ks, a->v_scale = vs;
 
     const int64_t nq = B * Tq * H * D;
-    double *qd = malloc(nq * sizeof *qd);
     uint16_t *q = fmqa_emu_poisoned(nq * 2, 16);
-    fmqa_err err;
-    ref_rng_fill(r, qd, nq, 1.0, p->q_dtype);
-    cr_assert_eq(ref_from_double(p->q_dtype, qd, nq, q, &err), FMQA_OK, "%s", err.msg);
-    free(qd);
+    fmqa_test_fill_random(r, p->q_dtype, q, nq);
     a->q = q;
     a->q_stride_head = D, a->q_stride_token = H * D, a->q_stride_batch = Tq * H * D;
     a->o = fmqa_emu_poisoned(nq * 2, 16);

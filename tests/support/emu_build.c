@@ -110,6 +110,16 @@ void *fmqa_test_guarded(size_t bytes, size_t align, uint8_t fill)
     return p;
 }
 
+void fmqa_test_fill_random(ref_rng *r, fmqa_dtype t, void *dst, int64_t n)
+{
+    fmqa_err err;
+    double *x = malloc(n * sizeof *x);
+    cr_assert_not_null(x);
+    ref_rng_fill(r, x, n, 1.0, t);
+    cr_assert_eq(ref_from_double(t, x, n, dst, &err), FMQA_OK, "%s", err.msg);
+    free(x);
+}
+
 void fmqa_test_shuffle_pages(int32_t *table, int64_t n, ref_rng *r)
 {
     for (int64_t i = 0; i < n; i++)

@@ -92,11 +92,8 @@ static void make_inputs(const fmqa_problem *p, const int32_t *given, int sinks, 
     }
 
     const int64_t qh = DK + 8, nq = B * Tq * H * qh, no = B * Tq * H * DC;
-    double *qd = malloc(nq * sizeof *qd);
     uint16_t *q = poisoned(nq * 2, 16);
-    ref_rng_fill(r, qd, nq, 1.0, p->q_dtype);
-    cr_assert_eq(ref_from_double(p->q_dtype, qd, nq, q, &err), FMQA_OK, "%s", err.msg);
-    free(qd);
+    fmqa_test_fill_random(r, p->q_dtype, q, nq);
     a->q = q;
     a->q_stride_head = qh, a->q_stride_token = H * qh, a->q_stride_batch = Tq * H * qh;
     a->o = poisoned(no * 2, 16);

@@ -126,13 +126,7 @@ void prefill_inputs_make(const fmqa_problem *p, const int32_t *tq, const int32_t
         make_packed_kv(p, r, in);
     }
     const int64_t qrow = H * D + 8, n = in->total * qrow;
-    double *qd = malloc(n * sizeof *qd);
-    cr_assert_not_null(qd);
-    uint16_t *q = BUF(in, q, n * 2, 16);
-    fmqa_err err;
-    ref_rng_fill(r, qd, n, 1.0, p->q_dtype);
-    cr_assert_eq(ref_from_double(p->q_dtype, qd, n, q, &err), FMQA_OK, "%s", err.msg);
-    free(qd);
+    fmqa_test_fill_random(r, p->q_dtype, BUF(in, q, n * 2, 16), n);
     in->a.q_stride_token = qrow, in->a.q_stride_head = D;
     BUF(in, o, in->total * H * D * 2, 16);
     in->a.o_stride_token = H * D, in->a.o_stride_head = D;

@@ -140,6 +140,11 @@ void *fmqa_test_emu_symbol(void *handle, const char *sym);
  * past it faults.  Never freed (the test process ends). */
 void *fmqa_test_guarded(size_t bytes, size_t align, uint8_t fill);
 
+/* Fills dst[0, n) with values drawn from r (N(0, 1), rounded to t as
+ * ref_rng_fill does) stored as t: the random 16-bit query rows of the
+ * emulator checks. */
+void fmqa_test_fill_random(ref_rng *r, fmqa_dtype t, void *dst, int64_t n);
+
 /* Fills table[0, n) with a permutation of 0 .. n - 1 drawn from r: a
  * shuffled page order (a kernel must not assume pages in sequence order). */
 void fmqa_test_shuffle_pages(int32_t *table, int64_t n, ref_rng *r);
